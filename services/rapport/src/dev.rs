@@ -1,0 +1,315 @@
+//! `rapport dev`: the whole platform on one machine, for development.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use anyhow::Context;
+use rapport_kit::config::{LogFormat, ServiceConfig};
+use rapport_kit::pg::{PgOptions, PgServer};
+use rapport_kit::shutdown::Shutdown;
+use sqlx::{Connection, PgConnection};
+
+use crate::services;
+
+/// Options of `rapport dev`.
+#[derive(clap::Args, Debug)]
+pub struct DevArgs {
+    /// Where the embedded PostgreSQL keeps its data and where the development
+    /// API key is written (`DATA_DIR/dev-api-key`).
+    #[arg(long, env = "RAPPORT_DATA_DIR", default_value = ".rapport")]
+    data_dir: PathBuf,
+    /// Use this PostgreSQL (an administrative URL) instead of an embedded one.
+    #[arg(long, env = "RAPPORT_DATABASE_URL")]
+    database_url: Option<String>,
+    /// Port of the embedded PostgreSQL on 127.0.0.1 (default: a free one).
+    #[arg(long, env = "RAPPORT_DEV_POSTGRES_PORT")]
+    postgres_port: Option<u16>,
+    /// Gateway address: the one endpoint clients use.
+    #[arg(
+        long,
+        env = "RAPPORT_GATEWAY_LISTEN",
+        default_value = "127.0.0.1:50051"
+    )]
+    gateway_listen: SocketAddr,
+    /// Profile service address (direct, development only).
+    #[arg(
+        long,
+        env = "RAPPORT_PROFILE_LISTEN",
+        default_value = "127.0.0.1:50052"
+    )]
+    profile_listen: SocketAddr,
+    /// Interaction service address (direct, development only).
+    #[arg(
+        long,
+        env = "RAPPORT_INTERACTION_LISTEN",
+        default_value = "127.0.0.1:50053"
+    )]
+    interaction_listen: SocketAddr,
+    /// Segmentation service address (direct, development only).
+    #[arg(
+        long,
+        env = "RAPPORT_SEGMENTATION_LISTEN",
+        default_value = "127.0.0.1:50054"
+    )]
+    segmentation_listen: SocketAddr,
+    /// Valuation service address (direct, development only).
+    #[arg(
+        long,
+        env = "RAPPORT_VALUATION_LISTEN",
+        default_value = "127.0.0.1:50055"
+    )]
+    valuation_listen: SocketAddr,
+    /// Log format: pretty or json.
+    #[arg(long, env = "RAPPORT_LOG_FORMAT", default_value = "pretty", value_parser = ["pretty", "json"])]
+    log_format: String,
+    /// Log filter directives.
+    #[arg(long, env = "RAPPORT_LOG", default_value = "info")]
+    log: String,
+}
+
+impl DevArgs {
+    fn listen_of(&self, service: &str) -> SocketAddr {
+        match service {
+            "profile" => self.profile_listen,
+            "interaction" => self.interaction_listen,
+            "segmentation" => self.segmentation_listen,
+            "valuation" => self.valuation_listen,
+            _ => self.gateway_listen,
+        }
+    }
+}
+
+/// Runs the development stack until Ctrl-C or SIGTERM.
+pub async fn run(args: DevArgs) -> anyhow::Result<()> {
+    let format = if args.log_format == "json" {
+        LogFormat::Json
+    } else {
+        LogFormat::Pretty
+    };
+    let _telemetry = rapport_kit::telemetry::init("dev", format, &args.log);
+
+    // Bind every port first, so a busy one fails fast and says which.
+    let mut listeners = Vec::new();
+    for s in services::ALL {
+        let addr = args.listen_of(s.name);
+        let l = tokio::net::TcpListener::bind(addr).await.with_context(|| {
+            format!(
+                "cannot listen on {addr} for the {} (--{}-listen)",
+                s.name, s.name
+            )
+        })?;
+        listeners.push((s, l));
+    }
+
+    std::fs::create_dir_all(&args.data_dir).with_context(|| {
+        format!(
+            "cannot create the data directory {}",
+            args.data_dir.display()
+        )
+    })?;
+    let data_dir = args.data_dir.canonicalize()?;
+
+    let (admin_url, postgres) = match &args.database_url {
+        Some(url) => (url.clone(), None),
+        None => {
+            let pg_dir = postgres_dir(&data_dir);
+            tracing::info!(data = %pg_dir.display(), "starting the embedded PostgreSQL");
+            let opts = PgOptions {
+                data_dir: pg_dir,
+                port: args.postgres_port,
+                throwaway: false,
+            };
+            let server = tokio::task::spawn_blocking(move || PgServer::start(&opts)).await??;
+            ensure_database(&server.url("postgres"), "rapport").await?;
+            (server.url("rapport"), Some(server))
+        }
+    };
+
+    services::migrate(&admin_url, &services::ALL).await?;
+
+    let gateway_pool = rapport_kit::db::connect(&admin_url, rapport_gateway::SCHEMA, 2).await?;
+    let key_file = data_dir.join("dev-api-key");
+    let fixed = std::env::var("RAPPORT_DEV_API_KEY")
+        .ok()
+        .filter(|k| !k.is_empty());
+    let earlier = std::fs::read_to_string(&key_file)
+        .ok()
+        .map(|k| k.trim().to_string());
+    let wanted = fixed.clone().or(earlier);
+    let creds =
+        rapport_gateway::ensure_dev_credentials(&gateway_pool, wanted.as_deref(), fixed.is_some())
+            .await?;
+    gateway_pool.close().await;
+    write_secret(&key_file, &creds.api_key)?;
+
+    let mut token = [0u8; 24];
+    getrandom::fill(&mut token).map_err(|e| anyhow::anyhow!("system random source: {e}"))?;
+    let internal_token = hex::encode(token);
+
+    let shutdown = Shutdown::new();
+    shutdown.trigger_on_os_signal();
+    let mut tasks = Vec::new();
+    for (s, listener) in listeners {
+        let config = ServiceConfig {
+            listen: listener.local_addr()?,
+            database_url: admin_url.clone(),
+            db_max_connections: 8,
+            log_format: format,
+            log: args.log.clone(),
+            internal_token: Some(internal_token.clone()),
+            // The direct service ports of a development stack take calls from
+            // grpcurl without the internal credential.
+            require_internal_auth: false,
+            ..ServiceConfig::default()
+        };
+        let shutdown = shutdown.clone();
+        tasks.push(tokio::spawn(async move {
+            let r = rapport_kit::server::run_service(
+                s.name,
+                s.schema,
+                &config,
+                listener,
+                shutdown.clone(),
+                |b, pool| (s.register)(b, pool, &config),
+            )
+            .await;
+            if let Err(e) = &r {
+                tracing::error!(service = s.name, error = %e, "service failed; stopping the stack");
+                shutdown.trigger();
+            }
+            r.map_err(|e| anyhow::anyhow!("{}: {e}", s.name))
+        }));
+    }
+
+    print_banner(&args, &creds, &key_file, &admin_url, postgres.is_some());
+
+    let mut result = Ok(());
+    for t in tasks {
+        match t.await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => result = Err(e),
+            Err(e) => result = Err(anyhow::anyhow!("a service task panicked: {e}")),
+        }
+    }
+    if let Some(mut pg) = postgres {
+        tracing::info!("stopping the embedded PostgreSQL");
+        tokio::task::spawn_blocking(move || pg.stop()).await?;
+    }
+    println!("Rapport stopped.");
+    result
+}
+
+/// Where the embedded cluster lives: `DATA_DIR/postgres`, unless we run as
+/// root and Debian's `postgres` user (who runs the server) cannot reach that
+/// folder (say, under /root); then a folder under /var/tmp named after it.
+fn postgres_dir(data_dir: &Path) -> PathBuf {
+    let wanted = data_dir.join("postgres");
+    let root = std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .is_some_and(|s| {
+            s.lines()
+                .any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(2) == Some("0"))
+        });
+    if !root {
+        return wanted;
+    }
+    let reachable = Command::new("setpriv")
+        .args([
+            "--reuid=postgres",
+            "--regid=postgres",
+            "--init-groups",
+            "--",
+            "test",
+            "-x",
+        ])
+        .arg(data_dir)
+        .status()
+        .is_ok_and(|s| s.success());
+    if reachable {
+        return wanted;
+    }
+    let tag: String = data_dir
+        .to_string_lossy()
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
+        .collect();
+    let fallback = PathBuf::from("/var/tmp").join(format!("rapport-postgres{tag}"));
+    tracing::warn!(
+        wanted = %wanted.display(),
+        using = %fallback.display(),
+        "the postgres user cannot reach the data directory; keeping the database elsewhere"
+    );
+    fallback
+}
+
+async fn ensure_database(admin_url: &str, name: &str) -> anyhow::Result<()> {
+    let mut conn = PgConnection::connect(admin_url).await?;
+    let exists: bool =
+        sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)")
+            .bind(name)
+            .fetch_one(&mut conn)
+            .await?;
+    if !exists {
+        sqlx::raw_sql(sqlx::AssertSqlSafe(format!("CREATE DATABASE \"{name}\"")))
+            .execute(&mut conn)
+            .await?;
+    }
+    conn.close().await?;
+    Ok(())
+}
+
+fn write_secret(path: &Path, secret: &str) -> anyhow::Result<()> {
+    use std::io::Write;
+    #[cfg(unix)]
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    options.mode(0o600);
+    let mut f = options
+        .open(path)
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    writeln!(f, "{secret}")?;
+    Ok(())
+}
+
+fn print_banner(
+    args: &DevArgs,
+    creds: &rapport_gateway::DevCredentials,
+    key_file: &Path,
+    admin_url: &str,
+    embedded: bool,
+) {
+    let db = if embedded {
+        format!("embedded PostgreSQL at {admin_url}")
+    } else {
+        "the PostgreSQL at --database-url".to_string()
+    };
+    println!(
+        "\nRapport is ready ({db}).\n\n\
+         \x20 gateway       {}\n\
+         \x20 profile       {}\n\
+         \x20 interaction   {}\n\
+         \x20 segmentation  {}\n\
+         \x20 valuation     {}\n\n\
+         \x20 development tenant  {}\n\
+         \x20 API key (every scope, also in {}):\n\
+         \x20   {}\n\n\
+         Try:\n\
+         \x20 grpcurl -plaintext -H \"authorization: Bearer $(cat {})\" {} list\n\
+         \x20 grpcurl -plaintext {} grpc.health.v1.Health/Check\n\n\
+         Press Ctrl-C to stop.",
+        args.gateway_listen,
+        args.profile_listen,
+        args.interaction_listen,
+        args.segmentation_listen,
+        args.valuation_listen,
+        creds.tenant_id,
+        key_file.display(),
+        creds.api_key,
+        key_file.display(),
+        args.gateway_listen,
+        args.profile_listen,
+    );
+}

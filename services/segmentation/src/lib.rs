@@ -1,0 +1,20 @@
+//! The segmentation service (DESIGN.md, "Services"). Owns the `segmentation` schema.
+//!
+//! Until its contract is implemented, the process serves health, reflection and
+//! its change-feed tables only: no method is registered that would answer
+//! UNIMPLEMENTED.
+
+use rapport_kit::config::ServiceConfig;
+use rapport_kit::db::SchemaSpec;
+use rapport_kit::server::ServerBuilder;
+use sqlx::PgPool;
+use sqlx::migrate::Migrator;
+
+/// Schema `segmentation`, role `rapport_segmentation`.
+pub const SCHEMA: SchemaSpec = SchemaSpec::new("segmentation", "rapport_segmentation");
+
+/// The service's own migrations (the kit adds the change-feed tables).
+pub static MIGRATOR: Migrator = sqlx::migrate!("./migrations");
+
+/// Adds the service's gRPC services to `server`.
+pub fn register(_server: &mut ServerBuilder, _pool: PgPool, _config: &ServiceConfig) {}

@@ -1,0 +1,190 @@
+//! PostgreSQL: one schema and one role per service, pools, and migrations.
+//!
+//! Each service owns a schema of the same name (`profile`, `interaction`, …) and
+//! a role `rapport_<service>` that owns it and has no rights anywhere else.
+//! `rapport migrate` connects with an administrative URL, creates the role and
+//! schema when missing, then applies the kit's migrations (the change feed
+//! tables) and the service's own, all as the service role, so the service can
+//! later run with nothing but its own rights.
+
+use std::time::Duration;
+
+use sqlx::migrate::Migrator;
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::{Connection, PgConnection, PgPool};
+
+static KIT_MIGRATOR: Migrator = sqlx::migrate!("./migrations");
+
+/// Where a service's data lives.
+#[derive(Debug, Clone, Copy)]
+pub struct SchemaSpec {
+    /// The schema name, e.g. `profile`.
+    pub schema: &'static str,
+    /// The role that owns it, e.g. `rapport_profile`.
+    pub role: &'static str,
+    /// Extensions the service needs (created by the administrative connection).
+    pub extensions: &'static [&'static str],
+}
+
+impl SchemaSpec {
+    /// The conventional spec for a service: schema `name`, role `rapport_name`.
+    pub const fn new(schema: &'static str, role: &'static str) -> Self {
+        Self {
+            schema,
+            role,
+            extensions: &[],
+        }
+    }
+
+    /// The same spec, needing `extensions` too.
+    pub const fn with_extensions(mut self, extensions: &'static [&'static str]) -> Self {
+        self.extensions = extensions;
+        self
+    }
+}
+
+fn ident(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
+}
+
+/// Opens a pool for the service. Each connection takes the service's role
+/// (when the login user is not already that role) and searches only its schema.
+pub async fn connect(
+    url: &str,
+    spec: SchemaSpec,
+    max_connections: u32,
+) -> Result<PgPool, sqlx::Error> {
+    let options: PgConnectOptions = url.parse()?;
+    let options = options.application_name(&format!("rapport-{}", spec.schema));
+    PgPoolOptions::new()
+        .max_connections(max_connections)
+        .min_connections(0)
+        .acquire_timeout(Duration::from_secs(5))
+        .after_connect(move |conn, _meta| {
+            Box::pin(async move {
+                enter_schema(conn, spec).await?;
+                Ok(())
+            })
+        })
+        .connect_with(options)
+        .await
+}
+
+async fn enter_schema(conn: &mut PgConnection, spec: SchemaSpec) -> Result<(), sqlx::Error> {
+    let user: String = sqlx::query_scalar("SELECT session_user::text")
+        .fetch_one(&mut *conn)
+        .await?;
+    if user != spec.role {
+        exec(&mut *conn, format!("SET ROLE {}", ident(spec.role))).await?;
+    }
+    exec(
+        &mut *conn,
+        format!("SET search_path TO {}", ident(spec.schema)),
+    )
+    .await?;
+    Ok(())
+}
+
+/// Creates the role and schema when missing, then applies the kit's and the
+/// service's migrations as the service role. Idempotent; safe to run from
+/// several processes at once.
+pub async fn migrate(
+    admin_url: &str,
+    spec: SchemaSpec,
+    migrator: &Migrator,
+) -> Result<(), sqlx::Error> {
+    let mut conn = PgConnection::connect(admin_url).await?;
+    ensure_role_and_schema(&mut conn, spec).await?;
+    enter_schema(&mut conn, spec).await?;
+    let mut kit = Migrator {
+        migrations: KIT_MIGRATOR.migrations.clone(),
+        ..Migrator::DEFAULT
+    };
+    kit.dangerous_set_table_name("_rapport_kit_migrations");
+    kit.run(&mut conn)
+        .await
+        .map_err(|e| sqlx::Error::Migrate(Box::new(e)))?;
+    migrator
+        .run(&mut conn)
+        .await
+        .map_err(|e| sqlx::Error::Migrate(Box::new(e)))?;
+    conn.close().await
+}
+
+async fn ensure_role_and_schema(
+    conn: &mut PgConnection,
+    spec: SchemaSpec,
+) -> Result<(), sqlx::Error> {
+    // Serialise concurrent migrators: CREATE ROLE and CREATE SCHEMA race otherwise.
+    let mut tx = conn.begin().await?;
+    sqlx::query("SELECT pg_advisory_xact_lock(hashtext('rapport.migrate'))")
+        .execute(&mut *tx)
+        .await?;
+    let exists: bool =
+        sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = $1)")
+            .bind(spec.role)
+            .fetch_one(&mut *tx)
+            .await?;
+    if !exists {
+        exec(
+            &mut *tx,
+            format!("CREATE ROLE {} NOLOGIN", ident(spec.role)),
+        )
+        .await?;
+    }
+    // The administrator must be able to act as the service role.
+    let member: bool = sqlx::query_scalar("SELECT pg_has_role(current_user, $1, 'USAGE')")
+        .bind(spec.role)
+        .fetch_one(&mut *tx)
+        .await?;
+    if !member {
+        exec(
+            &mut *tx,
+            format!("GRANT {} TO current_user", ident(spec.role)),
+        )
+        .await?;
+    }
+    exec(
+        &mut *tx,
+        format!(
+            "CREATE SCHEMA IF NOT EXISTS {} AUTHORIZATION {}",
+            ident(spec.schema),
+            ident(spec.role)
+        ),
+    )
+    .await?;
+    exec(
+        &mut *tx,
+        format!("REVOKE ALL ON SCHEMA {} FROM PUBLIC", ident(spec.schema)),
+    )
+    .await?;
+    for ext in spec.extensions {
+        exec(
+            &mut *tx,
+            format!(
+                "CREATE EXTENSION IF NOT EXISTS {} SCHEMA {}",
+                ident(ext),
+                ident(spec.schema)
+            ),
+        )
+        .await?;
+    }
+    tx.commit().await
+}
+
+async fn exec(conn: &mut PgConnection, sql: String) -> Result<(), sqlx::Error> {
+    sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+/// True when the database answers.
+pub async fn ping(pool: &PgPool) -> bool {
+    tokio::time::timeout(
+        Duration::from_secs(2),
+        sqlx::query("SELECT 1").execute(pool),
+    )
+    .await
+    .is_ok_and(|r| r.is_ok())
+}

@@ -1,0 +1,250 @@
+//! The one error type handlers return, and its mapping to `tonic::Status`.
+//!
+//! Every variant maps to a precise gRPC code. Invalid input carries one
+//! `google.rpc.BadRequest` field violation per problem so clients can point at
+//! the offending field. Internal errors are logged with their cause and answered
+//! with a bare "internal error": SQL text and stack traces never reach a client.
+
+use std::time::Duration;
+
+use tonic::{Code, Status};
+use tonic_types::{ErrorDetails, FieldViolation, StatusExt};
+
+/// An error a handler can return. Convert with `?` into `tonic::Status`.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// The request is malformed; one violation per problem.
+    #[error("invalid argument: {}", describe(.0))]
+    InvalidArgument(Vec<Violation>),
+    /// The named resource does not exist (or belongs to another tenant).
+    #[error("{resource} {id} not found")]
+    NotFound {
+        /// Resource type, e.g. "customer".
+        resource: &'static str,
+        /// The id the client asked for.
+        id: String,
+    },
+    /// The resource the client tried to create already exists.
+    #[error("{0}")]
+    AlreadyExists(String),
+    /// Optimistic concurrency failed (stale etag) or a conflicting write won.
+    #[error("{0}")]
+    Aborted(String),
+    /// The system is not in a state where the operation is allowed.
+    #[error("{0}")]
+    FailedPrecondition(String),
+    /// No credentials, or credentials that are not valid.
+    #[error("{0}")]
+    Unauthenticated(String),
+    /// Valid credentials without the right to do this.
+    #[error("{0}")]
+    PermissionDenied(String),
+    /// A quota or rate limit was exceeded; `retry_after` says when to retry.
+    #[error("{message}")]
+    ResourceExhausted {
+        /// What was exhausted.
+        message: String,
+        /// When the client may retry.
+        retry_after: Option<Duration>,
+    },
+    /// A dependency (database, another service) is not reachable right now.
+    #[error("{0}")]
+    Unavailable(String),
+    /// The deadline passed before the work finished.
+    #[error("{0}")]
+    DeadlineExceeded(String),
+    /// Anything else: logged with its cause, answered as "internal error".
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+/// One problem with one field of a request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Violation {
+    /// Dot-separated path of the field, e.g. `customer.emails[0].address`.
+    pub field: String,
+    /// What is wrong and what would be right.
+    pub description: String,
+}
+
+fn describe(v: &[Violation]) -> String {
+    v.iter()
+        .map(|v| format!("{}: {}", v.field, v.description))
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+impl ApiError {
+    /// A single field violation.
+    pub fn invalid(field: impl Into<String>, description: impl Into<String>) -> Self {
+        ApiError::InvalidArgument(vec![Violation {
+            field: field.into(),
+            description: description.into(),
+        }])
+    }
+
+    /// NOT_FOUND for a resource type and id.
+    pub fn not_found(resource: &'static str, id: impl Into<String>) -> Self {
+        ApiError::NotFound {
+            resource,
+            id: id.into(),
+        }
+    }
+
+    /// An internal error: the cause is logged here, the client sees none of it.
+    pub fn internal(cause: impl std::fmt::Display) -> Self {
+        tracing::error!(error = %cause, "internal error");
+        ApiError::Internal(cause.to_string())
+    }
+
+    /// The gRPC code this error maps to.
+    pub fn code(&self) -> Code {
+        match self {
+            ApiError::InvalidArgument(_) => Code::InvalidArgument,
+            ApiError::NotFound { .. } => Code::NotFound,
+            ApiError::AlreadyExists(_) => Code::AlreadyExists,
+            ApiError::Aborted(_) => Code::Aborted,
+            ApiError::FailedPrecondition(_) => Code::FailedPrecondition,
+            ApiError::Unauthenticated(_) => Code::Unauthenticated,
+            ApiError::PermissionDenied(_) => Code::PermissionDenied,
+            ApiError::ResourceExhausted { .. } => Code::ResourceExhausted,
+            ApiError::Unavailable(_) => Code::Unavailable,
+            ApiError::DeadlineExceeded(_) => Code::DeadlineExceeded,
+            ApiError::Internal(_) => Code::Internal,
+        }
+    }
+}
+
+/// Collects field violations while validating a request, then fails once with
+/// all of them, so a client learns every problem in one round trip.
+#[derive(Debug, Default)]
+pub struct Violations(Vec<Violation>);
+
+impl Violations {
+    /// An empty collection.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Records a problem with `field`.
+    pub fn add(&mut self, field: impl Into<String>, description: impl Into<String>) {
+        self.0.push(Violation {
+            field: field.into(),
+            description: description.into(),
+        });
+    }
+
+    /// Records a problem when `bad` holds.
+    pub fn check(&mut self, bad: bool, field: impl Into<String>, description: impl Into<String>) {
+        if bad {
+            self.add(field, description);
+        }
+    }
+
+    /// True when nothing was recorded.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// `Ok(())` when nothing was recorded, else INVALID_ARGUMENT with them all.
+    pub fn finish(self) -> Result<(), ApiError> {
+        if self.0.is_empty() {
+            Ok(())
+        } else {
+            Err(ApiError::InvalidArgument(self.0))
+        }
+    }
+}
+
+impl From<ApiError> for Status {
+    fn from(err: ApiError) -> Self {
+        match err {
+            ApiError::InvalidArgument(violations) => {
+                let message = format!("invalid argument: {}", describe(&violations));
+                let details = ErrorDetails::with_bad_request(
+                    violations
+                        .into_iter()
+                        .map(|v| FieldViolation::new(v.field, v.description))
+                        .collect::<Vec<_>>(),
+                );
+                Status::with_error_details(Code::InvalidArgument, message, details)
+            }
+            ApiError::NotFound { resource, id } => Status::with_error_details(
+                Code::NotFound,
+                format!("{resource} {id} not found"),
+                ErrorDetails::with_resource_info(resource, id.clone(), "", "not found"),
+            ),
+            ApiError::ResourceExhausted {
+                message,
+                retry_after,
+            } => Status::with_error_details(
+                Code::ResourceExhausted,
+                message,
+                ErrorDetails::with_retry_info(retry_after),
+            ),
+            ApiError::Internal(_) => Status::new(Code::Internal, "internal error"),
+            other => Status::new(other.code(), other.to_string()),
+        }
+    }
+}
+
+impl From<sqlx::Error> for ApiError {
+    fn from(err: sqlx::Error) -> Self {
+        match &err {
+            sqlx::Error::PoolTimedOut | sqlx::Error::Io(_) | sqlx::Error::PoolClosed => {
+                tracing::warn!(error = %err, "database unavailable");
+                ApiError::Unavailable("the database is unavailable; retry later".into())
+            }
+            _ => ApiError::internal(err),
+        }
+    }
+}
+
+/// True when `err` is a unique-constraint violation (SQLSTATE 23505), optionally
+/// on the named constraint.
+pub fn is_unique_violation(err: &sqlx::Error, constraint: Option<&str>) -> bool {
+    match err {
+        sqlx::Error::Database(db) => {
+            db.code().as_deref() == Some("23505")
+                && constraint.is_none_or(|c| db.constraint() == Some(c))
+        }
+        _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn invalid_argument_carries_every_field_violation() {
+        let mut v = Violations::new();
+        v.add("email", "not an e-mail address");
+        v.check(true, "country", "not ISO 3166-1 alpha-2");
+        v.check(false, "name", "never recorded");
+        let status: Status = v.finish().unwrap_err().into();
+        assert_eq!(status.code(), Code::InvalidArgument);
+        let details = status.get_error_details();
+        let bad = details.bad_request().expect("bad request details");
+        let fields: Vec<_> = bad
+            .field_violations
+            .iter()
+            .map(|f| f.field.as_str())
+            .collect();
+        assert_eq!(fields, ["email", "country"]);
+    }
+
+    #[test]
+    fn internal_errors_hide_their_cause() {
+        let status: Status = ApiError::internal("syntax error at or near SELECT").into();
+        assert_eq!(status.code(), Code::Internal);
+        assert_eq!(status.message(), "internal error");
+    }
+
+    #[test]
+    fn not_found_names_the_resource() {
+        let status: Status = ApiError::not_found("customer", "42").into();
+        assert_eq!(status.code(), Code::NotFound);
+        assert!(status.message().contains("customer 42"));
+    }
+}

@@ -1,0 +1,334 @@
+//! Change feeds (DESIGN.md, "Change feeds").
+//!
+//! * [`append`] writes an event to the service's `outbox` in the caller's
+//!   transaction, so an event exists if and only if its change committed.
+//! * [`watch`] serves `WatchChanges(after_sequence)`: the backlog first, then
+//!   live events, woken by `LISTEN/NOTIFY` (with a slow poll as a safety net).
+//! * [`Consumer`] follows another service's feed, applies each batch of events
+//!   and advances its cursor in one transaction of its own schema, so after any
+//!   restart it resumes where it stopped and never applies an event twice.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use futures::StreamExt;
+use futures::future::BoxFuture;
+use futures::stream::BoxStream;
+use rapport_proto::rapport::common::v1::ChangeEvent;
+use sqlx::postgres::PgListener;
+use sqlx::{PgConnection, PgPool};
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::Status;
+use tracing::Instrument;
+use uuid::Uuid;
+
+use crate::shutdown::Shutdown;
+
+/// An event to append to the outbox.
+#[derive(Debug, Clone)]
+pub struct NewEvent {
+    /// The tenant whose data changed.
+    pub tenant_id: Uuid,
+    /// What kind of thing changed, e.g. `customer`.
+    pub aggregate_type: &'static str,
+    /// Its id.
+    pub aggregate_id: String,
+    /// What happened, e.g. `CustomerCreated`.
+    pub event_type: &'static str,
+    /// The event's data (a JSON object).
+    pub payload: serde_json::Value,
+}
+
+/// Appends events to the outbox of the connection's schema, in its transaction.
+/// Returns the sequences assigned. Call inside a transaction: the lock that
+/// keeps sequence order equal to commit order is held until it ends.
+pub async fn append(conn: &mut PgConnection, events: &[NewEvent]) -> Result<Vec<i64>, sqlx::Error> {
+    if events.is_empty() {
+        return Ok(Vec::new());
+    }
+    sqlx::query("SELECT pg_advisory_xact_lock(hashtext(current_schema() || '.outbox'))")
+        .execute(&mut *conn)
+        .await?;
+    let tenants: Vec<Uuid> = events.iter().map(|e| e.tenant_id).collect();
+    let types: Vec<&str> = events.iter().map(|e| e.aggregate_type).collect();
+    let ids: Vec<&str> = events.iter().map(|e| e.aggregate_id.as_str()).collect();
+    let kinds: Vec<&str> = events.iter().map(|e| e.event_type).collect();
+    let payloads: Vec<serde_json::Value> = events.iter().map(|e| e.payload.clone()).collect();
+    let seqs: Vec<i64> = sqlx::query_scalar(
+        "INSERT INTO outbox (tenant_id, aggregate_type, aggregate_id, event_type, payload)
+         SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::jsonb[])
+         RETURNING sequence",
+    )
+    .bind(&tenants)
+    .bind(&types)
+    .bind(&ids)
+    .bind(&kinds)
+    .bind(&payloads)
+    .fetch_all(&mut *conn)
+    .await?;
+    sqlx::query("SELECT pg_notify(current_schema() || '_outbox', '')")
+        .execute(&mut *conn)
+        .await?;
+    Ok(seqs)
+}
+
+/// How many events [`watch`] reads per query.
+const BATCH: i64 = 1000;
+/// How often [`watch`] looks for events even without a notification.
+const POLL: Duration = Duration::from_secs(5);
+
+#[derive(sqlx::FromRow)]
+struct OutboxRow {
+    sequence: i64,
+    tenant_id: Uuid,
+    aggregate_type: String,
+    aggregate_id: String,
+    event_type: String,
+    payload: serde_json::Value,
+    commit_time: DateTime<Utc>,
+}
+
+impl From<OutboxRow> for ChangeEvent {
+    fn from(r: OutboxRow) -> Self {
+        ChangeEvent {
+            sequence: r.sequence,
+            tenant_id: r.tenant_id.to_string(),
+            aggregate_type: r.aggregate_type,
+            aggregate_id: r.aggregate_id,
+            event_type: r.event_type,
+            commit_time: Some(crate::convert::timestamp(r.commit_time)),
+            payload: Some(crate::convert::json_to_struct(r.payload)),
+        }
+    }
+}
+
+/// Reads up to `limit` events after `after` from the outbox of the pool's schema.
+pub async fn read_after(
+    pool: &PgPool,
+    after: i64,
+    limit: i64,
+) -> Result<Vec<ChangeEvent>, sqlx::Error> {
+    let rows: Vec<OutboxRow> = sqlx::query_as(
+        "SELECT sequence, tenant_id, aggregate_type, aggregate_id, event_type, payload, commit_time
+         FROM outbox WHERE sequence > $1 ORDER BY sequence LIMIT $2",
+    )
+    .bind(after)
+    .bind(limit)
+    .fetch_all(pool)
+    .await?;
+    Ok(rows.into_iter().map(Into::into).collect())
+}
+
+/// Streams the feed of the pool's schema from `after_sequence` on: backlog, then
+/// live. Ends when the client goes away, the database fails (UNAVAILABLE, so
+/// the consumer reconnects) or `shutdown` fires.
+pub fn watch(
+    pool: PgPool,
+    schema: &str,
+    after_sequence: i64,
+    shutdown: Shutdown,
+) -> ReceiverStream<Result<ChangeEvent, Status>> {
+    let (tx, rx) = tokio::sync::mpsc::channel(256);
+    let channel = format!("{schema}_outbox");
+    let span = tracing::info_span!("feed.watch", schema, after_sequence);
+    tokio::spawn(
+        async move {
+            let unavailable = |e: sqlx::Error| {
+                tracing::warn!(error = %e, "change feed interrupted");
+                Status::unavailable(
+                    "the change feed is interrupted; reconnect with your last sequence",
+                )
+            };
+            let mut listener = match PgListener::connect_with(&pool).await {
+                Ok(l) => l,
+                Err(e) => {
+                    let _ = tx.send(Err(unavailable(e))).await;
+                    return;
+                }
+            };
+            if let Err(e) = listener.listen(&channel).await {
+                let _ = tx.send(Err(unavailable(e))).await;
+                return;
+            }
+            let mut cursor = after_sequence;
+            loop {
+                let events = match read_after(&pool, cursor, BATCH).await {
+                    Ok(ev) => ev,
+                    Err(e) => {
+                        let _ = tx.send(Err(unavailable(e))).await;
+                        return;
+                    }
+                };
+                let full = events.len() as i64 == BATCH;
+                for ev in events {
+                    cursor = ev.sequence;
+                    if tx.send(Ok(ev)).await.is_err() {
+                        return;
+                    }
+                }
+                if full {
+                    continue;
+                }
+                tokio::select! {
+                    n = listener.recv() => {
+                        if let Err(e) = n {
+                            let _ = tx.send(Err(unavailable(e))).await;
+                            return;
+                        }
+                    }
+                    _ = tokio::time::sleep(POLL) => {}
+                    _ = tx.closed() => return,
+                    _ = shutdown.wait() => return,
+                }
+            }
+        }
+        .instrument(span),
+    );
+    ReceiverStream::new(rx)
+}
+
+/// A stream of change events, as a feed source returns it.
+pub type EventStream = BoxStream<'static, Result<ChangeEvent, Status>>;
+
+/// Where a consumer reads a feed from: usually a gRPC client's `WatchChanges`.
+pub trait FeedSource: Send + Sync + 'static {
+    /// Opens the feed after `after_sequence`.
+    fn open(&self, after_sequence: i64) -> BoxFuture<'_, Result<EventStream, Status>>;
+}
+
+/// What a consumer does with events. Runs inside the consumer's transaction:
+/// whatever it writes commits together with the cursor.
+pub trait FeedHandler: Send + Sync + 'static {
+    /// Applies one event.
+    fn apply<'a>(
+        &'a self,
+        tx: &'a mut PgConnection,
+        event: &'a ChangeEvent,
+    ) -> BoxFuture<'a, Result<(), sqlx::Error>>;
+}
+
+/// Follows one feed and applies its events exactly once (see module docs).
+pub struct Consumer {
+    name: String,
+    pool: PgPool,
+    source: Arc<dyn FeedSource>,
+    handler: Arc<dyn FeedHandler>,
+    max_batch: usize,
+}
+
+impl Consumer {
+    /// A consumer called `name` (its cursor's key) storing its cursor in `pool`'s schema.
+    pub fn new(
+        name: impl Into<String>,
+        pool: PgPool,
+        source: Arc<dyn FeedSource>,
+        handler: Arc<dyn FeedHandler>,
+    ) -> Self {
+        Self {
+            name: name.into(),
+            pool,
+            source,
+            handler,
+            max_batch: 500,
+        }
+    }
+
+    /// The last sequence applied by consumer `name` (0 before the first).
+    pub async fn cursor(pool: &PgPool, name: &str) -> Result<i64, sqlx::Error> {
+        let c: Option<i64> =
+            sqlx::query_scalar("SELECT after_sequence FROM feed_cursors WHERE source = $1")
+                .bind(name)
+                .fetch_optional(pool)
+                .await?;
+        Ok(c.unwrap_or(0))
+    }
+
+    /// Runs until `shutdown` fires, reconnecting with backoff after errors.
+    pub async fn run(self, shutdown: Shutdown) {
+        let span = tracing::info_span!("feed.consumer", consumer = %self.name);
+        async move {
+            let mut backoff = Duration::from_millis(100);
+            while !shutdown.is_triggered() {
+                tokio::select! {
+                    r = self.follow() => match r {
+                        Ok(()) => backoff = Duration::from_millis(100),
+                        Err(e) => {
+                            tracing::warn!(error = %e, retry_in_ms = backoff.as_millis() as u64, "feed consumer interrupted");
+                        }
+                    },
+                    _ = shutdown.wait() => break,
+                }
+                tokio::select! {
+                    _ = tokio::time::sleep(backoff) => {}
+                    _ = shutdown.wait() => break,
+                }
+                backoff = (backoff * 2).min(Duration::from_secs(5));
+            }
+        }
+        .instrument(span)
+        .await
+    }
+
+    async fn follow(&self) -> Result<(), String> {
+        sqlx::query("INSERT INTO feed_cursors (source, after_sequence) VALUES ($1, 0) ON CONFLICT DO NOTHING")
+            .bind(&self.name)
+            .execute(&self.pool)
+            .await
+            .map_err(|e| e.to_string())?;
+        let after = Self::cursor(&self.pool, &self.name)
+            .await
+            .map_err(|e| e.to_string())?;
+        let stream = self.source.open(after).await.map_err(|s| s.to_string())?;
+        let mut batches = stream.ready_chunks(self.max_batch);
+        while let Some(batch) = batches.next().await {
+            let mut events = Vec::with_capacity(batch.len());
+            let mut failure = None;
+            for item in batch {
+                match item {
+                    Ok(ev) => events.push(ev),
+                    Err(s) => {
+                        failure = Some(s.to_string());
+                        break;
+                    }
+                }
+            }
+            self.apply_batch(&events).await.map_err(|e| e.to_string())?;
+            if let Some(f) = failure {
+                return Err(f);
+            }
+        }
+        Err("the feed ended".into())
+    }
+
+    async fn apply_batch(&self, events: &[ChangeEvent]) -> Result<(), sqlx::Error> {
+        if events.is_empty() {
+            return Ok(());
+        }
+        let mut tx = self.pool.begin().await?;
+        // The row lock serialises replicas of this consumer; the stored cursor
+        // tells which events a replica (or an earlier delivery) already applied.
+        let stored: i64 = sqlx::query_scalar(
+            "SELECT after_sequence FROM feed_cursors WHERE source = $1 FOR UPDATE",
+        )
+        .bind(&self.name)
+        .fetch_one(&mut *tx)
+        .await?;
+        let mut last = stored;
+        for ev in events {
+            if ev.sequence <= last {
+                continue;
+            }
+            self.handler.apply(&mut tx, ev).await?;
+            last = ev.sequence;
+        }
+        if last != stored {
+            sqlx::query("UPDATE feed_cursors SET after_sequence = $2, update_time = now() WHERE source = $1")
+                .bind(&self.name)
+                .bind(last)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await
+    }
+}

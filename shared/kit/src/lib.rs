@@ -1,0 +1,25 @@
+//! The Rapport service kit: what every service is built on.
+//!
+//! * [`config`]: settings from defaults, an optional file and `RAPPORT_*` variables.
+//! * [`telemetry`]: logs, OTLP traces, W3C trace context in gRPC metadata.
+//! * [`server`]: health, reflection, tracing, deadlines, graceful shutdown.
+//! * [`db`]: a schema and a role per service, pools, migrations.
+//! * [`pg`]: a PostgreSQL server run from the local installation.
+//! * [`error`]: errors mapped to precise gRPC statuses with details.
+//! * [`page`]: opaque, tamper-evident page tokens.
+//! * [`feed`]: the outbox, `WatchChanges` streams and feed consumers.
+//! * [`context`]: tenant and principal of a call, the internal credential.
+
+pub mod config;
+pub mod context;
+pub mod convert;
+pub mod db;
+pub mod error;
+pub mod feed;
+pub mod page;
+pub mod pg;
+pub mod server;
+pub mod shutdown;
+pub mod telemetry;
+
+pub use error::{ApiError, Violations};

@@ -1,0 +1,273 @@
+//! The gRPC server every service runs: its own services plus `grpc.health.v1`,
+//! server reflection (v1 and v1alpha, so grpcurl 1.8 works), request tracing,
+//! the internal credential check, deadlines, connection limits and graceful
+//! shutdown that drains in-flight calls.
+
+use std::convert::Infallible;
+use std::time::Duration;
+
+use sqlx::PgPool;
+use tokio::net::TcpListener;
+use tonic::body::Body;
+use tonic::server::NamedService;
+use tonic::service::RoutesBuilder;
+use tonic_health::ServingStatus;
+use tonic_health::server::HealthReporter;
+use tower::Service;
+use tower_http::classify::{GrpcCode, GrpcErrorsAsFailures, SharedClassifier};
+use tower_http::trace::{DefaultOnFailure, DefaultOnResponse, TraceLayer};
+use tracing::Level;
+
+use crate::config::ServiceConfig;
+use crate::context::InternalAuthLayer;
+use crate::shutdown::Shutdown;
+
+/// How often the database is pinged to keep the health status current.
+const HEALTH_PROBE: Duration = Duration::from_secs(2);
+
+/// Server settings taken from [`ServiceConfig`].
+#[derive(Debug, Clone)]
+pub struct ServeOptions {
+    /// Internal credential required on every call but health and reflection.
+    pub internal_token: Option<String>,
+    /// Upper bound on any call's duration.
+    pub request_timeout: Duration,
+    /// How long in-flight calls may take to finish after shutdown starts.
+    pub shutdown_grace: Duration,
+}
+
+impl From<&ServiceConfig> for ServeOptions {
+    fn from(c: &ServiceConfig) -> Self {
+        Self {
+            internal_token: if c.require_internal_auth {
+                c.internal_token.clone()
+            } else {
+                None
+            },
+            request_timeout: c.request_timeout(),
+            shutdown_grace: c.shutdown_grace(),
+        }
+    }
+}
+
+/// Assembles one process's gRPC server.
+pub struct ServerBuilder {
+    component: String,
+    routes: RoutesBuilder,
+    names: Vec<&'static str>,
+    pool: Option<PgPool>,
+    health: HealthReporter,
+}
+
+impl ServerBuilder {
+    /// A server for `component` (e.g. "profile"), with health and reflection.
+    pub fn new(component: impl Into<String>) -> Self {
+        let (health, health_service) = tonic_health::server::health_reporter();
+        let mut routes = RoutesBuilder::default();
+        routes.add_service(health_service);
+        Self {
+            component: component.into(),
+            routes,
+            names: Vec::new(),
+            pool: None,
+            health,
+        }
+    }
+
+    /// Hosts a generated tonic service. Its name is reported SERVING by health
+    /// checks while the database answers, and advertised by reflection.
+    pub fn add_service<S>(&mut self, svc: S) -> &mut Self
+    where
+        S: Service<http::Request<Body>, Response = http::Response<Body>, Error = Infallible>
+            + NamedService
+            + Clone
+            + Send
+            + Sync
+            + 'static,
+        S::Future: Send + 'static,
+    {
+        self.names.push(S::NAME);
+        self.routes.add_service(svc);
+        self
+    }
+
+    /// Reports NOT_SERVING while this pool's database does not answer.
+    pub fn watch_database(&mut self, pool: PgPool) -> &mut Self {
+        self.pool = Some(pool);
+        self
+    }
+
+    /// The health reporter, for components that manage their own statuses.
+    pub fn health_reporter(&self) -> HealthReporter {
+        self.health.clone()
+    }
+
+    /// Serves on `listener` until `shutdown` fires, then drains in-flight calls
+    /// for at most the grace period.
+    pub async fn serve(
+        mut self,
+        listener: TcpListener,
+        options: ServeOptions,
+        shutdown: Shutdown,
+    ) -> Result<(), tonic::transport::Error> {
+        let reporter = self.health.clone();
+        let mut names: Vec<String> = vec![String::new()];
+        names.extend(self.names.iter().map(|n| n.to_string()));
+        for n in &names {
+            reporter.set_service_status(n, ServingStatus::Serving).await;
+        }
+
+        let mut reflection = tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(rapport_proto::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+            .with_service_name("grpc.health.v1.Health");
+        let mut reflection_alpha = tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(rapport_proto::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+            .with_service_name("grpc.health.v1.Health");
+        for n in &self.names {
+            reflection = reflection.with_service_name(*n);
+            reflection_alpha = reflection_alpha.with_service_name(*n);
+        }
+        // The descriptor sets are compiled into the binary: failing here is a build defect.
+        let v1 = reflection
+            .build_v1()
+            .expect("embedded descriptor sets are valid");
+        let v1alpha = reflection_alpha
+            .build_v1alpha()
+            .expect("embedded descriptor sets are valid");
+        self.routes.add_service(v1);
+        self.routes.add_service(v1alpha);
+
+        if let Some(pool) = self.pool.clone() {
+            let reporter = reporter.clone();
+            let names = names.clone();
+            let shutdown = shutdown.clone();
+            tokio::spawn(async move {
+                let mut serving = true;
+                loop {
+                    tokio::select! {
+                        _ = tokio::time::sleep(HEALTH_PROBE) => {}
+                        _ = shutdown.wait() => return,
+                    }
+                    let up = crate::db::ping(&pool).await;
+                    if up != serving {
+                        serving = up;
+                        let status = if up {
+                            ServingStatus::Serving
+                        } else {
+                            ServingStatus::NotServing
+                        };
+                        if up {
+                            tracing::info!("database reachable again; serving");
+                        } else {
+                            tracing::warn!("database unreachable; reporting NOT_SERVING");
+                        }
+                        for n in &names {
+                            reporter.set_service_status(n, status).await;
+                        }
+                    }
+                }
+            });
+        }
+
+        let classifier = GrpcErrorsAsFailures::new()
+            .with_success(GrpcCode::InvalidArgument)
+            .with_success(GrpcCode::NotFound)
+            .with_success(GrpcCode::AlreadyExists)
+            .with_success(GrpcCode::Aborted)
+            .with_success(GrpcCode::FailedPrecondition)
+            .with_success(GrpcCode::PermissionDenied)
+            .with_success(GrpcCode::Unauthenticated)
+            .with_success(GrpcCode::ResourceExhausted)
+            .with_success(GrpcCode::Cancelled);
+        let component = self.component.clone();
+        let trace = TraceLayer::new(SharedClassifier::new(classifier))
+            .make_span_with(move |req: &http::Request<Body>| {
+                let span = tracing::info_span!(
+                    "grpc",
+                    otel.name = %req.uri().path(),
+                    otel.kind = "server",
+                    rpc.system = "grpc",
+                    rpc.method = %req.uri().path(),
+                    component = %component,
+                );
+                crate::telemetry::adopt_remote_parent(&span, req.headers());
+                span
+            })
+            .on_request(())
+            .on_response(DefaultOnResponse::new().level(Level::DEBUG))
+            .on_failure(DefaultOnFailure::new().level(Level::WARN));
+
+        let routes = self.routes.routes().prepare();
+        let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+        let grace = options.shutdown_grace;
+        let server = tonic::transport::Server::builder()
+            .timeout(options.request_timeout)
+            .concurrency_limit_per_connection(1024)
+            .http2_keepalive_interval(Some(Duration::from_secs(30)))
+            .tcp_nodelay(true)
+            .layer(trace)
+            .layer(InternalAuthLayer::new(options.internal_token))
+            .add_routes(routes)
+            .serve_with_incoming_shutdown(incoming, {
+                let shutdown = shutdown.clone();
+                let reporter = reporter.clone();
+                let names = names.clone();
+                async move {
+                    shutdown.wait().await;
+                    for n in &names {
+                        reporter
+                            .set_service_status(n, ServingStatus::NotServing)
+                            .await;
+                    }
+                }
+            });
+        tokio::pin!(server);
+        tokio::select! {
+            r = &mut server => r,
+            _ = async { shutdown.wait().await; tokio::time::sleep(grace).await } => {
+                tracing::warn!(grace_ms = grace.as_millis() as u64, "calls still in flight after the grace period; stopping anyway");
+                Ok(())
+            }
+        }
+    }
+}
+
+/// Why a service stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    /// The database could not be reached at start.
+    #[error("cannot connect to the database: {0}")]
+    Database(#[from] sqlx::Error),
+    /// The server failed.
+    #[error("gRPC server failed: {0}")]
+    Transport(#[from] tonic::transport::Error),
+}
+
+/// Runs one service: connects its pool (its schema, its role), lets `register`
+/// add its gRPC services, and serves until `shutdown` fires.
+pub async fn run_service<F>(
+    component: &'static str,
+    spec: crate::db::SchemaSpec,
+    config: &ServiceConfig,
+    listener: TcpListener,
+    shutdown: Shutdown,
+    register: F,
+) -> Result<(), ServeError>
+where
+    F: FnOnce(&mut ServerBuilder, PgPool),
+{
+    let pool = crate::db::connect(&config.database_url, spec, config.db_max_connections).await?;
+    let mut builder = ServerBuilder::new(component);
+    builder.watch_database(pool.clone());
+    register(&mut builder, pool.clone());
+    let addr = listener.local_addr().ok();
+    tracing::info!(component, ?addr, "serving");
+    let result = builder
+        .serve(listener, ServeOptions::from(config), shutdown)
+        .await;
+    pool.close().await;
+    tracing::info!(component, "stopped");
+    Ok(result?)
+}

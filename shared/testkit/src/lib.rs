@@ -1,0 +1,216 @@
+//! Test harness for Rapport.
+//!
+//! * [`database`] gives each test a fresh database on a throwaway PostgreSQL
+//!   cluster: the one at `RAPPORT_TEST_DATABASE_URL` when set (the test script
+//!   starts one for the whole run), or else one this process starts on a free
+//!   port in a temporary directory (as Debian's `postgres` user when root).
+//! * [`serve`] runs a service in-process on an ephemeral port and hands back its
+//!   address, for clients to connect to over real gRPC.
+
+use std::net::SocketAddr;
+use std::sync::OnceLock;
+
+use rapport_kit::pg::{PgOptions, PgServer};
+use rapport_kit::shutdown::Shutdown;
+use sqlx::{Connection, PgConnection};
+
+/// Environment variable naming a server to create test databases on (a
+/// superuser URL, e.g. `postgres://postgres@127.0.0.1:5432/postgres`).
+pub const TEST_DATABASE_URL: &str = "RAPPORT_TEST_DATABASE_URL";
+
+struct Cluster {
+    admin_url: String,
+    _server: Option<(PgServer, tempfile::TempDir)>,
+}
+
+static CLUSTER: OnceLock<Result<Cluster, String>> = OnceLock::new();
+
+fn cluster() -> Result<&'static Cluster, String> {
+    CLUSTER
+        .get_or_init(|| {
+            if let Ok(url) = std::env::var(TEST_DATABASE_URL) {
+                return Ok(Cluster {
+                    admin_url: url,
+                    _server: None,
+                });
+            }
+            remove_stale_clusters();
+            let dir = tempfile::Builder::new()
+                .prefix("rapport-test-pg-")
+                .tempdir()
+                .map_err(|e| e.to_string())?;
+            let server = PgServer::start(&PgOptions {
+                data_dir: dir.path().join("data"),
+                port: None,
+                throwaway: true,
+            })
+            .map_err(|e| e.to_string())?;
+            Ok(Cluster {
+                admin_url: server.url("postgres"),
+                _server: Some((server, dir)),
+            })
+        })
+        .as_ref()
+        .map_err(Clone::clone)
+}
+
+/// Removes data directories of earlier test processes' clusters: a process's
+/// own cluster lives as long as the process, and its server stops with it,
+/// but the directory stays behind. One without `postmaster.pid` whose server is
+/// gone, and older than a minute (not one being initialised right now), goes.
+fn remove_stale_clusters() {
+    let Ok(entries) = std::fs::read_dir(std::env::temp_dir()) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        let is_ours = entry
+            .file_name()
+            .to_str()
+            .is_some_and(|n| n.starts_with("rapport-test-pg-"));
+        let old = entry
+            .metadata()
+            .and_then(|m| m.modified())
+            .ok()
+            .and_then(|t| t.elapsed().ok())
+            .is_some_and(|age| age.as_secs() > 60);
+        if is_ours && old && !path.join("data/postmaster.pid").exists() {
+            let _ = std::fs::remove_dir_all(&path);
+        }
+    }
+}
+
+/// A fresh, empty database for one test.
+#[derive(Debug, Clone)]
+pub struct TestDatabase {
+    /// Superuser URL of the new database.
+    pub url: String,
+    /// Its name.
+    pub name: String,
+}
+
+/// Creates a fresh database on the test cluster. Panics with the reason when no
+/// cluster can be had (tests cannot go on without one).
+pub async fn database() -> TestDatabase {
+    let cluster = match cluster() {
+        Ok(c) => c,
+        Err(e) => panic!("no PostgreSQL for tests: {e}"),
+    };
+    let name = format!("t_{}", uuid::Uuid::new_v4().simple());
+    let mut conn = PgConnection::connect(&cluster.admin_url)
+        .await
+        .unwrap_or_else(|e| panic!("cannot connect to {}: {e}", cluster.admin_url));
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+        "CREATE DATABASE {name} TEMPLATE template0"
+    )))
+    .execute(&mut conn)
+    .await
+    .unwrap_or_else(|e| panic!("cannot create test database: {e}"));
+    let _ = conn.close().await;
+    TestDatabase {
+        url: replace_database(&cluster.admin_url, &name),
+        name,
+    }
+}
+
+/// `url` with its database name replaced by `database`.
+pub fn replace_database(url: &str, database: &str) -> String {
+    let (base, query) = match url.split_once('?') {
+        Some((b, q)) => (b, Some(q)),
+        None => (url, None),
+    };
+    let authority_start = base.find("://").map_or(0, |i| i + 3);
+    let base = match base[authority_start..].find('/') {
+        Some(i) => &base[..authority_start + i],
+        None => base,
+    };
+    match query {
+        Some(q) => format!("{base}/{database}?{q}"),
+        None => format!("{base}/{database}"),
+    }
+}
+
+/// A service running in-process on 127.0.0.1 with an ephemeral port.
+pub struct Running {
+    /// Where it listens.
+    pub addr: SocketAddr,
+    /// Stops it.
+    pub shutdown: Shutdown,
+    /// Resolves when it has stopped.
+    pub handle: tokio::task::JoinHandle<()>,
+}
+
+impl Running {
+    /// `http://127.0.0.1:port`, for tonic clients.
+    pub fn endpoint(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Stops the service and waits until it has.
+    pub async fn stop(self) {
+        self.shutdown.trigger();
+        let _ = self.handle.await;
+    }
+}
+
+/// Binds an ephemeral port and runs `serve(listener, shutdown)` on it.
+pub async fn serve<F, Fut>(serve: F) -> Running
+where
+    F: FnOnce(tokio::net::TcpListener, Shutdown) -> Fut,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0))
+        .await
+        .expect("bind an ephemeral port on 127.0.0.1");
+    let addr = listener.local_addr().expect("local address");
+    let shutdown = Shutdown::new();
+    let handle = tokio::spawn(serve(listener, shutdown.clone()));
+    Running {
+        addr,
+        shutdown,
+        handle,
+    }
+}
+
+/// A tonic channel to `running`.
+pub async fn channel(running: &Running) -> tonic::transport::Channel {
+    tonic::transport::Endpoint::from_shared(running.endpoint())
+        .expect("valid endpoint")
+        .connect()
+        .await
+        .expect("connect to the service under test")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn replaces_database_names() {
+        assert_eq!(
+            replace_database("postgres://u@h:1/postgres", "t_1"),
+            "postgres://u@h:1/t_1"
+        );
+        assert_eq!(
+            replace_database("postgres://u@h:1", "t_1"),
+            "postgres://u@h:1/t_1"
+        );
+        assert_eq!(
+            replace_database("postgres://u:p@h:1/db?sslmode=disable", "t_1"),
+            "postgres://u:p@h:1/t_1?sslmode=disable"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_fresh_database_per_call() {
+        let a = database().await;
+        let b = database().await;
+        assert_ne!(a.name, b.name);
+        let mut conn = PgConnection::connect(&a.url).await.unwrap();
+        let name: String = sqlx::query_scalar("SELECT current_database()::text")
+            .fetch_one(&mut conn)
+            .await
+            .unwrap();
+        assert_eq!(name, a.name);
+    }
+}
