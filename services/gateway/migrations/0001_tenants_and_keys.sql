@@ -8,7 +8,7 @@ CREATE TABLE tenants (
     -- Token bucket per API key: sustained calls per second and burst size.
     rate_limit_per_second  integer     NOT NULL DEFAULT 100 CHECK (rate_limit_per_second > 0),
     rate_limit_burst       integer     NOT NULL DEFAULT 200 CHECK (rate_limit_burst > 0),
-    max_concurrent_streams integer     NOT NULL DEFAULT 64 CHECK (max_concurrent_streams > 0),
+    max_concurrent_streams integer     NOT NULL DEFAULT 100 CHECK (max_concurrent_streams > 0),
     version                bigint      NOT NULL DEFAULT 1,
     create_time            timestamptz NOT NULL DEFAULT now(),
     update_time            timestamptz NOT NULL DEFAULT now()

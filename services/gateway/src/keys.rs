@@ -1,9 +1,9 @@
 //! API keys and scopes: pure logic, no I/O.
 //!
-//! A key reads `rpk_<prefix>_<secret>`: `rpk` marks a Rapport key (so secret
-//! scanners can find leaked ones), `<prefix>` is 8 lower-case hex characters
-//! shown in lists and logs, `<secret>` is 43 base64url characters (256 random
-//! bits). Only the SHA-256 of the whole key is stored.
+//! A key reads `rpk_<8 hex>_<secret>`: `rpk` marks a Rapport key (so secret
+//! scanners can find leaked ones), its first 12 characters (`rpk_<8 hex>`) are
+//! the visible prefix shown in lists and logs, and `<secret>` is 43 base64url
+//! characters (256 random bits). Only the SHA-256 of the whole key is stored.
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -27,7 +27,7 @@ pub const SCOPES: &[&str] = &[
 pub struct NewKey {
     /// The whole key, for the client.
     pub key: String,
-    /// Its visible prefix.
+    /// Its visible prefix: the first 12 characters, `rpk_<8 hex>`.
     pub prefix: String,
     /// SHA-256 of the whole key.
     pub hash: [u8; 32],
@@ -50,9 +50,9 @@ pub enum KeyError {
 pub fn generate() -> Result<NewKey, KeyError> {
     let mut bytes = [0u8; 36];
     getrandom::fill(&mut bytes).map_err(|_| KeyError::Random)?;
-    let prefix = hex::encode(&bytes[..4]);
+    let prefix = format!("rpk_{}", hex::encode(&bytes[..4]));
     let secret = URL_SAFE_NO_PAD.encode(&bytes[4..]);
-    let key = format!("rpk_{prefix}_{secret}");
+    let key = format!("{prefix}_{secret}");
     Ok(NewKey {
         hash: hash(&key),
         prefix,
@@ -78,7 +78,7 @@ pub fn parse(key: &str) -> Result<NewKey, KeyError> {
     }
     Ok(NewKey {
         key: key.to_string(),
-        prefix: prefix.to_string(),
+        prefix: format!("rpk_{prefix}"),
         hash: hash(key),
     })
 }

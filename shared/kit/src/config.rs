@@ -109,7 +109,13 @@ impl ServiceConfig {
             }
             figment = figment.merge(Toml::file(path));
         }
-        let env = env.ignore(&["CONFIG"]);
+        // Only this process's settings: other RAPPORT_* variables (those of
+        // `rapport dev` or the test harness) are not errors here.
+        let known: Vec<String> = match serde_json::to_value(ServiceConfig::default()) {
+            Ok(serde_json::Value::Object(map)) => map.keys().cloned().collect(),
+            _ => Vec::new(),
+        };
+        let env = env.filter(move |k| known.iter().any(|n| k == n.as_str()));
         let config: ServiceConfig = figment.merge(env).extract().map_err(|e| {
             let key = e.path.join(".");
             let var = if key.is_empty() {
@@ -193,6 +199,8 @@ impl ServiceConfig {
 }
 
 #[cfg(test)]
+// figment's Jail returns its large error type; it only ever fails a test.
+#[allow(clippy::result_large_err)]
 mod tests {
     use super::*;
 
@@ -247,6 +255,21 @@ mod tests {
 
         let err = with_env(&[], ServiceConfig::load).unwrap_err();
         assert!(err.to_string().contains("RAPPORT_DATABASE_URL"), "{err}");
+    }
+
+    #[test]
+    fn other_rapport_variables_are_not_this_process_settings() {
+        let cfg = with_env(
+            &[
+                ("RAPPORT_DATABASE_URL", "postgres://localhost/rapport"),
+                ("RAPPORT_REQUIRE_INTERNAL_AUTH", "false"),
+                ("RAPPORT_DEV_API_KEY", "whatever"),
+                ("RAPPORT_TEST_DATABASE_URL", "postgres://elsewhere/db"),
+            ],
+            ServiceConfig::load,
+        )
+        .unwrap();
+        assert_eq!(cfg.database_url, "postgres://localhost/rapport");
     }
 
     #[test]

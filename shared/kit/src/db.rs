@@ -126,9 +126,15 @@ async fn ensure_role_and_schema(
             .fetch_one(&mut *tx)
             .await?;
     if !exists {
+        // Roles are cluster-wide while the lock above is per database: another
+        // database's migrator may create the role at the same moment.
         exec(
-            &mut *tx,
-            format!("CREATE ROLE {} NOLOGIN", ident(spec.role)),
+            &mut tx,
+            format!(
+                "DO $$ BEGIN CREATE ROLE {} NOLOGIN; \
+                 EXCEPTION WHEN duplicate_object OR unique_violation THEN NULL; END $$",
+                ident(spec.role)
+            ),
         )
         .await?;
     }
@@ -139,13 +145,17 @@ async fn ensure_role_and_schema(
         .await?;
     if !member {
         exec(
-            &mut *tx,
-            format!("GRANT {} TO current_user", ident(spec.role)),
+            &mut tx,
+            format!(
+                "DO $$ BEGIN GRANT {} TO current_user; \
+                 EXCEPTION WHEN unique_violation THEN NULL; END $$",
+                ident(spec.role)
+            ),
         )
         .await?;
     }
     exec(
-        &mut *tx,
+        &mut tx,
         format!(
             "CREATE SCHEMA IF NOT EXISTS {} AUTHORIZATION {}",
             ident(spec.schema),
@@ -154,13 +164,13 @@ async fn ensure_role_and_schema(
     )
     .await?;
     exec(
-        &mut *tx,
+        &mut tx,
         format!("REVOKE ALL ON SCHEMA {} FROM PUBLIC", ident(spec.schema)),
     )
     .await?;
     for ext in spec.extensions {
         exec(
-            &mut *tx,
+            &mut tx,
             format!(
                 "CREATE EXTENSION IF NOT EXISTS {} SCHEMA {}",
                 ident(ext),

