@@ -10,9 +10,8 @@ pub mod keys;
 pub mod store;
 
 use chrono::Utc;
-use rapport_kit::config::ServiceConfig;
 use rapport_kit::db::SchemaSpec;
-use rapport_kit::server::ServerBuilder;
+use rapport_kit::server::{ServerBuilder, ServiceRuntime};
 use sqlx::PgPool;
 use sqlx::migrate::Migrator;
 use uuid::Uuid;
@@ -24,7 +23,7 @@ pub const SCHEMA: SchemaSpec = SchemaSpec::new("gateway", "rapport_gateway");
 pub static MIGRATOR: Migrator = sqlx::migrate!("./migrations");
 
 /// Adds the gateway's gRPC services to `server`.
-pub fn register(_server: &mut ServerBuilder, _pool: PgPool, _config: &ServiceConfig) {}
+pub fn register(_server: &mut ServerBuilder, _runtime: &ServiceRuntime) {}
 
 /// The tenant `rapport dev` creates for local work.
 pub const DEV_TENANT_NAME: &str = "dev";

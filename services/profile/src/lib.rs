@@ -5,10 +5,8 @@
 //! process serves health, reflection and its change-feed tables only: no method
 //! is registered that would answer UNIMPLEMENTED.
 
-use rapport_kit::config::ServiceConfig;
 use rapport_kit::db::SchemaSpec;
-use rapport_kit::server::ServerBuilder;
-use sqlx::PgPool;
+use rapport_kit::server::{ServerBuilder, ServiceRuntime};
 use sqlx::migrate::Migrator;
 
 /// Schema `profile`, role `rapport_profile`; `pg_trgm` for fuzzy name search.
@@ -19,4 +17,4 @@ pub const SCHEMA: SchemaSpec =
 pub static MIGRATOR: Migrator = sqlx::migrate!("./migrations");
 
 /// Adds the service's gRPC services to `server`.
-pub fn register(_server: &mut ServerBuilder, _pool: PgPool, _config: &ServiceConfig) {}
+pub fn register(_server: &mut ServerBuilder, _runtime: &ServiceRuntime) {}

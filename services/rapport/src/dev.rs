@@ -171,7 +171,7 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
                 &config,
                 listener,
                 shutdown.clone(),
-                |b, pool| (s.register)(b, pool, &config),
+                |b, rt| (s.register)(b, rt),
             )
             .await;
             if let Err(e) = &r {

@@ -106,7 +106,7 @@ async fn serve(name: &str) -> anyhow::Result<()> {
         &config,
         listener,
         shutdown,
-        |b, pool| (service.register)(b, pool, &config),
+        |b, rt| (service.register)(b, rt),
     )
     .await?;
     Ok(())

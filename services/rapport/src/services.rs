@@ -1,9 +1,7 @@
 //! The services this binary can run, and what each needs.
 
-use rapport_kit::config::ServiceConfig;
 use rapport_kit::db::SchemaSpec;
-use rapport_kit::server::ServerBuilder;
-use sqlx::PgPool;
+use rapport_kit::server::{ServerBuilder, ServiceRuntime};
 use sqlx::migrate::Migrator;
 
 /// One service: its name, schema, migrations and gRPC registration.
@@ -16,7 +14,7 @@ pub struct Service {
     /// Its migrations.
     pub migrator: &'static Migrator,
     /// Adds its gRPC services to a server.
-    pub register: fn(&mut ServerBuilder, PgPool, &ServiceConfig),
+    pub register: fn(&mut ServerBuilder, &ServiceRuntime),
 }
 
 /// Every service, in the order `rapport dev` starts them.

@@ -4,10 +4,8 @@
 //! its change-feed tables only: no method is registered that would answer
 //! UNIMPLEMENTED.
 
-use rapport_kit::config::ServiceConfig;
 use rapport_kit::db::SchemaSpec;
-use rapport_kit::server::ServerBuilder;
-use sqlx::PgPool;
+use rapport_kit::server::{ServerBuilder, ServiceRuntime};
 use sqlx::migrate::Migrator;
 
 /// Schema `segmentation`, role `rapport_segmentation`.
@@ -17,4 +15,4 @@ pub const SCHEMA: SchemaSpec = SchemaSpec::new("segmentation", "rapport_segmenta
 pub static MIGRATOR: Migrator = sqlx::migrate!("./migrations");
 
 /// Adds the service's gRPC services to `server`.
-pub fn register(_server: &mut ServerBuilder, _pool: PgPool, _config: &ServiceConfig) {}
+pub fn register(_server: &mut ServerBuilder, _runtime: &ServiceRuntime) {}

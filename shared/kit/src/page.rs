@@ -9,7 +9,7 @@ use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use hmac::{Hmac, KeyInit, Mac};
 use serde::{Serialize, de::DeserializeOwned};
-use sha2::Sha256;
+use sha2::{Digest, Sha256};
 
 use crate::error::ApiError;
 
@@ -47,6 +47,20 @@ impl PageTokens {
         let mut out = [0u8; TAG_LEN];
         out.copy_from_slice(&full[..TAG_LEN]);
         out
+    }
+
+    /// A codec with a random key: tokens work only within this process. Used
+    /// when no shared secret is configured.
+    pub fn random() -> Self {
+        let mut key = [0u8; 32];
+        if getrandom::fill(&mut key).is_err() {
+            // No system randomness: fall back to a key unique to this process
+            // run; tokens stay tamper-evident against clients that cannot
+            // observe the process.
+            let seed = format!("{:?}{}", std::time::SystemTime::now(), std::process::id());
+            key.copy_from_slice(&sha2::Sha256::digest(seed.as_bytes()));
+        }
+        Self { key: key.to_vec() }
     }
 
     /// Encodes `cursor` for `scope` (tenant, method and filters, in any stable form).

@@ -245,6 +245,19 @@ pub enum ServeError {
     Transport(#[from] tonic::transport::Error),
 }
 
+/// What a service's registration gets to build its handlers from.
+#[derive(Debug, Clone)]
+pub struct ServiceRuntime {
+    /// The service's pool (its schema, its role).
+    pub pool: PgPool,
+    /// The process configuration.
+    pub config: ServiceConfig,
+    /// Fires when the process shuts down (long streams end on it).
+    pub shutdown: Shutdown,
+    /// Signs and checks page tokens.
+    pub page_tokens: crate::page::PageTokens,
+}
+
 /// Runs one service: connects its pool (its schema, its role), lets `register`
 /// add its gRPC services, and serves until `shutdown` fires.
 pub async fn run_service<F>(
@@ -256,12 +269,22 @@ pub async fn run_service<F>(
     register: F,
 ) -> Result<(), ServeError>
 where
-    F: FnOnce(&mut ServerBuilder, PgPool),
+    F: FnOnce(&mut ServerBuilder, &ServiceRuntime),
 {
     let pool = crate::db::connect(&config.database_url, spec, config.db_max_connections).await?;
     let mut builder = ServerBuilder::new(component);
     builder.watch_database(pool.clone());
-    register(&mut builder, pool.clone());
+    let page_tokens = match &config.page_token_secret {
+        Some(secret) => crate::page::PageTokens::new(secret),
+        None => crate::page::PageTokens::random(),
+    };
+    let runtime = ServiceRuntime {
+        pool: pool.clone(),
+        config: config.clone(),
+        shutdown: shutdown.clone(),
+        page_tokens,
+    };
+    register(&mut builder, &runtime);
     let addr = listener.local_addr().ok();
     tracing::info!(component, ?addr, "serving");
     let result = builder
