@@ -54,7 +54,15 @@ pub async fn connect(
     spec: SchemaSpec,
     max_connections: u32,
 ) -> Result<PgPool, sqlx::Error> {
-    let options: PgConnectOptions = url.parse()?;
+    connect_with(url.parse()?, spec, max_connections).await
+}
+
+/// Like [`connect`], with parsed connection options.
+pub async fn connect_with(
+    options: PgConnectOptions,
+    spec: SchemaSpec,
+    max_connections: u32,
+) -> Result<PgPool, sqlx::Error> {
     let options = options.application_name(&format!("rapport-{}", spec.schema));
     PgPoolOptions::new()
         .max_connections(max_connections)
@@ -131,12 +139,25 @@ async fn ensure_role_and_schema(
         exec(
             &mut tx,
             format!(
-                "DO $$ BEGIN CREATE ROLE {} NOLOGIN; \
+                "DO $$ BEGIN CREATE ROLE {} LOGIN; \
                  EXCEPTION WHEN duplicate_object OR unique_violation THEN NULL; END $$",
                 ident(spec.role)
             ),
         )
         .await?;
+    }
+    // The service logs in as its role; its password, when the operator gives
+    // one, comes from RAPPORT_ROLE_PASSWORD_<SCHEMA> at migration time.
+    let var = format!("RAPPORT_ROLE_PASSWORD_{}", spec.schema.to_uppercase());
+    if let Some(password) = std::env::var(&var).ok().filter(|p| !p.is_empty()) {
+        // Let PostgreSQL quote the role and the password.
+        let sql: String =
+            sqlx::query_scalar("SELECT format('ALTER ROLE %I PASSWORD %L', $1::text, $2::text)")
+                .bind(spec.role)
+                .bind(&password)
+                .fetch_one(&mut *tx)
+                .await?;
+        exec(&mut tx, sql).await?;
     }
     // The administrator must be able to act as the service role.
     let member: bool = sqlx::query_scalar("SELECT pg_has_role(current_user, $1, 'USAGE')")
