@@ -4,6 +4,8 @@
 //! its change-feed tables only: no method is registered that would answer
 //! UNIMPLEMENTED.
 
+pub mod domain;
+
 use rapport_kit::db::SchemaSpec;
 use rapport_kit::server::{ServerBuilder, ServiceRuntime};
 use sqlx::migrate::Migrator;

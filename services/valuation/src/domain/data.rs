@@ -1,0 +1,71 @@
+//! Model inputs: one customer's repeat-purchase history in model time units.
+
+use std::collections::HashMap;
+
+/// One customer's calibration-period history, in periods (days, weeks, …).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Observation {
+    /// Repeat purchases (purchases after the first), `x`.
+    pub frequency: f64,
+    /// Time from the first purchase to the last, `t_x` (0 when x = 0).
+    pub recency: f64,
+    /// Time from the first purchase to the end of calibration, `T`.
+    pub age: f64,
+}
+
+impl Observation {
+    /// Checks `0 <= t_x <= T`, `x >= 0` integral, `t_x = 0` when `x = 0`, all finite.
+    pub fn is_valid(&self) -> bool {
+        let finite = self.frequency.is_finite() && self.recency.is_finite() && self.age.is_finite();
+        finite
+            && self.frequency >= 0.0
+            && self.frequency.fract() == 0.0
+            && self.recency >= 0.0
+            && self.recency <= self.age + 1e-9
+            && self.age > 0.0
+            && (self.frequency > 0.0 || self.recency == 0.0)
+    }
+}
+
+/// Frequency/recency/age data, with identical customers pooled so the
+/// likelihood is evaluated once per distinct history (a large saving on real
+/// data, where histories repeat).
+#[derive(Debug, Clone, Default)]
+pub struct RfmData {
+    /// Distinct histories.
+    pub rows: Vec<Observation>,
+    /// How many customers share each history.
+    pub weights: Vec<f64>,
+}
+
+impl RfmData {
+    /// Pools `observations`. Invalid ones are the caller's to refuse first.
+    pub fn new(observations: impl IntoIterator<Item = Observation>) -> Self {
+        let mut index: HashMap<(u64, u64, u64), usize> = HashMap::new();
+        let mut data = RfmData::default();
+        for o in observations {
+            let key = (o.frequency.to_bits(), o.recency.to_bits(), o.age.to_bits());
+            match index.get(&key) {
+                Some(&i) => data.weights[i] += 1.0,
+                None => {
+                    index.insert(key, data.rows.len());
+                    data.rows.push(o);
+                    data.weights.push(1.0);
+                }
+            }
+        }
+        data
+    }
+
+    /// Number of customers.
+    pub fn customers(&self) -> f64 {
+        self.weights.iter().sum()
+    }
+}
+
+/// Repeat customers' spend: number of repeat transactions and their mean value.
+#[derive(Debug, Clone, Default)]
+pub struct SpendData {
+    /// `(x, m_x)`: repeat transactions (> 0) and mean spend per transaction (> 0).
+    pub rows: Vec<(f64, f64)>,
+}

@@ -1,0 +1,262 @@
+//! The models against the literature, on the CDNOW sample (see
+//! fixtures/PROVENANCE.md): fitted parameters must reproduce the published
+//! estimates to three significant figures, and per-customer predictions must
+//! match an independent implementation (the `lifetimes` package).
+
+use rapport_valuation::domain::bgnbd::BgNbd;
+use rapport_valuation::domain::fit::maximise;
+use rapport_valuation::domain::gamma_gamma::GammaGamma;
+use rapport_valuation::domain::pareto_nbd::ParetoNbd;
+use rapport_valuation::domain::{Observation, RfmData, SpendData};
+
+fn cdnow() -> RfmData {
+    let text = include_str!("fixtures/cdnow_summary.csv");
+    RfmData::new(text.lines().skip(1).map(|line| {
+        let f: Vec<f64> = line.split(',').map(|v| v.parse().unwrap()).collect();
+        Observation {
+            frequency: f[1],
+            recency: f[2],
+            age: f[3],
+        }
+    }))
+}
+
+fn cdnow_spend() -> SpendData {
+    let text = include_str!("fixtures/cdnow_summary_with_spend.csv");
+    SpendData {
+        rows: text
+            .lines()
+            .skip(1)
+            .filter_map(|line| {
+                let f: Vec<f64> = line.split(',').map(|v| v.parse().unwrap()).collect();
+                (f[1] > 0.0).then_some((f[1], f[4]))
+            })
+            .collect(),
+    }
+}
+
+/// Equal to three significant figures.
+fn three_sig(got: f64, published: f64) -> bool {
+    let scale = 10f64.powf(published.abs().log10().floor() - 2.0);
+    (got / scale).round() == (published / scale).round()
+}
+
+#[test]
+fn data_is_the_published_sample() {
+    let d = cdnow();
+    assert_eq!(d.customers(), 2357.0);
+    assert!(d.rows.iter().all(Observation::is_valid));
+    assert!(d.rows.len() < 2357, "identical histories are pooled");
+}
+
+#[test]
+fn bgnbd_reproduces_fader_hardie_lee_2005() {
+    // Published: r = 0.243, α = 4.414, a = 0.793, b = 2.426, LL = -9582.4.
+    let data = cdnow();
+    let fit = maximise(
+        |p| BgNbd::from_slice(p).total_ln_likelihood(&data),
+        &[1.0, 1.0, 1.0, 1.0],
+        10_000,
+    )
+    .unwrap();
+    let published = [0.243, 4.414, 0.793, 2.426];
+    for (i, (got, want)) in fit.params.iter().zip(published).enumerate() {
+        assert!(
+            three_sig(*got, want),
+            "{}: {got} vs {want}",
+            BgNbd::NAMES[i]
+        );
+    }
+    assert!(
+        (fit.log_likelihood - -9582.4).abs() < 0.05,
+        "{}",
+        fit.log_likelihood
+    );
+    assert!(fit.converged);
+    // Standard errors exist and are plausible (small relative to estimates).
+    for (se, p) in fit.std_errors.iter().zip(&fit.params) {
+        let se = se.expect("standard error");
+        assert!(se > 0.0 && se < *p, "{se} for {p}");
+    }
+}
+
+#[test]
+fn pareto_nbd_reproduces_fader_hardie() {
+    // Published (Fader & Hardie's Pareto/NBD notes): r = 0.553, α = 10.578,
+    // s = 0.606, β = 11.669, LL = -9595.0.
+    let data = cdnow();
+    let fit = maximise(
+        |p| ParetoNbd::from_slice(p).total_ln_likelihood(&data),
+        &[1.0, 1.0, 1.0, 1.0],
+        10_000,
+    )
+    .unwrap();
+    let published = [0.553, 10.578, 0.606, 11.669];
+    for (i, (got, want)) in fit.params.iter().zip(published).enumerate() {
+        assert!(
+            three_sig(*got, want),
+            "{}: {got} vs {want}",
+            ParetoNbd::NAMES[i]
+        );
+    }
+    assert!(
+        (fit.log_likelihood - -9595.0).abs() < 0.05,
+        "{}",
+        fit.log_likelihood
+    );
+}
+
+#[test]
+fn gamma_gamma_reproduces_fader_hardie_lee_2005() {
+    // Published ("RFM and CLV", JMR 2005): p = 6.25, q = 3.74, γ = 15.44.
+    let data = cdnow_spend();
+    assert_eq!(data.rows.len(), 946, "repeat customers");
+    let fit = maximise(
+        |p| GammaGamma::from_slice(p).total_ln_likelihood(&data),
+        &[1.0, 1.0, 1.0],
+        10_000,
+    )
+    .unwrap();
+    for (i, (got, want)) in fit.params.iter().zip([6.25, 3.74, 15.44]).enumerate() {
+        assert!(
+            three_sig(*got, want),
+            "{}: {got} vs {want}",
+            GammaGamma::NAMES[i]
+        );
+    }
+}
+
+/// (x, t_x, T, BG/NBD P(alive), BG/NBD E[Y(39)], Pareto/NBD P(alive),
+/// Pareto/NBD E[Y(39)]) from lifetimes 0.11.3 with the published parameters.
+const LIFETIMES_PREDICTIONS: [(f64, f64, f64, f64, f64, f64, f64); 8] = [
+    (
+        0.0,
+        0.0,
+        38.86,
+        1.0000000000,
+        0.1950980520,
+        0.2952866046,
+        0.1070814682,
+    ),
+    (
+        1.0,
+        1.71,
+        38.86,
+        0.2121009854,
+        0.2031869871,
+        0.1680023267,
+        0.1710929806,
+    ),
+    (
+        2.0,
+        30.43,
+        38.86,
+        0.7265785701,
+        1.2260281748,
+        0.8691675592,
+        1.4551231933,
+    ),
+    (
+        7.0,
+        35.71,
+        38.86,
+        0.8600671247,
+        4.4722422040,
+        0.9509200578,
+        4.7098701367,
+    ),
+    (
+        5.0,
+        4.0,
+        38.86,
+        0.0015102919,
+        0.0057502817,
+        0.0059688835,
+        0.0217353288,
+    ),
+    (
+        3.0,
+        20.0,
+        32.0,
+        0.6041741152,
+        1.6738537292,
+        0.7056997819,
+        1.8659935916,
+    ),
+    (
+        10.0,
+        38.0,
+        39.0,
+        0.9190215157,
+        6.6707398395,
+        0.9866202540,
+        6.8111851080,
+    ),
+    (
+        1.0,
+        30.0,
+        31.0,
+        0.7469803393,
+        0.8500461979,
+        0.9854615410,
+        1.1618930252,
+    ),
+];
+
+fn rel_close(a: f64, b: f64) -> bool {
+    (a - b).abs() <= 1e-6 * b.abs().max(1e-3)
+}
+
+#[test]
+fn per_customer_predictions_match_lifetimes() {
+    let bg = BgNbd {
+        r: 0.243,
+        alpha: 4.414,
+        a: 0.793,
+        b: 2.426,
+    };
+    let pn = ParetoNbd {
+        r: 0.553,
+        alpha: 10.578,
+        s: 0.606,
+        beta: 11.669,
+    };
+    for (x, tx, t, bg_alive, bg_e, pn_alive, pn_e) in LIFETIMES_PREDICTIONS {
+        let o = Observation {
+            frequency: x,
+            recency: tx,
+            age: t,
+        };
+        assert!(
+            rel_close(bg.p_alive(&o), bg_alive),
+            "BG/NBD P(alive) {o:?}: {}",
+            bg.p_alive(&o)
+        );
+        let e = bg.expected_purchases(&o, 39.0).unwrap();
+        assert!(rel_close(e, bg_e), "BG/NBD E[Y] {o:?}: {e} vs {bg_e}");
+        let p = pn.p_alive(&o).unwrap();
+        assert!(
+            rel_close(p, pn_alive),
+            "Pareto/NBD P(alive) {o:?}: {p} vs {pn_alive}"
+        );
+        let e = pn.expected_purchases(&o, 39.0).unwrap();
+        assert!(rel_close(e, pn_e), "Pareto/NBD E[Y] {o:?}: {e} vs {pn_e}");
+    }
+    let new = bg.expected_purchases_new(52.0).unwrap();
+    assert!(rel_close(new, 1.446050595396398), "{new}");
+
+    let gg = GammaGamma {
+        p: 6.25,
+        q: 3.74,
+        gamma: 15.44,
+    };
+    for (x, m, want) in [
+        (1.0, 11.77, 18.9168520578),
+        (2.0, 22.35, 24.6637139108),
+        (6.0, 38.0, 37.8106361829),
+        (10.0, 15.5, 16.3281729001),
+    ] {
+        let got = gg.expected_average_value(x, m).unwrap();
+        assert!(rel_close(got, want), "{x} {m}: {got} vs {want}");
+    }
+}
