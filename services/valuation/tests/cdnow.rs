@@ -23,16 +23,15 @@ fn cdnow() -> RfmData {
 
 fn cdnow_spend() -> SpendData {
     let text = include_str!("fixtures/cdnow_summary_with_spend.csv");
-    SpendData {
-        rows: text
-            .lines()
+    SpendData::new(
+        text.lines()
             .skip(1)
             .filter_map(|line| {
                 let f: Vec<f64> = line.split(',').map(|v| v.parse().unwrap()).collect();
                 (f[1] > 0.0).then_some((f[1], f[4]))
             })
             .collect(),
-    }
+    )
 }
 
 /// Equal to three significant figures.
@@ -110,7 +109,7 @@ fn pareto_nbd_reproduces_fader_hardie() {
 fn gamma_gamma_reproduces_fader_hardie_lee_2005() {
     // Published ("RFM and CLV", JMR 2005): p = 6.25, q = 3.74, γ = 15.44.
     let data = cdnow_spend();
-    assert_eq!(data.rows.len(), 946, "repeat customers");
+    assert_eq!(data.rows().len(), 946, "repeat customers");
     let fit = maximise(
         |p| GammaGamma::from_slice(p).total_ln_likelihood(&data),
         &[1.0, 1.0, 1.0],

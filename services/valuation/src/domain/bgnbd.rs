@@ -22,6 +22,32 @@ pub struct BgNbd {
     pub b: f64,
 }
 
+/// Sums `f` over chunks of the rows, on every available core when the data
+/// are large enough to be worth it.
+pub(crate) fn parallel_sum<F>(rows: &[Observation], weights: &[f64], f: F) -> f64
+where
+    F: Fn(&[Observation], &[f64]) -> f64 + Sync,
+{
+    const MIN_PER_THREAD: usize = 20_000;
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let threads = threads.min(rows.len() / MIN_PER_THREAD).max(1);
+    if threads == 1 {
+        return f(rows, weights);
+    }
+    let size = rows.len().div_ceil(threads);
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = rows
+            .chunks(size)
+            .zip(weights.chunks(size))
+            .map(|(r, w)| scope.spawn(|| f(r, w)))
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().unwrap_or(f64::NAN))
+            .sum()
+    })
+}
+
 fn log_add_exp(x: f64, y: f64) -> f64 {
     let m = x.max(y);
     if m == f64::NEG_INFINITY {
@@ -65,12 +91,53 @@ impl BgNbd {
     }
 
     /// Total log-likelihood of the data (weighted by identical customers).
+    ///
+    /// The terms that depend on the frequency alone (the gamma and beta
+    /// functions) are computed once per distinct frequency, and large data
+    /// sets are summed on every available core.
     pub fn total_ln_likelihood(&self, data: &RfmData) -> f64 {
-        data.rows
+        let Self { r, alpha, a, b } = *self;
+        let max_x = data
+            .rows
             .iter()
-            .zip(&data.weights)
-            .map(|(o, w)| w * self.ln_likelihood(o))
-            .sum()
+            .map(|o| o.frequency as usize)
+            .max()
+            .unwrap_or(0);
+        // common[x] = ln Γ(r+x) − ln Γ(r) + r ln α + ln B(a, b+x) − ln B(a, b)
+        // drop[x]  = ln(a / (b + x − 1)) for x > 0.
+        let base = r * alpha.ln() - ln_beta(a, b);
+        let common: Vec<f64> = (0..=max_x)
+            .map(|x| {
+                let x = x as f64;
+                ln_gamma(r + x) - ln_gamma(r) + ln_beta(a, b + x) + base
+            })
+            .collect();
+        let drop: Vec<f64> = (0..=max_x)
+            .map(|x| {
+                if x == 0 {
+                    0.0
+                } else {
+                    (a / (b + x as f64 - 1.0)).ln()
+                }
+            })
+            .collect();
+        let chunk = |rows: &[Observation], weights: &[f64]| -> f64 {
+            rows.iter()
+                .zip(weights)
+                .map(|(o, w)| {
+                    let xi = o.frequency as usize;
+                    let rx = r + o.frequency;
+                    let alive = -rx * (alpha + o.age).ln();
+                    let l = if xi > 0 {
+                        log_add_exp(alive, drop[xi] - rx * (alpha + o.recency).ln())
+                    } else {
+                        alive
+                    };
+                    w * (common[xi] + l)
+                })
+                .sum()
+        };
+        parallel_sum(&data.rows, &data.weights, chunk)
     }
 
     /// Probability that the customer is still alive at the end of calibration

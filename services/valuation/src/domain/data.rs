@@ -63,9 +63,45 @@ impl RfmData {
     }
 }
 
-/// Repeat customers' spend: number of repeat transactions and their mean value.
+/// Repeat customers' spend: number of repeat transactions and their mean value,
+/// with the sums the Gamma-Gamma likelihood needs precomputed, so that each
+/// evaluation costs one logarithm per customer.
 #[derive(Debug, Clone, Default)]
 pub struct SpendData {
-    /// `(x, m_x)`: repeat transactions (> 0) and mean spend per transaction (> 0).
-    pub rows: Vec<(f64, f64)>,
+    rows: Vec<(f64, f64)>,
+    /// Distinct frequencies and how many customers have each.
+    pub(crate) by_frequency: Vec<(f64, f64)>,
+    /// Σ x ln m.
+    pub(crate) sum_x_ln_m: f64,
+    /// Σ ln m.
+    pub(crate) sum_ln_m: f64,
+}
+
+impl SpendData {
+    /// From `(x, m_x)` pairs: repeat transactions (> 0) and mean spend (> 0).
+    pub fn new(rows: Vec<(f64, f64)>) -> Self {
+        let mut counts: HashMap<u64, f64> = HashMap::new();
+        let (mut sum_x_ln_m, mut sum_ln_m) = (0.0, 0.0);
+        for &(x, m) in &rows {
+            *counts.entry(x.to_bits()).or_default() += 1.0;
+            sum_x_ln_m += x * m.ln();
+            sum_ln_m += m.ln();
+        }
+        let mut by_frequency: Vec<(f64, f64)> = counts
+            .into_iter()
+            .map(|(x, n)| (f64::from_bits(x), n))
+            .collect();
+        by_frequency.sort_by(|a, b| a.0.total_cmp(&b.0));
+        Self {
+            rows,
+            by_frequency,
+            sum_x_ln_m,
+            sum_ln_m,
+        }
+    }
+
+    /// The `(x, m_x)` pairs.
+    pub fn rows(&self) -> &[(f64, f64)] {
+        &self.rows
+    }
 }

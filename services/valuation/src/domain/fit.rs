@@ -75,8 +75,11 @@ pub fn maximise<F: Fn(&[f64]) -> f64>(
     let mut converged = false;
     for round in 0..6 {
         let step = if round == 0 { 0.5 } else { 0.05 };
+        // Stop when the simplex's likelihoods agree to about 12 digits: an
+        // absolute tolerance would sit below f64 precision for large data.
+        let tolerance = (best.abs() * 1e-12).max(1e-12);
         let solver = NelderMead::new(simplex(&center, step))
-            .with_sd_tolerance(1e-11)
+            .with_sd_tolerance(tolerance)
             .map_err(|e| FitError::Optimiser(e.to_string()))?;
         let remaining = max_iters.saturating_sub(iterations).max(1);
         let result = Executor::new(NegLogLik { ll: &ll }, solver)

@@ -10,13 +10,18 @@
 //!   CLV: Using Iso-Value Curves for Customer Base Analysis", JMR 42(4)).
 //! * [`fit`]: maximum likelihood in log-parameter space, standard errors from
 //!   the Hessian.
+//! * [`clv`]: discounted customer lifetime value.
 //! * [`special`]: the Gaussian hypergeometric function.
+//! * [`synthetic`]: customer bases drawn from the models, for benchmarks and
+//!   parameter-recovery tests.
 
 pub mod bgnbd;
+pub mod clv;
 pub mod data;
 pub mod fit;
 pub mod gamma_gamma;
 pub mod pareto_nbd;
 pub mod special;
+pub mod synthetic;
 
 pub use data::{Observation, RfmData, SpendData};
