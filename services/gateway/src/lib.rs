@@ -1,12 +1,18 @@
 //! The gateway: one front door for every public API (DESIGN.md, "Tenancy and
 //! access"). Owns the `gateway` schema: tenants and API keys.
 //!
-//! What it does today: stores tenants and hashed API keys (the development
-//! key of `rapport dev` among them) and serves health and reflection. Request
-//! forwarding, authentication of calls, rate limits and Customer 360 are built
-//! on these tables; no method is registered that would answer UNIMPLEMENTED.
+//! What it does today: authenticates API keys (stored hashed), checks each
+//! method's scope, applies per-key rate limits and forwards calls to the
+//! services it serves (see [`front::SERVED`]) with the key's tenant over the
+//! internal credential; merged reflection and a health status per backend
+//! service. Tenant and key administration over gRPC (AdminService) and
+//! Customer 360 are not served yet: no method is registered that would answer
+//! UNIMPLEMENTED.
 
+pub mod auth;
+pub mod front;
 pub mod keys;
+pub mod routes;
 pub mod store;
 
 use chrono::Utc;
@@ -22,8 +28,91 @@ pub const SCHEMA: SchemaSpec = SchemaSpec::new("gateway", "rapport_gateway");
 /// The gateway's migrations.
 pub static MIGRATOR: Migrator = sqlx::migrate!("./migrations");
 
-/// Adds the gateway's gRPC services to `server`.
-pub fn register(_server: &mut ServerBuilder, _runtime: &ServiceRuntime) {}
+/// Sets up the gateway on `server`: public port, forwarding front door,
+/// merged reflection, and a health status per forwarded service that follows
+/// its backend.
+pub fn register(server: &mut ServerBuilder, runtime: &ServiceRuntime) {
+    server.public();
+    let config = &runtime.config;
+    let urls = [
+        ("profile", config.profile_url.as_deref()),
+        ("interaction", config.interaction_url.as_deref()),
+        ("segmentation", config.segmentation_url.as_deref()),
+        ("valuation", config.valuation_url.as_deref()),
+    ];
+    let backends = match front::Backends::from_urls(&urls) {
+        Ok(b) => b,
+        Err(e) => {
+            tracing::error!(error = %e, "bad backend address; forwarding nothing");
+            front::Backends::default()
+        }
+    };
+    for service in front::SERVED {
+        server.advertise(service);
+    }
+    let auth = std::sync::Arc::new(auth::Authenticator::new(runtime.pool.clone()));
+    let table = routes::RouteTable::public(&front::SERVED);
+    let front = front::Front::new(
+        table,
+        auth,
+        backends.clone(),
+        config.internal_token.as_deref(),
+    );
+    server.fallback(tower::util::BoxCloneSyncService::new(front));
+    let reporter = server.health_reporter();
+    let token = config.internal_token.clone();
+    let shutdown = runtime.shutdown.clone();
+    tokio::spawn(follow_backend_health(backends, reporter, token, shutdown));
+}
+
+/// Mirrors each forwarded service's health, as its backend reports it, into the
+/// gateway's own health service.
+async fn follow_backend_health(
+    backends: front::Backends,
+    reporter: tonic_health::server::HealthReporter,
+    token: Option<String>,
+    shutdown: rapport_kit::shutdown::Shutdown,
+) {
+    use tonic_health::ServingStatus;
+    use tonic_health::pb::health_check_response::ServingStatus as Wire;
+    loop {
+        for service in front::SERVED {
+            let area = routes::FORWARDED
+                .iter()
+                .find(|(s, _)| *s == service)
+                .map_or("", |(_, a)| *a);
+            let status = match backends.get(area) {
+                None => ServingStatus::NotServing,
+                Some(channel) => {
+                    let mut client =
+                        tonic_health::pb::health_client::HealthClient::with_interceptor(
+                            channel,
+                            rapport_kit::context::InternalCredential::new(token.as_deref()),
+                        );
+                    let request = tonic_health::pb::HealthCheckRequest {
+                        service: service.to_string(),
+                    };
+                    match tokio::time::timeout(
+                        std::time::Duration::from_secs(2),
+                        client.check(request),
+                    )
+                    .await
+                    {
+                        Ok(Ok(r)) if r.get_ref().status == Wire::Serving as i32 => {
+                            ServingStatus::Serving
+                        }
+                        _ => ServingStatus::NotServing,
+                    }
+                }
+            };
+            reporter.set_service_status(service, status).await;
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(std::time::Duration::from_secs(2)) => {}
+            _ = shutdown.wait() => return,
+        }
+    }
+}
 
 /// The tenant `rapport dev` creates for local work.
 pub const DEV_TENANT_NAME: &str = "dev";
@@ -72,6 +161,8 @@ pub async fn ensure_dev_credentials(
             id
         }
     };
+    // The development tenant is the operator tenant of a development stack.
+    store::make_operator(pool, tenant_id).await?;
     let all_scopes: Vec<String> = keys::SCOPES.iter().map(|s| s.to_string()).collect();
     if let Some(w) = wanted {
         match keys::parse(w) {

@@ -87,3 +87,92 @@ pub async fn key_by_hash(pool: &PgPool, hash: &[u8; 32]) -> Result<Option<ApiKey
     .fetch_optional(pool)
     .await
 }
+
+/// What authenticating a key needs: the key and its tenant's limits.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct KeyAuthRow {
+    /// The key's tenant.
+    pub tenant_id: Uuid,
+    /// The key's id.
+    pub key_id: Uuid,
+    /// Its visible prefix.
+    pub prefix: String,
+    /// What it may do.
+    pub scopes: Vec<String>,
+    /// When it stops working, if ever.
+    pub expire_time: Option<DateTime<Utc>>,
+    /// When it was revoked, if it was.
+    pub revoke_time: Option<DateTime<Utc>>,
+    /// The tenant's sustained rate per key.
+    pub rate_limit_per_second: i32,
+    /// The tenant's burst per key.
+    pub rate_limit_burst: i32,
+    /// Whether the tenant is the operator tenant.
+    pub is_operator: bool,
+}
+
+/// The key with this hash and its tenant's limits.
+pub async fn authenticate(
+    pool: &PgPool,
+    hash: &[u8; 32],
+) -> Result<Option<KeyAuthRow>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT k.tenant_id, k.key_id, k.prefix, k.scopes, k.expire_time, k.revoke_time,
+                t.rate_limit_per_second, t.rate_limit_burst, t.is_operator
+         FROM api_keys k JOIN tenants t USING (tenant_id)
+         WHERE k.secret_hash = $1",
+    )
+    .bind(&hash[..])
+    .fetch_optional(pool)
+    .await
+}
+
+/// Records that a key was used (at most once per cache period per replica).
+pub async fn touch_key(pool: &PgPool, tenant_id: Uuid, key_id: Uuid) -> Result<(), sqlx::Error> {
+    sqlx::query("UPDATE api_keys SET last_used_time = now() WHERE tenant_id = $1 AND key_id = $2")
+        .bind(tenant_id)
+        .bind(key_id)
+        .execute(pool)
+        .await?;
+    Ok(())
+}
+
+/// Revokes a key (idempotent: an earlier revocation time is kept).
+pub async fn revoke_key(pool: &PgPool, tenant_id: Uuid, key_id: Uuid) -> Result<bool, sqlx::Error> {
+    let done = sqlx::query(
+        "UPDATE api_keys SET revoke_time = coalesce(revoke_time, now()) WHERE tenant_id = $1 AND key_id = $2",
+    )
+    .bind(tenant_id)
+    .bind(key_id)
+    .execute(pool)
+    .await?;
+    Ok(done.rows_affected() == 1)
+}
+
+/// Sets a tenant's per-key rate limit.
+pub async fn set_rate_limit(
+    pool: &PgPool,
+    tenant_id: Uuid,
+    per_second: i32,
+    burst: i32,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "UPDATE tenants SET rate_limit_per_second = $2, rate_limit_burst = $3, version = version + 1, update_time = now()
+         WHERE tenant_id = $1",
+    )
+    .bind(tenant_id)
+    .bind(per_second)
+    .bind(burst)
+    .execute(pool)
+    .await?;
+    Ok(())
+}
+
+/// Marks `tenant_id` as the operator tenant (there is at most one).
+pub async fn make_operator(pool: &PgPool, tenant_id: Uuid) -> Result<(), sqlx::Error> {
+    sqlx::query("UPDATE tenants SET is_operator = true WHERE tenant_id = $1 AND NOT EXISTS (SELECT 1 FROM tenants WHERE is_operator)")
+        .bind(tenant_id)
+        .execute(pool)
+        .await?;
+    Ok(())
+}

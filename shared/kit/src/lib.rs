@@ -14,6 +14,7 @@ pub mod config;
 pub mod context;
 pub mod convert;
 pub mod db;
+pub mod deadline;
 pub mod error;
 pub mod feed;
 pub mod page;

@@ -50,13 +50,24 @@ impl From<&ServiceConfig> for ServeOptions {
     }
 }
 
+/// A service answering every call no registered service claims (the gateway's
+/// forwarding proxy).
+pub type Fallback = tower::util::BoxCloneSyncService<
+    http::Request<axum::body::Body>,
+    http::Response<Body>,
+    Infallible,
+>;
+
 /// Assembles one process's gRPC server.
 pub struct ServerBuilder {
     component: String,
     routes: RoutesBuilder,
     names: Vec<&'static str>,
+    advertised: Vec<String>,
     pool: Option<PgPool>,
     health: HealthReporter,
+    public: bool,
+    fallback: Option<Fallback>,
 }
 
 impl ServerBuilder {
@@ -69,9 +80,32 @@ impl ServerBuilder {
             component: component.into(),
             routes,
             names: Vec::new(),
+            advertised: Vec::new(),
             pool: None,
             health,
+            public: false,
+            fallback: None,
         }
+    }
+
+    /// Takes calls without the internal credential: the gateway's port, which
+    /// authenticates clients by API key instead.
+    pub fn public(&mut self) -> &mut Self {
+        self.public = true;
+        self
+    }
+
+    /// Lists `name` in reflection although no local route serves it (services
+    /// the fallback forwards).
+    pub fn advertise(&mut self, name: impl Into<String>) -> &mut Self {
+        self.advertised.push(name.into());
+        self
+    }
+
+    /// Sends every call that no registered service claims to `fallback`.
+    pub fn fallback(&mut self, fallback: Fallback) -> &mut Self {
+        self.fallback = Some(fallback);
+        self
     }
 
     /// Hosts a generated tonic service. Its name is reported SERVING by health
@@ -125,9 +159,14 @@ impl ServerBuilder {
             .register_encoded_file_descriptor_set(rapport_proto::FILE_DESCRIPTOR_SET)
             .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
             .with_service_name("grpc.health.v1.Health");
-        for n in &self.names {
-            reflection = reflection.with_service_name(*n);
-            reflection_alpha = reflection_alpha.with_service_name(*n);
+        for n in self
+            .names
+            .iter()
+            .map(|n| n.to_string())
+            .chain(self.advertised.iter().cloned())
+        {
+            reflection = reflection.with_service_name(n.clone());
+            reflection_alpha = reflection_alpha.with_service_name(n);
         }
         // The descriptor sets are compiled into the binary: failing here is a build defect.
         let v1 = reflection
@@ -199,16 +238,30 @@ impl ServerBuilder {
             .on_response(DefaultOnResponse::new().level(Level::DEBUG))
             .on_failure(DefaultOnFailure::new().level(Level::WARN));
 
-        let routes = self.routes.routes().prepare();
+        let routes = match self.fallback.take() {
+            Some(fallback) => tonic::service::Routes::from(
+                self.routes
+                    .routes()
+                    .into_axum_router()
+                    .fallback_service(fallback),
+            ),
+            None => self.routes.routes(),
+        }
+        .prepare();
+        let internal_token = if self.public {
+            None
+        } else {
+            options.internal_token
+        };
         let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
         let grace = options.shutdown_grace;
         let server = tonic::transport::Server::builder()
-            .timeout(options.request_timeout)
             .concurrency_limit_per_connection(1024)
             .http2_keepalive_interval(Some(Duration::from_secs(30)))
             .tcp_nodelay(true)
             .layer(trace)
-            .layer(InternalAuthLayer::new(options.internal_token))
+            .layer(InternalAuthLayer::new(internal_token))
+            .layer(crate::deadline::DeadlineLayer::new(options.request_timeout))
             .add_routes(routes)
             .serve_with_incoming_shutdown(incoming, {
                 let shutdown = shutdown.clone();

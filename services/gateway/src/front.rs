@@ -1,0 +1,217 @@
+//! The gateway's front door: every call that is not the gateway's own
+//! (health, reflection) comes here. It authenticates the API key, checks the
+//! scope the method needs, applies the key's rate limit, and forwards the call
+//! unchanged to the backend that owns it — unary and streaming alike, with
+//! metadata, status, trailers, deadline (`grpc-timeout`) and cancellation —
+//! carrying the key's tenant and principal over the internal credential.
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use futures::future::BoxFuture;
+use http::HeaderValue;
+use rapport_kit::context::{INTERNAL_TOKEN_HEADER, PRINCIPAL_HEADER, TENANT_HEADER};
+use tonic::Status;
+use tonic::body::Body;
+use tonic::transport::{Channel, Endpoint};
+use tower::ServiceExt;
+
+use crate::auth::{Authenticator, require_scope};
+use crate::routes::{Route, RouteTable};
+
+/// The public services this gateway forwards today, each to its backend.
+/// A service joins this list when its backend implements it, so reflection
+/// never lists a method that would answer UNIMPLEMENTED.
+pub const SERVED: [&str; 0] = [];
+
+/// Backends by area (`profile`, `interaction`, …).
+#[derive(Clone, Default)]
+pub struct Backends {
+    channels: HashMap<&'static str, Channel>,
+}
+
+impl Backends {
+    /// Channels to the configured backends. A URL may list several replicas,
+    /// separated by commas; calls are spread over them by power-of-two-choices.
+    pub fn from_urls(urls: &[(&'static str, Option<&str>)]) -> Result<Self, String> {
+        let mut channels = HashMap::new();
+        for (area, url) in urls {
+            let Some(url) = url else { continue };
+            let endpoints = url
+                .split(',')
+                .map(|u| {
+                    Endpoint::from_shared(u.trim().to_string())
+                        .map(|e| {
+                            e.connect_timeout(Duration::from_secs(5))
+                                .http2_keep_alive_interval(Duration::from_secs(30))
+                                .tcp_nodelay(true)
+                        })
+                        .map_err(|e| format!("RAPPORT_{}_URL: {e}", area.to_uppercase()))
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            let channel = if endpoints.len() == 1 {
+                endpoints[0].connect_lazy()
+            } else {
+                Channel::balance_list(endpoints.into_iter())
+            };
+            channels.insert(*area, channel);
+        }
+        Ok(Self { channels })
+    }
+
+    /// The channel to `area`'s backend.
+    pub fn get(&self, area: &str) -> Option<Channel> {
+        self.channels.get(area).cloned()
+    }
+}
+
+struct Inner {
+    routes: RouteTable,
+    auth: Arc<Authenticator>,
+    backends: Backends,
+    internal_token: Option<HeaderValue>,
+}
+
+/// The front-door service (a tower service over HTTP/2 requests).
+#[derive(Clone)]
+pub struct Front {
+    inner: Arc<Inner>,
+}
+
+impl Front {
+    /// A front door forwarding the services of `routes` to `backends`,
+    /// authenticating with `auth` and presenting `internal_token` to backends.
+    pub fn new(
+        routes: RouteTable,
+        auth: Arc<Authenticator>,
+        backends: Backends,
+        internal_token: Option<&str>,
+    ) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                routes,
+                auth,
+                backends,
+                internal_token: internal_token.and_then(|t| HeaderValue::from_str(t).ok()),
+            }),
+        }
+    }
+}
+
+impl tower::Service<http::Request<axum::body::Body>> for Front {
+    type Response = http::Response<Body>;
+    type Error = Infallible;
+    type Future = BoxFuture<'static, Result<Self::Response, Infallible>>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: http::Request<axum::body::Body>) -> Self::Future {
+        let inner = self.inner.clone();
+        Box::pin(async move {
+            let method = req.uri().path().to_string();
+            let started = Instant::now();
+            let (response, who) = match inner.forward(req).await {
+                Ok((response, who)) => (response, who),
+                Err((status, who)) => (status.into_http(), who),
+            };
+            // Access log: the status of a unary call or a stream that failed
+            // at once is in the headers; otherwise the stream carries it.
+            let status = response
+                .headers()
+                .get("grpc-status")
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("streaming")
+                .to_string();
+            let (tenant, key) = who.unwrap_or_default();
+            tracing::info!(
+                target: "rapport::access",
+                method = %method,
+                tenant = %tenant,
+                key = %key,
+                status = %status,
+                duration_ms = started.elapsed().as_secs_f64() * 1000.0,
+                "call"
+            );
+            Ok(response)
+        })
+    }
+}
+
+type Who = Option<(String, String)>;
+
+impl Inner {
+    async fn forward(
+        &self,
+        req: http::Request<axum::body::Body>,
+    ) -> Result<(http::Response<Body>, Who), (Status, Who)> {
+        let path = req.uri().path().to_string();
+        let (area, scope) = match self.routes.route(&path) {
+            Route::Forward { area, scope } => (area, scope),
+            Route::Internal => {
+                return Err((
+                    Status::unimplemented(
+                        "change feeds are internal to Rapport's services and are not served by the gateway",
+                    ),
+                    None,
+                ));
+            }
+            _ => {
+                return Err((
+                    Status::unimplemented(format!("unknown method {path}")),
+                    None,
+                ));
+            }
+        };
+        let principal = self
+            .auth
+            .authenticate(req.headers())
+            .await
+            .map_err(|e| (Status::from(e), None))?;
+        let who = Some((principal.tenant_id.to_string(), principal.prefix.clone()));
+        require_scope(&principal, &scope).map_err(|s| (s, who.clone()))?;
+        self.auth
+            .admit(&principal)
+            .map_err(|e| (Status::from(e), who.clone()))?;
+        let channel = self.backends.get(area).ok_or_else(|| {
+            (
+                Status::unavailable(format!(
+                    "no {area} service is configured behind this gateway"
+                )),
+                who.clone(),
+            )
+        })?;
+
+        let (mut parts, body) = req.into_parts();
+        let headers = &mut parts.headers;
+        headers.remove(http::header::AUTHORIZATION);
+        headers.remove(INTERNAL_TOKEN_HEADER);
+        headers.remove(TENANT_HEADER);
+        headers.remove(PRINCIPAL_HEADER);
+        if let Ok(v) = HeaderValue::from_str(&principal.tenant_id.to_string()) {
+            headers.insert(TENANT_HEADER, v);
+        }
+        if let Ok(v) = HeaderValue::from_str(&principal.key_id.to_string()) {
+            headers.insert(PRINCIPAL_HEADER, v);
+        }
+        if let Some(t) = &self.internal_token {
+            headers.insert(INTERNAL_TOKEN_HEADER, t.clone());
+        }
+        rapport_kit::telemetry::inject_current(headers);
+        let req = http::Request::from_parts(parts, Body::new(body));
+        match channel.oneshot(req).await {
+            Ok(response) => Ok((response, who)),
+            Err(e) => {
+                tracing::warn!(backend = area, error = %e, "backend unreachable");
+                Err((
+                    Status::unavailable(format!("the {area} service is unreachable; retry later")),
+                    who,
+                ))
+            }
+        }
+    }
+}

@@ -1,0 +1,454 @@
+//! The gateway over real gRPC and real PostgreSQL: every streaming kind is
+//! forwarded with tenant binding, status, trailers and deadlines intact; keys,
+//! scopes, revocation and rate limits are enforced.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt;
+use rapport_gateway::auth::Authenticator;
+use rapport_gateway::front::{Backends, Front};
+use rapport_gateway::keys;
+use rapport_gateway::routes::RouteTable;
+use rapport_gateway::store;
+use rapport_kit::context::CallContext;
+use rapport_kit::server::{ServeOptions, ServerBuilder};
+use tonic::metadata::MetadataValue;
+use tonic::{Code, Request, Response, Status, Streaming};
+use uuid::Uuid;
+
+mod gwtest {
+    include!(concat!(env!("OUT_DIR"), "/gwtest/rapport.gwtest.v1.rs"));
+}
+use gwtest::echo_service_client::EchoServiceClient;
+use gwtest::echo_service_server::{EchoService, EchoServiceServer};
+use gwtest::{EchoRequest, EchoResponse};
+
+const INTERNAL: &str = "internal-credential-for-tests-0123";
+
+struct Echo;
+
+fn answer<T>(req: &Request<T>, text: String) -> Result<EchoResponse, Status> {
+    let ctx = CallContext::of(req)?;
+    let deadline = req
+        .metadata()
+        .get("grpc-timeout")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_string();
+    Ok(EchoResponse {
+        text,
+        tenant: ctx.tenant_id.to_string(),
+        principal: ctx.principal,
+        deadline,
+    })
+}
+
+fn failure(code: i32) -> Status {
+    let mut status = Status::new(Code::from_i32(code), "asked to fail");
+    status
+        .metadata_mut()
+        .insert("x-echo", MetadataValue::from_static("failed"));
+    status
+}
+
+#[tonic::async_trait]
+impl EchoService for Echo {
+    async fn unary(&self, req: Request<EchoRequest>) -> Result<Response<EchoResponse>, Status> {
+        let m = req.get_ref().clone();
+        if m.delay_ms > 0 {
+            tokio::time::sleep(Duration::from_millis(m.delay_ms as u64)).await;
+        }
+        if m.fail_with != 0 {
+            return Err(failure(m.fail_with));
+        }
+        let mut response = Response::new(answer(&req, m.text)?);
+        response
+            .metadata_mut()
+            .insert("x-echo", MetadataValue::from_static("ok"));
+        Ok(response)
+    }
+
+    async fn collect(
+        &self,
+        req: Request<Streaming<EchoRequest>>,
+    ) -> Result<Response<EchoResponse>, Status> {
+        let ctx_req = Request::new(());
+        let mut ctx_req = ctx_req;
+        *ctx_req.metadata_mut() = req.metadata().clone();
+        let mut stream = req.into_inner();
+        let mut texts = Vec::new();
+        while let Some(m) = stream.next().await {
+            texts.push(m?.text);
+        }
+        Ok(Response::new(answer(&ctx_req, texts.join(","))?))
+    }
+
+    type ExpandStream = futures::stream::BoxStream<'static, Result<EchoResponse, Status>>;
+
+    async fn expand(
+        &self,
+        req: Request<EchoRequest>,
+    ) -> Result<Response<Self::ExpandStream>, Status> {
+        let m = req.get_ref().clone();
+        let one = answer(&req, m.text.clone())?;
+        let items: Vec<_> = (0..m.repeat)
+            .map(|i| {
+                Ok(EchoResponse {
+                    text: format!("{}-{i}", m.text),
+                    ..one.clone()
+                })
+            })
+            .collect();
+        Ok(Response::new(futures::stream::iter(items).boxed()))
+    }
+
+    type ChatStream = futures::stream::BoxStream<'static, Result<EchoResponse, Status>>;
+
+    async fn chat(
+        &self,
+        req: Request<Streaming<EchoRequest>>,
+    ) -> Result<Response<Self::ChatStream>, Status> {
+        let mut ctx_req = Request::new(());
+        *ctx_req.metadata_mut() = req.metadata().clone();
+        let one = answer(&ctx_req, String::new())?;
+        let stream = req.into_inner().map(move |m| {
+            m.map(|m| EchoResponse {
+                text: m.text.to_uppercase(),
+                ..one.clone()
+            })
+        });
+        Ok(Response::new(stream.boxed()))
+    }
+}
+
+struct Setup {
+    gateway: rapport_testkit::Running,
+    backend: rapport_testkit::Running,
+    pool: sqlx::PgPool,
+    tenant_a: Uuid,
+    tenant_b: Uuid,
+}
+
+fn options(internal: Option<&str>, timeout: Duration) -> ServeOptions {
+    ServeOptions {
+        internal_token: internal.map(str::to_string),
+        request_timeout: timeout,
+        shutdown_grace: Duration::from_secs(1),
+    }
+}
+
+async fn setup() -> Setup {
+    setup_with(Duration::from_secs(30)).await
+}
+
+async fn setup_with(gateway_timeout: Duration) -> Setup {
+    let db = rapport_testkit::database().await;
+    rapport_kit::db::migrate(&db.url, rapport_gateway::SCHEMA, &rapport_gateway::MIGRATOR)
+        .await
+        .unwrap();
+    let pool = rapport_kit::db::connect(&db.url, rapport_gateway::SCHEMA, 4)
+        .await
+        .unwrap();
+    let tenant_a = Uuid::new_v4();
+    let tenant_b = Uuid::new_v4();
+    store::create_tenant(&pool, tenant_a, "a").await.unwrap();
+    store::create_tenant(&pool, tenant_b, "b").await.unwrap();
+
+    // The backend insists on the internal credential.
+    let backend = rapport_testkit::serve(|listener, shutdown| async move {
+        let mut b = ServerBuilder::new("echo");
+        b.add_service(EchoServiceServer::new(Echo));
+        let _ = b
+            .serve(
+                listener,
+                options(Some(INTERNAL), Duration::from_secs(30)),
+                shutdown,
+            )
+            .await;
+    })
+    .await;
+
+    let table = RouteTable::new(vec![(
+        "rapport.gwtest.v1.EchoService".into(),
+        "echo",
+        vec!["Unary".into(), "Expand".into()],
+    )]);
+    let backends = Backends::from_urls(&[("echo", Some(backend.endpoint().as_str()))]).unwrap();
+    let auth = Arc::new(Authenticator::new(pool.clone()));
+    let front = Front::new(table, auth, backends, Some(INTERNAL));
+    let gateway = rapport_testkit::serve(move |listener, shutdown| async move {
+        let mut b = ServerBuilder::new("gateway");
+        b.public();
+        b.advertise("rapport.gwtest.v1.EchoService");
+        b.fallback(tower::util::BoxCloneSyncService::new(front));
+        let _ = b
+            .serve(listener, options(Some(INTERNAL), gateway_timeout), shutdown)
+            .await;
+    })
+    .await;
+    Setup {
+        gateway,
+        backend,
+        pool,
+        tenant_a,
+        tenant_b,
+    }
+}
+
+async fn key(pool: &sqlx::PgPool, tenant: Uuid, scopes: &[&str]) -> String {
+    let k = keys::generate().unwrap();
+    let scopes: Vec<String> = scopes.iter().map(|s| s.to_string()).collect();
+    store::insert_key(pool, tenant, &k, "test", &scopes, None)
+        .await
+        .unwrap();
+    k.key
+}
+
+type Client = EchoServiceClient<
+    tonic::service::interceptor::InterceptedService<tonic::transport::Channel, Auth>,
+>;
+
+#[derive(Clone)]
+struct Auth(Option<String>, Option<Uuid>);
+
+impl tonic::service::Interceptor for Auth {
+    fn call(&mut self, mut req: Request<()>) -> Result<Request<()>, Status> {
+        if let Some(k) = &self.0 {
+            req.metadata_mut()
+                .insert("authorization", format!("Bearer {k}").parse().unwrap());
+        }
+        // A client trying to pose as another tenant.
+        if let Some(t) = self.1 {
+            req.metadata_mut()
+                .insert("x-rapport-tenant", t.to_string().parse().unwrap());
+            req.metadata_mut()
+                .insert("x-rapport-internal-token", INTERNAL.parse().unwrap());
+        }
+        Ok(req)
+    }
+}
+
+async fn client(s: &Setup, key: Option<&str>, pose_as: Option<Uuid>) -> Client {
+    let channel = rapport_testkit::channel(&s.gateway).await;
+    EchoServiceClient::with_interceptor(channel, Auth(key.map(str::to_string), pose_as))
+}
+
+fn text(t: &str) -> EchoRequest {
+    EchoRequest {
+        text: t.into(),
+        ..Default::default()
+    }
+}
+
+#[tokio::test]
+async fn every_streaming_kind_is_forwarded_for_the_keys_tenant_only() {
+    let s = setup().await;
+    let k = key(&s.pool, s.tenant_a, &["echo:*"]).await;
+    // The client claims tenant B and even the internal credential: the
+    // gateway strips both and the backend sees the key's tenant A.
+    let mut c = client(&s, Some(&k), Some(s.tenant_b)).await;
+    let a = s.tenant_a.to_string();
+
+    let r = c.unary(text("hello")).await.unwrap();
+    assert_eq!(
+        r.metadata().get("x-echo").unwrap(),
+        "ok",
+        "response metadata passes through"
+    );
+    let r = r.into_inner();
+    assert_eq!((r.text.as_str(), r.tenant.as_str()), ("hello", a.as_str()));
+    assert!(
+        Uuid::parse_str(&r.principal).is_ok(),
+        "principal is the key id: {}",
+        r.principal
+    );
+
+    let r = c
+        .collect(futures::stream::iter(vec![text("a"), text("b"), text("c")]))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!((r.text.as_str(), r.tenant.as_str()), ("a,b,c", a.as_str()));
+
+    let mut stream = c
+        .expand(EchoRequest {
+            text: "x".into(),
+            repeat: 3,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let mut got = Vec::new();
+    while let Some(m) = stream.next().await {
+        let m = m.unwrap();
+        assert_eq!(m.tenant, a);
+        got.push(m.text);
+    }
+    assert_eq!(got, ["x-0", "x-1", "x-2"]);
+
+    let (tx, rx) = tokio::sync::mpsc::channel(4);
+    let mut replies = c
+        .chat(tokio_stream::wrappers::ReceiverStream::new(rx))
+        .await
+        .unwrap()
+        .into_inner();
+    for word in ["one", "two"] {
+        tx.send(text(word)).await.unwrap();
+        let m = replies.next().await.unwrap().unwrap();
+        assert_eq!(
+            (m.text.as_str(), m.tenant.as_str()),
+            (word.to_uppercase().as_str(), a.as_str())
+        );
+    }
+    drop(tx);
+    assert!(replies.next().await.is_none());
+
+    // Status, message and trailers of a failure come back unchanged.
+    let err = c
+        .unary(EchoRequest {
+            fail_with: Code::NotFound as i32,
+            ..text("x")
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::NotFound);
+    assert_eq!(err.message(), "asked to fail");
+    assert_eq!(err.metadata().get("x-echo").unwrap(), "failed");
+
+    // The client's deadline travels to the backend.
+    let mut req = Request::new(text("timed"));
+    req.set_timeout(Duration::from_secs(5));
+    let r = c.unary(req).await.unwrap().into_inner();
+    assert!(!r.deadline.is_empty(), "the backend saw no deadline");
+
+    // Nobody reaches the backend directly without the internal credential.
+    let mut direct = EchoServiceClient::new(rapport_testkit::channel(&s.backend).await);
+    assert_eq!(
+        direct.unary(text("x")).await.unwrap_err().code(),
+        Code::Unauthenticated
+    );
+}
+
+#[tokio::test]
+async fn keys_and_scopes_are_enforced() {
+    let s = setup().await;
+    let mut anonymous = client(&s, None, None).await;
+    let err = anonymous.unary(text("x")).await.unwrap_err();
+    assert_eq!(
+        (err.code(), err.message()),
+        (Code::Unauthenticated, "missing api key")
+    );
+
+    let forged = format!("rpk_0123abcd_{}", "A".repeat(43));
+    let mut forger = client(&s, Some(&forged), None).await;
+    let err = forger.unary(text("x")).await.unwrap_err();
+    assert_eq!(
+        (err.code(), err.message()),
+        (Code::Unauthenticated, "invalid api key")
+    );
+
+    // A read-only key reads but cannot write, and is told which scope it lacks.
+    let reader = key(&s.pool, s.tenant_a, &["echo:read"]).await;
+    let mut c = client(&s, Some(&reader), None).await;
+    assert!(c.unary(text("x")).await.is_ok());
+    let err = c
+        .collect(futures::stream::iter(vec![text("a")]))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        (err.code(), err.message()),
+        (Code::PermissionDenied, "missing scope echo:write")
+    );
+
+    // A revoked key stops working within the cache period.
+    let k = keys::parse(&reader).unwrap();
+    let row = store::key_by_hash(&s.pool, &k.hash).await.unwrap().unwrap();
+    assert!(
+        store::revoke_key(&s.pool, row.tenant_id, row.key_id)
+            .await
+            .unwrap()
+    );
+    tokio::time::sleep(rapport_gateway::auth::CACHE_TTL + Duration::from_millis(200)).await;
+    let err = c.unary(text("x")).await.unwrap_err();
+    assert_eq!(
+        (err.code(), err.message()),
+        (Code::Unauthenticated, "api key revoked")
+    );
+
+    // An expired key is refused.
+    let e = keys::generate().unwrap();
+    store::insert_key(
+        &s.pool,
+        s.tenant_a,
+        &e,
+        "old",
+        &["echo:*".into()],
+        Some(chrono::Utc::now() - chrono::Duration::seconds(1)),
+    )
+    .await
+    .unwrap();
+    let mut expired = client(&s, Some(&e.key), None).await;
+    let err = expired.unary(text("x")).await.unwrap_err();
+    assert_eq!(
+        (err.code(), err.message()),
+        (Code::Unauthenticated, "api key expired")
+    );
+}
+
+#[tokio::test]
+async fn rate_limits_kick_in_and_recover() {
+    use tonic_types::StatusExt;
+    let s = setup().await;
+    store::set_rate_limit(&s.pool, s.tenant_a, 2, 3)
+        .await
+        .unwrap();
+    let k = key(&s.pool, s.tenant_a, &["echo:*"]).await;
+    let mut c = client(&s, Some(&k), None).await;
+    for _ in 0..3 {
+        c.unary(text("x")).await.unwrap();
+    }
+    let err = c.unary(text("x")).await.unwrap_err();
+    assert_eq!(err.code(), Code::ResourceExhausted);
+    assert!(
+        err.message()
+            .starts_with("rate limit exceeded for key rpk_"),
+        "{}",
+        err.message()
+    );
+    let retry = err
+        .get_details_retry_info()
+        .and_then(|r| r.retry_delay)
+        .expect("retry info");
+    assert!(retry <= Duration::from_millis(600), "{retry:?}");
+    tokio::time::sleep(retry + Duration::from_millis(20)).await;
+    c.unary(text("x")).await.unwrap();
+
+    // Another key of the same tenant has its own bucket.
+    let other = key(&s.pool, s.tenant_a, &["echo:*"]).await;
+    client(&s, Some(&other), None)
+        .await
+        .unary(text("x"))
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn the_gateway_bounds_every_call() {
+    // With a 300 ms bound on the gateway, a slow backend call ends with
+    // DEADLINE_EXCEEDED from the gateway, whatever the client asked for.
+    let s = setup_with(Duration::from_millis(300)).await;
+    let k = key(&s.pool, s.tenant_a, &["echo:*"]).await;
+    let mut c = client(&s, Some(&k), None).await;
+    let started = std::time::Instant::now();
+    let err = c
+        .unary(EchoRequest {
+            delay_ms: 3000,
+            ..text("slow")
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::DeadlineExceeded, "{err:?}");
+    assert!(started.elapsed() < Duration::from_secs(2));
+}
