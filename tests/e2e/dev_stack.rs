@@ -59,6 +59,48 @@ fn dev_stack_serves_health_and_reflection_then_stops_cleanly() {
         assert!(health.contains("\"SERVING\""), "{}: {health}", name);
     }
 
+    // The gateway: AdminService with the development key, which belongs to the
+    // operator tenant; no key, no answer.
+    let gateway = stack.addr(0);
+    let auth = format!("authorization: Bearer {key}");
+    let listed = grpcurl_ok(&["-H", &auth, &gateway, "list"]);
+    assert!(
+        listed.contains("rapport.gateway.v1.AdminService"),
+        "{listed}"
+    );
+    let tenant = grpcurl_ok(&[
+        "-H",
+        &auth,
+        "-d",
+        "{}",
+        &gateway,
+        "rapport.gateway.v1.AdminService/GetTenant",
+    ]);
+    assert!(
+        tenant.contains("\"isOperator\": true") && tenant.contains("\"displayName\": \"dev\""),
+        "{tenant}"
+    );
+    let out = grpcurl_run(&[
+        "-d",
+        "{}",
+        &gateway,
+        "rapport.gateway.v1.AdminService/GetTenant",
+    ]);
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("Unauthenticated"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // The same call with buf curl, reading the schema from the contracts.
+    let buf = support::buf_curl(
+        &gateway,
+        "rapport.gateway.v1.AdminService/GetTenant",
+        &auth,
+        "{}",
+    );
+    assert!(buf.contains("\"isOperator\": true"), "{buf}");
+
     // An unknown service name is NOT_FOUND, not a pretend answer.
     let out = grpcurl_run(&[
         "-d",
@@ -155,6 +197,20 @@ fn serve_validates_configuration_and_guards_its_port() {
         .unwrap()
         .block_on(rapport_testkit::database());
     let rapport = env!("CARGO_BIN_EXE_rapport");
+
+    // The first admin key of a deployment, from the command line.
+    let out = std::process::Command::new(rapport)
+        .args(["admin-key", "--database-url", &db.url])
+        .env("RAPPORT_LOG", "warn")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let key = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    assert!(key.starts_with("rpk_") && key.len() == 56, "{key}");
 
     // Migrate, then serve one service as a container would.
     let out = std::process::Command::new(rapport)

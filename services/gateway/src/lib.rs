@@ -5,10 +5,10 @@
 //! method's scope, applies per-key rate limits and forwards calls to the
 //! services it serves (see [`front::SERVED`]) with the key's tenant over the
 //! internal credential; merged reflection and a health status per backend
-//! service. Tenant and key administration over gRPC (AdminService) and
-//! Customer 360 are not served yet: no method is registered that would answer
-//! UNIMPLEMENTED.
+//! service; and `AdminService` for tenants and keys. Customer 360 is not
+//! served yet: no method is registered that would answer UNIMPLEMENTED.
 
+pub mod admin;
 pub mod auth;
 pub mod front;
 pub mod keys;
@@ -51,6 +51,15 @@ pub fn register(server: &mut ServerBuilder, runtime: &ServiceRuntime) {
         server.advertise(service);
     }
     let auth = std::sync::Arc::new(auth::Authenticator::new(runtime.pool.clone()));
+    let admin = admin::Admin::new(
+        runtime.pool.clone(),
+        auth.clone(),
+        runtime.page_tokens.clone(),
+    );
+    server.add_service(
+        rapport_proto::rapport::gateway::v1::admin_service_server::AdminServiceServer::new(admin)
+            .max_decoding_message_size(config.max_message_bytes),
+    );
     let table = routes::RouteTable::public(&front::SERVED);
     let front = front::Front::new(
         table,
@@ -194,6 +203,42 @@ pub async fn ensure_dev_credentials(
     }
     let k = keys::generate().map_err(DevKeyError::Random)?;
     store::insert_key(pool, tenant_id, &k, "rapport dev", &all_scopes, None).await?;
+    Ok(DevCredentials {
+        tenant_id,
+        api_key: k.key,
+    })
+}
+
+/// Creates the operator tenant when there is none (named `tenant_name`) and a
+/// new key of it with the `admin` scope: the first admin key of a
+/// deployment, or a replacement when every admin key was revoked.
+pub async fn create_operator_key(
+    pool: &PgPool,
+    tenant_name: &str,
+) -> Result<DevCredentials, DevKeyError> {
+    let existing: Option<Uuid> =
+        sqlx::query_scalar("SELECT tenant_id FROM tenants WHERE is_operator")
+            .fetch_optional(pool)
+            .await?;
+    let tenant_id = match existing {
+        Some(id) => id,
+        None => {
+            let id = Uuid::now_v7();
+            store::create_tenant(pool, id, tenant_name).await?;
+            store::make_operator(pool, id).await?;
+            id
+        }
+    };
+    let k = keys::generate().map_err(DevKeyError::Random)?;
+    store::insert_key(
+        pool,
+        tenant_id,
+        &k,
+        "operator (rapport admin-key)",
+        &["admin".to_string()],
+        None,
+    )
+    .await?;
     Ok(DevCredentials {
         tenant_id,
         api_key: k.key,

@@ -23,7 +23,13 @@ pub struct ApiKeyRow {
     pub expire_time: Option<DateTime<Utc>>,
     /// When it was revoked, if it was.
     pub revoke_time: Option<DateTime<Utc>>,
+    /// When it was created.
+    pub create_time: DateTime<Utc>,
+    /// When it last authenticated a call.
+    pub last_used_time: Option<DateTime<Utc>>,
 }
+
+const KEY_COLUMNS: &str = "tenant_id, key_id, prefix, display_name, scopes, expire_time, revoke_time, create_time, last_used_time";
 
 /// Creates a tenant with the default limits.
 pub async fn create_tenant(
@@ -64,7 +70,7 @@ pub async fn insert_key(
     sqlx::query_as(
         "INSERT INTO api_keys (tenant_id, key_id, prefix, secret_hash, display_name, scopes, expire_time)
          VALUES ($1, $2, $3, $4, $5, $6, $7)
-         RETURNING tenant_id, key_id, prefix, display_name, scopes, expire_time, revoke_time",
+         RETURNING tenant_id, key_id, prefix, display_name, scopes, expire_time, revoke_time, create_time, last_used_time",
     )
     .bind(tenant_id)
     .bind(Uuid::now_v7())
@@ -80,7 +86,7 @@ pub async fn insert_key(
 /// The key with this hash, if any (revoked and expired ones included).
 pub async fn key_by_hash(pool: &PgPool, hash: &[u8; 32]) -> Result<Option<ApiKeyRow>, sqlx::Error> {
     sqlx::query_as(
-        "SELECT tenant_id, key_id, prefix, display_name, scopes, expire_time, revoke_time
+        "SELECT tenant_id, key_id, prefix, display_name, scopes, expire_time, revoke_time, create_time, last_used_time
          FROM api_keys WHERE secret_hash = $1",
     )
     .bind(&hash[..])
@@ -173,6 +179,243 @@ pub async fn make_operator(pool: &PgPool, tenant_id: Uuid) -> Result<(), sqlx::E
     sqlx::query("UPDATE tenants SET is_operator = true WHERE tenant_id = $1 AND NOT EXISTS (SELECT 1 FROM tenants WHERE is_operator)")
         .bind(tenant_id)
         .execute(pool)
+        .await?;
+    Ok(())
+}
+
+/// A stored tenant.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct TenantRow {
+    /// Its id.
+    pub tenant_id: Uuid,
+    /// Its name.
+    pub display_name: String,
+    /// Per-key sustained rate.
+    pub rate_limit_per_second: i32,
+    /// Per-key burst.
+    pub rate_limit_burst: i32,
+    /// Per-key open streams.
+    pub max_concurrent_streams: i32,
+    /// Whether it is the operator tenant.
+    pub is_operator: bool,
+    /// Version, changed by every update (the etag).
+    pub version: i64,
+    /// Creation time.
+    pub create_time: DateTime<Utc>,
+    /// Last change.
+    pub update_time: DateTime<Utc>,
+}
+
+const TENANT_COLUMNS: &str = "tenant_id, display_name, rate_limit_per_second, rate_limit_burst, \
+     max_concurrent_streams, is_operator, version, create_time, update_time";
+
+/// A new tenant's settings.
+#[derive(Debug, Clone)]
+pub struct NewTenant {
+    /// Its name.
+    pub display_name: String,
+    /// Per-key sustained rate.
+    pub rate_limit_per_second: i32,
+    /// Per-key burst.
+    pub rate_limit_burst: i32,
+    /// Per-key open streams.
+    pub max_concurrent_streams: i32,
+}
+
+/// Creates a tenant with explicit limits, in `tx`.
+pub async fn insert_tenant(
+    tx: &mut sqlx::PgConnection,
+    tenant_id: Uuid,
+    t: &NewTenant,
+) -> Result<TenantRow, sqlx::Error> {
+    sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "INSERT INTO tenants (tenant_id, display_name, rate_limit_per_second, rate_limit_burst, max_concurrent_streams)
+         VALUES ($1, $2, $3, $4, $5) RETURNING {TENANT_COLUMNS}"
+    )))
+    .bind(tenant_id)
+    .bind(&t.display_name)
+    .bind(t.rate_limit_per_second)
+    .bind(t.rate_limit_burst)
+    .bind(t.max_concurrent_streams)
+    .fetch_one(tx)
+    .await
+}
+
+/// One tenant.
+pub async fn get_tenant(pool: &PgPool, tenant_id: Uuid) -> Result<Option<TenantRow>, sqlx::Error> {
+    sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT {TENANT_COLUMNS} FROM tenants WHERE tenant_id = $1"
+    )))
+    .bind(tenant_id)
+    .fetch_optional(pool)
+    .await
+}
+
+/// Tenants oldest first after the keyset cursor `after`, `only` one when set.
+pub async fn list_tenants(
+    pool: &PgPool,
+    after: Option<(DateTime<Utc>, Uuid)>,
+    only: Option<Uuid>,
+    limit: i64,
+) -> Result<Vec<TenantRow>, sqlx::Error> {
+    let (t, id) = after.map_or((None, None), |(t, id)| (Some(t), Some(id)));
+    sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT {TENANT_COLUMNS} FROM tenants
+         WHERE ($1::timestamptz IS NULL OR (create_time, tenant_id) > ($1, $2))
+           AND ($3::uuid IS NULL OR tenant_id = $3)
+         ORDER BY create_time, tenant_id LIMIT $4"
+    )))
+    .bind(t)
+    .bind(id)
+    .bind(only)
+    .bind(limit)
+    .fetch_all(pool)
+    .await
+}
+
+/// Applies new values to a tenant if its version is still `expected` (when
+/// given). `Ok(None)`: the tenant is gone or its version moved on.
+pub async fn update_tenant(
+    pool: &PgPool,
+    tenant_id: Uuid,
+    expected: Option<i64>,
+    t: &NewTenant,
+) -> Result<Option<TenantRow>, sqlx::Error> {
+    sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "UPDATE tenants SET display_name = $3, rate_limit_per_second = $4, rate_limit_burst = $5,
+                max_concurrent_streams = $6, version = version + 1, update_time = now()
+         WHERE tenant_id = $1 AND ($2::bigint IS NULL OR version = $2)
+         RETURNING {TENANT_COLUMNS}"
+    )))
+    .bind(tenant_id)
+    .bind(expected)
+    .bind(&t.display_name)
+    .bind(t.rate_limit_per_second)
+    .bind(t.rate_limit_burst)
+    .bind(t.max_concurrent_streams)
+    .fetch_optional(pool)
+    .await
+}
+
+/// Stores a key in `tx`.
+pub async fn insert_key_tx(
+    tx: &mut sqlx::PgConnection,
+    tenant_id: Uuid,
+    key: &NewKey,
+    display_name: &str,
+    scopes: &[String],
+    expire_time: Option<DateTime<Utc>>,
+) -> Result<ApiKeyRow, sqlx::Error> {
+    sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "INSERT INTO api_keys (tenant_id, key_id, prefix, secret_hash, display_name, scopes, expire_time)
+         VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING {KEY_COLUMNS}"
+    )))
+    .bind(tenant_id)
+    .bind(Uuid::now_v7())
+    .bind(&key.prefix)
+    .bind(&key.hash[..])
+    .bind(display_name)
+    .bind(scopes)
+    .bind(expire_time)
+    .fetch_one(tx)
+    .await
+}
+
+/// One key by id, within `tenant` (any tenant when `None`).
+pub async fn get_key(
+    pool: &PgPool,
+    key_id: Uuid,
+    tenant: Option<Uuid>,
+) -> Result<Option<ApiKeyRow>, sqlx::Error> {
+    sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT {KEY_COLUMNS} FROM api_keys WHERE key_id = $1 AND ($2::uuid IS NULL OR tenant_id = $2)"
+    )))
+    .bind(key_id)
+    .bind(tenant)
+    .fetch_optional(pool)
+    .await
+}
+
+/// A tenant's keys, newest first after the keyset cursor `before`.
+pub async fn list_keys(
+    pool: &PgPool,
+    tenant_id: Uuid,
+    include_revoked: bool,
+    before: Option<(DateTime<Utc>, Uuid)>,
+    limit: i64,
+) -> Result<Vec<ApiKeyRow>, sqlx::Error> {
+    let (t, id) = before.map_or((None, None), |(t, id)| (Some(t), Some(id)));
+    sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT {KEY_COLUMNS} FROM api_keys
+         WHERE tenant_id = $1 AND ($2 OR revoke_time IS NULL)
+           AND ($3::timestamptz IS NULL OR (create_time, key_id) < ($3, $4))
+         ORDER BY create_time DESC, key_id DESC LIMIT $5"
+    )))
+    .bind(tenant_id)
+    .bind(include_revoked)
+    .bind(t)
+    .bind(id)
+    .bind(limit)
+    .fetch_all(pool)
+    .await
+}
+
+/// An earlier request with this idempotency key: the hash of its content and
+/// the id of what it created.
+pub async fn find_request(
+    tx: &mut sqlx::PgConnection,
+    tenant_id: Uuid,
+    kind: &str,
+    request_id: &str,
+) -> Result<Option<(Vec<u8>, Uuid)>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT request_hash, result_id FROM idempotency
+         WHERE tenant_id = $1 AND kind = $2 AND request_id = $3 AND create_time > now() - interval '24 hours'",
+    )
+    .bind(tenant_id)
+    .bind(kind)
+    .bind(request_id)
+    .fetch_optional(tx)
+    .await
+}
+
+/// Records a request's idempotency key (replacing one older than 24 hours).
+pub async fn record_request(
+    tx: &mut sqlx::PgConnection,
+    tenant_id: Uuid,
+    kind: &str,
+    request_id: &str,
+    hash: &[u8],
+    result_id: Uuid,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO idempotency (tenant_id, kind, request_id, request_hash, result_id) VALUES ($1, $2, $3, $4, $5)
+         ON CONFLICT (tenant_id, kind, request_id)
+         DO UPDATE SET request_hash = $4, result_id = $5, create_time = now()",
+    )
+    .bind(tenant_id)
+    .bind(kind)
+    .bind(request_id)
+    .bind(hash)
+    .bind(result_id)
+    .execute(tx)
+    .await?;
+    Ok(())
+}
+
+/// Takes the idempotency lock for one key within a transaction, so two
+/// concurrent retries cannot both create.
+pub async fn lock_request(
+    tx: &mut sqlx::PgConnection,
+    tenant_id: Uuid,
+    kind: &str,
+    request_id: &str,
+) -> Result<(), sqlx::Error> {
+    sqlx::query("SELECT pg_advisory_xact_lock(hashtext($1 || '/' || $2 || '/' || $3))")
+        .bind(tenant_id.to_string())
+        .bind(kind)
+        .bind(request_id)
+        .execute(tx)
         .await?;
     Ok(())
 }

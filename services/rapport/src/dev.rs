@@ -161,6 +161,11 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
             // The direct service ports of a development stack take calls from
             // grpcurl without the internal credential.
             require_internal_auth: false,
+            // Every service knows where its peers are.
+            profile_url: Some(format!("http://{}", args.profile_listen)),
+            interaction_url: Some(format!("http://{}", args.interaction_listen)),
+            segmentation_url: Some(format!("http://{}", args.segmentation_listen)),
+            valuation_url: Some(format!("http://{}", args.valuation_listen)),
             ..ServiceConfig::default()
         };
         let shutdown = shutdown.clone();

@@ -49,6 +49,17 @@ enum Command {
         #[arg(long, env = "RAPPORT_DATABASE_URL")]
         database_url: String,
     },
+    /// Create a key with the `admin` scope for the operator tenant (creating that
+    /// tenant when there is none) and print it: the first admin key of a
+    /// deployment, or a new one when every admin key was revoked.
+    AdminKey {
+        /// An administrative PostgreSQL URL (the gateway's migrations are applied first).
+        #[arg(long, env = "RAPPORT_DATABASE_URL")]
+        database_url: String,
+        /// Name of the operator tenant, when it has to be created.
+        #[arg(long, default_value = "operator")]
+        tenant_name: String,
+    },
 }
 
 fn main() -> ExitCode {
@@ -79,6 +90,10 @@ fn main() -> ExitCode {
                 };
                 services::migrate(&database_url, &selected).await
             }
+            Command::AdminKey {
+                database_url,
+                tenant_name,
+            } => admin_key(&database_url, &tenant_name).await,
         }
     });
     match result {
@@ -88,6 +103,21 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+async fn admin_key(database_url: &str, tenant_name: &str) -> anyhow::Result<()> {
+    let _telemetry = rapport_kit::telemetry::init("admin-key", Default::default(), "warn");
+    let gateway = services::by_name("gateway").ok_or_else(|| anyhow::anyhow!("no gateway"))?;
+    services::migrate(database_url, &[gateway]).await?;
+    let pool = rapport_kit::db::connect(database_url, rapport_gateway::SCHEMA, 1).await?;
+    let creds = rapport_gateway::create_operator_key(&pool, tenant_name).await?;
+    pool.close().await;
+    eprintln!(
+        "admin key of the operator tenant {} (shown once):",
+        creds.tenant_id
+    );
+    println!("{}", creds.api_key);
+    Ok(())
 }
 
 async fn serve(name: &str) -> anyhow::Result<()> {

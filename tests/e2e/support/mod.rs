@@ -194,3 +194,41 @@ impl Drop for DevStack {
         let _ = self.child.wait();
     }
 }
+
+/// The buf CLI: `RAPPORT_BUF`, `.tools/bin/buf` (scripts/bootstrap.sh) or PATH.
+pub fn buf() -> PathBuf {
+    if let Some(p) = std::env::var_os("RAPPORT_BUF") {
+        return PathBuf::from(p);
+    }
+    let local = workspace().join(".tools/bin/buf");
+    if local.is_file() {
+        return local;
+    }
+    PathBuf::from("buf")
+}
+
+/// Calls `method` on `addr` with `buf curl` over gRPC (HTTP/2 without TLS),
+/// taking the schema from the repository's contracts; returns the output.
+pub fn buf_curl(addr: &str, method: &str, header: &str, data: &str) -> String {
+    let out = Command::new(buf())
+        .current_dir(workspace())
+        .args([
+            "curl",
+            "--protocol",
+            "grpc",
+            "--http2-prior-knowledge",
+            "--schema",
+            ".",
+        ])
+        .args(["-H", header, "-d", data])
+        .arg(format!("http://{addr}/{method}"))
+        .output()
+        .expect("run buf curl (scripts/bootstrap.sh buf installs it)");
+    assert!(
+        out.status.success(),
+        "buf curl {method} failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}

@@ -1,0 +1,370 @@
+//! AdminService over real gRPC and PostgreSQL: operator and tenant admins,
+//! idempotent creation, etags, validation, pagination and revocation.
+
+use std::time::Duration;
+
+use rapport_proto::rapport::gateway::v1 as pb;
+use rapport_proto::rapport::gateway::v1::admin_service_client::AdminServiceClient;
+use tonic::Code;
+use tonic::service::interceptor::InterceptedService;
+use tonic::transport::Channel;
+use tonic_types::StatusExt;
+
+#[derive(Clone)]
+struct Bearer(String);
+
+impl tonic::service::Interceptor for Bearer {
+    fn call(&mut self, mut req: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
+        if !self.0.is_empty() {
+            req.metadata_mut().insert(
+                "authorization",
+                format!("Bearer {}", self.0).parse().unwrap(),
+            );
+        }
+        Ok(req)
+    }
+}
+
+type Client = AdminServiceClient<InterceptedService<Channel, Bearer>>;
+
+struct Setup {
+    gateway: rapport_testkit::Running,
+    operator_key: String,
+    pool: sqlx::PgPool,
+}
+
+async fn setup() -> Setup {
+    let db = rapport_testkit::database().await;
+    rapport_kit::db::migrate(&db.url, rapport_gateway::SCHEMA, &rapport_gateway::MIGRATOR)
+        .await
+        .unwrap();
+    let pool = rapport_kit::db::connect(&db.url, rapport_gateway::SCHEMA, 4)
+        .await
+        .unwrap();
+    let creds = rapport_gateway::create_operator_key(&pool, "operator")
+        .await
+        .unwrap();
+    let config = rapport_kit::config::ServiceConfig {
+        database_url: db.url.clone(),
+        require_internal_auth: false,
+        ..Default::default()
+    };
+    let gateway = rapport_testkit::serve(move |listener, shutdown| async move {
+        let _ = rapport_kit::server::run_service(
+            "gateway",
+            rapport_gateway::SCHEMA,
+            &config,
+            listener,
+            shutdown,
+            |b, rt| rapport_gateway::register(b, rt),
+        )
+        .await;
+    })
+    .await;
+    Setup {
+        gateway,
+        operator_key: creds.api_key,
+        pool,
+    }
+}
+
+async fn client(s: &Setup, key: &str) -> Client {
+    AdminServiceClient::with_interceptor(
+        rapport_testkit::channel(&s.gateway).await,
+        Bearer(key.to_string()),
+    )
+}
+
+async fn new_tenant(c: &mut Client, name: &str) -> pb::Tenant {
+    c.create_tenant(pb::CreateTenantRequest {
+        tenant: Some(pb::Tenant {
+            display_name: name.into(),
+            ..Default::default()
+        }),
+        request_id: String::new(),
+    })
+    .await
+    .unwrap()
+    .into_inner()
+    .tenant
+    .unwrap()
+}
+
+async fn new_key(c: &mut Client, tenant: &str, scopes: &[&str]) -> (pb::ApiKey, String) {
+    let r = c
+        .create_api_key(pb::CreateApiKeyRequest {
+            tenant_id: tenant.into(),
+            display_name: "k".into(),
+            scopes: scopes.iter().map(|s| s.to_string()).collect(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    (r.api_key.unwrap(), r.secret)
+}
+
+#[tokio::test]
+async fn operators_manage_every_tenant_and_tenants_only_themselves() {
+    let s = setup().await;
+    let mut op = client(&s, &s.operator_key).await;
+    let acme = new_tenant(&mut op, "Acme").await;
+    assert_eq!(
+        acme.rate_limit.unwrap().requests_per_second,
+        100,
+        "defaults are shown"
+    );
+    assert!(!acme.is_operator);
+    let globex = new_tenant(&mut op, "Globex").await;
+    let (key, secret) = new_key(&mut op, &acme.tenant_id, &["admin", "profile:*"]).await;
+    assert!(secret.starts_with(&format!("{}_", key.prefix)));
+    assert_eq!(key.state, pb::ApiKeyState::Active as i32);
+
+    let mut acme_admin = client(&s, &secret).await;
+    let own = acme_admin
+        .get_tenant(pb::GetTenantRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(own.tenant.unwrap().tenant_id, acme.tenant_id);
+    let listed = acme_admin
+        .list_tenants(pb::ListTenantsRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        listed.tenants.len(),
+        1,
+        "a tenant admin sees only its own tenant"
+    );
+    for err in [
+        acme_admin
+            .get_tenant(pb::GetTenantRequest {
+                tenant_id: globex.tenant_id.clone(),
+            })
+            .await
+            .unwrap_err(),
+        acme_admin
+            .create_tenant(pb::CreateTenantRequest {
+                tenant: Some(pb::Tenant {
+                    display_name: "mine".into(),
+                    ..Default::default()
+                }),
+                request_id: String::new(),
+            })
+            .await
+            .unwrap_err(),
+        acme_admin
+            .list_api_keys(pb::ListApiKeysRequest {
+                tenant_id: globex.tenant_id.clone(),
+                ..Default::default()
+            })
+            .await
+            .unwrap_err(),
+    ] {
+        assert_eq!(err.code(), Code::PermissionDenied, "{err:?}");
+    }
+    let all = op
+        .list_tenants(pb::ListTenantsRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(all.tenants.len(), 3, "operator, Acme, Globex");
+
+    // A key without the admin scope is told which scope it lacks.
+    let (_, reader) = new_key(&mut op, &acme.tenant_id, &["profile:read"]).await;
+    let err = client(&s, &reader)
+        .await
+        .get_tenant(pb::GetTenantRequest::default())
+        .await
+        .unwrap_err();
+    assert_eq!(
+        (err.code(), err.message()),
+        (Code::PermissionDenied, "missing scope admin")
+    );
+    let err = client(&s, "")
+        .await
+        .get_tenant(pb::GetTenantRequest::default())
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::Unauthenticated);
+
+    // Tenant admins rename their tenant but cannot change its limits.
+    let err = acme_admin
+        .update_tenant(pb::UpdateTenantRequest {
+            tenant: Some(pb::Tenant {
+                max_concurrent_streams: 5,
+                ..Default::default()
+            }),
+            update_mask: Some(prost_types::FieldMask {
+                paths: vec!["max_concurrent_streams".into()],
+            }),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::PermissionDenied);
+    let renamed = acme_admin
+        .update_tenant(pb::UpdateTenantRequest {
+            tenant: Some(pb::Tenant {
+                display_name: "Acme Retail".into(),
+                etag: acme.etag.clone(),
+                ..Default::default()
+            }),
+            update_mask: Some(prost_types::FieldMask {
+                paths: vec!["display_name".into()],
+            }),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .tenant
+        .unwrap();
+    assert_eq!(renamed.display_name, "Acme Retail");
+    assert_ne!(renamed.etag, acme.etag);
+    // The old etag is stale now.
+    let err = op
+        .update_tenant(pb::UpdateTenantRequest {
+            tenant: Some(pb::Tenant {
+                tenant_id: acme.tenant_id.clone(),
+                display_name: "Lost update".into(),
+                etag: acme.etag.clone(),
+                ..Default::default()
+            }),
+            update_mask: Some(prost_types::FieldMask {
+                paths: vec!["display_name".into()],
+            }),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::Aborted);
+}
+
+#[tokio::test]
+async fn keys_are_validated_idempotent_paginated_and_revocable() {
+    let s = setup().await;
+    let mut op = client(&s, &s.operator_key).await;
+    let acme = new_tenant(&mut op, "Acme").await;
+
+    let err = op
+        .create_api_key(pb::CreateApiKeyRequest {
+            tenant_id: acme.tenant_id.clone(),
+            display_name: " ".into(),
+            scopes: vec!["profile:read".into(), "root".into()],
+            expire_time: Some(prost_types::Timestamp {
+                seconds: 1,
+                nanos: 0,
+            }),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument);
+    let fields: Vec<String> = err
+        .get_details_bad_request()
+        .unwrap()
+        .field_violations
+        .iter()
+        .map(|f| f.field.clone())
+        .collect();
+    assert_eq!(fields, ["display_name", "scopes[1]", "expire_time"]);
+
+    // Idempotent creation: the retry returns the same key without its secret.
+    let request = pb::CreateApiKeyRequest {
+        tenant_id: acme.tenant_id.clone(),
+        display_name: "checkout".into(),
+        scopes: vec!["interaction:write".into()],
+        request_id: "create-checkout-key".into(),
+        ..Default::default()
+    };
+    let first = op
+        .create_api_key(request.clone())
+        .await
+        .unwrap()
+        .into_inner();
+    let again = op
+        .create_api_key(request.clone())
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(!first.secret.is_empty());
+    assert!(again.secret.is_empty());
+    assert_eq!(
+        first.api_key.unwrap().api_key_id,
+        again.api_key.clone().unwrap().api_key_id
+    );
+    let err = op
+        .create_api_key(pb::CreateApiKeyRequest {
+            display_name: "other".into(),
+            ..request
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument);
+
+    // Five keys, listed two by two, newest first; tampered tokens are refused.
+    for _ in 0..4 {
+        new_key(&mut op, &acme.tenant_id, &["profile:read"]).await;
+    }
+    let mut seen = Vec::new();
+    let mut token = String::new();
+    loop {
+        let page = op
+            .list_api_keys(pb::ListApiKeysRequest {
+                tenant_id: acme.tenant_id.clone(),
+                page_size: 2,
+                page_token: token.clone(),
+                include_revoked: false,
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        assert!(page.api_keys.len() <= 2);
+        seen.extend(page.api_keys.into_iter().map(|k| {
+            k.create_time.unwrap().seconds * 1_000_000_000 + i64::from(k.create_time.unwrap().nanos)
+        }));
+        if page.next_page_token.is_empty() {
+            break;
+        }
+        token = page.next_page_token;
+    }
+    assert_eq!(seen.len(), 5);
+    assert!(seen.windows(2).all(|w| w[0] >= w[1]), "newest first");
+    let err = op
+        .list_api_keys(pb::ListApiKeysRequest {
+            tenant_id: acme.tenant_id.clone(),
+            page_size: 2,
+            page_token: format!("{token}x"),
+            include_revoked: true,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument);
+
+    // A revoked admin key stops working within seconds.
+    let (key, secret) = new_key(&mut op, &acme.tenant_id, &["admin"]).await;
+    let mut acme_admin = client(&s, &secret).await;
+    acme_admin
+        .get_tenant(pb::GetTenantRequest::default())
+        .await
+        .unwrap();
+    let revoked = op
+        .revoke_api_key(pb::RevokeApiKeyRequest {
+            api_key_id: key.api_key_id.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .api_key
+        .unwrap();
+    assert_eq!(revoked.state, pb::ApiKeyState::Revoked as i32);
+    tokio::time::sleep(rapport_gateway::auth::CACHE_TTL + Duration::from_millis(200)).await;
+    let err = acme_admin
+        .get_tenant(pb::GetTenantRequest::default())
+        .await
+        .unwrap_err();
+    assert_eq!(
+        (err.code(), err.message()),
+        (Code::Unauthenticated, "api key revoked")
+    );
+    let _ = &s.pool;
+}
