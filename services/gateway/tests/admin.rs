@@ -56,7 +56,7 @@ async fn setup() -> Setup {
             &config,
             listener,
             shutdown,
-            |b, rt| rapport_gateway::register(b, rt),
+            rapport_gateway::register,
         )
         .await;
     })
