@@ -101,6 +101,17 @@ fn dev_stack_serves_health_and_reflection_then_stops_cleanly() {
     );
     assert!(buf.contains("\"isOperator\": true"), "{buf}");
 
+    // Prometheus metrics count the calls just made, by method and status.
+    let metrics = support::http_get(stack.metrics_port, "/metrics");
+    assert!(
+        metrics.contains(r#"rapport_grpc_requests_total{component="gateway",method="/rapport.gateway.v1.AdminService/GetTenant",code="Ok"}"#),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("rapport_grpc_request_duration_seconds_bucket"),
+        "{metrics}"
+    );
+
     // An unknown service name is NOT_FOUND, not a pretend answer.
     let out = grpcurl_run(&[
         "-d",

@@ -60,6 +60,9 @@ pub struct DevArgs {
         default_value = "127.0.0.1:50055"
     )]
     valuation_listen: SocketAddr,
+    /// Prometheus metrics of every service, at http://ADDRESS/metrics.
+    #[arg(long, env = "RAPPORT_METRICS_LISTEN", default_value = "127.0.0.1:9464")]
+    metrics_listen: SocketAddr,
     /// Log format: pretty or json.
     #[arg(long, env = "RAPPORT_LOG_FORMAT", default_value = "pretty", value_parser = ["pretty", "json"])]
     log_format: String,
@@ -101,6 +104,9 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
         })?;
         listeners.push((s, l));
     }
+
+    rapport_kit::metrics::install(args.metrics_listen)
+        .map_err(|e| anyhow::anyhow!("--metrics-listen: {e}"))?;
 
     std::fs::create_dir_all(&args.data_dir).with_context(|| {
         format!(
@@ -297,7 +303,8 @@ fn print_banner(
          \x20 profile       {}\n\
          \x20 interaction   {}\n\
          \x20 segmentation  {}\n\
-         \x20 valuation     {}\n\n\
+         \x20 valuation     {}\n\
+         \x20 metrics       http://{}/metrics\n\n\
          \x20 development tenant  {}\n\
          \x20 API key (every scope, also in {}):\n\
          \x20   {}\n\n\
@@ -310,6 +317,7 @@ fn print_banner(
         args.interaction_listen,
         args.segmentation_listen,
         args.valuation_listen,
+        args.metrics_listen,
         creds.tenant_id,
         key_file.display(),
         creds.api_key,

@@ -125,6 +125,10 @@ async fn serve(name: &str) -> anyhow::Result<()> {
         services::by_name(name).ok_or_else(|| anyhow::anyhow!("unknown service {name}"))?;
     let config = ServiceConfig::load()?;
     let _telemetry = rapport_kit::telemetry::init(service.name, config.log_format, &config.log);
+    if let Some(addr) = config.metrics_listen {
+        rapport_kit::metrics::install(addr)
+            .map_err(|e| anyhow::anyhow!("RAPPORT_METRICS_LISTEN: {e}"))?;
+    }
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .map_err(|e| anyhow::anyhow!("cannot listen on {} (RAPPORT_LISTEN): {e}", config.listen))?;

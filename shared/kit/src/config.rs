@@ -28,6 +28,9 @@ pub enum LogFormat {
 pub struct ServiceConfig {
     /// `RAPPORT_LISTEN`: address the gRPC server binds, e.g. `0.0.0.0:50052`.
     pub listen: SocketAddr,
+    /// `RAPPORT_METRICS_LISTEN`: serve Prometheus metrics on this address
+    /// (`/metrics`); off when unset.
+    pub metrics_listen: Option<SocketAddr>,
     /// `RAPPORT_DATABASE_URL`: PostgreSQL URL this service connects with.
     pub database_url: String,
     /// `RAPPORT_DB_MAX_CONNECTIONS`: size of the connection pool.
@@ -67,6 +70,7 @@ impl Default for ServiceConfig {
     fn default() -> Self {
         Self {
             listen: SocketAddr::from(([127, 0, 0, 1], 50052)),
+            metrics_listen: None,
             database_url: String::new(),
             db_max_connections: 16,
             log_format: LogFormat::Pretty,

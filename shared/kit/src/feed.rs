@@ -322,6 +322,23 @@ impl Consumer {
             self.handler.apply(&mut tx, ev).await?;
             last = ev.sequence;
         }
+        if let Some(ev) = events.last() {
+            let consumer = self.name.clone();
+            metrics::gauge!("rapport_feed_consumer_sequence", "consumer" => consumer.clone())
+                .set(ev.sequence as f64);
+            metrics::counter!("rapport_feed_consumer_events_total", "consumer" => consumer.clone())
+                .increment(events.len() as u64);
+            if let Some(committed) = ev
+                .commit_time
+                .as_ref()
+                .and_then(crate::convert::from_timestamp)
+            {
+                let lag =
+                    (chrono::Utc::now() - committed).num_milliseconds().max(0) as f64 / 1000.0;
+                metrics::gauge!("rapport_feed_consumer_lag_seconds", "consumer" => consumer)
+                    .set(lag);
+            }
+        }
         if last != stored {
             sqlx::query("UPDATE feed_cursors SET after_sequence = $2, update_time = now() WHERE source = $1")
                 .bind(&self.name)

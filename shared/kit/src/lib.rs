@@ -17,6 +17,7 @@ pub mod db;
 pub mod deadline;
 pub mod error;
 pub mod feed;
+pub mod metrics;
 pub mod page;
 pub mod pg;
 pub mod server;

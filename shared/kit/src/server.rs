@@ -179,6 +179,7 @@ impl ServerBuilder {
         self.routes.add_service(v1alpha);
 
         if let Some(pool) = self.pool.clone() {
+            let component = self.component.clone();
             let reporter = reporter.clone();
             let names = names.clone();
             let shutdown = shutdown.clone();
@@ -190,6 +191,11 @@ impl ServerBuilder {
                         _ = shutdown.wait() => return,
                     }
                     let up = crate::db::ping(&pool).await;
+                    let size = f64::from(pool.size());
+                    let idle = pool.num_idle() as f64;
+                    metrics::gauge!("rapport_db_pool_connections", "component" => component.clone(), "state" => "idle").set(idle);
+                    metrics::gauge!("rapport_db_pool_connections", "component" => component.clone(), "state" => "busy")
+                        .set((size - idle).max(0.0));
                     if up != serving {
                         serving = up;
                         let status = if up {
@@ -260,6 +266,7 @@ impl ServerBuilder {
             .http2_keepalive_interval(Some(Duration::from_secs(30)))
             .tcp_nodelay(true)
             .layer(trace)
+            .layer(crate::metrics::MetricsLayer::new(self.component.clone()))
             .layer(InternalAuthLayer::new(internal_token))
             .layer(crate::deadline::DeadlineLayer::new(options.request_timeout))
             .add_routes(routes)

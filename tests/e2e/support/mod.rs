@@ -77,6 +77,8 @@ pub struct DevStack {
     pub output: Vec<String>,
     /// Gateway, profile, interaction, segmentation, valuation ports.
     pub ports: [u16; 5],
+    /// Port of the Prometheus metrics endpoint.
+    pub metrics_port: u16,
     /// The data directory.
     pub data_dir: PathBuf,
 }
@@ -86,8 +88,14 @@ impl DevStack {
     /// extra `args` and `env`, and waits (up to 120 s) until it is ready.
     pub fn start(data_dir: &Path, args: &[&str], env: &[(&str, &str)]) -> DevStack {
         let ports = free_ports();
+        let metrics_port = std::net::TcpListener::bind(("127.0.0.1", 0))
+            .and_then(|l| l.local_addr())
+            .expect("a free port")
+            .port();
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_rapport"));
         cmd.arg("dev").arg("--data-dir").arg(data_dir);
+        cmd.arg("--metrics-listen")
+            .arg(format!("127.0.0.1:{metrics_port}"));
         for (flag, port) in [
             "--gateway-listen",
             "--profile-listen",
@@ -123,6 +131,7 @@ impl DevStack {
             lines: rx,
             output: Vec::new(),
             ports,
+            metrics_port,
             data_dir: data_dir.to_path_buf(),
         };
         stack.wait_for_line("Rapport is ready", Duration::from_secs(120));
@@ -231,4 +240,22 @@ pub fn buf_curl(addr: &str, method: &str, header: &str, data: &str) -> String {
         String::from_utf8_lossy(&out.stderr)
     );
     String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// The body of `GET http://127.0.0.1:<port><path>` (HTTP/1.0, no keep-alive).
+pub fn http_get(port: u16, path: &str) -> String {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    write!(stream, "GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").unwrap();
+    let mut response = String::new();
+    stream
+        .read_to_string(&mut response)
+        .expect("read the response");
+    response
+        .split_once("\r\n\r\n")
+        .map(|(_, body)| body.to_string())
+        .unwrap_or_default()
 }
