@@ -1,0 +1,246 @@
+//! A profile service on a fresh database, served in-process over real gRPC,
+//! and clients bound to a tenant.
+
+#![allow(dead_code)]
+
+use rapport_kit::config::ServiceConfig;
+use rapport_kit::context::TENANT_HEADER;
+use rapport_proto::rapport::common::v1::{Identifier, IdentifierKind};
+use rapport_proto::rapport::profile::v1::profile_service_client::ProfileServiceClient;
+use rapport_proto::rapport::profile::v1::*;
+use rapport_testkit::Running;
+use sqlx::{Connection, PgConnection};
+use tonic::metadata::MetadataValue;
+use tonic::service::Interceptor;
+use tonic::service::interceptor::InterceptedService;
+use tonic::transport::Channel;
+use tonic_types::StatusExt;
+use uuid::Uuid;
+
+/// Adds a tenant to every call.
+#[derive(Clone)]
+pub struct Tenant(pub Option<MetadataValue<tonic::metadata::Ascii>>);
+
+impl Interceptor for Tenant {
+    fn call(&mut self, mut r: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
+        if let Some(t) = &self.0 {
+            r.metadata_mut().insert(TENANT_HEADER, t.clone());
+        }
+        Ok(r)
+    }
+}
+
+/// A client of the service under test.
+pub type Client = ProfileServiceClient<InterceptedService<Channel, Tenant>>;
+
+/// The service under test.
+pub struct Env {
+    /// The running server.
+    pub running: Running,
+    /// Superuser URL of its database.
+    pub db_url: String,
+    /// The first tenant.
+    pub tenant: Uuid,
+    /// A client of the first tenant.
+    pub client: Client,
+    channel: Channel,
+}
+
+impl Env {
+    /// A client for `tenant` (or without a tenant).
+    pub fn client_for(&self, tenant: Option<Uuid>) -> Client {
+        let value = tenant.map(|t| t.to_string().parse().expect("ascii uuid"));
+        ProfileServiceClient::with_interceptor(self.channel.clone(), Tenant(value))
+    }
+
+    /// A connection to the database (superuser).
+    pub async fn db(&self) -> PgConnection {
+        PgConnection::connect(&self.db_url).await.expect("connect")
+    }
+
+    /// A scalar query's answer.
+    pub async fn scalar(&self, sql: &'static str) -> i64 {
+        let mut c = self.db().await;
+        sqlx::query_scalar::<_, i64>(sql)
+            .fetch_one(&mut c)
+            .await
+            .expect("query")
+    }
+
+    /// How many events the outbox holds.
+    pub async fn events(&self) -> i64 {
+        self.scalar("SELECT count(*) FROM profile.outbox").await
+    }
+
+    /// The event types on the outbox, in order.
+    pub async fn event_types(&self) -> Vec<String> {
+        let mut c = self.db().await;
+        sqlx::query_scalar("SELECT event_type FROM profile.outbox ORDER BY sequence")
+            .fetch_all(&mut c)
+            .await
+            .expect("query")
+    }
+}
+
+/// Starts the service on a fresh, migrated database.
+pub async fn start() -> Env {
+    let db = rapport_testkit::database().await;
+    rapport_kit::db::migrate(&db.url, rapport_profile::SCHEMA, &rapport_profile::MIGRATOR)
+        .await
+        .expect("migrate");
+    let config = ServiceConfig {
+        database_url: db.url.clone(),
+        require_internal_auth: false,
+        db_max_connections: 8,
+        ..Default::default()
+    };
+    let running = rapport_testkit::serve(move |listener, shutdown| async move {
+        let _ = rapport_kit::server::run_service(
+            "profile",
+            rapport_profile::SCHEMA,
+            &config,
+            listener,
+            shutdown,
+            rapport_profile::register,
+        )
+        .await;
+    })
+    .await;
+    let channel = connect(&running).await;
+    let tenant = Uuid::new_v4();
+    let client = ProfileServiceClient::with_interceptor(
+        channel.clone(),
+        Tenant(Some(tenant.to_string().parse().expect("ascii"))),
+    );
+    Env {
+        running,
+        db_url: db.url,
+        tenant,
+        client,
+        channel,
+    }
+}
+
+async fn connect(running: &Running) -> Channel {
+    for _ in 0..100 {
+        if let Ok(c) = tonic::transport::Endpoint::from_shared(running.endpoint())
+            .expect("endpoint")
+            .connect()
+            .await
+        {
+            return c;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    panic!("the service did not start");
+}
+
+/// A person with a name, an e-mail and optionally a phone.
+pub fn person(given: &str, family: &str, email: &str) -> Customer {
+    Customer {
+        kind: CustomerKind::Person as i32,
+        details: Some(customer::Details::Person(PersonDetails {
+            given_name: given.into(),
+            family_name: family.into(),
+            birth_date: None,
+        })),
+        emails: if email.is_empty() {
+            vec![]
+        } else {
+            vec![EmailAddress {
+                address: email.into(),
+                primary: false,
+                label: String::new(),
+            }]
+        },
+        country_code: "ES".into(),
+        ..Default::default()
+    }
+}
+
+/// An organisation with a legal name.
+pub fn organization(legal: &str) -> Customer {
+    Customer {
+        kind: CustomerKind::Organization as i32,
+        details: Some(customer::Details::Organization(OrganizationDetails {
+            legal_name: legal.into(),
+            ..Default::default()
+        })),
+        country_code: "ES".into(),
+        ..Default::default()
+    }
+}
+
+/// Creates a customer and returns it.
+pub async fn create(client: &mut Client, c: Customer) -> Customer {
+    client
+        .create_customer(CreateCustomerRequest {
+            customer: Some(c),
+            request_id: String::new(),
+        })
+        .await
+        .expect("create")
+        .into_inner()
+        .customer
+        .expect("customer")
+}
+
+/// Gets a customer.
+pub async fn get(client: &mut Client, id: &str) -> Result<GetCustomerResponse, tonic::Status> {
+    client
+        .get_customer(GetCustomerRequest {
+            customer_id: id.into(),
+        })
+        .await
+        .map(|r| r.into_inner())
+}
+
+/// An e-mail identifier.
+pub fn email(v: &str) -> Identifier {
+    Identifier {
+        kind: IdentifierKind::Email as i32,
+        system: String::new(),
+        value: v.into(),
+    }
+}
+
+/// A phone identifier.
+pub fn phone(v: &str) -> Identifier {
+    Identifier {
+        kind: IdentifierKind::Phone as i32,
+        system: String::new(),
+        value: v.into(),
+    }
+}
+
+/// An external identifier.
+pub fn external(system: &str, v: &str) -> Identifier {
+    Identifier {
+        kind: IdentifierKind::External as i32,
+        system: system.into(),
+        value: v.into(),
+    }
+}
+
+/// The field paths of an INVALID_ARGUMENT's BadRequest detail.
+pub fn violations(status: &tonic::Status) -> Vec<String> {
+    assert_eq!(status.code(), tonic::Code::InvalidArgument, "{status:?}");
+    status
+        .get_error_details()
+        .bad_request()
+        .map(|b| b.field_violations.iter().map(|f| f.field.clone()).collect())
+        .unwrap_or_default()
+}
+
+/// Resolves identifiers; the resolved customer and whether it was created.
+pub async fn resolve(client: &mut Client, ids: Vec<Identifier>) -> ResolveIdentityResponse {
+    client
+        .resolve_identity(ResolveIdentityRequest {
+            identifiers: ids,
+            traits: None,
+            lookup_only: false,
+        })
+        .await
+        .expect("resolve")
+        .into_inner()
+}
