@@ -1,0 +1,177 @@
+//! The whole system through the gateway, as clients use it: API keys, tenants
+//! created with AdminService, services reached with the real grpcurl and
+//! buf curl, and no tenant's key reaching another tenant's data.
+
+mod support;
+
+use serde_json::Value;
+use support::{DevStack, buf_curl, grpcurl_ok, grpcurl_run};
+
+fn call(addr: &str, key: &str, method: &str, body: &str) -> Value {
+    let auth = format!("authorization: Bearer {key}");
+    let out = grpcurl_ok(&["-H", &auth, "-d", body, addr, method]);
+    serde_json::from_str(&out).unwrap_or_else(|e| panic!("{method} answered {out:?}: {e}"))
+}
+
+fn fails(addr: &str, key: &str, method: &str, body: &str) -> String {
+    let auth = format!("authorization: Bearer {key}");
+    let out = grpcurl_run(&["-H", &auth, "-d", body, addr, method]);
+    assert!(!out.status.success(), "{method} should have failed");
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+#[test]
+fn tenants_reach_their_own_customers_through_the_gateway_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let stack = DevStack::start(&dir.path().join("data"), &[], &[]);
+    let gw = stack.addr(0);
+    let operator = std::fs::read_to_string(dir.path().join("data/dev-api-key")).unwrap();
+    let operator = operator.trim();
+
+    // Reflection through the gateway lists what it serves.
+    let auth = format!("authorization: Bearer {operator}");
+    let listed = grpcurl_ok(&["-H", &auth, &gw, "list"]);
+    for service in [
+        "rapport.profile.v1.ProfileService",
+        "rapport.gateway.v1.AdminService",
+        "grpc.health.v1.Health",
+    ] {
+        assert!(
+            listed.lines().any(|l| l == service),
+            "{service} not in {listed}"
+        );
+    }
+    // Health per backend service name.
+    let health = grpcurl_ok(&[
+        "-d",
+        r#"{"service":"rapport.profile.v1.ProfileService"}"#,
+        &gw,
+        "grpc.health.v1.Health/Check",
+    ]);
+    assert!(health.contains("SERVING"), "{health}");
+
+    // Two tenants, each with a key for profiles.
+    let mut keys = Vec::new();
+    for name in ["Acme", "Globex"] {
+        let tenant = call(
+            &gw,
+            operator,
+            "rapport.gateway.v1.AdminService/CreateTenant",
+            &format!(r#"{{"tenant": {{"display_name": "{name}"}}}}"#),
+        );
+        let tenant_id = tenant["tenant"]["tenantId"].as_str().unwrap().to_string();
+        let key = call(
+            &gw,
+            operator,
+            "rapport.gateway.v1.AdminService/CreateApiKey",
+            &format!(
+                r#"{{"tenant_id": "{tenant_id}", "display_name": "crm", "scopes": ["profile:*"]}}"#
+            ),
+        );
+        keys.push(key["secret"].as_str().unwrap().to_string());
+    }
+    let (acme, globex) = (&keys[0], &keys[1]);
+
+    let created = call(
+        &gw,
+        acme,
+        "rapport.profile.v1.ProfileService/CreateCustomer",
+        r#"{"customer": {"kind": "CUSTOMER_KIND_PERSON", "person": {"given_name": "Ana", "family_name": "López"}, "emails": [{"address": "ana@acme.example"}]}}"#,
+    );
+    let ana = created["customer"]["customerId"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let get = format!(r#"{{"customer_id": "{ana}"}}"#);
+    let got = call(
+        &gw,
+        acme,
+        "rapport.profile.v1.ProfileService/GetCustomer",
+        &get,
+    );
+    assert_eq!(got["customer"]["displayName"], "Ana López");
+
+    // The same call with buf curl.
+    let via_buf = buf_curl(
+        &gw,
+        "rapport.profile.v1.ProfileService/GetCustomer",
+        &format!("authorization: Bearer {acme}"),
+        &get,
+    );
+    assert!(via_buf.contains("Ana López"), "{via_buf}");
+
+    // Globex's key sees nothing of Acme's: not by id, not by search, not by e-mail.
+    let err = fails(
+        &gw,
+        globex,
+        "rapport.profile.v1.ProfileService/GetCustomer",
+        &get,
+    );
+    assert!(err.contains("NotFound"), "{err}");
+    let found = call(
+        &gw,
+        globex,
+        "rapport.profile.v1.ProfileService/SearchCustomers",
+        r#"{"query": "ana@acme.example"}"#,
+    );
+    assert!(
+        found
+            .get("results")
+            .is_none_or(|r| r.as_array().is_none_or(|a| a.is_empty())),
+        "{found}"
+    );
+    // Resolving Acme's e-mail for Globex creates Globex's own customer.
+    let resolved = call(
+        &gw,
+        globex,
+        "rapport.profile.v1.ProfileService/ResolveIdentity",
+        r#"{"identifiers": [{"kind": "IDENTIFIER_KIND_EMAIL", "value": "ana@acme.example"}]}"#,
+    );
+    assert_ne!(
+        resolved["resolved"]["customer"]["customerId"]
+            .as_str()
+            .unwrap(),
+        ana
+    );
+
+    // Posing as Acme with tenant metadata changes nothing: the key decides.
+    let out = grpcurl_run(&[
+        "-H",
+        &format!("authorization: Bearer {globex}"),
+        "-H",
+        "x-rapport-tenant: 00000000-0000-0000-0000-000000000000",
+        "-d",
+        &get,
+        &gw,
+        "rapport.profile.v1.ProfileService/GetCustomer",
+    ]);
+    assert!(!out.status.success());
+
+    // Scopes: a read-only key cannot write; no key is refused; feeds are internal.
+    let err = fails(
+        &gw,
+        "",
+        "rapport.profile.v1.ProfileService/GetCustomer",
+        &get,
+    );
+    assert!(err.contains("Unauthenticated"), "{err}");
+    let err = fails(
+        &gw,
+        acme,
+        "rapport.gateway.v1.AdminService/ListTenants",
+        "{}",
+    );
+    assert!(err.contains("missing scope admin"), "{err}");
+    let err = fails(
+        &gw,
+        operator,
+        "rapport.profile.v1.ProfileService/WatchChanges",
+        "{}",
+    );
+    assert!(
+        err.contains("Unimplemented") || err.contains("does not include a method"),
+        "{err}"
+    );
+
+    stack.stop();
+}
