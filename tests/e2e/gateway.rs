@@ -147,6 +147,36 @@ fn tenants_reach_their_own_customers_through_the_gateway_only() {
     ]);
     assert!(!out.status.success());
 
+    // Customer 360: the profile arrives; every part the key has no scope for is
+    // left out with PERMISSION_DENIED naming the scope; the call succeeds.
+    let c360 = call(
+        &gw,
+        acme,
+        "rapport.gateway.v1.Customer360Service/GetCustomer360",
+        &get,
+    );
+    assert_eq!(c360["customerId"], ana.as_str());
+    assert_eq!(c360["profile"]["displayName"], "Ana López");
+    assert!(c360.get("complete").is_none(), "not complete: {c360}");
+    let parts = c360["partStatuses"].as_array().unwrap();
+    let status = |part: &str| {
+        parts
+            .iter()
+            .find(|p| p["part"] == part)
+            .unwrap_or_else(|| panic!("no {part} in {c360}"))
+    };
+    assert!(status("profile")["codeName"] == "OK", "{c360}");
+    assert_eq!(status("value")["codeName"], "PERMISSION_DENIED");
+    assert_eq!(status("value")["message"], "missing scope valuation:read");
+    // An unknown customer is NOT_FOUND for the whole call.
+    let err = fails(
+        &gw,
+        acme,
+        "rapport.gateway.v1.Customer360Service/GetCustomer360",
+        r#"{"customer_id": "00000000-0000-4000-8000-000000000000"}"#,
+    );
+    assert!(err.contains("NotFound"), "{err}");
+
     // Scopes: a read-only key cannot write; no key is refused; feeds are internal.
     let err = fails(
         &gw,

@@ -5,11 +5,12 @@
 //! method's scope, applies per-key rate limits and forwards calls to the
 //! services it serves (see [`front::SERVED`]) with the key's tenant over the
 //! internal credential; merged reflection and a health status per backend
-//! service; and `AdminService` for tenants and keys. Customer 360 is not
-//! served yet: no method is registered that would answer UNIMPLEMENTED.
+//! service; `AdminService` for tenants and keys; and `Customer360Service`,
+//! which fans out to the services and answers with the parts that arrived.
 
 pub mod admin;
 pub mod auth;
+pub mod customer360;
 pub mod front;
 pub mod keys;
 pub mod routes;
@@ -59,6 +60,12 @@ pub fn register(server: &mut ServerBuilder, runtime: &ServiceRuntime) {
     server.add_service(
         rapport_proto::rapport::gateway::v1::admin_service_server::AdminServiceServer::new(admin)
             .max_decoding_message_size(config.max_message_bytes),
+    );
+    server.add_service(
+        rapport_proto::rapport::gateway::v1::customer360_service_server::Customer360ServiceServer::new(
+            customer360::Customer360::new(auth.clone(), backends.clone(), config.internal_token.clone()),
+        )
+        .max_decoding_message_size(config.max_message_bytes),
     );
     let table = routes::RouteTable::public(&front::SERVED);
     let front = front::Front::new(
