@@ -35,6 +35,15 @@ pub static MIGRATOR: Migrator = sqlx::migrate!("./migrations");
 pub fn register(server: &mut ServerBuilder, runtime: &ServiceRuntime) {
     server.public();
     let config = &runtime.config;
+    if let Some(origins) = &config.grpc_web_origins {
+        server.grpc_web(
+            origins
+                .split(',')
+                .map(|o| o.trim().to_string())
+                .filter(|o| !o.is_empty())
+                .collect(),
+        );
+    }
     let urls = [
         ("profile", config.profile_url.as_deref()),
         ("interaction", config.interaction_url.as_deref()),

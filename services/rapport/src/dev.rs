@@ -63,6 +63,9 @@ pub struct DevArgs {
     /// Prometheus metrics of every service, at http://ADDRESS/metrics.
     #[arg(long, env = "RAPPORT_METRICS_LISTEN", default_value = "127.0.0.1:9464")]
     metrics_listen: SocketAddr,
+    /// Browser origins allowed to call the gateway with gRPC-Web (comma-separated, `*` for any).
+    #[arg(long, env = "RAPPORT_GRPC_WEB_ORIGINS", default_value = "*")]
+    grpc_web_origins: String,
     /// Log format: pretty or json.
     #[arg(long, env = "RAPPORT_LOG_FORMAT", default_value = "pretty", value_parser = ["pretty", "json"])]
     log_format: String,
@@ -167,6 +170,7 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
             // The direct service ports of a development stack take calls from
             // grpcurl without the internal credential.
             require_internal_auth: false,
+            grpc_web_origins: (s.name == "gateway").then(|| args.grpc_web_origins.clone()),
             // Every service knows where its peers are.
             profile_url: Some(format!("http://{}", args.profile_listen)),
             interaction_url: Some(format!("http://{}", args.interaction_listen)),

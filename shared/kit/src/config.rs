@@ -56,6 +56,9 @@ pub struct ServiceConfig {
     /// `RAPPORT_PAGE_TOKEN_SECRET`: key that signs page tokens. Replicas of a
     /// service must share it; when absent a random one is made at start.
     pub page_token_secret: Option<String>,
+    /// `RAPPORT_GRPC_WEB_ORIGINS`: the gateway also serves gRPC-Web to
+    /// browsers from these origins (comma-separated; `*` for any). Off when unset.
+    pub grpc_web_origins: Option<String>,
     /// `RAPPORT_PROFILE_URL`: where the profile service is, for its peers.
     pub profile_url: Option<String>,
     /// `RAPPORT_INTERACTION_URL`: where the interaction service is.
@@ -81,6 +84,7 @@ impl Default for ServiceConfig {
             request_timeout_ms: 30_000,
             shutdown_grace_ms: 20_000,
             page_token_secret: None,
+            grpc_web_origins: None,
             profile_url: None,
             interaction_url: None,
             segmentation_url: None,

@@ -68,6 +68,7 @@ pub struct ServerBuilder {
     health: HealthReporter,
     public: bool,
     fallback: Option<Fallback>,
+    grpc_web: Option<Vec<String>>,
 }
 
 impl ServerBuilder {
@@ -85,7 +86,15 @@ impl ServerBuilder {
             health,
             public: false,
             fallback: None,
+            grpc_web: None,
         }
+    }
+
+    /// Also serves gRPC-Web (HTTP/1.1 and HTTP/2) for browsers, with CORS for
+    /// `origins` (`*` for any).
+    pub fn grpc_web(&mut self, origins: Vec<String>) -> &mut Self {
+        self.grpc_web = Some(origins);
+        self
     }
 
     /// Takes calls without the internal credential: the gateway's port, which
@@ -261,11 +270,19 @@ impl ServerBuilder {
         };
         let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
         let grace = options.shutdown_grace;
+        let cors = self.grpc_web.as_ref().map(|origins| cors_layer(origins));
+        let grpc_web = self
+            .grpc_web
+            .as_ref()
+            .map(|_| tonic_web::GrpcWebLayer::new());
         let server = tonic::transport::Server::builder()
+            .accept_http1(self.grpc_web.is_some())
             .concurrency_limit_per_connection(1024)
             .http2_keepalive_interval(Some(Duration::from_secs(30)))
             .tcp_nodelay(true)
             .layer(trace)
+            .layer(tower::util::option_layer(cors))
+            .layer(tower::util::option_layer(grpc_web))
             .layer(crate::metrics::MetricsLayer::new(self.component.clone()))
             .layer(InternalAuthLayer::new(internal_token))
             .layer(crate::deadline::DeadlineLayer::new(options.request_timeout))
@@ -292,6 +309,38 @@ impl ServerBuilder {
             }
         }
     }
+}
+
+/// CORS for gRPC-Web: the origins given (`*`: any), the headers gRPC-Web
+/// clients send, and the status headers they must read.
+fn cors_layer(origins: &[String]) -> tower_http::cors::CorsLayer {
+    use tower_http::cors::{AllowOrigin, CorsLayer};
+    let allow = if origins.iter().any(|o| o == "*") {
+        AllowOrigin::any()
+    } else {
+        AllowOrigin::list(
+            origins
+                .iter()
+                .filter_map(|o| http::HeaderValue::from_str(o).ok()),
+        )
+    };
+    let header = |h: &'static str| http::HeaderName::from_static(h);
+    CorsLayer::new()
+        .allow_origin(allow)
+        .allow_methods([http::Method::POST, http::Method::OPTIONS])
+        .allow_headers([
+            http::header::AUTHORIZATION,
+            http::header::CONTENT_TYPE,
+            header("x-grpc-web"),
+            header("x-user-agent"),
+            header("grpc-timeout"),
+        ])
+        .expose_headers([
+            header("grpc-status"),
+            header("grpc-message"),
+            header("grpc-status-details-bin"),
+        ])
+        .max_age(Duration::from_secs(3600))
 }
 
 /// Why a service stopped with an error.
