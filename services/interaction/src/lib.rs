@@ -1,11 +1,31 @@
-//! The interaction service (DESIGN.md, "Services"). Owns the `interaction` schema.
+//! The interaction service (DESIGN.md, "Services"): records every episode of
+//! the relationship and turns them into timelines, per-customer summaries,
+//! Buy-Till-You-Die inputs and campaign reports. Owns the `interaction`
+//! schema.
 //!
-//! Until its contract is implemented, the process serves health, reflection and
-//! its change-feed tables only: no method is registered that would answer
-//! UNIMPLEMENTED.
+//! * [`api`]: the gRPC handlers of `InteractionService` and `CampaignService`.
+//! * [`domain`]: pure logic (validation, hashing, money, status transitions,
+//!   summaries, exports, reports).
+//! * [`ingest`]: recording one interaction or a batch.
+//! * [`store`]: every SQL statement.
+//! * [`profile`] and [`follow`]: calls to the profile service and the
+//!   consumer of its change feed.
 
+pub mod api;
+pub mod domain;
+pub mod follow;
+pub mod ingest;
+pub mod profile;
+pub mod store;
+
+use std::sync::Arc;
+
+use chrono::{Datelike, Utc};
 use rapport_kit::db::SchemaSpec;
+use rapport_kit::feed::Consumer;
 use rapport_kit::server::{ServerBuilder, ServiceRuntime};
+use rapport_proto::rapport::interaction::v1::campaign_service_server::CampaignServiceServer;
+use rapport_proto::rapport::interaction::v1::interaction_service_server::InteractionServiceServer;
 use sqlx::migrate::Migrator;
 
 /// Schema `interaction`, role `rapport_interaction`.
@@ -14,5 +34,56 @@ pub const SCHEMA: SchemaSpec = SchemaSpec::new("interaction", "rapport_interacti
 /// The service's own migrations (the kit adds the change-feed tables).
 pub static MIGRATOR: Migrator = sqlx::migrate!("./migrations");
 
-/// Adds the service's gRPC services to `server`.
-pub fn register(_server: &mut ServerBuilder, _runtime: &ServiceRuntime) {}
+/// Adds `InteractionService` and `CampaignService` to `server`, and, when the
+/// profile service is configured, follows its change feed until shutdown.
+pub fn register(server: &mut ServerBuilder, runtime: &ServiceRuntime) {
+    let config = &runtime.config;
+    let profile = match config.profile_url.as_deref() {
+        None => None,
+        Some(url) => match profile::Profile::new(url, config.internal_token.as_deref()) {
+            Ok(p) => Some(p),
+            Err(e) => {
+                tracing::error!(error = %e, "the profile service cannot be reached; identifiers will not resolve");
+                None
+            }
+        },
+    };
+    let recorder = ingest::Recorder::new(runtime.pool.clone(), profile.clone());
+
+    // Partitions for this year and the next, ahead of time.
+    let ahead = recorder.clone();
+    tokio::spawn(async move {
+        let year = Utc::now().year();
+        if let Err(e) = ahead.ensure_partitions([year, year + 1]).await {
+            tracing::warn!(error = %e, "could not create this year's interaction partitions yet");
+        }
+    });
+
+    if let Some(profile) = profile {
+        let consumer = Consumer::new(
+            follow::PROFILE_CURSOR,
+            runtime.pool.clone(),
+            Arc::new(profile),
+            Arc::new(follow::ProfileFollower),
+        );
+        tokio::spawn(consumer.run(runtime.shutdown.clone()));
+    }
+
+    let interactions = api::InteractionApi::new(
+        runtime.pool.clone(),
+        recorder,
+        runtime.page_tokens.clone(),
+        runtime.shutdown.clone(),
+    );
+    let campaigns = api::CampaignApi::new(runtime.pool.clone(), runtime.page_tokens.clone());
+    server.add_service(
+        InteractionServiceServer::new(interactions)
+            .max_decoding_message_size(config.max_message_bytes)
+            .max_encoding_message_size(config.max_message_bytes),
+    );
+    server.add_service(
+        CampaignServiceServer::new(campaigns)
+            .max_decoding_message_size(config.max_message_bytes)
+            .max_encoding_message_size(config.max_message_bytes),
+    );
+}

@@ -1,0 +1,210 @@
+//! The profile service, as this service calls it: identity resolution,
+//! existence checks of customer ids, and its change feed.
+
+use std::collections::HashSet;
+
+use futures::StreamExt;
+use futures::future::BoxFuture;
+use rapport_kit::context::{CallContext, InternalCredential};
+use rapport_kit::error::{ApiError, Violation};
+use rapport_kit::feed::{EventStream, FeedSource};
+use rapport_proto::rapport::common::v1::Identifier;
+use rapport_proto::rapport::profile::v1::profile_service_client::ProfileServiceClient;
+use rapport_proto::rapport::profile::v1::{
+    BatchGetCustomersRequest, ResolveIdentityRequest, WatchChangesRequest,
+    resolve_identity_response,
+};
+use tonic::codegen::InterceptedService;
+use tonic::transport::{Channel, Endpoint};
+use tonic::{Code, Request, Status};
+use tonic_types::StatusExt;
+use uuid::Uuid;
+
+use crate::domain::validate::IdentifierInput;
+
+type Client = ProfileServiceClient<InterceptedService<Channel, InternalCredential>>;
+
+/// A client of the profile service (cheap to clone).
+#[derive(Clone)]
+pub struct Profile {
+    client: Client,
+}
+
+impl std::fmt::Debug for Profile {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Profile(..)")
+    }
+}
+
+/// What resolving a set of identifiers gave.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Resolution {
+    /// The customer (found or created).
+    Customer {
+        /// Its id.
+        id: Uuid,
+        /// This call created it.
+        created: bool,
+    },
+    /// The identifiers belong to different customers (named in the message).
+    Conflict(String),
+    /// The profile service refused the identifiers.
+    Invalid(Vec<Violation>),
+}
+
+/// Maps a failed call to the profile service.
+fn unavailable(s: &Status) -> ApiError {
+    match s.code() {
+        Code::Unavailable
+        | Code::DeadlineExceeded
+        | Code::Cancelled
+        | Code::Unknown
+        | Code::ResourceExhausted => {
+            tracing::warn!(code = ?s.code(), message = s.message(), "profile service unavailable");
+            ApiError::Unavailable("the profile service is unavailable; retry later".into())
+        }
+        _ => ApiError::internal(format!(
+            "profile service answered {:?}: {}",
+            s.code(),
+            s.message()
+        )),
+    }
+}
+
+impl Profile {
+    /// A client of the profile service at `url`, connecting on first use.
+    pub fn new(url: &str, internal_token: Option<&str>) -> Result<Self, String> {
+        let endpoint = Endpoint::from_shared(url.to_string())
+            .map_err(|e| format!("RAPPORT_PROFILE_URL {url:?} is not a URL: {e}"))?
+            .connect_timeout(std::time::Duration::from_secs(5));
+        let channel = endpoint.connect_lazy();
+        Ok(Self {
+            client: ProfileServiceClient::with_interceptor(
+                channel,
+                InternalCredential::new(internal_token),
+            )
+            .max_decoding_message_size(64 * 1024 * 1024),
+        })
+    }
+
+    /// Resolves identifiers to a customer (finding or creating it).
+    pub async fn resolve(
+        &self,
+        ctx: &CallContext,
+        ids: &[IdentifierInput],
+    ) -> Result<Resolution, ApiError> {
+        let mut req = Request::new(ResolveIdentityRequest {
+            identifiers: ids
+                .iter()
+                .map(|i| Identifier {
+                    kind: i.kind,
+                    system: i.system.clone(),
+                    value: i.value.clone(),
+                })
+                .collect(),
+            traits: None,
+            lookup_only: false,
+        });
+        ctx.write(req.metadata_mut());
+        let answer = match self.client.clone().resolve_identity(req).await {
+            Ok(a) => a.into_inner(),
+            Err(s) if s.code() == Code::InvalidArgument => {
+                let details = s.get_error_details();
+                let mut list: Vec<Violation> = details
+                    .bad_request()
+                    .map(|b| {
+                        b.field_violations
+                            .iter()
+                            .map(|f| Violation {
+                                field: format!("customer.identifiers.{}", f.field),
+                                description: f.description.clone(),
+                            })
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                if list.is_empty() {
+                    list.push(Violation {
+                        field: "customer.identifiers".into(),
+                        description: s.message().to_string(),
+                    });
+                }
+                return Ok(Resolution::Invalid(list));
+            }
+            Err(s) => return Err(unavailable(&s)),
+        };
+        match answer.result {
+            Some(resolve_identity_response::Result::Resolved(r)) => {
+                let id = r
+                    .customer
+                    .as_ref()
+                    .and_then(|c| Uuid::parse_str(&c.customer_id).ok())
+                    .ok_or_else(|| {
+                        ApiError::internal("ResolveIdentity answered without a customer id")
+                    })?;
+                Ok(Resolution::Customer {
+                    id,
+                    created: r.created,
+                })
+            }
+            Some(resolve_identity_response::Result::Conflict(c)) => {
+                let ids: Vec<String> = c.matches.iter().map(|m| m.customer_id.clone()).collect();
+                Ok(Resolution::Conflict(format!(
+                    "the identifiers belong to different customers: {}; merge them or fix the identifiers",
+                    ids.join(", ")
+                )))
+            }
+            None => Err(ApiError::internal("ResolveIdentity answered nothing")),
+        }
+    }
+
+    /// Which of `ids` the profile service knows (merged ids count as known).
+    pub async fn existing(
+        &self,
+        ctx: &CallContext,
+        ids: &[Uuid],
+    ) -> Result<HashSet<Uuid>, ApiError> {
+        let mut found = HashSet::new();
+        for chunk in ids.chunks(1000) {
+            let mut req = Request::new(BatchGetCustomersRequest {
+                customer_ids: chunk.iter().map(|u| u.to_string()).collect(),
+            });
+            ctx.write(req.metadata_mut());
+            let answer = self
+                .client
+                .clone()
+                .batch_get_customers(req)
+                .await
+                .map_err(|s| unavailable(&s))?
+                .into_inner();
+            let missing: HashSet<Uuid> = answer
+                .missing_customer_ids
+                .iter()
+                .filter_map(|s| Uuid::parse_str(s).ok())
+                .collect();
+            found.extend(chunk.iter().filter(|id| !missing.contains(id)));
+        }
+        Ok(found)
+    }
+}
+
+impl FeedSource for Profile {
+    fn open(&self, after_sequence: i64) -> BoxFuture<'_, Result<EventStream, Status>> {
+        Box::pin(async move {
+            let stream = self
+                .client
+                .clone()
+                .watch_changes(WatchChangesRequest { after_sequence })
+                .await?
+                .into_inner();
+            Ok(stream
+                .map(|r| {
+                    r.and_then(|m| {
+                        m.event.ok_or_else(|| {
+                            Status::internal("a profile feed message without an event")
+                        })
+                    })
+                })
+                .boxed())
+        })
+    }
+}

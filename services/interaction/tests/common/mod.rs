@@ -1,0 +1,247 @@
+//! A real PostgreSQL database, the interaction service (and, when asked, the
+//! profile service) running in-process on real gRPC ports, and helpers to
+//! build requests.
+
+#![allow(dead_code)]
+
+use chrono::{DateTime, TimeZone, Utc};
+use prost_types::Timestamp;
+use rapport_kit::config::ServiceConfig;
+use rapport_kit::context::TENANT_HEADER;
+use rapport_proto::rapport::common::v1::{
+    CustomerRef, Identifier, IdentifierKind, IdentifierSet, Money, customer_ref,
+};
+use rapport_proto::rapport::interaction::v1::campaign_service_client::CampaignServiceClient;
+use rapport_proto::rapport::interaction::v1::interaction_service_client::InteractionServiceClient;
+use rapport_proto::rapport::interaction::v1::{Interaction, InteractionType};
+use rapport_proto::rapport::profile::v1::profile_service_client::ProfileServiceClient;
+use rapport_testkit::{Running, TestDatabase};
+use sqlx::PgPool;
+use tonic::transport::Channel;
+use uuid::Uuid;
+
+pub struct Stack {
+    pub db: TestDatabase,
+    pub interaction: Running,
+    pub profile: Option<Running>,
+    pub channel: Channel,
+    /// The interaction schema, as the service sees it.
+    pub pool: PgPool,
+}
+
+impl Stack {
+    pub fn interactions(&self) -> InteractionServiceClient<Channel> {
+        InteractionServiceClient::new(self.channel.clone()).max_decoding_message_size(64 << 20)
+    }
+
+    pub fn campaigns(&self) -> CampaignServiceClient<Channel> {
+        CampaignServiceClient::new(self.channel.clone())
+    }
+
+    pub async fn profile_client(&self) -> ProfileServiceClient<Channel> {
+        let running = self
+            .profile
+            .as_ref()
+            .expect("started with a profile service");
+        ProfileServiceClient::new(rapport_testkit::channel(running).await)
+    }
+
+    pub async fn count(&self, sql: &'static str) -> i64 {
+        sqlx::query_scalar(sql).fetch_one(&self.pool).await.unwrap()
+    }
+
+    pub async fn stop(self) {
+        self.interaction.stop().await;
+        if let Some(p) = self.profile {
+            p.stop().await;
+        }
+    }
+}
+
+fn logs() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into()))
+        .with_test_writer()
+        .try_init();
+}
+
+fn config(db: &TestDatabase, profile_url: Option<String>) -> ServiceConfig {
+    ServiceConfig {
+        database_url: db.url.clone(),
+        db_max_connections: 8,
+        require_internal_auth: false,
+        profile_url,
+        ..ServiceConfig::default()
+    }
+}
+
+pub async fn serve_interaction(db: &TestDatabase, profile_url: Option<String>) -> Running {
+    let config = config(db, profile_url);
+    rapport_testkit::serve(move |listener, shutdown| async move {
+        rapport_kit::server::run_service(
+            "interaction",
+            rapport_interaction::SCHEMA,
+            &config,
+            listener,
+            shutdown,
+            rapport_interaction::register,
+        )
+        .await
+        .expect("interaction service runs");
+    })
+    .await
+}
+
+pub async fn serve_profile(db: &TestDatabase) -> Running {
+    let config = config(db, None);
+    rapport_testkit::serve(move |listener, shutdown| async move {
+        rapport_kit::server::run_service(
+            "profile",
+            rapport_profile::SCHEMA,
+            &config,
+            listener,
+            shutdown,
+            rapport_profile::register,
+        )
+        .await
+        .expect("profile service runs");
+    })
+    .await
+}
+
+/// The interaction service alone: customer ids are taken as given.
+pub async fn start() -> Stack {
+    logs();
+    let db = rapport_testkit::database().await;
+    rapport_kit::db::migrate(
+        &db.url,
+        rapport_interaction::SCHEMA,
+        &rapport_interaction::MIGRATOR,
+    )
+    .await
+    .unwrap();
+    let interaction = serve_interaction(&db, None).await;
+    finish(db, interaction, None).await
+}
+
+/// The interaction and profile services on one database.
+pub async fn start_with_profile() -> Stack {
+    logs();
+    let db = rapport_testkit::database().await;
+    rapport_kit::db::migrate(&db.url, rapport_profile::SCHEMA, &rapport_profile::MIGRATOR)
+        .await
+        .unwrap();
+    rapport_kit::db::migrate(
+        &db.url,
+        rapport_interaction::SCHEMA,
+        &rapport_interaction::MIGRATOR,
+    )
+    .await
+    .unwrap();
+    let profile = serve_profile(&db).await;
+    let interaction = serve_interaction(&db, Some(profile.endpoint())).await;
+    finish(db, interaction, Some(profile)).await
+}
+
+async fn finish(db: TestDatabase, interaction: Running, profile: Option<Running>) -> Stack {
+    let channel = rapport_testkit::channel(&interaction).await;
+    let pool = rapport_kit::db::connect(&db.url, rapport_interaction::SCHEMA, 4)
+        .await
+        .unwrap();
+    Stack {
+        db,
+        interaction,
+        profile,
+        channel,
+        pool,
+    }
+}
+
+/// A request of `tenant`.
+pub fn req<T>(tenant: Uuid, msg: T) -> tonic::Request<T> {
+    let mut r = tonic::Request::new(msg);
+    r.metadata_mut()
+        .insert(TENANT_HEADER, tenant.to_string().parse().unwrap());
+    r
+}
+
+pub fn at(y: i32, m: u32, d: u32, h: u32) -> DateTime<Utc> {
+    Utc.with_ymd_and_hms(y, m, d, h, 0, 0).unwrap()
+}
+
+pub fn ts(t: DateTime<Utc>) -> Timestamp {
+    rapport_kit::convert::timestamp(t)
+}
+
+pub fn money(cur: &str, units: i64, nanos: i32) -> Money {
+    Money {
+        currency_code: cur.into(),
+        units,
+        nanos,
+    }
+}
+
+pub fn by_id(id: Uuid) -> Option<CustomerRef> {
+    Some(CustomerRef {
+        r#ref: Some(customer_ref::Ref::CustomerId(id.to_string())),
+    })
+}
+
+pub fn by_email(email: &str) -> Option<CustomerRef> {
+    Some(CustomerRef {
+        r#ref: Some(customer_ref::Ref::Identifiers(IdentifierSet {
+            identifiers: vec![Identifier {
+                kind: IdentifierKind::Email as i32,
+                system: String::new(),
+                value: email.into(),
+            }],
+        })),
+    })
+}
+
+/// A purchase of `units` EUR by `customer` at `t`.
+pub fn purchase(customer: Uuid, t: DateTime<Utc>, units: i64) -> Interaction {
+    Interaction {
+        customer: by_id(customer),
+        r#type: InteractionType::Purchase as i32,
+        occur_time: Some(ts(t)),
+        amount: Some(money("EUR", units, 0)),
+        ..Default::default()
+    }
+}
+
+/// An interaction of `kind` with `customer` at `t`.
+pub fn contact(customer: Uuid, kind: InteractionType, t: DateTime<Utc>) -> Interaction {
+    Interaction {
+        customer: by_id(customer),
+        r#type: kind as i32,
+        occur_time: Some(ts(t)),
+        ..Default::default()
+    }
+}
+
+/// The field paths of an INVALID_ARGUMENT status's BadRequest detail.
+pub fn violated_fields(status: &tonic::Status) -> Vec<String> {
+    use tonic_types::StatusExt;
+    status
+        .get_error_details()
+        .bad_request()
+        .map(|b| b.field_violations.iter().map(|f| f.field.clone()).collect())
+        .unwrap_or_default()
+}
+
+/// Waits until `check` holds (up to 30 s).
+pub async fn eventually<F, Fut>(what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
+    while !check().await {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}

@@ -1,0 +1,414 @@
+//! With the real profile service in-process: identifiers resolved through
+//! ResolveIdentity, customer ids checked, and merges, unmerges and erasures
+//! arriving through the profile change feed (exactly once, across a restart).
+
+mod common;
+
+use common::*;
+use rapport_proto::rapport::interaction::v1::interaction_service_client::InteractionServiceClient;
+use rapport_proto::rapport::interaction::v1::{
+    GetInteractionRequest, InteractionType, ListInteractionsRequest, RecordInteractionRequest,
+    RecordInteractionsRequest, RejectionReason,
+};
+use rapport_proto::rapport::profile::v1::{
+    EraseCustomerRequest, MergeCustomersRequest, UnmergeCustomersRequest,
+};
+use tonic::Code;
+use uuid::Uuid;
+
+async fn record(
+    c: &mut InteractionServiceClient<tonic::transport::Channel>,
+    tenant: Uuid,
+    i: rapport_proto::rapport::interaction::v1::Interaction,
+) -> Result<rapport_proto::rapport::interaction::v1::RecordInteractionResponse, tonic::Status> {
+    c.record_interaction(req(
+        tenant,
+        RecordInteractionRequest {
+            interaction: Some(i),
+        },
+    ))
+    .await
+    .map(|r| r.into_inner())
+}
+
+async fn timeline(
+    c: &mut InteractionServiceClient<tonic::transport::Channel>,
+    tenant: Uuid,
+    customer: Uuid,
+) -> (String, Vec<String>) {
+    let r = c
+        .list_interactions(req(
+            tenant,
+            ListInteractionsRequest {
+                customer_id: customer.to_string(),
+                page_size: 1000,
+                ..Default::default()
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    let mut ids: Vec<String> = r
+        .interactions
+        .into_iter()
+        .map(|i| i.interaction_id)
+        .collect();
+    ids.sort();
+    (r.customer_id, ids)
+}
+
+fn by_mail(
+    email: &str,
+    t: chrono::DateTime<chrono::Utc>,
+    units: i64,
+) -> rapport_proto::rapport::interaction::v1::Interaction {
+    let mut i = purchase(Uuid::nil(), t, units);
+    i.customer = by_email(email);
+    i
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn identifiers_resolve_and_ids_are_checked_with_the_profile_service() {
+    let s = start_with_profile().await;
+    let mut c = s.interactions();
+    let tenant = Uuid::new_v4();
+    let first = record(
+        &mut c,
+        tenant,
+        by_mail("Ann@Example.com", at(2024, 1, 1, 0), 5),
+    )
+    .await
+    .unwrap();
+    assert!(first.created && first.customer_created);
+    let ann = first.interaction.unwrap().customer_id;
+    let second = record(
+        &mut c,
+        tenant,
+        by_mail("ann@example.com", at(2024, 1, 2, 0), 6),
+    )
+    .await
+    .unwrap();
+    assert!(second.created && !second.customer_created);
+    assert_eq!(second.interaction.unwrap().customer_id, ann);
+    let ann: Uuid = ann.parse().unwrap();
+
+    // A known id is accepted, an unknown one is NOT_FOUND.
+    record(&mut c, tenant, purchase(ann, at(2024, 1, 3, 0), 7))
+        .await
+        .unwrap();
+    let err = record(
+        &mut c,
+        tenant,
+        purchase(Uuid::new_v4(), at(2024, 1, 3, 0), 7),
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(err.code(), Code::NotFound);
+    // Ann's id means nothing in another tenant.
+    let err = record(&mut c, Uuid::new_v4(), purchase(ann, at(2024, 1, 3, 0), 7))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::NotFound);
+
+    // A stream: 300 interactions over three distinct e-mails (one set each
+    // resolved once), an identifier the profile service refuses, and an
+    // unknown id.
+    let mut interactions = Vec::new();
+    for n in 0..300 {
+        interactions.push(by_mail(
+            &format!("c{}@example.com", n % 3),
+            at(2024, 2, 1, 0),
+            n,
+        ));
+    }
+    interactions.push(by_mail("not an e-mail", at(2024, 2, 1, 0), 1));
+    interactions.push(purchase(Uuid::new_v4(), at(2024, 2, 1, 0), 1));
+    let r = c
+        .record_interactions(req(
+            tenant,
+            futures::stream::iter(vec![RecordInteractionsRequest { interactions }]),
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(r.accepted_count, 300);
+    let reasons: Vec<(i64, i32)> = r.rejections.iter().map(|x| (x.index, x.reason)).collect();
+    assert_eq!(
+        reasons,
+        [
+            (300, RejectionReason::Invalid as i32),
+            (301, RejectionReason::CustomerNotFound as i32)
+        ]
+    );
+    let customers: i64 = sqlx::query_scalar("SELECT count(DISTINCT customer_id) FROM interactions")
+        .fetch_one(&s.pool)
+        .await
+        .unwrap();
+    assert_eq!(customers, 4);
+    s.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn merges_unmerges_and_erasures_arrive_through_the_feed() {
+    let s = start_with_profile().await;
+    let mut c = s.interactions();
+    let mut profile = s.profile_client().await;
+    let tenant = Uuid::new_v4();
+
+    let a_first = record(
+        &mut c,
+        tenant,
+        by_mail("a@example.com", at(2024, 3, 1, 0), 10),
+    )
+    .await
+    .unwrap();
+    let a: Uuid = a_first
+        .interaction
+        .as_ref()
+        .unwrap()
+        .customer_id
+        .parse()
+        .unwrap();
+    let a2 = record(&mut c, tenant, purchase(a, at(2024, 3, 2, 0), 11))
+        .await
+        .unwrap();
+    let mut b_keyed = by_mail("b@example.com", at(2024, 3, 3, 0), 20);
+    b_keyed.idempotency_key = "b-1".into();
+    let b_first = record(&mut c, tenant, b_keyed.clone()).await.unwrap();
+    let b: Uuid = b_first
+        .interaction
+        .as_ref()
+        .unwrap()
+        .customer_id
+        .parse()
+        .unwrap();
+    let b2 = record(
+        &mut c,
+        tenant,
+        contact(b, InteractionType::Call, at(2024, 3, 4, 0)),
+    )
+    .await
+    .unwrap();
+    let id = |r: &rapport_proto::rapport::interaction::v1::RecordInteractionResponse| {
+        r.interaction.as_ref().unwrap().interaction_id.clone()
+    };
+    let mut a_ids = vec![id(&a_first), id(&a2)];
+    let mut b_ids = vec![id(&b_first), id(&b2)];
+    a_ids.sort();
+    b_ids.sort();
+
+    // Merge B into A: B's interactions move to A.
+    profile
+        .merge_customers(req(
+            tenant,
+            MergeCustomersRequest {
+                survivor_customer_id: a.to_string(),
+                merged_customer_id: b.to_string(),
+                survivor_etag: String::new(),
+                request_id: String::new(),
+            },
+        ))
+        .await
+        .unwrap();
+    let mut all: Vec<String> = a_ids.iter().chain(&b_ids).cloned().collect();
+    all.sort();
+    eventually("the merge to arrive", || {
+        let mut c = c.clone();
+        let all = all.clone();
+        async move { timeline(&mut c, tenant, a).await.1 == all }
+    })
+    .await;
+    // B's id now lists A's timeline; a new recording under B goes to A.
+    let (owner, _) = timeline(&mut c, tenant, b).await;
+    assert_eq!(owner, a.to_string());
+    let while_merged = record(&mut c, tenant, purchase(b, at(2024, 3, 5, 0), 30))
+        .await
+        .unwrap();
+    let wm = while_merged.interaction.unwrap();
+    assert_eq!(wm.customer_id, a.to_string());
+    assert_eq!(wm.original_customer_id, b.to_string());
+    let moved = c
+        .get_interaction(req(
+            tenant,
+            GetInteractionRequest {
+                interaction_id: b_ids[0].clone(),
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .interaction
+        .unwrap();
+    assert_eq!(moved.customer_id, a.to_string());
+    assert_eq!(moved.original_customer_id, b.to_string());
+    assert_eq!(
+        s.count("SELECT count(*) FROM outbox WHERE event_type = 'InteractionsReassigned'")
+            .await,
+        1
+    );
+
+    // Unmerge B: exactly B's interactions go back, including the one
+    // recorded under its id while it was merged.
+    profile
+        .unmerge_customers(req(
+            tenant,
+            UnmergeCustomersRequest {
+                merged_customer_id: b.to_string(),
+                request_id: String::new(),
+            },
+        ))
+        .await
+        .unwrap();
+    let mut b_back = b_ids.clone();
+    b_back.push(wm.interaction_id.clone());
+    b_back.sort();
+    eventually("the unmerge to arrive", || {
+        let mut c = c.clone();
+        let b_back = b_back.clone();
+        async move { timeline(&mut c, tenant, b).await == (b.to_string(), b_back) }
+    })
+    .await;
+    assert_eq!(timeline(&mut c, tenant, a).await.1, a_ids);
+
+    // Erase B: its interactions, keys and feed payloads go; B is refused after.
+    profile
+        .erase_customer(req(
+            tenant,
+            EraseCustomerRequest {
+                customer_id: b.to_string(),
+                request_reference: String::new(),
+            },
+        ))
+        .await
+        .unwrap();
+    eventually("the erasure to arrive", || {
+        let mut c = c.clone();
+        async move { timeline(&mut c, tenant, b).await.1.is_empty() }
+    })
+    .await;
+    let err = c
+        .get_interaction(req(
+            tenant,
+            GetInteractionRequest {
+                interaction_id: b_ids[0].clone(),
+            },
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::NotFound);
+    assert_eq!(timeline(&mut c, tenant, a).await.1, a_ids);
+    assert_eq!(
+        s.count("SELECT count(*) FROM idempotency_keys WHERE idempotency_key = 'b-1'")
+            .await,
+        0
+    );
+    let scrubbed: Vec<serde_json::Value> = sqlx::query_scalar(
+        "SELECT payload FROM outbox WHERE aggregate_type = 'interaction' AND aggregate_id = ANY($1)",
+    )
+    .bind(&b_back)
+    .fetch_all(&s.pool)
+    .await
+    .unwrap();
+    assert_eq!(scrubbed.len(), 3);
+    for p in &scrubbed {
+        assert_eq!(p["erased"], true, "{p}");
+        assert!(p.get("customer_id").is_none(), "{p}");
+    }
+    assert_eq!(
+        s.count("SELECT count(*) FROM outbox WHERE event_type = 'CustomerInteractionsErased'")
+            .await,
+        1
+    );
+    let err = record(&mut c, tenant, purchase(b, at(2024, 3, 6, 0), 1))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::FailedPrecondition);
+    s.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restart_resumes_the_feed_without_loss_or_repetition() {
+    let s = start_with_profile().await;
+    let tenant = Uuid::new_v4();
+    let mut c = s.interactions();
+    let mut profile = s.profile_client().await;
+    let a: Uuid = record(
+        &mut c,
+        tenant,
+        by_mail("x@example.com", at(2024, 1, 1, 0), 1),
+    )
+    .await
+    .unwrap()
+    .interaction
+    .unwrap()
+    .customer_id
+    .parse()
+    .unwrap();
+    let b: Uuid = record(
+        &mut c,
+        tenant,
+        by_mail("y@example.com", at(2024, 1, 1, 0), 1),
+    )
+    .await
+    .unwrap()
+    .interaction
+    .unwrap()
+    .customer_id
+    .parse()
+    .unwrap();
+    let Stack {
+        db,
+        interaction,
+        profile: profile_running,
+        pool,
+        ..
+    } = s;
+    interaction.stop().await;
+
+    // While the interaction service is down, B is merged into A.
+    profile
+        .merge_customers(req(
+            tenant,
+            MergeCustomersRequest {
+                survivor_customer_id: a.to_string(),
+                merged_customer_id: b.to_string(),
+                survivor_etag: String::new(),
+                request_id: String::new(),
+            },
+        ))
+        .await
+        .unwrap();
+
+    let profile_running = profile_running.unwrap();
+    let restarted = serve_interaction(&db, Some(profile_running.endpoint())).await;
+    let mut c = InteractionServiceClient::new(rapport_testkit::channel(&restarted).await);
+    eventually("the merge to arrive after the restart", || {
+        let mut c = c.clone();
+        async move { timeline(&mut c, tenant, a).await.1.len() == 2 }
+    })
+    .await;
+    // And once more, a restart with nothing new applies nothing twice.
+    restarted.stop().await;
+    let again = serve_interaction(&db, Some(profile_running.endpoint())).await;
+    let cursor = || async {
+        sqlx::query_scalar::<_, i64>(
+            "SELECT after_sequence FROM feed_cursors WHERE source = 'profile'",
+        )
+        .fetch_one(&pool)
+        .await
+        .unwrap()
+    };
+    let before = cursor().await;
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    assert_eq!(cursor().await, before);
+    let reassigned: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM outbox WHERE event_type = 'InteractionsReassigned'",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert_eq!(reassigned, 1);
+    let _ = &mut c;
+    again.stop().await;
+    profile_running.stop().await;
+}
