@@ -20,6 +20,17 @@ fn fails(addr: &str, key: &str, method: &str, body: &str) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
+/// A fresh admin key of `tenant`, made by the operator.
+fn acme_admin_for(gw: &str, operator: &str, tenant: &str) -> String {
+    let key = call(
+        gw,
+        operator,
+        "rapport.gateway.v1.AdminService/CreateApiKey",
+        &format!(r#"{{"tenant_id": "{tenant}", "display_name": "admin", "scopes": ["admin"]}}"#),
+    );
+    key["secret"].as_str().unwrap().to_string()
+}
+
 #[test]
 fn tenants_reach_their_own_customers_through_the_gateway_only() {
     let dir = tempfile::tempdir().unwrap();
@@ -52,6 +63,7 @@ fn tenants_reach_their_own_customers_through_the_gateway_only() {
 
     // Two tenants, each with a key for profiles.
     let mut keys = Vec::new();
+    let mut keys_tenants = Vec::new();
     for name in ["Acme", "Globex"] {
         let tenant = call(
             &gw,
@@ -69,6 +81,7 @@ fn tenants_reach_their_own_customers_through_the_gateway_only() {
             ),
         );
         keys.push(key["secret"].as_str().unwrap().to_string());
+        keys_tenants.push(tenant_id);
     }
     let (acme, globex) = (&keys[0], &keys[1]);
 
@@ -176,6 +189,65 @@ fn tenants_reach_their_own_customers_through_the_gateway_only() {
         r#"{"customer_id": "00000000-0000-4000-8000-000000000000"}"#,
     );
     assert!(err.contains("NotFound"), "{err}");
+
+    // A purchase recorded through the gateway by a key that may do everything
+    // with Acme's customers; Customer 360 then has the interaction parts too.
+    let acme_tenant = call(
+        &gw,
+        acme_admin_for(&gw, operator, &keys_tenants[0]).as_str(),
+        "rapport.gateway.v1.AdminService/GetTenant",
+        "{}",
+    );
+    assert_eq!(acme_tenant["tenant"]["displayName"], "Acme");
+    let full = call(
+        &gw,
+        operator,
+        "rapport.gateway.v1.AdminService/CreateApiKey",
+        &format!(
+            r#"{{"tenant_id": "{}", "display_name": "crm-all", "scopes": ["profile:*", "interaction:*", "segmentation:read", "valuation:read"]}}"#,
+            keys_tenants[0]
+        ),
+    );
+    let full = full["secret"].as_str().unwrap().to_string();
+    let purchase = format!(
+        r#"{{"interaction": {{"customer": {{"customer_id": "{ana}"}}, "type": "INTERACTION_TYPE_PURCHASE",
+            "occur_time": "2025-03-02T10:00:00Z", "channel": "CHANNEL_WEB",
+            "amount": {{"currency_code": "EUR", "units": "40", "nanos": 500000000}}, "idempotency_key": "web:order-1"}}}}"#
+    );
+    let recorded = call(
+        &gw,
+        &full,
+        "rapport.interaction.v1.InteractionService/RecordInteraction",
+        &purchase,
+    );
+    assert_eq!(recorded["interaction"]["customerId"], ana.as_str());
+    let err = fails(
+        &gw,
+        acme,
+        "rapport.interaction.v1.InteractionService/RecordInteraction",
+        &purchase,
+    );
+    assert!(err.contains("missing scope interaction:write"), "{err}");
+    let c360 = call(
+        &gw,
+        &full,
+        "rapport.gateway.v1.Customer360Service/GetCustomer360",
+        &get,
+    );
+    let parts = c360["partStatuses"].as_array().unwrap();
+    let code = |part: &str| {
+        parts
+            .iter()
+            .find(|p| p["part"] == part)
+            .map(|p| p["codeName"].clone())
+            .unwrap()
+    };
+    assert_eq!(code("interaction_summary"), "OK", "{c360}");
+    assert_eq!(code("latest_interactions"), "OK", "{c360}");
+    assert_eq!(
+        c360["latestInteractions"][0]["interactionId"],
+        recorded["interaction"]["interactionId"]
+    );
 
     // Scopes: a read-only key cannot write; no key is refused; feeds are internal.
     let err = fails(

@@ -25,7 +25,11 @@ use crate::routes::{Route, RouteTable};
 /// The public services this gateway forwards today, each to its backend.
 /// A service joins this list when its backend implements it, so reflection
 /// never lists a method that would answer UNIMPLEMENTED.
-pub const SERVED: [&str; 1] = ["rapport.profile.v1.ProfileService"];
+pub const SERVED: [&str; 3] = [
+    "rapport.profile.v1.ProfileService",
+    "rapport.interaction.v1.InteractionService",
+    "rapport.interaction.v1.CampaignService",
+];
 
 /// Backends by area (`profile`, `interaction`, …).
 #[derive(Clone, Default)]

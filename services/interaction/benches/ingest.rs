@@ -182,9 +182,6 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         database_url: db.url.clone(),
         db_max_connections: 8,
         require_internal_auth: false,
-        // One stream of a million interactions outlasts the default bound
-        // on a call (30 s).
-        request_timeout_ms: 3_600_000,
         ..ServiceConfig::default()
     };
     let running = rapport_testkit::serve(move |listener, shutdown| async move {

@@ -47,8 +47,9 @@ pub struct ServiceConfig {
     pub require_internal_auth: bool,
     /// `RAPPORT_MAX_MESSAGE_BYTES`: largest request or response message.
     pub max_message_bytes: usize,
-    /// `RAPPORT_REQUEST_TIMEOUT_MS`: upper bound on any unary call, whatever
-    /// deadline the client sets (a shorter client deadline wins).
+    /// `RAPPORT_REQUEST_TIMEOUT_MS`: upper bound on any call, whatever
+    /// deadline the client sets (a shorter client deadline wins), except
+    /// client-streaming uploads, which end at the client's deadline only.
     pub request_timeout_ms: u64,
     /// `RAPPORT_SHUTDOWN_GRACE_MS`: how long in-flight calls may finish after
     /// SIGTERM or Ctrl-C before the process exits anyway.

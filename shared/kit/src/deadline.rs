@@ -1,8 +1,12 @@
 //! Deadlines: a call ends with DEADLINE_EXCEEDED when the client's deadline
 //! (the `grpc-timeout` header) or the server's own upper bound passes, which
-//! ever comes first. The bound covers the work before the response starts,
-//! that is the whole of a unary call.
+//! ever comes first. The bound covers the work before the response starts:
+//! the whole of a unary call, and the whole upload of a client stream. Client
+//! streams (bulk ingestion) are therefore exempt from the server's bound and
+//! end only at the client's own deadline, if it sets one.
 
+use std::collections::HashSet;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -27,15 +31,20 @@ pub fn parse_grpc_timeout(value: &str) -> Option<Duration> {
 }
 
 /// Applies deadlines to every call (see the module docs).
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct DeadlineLayer {
     limit: Duration,
+    exempt: Arc<HashSet<String>>,
 }
 
 impl DeadlineLayer {
-    /// Calls last at most `limit`, or less when the client says so.
-    pub fn new(limit: Duration) -> Self {
-        Self { limit }
+    /// Calls last at most `limit`, or less when the client says so; the
+    /// methods (paths) in `exempt` are bound by the client's deadline only.
+    pub fn new(limit: Duration, exempt: HashSet<String>) -> Self {
+        Self {
+            limit,
+            exempt: Arc::new(exempt),
+        }
     }
 }
 
@@ -45,6 +54,7 @@ impl<S> tower::Layer<S> for DeadlineLayer {
         Deadline {
             inner,
             limit: self.limit,
+            exempt: self.exempt.clone(),
         }
     }
 }
@@ -54,6 +64,7 @@ impl<S> tower::Layer<S> for DeadlineLayer {
 pub struct Deadline<S> {
     inner: S,
     limit: Duration,
+    exempt: Arc<HashSet<String>>,
 }
 
 impl<S, B> tower::Service<http::Request<B>> for Deadline<S>
@@ -76,9 +87,16 @@ where
             .get("grpc-timeout")
             .and_then(|v| v.to_str().ok())
             .and_then(parse_grpc_timeout);
-        let limit = client.map_or(self.limit, |c| c.min(self.limit));
+        let limit = if self.exempt.contains(req.uri().path()) {
+            client
+        } else {
+            Some(client.map_or(self.limit, |c| c.min(self.limit)))
+        };
         let call = self.inner.call(req);
         async move {
+            let Some(limit) = limit else {
+                return call.await;
+            };
             match tokio::time::timeout(limit, call).await {
                 Ok(r) => r,
                 Err(_) => Ok(tonic::Status::deadline_exceeded(format!(
@@ -107,5 +125,74 @@ mod tests {
         for bad in ["", "m", "12", "1x", "123456789m", "-1S"] {
             assert_eq!(parse_grpc_timeout(bad), None, "{bad}");
         }
+    }
+}
+
+#[cfg(test)]
+mod exempt_tests {
+    use super::*;
+    use tower::{Layer, ServiceExt};
+
+    fn slow() -> impl tower::Service<
+        http::Request<()>,
+        Response = http::Response<tonic::body::Body>,
+        Error = std::convert::Infallible,
+        Future = futures::future::BoxFuture<
+            'static,
+            Result<http::Response<tonic::body::Body>, std::convert::Infallible>,
+        >,
+    > + Clone {
+        tower::service_fn(|_req: http::Request<()>| {
+            Box::pin(async {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                Ok(http::Response::new(tonic::body::Body::empty()))
+            }) as futures::future::BoxFuture<'static, _>
+        })
+    }
+
+    fn status(r: &http::Response<tonic::body::Body>) -> Option<String> {
+        r.headers()
+            .get("grpc-status")
+            .map(|v| v.to_str().unwrap_or("").to_string())
+    }
+
+    #[tokio::test]
+    async fn the_server_bound_cuts_calls_but_not_client_streams() {
+        let exempt: HashSet<String> = ["/svc/Upload".to_string()].into_iter().collect();
+        let layer = DeadlineLayer::new(Duration::from_millis(50), exempt);
+        let call = |path: &str, timeout: Option<&str>| {
+            let mut req = http::Request::builder().uri(path);
+            if let Some(t) = timeout {
+                req = req.header("grpc-timeout", t);
+            }
+            layer.layer(slow()).oneshot(req.body(()).unwrap())
+        };
+        let cut = call("/svc/Get", None).await.unwrap();
+        assert_eq!(status(&cut).as_deref(), Some("4"), "DEADLINE_EXCEEDED");
+        let upload = call("/svc/Upload", None).await.unwrap();
+        assert_eq!(
+            status(&upload),
+            None,
+            "an upload runs past the server's bound"
+        );
+        let upload = call("/svc/Upload", Some("20m")).await.unwrap();
+        assert_eq!(
+            status(&upload).as_deref(),
+            Some("4"),
+            "but not past the client's deadline"
+        );
+    }
+
+    #[test]
+    fn the_contracts_name_the_client_streams() {
+        let paths =
+            crate::server::client_streaming_methods("rapport.interaction.v1.InteractionService");
+        assert_eq!(
+            paths,
+            ["/rapport.interaction.v1.InteractionService/RecordInteractions"]
+        );
+        assert!(
+            crate::server::client_streaming_methods("rapport.profile.v1.ProfileService").is_empty()
+        );
     }
 }

@@ -50,6 +50,31 @@ impl From<&ServiceConfig> for ServeOptions {
     }
 }
 
+/// The client-streaming methods (as paths) of `service`, from the contracts.
+pub fn client_streaming_methods(service: &str) -> Vec<String> {
+    use prost::Message;
+    static SET: std::sync::OnceLock<prost_types::FileDescriptorSet> = std::sync::OnceLock::new();
+    let set = SET.get_or_init(|| {
+        prost_types::FileDescriptorSet::decode(rapport_proto::FILE_DESCRIPTOR_SET)
+            .unwrap_or_default()
+    });
+    let mut out = Vec::new();
+    for file in &set.file {
+        for svc in &file.service {
+            let full = format!("{}.{}", file.package(), svc.name());
+            if full == service {
+                out.extend(
+                    svc.method
+                        .iter()
+                        .filter(|m| m.client_streaming())
+                        .map(|m| format!("/{full}/{}", m.name())),
+                );
+            }
+        }
+    }
+    out
+}
+
 /// A service answering every call no registered service claims (the gateway's
 /// forwarding proxy).
 pub type Fallback = tower::util::BoxCloneSyncService<
@@ -69,6 +94,7 @@ pub struct ServerBuilder {
     public: bool,
     fallback: Option<Fallback>,
     grpc_web: Option<Vec<String>>,
+    long_running: std::collections::HashSet<String>,
 }
 
 impl ServerBuilder {
@@ -87,6 +113,7 @@ impl ServerBuilder {
             public: false,
             fallback: None,
             grpc_web: None,
+            long_running: std::collections::HashSet::new(),
         }
     }
 
@@ -107,7 +134,9 @@ impl ServerBuilder {
     /// Lists `name` in reflection although no local route serves it (services
     /// the fallback forwards).
     pub fn advertise(&mut self, name: impl Into<String>) -> &mut Self {
-        self.advertised.push(name.into());
+        let name = name.into();
+        self.long_running.extend(client_streaming_methods(&name));
+        self.advertised.push(name);
         self
     }
 
@@ -130,6 +159,7 @@ impl ServerBuilder {
         S::Future: Send + 'static,
     {
         self.names.push(S::NAME);
+        self.long_running.extend(client_streaming_methods(S::NAME));
         self.routes.add_service(svc);
         self
     }
@@ -285,7 +315,10 @@ impl ServerBuilder {
             .layer(tower::util::option_layer(grpc_web))
             .layer(crate::metrics::MetricsLayer::new(self.component.clone()))
             .layer(InternalAuthLayer::new(internal_token))
-            .layer(crate::deadline::DeadlineLayer::new(options.request_timeout))
+            .layer(crate::deadline::DeadlineLayer::new(
+                options.request_timeout,
+                std::mem::take(&mut self.long_running),
+            ))
             .add_routes(routes)
             .serve_with_incoming_shutdown(incoming, {
                 let shutdown = shutdown.clone();
