@@ -35,6 +35,8 @@ pub struct Principal {
     pub rate_per_second: u32,
     /// Burst allowed.
     pub burst: u32,
+    /// Streaming calls the key may have open at once.
+    pub max_streams: u32,
     /// Whether the key's tenant is the operator tenant.
     pub operator: bool,
 }
@@ -54,6 +56,16 @@ pub struct Authenticator {
     pool: PgPool,
     cache: Mutex<HashMap<[u8; 32], (Instant, Cached)>>,
     limiters: Mutex<HashMap<Uuid, Bucket>>,
+    streams: Mutex<HashMap<Uuid, Arc<std::sync::atomic::AtomicU32>>>,
+}
+
+/// One open stream of a key; the slot is given back when this is dropped.
+pub struct StreamSlot(Arc<std::sync::atomic::AtomicU32>);
+
+impl Drop for StreamSlot {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
+    }
 }
 
 impl Authenticator {
@@ -63,6 +75,7 @@ impl Authenticator {
             pool,
             cache: Mutex::new(HashMap::new()),
             limiters: Mutex::new(HashMap::new()),
+            streams: Mutex::new(HashMap::new()),
         }
     }
 
@@ -140,6 +153,7 @@ impl Authenticator {
                 scopes: row.scopes,
                 rate_per_second: row.rate_limit_per_second.max(1) as u32,
                 burst: row.rate_limit_burst.max(1) as u32,
+                max_streams: row.max_concurrent_streams.max(1) as u32,
                 operator: row.is_operator,
             },
             row.expire_time,
@@ -191,6 +205,33 @@ fn limiter(per_second: u32, burst: u32) -> DefaultDirectRateLimiter {
     RateLimiter::direct(Quota::per_second(per_second).allow_burst(burst))
 }
 
+impl Authenticator {
+    /// Takes one of the key's stream slots, or RESOURCE_EXHAUSTED when all are
+    /// in use (retry once a stream ends).
+    pub fn open_stream(&self, principal: &Principal) -> Result<StreamSlot, ApiError> {
+        use std::sync::atomic::Ordering;
+        let counter = {
+            let Ok(mut streams) = self.streams.lock() else {
+                return Err(ApiError::internal("stream table poisoned"));
+            };
+            streams.entry(principal.key_id).or_default().clone()
+        };
+        let taken = counter.fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+            (n < principal.max_streams).then_some(n + 1)
+        });
+        match taken {
+            Ok(_) => Ok(StreamSlot(counter)),
+            Err(_) => Err(ApiError::ResourceExhausted {
+                message: format!(
+                    "key {} already has {} streams open, its tenant's limit; retry when one ends",
+                    principal.prefix, principal.max_streams
+                ),
+                retry_after: None,
+            }),
+        }
+    }
+}
+
 /// PERMISSION_DENIED unless `principal` holds `scope`, naming the scope.
 pub fn require_scope(principal: &Principal, scope: &str) -> Result<(), tonic::Status> {
     if keys::grants(&principal.scopes, scope) {
@@ -221,6 +262,7 @@ pub(crate) fn test_principal(rate: u32, burst: u32) -> Principal {
         scopes: vec!["profile:read".into()],
         rate_per_second: rate,
         burst,
+        max_streams: 1,
         operator: false,
     }
 }

@@ -154,8 +154,12 @@ impl Inner {
         req: http::Request<axum::body::Body>,
     ) -> Result<(http::Response<Body>, Who), (Status, Who)> {
         let path = req.uri().path().to_string();
-        let (area, scope) = match self.routes.route(&path) {
-            Route::Forward { area, scope } => (area, scope),
+        let (area, scope, streaming) = match self.routes.route(&path) {
+            Route::Forward {
+                area,
+                scope,
+                streaming,
+            } => (area, scope, streaming),
             Route::Internal => {
                 return Err((
                     Status::unimplemented(
@@ -181,6 +185,16 @@ impl Inner {
         self.auth
             .admit(&principal)
             .map_err(|e| (Status::from(e), who.clone()))?;
+        // A streaming call holds one of the key's stream slots until it ends.
+        let slot = if streaming {
+            Some(
+                self.auth
+                    .open_stream(&principal)
+                    .map_err(|e| (Status::from(e), who.clone()))?,
+            )
+        } else {
+            None
+        };
         let channel = self.backends.get(area).ok_or_else(|| {
             (
                 Status::unavailable(format!(
@@ -208,7 +222,18 @@ impl Inner {
         rapport_kit::telemetry::inject_current(headers);
         let req = http::Request::from_parts(parts, Body::new(body));
         match channel.oneshot(req).await {
-            Ok(response) => Ok((response, who)),
+            Ok(response) => {
+                let response = match slot {
+                    Some(slot) => response.map(|body| {
+                        Body::new(HoldsSlot {
+                            inner: body,
+                            _slot: slot,
+                        })
+                    }),
+                    None => response,
+                };
+                Ok((response, who))
+            }
             Err(e) => {
                 tracing::warn!(backend = area, error = %e, "backend unreachable");
                 Err((
@@ -217,5 +242,31 @@ impl Inner {
                 ))
             }
         }
+    }
+}
+
+/// A response body that keeps its stream slot until the body is done with.
+struct HoldsSlot {
+    inner: Body,
+    _slot: crate::auth::StreamSlot,
+}
+
+impl http_body::Body for HoldsSlot {
+    type Data = tonic::codegen::Bytes;
+    type Error = Status;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
+        std::pin::Pin::new(&mut self.inner).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
     }
 }

@@ -11,6 +11,8 @@ pub enum Route {
         area: &'static str,
         /// The scope the key needs.
         scope: String,
+        /// Whether the method streams (counted against the key's open streams).
+        streaming: bool,
     },
     /// A change feed: internal to the services, never forwarded.
     Internal,
@@ -98,6 +100,7 @@ const READS: [(&str, &[&str]); 5] = [
 #[derive(Debug, Clone)]
 pub struct RouteTable {
     entries: Vec<(String, &'static str, Vec<String>)>,
+    streaming: std::collections::HashSet<String>,
 }
 
 impl RouteTable {
@@ -118,12 +121,25 @@ impl RouteTable {
                 )
             })
             .collect();
-        Self { entries }
+        let streaming = served
+            .iter()
+            .flat_map(|s| rapport_kit::server::any_streaming_methods(s))
+            .collect();
+        Self { entries, streaming }
+    }
+
+    /// Marks `paths` (`/package.Service/Method`) as streaming methods.
+    pub fn with_streaming(mut self, paths: &[&str]) -> Self {
+        self.streaming.extend(paths.iter().map(|p| p.to_string()));
+        self
     }
 
     /// A table of explicit entries: service, backend area, read methods.
     pub fn new(entries: Vec<(String, &'static str, Vec<String>)>) -> Self {
-        Self { entries }
+        Self {
+            entries,
+            streaming: Default::default(),
+        }
     }
 
     /// The services this table forwards.
@@ -150,6 +166,7 @@ impl RouteTable {
         Route::Forward {
             area,
             scope: format!("{area}:{access}"),
+            streaming: self.streaming.contains(path),
         }
     }
 }
@@ -176,6 +193,7 @@ mod tests {
         Route::Forward {
             area,
             scope: scope.into(),
+            streaming: false,
         }
     }
 
@@ -195,11 +213,19 @@ mod tests {
         );
         assert_eq!(
             route("/rapport.interaction.v1.InteractionService/RecordInteractions"),
-            fwd("interaction", "interaction:write")
+            Route::Forward {
+                area: "interaction",
+                scope: "interaction:write".into(),
+                streaming: true
+            }
         );
         assert_eq!(
             route("/rapport.segmentation.v1.SegmentationService/WatchMembership"),
-            fwd("segmentation", "segmentation:read")
+            Route::Forward {
+                area: "segmentation",
+                scope: "segmentation:read".into(),
+                streaming: true
+            }
         );
         assert_eq!(
             route("/rapport.valuation.v1.ValuationService/FitModel"),

@@ -113,6 +113,8 @@ pub struct KeyAuthRow {
     pub rate_limit_per_second: i32,
     /// The tenant's burst per key.
     pub rate_limit_burst: i32,
+    /// The tenant's open streams per key.
+    pub max_concurrent_streams: i32,
     /// Whether the tenant is the operator tenant.
     pub is_operator: bool,
 }
@@ -124,7 +126,7 @@ pub async fn authenticate(
 ) -> Result<Option<KeyAuthRow>, sqlx::Error> {
     sqlx::query_as(
         "SELECT k.tenant_id, k.key_id, k.prefix, k.scopes, k.expire_time, k.revoke_time,
-                t.rate_limit_per_second, t.rate_limit_burst, t.is_operator
+                t.rate_limit_per_second, t.rate_limit_burst, t.max_concurrent_streams, t.is_operator
          FROM api_keys k JOIN tenants t USING (tenant_id)
          WHERE k.secret_hash = $1",
     )
@@ -416,6 +418,16 @@ pub async fn lock_request(
         .bind(kind)
         .bind(request_id)
         .execute(tx)
+        .await?;
+    Ok(())
+}
+
+/// Sets a tenant's limit of open streams per key.
+pub async fn set_max_streams(pool: &PgPool, tenant_id: Uuid, max: i32) -> Result<(), sqlx::Error> {
+    sqlx::query("UPDATE tenants SET max_concurrent_streams = $2, version = version + 1, update_time = now() WHERE tenant_id = $1")
+        .bind(tenant_id)
+        .bind(max)
+        .execute(pool)
         .await?;
     Ok(())
 }

@@ -173,7 +173,12 @@ async fn setup_with(gateway_timeout: Duration) -> Setup {
         "rapport.gwtest.v1.EchoService".into(),
         "echo",
         vec!["Unary".into(), "Expand".into()],
-    )]);
+    )])
+    .with_streaming(&[
+        "/rapport.gwtest.v1.EchoService/Collect",
+        "/rapport.gwtest.v1.EchoService/Expand",
+        "/rapport.gwtest.v1.EchoService/Chat",
+    ]);
     let backends = Backends::from_urls(&[("echo", Some(backend.endpoint().as_str()))]).unwrap();
     let auth = Arc::new(Authenticator::new(pool.clone()));
     let front = Front::new(table, auth, backends, Some(INTERNAL));
@@ -451,4 +456,51 @@ async fn the_gateway_bounds_every_call() {
         .unwrap_err();
     assert_eq!(err.code(), Code::DeadlineExceeded, "{err:?}");
     assert!(started.elapsed() < Duration::from_secs(2));
+}
+
+#[tokio::test]
+async fn open_streams_are_limited_per_key() {
+    let s = setup().await;
+    store::set_max_streams(&s.pool, s.tenant_a, 1)
+        .await
+        .unwrap();
+    let k = key(&s.pool, s.tenant_a, &["echo:*"]).await;
+    let mut c = client(&s, Some(&k), None).await;
+
+    let (tx, rx) = tokio::sync::mpsc::channel(4);
+    let mut first = c
+        .chat(tokio_stream::wrappers::ReceiverStream::new(rx))
+        .await
+        .unwrap()
+        .into_inner();
+    tx.send(text("hi")).await.unwrap();
+    assert_eq!(first.next().await.unwrap().unwrap().text, "HI");
+
+    // The key's one stream is in use: a second is refused, unary calls are not.
+    let (_tx2, rx2) = tokio::sync::mpsc::channel::<EchoRequest>(1);
+    let err = c
+        .chat(tokio_stream::wrappers::ReceiverStream::new(rx2))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::ResourceExhausted, "{err:?}");
+    assert!(err.message().contains("streams open"), "{}", err.message());
+    c.unary(text("still fine")).await.unwrap();
+
+    // When the first stream ends, its slot is free again.
+    drop(tx);
+    assert!(first.next().await.is_none());
+    drop(first);
+    let mut ok = false;
+    for _ in 0..50 {
+        let (_tx3, rx3) = tokio::sync::mpsc::channel::<EchoRequest>(1);
+        if c.chat(tokio_stream::wrappers::ReceiverStream::new(rx3))
+            .await
+            .is_ok()
+        {
+            ok = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(ok, "the slot was never given back");
 }

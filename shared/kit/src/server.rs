@@ -52,6 +52,15 @@ impl From<&ServiceConfig> for ServeOptions {
 
 /// The client-streaming methods (as paths) of `service`, from the contracts.
 pub fn client_streaming_methods(service: &str) -> Vec<String> {
+    streaming_methods(service, true)
+}
+
+/// The methods of `service` that stream in either direction (as paths).
+pub fn any_streaming_methods(service: &str) -> Vec<String> {
+    streaming_methods(service, false)
+}
+
+fn streaming_methods(service: &str, client_only: bool) -> Vec<String> {
     use prost::Message;
     static SET: std::sync::OnceLock<prost_types::FileDescriptorSet> = std::sync::OnceLock::new();
     let set = SET.get_or_init(|| {
@@ -66,7 +75,7 @@ pub fn client_streaming_methods(service: &str) -> Vec<String> {
                 out.extend(
                     svc.method
                         .iter()
-                        .filter(|m| m.client_streaming())
+                        .filter(|m| m.client_streaming() || (!client_only && m.server_streaming()))
                         .map(|m| format!("/{full}/{}", m.name())),
                 );
             }
