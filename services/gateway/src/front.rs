@@ -39,7 +39,9 @@ pub struct Backends {
 
 impl Backends {
     /// Channels to the configured backends. A URL may list several replicas,
-    /// separated by commas; calls are spread over them by power-of-two-choices.
+    /// separated by commas: calls are spread over them by power-of-two-choices,
+    /// and a replica whose health check fails is taken out of rotation until it
+    /// passes again (checked every [`HEALTH_PROBE`]).
     pub fn from_urls(urls: &[(&'static str, Option<&str>)]) -> Result<Self, String> {
         let mut channels = HashMap::new();
         for (area, url) in urls {
@@ -59,7 +61,11 @@ impl Backends {
             let channel = if endpoints.len() == 1 {
                 endpoints[0].connect_lazy()
             } else {
-                Channel::balance_list(endpoints.into_iter())
+                let (channel, changes) = Channel::balance_channel(endpoints.len() * 2 + 8);
+                for endpoint in endpoints {
+                    tokio::spawn(eject_when_unhealthy(endpoint, changes.clone()));
+                }
+                channel
             };
             channels.insert(*area, channel);
         }
@@ -69,6 +75,51 @@ impl Backends {
     /// The channel to `area`'s backend.
     pub fn get(&self, area: &str) -> Option<Channel> {
         self.channels.get(area).cloned()
+    }
+}
+
+/// How often each replica of a backend is health-checked.
+pub const HEALTH_PROBE: Duration = Duration::from_secs(1);
+
+/// Keeps one replica in its backend's rotation while its health check
+/// answers SERVING, and out of it otherwise. Ends when the channel goes away.
+async fn eject_when_unhealthy(
+    endpoint: Endpoint,
+    changes: tokio::sync::mpsc::Sender<tonic::transport::channel::Change<http::Uri, Endpoint>>,
+) {
+    use tonic::transport::channel::Change;
+    use tonic_health::pb::health_check_response::ServingStatus;
+    let key = endpoint.uri().clone();
+    let probe = endpoint.connect_lazy();
+    // In rotation from the start, so calls flow before the first check.
+    let mut in_rotation = changes
+        .send(Change::Insert(key.clone(), endpoint.clone()))
+        .await
+        .is_ok();
+    loop {
+        tokio::time::sleep(HEALTH_PROBE).await;
+        if changes.is_closed() {
+            return;
+        }
+        let mut client = tonic_health::pb::health_client::HealthClient::new(probe.clone());
+        let healthy = matches!(
+            tokio::time::timeout(
+                Duration::from_secs(1),
+                client.check(tonic_health::pb::HealthCheckRequest { service: String::new() })
+            )
+            .await,
+            Ok(Ok(r)) if r.get_ref().status == ServingStatus::Serving as i32
+        );
+        let change = match (healthy, in_rotation) {
+            (true, false) => Change::Insert(key.clone(), endpoint.clone()),
+            (false, true) => Change::Remove(key.clone()),
+            _ => continue,
+        };
+        tracing::info!(replica = %key, healthy, "backend replica {}", if healthy { "back in rotation" } else { "taken out of rotation" });
+        if changes.send(change).await.is_err() {
+            return;
+        }
+        in_rotation = healthy;
     }
 }
 
