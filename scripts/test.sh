@@ -37,8 +37,11 @@ if [ -z "${RAPPORT_TEST_DATABASE_URL:-}" ]; then
   echo "test.sh: throwaway PostgreSQL at $RAPPORT_TEST_DATABASE_URL"
 fi
 
+# With no arguments, the whole workspace; otherwise what the arguments select.
+scope=(--workspace)
+[ $# -gt 0 ] && scope=()
 if cargo nextest --version >/dev/null 2>&1; then
-  cargo nextest run --workspace --no-fail-fast "$@"
+  cargo nextest run "${scope[@]}" --no-fail-fast "$@"
 else
-  cargo test --workspace --no-fail-fast "$@"
+  cargo test "${scope[@]}" --no-fail-fast "$@"
 fi
