@@ -68,14 +68,6 @@ fn parse_id(value: &str, field: &str) -> Result<Uuid, ApiError> {
     Uuid::parse_str(value).map_err(|_| ApiError::invalid(field, "must be a UUID"))
 }
 
-fn page_size(size: i32, v: &mut Violations) -> i64 {
-    v.check(size < 0, "page_size", "must not be negative");
-    match size {
-        0 => 50,
-        s => i64::from(s.clamp(1, 1000)),
-    }
-}
-
 fn check_name(name: &str, field: &str, v: &mut Violations) -> String {
     let name = name.trim();
     v.check(name.is_empty(), field, "is required");
@@ -148,6 +140,45 @@ fn request_hash(parts: &[&str]) -> Vec<u8> {
     h.finalize().to_vec()
 }
 
+/// With an idempotency key: takes its lock in `tx` and returns what an
+/// earlier request with the same key and content created (INVALID_ARGUMENT on
+/// `request_id` for other content). Without one: `None`.
+async fn earlier_result(
+    tx: &mut sqlx::PgConnection,
+    tenant: Uuid,
+    kind: &str,
+    request_id: &str,
+    hash: &[u8],
+) -> Result<Option<Uuid>, ApiError> {
+    if request_id.is_empty() {
+        return Ok(None);
+    }
+    store::lock_request(tx, tenant, kind, request_id).await?;
+    match store::find_request(tx, tenant, kind, request_id).await? {
+        Some((earlier, _)) if earlier != hash => Err(ApiError::invalid(
+            "request_id",
+            "was already used for a different request",
+        )),
+        Some((_, id)) => Ok(Some(id)),
+        None => Ok(None),
+    }
+}
+
+/// Records what a request with an idempotency key created (nothing without one).
+async fn remember_result(
+    tx: &mut sqlx::PgConnection,
+    tenant: Uuid,
+    kind: &str,
+    request_id: &str,
+    hash: &[u8],
+    id: Uuid,
+) -> Result<(), ApiError> {
+    if !request_id.is_empty() {
+        store::record_request(tx, tenant, kind, request_id, hash, id).await?;
+    }
+    Ok(())
+}
+
 fn check_request_id(id: &str, v: &mut Violations) {
     v.check(
         id.chars().count() > 128,
@@ -212,47 +243,36 @@ impl AdminService for Admin {
             &new.max_concurrent_streams.to_string(),
         ]);
         let mut tx = self.pool.begin().await.map_err(ApiError::from)?;
-        if !r.request_id.is_empty() {
-            store::lock_request(&mut tx, principal.tenant_id, "CreateTenant", &r.request_id)
+        if let Some(id) = earlier_result(
+            &mut tx,
+            principal.tenant_id,
+            "CreateTenant",
+            &r.request_id,
+            &hash,
+        )
+        .await?
+        {
+            let tenant = store::get_tenant(&self.pool, id)
                 .await
-                .map_err(ApiError::from)?;
-            if let Some((earlier, id)) =
-                store::find_request(&mut tx, principal.tenant_id, "CreateTenant", &r.request_id)
-                    .await
-                    .map_err(ApiError::from)?
-            {
-                if earlier != hash {
-                    return Err(ApiError::invalid(
-                        "request_id",
-                        "was already used for a different request",
-                    )
-                    .into());
-                }
-                let tenant = store::get_tenant(&self.pool, id)
-                    .await
-                    .map_err(ApiError::from)?
-                    .ok_or_else(|| ApiError::not_found("tenant", id.to_string()))?;
-                return Ok(Response::new(pb::CreateTenantResponse {
-                    tenant: Some(tenant_pb(tenant)),
-                }));
-            }
+                .map_err(ApiError::from)?
+                .ok_or_else(|| ApiError::not_found("tenant", id.to_string()))?;
+            return Ok(Response::new(pb::CreateTenantResponse {
+                tenant: Some(tenant_pb(tenant)),
+            }));
         }
         let id = Uuid::now_v7();
         let tenant = store::insert_tenant(&mut tx, id, &new)
             .await
             .map_err(ApiError::from)?;
-        if !r.request_id.is_empty() {
-            store::record_request(
-                &mut tx,
-                principal.tenant_id,
-                "CreateTenant",
-                &r.request_id,
-                &hash,
-                id,
-            )
-            .await
-            .map_err(ApiError::from)?;
-        }
+        remember_result(
+            &mut tx,
+            principal.tenant_id,
+            "CreateTenant",
+            &r.request_id,
+            &hash,
+            id,
+        )
+        .await?;
         tx.commit().await.map_err(ApiError::from)?;
         tracing::info!(tenant = %id, by = %principal.prefix, "tenant created");
         Ok(Response::new(pb::CreateTenantResponse {
@@ -282,7 +302,7 @@ impl AdminService for Admin {
         let principal = self.caller(&req).await?;
         let r = req.into_inner();
         let mut v = Violations::new();
-        let size = page_size(r.page_size, &mut v);
+        let size = rapport_kit::page::page_size(&mut v, r.page_size);
         v.finish()?;
         let scope = format!("ListTenants/{}/{}", principal.tenant_id, principal.operator);
         let cursor: Option<Cursor> = self.pages.decode(&scope, &r.page_token)?;
@@ -436,48 +456,31 @@ impl AdminService for Admin {
             &expire.map(|t| t.to_rfc3339()).unwrap_or_default(),
         ]);
         let mut tx = self.pool.begin().await.map_err(ApiError::from)?;
-        if !r.request_id.is_empty() {
-            store::lock_request(&mut tx, tenant_id, "CreateApiKey", &r.request_id)
+        if let Some(id) =
+            earlier_result(&mut tx, tenant_id, "CreateApiKey", &r.request_id, &hash).await?
+        {
+            let key = store::get_key(&self.pool, id, Some(tenant_id))
                 .await
-                .map_err(ApiError::from)?;
-            if let Some((earlier, id)) =
-                store::find_request(&mut tx, tenant_id, "CreateApiKey", &r.request_id)
-                    .await
-                    .map_err(ApiError::from)?
-            {
-                if earlier != hash {
-                    return Err(ApiError::invalid(
-                        "request_id",
-                        "was already used for a different request",
-                    )
-                    .into());
-                }
-                let key = store::get_key(&self.pool, id, Some(tenant_id))
-                    .await
-                    .map_err(ApiError::from)?
-                    .ok_or_else(|| ApiError::not_found("api key", id.to_string()))?;
-                return Ok(Response::new(pb::CreateApiKeyResponse {
-                    api_key: Some(key_pb(key)),
-                    secret: String::new(),
-                }));
-            }
+                .map_err(ApiError::from)?
+                .ok_or_else(|| ApiError::not_found("api key", id.to_string()))?;
+            return Ok(Response::new(pb::CreateApiKeyResponse {
+                api_key: Some(key_pb(key)),
+                secret: String::new(),
+            }));
         }
         let new = keys::generate().map_err(ApiError::internal)?;
         let row = store::insert_key_tx(&mut tx, tenant_id, &new, &name, &scopes, expire)
             .await
             .map_err(ApiError::from)?;
-        if !r.request_id.is_empty() {
-            store::record_request(
-                &mut tx,
-                tenant_id,
-                "CreateApiKey",
-                &r.request_id,
-                &hash,
-                row.key_id,
-            )
-            .await
-            .map_err(ApiError::from)?;
-        }
+        remember_result(
+            &mut tx,
+            tenant_id,
+            "CreateApiKey",
+            &r.request_id,
+            &hash,
+            row.key_id,
+        )
+        .await?;
         tx.commit().await.map_err(ApiError::from)?;
         tracing::info!(tenant = %tenant_id, key = %row.prefix, by = %principal.prefix, "api key created");
         Ok(Response::new(pb::CreateApiKeyResponse {
@@ -510,7 +513,7 @@ impl AdminService for Admin {
         let r = req.into_inner();
         let tenant_id = target_tenant(&principal, &r.tenant_id, "tenant_id")?;
         let mut v = Violations::new();
-        let size = page_size(r.page_size, &mut v);
+        let size = rapport_kit::page::page_size(&mut v, r.page_size);
         v.finish()?;
         if store::get_tenant(&self.pool, tenant_id)
             .await

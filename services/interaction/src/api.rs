@@ -12,6 +12,7 @@ use rapport_kit::convert::from_timestamp;
 use rapport_kit::error::{ApiError, Violation, Violations};
 use rapport_kit::feed::{self, NewEvent};
 use rapport_kit::page::PageTokens;
+use rapport_kit::page::page_size;
 use rapport_kit::shutdown::Shutdown;
 use rapport_proto::rapport::common::v1::PeriodUnit;
 use rapport_proto::rapport::interaction::v1::campaign_service_server::CampaignService;
@@ -52,16 +53,6 @@ fn parse_uuid(v: &mut Violations, field: &str, s: &str) -> Option<Uuid> {
             v.add(field, "must be a UUID");
             None
         }
-    }
-}
-
-fn page_size(v: &mut Violations, n: i32) -> i64 {
-    if n < 0 {
-        v.add("page_size", "must not be negative");
-    }
-    match n {
-        n if n <= 0 => 50,
-        n => i64::from(n.min(1000)),
     }
 }
 

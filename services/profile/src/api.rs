@@ -8,6 +8,7 @@ use chrono::Utc;
 use futures::StreamExt;
 use rapport_kit::context::{CallContext, TENANT_HEADER};
 use rapport_kit::page::PageTokens;
+use rapport_kit::page::page_size;
 use rapport_kit::server::ServiceRuntime;
 use rapport_kit::shutdown::Shutdown;
 use rapport_kit::{ApiError, Violations};
@@ -90,17 +91,6 @@ fn one_id(field: &str, raw: &str) -> Result<Uuid, Status> {
     let id = parse_id(&mut v, field, raw);
     v.finish()?;
     Ok(id)
-}
-
-/// The page size: default 50, capped at 1,000, negative refused.
-fn page_size(v: &mut Violations, n: i32) -> i64 {
-    if n < 0 {
-        v.add("page_size", "must not be negative");
-    }
-    match n {
-        n if n <= 0 => 50,
-        n => i64::from(n.min(1000)),
-    }
 }
 
 /// The scope a page token is bound to: tenant, method and filters.

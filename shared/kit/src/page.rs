@@ -17,6 +17,18 @@ const TAG_LEN: usize = 16;
 /// Longest token accepted, to bound the work done on hostile input.
 pub const MAX_TOKEN_LEN: usize = 2048;
 
+/// Page size of every list method (the API conventions): 0 means the
+/// default, 50; larger than 1,000 is treated as 1,000; negative is recorded as
+/// a violation on `page_size` (and the default is returned meanwhile).
+pub fn page_size(v: &mut crate::error::Violations, requested: i32) -> i64 {
+    v.check(requested < 0, "page_size", "must not be negative");
+    if requested <= 0 {
+        50
+    } else {
+        i64::from(requested.min(1000))
+    }
+}
+
 /// Encodes and verifies page tokens with a server-side secret.
 #[derive(Clone)]
 pub struct PageTokens {
@@ -123,6 +135,17 @@ mod tests {
             time: 1_700_000_000,
             id: "c-1".into(),
         }
+    }
+
+    #[test]
+    fn page_sizes_follow_the_conventions() {
+        let mut v = crate::error::Violations::new();
+        assert_eq!(page_size(&mut v, 0), 50);
+        assert_eq!(page_size(&mut v, 7), 7);
+        assert_eq!(page_size(&mut v, 5000), 1000);
+        assert!(v.is_empty());
+        assert_eq!(page_size(&mut v, -1), 50);
+        assert!(!v.is_empty());
     }
 
     #[test]
