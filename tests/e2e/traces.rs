@@ -1,7 +1,9 @@
-//! One trace follows a call from the gateway into the service that serves it:
-//! `rapport dev` exports its spans over OTLP to a receiver run by this test,
-//! and the gateway's span and the profile service's span of one call share a
-//! trace, the service's span a child of the gateway's.
+//! One trace follows a call from the gateway into the service that serves it
+//! and on into the services that follow its change feed: `rapport dev`
+//! exports its spans over OTLP to a receiver run by this test; the gateway's
+//! span and the profile service's span of one call share a trace, the
+//! service's span a child of the gateway's, and the interaction service's
+//! consumer of the profile feed applies the resulting event in that trace.
 
 mod support;
 
@@ -64,7 +66,7 @@ impl TraceService for Receiver {
 }
 
 #[test]
-fn one_trace_spans_the_gateway_and_the_service() {
+fn one_trace_spans_the_gateway_the_service_and_a_feed_consumer() {
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let receiver = Receiver::default();
     let listener = runtime
@@ -137,6 +139,27 @@ fn one_trace_spans_the_gateway_and_the_service() {
     assert!(
         in_trace.iter().any(|s| s.span_id == profile.parent_span_id),
         "the profile span's parent is a span of the gateway's trace: {in_trace:#?}"
+    );
+
+    // The CustomerCreated event reaches the interaction service's consumer of
+    // the profile feed, which applies it in the same trace.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let applied = loop {
+        let spans = receiver.0.lock().unwrap().clone();
+        if let Some(s) = spans.iter().find(|s| {
+            s.name == "feed.apply" && s.component == "interaction" && s.trace_id == gateway.trace_id
+        }) {
+            break s.clone();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no feed.apply span of the interaction service in the call's trace; spans: {spans:#?}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert!(
+        !applied.parent_span_id.is_empty(),
+        "the consumer's span continues the call's trace"
     );
     stack.stop();
 }

@@ -55,9 +55,11 @@ pub async fn append(conn: &mut PgConnection, events: &[NewEvent]) -> Result<Vec<
     let ids: Vec<&str> = events.iter().map(|e| e.aggregate_id.as_str()).collect();
     let kinds: Vec<&str> = events.iter().map(|e| e.event_type).collect();
     let payloads: Vec<serde_json::Value> = events.iter().map(|e| e.payload.clone()).collect();
+    // Every event of one append comes from the same call, hence one trace.
+    let traceparent = crate::telemetry::current_traceparent();
     let seqs: Vec<i64> = sqlx::query_scalar(
-        "INSERT INTO outbox (tenant_id, aggregate_type, aggregate_id, event_type, payload)
-         SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::jsonb[])
+        "INSERT INTO outbox (tenant_id, aggregate_type, aggregate_id, event_type, payload, traceparent)
+         SELECT t.*, $6 FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::jsonb[]) AS t
          RETURNING sequence",
     )
     .bind(&tenants)
@@ -65,6 +67,7 @@ pub async fn append(conn: &mut PgConnection, events: &[NewEvent]) -> Result<Vec<
     .bind(&ids)
     .bind(&kinds)
     .bind(&payloads)
+    .bind(traceparent)
     .fetch_all(&mut *conn)
     .await?;
     sqlx::query("SELECT pg_notify(current_schema() || '_outbox', '')")
@@ -87,6 +90,7 @@ struct OutboxRow {
     event_type: String,
     payload: serde_json::Value,
     commit_time: DateTime<Utc>,
+    traceparent: Option<String>,
 }
 
 impl From<OutboxRow> for ChangeEvent {
@@ -99,6 +103,7 @@ impl From<OutboxRow> for ChangeEvent {
             event_type: r.event_type,
             commit_time: Some(crate::convert::timestamp(r.commit_time)),
             payload: Some(crate::convert::json_to_struct(r.payload)),
+            traceparent: r.traceparent.unwrap_or_default(),
         }
     }
 }
@@ -110,7 +115,8 @@ pub async fn read_after(
     limit: i64,
 ) -> Result<Vec<ChangeEvent>, sqlx::Error> {
     let rows: Vec<OutboxRow> = sqlx::query_as(
-        "SELECT sequence, tenant_id, aggregate_type, aggregate_id, event_type, payload, commit_time
+        "SELECT sequence, tenant_id, aggregate_type, aggregate_id, event_type, payload, commit_time,
+                traceparent
          FROM outbox WHERE sequence > $1 ORDER BY sequence LIMIT $2",
     )
     .bind(after)
@@ -217,6 +223,14 @@ pub struct Consumer {
     max_batch: usize,
 }
 
+/// The schema a pool's connections work in: the component a consumer runs for.
+async fn current_schema(pool: &PgPool) -> String {
+    sqlx::query_scalar("SELECT current_schema()::text")
+        .fetch_one(pool)
+        .await
+        .unwrap_or_default()
+}
+
 impl Consumer {
     /// A consumer called `name` (its cursor's key) storing its cursor in `pool`'s schema.
     pub fn new(
@@ -279,6 +293,7 @@ impl Consumer {
         let after = Self::cursor(&self.pool, &self.name)
             .await
             .map_err(|e| e.to_string())?;
+        let component = current_schema(&self.pool).await;
         let stream = self.source.open(after).await.map_err(|s| s.to_string())?;
         let mut batches = stream.ready_chunks(self.max_batch);
         while let Some(batch) = batches.next().await {
@@ -293,7 +308,9 @@ impl Consumer {
                     }
                 }
             }
-            self.apply_batch(&events).await.map_err(|e| e.to_string())?;
+            self.apply_batch(&events, &component)
+                .await
+                .map_err(|e| e.to_string())?;
             if let Some(f) = failure {
                 return Err(f);
             }
@@ -301,7 +318,11 @@ impl Consumer {
         Err("the feed ended".into())
     }
 
-    async fn apply_batch(&self, events: &[ChangeEvent]) -> Result<(), sqlx::Error> {
+    async fn apply_batch(
+        &self,
+        events: &[ChangeEvent],
+        component: &str,
+    ) -> Result<(), sqlx::Error> {
         if events.is_empty() {
             return Ok(());
         }
@@ -319,7 +340,17 @@ impl Consumer {
             if ev.sequence <= last {
                 continue;
             }
-            self.handler.apply(&mut tx, ev).await?;
+            // Each event is applied in a span of the trace of the call that
+            // made the change.
+            let span = tracing::info_span!(
+                "feed.apply",
+                component = %component,
+                consumer = %self.name,
+                event_type = %ev.event_type,
+                sequence = ev.sequence,
+            );
+            crate::telemetry::adopt_traceparent(&span, &ev.traceparent);
+            self.handler.apply(&mut tx, ev).instrument(span).await?;
             last = ev.sequence;
         }
         if let Some(ev) = events.last() {

@@ -132,6 +132,26 @@ pub fn inject_current(headers: &mut http::HeaderMap) {
     });
 }
 
+/// The current span's W3C `traceparent`, when it belongs to a sampled trace.
+pub fn current_traceparent() -> Option<String> {
+    let cx = Span::current().context();
+    let mut carrier = std::collections::HashMap::new();
+    opentelemetry::global::get_text_map_propagator(|p| p.inject_context(&cx, &mut carrier));
+    carrier.remove("traceparent")
+}
+
+/// Makes `span` a child of the trace named by a W3C `traceparent` (ignored
+/// when empty or malformed).
+pub fn adopt_traceparent(span: &Span, traceparent: &str) {
+    if traceparent.is_empty() {
+        return;
+    }
+    let mut carrier = std::collections::HashMap::new();
+    carrier.insert("traceparent".to_string(), traceparent.to_string());
+    let cx = opentelemetry::global::get_text_map_propagator(|p| p.extract(&carrier));
+    let _ = span.set_parent(cx);
+}
+
 /// A tonic client interceptor that propagates the current trace to the callee.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct TracePropagation;
