@@ -174,26 +174,112 @@ impl tower::Service<http::Request<axum::body::Body>> for Front {
                 Ok((response, who)) => (response, who),
                 Err((status, who)) => (status.into_http(), who),
             };
-            // Access log: the status of a unary call or a stream that failed
-            // at once is in the headers; otherwise the stream carries it.
-            let status = response
-                .headers()
-                .get("grpc-status")
-                .and_then(|v| v.to_str().ok())
-                .unwrap_or("streaming")
-                .to_string();
+            // The access log line is written when the call ends: at once for
+            // a call refused or failed in its headers, otherwise when the
+            // response's trailers (or the client's cancellation) end it.
             let (tenant, key) = who.unwrap_or_default();
-            tracing::info!(
-                target: "rapport::access",
-                method = %method,
-                tenant = %tenant,
-                key = %key,
-                status = %status,
-                duration_ms = started.elapsed().as_secs_f64() * 1000.0,
-                "call"
-            );
-            Ok(response)
+            let entry = AccessEntry {
+                method,
+                tenant,
+                key,
+                started,
+                trace_id: rapport_kit::telemetry::current_trace_id(),
+                status: response
+                    .headers()
+                    .get("grpc-status")
+                    .and_then(|v| v.to_str().ok())
+                    .map(str::to_string),
+                written: false,
+            };
+            let (parts, body) = response.into_parts();
+            Ok(http::Response::from_parts(
+                parts,
+                Body::new(LoggedBody { inner: body, entry }),
+            ))
         })
+    }
+}
+
+/// One call's access log line, written once when the call ends.
+struct AccessEntry {
+    method: String,
+    tenant: String,
+    key: String,
+    started: Instant,
+    trace_id: Option<String>,
+    /// The gRPC status once known (headers of a trailers-only answer, or
+    /// the trailers).
+    status: Option<String>,
+    written: bool,
+}
+
+impl AccessEntry {
+    fn write(&mut self, ended: &str) {
+        if self.written {
+            return;
+        }
+        self.written = true;
+        let status = self.status.as_deref().unwrap_or(ended);
+        tracing::info!(
+            target: "rapport::access",
+            method = %self.method,
+            tenant = %self.tenant,
+            key = %self.key,
+            status = %status,
+            duration_ms = self.started.elapsed().as_secs_f64() * 1000.0,
+            trace_id = self.trace_id.as_deref().unwrap_or(""),
+            "call"
+        );
+    }
+}
+
+impl Drop for AccessEntry {
+    fn drop(&mut self) {
+        // Dropped before the trailers: the client went away.
+        self.write("cancelled");
+    }
+}
+
+/// A response body that writes the access log line when the call ends.
+struct LoggedBody {
+    inner: Body,
+    entry: AccessEntry,
+}
+
+impl http_body::Body for LoggedBody {
+    type Data = <Body as http_body::Body>::Data;
+    type Error = <Body as http_body::Body>::Error;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
+        let this = &mut *self;
+        let polled = std::pin::Pin::new(&mut this.inner).poll_frame(cx);
+        match &polled {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let Some(status) = frame
+                    .trailers_ref()
+                    .and_then(|t| t.get("grpc-status"))
+                    .and_then(|v| v.to_str().ok())
+                {
+                    this.entry.status = Some(status.to_string());
+                    this.entry.write("0");
+                }
+            }
+            Poll::Ready(Some(Err(_))) => this.entry.write("error"),
+            Poll::Ready(None) => this.entry.write("0"),
+            Poll::Pending => {}
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
     }
 }
 

@@ -37,8 +37,13 @@ pub fn init(service: &str, format: LogFormat, filter: &str) -> TelemetryGuard {
     opentelemetry::global::set_text_map_propagator(TraceContextPropagator::new());
     let filter = EnvFilter::try_new(filter).unwrap_or_else(|_| EnvFilter::new("info"));
     let fmt = match format {
-        LogFormat::Pretty => tracing_subscriber::fmt::layer().with_target(true).boxed(),
+        // Logs go to standard error; standard output is left to commands.
+        LogFormat::Pretty => tracing_subscriber::fmt::layer()
+            .with_writer(std::io::stderr)
+            .with_target(true)
+            .boxed(),
         LogFormat::Json => tracing_subscriber::fmt::layer()
+            .with_writer(std::io::stderr)
             .json()
             .flatten_event(true)
             .with_current_span(true)
@@ -63,10 +68,13 @@ pub fn init(service: &str, format: LogFormat, filter: &str) -> TelemetryGuard {
     TelemetryGuard { provider }
 }
 
+/// The tracer provider: exporting over OTLP when an endpoint is configured,
+/// otherwise exporting nothing but still giving every span a trace id, so
+/// that logs can be correlated with calls.
 fn otlp_provider(service: &str) -> Option<SdkTracerProvider> {
-    let endpoint = std::env::var("OTEL_EXPORTER_OTLP_ENDPOINT").ok()?;
+    let endpoint = std::env::var("OTEL_EXPORTER_OTLP_ENDPOINT").unwrap_or_default();
     if endpoint.trim().is_empty() {
-        return None;
+        return Some(SdkTracerProvider::builder().build());
     }
     let exporter = match opentelemetry_otlp::SpanExporter::builder()
         .with_tonic()
@@ -77,7 +85,7 @@ fn otlp_provider(service: &str) -> Option<SdkTracerProvider> {
             eprintln!(
                 "OTEL_EXPORTER_OTLP_ENDPOINT={endpoint}: cannot build the OTLP exporter: {e}"
             );
-            return None;
+            return Some(SdkTracerProvider::builder().build());
         }
     };
     let resource = opentelemetry_sdk::Resource::builder()
@@ -138,6 +146,15 @@ pub fn current_traceparent() -> Option<String> {
     let mut carrier = std::collections::HashMap::new();
     opentelemetry::global::get_text_map_propagator(|p| p.inject_context(&cx, &mut carrier));
     carrier.remove("traceparent")
+}
+
+/// The current span's trace id (32 hex digits), when it has one.
+pub fn current_trace_id() -> Option<String> {
+    use opentelemetry::trace::TraceContextExt as _;
+    let cx = Span::current().context();
+    let span = cx.span();
+    let sc = span.span_context();
+    sc.is_valid().then(|| sc.trace_id().to_string())
 }
 
 /// Makes `span` a child of the trace named by a W3C `traceparent` (ignored

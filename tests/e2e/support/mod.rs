@@ -87,6 +87,17 @@ impl DevStack {
     /// Starts `rapport dev` with its data in `data_dir` on free ports, with
     /// extra `args` and `env`, and waits (up to 120 s) until it is ready.
     pub fn start(data_dir: &Path, args: &[&str], env: &[(&str, &str)]) -> DevStack {
+        Self::start_logging_to(data_dir, args, env, None)
+    }
+
+    /// Like [`DevStack::start`], writing the processes' logs (standard error)
+    /// to `log` instead of the test's own standard error.
+    pub fn start_logging_to(
+        data_dir: &Path,
+        args: &[&str],
+        env: &[(&str, &str)],
+        log: Option<&Path>,
+    ) -> DevStack {
         let ports = free_ports();
         let metrics_port = std::net::TcpListener::bind(("127.0.0.1", 0))
             .and_then(|l| l.local_addr())
@@ -115,7 +126,12 @@ impl DevStack {
             .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit());
+            .stderr(match log {
+                Some(path) => {
+                    Stdio::from(std::fs::File::create(path).expect("create the log file"))
+                }
+                None => Stdio::inherit(),
+            });
         let mut child = cmd.spawn().expect("start rapport dev");
         let stdout = child.stdout.take().expect("stdout");
         let (tx, rx) = mpsc::channel();
