@@ -1,13 +1,27 @@
-//! The valuation service (DESIGN.md, "Services"). Owns the `valuation` schema.
+//! The valuation service (DESIGN.md, "Services"): fits the Buy-Till-You-Die
+//! models, scores every customer and answers value questions per customer,
+//! segment and acquisition cohort. Owns the `valuation` schema.
 //!
-//! Until its contract is implemented, the process serves health, reflection and
-//! its change-feed tables only: no method is registered that would answer
-//! UNIMPLEMENTED.
+//! * [`api`]: the gRPC handlers of `ValuationService`.
+//! * [`domain`]: pure logic (models, fits, scores, tiers, reports).
+//! * [`engine`]: scoring runs and background re-scoring.
+//! * [`store`]: every SQL statement.
+//! * [`peers`]: the interaction, segmentation and profile services as this
+//!   service calls them; [`follow`]: the consumer of the interaction feed.
 
+pub mod api;
 pub mod domain;
+pub mod engine;
+pub mod follow;
+pub mod peers;
+pub mod store;
+
+use std::sync::Arc;
 
 use rapport_kit::db::SchemaSpec;
+use rapport_kit::feed::Consumer;
 use rapport_kit::server::{ServerBuilder, ServiceRuntime};
+use rapport_proto::rapport::valuation::v1::valuation_service_server::ValuationServiceServer;
 use sqlx::migrate::Migrator;
 
 /// Schema `valuation`, role `rapport_valuation`.
@@ -16,5 +30,63 @@ pub const SCHEMA: SchemaSpec = SchemaSpec::new("valuation", "rapport_valuation")
 /// The service's own migrations (the kit adds the change-feed tables).
 pub static MIGRATOR: Migrator = sqlx::migrate!("./migrations");
 
-/// Adds the service's gRPC services to `server`.
-pub fn register(_server: &mut ServerBuilder, _runtime: &ServiceRuntime) {}
+fn peer<T>(
+    name: &str,
+    url: Option<&str>,
+    make: impl FnOnce(&str) -> Result<T, String>,
+) -> Option<T> {
+    let url = url?;
+    match make(url) {
+        Ok(c) => Some(c),
+        Err(e) => {
+            tracing::error!(service = name, error = %e, "peer service cannot be reached");
+            None
+        }
+    }
+}
+
+/// Adds `ValuationService` to `server`; when the interaction service is
+/// configured, follows its change feed and re-scores customers in the
+/// background until shutdown.
+pub fn register(server: &mut ServerBuilder, runtime: &ServiceRuntime) {
+    let config = &runtime.config;
+    let token = config.internal_token.as_deref();
+    let interaction = peer("interaction", config.interaction_url.as_deref(), |u| {
+        peers::Interaction::new(u, token)
+    });
+    let segmentation = peer("segmentation", config.segmentation_url.as_deref(), |u| {
+        peers::Segmentation::new(u, token)
+    });
+    let profile = peer("profile", config.profile_url.as_deref(), |u| {
+        peers::Profile::new(u, token)
+    });
+
+    if let Some(interaction) = &interaction {
+        let consumer = Consumer::new(
+            follow::INTERACTION_CURSOR,
+            runtime.pool.clone(),
+            Arc::new(interaction.clone()),
+            Arc::new(follow::InteractionFollower),
+        );
+        tokio::spawn(consumer.run(runtime.shutdown.clone()));
+        tokio::spawn(engine::rescore_loop(
+            runtime.pool.clone(),
+            interaction.clone(),
+            runtime.shutdown.clone(),
+        ));
+    }
+
+    let api = api::ValuationApi::new(
+        runtime.pool.clone(),
+        runtime.page_tokens.clone(),
+        runtime.shutdown.clone(),
+        interaction,
+        segmentation,
+        profile,
+    );
+    server.add_service(
+        ValuationServiceServer::new(api)
+            .max_decoding_message_size(config.max_message_bytes)
+            .max_encoding_message_size(config.max_message_bytes),
+    );
+}

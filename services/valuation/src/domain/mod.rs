@@ -14,13 +14,26 @@
 //! * [`special`]: the Gaussian hypergeometric function.
 //! * [`synthetic`]: customer bases drawn from the models, for benchmarks and
 //!   parameter-recovery tests.
+//! * [`fitting`]: which customers a fit takes, starting values, holdout
+//!   validation ([`holdout`]).
+//! * [`scoring`]: per-customer scores and value tiers.
+//! * [`concentration`], [`cohort`], [`relationship`]: the reports.
+//! * [`money`]: exact amounts rounded half-even to the nano.
 
 pub mod bgnbd;
 pub mod clv;
+pub mod cohort;
+pub mod concentration;
 pub mod data;
+pub mod events;
 pub mod fit;
+pub mod fitting;
 pub mod gamma_gamma;
+pub mod holdout;
+pub mod money;
 pub mod pareto_nbd;
+pub mod relationship;
+pub mod scoring;
 pub mod special;
 pub mod synthetic;
 

@@ -1,0 +1,1381 @@
+//! The gRPC handlers of `rapport.valuation.v1.ValuationService`: read the
+//! tenant, validate, call the domain, the peers and the store, map errors.
+
+use std::collections::{HashMap, HashSet};
+use std::time::Instant;
+
+use chrono::{DateTime, Duration as ChronoDuration, Utc};
+use futures::StreamExt;
+use futures::stream::BoxStream;
+use prost::Message;
+use rapport_kit::context::CallContext;
+use rapport_kit::convert::{from_timestamp, timestamp};
+use rapport_kit::error::{ApiError, Violations};
+use rapport_kit::feed::{self, NewEvent};
+use rapport_kit::page::{PageTokens, page_size};
+use rapport_kit::shutdown::Shutdown;
+use rapport_proto::rapport::common::v1::Money;
+use rapport_proto::rapport::interaction::v1::{
+    AcquisitionCohort, CustomerIdList, ExportSummariesRequest, PurchaseHistorySummary,
+    export_summaries_request,
+};
+use rapport_proto::rapport::valuation::v1::valuation_service_server::ValuationService;
+use rapport_proto::rapport::valuation::v1::{self as pb, model_scope};
+use rust_decimal::Decimal;
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use sha2::{Digest, Sha256};
+use sqlx::PgPool;
+use tonic::{Request, Response, Status};
+use uuid::Uuid;
+
+use crate::domain::cohort::{self, Granularity};
+use crate::domain::concentration::{Distribution, distribution};
+use crate::domain::events;
+use crate::domain::fitting::{self, FitCase, Kind};
+use crate::domain::money::{self, is_currency, to_money};
+use crate::domain::relationship;
+use crate::domain::scoring::Unit;
+use crate::engine::{self, RunRequest, decode};
+use crate::peers::{Interaction, Profile, Segmentation};
+use crate::store::{self, Metric, RankKey};
+
+/// Most inline summaries in one FitModel request.
+pub const MAX_INLINE: usize = 50_000;
+/// Longest request id.
+pub const MAX_REQUEST_ID: usize = 128;
+/// Largest export restriction by customer ids.
+const EXPORT_IDS: usize = 50_000;
+
+fn parse_uuid(v: &mut Violations, field: &str, s: &str) -> Option<Uuid> {
+    match Uuid::parse_str(s) {
+        Ok(u) => Some(u),
+        Err(_) => {
+            v.add(field, "must be a UUID");
+            None
+        }
+    }
+}
+
+fn required_uuid(field: &str, s: &str) -> Result<Uuid, ApiError> {
+    Uuid::parse_str(s).map_err(|_| ApiError::invalid(field, "must be a UUID"))
+}
+
+fn not_configured(service: &str) -> ApiError {
+    ApiError::Unavailable(format!(
+        "the {service} service is not configured for the valuation service; set RAPPORT_{}_URL",
+        service.to_uppercase()
+    ))
+}
+
+/// `rapport.valuation.v1.ValuationService`.
+#[derive(Clone)]
+pub struct ValuationApi {
+    pool: PgPool,
+    page_tokens: PageTokens,
+    shutdown: Shutdown,
+    interaction: Option<Interaction>,
+    segmentation: Option<Segmentation>,
+    profile: Option<Profile>,
+}
+
+impl ValuationApi {
+    /// Handlers over `pool`, calling the configured peers.
+    pub fn new(
+        pool: PgPool,
+        page_tokens: PageTokens,
+        shutdown: Shutdown,
+        interaction: Option<Interaction>,
+        segmentation: Option<Segmentation>,
+        profile: Option<Profile>,
+    ) -> Self {
+        Self {
+            pool,
+            page_tokens,
+            shutdown,
+            interaction,
+            segmentation,
+            profile,
+        }
+    }
+
+    fn interaction(&self) -> Result<&Interaction, ApiError> {
+        self.interaction
+            .as_ref()
+            .ok_or_else(|| not_configured("interaction"))
+    }
+}
+
+/// A validated FitModel request.
+struct FitPlan {
+    kind: Kind,
+    unit: Unit,
+    calibration_end: DateTime<Utc>,
+    holdout_end: Option<DateTime<Utc>>,
+    segment: Option<Uuid>,
+    cohort: Option<(String, DateTime<Utc>, DateTime<Utc>)>,
+    max_iterations: u64,
+    activate: bool,
+}
+
+fn validate_fit(r: &pb::FitModelRequest, now: DateTime<Utc>) -> Result<FitPlan, ApiError> {
+    let mut v = Violations::new();
+    let inline = !r.inline_summaries.is_empty();
+    let kind = Kind::from_proto(r.kind);
+    v.check(
+        kind.is_none(),
+        "kind",
+        "required: BG_NBD, PARETO_NBD or GAMMA_GAMMA",
+    );
+    let calibration_end = match &r.calibration_end_time {
+        None => {
+            v.add("calibration_end_time", "required");
+            None
+        }
+        Some(t) => match from_timestamp(t) {
+            None => {
+                v.add("calibration_end_time", "is not a valid timestamp");
+                None
+            }
+            Some(t) if !inline && t > now => {
+                v.add(
+                    "calibration_end_time",
+                    "must not be after the server's clock for exported data",
+                );
+                None
+            }
+            Some(t) => Some(t),
+        },
+    };
+    let unit = Unit::from_proto(r.period_unit);
+    v.check(
+        unit.is_none(),
+        "period_unit",
+        "required: DAY, WEEK or MONTH",
+    );
+    let holdout_end = match &r.holdout_end_time {
+        None => None,
+        Some(t) => match from_timestamp(t) {
+            None => {
+                v.add("holdout_end_time", "is not a valid timestamp");
+                None
+            }
+            Some(h) if calibration_end.is_some_and(|c| h <= c) => {
+                v.add("holdout_end_time", "must be after calibration_end_time");
+                None
+            }
+            Some(h) if !inline && h > now => {
+                v.add(
+                    "holdout_end_time",
+                    "must not be after the server's clock for exported data",
+                );
+                None
+            }
+            Some(h) => Some(h),
+        },
+    };
+    let (mut segment, mut cohort) = (None, None);
+    match r.scope.as_ref().and_then(|s| s.restriction.as_ref()) {
+        None => {}
+        Some(_) if inline => v.add("scope", "must be unset with inline_summaries"),
+        Some(model_scope::Restriction::SegmentId(s)) => {
+            segment = parse_uuid(&mut v, "scope.segment_id", s)
+        }
+        Some(model_scope::Restriction::Cohort(c)) => match cohort::parse_label(c) {
+            None => v.add(
+                "scope.cohort",
+                "must be a month \"YYYY-MM\" or a quarter \"YYYY-Qn\"",
+            ),
+            Some((g, p)) => match (cohort::period_start(p, g), cohort::period_start(p + 1, g)) {
+                (Some(start), Some(end)) => {
+                    if calibration_end.is_some_and(|c| start >= c) {
+                        v.add("scope.cohort", "must start before calibration_end_time");
+                    }
+                    cohort = Some((c.clone(), start, end));
+                }
+                _ => v.add("scope.cohort", "is out of range"),
+            },
+        },
+    }
+    v.check(
+        r.inline_summaries.len() > MAX_INLINE,
+        "inline_summaries",
+        format!("at most {MAX_INLINE} summaries"),
+    );
+    let mut currencies = HashSet::new();
+    for (i, s) in r.inline_summaries.iter().enumerate().take(MAX_INLINE + 1) {
+        let f = |name: &str| format!("inline_summaries[{i}].{name}");
+        parse_uuid(&mut v, &f("customer_id"), &s.customer_id);
+        v.check(s.frequency < 0, f("frequency"), "must not be negative");
+        v.check(
+            !(s.recency >= 0.0 && s.recency.is_finite()),
+            f("recency"),
+            "must be finite and not negative",
+        );
+        v.check(
+            !(s.t >= 0.0 && s.t.is_finite()),
+            f("t"),
+            "must be finite and not negative",
+        );
+        v.check(s.recency > s.t, f("recency"), "must not exceed t");
+        v.check(
+            s.frequency == 0 && s.recency > 0.0,
+            f("recency"),
+            "must be 0 when frequency is 0",
+        );
+        v.check(
+            !(s.monetary_value >= 0.0 && s.monetary_value.is_finite()),
+            f("monetary_value"),
+            "must be finite and not negative",
+        );
+        v.check(
+            holdout_end.is_none()
+                && r.holdout_end_time.is_none()
+                && (s.holdout_purchases != 0 || s.holdout_value != 0.0),
+            f("holdout_purchases"),
+            "holdout figures need holdout_end_time",
+        );
+        v.check(
+            s.holdout_purchases < 0,
+            f("holdout_purchases"),
+            "must not be negative",
+        );
+        if let Some(t) = &s.first_purchase_time {
+            v.check(
+                from_timestamp(t).is_none(),
+                f("first_purchase_time"),
+                "is not a valid timestamp",
+            );
+        }
+        if !s.currency_code.is_empty() {
+            currencies.insert(s.currency_code.as_str());
+        }
+    }
+    v.check(
+        !r.currency_code.is_empty() && !is_currency(&r.currency_code),
+        "currency_code",
+        "must be an ISO 4217 currency code in upper case",
+    );
+    v.check(
+        inline && r.currency_code.is_empty() && currencies.len() > 1,
+        "currency_code",
+        "required: the inline summaries are in several currencies",
+    );
+    v.check(
+        inline
+            && kind == Some(Kind::GammaGamma)
+            && r.currency_code.is_empty()
+            && currencies.is_empty(),
+        "currency_code",
+        "required: the inline summaries name no currency",
+    );
+    let options = r.options.unwrap_or_default();
+    v.check(
+        !(0..=100_000).contains(&options.max_iterations),
+        "options.max_iterations",
+        "must be in 0..=100000 (0 means 1000)",
+    );
+    v.check(
+        r.request_id.chars().count() > MAX_REQUEST_ID,
+        "request_id",
+        format!("at most {MAX_REQUEST_ID} characters"),
+    );
+    v.finish()?;
+    let (Some(kind), Some(unit), Some(calibration_end)) = (kind, unit, calibration_end) else {
+        return Err(ApiError::invalid("kind", "required"));
+    };
+    Ok(FitPlan {
+        kind,
+        unit,
+        calibration_end,
+        holdout_end,
+        segment,
+        cohort,
+        max_iterations: if options.max_iterations == 0 {
+            1000
+        } else {
+            options.max_iterations as u64
+        },
+        activate: options.activate_on_success,
+    })
+}
+
+fn request_hash(r: &pb::FitModelRequest) -> String {
+    hex::encode(Sha256::digest(r.encode_to_vec()))
+}
+
+fn fitted_payload(m: &pb::Model) -> serde_json::Value {
+    let kind = Kind::from_proto(m.kind).map_or("MODEL_KIND_UNSPECIFIED", Kind::enum_name);
+    let window = m.data_window.unwrap_or_default();
+    let rfc = |t: &Option<prost_types::Timestamp>| {
+        t.as_ref()
+            .and_then(from_timestamp)
+            .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true))
+    };
+    let mut p = json!({
+        "model_id": m.model_id,
+        "kind": kind,
+        "version": m.version,
+        "data_source": pb::DataSource::try_from(m.data_source).map_or("DATA_SOURCE_UNSPECIFIED", |d| d.as_str_name()),
+        "period_unit": rapport_proto::rapport::common::v1::PeriodUnit::try_from(window.period_unit)
+            .map_or("PERIOD_UNIT_UNSPECIFIED", |u| u.as_str_name()),
+        "calibration_end_time": rfc(&window.calibration_end_time),
+        "parameters": m.parameters.iter().map(|p| (p.name.clone(), json!(p.value))).collect::<serde_json::Map<_, _>>(),
+        "log_likelihood": if m.log_likelihood.is_finite() { json!(m.log_likelihood) } else { json!(null) },
+        "iterations": m.iterations,
+        "converged": m.converged,
+        "customer_count": m.customer_count,
+    });
+    if let Some(map) = p.as_object_mut() {
+        match m.scope.as_ref().and_then(|s| s.restriction.as_ref()) {
+            Some(model_scope::Restriction::SegmentId(s)) => {
+                map.insert("segment_id".into(), json!(s));
+            }
+            Some(model_scope::Restriction::Cohort(c)) => {
+                map.insert("cohort".into(), json!(c));
+            }
+            None => {}
+        }
+        if let Some(h) = rfc(&window.holdout_end_time) {
+            map.insert("holdout_end_time".into(), json!(h));
+        }
+        if !m.currency_code.is_empty() {
+            map.insert("currency_code".into(), json!(m.currency_code));
+        }
+    }
+    p
+}
+
+fn activated_event(tenant: Uuid, m: &pb::Model, previous: Option<Uuid>) -> NewEvent {
+    let kind = Kind::from_proto(m.kind).map_or("MODEL_KIND_UNSPECIFIED", Kind::enum_name);
+    NewEvent {
+        tenant_id: tenant,
+        aggregate_type: "model",
+        aggregate_id: m.model_id.clone(),
+        event_type: events::MODEL_ACTIVATED,
+        payload: events::model_activated(
+            Uuid::parse_str(&m.model_id).unwrap_or_default(),
+            kind,
+            m.version,
+            previous,
+        ),
+    }
+}
+
+/// Why a model cannot be activated, if it cannot.
+fn activation_refusal(m: &pb::Model) -> Option<String> {
+    if !m.converged {
+        return Some(format!(
+            "model {} did not converge and cannot be activated; fit again",
+            m.model_id
+        ));
+    }
+    if Kind::from_proto(m.kind) == Some(Kind::GammaGamma)
+        && m.parameters.iter().any(|p| p.name == "q" && p.value <= 1.0)
+    {
+        return Some(format!(
+            "Gamma-Gamma model {} has q <= 1 (infinite expected spend) and cannot be activated",
+            m.model_id
+        ));
+    }
+    None
+}
+
+#[derive(Serialize, Deserialize)]
+struct ModelCursor {
+    t: i64,
+    id: Uuid,
+}
+
+#[derive(Serialize, Deserialize)]
+struct RankCursor {
+    /// Customers returned so far.
+    n: i64,
+    /// The last CLV (decimal text) or float value.
+    v: String,
+    id: Uuid,
+}
+
+fn value_proto(r: &store::ValueRow) -> pb::CustomerValue {
+    let c = r.currency_code.as_str();
+    pb::CustomerValue {
+        customer_id: r.customer_id.to_string(),
+        clv: Some(to_money(c, r.clv)),
+        p_alive: r.p_alive,
+        expected_purchases: r.expected_purchases,
+        expected_average_order_value: Some(to_money(c, r.expected_order_value)),
+        historical_value: Some(to_money(c, r.historical_value)),
+        value_tier: i32::from(r.value_tier),
+        transaction_model_id: r.transaction_model_id.to_string(),
+        spend_model_id: r.spend_model_id.to_string(),
+        score_time: Some(timestamp(r.score_time)),
+        settings: Some(pb::ScoringSettings {
+            horizon_periods: r.horizon_periods,
+            period_unit: i32::from(r.period_unit),
+            discount_rate: r.discount_rate,
+            margin_ratio: r.margin_ratio,
+        }),
+        frequency: r.frequency,
+        recency: r.recency,
+        t: r.t,
+    }
+}
+
+fn distribution_proto(d: &Distribution, currency: &str) -> pb::ValueDistribution {
+    pb::ValueDistribution {
+        total: Some(to_money(currency, d.total)),
+        top_shares: d
+            .top_shares
+            .iter()
+            .map(|s| pb::TopShare {
+                top_percent: s.percent,
+                customer_count: s.customers,
+                value: Some(to_money(currency, s.value)),
+                share: s.share,
+            })
+            .collect(),
+        lorenz_curve: d
+            .lorenz
+            .iter()
+            .map(|&(c, v)| pb::LorenzPoint {
+                customer_share: c,
+                value_share: v,
+            })
+            .collect(),
+        gini: d.gini,
+    }
+}
+
+impl ValuationApi {
+    /// Reads the summaries a fit takes: inline, or exported for the scope.
+    async fn fit_data(
+        &self,
+        ctx: &CallContext,
+        r: &pb::FitModelRequest,
+        plan: &FitPlan,
+    ) -> Result<Vec<PurchaseHistorySummary>, ApiError> {
+        if !r.inline_summaries.is_empty() {
+            return Ok(r.inline_summaries.clone());
+        }
+        let interaction = self.interaction()?;
+        let base = ExportSummariesRequest {
+            calibration_end_time: Some(timestamp(plan.calibration_end)),
+            period_unit: plan.unit.to_proto(),
+            holdout_end_time: plan.holdout_end.map(timestamp),
+            currency_code: r.currency_code.clone(),
+            restriction: plan.cohort.as_ref().map(|(_, start, end)| {
+                export_summaries_request::Restriction::Cohort(AcquisitionCohort {
+                    start_time: Some(timestamp(*start)),
+                    end_time: Some(timestamp(*end)),
+                })
+            }),
+        };
+        let Some(segment) = plan.segment else {
+            return interaction.export(ctx, base).await;
+        };
+        let segmentation = self
+            .segmentation
+            .as_ref()
+            .ok_or_else(|| not_configured("segmentation"))?;
+        let mut members = segmentation.members(ctx, segment).await?;
+        members.sort_unstable();
+        members.dedup();
+        let mut out = Vec::new();
+        for chunk in members.chunks(EXPORT_IDS) {
+            let req = ExportSummariesRequest {
+                restriction: Some(export_summaries_request::Restriction::CustomerIds(
+                    CustomerIdList {
+                        customer_ids: chunk.iter().map(Uuid::to_string).collect(),
+                    },
+                )),
+                ..base.clone()
+            };
+            out.extend(interaction.export(ctx, req).await?);
+        }
+        // Merged members export as their survivors: count each customer once.
+        let mut seen = HashSet::new();
+        out.retain(|s| seen.insert(s.customer_id.clone()));
+        Ok(out)
+    }
+
+    async fn stored_model(&self, tenant: Uuid, id: Uuid) -> Result<pb::Model, ApiError> {
+        let mut conn = self.pool.acquire().await?;
+        let row = store::get_model(&mut conn, tenant, id)
+            .await?
+            .ok_or_else(|| ApiError::not_found("model", id.to_string()))?;
+        decode(&row)
+    }
+}
+
+#[tonic::async_trait]
+impl ValuationService for ValuationApi {
+    async fn fit_model(
+        &self,
+        req: Request<pb::FitModelRequest>,
+    ) -> Result<Response<pb::FitModelResponse>, Status> {
+        let ctx = CallContext::of(&req)?;
+        let tenant = ctx.tenant_id;
+        let r = req.into_inner();
+        let plan = validate_fit(&r, Utc::now())?;
+        let hash = request_hash(&r);
+        if !r.request_id.is_empty() {
+            let mut conn = self.pool.acquire().await.map_err(ApiError::from)?;
+            if let Some((stored, model_id)) = store::fit_request(&mut conn, tenant, &r.request_id)
+                .await
+                .map_err(ApiError::from)?
+            {
+                drop(conn);
+                if stored != hash {
+                    return Err(ApiError::AlreadyExists(format!(
+                        "request_id {:?} was already used with different content; use a new request_id",
+                        r.request_id
+                    ))
+                    .into());
+                }
+                let model = self.stored_model(tenant, model_id).await?;
+                return Ok(Response::new(pb::FitModelResponse { model: Some(model) }));
+            }
+        }
+        let summaries = self.fit_data(&ctx, &r, &plan).await?;
+        let currency = if !r.currency_code.is_empty() {
+            r.currency_code.clone()
+        } else {
+            // The export's currency, or the inline summaries' common one.
+            summaries
+                .iter()
+                .map(|s| s.currency_code.as_str())
+                .find(|c| !c.is_empty())
+                .unwrap_or_default()
+                .to_string()
+        };
+        let cases: Vec<FitCase> = summaries
+            .iter()
+            .map(|s| FitCase {
+                frequency: s.frequency,
+                recency: s.recency,
+                t: s.t,
+                monetary_value: s.monetary_value,
+                in_currency: s.currency_code == currency,
+                holdout_purchases: s.holdout_purchases,
+            })
+            .collect();
+        let earliest = summaries
+            .iter()
+            .filter_map(|s| s.first_purchase_time.as_ref().and_then(from_timestamp))
+            .min();
+        let holdout_periods = plan.holdout_end.map(|h| {
+            (h - plan.calibration_end).num_milliseconds() as f64 / 86_400_000.0 / plan.unit.days()
+        });
+        let (kind, max_iterations) = (plan.kind, plan.max_iterations);
+        let cur = currency.clone();
+        let outcome = tokio::task::spawn_blocking(move || {
+            fitting::fit(kind, &cases, max_iterations, holdout_periods, &cur)
+        })
+        .await
+        .map_err(ApiError::internal)?
+        .map_err(|e| ApiError::FailedPrecondition(e.0))?;
+
+        let model_id = Uuid::now_v7();
+        let now = Utc::now();
+        let mut model = pb::Model {
+            model_id: model_id.to_string(),
+            kind: kind.to_proto(),
+            version: 0,
+            scope: Some(pb::ModelScope {
+                restriction: plan
+                    .segment
+                    .map(|s| model_scope::Restriction::SegmentId(s.to_string()))
+                    .or_else(|| {
+                        plan.cohort
+                            .as_ref()
+                            .map(|c| model_scope::Restriction::Cohort(c.0.clone()))
+                    }),
+            }),
+            data_source: if r.inline_summaries.is_empty() {
+                pb::DataSource::InteractionExport as i32
+            } else {
+                pb::DataSource::Inline as i32
+            },
+            data_window: Some(pb::DataWindow {
+                period_unit: plan.unit.to_proto(),
+                earliest_first_purchase_time: earliest.map(timestamp),
+                calibration_end_time: Some(timestamp(plan.calibration_end)),
+                holdout_end_time: plan.holdout_end.map(timestamp),
+                holdout_periods: holdout_periods.unwrap_or(0.0),
+            }),
+            customer_count: outcome.customer_count,
+            excluded_customer_count: outcome.excluded_count,
+            currency_code: if kind == Kind::GammaGamma {
+                currency
+            } else {
+                String::new()
+            },
+            parameters: outcome
+                .parameters
+                .iter()
+                .map(|(n, v, se)| pb::ModelParameter {
+                    name: (*n).to_string(),
+                    value: *v,
+                    standard_error: se.map(|s| s.abs()),
+                })
+                .collect(),
+            log_likelihood: outcome.log_likelihood,
+            iterations: i32::try_from(outcome.iterations).unwrap_or(i32::MAX),
+            converged: outcome.converged,
+            optimizer_message: outcome.message.clone(),
+            fit_duration: prost_types::Duration::try_from(outcome.duration).ok(),
+            holdout_validation: outcome.validation.as_ref().map(|v| pb::HoldoutValidation {
+                rows: v
+                    .buckets
+                    .iter()
+                    .map(|b| pb::CalibrationHoldoutRow {
+                        min_frequency: b.min_frequency,
+                        max_frequency: b.max_frequency,
+                        customer_count: b.customers,
+                        actual_mean_holdout_purchases: b.actual_mean,
+                        predicted_mean_holdout_purchases: b.predicted_mean,
+                    })
+                    .collect(),
+                actual_total_purchases: v.actual_total,
+                predicted_total_purchases: v.predicted_total,
+                total_purchases_error_percent: v.total_error_percent,
+                mean_absolute_error: v.mean_absolute_error,
+                root_mean_squared_error: v.root_mean_squared_error,
+                bucket_mean_absolute_error: v.bucket_mean_absolute_error,
+            }),
+            active: false,
+            create_time: Some(timestamp(now)),
+            activate_time: None,
+        };
+
+        let mut tx = self.pool.begin().await.map_err(ApiError::from)?;
+        let kind_db = kind.to_proto() as i16;
+        store::lock_kind(&mut tx, tenant, kind_db)
+            .await
+            .map_err(ApiError::from)?;
+        if !r.request_id.is_empty()
+            && let Some((stored, id)) = store::fit_request(&mut tx, tenant, &r.request_id)
+                .await
+                .map_err(ApiError::from)?
+        {
+            // A concurrent retry won the race.
+            drop(tx);
+            if stored != hash {
+                return Err(ApiError::AlreadyExists(format!(
+                    "request_id {:?} was already used with different content; use a new request_id",
+                    r.request_id
+                ))
+                .into());
+            }
+            let model = self.stored_model(tenant, id).await?;
+            return Ok(Response::new(pb::FitModelResponse { model: Some(model) }));
+        }
+        model.version = store::next_version(&mut tx, tenant, kind_db)
+            .await
+            .map_err(ApiError::from)?;
+        store::insert_model(
+            &mut tx,
+            tenant,
+            model_id,
+            kind_db,
+            model.version,
+            &model.encode_to_vec(),
+            now,
+        )
+        .await
+        .map_err(ApiError::from)?;
+        if !r.request_id.is_empty() {
+            store::save_fit_request(&mut tx, tenant, &r.request_id, &hash, model_id)
+                .await
+                .map_err(ApiError::from)?;
+        }
+        let mut list = vec![NewEvent {
+            tenant_id: tenant,
+            aggregate_type: "model",
+            aggregate_id: model.model_id.clone(),
+            event_type: events::MODEL_FITTED,
+            payload: fitted_payload(&model),
+        }];
+        if plan.activate && activation_refusal(&model).is_none() {
+            let previous = store::activate(&mut tx, tenant, kind_db, model_id, now)
+                .await
+                .map_err(ApiError::from)?;
+            model.active = true;
+            model.activate_time = Some(timestamp(now));
+            list.push(activated_event(tenant, &model, previous));
+        }
+        feed::append(&mut tx, &list).await.map_err(ApiError::from)?;
+        tx.commit().await.map_err(ApiError::from)?;
+        Ok(Response::new(pb::FitModelResponse { model: Some(model) }))
+    }
+
+    async fn get_model(
+        &self,
+        req: Request<pb::GetModelRequest>,
+    ) -> Result<Response<pb::GetModelResponse>, Status> {
+        let ctx = CallContext::of(&req)?;
+        let id = required_uuid("model_id", &req.get_ref().model_id)?;
+        let model = self.stored_model(ctx.tenant_id, id).await?;
+        Ok(Response::new(pb::GetModelResponse { model: Some(model) }))
+    }
+
+    async fn list_models(
+        &self,
+        req: Request<pb::ListModelsRequest>,
+    ) -> Result<Response<pb::ListModelsResponse>, Status> {
+        let ctx = CallContext::of(&req)?;
+        let r = req.into_inner();
+        let mut v = Violations::new();
+        let kind = match r.kind {
+            0 => None,
+            k => {
+                let parsed = Kind::from_proto(k);
+                v.check(parsed.is_none(), "kind", "is not a model kind");
+                parsed
+            }
+        };
+        v.check(r.page_size > 1000, "page_size", "must be at most 1000");
+        let limit = page_size(&mut v, r.page_size);
+        v.finish()?;
+        let scope = format!("{}/ListModels/{}/{}", ctx.tenant_id, r.kind, r.active_only);
+        let after = self
+            .page_tokens
+            .decode::<ModelCursor>(&scope, &r.page_token)?
+            .map(|c| DateTime::from_timestamp_micros(c.t).map(|t| (t, c.id)))
+            .map(|k| k.ok_or_else(|| ApiError::invalid("page_token", "is malformed")))
+            .transpose()?;
+        let rows = store::list_models(
+            &self.pool,
+            ctx.tenant_id,
+            kind.map(|k| k.to_proto() as i16),
+            r.active_only,
+            after,
+            limit + 1,
+        )
+        .await
+        .map_err(ApiError::from)?;
+        let more = rows.len() as i64 > limit;
+        let page = &rows[..rows.len().min(limit as usize)];
+        let models = page.iter().map(decode).collect::<Result<Vec<_>, _>>()?;
+        let next_page_token = match (more, page.last()) {
+            (true, Some(last)) => self.page_tokens.encode(
+                &scope,
+                &ModelCursor {
+                    t: last.create_time.timestamp_micros(),
+                    id: last.model_id,
+                },
+            ),
+            _ => String::new(),
+        };
+        Ok(Response::new(pb::ListModelsResponse {
+            models,
+            next_page_token,
+        }))
+    }
+
+    async fn activate_model(
+        &self,
+        req: Request<pb::ActivateModelRequest>,
+    ) -> Result<Response<pb::ActivateModelResponse>, Status> {
+        let ctx = CallContext::of(&req)?;
+        let tenant = ctx.tenant_id;
+        let id = required_uuid("model_id", &req.get_ref().model_id)?;
+        let mut tx = self.pool.begin().await.map_err(ApiError::from)?;
+        let row = store::get_model(&mut tx, tenant, id)
+            .await
+            .map_err(ApiError::from)?
+            .ok_or_else(|| ApiError::not_found("model", id.to_string()))?;
+        let model = decode(&row)?;
+        let kind_db = model.kind as i16;
+        store::lock_kind(&mut tx, tenant, kind_db)
+            .await
+            .map_err(ApiError::from)?;
+        // Re-read under the lock: a concurrent activation may have won.
+        let row = store::get_model(&mut tx, tenant, id)
+            .await
+            .map_err(ApiError::from)?
+            .ok_or_else(|| ApiError::not_found("model", id.to_string()))?;
+        let mut model = decode(&row)?;
+        if model.active {
+            return Ok(Response::new(pb::ActivateModelResponse {
+                model: Some(model),
+                previous_model_id: String::new(),
+            }));
+        }
+        if let Some(refusal) = activation_refusal(&model) {
+            return Err(ApiError::FailedPrecondition(refusal).into());
+        }
+        let now = Utc::now();
+        let previous = store::activate(&mut tx, tenant, kind_db, id, now)
+            .await
+            .map_err(ApiError::from)?;
+        model.active = true;
+        model.activate_time = Some(timestamp(now));
+        feed::append(&mut tx, &[activated_event(tenant, &model, previous)])
+            .await
+            .map_err(ApiError::from)?;
+        tx.commit().await.map_err(ApiError::from)?;
+        Ok(Response::new(pb::ActivateModelResponse {
+            model: Some(model),
+            previous_model_id: previous.map(|p| p.to_string()).unwrap_or_default(),
+        }))
+    }
+
+    async fn score_customers(
+        &self,
+        req: Request<pb::ScoreCustomersRequest>,
+    ) -> Result<Response<pb::ScoreCustomersResponse>, Status> {
+        let started = Instant::now();
+        let ctx = CallContext::of(&req)?;
+        let r = req.into_inner();
+        let mut v = Violations::new();
+        let kind = match r.transaction_model_kind {
+            0 => None,
+            k => match Kind::from_proto(k) {
+                Some(Kind::GammaGamma) | None => {
+                    v.add(
+                        "transaction_model_kind",
+                        "must be BG_NBD or PARETO_NBD (or unset)",
+                    );
+                    None
+                }
+                k => k,
+            },
+        };
+        v.check(
+            r.horizon_periods < 0,
+            "horizon_periods",
+            "must not be negative",
+        );
+        v.check(
+            r.horizon_periods > 3653,
+            "horizon_periods",
+            "must be at most ten years (3653 days, 522 weeks, 120 months)",
+        );
+        if let Some(d) = r.discount_rate {
+            v.check(
+                !(d.is_finite() && (0.0..1.0).contains(&d)),
+                "discount_rate",
+                "must be in [0, 1)",
+            );
+        }
+        if let Some(m) = r.margin_ratio {
+            v.check(
+                !(m.is_finite() && m > 0.0 && m <= 1.0),
+                "margin_ratio",
+                "must be in (0, 1]",
+            );
+        }
+        v.finish()?;
+        let interaction = self.interaction()?;
+        let outcome = engine::run(
+            &self.pool,
+            interaction,
+            &ctx,
+            RunRequest {
+                kind,
+                horizon_periods: r.horizon_periods,
+                discount_rate: r.discount_rate,
+                margin_ratio: r.margin_ratio,
+            },
+        )
+        .await?;
+        Ok(Response::new(pb::ScoreCustomersResponse {
+            scored_customer_count: outcome.scored,
+            deleted_customer_count: outcome.deleted,
+            transaction_model_id: outcome.models.transaction_id.to_string(),
+            spend_model_id: outcome.models.spend_id.to_string(),
+            settings: Some(pb::ScoringSettings {
+                horizon_periods: outcome.settings.horizon_periods,
+                period_unit: outcome.settings.unit.to_proto(),
+                discount_rate: outcome.settings.discount_rate,
+                margin_ratio: outcome.settings.margin_ratio,
+            }),
+            score_time: Some(timestamp(outcome.score_time)),
+            duration: prost_types::Duration::try_from(started.elapsed()).ok(),
+        }))
+    }
+
+    async fn get_customer_value(
+        &self,
+        req: Request<pb::GetCustomerValueRequest>,
+    ) -> Result<Response<pb::GetCustomerValueResponse>, Status> {
+        let ctx = CallContext::of(&req)?;
+        let id = required_uuid("customer_id", &req.get_ref().customer_id)?;
+        let rows = store::values_of(&self.pool, ctx.tenant_id, &[id])
+            .await
+            .map_err(ApiError::from)?;
+        let row = rows
+            .first()
+            .ok_or_else(|| ApiError::not_found("customer value", id.to_string()))?;
+        Ok(Response::new(pb::GetCustomerValueResponse {
+            value: Some(value_proto(row)),
+        }))
+    }
+
+    async fn batch_get_customer_values(
+        &self,
+        req: Request<pb::BatchGetCustomerValuesRequest>,
+    ) -> Result<Response<pb::BatchGetCustomerValuesResponse>, Status> {
+        let ctx = CallContext::of(&req)?;
+        let r = req.into_inner();
+        let mut v = Violations::new();
+        v.check(
+            r.customer_ids.is_empty() || r.customer_ids.len() > 1000,
+            "customer_ids",
+            "must hold 1 to 1000 customer ids",
+        );
+        let mut ids = Vec::with_capacity(r.customer_ids.len());
+        let mut seen = HashSet::new();
+        for (i, s) in r.customer_ids.iter().enumerate().take(1001) {
+            if let Some(id) = parse_uuid(&mut v, &format!("customer_ids[{i}]"), s)
+                && seen.insert(id)
+            {
+                ids.push(id);
+            }
+        }
+        v.finish()?;
+        let rows = store::values_of(&self.pool, ctx.tenant_id, &ids)
+            .await
+            .map_err(ApiError::from)?;
+        let by_id: HashMap<Uuid, &store::ValueRow> =
+            rows.iter().map(|r| (r.customer_id, r)).collect();
+        let mut values = Vec::new();
+        let mut missing = Vec::new();
+        for id in ids {
+            match by_id.get(&id) {
+                Some(r) => values.push(value_proto(r)),
+                None => missing.push(id.to_string()),
+            }
+        }
+        Ok(Response::new(pb::BatchGetCustomerValuesResponse {
+            values,
+            missing_customer_ids: missing,
+        }))
+    }
+
+    async fn rank_customers(
+        &self,
+        req: Request<pb::RankCustomersRequest>,
+    ) -> Result<Response<pb::RankCustomersResponse>, Status> {
+        let ctx = CallContext::of(&req)?;
+        let r = req.into_inner();
+        let mut v = Violations::new();
+        let metric = match pb::RankMetric::try_from(r.metric) {
+            Ok(pb::RankMetric::Unspecified | pb::RankMetric::Clv) => Metric::Clv,
+            Ok(pb::RankMetric::PAlive) => Metric::PAlive,
+            Ok(pb::RankMetric::ExpectedPurchases) => Metric::Expected,
+            Err(_) => {
+                v.add("metric", "is not a ranking metric");
+                Metric::Clv
+            }
+        };
+        v.check(r.top_n < 0, "top_n", "must not be negative");
+        v.check(r.page_size > 1000, "page_size", "must be at most 1000");
+        let size = page_size(&mut v, r.page_size);
+        v.finish()?;
+        let scope = format!("{}/RankCustomers/{}/{}", ctx.tenant_id, r.metric, r.top_n);
+        let cursor = self
+            .page_tokens
+            .decode::<RankCursor>(&scope, &r.page_token)?;
+        let bad = || ApiError::invalid("page_token", "is malformed");
+        let (done, after) = match &cursor {
+            None => (0, None),
+            Some(c) => {
+                let key = match metric {
+                    Metric::Clv => RankKey::Clv(c.v.parse::<Decimal>().map_err(|_| bad())?, c.id),
+                    _ => RankKey::Float(c.v.parse::<f64>().map_err(|_| bad())?, c.id),
+                };
+                (c.n, Some(key))
+            }
+        };
+        let mut limit = size;
+        if r.top_n > 0 {
+            limit = limit.min(i64::from(r.top_n) - done).max(0);
+        }
+        let rows = if limit == 0 {
+            Vec::new()
+        } else {
+            store::rank(&self.pool, ctx.tenant_id, metric, after, limit + 1)
+                .await
+                .map_err(ApiError::from)?
+        };
+        let more = rows.len() as i64 > limit;
+        let page = &rows[..rows.len().min(limit as usize)];
+        let customers: Vec<pb::RankedCustomer> = page
+            .iter()
+            .enumerate()
+            .map(|(i, row)| pb::RankedCustomer {
+                rank: done + i as i64 + 1,
+                value: Some(value_proto(row)),
+            })
+            .collect();
+        let returned = done + page.len() as i64;
+        let reached = r.top_n > 0 && returned >= i64::from(r.top_n);
+        let next_page_token = match (more && !reached, page.last()) {
+            (true, Some(last)) => self.page_tokens.encode(
+                &scope,
+                &RankCursor {
+                    n: returned,
+                    v: match metric {
+                        Metric::Clv => last.clv.to_string(),
+                        Metric::PAlive => format!("{:e}", last.p_alive),
+                        Metric::Expected => format!("{:e}", last.expected_purchases),
+                    },
+                    id: last.customer_id,
+                },
+            ),
+            _ => String::new(),
+        };
+        Ok(Response::new(pb::RankCustomersResponse {
+            customers,
+            next_page_token,
+        }))
+    }
+
+    async fn get_value_concentration(
+        &self,
+        req: Request<pb::GetValueConcentrationRequest>,
+    ) -> Result<Response<pb::GetValueConcentrationResponse>, Status> {
+        let ctx = CallContext::of(&req)?;
+        let k = req.get_ref().lorenz_intervals;
+        if k != 0 && !(10..=1000).contains(&k) {
+            return Err(
+                ApiError::invalid("lorenz_intervals", "must be 0 (100) or in 10..=1000").into(),
+            );
+        }
+        let intervals = if k == 0 { 100 } else { k as usize };
+        let (clv, hist, currency, latest) = store::all_amounts(&self.pool, ctx.tenant_id)
+            .await
+            .map_err(ApiError::from)?;
+        let Some(currency) = currency else {
+            return Err(ApiError::FailedPrecondition(
+                "no customer of the tenant has a stored value; run ScoreCustomers first".into(),
+            )
+            .into());
+        };
+        let n = clv.len() as i64;
+        let (predicted, historical) = tokio::task::spawn_blocking(move || {
+            (
+                distribution(&clv, intervals),
+                distribution(&hist, intervals),
+            )
+        })
+        .await
+        .map_err(ApiError::internal)?;
+        Ok(Response::new(pb::GetValueConcentrationResponse {
+            customer_count: n,
+            predicted: Some(distribution_proto(&predicted, &currency)),
+            historical: Some(distribution_proto(&historical, &currency)),
+            score_time: latest.map(timestamp),
+        }))
+    }
+
+    async fn get_cohort_report(
+        &self,
+        req: Request<pb::GetCohortReportRequest>,
+    ) -> Result<Response<pb::GetCohortReportResponse>, Status> {
+        let ctx = CallContext::of(&req)?;
+        let tenant = ctx.tenant_id;
+        let r = req.into_inner();
+        let now = Utc::now();
+        let mut v = Violations::new();
+        let g = match pb::CohortGranularity::try_from(r.granularity) {
+            Ok(pb::CohortGranularity::Unspecified | pb::CohortGranularity::Month) => {
+                Granularity::Month
+            }
+            Ok(pb::CohortGranularity::Quarter) => Granularity::Quarter,
+            Err(_) => {
+                v.add("granularity", "must be MONTH or QUARTER");
+                Granularity::Month
+            }
+        };
+        let time = |v: &mut Violations, field: &str, t: &Option<prost_types::Timestamp>| {
+            t.as_ref().and_then(|t| {
+                let parsed = from_timestamp(t);
+                v.check(parsed.is_none(), field, "is not a valid timestamp");
+                parsed
+            })
+        };
+        let start = time(&mut v, "start_time", &r.start_time);
+        let end = time(&mut v, "end_time", &r.end_time);
+        if let (Some(s), Some(e)) = (start, end) {
+            v.check(e <= s, "end_time", "must be after start_time");
+        }
+        v.check(
+            !r.currency_code.is_empty() && !is_currency(&r.currency_code),
+            "currency_code",
+            "must be an ISO 4217 currency code in upper case",
+        );
+        let current = cohort::period_of(now, g);
+        let last = end.map_or(current, |e| {
+            cohort::period_of(e - ChronoDuration::microseconds(1), g)
+        });
+        let first_bound = start.map(|s| cohort::period_of(s, g));
+        if let Some(f) = first_bound {
+            v.check(
+                last - f + 1 > cohort::MAX_COHORTS,
+                if end.is_some() {
+                    "end_time"
+                } else {
+                    "start_time"
+                },
+                format!("the range spans more than {} cohorts", cohort::MAX_COHORTS),
+            );
+        }
+        v.finish()?;
+        let mut conn = self.pool.acquire().await.map_err(ApiError::from)?;
+        let currency = if !r.currency_code.is_empty() {
+            r.currency_code.clone()
+        } else if let Some(m) =
+            store::active_model(&mut conn, tenant, Kind::GammaGamma.to_proto() as i16)
+                .await
+                .map_err(ApiError::from)?
+        {
+            decode(&m)?.currency_code
+        } else {
+            store::main_purchase_currency(&self.pool, tenant)
+                .await
+                .map_err(ApiError::from)?
+                .unwrap_or_else(|| "XXX".into())
+        };
+        drop(conn);
+        let field = match g {
+            Granularity::Month => "month",
+            Granularity::Quarter => "quarter",
+        };
+        let sizes: HashMap<i64, i64> = store::cohort_sizes(&self.pool, tenant, field)
+            .await
+            .map_err(ApiError::from)?
+            .into_iter()
+            .map(|(t, n)| (cohort::period_of(t, g), n))
+            .collect();
+        let first = match first_bound {
+            Some(f) => f,
+            None => match sizes.keys().min() {
+                Some(&earliest) => earliest.max(last - cohort::MAX_COHORTS + 1),
+                None => last + 1,
+            },
+        };
+        let activity: Vec<cohort::Activity> =
+            store::cohort_activity(&self.pool, tenant, field, &currency)
+                .await
+                .map_err(ApiError::from)?
+                .into_iter()
+                .map(|(c, p, n, rev)| cohort::Activity {
+                    cohort: cohort::period_of(c, g),
+                    period: cohort::period_of(p, g),
+                    active: n,
+                    revenue: rev.unwrap_or_default(),
+                })
+                .collect();
+        let values: HashMap<i64, cohort::CohortValues> =
+            store::cohort_values(&self.pool, tenant, field)
+                .await
+                .map_err(ApiError::from)?
+                .into_iter()
+                .map(|(c, n, h, clv)| {
+                    (
+                        cohort::period_of(c, g),
+                        cohort::CohortValues {
+                            scored: n,
+                            historical: h.unwrap_or_default(),
+                            clv: clv.unwrap_or_default(),
+                        },
+                    )
+                })
+                .collect();
+        let value_currency = store::values_currency(&self.pool, tenant)
+            .await
+            .map_err(ApiError::from)?
+            .unwrap_or_else(|| currency.clone());
+        let rows = if first <= last {
+            cohort::rows(first, last, current, &sizes, &activity, &values)
+        } else {
+            Vec::new()
+        };
+        let cohorts = rows
+            .into_iter()
+            .map(|row| pb::CohortRow {
+                cohort: cohort::label(row.period, g),
+                start_time: cohort::period_start(row.period, g).map(timestamp),
+                end_time: cohort::period_start(row.period + 1, g).map(timestamp),
+                customer_count: row.size,
+                periods: row
+                    .periods
+                    .iter()
+                    .map(|p| pb::CohortPeriod {
+                        period_index: p.index,
+                        active_customer_count: p.active,
+                        retention_rate: p.retention,
+                        revenue: Some(to_money(&currency, p.revenue)),
+                        complete: p.complete,
+                    })
+                    .collect(),
+                revenue: Some(to_money(&currency, row.revenue)),
+                scored_customer_count: row.scored,
+                mean_historical_value: row.mean_historical.map(|m| to_money(&value_currency, m)),
+                mean_clv: row.mean_clv.map(|m| to_money(&value_currency, m)),
+            })
+            .collect();
+        Ok(Response::new(pb::GetCohortReportResponse {
+            granularity: g.to_proto(),
+            currency_code: currency,
+            cohorts,
+            generate_time: Some(timestamp(now)),
+        }))
+    }
+
+    async fn get_segment_value(
+        &self,
+        req: Request<pb::GetSegmentValueRequest>,
+    ) -> Result<Response<pb::GetSegmentValueResponse>, Status> {
+        let ctx = CallContext::of(&req)?;
+        let tenant = ctx.tenant_id;
+        let segment = required_uuid("segment_id", &req.get_ref().segment_id)?;
+        let segmentation = self
+            .segmentation
+            .as_ref()
+            .ok_or_else(|| not_configured("segmentation"))?;
+        let compute_time = Utc::now();
+        let mut members = segmentation.members(&ctx, segment).await?;
+        members.sort_unstable();
+        members.dedup();
+        let (scored, total, p_sum, currency) = store::value_totals(&self.pool, tenant, &members)
+            .await
+            .map_err(ApiError::from)?;
+        let currency = match currency {
+            Some(c) => c,
+            None => store::values_currency(&self.pool, tenant)
+                .await
+                .map_err(ApiError::from)?
+                .unwrap_or_default(),
+        };
+        Ok(Response::new(pb::GetSegmentValueResponse {
+            segment_id: segment.to_string(),
+            member_count: members.len() as i64,
+            scored_member_count: scored,
+            total_clv: Some(to_money(&currency, total)),
+            mean_clv: money::mean(total, scored).map(|m| to_money(&currency, m)),
+            mean_p_alive: (scored > 0).then(|| (p_sum / scored as f64).clamp(0.0, 1.0)),
+            compute_time: Some(timestamp(compute_time)),
+        }))
+    }
+
+    async fn get_relationship_scores(
+        &self,
+        req: Request<pb::GetRelationshipScoresRequest>,
+    ) -> Result<Response<pb::GetRelationshipScoresResponse>, Status> {
+        let ctx = CallContext::of(&req)?;
+        let id = required_uuid("customer_id", &req.get_ref().customer_id)?;
+        let profile = self
+            .profile
+            .as_ref()
+            .ok_or_else(|| not_configured("profile"))?;
+        let interaction = self.interaction()?;
+        let customer = profile
+            .customer(&ctx, id)
+            .await?
+            .ok_or_else(|| ApiError::not_found("customer", id.to_string()))?;
+        // A merged id answers for its survivor, as the profile does.
+        let current = Uuid::parse_str(&customer.customer_id).unwrap_or(id);
+        let summary = interaction.summary(&ctx, current).await?;
+        let rank = store::repeat_rate_rank(&self.pool, ctx.tenant_id, current)
+            .await
+            .map_err(ApiError::from)?;
+        let unit_name = |u: i16| match Unit::from_proto(i32::from(u)) {
+            Some(Unit::Day) => "day",
+            Some(Unit::Month) => "month",
+            _ => "week",
+        };
+        let inputs = relationship::Inputs {
+            csat: summary.mean_csat.map(|m| (m, summary.csat_count)),
+            nps: summary.mean_nps.map(|m| (m, summary.nps_count)),
+            complaints: summary.complaint_count,
+            open_issues: summary.open_service_requests + summary.open_complaints,
+            resolution: summary
+                .mean_resolution_time
+                .as_ref()
+                .filter(|_| summary.resolved_service_requests > 0)
+                .map(|d| {
+                    (
+                        (d.seconds as f64 + f64::from(d.nanos) / 1e9) / 86_400.0,
+                        summary.resolved_service_requests,
+                    )
+                }),
+            tenure_days: summary.age_days,
+            repeat_rate: rank.map(|(rate, unit, smaller, equal, n)| {
+                (
+                    rate,
+                    relationship::percentile_rank(smaller, equal, n),
+                    unit_name(unit),
+                )
+            }),
+        };
+        let satisfaction = relationship::satisfaction(&inputs);
+        let trust = relationship::trust(&inputs);
+        let commitment = relationship::commitment(&inputs);
+        let quality = relationship::quality(&[&satisfaction, &trust, &commitment]);
+        let totals: Vec<(String, Decimal)> = summary
+            .currencies
+            .iter()
+            .map(|c| {
+                (
+                    c.currency_code.clone(),
+                    c.total_value
+                        .as_ref()
+                        .and_then(money::from_money)
+                        .unwrap_or_default(),
+                )
+            })
+            .collect();
+        let wallet: Option<&Money> = customer.estimated_category_wallet.as_ref();
+        let share = relationship::share_of_wallet(
+            wallet,
+            &totals,
+            summary.purchase_count,
+            summary.age_days,
+        );
+        Ok(Response::new(pb::GetRelationshipScoresResponse {
+            scores: Some(pb::RelationshipScores {
+                customer_id: current.to_string(),
+                satisfaction: Some(satisfaction),
+                trust: Some(trust),
+                commitment: Some(commitment),
+                quality,
+                share_of_wallet: share,
+                compute_time: Some(timestamp(Utc::now())),
+            }),
+        }))
+    }
+
+    type WatchChangesStream = BoxStream<'static, Result<pb::WatchChangesResponse, Status>>;
+
+    async fn watch_changes(
+        &self,
+        req: Request<pb::WatchChangesRequest>,
+    ) -> Result<Response<Self::WatchChangesStream>, Status> {
+        let after = req.get_ref().after_sequence;
+        if after < 0 {
+            return Err(ApiError::invalid("after_sequence", "must not be negative").into());
+        }
+        // Peers follow the whole feed (no tenant on the call); a call made
+        // for a tenant sees that tenant's events only.
+        let tenant = CallContext::of(&req).ok().map(|c| c.tenant_id.to_string());
+        let stream = feed::watch(
+            self.pool.clone(),
+            crate::SCHEMA.schema,
+            after,
+            self.shutdown.clone(),
+        )
+        .filter(move |r| {
+            let keep = match (r, &tenant) {
+                (Ok(e), Some(t)) => &e.tenant_id == t,
+                _ => true,
+            };
+            std::future::ready(keep)
+        })
+        .map(|r| r.map(|event| pb::WatchChangesResponse { event: Some(event) }));
+        Ok(Response::new(stream.boxed()))
+    }
+}

@@ -1,0 +1,581 @@
+//! Scoring customers: the `ScoreCustomers` run over every customer of a
+//! tenant, and the background re-scoring of customers whose purchases
+//! changed (with the models and settings of the last run).
+
+use std::collections::{HashMap, HashSet};
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use prost::Message;
+use rapport_kit::context::CallContext;
+use rapport_kit::convert::timestamp;
+use rapport_kit::error::ApiError;
+use rapport_kit::feed::{self, NewEvent};
+use rapport_kit::shutdown::Shutdown;
+use rapport_proto::rapport::interaction::v1::{
+    CustomerIdList, ExportSummariesRequest, PurchaseHistorySummary, export_summaries_request,
+};
+use rapport_proto::rapport::valuation::v1::Model;
+use rust_decimal::Decimal;
+use sqlx::{PgConnection, PgPool};
+use uuid::Uuid;
+
+use crate::domain::events;
+use crate::domain::fitting::Kind;
+use crate::domain::gamma_gamma::GammaGamma;
+use crate::domain::money;
+use crate::domain::scoring::{
+    Input, Settings, Thresholds, Tier, TransactionModel, Unit, purchase_scores, score, tier_at,
+};
+use crate::peers::Interaction;
+use crate::store::{self, Brief, StateRow, ValueRow};
+
+/// Customers re-scored in the background per batch.
+const RESCORE_BATCH: i64 = 5000;
+/// How often the background re-scoring looks for work.
+const RESCORE_POLL: Duration = Duration::from_millis(300);
+
+/// The models a scoring uses.
+#[derive(Debug, Clone)]
+pub struct Models {
+    /// Transaction model id.
+    pub transaction_id: Uuid,
+    /// Transaction model.
+    pub transaction: TransactionModel,
+    /// Its unit.
+    pub unit: Unit,
+    /// Spend model id.
+    pub spend_id: Uuid,
+    /// Spend model.
+    pub spend: GammaGamma,
+    /// Its currency.
+    pub currency: String,
+}
+
+/// A stored model decoded.
+pub fn decode(row: &store::ModelRow) -> Result<Model, ApiError> {
+    let mut m = Model::decode(row.body.as_slice()).map_err(|e| {
+        ApiError::internal(format!(
+            "stored model {} does not decode: {e}",
+            row.model_id
+        ))
+    })?;
+    m.active = row.active;
+    m.activate_time = row.activate_time.map(timestamp);
+    Ok(m)
+}
+
+fn params(m: &Model) -> Vec<f64> {
+    m.parameters.iter().map(|p| p.value).collect()
+}
+
+fn transaction_of(m: &Model) -> Option<(TransactionModel, Unit)> {
+    let kind = Kind::from_proto(m.kind)?;
+    let unit = Unit::from_proto(m.data_window.as_ref()?.period_unit)?;
+    Some((kind.transaction_model(&params(m))?, unit))
+}
+
+fn spend_of(m: &Model) -> Option<GammaGamma> {
+    (Kind::from_proto(m.kind) == Some(Kind::GammaGamma) && m.parameters.len() == 3)
+        .then(|| GammaGamma::from_slice(&params(m)))
+}
+
+/// The active models to score with: the transaction model of `kind` (or
+/// BG/NBD, else Pareto/NBD) and the Gamma-Gamma model.
+pub async fn active_models(
+    conn: &mut PgConnection,
+    tenant: Uuid,
+    kind: Option<Kind>,
+) -> Result<Models, ApiError> {
+    let transaction = match kind {
+        Some(k) => store::active_model(conn, tenant, k.to_proto() as i16)
+            .await?
+            .ok_or_else(|| {
+                ApiError::FailedPrecondition(format!("no active {} model", k.display()))
+            })?,
+        None => match store::active_model(conn, tenant, Kind::BgNbd.to_proto() as i16).await? {
+            Some(m) => m,
+            None => store::active_model(conn, tenant, Kind::ParetoNbd.to_proto() as i16)
+                .await?
+                .ok_or_else(|| {
+                    ApiError::FailedPrecondition("no active BG/NBD or Pareto/NBD model".into())
+                })?,
+        },
+    };
+    let spend = store::active_model(conn, tenant, Kind::GammaGamma.to_proto() as i16)
+        .await?
+        .ok_or_else(|| ApiError::FailedPrecondition("no active Gamma-Gamma model".into()))?;
+    models_of(&transaction, &spend)
+}
+
+fn models_of(transaction: &store::ModelRow, spend: &store::ModelRow) -> Result<Models, ApiError> {
+    let t = decode(transaction)?;
+    let s = decode(spend)?;
+    let (tm, unit) = transaction_of(&t).ok_or_else(|| {
+        ApiError::internal(format!(
+            "stored model {} is not a transaction model",
+            t.model_id
+        ))
+    })?;
+    let gg = spend_of(&s).ok_or_else(|| {
+        ApiError::internal(format!("stored model {} is not a spend model", s.model_id))
+    })?;
+    Ok(Models {
+        transaction_id: transaction.model_id,
+        transaction: tm,
+        unit,
+        spend_id: spend.model_id,
+        spend: gg,
+        currency: s.currency_code,
+    })
+}
+
+/// What scoring one customer needs from its summary.
+fn input(s: &PurchaseHistorySummary) -> Option<(Uuid, Input)> {
+    let id = Uuid::parse_str(&s.customer_id).ok()?;
+    let amount = |m: &Option<rapport_proto::rapport::common::v1::Money>| {
+        m.as_ref().and_then(money::from_money).unwrap_or_default()
+    };
+    Some((
+        id,
+        Input {
+            frequency: s.frequency,
+            recency: s.recency,
+            t: s.t,
+            monetary_value: if s.monetary_value.is_finite() {
+                s.monetary_value
+            } else {
+                0.0
+            },
+            historical_value: amount(&s.historical_value),
+            historical_margin: amount(&s.historical_margin),
+        },
+    ))
+}
+
+/// A customer scored, before its tier is known.
+struct Computed {
+    id: Uuid,
+    input: Input,
+    scored: crate::domain::scoring::Scored,
+}
+
+/// Scores every summary: the purchase-process part once per distinct
+/// history, on every core.
+fn compute(
+    summaries: &[PurchaseHistorySummary],
+    models: &Models,
+    settings: &Settings,
+) -> Result<Vec<Computed>, ApiError> {
+    let inputs: Vec<(Uuid, Input)> = summaries.iter().filter_map(input).collect();
+    let key = |i: &Input| {
+        let o = i.observation();
+        (o.frequency.to_bits(), o.recency.to_bits(), o.age.to_bits())
+    };
+    let mut index: HashMap<(u64, u64, u64), usize> = HashMap::new();
+    let mut distinct = Vec::new();
+    for (_, i) in &inputs {
+        index.entry(key(i)).or_insert_with(|| {
+            distinct.push(i.observation());
+            distinct.len() - 1
+        });
+    }
+    let threads = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .min(distinct.len() / 200)
+        .max(1);
+    let size = distinct.len().div_ceil(threads).max(1);
+    let tm = models.transaction;
+    let parts: Vec<Vec<Option<(f64, f64, f64)>>> = std::thread::scope(|scope| {
+        let handles: Vec<_> = distinct
+            .chunks(size)
+            .map(|chunk| {
+                scope.spawn(move || {
+                    chunk
+                        .iter()
+                        .map(|o| purchase_scores(&tm, o, settings))
+                        .collect()
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().unwrap_or_default())
+            .collect()
+    });
+    let purchase: Vec<Option<(f64, f64, f64)>> = parts.into_iter().flatten().collect();
+    let mut out = Vec::with_capacity(inputs.len());
+    for (id, i) in inputs {
+        let p = index
+            .get(&key(&i))
+            .and_then(|&k| purchase.get(k).copied().flatten())
+            .ok_or_else(|| {
+                ApiError::internal(format!("the transaction model cannot score customer {id}"))
+            })?;
+        let scored = score(&models.spend, &i, p, settings).ok_or_else(|| {
+            ApiError::internal(format!("the spend model cannot score customer {id}"))
+        })?;
+        out.push(Computed {
+            id,
+            input: i,
+            scored,
+        });
+    }
+    Ok(out)
+}
+
+fn row(
+    c: &Computed,
+    tier: Tier,
+    models: &Models,
+    settings: &Settings,
+    score_time: DateTime<Utc>,
+) -> ValueRow {
+    ValueRow {
+        customer_id: c.id,
+        currency_code: models.currency.clone(),
+        clv: c.scored.clv,
+        p_alive: c.scored.p_alive,
+        expected_purchases: c.scored.expected_purchases,
+        expected_order_value: c.scored.expected_order_value,
+        historical_value: c.scored.historical_value,
+        value_tier: tier.to_proto() as i16,
+        transaction_model_id: models.transaction_id,
+        spend_model_id: models.spend_id,
+        score_time,
+        horizon_periods: settings.horizon_periods,
+        period_unit: settings.unit.to_proto() as i16,
+        discount_rate: settings.discount_rate,
+        margin_ratio: settings.margin_ratio,
+        frequency: c.input.frequency,
+        recency: c.input.recency,
+        t: c.input.t,
+    }
+}
+
+fn changed(old: Option<&Brief>, new: &ValueRow) -> bool {
+    old.is_none_or(|o| {
+        o.clv != new.clv
+            || o.p_alive != new.p_alive
+            || o.expected_purchases != new.expected_purchases
+            || o.value_tier != new.value_tier
+    })
+}
+
+fn value_event(tenant: Uuid, r: &ValueRow) -> NewEvent {
+    NewEvent {
+        tenant_id: tenant,
+        aggregate_type: "customer",
+        aggregate_id: r.customer_id.to_string(),
+        event_type: events::VALUE_CHANGED,
+        payload: events::value_changed(
+            r.customer_id,
+            r.clv,
+            &r.currency_code,
+            r.p_alive,
+            r.expected_purchases,
+            Tier::from_proto(i32::from(r.value_tier)).unwrap_or(Tier::Low),
+        ),
+    }
+}
+
+/// A removal event.
+pub fn removed_event(tenant: Uuid, customer: Uuid, reason: &str) -> NewEvent {
+    NewEvent {
+        tenant_id: tenant,
+        aggregate_type: "customer",
+        aggregate_id: customer.to_string(),
+        event_type: events::VALUE_REMOVED,
+        payload: events::value_removed(customer, reason),
+    }
+}
+
+async fn append_chunked(tx: &mut PgConnection, list: &[NewEvent]) -> Result<(), sqlx::Error> {
+    for chunk in list.chunks(10_000) {
+        feed::append(tx, chunk).await?;
+    }
+    Ok(())
+}
+
+/// The outcome of a run.
+#[derive(Debug, Clone)]
+pub struct RunOutcome {
+    /// Customers scored.
+    pub scored: i64,
+    /// Values deleted.
+    pub deleted: i64,
+    /// The models.
+    pub models: Models,
+    /// The settings.
+    pub settings: Settings,
+    /// The score time.
+    pub score_time: DateTime<Utc>,
+}
+
+/// What the caller asked a run for (validated beyond the unit-dependent
+/// horizon bound).
+#[derive(Debug, Clone, Copy)]
+pub struct RunRequest {
+    /// Transaction model kind, or the default choice.
+    pub kind: Option<Kind>,
+    /// Horizon; 0 for one year.
+    pub horizon_periods: i32,
+    /// Discount rate per period; default 10 % a year.
+    pub discount_rate: Option<f64>,
+    /// Margin ratio; default 1.
+    pub margin_ratio: Option<f64>,
+}
+
+/// The export of every customer (or of `customers`) at `score_time`.
+fn export_request(
+    models: &Models,
+    score_time: DateTime<Utc>,
+    customers: Option<Vec<Uuid>>,
+) -> ExportSummariesRequest {
+    ExportSummariesRequest {
+        calibration_end_time: Some(timestamp(score_time)),
+        period_unit: models.unit.to_proto(),
+        holdout_end_time: None,
+        currency_code: models.currency.clone(),
+        restriction: customers.map(|ids| {
+            export_summaries_request::Restriction::CustomerIds(CustomerIdList {
+                customer_ids: ids.iter().map(Uuid::to_string).collect(),
+            })
+        }),
+    }
+}
+
+/// The score time: now, to the microsecond (what the database stores).
+fn now() -> DateTime<Utc> {
+    let t = Utc::now();
+    DateTime::from_timestamp_micros(t.timestamp_micros()).unwrap_or(t)
+}
+
+/// Runs `ScoreCustomers` for the caller's tenant.
+pub async fn run(
+    pool: &PgPool,
+    interaction: &Interaction,
+    ctx: &CallContext,
+    req: RunRequest,
+) -> Result<RunOutcome, ApiError> {
+    let tenant = ctx.tenant_id;
+    let started = now();
+    let mut tx = pool.begin().await?;
+    if !store::try_run_lock(&mut tx, tenant).await? {
+        return Err(ApiError::Aborted(
+            "another scoring run of the tenant is in progress; retry once it has finished".into(),
+        ));
+    }
+    let models = active_models(&mut tx, tenant, req.kind).await?;
+    let unit = models.unit;
+    let horizon = if req.horizon_periods == 0 {
+        unit.default_horizon()
+    } else {
+        req.horizon_periods
+    };
+    if horizon > unit.max_horizon() {
+        return Err(ApiError::invalid(
+            "horizon_periods",
+            format!(
+                "must be at most ten years in the transaction model's unit ({} periods)",
+                unit.max_horizon()
+            ),
+        ));
+    }
+    let settings = Settings {
+        horizon_periods: horizon,
+        unit,
+        discount_rate: req.discount_rate.unwrap_or(unit.default_discount_rate()),
+        margin_ratio: req.margin_ratio.unwrap_or(1.0),
+    };
+    let score_time = started;
+    let summaries = interaction
+        .export(ctx, export_request(&models, score_time, None))
+        .await?;
+    let (m, s) = (models.clone(), settings);
+    let mut computed = tokio::task::spawn_blocking(move || compute(&summaries, &m, &s))
+        .await
+        .map_err(ApiError::internal)??;
+    computed.sort_unstable_by(|a, b| b.scored.clv.cmp(&a.scored.clv).then(a.id.cmp(&b.id)));
+    let n = computed.len();
+    let rows: Vec<ValueRow> = computed
+        .iter()
+        .enumerate()
+        .map(|(i, c)| row(c, tier_at(i, n), &models, &settings, score_time))
+        .collect();
+    let clvs: Vec<Decimal> = rows.iter().map(|r| r.clv).collect();
+    let thresholds = Thresholds::from_ranked(&clvs);
+
+    store::write_lock(&mut tx, tenant).await?;
+    let old = store::briefs(&mut tx, tenant).await?;
+    store::delete_all_values(&mut tx, tenant).await?;
+    store::write_values(&mut tx, tenant, &rows, false).await?;
+    let reasons = store::clear_queue(&mut tx, tenant, started).await?;
+    let present: HashSet<Uuid> = rows.iter().map(|r| r.customer_id).collect();
+    let mut list: Vec<NewEvent> = rows
+        .iter()
+        .filter(|r| changed(old.get(&r.customer_id), r))
+        .map(|r| value_event(tenant, r))
+        .collect();
+    let mut gone: Vec<Uuid> = old
+        .keys()
+        .filter(|id| !present.contains(id))
+        .copied()
+        .collect();
+    gone.sort_unstable();
+    list.extend(gone.iter().map(|id| {
+        removed_event(
+            tenant,
+            *id,
+            reasons.get(id).map_or("NO_PURCHASES", String::as_str),
+        )
+    }));
+    append_chunked(&mut tx, &list).await?;
+    store::save_scoring_state(
+        &mut tx,
+        tenant,
+        &StateRow {
+            run_id: Uuid::now_v7(),
+            transaction_model_id: models.transaction_id,
+            spend_model_id: models.spend_id,
+            horizon_periods: settings.horizon_periods,
+            period_unit: settings.unit.to_proto() as i16,
+            discount_rate: settings.discount_rate,
+            margin_ratio: settings.margin_ratio,
+            top_threshold: thresholds.top,
+            high_threshold: thresholds.high,
+            medium_threshold: thresholds.medium,
+            score_time,
+        },
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(RunOutcome {
+        scored: n as i64,
+        deleted: gone.len() as i64,
+        models,
+        settings,
+        score_time,
+    })
+}
+
+/// Re-scores queued customers of one tenant in batches until its queue is
+/// empty (or a new run changed the state, when the next round picks up).
+pub async fn rescore_tenant(
+    pool: &PgPool,
+    interaction: &Interaction,
+    tenant: Uuid,
+) -> Result<(), ApiError> {
+    let ctx = CallContext {
+        tenant_id: tenant,
+        principal: "valuation".into(),
+    };
+    loop {
+        let mut conn = pool.acquire().await?;
+        let Some(state) = store::scoring_state(&mut conn, tenant).await? else {
+            return Ok(());
+        };
+        let (Some(t), Some(s)) = (
+            store::get_model(&mut conn, tenant, state.transaction_model_id).await?,
+            store::get_model(&mut conn, tenant, state.spend_model_id).await?,
+        ) else {
+            return Ok(());
+        };
+        drop(conn);
+        let models = models_of(&t, &s)?;
+        let settings = Settings {
+            horizon_periods: state.horizon_periods,
+            unit: Unit::from_proto(i32::from(state.period_unit)).unwrap_or(models.unit),
+            discount_rate: state.discount_rate,
+            margin_ratio: state.margin_ratio,
+        };
+        let thresholds = Thresholds {
+            top: state.top_threshold,
+            high: state.high_threshold,
+            medium: state.medium_threshold,
+        };
+        let queued = store::queued(pool, tenant, RESCORE_BATCH).await?;
+        if queued.is_empty() {
+            return Ok(());
+        }
+        let ids: Vec<Uuid> = queued.iter().map(|q| q.0).collect();
+        let up_to = queued.iter().map(|q| q.2).max().unwrap_or_else(Utc::now);
+        let reasons: HashMap<Uuid, String> = queued
+            .iter()
+            .filter_map(|q| q.1.clone().map(|r| (q.0, r)))
+            .collect();
+        let score_time = now();
+        let summaries = interaction
+            .export(&ctx, export_request(&models, score_time, Some(ids.clone())))
+            .await?;
+        let (m, st) = (models.clone(), settings);
+        let computed = tokio::task::spawn_blocking(move || compute(&summaries, &m, &st))
+            .await
+            .map_err(ApiError::internal)??;
+        let rows: Vec<ValueRow> = computed
+            .iter()
+            .map(|c| {
+                row(
+                    c,
+                    thresholds.tier(c.scored.clv),
+                    &models,
+                    &settings,
+                    score_time,
+                )
+            })
+            .collect();
+        let present: HashSet<Uuid> = rows.iter().map(|r| r.customer_id).collect();
+        let absent: Vec<Uuid> = ids
+            .iter()
+            .filter(|id| !present.contains(id))
+            .copied()
+            .collect();
+
+        let mut tx = pool.begin().await?;
+        store::write_lock(&mut tx, tenant).await?;
+        let current = store::scoring_state(&mut tx, tenant).await?;
+        if current.map(|c| c.run_id) != Some(state.run_id) {
+            // A run committed meanwhile: score again with its state.
+            continue;
+        }
+        let touched: Vec<Uuid> = present.iter().copied().collect();
+        let old = store::briefs_of(&mut tx, tenant, &touched).await?;
+        store::write_values(&mut tx, tenant, &rows, true).await?;
+        let deleted = store::delete_values(&mut tx, tenant, &absent).await?;
+        let mut list: Vec<NewEvent> = rows
+            .iter()
+            .filter(|r| changed(old.get(&r.customer_id), r))
+            .map(|r| value_event(tenant, r))
+            .collect();
+        list.extend(deleted.iter().map(|id| {
+            removed_event(
+                tenant,
+                *id,
+                reasons.get(id).map_or("NO_PURCHASES", String::as_str),
+            )
+        }));
+        append_chunked(&mut tx, &list).await?;
+        store::dequeue(&mut tx, tenant, &ids, up_to).await?;
+        tx.commit().await?;
+    }
+}
+
+/// Runs the background re-scoring until shutdown.
+pub async fn rescore_loop(pool: PgPool, interaction: Interaction, shutdown: Shutdown) {
+    while !shutdown.is_triggered() {
+        match store::queued_tenants(&pool).await {
+            Ok(tenants) => {
+                for tenant in tenants {
+                    if let Err(e) = rescore_tenant(&pool, &interaction, tenant).await {
+                        tracing::warn!(%tenant, error = %e, "background re-scoring failed; retrying");
+                    }
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "cannot read the re-scoring queue"),
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(RESCORE_POLL) => {}
+            _ = shutdown.wait() => break,
+        }
+    }
+}

@@ -1,0 +1,235 @@
+//! The services valuation calls: interaction (purchase-history exports,
+//! customer summaries and its change feed), segmentation (segment members)
+//! and profile (the estimated category wallet). The internal credential goes
+//! on every call and the caller's tenant is forwarded in metadata.
+
+use futures::StreamExt;
+use futures::future::BoxFuture;
+use rapport_kit::context::{CallContext, InternalCredential};
+use rapport_kit::error::ApiError;
+use rapport_kit::feed::{EventStream, FeedSource};
+use rapport_proto::rapport::interaction::v1::interaction_service_client::InteractionServiceClient;
+use rapport_proto::rapport::interaction::v1::{
+    CustomerSummary, ExportSummariesRequest, GetCustomerSummaryRequest, PurchaseHistorySummary,
+    WatchChangesRequest,
+};
+use rapport_proto::rapport::profile::v1::profile_service_client::ProfileServiceClient;
+use rapport_proto::rapport::profile::v1::{Customer, GetCustomerRequest};
+use rapport_proto::rapport::segmentation::v1::ListMembersRequest;
+use rapport_proto::rapport::segmentation::v1::segmentation_service_client::SegmentationServiceClient;
+use tonic::codegen::InterceptedService;
+use tonic::transport::{Channel, Endpoint};
+use tonic::{Code, Request, Status};
+use uuid::Uuid;
+
+type Svc = InterceptedService<Channel, InternalCredential>;
+
+fn channel(name: &str, url: &str) -> Result<Channel, String> {
+    Ok(Endpoint::from_shared(url.to_string())
+        .map_err(|e| format!("the {name} service URL {url:?} is not a URL: {e}"))?
+        .connect_timeout(std::time::Duration::from_secs(5))
+        .connect_lazy())
+}
+
+/// Maps a peer's failure: transient ones to UNAVAILABLE, the rest to INTERNAL.
+pub fn peer_error(service: &str, s: &Status) -> ApiError {
+    match s.code() {
+        Code::Unavailable | Code::Unknown | Code::ResourceExhausted | Code::Aborted => {
+            tracing::warn!(service, code = ?s.code(), message = s.message(), "peer service unavailable");
+            ApiError::Unavailable(format!("the {service} service is unavailable; retry later"))
+        }
+        Code::DeadlineExceeded => ApiError::DeadlineExceeded(format!(
+            "the {service} service did not answer before the deadline"
+        )),
+        Code::Cancelled => {
+            ApiError::Unavailable(format!("the call to the {service} service was cancelled"))
+        }
+        _ => ApiError::internal(format!(
+            "{service} service answered {:?}: {}",
+            s.code(),
+            s.message()
+        )),
+    }
+}
+
+/// A client of the interaction service.
+#[derive(Clone)]
+pub struct Interaction {
+    client: InteractionServiceClient<Svc>,
+}
+
+impl Interaction {
+    /// A client of the service at `url`, connecting on first use.
+    pub fn new(url: &str, token: Option<&str>) -> Result<Self, String> {
+        Ok(Self {
+            client: InteractionServiceClient::with_interceptor(
+                channel("interaction", url)?,
+                InternalCredential::new(token),
+            )
+            .max_decoding_message_size(64 * 1024 * 1024),
+        })
+    }
+
+    /// Streams `ExportSummaries` for the tenant and collects the summaries.
+    /// FAILED_PRECONDITION and INVALID_ARGUMENT answers are passed on with
+    /// their message.
+    pub async fn export(
+        &self,
+        ctx: &CallContext,
+        request: ExportSummariesRequest,
+    ) -> Result<Vec<PurchaseHistorySummary>, ApiError> {
+        let mut req = Request::new(request);
+        ctx.write(req.metadata_mut());
+        let pass_on = |s: Status| match s.code() {
+            Code::FailedPrecondition => ApiError::FailedPrecondition(s.message().to_string()),
+            Code::InvalidArgument => ApiError::FailedPrecondition(format!(
+                "the interaction service refused the export: {}",
+                s.message()
+            )),
+            _ => peer_error("interaction", &s),
+        };
+        let mut stream = self
+            .client
+            .clone()
+            .export_summaries(req)
+            .await
+            .map_err(pass_on)?
+            .into_inner();
+        let mut out = Vec::new();
+        while let Some(msg) = stream.next().await {
+            out.extend(msg.map_err(pass_on)?.summaries);
+        }
+        Ok(out)
+    }
+
+    /// The customer's summary now.
+    pub async fn summary(
+        &self,
+        ctx: &CallContext,
+        customer: Uuid,
+    ) -> Result<CustomerSummary, ApiError> {
+        let mut req = Request::new(GetCustomerSummaryRequest {
+            customer_id: customer.to_string(),
+            as_of: None,
+        });
+        ctx.write(req.metadata_mut());
+        let answer = self
+            .client
+            .clone()
+            .get_customer_summary(req)
+            .await
+            .map_err(|s| peer_error("interaction", &s))?
+            .into_inner();
+        answer
+            .summary
+            .ok_or_else(|| ApiError::internal("GetCustomerSummary answered without a summary"))
+    }
+}
+
+impl FeedSource for Interaction {
+    fn open(&self, after_sequence: i64) -> BoxFuture<'_, Result<EventStream, Status>> {
+        Box::pin(async move {
+            let stream = self
+                .client
+                .clone()
+                .watch_changes(WatchChangesRequest { after_sequence })
+                .await?
+                .into_inner();
+            Ok(stream
+                .map(|r| {
+                    r.and_then(|m| {
+                        m.event.ok_or_else(|| {
+                            Status::internal("an interaction feed message without an event")
+                        })
+                    })
+                })
+                .boxed())
+        })
+    }
+}
+
+/// A client of the segmentation service.
+#[derive(Clone)]
+pub struct Segmentation {
+    client: SegmentationServiceClient<Svc>,
+}
+
+impl Segmentation {
+    /// A client of the service at `url`, connecting on first use.
+    pub fn new(url: &str, token: Option<&str>) -> Result<Self, String> {
+        Ok(Self {
+            client: SegmentationServiceClient::with_interceptor(
+                channel("segmentation", url)?,
+                InternalCredential::new(token),
+            )
+            .max_decoding_message_size(64 * 1024 * 1024),
+        })
+    }
+
+    /// Every current member of the segment; NOT_FOUND when the tenant has no
+    /// such segment.
+    pub async fn members(&self, ctx: &CallContext, segment: Uuid) -> Result<Vec<Uuid>, ApiError> {
+        let mut out = Vec::new();
+        let mut token = String::new();
+        loop {
+            let mut req = Request::new(ListMembersRequest {
+                segment_id: segment.to_string(),
+                page_size: 1000,
+                page_token: token.clone(),
+            });
+            ctx.write(req.metadata_mut());
+            let page = match self.client.clone().list_members(req).await {
+                Ok(p) => p.into_inner(),
+                Err(s) if s.code() == Code::NotFound => {
+                    return Err(ApiError::not_found("segment", segment.to_string()));
+                }
+                Err(s) => return Err(peer_error("segmentation", &s)),
+            };
+            out.extend(
+                page.members
+                    .iter()
+                    .filter_map(|m| Uuid::parse_str(&m.customer_id).ok()),
+            );
+            if page.next_page_token.is_empty() {
+                return Ok(out);
+            }
+            token = page.next_page_token;
+        }
+    }
+}
+
+/// A client of the profile service.
+#[derive(Clone)]
+pub struct Profile {
+    client: ProfileServiceClient<Svc>,
+}
+
+impl Profile {
+    /// A client of the service at `url`, connecting on first use.
+    pub fn new(url: &str, token: Option<&str>) -> Result<Self, String> {
+        Ok(Self {
+            client: ProfileServiceClient::with_interceptor(
+                channel("profile", url)?,
+                InternalCredential::new(token),
+            ),
+        })
+    }
+
+    /// The customer, or `None` when the profile service knows no such
+    /// customer of the tenant.
+    pub async fn customer(
+        &self,
+        ctx: &CallContext,
+        customer: Uuid,
+    ) -> Result<Option<Customer>, ApiError> {
+        let mut req = Request::new(GetCustomerRequest {
+            customer_id: customer.to_string(),
+        });
+        ctx.write(req.metadata_mut());
+        match self.client.clone().get_customer(req).await {
+            Ok(r) => Ok(r.into_inner().customer),
+            Err(s) if s.code() == Code::NotFound => Ok(None),
+            Err(s) => Err(peer_error("profile", &s)),
+        }
+    }
+}
