@@ -70,6 +70,10 @@ pub struct DevArgs {
     #[arg(long, env = "RAPPORT_LOG_FORMAT", default_value = "pretty", value_parser = ["pretty", "json"])]
     log_format: String,
     /// Log filter directives.
+    /// Fill the development tenant with this many generated demo customers
+    /// (see `rapport seed`) once the stack is up.
+    #[arg(long, value_name = "CUSTOMERS", num_args = 0..=1, default_missing_value = "1000")]
+    pub demo: Option<usize>,
     #[arg(long, env = "RAPPORT_LOG", default_value = "info")]
     log: String,
 }
@@ -198,6 +202,27 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
     }
 
     print_banner(&args, &creds, &key_file, &admin_url, postgres.is_some());
+
+    if let Some(customers) = args.demo {
+        let gateway = format!("http://{}", args.gateway_listen);
+        let key = creds.api_key.clone();
+        let stop = shutdown.clone();
+        tokio::spawn(async move {
+            println!("Generating {customers} demo customers (rapport seed) ...");
+            let as_of = chrono::Utc::now();
+            match crate::seed::seed(&gateway, &key, customers, 42, as_of, 8).await {
+                Ok(r) => println!(
+                    "Demo data ready: {} customers, {} interactions.",
+                    r.customers,
+                    r.interactions_accepted + r.interactions_duplicate
+                ),
+                Err(e) if stop.is_triggered() => {
+                    tracing::debug!(error = %e, "demo data interrupted by shutdown")
+                }
+                Err(e) => tracing::error!(error = format!("{e:#}"), "generating demo data failed"),
+            }
+        });
+    }
 
     let mut result = Ok(());
     for t in tasks {

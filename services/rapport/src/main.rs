@@ -5,8 +5,10 @@
 //! * `rapport serve <service>` — one service from configuration, as a
 //!   container runs it.
 //! * `rapport migrate [<service>]` — creates schemas and roles, applies migrations.
+//! * `rapport seed` — a realistic demo tenant, sent through the gateway.
 
 mod dev;
+mod seed;
 mod services;
 
 use std::process::ExitCode;
@@ -49,6 +51,11 @@ enum Command {
         #[arg(long, env = "RAPPORT_DATABASE_URL")]
         database_url: String,
     },
+    /// Generate a realistic demo tenant (customers with contacts, consents and
+    /// attributes; BG/NBD purchase histories with Gamma-Gamma spend; contacts,
+    /// service requests, campaigns and surveys) and send it through the
+    /// gateway's public APIs. Deterministic for a seed; safe to run twice.
+    Seed(seed::SeedArgs),
     /// Create a key with the `admin` scope for the operator tenant (creating that
     /// tenant when there is none) and print it: the first admin key of a
     /// deployment, or a new one when every admin key was revoked.
@@ -94,6 +101,10 @@ fn main() -> ExitCode {
                 database_url,
                 tenant_name,
             } => admin_key(&database_url, &tenant_name).await,
+            Command::Seed(args) => {
+                let _telemetry = rapport_kit::telemetry::init("seed", Default::default(), "warn");
+                seed::run(args).await
+            }
         }
     });
     match result {

@@ -49,7 +49,8 @@ pub struct ServiceConfig {
     pub max_message_bytes: usize,
     /// `RAPPORT_REQUEST_TIMEOUT_MS`: upper bound on any call, whatever
     /// deadline the client sets (a shorter client deadline wins), except
-    /// client-streaming uploads, which end at the client's deadline only.
+    /// client-streaming uploads and the long runs FitModel and ScoreCustomers,
+    /// which end at the client's deadline only.
     pub request_timeout_ms: u64,
     /// `RAPPORT_SHUTDOWN_GRACE_MS`: how long in-flight calls may finish after
     /// SIGTERM or Ctrl-C before the process exits anyway.

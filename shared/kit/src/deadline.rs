@@ -2,8 +2,9 @@
 //! (the `grpc-timeout` header) or the server's own upper bound passes, which
 //! ever comes first. The bound covers the work before the response starts:
 //! the whole of a unary call, and the whole upload of a client stream. Client
-//! streams (bulk ingestion) are therefore exempt from the server's bound and
-//! end only at the client's own deadline, if it sets one.
+//! streams (bulk ingestion) and the few unary methods documented as long
+//! runs (model fits, scoring a whole tenant) are therefore exempt from the
+//! server's bound and end only at the client's own deadline, if it sets one.
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -185,14 +186,21 @@ mod exempt_tests {
 
     #[test]
     fn the_contracts_name_the_client_streams() {
-        let paths =
-            crate::server::client_streaming_methods("rapport.interaction.v1.InteractionService");
+        let paths = crate::server::unbounded_methods("rapport.interaction.v1.InteractionService");
         assert_eq!(
             paths,
             ["/rapport.interaction.v1.InteractionService/RecordInteractions"]
         );
-        assert!(
-            crate::server::client_streaming_methods("rapport.profile.v1.ProfileService").is_empty()
+        assert!(crate::server::unbounded_methods("rapport.profile.v1.ProfileService").is_empty());
+        let mut valuation =
+            crate::server::unbounded_methods("rapport.valuation.v1.ValuationService");
+        valuation.sort();
+        assert_eq!(
+            valuation,
+            [
+                "/rapport.valuation.v1.ValuationService/FitModel",
+                "/rapport.valuation.v1.ValuationService/ScoreCustomers"
+            ]
         );
     }
 }

@@ -190,13 +190,34 @@ impl From<ApiError> for Status {
 
 impl From<sqlx::Error> for ApiError {
     fn from(err: sqlx::Error) -> Self {
-        match &err {
-            sqlx::Error::PoolTimedOut | sqlx::Error::Io(_) | sqlx::Error::PoolClosed => {
-                tracing::warn!(error = %err, "database unavailable");
-                ApiError::Unavailable("the database is unavailable; retry later".into())
-            }
-            _ => ApiError::internal(err),
+        if is_transient(&err) {
+            tracing::warn!(error = %err, "database unavailable");
+            return ApiError::Unavailable("the database is unavailable; retry later".into());
         }
+        ApiError::internal(err)
+    }
+}
+
+/// True when `err` says the database could not be reached or is going away
+/// (restart, failover, shutdown, overload), not that the request was wrong:
+/// the caller may retry the same request later.
+pub fn is_transient(err: &sqlx::Error) -> bool {
+    match err {
+        sqlx::Error::PoolTimedOut
+        | sqlx::Error::Io(_)
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::WorkerCrashed => true,
+        sqlx::Error::Database(db) => db.code().is_some_and(|code| {
+            // 08: connection exception; 57P: operator intervention (admin or
+            // crash shutdown, cannot connect now); 53: insufficient resources;
+            // 40001/40P01: serialization failure and deadlock, retried as a whole.
+            code.starts_with("08")
+                || code.starts_with("57P")
+                || code.starts_with("53")
+                || code == "40001"
+                || code == "40P01"
+        }),
+        _ => false,
     }
 }
 
@@ -246,5 +267,19 @@ mod tests {
         let status: Status = ApiError::not_found("customer", "42").into();
         assert_eq!(status.code(), Code::NotFound);
         assert!(status.message().contains("customer 42"));
+    }
+
+    #[test]
+    fn an_unreachable_database_is_unavailable_not_internal() {
+        for err in [
+            sqlx::Error::PoolTimedOut,
+            sqlx::Error::PoolClosed,
+            sqlx::Error::Io(std::io::Error::from(std::io::ErrorKind::ConnectionReset)),
+        ] {
+            let status: Status = ApiError::from(err).into();
+            assert_eq!(status.code(), Code::Unavailable);
+        }
+        let status: Status = ApiError::from(sqlx::Error::RowNotFound).into();
+        assert_eq!(status.code(), Code::Internal);
     }
 }

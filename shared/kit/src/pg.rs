@@ -208,6 +208,10 @@ impl PgServer {
                 "fsync=off",
                 "synchronous_commit=off",
                 "full_page_writes=off",
+                // Bulk loads (benchmarks, demo data) keep their indexes in
+                // memory and are not interrupted by checkpoints.
+                "shared_buffers=512MB",
+                "max_wal_size=4GB",
             ] {
                 args.push("-c".into());
                 args.push(s.into());

@@ -50,9 +50,27 @@ impl From<&ServiceConfig> for ServeOptions {
     }
 }
 
-/// The client-streaming methods (as paths) of `service`, from the contracts.
-pub fn client_streaming_methods(service: &str) -> Vec<String> {
-    streaming_methods(service, true)
+/// Unary methods whose contracts document runs longer than an ordinary call
+/// (model fits and scoring over a whole tenant): bound by the client's
+/// deadline only, like uploads.
+pub const LONG_RUNNING_UNARY: [&str; 2] = [
+    "/rapport.valuation.v1.ValuationService/FitModel",
+    "/rapport.valuation.v1.ValuationService/ScoreCustomers",
+];
+
+/// The methods (as paths) of `service` that the server's own bound on a
+/// call does not apply to: its client-streaming uploads, from the
+/// contracts, and its [`LONG_RUNNING_UNARY`] methods.
+pub fn unbounded_methods(service: &str) -> Vec<String> {
+    let mut methods = streaming_methods(service, true);
+    let prefix = format!("/{service}/");
+    methods.extend(
+        LONG_RUNNING_UNARY
+            .iter()
+            .filter(|m| m.starts_with(&prefix))
+            .map(|m| m.to_string()),
+    );
+    methods
 }
 
 /// The methods of `service` that stream in either direction (as paths).
@@ -144,7 +162,7 @@ impl ServerBuilder {
     /// the fallback forwards).
     pub fn advertise(&mut self, name: impl Into<String>) -> &mut Self {
         let name = name.into();
-        self.long_running.extend(client_streaming_methods(&name));
+        self.long_running.extend(unbounded_methods(&name));
         self.advertised.push(name);
         self
     }
@@ -168,7 +186,7 @@ impl ServerBuilder {
         S::Future: Send + 'static,
     {
         self.names.push(S::NAME);
-        self.long_running.extend(client_streaming_methods(S::NAME));
+        self.long_running.extend(unbounded_methods(S::NAME));
         self.routes.add_service(svc);
         self
     }

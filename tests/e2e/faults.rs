@@ -1,0 +1,335 @@
+//! Faults, on loopback, each bounded in time:
+//!
+//! * PostgreSQL stopped and started under load: the services report
+//!   NOT_SERVING, answer UNAVAILABLE (never INTERNAL), report SERVING again
+//!   and resume without a restart of their own, and no acknowledged write is
+//!   lost;
+//! * the process killed during a streaming ingestion: the client sends the
+//!   same interactions again with the same idempotency keys to the restarted
+//!   process, and every interaction is stored exactly once.
+//!
+//! Both run `rapport dev` against a PostgreSQL server the test owns, so the
+//! database outlives (or dies apart from) the services.
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use rapport_kit::pg::{PgOptions, PgServer, free_port};
+use rapport_proto::rapport::common::v1::{CustomerRef, Money, customer_ref};
+use rapport_proto::rapport::interaction::v1::interaction_service_client::InteractionServiceClient;
+use rapport_proto::rapport::interaction::v1::{
+    Interaction, InteractionType, ListInteractionsRequest, RecordInteractionsRequest,
+};
+use rapport_proto::rapport::profile::v1::profile_service_client::ProfileServiceClient;
+use rapport_proto::rapport::profile::v1::{
+    CreateCustomerRequest, Customer, CustomerKind, GetCustomerRequest,
+};
+use support::{DevStack, grpcurl_run};
+use tonic::Code;
+use tonic::transport::Channel;
+
+const TENANT: &str = "0b7f3c1e-6a59-4d2b-9c57-0d6f3e9a1b42";
+
+fn with_tenant<T>(message: T) -> tonic::Request<T> {
+    let mut r = tonic::Request::new(message);
+    r.metadata_mut()
+        .insert("x-rapport-tenant", TENANT.parse().unwrap());
+    r.set_timeout(Duration::from_secs(5));
+    r
+}
+
+async fn connect(addr: &str) -> Channel {
+    tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+        .unwrap()
+        .connect_timeout(Duration::from_secs(2))
+        .connect_lazy()
+}
+
+/// The health status grpcurl reports for `service` at `addr`.
+fn health(addr: &str, service: &str) -> String {
+    let out = grpcurl_run(&[
+        "-d",
+        &format!(r#"{{"service": "{service}"}}"#),
+        addr,
+        "grpc.health.v1.Health/Check",
+    ]);
+    String::from_utf8_lossy(&out.stdout).to_string()
+}
+
+fn wait_for_health(addr: &str, service: &str, wanted: &str, limit: Duration) {
+    let start = Instant::now();
+    loop {
+        let h = health(addr, service);
+        if h.contains(&format!("\"{wanted}\"")) {
+            return;
+        }
+        assert!(
+            start.elapsed() < limit,
+            "{service} did not report {wanted} within {limit:?}; last: {h}"
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    }
+}
+
+fn own_postgres(dir: &std::path::Path, port: u16) -> PgServer {
+    PgServer::start(&PgOptions {
+        data_dir: dir.to_path_buf(),
+        port: Some(port),
+        throwaway: true,
+    })
+    .expect("start PostgreSQL")
+}
+
+fn person(name: &str) -> Customer {
+    Customer {
+        kind: CustomerKind::Person as i32,
+        display_name: name.to_string(),
+        ..Default::default()
+    }
+}
+
+#[test]
+fn postgres_stopped_and_started_under_load_loses_no_acknowledged_write() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port().unwrap();
+    let mut pg = own_postgres(&dir.path().join("pg"), port);
+    let url = pg.url("postgres");
+    let stack = DevStack::start(&dir.path().join("data"), &["--database-url", &url], &[]);
+    let profile_addr = stack.addr(1);
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+
+    // Load: customers created one after another by two writers until told to
+    // stop; every acknowledged id is kept, every failure's code too.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut writers = Vec::new();
+    for w in 0..2 {
+        let stop = stop.clone();
+        let addr = profile_addr.clone();
+        writers.push(runtime.spawn(async move {
+            let mut client = ProfileServiceClient::new(connect(&addr).await);
+            let (mut acked, mut codes) = (Vec::new(), Vec::new());
+            let mut n = 0;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                n += 1;
+                let r = client
+                    .create_customer(with_tenant(CreateCustomerRequest {
+                        customer: Some(person(&format!("Writer {w} customer {n}"))),
+                        request_id: format!("w{w}-{n}"),
+                    }))
+                    .await;
+                match r {
+                    Ok(r) => acked.push(r.into_inner().customer.unwrap().customer_id),
+                    Err(s) => {
+                        codes.push(s.code());
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                    }
+                }
+            }
+            (acked, codes)
+        }));
+    }
+    std::thread::sleep(Duration::from_secs(2));
+    wait_for_health(
+        &profile_addr,
+        "rapport.profile.v1.ProfileService",
+        "SERVING",
+        Duration::from_secs(5),
+    );
+
+    // The database goes away: the service says so and keeps running.
+    pg.stop();
+    wait_for_health(
+        &profile_addr,
+        "rapport.profile.v1.ProfileService",
+        "NOT_SERVING",
+        Duration::from_secs(20),
+    );
+    std::thread::sleep(Duration::from_secs(1));
+
+    // It comes back on the same port: the service recovers on its own.
+    let _pg = own_postgres(&dir.path().join("pg"), port);
+    wait_for_health(
+        &profile_addr,
+        "rapport.profile.v1.ProfileService",
+        "SERVING",
+        Duration::from_secs(30),
+    );
+    std::thread::sleep(Duration::from_secs(2));
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let mut acked = Vec::new();
+    let mut codes = Vec::new();
+    for w in writers {
+        let (a, c) = runtime.block_on(w).unwrap();
+        acked.extend(a);
+        codes.extend(c);
+    }
+    assert!(
+        !codes.is_empty(),
+        "the writers saw the outage (else the test proves nothing)"
+    );
+    for c in &codes {
+        assert!(
+            matches!(
+                c,
+                Code::Unavailable | Code::DeadlineExceeded | Code::Cancelled
+            ),
+            "an outage is UNAVAILABLE (retry), not {c:?}; all: {codes:?}"
+        );
+    }
+
+    // Writes after the outage succeed, and every acknowledged write is there.
+    runtime.block_on(async {
+        let mut client = ProfileServiceClient::new(connect(&profile_addr).await);
+        client
+            .create_customer(with_tenant(CreateCustomerRequest {
+                customer: Some(person("After the outage")),
+                request_id: "after".into(),
+            }))
+            .await
+            .expect("writes resume after the database returns");
+        for id in &acked {
+            client
+                .get_customer(with_tenant(GetCustomerRequest {
+                    customer_id: id.clone(),
+                }))
+                .await
+                .unwrap_or_else(|s| panic!("acknowledged customer {id} is missing: {s:?}"));
+        }
+    });
+    assert!(acked.len() > 10, "only {} writes acknowledged", acked.len());
+    stack.stop();
+}
+
+fn purchases(customer: &str, range: std::ops::Range<usize>) -> Vec<Interaction> {
+    range
+        .map(|k| Interaction {
+            customer: Some(CustomerRef {
+                r#ref: Some(customer_ref::Ref::CustomerId(customer.to_string())),
+            }),
+            r#type: InteractionType::Purchase as i32,
+            occur_time: Some(prost_types::Timestamp {
+                seconds: 1_767_225_600 + (k as i64) * 60,
+                nanos: 0,
+            }),
+            amount: Some(Money {
+                currency_code: "EUR".into(),
+                units: 10 + (k % 50) as i64,
+                nanos: 0,
+            }),
+            idempotency_key: format!("order-{k}"),
+            ..Default::default()
+        })
+        .collect()
+}
+
+#[test]
+fn ingestion_interrupted_by_a_crash_and_retried_stores_each_interaction_once() {
+    const TOTAL: usize = 6000;
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port().unwrap();
+    let pg = own_postgres(&dir.path().join("pg"), port);
+    let url = pg.url("postgres");
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+
+    let stack = DevStack::start(&dir.path().join("data"), &["--database-url", &url], &[]);
+    let customer = runtime.block_on(async {
+        let mut p = ProfileServiceClient::new(connect(&stack.addr(1)).await);
+        p.create_customer(with_tenant(CreateCustomerRequest {
+            customer: Some(person("Bulk buyer")),
+            request_id: "bulk".into(),
+        }))
+        .await
+        .unwrap()
+        .into_inner()
+        .customer
+        .unwrap()
+        .customer_id
+    });
+
+    // A slow upload: 30 messages of 200, one every 100 ms; the process is
+    // killed (SIGKILL) while it is under way.
+    let addr = stack.addr(2);
+    let c = customer.clone();
+    let upload = runtime.spawn(async move {
+        let mut client = InteractionServiceClient::new(connect(&addr).await);
+        let all = purchases(&c, 0..TOTAL);
+        let messages: Vec<RecordInteractionsRequest> = all
+            .chunks(200)
+            .map(|c| RecordInteractionsRequest {
+                interactions: c.to_vec(),
+            })
+            .collect();
+        let stream = futures::StreamExt::then(futures::stream::iter(messages), |m| async move {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            m
+        });
+        let mut req = tonic::Request::new(stream);
+        req.metadata_mut()
+            .insert("x-rapport-tenant", TENANT.parse().unwrap());
+        client.record_interactions(req).await
+    });
+    std::thread::sleep(Duration::from_millis(1500));
+    drop(stack); // SIGKILL
+    let interrupted = runtime.block_on(upload).unwrap();
+    assert!(
+        interrupted.is_err(),
+        "the upload was cut by the crash: {interrupted:?}"
+    );
+
+    // The restarted process takes the whole upload again, same keys.
+    let stack = DevStack::start(&dir.path().join("data"), &["--database-url", &url], &[]);
+    let addr = stack.addr(2);
+    let (accepted, duplicate, rejected, stored) = runtime.block_on(async {
+        let mut client = InteractionServiceClient::new(connect(&addr).await);
+        let messages: Vec<RecordInteractionsRequest> = purchases(&customer, 0..TOTAL)
+            .chunks(500)
+            .map(|c| RecordInteractionsRequest {
+                interactions: c.to_vec(),
+            })
+            .collect();
+        let mut req = tonic::Request::new(futures::stream::iter(messages));
+        req.metadata_mut()
+            .insert("x-rapport-tenant", TENANT.parse().unwrap());
+        let r = client.record_interactions(req).await.unwrap().into_inner();
+        // Read the customer's whole timeline back.
+        let mut ids = std::collections::HashSet::new();
+        let mut keys = std::collections::HashSet::new();
+        let mut token = String::new();
+        loop {
+            let page = client
+                .list_interactions(with_tenant(ListInteractionsRequest {
+                    customer_id: customer.clone(),
+                    page_size: 1000,
+                    page_token: token.clone(),
+                    ..Default::default()
+                }))
+                .await
+                .unwrap()
+                .into_inner();
+            for i in page.interactions {
+                assert!(ids.insert(i.interaction_id), "an interaction listed twice");
+                assert!(keys.insert(i.idempotency_key), "a key stored twice");
+            }
+            if page.next_page_token.is_empty() {
+                break;
+            }
+            token = page.next_page_token;
+        }
+        (
+            r.accepted_count,
+            r.duplicate_count,
+            r.rejected_count,
+            keys.len(),
+        )
+    });
+    assert_eq!(rejected, 0);
+    assert!(
+        duplicate > 0,
+        "part of the upload was committed before the crash"
+    );
+    assert_eq!(accepted + duplicate, TOTAL as i64);
+    assert_eq!(stored, TOTAL, "each interaction stored exactly once");
+    stack.stop();
+    drop(pg);
+}

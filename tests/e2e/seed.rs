@@ -1,0 +1,126 @@
+//! `rapport seed` against `rapport dev`: it fills the development tenant
+//! through the gateway with the development key, the result can be read back
+//! with grpcurl, and a second run with the same seed changes nothing.
+
+mod support;
+
+use std::process::Command;
+
+use serde_json::Value;
+use support::{DevStack, grpcurl_ok};
+
+fn seed(stack: &DevStack) -> String {
+    let out = Command::new(env!("CARGO_BIN_EXE_rapport"))
+        .args([
+            "seed",
+            "--customers",
+            "60",
+            "--seed",
+            "7",
+            "--as-of",
+            "2026-06-01T00:00:00Z",
+            "--gateway",
+            &format!("http://{}", stack.addr(0)),
+            "--data-dir",
+        ])
+        .arg(&stack.data_dir)
+        .env_remove("RAPPORT_API_KEY")
+        .output()
+        .expect("run rapport seed");
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        out.status.success(),
+        "rapport seed failed: {stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
+}
+
+/// "Seeded 60 customers and A interactions (D already there, R refused)".
+fn counts(out: &str) -> (i64, i64, i64) {
+    let line = out
+        .lines()
+        .find(|l| l.starts_with("Seeded "))
+        .unwrap_or_else(|| panic!("no summary in {out}"));
+    let numbers: Vec<i64> = line
+        .split(|c: char| !c.is_ascii_digit())
+        .filter(|s| !s.is_empty())
+        .filter_map(|s| s.parse().ok())
+        .collect();
+    assert_eq!(numbers[0], 60, "{line}");
+    (numbers[1], numbers[2], numbers[3])
+}
+
+#[test]
+fn seed_fills_the_dev_tenant_deterministically_and_idempotently() {
+    let dir = tempfile::tempdir().unwrap();
+    let stack = DevStack::start(&dir.path().join("data"), &[], &[]);
+    let key = std::fs::read_to_string(stack.data_dir.join("dev-api-key")).unwrap();
+    let auth = format!("authorization: Bearer {}", key.trim());
+
+    let (accepted, duplicate, refused) = counts(&seed(&stack));
+    assert!(accepted > 100, "{accepted} interactions");
+    assert_eq!((duplicate, refused), (0, 0));
+
+    // The customers are there, with their histories.
+    let list = |token: &str| -> Value {
+        let out = grpcurl_ok(&[
+            "-H",
+            &auth,
+            "-d",
+            &format!(r#"{{"page_size": 1000, "page_token": "{token}"}}"#),
+            &stack.addr(0),
+            "rapport.profile.v1.ProfileService/ListCustomers",
+        ]);
+        serde_json::from_str(&out).unwrap()
+    };
+    let customers = list("");
+    let all = customers["customers"].as_array().unwrap();
+    assert_eq!(all.len(), 60);
+    let mut buyers = 0;
+    for c in all.iter().take(10) {
+        let id = c["customerId"].as_str().unwrap();
+        assert!(c["attributes"]["tier"]["stringValue"].is_string(), "{c}");
+        let out = grpcurl_ok(&[
+            "-H",
+            &auth,
+            "-d",
+            &format!(r#"{{"customer_id": "{id}", "as_of": "2026-06-01T00:00:00Z"}}"#),
+            &stack.addr(0),
+            "rapport.interaction.v1.InteractionService/GetCustomerSummary",
+        ]);
+        let summary: Value = serde_json::from_str(&out).unwrap();
+        if summary["summary"]["purchaseCount"]
+            .as_str()
+            .is_some_and(|n| n != "0")
+            || summary["summary"]["purchaseCount"]
+                .as_i64()
+                .is_some_and(|n| n > 0)
+        {
+            buyers += 1;
+        }
+    }
+    assert_eq!(buyers, 10, "every seeded customer has bought at least once");
+
+    // A second run with the same seed finds everything already there.
+    let (again, duplicate, refused) = counts(&seed(&stack));
+    assert_eq!((again, refused), (0, 0));
+    assert_eq!(duplicate, accepted);
+    assert_eq!(list("")["customers"].as_array().unwrap().len(), 60);
+    stack.stop();
+}
+
+#[test]
+fn dev_demo_fills_the_tenant_once_the_stack_is_up() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut stack = DevStack::start(&dir.path().join("data"), &["--demo", "25"], &[]);
+    stack.wait_for_line("Demo data ready", std::time::Duration::from_secs(120));
+    let line = stack
+        .output
+        .iter()
+        .find(|l| l.contains("Demo data ready"))
+        .cloned()
+        .unwrap_or_default();
+    assert!(line.contains("25 customers"), "{line}");
+    stack.stop();
+}
