@@ -114,7 +114,7 @@ fn seed_fills_the_dev_tenant_deterministically_and_idempotently() {
 fn dev_demo_fills_the_tenant_once_the_stack_is_up() {
     let dir = tempfile::tempdir().unwrap();
     let mut stack = DevStack::start(&dir.path().join("data"), &["--demo", "25"], &[]);
-    stack.wait_for_line("Demo data ready", std::time::Duration::from_secs(120));
+    stack.wait_for_line("Demo data", std::time::Duration::from_secs(120));
     let line = stack
         .output
         .iter()

@@ -219,7 +219,10 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
                 Err(e) if stop.is_triggered() => {
                     tracing::debug!(error = %e, "demo data interrupted by shutdown")
                 }
-                Err(e) => tracing::error!(error = format!("{e:#}"), "generating demo data failed"),
+                Err(e) => {
+                    println!("Demo data failed: {e:#}");
+                    tracing::error!(error = format!("{e:#}"), "generating demo data failed")
+                }
             }
         });
     }

@@ -309,9 +309,11 @@ pub fn customer(seed: u64, index: usize, as_of: DateTime<Utc>) -> CustomerPlan {
             (name, INDUSTRIES[k].to_string(), email)
         }
     };
+    // Mobile ranges every number of which is valid: Spain 6xx xxx xxx,
+    // France 06 1x xx xx xx.
     let phone = match country {
         "ES" => Some(format!("+346{:08}", rng.random_range(0..100_000_000u32))),
-        "FR" => Some(format!("+336{:08}", rng.random_range(0..100_000_000u32))),
+        "FR" => Some(format!("+3361{:07}", rng.random_range(0..10_000_000u32))),
         _ => None,
     };
     let mut tags = Vec::new();

@@ -1,0 +1,145 @@
+//! The valuation service through the gateway, driven by the real grpcurl on a
+//! tenant filled by `rapport dev --demo` (BG/NBD purchase histories with
+//! Gamma-Gamma spend, sent through the public APIs): fit both models from
+//! the interaction service's export, activate them, score every customer,
+//! and read values, rankings, value concentration and the cohort report back.
+
+mod support;
+
+use serde_json::Value;
+use support::{DevStack, grpcurl_ok, grpcurl_run};
+
+const SERVICE: &str = "rapport.valuation.v1.ValuationService";
+
+fn number(v: &Value) -> f64 {
+    match v {
+        Value::Number(n) => n.as_f64().unwrap_or(f64::NAN),
+        Value::String(s) => s.parse().unwrap_or(f64::NAN),
+        _ => f64::NAN,
+    }
+}
+
+#[test]
+fn fit_score_and_read_values_through_the_gateway() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut stack = DevStack::start(&dir.path().join("data"), &["--demo", "400"], &[]);
+    stack.wait_for_line("Demo data", std::time::Duration::from_secs(240));
+    assert!(
+        stack.output.iter().any(|l| l.contains("Demo data ready")),
+        "{:?}",
+        stack.output.last()
+    );
+    let key = std::fs::read_to_string(stack.data_dir.join("dev-api-key")).unwrap();
+    let auth = format!("authorization: Bearer {}", key.trim());
+    let gateway = stack.addr(0);
+    let call = |method: &str, body: &str| -> Value {
+        let out = grpcurl_ok(&[
+            "-H",
+            &auth,
+            "-max-time",
+            "120",
+            "-d",
+            body,
+            &gateway,
+            &format!("{SERVICE}/{method}"),
+        ]);
+        serde_json::from_str(&out).unwrap_or_else(|e| panic!("{method} answered {out:?}: {e}"))
+    };
+
+    // The gateway lists the service.
+    let listed = grpcurl_ok(&["-H", &auth, &gateway, "list"]);
+    assert!(listed.lines().any(|l| l == SERVICE), "{listed}");
+
+    let now = chrono_now();
+    let mut models = Vec::new();
+    // Gamma-Gamma is fitted on repeat customers only.
+    for (kind, at_least) in [
+        ("MODEL_KIND_BG_NBD", 400.0),
+        ("MODEL_KIND_GAMMA_GAMMA", 60.0),
+    ] {
+        let fitted = call(
+            "FitModel",
+            &format!(
+                r#"{{"kind": "{kind}", "calibration_end_time": "{now}", "period_unit": "PERIOD_UNIT_WEEK"}}"#
+            ),
+        );
+        let model = &fitted["model"];
+        assert!(
+            number(&model["customerCount"]) >= at_least,
+            "{kind} fitted on the demo tenant: {model}"
+        );
+        let params = model["parameters"].as_array().unwrap();
+        assert!(params.iter().all(|p| number(&p["value"]) > 0.0), "{model}");
+        models.push(model["modelId"].as_str().unwrap().to_string());
+    }
+    for id in &models {
+        let activated = call("ActivateModel", &format!(r#"{{"model_id": "{id}"}}"#));
+        assert_eq!(activated["model"]["active"], true, "{activated}");
+    }
+
+    let scored = call(
+        "ScoreCustomers",
+        r#"{"transaction_model_kind": "MODEL_KIND_BG_NBD", "horizon_periods": 52}"#,
+    );
+    assert!(number(&scored["scoredCustomerCount"]) >= 400.0, "{scored}");
+
+    let ranked = call(
+        "RankCustomers",
+        r#"{"metric": "RANK_METRIC_CLV", "top_n": 10, "page_size": 10}"#,
+    );
+    let top = ranked["customers"].as_array().unwrap();
+    assert_eq!(top.len(), 10, "{ranked}");
+    let best = top[0]["value"]["customerId"].as_str().unwrap().to_string();
+
+    let value = call(
+        "GetCustomerValue",
+        &format!(r#"{{"customer_id": "{best}"}}"#),
+    );
+    let v = &value["value"];
+    let p_alive = number(&v["pAlive"]);
+    assert!((0.0..=1.0).contains(&p_alive), "{v}");
+    assert!(
+        number(&v["clv"]["units"]) > 0.0,
+        "the best customer has a CLV: {v}"
+    );
+
+    let concentration = call("GetValueConcentration", r#"{"lorenz_intervals": 10}"#);
+    assert!(
+        number(&concentration["customerCount"]) >= 400.0,
+        "{concentration}"
+    );
+
+    let cohorts = call(
+        "GetCohortReport",
+        r#"{"granularity": "COHORT_GRANULARITY_QUARTER"}"#,
+    );
+    let rows = cohorts["cohorts"].as_array().unwrap();
+    assert!(
+        rows.len() >= 8,
+        "three years of quarterly cohorts: {cohorts}"
+    );
+    let customers: f64 = rows.iter().map(|r| number(&r["customerCount"])).sum();
+    assert!(customers >= 400.0, "every buyer is in a cohort: {cohorts}");
+
+    // Bad input is refused with the field named.
+    let bad = grpcurl_run(&[
+        "-H",
+        &auth,
+        "-d",
+        r#"{"kind": "MODEL_KIND_BG_NBD", "period_unit": "PERIOD_UNIT_WEEK"}"#,
+        &gateway,
+        &format!("{SERVICE}/FitModel"),
+    ]);
+    let err = String::from_utf8_lossy(&bad.stderr);
+    assert!(err.contains("InvalidArgument"), "{err}");
+    stack.stop();
+}
+
+/// Now, as RFC 3339 in UTC, from the system clock.
+fn chrono_now() -> String {
+    let out = std::process::Command::new("date")
+        .args(["-u", "+%Y-%m-%dT%H:%M:%SZ"])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
