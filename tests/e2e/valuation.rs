@@ -7,7 +7,7 @@
 mod support;
 
 use serde_json::Value;
-use support::{DevStack, grpcurl_ok, grpcurl_run};
+use support::{DevStack, grpcurl_ok, grpcurl_run, http_get};
 
 const SERVICE: &str = "rapport.valuation.v1.ValuationService";
 
@@ -120,6 +120,19 @@ fn fit_score_and_read_values_through_the_gateway() {
     );
     let customers: f64 = rows.iter().map(|r| number(&r["customerCount"])).sum();
     assert!(customers >= 400.0, "every buyer is in a cohort: {cohorts}");
+
+    // Operators see fit and scoring durations.
+    let metrics = http_get(stack.metrics_port, "/metrics");
+    for wanted in [
+        "rapport_valuation_model_fit_seconds_count{kind=\"MODEL_KIND_BG_NBD\"} 1",
+        "rapport_valuation_model_fit_seconds_count{kind=\"MODEL_KIND_GAMMA_GAMMA\"} 1",
+        "rapport_valuation_score_run_seconds_count 1",
+    ] {
+        assert!(
+            metrics.contains(wanted),
+            "{wanted} missing from:\n{metrics}"
+        );
+    }
 
     // Bad input is refused with the field named.
     let bad = grpcurl_run(&[

@@ -623,7 +623,11 @@ impl ValuationService for ValuationApi {
             iterations: i32::try_from(outcome.iterations).unwrap_or(i32::MAX),
             converged: outcome.converged,
             optimizer_message: outcome.message.clone(),
-            fit_duration: prost_types::Duration::try_from(outcome.duration).ok(),
+            fit_duration: {
+                metrics::histogram!("rapport_valuation_model_fit_seconds", "kind" => kind.enum_name())
+                    .record(outcome.duration.as_secs_f64());
+                prost_types::Duration::try_from(outcome.duration).ok()
+            },
             holdout_validation: outcome.validation.as_ref().map(|v| pb::HoldoutValidation {
                 rows: v
                     .buckets
@@ -880,6 +884,10 @@ impl ValuationService for ValuationApi {
             },
         )
         .await?;
+        metrics::histogram!("rapport_valuation_score_run_seconds")
+            .record(started.elapsed().as_secs_f64());
+        metrics::counter!("rapport_valuation_customers_scored_total")
+            .increment(u64::try_from(outcome.scored).unwrap_or(0));
         Ok(Response::new(pb::ScoreCustomersResponse {
             scored_customer_count: outcome.scored,
             deleted_customer_count: outcome.deleted,
