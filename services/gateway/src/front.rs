@@ -25,10 +25,11 @@ use crate::routes::{Route, RouteTable};
 /// The public services this gateway forwards today, each to its backend.
 /// A service joins this list when its backend implements it, so reflection
 /// never lists a method that would answer UNIMPLEMENTED.
-pub const SERVED: [&str; 4] = [
+pub const SERVED: [&str; 5] = [
     "rapport.profile.v1.ProfileService",
     "rapport.interaction.v1.InteractionService",
     "rapport.interaction.v1.CampaignService",
+    "rapport.segmentation.v1.SegmentationService",
     "rapport.valuation.v1.ValuationService",
 ];
 

@@ -1,11 +1,33 @@
-//! The segmentation service (DESIGN.md, "Services"). Owns the `segmentation` schema.
+//! The segmentation service (DESIGN.md, "Services"): segments defined by
+//! rules or lists, who is in them and why, RFM scores and relationship
+//! classification. Owns the `segmentation` schema.
 //!
-//! Until its contract is implemented, the process serves health, reflection and
-//! its change-feed tables only: no method is registered that would answer
-//! UNIMPLEMENTED.
+//! * [`api`]: the gRPC handlers of `SegmentationService`.
+//! * [`rule`]: the rule language (parser, printer, type check, SQL, evaluator).
+//! * [`domain`]: pure logic (RFM, classification policy and rules, segment
+//!   definitions).
+//! * [`engine`]: keeping memberships and computed features current.
+//! * [`store`]: every SQL statement.
+//! * [`follow`] and [`peers`]: the consumers of the profile, interaction and
+//!   valuation feeds, and the clients they read with.
+//! * [`scheduler`]: scheduled refreshes, hourly RFM and classification, log
+//!   retention.
+
+pub mod api;
+pub mod domain;
+pub mod engine;
+pub mod follow;
+pub mod peers;
+pub mod rule;
+pub mod scheduler;
+pub mod store;
+
+use std::sync::Arc;
 
 use rapport_kit::db::SchemaSpec;
+use rapport_kit::feed::{Consumer, FeedHandler};
 use rapport_kit::server::{ServerBuilder, ServiceRuntime};
+use rapport_proto::rapport::segmentation::v1::segmentation_service_server::SegmentationServiceServer;
 use sqlx::migrate::Migrator;
 
 /// Schema `segmentation`, role `rapport_segmentation`.
@@ -14,5 +36,73 @@ pub const SCHEMA: SchemaSpec = SchemaSpec::new("segmentation", "rapport_segmenta
 /// The service's own migrations (the kit adds the change-feed tables).
 pub static MIGRATOR: Migrator = sqlx::migrate!("./migrations");
 
-/// Adds the service's gRPC services to `server`.
-pub fn register(_server: &mut ServerBuilder, _runtime: &ServiceRuntime) {}
+/// Adds `SegmentationService` to `server`, follows the configured peers'
+/// change feeds and runs the scheduler until shutdown.
+pub fn register(server: &mut ServerBuilder, runtime: &ServiceRuntime) {
+    let config = &runtime.config;
+    let token = config.internal_token.as_deref();
+    let connect = |what: &str,
+                   url: Option<&str>,
+                   make: fn(&str, Option<&str>) -> Result<peers::Peer, String>| {
+        let url = url?;
+        match make(url, token) {
+            Ok(p) => Some(p),
+            Err(e) => {
+                tracing::error!(error = %e, peer = what, "a peer service cannot be reached; its feed is not followed");
+                None
+            }
+        }
+    };
+    let profile = connect(
+        "profile",
+        config.profile_url.as_deref(),
+        peers::Peer::profile,
+    );
+    let interaction = connect(
+        "interaction",
+        config.interaction_url.as_deref(),
+        peers::Peer::interaction,
+    );
+    let valuation = connect(
+        "valuation",
+        config.valuation_url.as_deref(),
+        peers::Peer::valuation,
+    );
+    let follow = |name: &'static str, peer: &Option<peers::Peer>, handler: Arc<dyn FeedHandler>| {
+        if let Some(p) = peer {
+            let consumer = Consumer::new(name, runtime.pool.clone(), Arc::new(p.clone()), handler);
+            tokio::spawn(consumer.run(runtime.shutdown.clone()));
+        }
+    };
+    follow(
+        follow::PROFILE_CURSOR,
+        &profile,
+        Arc::new(follow::ProfileFollower),
+    );
+    follow(
+        follow::INTERACTION_CURSOR,
+        &interaction,
+        Arc::new(follow::InteractionFollower::default()),
+    );
+    follow(
+        follow::VALUATION_CURSOR,
+        &valuation,
+        Arc::new(follow::ValuationFollower),
+    );
+    tokio::spawn(scheduler::run(
+        runtime.pool.clone(),
+        runtime.shutdown.clone(),
+    ));
+
+    let api = api::SegmentationApi::new(
+        runtime.pool.clone(),
+        runtime.page_tokens.clone(),
+        runtime.shutdown.clone(),
+        profile,
+    );
+    server.add_service(
+        SegmentationServiceServer::new(api)
+            .max_decoding_message_size(config.max_message_bytes)
+            .max_encoding_message_size(config.max_message_bytes),
+    );
+}

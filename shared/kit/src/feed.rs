@@ -212,6 +212,17 @@ pub trait FeedHandler: Send + Sync + 'static {
         tx: &'a mut PgConnection,
         event: &'a ChangeEvent,
     ) -> BoxFuture<'a, Result<(), sqlx::Error>>;
+
+    /// Called once after the events of a batch were applied, in the same
+    /// transaction, before the cursor moves: work that depends on the
+    /// combined effect of the batch (e.g. recomputing each changed customer
+    /// once rather than once per event) belongs here.
+    fn finish_batch<'a>(
+        &'a self,
+        _tx: &'a mut PgConnection,
+    ) -> BoxFuture<'a, Result<(), sqlx::Error>> {
+        Box::pin(async { Ok(()) })
+    }
 }
 
 /// Follows one feed and applies its events exactly once (see module docs).
@@ -352,6 +363,9 @@ impl Consumer {
             crate::telemetry::adopt_traceparent(&span, &ev.traceparent);
             self.handler.apply(&mut tx, ev).instrument(span).await?;
             last = ev.sequence;
+        }
+        if last != stored {
+            self.handler.finish_batch(&mut tx).await?;
         }
         if let Some(ev) = events.last() {
             let consumer = self.name.clone();

@@ -1,0 +1,1162 @@
+//! The field catalogue (ListFields) and the type checker.
+
+use proto::{AggregateMeasure, AggregateSource, FieldDescriptor, FieldType, SourceService};
+use rapport_proto::rapport::segmentation::v1 as proto;
+use rust_decimal::Decimal;
+
+use super::lex::{MAX_STRING_CHARS, quote};
+use super::parse::{MAX_CONDITIONS, MAX_DEPTH, MAX_LIST};
+use super::print;
+use super::{
+    AggFn, Cond, Condition, Expr, Literal, Location, Operand, Pos, RuleError, SegmentRef, TimeOp,
+    TimeRef,
+};
+
+pub const LADDER: &[&str] = &["stranger", "acquaintance", "friend", "partner"];
+pub const STAGES: &[&str] = &[
+    "awareness",
+    "exploration",
+    "expansion",
+    "commitment",
+    "dissolution",
+];
+pub const RFM_SEGMENTS: &[&str] = &[
+    "Champions",
+    "Loyal",
+    "Potential Loyalist",
+    "New Customers",
+    "Promising",
+    "Need Attention",
+    "About to Sleep",
+    "At Risk",
+    "Cannot Lose Them",
+    "Hibernating",
+    "Lost",
+];
+pub const KINDS: &[&str] = &["person", "organization"];
+pub const VALUE_TIERS: &[&str] = &["top", "high", "medium", "low"];
+pub const CHANNELS: &[&str] = &["email", "sms", "phone", "post", "push", "any"];
+pub const PURPOSES: &[&str] = &["marketing", "profiling", "service", "research"];
+
+/// The interaction types `contact` stands for.
+pub const CONTACT_TYPES: &[&str] = &[
+    "sales_visit",
+    "call",
+    "email",
+    "meeting",
+    "chat",
+    "service_request",
+    "complaint",
+];
+/// The interaction types `campaign_response` stands for.
+pub const CAMPAIGN_RESPONSE_TYPES: &[&str] =
+    &["campaign_opened", "campaign_clicked", "campaign_converted"];
+
+/// A built-in field: name, type, features column, source service, description,
+/// allowed values.
+pub(crate) struct Builtin {
+    pub name: &'static str,
+    pub ty: FieldType,
+    pub column: &'static str,
+    pub source: SourceService,
+    pub description: &'static str,
+    pub allowed: &'static [&'static str],
+}
+
+macro_rules! builtin {
+    ($name:expr, $ty:ident, $col:expr, $src:ident, $desc:expr) => {
+        builtin!($name, $ty, $col, $src, $desc, &[])
+    };
+    ($name:expr, $ty:ident, $col:expr, $src:ident, $desc:expr, $allowed:expr) => {
+        Builtin {
+            name: $name,
+            ty: FieldType::$ty,
+            column: $col,
+            source: SourceService::$src,
+            description: $desc,
+            allowed: $allowed,
+        }
+    };
+}
+
+pub(crate) const BUILTINS: &[Builtin] = &[
+    builtin!(
+        "kind",
+        Enum,
+        "kind",
+        Profile,
+        "Whether the customer is a person or an organization.",
+        KINDS
+    ),
+    builtin!(
+        "country",
+        String,
+        "country",
+        Profile,
+        "Country, an ISO 3166-1 alpha-2 code in upper case (e.g. \"ES\")."
+    ),
+    builtin!(
+        "tags",
+        StringList,
+        "tags",
+        Profile,
+        "The customer's tags, in lower case."
+    ),
+    builtin!(
+        "profile_stage",
+        Enum,
+        "profile_stage",
+        Profile,
+        "The Dwyer relationship stage set by the client on the profile.",
+        STAGES
+    ),
+    builtin!(
+        "first_purchase",
+        Timestamp,
+        "first_purchase",
+        Interaction,
+        "Time of the first purchase."
+    ),
+    builtin!(
+        "last_purchase",
+        Timestamp,
+        "last_purchase",
+        Interaction,
+        "Time of the latest purchase."
+    ),
+    builtin!(
+        "purchases",
+        Integer,
+        "purchases",
+        Interaction,
+        "Number of purchases, all time."
+    ),
+    builtin!(
+        "monetary",
+        Money,
+        "monetary",
+        Interaction,
+        "Total purchase amount in the tenant's currency (returns not netted); no value before the first purchase."
+    ),
+    builtin!(
+        "avg_order_value",
+        Money,
+        "avg_order_value",
+        Interaction,
+        "Mean purchase amount in the tenant's currency; no value before the first purchase."
+    ),
+    builtin!(
+        "contacts",
+        Integer,
+        "contacts",
+        Interaction,
+        "Number of contact interactions (sales visits, calls, e-mails, meetings, chats, service requests, complaints), all time."
+    ),
+    builtin!(
+        "last_contact",
+        Timestamp,
+        "last_contact",
+        Interaction,
+        "Time of the latest contact interaction."
+    ),
+    builtin!(
+        "open_service_requests",
+        Integer,
+        "open_service_requests",
+        Interaction,
+        "Service requests with status open or in progress."
+    ),
+    builtin!(
+        "complaints",
+        Integer,
+        "complaints",
+        Interaction,
+        "Number of complaints, all time."
+    ),
+    builtin!(
+        "open_complaints",
+        Integer,
+        "open_complaints",
+        Interaction,
+        "Complaints with status open or in progress."
+    ),
+    builtin!(
+        "csat",
+        Integer,
+        "csat",
+        Interaction,
+        "Latest CSAT survey answer, 1 to 5."
+    ),
+    builtin!(
+        "nps",
+        Integer,
+        "nps",
+        Interaction,
+        "Latest NPS survey answer, 0 to 10."
+    ),
+    builtin!(
+        "campaign_response_rate",
+        Decimal,
+        "campaign_response_rate",
+        Interaction,
+        "Share of campaigns sent that the customer responded to, 0 to 1, as the interaction service reports it."
+    ),
+    builtin!(
+        "clv",
+        Money,
+        "clv",
+        Valuation,
+        "Customer lifetime value from the valuation service, in the tenant's currency."
+    ),
+    builtin!(
+        "p_alive",
+        Decimal,
+        "p_alive",
+        Valuation,
+        "Probability that the customer is still active (alive), 0 to 1."
+    ),
+    builtin!(
+        "expected_purchases",
+        Decimal,
+        "expected_purchases",
+        Valuation,
+        "Expected number of purchases over the valuation scoring horizon."
+    ),
+    builtin!(
+        "value_tier",
+        Enum,
+        "value_tier",
+        Valuation,
+        "The customer's value tier from the valuation service.",
+        VALUE_TIERS
+    ),
+    builtin!(
+        "rfm.r",
+        Integer,
+        "rfm_r",
+        Segmentation,
+        "RFM recency score, 1 to 5."
+    ),
+    builtin!(
+        "rfm.f",
+        Integer,
+        "rfm_f",
+        Segmentation,
+        "RFM frequency score, 1 to 5."
+    ),
+    builtin!(
+        "rfm.m",
+        Integer,
+        "rfm_m",
+        Segmentation,
+        "RFM monetary score, 1 to 5."
+    ),
+    builtin!(
+        "rfm.fm",
+        Integer,
+        "rfm_fm",
+        Segmentation,
+        "RFM combined frequency-monetary score, 1 to 5: (F + M + 1) / 2."
+    ),
+    builtin!(
+        "rfm.segment",
+        Enum,
+        "rfm_segment",
+        Segmentation,
+        "The RFM segment name.",
+        RFM_SEGMENTS
+    ),
+    builtin!(
+        "ladder",
+        Enum,
+        "ladder",
+        Segmentation,
+        "The relationship ladder rung.",
+        LADDER
+    ),
+    builtin!(
+        "stage",
+        Enum,
+        "stage",
+        Segmentation,
+        "The classified Dwyer relationship stage; no value when none applies.",
+        STAGES
+    ),
+];
+
+/// Built-in aggregate sources with their measures (name, type, description).
+pub(crate) type Measures = &'static [(&'static str, FieldType, &'static str)];
+pub(crate) const BUILTIN_SOURCES: &[(&str, Measures)] = &[
+    (
+        "purchase",
+        &[
+            (
+                "amount",
+                FieldType::Money,
+                "The amount paid, in the tenant's currency; purchases in other currencies are left out.",
+            ),
+            (
+                "margin",
+                FieldType::Money,
+                "The margin, in the tenant's currency; purchases in other currencies or without a margin are left out.",
+            ),
+        ],
+    ),
+    (
+        "return",
+        &[(
+            "amount",
+            FieldType::Money,
+            "The amount refunded, in the tenant's currency; returns in other currencies are left out.",
+        )],
+    ),
+    ("sales_visit", &[]),
+    ("call", &[]),
+    ("email", &[]),
+    ("meeting", &[]),
+    ("chat", &[]),
+    ("service_request", &[]),
+    ("complaint", &[]),
+    ("campaign_sent", &[]),
+    ("campaign_opened", &[]),
+    ("campaign_clicked", &[]),
+    ("campaign_converted", &[]),
+    ("campaign_unsubscribed", &[]),
+    (
+        "survey_response",
+        &[
+            (
+                "csat",
+                FieldType::Integer,
+                "The CSAT answer, 1 to 5; responses without one are left out.",
+            ),
+            (
+                "nps",
+                FieldType::Integer,
+                "The NPS answer, 0 to 10; responses without one are left out.",
+            ),
+        ],
+    ),
+    ("web_visit", &[]),
+    ("contact", &[]),
+    ("campaign_response", &[]),
+];
+
+/// A tenant attribute definition, as a catalogue field `attr.<name>`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct AttributeField {
+    /// The definition's name (without `attr.`).
+    pub name: String,
+    /// STRING, DECIMAL, BOOL, TIMESTAMP or STRING_LIST.
+    pub ty: FieldType,
+    pub description: String,
+}
+
+/// Where a field's value lives in the `features` table.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Storage {
+    /// A column of `features`.
+    Column(&'static str),
+    /// A key of `features.attributes`.
+    Attribute(String),
+}
+
+/// A catalogue field.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Field {
+    pub name: String,
+    pub ty: FieldType,
+    pub storage: Storage,
+    pub allowed: Vec<String>,
+}
+
+/// The field catalogue of one tenant: the built-in fields, one `attr.<name>`
+/// field per attribute definition, and the aggregate sources (built-in types
+/// and the custom types seen so far).
+#[derive(Clone, Debug)]
+pub struct Catalog {
+    attributes: Vec<AttributeField>,
+    custom_types: Vec<String>,
+}
+
+impl Catalog {
+    /// The catalogue with the tenant's attribute definitions and custom
+    /// interaction types. Attribute types other than STRING, DECIMAL, BOOL,
+    /// TIMESTAMP and STRING_LIST are left out.
+    pub fn new(attributes: Vec<AttributeField>, custom_types: Vec<String>) -> Catalog {
+        let mut attributes: Vec<AttributeField> = attributes
+            .into_iter()
+            .filter(|a| {
+                matches!(
+                    a.ty,
+                    FieldType::String
+                        | FieldType::Decimal
+                        | FieldType::Bool
+                        | FieldType::Timestamp
+                        | FieldType::StringList
+                )
+            })
+            .collect();
+        attributes.sort_by(|a, b| a.name.cmp(&b.name));
+        attributes.dedup_by(|a, b| a.name == b.name);
+        let mut custom_types: Vec<String> = custom_types
+            .into_iter()
+            .filter(|t| !BUILTIN_SOURCES.iter().any(|(b, _)| b == t))
+            .collect();
+        custom_types.sort();
+        custom_types.dedup();
+        Catalog {
+            attributes,
+            custom_types,
+        }
+    }
+
+    /// Every field, built-in ones first, then `attr.<name>` in name order.
+    pub fn fields(&self) -> Vec<FieldDescriptor> {
+        let mut out: Vec<FieldDescriptor> = BUILTINS
+            .iter()
+            .map(|b| FieldDescriptor {
+                name: b.name.to_string(),
+                r#type: b.ty as i32,
+                description: b.description.to_string(),
+                source: b.source as i32,
+                allowed_values: b.allowed.iter().map(|s| s.to_string()).collect(),
+            })
+            .collect();
+        out.extend(self.attributes.iter().map(|a| FieldDescriptor {
+            name: format!("attr.{}", a.name),
+            r#type: a.ty as i32,
+            description: a.description.clone(),
+            source: SourceService::Profile as i32,
+            allowed_values: Vec::new(),
+        }));
+        out
+    }
+
+    /// Every aggregate source: the built-in types, then the custom ones.
+    pub fn aggregate_sources(&self) -> Vec<AggregateSource> {
+        let mut out: Vec<AggregateSource> = BUILTIN_SOURCES
+            .iter()
+            .map(|(name, measures)| AggregateSource {
+                interaction_type: name.to_string(),
+                custom: false,
+                measures: measures
+                    .iter()
+                    .map(|(m, ty, d)| AggregateMeasure {
+                        name: m.to_string(),
+                        r#type: *ty as i32,
+                        description: d.to_string(),
+                    })
+                    .collect(),
+            })
+            .collect();
+        out.extend(self.custom_types.iter().map(|t| AggregateSource {
+            interaction_type: t.clone(),
+            custom: true,
+            measures: Vec::new(),
+        }));
+        out
+    }
+
+    /// The field named `name`, if the catalogue has it.
+    pub fn field(&self, name: &str) -> Option<Field> {
+        if let Some(b) = BUILTINS.iter().find(|b| b.name == name) {
+            return Some(Field {
+                name: b.name.to_string(),
+                ty: b.ty,
+                storage: Storage::Column(b.column),
+                allowed: b.allowed.iter().map(|s| s.to_string()).collect(),
+            });
+        }
+        let attr = name.strip_prefix("attr.")?;
+        let a = self.attributes.iter().find(|a| a.name == attr)?;
+        Some(Field {
+            name: name.to_string(),
+            ty: a.ty,
+            storage: Storage::Attribute(a.name.clone()),
+            allowed: Vec::new(),
+        })
+    }
+
+    fn field_names(&self) -> Vec<String> {
+        BUILTINS
+            .iter()
+            .map(|b| b.name.to_string())
+            .chain(self.attributes.iter().map(|a| format!("attr.{}", a.name)))
+            .collect()
+    }
+
+    /// Whether `source` is a custom type of the catalogue.
+    pub fn is_custom(&self, source: &str) -> bool {
+        self.custom_types.iter().any(|t| t == source)
+    }
+
+    fn source_names(&self) -> Vec<String> {
+        BUILTIN_SOURCES
+            .iter()
+            .map(|(n, _)| n.to_string())
+            .chain(self.custom_types.iter().cloned())
+            .collect()
+    }
+}
+
+/// The type of a measure of a built-in source.
+pub(crate) fn measure_type(source: &str, measure: &str) -> Option<FieldType> {
+    BUILTIN_SOURCES
+        .iter()
+        .find(|(n, _)| *n == source)
+        .and_then(|(_, ms)| ms.iter().find(|(m, _, _)| *m == measure))
+        .map(|(_, ty, _)| *ty)
+}
+
+pub fn type_name(ty: FieldType) -> &'static str {
+    match ty {
+        FieldType::Unspecified => "UNSPECIFIED",
+        FieldType::Bool => "BOOL",
+        FieldType::Integer => "INTEGER",
+        FieldType::Decimal => "DECIMAL",
+        FieldType::Money => "MONEY",
+        FieldType::String => "STRING",
+        FieldType::Enum => "ENUM",
+        FieldType::Timestamp => "TIMESTAMP",
+        FieldType::StringList => "STRING_LIST",
+    }
+}
+
+pub fn is_numeric(ty: FieldType) -> bool {
+    matches!(
+        ty,
+        FieldType::Integer | FieldType::Decimal | FieldType::Money
+    )
+}
+
+fn operators_of(ty: FieldType) -> &'static str {
+    match ty {
+        FieldType::Integer | FieldType::Decimal | FieldType::Money => {
+            "=, !=, <, <=, >, >=, between, in, not in, exists, in top"
+        }
+        FieldType::String => "=, !=, in, not in, contains, starts_with, exists",
+        FieldType::Enum => "=, !=, in, not in, exists",
+        FieldType::Bool => "=, !=, exists",
+        FieldType::Timestamp => "within, before, after, between, exists",
+        FieldType::StringList => "contains, exists",
+        FieldType::Unspecified => "",
+    }
+}
+
+/// Levenshtein distance in characters.
+pub fn edit_distance(a: &str, b: &str) -> usize {
+    let a: Vec<char> = a.chars().collect();
+    let b: Vec<char> = b.chars().collect();
+    let mut prev: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.iter().enumerate() {
+        let mut cur = vec![i + 1; b.len() + 1];
+        for (j, cb) in b.iter().enumerate() {
+            let cost = usize::from(ca != cb);
+            cur[j + 1] = (prev[j] + cost).min(prev[j + 1] + 1).min(cur[j] + 1);
+        }
+        prev = cur;
+    }
+    prev[b.len()]
+}
+
+fn suggestion(name: &str, candidates: &[String]) -> String {
+    let limit = (name.chars().count() / 3).clamp(1, 3);
+    let best = candidates
+        .iter()
+        .map(|c| (edit_distance(&name.to_lowercase(), &c.to_lowercase()), c))
+        .filter(|(d, _)| *d <= limit)
+        .min_by_key(|(d, _)| *d);
+    match best {
+        Some((_, c)) => format!(" (did you mean \"{c}\"?)"),
+        None => String::new(),
+    }
+}
+
+/// A literal as named in "found ..." messages.
+pub fn describe_literal(l: &Literal) -> String {
+    match l {
+        Literal::Str(s) => format!("string {}", quote(s)),
+        Literal::Int(_) | Literal::Dec(_) => format!("number {}", print::literal(l)),
+        Literal::Bool(b) => b.to_string(),
+        Literal::Time(t) => format!("timestamp {}", print::time(t)),
+    }
+}
+
+/// Checks the rule against the catalogue: every field known, operators
+/// allowed for the field's type, literals of the right type (ENUM values
+/// among the allowed ones), durations and windows in range, aggregate
+/// measures, top percentages, `between` bounds in order, and the LIMITS.
+/// Errors point at the text position when the rule was parsed from text, or
+/// at the structured node path otherwise.
+pub fn check(expr: &Expr, catalog: &Catalog) -> Result<(), RuleError> {
+    let mut c = Checker {
+        catalog,
+        conditions: 0,
+    };
+    c.expr(expr, "", 0)
+}
+
+struct Checker<'a> {
+    catalog: &'a Catalog,
+    conditions: usize,
+}
+
+fn join(path: &str, suffix: &str) -> String {
+    if path.is_empty() {
+        suffix.to_string()
+    } else if suffix.is_empty() {
+        path.to_string()
+    } else {
+        format!("{path}.{suffix}")
+    }
+}
+
+fn first_pos(e: &Expr) -> Option<Pos> {
+    match e {
+        Expr::And(v) | Expr::Or(v) => v.first().and_then(first_pos),
+        Expr::Not(inner) => first_pos(inner),
+        Expr::Cond(c) => c.span.start,
+    }
+}
+
+fn at(pos: Option<Pos>, path: String, message: String) -> RuleError {
+    RuleError {
+        location: match pos {
+            Some(p) => Location::Text(p),
+            None => Location::Node(path),
+        },
+        message,
+    }
+}
+
+/// The proto oneof name of a condition.
+pub(crate) fn node_name(c: &Cond) -> &'static str {
+    match c {
+        Cond::Compare { .. } => "comparison",
+        Cond::Between { .. } => "between",
+        Cond::In { negated: false, .. } => "in_list",
+        Cond::In { negated: true, .. } => "not_in_list",
+        Cond::Contains { .. } => "contains",
+        Cond::StartsWith { .. } => "starts_with",
+        Cond::Exists { .. } => "exists",
+        Cond::Time { .. } => "time",
+        Cond::TopPercent { .. } => "top_percent",
+        Cond::Consent { .. } => "consent",
+        Cond::InSegment(_) => "in_segment",
+    }
+}
+
+/// The type an operand yields.
+struct OperandType {
+    ty: FieldType,
+    name: String,
+    allowed: Vec<String>,
+    is_field: bool,
+}
+
+impl Checker<'_> {
+    fn expr(&mut self, e: &Expr, path: &str, depth: usize) -> Result<(), RuleError> {
+        match e {
+            Expr::And(items) | Expr::Or(items) => {
+                let (name, word) = if matches!(e, Expr::And(_)) {
+                    ("all_of", "and")
+                } else {
+                    ("any_of", "or")
+                };
+                self.depth(e, path, depth + 1)?;
+                if items.len() < 2 || items.len() > 100 {
+                    return Err(at(
+                        first_pos(e),
+                        join(path, &format!("{name}.rules")),
+                        format!(
+                            "expected 2 to 100 rules combined by one \"{word}\", found {}",
+                            items.len()
+                        ),
+                    ));
+                }
+                for (i, item) in items.iter().enumerate() {
+                    self.expr(item, &join(path, &format!("{name}.rules[{i}]")), depth + 1)?;
+                }
+                Ok(())
+            }
+            Expr::Not(inner) => {
+                self.depth(e, path, depth + 1)?;
+                self.expr(inner, &join(path, "negate"), depth + 1)
+            }
+            Expr::Cond(c) => {
+                self.conditions += 1;
+                if self.conditions > MAX_CONDITIONS {
+                    return Err(at(
+                        c.span.start,
+                        path.to_string(),
+                        format!("expected at most {MAX_CONDITIONS} conditions, found more"),
+                    ));
+                }
+                self.condition(c, &join(path, node_name(&c.kind)))
+            }
+        }
+    }
+
+    fn depth(&self, e: &Expr, path: &str, depth: usize) -> Result<(), RuleError> {
+        if depth > MAX_DEPTH {
+            return Err(at(
+                first_pos(e),
+                path.to_string(),
+                format!(
+                    "expected and/or/not nested at most {MAX_DEPTH} deep, found deeper nesting"
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    fn field(
+        &self,
+        name: &str,
+        pos: Option<Pos>,
+        path: String,
+    ) -> Result<super::catalog::Field, RuleError> {
+        match self.catalog.field(name) {
+            Some(f) => Ok(f),
+            None => {
+                let shown = if name.is_empty() {
+                    "a field path".to_string()
+                } else {
+                    format!("unknown field \"{name}\"")
+                };
+                Err(at(
+                    pos,
+                    path,
+                    format!(
+                        "{shown}: expected a field listed by ListFields{}",
+                        suggestion(name, &self.catalog.field_names())
+                    ),
+                ))
+            }
+        }
+    }
+
+    fn operand(&self, o: &Operand, span: &[Pos], path: &str) -> Result<OperandType, RuleError> {
+        let p = |i: usize| span.get(i).copied();
+        match o {
+            Operand::Field(name) => {
+                let f = self.field(name, p(0), join(path, "field"))?;
+                Ok(OperandType {
+                    ty: f.ty,
+                    name: name.clone(),
+                    allowed: f.allowed,
+                    is_field: true,
+                })
+            }
+            Operand::Percentile(name) => {
+                let fpath = join(path, "percentile.field");
+                let f = self.field(name, p(1), fpath.clone())?;
+                if !is_numeric(f.ty) {
+                    return Err(at(
+                        p(1),
+                        fpath,
+                        format!(
+                            "expected a numeric field (INTEGER, DECIMAL or MONEY) for \"percentile\", found \"{name}\" ({})",
+                            type_name(f.ty)
+                        ),
+                    ));
+                }
+                Ok(OperandType {
+                    ty: FieldType::Decimal,
+                    name: format!("percentile({name})"),
+                    allowed: Vec::new(),
+                    is_field: false,
+                })
+            }
+            Operand::Aggregate(a) => {
+                let apath = join(path, "aggregate");
+                let spos = p(1);
+                let known_builtin = BUILTIN_SOURCES.iter().any(|(n, _)| *n == a.source);
+                if !known_builtin && !self.catalog.is_custom(&a.source) {
+                    return Err(at(
+                        spos,
+                        join(&apath, "interaction_type"),
+                        format!(
+                            "unknown interaction type {}: expected a source listed by ListFields{}",
+                            quote(&a.source),
+                            suggestion(&a.source, &self.catalog.source_names())
+                        ),
+                    ));
+                }
+                let ty = match (&a.function, &a.measure) {
+                    (AggFn::Count, None) => FieldType::Integer,
+                    (AggFn::Count, Some(m)) => {
+                        return Err(at(
+                            spos,
+                            join(&apath, "measure"),
+                            format!(
+                                "expected a source without a measure for \"count\" (e.g. count({}, 30d)), found measure \"{m}\"",
+                                a.source
+                            ),
+                        ));
+                    }
+                    (f, None) => {
+                        return Err(at(
+                            spos,
+                            join(&apath, "measure"),
+                            format!(
+                                "expected a source with a measure for \"{}\" (e.g. {}(purchase.amount, 90d)), found {}",
+                                print::agg_fn(*f),
+                                print::agg_fn(*f),
+                                if known_builtin {
+                                    a.source.clone()
+                                } else {
+                                    quote(&a.source)
+                                }
+                            ),
+                        ));
+                    }
+                    (_, Some(m)) => match measure_type(&a.source, m) {
+                        Some(ty) => ty,
+                        None => {
+                            let ms: Vec<String> = BUILTIN_SOURCES
+                                .iter()
+                                .find(|(n, _)| *n == a.source)
+                                .map(|(_, ms)| {
+                                    ms.iter().map(|(m, _, _)| format!("\"{m}\"")).collect()
+                                })
+                                .unwrap_or_default();
+                            let expected = if ms.is_empty() {
+                                format!("no measure on \"{}\" (it can only be counted)", a.source)
+                            } else {
+                                format!("one of {} for \"{}\"", ms.join(", "), a.source)
+                            };
+                            return Err(at(
+                                spos,
+                                join(&apath, "measure"),
+                                format!("expected {expected}, found measure \"{m}\""),
+                            ));
+                        }
+                    },
+                };
+                if !(1..=3650).contains(&a.window_days) {
+                    return Err(at(
+                        p(2),
+                        join(&apath, "window_days"),
+                        format!("expected a window of 1d to 3650d, found {}d", a.window_days),
+                    ));
+                }
+                Ok(OperandType {
+                    ty,
+                    name: print::operand(o),
+                    allowed: Vec::new(),
+                    is_field: false,
+                })
+            }
+        }
+    }
+
+    fn literal(
+        &self,
+        t: &OperandType,
+        l: &Literal,
+        pos: Option<Pos>,
+        path: String,
+    ) -> Result<(), RuleError> {
+        let ok = match t.ty {
+            FieldType::Integer | FieldType::Decimal | FieldType::Money => {
+                matches!(l, Literal::Int(_) | Literal::Dec(_))
+            }
+            FieldType::String | FieldType::Enum => matches!(l, Literal::Str(_)),
+            FieldType::Bool => matches!(l, Literal::Bool(_)),
+            FieldType::Timestamp => matches!(l, Literal::Time(_)),
+            _ => false,
+        };
+        if !ok {
+            let what = match t.ty {
+                FieldType::Integer | FieldType::Decimal | FieldType::Money => "a number",
+                FieldType::String | FieldType::Enum => "a string",
+                FieldType::Bool => "true or false",
+                FieldType::Timestamp => "a timestamp",
+                _ => "a literal",
+            };
+            return Err(at(
+                pos,
+                path,
+                format!(
+                    "expected {what} for \"{}\" ({}), found {}",
+                    t.name,
+                    type_name(t.ty),
+                    describe_literal(l)
+                ),
+            ));
+        }
+        if let Literal::Str(s) = l {
+            if s.chars().count() > MAX_STRING_CHARS {
+                return Err(at(
+                    pos,
+                    path,
+                    format!(
+                        "expected a string of at most {MAX_STRING_CHARS} characters, found a longer one"
+                    ),
+                ));
+            }
+            if t.ty == FieldType::Enum && !t.allowed.iter().any(|a| a == s) {
+                let list: Vec<String> = t.allowed.iter().map(|a| quote(a)).collect();
+                return Err(at(
+                    pos,
+                    path,
+                    format!(
+                        "expected one of {} for \"{}\", found {}",
+                        list.join(", "),
+                        t.name,
+                        quote(s)
+                    ),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    fn op_error(&self, t: &OperandType, op: &str, pos: Option<Pos>, path: String) -> RuleError {
+        let allowed = if t.is_field {
+            operators_of(t.ty)
+        } else {
+            "=, !=, <, <=, >, >=, between, in, not in"
+        };
+        at(
+            pos,
+            path,
+            format!(
+                "expected one of {allowed} for \"{}\" ({}), found \"{op}\"",
+                t.name,
+                type_name(t.ty)
+            ),
+        )
+    }
+
+    fn condition(&mut self, c: &Condition, path: &str) -> Result<(), RuleError> {
+        let s = &c.span;
+        let item = |i: usize| s.items.get(i).copied();
+        match &c.kind {
+            Cond::Compare { left, op, value } => {
+                let t = self.operand(left, &s.operand, &join(path, "left"))?;
+                let eq_only = matches!(op, super::CmpOp::Eq | super::CmpOp::Ne);
+                let allowed = match t.ty {
+                    FieldType::Integer | FieldType::Decimal | FieldType::Money => true,
+                    FieldType::String | FieldType::Enum | FieldType::Bool => eq_only,
+                    _ => false,
+                };
+                if !allowed {
+                    return Err(self.op_error(&t, print::cmp_op(*op), s.op, join(path, "op")));
+                }
+                self.literal(&t, value, item(0), join(path, "value"))
+            }
+            Cond::Between { operand, low, high } => {
+                let t = self.operand(operand, &s.operand, &join(path, "operand"))?;
+                if !(is_numeric(t.ty) || t.ty == FieldType::Timestamp) {
+                    return Err(self.op_error(&t, "between", s.op, join(path, "operand")));
+                }
+                self.literal(&t, low, item(0), join(path, "low"))?;
+                self.literal(&t, high, item(1), join(path, "high"))?;
+                let in_order = match (low, high) {
+                    (Literal::Time(a), Literal::Time(b)) => a <= b,
+                    (a, b) => match (num(a), num(b)) {
+                        (Some(a), Some(b)) => a <= b,
+                        _ => true,
+                    },
+                };
+                if !in_order {
+                    return Err(at(
+                        item(1),
+                        join(path, "high"),
+                        format!(
+                            "expected an upper bound not lower than {}, found {}",
+                            print::literal(low),
+                            print::literal(high)
+                        ),
+                    ));
+                }
+                Ok(())
+            }
+            Cond::In {
+                operand,
+                values,
+                negated,
+            } => {
+                let t = self.operand(operand, &s.operand, &join(path, "operand"))?;
+                if !(is_numeric(t.ty) || matches!(t.ty, FieldType::String | FieldType::Enum)) {
+                    let op = if *negated { "not in" } else { "in" };
+                    return Err(self.op_error(&t, op, s.op, join(path, "operand")));
+                }
+                if values.is_empty() || values.len() > MAX_LIST {
+                    return Err(at(
+                        s.op,
+                        join(path, "values"),
+                        format!(
+                            "expected 1 to {MAX_LIST} literals in the list, found {}",
+                            values.len()
+                        ),
+                    ));
+                }
+                for (i, v) in values.iter().enumerate() {
+                    self.literal(&t, v, item(i), join(path, &format!("values[{i}]")))?;
+                }
+                Ok(())
+            }
+            Cond::Contains { field, value } => {
+                let f = self.field(field, s.start, join(path, "field"))?;
+                if !matches!(f.ty, FieldType::String | FieldType::StringList) {
+                    let t = OperandType {
+                        ty: f.ty,
+                        name: field.clone(),
+                        allowed: Vec::new(),
+                        is_field: true,
+                    };
+                    return Err(self.op_error(&t, "contains", s.op, join(path, "field")));
+                }
+                text_arg(value, item(0), join(path, "value"), "contains")
+            }
+            Cond::StartsWith { field, prefix } => {
+                let f = self.field(field, s.start, join(path, "field"))?;
+                if f.ty != FieldType::String {
+                    let t = OperandType {
+                        ty: f.ty,
+                        name: field.clone(),
+                        allowed: Vec::new(),
+                        is_field: true,
+                    };
+                    return Err(self.op_error(&t, "starts_with", s.op, join(path, "field")));
+                }
+                text_arg(prefix, item(0), join(path, "prefix"), "starts_with")
+            }
+            Cond::Exists { field } => {
+                self.field(field, item(0), join(path, "field"))?;
+                Ok(())
+            }
+            Cond::Time {
+                field,
+                op,
+                reference,
+            } => {
+                let f = self.field(field, s.start, join(path, "field"))?;
+                if f.ty != FieldType::Timestamp {
+                    let t = OperandType {
+                        ty: f.ty,
+                        name: field.clone(),
+                        allowed: Vec::new(),
+                        is_field: true,
+                    };
+                    let w = match op {
+                        TimeOp::Within => "within",
+                        TimeOp::Before => "before",
+                        TimeOp::After => "after",
+                    };
+                    return Err(self.op_error(&t, w, s.op, join(path, "field")));
+                }
+                match reference {
+                    TimeRef::Ago { hours } => {
+                        if !(1..=36_500 * 24).contains(hours) {
+                            return Err(at(
+                                item(0),
+                                join(path, "ago"),
+                                format!(
+                                    "expected a duration of 1h to 36500d, found {}",
+                                    print::duration_hours(*hours)
+                                ),
+                            ));
+                        }
+                    }
+                    TimeRef::At(_) => {
+                        if *op == TimeOp::Within {
+                            return Err(at(
+                                item(0),
+                                join(path, "time"),
+                                "expected a duration after \"within\" (e.g. 90d), found a timestamp".to_string(),
+                            ));
+                        }
+                    }
+                }
+                Ok(())
+            }
+            Cond::TopPercent { field, percent } => {
+                let f = self.field(field, s.start, join(path, "field"))?;
+                if !is_numeric(f.ty) {
+                    return Err(at(
+                        s.start,
+                        join(path, "field"),
+                        format!(
+                            "expected a numeric field (INTEGER, DECIMAL or MONEY) for \"in top\", found \"{field}\" ({})",
+                            type_name(f.ty)
+                        ),
+                    ));
+                }
+                if *percent <= Decimal::ZERO || *percent > Decimal::ONE_HUNDRED {
+                    return Err(at(
+                        item(0),
+                        join(path, "percent"),
+                        format!(
+                            "expected a percentage greater than 0 and at most 100, found {percent}"
+                        ),
+                    ));
+                }
+                Ok(())
+            }
+            Cond::Consent { channel, purpose } => {
+                if !CHANNELS.contains(&channel.as_str()) {
+                    return Err(at(
+                        item(0),
+                        join(path, "channel"),
+                        format!(
+                            "expected a channel (email, sms, phone, post, push or any), found \"{channel}\""
+                        ),
+                    ));
+                }
+                if !PURPOSES.contains(&purpose.as_str()) {
+                    return Err(at(
+                        item(1),
+                        join(path, "purpose"),
+                        format!(
+                            "expected a purpose (marketing, profiling, service or research), found \"{purpose}\""
+                        ),
+                    ));
+                }
+                Ok(())
+            }
+            Cond::InSegment(r) => match r {
+                SegmentRef::Name(n) if n.is_empty() || n.chars().count() > MAX_STRING_CHARS => {
+                    Err(at(
+                        item(0),
+                        join(path, "segment_name"),
+                        "expected a segment name or id, found an empty or too long string"
+                            .to_string(),
+                    ))
+                }
+                _ => Ok(()),
+            },
+        }
+    }
+}
+
+fn text_arg(v: &str, pos: Option<Pos>, path: String, op: &str) -> Result<(), RuleError> {
+    let n = v.chars().count();
+    if n == 0 || n > MAX_STRING_CHARS {
+        return Err(at(
+            pos,
+            path,
+            format!(
+                "expected a string of 1 to {MAX_STRING_CHARS} characters after \"{op}\", found {}",
+                if n == 0 {
+                    "an empty string".to_string()
+                } else {
+                    format!("{n} characters")
+                }
+            ),
+        ));
+    }
+    Ok(())
+}
+
+pub(crate) fn num(l: &Literal) -> Option<Decimal> {
+    match l {
+        Literal::Int(i) => Some(Decimal::from(*i)),
+        Literal::Dec(d) => Some(*d),
+        _ => None,
+    }
+}

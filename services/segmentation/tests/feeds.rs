@@ -1,0 +1,631 @@
+//! Following the feeds: the real profile and interaction services run
+//! in-process; a change written to them reaches segment membership within
+//! 2 seconds, and the consumers resume from their cursors after a restart.
+//! The valuation follower is driven with constructed events.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use chrono::Utc;
+use common::*;
+use prost_types::FieldMask;
+use rapport_kit::convert::{json_to_struct, timestamp};
+use rapport_proto::rapport::common::v1::{
+    ChangeEvent, CustomerRef, Identifier, IdentifierKind, IdentifierSet, Money, customer_ref,
+};
+use rapport_proto::rapport::interaction::v1::interaction_service_client::InteractionServiceClient;
+use rapport_proto::rapport::interaction::v1::{
+    Interaction, InteractionType, RecordInteractionRequest,
+};
+use rapport_proto::rapport::profile::v1::profile_service_client::ProfileServiceClient;
+use rapport_proto::rapport::profile::v1::{
+    AttributeDefinition, AttributeType, AttributeValue, ConsentChannel, ConsentPurpose,
+    ConsentStatus, CreateAttributeDefinitionRequest, Customer as ProfileCustomer,
+    DeleteCustomerRequest, MergeCustomersRequest, SetConsentRequest, UpdateCustomerRequest,
+    attribute_value,
+};
+use rapport_proto::rapport::segmentation::v1::*;
+use rapport_segmentation::follow::ValuationFollower;
+use serde_json::json;
+use uuid::Uuid;
+
+fn purchase(customer: Option<CustomerRef>, units: i64) -> Interaction {
+    Interaction {
+        customer,
+        r#type: InteractionType::Purchase as i32,
+        occur_time: Some(timestamp(Utc::now() - chrono::Duration::minutes(5))),
+        amount: Some(Money {
+            currency_code: "EUR".into(),
+            units,
+            nanos: 0,
+        }),
+        ..Default::default()
+    }
+}
+
+fn by_email(email: &str) -> Option<CustomerRef> {
+    Some(CustomerRef {
+        r#ref: Some(customer_ref::Ref::Identifiers(IdentifierSet {
+            identifiers: vec![Identifier {
+                kind: IdentifierKind::Email as i32,
+                system: String::new(),
+                value: email.into(),
+            }],
+        })),
+    })
+}
+
+fn by_id(id: &str) -> Option<CustomerRef> {
+    Some(CustomerRef {
+        r#ref: Some(customer_ref::Ref::CustomerId(id.into())),
+    })
+}
+
+async fn record(
+    c: &mut InteractionServiceClient<tonic::transport::Channel>,
+    t: Uuid,
+    i: Interaction,
+) -> String {
+    c.record_interaction(req(
+        t,
+        RecordInteractionRequest {
+            interaction: Some(i),
+        },
+    ))
+    .await
+    .unwrap()
+    .into_inner()
+    .interaction
+    .unwrap()
+    .customer_id
+}
+
+async fn is_member(c: &mut Client, t: Uuid, segment: &str, customer: &str) -> bool {
+    members(c, t, segment).await.iter().any(|m| m == customer)
+}
+
+/// Waits for `customer` to be (or not be) a member; returns how long it took.
+async fn until_member(
+    c: &mut Client,
+    t: Uuid,
+    segment: &str,
+    customer: &str,
+    want: bool,
+) -> Duration {
+    let start = Instant::now();
+    while is_member(c, t, segment, customer).await != want {
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "membership of {customer} never became {want}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    start.elapsed()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn profile_and_interaction_changes_reach_membership() {
+    let mut s = start_with_feeds().await;
+    let t = Uuid::new_v4();
+    let mut seg = s.client();
+    let icx = rapport_testkit::channel(s.interaction.as_ref().unwrap()).await;
+    let mut interactions = InteractionServiceClient::new(icx);
+    let pcx = rapport_testkit::channel(s.profile.as_ref().unwrap()).await;
+    let mut profile = ProfileServiceClient::new(pcx);
+
+    let repeat = seg
+        .create_segment(req(
+            t,
+            dynamic("Repeat buyers", "purchases >= 2 and monetary > 15"),
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .segment
+        .unwrap();
+    let vips = seg
+        .create_segment(req(t, dynamic("VIP", "tags contains \"vip\"")))
+        .await
+        .unwrap()
+        .into_inner()
+        .segment
+        .unwrap();
+
+    // The first purchase creates the customer in the profile service.
+    let customer = record(
+        &mut interactions,
+        t,
+        purchase(by_email("ana@example.com"), 10),
+    )
+    .await;
+    record(&mut interactions, t, purchase(by_id(&customer), 10)).await;
+    let took = until_member(&mut seg, t, &repeat.segment_id, &customer, true).await;
+    assert!(
+        took < Duration::from_secs(2),
+        "interaction feed took {took:?}"
+    );
+
+    // A profile change: the tag arrives on the profile feed.
+    profile
+        .update_customer(req(
+            t,
+            UpdateCustomerRequest {
+                customer: Some(ProfileCustomer {
+                    customer_id: customer.clone(),
+                    tags: vec!["VIP".into()],
+                    ..Default::default()
+                }),
+                update_mask: Some(FieldMask {
+                    paths: vec!["tags".into()],
+                }),
+            },
+        ))
+        .await
+        .unwrap();
+    let took = until_member(&mut seg, t, &vips.segment_id, &customer, true).await;
+    assert!(took < Duration::from_secs(2), "profile feed took {took:?}");
+
+    // The features the explanation sees.
+    let ex = seg
+        .explain_membership(req(
+            t,
+            ExplainMembershipRequest {
+                customer_id: customer.clone(),
+                segment_id: repeat.segment_id.clone(),
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(ex.member && ex.rule_held);
+
+    // Restart the segmentation service; a purchase recorded meanwhile is
+    // applied once when it is back.
+    let cursor_before: i64 =
+        sqlx::query_scalar("SELECT after_sequence FROM feed_cursors WHERE source = 'interaction'")
+            .fetch_one(&s.pool)
+            .await
+            .unwrap();
+    assert!(cursor_before > 0);
+    if let Some(r) = s.segmentation.take() {
+        r.stop().await;
+    }
+    record(&mut interactions, t, purchase(by_id(&customer), 10)).await;
+    s.restart_segmentation().await;
+    let mut seg = s.client();
+    let pool = s.pool.clone();
+    let cid: Uuid = customer.parse().unwrap();
+    eventually("the third purchase after the restart", || {
+        let pool = pool.clone();
+        async move {
+            let n: i64 =
+                sqlx::query_scalar("SELECT purchases FROM features WHERE customer_id = $1")
+                    .bind(cid)
+                    .fetch_one(&pool)
+                    .await
+                    .unwrap();
+            n == 3
+        }
+    })
+    .await;
+    let cursor_after: i64 =
+        sqlx::query_scalar("SELECT after_sequence FROM feed_cursors WHERE source = 'interaction'")
+            .fetch_one(&s.pool)
+            .await
+            .unwrap();
+    assert!(cursor_after > cursor_before);
+    let events: i64 = sqlx::query_scalar("SELECT count(*) FROM events WHERE customer_id = $1")
+        .bind(cid)
+        .fetch_one(&s.pool)
+        .await
+        .unwrap();
+    assert_eq!(events, 3);
+    let cl = seg
+        .classify_customer(req(
+            t,
+            ClassifyCustomerRequest {
+                customer_id: customer.clone(),
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .classification
+        .unwrap();
+    assert!(cl.rfm.is_some());
+
+    // Deleting the customer in the profile service: it exits every segment.
+    profile
+        .delete_customer(req(
+            t,
+            DeleteCustomerRequest {
+                customer_id: customer.clone(),
+                etag: String::new(),
+            },
+        ))
+        .await
+        .unwrap();
+    until_member(&mut seg, t, &vips.segment_id, &customer, false).await;
+    until_member(&mut seg, t, &repeat.segment_id, &customer, false).await;
+    let e = seg
+        .get_customer_segments(req(
+            t,
+            GetCustomerSegmentsRequest {
+                customer_id: customer.clone(),
+                ..Default::default()
+            },
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), tonic::Code::NotFound);
+    let reasons: Vec<i16> = sqlx::query_scalar(
+        "SELECT reason FROM membership_log WHERE customer_id = $1 AND NOT entered",
+    )
+    .bind(cid)
+    .fetch_all(&s.pool)
+    .await
+    .unwrap();
+    assert_eq!(
+        reasons,
+        vec![MembershipChangeReason::CustomerRemoved as i16; 2]
+    );
+    s.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn merges_move_memberships_to_the_survivor() {
+    let s = start_with_feeds().await;
+    let t = Uuid::new_v4();
+    let mut seg = s.client();
+    let icx = rapport_testkit::channel(s.interaction.as_ref().unwrap()).await;
+    let mut interactions = InteractionServiceClient::new(icx);
+    let pcx = rapport_testkit::channel(s.profile.as_ref().unwrap()).await;
+    let mut profile = ProfileServiceClient::new(pcx);
+
+    let buyers = seg
+        .create_segment(req(t, dynamic("Buyers", "purchases >= 1")))
+        .await
+        .unwrap()
+        .into_inner()
+        .segment
+        .unwrap();
+    let list = seg
+        .create_segment(req(t, of_kind("Hand picked", SegmentKind::Static, "")))
+        .await
+        .unwrap()
+        .into_inner()
+        .segment
+        .unwrap();
+    let a = record(
+        &mut interactions,
+        t,
+        purchase(by_email("a@example.com"), 10),
+    )
+    .await;
+    let b = record(
+        &mut interactions,
+        t,
+        purchase(by_email("b@example.com"), 20),
+    )
+    .await;
+    until_member(&mut seg, t, &buyers.segment_id, &a, true).await;
+    until_member(&mut seg, t, &buyers.segment_id, &b, true).await;
+    let added = seg
+        .add_members(req(
+            t,
+            AddMembersRequest {
+                segment_id: list.segment_id.clone(),
+                customer_ids: vec![b.clone()],
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(added.added_count, 1);
+
+    profile
+        .merge_customers(req(
+            t,
+            MergeCustomersRequest {
+                survivor_customer_id: a.clone(),
+                merged_customer_id: b.clone(),
+                survivor_etag: String::new(),
+                request_id: String::new(),
+            },
+        ))
+        .await
+        .unwrap();
+    // The merged customer leaves; the survivor takes its static membership.
+    until_member(&mut seg, t, &list.segment_id, &a, true).await;
+    until_member(&mut seg, t, &buyers.segment_id, &b, false).await;
+    assert_eq!(
+        members(&mut seg, t, &list.segment_id).await,
+        vec![a.clone()]
+    );
+    let e = seg
+        .get_customer_segments(req(
+            t,
+            GetCustomerSegmentsRequest {
+                customer_id: b.clone(),
+                ..Default::default()
+            },
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), tonic::Code::NotFound);
+    let reasons: Vec<(String, bool, i16)> = sqlx::query_as(
+        "SELECT segment_name, entered, reason FROM membership_log WHERE customer_id = ANY($1) AND reason = $2 ORDER BY sequence",
+    )
+    .bind(vec![a.parse::<Uuid>().unwrap(), b.parse::<Uuid>().unwrap()])
+    .bind(MembershipChangeReason::CustomerMerged as i16)
+    .fetch_all(&s.pool)
+    .await
+    .unwrap();
+    assert!(reasons.contains(&(
+        "Buyers".into(),
+        false,
+        MembershipChangeReason::CustomerMerged as i16
+    )));
+    assert!(reasons.contains(&(
+        "Hand picked".into(),
+        false,
+        MembershipChangeReason::CustomerMerged as i16
+    )));
+    assert!(reasons.contains(&(
+        "Hand picked".into(),
+        true,
+        MembershipChangeReason::CustomerMerged as i16
+    )));
+    // The survivor has both purchases.
+    let pool = s.pool.clone();
+    let aid: Uuid = a.parse().unwrap();
+    eventually("the survivor's purchases", || {
+        let pool = pool.clone();
+        async move {
+            let n: i64 =
+                sqlx::query_scalar("SELECT purchases FROM features WHERE customer_id = $1")
+                    .bind(aid)
+                    .fetch_one(&pool)
+                    .await
+                    .unwrap();
+            n == 2
+        }
+    })
+    .await;
+    s.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn consents_and_attributes_come_from_the_profile_service() {
+    let s = start_with_feeds().await;
+    let t = Uuid::new_v4();
+    let mut seg = s.client();
+    let icx = rapport_testkit::channel(s.interaction.as_ref().unwrap()).await;
+    let mut interactions = InteractionServiceClient::new(icx);
+    let pcx = rapport_testkit::channel(s.profile.as_ref().unwrap()).await;
+    let mut profile = ProfileServiceClient::new(pcx);
+
+    // An attribute definition of the profile service is a catalogue field.
+    profile
+        .create_attribute_definition(req(
+            t,
+            CreateAttributeDefinitionRequest {
+                definition: Some(AttributeDefinition {
+                    name: "score".into(),
+                    r#type: AttributeType::Number as i32,
+                    description: "lead score".into(),
+                    ..Default::default()
+                }),
+            },
+        ))
+        .await
+        .unwrap();
+    let fields = seg
+        .list_fields(req(t, ListFieldsRequest {}))
+        .await
+        .unwrap()
+        .into_inner();
+    let score = fields
+        .fields
+        .iter()
+        .find(|f| f.name == "attr.score")
+        .expect("attr.score listed");
+    assert_eq!(score.r#type, FieldType::Decimal as i32);
+
+    let mailable = seg
+        .create_segment(req(
+            t,
+            dynamic(
+                "Mailable",
+                "consent(email, marketing) and attr.score >= 40.5",
+            ),
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .segment
+        .unwrap();
+    let customer = record(
+        &mut interactions,
+        t,
+        purchase(by_email("c@example.com"), 10),
+    )
+    .await;
+    let mut attrs = std::collections::HashMap::new();
+    attrs.insert(
+        "score".to_string(),
+        AttributeValue {
+            value: Some(attribute_value::Value::NumberValue(42.0)),
+        },
+    );
+    profile
+        .update_customer(req(
+            t,
+            UpdateCustomerRequest {
+                customer: Some(ProfileCustomer {
+                    customer_id: customer.clone(),
+                    attributes: attrs,
+                    ..Default::default()
+                }),
+                update_mask: Some(FieldMask {
+                    paths: vec!["attributes".into()],
+                }),
+            },
+        ))
+        .await
+        .unwrap();
+    let pool = s.pool.clone();
+    let cid: Uuid = customer.parse().unwrap();
+    eventually("the attribute", || {
+        let pool = pool.clone();
+        async move {
+            let v: Option<serde_json::Value> = sqlx::query_scalar(
+                "SELECT attributes -> 'score' FROM features WHERE customer_id = $1",
+            )
+            .bind(cid)
+            .fetch_optional(&pool)
+            .await
+            .unwrap()
+            .flatten();
+            v == Some(json!("42"))
+        }
+    })
+    .await;
+    // No consent yet: not a member.
+    assert!(!is_member(&mut seg, t, &mailable.segment_id, &customer).await);
+    profile
+        .set_consent(req(
+            t,
+            SetConsentRequest {
+                customer_id: customer.clone(),
+                channel: ConsentChannel::Email as i32,
+                purpose: ConsentPurpose::Marketing as i32,
+                status: ConsentStatus::Granted as i32,
+                source: "web form".into(),
+                ..Default::default()
+            },
+        ))
+        .await
+        .unwrap();
+    let took = until_member(&mut seg, t, &mailable.segment_id, &customer, true).await;
+    assert!(took < Duration::from_secs(2), "consent took {took:?}");
+    // Withdrawn on every channel: the later `any` record decides.
+    profile
+        .set_consent(req(
+            t,
+            SetConsentRequest {
+                customer_id: customer.clone(),
+                channel: ConsentChannel::Any as i32,
+                purpose: ConsentPurpose::Marketing as i32,
+                status: ConsentStatus::Withdrawn as i32,
+                source: "call".into(),
+                ..Default::default()
+            },
+        ))
+        .await
+        .unwrap();
+    until_member(&mut seg, t, &mailable.segment_id, &customer, false).await;
+    s.stop().await;
+}
+
+fn value_event(sequence: i64, tenant: Uuid, kind: &str, payload: serde_json::Value) -> ChangeEvent {
+    ChangeEvent {
+        sequence,
+        tenant_id: tenant.to_string(),
+        aggregate_type: "customer".into(),
+        aggregate_id: payload["customer_id"].as_str().unwrap_or_default().into(),
+        event_type: kind.into(),
+        commit_time: Some(timestamp(Utc::now())),
+        payload: Some(json_to_struct(payload)),
+        ..Default::default()
+    }
+}
+
+// The valuation service's feed is being built at the same time; its
+// follower is driven here with the events it will write.
+#[tokio::test]
+async fn valuation_events_update_values_and_segments() {
+    let s = start().await;
+    let t = Uuid::new_v4();
+    let a = Customer::new("ES").bought(3, 300, 100, 5);
+    let b = Customer::new("ES").bought(1, 50, 10, 10);
+    insert(&s.pool, t, &[a.clone(), b.clone()]).await;
+    let mut c = s.client();
+    let seg = c
+        .create_segment(req(
+            t,
+            dynamic(
+                "Valuable",
+                "clv > 500 and p_alive >= 0.5 and value_tier = \"top\"",
+            ),
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .segment
+        .unwrap();
+    assert_eq!(seg.member_count, 0);
+    let f = ValuationFollower;
+    let apply = |ev: ChangeEvent| {
+        let pool = s.pool.clone();
+        async move {
+            let mut tx = pool.begin().await.unwrap();
+            f.apply_at(&mut tx, &ev, Utc::now()).await.unwrap();
+            tx.commit().await.unwrap();
+        }
+    };
+    apply(value_event(
+        1,
+        t,
+        "CustomerValueChanged",
+        json!({"customer_id": a.id.to_string(), "clv": "812.40", "currency_code": "EUR", "p_alive": 0.83,
+               "expected_purchases": 2.5, "value_tier": "top"}),
+    ))
+    .await;
+    assert_eq!(
+        members(&mut c, t, &seg.segment_id).await,
+        vec![a.id.to_string()]
+    );
+    let (clv, tier): (rust_decimal::Decimal, String) =
+        sqlx::query_as("SELECT clv, value_tier FROM features WHERE customer_id = $1")
+            .bind(a.id)
+            .fetch_one(&s.pool)
+            .await
+            .unwrap();
+    assert_eq!(clv.to_string(), "812.4");
+    assert_eq!(tier, "top");
+    // A CLV in another currency is left out.
+    apply(value_event(
+        2,
+        t,
+        "CustomerValueChanged",
+        json!({"customer_id": b.id.to_string(), "clv": "9000", "currency_code": "USD", "p_alive": 0.9, "value_tier": "top"}),
+    ))
+    .await;
+    assert_eq!(
+        members(&mut c, t, &seg.segment_id).await,
+        vec![a.id.to_string()]
+    );
+    // Removed values: the customer exits.
+    apply(value_event(
+        3,
+        t,
+        "CustomerValueRemoved",
+        json!({"customer_id": a.id.to_string()}),
+    ))
+    .await;
+    assert!(members(&mut c, t, &seg.segment_id).await.is_empty());
+    let reasons: Vec<i16> = sqlx::query_scalar(
+        "SELECT reason FROM membership_log WHERE customer_id = $1 ORDER BY sequence",
+    )
+    .bind(a.id)
+    .fetch_all(&s.pool)
+    .await
+    .unwrap();
+    assert_eq!(
+        reasons,
+        vec![MembershipChangeReason::FeaturesChanged as i16; 2]
+    );
+    s.stop().await;
+}
