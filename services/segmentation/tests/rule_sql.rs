@@ -609,11 +609,11 @@ async fn a_million_customers() {
     sqlx::query(
         "INSERT INTO features (tenant_id, customer_id, country, purchases, last_purchase, clv, monetary, consents, tags) \
          SELECT $1, gen_random_uuid(), (ARRAY['ES','MX','DE','US'])[1 + (i % 4)], i % 9, \
-                $2::timestamptz - make_interval(hours => (i * 7919) % 8760), \
+                $2::timestamptz - make_interval(hours => ((i * 7919) % 8760)::int), \
                 ((i * 104729) % 100000) / 100.0, ((i * 15485863) % 500000) / 100.0, \
                 CASE WHEN i % 3 = 0 THEN jsonb_build_object('email:marketing', jsonb_build_object('granted', true, 'time', '2025-01-01T00:00:00Z')) ELSE '{}' END, \
                 CASE WHEN i % 10 = 0 THEN ARRAY['vip'] ELSE '{}' END \
-         FROM generate_series(1, 1000000) i",
+         FROM generate_series(1::bigint, 1000000::bigint) i",
     )
     .bind(tenant)
     .bind(now())
@@ -634,20 +634,48 @@ async fn a_million_customers() {
         .await
         .unwrap();
     let catalog = catalog();
-    for text in [
-        "purchases >= 3 and last_purchase within 90d and clv > 500 and country in [\"ES\", \"MX\"] and consent(email, marketing)",
-        "clv in top 10% and purchases >= 3 and tags contains \"vip\" and country != \"DE\" and last_purchase before 30d",
-        "percentile(monetary) >= 80 and purchases >= 3 and clv > 100 and country = \"ES\" and not consent(email, marketing)",
-        "sum(purchase.amount, 180d) > 20 and purchases >= 6 and clv > 100 and country in [\"ES\", \"MX\"] and last_purchase within 365d",
-    ] {
-        let expr = rule::parse(text).unwrap();
-        rule::check(&expr, &catalog).unwrap();
-        let sql = rule::compile_sql(&expr, &catalog, now());
-        let start = std::time::Instant::now();
-        let n = sql_members(&mut conn, tenant, &sql).await.len();
-        println!(
-            "{:>6} ms  {n:>7} members  {text}",
-            start.elapsed().as_millis()
-        );
+    for work_mem in ["4MB", "64MB"] {
+        sqlx::raw_sql(sqlx::AssertSqlSafe(format!("SET work_mem = '{work_mem}'")))
+            .execute(&mut conn)
+            .await
+            .unwrap();
+        println!("work_mem {work_mem}:");
+        for text in [
+            "purchases >= 3 and last_purchase within 90d and clv > 500 and country in [\"ES\", \"MX\"] and consent(email, marketing)",
+            "clv in top 10% and purchases >= 3 and tags contains \"vip\" and country != \"DE\" and last_purchase before 30d",
+            "percentile(monetary) >= 80 and purchases >= 3 and clv > 100 and country = \"ES\" and not consent(email, marketing)",
+            "sum(purchase.amount, 180d) > 20 and purchases >= 6 and clv > 100 and country in [\"ES\", \"MX\"] and last_purchase within 365d",
+        ] {
+            let expr = rule::parse(text).unwrap();
+            rule::check(&expr, &catalog).unwrap();
+            let sql = rule::compile_sql(&expr, &catalog, now());
+            let start = std::time::Instant::now();
+            let n = sql_members(&mut conn, tenant, &sql).await.len();
+            println!(
+                "{:>6} ms  {n:>7} members  {text}",
+                start.elapsed().as_millis()
+            );
+            if std::env::var_os("RULE_EXPLAIN").is_some() {
+                let text = format!(
+                    "EXPLAIN ANALYZE SELECT f.customer_id FROM features f WHERE f.tenant_id = $1 AND ({})",
+                    sql.condition
+                );
+                let mut q = sqlx::query_scalar::<_, String>(sqlx::AssertSqlSafe(text)).bind(tenant);
+                for p in &sql.params {
+                    q = match p {
+                        SqlParam::Uuid(u) => q.bind(*u),
+                        SqlParam::Text(s) => q.bind(s.clone()),
+                        SqlParam::TextArray(v) => q.bind(v.clone()),
+                        SqlParam::Decimal(d) => q.bind(*d),
+                        SqlParam::Int(i) => q.bind(*i),
+                        SqlParam::Bool(b) => q.bind(*b),
+                        SqlParam::Time(t) => q.bind(*t),
+                    };
+                }
+                for line in q.fetch_all(&mut conn).await.unwrap() {
+                    println!("    {line}");
+                }
+            }
+        }
     }
 }

@@ -345,26 +345,34 @@ impl Compiler<'_> {
         }
     }
 
-    /// `x in top P%`: x at least the value at rank ceil(N * P / 100) from the
-    /// highest (ties share the best rank).
+    /// The number of customers of the tenant with a value of `f`, as an
+    /// uncorrelated subquery over `features r`.
+    fn count_sql(&mut self, f: &Field) -> String {
+        let xr = self.value(f, "r");
+        format!(
+            "(SELECT count(*) AS n FROM features r WHERE r.tenant_id = $1 AND {xr} IS NOT NULL)"
+        )
+    }
+
+    /// `x in top P%`: x at least the value at rank C = ceil(N * P / 100) from
+    /// the highest (ties share the best rank). The cut-off is one
+    /// uncorrelated subquery (computed once per statement).
     fn top_pred(&mut self, f: &Field, percent: Decimal) -> String {
         let xf = self.value(f, "f");
         let xr = self.value(f, "r");
         let p = self.param(SqlParam::Decimal(percent), "numeric");
-        let n = format!(
-            "(SELECT count(*) FROM features r WHERE r.tenant_id = $1 AND {xr} IS NOT NULL)"
-        );
-        let xr2 = self.value(f, "r");
+        let n = self.count_sql(f);
         never_null(format!(
-            "{xf} >= (SELECT {xr2} FROM features r WHERE r.tenant_id = $1 AND {xr2} IS NOT NULL \
-             ORDER BY 1 DESC OFFSET GREATEST(ceil({n} * {p} * 0.01) - 1, 0)::bigint LIMIT 1)"
+            "{xf} >= (SELECT (SELECT ({xr})::numeric FROM features r WHERE r.tenant_id = $1 \
+             AND {xr} IS NOT NULL ORDER BY 1 DESC \
+             OFFSET GREATEST(ceil(c.n * {p} * 0.01) - 1, 0)::bigint LIMIT 1) FROM {n} c)"
         ))
     }
 
     /// percentile(x) = 100 * s / (N - 1) (0 when N = 1), s the number of
-    /// values strictly smaller than x. Each test is turned into thresholds on
-    /// s, and `s >= K` into `x > (the K-th smallest value)`, computed by
-    /// uncorrelated subqueries.
+    /// values strictly smaller than x. Each test becomes thresholds on s, and
+    /// `s >= K` becomes `x > T` with T the K-th smallest value, each T one
+    /// uncorrelated subquery.
     fn percentile_pred(&mut self, f: &Field, pred: &NumPred) -> String {
         let xf = self.value(f, "f");
         let s = match pred {
@@ -389,41 +397,50 @@ impl Compiler<'_> {
         never_null(s)
     }
 
+    /// The threshold T with `s >= K  <=>  x > T` (K computed from N by
+    /// `k`, in which `c.n` is N); when N = 1, T is chosen so that `x > T` is
+    /// `single` (a boolean SQL expression).
+    fn pct_threshold(&mut self, f: &Field, k: &str, single: &str) -> String {
+        let xr = self.value(f, "r");
+        let n = self.count_sql(f);
+        format!(
+            "(SELECT CASE WHEN c.n = 1 THEN CASE WHEN {single} THEN '-Infinity'::numeric \
+             ELSE 'Infinity'::numeric END \
+             WHEN {k} <= 0 THEN '-Infinity'::numeric \
+             ELSE (SELECT ({xr})::numeric FROM features r WHERE r.tenant_id = $1 AND {xr} IS NOT NULL \
+             ORDER BY 1 OFFSET GREATEST({k} - 1, 0)::bigint LIMIT 1) END FROM {n} c)"
+        )
+    }
+
     fn pct_atom(&mut self, f: &Field, xf: &str, op: CmpOp, l: &Literal) -> String {
         let lp = self.num_lit(l, None);
-        let xr = self.value(f, "r");
-        let n = format!(
-            "(SELECT count(*) FROM features r WHERE r.tenant_id = $1 AND {xr} IS NOT NULL)"
-        );
-        let scaled = format!("({lp} * ({n} - 1) * 0.01)");
+        let scaled = format!("({lp} * (c.n - 1) * 0.01)");
         let ceil_k = format!("ceil{scaled}");
         let floor_k1 = format!("(floor{scaled} + 1)");
-        let ge = |this: &mut Self, k: &str| -> String {
-            let xr = this.value(f, "r");
-            never_null(format!(
-                "{k} <= 0 OR {xf} > (SELECT {xr} FROM features r WHERE r.tenant_id = $1 \
-                 AND {xr} IS NOT NULL ORDER BY 1 OFFSET GREATEST({k} - 1, 0)::bigint LIMIT 1)"
-            ))
-        };
+        let single = |o: &str| format!("(0 {o} {lp})");
         let s = match op {
-            CmpOp::Ge => ge(self, &ceil_k),
-            CmpOp::Gt => ge(self, &floor_k1),
-            CmpOp::Le => format!("NOT {}", ge(self, &floor_k1)),
-            CmpOp::Lt => format!("NOT {}", ge(self, &ceil_k)),
+            CmpOp::Ge => format!("{xf} > {}", self.pct_threshold(f, &ceil_k, &single(">="))),
+            CmpOp::Gt => format!("{xf} > {}", self.pct_threshold(f, &floor_k1, &single(">"))),
+            CmpOp::Le => format!(
+                "NOT ({xf} > {})",
+                self.pct_threshold(f, &floor_k1, &format!("NOT {}", single("<=")))
+            ),
+            CmpOp::Lt => format!(
+                "NOT ({xf} > {})",
+                self.pct_threshold(f, &ceil_k, &format!("NOT {}", single("<")))
+            ),
             CmpOp::Eq | CmpOp::Ne => {
-                let a = ge(self, &ceil_k);
-                let b = ge(self, &floor_k1);
+                let a = self.pct_threshold(f, &ceil_k, &single("="));
+                let b = self.pct_threshold(f, &floor_k1, "false");
+                let eq = format!("({xf} > {a} AND NOT ({xf} > {b}))");
                 if op == CmpOp::Eq {
-                    format!("({a} AND NOT {b})")
+                    eq
                 } else {
-                    format!("NOT ({a} AND NOT {b})")
+                    format!("NOT {eq}")
                 }
             }
         };
-        never_null(format!(
-            "{xf} IS NOT NULL AND CASE WHEN {n} = 1 THEN 0 {} {lp} ELSE {s} END",
-            op_sql(op)
-        ))
+        never_null(format!("{xf} IS NOT NULL AND ({s})"))
     }
 
     fn cond(&mut self, c: &Cond) -> String {
