@@ -7,7 +7,7 @@ mod support;
 use std::process::Command;
 
 use serde_json::Value;
-use support::{DevStack, grpcurl_ok};
+use support::{DevStack, grpcurl_ok, http_get};
 
 fn seed(stack: &DevStack) -> String {
     let out = Command::new(env!("CARGO_BIN_EXE_rapport"))
@@ -107,6 +107,21 @@ fn seed_fills_the_dev_tenant_deterministically_and_idempotently() {
     assert_eq!((again, refused), (0, 0));
     assert_eq!(duplicate, accepted);
     assert_eq!(list("")["customers"].as_array().unwrap().len(), 60);
+
+    // Operators see the ingestion by outcome.
+    let metrics = http_get(stack.metrics_port, "/metrics");
+    for outcome in ["accepted", "duplicate"] {
+        let line = metrics
+            .lines()
+            .find(|l| {
+                l.starts_with(&format!(
+                    "rapport_interaction_ingested_total{{outcome=\"{outcome}\"}}"
+                ))
+            })
+            .unwrap_or_else(|| panic!("no {outcome} count in:\n{metrics}"));
+        let n: f64 = line.rsplit(' ').next().unwrap().parse().unwrap();
+        assert!(n >= accepted as f64 - 1.0, "{line}");
+    }
     stack.stop();
 }
 

@@ -478,13 +478,39 @@ impl Recorder {
                 customer_created: created,
             });
         }
-        Ok(outcomes
+        let outcomes: Vec<Outcome> = outcomes
             .into_iter()
             .map(|o| {
                 o.unwrap_or_else(|| {
                     Outcome::Rejected(Refusal::new(RejectionReason::Unspecified, "not processed"))
                 })
             })
-            .collect())
+            .collect();
+        count_outcomes(&outcomes);
+        Ok(outcomes)
+    }
+}
+
+/// Counts recorded interactions by outcome
+/// (`rapport_interaction_ingested_total{outcome}`): its rate is the
+/// ingestion rate operators watch.
+fn count_outcomes(outcomes: &[Outcome]) {
+    let (mut accepted, mut duplicate, mut rejected) = (0u64, 0u64, 0u64);
+    for o in outcomes {
+        match o {
+            Outcome::Accepted { .. } => accepted += 1,
+            Outcome::Duplicate { .. } => duplicate += 1,
+            Outcome::Rejected(_) => rejected += 1,
+        }
+    }
+    for (outcome, n) in [
+        ("accepted", accepted),
+        ("duplicate", duplicate),
+        ("rejected", rejected),
+    ] {
+        if n > 0 {
+            metrics::counter!("rapport_interaction_ingested_total", "outcome" => outcome)
+                .increment(n);
+        }
     }
 }
