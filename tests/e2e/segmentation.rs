@@ -67,7 +67,7 @@ fn segments_rfm_classification_and_segment_value_through_the_gateway() {
     assert!(by_buf.contains("\"rfm.segment\""), "{by_buf}");
 
     // Value the tenant, so that CLV reaches segmentation over the feed.
-    let now = chrono_now();
+    let now = support::utc_now_rfc3339();
     for kind in ["MODEL_KIND_BG_NBD", "MODEL_KIND_GAMMA_GAMMA"] {
         let fitted = call(
             &format!("{VAL}/FitModel"),
@@ -206,12 +206,4 @@ fn segments_rfm_classification_and_segment_value_through_the_gateway() {
     assert!(err.contains("InvalidArgument"), "{err}");
     assert!(err.contains("line 1, column"), "{err}");
     stack.stop();
-}
-
-fn chrono_now() -> String {
-    let out = std::process::Command::new("date")
-        .args(["-u", "+%Y-%m-%dT%H:%M:%SZ"])
-        .output()
-        .unwrap();
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
 }

@@ -50,7 +50,7 @@ fn fit_score_and_read_values_through_the_gateway() {
     let listed = grpcurl_ok(&["-H", &auth, &gateway, "list"]);
     assert!(listed.lines().any(|l| l == SERVICE), "{listed}");
 
-    let now = chrono_now();
+    let now = support::utc_now_rfc3339();
     let mut models = Vec::new();
     // Gamma-Gamma is fitted on repeat customers only.
     for (kind, at_least) in [
@@ -146,13 +146,4 @@ fn fit_score_and_read_values_through_the_gateway() {
     let err = String::from_utf8_lossy(&bad.stderr);
     assert!(err.contains("InvalidArgument"), "{err}");
     stack.stop();
-}
-
-/// Now, as RFC 3339 in UTC, from the system clock.
-fn chrono_now() -> String {
-    let out = std::process::Command::new("date")
-        .args(["-u", "+%Y-%m-%dT%H:%M:%SZ"])
-        .output()
-        .unwrap();
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
 }

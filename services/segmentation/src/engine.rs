@@ -298,22 +298,7 @@ pub async fn customer_changed(
     reason: MembershipChangeReason,
     now: DateTime<Utc>,
 ) -> Result<()> {
-    if !store::is_known(conn, tenant, customer).await? {
-        return Ok(());
-    }
-    if purchases_changed {
-        store::mark_rfm_dirty(conn, tenant).await?;
-        let state = store::rfm_state(conn, tenant).await?;
-        if state.rfm_compute_time.is_none() {
-            store::rfm_full(conn, tenant, now).await?;
-        } else {
-            store::rfm_one(conn, tenant, customer, &state, now).await?;
-        }
-    }
-    classify(conn, tenant, Some(&[customer]), now).await?;
-    let cat = catalog(conn, tenant).await?;
-    reevaluate(conn, tenant, &[customer], &cat, now, reason, None).await?;
-    Ok(())
+    customers_changed(conn, tenant, &[(customer, purchases_changed)], reason, now).await
 }
 
 /// [`customer_changed`] for many customers of one tenant at once (a feed
