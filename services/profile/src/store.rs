@@ -2402,7 +2402,7 @@ pub async fn erase(
         "UPDATE outbox SET payload = jsonb_build_object('customer_id', aggregate_id, 'redacted', true)
           WHERE tenant_id = $1
             AND NOT (aggregate_type = 'customer' AND aggregate_id = ANY($2))
-            AND NOT (payload ? 'erased')
+            AND payload->'erased' IS NULL
             AND EXISTS (SELECT 1 FROM unnest($3::text[]) n WHERE strpos(payload::text, n) > 0)",
     )
     .bind(tenant)

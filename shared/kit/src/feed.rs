@@ -54,12 +54,15 @@ pub async fn append(conn: &mut PgConnection, events: &[NewEvent]) -> Result<Vec<
     let types: Vec<&str> = events.iter().map(|e| e.aggregate_type).collect();
     let ids: Vec<&str> = events.iter().map(|e| e.aggregate_id.as_str()).collect();
     let kinds: Vec<&str> = events.iter().map(|e| e.event_type).collect();
-    let payloads: Vec<serde_json::Value> = events.iter().map(|e| e.payload.clone()).collect();
+    // Serialised here and validated (not converted) by the server: the
+    // column is `json`, see migration 0003.
+    let payloads: Vec<String> = events.iter().map(|e| e.payload.to_string()).collect();
     // Every event of one append comes from the same call, hence one trace.
     let traceparent = crate::telemetry::current_traceparent();
     let seqs: Vec<i64> = sqlx::query_scalar(
         "INSERT INTO outbox (tenant_id, aggregate_type, aggregate_id, event_type, payload, traceparent)
-         SELECT t.*, $6 FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::jsonb[]) AS t
+         SELECT t.tenant, t.agg, t.id, t.kind, t.payload::json, $6
+         FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[]) AS t (tenant, agg, id, kind, payload)
          RETURNING sequence",
     )
     .bind(&tenants)
