@@ -212,6 +212,10 @@ impl PgServer {
                 // memory and are not interrupted by checkpoints.
                 "shared_buffers=512MB",
                 "max_wal_size=4GB",
+                // A fresh cluster creates its WAL segments as it goes;
+                // zero-filling each one first is wasted work when nothing
+                // is ever recovered (a long-running server recycles them).
+                "wal_init_zero=off",
             ] {
                 args.push("-c".into());
                 args.push(s.into());
