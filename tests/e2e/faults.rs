@@ -6,7 +6,10 @@
 //!   lost;
 //! * the process killed during a streaming ingestion: the client sends the
 //!   same interactions again with the same idempotency keys to the restarted
-//!   process, and every interaction is stored exactly once.
+//!   process, and every interaction is stored exactly once;
+//! * the feed consumers (segmentation and valuation following the interaction
+//!   feed) killed mid-stream: after the restart they resume from their stored
+//!   cursors, and their projections hold every interaction exactly once.
 //!
 //! Both run `rapport dev` against a PostgreSQL server the test owns, so the
 //! database outlives (or dies apart from) the services.
@@ -330,6 +333,169 @@ fn ingestion_interrupted_by_a_crash_and_retried_stores_each_interaction_once() {
     );
     assert_eq!(accepted + duplicate, TOTAL as i64);
     assert_eq!(stored, TOTAL, "each interaction stored exactly once");
+    stack.stop();
+    drop(pg);
+}
+
+/// The stored cursor of `schema`'s consumer of the interaction feed, and the
+/// last sequence of the interaction feed.
+async fn feed_positions(db: &sqlx::PgPool, schema: &str) -> (i64, i64) {
+    let query = match schema {
+        "segmentation" => {
+            "SELECT after_sequence FROM segmentation.feed_cursors WHERE source = 'interaction'"
+        }
+        _ => "SELECT after_sequence FROM valuation.feed_cursors WHERE source = 'interaction'",
+    };
+    let cursor: Option<i64> = sqlx::query_scalar(query).fetch_optional(db).await.unwrap();
+    let last: Option<i64> = sqlx::query_scalar("SELECT max(sequence) FROM interaction.outbox")
+        .fetch_one(db)
+        .await
+        .unwrap();
+    (cursor.unwrap_or(0), last.unwrap_or(0))
+}
+
+#[test]
+fn feed_consumers_killed_mid_stream_resume_from_their_cursors() {
+    const CUSTOMERS: usize = 50;
+    const PER_ROUND: usize = 60; // purchases per customer per round
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port().unwrap();
+    let pg = own_postgres(&dir.path().join("pg"), port);
+    let url = pg.url("postgres");
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let db = runtime.block_on(async {
+        sqlx::postgres::PgPoolOptions::new()
+            .max_connections(2)
+            .connect(&url)
+            .await
+            .unwrap()
+    });
+
+    let mut stack = DevStack::start(&dir.path().join("data"), &["--database-url", &url], &[]);
+    let customers: Vec<String> = runtime.block_on(async {
+        let mut p = ProfileServiceClient::new(connect(&stack.addr(1)).await);
+        let mut ids = Vec::new();
+        for c in 0..CUSTOMERS {
+            let r = p
+                .create_customer(with_tenant(CreateCustomerRequest {
+                    customer: Some(person(&format!("Feed customer {c}"))),
+                    request_id: format!("feed-{c}"),
+                }))
+                .await
+                .unwrap();
+            ids.push(r.into_inner().customer.unwrap().customer_id);
+        }
+        ids
+    });
+
+    // Rounds of bulk purchases, each followed at once by a SIGKILL of the
+    // whole process, until a kill lands while a consumer is still behind
+    // the feed (the first one nearly always does).
+    let mut rounds = 0usize;
+    let mut caught_mid_stream = false;
+    while !caught_mid_stream {
+        assert!(rounds < 4, "no kill landed mid-stream in {rounds} rounds");
+        let addr = stack.addr(2);
+        let batch: Vec<Interaction> = customers
+            .iter()
+            .enumerate()
+            .flat_map(|(c, id)| {
+                let start = (rounds * CUSTOMERS + c) * PER_ROUND;
+                purchases(id, start..start + PER_ROUND)
+            })
+            .collect();
+        let accepted = runtime.block_on(async {
+            let mut client = InteractionServiceClient::new(connect(&addr).await);
+            let messages: Vec<RecordInteractionsRequest> = batch
+                .chunks(1000)
+                .map(|c| RecordInteractionsRequest {
+                    interactions: c.to_vec(),
+                })
+                .collect();
+            let mut req = tonic::Request::new(futures::stream::iter(messages));
+            req.metadata_mut()
+                .insert("x-rapport-tenant", TENANT.parse().unwrap());
+            client
+                .record_interactions(req)
+                .await
+                .unwrap()
+                .into_inner()
+                .accepted_count
+        });
+        assert_eq!(accepted as usize, batch.len());
+        // Kill as soon as a consumer has committed part of this round.
+        let (before, _) = runtime.block_on(feed_positions(&db, "segmentation"));
+        let waiting = Instant::now();
+        while runtime.block_on(feed_positions(&db, "segmentation")).0 == before
+            && waiting.elapsed() < Duration::from_secs(30)
+        {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        drop(stack); // SIGKILL, consumers and all
+        rounds += 1;
+        let (seg, last) = runtime.block_on(feed_positions(&db, "segmentation"));
+        let (val, _) = runtime.block_on(feed_positions(&db, "valuation"));
+        eprintln!("round {rounds}: segmentation at {seg}, valuation at {val}, feed at {last}");
+        caught_mid_stream = (seg > before && seg < last) || (val > 0 && val < last);
+        stack = DevStack::start(&dir.path().join("data"), &["--database-url", &url], &[]);
+    }
+
+    // After the restart both consumers reach the end of the feed ...
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let (seg, last) = runtime.block_on(feed_positions(&db, "segmentation"));
+        let (val, _) = runtime.block_on(feed_positions(&db, "valuation"));
+        if seg == last && val == last {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "consumers did not catch up: segmentation at {seg}, valuation at {val}, feed at {last}"
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    // ... and hold every purchase exactly once: the projections against the
+    // interaction service's own rows, customer by customer.
+    let expected = (rounds * PER_ROUND) as i64;
+    runtime.block_on(async {
+        let tenant: sqlx::types::Uuid = TENANT.parse().unwrap();
+        let stored: Vec<(sqlx::types::Uuid, i64)> = sqlx::query_as(
+            "SELECT customer_id, count(*) FROM interaction.interactions
+              WHERE tenant_id = $1 GROUP BY customer_id",
+        )
+        .bind(tenant)
+        .fetch_all(&db)
+        .await
+        .unwrap();
+        assert_eq!(stored.len(), CUSTOMERS);
+        assert!(stored.iter().all(|(_, n)| *n == expected), "{stored:?}");
+        for (schema, query) in [
+            (
+                "segmentation events",
+                "SELECT customer_id, count(*) FROM segmentation.events
+                  WHERE tenant_id = $1 GROUP BY customer_id",
+            ),
+            (
+                "segmentation features",
+                "SELECT customer_id, purchases FROM segmentation.features WHERE tenant_id = $1",
+            ),
+            (
+                "valuation purchases",
+                "SELECT customer_id, count(*) FROM valuation.purchases
+                  WHERE tenant_id = $1 GROUP BY customer_id",
+            ),
+        ] {
+            let mut rows: Vec<(sqlx::types::Uuid, i64)> = sqlx::query_as(query)
+                .bind(tenant)
+                .fetch_all(&db)
+                .await
+                .unwrap();
+            rows.sort();
+            let mut want = stored.clone();
+            want.sort();
+            assert_eq!(rows, want, "{schema} differ from the stored interactions");
+        }
+    });
     stack.stop();
     drop(pg);
 }
