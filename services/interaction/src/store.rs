@@ -123,6 +123,35 @@ pub async fn known_customers(
     if ids.is_empty() {
         return Ok(HashMap::new());
     }
+    // Most customers were never merged: one index probe each answers for
+    // them, and only the merged ones have their chains followed.
+    let direct: Vec<(Uuid, Option<Uuid>, bool)> = sqlx::query_as(
+        "SELECT customer_id, merged_into, erased FROM customers
+          WHERE tenant_id = $1 AND customer_id = ANY($2)",
+    )
+    .bind(tenant)
+    .bind(ids)
+    .fetch_all(&mut *conn)
+    .await?;
+    let mut known: HashMap<Uuid, KnownCustomer> = HashMap::with_capacity(direct.len());
+    let mut merged: Vec<Uuid> = Vec::new();
+    for (id, merged_into, erased) in direct {
+        match merged_into {
+            None => {
+                known.insert(
+                    id,
+                    KnownCustomer {
+                        current: id,
+                        erased,
+                    },
+                );
+            }
+            Some(_) => merged.push(id),
+        }
+    }
+    if merged.is_empty() {
+        return Ok(known);
+    }
     let rows: Vec<(Uuid, Uuid, bool)> = sqlx::query_as(
         "WITH RECURSIVE chain (start, cur, erased, depth) AS (
              SELECT customer_id, customer_id, erased, 0
@@ -138,13 +167,14 @@ pub async fn known_customers(
          FROM chain GROUP BY start",
     )
     .bind(tenant)
-    .bind(ids)
+    .bind(&merged)
     .fetch_all(conn)
     .await?;
-    Ok(rows
-        .into_iter()
-        .map(|(start, current, erased)| (start, KnownCustomer { current, erased }))
-        .collect())
+    known.extend(
+        rows.into_iter()
+            .map(|(start, current, erased)| (start, KnownCustomer { current, erased })),
+    );
+    Ok(known)
 }
 
 /// Records that the profile service knows these customers.
