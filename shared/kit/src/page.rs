@@ -179,4 +179,85 @@ mod tests {
                 .is_err()
         );
     }
+
+    mod props {
+        use super::*;
+        use proptest::prelude::*;
+
+        const SCOPE: &str = "tenant-a/customers/list?country=ES";
+
+        fn codec() -> PageTokens {
+            PageTokens::new("secret-secret-secret")
+        }
+
+        fn genuine() -> String {
+            codec().encode(SCOPE, &cursor())
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(2000))]
+
+            // Whatever a client sends as a token, decoding answers (never
+            // panics), and only a token this codec issued is accepted.
+            #[test]
+            fn arbitrary_tokens_are_refused(token in any::<String>()) {
+                prop_assume!(!token.is_empty());
+                prop_assert!(codec().decode::<Cursor>(SCOPE, &token).is_err());
+            }
+
+            #[test]
+            fn arbitrary_base64_is_refused(raw in proptest::collection::vec(any::<u8>(), 1..600)) {
+                let token = URL_SAFE_NO_PAD.encode(raw);
+                prop_assert!(codec().decode::<Cursor>(SCOPE, &token).is_err());
+            }
+
+            // Any change to the bytes of a genuine token (flipped bits,
+            // truncation, extension) is detected.
+            #[test]
+            fn altered_tokens_are_refused(
+                flips in proptest::collection::vec((any::<prop::sample::Index>(), 1u8..=255), 1..4),
+                cut in 0usize..8,
+                extra in proptest::collection::vec(any::<u8>(), 0..8),
+            ) {
+                let mut raw = URL_SAFE_NO_PAD.decode(genuine()).unwrap();
+                for (at, bits) in &flips {
+                    let i = at.index(raw.len());
+                    raw[i] ^= bits;
+                }
+                raw.truncate(raw.len() - cut.min(raw.len()));
+                raw.extend_from_slice(&extra);
+                let token = URL_SAFE_NO_PAD.encode(&raw);
+                prop_assume!(token != genuine());
+                prop_assert!(codec().decode::<Cursor>(SCOPE, &token).is_err());
+            }
+
+            #[test]
+            fn altered_text_is_refused(at in any::<prop::sample::Index>(), c in any::<char>()) {
+                let token = genuine();
+                let i = at.index(token.len());
+                let mut altered: String = token[..i].to_string();
+                altered.push(c);
+                altered.push_str(&token[i + 1..]);
+                prop_assume!(altered != token);
+                prop_assert!(codec().decode::<Cursor>(SCOPE, &altered).is_err());
+            }
+
+            // A token answers only the request (tenant, method, filters) it
+            // was issued for, and only with the key that issued it.
+            #[test]
+            fn tokens_do_not_cross_scopes(other in any::<String>(), key in any::<Vec<u8>>()) {
+                prop_assume!(other != SCOPE);
+                prop_assert!(codec().decode::<Cursor>(&other, &genuine()).is_err());
+                prop_assume!(key != b"secret-secret-secret".to_vec());
+                prop_assert!(PageTokens::new(&key).decode::<Cursor>(SCOPE, &genuine()).is_err());
+            }
+
+            #[test]
+            fn every_cursor_round_trips(time in any::<i64>(), id in any::<String>(), scope in any::<String>()) {
+                let c = Cursor { time, id };
+                let token = codec().encode(&scope, &c);
+                prop_assert_eq!(codec().decode::<Cursor>(&scope, &token).unwrap(), Some(c));
+            }
+        }
+    }
 }

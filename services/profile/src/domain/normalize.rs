@@ -87,6 +87,17 @@ pub fn phone(raw: &str, region: &str) -> Result<String, String> {
     if p.chars().count() > 64 || p.chars().any(char::is_control) {
         return Err("not a phone number".into());
     }
+    // Digits and the usual separators only: letters would be read as vanity
+    // digits ("1-800-FLOWERS"), turning arbitrary text into a number.
+    if !p
+        .chars()
+        .all(|c| c.is_ascii_digit() || " +()-./".contains(c))
+    {
+        return Err(
+            "not a phone number: only digits, spaces, a leading \"+\" and \"()-./\" are allowed"
+                .into(),
+        );
+    }
     let international = p.starts_with('+');
     let id = if international {
         None
@@ -105,7 +116,12 @@ pub fn phone(raw: &str, region: &str) -> Result<String, String> {
     if !phonenumber::is_valid(&number) {
         return Err("not a valid phone number for its region".into());
     }
-    Ok(number.format().mode(phonenumber::Mode::E164).to_string())
+    let e164 = number.format().mode(phonenumber::Mode::E164).to_string();
+    // E.164 numbers have at most 15 digits.
+    if e164.len() > 16 {
+        return Err("not a valid phone number: more than 15 digits".into());
+    }
+    Ok(e164)
 }
 
 /// The national significant number of an E.164 number, the part compared
@@ -394,6 +410,9 @@ mod tests {
         assert!(phone("911234567", "").is_err());
         assert!(phone("+34 12", "").is_err());
         assert!(phone("hello", "ES").is_err());
+        // Letters are not read as vanity digits (found by identifier_props).
+        assert!(phone("%@1640AaA.AaaA.aaa", "DE").is_err());
+        assert!(phone("1-800-FLOWERS", "US").is_err());
         assert_eq!(phone_national("+34911234567"), "911234567");
     }
 
