@@ -140,24 +140,26 @@ fn postgres_stopped_and_started_under_load_loses_no_acknowledged_write() {
         Duration::from_secs(5),
     );
 
-    // The database goes away: the service says so and keeps running.
+    // Every service of the stack and its gRPC service name.
+    let services: Vec<(String, &str)> = vec![
+        (profile_addr.clone(), "rapport.profile.v1.ProfileService"),
+        (stack.addr(2), "rapport.interaction.v1.InteractionService"),
+        (stack.addr(3), "rapport.segmentation.v1.SegmentationService"),
+        (stack.addr(4), "rapport.valuation.v1.ValuationService"),
+    ];
+
+    // The database goes away: every service says so and keeps running.
     pg.stop();
-    wait_for_health(
-        &profile_addr,
-        "rapport.profile.v1.ProfileService",
-        "NOT_SERVING",
-        Duration::from_secs(20),
-    );
+    for (addr, name) in &services {
+        wait_for_health(addr, name, "NOT_SERVING", Duration::from_secs(20));
+    }
     std::thread::sleep(Duration::from_secs(1));
 
-    // It comes back on the same port: the service recovers on its own.
+    // It comes back on the same port: the services recover on their own.
     let _pg = own_postgres(&dir.path().join("pg"), port);
-    wait_for_health(
-        &profile_addr,
-        "rapport.profile.v1.ProfileService",
-        "SERVING",
-        Duration::from_secs(30),
-    );
+    for (addr, name) in &services {
+        wait_for_health(addr, name, "SERVING", Duration::from_secs(30));
+    }
     std::thread::sleep(Duration::from_secs(2));
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     let mut acked = Vec::new();
