@@ -3,11 +3,17 @@
 //! While alive, a customer buys as a Poisson process with rate λ ~ Gamma(r, α);
 //! after each purchase they drop out with probability p ~ Beta(a, b).
 
-use statrs::function::beta::ln_beta;
+use statrs::function::beta::checked_ln_beta;
 use statrs::function::gamma::ln_gamma;
 
 use super::data::{Observation, RfmData};
-use super::special::ln_hyp2f1;
+use super::special::hyp2f1_signed;
+
+/// ln B(a, b), NaN outside a, b > 0 (an optimiser may step there: the
+/// likelihood is then not a number and the step is refused, never a panic).
+fn ln_beta(a: f64, b: f64) -> f64 {
+    checked_ln_beta(a, b).unwrap_or(f64::NAN)
+}
 
 /// BG/NBD parameters: r, α (purchase rate), a, b (dropout).
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -166,9 +172,11 @@ impl BgNbd {
         }
         let (x, tx, t) = (o.frequency, o.recency, o.age);
         let z = horizon / (alpha + t + horizon);
-        let ln_f = ln_hyp2f1(r + x, b + x, a + b + x - 1.0, z)?;
+        // c = a + b + x - 1 is negative for x = 0 when a + b < 1, and the
+        // function may then be negative: it is summed with its sign.
+        let (ln_f, sign) = hyp2f1_signed(r + x, b + x, a + b + x - 1.0, z)?;
         let head = (a + b + x - 1.0) / (a - 1.0);
-        let tail = 1.0 - ((r + x) * ((alpha + t) / (alpha + t + horizon)).ln() + ln_f).exp();
+        let tail = 1.0 - sign * ((r + x) * ((alpha + t) / (alpha + t + horizon)).ln() + ln_f).exp();
         let denom = if x > 0.0 {
             1.0 + (a / (b + x - 1.0)) * ((alpha + t) / (alpha + tx)).powf(r + x)
         } else {
@@ -184,7 +192,10 @@ impl BgNbd {
             return None;
         }
         let z = t / (alpha + t);
-        let ln_f = ln_hyp2f1(r, b, a + b - 1.0, z)?;
-        Some((a + b - 1.0) / (a - 1.0) * (1.0 - (r * (alpha / (alpha + t)).ln() + ln_f).exp()))
+        let (ln_f, sign) = hyp2f1_signed(r, b, a + b - 1.0, z)?;
+        Some(
+            (a + b - 1.0) / (a - 1.0)
+                * (1.0 - sign * (r * (alpha / (alpha + t)).ln() + ln_f).exp()),
+        )
     }
 }
