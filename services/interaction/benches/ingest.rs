@@ -17,18 +17,18 @@
 
 use std::time::{Duration, Instant};
 
-use chrono::{DateTime, TimeZone, Utc};
+use chrono::{TimeZone, Utc};
 use futures::StreamExt;
 use rapport_interaction::domain::model::StoredInteraction;
 use rapport_interaction::domain::validate::validate_interaction;
 use rapport_interaction::store;
+use rapport_interaction::synthetic::{self, base, eur};
 use rapport_kit::config::ServiceConfig;
 use rapport_kit::context::TENANT_HEADER;
-use rapport_proto::rapport::common::v1::{CustomerRef, Money, PeriodUnit, customer_ref};
+use rapport_proto::rapport::common::v1::{CustomerRef, PeriodUnit, customer_ref};
 use rapport_proto::rapport::interaction::v1::interaction_service_client::InteractionServiceClient;
 use rapport_proto::rapport::interaction::v1::{
-    Channel, ExportSummariesRequest, Initiator, Interaction, InteractionType, LineItem,
-    RecordInteractionsRequest,
+    ExportSummariesRequest, Interaction, InteractionType, RecordInteractionsRequest,
 };
 use uuid::Uuid;
 
@@ -37,69 +37,6 @@ fn env_usize(name: &str, default: usize) -> usize {
         .ok()
         .and_then(|v| v.replace('_', "").parse().ok())
         .unwrap_or(default)
-}
-
-fn eur(units: i64, nanos: i32) -> Money {
-    Money {
-        currency_code: "EUR".into(),
-        units,
-        nanos,
-    }
-}
-
-fn base() -> DateTime<Utc> {
-    Utc.with_ymd_and_hms(2023, 1, 1, 0, 0, 0)
-        .single()
-        .unwrap_or_default()
-}
-
-/// A deterministic, realistic mix of interactions.
-fn interaction(k: usize, customers: &[Uuid]) -> Interaction {
-    let customer = customers[(k * 7919) % customers.len()];
-    let t = base() + chrono::Duration::seconds(((k as i64) * 104_729) % (3 * 365 * 86_400));
-    let kind = match k % 10 {
-        0..=5 => InteractionType::Purchase,
-        6 => InteractionType::Call,
-        7 => InteractionType::Email,
-        8 => InteractionType::WebVisit,
-        _ => InteractionType::Return,
-    };
-    let mut i = Interaction {
-        customer: Some(CustomerRef {
-            r#ref: Some(customer_ref::Ref::CustomerId(customer.to_string())),
-        }),
-        r#type: kind as i32,
-        occur_time: Some(rapport_kit::convert::timestamp(t)),
-        channel: [
-            Channel::Store,
-            Channel::Web,
-            Channel::Mobile,
-            Channel::Phone,
-        ][k % 4] as i32,
-        initiator: Initiator::Customer as i32,
-        idempotency_key: format!("bench:order-{k:09}"),
-        ..Default::default()
-    };
-    if matches!(kind, InteractionType::Purchase | InteractionType::Return) {
-        let units = 5 + (k % 200) as i64;
-        i.amount = Some(eur(units, 990_000_000));
-        if kind == InteractionType::Purchase {
-            i.margin = Some(eur(units / 3, 0));
-        }
-        i.line_items = (0..1 + k % 3)
-            .map(|n| LineItem {
-                sku: format!("sku-{:05}", (k + n) % 20_000),
-                name: "Article".into(),
-                category: "apparel/shoes".into(),
-                quantity: 1.0,
-                unit_price: Some(eur(units / (1 + (k % 3) as i64), 0)),
-            })
-            .collect();
-    }
-    if kind == InteractionType::Call {
-        i.agent_id = format!("agent-{}", k % 50);
-    }
-    i
 }
 
 fn with_tenant<T>(tenant: Uuid, msg: T) -> tonic::Request<T> {
@@ -135,7 +72,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         (n / 10).max(1)
     );
     let customers: Vec<Uuid> = (0..(n / 10).max(1)).map(|_| Uuid::new_v4()).collect();
-    let interactions: Vec<Interaction> = (0..n).map(|k| interaction(k, &customers)).collect();
+    let interactions: Vec<Interaction> = (0..n)
+        .map(|k| synthetic::interaction(k, &customers, "bench"))
+        .collect();
 
     // The baseline: the same rows, one raw COPY.
     let now = Utc::now();

@@ -17,6 +17,7 @@ pub mod follow;
 pub mod ingest;
 pub mod profile;
 pub mod store;
+pub mod synthetic;
 
 use std::sync::Arc;
 

@@ -21,6 +21,7 @@ pub mod peers;
 pub mod rule;
 pub mod scheduler;
 pub mod store;
+pub mod synthetic;
 
 use std::sync::Arc;
 

@@ -219,3 +219,20 @@ pub async fn ping(pool: &PgPool) -> bool {
     .await
     .is_ok_and(|r| r.is_ok())
 }
+
+/// `url` with its database name replaced by `database`.
+pub fn replace_database(url: &str, database: &str) -> String {
+    let (base, query) = match url.split_once('?') {
+        Some((b, q)) => (b, Some(q)),
+        None => (url, None),
+    };
+    let authority_start = base.find("://").map_or(0, |i| i + 3);
+    let base = match base[authority_start..].find('/') {
+        Some(i) => &base[..authority_start + i],
+        None => base,
+    };
+    match query {
+        Some(q) => format!("{base}/{database}?{q}"),
+        None => format!("{base}/{database}"),
+    }
+}

@@ -114,21 +114,7 @@ pub async fn database() -> TestDatabase {
 }
 
 /// `url` with its database name replaced by `database`.
-pub fn replace_database(url: &str, database: &str) -> String {
-    let (base, query) = match url.split_once('?') {
-        Some((b, q)) => (b, Some(q)),
-        None => (url, None),
-    };
-    let authority_start = base.find("://").map_or(0, |i| i + 3);
-    let base = match base[authority_start..].find('/') {
-        Some(i) => &base[..authority_start + i],
-        None => base,
-    };
-    match query {
-        Some(q) => format!("{base}/{database}?{q}"),
-        None => format!("{base}/{database}"),
-    }
-}
+pub use rapport_kit::db::replace_database;
 
 /// A service running in-process on 127.0.0.1 with an ephemeral port.
 pub struct Running {
