@@ -6,7 +6,9 @@
 //!   container runs it.
 //! * `rapport migrate [<service>]` — creates schemas and roles, applies migrations.
 //! * `rapport seed` — a realistic demo tenant, sent through the gateway.
+//! * `rapport bench` — the platform measured end to end on this machine.
 
+mod bench;
 mod dev;
 mod seed;
 mod services;
@@ -56,6 +58,12 @@ enum Command {
     /// service requests, campaigns and surveys) and send it through the
     /// gateway's public APIs. Deterministic for a seed; safe to run twice.
     Seed(seed::SeedArgs),
+    /// Measure the platform end to end on this machine: ingestion through the
+    /// gateway beside raw COPY, unary read latency direct and through the
+    /// gateway, segment refresh and preview beside hand-written SQL, model
+    /// fits, and each service's resident memory. Prints tables and writes
+    /// JSON to --out. Starts its own PostgreSQL and services.
+    Bench(bench::BenchArgs),
     /// Create a key with the `admin` scope for the operator tenant (creating that
     /// tenant when there is none) and print it: the first admin key of a
     /// deployment, or a new one when every admin key was revoked.
@@ -101,6 +109,10 @@ fn main() -> ExitCode {
                 database_url,
                 tenant_name,
             } => admin_key(&database_url, &tenant_name).await,
+            Command::Bench(args) => {
+                let _telemetry = rapport_kit::telemetry::init("bench", Default::default(), "warn");
+                bench::run(args).await
+            }
             Command::Seed(args) => {
                 let _telemetry = rapport_kit::telemetry::init("seed", Default::default(), "warn");
                 seed::run(args).await

@@ -1,0 +1,270 @@
+//! Ingestion: the same interactions through the gateway, direct to the
+//! interaction service, and as one raw `COPY` into the same table.
+
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use futures::StreamExt;
+use rapport_interaction::domain::model::StoredInteraction;
+use rapport_interaction::domain::validate::{CustomerInput, validate_interaction};
+use rapport_interaction::{store, synthetic};
+use rapport_proto::rapport::interaction::v1::interaction_service_client::InteractionServiceClient;
+use rapport_proto::rapport::interaction::v1::{Interaction, RecordInteractionsRequest};
+use rapport_proto::rapport::profile::v1::profile_service_client::ProfileServiceClient;
+use rapport_proto::rapport::profile::v1::{
+    CreateCustomerRequest, Customer, CustomerKind, EmailAddress, PersonDetails, customer,
+};
+use serde_json::{Value, json};
+use sqlx::PgPool;
+use uuid::Uuid;
+
+use super::stack::{Stack, Tenant};
+use super::{Auth, Authed, Sizes, Table, count, secs};
+
+/// Creates `n` people through the gateway, 16 calls in flight; their ids.
+pub async fn customers(
+    profile: &ProfileServiceClient<Authed>,
+    prefix: &str,
+    n: usize,
+) -> anyhow::Result<Vec<Uuid>> {
+    let created: Vec<anyhow::Result<Uuid>> = futures::stream::iter(0..n)
+        .map(|i| {
+            let mut client = profile.clone();
+            let prefix = prefix.to_string();
+            async move {
+                let answer = client
+                    .create_customer(CreateCustomerRequest {
+                        customer: Some(Customer {
+                            kind: CustomerKind::Person as i32,
+                            details: Some(customer::Details::Person(PersonDetails {
+                                given_name: format!("Customer {i}"),
+                                family_name: "Bench".into(),
+                                ..Default::default()
+                            })),
+                            emails: vec![EmailAddress {
+                                address: format!("{prefix}-{i}@bench.example.com"),
+                                primary: true,
+                                ..Default::default()
+                            }],
+                            ..Default::default()
+                        }),
+                        request_id: format!("{prefix}-{i}"),
+                    })
+                    .await
+                    .context("CreateCustomer")?
+                    .into_inner();
+                let id = answer.customer.map(|c| c.customer_id).unwrap_or_default();
+                Ok(Uuid::parse_str(&id)?)
+            }
+        })
+        .buffer_unordered(16)
+        .collect()
+        .await;
+    created.into_iter().collect()
+}
+
+async fn record(
+    client: &mut InteractionServiceClient<Authed>,
+    rows: Vec<Interaction>,
+) -> anyhow::Result<(Duration, i64)> {
+    let n = rows.len();
+    let messages: Vec<RecordInteractionsRequest> = rows
+        .chunks(1000)
+        .map(|c| RecordInteractionsRequest {
+            interactions: c.to_vec(),
+        })
+        .collect();
+    drop(rows);
+    let started = Instant::now();
+    let answer = client
+        .record_interactions(futures::stream::iter(messages))
+        .await
+        .context("RecordInteractions")?
+        .into_inner();
+    let took = started.elapsed();
+    if answer.accepted_count as usize != n {
+        anyhow::bail!(
+            "RecordInteractions accepted {} of {n}: {:?}",
+            answer.accepted_count,
+            answer.rejections.first()
+        );
+    }
+    Ok((took, answer.accepted_count))
+}
+
+/// The baseline: the rows the service would store, as one raw `COPY` into
+/// the same table of the same database (then deleted again).
+async fn raw_copy(pool: &PgPool, rows: &[Interaction]) -> anyhow::Result<Duration> {
+    let now = chrono::Utc::now();
+    let tenant = Uuid::new_v4();
+    let mut stored = Vec::with_capacity(rows.len());
+    for i in rows {
+        let new = validate_interaction(i, "", now)
+            .map_err(|v| anyhow::anyhow!("generated interaction invalid: {v:?}"))?;
+        let customer = match &new.customer {
+            CustomerInput::Id(id) => *id,
+            CustomerInput::Identifiers(_) => Uuid::nil(),
+        };
+        stored.push(StoredInteraction::from_new(
+            &new,
+            Uuid::now_v7(),
+            customer,
+            customer,
+            now,
+        ));
+    }
+    let mut buf = Vec::with_capacity(rows.len() * 400);
+    store::copy_text(&mut buf, tenant, &stored);
+    drop(stored);
+    let mut conn = pool.acquire().await?;
+    let started = Instant::now();
+    let mut copy = conn.copy_in_raw(store::COPY_STATEMENT).await?;
+    copy.send(buf).await?;
+    let copied = copy.finish().await?;
+    let took = started.elapsed();
+    anyhow::ensure!(copied as usize == rows.len(), "COPY wrote {copied} rows");
+    sqlx::query("DELETE FROM interactions WHERE tenant_id = $1")
+        .bind(tenant)
+        .execute(&mut *conn)
+        .await?;
+    sqlx::query("VACUUM ANALYZE interactions")
+        .execute(&mut *conn)
+        .await?;
+    Ok(took)
+}
+
+/// Waits until segmentation and valuation have applied every interaction
+/// event; how long that took after the call returned.
+pub async fn caught_up(pool: &PgPool, limit: Duration) -> anyhow::Result<Option<Duration>> {
+    let started = Instant::now();
+    loop {
+        let last: Option<i64> = sqlx::query_scalar("SELECT max(sequence) FROM interaction.outbox")
+            .fetch_one(pool)
+            .await?;
+        let behind: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM (
+                 SELECT after_sequence FROM segmentation.feed_cursors WHERE source = 'interaction'
+                 UNION ALL
+                 SELECT after_sequence FROM valuation.feed_cursors WHERE source = 'interaction') c
+              WHERE c.after_sequence < $1",
+        )
+        .bind(last.unwrap_or(0))
+        .fetch_one(pool)
+        .await?;
+        if behind == 0 {
+            return Ok(Some(started.elapsed()));
+        }
+        if started.elapsed() > limit {
+            return Ok(None);
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+fn rate(n: usize, d: Duration) -> f64 {
+    n as f64 / d.as_secs_f64().max(1e-9)
+}
+
+pub async fn run(stack: &Stack, sizes: &Sizes) -> anyhow::Result<Value> {
+    let n = sizes.interactions;
+    let tenant: Tenant = stack.tenant("bench ingest").await?;
+    let gateway = stack.channel("gateway").await?;
+    let direct = stack.channel("interaction").await?;
+    let profile =
+        ProfileServiceClient::with_interceptor(gateway.clone(), Auth::gateway(&tenant.key)?);
+    let mut via_gateway =
+        InteractionServiceClient::with_interceptor(gateway, Auth::gateway(&tenant.key)?);
+    let mut via_direct = InteractionServiceClient::with_interceptor(
+        direct,
+        Auth::direct(tenant.id, &stack.internal_token)?,
+    );
+    let interaction_pool = stack.pool(rapport_interaction::SCHEMA).await?;
+    let admin = stack.admin_pool().await?;
+
+    let c = (n / 100).clamp(10, 10_000);
+    println!("\ningest: creating {c} customers, then {n} interactions three ways");
+    let started = Instant::now();
+    let ids = customers(&profile, "ingest", c).await?;
+    let create_time = started.elapsed();
+
+    let rows: Vec<Interaction> = (0..n)
+        .map(|k| synthetic::interaction(k, &ids, "gateway"))
+        .collect();
+    let copy_time = raw_copy(&interaction_pool, &rows).await?;
+    let (gateway_time, _) = record(&mut via_gateway, rows).await?;
+    let limit = Duration::from_secs(900);
+    let gateway_catch_up = caught_up(&admin, limit).await?;
+    let rows: Vec<Interaction> = (0..n)
+        .map(|k| synthetic::interaction(k, &ids, "direct"))
+        .collect();
+    let (direct_time, _) = record(&mut via_direct, rows).await?;
+    let direct_catch_up = caught_up(&admin, limit).await?;
+    interaction_pool.close().await;
+    admin.close().await;
+
+    let copy_rate = rate(n, copy_time);
+    let gateway_rate = rate(n, gateway_time);
+    let direct_rate = rate(n, direct_time);
+    let catch = |d: Option<Duration>| d.map_or(format!("not within {}", secs(limit)), secs);
+    let mut t = Table::new(
+        format!(
+            "Ingestion of {} interactions for {} customers (segmentation and valuation follow the feed meanwhile)",
+            count(n as u64),
+            count(c as u64)
+        ),
+        vec![
+            "path",
+            "time",
+            "interactions/s",
+            "ratio to COPY",
+            "feed consumers caught up after",
+        ],
+    );
+    t.row(vec![
+        "raw COPY into interaction.interactions".into(),
+        secs(copy_time),
+        format!("{copy_rate:.0}"),
+        "1.00".into(),
+        "-".into(),
+    ]);
+    t.row(vec![
+        "RecordInteractions through the gateway".into(),
+        secs(gateway_time),
+        format!("{gateway_rate:.0}"),
+        format!("{:.2}", gateway_rate / copy_rate),
+        catch(gateway_catch_up),
+    ]);
+    t.row(vec![
+        "RecordInteractions direct".into(),
+        secs(direct_time),
+        format!("{direct_rate:.0}"),
+        format!("{:.2}", direct_rate / copy_rate),
+        catch(direct_catch_up),
+    ]);
+    t.row(vec![
+        format!("CreateCustomer through the gateway (16 in flight)"),
+        secs(create_time),
+        format!("{:.0} customers/s", rate(c, create_time)),
+        "-".into(),
+        "-".into(),
+    ]);
+    t.print();
+    Ok(json!({
+        "interactions": n,
+        "customers": c,
+        "create_customer_per_second": rate(c, create_time),
+        "copy": {"seconds": copy_time.as_secs_f64(), "per_second": copy_rate},
+        "gateway": {
+            "seconds": gateway_time.as_secs_f64(),
+            "per_second": gateway_rate,
+            "ratio_to_copy": gateway_rate / copy_rate,
+            "feed_caught_up_seconds": gateway_catch_up.map(|d| d.as_secs_f64()),
+        },
+        "direct": {
+            "seconds": direct_time.as_secs_f64(),
+            "per_second": direct_rate,
+            "ratio_to_copy": direct_rate / copy_rate,
+            "feed_caught_up_seconds": direct_catch_up.map(|d| d.as_secs_f64()),
+        },
+    }))
+}

@@ -1,0 +1,216 @@
+//! Unary reads at a fixed offered rate (open loop: calls leave on schedule
+//! whether or not earlier ones have answered, and each latency counts from
+//! its scheduled start), direct to the service and through the gateway.
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use rapport_interaction::synthetic;
+use rapport_proto::rapport::interaction::v1::interaction_service_client::InteractionServiceClient;
+use rapport_proto::rapport::interaction::v1::{
+    GetCustomerSummaryRequest, RecordInteractionsRequest,
+};
+use rapport_proto::rapport::profile::v1::GetCustomerRequest;
+use rapport_proto::rapport::profile::v1::profile_service_client::ProfileServiceClient;
+use serde_json::{Value, json};
+use tokio::time::MissedTickBehavior;
+use uuid::Uuid;
+
+use super::stack::Stack;
+use super::{Auth, Authed, Sizes, Table, millis};
+
+#[derive(Clone)]
+enum Call {
+    GetCustomer(ProfileServiceClient<Authed>),
+    GetCustomerSummary(InteractionServiceClient<Authed>),
+}
+
+impl Call {
+    async fn once(&mut self, customer: Uuid) -> Result<(), tonic::Status> {
+        match self {
+            Call::GetCustomer(c) => c
+                .get_customer(GetCustomerRequest {
+                    customer_id: customer.to_string(),
+                })
+                .await
+                .map(drop),
+            Call::GetCustomerSummary(c) => c
+                .get_customer_summary(GetCustomerSummaryRequest {
+                    customer_id: customer.to_string(),
+                    as_of: None,
+                })
+                .await
+                .map(drop),
+        }
+    }
+}
+
+struct Outcome {
+    latencies: Vec<Duration>,
+    errors: usize,
+    elapsed: Duration,
+}
+
+/// Offers `rate` calls per second for `seconds`, customers in turn.
+async fn offer(call: &Call, customers: &[Uuid], rate: u32, seconds: u64) -> Outcome {
+    let latencies = Arc::new(Mutex::new(Vec::new()));
+    let errors = Arc::new(Mutex::new(0usize));
+    let total = u64::from(rate) * seconds;
+    let period = Duration::from_secs_f64(1.0 / f64::from(rate.max(1)));
+    let mut ticks = tokio::time::interval(period);
+    ticks.set_missed_tick_behavior(MissedTickBehavior::Burst);
+    let start = Instant::now();
+    let mut tasks = Vec::with_capacity(total as usize);
+    for i in 0..total {
+        ticks.tick().await;
+        let scheduled = start + period.mul_f64(i as f64);
+        let mut call = call.clone();
+        let customer = customers[(i as usize) % customers.len()];
+        let latencies = latencies.clone();
+        let errors = errors.clone();
+        tasks.push(tokio::spawn(async move {
+            let ok = call.once(customer).await.is_ok();
+            let took = scheduled.elapsed();
+            if ok {
+                if let Ok(mut l) = latencies.lock() {
+                    l.push(took);
+                }
+            } else if let Ok(mut e) = errors.lock() {
+                *e += 1;
+            }
+        }));
+    }
+    for t in tasks {
+        let _ = t.await;
+    }
+    let elapsed = start.elapsed();
+    let mut latencies = latencies.lock().map(|l| l.clone()).unwrap_or_default();
+    latencies.sort_unstable();
+    let errors = errors.lock().map_or(0, |e| *e);
+    Outcome {
+        latencies,
+        errors,
+        elapsed,
+    }
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    if sorted.is_empty() {
+        return Duration::ZERO;
+    }
+    let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
+    sorted[rank.clamp(1, sorted.len()) - 1]
+}
+
+pub async fn run(stack: &Stack, sizes: &Sizes) -> anyhow::Result<Value> {
+    let tenant = stack.tenant("bench reads").await?;
+    let gateway = stack.channel("gateway").await?;
+    let profile_direct = stack.channel("profile").await?;
+    let interaction_direct = stack.channel("interaction").await?;
+    let by_key = Auth::gateway(&tenant.key)?;
+    let by_token = Auth::direct(tenant.id, &stack.internal_token)?;
+
+    // 500 customers with 20 interactions each: summaries with some history.
+    let profile = ProfileServiceClient::with_interceptor(gateway.clone(), by_key.clone());
+    let customers = super::ingest::customers(&profile, "reads", 500).await?;
+    let mut writer = InteractionServiceClient::with_interceptor(gateway.clone(), by_key.clone());
+    let rows: Vec<_> = (0..customers.len() * 20)
+        .map(|k| synthetic::interaction(k, &customers, "reads"))
+        .collect();
+    let messages: Vec<RecordInteractionsRequest> = rows
+        .chunks(1000)
+        .map(|c| RecordInteractionsRequest {
+            interactions: c.to_vec(),
+        })
+        .collect();
+    writer
+        .record_interactions(futures::stream::iter(messages))
+        .await?;
+
+    let rate = sizes.read_rate;
+    let seconds = sizes.read_seconds;
+    println!("\nreads: {rate} calls/s offered for {seconds} s per path");
+    let paths = [
+        (
+            "GetCustomer",
+            "direct",
+            Call::GetCustomer(ProfileServiceClient::with_interceptor(
+                profile_direct,
+                by_token.clone(),
+            )),
+        ),
+        (
+            "GetCustomer",
+            "gateway",
+            Call::GetCustomer(ProfileServiceClient::with_interceptor(
+                gateway.clone(),
+                by_key.clone(),
+            )),
+        ),
+        (
+            "GetCustomerSummary",
+            "direct",
+            Call::GetCustomerSummary(InteractionServiceClient::with_interceptor(
+                interaction_direct,
+                by_token,
+            )),
+        ),
+        (
+            "GetCustomerSummary",
+            "gateway",
+            Call::GetCustomerSummary(InteractionServiceClient::with_interceptor(gateway, by_key)),
+        ),
+    ];
+    let mut table = Table::new(
+        format!(
+            "Unary reads, {rate} calls/s offered for {seconds} s (latency from each call's scheduled start)"
+        ),
+        vec![
+            "method",
+            "path",
+            "p50",
+            "p90",
+            "p99",
+            "max",
+            "achieved calls/s",
+            "errors",
+        ],
+    );
+    let mut out = Vec::new();
+    for (method, path, call) in paths {
+        // Warm up connections, caches and the planner.
+        offer(&call, &customers, rate, 1).await;
+        let o = offer(&call, &customers, rate, seconds).await;
+        let achieved = o.latencies.len() as f64 / o.elapsed.as_secs_f64().max(1e-9);
+        let (p50, p90, p99) = (
+            percentile(&o.latencies, 50.0),
+            percentile(&o.latencies, 90.0),
+            percentile(&o.latencies, 99.0),
+        );
+        let max = o.latencies.last().copied().unwrap_or_default();
+        table.row(vec![
+            method.into(),
+            path.into(),
+            millis(p50),
+            millis(p90),
+            millis(p99),
+            millis(max),
+            format!("{achieved:.0}"),
+            o.errors.to_string(),
+        ]);
+        out.push(json!({
+            "method": method,
+            "path": path,
+            "offered_per_second": rate,
+            "seconds": seconds,
+            "p50_ms": p50.as_secs_f64() * 1000.0,
+            "p90_ms": p90.as_secs_f64() * 1000.0,
+            "p99_ms": p99.as_secs_f64() * 1000.0,
+            "max_ms": max.as_secs_f64() * 1000.0,
+            "achieved_per_second": achieved,
+            "errors": o.errors,
+        }));
+    }
+    table.print();
+    Ok(Value::Array(out))
+}
