@@ -1106,6 +1106,11 @@ impl ProfileService for ProfileApi {
         let name = d.name.trim().to_string();
         if name.is_empty() {
             v.add("definition.name", "required");
+        } else if !attributes::valid_name(&name) {
+            v.add(
+                "definition.name",
+                "not an attribute name: a lower-case letter, then lower-case letters, digits and \"_\"",
+            );
         }
         let paths = req.update_mask.map(|m| m.paths).unwrap_or_default();
         if paths.is_empty() {
@@ -1143,6 +1148,13 @@ impl ProfileService for ProfileApi {
         let name = request.get_ref().name.trim().to_string();
         if name.is_empty() {
             return Err(invalid("name", "required").into());
+        }
+        if !attributes::valid_name(&name) {
+            return Err(invalid(
+                "name",
+                "not an attribute name: a lower-case letter, then lower-case letters, digits and \"_\"",
+            )
+            .into());
         }
         let row = store::change_definition(&self.pool, tenant, &name, None, "").await?;
         Ok(Response::new(DeprecateAttributeDefinitionResponse {

@@ -74,6 +74,54 @@ fn describe(v: &[Violation]) -> String {
         .join("; ")
 }
 
+// A status travels in HTTP/2 response headers, and clients refuse header
+// blocks above a limit (16 KiB for hyper, so for tonic): a refusal that
+// exceeds it reaches the client as a transport error instead. Invalid input
+// can name any number of fields, with texts the client chose (attribute
+// names, map keys), so what a status carries is bounded.
+
+/// Longest status message, in bytes (before percent-encoding).
+const MAX_MESSAGE: usize = 1024;
+/// Longest field path or description of one violation, in bytes.
+const MAX_VIOLATION_TEXT: usize = 256;
+/// Most bytes of violation texts in one status (base64-encoded in a header).
+const MAX_DETAILS: usize = 5 * 1024;
+
+/// `s` cut to at most `max` bytes at a character boundary, "…" marking a cut.
+fn clip(s: &str, max: usize) -> String {
+    if s.len() <= max {
+        return s.to_string();
+    }
+    let mut end = max.saturating_sub('…'.len_utf8());
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &s[..end])
+}
+
+/// The violations a status carries: each text clipped, and as many as fit in
+/// [`MAX_DETAILS`], in order. Returns them with the number left out.
+fn bounded(violations: Vec<Violation>) -> (Vec<Violation>, usize) {
+    let total = violations.len();
+    let mut budget = MAX_DETAILS;
+    let mut kept = Vec::new();
+    for v in violations {
+        let v = Violation {
+            field: clip(&v.field, MAX_VIOLATION_TEXT),
+            description: clip(&v.description, MAX_VIOLATION_TEXT),
+        };
+        // The texts plus the few bytes of protobuf framing around them.
+        let cost = v.field.len() + v.description.len() + 8;
+        if cost > budget {
+            break;
+        }
+        budget -= cost;
+        kept.push(v);
+    }
+    let left_out = total - kept.len();
+    (kept, left_out)
+}
+
 impl ApiError {
     /// A single field violation.
     pub fn invalid(field: impl Into<String>, description: impl Into<String>) -> Self {
@@ -160,7 +208,14 @@ impl From<ApiError> for Status {
     fn from(err: ApiError) -> Self {
         match err {
             ApiError::InvalidArgument(violations) => {
-                let message = format!("invalid argument: {}", describe(&violations));
+                let (violations, left_out) = bounded(violations);
+                let mut message = clip(
+                    &format!("invalid argument: {}", describe(&violations)),
+                    MAX_MESSAGE,
+                );
+                if left_out > 0 {
+                    message.push_str(&format!(" (and {left_out} more problems not listed)"));
+                }
                 let details = ErrorDetails::with_bad_request(
                     violations
                         .into_iter()
@@ -169,21 +224,24 @@ impl From<ApiError> for Status {
                 );
                 Status::with_error_details(Code::InvalidArgument, message, details)
             }
-            ApiError::NotFound { resource, id } => Status::with_error_details(
-                Code::NotFound,
-                format!("{resource} {id} not found"),
-                ErrorDetails::with_resource_info(resource, id.clone(), "", "not found"),
-            ),
+            ApiError::NotFound { resource, id } => {
+                let id = clip(&id, MAX_VIOLATION_TEXT);
+                Status::with_error_details(
+                    Code::NotFound,
+                    format!("{resource} {id} not found"),
+                    ErrorDetails::with_resource_info(resource, id.clone(), "", "not found"),
+                )
+            }
             ApiError::ResourceExhausted {
                 message,
                 retry_after,
             } => Status::with_error_details(
                 Code::ResourceExhausted,
-                message,
+                clip(&message, MAX_MESSAGE),
                 ErrorDetails::with_retry_info(retry_after),
             ),
             ApiError::Internal(_) => Status::new(Code::Internal, "internal error"),
-            other => Status::new(other.code(), other.to_string()),
+            other => Status::new(other.code(), clip(&other.to_string(), MAX_MESSAGE)),
         }
     }
 }
@@ -253,6 +311,48 @@ mod tests {
             .map(|f| f.field.as_str())
             .collect();
         assert_eq!(fields, ["email", "country"]);
+    }
+
+    #[test]
+    fn statuses_stay_small_enough_for_http2_headers() {
+        // A thousand violations naming long, client-chosen keys.
+        let mut v = Violations::new();
+        for i in 0..1000 {
+            v.add(
+                format!("customer.attributes[{}{i}]", "ß".repeat(5000)),
+                format!("no attribute definition is named {:?}", "k".repeat(5000)),
+            );
+        }
+        let status: Status = v.finish().unwrap_err().into();
+        assert_eq!(status.code(), Code::InvalidArgument);
+        assert!(
+            status.message().len() <= MAX_MESSAGE + 64,
+            "{}",
+            status.message()
+        );
+        assert!(status.message().contains("more problems not listed"));
+        // The details repeat the message next to the violations.
+        assert!(status.details().len() <= MAX_DETAILS + MAX_MESSAGE + 512);
+        let details = status.get_error_details();
+        let kept = &details.bad_request().expect("bad request").field_violations;
+        assert!(!kept.is_empty() && kept.len() < 1000);
+        assert!(kept[0].field.starts_with("customer.attributes[ßß"));
+        assert!(kept[0].field.len() <= MAX_VIOLATION_TEXT);
+        // A long id in NOT_FOUND, a long message elsewhere.
+        let status: Status =
+            ApiError::not_found("attribute definition", "n".repeat(100_000)).into();
+        assert!(status.message().len() < 2 * MAX_VIOLATION_TEXT);
+        let status: Status = ApiError::FailedPrecondition("p".repeat(100_000)).into();
+        assert!(status.message().len() <= MAX_MESSAGE);
+        // Small statuses are untouched.
+        let status: Status = ApiError::invalid("email", "not an e-mail address").into();
+        assert_eq!(
+            status.message(),
+            "invalid argument: email: not an e-mail address"
+        );
+        assert_eq!(clip("ab", 2), "ab");
+        assert_eq!(clip("aßc", 3), "…");
+        assert_eq!(clip("abcdef", 5), "ab…");
     }
 
     #[test]

@@ -112,6 +112,15 @@ pub fn valid_name(name: &str) -> bool {
             .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'_')
 }
 
+/// Checks one string of a STRING or STRING_LIST value: any text but NUL,
+/// which PostgreSQL cannot store.
+fn check_string(s: &str) -> Result<(), String> {
+    if s.contains('\0') {
+        return Err("must not contain NUL characters".into());
+    }
+    Ok(())
+}
+
 /// Converts one value to the stored form, checking it against `expected`
 /// (an AttributeType number). Returns why it is refused.
 pub fn convert_value(value: &AttributeValue, expected: i32) -> Result<AttrValue, String> {
@@ -126,6 +135,7 @@ pub fn convert_value(value: &AttributeValue, expected: i32) -> Result<AttrValue,
                     "a string value has at most 1,024 characters (got {n})"
                 ));
             }
+            check_string(s)?;
             AttrValue::String(s.clone())
         }
         attribute_value::Value::NumberValue(n) => {
@@ -147,6 +157,9 @@ pub fn convert_value(value: &AttributeValue, expected: i32) -> Result<AttrValue,
             }
             if l.values.iter().any(|s| s.chars().count() > 256) {
                 return Err("each entry of a string list has at most 256 characters".into());
+            }
+            for s in &l.values {
+                check_string(s)?;
             }
             AttrValue::List(l.values.clone())
         }
@@ -252,7 +265,10 @@ pub fn validate_map(
 pub fn filter_value(value: &AttributeValue, def: &Definition) -> Result<AttrValue, String> {
     if def.attribute_type == AttributeType::StringList as i32 {
         return match &value.value {
-            Some(attribute_value::Value::StringValue(s)) => Ok(AttrValue::List(vec![s.clone()])),
+            Some(attribute_value::Value::StringValue(s)) => {
+                check_string(s)?;
+                Ok(AttrValue::List(vec![s.clone()]))
+            }
             _ => Err("a STRING_LIST attribute is filtered with a string_value".into()),
         };
     }
@@ -367,5 +383,23 @@ mod tests {
             value: Some(attribute_value::Value::NumberValue(f64::NAN)),
         };
         assert!(convert_value(&nan, AttributeType::Number as i32).is_err());
+    }
+
+    #[test]
+    fn strings_refuse_nul_characters() {
+        let nul = s("a\0b");
+        assert!(convert_value(&nul, AttributeType::String as i32).is_err());
+        let list = AttributeValue {
+            value: Some(attribute_value::Value::StringListValue(StringList {
+                values: vec!["ok".into(), "a\0b".into()],
+            })),
+        };
+        assert!(convert_value(&list, AttributeType::StringList as i32).is_err());
+        let defs = defs();
+        assert!(filter_value(&nul, &defs["stores"]).is_err());
+        assert!(filter_value(&nul, &defs["tier"]).is_err());
+        // Other unusual text is fine.
+        let odd = s("Robert'); DROP TABLE customers;-- \"%_\\ ß 😀\n");
+        assert!(convert_value(&odd, AttributeType::String as i32).is_ok());
     }
 }

@@ -253,7 +253,8 @@ pub fn external_value(raw: &str) -> Result<String, String> {
     Ok(t)
 }
 
-/// An absolute http(s) URL of at most 2,048 characters. Empty stays empty.
+/// An absolute http(s) URL of at most 2,048 characters, without control
+/// characters. Empty stays empty.
 pub fn website(raw: &str) -> Result<String, String> {
     let t = raw.trim();
     if t.is_empty() {
@@ -261,6 +262,11 @@ pub fn website(raw: &str) -> Result<String, String> {
     }
     if t.chars().count() > 2048 {
         return Err("at most 2,048 characters".into());
+    }
+    // The URL parser skips control characters (a NUL, a line break) that the
+    // stored text would keep: refuse them, like in every other text.
+    if t.chars().any(char::is_control) {
+        return Err("must not contain control characters".into());
     }
     match url::Url::parse(t) {
         Ok(u) if (u.scheme() == "http" || u.scheme() == "https") && u.host().is_some() => {
@@ -444,6 +450,9 @@ mod tests {
         assert!(website("https://acme.example").is_ok());
         assert!(website("ftp://acme.example").is_err());
         assert!(website("acme.example").is_err());
+        assert!(website("https://acme.example/a\0b").is_err());
+        assert!(website("\0https://acme.example").is_err());
+        assert!(website("https://acme.example/\nx").is_err());
     }
 
     #[test]
