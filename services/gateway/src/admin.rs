@@ -68,6 +68,9 @@ fn parse_id(value: &str, field: &str) -> Result<Uuid, ApiError> {
     Uuid::parse_str(value).map_err(|_| ApiError::invalid(field, "must be a UUID"))
 }
 
+/// NUL characters cannot be stored in PostgreSQL text: refuse them as input.
+const NO_NUL: &str = "must not contain NUL characters";
+
 fn check_name(name: &str, field: &str, v: &mut Violations) -> String {
     let name = name.trim();
     v.check(name.is_empty(), field, "is required");
@@ -76,6 +79,7 @@ fn check_name(name: &str, field: &str, v: &mut Violations) -> String {
         field,
         "must be at most 200 characters",
     );
+    v.check(name.contains('\0'), field, NO_NUL);
     name.to_string()
 }
 
@@ -180,11 +184,11 @@ async fn remember_result(
 }
 
 fn check_request_id(id: &str, v: &mut Violations) {
-    v.check(
-        id.chars().count() > 128,
-        "request_id",
-        "must be at most 128 characters",
-    );
+    if id.chars().count() > 128 {
+        v.add("request_id", "must be at most 128 characters");
+    } else {
+        v.check(id.contains('\0'), "request_id", NO_NUL);
+    }
 }
 
 #[derive(Serialize, Deserialize)]

@@ -35,7 +35,9 @@ use crate::domain::money::is_currency;
 use crate::domain::status::{Transition, transition};
 use crate::domain::summary::customer_summary;
 use crate::domain::types::is_tracked_request;
-use crate::domain::validate::{is_custom_type, is_printable_key, validate_interaction};
+use crate::domain::validate::{
+    check_agent_id, is_custom_type, is_printable_key, validate_interaction,
+};
 use crate::ingest::{CallCache, Outcome, Prepared, Recorder, Refusal};
 use crate::store::{self, CampaignFilter, ExportQuery, TimelineFilter};
 
@@ -534,11 +536,7 @@ impl InteractionService for InteractionApi {
             }
             Ok(s) => Some(s),
         };
-        v.check(
-            r.agent_id.chars().count() > 128,
-            "agent_id",
-            "at most 128 characters",
-        );
+        check_agent_id(&mut v, "agent_id", &r.agent_id);
         v.finish()?;
         let (Some(id), Some(status)) = (id, status) else {
             return Err(ApiError::invalid("interaction_id", "must be a UUID").into());
@@ -1162,21 +1160,15 @@ impl CampaignService for CampaignApi {
         let r = req.into_inner();
         let mut v = Violations::new();
         let id = parse_uuid(&mut v, "campaign_id", &r.campaign_id);
-        let window = r.attribution_window.unwrap_or(prost_types::Duration {
-            seconds: 7 * 86_400,
-            nanos: 0,
-        });
-        let window_nanos = i128::from(window.seconds) * 1_000_000_000 + i128::from(window.nanos);
-        let ok_nanos = (0..1_000_000_000).contains(&window.nanos.abs())
-            && (window.seconds >= 0 && window.nanos >= 0
-                || window.seconds <= 0 && window.nanos <= 0);
-        v.check(
-            !ok_nanos || window_nanos <= 0 || window_nanos > 365 * 86_400 * 1_000_000_000,
-            "attribution_window",
-            "must be positive and at most 365 days",
-        );
+        let window = r
+            .attribution_window
+            .unwrap_or(campaign::DEFAULT_ATTRIBUTION_WINDOW);
+        let window_nanos =
+            campaign::check_attribution_window(&mut v, "attribution_window", &window);
         v.finish()?;
-        let id = id.ok_or_else(|| ApiError::invalid("campaign_id", "must be a UUID"))?;
+        let (Some(id), Some(window_nanos)) = (id, window_nanos) else {
+            return Err(ApiError::invalid("campaign_id", "must be a UUID").into());
+        };
         let mut conn = self.pool.acquire().await.map_err(ApiError::from)?;
         store::get_campaign(&mut conn, ctx.tenant_id, id, false)
             .await

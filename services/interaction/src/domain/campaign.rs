@@ -11,7 +11,7 @@ use uuid::Uuid;
 
 use super::model::StoredCampaign;
 use super::money::nanos_to_money;
-use super::validate::violation_list;
+use super::validate::{check_no_nul, violation_list};
 
 /// The fields `UpdateCampaign` may change.
 pub const MASK_PATHS: [&str; 6] = [
@@ -42,11 +42,43 @@ pub struct CampaignInput {
 
 fn check_name(v: &mut Violations, field: &str, name: &str) {
     let n = name.trim().chars().count();
-    v.check(
-        n == 0 || name.chars().count() > 200,
-        field,
-        "required, 1 to 200 characters",
-    );
+    if n == 0 || name.chars().count() > 200 {
+        v.add(field, "required, 1 to 200 characters");
+    } else {
+        check_no_nul(v, field, name);
+    }
+}
+
+fn check_description(v: &mut Violations, field: &str, description: &str) {
+    if description.chars().count() > 2000 {
+        v.add(field, "at most 2000 characters");
+    } else {
+        check_no_nul(v, field, description);
+    }
+}
+
+/// The attribution window of a campaign report when none is given: 7 days.
+pub const DEFAULT_ATTRIBUTION_WINDOW: prost_types::Duration = prost_types::Duration {
+    seconds: 7 * 86_400,
+    nanos: 0,
+};
+
+/// Checks an attribution window (positive, at most 365 days, a valid
+/// Duration: nanos within ±999,999,999 and of the sign of the seconds) and
+/// returns it in nanoseconds.
+pub fn check_attribution_window(
+    v: &mut Violations,
+    field: &str,
+    window: &prost_types::Duration,
+) -> Option<i128> {
+    let valid_nanos = (-999_999_999..=999_999_999).contains(&window.nanos)
+        && (window.seconds >= 0 && window.nanos >= 0 || window.seconds <= 0 && window.nanos <= 0);
+    let nanos = i128::from(window.seconds) * 1_000_000_000 + i128::from(window.nanos);
+    if !valid_nanos || nanos <= 0 || nanos > 365 * 86_400 * 1_000_000_000 {
+        v.add(field, "must be positive and at most 365 days");
+        return None;
+    }
+    Some(nanos)
 }
 
 fn check_channel(v: &mut Violations, field: &str, channel: i32) {
@@ -91,11 +123,7 @@ pub fn validate_new(c: &Campaign, prefix: &str) -> Result<CampaignInput, Vec<Vio
     let mut v = Violations::new();
     let f = |x: &str| format!("{prefix}.{x}");
     check_name(&mut v, &f("name"), &c.name);
-    v.check(
-        c.description.chars().count() > 2000,
-        f("description"),
-        "at most 2000 characters",
-    );
+    check_description(&mut v, &f("description"), &c.description);
     check_channel(&mut v, &f("channel"), c.channel);
     let target_segment_id = segment(&mut v, &f("target_segment_id"), &c.target_segment_id);
     let start_time = time(&mut v, &f("start_time"), c.start_time.as_ref());
@@ -161,11 +189,7 @@ pub fn apply_update(
                 out.name = c.name.clone();
             }
             "description" => {
-                v.check(
-                    c.description.chars().count() > 2000,
-                    "campaign.description",
-                    "at most 2000 characters",
-                );
+                check_description(&mut v, "campaign.description", &c.description);
                 out.description = c.description.clone();
             }
             "channel" => {

@@ -116,6 +116,37 @@ fn path(prefix: &str, field: &str) -> String {
     }
 }
 
+/// True when `s` holds a NUL character, which PostgreSQL cannot store in
+/// text (nor in `jsonb`): such input is refused as invalid, never left to
+/// fail in the database.
+pub fn has_nul(s: &str) -> bool {
+    s.contains('\0')
+}
+
+/// True when a string or a key anywhere in `v` holds a NUL character.
+pub fn json_has_nul(v: &serde_json::Value) -> bool {
+    match v {
+        serde_json::Value::String(s) => has_nul(s),
+        serde_json::Value::Array(a) => a.iter().any(json_has_nul),
+        serde_json::Value::Object(m) => m.iter().any(|(k, v)| has_nul(k) || json_has_nul(v)),
+        _ => false,
+    }
+}
+
+/// Records a violation on `field` when `s` holds a NUL character.
+pub fn check_no_nul(v: &mut Violations, field: &str, s: &str) {
+    v.check(has_nul(s), field, "must not contain NUL characters");
+}
+
+/// Checks an agent id: at most 128 characters, no NUL.
+pub fn check_agent_id(v: &mut Violations, field: &str, agent_id: &str) {
+    if agent_id.chars().count() > 128 {
+        v.add(field, "at most 128 characters");
+    } else {
+        check_no_nul(v, field, agent_id);
+    }
+}
+
 /// True for 1..=128 printable ASCII characters (0x21..=0x7E).
 pub fn is_printable_key(s: &str) -> bool {
     (1..=128).contains(&s.len()) && s.bytes().all(|b| (0x21..=0x7e).contains(&b))
@@ -241,11 +272,11 @@ pub fn validate_interaction(
                     }
                 }
                 let len = value.chars().count();
-                v.check(
-                    !(1..=256).contains(&len),
-                    f("value"),
-                    "must be 1 to 256 characters",
-                );
+                if !(1..=256).contains(&len) {
+                    v.add(f("value"), "must be 1 to 256 characters");
+                } else {
+                    check_no_nul(&mut v, &f("value"), value);
+                }
                 let value = if kind == Some(IdentifierKind::Email) {
                     value.to_lowercase()
                 } else {
@@ -374,21 +405,21 @@ pub fn validate_interaction(
     let mut line_items = Vec::with_capacity(i.line_items.len());
     for (n, li) in i.line_items.iter().enumerate().take(MAX_LINE_ITEMS) {
         let f = |x: &str| p(&format!("line_items[{n}].{x}"));
-        v.check(
-            !(1..=128).contains(&li.sku.chars().count()),
-            f("sku"),
-            "required, 1 to 128 characters",
-        );
-        v.check(
-            li.name.chars().count() > 512,
-            f("name"),
-            "at most 512 characters",
-        );
-        v.check(
-            li.category.chars().count() > 256,
-            f("category"),
-            "at most 256 characters",
-        );
+        if !(1..=128).contains(&li.sku.chars().count()) {
+            v.add(f("sku"), "required, 1 to 128 characters");
+        } else {
+            check_no_nul(&mut v, &f("sku"), &li.sku);
+        }
+        if li.name.chars().count() > 512 {
+            v.add(f("name"), "at most 512 characters");
+        } else {
+            check_no_nul(&mut v, &f("name"), &li.name);
+        }
+        if li.category.chars().count() > 256 {
+            v.add(f("category"), "at most 256 characters");
+        } else {
+            check_no_nul(&mut v, &f("category"), &li.category);
+        }
         v.check(
             !(li.quantity.is_finite() && li.quantity > 0.0 && li.quantity <= 1e9),
             f("quantity"),
@@ -445,11 +476,7 @@ pub fn validate_interaction(
         }
     };
 
-    v.check(
-        i.agent_id.chars().count() > 128,
-        p("agent_id"),
-        "at most 128 characters",
-    );
+    check_agent_id(&mut v, &p("agent_id"), &i.agent_id);
 
     // Survey.
     let (mut csat, mut nps, mut comment) = (None, None, None);
@@ -470,11 +497,11 @@ pub fn validate_interaction(
             if let Some(n) = s.nps {
                 v.check(!(0..=10).contains(&n), p("survey.nps"), "must be 0 to 10");
             }
-            v.check(
-                s.comment.chars().count() > 4000,
-                p("survey.comment"),
-                "at most 4000 characters",
-            );
+            if s.comment.chars().count() > 4000 {
+                v.add(p("survey.comment"), "at most 4000 characters");
+            } else {
+                check_no_nul(&mut v, &p("survey.comment"), &s.comment);
+            }
             csat = s.csat;
             nps = s.nps;
             comment = (!s.comment.is_empty()).then(|| s.comment.clone());
@@ -543,6 +570,11 @@ pub fn validate_interaction(
             let json = struct_to_json(s);
             if serde_json::to_vec(&json).map_or(usize::MAX, |b| b.len()) > MAX_ATTRIBUTES_BYTES {
                 v.add(p("attributes"), "at most 16 KiB as JSON");
+            } else if json_has_nul(&json) {
+                v.add(
+                    p("attributes"),
+                    "keys and string values must not contain NUL characters",
+                );
             }
             Some(json)
         }
