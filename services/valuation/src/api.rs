@@ -248,7 +248,14 @@ fn validate_fit(r: &pb::FitModelRequest, now: DateTime<Utc>) -> Result<FitPlan, 
             );
         }
         if !s.currency_code.is_empty() {
-            currencies.insert(s.currency_code.as_str());
+            if is_currency(&s.currency_code) {
+                currencies.insert(s.currency_code.as_str());
+            } else {
+                v.add(
+                    f("currency_code"),
+                    "must be an ISO 4217 currency code in upper case",
+                );
+            }
         }
     }
     v.check(
@@ -279,6 +286,11 @@ fn validate_fit(r: &pb::FitModelRequest, now: DateTime<Utc>) -> Result<FitPlan, 
         r.request_id.chars().count() > MAX_REQUEST_ID,
         "request_id",
         format!("at most {MAX_REQUEST_ID} characters"),
+    );
+    v.check(
+        r.request_id.contains('\0'),
+        "request_id",
+        "must not contain NUL characters (U+0000)",
     );
     v.finish()?;
     let (Some(kind), Some(unit), Some(calibration_end)) = (kind, unit, calibration_end) else {
