@@ -1142,6 +1142,14 @@ impl ValuationService for ValuationApi {
                 },
                 format!("the range spans more than {} cohorts", cohort::MAX_COHORTS),
             );
+            v.check(
+                last - f < cohort::MAX_COHORTS && cohort::cells(f, last, current) > cohort::MAX_CELLS,
+                "start_time",
+                format!(
+                    "the report would hold more than {} cohort periods (cohorts times periods since acquisition): choose a later start_time, an earlier end_time or QUARTER cohorts",
+                    cohort::MAX_CELLS
+                ),
+            );
         }
         v.finish()?;
         let mut conn = self.pool.acquire().await.map_err(ApiError::from)?;
@@ -1177,6 +1185,16 @@ impl ValuationService for ValuationApi {
                 None => last + 1,
             },
         };
+        if first <= last && cohort::cells(first, last, current) > cohort::MAX_CELLS {
+            return Err(ApiError::invalid(
+                "end_time",
+                format!(
+                    "the report would hold more than {} cohort periods: give a start_time or QUARTER cohorts",
+                    cohort::MAX_CELLS
+                ),
+            )
+            .into());
+        }
         let activity: Vec<cohort::Activity> =
             store::cohort_activity(&self.pool, tenant, field, &currency)
                 .await
