@@ -248,7 +248,14 @@ fn validate_fit(r: &pb::FitModelRequest, now: DateTime<Utc>) -> Result<FitPlan, 
             );
         }
         if !s.currency_code.is_empty() {
-            currencies.insert(s.currency_code.as_str());
+            if is_currency(&s.currency_code) {
+                currencies.insert(s.currency_code.as_str());
+            } else {
+                v.add(
+                    f("currency_code"),
+                    "must be an ISO 4217 currency code in upper case",
+                );
+            }
         }
     }
     v.check(
@@ -279,6 +286,11 @@ fn validate_fit(r: &pb::FitModelRequest, now: DateTime<Utc>) -> Result<FitPlan, 
         r.request_id.chars().count() > MAX_REQUEST_ID,
         "request_id",
         format!("at most {MAX_REQUEST_ID} characters"),
+    );
+    v.check(
+        r.request_id.contains('\0'),
+        "request_id",
+        "must not contain NUL characters (U+0000)",
     );
     v.finish()?;
     let (Some(kind), Some(unit), Some(calibration_end)) = (kind, unit, calibration_end) else {
@@ -1130,6 +1142,14 @@ impl ValuationService for ValuationApi {
                 },
                 format!("the range spans more than {} cohorts", cohort::MAX_COHORTS),
             );
+            v.check(
+                last - f < cohort::MAX_COHORTS && cohort::cells(f, last, current) > cohort::MAX_CELLS,
+                "start_time",
+                format!(
+                    "the report would hold more than {} cohort periods (cohorts times periods since acquisition): choose a later start_time, an earlier end_time or QUARTER cohorts",
+                    cohort::MAX_CELLS
+                ),
+            );
         }
         v.finish()?;
         let mut conn = self.pool.acquire().await.map_err(ApiError::from)?;
@@ -1165,6 +1185,16 @@ impl ValuationService for ValuationApi {
                 None => last + 1,
             },
         };
+        if first <= last && cohort::cells(first, last, current) > cohort::MAX_CELLS {
+            return Err(ApiError::invalid(
+                "end_time",
+                format!(
+                    "the report would hold more than {} cohort periods: give a start_time or QUARTER cohorts",
+                    cohort::MAX_CELLS
+                ),
+            )
+            .into());
+        }
         let activity: Vec<cohort::Activity> =
             store::cohort_activity(&self.pool, tenant, field, &currency)
                 .await

@@ -83,10 +83,16 @@ pub fn check_name(name: &str) -> Option<String> {
     None
 }
 
-/// The problems of a description.
+/// The problems of a description: too long, or a NUL character (which no
+/// text column can hold; other control characters such as new lines are
+/// text).
 pub fn check_description(d: &str) -> Option<String> {
     let n = d.chars().count();
-    (n > 2000).then(|| format!("at most 2,000 characters, got {n}"))
+    if n > 2000 {
+        return Some(format!("at most 2,000 characters, got {n}"));
+    }
+    d.contains('\0')
+        .then(|| "must not contain NUL characters (U+0000)".into())
 }
 
 /// The problems of a marketing approach number.
@@ -340,6 +346,15 @@ mod tests {
         assert!(check_name("a\tb").is_some());
         assert!(check_name(&"x".repeat(101)).is_some());
         assert!(check_name(&Uuid::new_v4().to_string()).is_some());
+    }
+
+    #[test]
+    fn descriptions() {
+        assert!(check_description("").is_none());
+        assert!(check_description("two\nlines\tand a tab").is_none());
+        assert!(check_description(&"d".repeat(2000)).is_none());
+        assert!(check_description(&"d".repeat(2001)).is_some());
+        assert!(check_description("nul\0byte").is_some());
     }
 
     #[test]

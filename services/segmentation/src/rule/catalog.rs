@@ -897,6 +897,9 @@ impl Checker<'_> {
                     ),
                 ));
             }
+            if s.contains('\0') {
+                return Err(at(pos, path, NUL_IN_STRING.to_string()));
+            }
             if t.ty == FieldType::Enum && !t.allowed.iter().any(|a| a == s) {
                 let list: Vec<String> = t.allowed.iter().map(|a| quote(a)).collect();
                 return Err(at(
@@ -1150,8 +1153,15 @@ fn text_arg(v: &str, pos: Option<Pos>, path: String, op: &str) -> Result<(), Rul
             ),
         ));
     }
+    if v.contains('\0') {
+        return Err(at(pos, path, NUL_IN_STRING.to_string()));
+    }
     Ok(())
 }
+
+/// Why a string with U+0000 is refused: no value in the projection can hold
+/// one, and PostgreSQL text cannot either.
+const NUL_IN_STRING: &str = "expected a string without NUL characters (U+0000)";
 
 pub(crate) fn num(l: &Literal) -> Option<Decimal> {
     match l {

@@ -40,7 +40,8 @@
 //! // Segment references
 //! pub fn segment_refs(expr: &Expr) -> Vec<SegmentRef>;        // in order, duplicates kept
 //! pub fn resolve_segments(expr: &mut Expr, resolve: &dyn Fn(&str) -> Option<Uuid>) -> Result<(), RuleError>;
-//! //   names -> ids; an unknown name is an error at its position/path ("in_segment.segment_name")
+//! //   names -> ids, ids checked; an unknown name or id is an error at its position/path
+//! //   ("in_segment.segment_name" / "in_segment.segment_id")
 //!
 //! // SQL
 //! pub struct Sql { pub condition: String, pub params: Vec<SqlParam> }
@@ -330,18 +331,28 @@ fn resolve_at(
         }
         Expr::Not(inner) => resolve_at(inner, resolve, &join("negate")),
         Expr::Cond(c) => {
-            if let Cond::InSegment(SegmentRef::Name(n)) = &c.kind {
-                match resolve(n) {
+            // A name is resolved to its id; an id is checked like a name, so
+            // that an unknown id (or another tenant's) is refused too.
+            let reference = match &c.kind {
+                Cond::InSegment(SegmentRef::Name(n)) => Some(n.clone()),
+                Cond::InSegment(SegmentRef::Id(id)) => Some(id.to_string()),
+                _ => None,
+            };
+            if let Some(n) = reference {
+                match resolve(&n) {
                     Some(id) => c.kind = Cond::InSegment(SegmentRef::Id(id)),
                     None => {
                         return Err(RuleError {
-                            location: match c.span.items.first() {
-                                Some(p) => Location::Text(*p),
-                                None => Location::Node(join("in_segment.segment_name")),
+                            location: match (c.span.items.first(), &c.kind) {
+                                (Some(p), _) => Location::Text(*p),
+                                (None, Cond::InSegment(SegmentRef::Id(_))) => {
+                                    Location::Node(join("in_segment.segment_id"))
+                                }
+                                (None, _) => Location::Node(join("in_segment.segment_name")),
                             },
                             message: format!(
                                 "unknown segment {}: expected the name or id of an existing segment",
-                                lex::quote(n)
+                                lex::quote(&n)
                             ),
                         });
                     }

@@ -201,6 +201,12 @@ fn segment_references_print_current_names() {
     assert_eq!(print(&e, &names), "not in_segment(\"lapsed\")");
     assert_eq!(print(&e, &no_names), format!("not in_segment(\"{id}\")"));
     assert_eq!(p(&print(&e, &no_names)), e);
+    // An id is checked too: one the resolver does not know is refused.
+    let mut e = p(&format!("in_segment(\"{}\")", Uuid::from_u128(8)));
+    assert!(resolve_segments(&mut e, &|n| (n == id.to_string()).then_some(id)).is_err());
+    let mut e = p(&format!("in_segment(\"{id}\")"));
+    resolve_segments(&mut e, &|n| (n == id.to_string()).then_some(id)).unwrap();
+    assert_eq!(segment_refs(&e), vec![SegmentRef::Id(id)]);
     let mut e = p("a = 1 and in_segment(\"nope\")");
     let err = resolve_segments(&mut e, &|_| None).unwrap_err();
     assert_eq!(

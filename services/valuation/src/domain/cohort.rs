@@ -12,6 +12,24 @@ use super::money;
 /// Longest report, in cohorts.
 pub const MAX_COHORTS: i64 = 240;
 
+/// Largest report, in cohort periods (the cells of the retention matrix):
+/// a report of the latest 240 monthly cohorts holds 28,920; a range
+/// starting centuries ago would hold millions.
+pub const MAX_CELLS: i64 = 100_000;
+
+/// The number of cohort periods of the report of cohorts `first..=last`
+/// when `current` is the period of the report time: each cohort has one
+/// period per period since its acquisition, up to the current one.
+pub fn cells(first: i64, last: i64, current: i64) -> i64 {
+    let mut n: i64 = 0;
+    let mut c = first;
+    while c <= last && n <= MAX_CELLS {
+        n = n.saturating_add(current.saturating_sub(c).max(0).saturating_add(1));
+        c += 1;
+    }
+    n
+}
+
 /// Months or quarters.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Granularity {
@@ -227,6 +245,18 @@ mod tests {
             assert_eq!(parse_label(bad), None, "{bad}");
         }
         assert_eq!(label(m - 3, Granularity::Month), "2023-12");
+    }
+
+    #[test]
+    fn cells_count_periods_since_acquisition() {
+        assert_eq!(cells(10, 12, 12), 3 + 2 + 1);
+        assert_eq!(cells(10, 12, 11), 2 + 1 + 1);
+        assert_eq!(cells(13, 12, 12), 0);
+        // The latest 240 monthly cohorts fit; 240 cohorts from year 1 do not.
+        assert_eq!(cells(1, 240, 240), 240 * 241 / 2);
+        assert!(cells(1, 240, 240) <= MAX_CELLS);
+        assert!(cells(12, 251, 2026 * 12) > MAX_CELLS);
+        assert!(cells(i64::MIN, i64::MIN + 239, i64::MAX) > MAX_CELLS);
     }
 
     #[test]

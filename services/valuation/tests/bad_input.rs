@@ -1,0 +1,1323 @@
+//! The bad-input matrix of every ValuationService method over real gRPC and
+//! a real database, beyond what validation.rs covers: every malformed id,
+//! non-finite and out-of-range numbers, out-of-range enums, broken and
+//! extreme timestamps, oversized lists, NUL bytes, forged, tampered and
+//! foreign page tokens, another tenant's models and values, calls without a
+//! tenant. Every refused write is followed by a read-back showing nothing
+//! changed.
+
+mod common;
+
+use chrono::{Duration, DurationRound, Utc};
+use common::*;
+use futures::StreamExt;
+use prost_types::Timestamp;
+use rapport_proto::rapport::common::v1::PeriodUnit;
+use rapport_proto::rapport::interaction::v1::PurchaseHistorySummary;
+use rapport_proto::rapport::valuation::v1::*;
+use tonic::{Code, Status};
+use uuid::Uuid;
+
+/// Free text with SQL metacharacters, LIKE wildcards, a backslash and
+/// non-ASCII letters and emoji.
+const HOSTILE: &str = "Robert'); DROP TABLE customers;-- \"%_\\ ß 😀";
+
+/// Ids that are not UUIDs (the empty one is a missing id).
+const BAD_IDS: [&str; 5] = ["", "not-a-uuid", "../x", "1 OR 1=1", "\0"];
+
+/// A string that decodes as base64url but was never issued as a token.
+const FORGED_TOKEN: &str = "eyJ0IjoxLCJpZCI6IngifQAAAAAAAAAAAAAAAAAAAAA";
+
+/// 0001-01-01T00:00:00Z and 9999-12-31T23:59:59Z.
+const YEAR_1: i64 = -62_135_596_800;
+const YEAR_9999_END: i64 = 253_402_300_799;
+
+/// The refusal of a call that must fail.
+#[track_caller]
+fn refused<T>(r: Result<tonic::Response<T>, Status>) -> Status {
+    match r {
+        Ok(_) => panic!("the call succeeded; a refusal was expected"),
+        Err(e) => e,
+    }
+}
+
+/// Asserts INVALID_ARGUMENT with a field violation on `field`.
+#[track_caller]
+fn invalid<T>(r: Result<tonic::Response<T>, Status>, field: &str) {
+    let e = refused(r);
+    assert_eq!(e.code(), Code::InvalidArgument, "{field}: {e:?}");
+    let fields = violated_fields(&e);
+    assert!(
+        fields.iter().any(|f| f == field),
+        "no violation on {field:?} among {fields:?}: {e:?}"
+    );
+}
+
+/// Asserts the call failed with `code`.
+#[track_caller]
+fn failed<T>(r: Result<tonic::Response<T>, Status>, code: Code) {
+    let e = refused(r);
+    assert_eq!(e.code(), code, "{e:?}");
+}
+
+/// A token with one character changed.
+fn tampered(token: &str) -> String {
+    let mut chars: Vec<char> = token.chars().collect();
+    let i = chars.len() / 2;
+    chars[i] = if chars[i] == 'A' { 'B' } else { 'A' };
+    chars.into_iter().collect()
+}
+
+/// Tokens no list method issued, some derived from a genuine one.
+fn junk_tokens(genuine: &str) -> Vec<String> {
+    vec![
+        FORGED_TOKEN.into(),
+        "!!!not base64!!!".into(),
+        "A".repeat(5000),
+        tampered(genuine),
+        format!("{genuine}A"),
+        genuine[..genuine.len() - 1].to_string(),
+        format!("{genuine}\0"),
+        "1 OR 1=1".into(),
+        HOSTILE.into(),
+    ]
+}
+
+fn at(seconds: i64, nanos: i32) -> Option<Timestamp> {
+    Some(Timestamp { seconds, nanos })
+}
+
+/// Timestamps no valid request carries: nanos out of range, beyond year 9999.
+fn broken_times() -> Vec<Option<Timestamp>> {
+    vec![
+        at(1_700_000_000, 2_000_000_000),
+        at(1_700_000_000, -1),
+        at(i64::MAX / 2, 0),
+        at(i64::MIN / 2, 0),
+        at(i64::MAX, 999_999_999),
+    ]
+}
+
+fn summary(x: i64, tx: f64, t: f64, m: f64) -> PurchaseHistorySummary {
+    PurchaseHistorySummary {
+        customer_id: Uuid::new_v4().to_string(),
+        frequency: x,
+        recency: tx,
+        t,
+        monetary_value: m,
+        currency_code: "EUR".into(),
+        ..Default::default()
+    }
+}
+
+/// 40 plausible summaries, in weeks.
+fn data() -> Vec<PurchaseHistorySummary> {
+    (0..40)
+        .map(|i| {
+            let x = i % 5;
+            let t = 10.0 + f64::from(i as i32);
+            summary(
+                x,
+                if x == 0 { 0.0 } else { t / 2.0 },
+                t,
+                if x == 0 { 0.0 } else { 10.0 + i as f64 },
+            )
+        })
+        .collect()
+}
+
+fn inline_fit(kind: ModelKind) -> FitModelRequest {
+    FitModelRequest {
+        kind: kind as i32,
+        calibration_end_time: Some(ts(Utc::now())),
+        period_unit: PeriodUnit::Week as i32,
+        inline_summaries: data(),
+        ..Default::default()
+    }
+}
+
+/// Every model of the tenant.
+async fn models(s: &Stack, tenant: Uuid) -> Vec<Model> {
+    let page = s
+        .valuation()
+        .list_models(req(
+            tenant,
+            ListModelsRequest {
+                page_size: 1000,
+                ..Default::default()
+            },
+        ))
+        .await
+        .expect("list models")
+        .into_inner();
+    assert!(page.next_page_token.is_empty());
+    page.models
+}
+
+/// A request without a tenant.
+fn no<T>(msg: T) -> tonic::Request<T> {
+    tonic::Request::new(msg)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fit_model_refuses_every_bad_field_and_stores_nothing() {
+    let s = start(false).await;
+    let mut v = s.valuation();
+    let t = Uuid::new_v4();
+    let base = || inline_fit(ModelKind::BgNbd);
+
+    let mut cases: Vec<(FitModelRequest, String)> = Vec::new();
+    for kind in [999, -1] {
+        cases.push((FitModelRequest { kind, ..base() }, "kind".into()));
+    }
+    for unit in [0, 999, -1] {
+        cases.push((
+            FitModelRequest {
+                period_unit: unit,
+                ..base()
+            },
+            "period_unit".into(),
+        ));
+    }
+    for bad in broken_times() {
+        cases.push((
+            FitModelRequest {
+                calibration_end_time: bad,
+                ..base()
+            },
+            "calibration_end_time".into(),
+        ));
+        cases.push((
+            FitModelRequest {
+                holdout_end_time: bad,
+                ..base()
+            },
+            "holdout_end_time".into(),
+        ));
+    }
+    // Exported data cannot end in the far future.
+    cases.push((
+        FitModelRequest {
+            inline_summaries: vec![],
+            calibration_end_time: at(YEAR_9999_END, 0),
+            ..base()
+        },
+        "calibration_end_time".into(),
+    ));
+    // Holdout not after calibration, down to year 1.
+    for h in [Utc::now().timestamp() - 86_400, YEAR_1] {
+        cases.push((
+            FitModelRequest {
+                holdout_end_time: at(h, 0),
+                ..base()
+            },
+            "holdout_end_time".into(),
+        ));
+    }
+    // Scope.
+    for id in BAD_IDS {
+        cases.push((
+            FitModelRequest {
+                inline_summaries: vec![],
+                scope: Some(ModelScope {
+                    restriction: Some(model_scope::Restriction::SegmentId(id.into())),
+                }),
+                ..base()
+            },
+            "scope.segment_id".into(),
+        ));
+    }
+    for cohort in [
+        "",
+        "2024",
+        "2024-00",
+        "2024-13",
+        "2024-Q0",
+        "2024-Q5",
+        "0000-01",
+        "99999-01",
+        "../x",
+        "2024-01\0",
+        HOSTILE,
+    ] {
+        cases.push((
+            FitModelRequest {
+                inline_summaries: vec![],
+                scope: Some(ModelScope {
+                    restriction: Some(model_scope::Restriction::Cohort(cohort.into())),
+                }),
+                ..base()
+            },
+            "scope.cohort".into(),
+        ));
+    }
+    // Inline summaries: each bad value names its index and field.
+    type Spoil = fn(&mut PurchaseHistorySummary);
+    let spoilers: Vec<(Spoil, &str)> = vec![
+        (|s| s.customer_id = String::new(), "customer_id"),
+        (|s| s.customer_id = "1 OR 1=1".into(), "customer_id"),
+        (|s| s.customer_id = "\0".into(), "customer_id"),
+        (|s| s.frequency = -1, "frequency"),
+        (|s| s.frequency = i64::MIN, "frequency"),
+        (|s| s.recency = f64::NAN, "recency"),
+        (|s| s.recency = f64::INFINITY, "recency"),
+        (|s| s.recency = -1.0, "recency"),
+        (|s| s.t = f64::NAN, "t"),
+        (|s| s.t = f64::NEG_INFINITY, "t"),
+        (|s| s.t = -0.5, "t"),
+        (|s| s.monetary_value = f64::NAN, "monetary_value"),
+        (|s| s.monetary_value = f64::INFINITY, "monetary_value"),
+        (|s| s.monetary_value = f64::NEG_INFINITY, "monetary_value"),
+        (|s| s.monetary_value = -0.01, "monetary_value"),
+        (|s| s.holdout_purchases = -1, "holdout_purchases"),
+        (|s| s.holdout_value = f64::NAN, "holdout_purchases"),
+        (
+            |s| {
+                s.first_purchase_time = Some(Timestamp {
+                    seconds: 0,
+                    nanos: -1,
+                })
+            },
+            "first_purchase_time",
+        ),
+        (
+            |s| {
+                s.first_purchase_time = Some(Timestamp {
+                    seconds: i64::MAX / 2,
+                    nanos: 0,
+                })
+            },
+            "first_purchase_time",
+        ),
+    ];
+    for (spoil, field) in spoilers {
+        let mut r = base();
+        spoil(&mut r.inline_summaries[7]);
+        cases.push((r, format!("inline_summaries[7].{field}")));
+    }
+    // A summary currency that is no ISO 4217 code, in every summary of a
+    // Gamma-Gamma fit (where it would become the model's currency).
+    for currency in ["E\0R", "eur", HOSTILE, "EURO"] {
+        let mut r = inline_fit(ModelKind::GammaGamma);
+        for s in &mut r.inline_summaries {
+            s.currency_code = currency.into();
+        }
+        cases.push((r, "inline_summaries[0].currency_code".into()));
+    }
+    let mut too_many = base();
+    too_many.inline_summaries = (0..50_001).map(|_| summary(1, 1.0, 2.0, 5.0)).collect();
+    cases.push((too_many, "inline_summaries".into()));
+    for currency in ["eur", "EURO", "E", "E\0R", HOSTILE, "€"] {
+        cases.push((
+            FitModelRequest {
+                currency_code: currency.into(),
+                ..base()
+            },
+            "currency_code".into(),
+        ));
+    }
+    for iterations in [-1, i32::MIN, 100_001, i32::MAX] {
+        cases.push((
+            FitModelRequest {
+                options: Some(FitOptions {
+                    activate_on_success: true,
+                    max_iterations: iterations,
+                }),
+                ..base()
+            },
+            "options.max_iterations".into(),
+        ));
+    }
+    for key in [
+        "k".repeat(129),
+        "😀".repeat(129),
+        "a\0b".into(),
+        "\0".into(),
+    ] {
+        cases.push((
+            FitModelRequest {
+                request_id: key,
+                ..base()
+            },
+            "request_id".into(),
+        ));
+    }
+    for (r, field) in cases {
+        let what: String = format!(
+            "{:?}",
+            (
+                r.kind,
+                r.period_unit,
+                &r.scope,
+                &r.request_id,
+                &r.currency_code
+            )
+        )
+        .chars()
+        .take(300)
+        .collect();
+        let e = match v.fit_model(req(t, r)).await {
+            Ok(m) => panic!("{field} ({what}): fitted {:?}", m.into_inner().model),
+            Err(e) => e,
+        };
+        assert_eq!(e.code(), Code::InvalidArgument, "{field} ({what}): {e:?}");
+        let fields = violated_fields(&e);
+        assert!(
+            fields.contains(&field),
+            "{what}: no violation on {field} among {fields:?}"
+        );
+    }
+    assert!(models(&s, t).await.is_empty());
+    assert_eq!(s.count("SELECT count(*) FROM outbox").await, 0);
+
+    // The boundaries are accepted: 100,000 iterations, a 128-character key,
+    // a hostile but printable key, a holdout in the far future for inline data.
+    let ok = v
+        .fit_model(req(
+            t,
+            FitModelRequest {
+                options: Some(FitOptions {
+                    activate_on_success: false,
+                    max_iterations: 100_000,
+                }),
+                request_id: "k".repeat(128),
+                ..base()
+            },
+        ))
+        .await
+        .expect("boundary values are valid")
+        .into_inner()
+        .model
+        .expect("a model");
+    let keyed = FitModelRequest {
+        request_id: HOSTILE.into(),
+        ..base()
+    };
+    let first = v
+        .fit_model(req(t, keyed.clone()))
+        .await
+        .expect("a hostile but printable key is valid")
+        .into_inner()
+        .model
+        .expect("a model");
+    let retried = v
+        .fit_model(req(t, keyed.clone()))
+        .await
+        .expect("the retry answers")
+        .into_inner()
+        .model
+        .expect("a model");
+    assert_eq!(retried.model_id, first.model_id);
+    assert_ne!(first.model_id, ok.model_id);
+    assert_eq!(models(&s, t).await.len(), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn model_reads_activation_and_listing_refuse_bad_ids_tokens_and_other_tenants() {
+    let s = start(false).await;
+    let mut v = s.valuation();
+    let (a, b) = (Uuid::new_v4(), Uuid::new_v4());
+    let mut a_models = Vec::new();
+    for _ in 0..3 {
+        let m = v
+            .fit_model(req(a, inline_fit(ModelKind::BgNbd)))
+            .await
+            .expect("a fit")
+            .into_inner()
+            .model
+            .expect("a model");
+        assert!(m.converged, "{m:?}");
+        a_models.push(m.model_id);
+    }
+    v.activate_model(req(
+        a,
+        ActivateModelRequest {
+            model_id: a_models[0].clone(),
+        },
+    ))
+    .await
+    .expect("activated");
+    for _ in 0..2 {
+        v.fit_model(req(b, inline_fit(ModelKind::BgNbd)))
+            .await
+            .expect("a fit");
+    }
+    let a_before = models(&s, a).await;
+    let b_before = models(&s, b).await;
+    let events_before = s.count("SELECT count(*) FROM outbox").await;
+
+    for id in BAD_IDS {
+        invalid(
+            v.get_model(req(
+                a,
+                GetModelRequest {
+                    model_id: id.into(),
+                },
+            ))
+            .await,
+            "model_id",
+        );
+        invalid(
+            v.activate_model(req(
+                a,
+                ActivateModelRequest {
+                    model_id: id.into(),
+                },
+            ))
+            .await,
+            "model_id",
+        );
+    }
+    let unknown = Uuid::new_v4().to_string();
+    failed(
+        v.get_model(req(
+            a,
+            GetModelRequest {
+                model_id: unknown.clone(),
+            },
+        ))
+        .await,
+        Code::NotFound,
+    );
+    failed(
+        v.activate_model(req(a, ActivateModelRequest { model_id: unknown }))
+            .await,
+        Code::NotFound,
+    );
+    // Another tenant's models: NOT_FOUND, never the model, never activated.
+    for id in &a_models {
+        failed(
+            v.get_model(req(
+                b,
+                GetModelRequest {
+                    model_id: id.clone(),
+                },
+            ))
+            .await,
+            Code::NotFound,
+        );
+        failed(
+            v.activate_model(req(
+                b,
+                ActivateModelRequest {
+                    model_id: id.clone(),
+                },
+            ))
+            .await,
+            Code::NotFound,
+        );
+    }
+    assert!(
+        models(&s, b)
+            .await
+            .iter()
+            .all(|m| !a_models.contains(&m.model_id))
+    );
+
+    // ListModels: filters and sizes.
+    for kind in [999, -1] {
+        invalid(
+            v.list_models(req(
+                a,
+                ListModelsRequest {
+                    kind,
+                    ..Default::default()
+                },
+            ))
+            .await,
+            "kind",
+        );
+    }
+    for size in [-1, i32::MIN, 1001, i32::MAX] {
+        invalid(
+            v.list_models(req(
+                a,
+                ListModelsRequest {
+                    page_size: size,
+                    ..Default::default()
+                },
+            ))
+            .await,
+            "page_size",
+        );
+    }
+    // ListModels: tokens of another tenant, of other filters, and junk.
+    let token = |t: Uuid, kind: ModelKind, active_only: bool| {
+        let mut v = s.valuation();
+        async move {
+            v.list_models(req(
+                t,
+                ListModelsRequest {
+                    kind: kind as i32,
+                    active_only,
+                    page_size: 1,
+                    page_token: String::new(),
+                },
+            ))
+            .await
+            .expect("a first page")
+            .into_inner()
+            .next_page_token
+        }
+    };
+    let genuine = token(a, ModelKind::Unspecified, false).await;
+    let of_kind = token(a, ModelKind::BgNbd, false).await;
+    let of_b = token(b, ModelKind::Unspecified, false).await;
+    assert!(!genuine.is_empty() && !of_kind.is_empty() && !of_b.is_empty());
+    let second = v
+        .list_models(req(
+            a,
+            ListModelsRequest {
+                page_size: 1,
+                page_token: genuine.clone(),
+                ..Default::default()
+            },
+        ))
+        .await
+        .expect("the genuine token pages on")
+        .into_inner();
+    assert_eq!(second.models.len(), 1);
+    let mut bad = junk_tokens(&genuine);
+    bad.extend([of_kind.clone(), of_b.clone()]);
+    for token in bad {
+        invalid(
+            v.list_models(req(
+                a,
+                ListModelsRequest {
+                    page_size: 1,
+                    page_token: token.clone(),
+                    ..Default::default()
+                },
+            ))
+            .await,
+            "page_token",
+        );
+        // The same token with other filters.
+        invalid(
+            v.list_models(req(
+                a,
+                ListModelsRequest {
+                    page_size: 1,
+                    page_token: token,
+                    active_only: true,
+                    ..Default::default()
+                },
+            ))
+            .await,
+            "page_token",
+        );
+    }
+    // Nothing changed for either tenant.
+    assert_eq!(models(&s, a).await, a_before);
+    assert_eq!(models(&s, b).await, b_before);
+    assert_eq!(s.count("SELECT count(*) FROM outbox").await, events_before);
+}
+
+/// Tenant `t` with `n` synthetic customers' purchases, BG/NBD and
+/// Gamma-Gamma fitted on the export and active, and one scoring run.
+async fn scored_tenant(s: &Stack, t: Uuid, n: usize) -> Vec<Uuid> {
+    let today = Utc::now()
+        .duration_trunc(Duration::days(1))
+        .expect("today at midnight");
+    let customers = synthetic(n, 7, today);
+    record_all(
+        s,
+        t,
+        customers.iter().flat_map(|c| c.purchases.clone()).collect(),
+    )
+    .await;
+    // The valuation service has followed the interaction feed to the end,
+    // so no background re-scoring changes values after the run.
+    eventually("the purchases to reach the valuation service", || {
+        let mut v = s.valuation();
+        async move {
+            let r = v
+                .get_cohort_report(req(t, GetCohortReportRequest::default()))
+                .await
+                .expect("the cohort report")
+                .into_inner();
+            r.cohorts.iter().map(|c| c.customer_count).sum::<i64>() == n as i64
+        }
+    })
+    .await;
+    let mut v = s.valuation();
+    let calibration = ts(Utc::now());
+    for kind in [ModelKind::BgNbd, ModelKind::GammaGamma] {
+        let m = v
+            .fit_model(req(
+                t,
+                FitModelRequest {
+                    kind: kind as i32,
+                    calibration_end_time: Some(calibration),
+                    period_unit: PeriodUnit::Week as i32,
+                    options: Some(FitOptions {
+                        activate_on_success: true,
+                        max_iterations: 0,
+                    }),
+                    ..Default::default()
+                },
+            ))
+            .await
+            .expect("a fit on the export")
+            .into_inner()
+            .model
+            .expect("a model");
+        assert!(m.active, "{m:?}");
+    }
+    let run = v
+        .score_customers(req(t, ScoreCustomersRequest::default()))
+        .await
+        .expect("a scoring run")
+        .into_inner();
+    assert_eq!(run.scored_customer_count, n as i64);
+    eventually("the re-scoring queue to drain", || async {
+        s.count("SELECT count(*) FROM rescore_queue").await == 0
+    })
+    .await;
+    customers.iter().map(|c| c.customer).collect()
+}
+
+/// Every stored value of the tenant, by CLV rank.
+async fn all_values(s: &Stack, t: Uuid) -> Vec<RankedCustomer> {
+    let page = s
+        .valuation()
+        .rank_customers(req(
+            t,
+            RankCustomersRequest {
+                page_size: 1000,
+                ..Default::default()
+            },
+        ))
+        .await
+        .expect("the ranking")
+        .into_inner();
+    assert!(page.next_page_token.is_empty());
+    page.customers
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scoring_and_value_reads_refuse_bad_input_and_other_tenants() {
+    let s = start(false).await;
+    let mut v = s.valuation();
+    let (a, b) = (Uuid::new_v4(), Uuid::new_v4());
+    let customers = scored_tenant(&s, a, 400).await;
+    let ids: Vec<String> = customers.iter().map(Uuid::to_string).collect();
+    let values_before = all_values(&s, a).await;
+    assert_eq!(values_before.len(), 400);
+    let events_before = s.count("SELECT count(*) FROM outbox").await;
+
+    // ScoreCustomers: every bad setting, and nothing re-scored.
+    let score = |f: &dyn Fn(&mut ScoreCustomersRequest)| {
+        let mut r = ScoreCustomersRequest::default();
+        f(&mut r);
+        r
+    };
+    let mut cases: Vec<(ScoreCustomersRequest, &str)> = Vec::new();
+    for k in [999, -1, ModelKind::GammaGamma as i32] {
+        cases.push((
+            score(&|r| r.transaction_model_kind = k),
+            "transaction_model_kind",
+        ));
+    }
+    for h in [-1, 3654, i32::MAX, i32::MIN] {
+        cases.push((score(&|r| r.horizon_periods = h), "horizon_periods"));
+    }
+    for d in [
+        f64::NAN,
+        f64::INFINITY,
+        f64::NEG_INFINITY,
+        -1e-9,
+        1.0,
+        1e300,
+    ] {
+        cases.push((score(&|r| r.discount_rate = Some(d)), "discount_rate"));
+    }
+    for m in [
+        f64::NAN,
+        f64::INFINITY,
+        f64::NEG_INFINITY,
+        0.0,
+        -0.5,
+        1.000_001,
+    ] {
+        cases.push((score(&|r| r.margin_ratio = Some(m)), "margin_ratio"));
+    }
+    for (r, field) in cases {
+        invalid(v.score_customers(req(a, r)).await, field);
+    }
+    // Another tenant has no active model: FAILED_PRECONDITION, A untouched.
+    failed(
+        v.score_customers(req(b, ScoreCustomersRequest::default()))
+            .await,
+        Code::FailedPrecondition,
+    );
+
+    // GetCustomerValue.
+    for id in BAD_IDS {
+        invalid(
+            v.get_customer_value(req(
+                a,
+                GetCustomerValueRequest {
+                    customer_id: id.into(),
+                },
+            ))
+            .await,
+            "customer_id",
+        );
+    }
+    failed(
+        v.get_customer_value(req(
+            a,
+            GetCustomerValueRequest {
+                customer_id: Uuid::new_v4().to_string(),
+            },
+        ))
+        .await,
+        Code::NotFound,
+    );
+    let mine = v
+        .get_customer_value(req(
+            a,
+            GetCustomerValueRequest {
+                customer_id: ids[0].clone(),
+            },
+        ))
+        .await
+        .expect("A's own value")
+        .into_inner();
+    assert_eq!(mine.value.expect("a value").customer_id, ids[0]);
+    failed(
+        v.get_customer_value(req(
+            b,
+            GetCustomerValueRequest {
+                customer_id: ids[0].clone(),
+            },
+        ))
+        .await,
+        Code::NotFound,
+    );
+
+    // BatchGetCustomerValues.
+    let batch = |ids: Vec<String>| BatchGetCustomerValuesRequest { customer_ids: ids };
+    invalid(
+        v.batch_get_customer_values(req(
+            a,
+            batch((0..1001).map(|_| Uuid::new_v4().to_string()).collect()),
+        ))
+        .await,
+        "customer_ids",
+    );
+    for bad in BAD_IDS {
+        let mut list = ids[..3].to_vec();
+        list.insert(2, bad.to_string());
+        invalid(
+            v.batch_get_customer_values(req(a, batch(list))).await,
+            "customer_ids[2]",
+        );
+    }
+    let mut dup = ids[..3].to_vec();
+    dup.extend(ids[..3].iter().cloned());
+    let unknown = Uuid::new_v4().to_string();
+    dup.push(unknown.clone());
+    let got = v
+        .batch_get_customer_values(req(a, batch(dup.clone())))
+        .await
+        .expect("duplicates are answered once")
+        .into_inner();
+    assert_eq!(
+        got.values
+            .iter()
+            .map(|v| v.customer_id.clone())
+            .collect::<Vec<_>>(),
+        ids[..3].to_vec()
+    );
+    assert_eq!(got.missing_customer_ids, vec![unknown]);
+    let theirs = v
+        .batch_get_customer_values(req(b, batch(dup)))
+        .await
+        .expect("B's batch")
+        .into_inner();
+    assert!(theirs.values.is_empty(), "B read A's values");
+    assert_eq!(theirs.missing_customer_ids.len(), 4);
+
+    // RankCustomers.
+    let rank = |metric: i32, top_n: i32, page_size: i32, page_token: String| RankCustomersRequest {
+        metric,
+        top_n,
+        page_size,
+        page_token,
+    };
+    for m in [999, -1] {
+        invalid(
+            v.rank_customers(req(a, rank(m, 0, 0, String::new()))).await,
+            "metric",
+        );
+    }
+    for n in [-1, i32::MIN] {
+        invalid(
+            v.rank_customers(req(a, rank(0, n, 0, String::new()))).await,
+            "top_n",
+        );
+    }
+    for size in [-1, i32::MIN, 1001, i32::MAX] {
+        invalid(
+            v.rank_customers(req(a, rank(0, 0, size, String::new())))
+                .await,
+            "page_size",
+        );
+    }
+    let token = |t: Uuid, metric: RankMetric, top_n: i32| {
+        let mut v = s.valuation();
+        async move {
+            v.rank_customers(req(t, rank(metric as i32, top_n, 2, String::new())))
+                .await
+                .expect("a first page")
+                .into_inner()
+                .next_page_token
+        }
+    };
+    let genuine = token(a, RankMetric::Clv, 0).await;
+    let other_metric = token(a, RankMetric::PAlive, 0).await;
+    let other_top = token(a, RankMetric::Clv, 100).await;
+    let models_token = v
+        .list_models(req(
+            a,
+            ListModelsRequest {
+                page_size: 1,
+                ..Default::default()
+            },
+        ))
+        .await
+        .expect("models")
+        .into_inner()
+        .next_page_token;
+    for t in [&genuine, &other_metric, &other_top, &models_token] {
+        assert!(!t.is_empty());
+    }
+    let page2 = v
+        .rank_customers(req(a, rank(RankMetric::Clv as i32, 0, 2, genuine.clone())))
+        .await
+        .expect("the genuine token pages on")
+        .into_inner();
+    assert_eq!(page2.customers[0].rank, 3);
+    let mut bad = junk_tokens(&genuine);
+    bad.extend([other_metric, other_top, models_token]);
+    for token in bad {
+        invalid(
+            v.rank_customers(req(a, rank(RankMetric::Clv as i32, 0, 2, token)))
+                .await,
+            "page_token",
+        );
+    }
+    // A's genuine token in B's hands.
+    invalid(
+        v.rank_customers(req(b, rank(RankMetric::Clv as i32, 0, 2, genuine)))
+            .await,
+        "page_token",
+    );
+    assert!(all_values(&s, b).await.is_empty());
+
+    // GetValueConcentration.
+    for k in [-1, 9, 1001, i32::MIN, i32::MAX] {
+        invalid(
+            v.get_value_concentration(req(
+                a,
+                GetValueConcentrationRequest {
+                    lorenz_intervals: k,
+                },
+            ))
+            .await,
+            "lorenz_intervals",
+        );
+    }
+    failed(
+        v.get_value_concentration(req(b, GetValueConcentrationRequest::default()))
+            .await,
+        Code::FailedPrecondition,
+    );
+    let conc = v
+        .get_value_concentration(req(a, GetValueConcentrationRequest::default()))
+        .await
+        .expect("A's concentration")
+        .into_inner();
+    assert_eq!(conc.customer_count, 400);
+
+    // GetSegmentValue.
+    let segment = Uuid::new_v4();
+    s.set_members(a, segment, customers[..5].to_vec());
+    for id in BAD_IDS {
+        invalid(
+            v.get_segment_value(req(
+                a,
+                GetSegmentValueRequest {
+                    segment_id: id.into(),
+                },
+            ))
+            .await,
+            "segment_id",
+        );
+    }
+    failed(
+        v.get_segment_value(req(
+            a,
+            GetSegmentValueRequest {
+                segment_id: Uuid::new_v4().to_string(),
+            },
+        ))
+        .await,
+        Code::NotFound,
+    );
+    failed(
+        v.get_segment_value(req(
+            b,
+            GetSegmentValueRequest {
+                segment_id: segment.to_string(),
+            },
+        ))
+        .await,
+        Code::NotFound,
+    );
+    let sv = v
+        .get_segment_value(req(
+            a,
+            GetSegmentValueRequest {
+                segment_id: segment.to_string(),
+            },
+        ))
+        .await
+        .expect("A's segment value")
+        .into_inner();
+    assert_eq!((sv.member_count, sv.scored_member_count), (5, 5));
+
+    // GetCohortReport.
+    for g in [999, -1] {
+        invalid(
+            v.get_cohort_report(req(
+                a,
+                GetCohortReportRequest {
+                    granularity: g,
+                    ..Default::default()
+                },
+            ))
+            .await,
+            "granularity",
+        );
+    }
+    for bad in broken_times() {
+        invalid(
+            v.get_cohort_report(req(
+                a,
+                GetCohortReportRequest {
+                    start_time: bad,
+                    ..Default::default()
+                },
+            ))
+            .await,
+            "start_time",
+        );
+        invalid(
+            v.get_cohort_report(req(
+                a,
+                GetCohortReportRequest {
+                    end_time: bad,
+                    ..Default::default()
+                },
+            ))
+            .await,
+            "end_time",
+        );
+    }
+    for currency in ["E\0R", HOSTILE, "eur", "EURO", ""] {
+        let r = v
+            .get_cohort_report(req(
+                a,
+                GetCohortReportRequest {
+                    currency_code: currency.into(),
+                    ..Default::default()
+                },
+            ))
+            .await;
+        if currency.is_empty() {
+            r.expect("no currency: the default one");
+        } else {
+            invalid(r, "currency_code");
+        }
+    }
+    // From year 1: far more than 240 cohorts.
+    invalid(
+        v.get_cohort_report(req(
+            a,
+            GetCohortReportRequest {
+                start_time: at(YEAR_1, 0),
+                ..Default::default()
+            },
+        ))
+        .await,
+        "start_time",
+    );
+    invalid(
+        v.get_cohort_report(req(
+            a,
+            GetCohortReportRequest {
+                start_time: at(YEAR_1, 0),
+                end_time: at(YEAR_9999_END, 0),
+                granularity: CohortGranularity::Quarter as i32,
+                ..Default::default()
+            },
+        ))
+        .await,
+        "end_time",
+    );
+    // 240 cohorts starting in year 1: each would hold some 24,000 periods
+    // since acquisition; refused at once instead of building millions of
+    // cells (the response was too large for gRPC, OUT_OF_RANGE, after
+    // seconds of work).
+    let started = std::time::Instant::now();
+    invalid(
+        v.get_cohort_report(req(
+            a,
+            GetCohortReportRequest {
+                start_time: at(YEAR_1, 0),
+                end_time: at(YEAR_1 + 230 * 30 * 86_400, 0),
+                ..Default::default()
+            },
+        ))
+        .await,
+        "start_time",
+    );
+    assert!(started.elapsed() < std::time::Duration::from_secs(1));
+    // A long but reasonable history still answers: 24 monthly cohorts from
+    // 2000 onwards.
+    let y2000 = 946_684_800;
+    let r = v
+        .get_cohort_report(req(
+            a,
+            GetCohortReportRequest {
+                start_time: at(y2000, 0),
+                end_time: at(y2000 + 730 * 86_400, 0),
+                ..Default::default()
+            },
+        ))
+        .await
+        .expect("cohorts of 2000 and 2001")
+        .into_inner();
+    assert_eq!(r.cohorts.len(), 24);
+    // Extreme but valid ranges answer (empty cohorts), without error.
+    for (start, end) in [
+        (YEAR_1, YEAR_1 + 40 * 86_400),
+        (YEAR_9999_END - 40 * 86_400, YEAR_9999_END),
+    ] {
+        let r = v
+            .get_cohort_report(req(
+                a,
+                GetCohortReportRequest {
+                    start_time: at(start, 0),
+                    end_time: at(end, 0),
+                    ..Default::default()
+                },
+            ))
+            .await
+            .expect("an extreme but valid range")
+            .into_inner();
+        assert!(
+            !r.cohorts.is_empty() && r.cohorts.len() <= 2,
+            "{}",
+            r.cohorts.len()
+        );
+        assert!(r.cohorts.iter().all(|c| c.customer_count == 0));
+    }
+    // B's report holds none of A's customers.
+    let theirs = v
+        .get_cohort_report(req(b, GetCohortReportRequest::default()))
+        .await
+        .expect("B's report")
+        .into_inner();
+    assert_eq!(
+        theirs.cohorts.iter().map(|c| c.customer_count).sum::<i64>(),
+        0
+    );
+
+    // WatchChanges: a negative start is refused; B's feed holds nothing of A.
+    for after in [-1, i64::MIN] {
+        invalid(
+            v.watch_changes(req(
+                a,
+                WatchChangesRequest {
+                    after_sequence: after,
+                },
+            ))
+            .await,
+            "after_sequence",
+        );
+    }
+    let mut feed = v
+        .watch_changes(req(b, WatchChangesRequest { after_sequence: 0 }))
+        .await
+        .expect("B's feed")
+        .into_inner();
+    let next = tokio::time::timeout(std::time::Duration::from_millis(1500), feed.next()).await;
+    assert!(next.is_err(), "B's feed sent an event: {next:?}");
+
+    // Nothing of A changed.
+    assert_eq!(all_values(&s, a).await, values_before);
+    assert_eq!(s.count("SELECT count(*) FROM outbox").await, events_before);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn relationship_scores_refuse_bad_unknown_and_foreign_ids() {
+    let s = start(true).await;
+    let mut v = s.valuation();
+    let (a, b) = (Uuid::new_v4(), Uuid::new_v4());
+    let customer = s
+        .profile_client()
+        .await
+        .create_customer(req(
+            a,
+            rapport_proto::rapport::profile::v1::CreateCustomerRequest {
+                customer: Some(rapport_proto::rapport::profile::v1::Customer {
+                    kind: rapport_proto::rapport::profile::v1::CustomerKind::Person as i32,
+                    display_name: HOSTILE.into(),
+                    ..Default::default()
+                }),
+                request_id: String::new(),
+            },
+        ))
+        .await
+        .expect("a customer")
+        .into_inner()
+        .customer
+        .expect("the customer")
+        .customer_id;
+    for id in BAD_IDS {
+        invalid(
+            v.get_relationship_scores(req(
+                a,
+                GetRelationshipScoresRequest {
+                    customer_id: id.into(),
+                },
+            ))
+            .await,
+            "customer_id",
+        );
+    }
+    failed(
+        v.get_relationship_scores(req(
+            a,
+            GetRelationshipScoresRequest {
+                customer_id: Uuid::new_v4().to_string(),
+            },
+        ))
+        .await,
+        Code::NotFound,
+    );
+    failed(
+        v.get_relationship_scores(req(
+            b,
+            GetRelationshipScoresRequest {
+                customer_id: customer.clone(),
+            },
+        ))
+        .await,
+        Code::NotFound,
+    );
+    let scores = v
+        .get_relationship_scores(req(
+            a,
+            GetRelationshipScoresRequest {
+                customer_id: customer.clone(),
+            },
+        ))
+        .await
+        .expect("A's own customer")
+        .into_inner()
+        .scores
+        .expect("scores");
+    assert_eq!(scores.customer_id, customer);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_tenant_method_needs_a_tenant() {
+    let s = start(false).await;
+    let mut v = s.valuation();
+    let id = Uuid::new_v4().to_string();
+    let u = Code::Unauthenticated;
+    for value in ["", "not-a-uuid", "1 OR 1=1", "../x"] {
+        let mut r = tonic::Request::new(ListModelsRequest::default());
+        r.metadata_mut().insert(
+            rapport_kit::context::TENANT_HEADER,
+            value.parse().expect("ASCII metadata"),
+        );
+        failed(v.list_models(r).await, u);
+    }
+    failed(v.fit_model(no(inline_fit(ModelKind::BgNbd))).await, u);
+    failed(
+        v.get_model(no(GetModelRequest {
+            model_id: id.clone(),
+        }))
+        .await,
+        u,
+    );
+    failed(v.list_models(no(ListModelsRequest::default())).await, u);
+    failed(
+        v.activate_model(no(ActivateModelRequest {
+            model_id: id.clone(),
+        }))
+        .await,
+        u,
+    );
+    failed(
+        v.score_customers(no(ScoreCustomersRequest::default()))
+            .await,
+        u,
+    );
+    failed(
+        v.get_customer_value(no(GetCustomerValueRequest {
+            customer_id: id.clone(),
+        }))
+        .await,
+        u,
+    );
+    failed(
+        v.batch_get_customer_values(no(BatchGetCustomerValuesRequest {
+            customer_ids: vec![id.clone()],
+        }))
+        .await,
+        u,
+    );
+    failed(
+        v.rank_customers(no(RankCustomersRequest::default())).await,
+        u,
+    );
+    failed(
+        v.get_value_concentration(no(GetValueConcentrationRequest::default()))
+            .await,
+        u,
+    );
+    failed(
+        v.get_cohort_report(no(GetCohortReportRequest::default()))
+            .await,
+        u,
+    );
+    failed(
+        v.get_segment_value(no(GetSegmentValueRequest {
+            segment_id: id.clone(),
+        }))
+        .await,
+        u,
+    );
+    failed(
+        v.get_relationship_scores(no(GetRelationshipScoresRequest {
+            customer_id: id.clone(),
+        }))
+        .await,
+        u,
+    );
+    // WatchChanges is the internal feed peers follow without a tenant; its
+    // one bad input is a negative start.
+    invalid(
+        v.watch_changes(no(WatchChangesRequest { after_sequence: -1 }))
+            .await,
+        "after_sequence",
+    );
+    assert_eq!(s.count("SELECT count(*) FROM models").await, 0);
+}
