@@ -110,7 +110,7 @@ fn main() -> ExitCode {
                 tenant_name,
             } => admin_key(&database_url, &tenant_name).await,
             Command::Bench(args) => {
-                let _telemetry = rapport_kit::telemetry::init("bench", Default::default(), "warn");
+                let _telemetry = rapport_kit::telemetry::init("bench", Default::default(), "error");
                 bench::run(args).await
             }
             Command::Seed(args) => {
