@@ -166,7 +166,7 @@ pub async fn run(stack: &Stack, sizes: &Sizes) -> anyhow::Result<Value> {
             "customers",
             "model",
             "FitModel",
-            "of which export",
+            "ExportSummaries alone, direct",
             "converged",
             "parameters",
         ],

@@ -180,13 +180,17 @@ async fn follow_consumers(
         .iter()
         .enumerate()
         .map(|(k, name)| {
-            let applied = at[k] - start.1[k];
+            // Of this run's events (after `start.0`, in order), and of all
+            // it applied meanwhile (it may have started behind).
+            let events = last - start.0;
+            let applied = (at[k] - start.0).clamp(0, events);
+            let applied_meanwhile = at[k] - start.1[k];
             json!({
                 "consumer": name,
-                "events": last - start.0,
+                "events": events,
                 "applied": applied,
                 "caught_up_after_last_call_seconds": done[k].map(|d| d.as_secs_f64()),
-                "events_per_second": applied as f64 / elapsed.max(1e-9),
+                "events_per_second": applied_meanwhile as f64 / elapsed.max(1e-9),
             })
         })
         .collect())
