@@ -47,33 +47,99 @@ impl Shutdown {
     /// Fires the signal on SIGTERM or Ctrl-C (SIGINT).
     pub fn trigger_on_os_signal(&self) {
         let this = self.clone();
+        // Registered here, before the task first runs: a SIGTERM arriving
+        // right after start (an orchestrator, a test) must drain the
+        // process, not kill it with the default disposition.
+        let signals = OsSignals::register();
         tokio::spawn(async move {
-            os_signal().await;
+            signals.recv().await;
             tracing::info!("shutdown requested; draining in-flight calls");
             this.trigger();
         });
     }
 }
 
-/// Resolves on SIGTERM or Ctrl-C.
-pub async fn os_signal() {
+/// SIGTERM and SIGINT handlers, registered when made.
+struct OsSignals {
     #[cfg(unix)]
-    {
-        use tokio::signal::unix::{SignalKind, signal};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => {
-                tokio::select! {
-                    _ = tokio::signal::ctrl_c() => {}
-                    _ = term.recv() => {}
-                }
-            }
-            Err(_) => {
-                let _ = tokio::signal::ctrl_c().await;
+    term: Option<tokio::signal::unix::Signal>,
+    #[cfg(unix)]
+    int: Option<tokio::signal::unix::Signal>,
+}
+
+impl OsSignals {
+    fn register() -> Self {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{SignalKind, signal};
+            Self {
+                term: signal(SignalKind::terminate()).ok(),
+                int: signal(SignalKind::interrupt()).ok(),
             }
         }
+        #[cfg(not(unix))]
+        {
+            Self {}
+        }
     }
-    #[cfg(not(unix))]
-    {
-        let _ = tokio::signal::ctrl_c().await;
+
+    /// Resolves on the first of them.
+    async fn recv(self) {
+        #[cfg(unix)]
+        {
+            let (term, int) = (self.term, self.int);
+            async fn next(s: Option<tokio::signal::unix::Signal>) {
+                match s {
+                    Some(mut s) => {
+                        s.recv().await;
+                    }
+                    None => std::future::pending().await,
+                }
+            }
+            if term.is_none() && int.is_none() {
+                let _ = tokio::signal::ctrl_c().await;
+                return;
+            }
+            tokio::select! {
+                _ = next(term) => {}
+                _ = next(int) => {}
+            }
+        }
+        #[cfg(not(unix))]
+        {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}
+
+/// Resolves on SIGTERM or Ctrl-C.
+pub async fn os_signal() {
+    OsSignals::register().recv().await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A SIGTERM sent the moment the handler is asked for drains the process
+    /// instead of killing it (it used to be registered only once a spawned
+    /// task first ran).
+    /// On a current-thread runtime the spawned task cannot run before the
+    /// (blocking) `kill` below, so only a handler registered up front counts.
+    #[cfg(unix)]
+    #[tokio::test(flavor = "current_thread")]
+    async fn sigterm_right_after_registration_triggers_shutdown() {
+        let shutdown = Shutdown::new();
+        shutdown.trigger_on_os_signal();
+        let sent = std::process::Command::new("kill")
+            .arg("-TERM")
+            .arg(std::process::id().to_string())
+            .status()
+            .expect("run kill");
+        assert!(sent.success());
+        tokio::time::timeout(std::time::Duration::from_secs(10), shutdown.wait())
+            .await
+            .expect("SIGTERM fired the shutdown signal");
+        assert!(shutdown.is_triggered());
     }
 }
