@@ -358,15 +358,37 @@ pub async fn run(
     ctx: &CallContext,
     req: RunRequest,
 ) -> Result<RunOutcome, ApiError> {
-    let tenant = ctx.tenant_id;
-    let started = now();
     let mut tx = pool.begin().await?;
-    if !store::try_run_lock(&mut tx, tenant).await? {
+    if !store::try_run_lock(&mut tx, ctx.tenant_id).await? {
         return Err(ApiError::Aborted(
             "another scoring run of the tenant is in progress; retry once it has finished".into(),
         ));
     }
-    let models = active_models(&mut tx, tenant, req.kind).await?;
+    match score_all(&mut tx, interaction, ctx, req).await {
+        Ok(outcome) => {
+            tx.commit().await?;
+            Ok(outcome)
+        }
+        Err(e) => {
+            // Now, not when the pool next hands out the connection: the run
+            // lock must be free for the caller's next attempt (say, after
+            // activating the model this one lacked).
+            let _ = tx.rollback().await;
+            Err(e)
+        }
+    }
+}
+
+/// The body of a scoring run, under the tenant's run lock in `tx`.
+async fn score_all(
+    tx: &mut PgConnection,
+    interaction: &Interaction,
+    ctx: &CallContext,
+    req: RunRequest,
+) -> Result<RunOutcome, ApiError> {
+    let tenant = ctx.tenant_id;
+    let started = now();
+    let models = active_models(&mut *tx, tenant, req.kind).await?;
     let unit = models.unit;
     let horizon = if req.horizon_periods == 0 {
         unit.default_horizon()
@@ -406,11 +428,11 @@ pub async fn run(
     let clvs: Vec<Decimal> = rows.iter().map(|r| r.clv).collect();
     let thresholds = Thresholds::from_ranked(&clvs);
 
-    store::write_lock(&mut tx, tenant).await?;
-    let old = store::briefs(&mut tx, tenant).await?;
-    store::delete_all_values(&mut tx, tenant).await?;
-    store::write_values(&mut tx, tenant, &rows, false).await?;
-    let reasons = store::clear_queue(&mut tx, tenant, started).await?;
+    store::write_lock(&mut *tx, tenant).await?;
+    let old = store::briefs(&mut *tx, tenant).await?;
+    store::delete_all_values(&mut *tx, tenant).await?;
+    store::write_values(&mut *tx, tenant, &rows, false).await?;
+    let reasons = store::clear_queue(&mut *tx, tenant, started).await?;
     let present: HashSet<Uuid> = rows.iter().map(|r| r.customer_id).collect();
     let mut list: Vec<NewEvent> = rows
         .iter()
@@ -430,9 +452,9 @@ pub async fn run(
             reasons.get(id).map_or("NO_PURCHASES", String::as_str),
         )
     }));
-    append_chunked(&mut tx, &list).await?;
+    append_chunked(&mut *tx, &list).await?;
     store::save_scoring_state(
-        &mut tx,
+        &mut *tx,
         tenant,
         &StateRow {
             run_id: Uuid::now_v7(),
@@ -449,7 +471,6 @@ pub async fn run(
         },
     )
     .await?;
-    tx.commit().await?;
     Ok(RunOutcome {
         scored: n as i64,
         deleted: gone.len() as i64,
