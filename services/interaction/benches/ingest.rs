@@ -19,8 +19,6 @@ use std::time::{Duration, Instant};
 
 use chrono::{TimeZone, Utc};
 use futures::StreamExt;
-use rapport_interaction::domain::model::StoredInteraction;
-use rapport_interaction::domain::validate::validate_interaction;
 use rapport_interaction::store;
 use rapport_interaction::synthetic::{self, base, eur};
 use rapport_kit::config::ServiceConfig;
@@ -79,25 +77,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     // The baseline: the same rows, one raw COPY.
     let now = Utc::now();
     let raw_tenant = Uuid::new_v4();
-    let mut rows = Vec::with_capacity(n);
-    for i in &interactions {
-        let new =
-            validate_interaction(i, "", now).map_err(|v| format!("bench data invalid: {v:?}"))?;
-        let customer = match &new.customer {
-            rapport_interaction::domain::validate::CustomerInput::Id(id) => *id,
-            _ => Uuid::nil(),
-        };
-        rows.push(StoredInteraction::from_new(
-            &new,
-            Uuid::now_v7(),
-            customer,
-            customer,
-            now,
-        ));
-    }
-    let mut buf = Vec::with_capacity(n * 400);
-    store::copy_text(&mut buf, raw_tenant, &rows);
-    drop(rows);
+    let buf = synthetic::copy_buffer(raw_tenant, &interactions, now)?;
     let mut conn = pool.acquire().await?;
     let started = Instant::now();
     let mut copy = conn.copy_in_raw(store::COPY_STATEMENT).await?;
@@ -185,7 +165,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 let customer = Uuid::new_v4();
                 for p in 0..3usize {
                     let k = (loaded + c) * 3 + p;
-                    let i = Interaction {
+                    rows.push(Interaction {
                         customer: Some(CustomerRef {
                             r#ref: Some(customer_ref::Ref::CustomerId(customer.to_string())),
                         }),
@@ -199,19 +179,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                         amount: Some(eur(10 + (k % 90) as i64, 0)),
                         margin: Some(eur(3, 0)),
                         ..Default::default()
-                    };
-                    let new = validate_interaction(&i, "", now).map_err(|v| format!("{v:?}"))?;
-                    rows.push(StoredInteraction::from_new(
-                        &new,
-                        Uuid::now_v7(),
-                        customer,
-                        customer,
-                        now,
-                    ));
+                    });
                 }
             }
-            let mut buf = Vec::with_capacity(rows.len() * 300);
-            store::copy_text(&mut buf, export_tenant, &rows);
+            let buf = synthetic::copy_buffer(export_tenant, &rows, now)?;
             let mut copy = conn.copy_in_raw(store::COPY_STATEMENT).await?;
             copy.send(buf).await?;
             copy.finish().await?;

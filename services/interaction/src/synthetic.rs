@@ -8,6 +8,9 @@ use rapport_proto::rapport::interaction::v1::{
 };
 use uuid::Uuid;
 
+use crate::domain::model::StoredInteraction;
+use crate::domain::validate::{CustomerInput, validate_interaction};
+
 /// An amount in euros.
 pub fn eur(units: i64, nanos: i32) -> Money {
     Money {
@@ -78,4 +81,36 @@ pub fn interaction(k: usize, customers: &[Uuid], key_prefix: &str) -> Interactio
         i.agent_id = format!("agent-{}", k % 50);
     }
     i
+}
+
+/// The `COPY` text (for [`crate::store::COPY_STATEMENT`]) of the rows the
+/// service would store for `interactions` of `tenant`, each naming its
+/// customer by id, recorded at `now`: what a raw-`COPY` baseline or a bulk
+/// load writes. An interaction the service would refuse is an error.
+pub fn copy_buffer(
+    tenant: Uuid,
+    interactions: &[Interaction],
+    now: DateTime<Utc>,
+) -> Result<Vec<u8>, String> {
+    let mut rows = Vec::with_capacity(interactions.len());
+    for (k, i) in interactions.iter().enumerate() {
+        let new = validate_interaction(i, "", now)
+            .map_err(|v| format!("interaction {k} is invalid: {v:?}"))?;
+        let customer = match &new.customer {
+            CustomerInput::Id(id) => *id,
+            CustomerInput::Identifiers(_) => {
+                return Err(format!("interaction {k} names no customer id"));
+            }
+        };
+        rows.push(StoredInteraction::from_new(
+            &new,
+            Uuid::now_v7(),
+            customer,
+            customer,
+            now,
+        ));
+    }
+    let mut buf = Vec::with_capacity(rows.len() * 400);
+    crate::store::copy_text(&mut buf, tenant, &rows);
+    Ok(buf)
 }

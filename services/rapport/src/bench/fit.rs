@@ -9,9 +9,7 @@ use chrono::{DateTime, Utc};
 use futures::StreamExt;
 use rand::SeedableRng;
 use rand::rngs::StdRng;
-use rapport_interaction::domain::model::StoredInteraction;
-use rapport_interaction::domain::validate::validate_interaction;
-use rapport_interaction::store;
+use rapport_interaction::{store, synthetic};
 use rapport_kit::convert::timestamp;
 use rapport_proto::rapport::common::v1::{CustomerRef, Money, PeriodUnit, customer_ref};
 use rapport_proto::rapport::interaction::v1::interaction_service_client::InteractionServiceClient;
@@ -102,29 +100,12 @@ async fn load(pool: &PgPool, tenant: Uuid, n: usize, end: DateTime<Utc>) -> anyh
     let mut i = 0usize;
     while i < n {
         let chunk = (n - i).min(50_000);
-        let mut stored = Vec::new();
-        for k in i..i + chunk {
-            for p in purchases(&generator, &mut rng, k, end) {
-                let new = validate_interaction(&p, "", now)
-                    .map_err(|v| anyhow::anyhow!("generated purchase invalid: {v:?}"))?;
-                let customer = match &new.customer {
-                    rapport_interaction::domain::validate::CustomerInput::Id(id) => *id,
-                    rapport_interaction::domain::validate::CustomerInput::Identifiers(_) => {
-                        Uuid::nil()
-                    }
-                };
-                stored.push(StoredInteraction::from_new(
-                    &new,
-                    Uuid::now_v7(),
-                    customer,
-                    customer,
-                    now,
-                ));
-            }
-        }
-        rows += stored.len();
-        let mut buf = Vec::with_capacity(stored.len() * 300);
-        store::copy_text(&mut buf, tenant, &stored);
+        let purchases: Vec<Interaction> = (i..i + chunk)
+            .flat_map(|k| purchases(&generator, &mut rng, k, end))
+            .collect();
+        rows += purchases.len();
+        let buf = synthetic::copy_buffer(tenant, &purchases, now)
+            .map_err(|e| anyhow::anyhow!("generated purchases: {e}"))?;
         let mut copy = conn.copy_in_raw(store::COPY_STATEMENT).await?;
         copy.send(buf).await?;
         copy.finish().await?;

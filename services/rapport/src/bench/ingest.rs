@@ -5,8 +5,6 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use futures::StreamExt;
-use rapport_interaction::domain::model::StoredInteraction;
-use rapport_interaction::domain::validate::{CustomerInput, validate_interaction};
 use rapport_interaction::{store, synthetic};
 use rapport_proto::rapport::interaction::v1::interaction_service_client::InteractionServiceClient;
 use rapport_proto::rapport::interaction::v1::{Interaction, RecordInteractionsRequest};
@@ -95,27 +93,9 @@ async fn record(
 /// The baseline: the rows the service would store, as one raw `COPY` into
 /// the same table of the same database (then deleted again).
 async fn raw_copy(pool: &PgPool, rows: &[Interaction]) -> anyhow::Result<Duration> {
-    let now = chrono::Utc::now();
     let tenant = Uuid::new_v4();
-    let mut stored = Vec::with_capacity(rows.len());
-    for i in rows {
-        let new = validate_interaction(i, "", now)
-            .map_err(|v| anyhow::anyhow!("generated interaction invalid: {v:?}"))?;
-        let customer = match &new.customer {
-            CustomerInput::Id(id) => *id,
-            CustomerInput::Identifiers(_) => Uuid::nil(),
-        };
-        stored.push(StoredInteraction::from_new(
-            &new,
-            Uuid::now_v7(),
-            customer,
-            customer,
-            now,
-        ));
-    }
-    let mut buf = Vec::with_capacity(rows.len() * 400);
-    store::copy_text(&mut buf, tenant, &stored);
-    drop(stored);
+    let buf = synthetic::copy_buffer(tenant, rows, chrono::Utc::now())
+        .map_err(|e| anyhow::anyhow!("generated data: {e}"))?;
     let mut conn = pool.acquire().await?;
     let started = Instant::now();
     let mut copy = conn.copy_in_raw(store::COPY_STATEMENT).await?;
