@@ -62,7 +62,9 @@ fn purchases(
     let c = generator.draw(rng, age_weeks);
     let customer = Uuid::now_v7().to_string();
     let first_day = (c.observation.age * 7.0).round() as i64;
-    let first = end - chrono::Duration::days(first_day);
+    // One day earlier than drawn, so that every purchase (at 10:00 on its
+    // day) falls before `end`, the calibration end, and before the clock.
+    let first = end - chrono::Duration::days(first_day + 1);
     let x = c.observation.frequency as i64;
     let last_day = (c.observation.recency * 7.0).round() as i64;
     let spend = c.mean_spend.unwrap_or(20.0);
