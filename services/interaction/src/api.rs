@@ -19,7 +19,7 @@ use rapport_proto::rapport::interaction::v1::campaign_service_server::CampaignSe
 use rapport_proto::rapport::interaction::v1::interaction_service_server::InteractionService;
 use rapport_proto::rapport::interaction::v1::{
     self as pb, Channel, InteractionType, RecordInteractionsRequest, ServiceRequestStatus,
-    TimelineOrder, export_summaries_request,
+    TimelineOrder, export_summaries_request, interaction_event::Event,
 };
 use serde::{Deserialize, Serialize};
 use sqlx::PgPool;
@@ -31,6 +31,7 @@ use uuid::Uuid;
 
 use crate::domain::btyd::{Purchase, group_days, purchase_history, unit_days};
 use crate::domain::campaign::{self, apply_update, check_mask, input_hash, validate_new};
+use crate::domain::model::envelope;
 use crate::domain::money::is_currency;
 use crate::domain::status::{Transition, transition};
 use crate::domain::summary::customer_summary;
@@ -599,13 +600,15 @@ impl InteractionService for InteractionApi {
                 .map_err(ApiError::from)?;
                 feed::append(
                     &mut tx,
-                    &[NewEvent {
-                        tenant_id: ctx.tenant_id,
-                        aggregate_type: "interaction",
-                        aggregate_id: id.to_string(),
-                        event_type: "ServiceRequestUpdated",
-                        payload: updated.status_payload(current.status),
-                    }],
+                    &[NewEvent::new(
+                        ctx.tenant_id,
+                        "interaction",
+                        id.to_string(),
+                        "ServiceRequestUpdated",
+                        &envelope(Event::ServiceRequestUpdated(
+                            updated.status_event(current.status),
+                        )),
+                    )],
                 )
                 .await
                 .map_err(ApiError::from)?;
@@ -1005,13 +1008,13 @@ impl CampaignService for CampaignApi {
         };
         feed::append(
             &mut tx,
-            &[NewEvent {
-                tenant_id: tenant,
-                aggregate_type: "campaign",
-                aggregate_id: id.to_string(),
-                event_type: "CampaignCreated",
-                payload: created.payload(None),
-            }],
+            &[NewEvent::new(
+                tenant,
+                "campaign",
+                id.to_string(),
+                "CampaignCreated",
+                &envelope(Event::CampaignCreated(created.changed_event(None))),
+            )],
         )
         .await
         .map_err(ApiError::from)?;
@@ -1136,13 +1139,13 @@ impl CampaignService for CampaignApi {
             .map_err(ApiError::from)?;
         feed::append(
             &mut tx,
-            &[NewEvent {
-                tenant_id: ctx.tenant_id,
-                aggregate_type: "campaign",
-                aggregate_id: id.to_string(),
-                event_type: "CampaignUpdated",
-                payload: updated.payload(Some(&paths)),
-            }],
+            &[NewEvent::new(
+                ctx.tenant_id,
+                "campaign",
+                id.to_string(),
+                "CampaignUpdated",
+                &envelope(Event::CampaignUpdated(updated.changed_event(Some(&paths)))),
+            )],
         )
         .await
         .map_err(ApiError::from)?;

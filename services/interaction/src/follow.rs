@@ -5,14 +5,16 @@
 //! is applied exactly once.
 
 use futures::future::BoxFuture;
-use rapport_kit::convert::struct_to_json;
 use rapport_kit::feed::{self, FeedHandler, NewEvent};
 use rapport_proto::rapport::common::v1::ChangeEvent;
-use serde_json::Value;
+use rapport_proto::rapport::interaction::v1::ReassignReason;
+use rapport_proto::rapport::interaction::v1::interaction_event::Event as Out;
+use rapport_proto::rapport::profile::v1::ProfileEvent;
+use rapport_proto::rapport::profile::v1::profile_event::Event;
 use sqlx::PgConnection;
 use uuid::Uuid;
 
-use crate::domain::model::{erased_payload, reassigned_payload};
+use crate::domain::model::{envelope, erased_event, reassigned_event};
 use crate::store;
 
 /// The name of the cursor of the profile feed.
@@ -22,11 +24,8 @@ pub const PROFILE_CURSOR: &str = "profile";
 #[derive(Debug, Default, Clone, Copy)]
 pub struct ProfileFollower;
 
-fn id(payload: &Value, key: &str) -> Option<Uuid> {
-    payload
-        .get(key)?
-        .as_str()
-        .and_then(|s| Uuid::parse_str(s).ok())
+fn id(s: &str) -> Option<Uuid> {
+    Uuid::parse_str(s).ok()
 }
 
 impl ProfileFollower {
@@ -42,94 +41,95 @@ impl ProfileFollower {
             );
             return Ok(());
         };
-        let payload = event
-            .payload
-            .as_ref()
-            .map(struct_to_json)
-            .unwrap_or(Value::Null);
-        match event.event_type.as_str() {
-            "CustomerCreated" => {
-                if let Some(c) = id(&payload, "customer_id") {
+        // Events appended before typed events, and events reduced by a later
+        // erasure (`redacted`), are skipped: the erasures that follow on the
+        // feed delete everything anyway.
+        let Some(ProfileEvent { event: Some(e) }) = feed::decode::<ProfileEvent>(event) else {
+            return Ok(());
+        };
+        match e {
+            Event::CustomerCreated(c) => {
+                if let Some(c) = id(&c.customer_id) {
                     store::customer_created(tx, tenant, c).await?;
                 }
             }
-            "CustomerMerged" => {
-                // A payload scrubbed by a later erasure has no ids: the
-                // erasures that follow on the feed delete everything anyway.
-                let (Some(merged), Some(survivor)) = (
-                    id(&payload, "merged_customer_id"),
-                    id(&payload, "survivor_customer_id"),
-                ) else {
+            Event::CustomerMerged(m) => {
+                let (Some(merged), Some(survivor)) =
+                    (id(&m.merged_customer_id), id(&m.survivor_customer_id))
+                else {
                     return Ok(());
                 };
                 store::lock_customers_exclusive(tx).await?;
                 let moved = store::merge_customer(tx, tenant, merged, survivor).await?;
                 if !moved.is_empty() {
+                    let out = reassigned_event(
+                        merged,
+                        survivor,
+                        ReassignReason::Merge,
+                        &moved,
+                        event.sequence,
+                    );
                     feed::append(
                         tx,
-                        &[NewEvent {
-                            tenant_id: tenant,
-                            aggregate_type: "customer",
-                            aggregate_id: survivor.to_string(),
-                            event_type: "InteractionsReassigned",
-                            payload: reassigned_payload(
-                                merged,
-                                survivor,
-                                "MERGE",
-                                &moved,
-                                event.sequence,
-                            ),
-                        }],
+                        &[NewEvent::new(
+                            tenant,
+                            "customer",
+                            survivor.to_string(),
+                            "InteractionsReassigned",
+                            &envelope(Out::InteractionsReassigned(out)),
+                        )],
                     )
                     .await?;
                 }
             }
-            "CustomerUnmerged" => {
-                let (Some(restored), Some(survivor)) = (
-                    id(&payload, "restored_customer_id"),
-                    id(&payload, "survivor_customer_id"),
-                ) else {
+            Event::CustomerUnmerged(u) => {
+                let (Some(restored), Some(survivor)) =
+                    (id(&u.restored_customer_id), id(&u.survivor_customer_id))
+                else {
                     return Ok(());
                 };
                 store::lock_customers_exclusive(tx).await?;
                 let moved = store::unmerge_customer(tx, tenant, restored).await?;
                 if !moved.is_empty() {
+                    let out = reassigned_event(
+                        survivor,
+                        restored,
+                        ReassignReason::Unmerge,
+                        &moved,
+                        event.sequence,
+                    );
                     feed::append(
                         tx,
-                        &[NewEvent {
-                            tenant_id: tenant,
-                            aggregate_type: "customer",
-                            aggregate_id: restored.to_string(),
-                            event_type: "InteractionsReassigned",
-                            payload: reassigned_payload(
-                                survivor,
-                                restored,
-                                "UNMERGE",
-                                &moved,
-                                event.sequence,
-                            ),
-                        }],
+                        &[NewEvent::new(
+                            tenant,
+                            "customer",
+                            restored.to_string(),
+                            "InteractionsReassigned",
+                            &envelope(Out::InteractionsReassigned(out)),
+                        )],
                     )
                     .await?;
                 }
             }
-            "CustomerErased" => {
-                let Some(customer) = id(&payload, "customer_id")
-                    .or_else(|| Uuid::parse_str(&event.aggregate_id).ok())
-                else {
+            Event::CustomerErased(er) => {
+                let Some(customer) = id(&er.customer_id).or_else(|| id(&event.aggregate_id)) else {
                     return Ok(());
                 };
                 store::lock_customers_exclusive(tx).await?;
                 let count = store::erase_customer(tx, tenant, customer).await?;
                 feed::append(
                     tx,
-                    &[NewEvent {
-                        tenant_id: tenant,
-                        aggregate_type: "customer",
-                        aggregate_id: customer.to_string(),
-                        event_type: "CustomerInteractionsErased",
-                        payload: erased_payload(customer, count, event.sequence),
-                    }],
+                    &[NewEvent::new(
+                        tenant,
+                        "customer",
+                        customer.to_string(),
+                        "CustomerInteractionsErased",
+                        &envelope(Out::CustomerInteractionsErased(erased_event(
+                            customer,
+                            count,
+                            event.sequence,
+                        ))),
+                    )],
                 )
                 .await?;
             }

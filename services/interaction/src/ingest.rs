@@ -7,15 +7,15 @@ use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 
 use chrono::{DateTime, Datelike, Utc};
-use futures::StreamExt;
 use rapport_kit::context::CallContext;
 use rapport_kit::error::{ApiError, Violation};
 use rapport_kit::feed::{self, NewEvent};
 use rapport_proto::rapport::interaction::v1::RejectionReason;
+use rapport_proto::rapport::interaction::v1::interaction_event::Event;
 use sqlx::PgPool;
 use uuid::Uuid;
 
-use crate::domain::model::StoredInteraction;
+use crate::domain::model::{StoredInteraction, envelope};
 use crate::domain::validate::{CustomerInput, NewInteraction};
 use crate::profile::{Profile, Resolution};
 use crate::store::{self, KeyClaim};
@@ -193,16 +193,12 @@ impl Recorder {
                 "identifiers cannot be resolved: no profile service is configured (RAPPORT_PROFILE_URL)".into(),
             ));
         };
-        let results: Vec<(String, Result<Resolution, ApiError>)> =
-            futures::stream::iter(wanted.into_iter().map(|(key, ids)| async move {
-                let r = profile.resolve(ctx, &ids).await;
-                (key, r)
-            }))
-            .buffered(8)
-            .collect()
-            .await;
-        for (key, r) in results {
-            let entry = match r? {
+        // One ResolveIdentities call per 1,000 distinct sets: a batch of new
+        // customers costs one round trip, not one per customer.
+        let (keys, sets): (Vec<String>, Vec<_>) = wanted.into_iter().unzip();
+        let results = profile.resolve_many(ctx, &sets).await?;
+        for (key, r) in keys.into_iter().zip(results) {
+            let entry = match r {
                 Resolution::Customer { id, created } => Ok((id, created)),
                 Resolution::Conflict(m) => Err(Refusal::new(RejectionReason::IdentityConflict, m)),
                 Resolution::Invalid(v) => Err(Refusal::invalid(v)),
@@ -451,19 +447,19 @@ impl Recorder {
         }
 
         let mut to_write: Vec<StoredInteraction> = Vec::new();
-        let mut events: Vec<NewEvent> = Vec::new();
+        let mut events: Vec<NewEvent> = Vec::with_capacity(fresh.len());
         let mut written: Vec<(usize, bool)> = Vec::new();
         for (f, (n, stored, created)) in fresh.into_iter().enumerate() {
             match fate[f].take() {
                 Some(o) => outcomes[n] = Some(o),
                 None => {
-                    events.push(NewEvent {
-                        tenant_id: tenant,
-                        aggregate_type: "interaction",
-                        aggregate_id: stored.interaction_id.to_string(),
-                        event_type: "InteractionRecorded",
-                        payload: stored.recorded_payload(),
-                    });
+                    events.push(NewEvent::new(
+                        tenant,
+                        "interaction",
+                        stored.interaction_id.to_string(),
+                        "InteractionRecorded",
+                        &envelope(Event::InteractionRecorded(stored.recorded_event())),
+                    ));
                     written.push((n, created));
                     to_write.push(stored);
                 }

@@ -11,8 +11,8 @@ use rapport_kit::feed::{EventStream, FeedSource};
 use rapport_proto::rapport::common::v1::Identifier;
 use rapport_proto::rapport::profile::v1::profile_service_client::ProfileServiceClient;
 use rapport_proto::rapport::profile::v1::{
-    BatchGetCustomersRequest, ResolveIdentityRequest, WatchChangesRequest,
-    resolve_identity_response,
+    BatchGetCustomersRequest, ResolveIdentitiesRequest, ResolveIdentityRequest,
+    WatchChangesRequest, resolve_identities_result, resolve_identity_response,
 };
 use tonic::codegen::InterceptedService;
 use tonic::transport::{Channel, Endpoint};
@@ -50,6 +50,25 @@ pub enum Resolution {
     Conflict(String),
     /// The profile service refused the identifiers.
     Invalid(Vec<Violation>),
+}
+
+/// Most identifier sets per `ResolveIdentities` call.
+const RESOLVE_BATCH: usize = 1000;
+
+fn identifier(i: &IdentifierInput) -> Identifier {
+    Identifier {
+        kind: i.kind,
+        system: i.system.clone(),
+        value: i.value.clone(),
+    }
+}
+
+fn conflict(c: &rapport_proto::rapport::profile::v1::IdentityConflict) -> Resolution {
+    let ids: Vec<String> = c.matches.iter().map(|m| m.customer_id.clone()).collect();
+    Resolution::Conflict(format!(
+        "the identifiers belong to different customers: {}; merge them or fix the identifiers",
+        ids.join(", ")
+    ))
 }
 
 /// Maps a failed call to the profile service.
@@ -94,14 +113,7 @@ impl Profile {
         ids: &[IdentifierInput],
     ) -> Result<Resolution, ApiError> {
         let mut req = Request::new(ResolveIdentityRequest {
-            identifiers: ids
-                .iter()
-                .map(|i| Identifier {
-                    kind: i.kind,
-                    system: i.system.clone(),
-                    value: i.value.clone(),
-                })
-                .collect(),
+            identifiers: ids.iter().map(identifier).collect(),
             traits: None,
             lookup_only: false,
         });
@@ -146,15 +158,94 @@ impl Profile {
                     created: r.created,
                 })
             }
-            Some(resolve_identity_response::Result::Conflict(c)) => {
-                let ids: Vec<String> = c.matches.iter().map(|m| m.customer_id.clone()).collect();
-                Ok(Resolution::Conflict(format!(
-                    "the identifiers belong to different customers: {}; merge them or fix the identifiers",
-                    ids.join(", ")
-                )))
-            }
+            Some(resolve_identity_response::Result::Conflict(c)) => Ok(conflict(&c)),
             None => Err(ApiError::internal("ResolveIdentity answered nothing")),
         }
+    }
+
+    /// Resolves many identifier sets (finding or creating each customer)
+    /// with one `ResolveIdentities` call per 1,000 sets; one answer per set,
+    /// in order.
+    pub async fn resolve_many(
+        &self,
+        ctx: &CallContext,
+        sets: &[Vec<IdentifierInput>],
+    ) -> Result<Vec<Resolution>, ApiError> {
+        let mut out = Vec::with_capacity(sets.len());
+        for chunk in sets.chunks(RESOLVE_BATCH) {
+            let mut req = Request::new(ResolveIdentitiesRequest {
+                requests: chunk
+                    .iter()
+                    .map(|ids| ResolveIdentityRequest {
+                        identifiers: ids.iter().map(identifier).collect(),
+                        traits: None,
+                        lookup_only: false,
+                    })
+                    .collect(),
+            });
+            ctx.write(req.metadata_mut());
+            let answer = self
+                .client
+                .clone()
+                .resolve_identities(req)
+                .await
+                .map_err(|s| unavailable(&s))?
+                .into_inner();
+            if answer.results.len() != chunk.len() {
+                return Err(ApiError::internal(format!(
+                    "ResolveIdentities answered {} results for {} sets",
+                    answer.results.len(),
+                    chunk.len()
+                )));
+            }
+            for r in answer.results {
+                out.push(match r.result {
+                    Some(resolve_identities_result::Result::Resolved(r)) => {
+                        let id = r
+                            .customer
+                            .as_ref()
+                            .and_then(|c| Uuid::parse_str(&c.customer_id).ok())
+                            .ok_or_else(|| {
+                                ApiError::internal(
+                                    "ResolveIdentities answered without a customer id",
+                                )
+                            })?;
+                        Resolution::Customer {
+                            id,
+                            created: r.created,
+                        }
+                    }
+                    Some(resolve_identities_result::Result::Conflict(c)) => conflict(&c),
+                    Some(resolve_identities_result::Result::Refused(r))
+                        if r.code == Code::InvalidArgument as i32 =>
+                    {
+                        let mut list: Vec<Violation> = r
+                            .field_violations
+                            .iter()
+                            .map(|f| Violation {
+                                field: format!("customer.identifiers.{}", f.field),
+                                description: f.description.clone(),
+                            })
+                            .collect();
+                        if list.is_empty() {
+                            list.push(Violation {
+                                field: "customer.identifiers".into(),
+                                description: r.message.clone(),
+                            });
+                        }
+                        Resolution::Invalid(list)
+                    }
+                    Some(resolve_identities_result::Result::Refused(r)) => {
+                        return Err(ApiError::internal(format!(
+                            "ResolveIdentities refused a set with code {}: {}",
+                            r.code, r.message
+                        )));
+                    }
+                    None => return Err(ApiError::internal("ResolveIdentities answered nothing")),
+                });
+            }
+        }
+        Ok(out)
     }
 
     /// Which of `ids` the profile service knows (merged ids count as known).

@@ -8,6 +8,9 @@ use std::fmt::Write as _;
 use chrono::{DateTime, Utc};
 use futures::StreamExt;
 use futures::stream::BoxStream;
+use rapport_kit::feed;
+use rapport_proto::rapport::common::v1::RedactionReason;
+use rapport_proto::rapport::interaction::v1::InteractionEvent;
 use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
 
@@ -299,7 +302,7 @@ pub async fn unmerge_customer(
 
 /// `customer` was erased: deletes every interaction belonging to it or first
 /// recorded under it, their idempotency keys, and reduces their earlier feed
-/// payloads to ids. Returns how many interactions were deleted.
+/// events to `redacted` ones. Returns how many interactions were deleted.
 pub async fn erase_customer(
     conn: &mut PgConnection,
     tenant: Uuid,
@@ -333,16 +336,17 @@ pub async fn erase_customer(
         .await?;
     }
     let ids: Vec<String> = deleted.iter().map(|(id, _)| id.to_string()).collect();
-    if !ids.is_empty() {
-        sqlx::query(
-            "UPDATE outbox SET payload = jsonb_build_object('interaction_id', aggregate_id, 'erased', true)
-             WHERE tenant_id = $1 AND aggregate_type = 'interaction' AND aggregate_id = ANY($2)",
-        )
-        .bind(tenant)
-        .bind(&ids)
-        .execute(&mut *conn)
-        .await?;
-    }
+    // Every earlier event about these interactions, typed or from before
+    // typed events (its JSON payload is cleared too), becomes a `redacted`
+    // event that keeps only the interaction id.
+    feed::redact_aggregates::<InteractionEvent>(
+        conn,
+        tenant,
+        "interaction",
+        &ids,
+        RedactionReason::Erased,
+    )
+    .await?;
     Ok(deleted.len())
 }
 

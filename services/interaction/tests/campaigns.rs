@@ -4,6 +4,7 @@
 mod common;
 
 use common::*;
+use rapport_proto::rapport::interaction::v1::interaction_event::Event;
 use rapport_proto::rapport::interaction::v1::{
     Campaign, Channel, CreateCampaignRequest, GetCampaignReportRequest, GetCampaignRequest,
     Interaction, InteractionType, ListCampaignsRequest, RecordInteractionsRequest,
@@ -324,17 +325,28 @@ async fn campaigns_are_created_read_listed_and_updated() {
             .await,
         3
     );
-    let payload: serde_json::Value =
-        sqlx::query_scalar("SELECT payload FROM outbox WHERE event_type = 'CampaignUpdated'")
-            .fetch_one(&s.pool)
-            .await
-            .unwrap();
-    assert_eq!(
-        payload["update_mask"],
-        serde_json::json!(["name", "end_time"])
-    );
-    assert_eq!(payload["end_time"], "2025-05-01T00:00:00Z");
-    assert_eq!(payload["channel"], "CHANNEL_EMAIL");
+    let created = typed_events(&s.pool, "CampaignCreated").await;
+    let Some(Event::CampaignCreated(c0)) = created.first() else {
+        panic!("{created:?}")
+    };
+    assert_eq!(c0.campaign_id, first.campaign_id);
+    assert_eq!(c0.name, "Spring sale - lapsed friends");
+    assert_eq!(c0.channel, Channel::Email as i32);
+    assert_eq!(c0.target_segment_id, segment.to_string());
+    assert_eq!(c0.start_time, Some(ts(at(2025, 3, 1, 0))));
+    assert_eq!(c0.end_time, Some(ts(at(2025, 4, 1, 0))));
+    assert!(c0.update_mask.is_empty());
+    let updated = typed_events(&s.pool, "CampaignUpdated").await;
+    let [Event::CampaignUpdated(u)] = updated.as_slice() else {
+        panic!("{updated:?}")
+    };
+    assert_eq!(u.campaign_id, first.campaign_id);
+    assert_eq!(u.update_mask, ["name", "end_time"]);
+    assert_eq!(u.name, "Spring sale, extended");
+    assert_eq!(u.end_time, Some(ts(at(2025, 5, 1, 0))));
+    assert_eq!(u.start_time, Some(ts(at(2025, 3, 1, 0))));
+    assert_eq!(u.channel, Channel::Email as i32);
+    assert_eq!(u.target_segment_id, segment.to_string());
     s.stop().await;
 }
 

@@ -5,10 +5,12 @@
 mod common;
 
 use common::*;
+use rapport_proto::rapport::common::v1::{RedactedEvent, RedactionReason};
+use rapport_proto::rapport::interaction::v1::interaction_event::Event;
 use rapport_proto::rapport::interaction::v1::interaction_service_client::InteractionServiceClient;
 use rapport_proto::rapport::interaction::v1::{
-    GetInteractionRequest, InteractionType, ListInteractionsRequest, RecordInteractionRequest,
-    RecordInteractionsRequest, RejectionReason,
+    GetInteractionRequest, InteractionType, ListInteractionsRequest, ReassignReason,
+    RecordInteractionRequest, RecordInteractionsRequest, RejectionReason,
 };
 use rapport_proto::rapport::profile::v1::{
     EraseCustomerRequest, MergeCustomersRequest, UnmergeCustomersRequest,
@@ -270,7 +272,7 @@ async fn merges_unmerges_and_erasures_arrive_through_the_feed() {
     .await;
     assert_eq!(timeline(&mut c, tenant, a).await.1, a_ids);
 
-    // Erase B: its interactions, keys and feed payloads go; B is refused after.
+    // Erase B: its interactions, keys and feed events go; B is refused after.
     profile
         .erase_customer(req(
             tenant,
@@ -302,23 +304,85 @@ async fn merges_unmerges_and_erasures_arrive_through_the_feed() {
             .await,
         0
     );
-    let scrubbed: Vec<serde_json::Value> = sqlx::query_scalar(
-        "SELECT payload FROM outbox WHERE aggregate_type = 'interaction' AND aggregate_id = ANY($1)",
-    )
-    .bind(&b_back)
-    .fetch_all(&s.pool)
-    .await
-    .unwrap();
+    // Every earlier event about B's interactions is reduced to its id.
+    let scrubbed: Vec<_> = feed_events(&s.pool)
+        .await
+        .into_iter()
+        .filter(|(ev, _)| ev.aggregate_type == "interaction" && b_back.contains(&ev.aggregate_id))
+        .collect();
     assert_eq!(scrubbed.len(), 3);
-    for p in &scrubbed {
-        assert_eq!(p["erased"], true, "{p}");
-        assert!(p.get("customer_id").is_none(), "{p}");
+    for (ev, typed) in &scrubbed {
+        assert_eq!(ev.event_type, "InteractionRecorded");
+        assert_eq!(
+            typed.as_ref(),
+            Some(&Event::Redacted(RedactedEvent {
+                subject_id: ev.aggregate_id.clone(),
+                reason: RedactionReason::Erased as i32,
+            })),
+            "{ev:?}"
+        );
+        #[allow(deprecated)]
+        let legacy = ev.payload.clone();
+        assert_eq!(legacy, None);
+        let bytes = String::from_utf8_lossy(&ev.event.as_ref().unwrap().value).into_owned();
+        assert!(!bytes.contains(&b.to_string()), "{bytes}");
     }
     assert_eq!(
         s.count("SELECT count(*) FROM outbox WHERE event_type = 'CustomerInteractionsErased'")
             .await,
         1
     );
+    // The events the feed got for the merge, the unmerge and the erasure.
+    let events = feed_events(&s.pool).await;
+    let of = |t: &str| -> Vec<(rapport_proto::rapport::common::v1::ChangeEvent, Event)> {
+        events
+            .iter()
+            .filter(|(ev, _)| ev.event_type == t)
+            .map(|(ev, e)| (ev.clone(), e.clone().unwrap()))
+            .collect()
+    };
+    let reassigned = of("InteractionsReassigned");
+    let [
+        (merge_ev, Event::InteractionsReassigned(merge)),
+        (unmerge_ev, Event::InteractionsReassigned(unmerge)),
+    ] = reassigned.as_slice()
+    else {
+        panic!("{reassigned:?}")
+    };
+    assert_eq!(
+        (
+            merge_ev.aggregate_type.as_str(),
+            merge_ev.aggregate_id.as_str()
+        ),
+        ("customer", a.to_string().as_str())
+    );
+    assert_eq!(merge.from_customer_id, b.to_string());
+    assert_eq!(merge.to_customer_id, a.to_string());
+    assert_eq!(merge.reason, ReassignReason::Merge as i32);
+    assert_eq!(merge.interaction_count, 2);
+    let mut ids = merge.interaction_ids.clone();
+    ids.sort();
+    assert_eq!(ids, b_ids);
+    assert!(merge.ids_complete);
+    assert!(merge.profile_sequence > 0);
+    assert_eq!(unmerge_ev.aggregate_id, b.to_string());
+    assert_eq!(unmerge.from_customer_id, a.to_string());
+    assert_eq!(unmerge.to_customer_id, b.to_string());
+    assert_eq!(unmerge.reason, ReassignReason::Unmerge as i32);
+    assert_eq!(unmerge.interaction_count, 3);
+    let mut ids = unmerge.interaction_ids.clone();
+    ids.sort();
+    assert_eq!(ids, b_back);
+    assert!(unmerge.ids_complete);
+    assert!(unmerge.profile_sequence > merge.profile_sequence);
+    let erased = of("CustomerInteractionsErased");
+    let [(erased_ev, Event::CustomerInteractionsErased(e))] = erased.as_slice() else {
+        panic!("{erased:?}")
+    };
+    assert_eq!(erased_ev.aggregate_id, b.to_string());
+    assert_eq!(e.customer_id, b.to_string());
+    assert_eq!(e.interaction_count, 3);
+    assert!(e.profile_sequence > unmerge.profile_sequence);
     let err = record(&mut c, tenant, purchase(b, at(2024, 3, 6, 0), 1))
         .await
         .unwrap_err();

@@ -1,15 +1,16 @@
 //! RecordInteraction, RecordInteractions, GetInteraction and WatchChanges
 //! over real gRPC and PostgreSQL: idempotency under retries and concurrency,
-//! invalid input writing nothing, tenant isolation, partitions, feed payloads.
+//! invalid input writing nothing, tenant isolation, partitions, feed events.
 
 mod common;
 
 use common::*;
 use futures::StreamExt;
+use rapport_proto::rapport::interaction::v1::interaction_event::Event;
 use rapport_proto::rapport::interaction::v1::{
-    Campaign, Channel, CreateCampaignRequest, GetInteractionRequest, InteractionType, LineItem,
-    RecordInteractionRequest, RecordInteractionsRequest, RejectionReason, Survey,
-    WatchChangesRequest,
+    Campaign, Channel, CreateCampaignRequest, GetInteractionRequest, InteractionEvent,
+    InteractionType, LineItem, RecordInteractionRequest, RecordInteractionsRequest,
+    RejectionReason, Survey, WatchChangesRequest,
 };
 use tonic::Code;
 use uuid::Uuid;
@@ -456,13 +457,22 @@ async fn the_feed_carries_recordings_without_free_text() {
     assert_eq!(event.aggregate_type, "interaction");
     assert_eq!(event.aggregate_id, recorded.interaction_id);
     assert_eq!(event.tenant_id, tenant.to_string());
-    let payload = rapport_kit::convert::struct_to_json(&event.payload.unwrap());
-    assert_eq!(payload["type"], "INTERACTION_TYPE_SURVEY_RESPONSE");
-    assert_eq!(payload["customer_id"], customer.to_string());
-    assert_eq!(payload["occur_time"], "2024-02-02T02:00:00Z");
-    assert_eq!(payload["csat"], 4.0);
-    assert_eq!(payload["nps"], 9.0);
-    let text = payload.to_string();
+    #[allow(deprecated)]
+    let legacy = event.payload.clone();
+    assert_eq!(legacy, None);
+    let Some(Event::InteractionRecorded(r)) =
+        rapport_kit::feed::decode::<InteractionEvent>(&event).and_then(|e| e.event)
+    else {
+        panic!("{event:?}")
+    };
+    assert_eq!(r.interaction_id, recorded.interaction_id);
+    assert_eq!(r.r#type, InteractionType::SurveyResponse as i32);
+    assert_eq!(r.customer_id, customer.to_string());
+    assert_eq!(r.original_customer_id, customer.to_string());
+    assert_eq!(r.occur_time, Some(ts(at(2024, 2, 2, 2))));
+    assert_eq!((r.csat, r.nps), (Some(4), Some(9)));
+    assert_eq!((r.amount.as_ref(), r.margin.as_ref()), (None, None));
+    let text = String::from_utf8_lossy(&event.event.as_ref().unwrap().value).into_owned();
     assert!(
         !text.contains("private") && !text.contains("secret-key"),
         "{text}"

@@ -4,6 +4,7 @@
 mod common;
 
 use common::*;
+use rapport_proto::rapport::interaction::v1::interaction_event::Event;
 use rapport_proto::rapport::interaction::v1::{
     Channel, GetInteractionRequest, InteractionType, ListInteractionsRequest,
     RecordInteractionRequest, ServiceRequestStatus, TimelineOrder, UpdateServiceRequestRequest,
@@ -318,15 +319,52 @@ async fn service_requests_follow_their_life_cycle() {
             .await,
         4
     );
-    let payload: serde_json::Value = sqlx::query_scalar(
-        "SELECT payload FROM outbox WHERE event_type = 'ServiceRequestUpdated' ORDER BY sequence DESC LIMIT 1",
-    )
-    .fetch_one(&s.pool)
-    .await
-    .unwrap();
-    assert_eq!(payload["previous_status"], "SERVICE_REQUEST_STATUS_CLOSED");
-    assert_eq!(payload["status"], "SERVICE_REQUEST_STATUS_OPEN");
-    assert_eq!(payload["type"], "INTERACTION_TYPE_SERVICE_REQUEST");
+    // Every field of each change, in order.
+    let events = typed_events(&s.pool, "ServiceRequestUpdated").await;
+    let changes: Vec<_> = events
+        .iter()
+        .map(|e| match e {
+            Event::ServiceRequestUpdated(u) => u,
+            other => panic!("{other:?}"),
+        })
+        .collect();
+    let statuses: Vec<(i32, i32)> = changes
+        .iter()
+        .map(|u| (u.previous_status, u.status))
+        .collect();
+    assert_eq!(
+        statuses,
+        [
+            (
+                ServiceRequestStatus::Open as i32,
+                ServiceRequestStatus::InProgress as i32
+            ),
+            (
+                ServiceRequestStatus::InProgress as i32,
+                ServiceRequestStatus::Resolved as i32
+            ),
+            (
+                ServiceRequestStatus::Resolved as i32,
+                ServiceRequestStatus::Closed as i32
+            ),
+            (
+                ServiceRequestStatus::Closed as i32,
+                ServiceRequestStatus::Open as i32
+            ),
+        ]
+    );
+    for u in &changes {
+        assert_eq!(u.interaction_id, id);
+        assert_eq!(u.customer_id, recorded.customer_id);
+        assert_eq!(u.r#type, InteractionType::ServiceRequest as i32);
+        assert_eq!(u.occur_time, recorded.occur_time);
+        assert_eq!(u.agent_id, "agent-7");
+        assert!(u.update_time.is_some());
+    }
+    assert_eq!(changes[0].resolve_time, None);
+    assert_eq!(changes[1].resolve_time, resolved.resolve_time);
+    assert_eq!(changes[3].resolve_time, None);
+    assert_eq!(changes[3].update_time, reopened.update_time);
 
     // Not a service request; another tenant's; bad input.
     let call = c

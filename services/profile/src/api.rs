@@ -498,73 +498,166 @@ impl ProfileService for ProfileApi {
     ) -> Result<Response<ResolveIdentityResponse>, Status> {
         let tenant = tenant(&request)?;
         let req = request.into_inner();
-        let mut v = Violations::new();
-        if req.identifiers.is_empty() || req.identifiers.len() > 20 {
-            v.add("identifiers", "1 to 20 identifiers");
-        }
-        let traits = req.traits.unwrap_or_default();
-        enum_ok(&mut v, "traits.kind", traits.kind, 2, false);
-        let kind = if traits.kind == CustomerKind::Organization as i32 {
-            traits.kind
-        } else {
-            CustomerKind::Person as i32
-        };
-        let defs = if traits.attributes.is_empty() {
+        let defs = if req.traits.as_ref().is_none_or(|t| t.attributes.is_empty()) {
             Definitions::new()
         } else {
             self.definitions(tenant).await?
         };
-        let validated = validate_customer(
-            &traits,
-            "traits",
-            kind,
-            &defs,
-            false,
-            Source::Traits,
-            &mut v,
-        );
-        let region = validated.profile.country_code.clone();
-        let mut idents: Vec<Ident> = Vec::new();
-        let mut seen = HashSet::new();
-        for (i, id) in req.identifiers.iter().enumerate() {
-            match cust::normalize_identifier(id, &region) {
-                Ok(ident) => {
-                    if seen.insert(ident.key()) {
-                        idents.push(ident);
-                    }
-                }
-                Err((sub, e)) => v.add(format!("identifiers[{i}].{sub}"), e),
-            }
-        }
+        let mut v = Violations::new();
+        let (idents, validated) = validate_resolve(&req, &defs, &mut v);
         v.finish()?;
-        let result =
-            match store::resolve_identity(&self.pool, tenant, &idents, &validated, req.lookup_only)
-                .await?
-            {
-                store::Resolution::Resolved {
-                    customer,
-                    created,
-                    attached,
-                } => resolve_identity_response::Result::Resolved(ResolvedCustomer {
-                    customer: Some(cust::to_proto(&customer)),
-                    created,
-                    attached_identifiers: attached.iter().map(Ident::to_identifier).collect(),
-                }),
-                store::Resolution::Conflict(matches) => {
-                    resolve_identity_response::Result::Conflict(IdentityConflict {
-                        matches: matches
-                            .into_iter()
-                            .map(|(id, list)| IdentityConflictMatch {
-                                customer_id: id.to_string(),
-                                identifiers: list.iter().map(Ident::to_identifier).collect(),
-                            })
-                            .collect(),
-                    })
-                }
-            };
+        let resolution =
+            store::resolve_identity(&self.pool, tenant, &idents, &validated, req.lookup_only)
+                .await?;
+        let result = resolution_result(resolution);
         Ok(Response::new(ResolveIdentityResponse {
             result: Some(result),
         }))
+    }
+
+    async fn resolve_identities(
+        &self,
+        request: Request<ResolveIdentitiesRequest>,
+    ) -> Result<Response<ResolveIdentitiesResponse>, Status> {
+        let tenant = tenant(&request)?;
+        let req = request.into_inner();
+        let mut v = Violations::new();
+        if req.requests.is_empty() || req.requests.len() > MAX_RESOLVE_SETS {
+            v.add(
+                "requests",
+                format!("1 to {MAX_RESOLVE_SETS} identifier sets"),
+            );
+        }
+        v.finish()?;
+        let defs = if req
+            .requests
+            .iter()
+            .any(|r| r.traits.as_ref().is_some_and(|t| !t.attributes.is_empty()))
+        {
+            self.definitions(tenant).await?
+        } else {
+            Definitions::new()
+        };
+        // Refused sets answer alone; the valid ones are resolved together.
+        let mut results: Vec<Option<resolve_identities_result::Result>> =
+            vec![None; req.requests.len()];
+        let mut valid = Vec::new();
+        let mut positions = Vec::new();
+        for (n, r) in req.requests.iter().enumerate() {
+            let mut v = Violations::new();
+            let (idents, validated) = validate_resolve(r, &defs, &mut v);
+            match v.finish() {
+                Ok(()) => {
+                    positions.push(n);
+                    valid.push((idents, validated, r.lookup_only));
+                }
+                Err(e) => results[n] = Some(refusal(e)),
+            }
+        }
+        let resolved = store::resolve_identities(&self.pool, tenant, &valid).await?;
+        for (n, r) in positions.into_iter().zip(resolved) {
+            results[n] = Some(match r {
+                Some(r) => match resolution_result(r) {
+                    resolve_identity_response::Result::Resolved(c) => {
+                        resolve_identities_result::Result::Resolved(c)
+                    }
+                    resolve_identity_response::Result::Conflict(c) => {
+                        resolve_identities_result::Result::Conflict(c)
+                    }
+                },
+                None => refusal(ApiError::NotFound {
+                    resource: "customer",
+                    id: "for these identifiers".into(),
+                }),
+            });
+        }
+        Ok(Response::new(ResolveIdentitiesResponse {
+            results: results
+                .into_iter()
+                .map(|result| ResolveIdentitiesResult { result })
+                .collect(),
+        }))
+    }
+
+    async fn import_customers(
+        &self,
+        request: Request<tonic::Streaming<ImportCustomersRequest>>,
+    ) -> Result<Response<ImportCustomersResponse>, Status> {
+        let tenant = tenant(&request)?;
+        let mut stream = request.into_inner();
+        let defs = self.definitions(tenant).await?;
+        let mut answer = ImportCustomersResponse::default();
+        let mut next_index = 0i64;
+        loop {
+            let msg = match stream.message().await {
+                Ok(Some(m)) => m,
+                Ok(None) => break,
+                Err(s) if s.code() == tonic::Code::OutOfRange => {
+                    return Err(ApiError::invalid("items", s.message().to_string()).into());
+                }
+                Err(s) => return Err(s),
+            };
+            if msg.items.len() > MAX_IMPORT_ITEMS {
+                return Err(ApiError::invalid(
+                    "items",
+                    format!(
+                        "a message holds {} items; at most {MAX_IMPORT_ITEMS} per message",
+                        msg.items.len()
+                    ),
+                )
+                .into());
+            }
+            let mut batch = Vec::with_capacity(msg.items.len());
+            let mut refused = Vec::new();
+            for item in msg.items {
+                let index = next_index;
+                next_index += 1;
+                match validate_import_item(index, item, &defs) {
+                    Ok(i) => batch.push(i),
+                    Err(r) => refused.push(r),
+                }
+            }
+            let outcomes = crate::import::import_batch(&self.pool, tenant, &batch).await?;
+            let mut rejected: Vec<ImportRejection> = refused;
+            for (item, o) in batch.iter().zip(outcomes) {
+                match o {
+                    crate::import::Outcome::Created(_) => answer.created_count += 1,
+                    crate::import::Outcome::Updated(_) => answer.updated_count += 1,
+                    crate::import::Outcome::Unchanged(_) => answer.unchanged_count += 1,
+                    crate::import::Outcome::Rejected {
+                        reason,
+                        message,
+                        violations,
+                    } => rejected.push(ImportRejection {
+                        index: item.index,
+                        request_id: item
+                            .key
+                            .as_ref()
+                            .map(|k| k.request_id.clone())
+                            .unwrap_or_default(),
+                        reason: import_reason(reason) as i32,
+                        message,
+                        field_violations: violations
+                            .into_iter()
+                            .map(|(field, description)| ResolveFieldViolation {
+                                field,
+                                description,
+                            })
+                            .collect(),
+                    }),
+                }
+            }
+            rejected.sort_by_key(|r| r.index);
+            answer.rejected_count += rejected.len() as i64;
+            for r in rejected {
+                if answer.rejections.len() < MAX_IMPORT_REJECTIONS {
+                    answer.rejections.push(r);
+                } else {
+                    answer.rejections_truncated = true;
+                }
+            }
+        }
+        Ok(Response::new(answer))
     }
 
     async fn find_duplicates(
@@ -1187,5 +1280,181 @@ impl ProfileService for ProfileApi {
         )
         .map(|r| r.map(|event| WatchChangesResponse { event: Some(event) }));
         Ok(Response::new(stream.boxed()))
+    }
+}
+
+/// Most identifier sets of one ResolveIdentities call.
+pub const MAX_RESOLVE_SETS: usize = 1000;
+
+/// Validates one ResolveIdentity request: its identifiers (normalised,
+/// duplicates collapsed) and traits. Problems go to `v`, with field paths
+/// relative to the request.
+fn validate_resolve(
+    req: &ResolveIdentityRequest,
+    defs: &Definitions,
+    v: &mut Violations,
+) -> (Vec<Ident>, cust::Validated) {
+    if req.identifiers.is_empty() || req.identifiers.len() > 20 {
+        v.add("identifiers", "1 to 20 identifiers");
+    }
+    let traits = req.traits.clone().unwrap_or_default();
+    enum_ok(v, "traits.kind", traits.kind, 2, false);
+    let kind = if traits.kind == CustomerKind::Organization as i32 {
+        traits.kind
+    } else {
+        CustomerKind::Person as i32
+    };
+    let validated = validate_customer(&traits, "traits", kind, defs, false, Source::Traits, v);
+    let region = validated.profile.country_code.clone();
+    let mut idents: Vec<Ident> = Vec::new();
+    let mut seen = HashSet::new();
+    for (i, id) in req.identifiers.iter().enumerate() {
+        match cust::normalize_identifier(id, &region) {
+            Ok(ident) => {
+                if seen.insert(ident.key()) {
+                    idents.push(ident);
+                }
+            }
+            Err((sub, e)) => v.add(format!("identifiers[{i}].{sub}"), e),
+        }
+    }
+    (idents, validated)
+}
+
+/// The contract's form of a resolution.
+fn resolution_result(r: store::Resolution) -> resolve_identity_response::Result {
+    match r {
+        store::Resolution::Resolved {
+            customer,
+            created,
+            attached,
+        } => resolve_identity_response::Result::Resolved(ResolvedCustomer {
+            customer: Some(cust::to_proto(&customer)),
+            created,
+            attached_identifiers: attached.iter().map(Ident::to_identifier).collect(),
+        }),
+        store::Resolution::Conflict(matches) => {
+            resolve_identity_response::Result::Conflict(IdentityConflict {
+                matches: matches
+                    .into_iter()
+                    .map(|(id, list)| IdentityConflictMatch {
+                        customer_id: id.to_string(),
+                        identifiers: list.iter().map(Ident::to_identifier).collect(),
+                    })
+                    .collect(),
+            })
+        }
+    }
+}
+
+/// One refused set of ResolveIdentities: the status ResolveIdentity would
+/// have answered for it, as data.
+fn refusal(e: ApiError) -> resolve_identities_result::Result {
+    let code = e.code() as i32;
+    let (message, field_violations) = match e {
+        ApiError::InvalidArgument(list) => (
+            "invalid identifier set".to_string(),
+            list.into_iter()
+                .map(|x| ResolveFieldViolation {
+                    field: x.field,
+                    description: x.description,
+                })
+                .collect(),
+        ),
+        other => (Status::from(other).message().to_string(), Vec::new()),
+    };
+    resolve_identities_result::Result::Refused(ResolveRefusal {
+        code,
+        message,
+        field_violations,
+    })
+}
+
+/// Most items per ImportCustomers message.
+pub const MAX_IMPORT_ITEMS: usize = 1000;
+/// Most rejections listed in an ImportCustomers answer.
+const MAX_IMPORT_REJECTIONS: usize = 10_000;
+
+fn import_reason(r: crate::import::Refused) -> ImportRejectionReason {
+    use crate::import::Refused;
+    match r {
+        Refused::Invalid => ImportRejectionReason::Invalid,
+        Refused::IdentityConflict => ImportRejectionReason::IdentityConflict,
+        Refused::CustomerDeleted => ImportRejectionReason::CustomerDeleted,
+        Refused::RequestIdConflict => ImportRejectionReason::RequestIdConflict,
+    }
+}
+
+/// Validates one import item: the customer as CreateCustomer would, at
+/// least one identifier, and a mask without identifier paths.
+fn validate_import_item(
+    index: i64,
+    item: ImportCustomerItem,
+    defs: &Definitions,
+) -> Result<crate::import::Item, ImportRejection> {
+    let mut v = Violations::new();
+    let c = item.customer.unwrap_or_default();
+    if c.kind != CustomerKind::Person as i32 && c.kind != CustomerKind::Organization as i32 {
+        v.add(
+            "customer.kind",
+            "required: CUSTOMER_KIND_PERSON or CUSTOMER_KIND_ORGANIZATION",
+        );
+    }
+    let kind = if c.kind == CustomerKind::Organization as i32 {
+        c.kind
+    } else {
+        CustomerKind::Person as i32
+    };
+    let create = validate_customer(&c, "customer", kind, defs, true, Source::Customer, &mut v);
+    if c.emails.is_empty() && c.phones.is_empty() && c.external_identifiers.is_empty() {
+        v.add(
+            "customer",
+            "at least one identifier (emails, phones or external_identifiers) is required to match the customer",
+        );
+    }
+    let mut paths: Vec<String> = item.update_mask.map(|m| m.paths).unwrap_or_default();
+    for (i, p) in paths.iter().enumerate() {
+        if mask::IDENTIFIER_PATHS.contains(&p.trim()) {
+            v.add(
+                format!("update_mask.paths[{i}]"),
+                "identifiers are never replaced by an import: new ones are attached",
+            );
+        }
+    }
+    if paths.is_empty() {
+        paths = mask::import_paths(&c);
+    }
+    let key = request_key(
+        &mut v,
+        &item.request_id,
+        &json!({"customer": fingerprint_of(&create), "paths": paths}),
+    );
+    match v.finish() {
+        Ok(()) => Ok(crate::import::Item {
+            index,
+            key,
+            create,
+            customer: c,
+            paths,
+        }),
+        Err(e) => {
+            let violations = match e {
+                ApiError::InvalidArgument(list) => list,
+                _ => Vec::new(),
+            };
+            Err(ImportRejection {
+                index,
+                request_id: item.request_id.trim().to_string(),
+                reason: ImportRejectionReason::Invalid as i32,
+                message: "invalid item".into(),
+                field_violations: violations
+                    .into_iter()
+                    .map(|x| ResolveFieldViolation {
+                        field: x.field,
+                        description: x.description,
+                    })
+                    .collect(),
+            })
+        }
     }
 }

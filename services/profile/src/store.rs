@@ -6,11 +6,15 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 
 use chrono::{DateTime, Duration, NaiveDate, Utc};
+use prost::Message;
 use rapport_kit::ApiError;
 use rapport_kit::convert::timestamp;
 use rapport_kit::feed::{self, NewEvent};
+use rapport_proto::rapport::common::v1::{Identifier, RedactionReason};
+use rapport_proto::rapport::profile::v1::profile_event::Event as Ev;
 use rapport_proto::rapport::profile::v1::{
-    AttributeDefinition, ConsentRecord, ContactLink, DuplicateCandidate,
+    self as ev, AttributeDefinition, ConsentRecord, ContactLink, Customer, DuplicateCandidate,
+    ProfileEvent,
 };
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
@@ -25,7 +29,6 @@ use crate::domain::customer::{
     Stored, Validated,
 };
 use crate::domain::duplicates::{self, Evidence};
-use crate::domain::json as pj;
 use crate::domain::merge::{self as merge_rules, Taken};
 use crate::domain::normalize::Date;
 use crate::error::{Error, Result, customer_not_found, precondition};
@@ -219,37 +222,42 @@ impl LinkRow {
     }
 
     fn event(&self) -> NewEvent {
-        let role = rapport_proto::rapport::profile::v1::ContactRole::try_from(i32::from(self.role))
-            .map(|r| r.as_str_name())
-            .unwrap_or("CONTACT_ROLE_UNSPECIFIED");
-        let date = |d: &Option<Json<Date>>| d.as_ref().map(|d| d.0.iso());
-        NewEvent {
-            tenant_id: Uuid::nil(),
-            aggregate_type: "contact_link",
-            aggregate_id: self.contact_link_id.to_string(),
-            event_type: "ContactLinked",
-            payload: json!({
-                "contact_link_id": self.contact_link_id.to_string(),
-                "person_customer_id": self.person_id.to_string(),
-                "organization_customer_id": self.organization_id.to_string(),
-                "role": role,
-                "job_title": self.job_title,
-                "start_date": date(&self.start_date),
-                "end_date": date(&self.end_date),
-                "primary": self.is_primary,
-            }),
-        }
+        NewEvent::new(
+            Uuid::nil(),
+            "contact_link",
+            self.contact_link_id.to_string(),
+            "ContactLinked",
+            &ProfileEvent {
+                event: Some(Ev::ContactLinked(ev::ContactLinked {
+                    link: Some(self.to_proto()),
+                })),
+            },
+        )
     }
 }
 
-fn event(tenant: Uuid, aggregate_id: Uuid, event_type: &'static str, payload: Value) -> NewEvent {
-    NewEvent {
-        tenant_id: tenant,
-        aggregate_type: "customer",
-        aggregate_id: aggregate_id.to_string(),
+/// A customer event: its type is the name of `event`'s case.
+fn event(tenant: Uuid, aggregate_id: Uuid, event: Ev) -> NewEvent {
+    let event_type = match &event {
+        Ev::CustomerCreated(_) => "CustomerCreated",
+        Ev::CustomerUpdated(_) => "CustomerUpdated",
+        Ev::CustomerDeleted(_) => "CustomerDeleted",
+        Ev::CustomerUndeleted(_) => "CustomerUndeleted",
+        Ev::CustomerMerged(_) => "CustomerMerged",
+        Ev::CustomerUnmerged(_) => "CustomerUnmerged",
+        Ev::CustomerErased(_) => "CustomerErased",
+        Ev::ConsentChanged(_) => "ConsentChanged",
+        Ev::ContactLinked(_) => "ContactLinked",
+        Ev::ContactUnlinked(_) => "ContactUnlinked",
+        Ev::Redacted(_) => "Redacted",
+    };
+    NewEvent::new(
+        tenant,
+        "customer",
+        aggregate_id.to_string(),
         event_type,
-        payload,
-    }
+        &ProfileEvent { event: Some(event) },
+    )
 }
 
 async fn append(conn: &mut PgConnection, events: Vec<NewEvent>) -> Result<()> {
@@ -525,9 +533,18 @@ async fn touch(conn: &mut PgConnection, tenant: Uuid, ids: &[Uuid]) -> Result<()
     Ok(())
 }
 
+/// An identifier as the feed carries it.
+fn identifier(kind: i32, system: &str, value: &str) -> Identifier {
+    Identifier {
+        kind,
+        system: system.to_string(),
+        value: value.to_string(),
+    }
+}
+
 /// The customer snapshot the feed carries.
-fn snapshot(s: &Stored) -> Value {
-    pj::customer(&cust::to_proto(s))
+fn snapshot(s: &Stored) -> Option<Customer> {
+    Some(cust::to_proto(s))
 }
 
 // ---------------------------------------------------------------------------
@@ -809,8 +826,11 @@ pub async fn create_customer(
         vec![event(
             tenant,
             id,
-            "CustomerCreated",
-            json!({"customer_id": id.to_string(), "customer": snapshot(&stored), "origin": "create"}),
+            Ev::CustomerCreated(ev::CustomerCreated {
+                customer_id: id.to_string(),
+                customer: snapshot(&stored),
+                origin: ev::CustomerOrigin::Create as i32,
+            }),
         )],
     )
     .await?;
@@ -936,8 +956,11 @@ pub async fn update_customer(
         vec![event(
             tenant,
             id,
-            "CustomerUpdated",
-            json!({"customer_id": id.to_string(), "changed_fields": changed, "customer": snapshot(&stored)}),
+            Ev::CustomerUpdated(ev::CustomerUpdated {
+                customer_id: id.to_string(),
+                changed_fields: changed.iter().map(ToString::to_string).collect(),
+                customer: snapshot(&stored),
+            }),
         )],
     )
     .await?;
@@ -978,15 +1001,19 @@ pub async fn set_deleted(
         event(
             tenant,
             id,
-            "CustomerDeleted",
-            json!({"customer_id": id.to_string(), "delete_time": stored.delete_time.map(|t| pj::time(&timestamp(t)))}),
+            Ev::CustomerDeleted(ev::CustomerDeleted {
+                customer_id: id.to_string(),
+                delete_time: stored.delete_time.map(timestamp),
+            }),
         )
     } else {
         event(
             tenant,
             id,
-            "CustomerUndeleted",
-            json!({"customer_id": id.to_string(), "customer": snapshot(&stored)}),
+            Ev::CustomerUndeleted(ev::CustomerUndeleted {
+                customer_id: id.to_string(),
+                customer: snapshot(&stored),
+            }),
         )
     };
     append(&mut tx, vec![ev]).await?;
@@ -1298,8 +1325,11 @@ pub async fn resolve_identity(
                     vec![event(
                         tenant,
                         id,
-                        "CustomerCreated",
-                        json!({"customer_id": id.to_string(), "customer": snapshot(&stored), "origin": "resolve"}),
+                        Ev::CustomerCreated(ev::CustomerCreated {
+                            customer_id: id.to_string(),
+                            customer: snapshot(&stored),
+                            origin: ev::CustomerOrigin::Resolve as i32,
+                        }),
                     )],
                 )
                 .await?;
@@ -1394,8 +1424,11 @@ pub async fn resolve_identity(
                     vec![event(
                         tenant,
                         id,
-                        "CustomerUpdated",
-                        json!({"customer_id": id.to_string(), "changed_fields": changed, "customer": snapshot(&stored)}),
+                        Ev::CustomerUpdated(ev::CustomerUpdated {
+                            customer_id: id.to_string(),
+                            changed_fields: changed.iter().map(ToString::to_string).collect(),
+                            customer: snapshot(&stored),
+                        }),
                     )],
                 )
                 .await?;
@@ -1423,6 +1456,445 @@ pub async fn resolve_identity(
     Err(Error::Api(ApiError::Aborted(
         "the identifiers kept changing while they were resolved; retry".into(),
     )))
+}
+
+/// ResolveIdentities: resolves every set as ResolveIdentity would, in
+/// request order, in one transaction with set-based SQL (see
+/// [`crate::domain::resolution`]). Each set gets `None` when it is
+/// `lookup_only` and no identifier is known. A unique violation (a
+/// concurrent caller created or attached one of the identifiers first) or a
+/// deadlock rolls the whole call back and retries it, so the winners'
+/// customers are found.
+pub async fn resolve_identities(
+    pool: &PgPool,
+    tenant: Uuid,
+    sets: &[(Vec<Ident>, Validated, bool)],
+) -> Result<Vec<Option<Resolution>>> {
+    for _ in 0..RESOLVE_ATTEMPTS {
+        let mut tx = pool.begin().await?;
+        match resolve_identities_in(&mut tx, tenant, sets).await? {
+            Some(done) => {
+                tx.commit().await?;
+                return Ok(done.results);
+            }
+            None => tx.rollback().await?,
+        }
+    }
+    Err(Error::Api(ApiError::Aborted(
+        "the identifiers kept changing while they were resolved; retry".into(),
+    )))
+}
+
+/// What [`resolve_identities_in`] did.
+#[derive(Debug)]
+pub struct BulkResolved {
+    /// Each set's answer (`None`: lookup only, nothing known).
+    pub results: Vec<Option<Resolution>>,
+    /// Every customer a set resolved to, as it is now.
+    pub customers: HashMap<Uuid, Stored>,
+}
+
+/// The work of [`resolve_identities`] in the caller's transaction. `None`
+/// when a concurrent writer won a race (a unique violation or a deadlock,
+/// or a customer merged meanwhile): the transaction is then aborted and the
+/// caller rolls it back and tries again.
+pub async fn resolve_identities_in(
+    tx: &mut PgConnection,
+    tenant: Uuid,
+    sets: &[(Vec<Ident>, Validated, bool)],
+) -> Result<Option<BulkResolved>> {
+    use crate::domain::resolution::{self, Decision, Holder, Key, Set};
+    {
+        // Every identifier of the call, once.
+        let mut all: Vec<Ident> = Vec::new();
+        let mut seen: HashSet<Key> = HashSet::new();
+        for (idents, _, _) in sets {
+            for i in idents {
+                if seen.insert(i.key()) {
+                    all.push(i.clone());
+                }
+            }
+        }
+        let held_raw = holders(&mut *tx, tenant, &all).await?;
+        let holder_ids: Vec<Uuid> = held_raw.iter().map(|(_, c)| *c).collect();
+        let chains = resolve_chains(&mut *tx, tenant, &holder_ids).await?;
+        let mut held: HashMap<Key, Uuid> = HashMap::new();
+        for (n, holder) in &held_raw {
+            let target = chains.get(holder).map_or(*holder, |(c, _)| *c);
+            held.insert(all[*n].key(), target);
+        }
+        // Lock the customers found, in id order (no deadlock between bulk
+        // callers), and look again if one was merged or erased meanwhile.
+        let mut targets: Vec<Uuid> = held.values().copied().collect();
+        targets.sort_unstable();
+        targets.dedup();
+        let locked: Vec<(Uuid, String)> = sqlx::query_as(
+            "SELECT customer_id, status FROM customers
+              WHERE tenant_id = $1 AND customer_id = ANY($2) ORDER BY customer_id FOR UPDATE",
+        )
+        .bind(tenant)
+        .bind(&targets)
+        .fetch_all(&mut *tx)
+        .await?;
+        if locked.len() != targets.len()
+            || locked
+                .iter()
+                .any(|(_, st)| st == "merged" || st == "erased")
+        {
+            return Ok(None);
+        }
+        let current = load(&mut *tx, tenant, &targets).await?;
+        let holders_now: HashMap<Uuid, Holder> = current
+            .iter()
+            .map(|(id, c)| {
+                let mut h = Holder {
+                    deleted: c.deleted,
+                    ..Holder::default()
+                };
+                for i in &c.idents {
+                    *h.counts.entry(i.kind).or_default() += 1;
+                    if i.primary {
+                        h.primaries.insert(i.kind);
+                    }
+                }
+                (*id, h)
+            })
+            .collect();
+        let plan_sets: Vec<Set<'_>> = sets
+            .iter()
+            .map(|(idents, _, lookup_only)| Set {
+                idents,
+                lookup_only: *lookup_only,
+            })
+            .collect();
+        let decisions = resolution::plan(&plan_sets, &held, &holders_now, Uuid::now_v7);
+
+        // New customers, then every new identifier in one statement each.
+        let mut new_ids: Vec<Uuid> = Vec::new();
+        let mut new_kinds: Vec<i16> = Vec::new();
+        let mut new_data: Vec<String> = Vec::new();
+        let mut new_stage: Vec<Option<DateTime<Utc>>> = Vec::new();
+        let mut rows: Vec<(Uuid, Ident)> = Vec::new();
+        let mut attached_to: BTreeMap<Uuid, Vec<i16>> = BTreeMap::new();
+        for (d, (_, traits, _)) in decisions.iter().zip(sets) {
+            match d {
+                Decision::Create {
+                    customer_id,
+                    idents,
+                } => {
+                    new_ids.push(*customer_id);
+                    new_kinds.push(traits.kind as i16);
+                    new_data.push(
+                        serde_json::to_string(&traits.profile)
+                            .map_err(|e| ApiError::internal(e.to_string()))?,
+                    );
+                    new_stage.push(stage_time(traits.profile.relationship_stage));
+                    rows.extend(idents.iter().map(|i| (*customer_id, i.clone())));
+                }
+                Decision::Found {
+                    customer_id,
+                    attach,
+                } if !attach.is_empty() => {
+                    rows.extend(attach.iter().map(|i| (*customer_id, i.clone())));
+                    if current.contains_key(customer_id) {
+                        attached_to
+                            .entry(*customer_id)
+                            .or_default()
+                            .extend(attach.iter().map(|i| i.kind));
+                    }
+                }
+                _ => {}
+            }
+        }
+        if rows.is_empty() {
+            return Ok(Some(BulkResolved {
+                results: bulk_results(decisions, &current),
+                customers: current,
+            }));
+        }
+        if !new_ids.is_empty() {
+            sqlx::query(
+                "INSERT INTO customers (tenant_id, customer_id, kind, status, data, stage_set_time)
+                 SELECT $1, t.id, t.kind, 'active', t.data::jsonb, t.stage
+                   FROM unnest($2::uuid[], $3::int2[], $4::text[], $5::timestamptz[]) AS t (id, kind, data, stage)",
+            )
+            .bind(tenant)
+            .bind(&new_ids)
+            .bind(&new_kinds)
+            .bind(&new_data)
+            .bind(&new_stage)
+            .execute(&mut *tx)
+            .await?;
+        }
+        let existing: Vec<Uuid> = attached_to.keys().copied().collect();
+        let mut next: HashMap<(Uuid, i16), i32> = sqlx::query_as::<_, (Uuid, i16, i32)>(
+            "SELECT customer_id, kind, max(position) + 1 FROM identifiers
+              WHERE tenant_id = $1 AND customer_id = ANY($2) GROUP BY customer_id, kind",
+        )
+        .bind(tenant)
+        .bind(&existing)
+        .fetch_all(&mut *tx)
+        .await?
+        .into_iter()
+        .map(|(c, k, p)| ((c, k), p))
+        .collect();
+        let mut positioned: Vec<(Uuid, Ident, i32)> = rows
+            .into_iter()
+            .map(|(c, i)| {
+                let p = next.entry((c, i.kind)).or_insert(0);
+                let pos = *p;
+                *p += 1;
+                (c, i, pos)
+            })
+            .collect();
+        // One order for every writer: concurrent calls wait for each other
+        // on the identifiers' unique index instead of deadlocking.
+        positioned.sort_by_key(|a| a.1.key());
+        match insert_positioned(&mut *tx, tenant, &positioned).await {
+            Ok(()) => {}
+            Err(e)
+                if rapport_kit::error::is_unique_violation(&e, None)
+                    || e.as_database_error().and_then(|d| d.code()).as_deref() == Some("40P01") =>
+            {
+                return Ok(None);
+            }
+            Err(e) => return Err(e.into()),
+        }
+        touch(&mut *tx, tenant, &existing).await?;
+        let mut affected: Vec<Uuid> = new_ids.clone();
+        affected.extend(current.keys().copied());
+        let after = load(&mut *tx, tenant, &affected).await?;
+        let mut events = Vec::with_capacity(new_ids.len() + existing.len());
+        for id in &new_ids {
+            if let Some(stored) = after.get(id) {
+                events.push(event(
+                    tenant,
+                    *id,
+                    Ev::CustomerCreated(ev::CustomerCreated {
+                        customer_id: id.to_string(),
+                        customer: snapshot(stored),
+                        origin: ev::CustomerOrigin::Resolve as i32,
+                    }),
+                ));
+            }
+        }
+        for (id, kinds) in &attached_to {
+            if let Some(stored) = after.get(id) {
+                let changed = [
+                    (EMAIL, "emails"),
+                    (PHONE, "phones"),
+                    (EXTERNAL, "external_identifiers"),
+                ]
+                .into_iter()
+                .filter(|(k, _)| kinds.contains(k))
+                .map(|(_, name)| name.to_string())
+                .collect();
+                events.push(event(
+                    tenant,
+                    *id,
+                    Ev::CustomerUpdated(ev::CustomerUpdated {
+                        customer_id: id.to_string(),
+                        changed_fields: changed,
+                        customer: snapshot(stored),
+                    }),
+                ));
+            }
+        }
+        append(&mut *tx, events).await?;
+        Ok(Some(BulkResolved {
+            results: bulk_results(decisions, &after),
+            customers: after,
+        }))
+    }
+}
+
+/// The stored outcomes of import items by request_id (within 24 hours):
+/// (fingerprint, outcome, customer).
+pub async fn import_keys(
+    conn: &mut PgConnection,
+    tenant: Uuid,
+    method: &str,
+    keys: &[&RequestKey],
+) -> Result<HashMap<String, (String, String, Uuid)>> {
+    if keys.is_empty() {
+        return Ok(HashMap::new());
+    }
+    let ids: Vec<&str> = keys.iter().map(|k| k.request_id.as_str()).collect();
+    let rows: Vec<(String, String, Option<Value>)> = sqlx::query_as(
+        "SELECT request_id, fingerprint, result FROM idempotency_keys
+          WHERE tenant_id = $1 AND method = $2 AND request_id = ANY($3)
+            AND create_time >= now() - interval '24 hours'",
+    )
+    .bind(tenant)
+    .bind(method)
+    .bind(&ids)
+    .fetch_all(&mut *conn)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .filter_map(|(rid, fp, result)| {
+            let r = result?;
+            let outcome = r.get("outcome")?.as_str()?.to_string();
+            let id = Uuid::parse_str(r.get("customer_id")?.as_str()?).ok()?;
+            Some((rid, (fp, outcome, id)))
+        })
+        .collect())
+}
+
+/// Remembers import items' request_ids with their results. A key another
+/// import stored meanwhile is a unique violation (the caller retries).
+pub async fn remember_import_keys(
+    conn: &mut PgConnection,
+    tenant: Uuid,
+    method: &str,
+    keys: &[(&RequestKey, Value, Uuid)],
+) -> std::result::Result<(), sqlx::Error> {
+    if keys.is_empty() {
+        return Ok(());
+    }
+    let ids: Vec<&str> = keys.iter().map(|k| k.0.request_id.as_str()).collect();
+    let fingerprints: Vec<&str> = keys.iter().map(|k| k.0.fingerprint.as_str()).collect();
+    let results: Vec<String> = keys.iter().map(|k| k.1.to_string()).collect();
+    let customers: Vec<Uuid> = keys.iter().map(|k| k.2).collect();
+    sqlx::query(
+        "DELETE FROM idempotency_keys WHERE tenant_id = $1 AND method = $2 AND request_id = ANY($3)
+           AND create_time < now() - interval '24 hours'",
+    )
+    .bind(tenant)
+    .bind(method)
+    .bind(&ids)
+    .execute(&mut *conn)
+    .await?;
+    sqlx::query(
+        "INSERT INTO idempotency_keys (tenant_id, method, request_id, fingerprint, result, customer_ids)
+         SELECT $1, $2, t.rid, t.fp, t.result::jsonb, ARRAY[t.customer]
+           FROM unnest($3::text[], $4::text[], $5::text[], $6::uuid[]) AS t (rid, fp, result, customer)",
+    )
+    .bind(tenant)
+    .bind(method)
+    .bind(&ids)
+    .bind(&fingerprints)
+    .bind(&results)
+    .bind(&customers)
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
+
+/// Sets the new profiles of existing customers changed by an import, in one
+/// statement, and publishes CustomerUpdated for each: (customer, its next
+/// state, the fields that changed, whether its stage changed).
+pub async fn apply_import_updates(
+    conn: &mut PgConnection,
+    tenant: Uuid,
+    changes: &[(Uuid, &Validated, &[&'static str], bool)],
+) -> Result<()> {
+    if changes.is_empty() {
+        return Ok(());
+    }
+    let ids: Vec<Uuid> = changes.iter().map(|c| c.0).collect();
+    let mut data = Vec::with_capacity(changes.len());
+    for c in changes {
+        data.push(
+            serde_json::to_string(&c.1.profile).map_err(|e| ApiError::internal(e.to_string()))?,
+        );
+    }
+    let stages: Vec<bool> = changes.iter().map(|c| c.3).collect();
+    sqlx::query(
+        "UPDATE customers c SET data = t.data::jsonb, version = c.version + 1, update_time = now(),
+                stage_set_time = CASE WHEN t.stage THEN now() ELSE c.stage_set_time END
+           FROM unnest($2::uuid[], $3::text[], $4::bool[]) AS t (id, data, stage)
+          WHERE c.tenant_id = $1 AND c.customer_id = t.id",
+    )
+    .bind(tenant)
+    .bind(&ids)
+    .bind(&data)
+    .bind(&stages)
+    .execute(&mut *conn)
+    .await?;
+    let after = load(conn, tenant, &ids).await?;
+    let events = changes
+        .iter()
+        .filter_map(|(id, _, changed, _)| {
+            let stored = after.get(id)?;
+            Some(event(
+                tenant,
+                *id,
+                Ev::CustomerUpdated(ev::CustomerUpdated {
+                    customer_id: id.to_string(),
+                    changed_fields: changed.iter().map(ToString::to_string).collect(),
+                    customer: snapshot(stored),
+                }),
+            ))
+        })
+        .collect();
+    append(conn, events).await
+}
+
+/// The answer of each set, with the customers as they are at the end of
+/// the call.
+fn bulk_results(
+    decisions: Vec<crate::domain::resolution::Decision>,
+    customers: &HashMap<Uuid, Stored>,
+) -> Vec<Option<Resolution>> {
+    use crate::domain::resolution::Decision;
+    decisions
+        .into_iter()
+        .map(|d| match d {
+            Decision::NotFound => None,
+            Decision::Conflict(m) => Some(Resolution::Conflict(m)),
+            Decision::Create { customer_id, .. } => {
+                customers.get(&customer_id).map(|c| Resolution::Resolved {
+                    customer: Box::new(c.clone()),
+                    created: true,
+                    attached: Vec::new(),
+                })
+            }
+            Decision::Found {
+                customer_id,
+                attach,
+            } => customers.get(&customer_id).map(|c| Resolution::Resolved {
+                customer: Box::new(c.clone()),
+                created: false,
+                attached: attach,
+            }),
+        })
+        .collect()
+}
+
+/// Inserts identifiers of several customers, each with its position.
+async fn insert_positioned(
+    conn: &mut PgConnection,
+    tenant: Uuid,
+    rows: &[(Uuid, Ident, i32)],
+) -> std::result::Result<(), sqlx::Error> {
+    let customers: Vec<Uuid> = rows.iter().map(|r| r.0).collect();
+    let kinds: Vec<i16> = rows.iter().map(|r| r.1.kind).collect();
+    let systems: Vec<&str> = rows.iter().map(|r| r.1.system.as_str()).collect();
+    let values: Vec<&str> = rows.iter().map(|r| r.1.value.as_str()).collect();
+    let positions: Vec<i32> = rows.iter().map(|r| r.2).collect();
+    let primaries: Vec<bool> = rows.iter().map(|r| r.1.primary).collect();
+    let labels: Vec<&str> = rows.iter().map(|r| r.1.label.as_str()).collect();
+    let keys: Vec<String> = rows
+        .iter()
+        .map(|r| duplicates::match_key(r.1.kind, &r.1.value))
+        .collect();
+    sqlx::query(
+        "INSERT INTO identifiers (tenant_id, customer_id, kind, system, value, position, is_primary, label, match_key)
+         SELECT $1, * FROM unnest($2::uuid[], $3::int2[], $4::text[], $5::text[], $6::int4[], $7::bool[], $8::text[], $9::text[])",
+    )
+    .bind(tenant)
+    .bind(&customers)
+    .bind(&kinds)
+    .bind(&systems)
+    .bind(&values)
+    .bind(&positions)
+    .bind(&primaries)
+    .bind(&labels)
+    .bind(&keys)
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
 }
 
 /// The next free position of each identifier kind of a customer.
@@ -1508,27 +1980,20 @@ async fn in_force(
         .collect())
 }
 
-fn status_name(status: i32) -> &'static str {
-    rapport_proto::rapport::profile::v1::ConsentStatus::try_from(status)
-        .map(|s| s.as_str_name())
-        .unwrap_or("CONSENT_STATUS_UNSPECIFIED")
-}
-
 fn consent_event(tenant: Uuid, r: &ConsentRow, previous: i32) -> NewEvent {
     let p = r.to_proto();
     event(
         tenant,
         r.holder_id,
-        "ConsentChanged",
-        json!({
-            "customer_id": r.holder_id.to_string(),
-            "consent_record_id": r.consent_record_id.to_string(),
-            "channel": pj::consent(&p)["channel"],
-            "purpose": pj::consent(&p)["purpose"],
-            "status": status_name(i32::from(r.status)),
-            "previous_status": status_name(previous),
-            "source": r.source,
-            "effective_time": pj::time(&timestamp(r.effective_time)),
+        Ev::ConsentChanged(ev::ConsentChanged {
+            customer_id: r.holder_id.to_string(),
+            consent_record_id: r.consent_record_id.to_string(),
+            channel: p.channel,
+            purpose: p.purpose,
+            status: i32::from(r.status),
+            previous_status: previous,
+            source: r.source.clone(),
+            effective_time: Some(timestamp(r.effective_time)),
         }),
     )
 }
@@ -1864,20 +2329,18 @@ pub async fn merge(
     .await?;
 
     let stored = load_one(&mut tx, tenant, survivor).await?;
-    let moved: Vec<Value> = m_idents
-        .iter()
-        .map(|i| pj::identifier(i32::from(i.kind), &i.system, &i.value))
-        .collect();
     let mut events = vec![event(
         tenant,
         merged,
-        "CustomerMerged",
-        json!({
-            "survivor_customer_id": survivor.to_string(),
-            "merged_customer_id": merged.to_string(),
-            "merge_time": pj::time(&timestamp(now)),
-            "moved_identifiers": moved,
-            "survivor": snapshot(&stored),
+        Ev::CustomerMerged(ev::CustomerMerged {
+            survivor_customer_id: survivor.to_string(),
+            merged_customer_id: merged.to_string(),
+            merge_time: Some(timestamp(now)),
+            moved_identifiers: m_idents
+                .iter()
+                .map(|i| identifier(i32::from(i.kind), &i.system, &i.value))
+                .collect(),
+            survivor: snapshot(&stored),
         }),
     )];
     events.extend(consent_events);
@@ -2092,14 +2555,16 @@ pub async fn unmerge(
         vec![event(
             tenant,
             merged,
-            "CustomerUnmerged",
-            json!({
-                "survivor_customer_id": survivor.to_string(),
-                "restored_customer_id": merged.to_string(),
-                "unmerge_time": pj::time(&timestamp(now)),
-                "restored_identifiers": restored_idents.iter().map(|i| pj::identifier(i32::from(i.kind), &i.system, &i.value)).collect::<Vec<_>>(),
-                "customer": snapshot(&restored),
-                "survivor": snapshot(&survivor_now),
+            Ev::CustomerUnmerged(ev::CustomerUnmerged {
+                survivor_customer_id: survivor.to_string(),
+                restored_customer_id: merged.to_string(),
+                unmerge_time: Some(timestamp(now)),
+                restored_identifiers: restored_idents
+                    .iter()
+                    .map(|i| identifier(i32::from(i.kind), &i.system, &i.value))
+                    .collect(),
+                customer: snapshot(&restored),
+                survivor: snapshot(&survivor_now),
             }),
         )],
     )
@@ -2377,11 +2842,34 @@ pub async fn erase(
     touch(&mut tx, tenant, &remaining).await?;
 
     // The feed: the customers' own events, the contact-link events naming
-    // them, and any other event whose payload mentions them or their
-    // identifiers.
+    // them, and any other event that mentions them or their identifiers
+    // become `redacted` (protobuf keeps strings as plain UTF-8, so a byte
+    // search finds every id and identifier an encoded event holds).
+    let mentioned: Vec<(i64, String, String, Vec<u8>)> = sqlx::query_as(
+        "SELECT sequence, aggregate_type, aggregate_id, event FROM outbox
+          WHERE tenant_id = $1 AND event IS NOT NULL
+            AND ((aggregate_type = 'customer' AND aggregate_id = ANY($2))
+                 OR EXISTS (SELECT 1 FROM unnest($3::text[]) n
+                             WHERE position(convert_to(n, 'UTF8') in event) > 0))",
+    )
+    .bind(tenant)
+    .bind(&all_text)
+    .bind(&needles)
+    .fetch_all(&mut *tx)
+    .await?;
+    let (erased_events, mentioning) = erasure_redactions(&mentioned, &all_text);
+    feed::redact::<ProfileEvent>(&mut tx, tenant, &erased_events, RedactionReason::Erased).await?;
+    feed::redact::<ProfileEvent>(
+        &mut tx,
+        tenant,
+        &mentioning,
+        RedactionReason::MentionedErased,
+    )
+    .await?;
+    // Events appended before typed events (JSON payloads).
     sqlx::query(
         "UPDATE outbox SET payload = jsonb_build_object('customer_id', aggregate_id, 'erased', true)
-          WHERE tenant_id = $1 AND aggregate_type = 'customer' AND aggregate_id = ANY($2)",
+          WHERE tenant_id = $1 AND event IS NULL AND aggregate_type = 'customer' AND aggregate_id = ANY($2)",
     )
     .bind(tenant)
     .bind(&all_text)
@@ -2391,7 +2879,7 @@ pub async fn erase(
         "UPDATE outbox SET payload = jsonb_build_object('customer_id',
                     CASE WHEN payload->>'person_customer_id' = ANY($2) THEN payload->>'person_customer_id'
                          ELSE payload->>'organization_customer_id' END, 'erased', true)
-          WHERE tenant_id = $1 AND aggregate_type = 'contact_link'
+          WHERE tenant_id = $1 AND event IS NULL AND aggregate_type = 'contact_link'
             AND (payload->>'person_customer_id' = ANY($2) OR payload->>'organization_customer_id' = ANY($2))",
     )
     .bind(tenant)
@@ -2400,7 +2888,7 @@ pub async fn erase(
     .await?;
     sqlx::query(
         "UPDATE outbox SET payload = jsonb_build_object('customer_id', aggregate_id, 'redacted', true)
-          WHERE tenant_id = $1
+          WHERE tenant_id = $1 AND event IS NULL
             AND NOT (aggregate_type = 'customer' AND aggregate_id = ANY($2))
             AND payload->'erased' IS NULL
             AND EXISTS (SELECT 1 FROM unnest($3::text[]) n WHERE strpos(payload::text, n) > 0)",
@@ -2416,14 +2904,64 @@ pub async fn erase(
             event(
                 tenant,
                 *c,
-                "CustomerErased",
-                json!({"customer_id": c.to_string(), "erase_time": pj::time(&timestamp(now))}),
+                Ev::CustomerErased(ev::CustomerErased {
+                    customer_id: c.to_string(),
+                    erase_time: Some(timestamp(now)),
+                }),
             )
         })
         .collect();
     append(&mut tx, events).await?;
     tx.commit().await?;
     Ok((merged, now))
+}
+
+/// A feed event to reduce: (sequence, subject id).
+type Redaction = (i64, String);
+
+/// Which feed events an erasure of `erased` (customer ids) reduces, given the
+/// events that mention any of them or their identifiers: (events about an
+/// erased customer, events of others that mention one), each as (sequence,
+/// subject id). Already reduced events are left as they are.
+fn erasure_redactions(
+    mentioned: &[(i64, String, String, Vec<u8>)],
+    erased: &[String],
+) -> (Vec<Redaction>, Vec<Redaction>) {
+    let mut about = Vec::new();
+    let mut others = Vec::new();
+    for (seq, aggregate_type, aggregate_id, body) in mentioned {
+        if let Ok(ProfileEvent {
+            event: Some(Ev::Redacted(_)),
+        }) = ProfileEvent::decode(body.as_slice())
+        {
+            continue;
+        }
+        if aggregate_type == "customer" && erased.contains(aggregate_id) {
+            about.push((*seq, aggregate_id.clone()));
+            continue;
+        }
+        if aggregate_type == "contact_link" {
+            let link = match ProfileEvent::decode(body.as_slice()) {
+                Ok(ProfileEvent {
+                    event: Some(Ev::ContactLinked(l)),
+                }) => l
+                    .link
+                    .map(|l| (l.person_customer_id, l.organization_customer_id)),
+                Ok(ProfileEvent {
+                    event: Some(Ev::ContactUnlinked(u)),
+                }) => Some((u.person_customer_id, u.organization_customer_id)),
+                _ => None,
+            };
+            if let Some(id) =
+                link.and_then(|(p, o)| [p, o].into_iter().find(|id| erased.contains(id)))
+            {
+                about.push((*seq, id));
+                continue;
+            }
+        }
+        others.push((*seq, aggregate_id.clone()));
+    }
+    (about, others)
 }
 
 // ---------------------------------------------------------------------------
@@ -2590,23 +3128,22 @@ pub async fn unlink_contact(
     .await?
     .ok_or_else(not_found)?;
     touch(&mut tx, tenant, &[person, org]).await?;
-    let role_name = rapport_proto::rapport::profile::v1::ContactRole::try_from(i32::from(role))
-        .map(|r| r.as_str_name())
-        .unwrap_or("CONTACT_ROLE_UNSPECIFIED");
     append(
         &mut tx,
-        vec![NewEvent {
-            tenant_id: tenant,
-            aggregate_type: "contact_link",
-            aggregate_id: row.contact_link_id.to_string(),
-            event_type: "ContactUnlinked",
-            payload: json!({
-                "contact_link_id": row.contact_link_id.to_string(),
-                "person_customer_id": person.to_string(),
-                "organization_customer_id": org.to_string(),
-                "role": role_name,
-            }),
-        }],
+        vec![NewEvent::new(
+            tenant,
+            "contact_link",
+            row.contact_link_id.to_string(),
+            "ContactUnlinked",
+            &ProfileEvent {
+                event: Some(Ev::ContactUnlinked(ev::ContactUnlinked {
+                    contact_link_id: row.contact_link_id.to_string(),
+                    person_customer_id: person.to_string(),
+                    organization_customer_id: org.to_string(),
+                    role: i32::from(role),
+                })),
+            },
+        )],
     )
     .await?;
     tx.commit().await?;

@@ -662,6 +662,24 @@ async fn call_every_method(c: &mut Client) -> Vec<(&'static str, Status)> {
         })
     );
     call!(
+        "ResolveIdentities",
+        c.resolve_identities(ResolveIdentitiesRequest {
+            requests: vec![ResolveIdentityRequest {
+                identifiers: vec![email("ana@x.com")],
+                ..Default::default()
+            }],
+        })
+    );
+    call!(
+        "ImportCustomers",
+        c.import_customers(futures::stream::iter(vec![ImportCustomersRequest {
+            items: vec![ImportCustomerItem {
+                customer: Some(person("Ana", "", "ana@x.com")),
+                ..Default::default()
+            }],
+        }]))
+    );
+    call!(
         "GetCustomer",
         c.get_customer(GetCustomerRequest {
             customer_id: id.clone()
@@ -849,7 +867,7 @@ async fn a_call_without_a_valid_tenant_is_unauthenticated_on_every_method() {
     }
     for mut c in clients {
         let answers = call_every_method(&mut c).await;
-        assert_eq!(answers.len(), 25, "every tenant-scoped method");
+        assert_eq!(answers.len(), 27, "every tenant-scoped method");
         for (method, status) in answers {
             assert_eq!(status.code(), Code::Unauthenticated, "{method}: {status:?}");
         }
@@ -3486,4 +3504,222 @@ async fn attribute_definitions_refuse_bad_names_types_descriptions_and_tokens() 
         .definition
         .expect("definition");
     assert_eq!(updated.description, format!("{HOSTILE}!"));
+}
+
+/// The identifier sets ResolveIdentity refuses, with the field it names.
+fn bad_identifier_sets() -> Vec<(Vec<Identifier>, &'static str)> {
+    let one = |i: Identifier, f: &'static str| (vec![i], f);
+    vec![
+        (vec![], "identifiers"),
+        (
+            (0..21).map(|i| email(&format!("e{i}@x.com"))).collect(),
+            "identifiers",
+        ),
+        one(email(""), "identifiers[0].value"),
+        one(email(NUL), "identifiers[0].value"),
+        one(email("1 OR 1=1"), "identifiers[0].value"),
+        one(phone("+1-800-FLOWERS"), "identifiers[0].value"),
+        one(external("", "L-1"), "identifiers[0].system"),
+        one(external("loyalty", NUL), "identifiers[0].value"),
+        one(
+            Identifier {
+                kind: 999,
+                system: String::new(),
+                value: "ana@x.com".into(),
+            },
+            "identifiers[0].kind",
+        ),
+    ]
+}
+
+#[tokio::test]
+async fn resolve_identities_refuses_bad_sets_alone_and_bounds_the_call() {
+    let env = start().await;
+    let mut c = env.client.clone();
+    refused(
+        c.resolve_identities(ResolveIdentitiesRequest { requests: vec![] })
+            .await,
+        "requests",
+    );
+    refused(
+        c.resolve_identities(ResolveIdentitiesRequest {
+            requests: (0..1001)
+                .map(|n| ResolveIdentityRequest {
+                    identifiers: vec![email(&format!("n{n}@x.com"))],
+                    ..Default::default()
+                })
+                .collect(),
+        })
+        .await,
+        "requests",
+    );
+    assert_eq!(env.events().await, 0);
+    // Every bad set beside one good one, with bad traits too: each bad set
+    // is refused with the field ResolveIdentity names; the good one lands.
+    let mut sets: Vec<(ResolveIdentityRequest, Option<&str>)> = bad_identifier_sets()
+        .into_iter()
+        .map(|(ids, f)| {
+            (
+                ResolveIdentityRequest {
+                    identifiers: ids,
+                    ..Default::default()
+                },
+                Some(f),
+            )
+        })
+        .collect();
+    sets.push((
+        ResolveIdentityRequest {
+            identifiers: vec![email("t@x.com")],
+            traits: Some(Customer {
+                display_name: NUL.into(),
+                ..Default::default()
+            }),
+            lookup_only: false,
+        },
+        Some("traits.display_name"),
+    ));
+    sets.push((
+        ResolveIdentityRequest {
+            identifiers: vec![email("good@x.com")],
+            ..Default::default()
+        },
+        None,
+    ));
+    let answer = c
+        .resolve_identities(ResolveIdentitiesRequest {
+            requests: sets.iter().map(|(r, _)| r.clone()).collect(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(answer.results.len(), sets.len());
+    for ((_, field), r) in sets.iter().zip(&answer.results) {
+        match (field, &r.result) {
+            (Some(f), Some(resolve_identities_result::Result::Refused(x))) => {
+                assert_eq!(x.code, Code::InvalidArgument as i32, "{f}: {x:?}");
+                assert!(
+                    x.field_violations.iter().any(|v| v.field == *f),
+                    "{f}: {x:?}"
+                );
+            }
+            (None, Some(resolve_identities_result::Result::Resolved(c))) => assert!(c.created),
+            other => panic!("{other:?}"),
+        }
+    }
+    assert_eq!(
+        env.scalar("SELECT count(*) FROM profile.customers").await,
+        1
+    );
+}
+
+#[tokio::test]
+async fn import_customers_refuses_every_bad_value_per_item_and_writes_only_the_good() {
+    let env = start().await;
+    let mut c = env.client.clone();
+    define_all(&mut c).await;
+    let mut items = Vec::new();
+    let mut expected: Vec<String> = Vec::new();
+    for bad in bad_customer_values() {
+        let mut input = base(bad.kind);
+        (bad.set)(&mut input);
+        if input.emails.is_empty()
+            && input.phones.is_empty()
+            && input.external_identifiers.is_empty()
+        {
+            input
+                .emails
+                .push(email_entry(&format!("item{}@x.com", items.len()), ""));
+        }
+        expected.push(format!("customer.{}", bad.field));
+        items.push(ImportCustomerItem {
+            customer: Some(input),
+            ..Default::default()
+        });
+    }
+    // Missing customer, unknown kind, no identifier, identifier paths in the
+    // mask, a bad request_id.
+    let mut no_kind = person("Ana", "", "k@x.com");
+    no_kind.kind = 999;
+    let mut no_ids = person("Ana", "", "");
+    no_ids.emails.clear();
+    for (item, field) in [
+        (ImportCustomerItem::default(), "customer.kind"),
+        (
+            ImportCustomerItem {
+                customer: Some(no_kind),
+                ..Default::default()
+            },
+            "customer.kind",
+        ),
+        (
+            ImportCustomerItem {
+                customer: Some(no_ids),
+                ..Default::default()
+            },
+            "customer",
+        ),
+        (
+            ImportCustomerItem {
+                customer: Some(person("Ana", "", "m@x.com")),
+                update_mask: mask(&["phones"]),
+                ..Default::default()
+            },
+            "update_mask.paths[0]",
+        ),
+        (
+            ImportCustomerItem {
+                customer: Some(person("Ana", "", "r@x.com")),
+                request_id: "x".repeat(65),
+                ..Default::default()
+            },
+            "request_id",
+        ),
+        (
+            ImportCustomerItem {
+                customer: Some(person("Ana", "", "n@x.com")),
+                request_id: NUL.into(),
+                ..Default::default()
+            },
+            "request_id",
+        ),
+    ] {
+        items.push(item);
+        expected.push(field.to_string());
+    }
+    let bad_count = items.len();
+    items.push(ImportCustomerItem {
+        customer: Some(person(HOSTILE, HOSTILE, "good@x.com")),
+        request_id: HOSTILE.chars().take(20).collect(),
+        ..Default::default()
+    });
+    let messages: Vec<ImportCustomersRequest> = items
+        .chunks(7)
+        .map(|c| ImportCustomersRequest { items: c.to_vec() })
+        .collect();
+    let answer = c
+        .import_customers(futures::stream::iter(messages))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(answer.created_count, 1, "{answer:?}");
+    assert_eq!(answer.rejected_count as usize, bad_count);
+    for (n, field) in expected.iter().enumerate() {
+        let r = &answer.rejections[n];
+        assert_eq!(r.index as usize, n, "{r:?}");
+        assert_eq!(r.reason, ImportRejectionReason::Invalid as i32);
+        assert!(
+            r.field_violations.iter().any(|v| &v.field == field),
+            "item {n}: expected {field}, got {r:?}"
+        );
+    }
+    assert_eq!(
+        env.scalar("SELECT count(*) FROM profile.customers").await,
+        1
+    );
+    let all = everyone(&mut c).await;
+    let Some(customer::Details::Person(p)) = &all[0].details else {
+        panic!("{all:?}");
+    };
+    assert_eq!(p.given_name, HOSTILE, "stored byte for byte");
 }

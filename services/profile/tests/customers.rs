@@ -62,19 +62,13 @@ async fn create_normalises_and_get_returns_it() {
     assert_eq!(got.customer.unwrap(), created);
 
     // The event is on the feed, with the full snapshot.
-    let mut db = env.db().await;
-    let payload: serde_json::Value = sqlx::query_scalar(
-        "SELECT payload FROM profile.outbox WHERE event_type = 'CustomerCreated'",
-    )
-    .fetch_one(&mut db)
-    .await
-    .unwrap();
-    assert_eq!(payload["origin"], "create");
-    assert_eq!(payload["customer"]["kind"], "CUSTOMER_KIND_PERSON");
-    assert_eq!(
-        payload["customer"]["emails"][0]["address"],
-        "ana.lopez@example.com"
-    );
+    let events = env.typed_events("CustomerCreated").await;
+    let [profile_event::Event::CustomerCreated(ev)] = events.as_slice() else {
+        panic!("one CustomerCreated: {events:?}");
+    };
+    assert_eq!(ev.origin, CustomerOrigin::Create as i32);
+    assert_eq!(ev.customer_id, created.customer_id);
+    assert_eq!(ev.customer.as_ref(), Some(&created));
 
     // Unknown and malformed ids.
     let e = get(&mut c, &uuid::Uuid::new_v4().to_string())
@@ -269,14 +263,12 @@ async fn update_applies_masks_and_refuses_stale_etags() {
     assert!(updated.emails[1].primary && !updated.emails[0].primary);
     assert_ne!(updated.etag, created.etag);
     assert_eq!(env.events().await, events_before + 1);
-    let mut db = env.db().await;
-    let changed: serde_json::Value = sqlx::query_scalar(
-        "SELECT payload->'changed_fields' FROM profile.outbox WHERE event_type = 'CustomerUpdated'",
-    )
-    .fetch_one(&mut db)
-    .await
-    .unwrap();
-    assert_eq!(changed, serde_json::json!(["person", "emails", "tags"]));
+    let events = env.typed_events("CustomerUpdated").await;
+    let [profile_event::Event::CustomerUpdated(ev)] = events.as_slice() else {
+        panic!("one CustomerUpdated: {events:?}");
+    };
+    assert_eq!(ev.changed_fields, vec!["person", "emails", "tags"]);
+    assert_eq!(ev.customer.as_ref(), Some(&updated));
 
     // The old etag is stale now: ABORTED, nothing changes.
     change.tags = vec!["silver".into()];

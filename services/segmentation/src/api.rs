@@ -20,11 +20,11 @@ use rapport_proto::rapport::common::v1::{Money, RelationshipStage};
 use rapport_proto::rapport::segmentation::v1::segmentation_service_server::SegmentationService;
 use rapport_proto::rapport::segmentation::v1::{
     self as pb, HistoryGranularity, MembershipChangeReason, MembershipChangeType, SegmentKind,
-    preview_segment_request, watch_membership_request,
+    preview_segment_request, segmentation_event, watch_membership_request,
 };
 use rust_decimal::Decimal;
 use rust_decimal::prelude::ToPrimitive;
-use serde_json::{Value, json};
+use serde_json::Value;
 use sha2::{Digest, Sha256};
 use sqlx::postgres::PgListener;
 use sqlx::{PgConnection, PgPool};
@@ -36,8 +36,8 @@ use crate::domain::classify::{self, stage_from_name};
 use crate::domain::policy::{self, Policy};
 use crate::domain::rfm;
 use crate::domain::segment::{
-    self as seg, approach_name, check_approach, check_description, check_mask, check_name,
-    check_refresh_interval, check_request_id, find_cycle, kind_from_name, kind_name,
+    self as seg, check_approach, check_description, check_mask, check_name, check_refresh_interval,
+    check_request_id, find_cycle, kind_from_name, kind_name,
 };
 use crate::engine::{self, Compiled, RefreshError};
 use crate::peers::{self, Peer};
@@ -120,29 +120,39 @@ fn segment_proto(row: &SegmentRow, names: &HashMap<Uuid, String>) -> pb::Segment
     }
 }
 
-/// The SegmentCreated / SegmentUpdated payload.
-fn segment_payload(
+/// The SegmentCreated / SegmentUpdated event: the segment as it now is.
+fn segment_event(
     row: &SegmentRow,
     names: &HashMap<Uuid, String>,
     changed: Option<&[String]>,
-) -> Value {
+) -> pb::SegmentChanged {
     let expr = row.rule.as_deref().and_then(engine::decode_rule);
-    let mut p = json!({
-        "segment_id": row.segment_id.to_string(),
-        "name": row.name,
-        "description": row.description,
-        "kind": row.kind,
-        "marketing_approach": approach_name(i32::from(row.marketing_approach)),
-        "rule_text": expr.as_ref().map(|e| rule::print(e, &namer(names))).unwrap_or_default(),
-        "refresh_interval_seconds": row.refresh_interval_seconds,
-        "referenced_segment_ids": expr.as_ref().map(engine::referenced_ids).unwrap_or_default()
-            .iter().map(Uuid::to_string).collect::<Vec<_>>(),
-        "etag": seg::etag(row.version),
-    });
-    if let (Some(c), Value::Object(o)) = (changed, &mut p) {
-        o.insert("changed_fields".into(), json!(c));
+    pb::SegmentChanged {
+        segment_id: row.segment_id.to_string(),
+        name: row.name.clone(),
+        description: row.description.clone(),
+        kind: kind_from_name(&row.kind) as i32,
+        marketing_approach: i32::from(row.marketing_approach),
+        rule_text: expr
+            .as_ref()
+            .map(|e| rule::print(e, &namer(names)))
+            .unwrap_or_default(),
+        refresh_interval_seconds: row.refresh_interval_seconds,
+        referenced_segment_ids: expr
+            .as_ref()
+            .map(engine::referenced_ids)
+            .unwrap_or_default()
+            .iter()
+            .map(Uuid::to_string)
+            .collect(),
+        etag: seg::etag(row.version),
+        changed_fields: changed.map(<[String]>::to_vec).unwrap_or_default(),
     }
-    p
+}
+
+/// The envelope of one of this service's events.
+fn envelope(event: segmentation_event::Event) -> pb::SegmentationEvent {
+    pb::SegmentationEvent { event: Some(event) }
 }
 
 /// A rule given as text or as a message, parsed; problems are added to `v`
@@ -450,13 +460,15 @@ impl SegmentationApi {
         names.insert(id, row.name.clone());
         feed::append(
             &mut tx,
-            &[NewEvent {
-                tenant_id: tenant,
-                aggregate_type: "segment",
-                aggregate_id: id.to_string(),
-                event_type: "SegmentCreated",
-                payload: segment_payload(&row, &names, None),
-            }],
+            &[NewEvent::new(
+                tenant,
+                "segment",
+                id.to_string(),
+                "SegmentCreated",
+                &envelope(segmentation_event::Event::SegmentCreated(segment_event(
+                    &row, &names, None,
+                ))),
+            )],
         )
         .await?;
         tx.commit().await?;
@@ -647,13 +659,17 @@ impl SegmentationApi {
         names.insert(id, row.name.clone());
         feed::append(
             &mut tx,
-            &[NewEvent {
-                tenant_id: tenant,
-                aggregate_type: "segment",
-                aggregate_id: id.to_string(),
-                event_type: "SegmentUpdated",
-                payload: segment_payload(&row, &names, Some(&paths)),
-            }],
+            &[NewEvent::new(
+                tenant,
+                "segment",
+                id.to_string(),
+                "SegmentUpdated",
+                &envelope(segmentation_event::Event::SegmentUpdated(segment_event(
+                    &row,
+                    &names,
+                    Some(&paths),
+                ))),
+            )],
         )
         .await?;
         tx.commit().await?;
@@ -1085,7 +1101,7 @@ impl SegmentationApi {
                     .map(|t| t.with_timezone(&Utc));
                 let monetary = f
                     .get("monetary")
-                    .and_then(crate::follow::decimal)
+                    .and_then(store::decimal)
                     .unwrap_or_default();
                 Some(pb::RfmScores {
                     recency_score: r,
@@ -1152,13 +1168,18 @@ impl SegmentationApi {
         let (version, time) = store::save_policy(&mut tx, tenant, &overrides).await?;
         feed::append(
             &mut tx,
-            &[NewEvent {
-                tenant_id: tenant,
-                aggregate_type: "classification_policy",
-                aggregate_id: tenant.to_string(),
-                event_type: "ClassificationPolicyUpdated",
-                payload: json!({"changed_fields": changed, "etag": policy::etag(version)}),
-            }],
+            &[NewEvent::new(
+                tenant,
+                "classification_policy",
+                tenant.to_string(),
+                "ClassificationPolicyUpdated",
+                &envelope(segmentation_event::Event::ClassificationPolicyUpdated(
+                    pb::ClassificationPolicyUpdated {
+                        changed_fields: changed,
+                        etag: policy::etag(version),
+                    },
+                )),
+            )],
         )
         .await?;
         tx.commit().await?;
@@ -1296,13 +1317,18 @@ impl SegmentationService for SegmentationApi {
             store::delete_segment(&mut tx, tenant, id).await?;
             feed::append(
                 &mut tx,
-                &[NewEvent {
-                    tenant_id: tenant,
-                    aggregate_type: "segment",
-                    aggregate_id: id.to_string(),
-                    event_type: "SegmentDeleted",
-                    payload: json!({"segment_id": id.to_string(), "name": row.name}),
-                }],
+                &[NewEvent::new(
+                    tenant,
+                    "segment",
+                    id.to_string(),
+                    "SegmentDeleted",
+                    &envelope(segmentation_event::Event::SegmentDeleted(
+                        pb::SegmentDeleted {
+                            segment_id: id.to_string(),
+                            name: row.name.clone(),
+                        },
+                    )),
+                )],
             )
             .await?;
             tx.commit().await?;

@@ -5,15 +5,30 @@
 //! is applied in the consumer's transaction together with its cursor, and is
 //! followed at once by re-scoring, re-classification and re-evaluation of
 //! the customer's dynamic segments.
+//!
+//! Events are typed (each service's envelope of `events.proto`, decoded with
+//! [`feed::decode`]); events without a typed body (appended before typed
+//! events) and redacted events are skipped. The conversions from the
+//! generated messages to the store's values are pure functions.
 
 use std::str::FromStr;
 
 use chrono::{DateTime, Utc};
 use futures::future::BoxFuture;
-use rapport_kit::convert::struct_to_json;
-use rapport_kit::feed::FeedHandler;
-use rapport_proto::rapport::common::v1::ChangeEvent;
+use rapport_kit::convert::from_timestamp;
+use rapport_kit::feed::{self, FeedHandler};
+use rapport_proto::rapport::common::v1::{ChangeEvent, Money, RelationshipStage};
+use rapport_proto::rapport::interaction::v1::{
+    self as interaction, InteractionEvent, InteractionType, ServiceRequestStatus, interaction_event,
+};
+use rapport_proto::rapport::profile::v1::{
+    ConsentChannel, ConsentPurpose, ConsentStatus, Customer, CustomerKind, ProfileEvent,
+    attribute_value, profile_event,
+};
 use rapport_proto::rapport::segmentation::v1::MembershipChangeReason;
+use rapport_proto::rapport::valuation::v1::{
+    CustomerValueChanged, ValuationEvent, ValueTier, valuation_event,
+};
 use rust_decimal::Decimal;
 use serde_json::{Map, Value, json};
 use sqlx::PgConnection;
@@ -31,25 +46,17 @@ pub const VALUATION_CURSOR: &str = "valuation";
 
 type Result<T> = std::result::Result<T, sqlx::Error>;
 
-fn id(payload: &Value, key: &str) -> Option<Uuid> {
-    payload
-        .get(key)?
-        .as_str()
-        .and_then(|s| Uuid::parse_str(s).ok())
+/// A UUID field of an event; None when empty or malformed.
+fn uuid(s: &str) -> Option<Uuid> {
+    Uuid::parse_str(s).ok()
 }
 
-fn time(v: &Value) -> Option<DateTime<Utc>> {
-    v.as_str()
-        .and_then(|s| DateTime::parse_from_rfc3339(s).ok())
-        .map(|t| t.with_timezone(&Utc))
+fn time(t: Option<&prost_types::Timestamp>) -> Option<DateTime<Utc>> {
+    t.and_then(from_timestamp)
 }
 
-fn payload_of(event: &ChangeEvent) -> Value {
-    event
-        .payload
-        .as_ref()
-        .map(struct_to_json)
-        .unwrap_or(Value::Null)
+fn rfc3339(t: DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true)
 }
 
 fn tenant_of(event: &ChangeEvent) -> Option<Uuid> {
@@ -63,113 +70,119 @@ fn tenant_of(event: &ChangeEvent) -> Option<Uuid> {
     t
 }
 
-/// A decimal from a JSON number or string (exact for strings).
-pub fn decimal(v: &Value) -> Option<Decimal> {
-    let s = match v {
-        Value::String(s) => s.clone(),
-        Value::Number(n) => n.to_string(),
-        _ => return None,
-    };
+/// An enum value's name without its prefix, lower case
+/// ("CUSTOMER_KIND_PERSON" -> "person"); None for UNSPECIFIED or an unknown
+/// value.
+fn short(name: Option<&str>, prefix: &str) -> Option<String> {
+    let s = name?;
+    let s = s.strip_prefix(prefix).unwrap_or(s).to_ascii_lowercase();
+    (!s.is_empty() && s != "unspecified").then_some(s)
+}
+
+/// A decimal from a double, through its shortest round-trip text (0.83 is
+/// 0.83, not its binary expansion), normalised; None when not finite or out
+/// of the decimal range.
+pub fn decimal_of(x: f64) -> Option<Decimal> {
+    if !x.is_finite() {
+        return None;
+    }
+    let s = x.to_string();
     Decimal::from_str(&s)
         .or_else(|_| Decimal::from_scientific(&s))
         .ok()
         .map(|d| d.normalize())
 }
 
-/// A JSON enum name without its prefix, lower case ("CUSTOMER_KIND_PERSON"
-/// -> "person"); None for UNSPECIFIED or absent.
-fn short(v: Option<&Value>, prefix: &str) -> Option<String> {
-    let s = v?.as_str()?;
-    let s = s.strip_prefix(prefix).unwrap_or(s).to_ascii_lowercase();
-    (!s.is_empty() && s != "unspecified").then_some(s)
+/// The exact amount of a Money, `units + nanos / 10^9`, normalised; None
+/// when `nanos` is out of range or of the other sign than `units`.
+pub fn amount(m: &Money) -> Option<Decimal> {
+    let nanos_ok = (-999_999_999..=999_999_999).contains(&m.nanos)
+        && !(m.units > 0 && m.nanos < 0)
+        && !(m.units < 0 && m.nanos > 0);
+    if !nanos_ok {
+        return None;
+    }
+    Decimal::from(m.units)
+        .checked_add(Decimal::new(i64::from(m.nanos), 9))
+        .map(|d| d.normalize())
+}
+
+/// The currency and amount of a Money; None when unset, without a currency
+/// or malformed.
+pub fn money(m: Option<&Money>) -> Option<(String, Decimal)> {
+    let m = m?;
+    if m.currency_code.is_empty() {
+        return None;
+    }
+    Some((m.currency_code.clone(), amount(m)?))
 }
 
 // ---------------------------------------------------------------------------
 // Profile.
 
+/// The stored form of an attribute value and its type; None when unset or
+/// not representable (a number out of the decimal range, a bad time).
+fn attribute(v: &attribute_value::Value) -> Option<(Value, &'static str)> {
+    use attribute_value::Value as V;
+    Some(match v {
+        V::StringValue(s) => (Value::String(s.clone()), "string"),
+        V::NumberValue(n) => (Value::String(decimal_of(*n)?.to_string()), "decimal"),
+        V::BoolValue(b) => (Value::Bool(*b), "bool"),
+        V::TimestampValue(t) => (Value::String(rfc3339(from_timestamp(t)?)), "timestamp"),
+        V::StringListValue(l) => (json!(l.values), "string_list"),
+    })
+}
+
 /// The features a profile customer snapshot gives, with the attribute types
-/// seen on it.
-pub fn profile_facts(c: &Value) -> (ProfileFacts, Vec<(String, &'static str)>) {
-    let kind = short(c.get("kind"), "CUSTOMER_KIND_");
-    let country = c
-        .get("country_code")
-        .and_then(Value::as_str)
-        .filter(|s| !s.is_empty())
-        .map(|s| s.to_ascii_uppercase());
-    let tags = c
-        .get("tags")
-        .and_then(Value::as_array)
-        .map(|a| {
-            a.iter()
-                .filter_map(Value::as_str)
-                .map(str::to_lowercase)
-                .collect()
-        })
-        .unwrap_or_default();
-    let profile_stage = short(c.get("relationship_stage"), "RELATIONSHIP_STAGE_");
+/// seen on it (in order of name).
+pub fn profile_facts(c: &Customer) -> (ProfileFacts, Vec<(String, &'static str)>) {
+    let kind = short(
+        CustomerKind::try_from(c.kind).ok().map(|k| k.as_str_name()),
+        "CUSTOMER_KIND_",
+    );
+    let country = (!c.country_code.is_empty()).then(|| c.country_code.to_ascii_uppercase());
+    let tags = c.tags.iter().map(|t| t.to_lowercase()).collect();
+    let profile_stage = short(
+        RelationshipStage::try_from(c.relationship_stage)
+            .ok()
+            .map(|s| s.as_str_name()),
+        "RELATIONSHIP_STAGE_",
+    );
+    let mut names: Vec<&String> = c.attributes.keys().collect();
+    names.sort();
     let mut attributes = Map::new();
     let mut types = Vec::new();
-    if let Some(attrs) = c.get("attributes").and_then(Value::as_object) {
-        for (name, v) in attrs {
-            let (value, ty) = if let Some(s) = v.get("string_value") {
-                (s.clone(), "string")
-            } else if let Some(n) = v.get("number_value") {
-                match decimal(n) {
-                    Some(d) => (Value::String(d.to_string()), "decimal"),
-                    None => continue,
-                }
-            } else if let Some(b) = v.get("bool_value") {
-                (b.clone(), "bool")
-            } else if let Some(t) = v.get("timestamp_value") {
-                match time(t) {
-                    Some(t) => (
-                        Value::String(t.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true)),
-                        "timestamp",
-                    ),
-                    None => continue,
-                }
-            } else if let Some(l) = v.get("string_list_value") {
-                (
-                    l.get("values").cloned().unwrap_or_else(|| json!([])),
-                    "string_list",
-                )
-            } else {
-                continue;
-            };
-            attributes.insert(name.clone(), value);
-            types.push((name.clone(), ty));
-        }
+    for name in names {
+        let Some((value, ty)) = c
+            .attributes
+            .get(name)
+            .and_then(|v| v.value.as_ref())
+            .and_then(attribute)
+        else {
+            continue;
+        };
+        attributes.insert(name.clone(), value);
+        types.push((name.clone(), ty));
     }
-    let mut consents = Map::new();
-    for r in c
-        .get("consents")
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
-    {
-        let (Some(ch), Some(pu)) = (
-            short(r.get("channel"), "CONSENT_CHANNEL_"),
-            short(r.get("purpose"), "CONSENT_PURPOSE_"),
+    // The record in force for each (channel, purpose): the latest.
+    let mut latest: std::collections::BTreeMap<String, (bool, DateTime<Utc>)> =
+        std::collections::BTreeMap::new();
+    for r in &c.consents {
+        let (Some(key), Some(t)) = (
+            consent_key(r.channel, r.purpose),
+            time(r.effective_time.as_ref()),
         ) else {
             continue;
         };
-        let granted = r.get("status").and_then(Value::as_str) == Some("CONSENT_STATUS_GRANTED");
-        let Some(t) = r.get("effective_time").and_then(time) else {
-            continue;
-        };
-        let key = format!("{ch}:{pu}");
-        let newer = consents
-            .get(&key)
-            .and_then(|o: &Value| o.get("time"))
-            .and_then(time)
-            .is_none_or(|old| t >= old);
-        if newer {
-            consents.insert(
-                key,
-                json!({"granted": granted, "time": t.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true)}),
-            );
+        let granted = r.status == ConsentStatus::Granted as i32;
+        if latest.get(&key).is_none_or(|(_, old)| t >= *old) {
+            latest.insert(key, (granted, t));
         }
     }
+    let consents = latest
+        .into_iter()
+        .map(|(k, (granted, t))| (k, json!({"granted": granted, "time": rfc3339(t)})))
+        .collect();
     (
         ProfileFacts {
             kind,
@@ -183,21 +196,63 @@ pub fn profile_facts(c: &Value) -> (ProfileFacts, Vec<(String, &'static str)>) {
     )
 }
 
+/// The stored key of a consent, "channel:purpose" (e.g. "email:marketing");
+/// None when either is unspecified or unknown.
+pub fn consent_key(channel: i32, purpose: i32) -> Option<String> {
+    let ch = short(
+        ConsentChannel::try_from(channel)
+            .ok()
+            .map(|c| c.as_str_name()),
+        "CONSENT_CHANNEL_",
+    )?;
+    let pu = short(
+        ConsentPurpose::try_from(purpose)
+            .ok()
+            .map(|p| p.as_str_name()),
+        "CONSENT_PURPOSE_",
+    )?;
+    Some(format!("{ch}:{pu}"))
+}
+
 /// Writes a customer snapshot; returns whether the customer has features.
 async fn write_snapshot(
     tx: &mut PgConnection,
     tenant: Uuid,
     customer: Uuid,
-    snapshot: Option<&Value>,
+    snapshot: Option<&Customer>,
 ) -> Result<bool> {
     match snapshot {
-        Some(c) if c.is_object() => {
+        Some(c) => {
             let (facts, types) = profile_facts(c);
             store::note_attribute_types(tx, tenant, &types).await?;
             store::set_profile(tx, tenant, customer, &facts).await
         }
-        _ => store::ensure_features(tx, tenant, customer).await,
+        None => store::ensure_features(tx, tenant, customer).await,
     }
+}
+
+/// A removed customer (deleted or erased) leaves every segment.
+async fn remove_customer(
+    tx: &mut PgConnection,
+    tenant: Uuid,
+    customer: Uuid,
+    erased: bool,
+    now: DateTime<Utc>,
+) -> Result<()> {
+    engine::customer_removed(
+        tx,
+        tenant,
+        customer,
+        if erased { "erased" } else { "deleted" },
+        None,
+        MembershipChangeReason::CustomerRemoved,
+        now,
+    )
+    .await?;
+    if erased {
+        store::delete_events(tx, tenant, customer).await?;
+    }
+    store::mark_rfm_dirty(tx, tenant).await
 }
 
 /// Applies profile events.
@@ -215,52 +270,53 @@ impl ProfileFollower {
         let Some(tenant) = tenant_of(event) else {
             return Ok(());
         };
-        let p = payload_of(event);
+        let Some(ProfileEvent { event: Some(e) }) = feed::decode::<ProfileEvent>(event) else {
+            return Ok(());
+        };
         let feature_reason = MembershipChangeReason::FeaturesChanged;
-        match event.event_type.as_str() {
-            "CustomerCreated" | "CustomerUpdated" => {
-                let Some(c) = id(&p, "customer_id") else {
+        use profile_event::Event as E;
+        match e {
+            E::CustomerCreated(e) => {
+                let Some(c) = uuid(&e.customer_id) else {
                     return Ok(());
                 };
-                if write_snapshot(tx, tenant, c, p.get("customer")).await? {
+                if write_snapshot(tx, tenant, c, e.customer.as_ref()).await? {
                     engine::customer_changed(tx, tenant, c, false, feature_reason, now).await?;
                 }
             }
-            "CustomerUndeleted" => {
-                let Some(c) = id(&p, "customer_id") else {
+            E::CustomerUpdated(e) => {
+                let Some(c) = uuid(&e.customer_id) else {
+                    return Ok(());
+                };
+                if write_snapshot(tx, tenant, c, e.customer.as_ref()).await? {
+                    engine::customer_changed(tx, tenant, c, false, feature_reason, now).await?;
+                }
+            }
+            E::CustomerUndeleted(e) => {
+                let Some(c) = uuid(&e.customer_id) else {
                     return Ok(());
                 };
                 store::restore_customer(tx, tenant, c).await?;
-                if write_snapshot(tx, tenant, c, p.get("customer")).await? {
+                if write_snapshot(tx, tenant, c, e.customer.as_ref()).await? {
                     store::recompute_summary(tx, tenant, c).await?;
                     engine::customer_changed(tx, tenant, c, true, feature_reason, now).await?;
                 }
             }
-            "CustomerDeleted" | "CustomerErased" => {
-                let Some(c) =
-                    id(&p, "customer_id").or_else(|| Uuid::parse_str(&event.aggregate_id).ok())
-                else {
+            E::CustomerDeleted(e) => {
+                let Some(c) = uuid(&e.customer_id).or_else(|| uuid(&event.aggregate_id)) else {
                     return Ok(());
                 };
-                let erased = event.event_type == "CustomerErased";
-                engine::customer_removed(
-                    tx,
-                    tenant,
-                    c,
-                    if erased { "erased" } else { "deleted" },
-                    None,
-                    MembershipChangeReason::CustomerRemoved,
-                    now,
-                )
-                .await?;
-                if erased {
-                    store::delete_events(tx, tenant, c).await?;
-                }
-                store::mark_rfm_dirty(tx, tenant).await?;
+                remove_customer(tx, tenant, c, false, now).await?;
             }
-            "CustomerMerged" => {
+            E::CustomerErased(e) => {
+                let Some(c) = uuid(&e.customer_id).or_else(|| uuid(&event.aggregate_id)) else {
+                    return Ok(());
+                };
+                remove_customer(tx, tenant, c, true, now).await?;
+            }
+            E::CustomerMerged(e) => {
                 let (Some(merged), Some(survivor)) =
-                    (id(&p, "merged_customer_id"), id(&p, "survivor_customer_id"))
+                    (uuid(&e.merged_customer_id), uuid(&e.survivor_customer_id))
                 else {
                     return Ok(());
                 };
@@ -275,7 +331,7 @@ impl ProfileFollower {
                 )
                 .await?;
                 store::move_events(tx, tenant, merged, survivor, None).await?;
-                if write_snapshot(tx, tenant, survivor, p.get("survivor")).await? {
+                if write_snapshot(tx, tenant, survivor, e.survivor.as_ref()).await? {
                     // The survivor enters the static segments the merged one was in.
                     let statics: Vec<(Uuid, String)> = left
                         .into_iter()
@@ -310,42 +366,37 @@ impl ProfileFollower {
                     .await?;
                 }
             }
-            "CustomerUnmerged" => {
-                let (Some(restored), Some(survivor)) = (
-                    id(&p, "restored_customer_id"),
-                    id(&p, "survivor_customer_id"),
-                ) else {
+            E::CustomerUnmerged(e) => {
+                let (Some(restored), Some(survivor)) =
+                    (uuid(&e.restored_customer_id), uuid(&e.survivor_customer_id))
+                else {
                     return Ok(());
                 };
                 store::restore_customer(tx, tenant, restored).await?;
-                if write_snapshot(tx, tenant, restored, p.get("customer")).await? {
+                if write_snapshot(tx, tenant, restored, e.customer.as_ref()).await? {
                     store::recompute_summary(tx, tenant, restored).await?;
                     engine::customer_changed(tx, tenant, restored, true, feature_reason, now)
                         .await?;
                 }
-                if write_snapshot(tx, tenant, survivor, p.get("survivor")).await? {
+                if write_snapshot(tx, tenant, survivor, e.survivor.as_ref()).await? {
                     engine::customer_changed(tx, tenant, survivor, false, feature_reason, now)
                         .await?;
                 }
             }
-            "ConsentChanged" => {
-                let Some(c) = id(&p, "customer_id") else {
-                    return Ok(());
-                };
-                let (Some(ch), Some(pu), Some(t)) = (
-                    short(p.get("channel"), "CONSENT_CHANNEL_"),
-                    short(p.get("purpose"), "CONSENT_PURPOSE_"),
-                    p.get("effective_time").and_then(time),
+            E::ConsentChanged(e) => {
+                let (Some(c), Some(key), Some(t)) = (
+                    uuid(&e.customer_id),
+                    consent_key(e.channel, e.purpose),
+                    time(e.effective_time.as_ref()),
                 ) else {
                     return Ok(());
                 };
-                let granted =
-                    p.get("status").and_then(Value::as_str) == Some("CONSENT_STATUS_GRANTED");
-                if store::set_consent(tx, tenant, c, &format!("{ch}:{pu}"), granted, t).await? {
+                let granted = e.status == ConsentStatus::Granted as i32;
+                if store::set_consent(tx, tenant, c, &key, granted, t).await? {
                     engine::customer_changed(tx, tenant, c, false, feature_reason, now).await?;
                 }
             }
-            _ => {}
+            E::ContactLinked(_) | E::ContactUnlinked(_) | E::Redacted(_) => {}
         }
         Ok(())
     }
@@ -364,32 +415,30 @@ impl FeedHandler for ProfileFollower {
 // ---------------------------------------------------------------------------
 // Interaction.
 
-/// The amount of a Money JSON object ({currency_code, units, nanos}).
-fn money(v: Option<&Value>) -> Option<(String, Decimal)> {
-    let v = v?;
-    let code = v.get("currency_code")?.as_str()?.to_string();
-    let units = decimal(v.get("units")?)?;
-    let nanos = v.get("nanos").and_then(Value::as_i64).unwrap_or(0);
-    Some((code, units + Decimal::new(nanos, 9)))
-}
-
-/// The stored type of an interaction payload: the built-in type in lower
-/// case, or the custom type string.
-pub fn event_kind(p: &Value) -> Option<(String, bool)> {
-    let t = p.get("type")?.as_str()?;
-    if t == "INTERACTION_TYPE_CUSTOM" {
-        let c = p.get("custom_type")?.as_str()?;
-        return Some((c.to_string(), true));
+/// The stored type of an interaction: the built-in type in lower case
+/// ("survey_response"), or the custom type (with `true`); None for
+/// UNSPECIFIED, an unknown value or a custom type without its name.
+pub fn event_kind(r#type: i32, custom_type: &str) -> Option<(String, bool)> {
+    let t = InteractionType::try_from(r#type).ok()?;
+    if t == InteractionType::Custom {
+        return (!custom_type.is_empty()).then(|| (custom_type.to_string(), true));
     }
-    let s = t.strip_prefix("INTERACTION_TYPE_")?.to_ascii_lowercase();
-    (s != "unspecified").then_some((s, false))
+    short(Some(t.as_str_name()), "INTERACTION_TYPE_").map(|s| (s, false))
 }
 
-fn is_open(status: Option<&Value>) -> bool {
+/// Whether a service request status counts as open.
+pub fn is_open(status: i32) -> bool {
     matches!(
-        status.and_then(Value::as_str),
-        Some("SERVICE_REQUEST_STATUS_OPEN" | "SERVICE_REQUEST_STATUS_IN_PROGRESS")
+        ServiceRequestStatus::try_from(status),
+        Ok(ServiceRequestStatus::Open | ServiceRequestStatus::InProgress)
     )
+}
+
+/// The interactions an `InteractionsReassigned` names; None when it moved
+/// too many to list (then everything of the giving customer moved).
+pub fn reassigned_ids(e: &interaction::InteractionsReassigned) -> Option<Vec<Uuid>> {
+    (e.ids_complete || !e.interaction_ids.is_empty())
+        .then(|| e.interaction_ids.iter().filter_map(|s| uuid(s)).collect())
 }
 
 /// Applies interaction events. Recorded interactions are stored as they
@@ -414,20 +463,24 @@ impl InteractionFollower {
         let Some(tenant) = tenant_of(event) else {
             return Ok(());
         };
-        let p = payload_of(event);
+        let Some(InteractionEvent { event: Some(e) }) = feed::decode::<InteractionEvent>(event)
+        else {
+            return Ok(());
+        };
         let reason = MembershipChangeReason::FeaturesChanged;
-        match event.event_type.as_str() {
-            "InteractionRecorded" => {
+        use interaction_event::Event as E;
+        match e {
+            E::InteractionRecorded(e) => {
                 let (Some(i), Some(c), Some((kind, custom)), Some(at)) = (
-                    id(&p, "interaction_id"),
-                    id(&p, "customer_id"),
-                    event_kind(&p),
-                    p.get("occur_time").and_then(time),
+                    uuid(&e.interaction_id),
+                    uuid(&e.customer_id),
+                    event_kind(e.r#type, &e.custom_type),
+                    time(e.occur_time.as_ref()),
                 ) else {
                     return Ok(());
                 };
                 let purchase = kind == "purchase";
-                let amount = money(p.get("amount"));
+                let amount = money(e.amount.as_ref());
                 let currency = match (&amount, purchase) {
                     (Some((code, _)), true) => Some(store::claim_currency(tx, tenant, code).await?),
                     _ => store::currency(tx, tenant).await?,
@@ -443,11 +496,11 @@ impl InteractionFollower {
                     custom,
                     occur_time: at,
                     amount: in_currency(amount),
-                    margin: in_currency(money(p.get("margin"))),
-                    csat: p.get("csat").and_then(Value::as_i64).map(|v| v as i32),
-                    nps: p.get("nps").and_then(Value::as_i64).map(|v| v as i32),
-                    campaign_id: id(&p, "campaign_id"),
-                    open: is_open(p.get("service_request_status")),
+                    margin: in_currency(money(e.margin.as_ref())),
+                    csat: e.csat,
+                    nps: e.nps,
+                    campaign_id: uuid(&e.campaign_id),
+                    open: is_open(e.service_request_status),
                 };
                 store::ensure_features(tx, tenant, c).await?;
                 store::insert_event(tx, tenant, &row).await?;
@@ -455,29 +508,22 @@ impl InteractionFollower {
                     *pending.entry((tenant, c)).or_insert(false) |= purchase;
                 }
             }
-            "ServiceRequestUpdated" => {
-                let Some(i) = id(&p, "interaction_id") else {
+            E::ServiceRequestUpdated(e) => {
+                let Some(i) = uuid(&e.interaction_id) else {
                     return Ok(());
                 };
-                let open = is_open(p.get("status"));
-                if let Some(c) = store::set_event_open(tx, tenant, i, open).await?
+                if let Some(c) = store::set_event_open(tx, tenant, i, is_open(e.status)).await?
                     && store::recompute_summary(tx, tenant, c).await?
                 {
                     engine::customer_changed(tx, tenant, c, false, reason, now).await?;
                 }
             }
-            "InteractionsReassigned" => {
-                let (Some(from), Some(to)) = (id(&p, "from_customer_id"), id(&p, "to_customer_id"))
+            E::InteractionsReassigned(e) => {
+                let (Some(from), Some(to)) = (uuid(&e.from_customer_id), uuid(&e.to_customer_id))
                 else {
                     return Ok(());
                 };
-                let ids: Option<Vec<Uuid>> =
-                    p.get("interaction_ids").and_then(Value::as_array).map(|a| {
-                        a.iter()
-                            .filter_map(Value::as_str)
-                            .filter_map(|s| Uuid::parse_str(s).ok())
-                            .collect()
-                    });
+                let ids = reassigned_ids(&e);
                 store::move_events(tx, tenant, from, to, ids.as_deref()).await?;
                 for c in [from, to] {
                     if store::recompute_summary(tx, tenant, c).await? {
@@ -485,15 +531,15 @@ impl InteractionFollower {
                     }
                 }
             }
-            "CustomerInteractionsErased" => {
-                if let Some(c) = id(&p, "customer_id") {
+            E::CustomerInteractionsErased(e) => {
+                if let Some(c) = uuid(&e.customer_id) {
                     if let Ok(mut pending) = self.pending.lock() {
                         pending.remove(&(tenant, c));
                     }
                     store::delete_events(tx, tenant, c).await?;
                 }
             }
-            _ => {}
+            E::CampaignCreated(_) | E::CampaignUpdated(_) | E::Redacted(_) => {}
         }
         Ok(())
     }
@@ -547,27 +593,30 @@ impl FeedHandler for InteractionFollower {
 // ---------------------------------------------------------------------------
 // Valuation.
 
-/// The valuation columns of a `CustomerValueChanged` payload, with the CLV
-/// kept only in the tenant's currency.
-pub fn value_facts(p: &Value, tenant_currency: Option<&str>) -> ValueFacts {
-    let currency = p.get("currency_code").and_then(Value::as_str);
-    let clv = p
-        .get("clv")
-        .and_then(decimal)
-        .filter(|_| match (currency, tenant_currency) {
-            (Some(c), Some(t)) => c.is_empty() || c == t,
-            _ => true,
-        });
-    let tier = p
-        .get("value_tier")
-        .and_then(Value::as_str)
-        .map(str::to_ascii_lowercase)
-        .filter(|t| matches!(t.as_str(), "top" | "high" | "medium" | "low"));
+/// The stored name of a value tier ("top", "high", "medium", "low"); None
+/// when unspecified or unknown.
+pub fn tier_name(tier: i32) -> Option<String> {
+    short(
+        ValueTier::try_from(tier).ok().map(|t| t.as_str_name()),
+        "VALUE_TIER_",
+    )
+}
+
+/// The valuation columns of a `CustomerValueChanged`, with the CLV kept
+/// only in the tenant's currency (or when either currency is unknown).
+pub fn value_facts(e: &CustomerValueChanged, tenant_currency: Option<&str>) -> ValueFacts {
+    let clv = e.clv.as_ref().and_then(|m| {
+        let same = match tenant_currency {
+            Some(t) => m.currency_code.is_empty() || m.currency_code == t,
+            None => true,
+        };
+        if same { amount(m) } else { None }
+    });
     ValueFacts {
         clv,
-        p_alive: p.get("p_alive").and_then(decimal),
-        expected_purchases: p.get("expected_purchases").and_then(decimal),
-        value_tier: tier,
+        p_alive: decimal_of(e.p_alive),
+        expected_purchases: decimal_of(e.expected_purchases),
+        value_tier: tier_name(e.value_tier),
     }
 }
 
@@ -586,16 +635,19 @@ impl ValuationFollower {
         let Some(tenant) = tenant_of(event) else {
             return Ok(());
         };
-        let p = payload_of(event);
-        let facts = match event.event_type.as_str() {
-            "CustomerValueChanged" => {
-                let currency = store::currency(tx, tenant).await?;
-                value_facts(&p, currency.as_deref())
-            }
-            "CustomerValueRemoved" => ValueFacts::default(),
-            _ => return Ok(()),
+        let Some(ValuationEvent { event: Some(e) }) = feed::decode::<ValuationEvent>(event) else {
+            return Ok(());
         };
-        let Some(c) = id(&p, "customer_id") else {
+        use valuation_event::Event as E;
+        let (customer, facts) = match e {
+            E::CustomerValueChanged(e) => {
+                let currency = store::currency(tx, tenant).await?;
+                (e.customer_id.clone(), value_facts(&e, currency.as_deref()))
+            }
+            E::CustomerValueRemoved(e) => (e.customer_id, ValueFacts::default()),
+            E::ModelFitted(_) | E::ModelActivated(_) | E::Redacted(_) => return Ok(()),
+        };
+        let Some(c) = uuid(&customer) else {
             return Ok(());
         };
         if store::set_value(tx, tenant, c, &facts).await? {
@@ -627,28 +679,64 @@ impl FeedHandler for ValuationFollower {
 mod tests {
     use super::*;
 
+    use rapport_proto::rapport::profile::v1::{AttributeValue, ConsentRecord, StringList};
+
+    fn ts(seconds: i64) -> prost_types::Timestamp {
+        prost_types::Timestamp { seconds, nanos: 0 }
+    }
+
+    fn eur(units: i64, nanos: i32) -> Money {
+        Money {
+            currency_code: "EUR".into(),
+            units,
+            nanos,
+        }
+    }
+
     #[test]
     fn snapshots_become_features() {
-        let c = json!({
-            "customer_id": "x",
-            "kind": "CUSTOMER_KIND_ORGANIZATION",
-            "country_code": "es",
-            "tags": ["VIP", "golf"],
-            "relationship_stage": "RELATIONSHIP_STAGE_COMMITMENT",
-            "attributes": {
-                "tier": {"string_value": "gold"},
-                "score": {"number_value": 12.5},
-                "active": {"bool_value": true},
-                "since": {"timestamp_value": "2025-01-02T03:04:05Z"},
-                "hobbies": {"string_list_value": {"values": ["golf"]}}
-            },
-            "consents": [
-                {"channel": "CONSENT_CHANNEL_EMAIL", "purpose": "CONSENT_PURPOSE_MARKETING",
-                 "status": "CONSENT_STATUS_GRANTED", "effective_time": "2025-01-01T00:00:00Z"},
-                {"channel": "CONSENT_CHANNEL_ANY", "purpose": "CONSENT_PURPOSE_MARKETING",
-                 "status": "CONSENT_STATUS_WITHDRAWN", "effective_time": "2025-02-01T00:00:00Z"}
+        use attribute_value::Value as V;
+        let attr = |v: V| AttributeValue { value: Some(v) };
+        let consent = |channel: ConsentChannel, status: ConsentStatus, at: i64| ConsentRecord {
+            channel: channel as i32,
+            purpose: ConsentPurpose::Marketing as i32,
+            status: status as i32,
+            effective_time: Some(ts(at)),
+            ..Default::default()
+        };
+        let c = Customer {
+            customer_id: "x".into(),
+            kind: CustomerKind::Organization as i32,
+            country_code: "es".into(),
+            tags: vec!["VIP".into(), "golf".into()],
+            relationship_stage: RelationshipStage::Commitment as i32,
+            attributes: [
+                ("tier".to_string(), attr(V::StringValue("gold".into()))),
+                ("score".to_string(), attr(V::NumberValue(12.5))),
+                ("active".to_string(), attr(V::BoolValue(true))),
+                (
+                    "since".to_string(),
+                    attr(V::TimestampValue(ts(1_735_787_045))),
+                ),
+                (
+                    "hobbies".to_string(),
+                    attr(V::StringListValue(StringList {
+                        values: vec!["golf".into()],
+                    })),
+                ),
+                ("unset".to_string(), AttributeValue { value: None }),
+                ("huge".to_string(), attr(V::NumberValue(f64::MAX))),
             ]
-        });
+            .into_iter()
+            .collect(),
+            consents: vec![
+                consent(ConsentChannel::Email, ConsentStatus::Granted, 1_735_689_600),
+                consent(ConsentChannel::Any, ConsentStatus::Withdrawn, 1_738_368_000),
+                // An older record of the same pair does not win.
+                consent(ConsentChannel::Any, ConsentStatus::Granted, 1_700_000_000),
+            ],
+            ..Default::default()
+        };
         let (f, types) = profile_facts(&c);
         assert_eq!(f.kind.as_deref(), Some("organization"));
         assert_eq!(f.country.as_deref(), Some("ES"));
@@ -659,6 +747,11 @@ mod tests {
         assert_eq!(f.attributes["active"], true);
         assert_eq!(f.attributes["since"], "2025-01-02T03:04:05Z");
         assert_eq!(f.attributes["hobbies"], json!(["golf"]));
+        assert!(f.attributes.get("unset").is_none());
+        assert!(
+            f.attributes.get("huge").is_none(),
+            "beyond the decimal range"
+        );
         assert_eq!(f.consents["email:marketing"]["granted"], true);
         assert_eq!(f.consents["any:marketing"]["granted"], false);
         assert_eq!(types.len(), 5);
@@ -667,48 +760,95 @@ mod tests {
 
     #[test]
     fn unspecified_values_are_absent() {
-        let (f, _) =
-            profile_facts(&json!({"kind": "CUSTOMER_KIND_UNSPECIFIED", "country_code": ""}));
+        let (f, _) = profile_facts(&Customer::default());
         assert!(f.kind.is_none() && f.country.is_none() && f.profile_stage.is_none());
+        let (f, _) = profile_facts(&Customer {
+            kind: 999,
+            relationship_stage: -3,
+            ..Default::default()
+        });
+        assert!(f.kind.is_none() && f.profile_stage.is_none());
     }
 
     #[test]
     fn interaction_kinds() {
         assert_eq!(
-            event_kind(&json!({"type": "INTERACTION_TYPE_SURVEY_RESPONSE"})),
+            event_kind(InteractionType::SurveyResponse as i32, ""),
             Some(("survey_response".into(), false))
         );
         assert_eq!(
-            event_kind(&json!({"type": "INTERACTION_TYPE_CUSTOM", "custom_type": "acme.webinar"})),
+            event_kind(InteractionType::Custom as i32, "acme.webinar"),
             Some(("acme.webinar".into(), true))
         );
-        assert_eq!(
-            event_kind(&json!({"type": "INTERACTION_TYPE_UNSPECIFIED"})),
-            None
-        );
+        assert_eq!(event_kind(InteractionType::Custom as i32, ""), None);
+        assert_eq!(event_kind(InteractionType::Unspecified as i32, ""), None);
+        assert_eq!(event_kind(12_345, ""), None);
+        assert!(is_open(ServiceRequestStatus::InProgress as i32));
+        assert!(!is_open(ServiceRequestStatus::Resolved as i32));
     }
 
     #[test]
     fn money_is_exact() {
-        let m = money(Some(
-            &json!({"currency_code": "EUR", "units": "12", "nanos": 500_000_000}),
-        ));
-        assert_eq!(m, Some(("EUR".into(), Decimal::new(125, 1))));
+        // EUR 10.50: the cents that JSON doubles used to drop.
+        assert_eq!(
+            money(Some(&eur(10, 500_000_000))),
+            Some(("EUR".into(), Decimal::new(1050, 2)))
+        );
+        assert_eq!(
+            money(Some(&eur(-7, -10_000_000))),
+            Some(("EUR".into(), Decimal::new(-701, 2)))
+        );
+        assert_eq!(
+            money(Some(&eur(0, 1))),
+            Some(("EUR".into(), Decimal::new(1, 9)))
+        );
+        assert_eq!(
+            amount(&eur(i64::MAX, 999_999_999)),
+            Decimal::from(i64::MAX).checked_add(Decimal::new(999_999_999, 9))
+        );
+        // Malformed: nanos out of range or of the other sign; no currency.
+        assert_eq!(money(Some(&eur(1, 1_000_000_000))), None);
+        assert_eq!(money(Some(&eur(1, -5))), None);
+        assert_eq!(money(Some(&eur(-1, 5))), None);
+        assert_eq!(
+            money(Some(&Money {
+                currency_code: String::new(),
+                units: 1,
+                nanos: 0
+            })),
+            None
+        );
+        assert_eq!(money(None), None);
     }
 
     #[test]
-    fn value_payloads() {
-        let p = json!({"customer_id": "c", "clv": "812.40", "currency_code": "EUR", "p_alive": 0.83,
-                       "expected_purchases": 2.5, "value_tier": "top"});
-        let v = value_facts(&p, Some("EUR"));
+    fn value_events() {
+        let e = CustomerValueChanged {
+            customer_id: "c".into(),
+            clv: Some(eur(812, 400_000_000)),
+            p_alive: 0.83,
+            expected_purchases: 2.5,
+            value_tier: ValueTier::Top as i32,
+            ..Default::default()
+        };
+        let v = value_facts(&e, Some("EUR"));
         assert_eq!(v.clv, Some(Decimal::new(8124, 1)));
         assert_eq!(v.p_alive, Some(Decimal::new(83, 2)));
+        assert_eq!(v.expected_purchases, Some(Decimal::new(25, 1)));
         assert_eq!(v.value_tier.as_deref(), Some("top"));
         // Another currency: no CLV.
-        assert_eq!(value_facts(&p, Some("USD")).clv, None);
+        assert_eq!(value_facts(&e, Some("USD")).clv, None);
+        // No CLV, a non-finite P(alive), no tier: those columns are empty.
+        let empty = value_facts(
+            &CustomerValueChanged {
+                p_alive: f64::NAN,
+                ..Default::default()
+            },
+            None,
+        );
         assert_eq!(
-            value_facts(&json!({"customer_id": "c"}), None),
-            ValueFacts::default()
+            (empty.clv, empty.p_alive, empty.value_tier),
+            (None, None, None)
         );
     }
 }

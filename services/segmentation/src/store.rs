@@ -3,22 +3,39 @@
 //! condition only, with its own parameters bound after the tenant.
 
 use std::collections::HashMap;
+use std::str::FromStr;
 
 use chrono::{DateTime, Duration, Utc};
+use rapport_kit::convert::timestamp;
 use rapport_kit::feed::{self, NewEvent};
-use rapport_proto::rapport::segmentation::v1::MembershipChangeReason;
+use rapport_proto::rapport::segmentation::v1::{
+    self as pb, MembershipChangeReason, segmentation_event,
+};
 use rust_decimal::Decimal;
-use serde_json::{Value, json};
+use serde_json::Value;
 use sqlx::postgres::PgArguments;
 use sqlx::{PgConnection, Postgres};
 use uuid::Uuid;
 
 use crate::domain::classify::{Inputs, Rank};
 use crate::domain::rfm;
-use crate::domain::segment::reason_name;
 use crate::rule::{Sql, SqlParam};
 
 type Result<T> = std::result::Result<T, sqlx::Error>;
+
+/// A decimal from a JSON number or string of a stored row (exact for
+/// strings), normalised.
+pub fn decimal(v: &Value) -> Option<Decimal> {
+    let s = match v {
+        Value::String(s) => s.clone(),
+        Value::Number(n) => n.to_string(),
+        _ => return None,
+    };
+    Decimal::from_str(&s)
+        .or_else(|_| Decimal::from_scientific(&s))
+        .ok()
+        .map(|d| d.normalize())
+}
 
 /// The NOTIFY channel of the membership change log.
 pub const MEMBERSHIP_CHANNEL: &str = "segmentation_membership";
@@ -1662,21 +1679,24 @@ pub async fn record_changes(
                 .iter()
                 .filter_map(|(i, _)| seqs.get(*i).copied())
                 .collect();
-            events.push(NewEvent {
-                tenant_id: tenant,
-                aggregate_type: "segment",
-                aggregate_id: segment.to_string(),
-                event_type: "MembershipChanged",
-                payload: json!({
-                    "segment_id": segment.to_string(),
-                    "entered": entered,
-                    "exited": exited,
-                    "reason": reason_name(reason),
-                    "change_time": time.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true),
-                    "first_sequence": s.iter().min(),
-                    "last_sequence": s.iter().max(),
-                }),
-            });
+            let event = pb::MembershipChanged {
+                segment_id: segment.to_string(),
+                entered,
+                exited,
+                reason: reason as i32,
+                change_time: Some(timestamp(time)),
+                first_sequence: s.iter().min().copied().unwrap_or(0),
+                last_sequence: s.iter().max().copied().unwrap_or(0),
+            };
+            events.push(NewEvent::new(
+                tenant,
+                "segment",
+                segment.to_string(),
+                "MembershipChanged",
+                &pb::SegmentationEvent {
+                    event: Some(segmentation_event::Event::MembershipChanged(event)),
+                },
+            ));
         }
     }
     for chunk in events.chunks(1000) {

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use chrono::Utc;
 use common::*;
 use prost_types::FieldMask;
-use rapport_kit::convert::{json_to_struct, timestamp};
+use rapport_kit::convert::timestamp;
 use rapport_proto::rapport::common::v1::{
     ChangeEvent, CustomerRef, Identifier, IdentifierKind, IdentifierSet, Money, customer_ref,
 };
@@ -26,6 +26,10 @@ use rapport_proto::rapport::profile::v1::{
     attribute_value,
 };
 use rapport_proto::rapport::segmentation::v1::*;
+use rapport_proto::rapport::valuation::v1::{
+    CustomerValueChanged, CustomerValueRemoved, ValuationEvent, ValueRemovalReason, ValueTier,
+    valuation_event,
+};
 use rapport_segmentation::follow::ValuationFollower;
 use serde_json::json;
 use uuid::Uuid;
@@ -529,17 +533,45 @@ async fn consents_and_attributes_come_from_the_profile_service() {
     s.stop().await;
 }
 
-fn value_event(sequence: i64, tenant: Uuid, kind: &str, payload: serde_json::Value) -> ChangeEvent {
+fn value_event(
+    sequence: i64,
+    tenant: Uuid,
+    customer: &str,
+    e: valuation_event::Event,
+) -> ChangeEvent {
+    let kind = match &e {
+        valuation_event::Event::CustomerValueChanged(_) => "CustomerValueChanged",
+        valuation_event::Event::CustomerValueRemoved(_) => "CustomerValueRemoved",
+        _ => "Other",
+    };
+    let typed = rapport_kit::feed::NewEvent::new(
+        tenant,
+        "customer",
+        customer,
+        kind,
+        &ValuationEvent { event: Some(e) },
+    );
     ChangeEvent {
         sequence,
         tenant_id: tenant.to_string(),
         aggregate_type: "customer".into(),
-        aggregate_id: payload["customer_id"].as_str().unwrap_or_default().into(),
+        aggregate_id: customer.into(),
         event_type: kind.into(),
         commit_time: Some(timestamp(Utc::now())),
-        payload: Some(json_to_struct(payload)),
+        event: Some(typed.event),
         ..Default::default()
     }
+}
+
+fn changed(customer: &str, clv: Money, p_alive: f64, tier: ValueTier) -> valuation_event::Event {
+    valuation_event::Event::CustomerValueChanged(CustomerValueChanged {
+        customer_id: customer.into(),
+        clv: Some(clv),
+        p_alive,
+        expected_purchases: 2.5,
+        value_tier: tier as i32,
+        ..Default::default()
+    })
 }
 
 // The valuation service's feed is being built at the same time; its
@@ -575,12 +607,21 @@ async fn valuation_events_update_values_and_segments() {
             tx.commit().await.unwrap();
         }
     };
+    let eur = |units: i64, nanos: i32| Money {
+        currency_code: "EUR".into(),
+        units,
+        nanos,
+    };
     apply(value_event(
         1,
         t,
-        "CustomerValueChanged",
-        json!({"customer_id": a.id.to_string(), "clv": "812.40", "currency_code": "EUR", "p_alive": 0.83,
-               "expected_purchases": 2.5, "value_tier": "top"}),
+        &a.id.to_string(),
+        changed(
+            &a.id.to_string(),
+            eur(812, 400_000_000),
+            0.83,
+            ValueTier::Top,
+        ),
     ))
     .await;
     assert_eq!(
@@ -599,8 +640,17 @@ async fn valuation_events_update_values_and_segments() {
     apply(value_event(
         2,
         t,
-        "CustomerValueChanged",
-        json!({"customer_id": b.id.to_string(), "clv": "9000", "currency_code": "USD", "p_alive": 0.9, "value_tier": "top"}),
+        &b.id.to_string(),
+        changed(
+            &b.id.to_string(),
+            Money {
+                currency_code: "USD".into(),
+                units: 9000,
+                nanos: 0,
+            },
+            0.9,
+            ValueTier::Top,
+        ),
     ))
     .await;
     assert_eq!(
@@ -611,8 +661,11 @@ async fn valuation_events_update_values_and_segments() {
     apply(value_event(
         3,
         t,
-        "CustomerValueRemoved",
-        json!({"customer_id": a.id.to_string()}),
+        &a.id.to_string(),
+        valuation_event::Event::CustomerValueRemoved(CustomerValueRemoved {
+            customer_id: a.id.to_string(),
+            reason: ValueRemovalReason::NoPurchases as i32,
+        }),
     ))
     .await;
     assert!(members(&mut c, t, &seg.segment_id).await.is_empty());

@@ -6,7 +6,7 @@ mod common;
 use chrono::{Duration, Utc};
 use common::*;
 use futures::StreamExt;
-use rapport_kit::convert::{struct_to_json, timestamp};
+use rapport_kit::convert::timestamp;
 use rapport_proto::rapport::segmentation::v1::*;
 use rapport_segmentation::domain::rfm;
 use tonic::Code;
@@ -51,25 +51,41 @@ async fn watch_changes_carries_segment_and_membership_events() {
     let mut events = Vec::new();
     for _ in 0..3 {
         let ev = feed.next().await.unwrap().unwrap().event.unwrap();
-        events.push((
-            ev.event_type.clone(),
-            struct_to_json(ev.payload.as_ref().unwrap()),
-        ));
+        let typed: SegmentationEvent =
+            rapport_kit::feed::decode(&ev).expect("a typed SegmentationEvent");
+        events.push((ev.event_type.clone(), typed.event.expect("a case")));
     }
     let kinds: Vec<&str> = events.iter().map(|e| e.0.as_str()).collect();
     assert_eq!(
         kinds,
         ["MembershipChanged", "SegmentCreated", "SegmentDeleted"]
     );
-    let m = &events[0].1;
-    assert_eq!(m["reason"], "segment_created");
-    assert_eq!(m["entered"], serde_json::json!([cs[0].id.to_string()]));
-    assert!(m["first_sequence"].as_f64().unwrap() > 0.0);
-    let created = &events[1].1;
-    assert_eq!(created["kind"], "dynamic");
-    assert_eq!(created["rule_text"], "purchases >= 1");
-    assert_eq!(created["marketing_approach"], "differentiated");
-    assert_eq!(events[2].1["name"], "Buyers");
+    let segmentation_event::Event::MembershipChanged(m) = &events[0].1 else {
+        panic!("{:?}", events[0]);
+    };
+    assert_eq!(m.segment_id, seg.segment_id);
+    assert_eq!(m.reason, MembershipChangeReason::SegmentCreated as i32);
+    assert_eq!(m.entered, vec![cs[0].id.to_string()]);
+    assert!(m.exited.is_empty());
+    assert!(m.first_sequence > 0 && m.last_sequence >= m.first_sequence);
+    assert!(m.change_time.is_some());
+    let segmentation_event::Event::SegmentCreated(created) = &events[1].1 else {
+        panic!("{:?}", events[1]);
+    };
+    assert_eq!(created.segment_id, seg.segment_id);
+    assert_eq!(created.name, "Buyers");
+    assert_eq!(created.kind, SegmentKind::Dynamic as i32);
+    assert_eq!(created.rule_text, "purchases >= 1");
+    assert_eq!(
+        created.marketing_approach,
+        MarketingApproach::Differentiated as i32
+    );
+    assert!(!created.etag.is_empty());
+    let segmentation_event::Event::SegmentDeleted(deleted) = &events[2].1 else {
+        panic!("{:?}", events[2]);
+    };
+    assert_eq!(deleted.name, "Buyers");
+    assert_eq!(deleted.segment_id, seg.segment_id);
     s.stop().await;
 }
 

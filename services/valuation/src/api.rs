@@ -20,10 +20,9 @@ use rapport_proto::rapport::interaction::v1::{
     export_summaries_request,
 };
 use rapport_proto::rapport::valuation::v1::valuation_service_server::ValuationService;
-use rapport_proto::rapport::valuation::v1::{self as pb, model_scope};
+use rapport_proto::rapport::valuation::v1::{self as pb, model_scope, valuation_event};
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
-use serde_json::json;
 use sha2::{Digest, Sha256};
 use sqlx::PgPool;
 use tonic::{Request, Response, Status};
@@ -316,62 +315,28 @@ fn request_hash(r: &pb::FitModelRequest) -> String {
     hex::encode(Sha256::digest(r.encode_to_vec()))
 }
 
-fn fitted_payload(m: &pb::Model) -> serde_json::Value {
-    let kind = Kind::from_proto(m.kind).map_or("MODEL_KIND_UNSPECIFIED", Kind::enum_name);
-    let window = m.data_window.unwrap_or_default();
-    let rfc = |t: &Option<prost_types::Timestamp>| {
-        t.as_ref()
-            .and_then(from_timestamp)
-            .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true))
-    };
-    let mut p = json!({
-        "model_id": m.model_id,
-        "kind": kind,
-        "version": m.version,
-        "data_source": pb::DataSource::try_from(m.data_source).map_or("DATA_SOURCE_UNSPECIFIED", |d| d.as_str_name()),
-        "period_unit": rapport_proto::rapport::common::v1::PeriodUnit::try_from(window.period_unit)
-            .map_or("PERIOD_UNIT_UNSPECIFIED", |u| u.as_str_name()),
-        "calibration_end_time": rfc(&window.calibration_end_time),
-        "parameters": m.parameters.iter().map(|p| (p.name.clone(), json!(p.value))).collect::<serde_json::Map<_, _>>(),
-        "log_likelihood": if m.log_likelihood.is_finite() { json!(m.log_likelihood) } else { json!(null) },
-        "iterations": m.iterations,
-        "converged": m.converged,
-        "customer_count": m.customer_count,
-    });
-    if let Some(map) = p.as_object_mut() {
-        match m.scope.as_ref().and_then(|s| s.restriction.as_ref()) {
-            Some(model_scope::Restriction::SegmentId(s)) => {
-                map.insert("segment_id".into(), json!(s));
-            }
-            Some(model_scope::Restriction::Cohort(c)) => {
-                map.insert("cohort".into(), json!(c));
-            }
-            None => {}
-        }
-        if let Some(h) = rfc(&window.holdout_end_time) {
-            map.insert("holdout_end_time".into(), json!(h));
-        }
-        if !m.currency_code.is_empty() {
-            map.insert("currency_code".into(), json!(m.currency_code));
-        }
-    }
-    p
+fn fitted_event(tenant: Uuid, m: &pb::Model) -> NewEvent {
+    NewEvent::new(
+        tenant,
+        "model",
+        m.model_id.clone(),
+        events::MODEL_FITTED,
+        &events::envelope(valuation_event::Event::ModelFitted(pb::ModelFitted {
+            model: Some(m.clone()),
+        })),
+    )
 }
 
 fn activated_event(tenant: Uuid, m: &pb::Model, previous: Option<Uuid>) -> NewEvent {
-    let kind = Kind::from_proto(m.kind).map_or("MODEL_KIND_UNSPECIFIED", Kind::enum_name);
-    NewEvent {
-        tenant_id: tenant,
-        aggregate_type: "model",
-        aggregate_id: m.model_id.clone(),
-        event_type: events::MODEL_ACTIVATED,
-        payload: events::model_activated(
-            Uuid::parse_str(&m.model_id).unwrap_or_default(),
-            kind,
-            m.version,
-            previous,
-        ),
-    }
+    NewEvent::new(
+        tenant,
+        "model",
+        m.model_id.clone(),
+        events::MODEL_ACTIVATED,
+        &events::envelope(valuation_event::Event::ModelActivated(
+            events::model_activated(&m.model_id, m.kind, m.version, previous),
+        )),
+    )
 }
 
 /// Why a model cannot be activated, if it cannot.
@@ -705,13 +670,7 @@ impl ValuationService for ValuationApi {
                 .await
                 .map_err(ApiError::from)?;
         }
-        let mut list = vec![NewEvent {
-            tenant_id: tenant,
-            aggregate_type: "model",
-            aggregate_id: model.model_id.clone(),
-            event_type: events::MODEL_FITTED,
-            payload: fitted_payload(&model),
-        }];
+        let mut list = vec![fitted_event(tenant, &model)];
         if plan.activate && activation_refusal(&model).is_none() {
             let previous = store::activate(&mut tx, tenant, kind_db, model_id, now)
                 .await

@@ -15,12 +15,13 @@ use rapport_kit::shutdown::Shutdown;
 use rapport_proto::rapport::interaction::v1::{
     CustomerIdList, ExportSummariesRequest, PurchaseHistorySummary, export_summaries_request,
 };
-use rapport_proto::rapport::valuation::v1::Model;
+use rapport_proto::rapport::valuation::v1::valuation_event::Event;
+use rapport_proto::rapport::valuation::v1::{Model, ValueRemovalReason};
 use rust_decimal::Decimal;
 use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
 
-use crate::domain::events;
+use crate::domain::events::{self, ValueChange};
 use crate::domain::fitting::Kind;
 use crate::domain::gamma_gamma::GammaGamma;
 use crate::domain::money;
@@ -263,31 +264,35 @@ fn changed(old: Option<&Brief>, new: &ValueRow) -> bool {
 }
 
 fn value_event(tenant: Uuid, r: &ValueRow) -> NewEvent {
-    NewEvent {
-        tenant_id: tenant,
-        aggregate_type: "customer",
-        aggregate_id: r.customer_id.to_string(),
-        event_type: events::VALUE_CHANGED,
-        payload: events::value_changed(
-            r.customer_id,
-            r.clv,
-            &r.currency_code,
-            r.p_alive,
-            r.expected_purchases,
-            Tier::from_proto(i32::from(r.value_tier)).unwrap_or(Tier::Low),
-        ),
-    }
+    let changed = events::value_changed(&ValueChange {
+        customer: r.customer_id,
+        clv: r.clv,
+        currency: &r.currency_code,
+        p_alive: r.p_alive,
+        expected_purchases: r.expected_purchases,
+        value_tier: i32::from(r.value_tier),
+        score_time: r.score_time,
+    });
+    NewEvent::new(
+        tenant,
+        "customer",
+        r.customer_id.to_string(),
+        events::VALUE_CHANGED,
+        &events::envelope(Event::CustomerValueChanged(changed)),
+    )
 }
 
 /// A removal event.
-pub fn removed_event(tenant: Uuid, customer: Uuid, reason: &str) -> NewEvent {
-    NewEvent {
-        tenant_id: tenant,
-        aggregate_type: "customer",
-        aggregate_id: customer.to_string(),
-        event_type: events::VALUE_REMOVED,
-        payload: events::value_removed(customer, reason),
-    }
+pub fn removed_event(tenant: Uuid, customer: Uuid, reason: ValueRemovalReason) -> NewEvent {
+    NewEvent::new(
+        tenant,
+        "customer",
+        customer.to_string(),
+        events::VALUE_REMOVED,
+        &events::envelope(Event::CustomerValueRemoved(events::value_removed(
+            customer, reason,
+        ))),
+    )
 }
 
 async fn append_chunked(tx: &mut PgConnection, list: &[NewEvent]) -> Result<(), sqlx::Error> {
@@ -449,7 +454,7 @@ async fn score_all(
         removed_event(
             tenant,
             *id,
-            reasons.get(id).map_or("NO_PURCHASES", String::as_str),
+            events::removal_reason(reasons.get(id).map(String::as_str)),
         )
     }));
     append_chunked(&mut *tx, &list).await?;
@@ -572,7 +577,7 @@ pub async fn rescore_tenant(
             removed_event(
                 tenant,
                 *id,
-                reasons.get(id).map_or("NO_PURCHASES", String::as_str),
+                events::removal_reason(reasons.get(id).map(String::as_str)),
             )
         }));
         append_chunked(&mut tx, &list).await?;

@@ -5,16 +5,20 @@
 //! derived from the customer. The kit's `Consumer` stores the cursor in the
 //! same transaction, so each event is applied exactly once.
 
-use chrono::{DateTime, Utc};
 use futures::future::BoxFuture;
-use rapport_kit::convert::struct_to_json;
+use rapport_kit::convert::from_timestamp;
 use rapport_kit::feed::{self, FeedHandler};
-use rapport_proto::rapport::common::v1::ChangeEvent;
+use rapport_proto::rapport::common::v1::{ChangeEvent, Money};
+use rapport_proto::rapport::interaction::v1::interaction_event::Event;
+use rapport_proto::rapport::interaction::v1::{
+    InteractionEvent, InteractionRecorded, InteractionType, ReassignReason,
+};
+use rapport_proto::rapport::valuation::v1::ValueRemovalReason;
 use rust_decimal::Decimal;
-use serde_json::Value;
 use sqlx::PgConnection;
 use uuid::Uuid;
 
+use crate::domain::money::from_money;
 use crate::engine::removed_event;
 use crate::store::{self, Purchase};
 
@@ -25,48 +29,40 @@ pub const INTERACTION_CURSOR: &str = "interaction";
 #[derive(Debug, Default, Clone, Copy)]
 pub struct InteractionFollower;
 
-fn id(payload: &Value, key: &str) -> Option<Uuid> {
-    payload
-        .get(key)?
-        .as_str()
-        .and_then(|s| Uuid::parse_str(s).ok())
+fn id(s: &str) -> Option<Uuid> {
+    Uuid::parse_str(s).ok()
 }
 
-/// A money object of a payload: (currency, amount).
-fn money(v: Option<&Value>) -> Option<(String, Decimal)> {
-    let v = v?;
-    let currency = v.get("currency_code")?.as_str()?.to_string();
-    let units: i64 = match v.get("units") {
-        Some(Value::String(s)) => s.parse().ok()?,
-        Some(Value::Number(n)) => n
-            .as_i64()
-            .or_else(|| n.as_f64().map(|f| f.round() as i64))?,
-        None => 0,
-        _ => return None,
-    };
-    // Through google.protobuf.Struct every number arrives as a double.
-    let nanos = v
-        .get("nanos")
-        .and_then(|n| n.as_i64().or_else(|| n.as_f64().map(|f| f.round() as i64)))
-        .unwrap_or(0);
-    Some((currency, Decimal::from(units) + Decimal::new(nanos, 9)))
+/// A money of an event: (currency, exact amount). A money whose units and
+/// nanos disagree (out of contract) counts as absent.
+fn money(m: Option<&Money>) -> Option<(String, Decimal)> {
+    let m = m?;
+    match from_money(m) {
+        Some(d) => Some((m.currency_code.clone(), d)),
+        None => {
+            tracing::warn!(
+                units = m.units,
+                nanos = m.nanos,
+                "interaction event with an invalid money; amount ignored"
+            );
+            None
+        }
+    }
 }
 
-/// The purchase an InteractionRecorded payload describes, if it is one.
-pub fn purchase_of(payload: &Value) -> Option<Purchase> {
-    if payload.get("type")?.as_str()? != "INTERACTION_TYPE_PURCHASE" {
+/// The purchase an InteractionRecorded event describes, if it is one.
+pub fn purchase_of(e: &InteractionRecorded) -> Option<Purchase> {
+    if e.r#type != InteractionType::Purchase as i32 {
         return None;
     }
-    let customer_id = id(payload, "customer_id")?;
-    let occur_time = DateTime::parse_from_rfc3339(payload.get("occur_time")?.as_str()?)
-        .ok()?
-        .with_timezone(&Utc);
-    let amount = money(payload.get("amount"));
-    let margin = money(payload.get("margin"));
+    let customer_id = id(&e.customer_id)?;
+    let occur_time = e.occur_time.as_ref().and_then(from_timestamp)?;
+    let amount = money(e.amount.as_ref());
+    let margin = money(e.margin.as_ref());
     Some(Purchase {
-        interaction_id: id(payload, "interaction_id")?,
+        interaction_id: id(&e.interaction_id)?,
         customer_id,
-        original_customer_id: id(payload, "original_customer_id").unwrap_or(customer_id),
+        original_customer_id: id(&e.original_customer_id).unwrap_or(customer_id),
         occur_time,
         currency: amount.as_ref().map(|a| a.0.clone()),
         amount: amount.map(|a| a.1),
@@ -87,47 +83,45 @@ impl InteractionFollower {
             );
             return Ok(());
         };
-        let payload = event
-            .payload
-            .as_ref()
-            .map(struct_to_json)
-            .unwrap_or(Value::Null);
-        match event.event_type.as_str() {
-            "InteractionRecorded" => {
-                if let Some(p) = purchase_of(&payload) {
+        // Events appended before typed events, and events reduced by a later
+        // erasure (`redacted`), are skipped.
+        let Some(InteractionEvent { event: Some(e) }) = feed::decode::<InteractionEvent>(event)
+        else {
+            return Ok(());
+        };
+        match e {
+            Event::InteractionRecorded(r) => {
+                if let Some(p) = purchase_of(&r) {
                     store::record_purchase(tx, tenant, &p).await?;
                     store::enqueue(tx, tenant, &[p.customer_id], None).await?;
                 }
             }
-            "InteractionsReassigned" => {
-                let (Some(from), Some(to)) = (
-                    id(&payload, "from_customer_id"),
-                    id(&payload, "to_customer_id"),
-                ) else {
+            Event::InteractionsReassigned(r) => {
+                let (Some(from), Some(to)) = (id(&r.from_customer_id), id(&r.to_customer_id))
+                else {
                     return Ok(());
                 };
-                let unmerge = payload.get("reason").and_then(Value::as_str) == Some("UNMERGE");
-                let ids: Option<Vec<Uuid>> = payload
-                    .get("interaction_ids")
-                    .and_then(Value::as_array)
-                    .map(|a| {
-                        a.iter()
-                            .filter_map(|v| v.as_str().and_then(|s| Uuid::parse_str(s).ok()))
-                            .collect()
-                    });
+                let unmerge = r.reason == ReassignReason::Unmerge as i32;
+                // Without the complete list, everything of `from` moved (or,
+                // for an unmerge, everything first recorded under `to`).
+                let ids: Option<Vec<Uuid>> = r
+                    .ids_complete
+                    .then(|| r.interaction_ids.iter().filter_map(|s| id(s)).collect());
                 store::reassign(tx, tenant, from, to, unmerge, ids.as_deref()).await?;
                 let from_reason = (!unmerge).then_some("MERGED");
                 store::enqueue(tx, tenant, &[from], from_reason).await?;
                 store::enqueue(tx, tenant, &[to], None).await?;
             }
-            "CustomerInteractionsErased" => {
-                let Some(customer) = id(&payload, "customer_id")
-                    .or_else(|| Uuid::parse_str(&event.aggregate_id).ok())
-                else {
+            Event::CustomerInteractionsErased(er) => {
+                let Some(customer) = id(&er.customer_id).or_else(|| id(&event.aggregate_id)) else {
                     return Ok(());
                 };
                 if store::erase_customer(tx, tenant, customer).await? {
-                    feed::append(tx, &[removed_event(tenant, customer, "ERASED")]).await?;
+                    feed::append(
+                        tx,
+                        &[removed_event(tenant, customer, ValueRemovalReason::Erased)],
+                    )
+                    .await?;
                 }
             }
             _ => {}
@@ -149,23 +143,60 @@ impl FeedHandler for InteractionFollower {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::json;
+    use chrono::{DateTime, Utc};
+    use rapport_kit::convert::timestamp;
+
+    fn eur(units: i64, nanos: i32) -> Money {
+        Money {
+            currency_code: "EUR".into(),
+            units,
+            nanos,
+        }
+    }
 
     #[test]
-    fn reads_purchases_from_recorded_payloads() {
+    fn reads_purchases_from_recorded_events() {
         let id = Uuid::now_v7();
-        let p = json!({
-            "interaction_id": id, "customer_id": id, "original_customer_id": id,
-            "type": "INTERACTION_TYPE_PURCHASE", "occur_time": "2024-03-01T10:00:00Z",
-            "amount": {"currency_code": "EUR", "units": "12", "nanos": 500000000.0},
-            "margin": {"currency_code": "EUR", "units": "3", "nanos": 0}
-        });
-        let got = purchase_of(&p).unwrap();
+        let original = Uuid::now_v7();
+        let t: DateTime<Utc> = DateTime::from_timestamp(1_709_287_200, 0).unwrap();
+        let e = InteractionRecorded {
+            interaction_id: id.to_string(),
+            customer_id: id.to_string(),
+            original_customer_id: original.to_string(),
+            r#type: InteractionType::Purchase as i32,
+            occur_time: Some(timestamp(t)),
+            amount: Some(eur(12, 500_000_000)),
+            margin: Some(eur(3, 1)),
+            ..Default::default()
+        };
+        let got = purchase_of(&e).unwrap();
         assert_eq!(got.amount, Some(Decimal::new(125, 1)));
-        assert_eq!(got.margin, Some(Decimal::from(3)));
+        assert_eq!(got.margin, Some(Decimal::new(3_000_000_001, 9)));
         assert_eq!(got.currency.as_deref(), Some("EUR"));
-        let mut call = p.clone();
-        call["type"] = json!("INTERACTION_TYPE_CALL");
+        assert_eq!(got.occur_time, t);
+        assert_eq!(got.original_customer_id, original);
+        let ret = InteractionRecorded {
+            amount: Some(eur(-10, -500_000_000)),
+            margin: None,
+            ..e.clone()
+        };
+        let got = purchase_of(&ret).unwrap();
+        assert_eq!(got.amount, Some(Decimal::new(-105, 1)));
+        assert_eq!(got.margin, None);
+        let bad = InteractionRecorded {
+            amount: Some(eur(1, -1)),
+            ..e.clone()
+        };
+        assert_eq!(purchase_of(&bad).unwrap().amount, None);
+        let call = InteractionRecorded {
+            r#type: InteractionType::Call as i32,
+            ..e.clone()
+        };
         assert!(purchase_of(&call).is_none());
+        let timeless = InteractionRecorded {
+            occur_time: None,
+            ..e
+        };
+        assert!(purchase_of(&timeless).is_none());
     }
 }

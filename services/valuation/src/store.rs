@@ -4,6 +4,9 @@
 use std::collections::HashMap;
 
 use chrono::{DateTime, Utc};
+use rapport_kit::feed;
+use rapport_proto::rapport::common::v1::RedactionReason;
+use rapport_proto::rapport::valuation::v1::ValuationEvent;
 use rust_decimal::Decimal;
 use sqlx::{AssertSqlSafe, PgConnection, PgPool};
 
@@ -828,7 +831,7 @@ pub async fn reassign(
 
 /// Deletes everything derived from an erased customer: purchases, queue
 /// entry and value (true when there was a value), and reduces the
-/// customer's earlier feed payloads to its id.
+/// customer's earlier feed events to `redacted` ones.
 pub async fn erase_customer(
     tx: &mut PgConnection,
     tenant: Uuid,
@@ -851,13 +854,16 @@ pub async fn erase_customer(
         .await?
         .rows_affected()
         > 0;
-    sqlx::query(
-        "UPDATE outbox SET payload = jsonb_build_object('customer_id', aggregate_id)
-         WHERE tenant_id = $1 AND aggregate_type = 'customer' AND aggregate_id = $2",
+    // Every earlier event about the customer, typed or from before typed
+    // events (its JSON payload is cleared too), becomes a `redacted` event
+    // that keeps only the customer id.
+    feed::redact_aggregates::<ValuationEvent>(
+        tx,
+        tenant,
+        "customer",
+        &[customer.to_string()],
+        RedactionReason::Erased,
     )
-    .bind(tenant)
-    .bind(customer.to_string())
-    .execute(&mut *tx)
     .await?;
     Ok(had)
 }

@@ -211,8 +211,8 @@ async fn relationship_scores_and_erasure() {
         .unwrap_err();
     assert_eq!(err.code(), Code::NotFound);
 
-    // Erasing B removes its value, says so on the feed and scrubs B's
-    // earlier payloads.
+    // Erasing B removes its value, says so on the feed and reduces B's
+    // earlier events to `redacted` ones.
     s.profile_client()
         .await
         .erase_customer(req(
@@ -253,20 +253,40 @@ async fn relationship_scores_and_erasure() {
             .event
             .unwrap();
         if ev.aggregate_id == b.to_string() {
-            let p = rapport_kit::convert::struct_to_json(ev.payload.as_ref().unwrap());
-            b_events.push((ev.event_type.clone(), p));
+            let typed = rapport_kit::feed::decode::<ValuationEvent>(&ev).and_then(|e| e.event);
+            b_events.push((ev.event_type.clone(), ev.clone(), typed));
             if ev.event_type == "CustomerValueRemoved" {
                 break;
             }
         }
     }
+    // B's earlier value is reduced to its id; the removal says why.
     assert_eq!(b_events[0].0, "CustomerValueChanged");
+    for (_, ev, typed) in &b_events[..b_events.len() - 1] {
+        assert_eq!(
+            *typed,
+            Some(valuation_event::Event::Redacted(
+                rapport_proto::rapport::common::v1::RedactedEvent {
+                    subject_id: b.to_string(),
+                    reason: rapport_proto::rapport::common::v1::RedactionReason::Erased as i32,
+                }
+            )),
+            "{ev:?}"
+        );
+        #[allow(deprecated)]
+        let legacy = ev.payload.clone();
+        assert_eq!(legacy, None);
+    }
+    let (_, _, last) = b_events.last().unwrap();
     assert_eq!(
-        b_events[0].1,
-        serde_json::json!({"customer_id": b.to_string()})
+        *last,
+        Some(valuation_event::Event::CustomerValueRemoved(
+            CustomerValueRemoved {
+                customer_id: b.to_string(),
+                reason: ValueRemovalReason::Erased as i32,
+            }
+        ))
     );
-    let last = b_events.last().unwrap();
-    assert_eq!(last.1["reason"], "ERASED");
     assert_eq!(
         v.get_value_concentration(req(tenant, GetValueConcentrationRequest::default()))
             .await

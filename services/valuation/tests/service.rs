@@ -587,6 +587,8 @@ async fn fit_score_and_read_values_back_over_grpc() {
     // The feed: ModelFitted, ModelActivated, then a CustomerValueChanged per customer.
     let mut by_type: HashMap<String, usize> = HashMap::new();
     let mut changed = Vec::new();
+    let mut fitted = Vec::new();
+    let mut activated = Vec::new();
     while changed.len() < 3000 {
         let ev = tokio::time::timeout(std::time::Duration::from_secs(30), feed.next())
             .await
@@ -597,25 +599,85 @@ async fn fit_score_and_read_values_back_over_grpc() {
             .unwrap();
         assert_eq!(ev.tenant_id, tenant.to_string());
         *by_type.entry(ev.event_type.clone()).or_default() += 1;
-        if ev.event_type == "CustomerValueChanged" {
-            changed.push(rapport_kit::convert::struct_to_json(
-                ev.payload.as_ref().unwrap(),
-            ));
+        let typed = rapport_kit::feed::decode::<ValuationEvent>(&ev).and_then(|e| e.event);
+        match typed {
+            Some(valuation_event::Event::CustomerValueChanged(c)) => {
+                assert_eq!(ev.event_type, "CustomerValueChanged");
+                assert_eq!(ev.aggregate_type, "customer");
+                assert_eq!(ev.aggregate_id, c.customer_id);
+                changed.push(c);
+            }
+            Some(valuation_event::Event::ModelFitted(f)) => {
+                assert_eq!(ev.event_type, "ModelFitted");
+                let m = f.model.unwrap();
+                assert_eq!(
+                    (ev.aggregate_type.as_str(), &ev.aggregate_id),
+                    ("model", &m.model_id)
+                );
+                fitted.push(m);
+            }
+            Some(valuation_event::Event::ModelActivated(a)) => {
+                assert_eq!(ev.event_type, "ModelActivated");
+                assert_eq!(ev.aggregate_id, a.model_id);
+                activated.push(a);
+            }
+            other => panic!("unexpected event {other:?}"),
         }
     }
     assert_eq!(by_type["ModelFitted"], 5);
     assert_eq!(by_type["ModelActivated"], 2);
-    let p = changed
+    // ModelFitted carries the stored model, as fitted (before activation).
+    for m in [&bg, &gg, &holdout_fit, &cdnow, &cdnow_gg] {
+        let f = fitted.iter().find(|f| f.model_id == m.model_id).unwrap();
+        assert_eq!(
+            *f,
+            Model {
+                active: false,
+                activate_time: None,
+                ..m.clone()
+            }
+        );
+    }
+    let act: Vec<(String, i32, i32, String)> = activated
         .iter()
-        .find(|p| p["customer_id"] == one.customer.to_string())
+        .map(|a| {
+            (
+                a.model_id.clone(),
+                a.kind,
+                a.version,
+                a.previous_model_id.clone(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        act,
+        [
+            (
+                bg.model_id.clone(),
+                ModelKind::BgNbd as i32,
+                1,
+                String::new()
+            ),
+            (
+                gg.model_id.clone(),
+                ModelKind::GammaGamma as i32,
+                gg.version,
+                String::new()
+            ),
+        ]
+    );
+    // CustomerValueChanged: exactly the stored value.
+    let c = changed
+        .iter()
+        .find(|c| c.customer_id == one.customer.to_string())
         .unwrap();
-    let keys: Vec<&String> = p.as_object().unwrap().keys().collect();
-    assert_eq!(keys.len(), 6, "{p}");
-    assert_eq!(p["currency_code"], "EUR");
-    assert_eq!(p["p_alive"].as_f64().unwrap(), value.p_alive);
-    let clv_text = p["clv"].as_str().unwrap().parse::<f64>().unwrap();
-    assert!((clv_text - amount(&value.clv)).abs() < 1e-9);
-    assert!(["top", "high", "medium", "low"].contains(&p["value_tier"].as_str().unwrap()));
+    assert_eq!(c.clv, value.clv);
+    assert_eq!(c.clv.as_ref().unwrap().currency_code, "EUR");
+    assert_eq!(c.p_alive, value.p_alive);
+    assert_eq!(c.expected_purchases, value.expected_purchases);
+    assert_eq!(c.value_tier, value.value_tier);
+    assert_ne!(c.value_tier, ValueTier::Unspecified as i32);
+    assert_eq!(c.score_time, value.score_time);
 
     // A new purchase re-scores the customer in the background.
     let later = Utc::now() - Duration::minutes(1);

@@ -15,7 +15,8 @@ use chrono::{DateTime, Utc};
 use futures::StreamExt;
 use futures::future::BoxFuture;
 use futures::stream::BoxStream;
-use rapport_proto::rapport::common::v1::ChangeEvent;
+use prost_types::Any;
+use rapport_proto::rapport::common::v1::{ChangeEvent, RedactedEvent, RedactionReason};
 use sqlx::postgres::PgListener;
 use sqlx::{PgConnection, PgPool};
 use tokio_stream::wrappers::ReceiverStream;
@@ -24,6 +25,49 @@ use tracing::Instrument;
 use uuid::Uuid;
 
 use crate::shutdown::Shutdown;
+
+/// A service's feed envelope: the message of its `events.proto` whose `oneof`
+/// holds one case per event type, carried in `ChangeEvent.event`.
+pub trait FeedEnvelope: prost::Message + Default + Sized {
+    /// The type URL of `ChangeEvent.event` for this envelope.
+    const TYPE_URL: &'static str;
+    /// The envelope's `redacted` case.
+    fn redacted(r: RedactedEvent) -> Self;
+}
+
+macro_rules! envelope {
+    ($ty:ty, $name:literal, $case:path) => {
+        impl FeedEnvelope for $ty {
+            const TYPE_URL: &'static str = concat!("type.googleapis.com/", $name);
+            fn redacted(r: RedactedEvent) -> Self {
+                Self {
+                    event: Some($case(r)),
+                }
+            }
+        }
+    };
+}
+
+envelope!(
+    rapport_proto::rapport::profile::v1::ProfileEvent,
+    "rapport.profile.v1.ProfileEvent",
+    rapport_proto::rapport::profile::v1::profile_event::Event::Redacted
+);
+envelope!(
+    rapport_proto::rapport::interaction::v1::InteractionEvent,
+    "rapport.interaction.v1.InteractionEvent",
+    rapport_proto::rapport::interaction::v1::interaction_event::Event::Redacted
+);
+envelope!(
+    rapport_proto::rapport::segmentation::v1::SegmentationEvent,
+    "rapport.segmentation.v1.SegmentationEvent",
+    rapport_proto::rapport::segmentation::v1::segmentation_event::Event::Redacted
+);
+envelope!(
+    rapport_proto::rapport::valuation::v1::ValuationEvent,
+    "rapport.valuation.v1.ValuationEvent",
+    rapport_proto::rapport::valuation::v1::valuation_event::Event::Redacted
+);
 
 /// An event to append to the outbox.
 #[derive(Debug, Clone)]
@@ -34,10 +78,55 @@ pub struct NewEvent {
     pub aggregate_type: &'static str,
     /// Its id.
     pub aggregate_id: String,
-    /// What happened, e.g. `CustomerCreated`.
+    /// What happened, e.g. `CustomerCreated`: the name of the envelope's case.
     pub event_type: &'static str,
-    /// The event's data (a JSON object).
-    pub payload: serde_json::Value,
+    /// The typed event: the service's envelope, encoded.
+    pub event: Any,
+}
+
+impl NewEvent {
+    /// An event whose data is `envelope`.
+    pub fn new<E: FeedEnvelope>(
+        tenant_id: Uuid,
+        aggregate_type: &'static str,
+        aggregate_id: impl Into<String>,
+        event_type: &'static str,
+        envelope: &E,
+    ) -> Self {
+        Self {
+            tenant_id,
+            aggregate_type,
+            aggregate_id: aggregate_id.into(),
+            event_type,
+            event: Any {
+                type_url: E::TYPE_URL.to_string(),
+                value: envelope.encode_to_vec(),
+            },
+        }
+    }
+}
+
+/// The typed event of `event` as envelope `E`: `None` for an event appended
+/// before typed events, or one of another envelope, or one that does not
+/// decode (logged: the producer and this consumer disagree on the contract).
+pub fn decode<E: FeedEnvelope>(event: &ChangeEvent) -> Option<E> {
+    let any = event.event.as_ref()?;
+    if any.type_url != E::TYPE_URL {
+        tracing::warn!(
+            sequence = event.sequence,
+            type_url = %any.type_url,
+            expected = E::TYPE_URL,
+            "feed event of an unexpected type; skipped"
+        );
+        return None;
+    }
+    match E::decode(any.value.as_slice()) {
+        Ok(e) => Some(e),
+        Err(err) => {
+            tracing::warn!(sequence = event.sequence, error = %err, "feed event does not decode; skipped");
+            None
+        }
+    }
 }
 
 /// Appends events to the outbox of the connection's schema, in its transaction.
@@ -54,22 +143,23 @@ pub async fn append(conn: &mut PgConnection, events: &[NewEvent]) -> Result<Vec<
     let types: Vec<&str> = events.iter().map(|e| e.aggregate_type).collect();
     let ids: Vec<&str> = events.iter().map(|e| e.aggregate_id.as_str()).collect();
     let kinds: Vec<&str> = events.iter().map(|e| e.event_type).collect();
-    // Serialised here and validated (not converted) by the server: the
-    // column is `json`, see migration 0003.
-    let payloads: Vec<String> = events.iter().map(|e| e.payload.to_string()).collect();
+    let urls: Vec<&str> = events.iter().map(|e| e.event.type_url.as_str()).collect();
+    let bodies: Vec<&[u8]> = events.iter().map(|e| e.event.value.as_slice()).collect();
     // Every event of one append comes from the same call, hence one trace.
     let traceparent = crate::telemetry::current_traceparent();
     let seqs: Vec<i64> = sqlx::query_scalar(
-        "INSERT INTO outbox (tenant_id, aggregate_type, aggregate_id, event_type, payload, traceparent)
-         SELECT t.tenant, t.agg, t.id, t.kind, t.payload::json, $6
-         FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[]) AS t (tenant, agg, id, kind, payload)
+        "INSERT INTO outbox (tenant_id, aggregate_type, aggregate_id, event_type, event_type_url, event, traceparent)
+         SELECT t.tenant, t.agg, t.id, t.kind, t.url, t.body, $7
+         FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], $6::bytea[])
+              AS t (tenant, agg, id, kind, url, body)
          RETURNING sequence",
     )
     .bind(&tenants)
     .bind(&types)
     .bind(&ids)
     .bind(&kinds)
-    .bind(&payloads)
+    .bind(&urls)
+    .bind(&bodies)
     .bind(traceparent)
     .fetch_all(&mut *conn)
     .await?;
@@ -77,6 +167,68 @@ pub async fn append(conn: &mut PgConnection, events: &[NewEvent]) -> Result<Vec<
         .execute(&mut *conn)
         .await?;
     Ok(seqs)
+}
+
+/// Replaces the data of events already on the feed of the connection's
+/// schema with their envelope's `redacted` case (erasure: no event keeps
+/// personal data of an erased customer). `events` are (sequence, subject id)
+/// pairs of tenant `tenant`; their sequence, type and aggregate stay.
+pub async fn redact<E: FeedEnvelope>(
+    conn: &mut PgConnection,
+    tenant: Uuid,
+    events: &[(i64, String)],
+    reason: RedactionReason,
+) -> Result<u64, sqlx::Error> {
+    if events.is_empty() {
+        return Ok(0);
+    }
+    let seqs: Vec<i64> = events.iter().map(|(s, _)| *s).collect();
+    let bodies: Vec<Vec<u8>> = events
+        .iter()
+        .map(|(_, subject)| {
+            E::redacted(RedactedEvent {
+                subject_id: subject.clone(),
+                reason: reason as i32,
+            })
+            .encode_to_vec()
+        })
+        .collect();
+    let done = sqlx::query(
+        "UPDATE outbox o SET payload = NULL, event_type_url = $4, event = t.body
+         FROM unnest($2::bigint[], $3::bytea[]) AS t (seq, body)
+         WHERE o.tenant_id = $1 AND o.sequence = t.seq",
+    )
+    .bind(tenant)
+    .bind(&seqs)
+    .bind(&bodies)
+    .bind(E::TYPE_URL)
+    .execute(&mut *conn)
+    .await?;
+    Ok(done.rows_affected())
+}
+
+/// Redacts every event of tenant `tenant` whose aggregate is one of `ids` of
+/// type `aggregate_type` (see [`redact`]); the subject is the aggregate id.
+pub async fn redact_aggregates<E: FeedEnvelope>(
+    conn: &mut PgConnection,
+    tenant: Uuid,
+    aggregate_type: &str,
+    ids: &[String],
+    reason: RedactionReason,
+) -> Result<u64, sqlx::Error> {
+    if ids.is_empty() {
+        return Ok(0);
+    }
+    let rows: Vec<(i64, String)> = sqlx::query_as(
+        "SELECT sequence, aggregate_id FROM outbox
+          WHERE tenant_id = $1 AND aggregate_type = $2 AND aggregate_id = ANY($3)",
+    )
+    .bind(tenant)
+    .bind(aggregate_type)
+    .bind(ids)
+    .fetch_all(&mut *conn)
+    .await?;
+    redact::<E>(conn, tenant, &rows, reason).await
 }
 
 /// How many events [`watch`] reads per query.
@@ -91,12 +243,16 @@ struct OutboxRow {
     aggregate_type: String,
     aggregate_id: String,
     event_type: String,
-    payload: serde_json::Value,
+    payload: Option<serde_json::Value>,
+    event_type_url: Option<String>,
+    event: Option<Vec<u8>>,
     commit_time: DateTime<Utc>,
     traceparent: Option<String>,
 }
 
 impl From<OutboxRow> for ChangeEvent {
+    // `payload` is set only for events appended before typed events.
+    #[allow(deprecated)]
     fn from(r: OutboxRow) -> Self {
         ChangeEvent {
             sequence: r.sequence,
@@ -105,7 +261,11 @@ impl From<OutboxRow> for ChangeEvent {
             aggregate_id: r.aggregate_id,
             event_type: r.event_type,
             commit_time: Some(crate::convert::timestamp(r.commit_time)),
-            payload: Some(crate::convert::json_to_struct(r.payload)),
+            payload: r.payload.map(crate::convert::json_to_struct),
+            event: match (r.event_type_url, r.event) {
+                (Some(type_url), Some(value)) => Some(Any { type_url, value }),
+                _ => None,
+            },
             traceparent: r.traceparent.unwrap_or_default(),
         }
     }
@@ -118,8 +278,8 @@ pub async fn read_after(
     limit: i64,
 ) -> Result<Vec<ChangeEvent>, sqlx::Error> {
     let rows: Vec<OutboxRow> = sqlx::query_as(
-        "SELECT sequence, tenant_id, aggregate_type, aggregate_id, event_type, payload, commit_time,
-                traceparent
+        "SELECT sequence, tenant_id, aggregate_type, aggregate_id, event_type, payload, event_type_url,
+                event, commit_time, traceparent
          FROM outbox WHERE sequence > $1 ORDER BY sequence LIMIT $2",
     )
     .bind(after)

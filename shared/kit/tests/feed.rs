@@ -22,6 +22,14 @@ use kittest::feed_test_service_client::FeedTestServiceClient;
 use kittest::feed_test_service_server::{FeedTestService, FeedTestServiceServer};
 use kittest::{WatchChangesRequest, WatchChangesResponse};
 
+/// A test event: any type URL and bytes go through the feed untouched.
+fn thing(i: u64) -> prost_types::Any {
+    prost_types::Any {
+        type_url: "type.googleapis.com/rapport.kittest.v1.Thing".into(),
+        value: i.to_le_bytes().to_vec(),
+    }
+}
+
 const PRODUCER: SchemaSpec = SchemaSpec::new("feedtest_producer", "rapport_feedtest_producer");
 const CONSUMER: SchemaSpec = SchemaSpec::new("feedtest_consumer", "rapport_feedtest_consumer");
 static NO_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate::Migrator::DEFAULT;
@@ -134,7 +142,7 @@ async fn write_events(pool: &PgPool, tenant: Uuid, from: usize, count: usize, wr
                         aggregate_type: "thing",
                         aggregate_id: format!("thing-{i}"),
                         event_type: "ThingHappened",
-                        payload: serde_json::json!({"i": i}),
+                        event: thing(i as u64),
                     }],
                 )
                 .await
@@ -272,7 +280,7 @@ async fn sequence_order_is_commit_order() {
         aggregate_type: "thing",
         aggregate_id: id.into(),
         event_type: "ThingHappened",
-        payload: serde_json::json!({}),
+        event: thing(0),
     };
     let mut slow = pool.begin().await.unwrap();
     let first = feed::append(&mut slow, &[event("slow")]).await.unwrap()[0];
@@ -352,5 +360,126 @@ async fn internal_credential_guards_everything_but_health_and_reflection() {
         status,
         tonic_health::pb::health_check_response::ServingStatus::Serving as i32
     );
+    producer.stop().await;
+}
+
+#[tokio::test]
+async fn typed_events_cross_the_feed_exactly_and_erasure_redacts_them_in_place() {
+    use rapport_proto::rapport::common::v1::{Money, RedactionReason};
+    use rapport_proto::rapport::interaction::v1::{
+        InteractionEvent, InteractionRecorded, InteractionType, interaction_event::Event,
+    };
+    let db = rapport_testkit::database().await;
+    db::migrate(&db.url, PRODUCER, &NO_MIGRATIONS)
+        .await
+        .unwrap();
+    let pool = db::connect(&db.url, PRODUCER, 4).await.unwrap();
+    let tenant = Uuid::new_v4();
+    // Values a JSON double would round or an `as_i64` reader would drop.
+    let recorded =
+        |id: &str, units: i64, nanos: i32, csat: Option<i32>, nps: Option<i32>| InteractionEvent {
+            event: Some(Event::InteractionRecorded(InteractionRecorded {
+                interaction_id: id.into(),
+                customer_id: "c-1".into(),
+                r#type: InteractionType::Purchase as i32,
+                amount: Some(Money {
+                    currency_code: "EUR".into(),
+                    units,
+                    nanos,
+                }),
+                csat,
+                nps,
+                ..Default::default()
+            })),
+        };
+    let sent = [
+        recorded("i-1", 10, 500_000_000, Some(2), Some(3)),
+        recorded("i-2", i64::MAX, 999_999_999, Some(5), Some(0)),
+        recorded("i-3", -7, -10_000_000, None, None),
+    ];
+    let mut tx = pool.begin().await.unwrap();
+    let events: Vec<NewEvent> = sent
+        .iter()
+        .enumerate()
+        .map(|(n, e)| {
+            NewEvent::new(
+                tenant,
+                "interaction",
+                format!("i-{}", n + 1),
+                "InteractionRecorded",
+                e,
+            )
+        })
+        .collect();
+    let seqs = feed::append(&mut tx, &events).await.unwrap();
+    tx.commit().await.unwrap();
+
+    // Read back over real gRPC, as a consumer does.
+    let producer = start_producer(pool.clone()).await;
+    let source = GrpcSource {
+        endpoint: Arc::new(Mutex::new(producer.endpoint())),
+    };
+    let got: Vec<ChangeEvent> = source
+        .open(0)
+        .await
+        .unwrap()
+        .take(3)
+        .map(|r| r.unwrap())
+        .collect()
+        .await;
+    for (ev, want) in got.iter().zip(&sent) {
+        #[allow(deprecated)]
+        let legacy = &ev.payload;
+        assert!(legacy.is_none(), "typed events carry no Struct payload");
+        assert_eq!(
+            feed::decode::<InteractionEvent>(ev).as_ref(),
+            Some(want),
+            "{ev:?}"
+        );
+    }
+    // Another envelope's type is not mistaken for this one.
+    assert!(feed::decode::<rapport_proto::rapport::profile::v1::ProfileEvent>(&got[0]).is_none());
+
+    // Redaction keeps sequence, type and aggregate, and drops the rest.
+    let mut tx = pool.begin().await.unwrap();
+    let n = feed::redact_aggregates::<InteractionEvent>(
+        &mut tx,
+        tenant,
+        "interaction",
+        &["i-1".to_string(), "i-3".to_string()],
+        RedactionReason::Erased,
+    )
+    .await
+    .unwrap();
+    tx.commit().await.unwrap();
+    assert_eq!(n, 2);
+    let after = feed::read_after(&pool, 0, 10).await.unwrap();
+    assert_eq!(after.iter().map(|e| e.sequence).collect::<Vec<_>>(), seqs);
+    for (ev, want) in after.iter().zip(&sent) {
+        assert_eq!(ev.event_type, "InteractionRecorded");
+        let typed = feed::decode::<InteractionEvent>(ev).unwrap();
+        if ev.aggregate_id == "i-2" {
+            assert_eq!(&typed, want);
+        } else {
+            let Some(Event::Redacted(r)) = typed.event else {
+                panic!("not redacted: {typed:?}");
+            };
+            assert_eq!(r.subject_id, ev.aggregate_id);
+            assert_eq!(r.reason, RedactionReason::Erased as i32);
+        }
+    }
+    // Nothing of another tenant is touched.
+    let mut tx = pool.begin().await.unwrap();
+    let other = feed::redact_aggregates::<InteractionEvent>(
+        &mut tx,
+        Uuid::new_v4(),
+        "interaction",
+        &["i-2".to_string()],
+        RedactionReason::Erased,
+    )
+    .await
+    .unwrap();
+    tx.commit().await.unwrap();
+    assert_eq!(other, 0);
     producer.stop().await;
 }

@@ -1,17 +1,19 @@
-//! An interaction as stored, its protobuf form and its change-feed payloads;
-//! campaigns likewise.
+//! An interaction as stored, its protobuf form and its change-feed events
+//! (`rapport.interaction.v1.InteractionEvent`); campaigns likewise.
 
-use chrono::{DateTime, SecondsFormat, Utc};
+use chrono::{DateTime, Utc};
 use rapport_kit::convert::{json_to_struct, timestamp};
 use rapport_proto::rapport::common::v1::{CustomerRef, customer_ref};
+use rapport_proto::rapport::interaction::v1::interaction_event::Event;
 use rapport_proto::rapport::interaction::v1::{
-    Campaign, Channel, Initiator, Interaction, InteractionType, LineItem, ServiceRequestStatus,
-    Survey,
+    Campaign, CampaignChanged, CustomerInteractionsErased, Interaction, InteractionEvent,
+    InteractionRecorded, InteractionType, InteractionsReassigned, LineItem, ReassignReason,
+    ServiceRequestUpdated, Survey,
 };
 use serde_json::{Value, json};
 use uuid::Uuid;
 
-use super::money::{Amount, decimal_to_nanos, nanos_to_decimal, nanos_to_money};
+use super::money::{Amount, decimal_to_nanos, nanos_to_decimal};
 use super::validate::{NewInteraction, NewLineItem};
 
 /// An interaction as the service keeps it.
@@ -63,26 +65,6 @@ pub struct StoredInteraction {
     pub update_time: DateTime<Utc>,
     /// Version, the etag.
     pub version: i64,
-}
-
-/// RFC 3339 in UTC, as the feed writes times.
-pub fn rfc3339(t: DateTime<Utc>) -> String {
-    t.to_rfc3339_opts(SecondsFormat::AutoSi, true)
-}
-
-/// A money object as the feed writes it.
-pub fn money_json(a: &Amount) -> Value {
-    let m = nanos_to_money(&a.currency, a.nanos);
-    json!({"currency_code": m.currency_code, "units": m.units.to_string(), "nanos": m.nanos})
-}
-
-fn type_name(kind: i32) -> &'static str {
-    InteractionType::try_from(kind).map_or("INTERACTION_TYPE_UNSPECIFIED", |t| t.as_str_name())
-}
-
-fn status_name(s: i32) -> &'static str {
-    ServiceRequestStatus::try_from(s)
-        .map_or("SERVICE_REQUEST_STATUS_UNSPECIFIED", |t| t.as_str_name())
 }
 
 /// Line items as stored: a JSON array, unit prices as exact decimal text in
@@ -216,81 +198,48 @@ impl StoredInteraction {
         }
     }
 
-    /// The InteractionRecorded payload: no free text, no idempotency key.
-    pub fn recorded_payload(&self) -> Value {
-        let mut p = serde_json::Map::new();
-        p.insert("interaction_id".into(), json!(self.interaction_id));
-        p.insert("customer_id".into(), json!(self.customer_id));
-        p.insert(
-            "original_customer_id".into(),
-            json!(self.original_customer_id),
-        );
-        p.insert("type".into(), json!(type_name(self.kind)));
-        if let Some(c) = &self.custom_type {
-            p.insert("custom_type".into(), json!(c));
+    /// The InteractionRecorded event: no free text (survey comment,
+    /// attributes, line items), no idempotency key. Money is exact (units and
+    /// nanos), scores are integers.
+    pub fn recorded_event(&self) -> InteractionRecorded {
+        InteractionRecorded {
+            interaction_id: self.interaction_id.to_string(),
+            customer_id: self.customer_id.to_string(),
+            original_customer_id: self.original_customer_id.to_string(),
+            r#type: self.kind,
+            custom_type: self.custom_type.clone().unwrap_or_default(),
+            occur_time: Some(timestamp(self.occur_time)),
+            channel: self.channel,
+            initiator: self.initiator,
+            amount: self.amount.as_ref().map(Amount::to_money),
+            margin: self.margin.as_ref().map(Amount::to_money),
+            campaign_id: self.campaign_id.map(|c| c.to_string()).unwrap_or_default(),
+            agent_id: self.agent_id.clone().unwrap_or_default(),
+            csat: self.csat,
+            nps: self.nps,
+            service_request_status: self.status,
         }
-        p.insert("occur_time".into(), json!(rfc3339(self.occur_time)));
-        p.insert(
-            "channel".into(),
-            json!(
-                Channel::try_from(self.channel).map_or("CHANNEL_UNSPECIFIED", |c| c.as_str_name())
-            ),
-        );
-        p.insert(
-            "initiator".into(),
-            json!(
-                Initiator::try_from(self.initiator)
-                    .map_or("INITIATOR_UNSPECIFIED", |c| c.as_str_name())
-            ),
-        );
-        if let Some(a) = &self.amount {
-            p.insert("amount".into(), money_json(a));
-        }
-        if let Some(m) = &self.margin {
-            p.insert("margin".into(), money_json(m));
-        }
-        if let Some(c) = self.campaign_id {
-            p.insert("campaign_id".into(), json!(c));
-        }
-        if let Some(a) = &self.agent_id {
-            p.insert("agent_id".into(), json!(a));
-        }
-        if let Some(c) = self.csat {
-            p.insert("csat".into(), json!(c));
-        }
-        if let Some(n) = self.nps {
-            p.insert("nps".into(), json!(n));
-        }
-        if self.status != 0 {
-            p.insert(
-                "service_request_status".into(),
-                json!(status_name(self.status)),
-            );
-        }
-        Value::Object(p)
     }
 
-    /// The ServiceRequestUpdated payload.
-    pub fn status_payload(&self, previous_status: i32) -> Value {
-        let mut p = serde_json::Map::new();
-        p.insert("interaction_id".into(), json!(self.interaction_id));
-        p.insert("customer_id".into(), json!(self.customer_id));
-        p.insert("type".into(), json!(type_name(self.kind)));
-        p.insert("occur_time".into(), json!(rfc3339(self.occur_time)));
-        p.insert(
-            "previous_status".into(),
-            json!(status_name(previous_status)),
-        );
-        p.insert("status".into(), json!(status_name(self.status)));
-        if let Some(r) = self.resolve_time {
-            p.insert("resolve_time".into(), json!(rfc3339(r)));
+    /// The ServiceRequestUpdated event, after a change from `previous_status`.
+    pub fn status_event(&self, previous_status: i32) -> ServiceRequestUpdated {
+        ServiceRequestUpdated {
+            interaction_id: self.interaction_id.to_string(),
+            customer_id: self.customer_id.to_string(),
+            r#type: self.kind,
+            occur_time: Some(timestamp(self.occur_time)),
+            previous_status,
+            status: self.status,
+            resolve_time: self.resolve_time.map(timestamp),
+            agent_id: self.agent_id.clone().unwrap_or_default(),
+            update_time: Some(timestamp(self.update_time)),
         }
-        if let Some(a) = &self.agent_id {
-            p.insert("agent_id".into(), json!(a));
-        }
-        p.insert("update_time".into(), json!(rfc3339(self.update_time)));
-        Value::Object(p)
     }
+}
+
+/// The feed envelope of one case.
+pub fn envelope(event: Event) -> InteractionEvent {
+    InteractionEvent { event: Some(event) }
 }
 
 /// A campaign as the service keeps it.
@@ -343,65 +292,68 @@ impl StoredCampaign {
         }
     }
 
-    /// The CampaignCreated payload (CampaignUpdated adds `update_mask`).
-    pub fn payload(&self, update_mask: Option<&[String]>) -> Value {
-        let mut p = serde_json::Map::new();
-        p.insert("campaign_id".into(), json!(self.campaign_id));
-        p.insert("name".into(), json!(self.name));
-        p.insert(
-            "channel".into(),
-            json!(
-                Channel::try_from(self.channel).map_or("CHANNEL_UNSPECIFIED", |c| c.as_str_name())
-            ),
-        );
-        if let Some(s) = self.target_segment_id {
-            p.insert("target_segment_id".into(), json!(s));
+    /// The CampaignCreated event; CampaignUpdated adds the changed paths.
+    pub fn changed_event(&self, update_mask: Option<&[String]>) -> CampaignChanged {
+        CampaignChanged {
+            campaign_id: self.campaign_id.to_string(),
+            name: self.name.clone(),
+            channel: self.channel,
+            target_segment_id: self
+                .target_segment_id
+                .map(|s| s.to_string())
+                .unwrap_or_default(),
+            start_time: self.start_time.map(timestamp),
+            end_time: self.end_time.map(timestamp),
+            update_mask: update_mask.map(<[String]>::to_vec).unwrap_or_default(),
         }
-        if let Some(t) = self.start_time {
-            p.insert("start_time".into(), json!(rfc3339(t)));
-        }
-        if let Some(t) = self.end_time {
-            p.insert("end_time".into(), json!(rfc3339(t)));
-        }
-        if let Some(mask) = update_mask {
-            p.insert("update_mask".into(), json!(mask));
-        }
-        Value::Object(p)
     }
 }
 
-/// The InteractionsReassigned payload.
-pub fn reassigned_payload(
+/// Most interaction ids an InteractionsReassigned event lists.
+pub const MAX_REASSIGNED_IDS: usize = 10_000;
+
+/// The InteractionsReassigned event: the ids are listed when at most
+/// [`MAX_REASSIGNED_IDS`] moved.
+pub fn reassigned_event(
     from: Uuid,
     to: Uuid,
-    reason: &str,
+    reason: ReassignReason,
     ids: &[Uuid],
     profile_sequence: i64,
-) -> Value {
-    let mut p = serde_json::Map::new();
-    p.insert("from_customer_id".into(), json!(from));
-    p.insert("to_customer_id".into(), json!(to));
-    p.insert("reason".into(), json!(reason));
-    p.insert("interaction_count".into(), json!(ids.len()));
-    if ids.len() <= 10_000 {
-        p.insert("interaction_ids".into(), json!(ids));
+) -> InteractionsReassigned {
+    let complete = ids.len() <= MAX_REASSIGNED_IDS;
+    InteractionsReassigned {
+        from_customer_id: from.to_string(),
+        to_customer_id: to.to_string(),
+        reason: reason as i32,
+        interaction_count: i64::try_from(ids.len()).unwrap_or(i64::MAX),
+        interaction_ids: if complete {
+            ids.iter().map(Uuid::to_string).collect()
+        } else {
+            Vec::new()
+        },
+        ids_complete: complete,
+        profile_sequence,
     }
-    p.insert("profile_sequence".into(), json!(profile_sequence));
-    Value::Object(p)
 }
 
-/// The CustomerInteractionsErased payload.
-pub fn erased_payload(customer_id: Uuid, count: usize, profile_sequence: i64) -> Value {
-    json!({
-        "customer_id": customer_id,
-        "interaction_count": count,
-        "profile_sequence": profile_sequence,
-    })
+/// The CustomerInteractionsErased event.
+pub fn erased_event(
+    customer_id: Uuid,
+    count: usize,
+    profile_sequence: i64,
+) -> CustomerInteractionsErased {
+    CustomerInteractionsErased {
+        customer_id: customer_id.to_string(),
+        interaction_count: i64::try_from(count).unwrap_or(i64::MAX),
+        profile_sequence,
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use rapport_proto::rapport::interaction::v1::Channel;
 
     #[test]
     fn recorded_payload_follows_the_contract() {
@@ -435,21 +387,51 @@ mod tests {
             update_time: t,
             version: 1,
         };
-        let p = s.recorded_payload();
-        assert_eq!(p["type"], "INTERACTION_TYPE_SURVEY_RESPONSE");
-        assert_eq!(p["channel"], "CHANNEL_WEB");
-        assert_eq!(p["occur_time"], "2023-11-14T22:13:20Z");
+        let e = s.recorded_event();
+        assert_eq!(e.r#type, InteractionType::SurveyResponse as i32);
+        assert_eq!(e.channel, Channel::Web as i32);
+        assert_eq!(e.occur_time, Some(timestamp(t)));
+        let amount = e.amount.clone().unwrap();
         assert_eq!(
-            p["amount"],
-            json!({"currency_code": "EUR", "units": "12", "nanos": 500000000})
+            (amount.currency_code.as_str(), amount.units, amount.nanos),
+            ("EUR", 12, 500_000_000)
         );
-        assert_eq!(p["csat"], 4);
-        let text = p.to_string();
+        assert_eq!(e.margin, None);
+        assert_eq!((e.csat, e.nps), (Some(4), None));
+        assert_eq!(e.service_request_status, 0);
+        assert_eq!(e.custom_type, "");
+        let ev = rapport_kit::feed::NewEvent::new(
+            id,
+            "interaction",
+            id.to_string(),
+            "InteractionRecorded",
+            &envelope(Event::InteractionRecorded(e)),
+        );
+        let text = String::from_utf8_lossy(&ev.event.value);
         assert!(!text.contains("personal words"));
         assert!(!text.contains("key-1"));
-        assert!(p.get("attributes").is_none());
-        assert!(p.get("service_request_status").is_none());
+        assert!(!text.contains("\"k\""));
         assert_eq!(s.to_proto().survey.unwrap().comment, "personal words");
+    }
+
+    #[test]
+    fn reassigned_lists_ids_up_to_the_limit() {
+        let a = Uuid::now_v7();
+        let b = Uuid::now_v7();
+        let few = vec![Uuid::now_v7(); 3];
+        let e = reassigned_event(a, b, ReassignReason::Merge, &few, 7);
+        assert_eq!(e.interaction_count, 3);
+        assert_eq!(e.interaction_ids.len(), 3);
+        assert!(e.ids_complete);
+        assert_eq!(e.reason, ReassignReason::Merge as i32);
+        assert_eq!(e.profile_sequence, 7);
+        let limit = vec![Uuid::nil(); MAX_REASSIGNED_IDS];
+        assert!(reassigned_event(a, b, ReassignReason::Unmerge, &limit, 1).ids_complete);
+        let many = vec![Uuid::nil(); MAX_REASSIGNED_IDS + 1];
+        let e = reassigned_event(a, b, ReassignReason::Unmerge, &many, 1);
+        assert!(!e.ids_complete);
+        assert!(e.interaction_ids.is_empty());
+        assert_eq!(e.interaction_count, MAX_REASSIGNED_IDS as i64 + 1);
     }
 
     #[test]

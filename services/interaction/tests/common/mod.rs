@@ -8,12 +8,14 @@ use chrono::{DateTime, TimeZone, Utc};
 use prost_types::Timestamp;
 use rapport_kit::config::ServiceConfig;
 use rapport_kit::context::TENANT_HEADER;
+use rapport_proto::rapport::common::v1::ChangeEvent;
 use rapport_proto::rapport::common::v1::{
     CustomerRef, Identifier, IdentifierKind, IdentifierSet, Money, customer_ref,
 };
 use rapport_proto::rapport::interaction::v1::campaign_service_client::CampaignServiceClient;
+use rapport_proto::rapport::interaction::v1::interaction_event::Event;
 use rapport_proto::rapport::interaction::v1::interaction_service_client::InteractionServiceClient;
-use rapport_proto::rapport::interaction::v1::{Interaction, InteractionType};
+use rapport_proto::rapport::interaction::v1::{Interaction, InteractionEvent, InteractionType};
 use rapport_proto::rapport::profile::v1::profile_service_client::ProfileServiceClient;
 use rapport_testkit::{Running, TestDatabase};
 use sqlx::PgPool;
@@ -244,4 +246,34 @@ where
         );
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
+}
+
+/// Every event of the interaction feed (the outbox), in order, with its
+/// typed case (None for an event without a typed `event`).
+pub async fn feed_events(pool: &PgPool) -> Vec<(ChangeEvent, Option<Event>)> {
+    let mut out = Vec::new();
+    let mut after = 0;
+    loop {
+        let batch = rapport_kit::feed::read_after(pool, after, 1000)
+            .await
+            .unwrap();
+        let Some(last) = batch.last() else {
+            return out;
+        };
+        after = last.sequence;
+        for ev in batch {
+            let typed = rapport_kit::feed::decode::<InteractionEvent>(&ev).and_then(|e| e.event);
+            out.push((ev, typed));
+        }
+    }
+}
+
+/// The typed events of type `event_type` on the interaction feed, in order.
+pub async fn typed_events(pool: &PgPool, event_type: &str) -> Vec<Event> {
+    feed_events(pool)
+        .await
+        .into_iter()
+        .filter(|(ev, _)| ev.event_type == event_type)
+        .map(|(ev, e)| e.unwrap_or_else(|| panic!("event {} is not typed", ev.sequence)))
+        .collect()
 }

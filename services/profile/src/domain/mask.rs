@@ -186,6 +186,51 @@ pub fn apply(
     }
 }
 
+/// Identifier fields: an import attaches new identifiers, never replaces them.
+pub const IDENTIFIER_PATHS: [&str; 3] = ["emails", "phones", "external_identifiers"];
+
+/// The mask an import item gets when it gives none: every field it sets
+/// (non-empty), each attribute by name, never the identifiers. What the item
+/// leaves out is kept.
+pub fn import_paths(c: &Customer) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    let mut push = |set: bool, path: &str| {
+        if set {
+            out.push(path.to_string());
+        }
+    };
+    push(!c.display_name.is_empty(), "display_name");
+    match &c.details {
+        Some(customer::Details::Person(p)) => {
+            push(!p.given_name.is_empty(), "person.given_name");
+            push(!p.family_name.is_empty(), "person.family_name");
+            push(p.birth_date.is_some(), "person.birth_date");
+        }
+        Some(customer::Details::Organization(o)) => {
+            push(!o.legal_name.is_empty(), "organization.legal_name");
+            push(!o.industry.is_empty(), "organization.industry");
+            push(o.employee_count != 0, "organization.employee_count");
+            push(o.annual_revenue.is_some(), "organization.annual_revenue");
+            push(!o.website.is_empty(), "organization.website");
+        }
+        None => {}
+    }
+    push(!c.postal_addresses.is_empty(), "postal_addresses");
+    push(!c.country_code.is_empty(), "country_code");
+    push(!c.locale.is_empty(), "locale");
+    push(!c.tags.is_empty(), "tags");
+    push(!c.owner_id.is_empty(), "owner_id");
+    push(
+        c.estimated_category_wallet.is_some(),
+        "estimated_category_wallet",
+    );
+    push(c.relationship_stage != 0, "relationship_stage");
+    let mut names: Vec<&String> = c.attributes.keys().collect();
+    names.sort();
+    out.extend(names.into_iter().map(|n| format!("attributes.{n}")));
+    out
+}
+
 fn copy_top(out: &mut Customer, r: &Customer, path: &str) {
     match path {
         "display_name" => out.display_name = r.display_name.clone(),
@@ -211,6 +256,27 @@ fn copy_top(out: &mut Customer, r: &Customer, path: &str) {
 mod tests {
     use super::*;
     use rapport_proto::rapport::profile::v1::PersonDetails;
+
+    #[test]
+    fn an_import_item_without_a_mask_sets_what_it_has() {
+        let c = Customer {
+            details: Some(customer::Details::Person(PersonDetails {
+                given_name: "Ana".into(),
+                ..Default::default()
+            })),
+            emails: vec![Default::default()],
+            tags: vec!["vip".into()],
+            attributes: [("tier".to_string(), Default::default())]
+                .into_iter()
+                .collect(),
+            ..Default::default()
+        };
+        assert_eq!(
+            import_paths(&c),
+            vec!["person.given_name", "tags", "attributes.tier"]
+        );
+        assert!(import_paths(&Customer::default()).is_empty());
+    }
 
     fn paths(p: &[&str]) -> Vec<String> {
         p.iter().map(|s| s.to_string()).collect()

@@ -1,13 +1,13 @@
 //! Pure logic of the profile service, without I/O: normalisation and
 //! validation of input, field masks, merge rules, duplicate scoring, consent
-//! decisions and change-feed payloads.
+//! decisions.
 
 pub mod attributes;
 pub mod consent;
 pub mod country;
 pub mod customer;
 pub mod duplicates;
-pub mod json;
 pub mod mask;
 pub mod merge;
 pub mod normalize;
+pub mod resolution;

@@ -72,6 +72,29 @@ impl Env {
         self.scalar("SELECT count(*) FROM profile.outbox").await
     }
 
+    /// The typed events of the outbox whose type is `event_type`, in order
+    /// (the envelope decoded from the stored bytes, as consumers see it).
+    pub async fn typed_events(&self, event_type: &str) -> Vec<profile_event::Event> {
+        use prost::Message;
+        let mut c = self.db().await;
+        let rows: Vec<(String, Vec<u8>)> = sqlx::query_as(
+            "SELECT event_type_url, event FROM profile.outbox WHERE event_type = $1 ORDER BY sequence",
+        )
+        .bind(event_type)
+        .fetch_all(&mut c)
+        .await
+        .expect("query");
+        rows.into_iter()
+            .map(|(url, body)| {
+                assert_eq!(url, "type.googleapis.com/rapport.profile.v1.ProfileEvent");
+                ProfileEvent::decode(body.as_slice())
+                    .expect("a ProfileEvent")
+                    .event
+                    .expect("a case")
+            })
+            .collect()
+    }
+
     /// The event types on the outbox, in order.
     pub async fn event_types(&self) -> Vec<String> {
         let mut c = self.db().await;

@@ -6,7 +6,7 @@ use std::collections::{HashMap, HashSet};
 
 use chrono::{DateTime, Datelike, Duration, DurationRound, TimeZone, Utc};
 use rapport_proto::rapport::segmentation::v1::{
-    HistoryGranularity, MarketingApproach, MembershipChangeReason, SegmentKind,
+    HistoryGranularity, MarketingApproach, SegmentKind,
 };
 use uuid::Uuid;
 
@@ -27,31 +27,6 @@ pub fn kind_from_name(n: &str) -> SegmentKind {
         "snapshot" => SegmentKind::Snapshot,
         "static" => SegmentKind::Static,
         _ => SegmentKind::Unspecified,
-    }
-}
-
-/// The feed name of a marketing approach ("" when unlabelled).
-pub fn approach_name(a: i32) -> &'static str {
-    match MarketingApproach::try_from(a) {
-        Ok(MarketingApproach::Mass) => "mass",
-        Ok(MarketingApproach::Differentiated) => "differentiated",
-        Ok(MarketingApproach::Niche) => "niche",
-        Ok(MarketingApproach::OneToOne) => "one_to_one",
-        _ => "",
-    }
-}
-
-/// The feed name of a membership change reason.
-pub fn reason_name(r: MembershipChangeReason) -> &'static str {
-    match r {
-        MembershipChangeReason::Unspecified => "unspecified",
-        MembershipChangeReason::SegmentCreated => "segment_created",
-        MembershipChangeReason::FeaturesChanged => "features_changed",
-        MembershipChangeReason::Refresh => "refresh",
-        MembershipChangeReason::RuleChanged => "rule_changed",
-        MembershipChangeReason::Manual => "manual",
-        MembershipChangeReason::CustomerMerged => "customer_merged",
-        MembershipChangeReason::CustomerRemoved => "customer_removed",
     }
 }
 

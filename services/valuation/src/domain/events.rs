@@ -1,11 +1,15 @@
-//! Payloads of the valuation change feed.
+//! Events of the valuation change feed (`rapport.valuation.v1.ValuationEvent`).
 
+use chrono::{DateTime, Utc};
+use rapport_kit::convert::timestamp;
+use rapport_proto::rapport::valuation::v1::valuation_event::Event;
+use rapport_proto::rapport::valuation::v1::{
+    CustomerValueChanged, CustomerValueRemoved, ModelActivated, ValuationEvent, ValueRemovalReason,
+};
 use rust_decimal::Decimal;
-use serde_json::{Value, json};
 use uuid::Uuid;
 
-use super::money::decimal_text;
-use super::scoring::Tier;
+use super::money::to_money;
 
 /// Event type of a customer's new or changed value.
 pub const VALUE_CHANGED: &str = "CustomerValueChanged";
@@ -16,60 +20,117 @@ pub const MODEL_FITTED: &str = "ModelFitted";
 /// Event type of an activation.
 pub const MODEL_ACTIVATED: &str = "ModelActivated";
 
-/// CustomerValueChanged: customer_id, clv (decimal text in the currency),
-/// currency_code, p_alive, expected_purchases, value_tier ("top", ...).
-pub fn value_changed(
-    customer: Uuid,
-    clv: Decimal,
-    currency: &str,
-    p_alive: f64,
-    expected_purchases: f64,
-    tier: Tier,
-) -> Value {
-    json!({
-        "customer_id": customer,
-        "clv": decimal_text(clv),
-        "currency_code": currency,
-        "p_alive": p_alive,
-        "expected_purchases": expected_purchases,
-        "value_tier": tier.name(),
-    })
+/// The feed envelope of one case.
+pub fn envelope(event: Event) -> ValuationEvent {
+    ValuationEvent { event: Some(event) }
 }
 
-/// CustomerValueRemoved: customer_id and reason ("ERASED", "MERGED" or
-/// "NO_PURCHASES").
-pub fn value_removed(customer: Uuid, reason: &str) -> Value {
-    json!({"customer_id": customer, "reason": reason})
+/// What changes about a customer's value.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ValueChange<'a> {
+    /// The customer.
+    pub customer: Uuid,
+    /// CLV, exact.
+    pub clv: Decimal,
+    /// Its currency.
+    pub currency: &'a str,
+    /// P(alive).
+    pub p_alive: f64,
+    /// Expected purchases over the horizon.
+    pub expected_purchases: f64,
+    /// `ValueTier` value.
+    pub value_tier: i32,
+    /// When scored.
+    pub score_time: DateTime<Utc>,
 }
 
-/// ModelActivated: model_id, kind, version, previous_model_id (when any).
-pub fn model_activated(model: Uuid, kind: &str, version: i32, previous: Option<Uuid>) -> Value {
-    let mut p = json!({"model_id": model, "kind": kind, "version": version});
-    if let (Some(prev), Some(map)) = (previous, p.as_object_mut()) {
-        map.insert("previous_model_id".into(), json!(prev));
+/// CustomerValueChanged: the CLV as exact Money (rounded half-even to the
+/// nano, which a stored CLV already is).
+pub fn value_changed(v: &ValueChange<'_>) -> CustomerValueChanged {
+    CustomerValueChanged {
+        customer_id: v.customer.to_string(),
+        clv: Some(to_money(v.currency, v.clv)),
+        p_alive: v.p_alive,
+        expected_purchases: v.expected_purchases,
+        value_tier: v.value_tier,
+        score_time: Some(timestamp(v.score_time)),
     }
-    p
+}
+
+/// The removal reason a re-scoring queue entry records ("ERASED", "MERGED";
+/// anything else, or none, means the customer has no purchases left).
+pub fn removal_reason(queued: Option<&str>) -> ValueRemovalReason {
+    match queued {
+        Some("ERASED") => ValueRemovalReason::Erased,
+        Some("MERGED") => ValueRemovalReason::Merged,
+        _ => ValueRemovalReason::NoPurchases,
+    }
+}
+
+/// CustomerValueRemoved.
+pub fn value_removed(customer: Uuid, reason: ValueRemovalReason) -> CustomerValueRemoved {
+    CustomerValueRemoved {
+        customer_id: customer.to_string(),
+        reason: reason as i32,
+    }
+}
+
+/// ModelActivated: model_id, kind, version, previous_model_id (empty when
+/// there was none).
+pub fn model_activated(
+    model: &str,
+    kind: i32,
+    version: i32,
+    previous: Option<Uuid>,
+) -> ModelActivated {
+    ModelActivated {
+        model_id: model.to_string(),
+        kind,
+        version,
+        previous_model_id: previous.map(|p| p.to_string()).unwrap_or_default(),
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use rapport_proto::rapport::valuation::v1::{ModelKind, ValueTier};
 
     #[test]
-    fn payloads_follow_the_contract() {
+    fn events_follow_the_contract() {
         let id = Uuid::nil();
-        let p = value_changed(id, Decimal::new(12_500, 3), "EUR", 0.5, 1.25, Tier::High);
+        let t = DateTime::from_timestamp(1_700_000_000, 123_000).unwrap();
+        let e = value_changed(&ValueChange {
+            customer: id,
+            clv: Decimal::new(12_500_000_001, 9),
+            currency: "EUR",
+            p_alive: 0.5,
+            expected_purchases: 1.25,
+            value_tier: ValueTier::High as i32,
+            score_time: t,
+        });
+        let clv = e.clv.clone().unwrap();
         assert_eq!(
-            p,
-            json!({"customer_id": id, "clv": "12.5", "currency_code": "EUR", "p_alive": 0.5,
-                   "expected_purchases": 1.25, "value_tier": "high"})
+            (clv.currency_code.as_str(), clv.units, clv.nanos),
+            ("EUR", 12, 500_000_001)
         );
-        assert_eq!(value_removed(id, "ERASED")["reason"], "ERASED");
-        let a = model_activated(id, "MODEL_KIND_BG_NBD", 2, None);
-        assert!(a.get("previous_model_id").is_none());
+        assert_eq!(e.customer_id, id.to_string());
+        assert_eq!((e.p_alive, e.expected_purchases), (0.5, 1.25));
+        assert_eq!(e.value_tier, ValueTier::High as i32);
+        assert_eq!(e.score_time, Some(timestamp(t)));
         assert_eq!(
-            model_activated(id, "k", 2, Some(id))["previous_model_id"],
-            json!(id)
+            value_removed(id, ValueRemovalReason::Erased).reason,
+            ValueRemovalReason::Erased as i32
+        );
+        assert_eq!(removal_reason(Some("ERASED")), ValueRemovalReason::Erased);
+        assert_eq!(removal_reason(Some("MERGED")), ValueRemovalReason::Merged);
+        assert_eq!(removal_reason(None), ValueRemovalReason::NoPurchases);
+        let a = model_activated("m", ModelKind::BgNbd as i32, 2, None);
+        assert_eq!(a.previous_model_id, "");
+        assert_eq!((a.kind, a.version), (ModelKind::BgNbd as i32, 2));
+        assert_eq!(
+            model_activated("m", 1, 2, Some(id)).previous_model_id,
+            id.to_string()
         );
     }
 }
