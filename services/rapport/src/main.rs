@@ -10,6 +10,7 @@
 
 mod bench;
 mod dev;
+mod import;
 mod seed;
 mod services;
 
@@ -58,6 +59,10 @@ enum Command {
     /// service requests, campaigns and surveys) and send it through the
     /// gateway's public APIs. Deterministic for a seed; safe to run twice.
     Seed(seed::SeedArgs),
+    /// Import a CSV or JSON Lines file of customers or interactions through
+    /// the gateway, with a progress bar and a file of rejected rows; safe to
+    /// re-run after an interruption (keys are derived from the rows).
+    Import(import::ImportArgs),
     /// Measure the platform end to end on this machine: ingestion through the
     /// gateway beside raw COPY, unary read latency direct and through the
     /// gateway, segment refresh and preview beside hand-written SQL, model
@@ -112,6 +117,10 @@ fn main() -> ExitCode {
             Command::Bench(args) => {
                 let _telemetry = rapport_kit::telemetry::init("bench", Default::default(), "error");
                 bench::run(args).await
+            }
+            Command::Import(args) => {
+                let _telemetry = rapport_kit::telemetry::init("import", Default::default(), "warn");
+                import::run(args).await
             }
             Command::Seed(args) => {
                 let _telemetry = rapport_kit::telemetry::init("seed", Default::default(), "warn");

@@ -79,8 +79,9 @@ pub struct Report {
     pub service_requests_resolved: usize,
 }
 
+/// Sends an API key with every call.
 #[derive(Clone)]
-struct Bearer(tonic::metadata::MetadataValue<tonic::metadata::Ascii>);
+pub struct Bearer(tonic::metadata::MetadataValue<tonic::metadata::Ascii>);
 
 impl Interceptor for Bearer {
     fn call(&mut self, mut req: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
@@ -89,7 +90,8 @@ impl Interceptor for Bearer {
     }
 }
 
-type Authed = InterceptedService<Channel, Bearer>;
+/// A channel that sends the API key.
+pub type Authed = InterceptedService<Channel, Bearer>;
 
 #[derive(Clone)]
 struct Clients {
@@ -106,12 +108,13 @@ fn today() -> DateTime<Utc> {
         .map_or(now, |d| d.and_utc())
 }
 
-/// Runs `rapport seed`.
-pub async fn run(args: SeedArgs) -> anyhow::Result<()> {
-    let key = match &args.api_key {
-        Some(k) => k.clone(),
+/// The API key given, or else the development key `rapport dev` keeps in
+/// `data_dir`.
+pub fn api_key(given: Option<&str>, data_dir: &std::path::Path) -> anyhow::Result<String> {
+    match given {
+        Some(k) => Ok(k.to_string()),
         None => {
-            let file = args.data_dir.join("dev-api-key");
+            let file = data_dir.join("dev-api-key");
             std::fs::read_to_string(&file)
                 .map(|k| k.trim().to_string())
                 .with_context(|| {
@@ -119,9 +122,30 @@ pub async fn run(args: SeedArgs) -> anyhow::Result<()> {
                         "no --api-key given and no development key at {}; start `rapport dev` or pass --api-key",
                         file.display()
                     )
-                })?
+                })
         }
-    };
+    }
+}
+
+/// A channel to the gateway at `gateway` and the interceptor that sends
+/// API key `key` with every call.
+pub async fn connect(gateway: &str, key: &str) -> anyhow::Result<(Channel, Bearer)> {
+    let channel = Endpoint::from_shared(gateway.to_string())
+        .with_context(|| format!("bad gateway address {gateway:?}"))?
+        .connect()
+        .await
+        .with_context(|| format!("cannot reach the gateway at {gateway}"))?;
+    let bearer = Bearer(
+        format!("Bearer {key}")
+            .parse()
+            .context("the API key is not valid in a header")?,
+    );
+    Ok((channel, bearer))
+}
+
+/// Runs `rapport seed`.
+pub async fn run(args: SeedArgs) -> anyhow::Result<()> {
+    let key = api_key(args.api_key.as_deref(), &args.data_dir)?;
     let started = Instant::now();
     let as_of = args.as_of.unwrap_or_else(today);
     println!(
@@ -162,16 +186,7 @@ pub async fn seed(
     as_of: DateTime<Utc>,
     concurrency: usize,
 ) -> anyhow::Result<Report> {
-    let channel = Endpoint::from_shared(gateway.to_string())
-        .with_context(|| format!("bad gateway address {gateway:?}"))?
-        .connect()
-        .await
-        .with_context(|| format!("cannot reach the gateway at {gateway}"))?;
-    let bearer = Bearer(
-        format!("Bearer {key}")
-            .parse()
-            .context("the API key is not valid in a header")?,
-    );
+    let (channel, bearer) = connect(gateway, key).await?;
     let clients = Clients {
         profile: ProfileServiceClient::with_interceptor(channel.clone(), bearer.clone()),
         interactions: InteractionServiceClient::with_interceptor(channel.clone(), bearer.clone()),

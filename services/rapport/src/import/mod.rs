@@ -1,0 +1,524 @@
+//! `rapport import customers FILE` and `rapport import interactions FILE`:
+//! CSV or JSON Lines files sent through the gateway with an API key, as any
+//! client would (`ImportCustomers` and `RecordInteractions`), with a progress
+//! bar, a rejects file naming each refused row and why, and keys derived
+//! from the rows, so a re-run after an interruption duplicates nothing.
+
+pub mod rows;
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::io::{BufRead, BufReader, BufWriter, Write};
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::{Context as _, bail};
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use rapport_proto::rapport::interaction::v1::interaction_service_client::InteractionServiceClient;
+use rapport_proto::rapport::interaction::v1::{Interaction, RecordInteractionsRequest};
+use rapport_proto::rapport::profile::v1::profile_service_client::ProfileServiceClient;
+use rapport_proto::rapport::profile::v1::{
+    AttributeType, CustomerKind, ImportCustomerItem, ImportCustomersRequest,
+    ListAttributeDefinitionsRequest,
+};
+use serde_json::{Value, json};
+
+use crate::seed::{Authed, api_key, connect};
+use rows::{Mapping, Row};
+
+/// Rows per message, the services' limit.
+const PER_MESSAGE: usize = 1000;
+
+/// `rapport import` arguments.
+#[derive(clap::Args, Debug, Clone)]
+pub struct ImportArgs {
+    #[command(subcommand)]
+    what: What,
+}
+
+#[derive(clap::Subcommand, Debug, Clone)]
+enum What {
+    /// Upsert customers by their identifiers (ProfileService.ImportCustomers).
+    /// Fields: kind, email, phone, external_system, external_id, given_name,
+    /// family_name, birth_date, display_name, legal_name, industry, website,
+    /// country_code, locale, tags (separated by ';'), owner_id and
+    /// attr.<name>; by default each is read from the column of its own name.
+    Customers {
+        #[command(flatten)]
+        file: FileArgs,
+        /// Kind of rows without a `kind` column: person or organization.
+        #[arg(long, default_value = "person", value_parser = ["person", "organization"])]
+        kind: String,
+    },
+    /// Record interactions (InteractionService.RecordInteractions), customers
+    /// found or created by their identifiers. Fields: customer_id, email,
+    /// phone, external_system, external_id, type (default purchase),
+    /// custom_type, occur_time (RFC 3339 or YYYY-MM-DD), channel, amount,
+    /// margin, currency, campaign_id, agent_id, csat, nps, idempotency_key
+    /// (default: derived from the row).
+    Interactions {
+        #[command(flatten)]
+        file: FileArgs,
+        /// Currency of amounts without a `currency` column.
+        #[arg(long, default_value = "EUR")]
+        currency: String,
+    },
+}
+
+#[derive(clap::Args, Debug, Clone)]
+struct FileArgs {
+    /// The file: CSV with a header row, or JSON Lines (.jsonl, .ndjson).
+    file: PathBuf,
+    /// csv or jsonl (default: from the file's extension).
+    #[arg(long, value_parser = ["csv", "jsonl"])]
+    format: Option<String>,
+    /// Read FIELD from COLUMN instead of the column named FIELD (repeatable).
+    #[arg(long = "map", value_name = "FIELD=COLUMN", value_parser = rows::parse_pair)]
+    map: Vec<(String, String)>,
+    /// A mapping file: one FIELD=COLUMN per line (`#` starts a comment).
+    #[arg(long)]
+    mapping: Option<PathBuf>,
+    /// Where refused rows go, one JSON object per line with the reason
+    /// (default: FILE.rejects.jsonl).
+    #[arg(long)]
+    rejects: Option<PathBuf>,
+    /// Rows per call (each call is a stream of messages of 1,000 rows).
+    #[arg(long, default_value_t = 10_000)]
+    rows_per_call: usize,
+    /// The gateway to send to.
+    #[arg(
+        long,
+        env = "RAPPORT_GATEWAY",
+        default_value = "http://127.0.0.1:50051"
+    )]
+    gateway: String,
+    /// An API key with profile:write (customers) or interaction:write
+    /// (interactions) (default: the development key of `rapport dev`).
+    #[arg(long, env = "RAPPORT_API_KEY", hide_env_values = true)]
+    api_key: Option<String>,
+    /// Where `rapport dev` keeps its data (for its API key).
+    #[arg(long, env = "RAPPORT_DATA_DIR", default_value = ".rapport")]
+    data_dir: PathBuf,
+}
+
+/// Rows of a CSV or JSON Lines file, with their line numbers.
+enum Source {
+    Csv {
+        reader: csv::Reader<File>,
+        headers: Vec<String>,
+    },
+    Jsonl {
+        lines: std::io::Lines<BufReader<File>>,
+        line: u64,
+    },
+}
+
+impl Source {
+    fn open(path: &Path, format: &str) -> anyhow::Result<Self> {
+        let file = File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
+        Ok(match format {
+            "jsonl" => Source::Jsonl {
+                lines: BufReader::new(file).lines(),
+                line: 0,
+            },
+            _ => {
+                let mut reader = csv::ReaderBuilder::new().flexible(true).from_reader(file);
+                let headers = reader
+                    .headers()
+                    .with_context(|| format!("{}: no header row", path.display()))?
+                    .iter()
+                    .map(|h| h.trim().to_string())
+                    .collect();
+                Source::Csv { reader, headers }
+            }
+        })
+    }
+
+    /// The next row: (line number, the row, or why it cannot be read).
+    fn next_row(&mut self) -> Option<(u64, Result<Row, String>)> {
+        match self {
+            Source::Csv { reader, headers } => {
+                let mut record = csv::StringRecord::new();
+                match reader.read_record(&mut record) {
+                    Ok(false) => None,
+                    Ok(true) => {
+                        let line = record.position().map_or(0, csv::Position::line);
+                        let row = headers
+                            .iter()
+                            .zip(record.iter())
+                            .filter(|(_, v)| !v.trim().is_empty())
+                            .map(|(h, v)| (h.clone(), v.to_string()))
+                            .collect();
+                        Some((line, Ok(row)))
+                    }
+                    Err(e) => {
+                        let line = e.position().map_or(0, csv::Position::line);
+                        Some((line, Err(format!("unreadable CSV: {e}"))))
+                    }
+                }
+            }
+            Source::Jsonl { lines, line } => loop {
+                let text = match lines.next()? {
+                    Ok(t) => t,
+                    Err(e) => return Some((*line + 1, Err(format!("unreadable line: {e}")))),
+                };
+                *line += 1;
+                if text.trim().is_empty() {
+                    continue;
+                }
+                return Some((*line, json_row(&text)));
+            },
+        }
+    }
+}
+
+/// A JSON object as a row: strings as they are, numbers and booleans as
+/// their text, lists of strings joined with ';'.
+fn json_row(text: &str) -> Result<Row, String> {
+    let v: Value = serde_json::from_str(text).map_err(|e| format!("not JSON: {e}"))?;
+    let Value::Object(map) = v else {
+        return Err("not a JSON object".into());
+    };
+    let mut row = Row::new();
+    for (k, v) in map {
+        let text = match v {
+            Value::Null => continue,
+            Value::String(s) => s,
+            Value::Array(a) => a
+                .iter()
+                .map(|x| x.as_str().map_or_else(|| x.to_string(), str::to_string))
+                .collect::<Vec<_>>()
+                .join(";"),
+            other => other.to_string(),
+        };
+        row.insert(k, text);
+    }
+    Ok(row)
+}
+
+/// Counts the rows of a file (for the progress bar).
+fn count_rows(path: &Path, format: &str) -> anyhow::Result<u64> {
+    let mut s = Source::open(path, format)?;
+    let mut n = 0;
+    while s.next_row().is_some() {
+        n += 1;
+    }
+    Ok(n)
+}
+
+/// The rejects file.
+struct Rejects {
+    out: BufWriter<File>,
+    count: u64,
+}
+
+impl Rejects {
+    fn create(path: &Path) -> anyhow::Result<Self> {
+        let file =
+            File::create(path).with_context(|| format!("cannot write {}", path.display()))?;
+        Ok(Self {
+            out: BufWriter::new(file),
+            count: 0,
+        })
+    }
+
+    fn write(&mut self, line: u64, reason: &str, message: &str, fields: Value, row: Option<&Row>) {
+        self.count += 1;
+        let v = json!({
+            "line": line,
+            "reason": reason,
+            "message": message,
+            "field_violations": fields,
+            "row": row,
+        });
+        let _ = writeln!(self.out, "{v}");
+    }
+}
+
+/// What a run did.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Totals {
+    /// Rows read.
+    pub rows: u64,
+    /// Customers created (customers) or interactions accepted.
+    pub created: i64,
+    /// Customers updated.
+    pub updated: i64,
+    /// Customers unchanged, or interactions already recorded.
+    pub unchanged: i64,
+    /// Rows refused (locally or by the service).
+    pub rejected: u64,
+}
+
+fn progress(total: u64, what: &str) -> ProgressBar {
+    let bar = ProgressBar::with_draw_target(Some(total), ProgressDrawTarget::stderr());
+    let style = ProgressStyle::with_template(&format!(
+        "{{bar:40}} {{human_pos}}/{{human_len}} {what} · {{per_sec}} · ETA {{eta}}"
+    ))
+    .unwrap_or_else(|_| ProgressStyle::default_bar());
+    bar.set_style(style);
+    bar
+}
+
+/// Runs `rapport import`.
+pub async fn run(args: ImportArgs) -> anyhow::Result<()> {
+    let (file, what) = match &args.what {
+        What::Customers { file, .. } => (file, "customers"),
+        What::Interactions { file, .. } => (file, "interactions"),
+    };
+    let started = Instant::now();
+    let totals = import(&args).await?;
+    let secs = started.elapsed().as_secs_f64().max(1e-9);
+    let rate = totals.rows as f64 / secs;
+    match what {
+        "customers" => println!(
+            "Imported {} rows of {} in {secs:.1} s ({rate:.0} rows/s): {} created, {} updated, {} unchanged, {} rejected.",
+            totals.rows,
+            file.file.display(),
+            totals.created,
+            totals.updated,
+            totals.unchanged,
+            totals.rejected
+        ),
+        _ => println!(
+            "Imported {} rows of {} in {secs:.1} s ({rate:.0} rows/s): {} recorded, {} already recorded, {} rejected.",
+            totals.rows,
+            file.file.display(),
+            totals.created,
+            totals.unchanged,
+            totals.rejected
+        ),
+    }
+    if totals.rejected > 0 {
+        println!(
+            "Rejected rows and their reasons: {}",
+            rejects_path(file).display()
+        );
+    }
+    Ok(())
+}
+
+fn rejects_path(f: &FileArgs) -> PathBuf {
+    f.rejects.clone().unwrap_or_else(|| {
+        let mut p = f.file.clone().into_os_string();
+        p.push(".rejects.jsonl");
+        PathBuf::from(p)
+    })
+}
+
+fn format_of(f: &FileArgs) -> String {
+    f.format
+        .clone()
+        .unwrap_or_else(|| match f.file.extension().and_then(|e| e.to_str()) {
+            Some("jsonl" | "ndjson") => "jsonl".into(),
+            _ => "csv".into(),
+        })
+}
+
+/// Imports the file of `args`; the totals.
+pub async fn import(args: &ImportArgs) -> anyhow::Result<Totals> {
+    let (f, fields): (&FileArgs, &[&str]) = match &args.what {
+        What::Customers { file, .. } => (file, &rows::CUSTOMER_FIELDS),
+        What::Interactions { file, .. } => (file, &rows::INTERACTION_FIELDS),
+    };
+    if f.rows_per_call == 0 {
+        bail!("--rows-per-call must be at least 1");
+    }
+    let mut overrides = Vec::new();
+    if let Some(m) = &f.mapping {
+        let text = std::fs::read_to_string(m)
+            .with_context(|| format!("cannot read the mapping file {}", m.display()))?;
+        overrides.extend(
+            rows::parse_mapping_lines(&text)
+                .map_err(|e| anyhow::anyhow!("{}: {e}", m.display()))?,
+        );
+    }
+    overrides.extend(f.map.iter().cloned());
+    let mapping = Mapping::new(fields, &overrides).map_err(anyhow::Error::msg)?;
+    let format = format_of(f);
+    let total = count_rows(&f.file, &format)?;
+    let key = api_key(f.api_key.as_deref(), &f.data_dir)?;
+    let (channel, bearer) = connect(&f.gateway, &key).await?;
+    let mut rejects = Rejects::create(&rejects_path(f))?;
+    let mut source = Source::open(&f.file, &format)?;
+    let bar = progress(total, "rows");
+    let mut totals = Totals::default();
+    match &args.what {
+        What::Customers { kind, .. } => {
+            let mut client = ProfileServiceClient::with_interceptor(channel, bearer);
+            let types = attribute_types(&mut client).await?;
+            let kind = if kind == "organization" {
+                CustomerKind::Organization
+            } else {
+                CustomerKind::Person
+            };
+            loop {
+                let mut items: Vec<(u64, Row, ImportCustomerItem)> = Vec::new();
+                while items.len() < f.rows_per_call {
+                    let Some((line, row)) = source.next_row() else {
+                        break;
+                    };
+                    totals.rows += 1;
+                    let converted = row.and_then(|row| {
+                        rows::customer(&mapping, &row, kind, &types).map(|c| (row, c))
+                    });
+                    match converted {
+                        Ok((row, c)) => {
+                            let request_id = rows::row_key("", &row);
+                            items.push((
+                                line,
+                                row,
+                                ImportCustomerItem {
+                                    customer: Some(c),
+                                    update_mask: None,
+                                    request_id,
+                                },
+                            ));
+                        }
+                        Err(e) => {
+                            rejects.write(line, "INVALID", &e, json!([]), None);
+                            totals.rejected += 1;
+                            bar.inc(1);
+                        }
+                    }
+                }
+                if items.is_empty() {
+                    break;
+                }
+                let n = items.len() as u64;
+                let messages: Vec<ImportCustomersRequest> = items
+                    .chunks(PER_MESSAGE)
+                    .map(|c| ImportCustomersRequest {
+                        items: c.iter().map(|(_, _, i)| i.clone()).collect(),
+                    })
+                    .collect();
+                let answer = client
+                    .import_customers(futures::stream::iter(messages))
+                    .await
+                    .context("ImportCustomers failed; re-run the same command to continue (nothing is duplicated)")?
+                    .into_inner();
+                totals.created += answer.created_count;
+                totals.updated += answer.updated_count;
+                totals.unchanged += answer.unchanged_count;
+                totals.rejected += u64::try_from(answer.rejected_count).unwrap_or(0);
+                for r in &answer.rejections {
+                    let Some((line, row, _)) =
+                        usize::try_from(r.index).ok().and_then(|i| items.get(i))
+                    else {
+                        continue;
+                    };
+                    let reason =
+                        rapport_proto::rapport::profile::v1::ImportRejectionReason::try_from(
+                            r.reason,
+                        )
+                        .map_or("UNSPECIFIED", |x| x.as_str_name())
+                        .trim_start_matches("IMPORT_REJECTION_REASON_");
+                    let fields: Vec<Value> = r
+                        .field_violations
+                        .iter()
+                        .map(|v| json!({"field": v.field, "description": v.description}))
+                        .collect();
+                    rejects.write(*line, reason, &r.message, json!(fields), Some(row));
+                }
+                bar.inc(n);
+            }
+        }
+        What::Interactions { currency, .. } => {
+            let mut client = InteractionServiceClient::with_interceptor(channel, bearer);
+            loop {
+                let mut items: Vec<(u64, Row, Interaction)> = Vec::new();
+                while items.len() < f.rows_per_call {
+                    let Some((line, row)) = source.next_row() else {
+                        break;
+                    };
+                    totals.rows += 1;
+                    let converted = row.and_then(|row| {
+                        rows::interaction(&mapping, &row, currency).map(|i| (row, i))
+                    });
+                    match converted {
+                        Ok((row, i)) => items.push((line, row, i)),
+                        Err(e) => {
+                            rejects.write(line, "INVALID", &e, json!([]), None);
+                            totals.rejected += 1;
+                            bar.inc(1);
+                        }
+                    }
+                }
+                if items.is_empty() {
+                    break;
+                }
+                let n = items.len() as u64;
+                let messages: Vec<RecordInteractionsRequest> = items
+                    .chunks(PER_MESSAGE)
+                    .map(|c| RecordInteractionsRequest {
+                        interactions: c.iter().map(|(_, _, i)| i.clone()).collect(),
+                    })
+                    .collect();
+                let answer = client
+                    .record_interactions(futures::stream::iter(messages))
+                    .await
+                    .context("RecordInteractions failed; re-run the same command to continue (nothing is duplicated)")?
+                    .into_inner();
+                totals.created += answer.accepted_count;
+                totals.unchanged += answer.duplicate_count;
+                totals.rejected += u64::try_from(answer.rejected_count).unwrap_or(0);
+                for r in &answer.rejections {
+                    let Some((line, row, _)) =
+                        usize::try_from(r.index).ok().and_then(|i| items.get(i))
+                    else {
+                        continue;
+                    };
+                    let reason =
+                        rapport_proto::rapport::interaction::v1::RejectionReason::try_from(
+                            r.reason,
+                        )
+                        .map_or("UNSPECIFIED", |x| x.as_str_name())
+                        .trim_start_matches("REJECTION_REASON_");
+                    let fields: Vec<Value> = r
+                        .field_violations
+                        .iter()
+                        .map(|v| json!({"field": v.field, "description": v.description}))
+                        .collect();
+                    rejects.write(*line, reason, &r.message, json!(fields), Some(row));
+                }
+                bar.inc(n);
+            }
+        }
+    }
+    bar.finish_and_clear();
+    rejects
+        .out
+        .flush()
+        .context("cannot write the rejects file")?;
+    Ok(totals)
+}
+
+/// The tenant's attribute types by name, so attribute columns are sent
+/// typed.
+async fn attribute_types(
+    client: &mut ProfileServiceClient<Authed>,
+) -> anyhow::Result<HashMap<String, AttributeType>> {
+    let mut out = HashMap::new();
+    let mut token = String::new();
+    loop {
+        let page = client
+            .list_attribute_definitions(ListAttributeDefinitionsRequest {
+                page_size: 100,
+                page_token: token.clone(),
+                show_deprecated: false,
+            })
+            .await
+            .context("cannot list the tenant's attribute definitions (the key needs profile:read)")?
+            .into_inner();
+        for d in page.definitions {
+            out.insert(
+                d.name,
+                AttributeType::try_from(d.r#type).unwrap_or(AttributeType::String),
+            );
+        }
+        if page.next_page_token.is_empty() {
+            return Ok(out);
+        }
+        token = page.next_page_token;
+    }
+}
