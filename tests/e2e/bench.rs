@@ -31,6 +31,7 @@ fn quick_bench_runs_every_scenario_and_writes_its_report() {
         "Unary reads",
         "Segments, rule",
         "FitModel through the gateway",
+        "Bulk identity: 2,000 customers",
         "Resident memory of each service",
     ] {
         assert!(stdout.contains(title), "no table {title:?} in:\n{stdout}");
@@ -61,6 +62,17 @@ fn quick_bench_runs_every_scenario_and_writes_its_report() {
         assert_eq!(c["applied"], 10_000, "{c}");
         assert!(c["caught_up_after_last_call_seconds"].is_number(), "{c}");
     }
+
+    let import = &r["import"];
+    assert_eq!(import["customers"], 2000, "{import}");
+    for path in ["copy", "import_direct", "import_gateway"] {
+        let rate = import[path]["per_second"].as_f64().unwrap_or(0.0);
+        assert!(rate > 0.0, "{path}: {import}");
+    }
+    assert!(
+        import["new_to_known_ratio"].as_f64().unwrap_or(0.0) > 0.0,
+        "{import}"
+    );
 
     let reads = r["reads"].as_array().expect("read results");
     assert_eq!(reads.len(), 4, "{reads:?}");

@@ -12,11 +12,15 @@
 //!   RefreshSegment over synthetic customer bases, beside hand-written SQL;
 //! * `fit` — FitModel (BG/NBD and Gamma-Gamma) over customer bases drawn from
 //!   the BG/NBD process, exported from the interaction service;
+//! * `import` — ImportCustomers direct and through the gateway beside a raw
+//!   `COPY` of the same rows, CreateCustomer with 16 in flight, and
+//!   interaction streams of new customers beside known ones;
 //!
 //! and the resident memory of every service at rest and at its peak in each
 //! scenario. Each scenario prints a table; all figures go to a JSON file.
 
 mod fit;
+mod import;
 mod ingest;
 mod reads;
 mod segments;
@@ -38,12 +42,12 @@ use stack::{MemorySampler, Stack};
 
 /// In the order they run: ingestion last, as the feed consumers may still be
 /// applying its events when it ends.
-const SCENARIOS: [&str; 4] = ["reads", "segments", "fit", "ingest"];
+const SCENARIOS: [&str; 5] = ["reads", "segments", "fit", "import", "ingest"];
 
 /// Options of `rapport bench`.
 #[derive(clap::Args, Debug)]
 pub struct BenchArgs {
-    /// Scenarios to run: reads, segments, fit, ingest (default: all).
+    /// Scenarios to run: reads, segments, fit, import, ingest (default: all).
     #[arg(value_parser = SCENARIOS)]
     scenarios: Vec<String>,
     /// Small sizes, for a smoke run in seconds (the figures mean little).
@@ -65,6 +69,13 @@ pub struct BenchArgs {
     /// Customer base sizes for the fit scenario (default 100000,1000000).
     #[arg(long, value_delimiter = ',')]
     fit_sizes: Vec<usize>,
+    /// Customers to import in the import scenario (default 100,000; quick 2,000).
+    #[arg(long)]
+    import_customers: Option<usize>,
+    /// Interactions of new (and of known) customers in the import scenario
+    /// (default 20,000; quick 1,000).
+    #[arg(long)]
+    new_customer_interactions: Option<usize>,
     /// Offered rate of the read scenario, calls per second (default 500).
     #[arg(long)]
     read_rate: Option<u32>,
@@ -81,6 +92,8 @@ pub struct Sizes {
     pub fit_sizes: Vec<usize>,
     pub read_rate: u32,
     pub read_seconds: u64,
+    pub import_customers: usize,
+    pub new_customer_interactions: usize,
 }
 
 impl BenchArgs {
@@ -102,6 +115,16 @@ impl BenchArgs {
             fit_sizes: or(&self.fit_sizes, 2_000, &[100_000, 1_000_000]),
             read_rate: self.read_rate.unwrap_or(if self.quick { 200 } else { 500 }),
             read_seconds: self.read_seconds.unwrap_or(if self.quick { 2 } else { 10 }),
+            import_customers: self.import_customers.unwrap_or(if self.quick {
+                2_000
+            } else {
+                100_000
+            }),
+            new_customer_interactions: self.new_customer_interactions.unwrap_or(if self.quick {
+                1_000
+            } else {
+                20_000
+            }),
         }
     }
 }
@@ -287,6 +310,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
                 "ingest" => ingest::run(&stack, &sizes).await?,
                 "reads" => reads::run(&stack, &sizes).await?,
                 "segments" => segments::run(&stack, &sizes).await?,
+                "import" => import::run(&stack, &sizes).await?,
                 _ => fit::run(&stack, &sizes).await?,
             };
             results.insert(scenario.to_string(), value);
@@ -337,6 +361,8 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
             "fit_sizes": sizes.fit_sizes,
             "read_rate": sizes.read_rate,
             "read_seconds": sizes.read_seconds,
+            "import_customers": sizes.import_customers,
+            "new_customer_interactions": sizes.new_customer_interactions,
         },
         "results": results,
     });
