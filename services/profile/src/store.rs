@@ -717,37 +717,16 @@ async fn insert_idents(
         return Ok(());
     }
     let mut next = start.clone();
-    let mut positions = Vec::new();
-    for i in idents {
-        let p = next.entry(i.kind).or_insert(0);
-        positions.push(*p);
-        *p += 1;
-    }
-    let kinds: Vec<i16> = idents.iter().map(|i| i.kind).collect();
-    let systems: Vec<&str> = idents.iter().map(|i| i.system.as_str()).collect();
-    let values: Vec<&str> = idents.iter().map(|i| i.value.as_str()).collect();
-    let primaries: Vec<bool> = idents.iter().map(|i| i.primary).collect();
-    let labels: Vec<&str> = idents.iter().map(|i| i.label.as_str()).collect();
-    let keys: Vec<String> = idents
+    let rows: Vec<(Uuid, Ident, i32)> = idents
         .iter()
-        .map(|i| duplicates::match_key(i.kind, &i.value))
+        .map(|i| {
+            let p = next.entry(i.kind).or_insert(0);
+            let pos = *p;
+            *p += 1;
+            (customer, i.clone(), pos)
+        })
         .collect();
-    sqlx::query(
-        "INSERT INTO identifiers (tenant_id, customer_id, kind, system, value, position, is_primary, label, match_key)
-         SELECT $1, $2, * FROM unnest($3::int2[], $4::text[], $5::text[], $6::int4[], $7::bool[], $8::text[], $9::text[])",
-    )
-    .bind(tenant)
-    .bind(customer)
-    .bind(&kinds)
-    .bind(&systems)
-    .bind(&values)
-    .bind(&positions)
-    .bind(&primaries)
-    .bind(&labels)
-    .bind(&keys)
-    .execute(&mut *conn)
-    .await?;
-    Ok(())
+    insert_positioned(conn, tenant, &rows).await
 }
 
 fn unique_to_error(e: sqlx::Error) -> Error {

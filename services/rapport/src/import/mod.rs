@@ -222,6 +222,24 @@ impl Rejects {
         })
     }
 
+    /// Writes the service's refusal of item `index` of `items` (line, row).
+    fn refused<'a, T>(
+        &mut self,
+        items: &[(u64, Row, T)],
+        index: i64,
+        reason: &str,
+        message: &str,
+        fields: impl Iterator<Item = (&'a String, &'a String)>,
+    ) {
+        let Some((line, row, _)) = usize::try_from(index).ok().and_then(|i| items.get(i)) else {
+            return;
+        };
+        let fields: Vec<Value> = fields
+            .map(|(f, d)| json!({"field": f, "description": d}))
+            .collect();
+        self.write(*line, reason, message, json!(fields), Some(row));
+    }
+
     fn write(&mut self, line: u64, reason: &str, message: &str, fields: Value, row: Option<&Row>) {
         self.count += 1;
         let v = json!({
@@ -402,23 +420,17 @@ pub async fn import(args: &ImportArgs) -> anyhow::Result<Totals> {
                 totals.unchanged += answer.unchanged_count;
                 totals.rejected += u64::try_from(answer.rejected_count).unwrap_or(0);
                 for r in &answer.rejections {
-                    let Some((line, row, _)) =
-                        usize::try_from(r.index).ok().and_then(|i| items.get(i))
-                    else {
-                        continue;
-                    };
                     let reason =
                         rapport_proto::rapport::profile::v1::ImportRejectionReason::try_from(
                             r.reason,
                         )
                         .map_or("UNSPECIFIED", |x| x.as_str_name())
                         .trim_start_matches("IMPORT_REJECTION_REASON_");
-                    let fields: Vec<Value> = r
+                    let fields = r
                         .field_violations
                         .iter()
-                        .map(|v| json!({"field": v.field, "description": v.description}))
-                        .collect();
-                    rejects.write(*line, reason, &r.message, json!(fields), Some(row));
+                        .map(|v| (&v.field, &v.description));
+                    rejects.refused(&items, r.index, reason, &r.message, fields);
                 }
                 bar.inc(n);
             }
@@ -463,23 +475,17 @@ pub async fn import(args: &ImportArgs) -> anyhow::Result<Totals> {
                 totals.unchanged += answer.duplicate_count;
                 totals.rejected += u64::try_from(answer.rejected_count).unwrap_or(0);
                 for r in &answer.rejections {
-                    let Some((line, row, _)) =
-                        usize::try_from(r.index).ok().and_then(|i| items.get(i))
-                    else {
-                        continue;
-                    };
                     let reason =
                         rapport_proto::rapport::interaction::v1::RejectionReason::try_from(
                             r.reason,
                         )
                         .map_or("UNSPECIFIED", |x| x.as_str_name())
                         .trim_start_matches("REJECTION_REASON_");
-                    let fields: Vec<Value> = r
+                    let fields = r
                         .field_violations
                         .iter()
-                        .map(|v| json!({"field": v.field, "description": v.description}))
-                        .collect();
-                    rejects.write(*line, reason, &r.message, json!(fields), Some(row));
+                        .map(|v| (&v.field, &v.description));
+                    rejects.refused(&items, r.index, reason, &r.message, fields);
                 }
                 bar.inc(n);
             }
