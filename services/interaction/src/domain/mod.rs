@@ -1,7 +1,7 @@
 //! Pure logic of the interaction service: no I/O. Input rules and the content
 //! hash of idempotent recording, exact money, the service-request life cycle,
 //! customer summaries, Buy-Till-You-Die inputs and campaign reports, and the
-//! shapes of stored interactions and their feed payloads.
+//! shapes of stored interactions and their feed events.
 
 pub mod btyd;
 pub mod campaign;

@@ -356,7 +356,7 @@ mod tests {
     use rapport_proto::rapport::interaction::v1::Channel;
 
     #[test]
-    fn recorded_payload_follows_the_contract() {
+    fn recorded_event_follows_the_contract() {
         let id = Uuid::nil();
         let t = DateTime::from_timestamp(1_700_000_000, 0).unwrap();
         let s = StoredInteraction {

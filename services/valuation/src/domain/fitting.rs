@@ -58,7 +58,7 @@ impl Kind {
         }
     }
 
-    /// The full enum value name, as feed payloads carry it.
+    /// The full enum value name, e.g. "MODEL_KIND_BG_NBD" (a metrics label).
     pub fn enum_name(self) -> &'static str {
         match self {
             Kind::BgNbd => "MODEL_KIND_BG_NBD",

@@ -68,11 +68,6 @@ pub fn mean(total: Decimal, n: i64) -> Option<Decimal> {
     (n > 0).then(|| round_nano(total / Decimal::from(n)))
 }
 
-/// Plain decimal text without trailing zeros beyond the nano, e.g. "12.5".
-pub fn decimal_text(d: Decimal) -> String {
-    round_nano(d).normalize().to_string()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -89,7 +84,6 @@ mod tests {
         assert_eq!(from_f64(-3.0), Decimal::ZERO);
         assert_eq!(from_f64(f64::NAN), Decimal::ZERO);
         assert_eq!(to_money("EUR", from_f64(1.25)).nanos, 250_000_000);
-        assert_eq!(decimal_text(Decimal::new(12500, 3)), "12.5");
         assert!(
             from_money(&Money {
                 currency_code: "EUR".into(),

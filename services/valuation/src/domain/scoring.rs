@@ -278,16 +278,6 @@ impl Tier {
             _ => None,
         }
     }
-
-    /// The lower-case name used in feed payloads.
-    pub fn name(self) -> &'static str {
-        match self {
-            Tier::Top => "top",
-            Tier::High => "high",
-            Tier::Medium => "medium",
-            Tier::Low => "low",
-        }
-    }
 }
 
 /// The tier of the customer at 0-based `position` in the ranking of `n`
