@@ -14,8 +14,8 @@ use std::time::Instant;
 
 use anyhow::{Context as _, bail};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use rapport_proto::rapport::interaction::v1::RecordInteractionsRequest;
 use rapport_proto::rapport::interaction::v1::interaction_service_client::InteractionServiceClient;
-use rapport_proto::rapport::interaction::v1::{Interaction, RecordInteractionsRequest};
 use rapport_proto::rapport::profile::v1::profile_service_client::ProfileServiceClient;
 use rapport_proto::rapport::profile::v1::{
     AttributeType, CustomerKind, ImportCustomerItem, ImportCustomersRequest,
@@ -371,35 +371,21 @@ pub async fn import(args: &ImportArgs) -> anyhow::Result<Totals> {
                 CustomerKind::Person
             };
             loop {
-                let mut items: Vec<(u64, Row, ImportCustomerItem)> = Vec::new();
-                while items.len() < f.rows_per_call {
-                    let Some((line, row)) = source.next_row() else {
-                        break;
-                    };
-                    totals.rows += 1;
-                    let converted = row.and_then(|row| {
-                        rows::customer(&mapping, &row, kind, &types).map(|c| (row, c))
-                    });
-                    match converted {
-                        Ok((row, c)) => {
-                            let request_id = rows::row_key("", &row);
-                            items.push((
-                                line,
-                                row,
-                                ImportCustomerItem {
-                                    customer: Some(c),
-                                    update_mask: None,
-                                    request_id,
-                                },
-                            ));
-                        }
-                        Err(e) => {
-                            rejects.write(line, "INVALID", &e, json!([]), None);
-                            totals.rejected += 1;
-                            bar.inc(1);
-                        }
-                    }
-                }
+                let items = next_chunk(
+                    &mut source,
+                    f.rows_per_call,
+                    &mut totals,
+                    &mut rejects,
+                    &bar,
+                    |row| {
+                        let c = rows::customer(&mapping, row, kind, &types)?;
+                        Ok(ImportCustomerItem {
+                            customer: Some(c),
+                            update_mask: None,
+                            request_id: rows::row_key("", row),
+                        })
+                    },
+                );
                 if items.is_empty() {
                     break;
                 }
@@ -438,24 +424,14 @@ pub async fn import(args: &ImportArgs) -> anyhow::Result<Totals> {
         What::Interactions { currency, .. } => {
             let mut client = InteractionServiceClient::with_interceptor(channel, bearer);
             loop {
-                let mut items: Vec<(u64, Row, Interaction)> = Vec::new();
-                while items.len() < f.rows_per_call {
-                    let Some((line, row)) = source.next_row() else {
-                        break;
-                    };
-                    totals.rows += 1;
-                    let converted = row.and_then(|row| {
-                        rows::interaction(&mapping, &row, currency).map(|i| (row, i))
-                    });
-                    match converted {
-                        Ok((row, i)) => items.push((line, row, i)),
-                        Err(e) => {
-                            rejects.write(line, "INVALID", &e, json!([]), None);
-                            totals.rejected += 1;
-                            bar.inc(1);
-                        }
-                    }
-                }
+                let items = next_chunk(
+                    &mut source,
+                    f.rows_per_call,
+                    &mut totals,
+                    &mut rejects,
+                    &bar,
+                    |row| rows::interaction(&mapping, row, currency),
+                );
                 if items.is_empty() {
                     break;
                 }
@@ -497,6 +473,35 @@ pub async fn import(args: &ImportArgs) -> anyhow::Result<Totals> {
         .flush()
         .context("cannot write the rejects file")?;
     Ok(totals)
+}
+
+/// Reads up to `n` rows and converts each with `convert`: the converted
+/// rows with their line and row; rows that cannot be read or converted go
+/// to the rejects file at once.
+fn next_chunk<T>(
+    source: &mut Source,
+    n: usize,
+    totals: &mut Totals,
+    rejects: &mut Rejects,
+    bar: &ProgressBar,
+    convert: impl Fn(&Row) -> Result<T, String>,
+) -> Vec<(u64, Row, T)> {
+    let mut items = Vec::new();
+    while items.len() < n {
+        let Some((line, row)) = source.next_row() else {
+            break;
+        };
+        totals.rows += 1;
+        match row.and_then(|row| convert(&row).map(|t| (row, t))) {
+            Ok((row, t)) => items.push((line, row, t)),
+            Err(e) => {
+                rejects.write(line, "INVALID", &e, json!([]), None);
+                totals.rejected += 1;
+                bar.inc(1);
+            }
+        }
+    }
+    items
 }
 
 /// The tenant's attribute types by name, so attribute columns are sent
