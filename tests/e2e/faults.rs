@@ -339,21 +339,28 @@ fn ingestion_interrupted_by_a_crash_and_retried_stores_each_interaction_once() {
     drop(pg);
 }
 
-/// The stored cursor of `schema`'s consumer of the interaction feed, and the
-/// last sequence of the interaction feed.
+/// Where `schema`'s consumer of the interaction feed stands, and the head
+/// of the feed, each summed over the tenants (the feed is ordered per
+/// tenant; the consumer has caught up when the two are equal).
 async fn feed_positions(db: &sqlx::PgPool, schema: &str) -> (i64, i64) {
     let query = match schema {
         "segmentation" => {
-            "SELECT after_sequence FROM segmentation.feed_cursors WHERE source = 'interaction'"
+            "SELECT coalesce(sum(after_sequence), 0)::bigint FROM segmentation.feed_tenant_cursors
+              WHERE source = 'interaction'"
         }
-        _ => "SELECT after_sequence FROM valuation.feed_cursors WHERE source = 'interaction'",
+        _ => {
+            "SELECT coalesce(sum(after_sequence), 0)::bigint FROM valuation.feed_tenant_cursors
+              WHERE source = 'interaction'"
+        }
     };
-    let cursor: Option<i64> = sqlx::query_scalar(query).fetch_optional(db).await.unwrap();
-    let last: Option<i64> = sqlx::query_scalar("SELECT max(sequence) FROM interaction.outbox")
-        .fetch_one(db)
-        .await
-        .unwrap();
-    (cursor.unwrap_or(0), last.unwrap_or(0))
+    let cursor: i64 = sqlx::query_scalar(query).fetch_one(db).await.unwrap();
+    let last: i64 = sqlx::query_scalar(
+        "SELECT coalesce(sum(origin + issued), 0)::bigint FROM interaction.outbox_heads",
+    )
+    .fetch_one(db)
+    .await
+    .unwrap();
+    (cursor, last)
 }
 
 #[test]

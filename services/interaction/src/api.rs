@@ -810,18 +810,13 @@ impl InteractionService for InteractionApi {
         &self,
         req: Request<pb::WatchChangesRequest>,
     ) -> Result<Response<Self::WatchChangesStream>, Status> {
-        let after = req.get_ref().after_sequence;
-        if after < 0 {
-            return Err(ApiError::invalid("after_sequence", "must not be negative").into());
-        }
-        let stream = feed::watch(
+        let stream = feed::serve_watch::<feed::InteractionFeed>(
             self.pool.clone(),
             crate::SCHEMA.schema,
-            after,
+            req,
             self.shutdown.clone(),
-        )
-        .map(|r| r.map(|event| pb::WatchChangesResponse { event: Some(event) }));
-        Ok(Response::new(stream.boxed()))
+        )?;
+        Ok(Response::new(stream))
     }
 }
 

@@ -29,97 +29,96 @@ fn id(s: &str) -> Option<Uuid> {
 }
 
 impl ProfileFollower {
-    async fn apply_event(
+    /// Applies a batch of one tenant's profile events: created customers in
+    /// one statement, merges, unmerges and erasures one by one (they are
+    /// rare and each moves a customer's interactions), and every event they
+    /// cause appended at once.
+    pub async fn apply_batch(
         &self,
         tx: &mut PgConnection,
-        event: &ChangeEvent,
+        tenant: Uuid,
+        events: &[ChangeEvent],
     ) -> Result<(), sqlx::Error> {
-        let Ok(tenant) = Uuid::parse_str(&event.tenant_id) else {
-            tracing::warn!(
-                sequence = event.sequence,
-                "profile event without a tenant; skipped"
+        let mut created = Vec::new();
+        let mut out: Vec<NewEvent> = Vec::new();
+        let mut locked = false;
+        for event in events {
+            // Events appended before typed events, and events reduced by a
+            // later erasure (`redacted`), are skipped: the erasures that
+            // follow on the feed delete everything anyway.
+            let Some(ProfileEvent { event: Some(e) }) = feed::decode::<ProfileEvent>(event) else {
+                continue;
+            };
+            // Customers created so far are recorded before a merge reads them.
+            let moves = matches!(
+                e,
+                Event::CustomerMerged(_) | Event::CustomerUnmerged(_) | Event::CustomerErased(_)
             );
-            return Ok(());
-        };
-        // Events appended before typed events, and events reduced by a later
-        // erasure (`redacted`), are skipped: the erasures that follow on the
-        // feed delete everything anyway.
-        let Some(ProfileEvent { event: Some(e) }) = feed::decode::<ProfileEvent>(event) else {
-            return Ok(());
-        };
-        match e {
-            Event::CustomerCreated(c) => {
-                if let Some(c) = id(&c.customer_id) {
-                    store::customer_created(tx, tenant, c).await?;
+            if moves {
+                store::customers_created(tx, tenant, &created).await?;
+                created.clear();
+                if !locked {
+                    store::lock_customers_exclusive(tx, tenant).await?;
+                    locked = true;
                 }
             }
-            Event::CustomerMerged(m) => {
-                let (Some(merged), Some(survivor)) =
-                    (id(&m.merged_customer_id), id(&m.survivor_customer_id))
-                else {
-                    return Ok(());
-                };
-                store::lock_customers_exclusive(tx).await?;
-                let moved = store::merge_customer(tx, tenant, merged, survivor).await?;
-                if !moved.is_empty() {
-                    let out = reassigned_event(
-                        merged,
-                        survivor,
-                        ReassignReason::Merge,
-                        &moved,
-                        event.sequence,
-                    );
-                    feed::append(
-                        tx,
-                        &[NewEvent::new(
+            match e {
+                Event::CustomerCreated(c) => created.extend(id(&c.customer_id)),
+                Event::CustomerMerged(m) => {
+                    let (Some(merged), Some(survivor)) =
+                        (id(&m.merged_customer_id), id(&m.survivor_customer_id))
+                    else {
+                        continue;
+                    };
+                    let moved = store::merge_customer(tx, tenant, merged, survivor).await?;
+                    if !moved.is_empty() {
+                        let r = reassigned_event(
+                            merged,
+                            survivor,
+                            ReassignReason::Merge,
+                            &moved,
+                            event.sequence,
+                        );
+                        out.push(NewEvent::new(
                             tenant,
                             "customer",
                             survivor.to_string(),
                             "InteractionsReassigned",
-                            &envelope(Out::InteractionsReassigned(out)),
-                        )],
-                    )
-                    .await?;
+                            &envelope(Out::InteractionsReassigned(r)),
+                        ));
+                    }
                 }
-            }
-            Event::CustomerUnmerged(u) => {
-                let (Some(restored), Some(survivor)) =
-                    (id(&u.restored_customer_id), id(&u.survivor_customer_id))
-                else {
-                    return Ok(());
-                };
-                store::lock_customers_exclusive(tx).await?;
-                let moved = store::unmerge_customer(tx, tenant, restored).await?;
-                if !moved.is_empty() {
-                    let out = reassigned_event(
-                        survivor,
-                        restored,
-                        ReassignReason::Unmerge,
-                        &moved,
-                        event.sequence,
-                    );
-                    feed::append(
-                        tx,
-                        &[NewEvent::new(
+                Event::CustomerUnmerged(u) => {
+                    let (Some(restored), Some(survivor)) =
+                        (id(&u.restored_customer_id), id(&u.survivor_customer_id))
+                    else {
+                        continue;
+                    };
+                    let moved = store::unmerge_customer(tx, tenant, restored).await?;
+                    if !moved.is_empty() {
+                        let r = reassigned_event(
+                            survivor,
+                            restored,
+                            ReassignReason::Unmerge,
+                            &moved,
+                            event.sequence,
+                        );
+                        out.push(NewEvent::new(
                             tenant,
                             "customer",
                             restored.to_string(),
                             "InteractionsReassigned",
-                            &envelope(Out::InteractionsReassigned(out)),
-                        )],
-                    )
-                    .await?;
+                            &envelope(Out::InteractionsReassigned(r)),
+                        ));
+                    }
                 }
-            }
-            Event::CustomerErased(er) => {
-                let Some(customer) = id(&er.customer_id).or_else(|| id(&event.aggregate_id)) else {
-                    return Ok(());
-                };
-                store::lock_customers_exclusive(tx).await?;
-                let count = store::erase_customer(tx, tenant, customer).await?;
-                feed::append(
-                    tx,
-                    &[NewEvent::new(
+                Event::CustomerErased(er) => {
+                    let Some(customer) = id(&er.customer_id).or_else(|| id(&event.aggregate_id))
+                    else {
+                        continue;
+                    };
+                    let count = store::erase_customer(tx, tenant, customer).await?;
+                    out.push(NewEvent::new(
                         tenant,
                         "customer",
                         customer.to_string(),
@@ -129,12 +128,13 @@ impl ProfileFollower {
                             count,
                             event.sequence,
                         ))),
-                    )],
-                )
-                .await?;
+                    ));
+                }
+                _ => {}
             }
-            _ => {}
         }
+        store::customers_created(tx, tenant, &created).await?;
+        feed::append(tx, &out).await?;
         Ok(())
     }
 }
@@ -143,8 +143,9 @@ impl FeedHandler for ProfileFollower {
     fn apply<'a>(
         &'a self,
         tx: &'a mut PgConnection,
-        event: &'a ChangeEvent,
+        tenant: Uuid,
+        events: &'a [ChangeEvent],
     ) -> BoxFuture<'a, Result<(), sqlx::Error>> {
-        Box::pin(self.apply_event(tx, event))
+        Box::pin(self.apply_batch(tx, tenant, events))
     }
 }

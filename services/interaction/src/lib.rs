@@ -23,7 +23,8 @@ use std::sync::Arc;
 
 use chrono::{Datelike, Utc};
 use rapport_kit::db::SchemaSpec;
-use rapport_kit::feed::Consumer;
+use rapport_kit::feed::{Consumer, PeerFeed, ProfileFeed};
+use rapport_kit::peer::Peer;
 use rapport_kit::server::{ServerBuilder, ServiceRuntime};
 use rapport_proto::rapport::interaction::v1::campaign_service_server::CampaignServiceServer;
 use rapport_proto::rapport::interaction::v1::interaction_service_server::InteractionServiceServer;
@@ -39,9 +40,9 @@ pub static MIGRATOR: Migrator = sqlx::migrate!("./migrations");
 /// profile service is configured, follows its change feed until shutdown.
 pub fn register(server: &mut ServerBuilder, runtime: &ServiceRuntime) {
     let config = &runtime.config;
-    let profile = match config.profile_url.as_deref() {
+    let peer = match config.profile_url.as_deref() {
         None => None,
-        Some(url) => match profile::Profile::new(url, config.internal_token.as_deref()) {
+        Some(url) => match Peer::new("profile", url, config.internal_token.as_deref()) {
             Ok(p) => Some(p),
             Err(e) => {
                 tracing::error!(error = %e, "the profile service cannot be reached; identifiers will not resolve");
@@ -49,7 +50,8 @@ pub fn register(server: &mut ServerBuilder, runtime: &ServiceRuntime) {
             }
         },
     };
-    let recorder = ingest::Recorder::new(runtime.pool.clone(), profile.clone());
+    let profile = peer.as_ref().map(profile::Profile::new);
+    let recorder = ingest::Recorder::new(runtime.pool.clone(), profile);
 
     // Partitions for this year and the next, ahead of time.
     let ahead = recorder.clone();
@@ -60,11 +62,11 @@ pub fn register(server: &mut ServerBuilder, runtime: &ServiceRuntime) {
         }
     });
 
-    if let Some(profile) = profile {
+    if let Some(peer) = &peer {
         let consumer = Consumer::new(
             follow::PROFILE_CURSOR,
             runtime.pool.clone(),
-            Arc::new(profile),
+            Arc::new(PeerFeed::<ProfileFeed>::new(peer)),
             Arc::new(follow::ProfileFollower),
         );
         tokio::spawn(consumer.run(runtime.shutdown.clone()));

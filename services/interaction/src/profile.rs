@@ -1,28 +1,25 @@
-//! The profile service, as this service calls it: identity resolution,
-//! existence checks of customer ids, and its change feed.
+//! The profile service, as this service calls it: identity resolution and
+//! existence checks of customer ids (its change feed is read with the kit's
+//! `PeerFeed`).
 
 use std::collections::HashSet;
 
-use futures::StreamExt;
-use futures::future::BoxFuture;
-use rapport_kit::context::{CallContext, InternalCredential};
+use rapport_kit::context::CallContext;
 use rapport_kit::error::{ApiError, Violation};
-use rapport_kit::feed::{EventStream, FeedSource};
+use rapport_kit::peer::{self, Peer, PeerChannel};
 use rapport_proto::rapport::common::v1::Identifier;
 use rapport_proto::rapport::profile::v1::profile_service_client::ProfileServiceClient;
 use rapport_proto::rapport::profile::v1::{
     BatchGetCustomersRequest, ResolveIdentitiesRequest, ResolveIdentityRequest,
-    WatchChangesRequest, resolve_identities_result, resolve_identity_response,
+    resolve_identities_result, resolve_identity_response,
 };
-use tonic::codegen::InterceptedService;
-use tonic::transport::{Channel, Endpoint};
 use tonic::{Code, Request, Status};
 use tonic_types::StatusExt;
 use uuid::Uuid;
 
 use crate::domain::validate::IdentifierInput;
 
-type Client = ProfileServiceClient<InterceptedService<Channel, InternalCredential>>;
+type Client = ProfileServiceClient<PeerChannel>;
 
 /// A client of the profile service (cheap to clone).
 #[derive(Clone)]
@@ -73,37 +70,16 @@ fn conflict(c: &rapport_proto::rapport::profile::v1::IdentityConflict) -> Resolu
 
 /// Maps a failed call to the profile service.
 fn unavailable(s: &Status) -> ApiError {
-    match s.code() {
-        Code::Unavailable
-        | Code::DeadlineExceeded
-        | Code::Cancelled
-        | Code::Unknown
-        | Code::ResourceExhausted => {
-            tracing::warn!(code = ?s.code(), message = s.message(), "profile service unavailable");
-            ApiError::Unavailable("the profile service is unavailable; retry later".into())
-        }
-        _ => ApiError::internal(format!(
-            "profile service answered {:?}: {}",
-            s.code(),
-            s.message()
-        )),
-    }
+    peer::error("profile", s)
 }
 
 impl Profile {
-    /// A client of the profile service at `url`, connecting on first use.
-    pub fn new(url: &str, internal_token: Option<&str>) -> Result<Self, String> {
-        let endpoint = Endpoint::from_shared(url.to_string())
-            .map_err(|e| format!("RAPPORT_PROFILE_URL {url:?} is not a URL: {e}"))?
-            .connect_timeout(std::time::Duration::from_secs(5));
-        let channel = endpoint.connect_lazy();
-        Ok(Self {
-            client: ProfileServiceClient::with_interceptor(
-                channel,
-                InternalCredential::new(internal_token),
-            )
-            .max_decoding_message_size(64 * 1024 * 1024),
-        })
+    /// A client of the profile service `peer`, connecting on first use.
+    pub fn new(peer: &Peer) -> Self {
+        Self {
+            client: ProfileServiceClient::new(peer.channel())
+                .max_decoding_message_size(peer::MAX_MESSAGE_BYTES),
+        }
     }
 
     /// Resolves identifiers to a customer (finding or creating it).
@@ -275,27 +251,5 @@ impl Profile {
             found.extend(chunk.iter().filter(|id| !missing.contains(id)));
         }
         Ok(found)
-    }
-}
-
-impl FeedSource for Profile {
-    fn open(&self, after_sequence: i64) -> BoxFuture<'_, Result<EventStream, Status>> {
-        Box::pin(async move {
-            let stream = self
-                .client
-                .clone()
-                .watch_changes(WatchChangesRequest { after_sequence })
-                .await?
-                .into_inner();
-            Ok(stream
-                .map(|r| {
-                    r.and_then(|m| {
-                        m.event.ok_or_else(|| {
-                            Status::internal("a profile feed message without an event")
-                        })
-                    })
-                })
-                .boxed())
-        })
     }
 }

@@ -200,36 +200,53 @@ pub async fn remember_customers(
     Ok(())
 }
 
-/// Taken (shared) by every recording transaction before it reads where
-/// customers resolve to; taken (exclusive) while a merge, unmerge or erasure
-/// is applied. So a recording never files an interaction under a customer
-/// that a concurrent merge just emptied.
-pub async fn lock_customers_shared(conn: &mut PgConnection) -> Result<(), sqlx::Error> {
-    sqlx::query("SELECT pg_advisory_xact_lock_shared(hashtext('interaction.customers'))")
-        .execute(conn)
-        .await?;
+/// Taken (shared) by every recording transaction of the tenant before it
+/// reads where customers resolve to; taken (exclusive) while a merge, unmerge
+/// or erasure of the tenant is applied. So a recording never files an
+/// interaction under a customer that a concurrent merge just emptied, and
+/// tenants never wait on each other's merges.
+pub async fn lock_customers_shared(
+    conn: &mut PgConnection,
+    tenant: Uuid,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "SELECT pg_advisory_xact_lock_shared(hashtext('interaction.customers'), hashtext($1::text))",
+    )
+    .bind(tenant)
+    .execute(conn)
+    .await?;
     Ok(())
 }
 
 /// See [`lock_customers_shared`].
-pub async fn lock_customers_exclusive(conn: &mut PgConnection) -> Result<(), sqlx::Error> {
-    sqlx::query("SELECT pg_advisory_xact_lock(hashtext('interaction.customers'))")
-        .execute(conn)
-        .await?;
+pub async fn lock_customers_exclusive(
+    conn: &mut PgConnection,
+    tenant: Uuid,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "SELECT pg_advisory_xact_lock(hashtext('interaction.customers'), hashtext($1::text))",
+    )
+    .bind(tenant)
+    .execute(conn)
+    .await?;
     Ok(())
 }
 
-/// A customer created in the profile service.
-pub async fn customer_created(
+/// Customers created in the profile service.
+pub async fn customers_created(
     conn: &mut PgConnection,
     tenant: Uuid,
-    customer: Uuid,
+    customers: &[Uuid],
 ) -> Result<(), sqlx::Error> {
+    if customers.is_empty() {
+        return Ok(());
+    }
     sqlx::query(
-        "INSERT INTO customers (tenant_id, customer_id) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+        "INSERT INTO customers (tenant_id, customer_id)
+         SELECT $1, c FROM unnest($2::uuid[]) AS c ORDER BY c ON CONFLICT DO NOTHING",
     )
     .bind(tenant)
-    .bind(customer)
+    .bind(customers)
     .execute(conn)
     .await?;
     Ok(())
@@ -252,7 +269,7 @@ pub async fn merge_customer(
     .bind(survivor)
     .execute(&mut *conn)
     .await?;
-    customer_created(&mut *conn, tenant, survivor).await?;
+    customers_created(&mut *conn, tenant, &[survivor]).await?;
     sqlx::query_scalar(
         "UPDATE interactions SET customer_id = $3, update_time = now(), version = version + 1
          WHERE tenant_id = $1 AND customer_id = $2

@@ -1768,6 +1768,7 @@ async fn the_change_feed_refuses_a_negative_sequence() {
         assert_invalid(
             c.watch_changes(WatchChangesRequest {
                 after_sequence: after,
+                ..Default::default()
             })
             .await,
             &["after_sequence"],
@@ -1778,6 +1779,7 @@ async fn the_change_feed_refuses_a_negative_sequence() {
     let stream = c
         .watch_changes(WatchChangesRequest {
             after_sequence: i64::MAX,
+            ..Default::default()
         })
         .await
         .expect("far cursor");

@@ -456,7 +456,7 @@ async fn a_restart_resumes_the_feed_without_loss_or_repetition() {
     let again = serve_interaction(&db, Some(profile_running.endpoint())).await;
     let cursor = || async {
         sqlx::query_scalar::<_, i64>(
-            "SELECT after_sequence FROM feed_cursors WHERE source = 'profile'",
+            "SELECT coalesce(max(after_sequence), 0)::bigint FROM feed_tenant_cursors WHERE source = 'profile'",
         )
         .fetch_one(&pool)
         .await

@@ -448,7 +448,10 @@ async fn the_feed_carries_recordings_without_free_text() {
         .interaction
         .unwrap();
     let mut feed = c
-        .watch_changes(WatchChangesRequest { after_sequence: 0 })
+        .watch_changes(WatchChangesRequest {
+            after_sequence: 0,
+            ..Default::default()
+        })
         .await
         .unwrap()
         .into_inner();
@@ -478,7 +481,10 @@ async fn the_feed_carries_recordings_without_free_text() {
         "{text}"
     );
     let err = c
-        .watch_changes(WatchChangesRequest { after_sequence: -1 })
+        .watch_changes(WatchChangesRequest {
+            after_sequence: -1,
+            ..Default::default()
+        })
         .await
         .unwrap_err();
     assert_eq!(err.code(), Code::InvalidArgument);

@@ -129,7 +129,10 @@ async fn recorded_interactions_read_back_exactly_from_the_feed() {
 
     let mut feed = s
         .interactions()
-        .watch_changes(WatchChangesRequest { after_sequence: 0 })
+        .watch_changes(WatchChangesRequest {
+            after_sequence: 0,
+            ..Default::default()
+        })
         .await
         .unwrap()
         .into_inner();
@@ -243,7 +246,11 @@ fn profile_event(seq: i64, tenant: Uuid, id: Uuid, name: &'static str, event: P)
 async fn apply(pool: &PgPool, events: &[ChangeEvent]) {
     let mut tx = pool.begin().await.unwrap();
     for ev in events {
-        ProfileFollower.apply(&mut tx, ev).await.unwrap();
+        let tenant = uuid::Uuid::parse_str(&ev.tenant_id).unwrap();
+        ProfileFollower
+            .apply(&mut tx, tenant, std::slice::from_ref(ev))
+            .await
+            .unwrap();
     }
     tx.commit().await.unwrap();
 }
@@ -436,8 +443,8 @@ async fn typed_profile_events_merge_unmerge_and_erase() {
 
     // An event from before typed events about one of B's interactions.
     sqlx::query(
-        "INSERT INTO outbox (tenant_id, aggregate_type, aggregate_id, event_type, payload)
-         VALUES ($1, 'interaction', $2, 'InteractionRecorded', $3)",
+        "INSERT INTO outbox (tenant_id, sequence, aggregate_type, aggregate_id, event_type, payload)
+         VALUES ($1, 1000000, 'interaction', $2, 'InteractionRecorded', $3)",
     )
     .bind(tenant)
     .bind(&b1.interaction_id)

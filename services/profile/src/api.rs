@@ -5,8 +5,7 @@
 use std::collections::HashSet;
 
 use chrono::Utc;
-use futures::StreamExt;
-use rapport_kit::context::{CallContext, TENANT_HEADER};
+use rapport_kit::context::CallContext;
 use rapport_kit::page::PageTokens;
 use rapport_kit::page::page_size;
 use rapport_kit::server::ServiceRuntime;
@@ -1262,24 +1261,13 @@ impl ProfileService for ProfileApi {
         &self,
         request: Request<WatchChangesRequest>,
     ) -> Result<Response<Self::WatchChangesStream>, Status> {
-        if request.metadata().get(TENANT_HEADER).is_some() {
-            return Err(ApiError::PermissionDenied(
-                "the change feed carries every tenant's events and is served only to Rapport services, not on behalf of a tenant".into(),
-            )
-            .into());
-        }
-        let after = request.get_ref().after_sequence;
-        if after < 0 {
-            return Err(invalid("after_sequence", "must not be negative").into());
-        }
-        let stream = rapport_kit::feed::watch(
+        let stream = rapport_kit::feed::serve_watch::<rapport_kit::feed::ProfileFeed>(
             self.pool.clone(),
             crate::SCHEMA.schema,
-            after,
+            request,
             self.shutdown.clone(),
-        )
-        .map(|r| r.map(|event| WatchChangesResponse { event: Some(event) }));
-        Ok(Response::new(stream.boxed()))
+        )?;
+        Ok(Response::new(stream))
     }
 }
 

@@ -11,7 +11,7 @@ use std::collections::HashMap;
 
 use futures::StreamExt;
 use prost_types::{FieldMask, Timestamp};
-use rapport_proto::rapport::common::v1::{Identifier, Money};
+use rapport_proto::rapport::common::v1::{FeedPosition, Identifier, Money};
 use rapport_proto::rapport::profile::v1::profile_service_client::ProfileServiceClient;
 use rapport_proto::rapport::profile::v1::*;
 use support::*;
@@ -886,7 +886,7 @@ async fn a_call_without_a_valid_tenant_is_unauthenticated_on_every_method() {
 }
 
 #[tokio::test]
-async fn watch_changes_refuses_negative_sequences_and_tenant_calls() {
+async fn watch_changes_refuses_negative_sequences_and_foreign_positions() {
     let env = start().await;
     let mut internal = env.client_for(None);
     for after in [-1, i64::MIN] {
@@ -894,29 +894,63 @@ async fn watch_changes_refuses_negative_sequences_and_tenant_calls() {
             internal
                 .watch_changes(WatchChangesRequest {
                     after_sequence: after,
+                    ..Default::default()
                 })
                 .await
                 .map(|_| Response::new(())),
             "after_sequence",
         );
     }
-    // On behalf of a tenant: PERMISSION_DENIED, whatever the sequence.
+    // On behalf of a tenant: a negative sequence, or a position naming
+    // another tenant, is refused with its field.
     let mut tenant = env.client.clone();
-    for after in [0, -1] {
-        let e = tenant
+    refused(
+        tenant
             .watch_changes(WatchChangesRequest {
-                after_sequence: after,
+                after_sequence: -1,
+                ..Default::default()
             })
             .await
-            .map(|_| ())
-            .expect_err("a tenant may not read the feed");
-        assert_eq!(e.code(), Code::PermissionDenied, "{e:?}");
+            .map(|_| Response::new(())),
+        "after_sequence",
+    );
+    for (bad, field) in [
+        ("not-a-tenant".to_string(), "positions[0].tenant_id"),
+        (Uuid::new_v4().to_string(), "positions[0].tenant_id"),
+    ] {
+        refused(
+            tenant
+                .watch_changes(WatchChangesRequest {
+                    after_sequence: 0,
+                    positions: vec![FeedPosition {
+                        tenant_id: bad,
+                        after_sequence: 0,
+                    }],
+                })
+                .await
+                .map(|_| Response::new(())),
+            field,
+        );
     }
+    refused(
+        internal
+            .watch_changes(WatchChangesRequest {
+                after_sequence: 0,
+                positions: vec![FeedPosition {
+                    tenant_id: Uuid::new_v4().to_string(),
+                    after_sequence: -5,
+                }],
+            })
+            .await
+            .map(|_| Response::new(())),
+        "positions[0].after_sequence",
+    );
     // A sequence far beyond the last event is simply "nothing yet".
     create(&mut tenant, person("Ana", "", "ana@x.com")).await;
     let mut stream = internal
         .watch_changes(WatchChangesRequest {
             after_sequence: i64::MAX,
+            ..Default::default()
         })
         .await
         .expect("a sequence beyond the end is valid")
@@ -925,7 +959,10 @@ async fn watch_changes_refuses_negative_sequences_and_tenant_calls() {
     assert!(next.is_err(), "no event after i64::MAX: {next:?}");
     // From 0 the backlog arrives.
     let mut stream = internal
-        .watch_changes(WatchChangesRequest { after_sequence: 0 })
+        .watch_changes(WatchChangesRequest {
+            after_sequence: 0,
+            ..Default::default()
+        })
         .await
         .expect("watch")
         .into_inner();

@@ -452,29 +452,59 @@ async fn watch_changes_streams_the_backlog_then_live_events() {
     .await
     .unwrap();
 
-    // Tenant-bound callers may not read every tenant's feed.
-    let e = c
-        .watch_changes(WatchChangesRequest { after_sequence: 0 })
+    // A call made for the tenant reads that tenant's events only: another
+    // tenant's customer does not show.
+    let mut other = env.client_for(Some(uuid::Uuid::new_v4()));
+    create(&mut other, person("Bea", "", "bea@x.com")).await;
+    let mut own = c
+        .watch_changes(WatchChangesRequest {
+            after_sequence: 0,
+            ..Default::default()
+        })
         .await
-        .unwrap_err();
-    assert_eq!(e.code(), Code::PermissionDenied);
+        .unwrap()
+        .into_inner();
+    for want in ["CustomerCreated", "CustomerDeleted"] {
+        let e = own.next().await.unwrap().unwrap().event.unwrap();
+        assert_eq!(
+            (e.event_type.as_str(), e.tenant_id.clone()),
+            (want, env.tenant.to_string())
+        );
+    }
+    let more = tokio::time::timeout(std::time::Duration::from_millis(300), own.next()).await;
+    assert!(
+        more.is_err(),
+        "another tenant's event reached a tenant's call: {more:?}"
+    );
     let mut internal = env.client_for(None);
     let e = internal
-        .watch_changes(WatchChangesRequest { after_sequence: -1 })
+        .watch_changes(WatchChangesRequest {
+            after_sequence: -1,
+            ..Default::default()
+        })
         .await
         .unwrap_err();
     assert_eq!(violations(&e), vec!["after_sequence"]);
 
     let mut stream = internal
-        .watch_changes(WatchChangesRequest { after_sequence: 0 })
+        .watch_changes(WatchChangesRequest {
+            after_sequence: 0,
+            ..Default::default()
+        })
         .await
         .unwrap()
         .into_inner();
-    let first = stream.next().await.unwrap().unwrap().event.unwrap();
+    // Every tenant's events, each tenant's in order: skip the other's.
+    let mut next_own = async || loop {
+        let e = stream.next().await.unwrap().unwrap().event.unwrap();
+        if e.tenant_id == env.tenant.to_string() {
+            return e;
+        }
+    };
+    let first = next_own().await;
     assert_eq!(first.event_type, "CustomerCreated");
-    assert_eq!(first.tenant_id, env.tenant.to_string());
     assert_eq!(first.aggregate_id, ana.customer_id);
-    let second = stream.next().await.unwrap().unwrap().event.unwrap();
+    let second = next_own().await;
     assert_eq!(second.event_type, "CustomerDeleted");
     assert!(second.sequence > first.sequence);
     // Live.
@@ -484,12 +514,8 @@ async fn watch_changes_streams_the_backlog_then_live_events() {
     })
     .await
     .unwrap();
-    let third = tokio::time::timeout(std::time::Duration::from_secs(10), stream.next())
+    let third = tokio::time::timeout(std::time::Duration::from_secs(10), next_own())
         .await
-        .unwrap()
-        .unwrap()
-        .unwrap()
-        .event
         .unwrap();
     assert_eq!(third.event_type, "CustomerUndeleted");
     let typed: ProfileEvent = rapport_kit::feed::decode(&third).expect("a ProfileEvent");

@@ -247,7 +247,7 @@ async fn run() {
     .expect("a customer");
     let (feed, _) = best(3, || async {
         let mut tx = pool.begin().await.expect("begin");
-        store::recompute_summary(&mut tx, tenant, customer)
+        store::recompute_summaries(&mut tx, tenant, &[customer])
             .await
             .expect("summary");
         engine::customer_changed(

@@ -40,7 +40,7 @@ use crate::domain::segment::{
     check_request_id, find_cycle, kind_from_name, kind_name,
 };
 use crate::engine::{self, Compiled, RefreshError};
-use crate::peers::{self, Peer};
+use crate::peers::{self, Profile};
 use crate::rule::{self, Catalog, Expr, Facts, RankFacts};
 use crate::store::{self, Change, SegmentRow};
 
@@ -53,7 +53,7 @@ pub struct SegmentationApi {
     pool: PgPool,
     page_tokens: PageTokens,
     shutdown: Shutdown,
-    profile: Option<Peer>,
+    profile: Option<Profile>,
     definitions_read: Arc<Mutex<HashMap<Uuid, Instant>>>,
 }
 
@@ -236,7 +236,7 @@ impl SegmentationApi {
         pool: PgPool,
         page_tokens: PageTokens,
         shutdown: Shutdown,
-        profile: Option<Peer>,
+        profile: Option<Profile>,
     ) -> Self {
         Self {
             pool,
@@ -379,6 +379,7 @@ impl SegmentationApi {
 
         let catalog = self.catalog(&ctx).await?;
         let mut tx = self.pool.begin().await?;
+        store::lock_tenant(&mut tx, tenant).await?;
         let names = store::segment_names(&mut tx, tenant).await?;
         let mut expr = None;
         if let Some((mut e, form)) = parsed {
@@ -506,6 +507,7 @@ impl SegmentationApi {
         };
 
         let mut tx = self.pool.begin().await?;
+        store::lock_tenant(&mut tx, tenant).await?;
         let Some(mut row) = store::segment(&mut tx, tenant, id, true).await? else {
             return Err(ApiError::not_found("segment", id.to_string()));
         };
@@ -715,6 +717,7 @@ impl SegmentationApi {
         ids.sort();
         ids.dedup();
         let mut tx = self.pool.begin().await?;
+        store::lock_tenant(&mut tx, tenant).await?;
         let Some(row) = store::segment(&mut tx, tenant, id, true).await? else {
             return Err(ApiError::not_found("segment", id.to_string()));
         };
@@ -988,14 +991,22 @@ impl SegmentationApi {
             v.finish()?;
             id
         };
+        // When the scores are due for a recomputation, it runs first in a
+        // writer's transaction of its own, unless another writer (a feed
+        // consumer, a refresh) holds the tenant: a read never waits on one,
+        // and then reports the scores as they are.
+        let now = Utc::now();
+        {
+            let mut tx = self.pool.begin().await?;
+            let state = store::rfm_state(&mut tx, tenant).await?;
+            if engine::rfm_due(&state, now) && store::try_lock_tenant(&mut tx, tenant).await? {
+                engine::recompute_tenant(&mut tx, tenant, now).await?;
+            }
+            tx.commit().await?;
+        }
         let mut tx = self.pool.begin().await?;
         if let Some(s) = segment {
             self.load(&mut tx, tenant, s).await?;
-        }
-        let now = Utc::now();
-        let state = store::rfm_state(&mut tx, tenant).await?;
-        if engine::rfm_due(&state, now) {
-            engine::recompute_tenant(&mut tx, tenant, now).await?;
         }
         let state = store::rfm_state(&mut tx, tenant).await?;
         let currency = store::currency(&mut tx, tenant).await?;
@@ -1144,6 +1155,7 @@ impl SegmentationApi {
         let update = r.policy.unwrap_or_default();
         let paths: Vec<String> = r.update_mask.map(|m| m.paths).unwrap_or_default();
         let mut tx = self.pool.begin().await?;
+        store::lock_tenant(&mut tx, tenant).await?;
         let (mut overrides, version, _) = store::policy(&mut tx, tenant, true).await?;
         if !update.etag.is_empty() && update.etag != policy::etag(version) {
             return Err(ApiError::Aborted(format!(
@@ -1189,6 +1201,7 @@ impl SegmentationApi {
             async move {
                 let run = async {
                     let mut tx = pool.begin().await?;
+                    store::lock_tenant(&mut tx, tenant).await?;
                     let now = Utc::now();
                     let changed = engine::classify(&mut tx, tenant, None, now).await?;
                     let cat = engine::catalog(&mut tx, tenant).await?;
@@ -1293,6 +1306,7 @@ impl SegmentationService for SegmentationApi {
         let tenant = ctx.tenant_id;
         let run = async {
             let mut tx = self.pool.begin().await?;
+            store::lock_tenant(&mut tx, tenant).await?;
             let Some(row) = store::segment(&mut tx, tenant, id, true).await? else {
                 return Err(ApiError::not_found("segment", id.to_string()));
             };
@@ -1809,17 +1823,12 @@ impl SegmentationService for SegmentationApi {
         &self,
         req: Request<pb::WatchChangesRequest>,
     ) -> Result<Response<Self::WatchChangesStream>, Status> {
-        let after = req.get_ref().after_sequence;
-        if after < 0 {
-            return Err(ApiError::invalid("after_sequence", "must not be negative").into());
-        }
-        let stream = feed::watch(
+        let stream = feed::serve_watch::<feed::SegmentationFeed>(
             self.pool.clone(),
             crate::SCHEMA.schema,
-            after,
+            req,
             self.shutdown.clone(),
-        )
-        .map(|r| r.map(|event| pb::WatchChangesResponse { event: Some(event) }));
-        Ok(Response::new(stream.boxed()))
+        )?;
+        Ok(Response::new(stream))
     }
 }

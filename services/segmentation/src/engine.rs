@@ -313,28 +313,28 @@ pub async fn customers_changed(
     reason: MembershipChangeReason,
     now: DateTime<Utc>,
 ) -> Result<()> {
-    let mut known = Vec::with_capacity(customers.len());
-    let mut bought = Vec::new();
-    for &(c, purchases_changed) in customers {
-        if store::is_known(conn, tenant, c).await? {
-            known.push(c);
-            if purchases_changed {
-                bought.push(c);
-            }
-        }
-    }
+    let mut ids: Vec<Uuid> = customers.iter().map(|c| c.0).collect();
+    ids.sort_unstable();
+    ids.dedup();
+    let known = store::known_among(conn, tenant, &ids).await?;
     if known.is_empty() {
         return Ok(());
     }
+    let known_set: HashSet<Uuid> = known.iter().copied().collect();
+    let mut bought: Vec<Uuid> = customers
+        .iter()
+        .filter(|(c, purchases)| *purchases && known_set.contains(c))
+        .map(|(c, _)| *c)
+        .collect();
+    bought.sort_unstable();
+    bought.dedup();
     if !bought.is_empty() {
         store::mark_rfm_dirty(conn, tenant).await?;
         let state = store::rfm_state(conn, tenant).await?;
         if state.rfm_compute_time.is_none() {
             store::rfm_full(conn, tenant, now).await?;
         } else {
-            for &c in &bought {
-                store::rfm_one(conn, tenant, c, &state, now).await?;
-            }
+            store::rfm_some(conn, tenant, &bought, &state, now).await?;
         }
     }
     classify(conn, tenant, Some(&known), now).await?;
@@ -410,6 +410,7 @@ pub async fn refresh(
 ) -> std::result::Result<Refreshed, RefreshError> {
     let started = std::time::Instant::now();
     let mut tx = pool.begin().await?;
+    store::lock_tenant(&mut tx, tenant).await?;
     let Some(row) = store::segment(&mut tx, tenant, segment, true).await? else {
         return Err(RefreshError::NotFound);
     };

@@ -1,10 +1,13 @@
 //! The three feed consumers that keep the feature projection current: the
 //! profile service (descriptive data, consents, merges, deletions), the
 //! interaction service (every interaction, service request status,
-//! reassignments) and the valuation service (CLV, P(alive), ...). Each event
-//! is applied in the consumer's transaction together with its cursor, and is
-//! followed at once by re-scoring, re-classification and re-evaluation of
-//! the customer's dynamic segments.
+//! reassignments) and the valuation service (CLV, P(alive), ...). Each batch
+//! of one tenant's events is applied in the consumer's transaction together
+//! with its cursor: set-based statements for the batch, interaction counters
+//! updated incrementally, then each changed customer rescored, reclassified
+//! and re-evaluated for the dynamic segments once. Every writer of a tenant's
+//! projection takes the tenant's lock first (`store::lock_tenant`), so the
+//! consumers never deadlock with one another or with refreshes.
 //!
 //! Events are typed (each service's envelope of `events.proto`, decoded with
 //! [`feed::decode`]); events without a typed body (appended before typed
@@ -57,17 +60,6 @@ fn time(t: Option<&prost_types::Timestamp>) -> Option<DateTime<Utc>> {
 
 fn rfc3339(t: DateTime<Utc>) -> String {
     t.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true)
-}
-
-fn tenant_of(event: &ChangeEvent) -> Option<Uuid> {
-    let t = Uuid::parse_str(&event.tenant_id).ok();
-    if t.is_none() {
-        tracing::warn!(
-            sequence = event.sequence,
-            "feed event without a tenant; skipped"
-        );
-    }
-    t
 }
 
 /// An enum value's name without its prefix, lower case
@@ -214,21 +206,102 @@ pub fn consent_key(channel: i32, purpose: i32) -> Option<String> {
     Some(format!("{ch}:{pu}"))
 }
 
-/// Writes a customer snapshot; returns whether the customer has features.
+/// Customers whose features a batch changed, with whether their purchases
+/// may have changed and why: rescored, reclassified and re-evaluated once
+/// each, at the end of the batch.
+#[derive(Default)]
+struct Changed(Vec<(Uuid, bool, MembershipChangeReason)>);
+
+impl Changed {
+    fn add(&mut self, customers: &[Uuid], purchases: bool, reason: MembershipChangeReason) {
+        self.0
+            .extend(customers.iter().map(|c| (*c, purchases, reason)));
+    }
+
+    async fn apply(self, tx: &mut PgConnection, tenant: Uuid, now: DateTime<Utc>) -> Result<()> {
+        let mut reasons: Vec<MembershipChangeReason> = self.0.iter().map(|c| c.2).collect();
+        reasons.sort_by_key(|r| *r as i32);
+        reasons.dedup();
+        for reason in reasons {
+            let customers: Vec<(Uuid, bool)> = self
+                .0
+                .iter()
+                .filter(|c| c.2 == reason)
+                .map(|c| (c.0, c.1))
+                .collect();
+            engine::customers_changed(tx, tenant, &customers, reason, now).await?;
+        }
+        Ok(())
+    }
+}
+
+/// Profile snapshots and consent decisions of a batch, written together.
+#[derive(Default)]
+struct ProfileWrites {
+    /// The latest snapshot per customer, in order of first appearance.
+    snapshots: Vec<(Uuid, ProfileFacts)>,
+    index: std::collections::HashMap<Uuid, usize>,
+    types: Vec<(String, &'static str)>,
+    /// Customers created without a snapshot.
+    bare: Vec<Uuid>,
+    consents: Vec<store::ConsentRow>,
+}
+
+impl ProfileWrites {
+    fn snapshot(&mut self, customer: Uuid, snapshot: Option<&Customer>) {
+        let Some(c) = snapshot else {
+            self.bare.push(customer);
+            return;
+        };
+        let (facts, types) = profile_facts(c);
+        self.types.extend(types);
+        match self.index.get(&customer) {
+            Some(&i) => self.snapshots[i].1 = facts,
+            None => {
+                self.index.insert(customer, self.snapshots.len());
+                self.snapshots.push((customer, facts));
+            }
+        }
+    }
+
+    /// Writes what was gathered; the customers whose features changed go to
+    /// `changed`.
+    async fn flush(
+        &mut self,
+        tx: &mut PgConnection,
+        tenant: Uuid,
+        changed: &mut Changed,
+    ) -> Result<()> {
+        let reason = MembershipChangeReason::FeaturesChanged;
+        if !self.types.is_empty() {
+            let mut types = std::mem::take(&mut self.types);
+            types.sort();
+            types.dedup_by(|a, b| a.0 == b.0);
+            store::note_attribute_types(tx, tenant, &types).await?;
+        }
+        let written = store::set_profiles(tx, tenant, &self.snapshots).await?;
+        changed.add(&written, false, reason);
+        let bare = store::ensure_features_many(tx, tenant, &self.bare).await?;
+        changed.add(&bare, false, reason);
+        let consented = store::set_consents(tx, tenant, &self.consents).await?;
+        changed.add(&consented, false, reason);
+        *self = Self::default();
+        Ok(())
+    }
+}
+
+/// Writes one customer's snapshot; whether the customer has features.
 async fn write_snapshot(
     tx: &mut PgConnection,
     tenant: Uuid,
     customer: Uuid,
     snapshot: Option<&Customer>,
 ) -> Result<bool> {
-    match snapshot {
-        Some(c) => {
-            let (facts, types) = profile_facts(c);
-            store::note_attribute_types(tx, tenant, &types).await?;
-            store::set_profile(tx, tenant, customer, &facts).await
-        }
-        None => store::ensure_features(tx, tenant, customer).await,
-    }
+    let mut one = ProfileWrites::default();
+    one.snapshot(customer, snapshot);
+    let mut changed = Changed::default();
+    one.flush(tx, tenant, &mut changed).await?;
+    Ok(!changed.0.is_empty())
 }
 
 /// A removed customer (deleted or erased) leaves every segment.
@@ -260,145 +333,138 @@ async fn remove_customer(
 pub struct ProfileFollower;
 
 impl ProfileFollower {
-    /// Applies one profile event at `now`.
-    pub async fn apply_at(
+    /// Applies a batch of one tenant's profile events at `now`: snapshots
+    /// and consents in one statement each, deletions, erasures, merges and
+    /// unmerges (rare) in feed order after what came before them, and each
+    /// changed customer re-evaluated once.
+    pub async fn apply_batch(
         &self,
         tx: &mut PgConnection,
-        event: &ChangeEvent,
+        tenant: Uuid,
+        events: &[ChangeEvent],
         now: DateTime<Utc>,
     ) -> Result<()> {
-        let Some(tenant) = tenant_of(event) else {
-            return Ok(());
-        };
-        let Some(ProfileEvent { event: Some(e) }) = feed::decode::<ProfileEvent>(event) else {
-            return Ok(());
-        };
+        store::lock_tenant(tx, tenant).await?;
+        let mut writes = ProfileWrites::default();
+        let mut changed = Changed::default();
         let feature_reason = MembershipChangeReason::FeaturesChanged;
         use profile_event::Event as E;
-        match e {
-            E::CustomerCreated(e) => {
-                let Some(c) = uuid(&e.customer_id) else {
-                    return Ok(());
-                };
-                if write_snapshot(tx, tenant, c, e.customer.as_ref()).await? {
-                    engine::customer_changed(tx, tenant, c, false, feature_reason, now).await?;
-                }
-            }
-            E::CustomerUpdated(e) => {
-                let Some(c) = uuid(&e.customer_id) else {
-                    return Ok(());
-                };
-                if write_snapshot(tx, tenant, c, e.customer.as_ref()).await? {
-                    engine::customer_changed(tx, tenant, c, false, feature_reason, now).await?;
-                }
-            }
-            E::CustomerUndeleted(e) => {
-                let Some(c) = uuid(&e.customer_id) else {
-                    return Ok(());
-                };
-                store::restore_customer(tx, tenant, c).await?;
-                if write_snapshot(tx, tenant, c, e.customer.as_ref()).await? {
-                    store::recompute_summary(tx, tenant, c).await?;
-                    engine::customer_changed(tx, tenant, c, true, feature_reason, now).await?;
-                }
-            }
-            E::CustomerDeleted(e) => {
-                let Some(c) = uuid(&e.customer_id).or_else(|| uuid(&event.aggregate_id)) else {
-                    return Ok(());
-                };
-                remove_customer(tx, tenant, c, false, now).await?;
-            }
-            E::CustomerErased(e) => {
-                let Some(c) = uuid(&e.customer_id).or_else(|| uuid(&event.aggregate_id)) else {
-                    return Ok(());
-                };
-                remove_customer(tx, tenant, c, true, now).await?;
-            }
-            E::CustomerMerged(e) => {
-                let (Some(merged), Some(survivor)) =
-                    (uuid(&e.merged_customer_id), uuid(&e.survivor_customer_id))
-                else {
-                    return Ok(());
-                };
-                let left = engine::customer_removed(
-                    tx,
-                    tenant,
-                    merged,
-                    "merged",
-                    Some(survivor),
-                    MembershipChangeReason::CustomerMerged,
-                    now,
-                )
-                .await?;
-                store::move_events(tx, tenant, merged, survivor, None).await?;
-                if write_snapshot(tx, tenant, survivor, e.survivor.as_ref()).await? {
-                    // The survivor enters the static segments the merged one was in.
-                    let statics: Vec<(Uuid, String)> = left
-                        .into_iter()
-                        .filter(|(_, _, kind)| kind == "static")
-                        .map(|(id, name, _)| (id, name))
-                        .collect();
-                    let mut changes = Vec::new();
-                    for (seg, name) in &statics {
-                        if !store::add_members(tx, tenant, *seg, &[survivor], now)
-                            .await?
-                            .is_empty()
-                        {
-                            changes.push(Change {
-                                segment_id: *seg,
-                                segment_name: name.clone(),
-                                customer_id: survivor,
-                                entered: true,
-                                reason: MembershipChangeReason::CustomerMerged,
-                            });
-                        }
+        for event in events {
+            let Some(ProfileEvent { event: Some(e) }) = feed::decode::<ProfileEvent>(event) else {
+                continue;
+            };
+            match e {
+                E::CustomerCreated(e) => {
+                    if let Some(c) = uuid(&e.customer_id) {
+                        writes.snapshot(c, e.customer.as_ref());
                     }
-                    store::record_changes(tx, tenant, &changes, now).await?;
-                    store::recompute_summary(tx, tenant, survivor).await?;
-                    engine::customer_changed(
+                }
+                E::CustomerUpdated(e) => {
+                    if let Some(c) = uuid(&e.customer_id) {
+                        writes.snapshot(c, e.customer.as_ref());
+                    }
+                }
+                E::ConsentChanged(e) => {
+                    if let (Some(c), Some(key), Some(t)) = (
+                        uuid(&e.customer_id),
+                        consent_key(e.channel, e.purpose),
+                        time(e.effective_time.as_ref()),
+                    ) {
+                        let granted = e.status == ConsentStatus::Granted as i32;
+                        writes.consents.push((c, key, granted, t));
+                    }
+                }
+                E::CustomerUndeleted(e) => {
+                    let Some(c) = uuid(&e.customer_id) else {
+                        continue;
+                    };
+                    writes.flush(tx, tenant, &mut changed).await?;
+                    store::restore_customer(tx, tenant, c).await?;
+                    if write_snapshot(tx, tenant, c, e.customer.as_ref()).await? {
+                        store::recompute_summaries(tx, tenant, &[c]).await?;
+                        changed.add(&[c], true, feature_reason);
+                    }
+                }
+                E::CustomerDeleted(e) => {
+                    let Some(c) = uuid(&e.customer_id).or_else(|| uuid(&event.aggregate_id)) else {
+                        continue;
+                    };
+                    writes.flush(tx, tenant, &mut changed).await?;
+                    remove_customer(tx, tenant, c, false, now).await?;
+                }
+                E::CustomerErased(e) => {
+                    let Some(c) = uuid(&e.customer_id).or_else(|| uuid(&event.aggregate_id)) else {
+                        continue;
+                    };
+                    writes.flush(tx, tenant, &mut changed).await?;
+                    remove_customer(tx, tenant, c, true, now).await?;
+                }
+                E::CustomerMerged(e) => {
+                    let (Some(merged), Some(survivor)) =
+                        (uuid(&e.merged_customer_id), uuid(&e.survivor_customer_id))
+                    else {
+                        continue;
+                    };
+                    writes.flush(tx, tenant, &mut changed).await?;
+                    let left = engine::customer_removed(
                         tx,
                         tenant,
-                        survivor,
-                        true,
+                        merged,
+                        "merged",
+                        Some(survivor),
                         MembershipChangeReason::CustomerMerged,
                         now,
                     )
                     .await?;
+                    store::move_events(tx, tenant, merged, survivor, None).await?;
+                    if write_snapshot(tx, tenant, survivor, e.survivor.as_ref()).await? {
+                        // The survivor enters the static segments the merged one was in.
+                        let statics: Vec<(Uuid, String)> = left
+                            .into_iter()
+                            .filter(|(_, _, kind)| kind == "static")
+                            .map(|(id, name, _)| (id, name))
+                            .collect();
+                        let mut changes = Vec::new();
+                        for (seg, name) in &statics {
+                            if !store::add_members(tx, tenant, *seg, &[survivor], now)
+                                .await?
+                                .is_empty()
+                            {
+                                changes.push(Change {
+                                    segment_id: *seg,
+                                    segment_name: name.clone(),
+                                    customer_id: survivor,
+                                    entered: true,
+                                    reason: MembershipChangeReason::CustomerMerged,
+                                });
+                            }
+                        }
+                        store::record_changes(tx, tenant, &changes, now).await?;
+                        store::recompute_summaries(tx, tenant, &[survivor]).await?;
+                        changed.add(&[survivor], true, MembershipChangeReason::CustomerMerged);
+                    }
                 }
+                E::CustomerUnmerged(e) => {
+                    let (Some(restored), Some(survivor)) =
+                        (uuid(&e.restored_customer_id), uuid(&e.survivor_customer_id))
+                    else {
+                        continue;
+                    };
+                    writes.flush(tx, tenant, &mut changed).await?;
+                    store::restore_customer(tx, tenant, restored).await?;
+                    if write_snapshot(tx, tenant, restored, e.customer.as_ref()).await? {
+                        store::recompute_summaries(tx, tenant, &[restored]).await?;
+                        changed.add(&[restored], true, feature_reason);
+                    }
+                    if write_snapshot(tx, tenant, survivor, e.survivor.as_ref()).await? {
+                        changed.add(&[survivor], false, feature_reason);
+                    }
+                }
+                E::ContactLinked(_) | E::ContactUnlinked(_) | E::Redacted(_) => {}
             }
-            E::CustomerUnmerged(e) => {
-                let (Some(restored), Some(survivor)) =
-                    (uuid(&e.restored_customer_id), uuid(&e.survivor_customer_id))
-                else {
-                    return Ok(());
-                };
-                store::restore_customer(tx, tenant, restored).await?;
-                if write_snapshot(tx, tenant, restored, e.customer.as_ref()).await? {
-                    store::recompute_summary(tx, tenant, restored).await?;
-                    engine::customer_changed(tx, tenant, restored, true, feature_reason, now)
-                        .await?;
-                }
-                if write_snapshot(tx, tenant, survivor, e.survivor.as_ref()).await? {
-                    engine::customer_changed(tx, tenant, survivor, false, feature_reason, now)
-                        .await?;
-                }
-            }
-            E::ConsentChanged(e) => {
-                let (Some(c), Some(key), Some(t)) = (
-                    uuid(&e.customer_id),
-                    consent_key(e.channel, e.purpose),
-                    time(e.effective_time.as_ref()),
-                ) else {
-                    return Ok(());
-                };
-                let granted = e.status == ConsentStatus::Granted as i32;
-                if store::set_consent(tx, tenant, c, &key, granted, t).await? {
-                    engine::customer_changed(tx, tenant, c, false, feature_reason, now).await?;
-                }
-            }
-            E::ContactLinked(_) | E::ContactUnlinked(_) | E::Redacted(_) => {}
         }
-        Ok(())
+        writes.flush(tx, tenant, &mut changed).await?;
+        changed.apply(tx, tenant, now).await
     }
 }
 
@@ -406,9 +472,10 @@ impl FeedHandler for ProfileFollower {
     fn apply<'a>(
         &'a self,
         tx: &'a mut PgConnection,
-        event: &'a ChangeEvent,
+        tenant: Uuid,
+        events: &'a [ChangeEvent],
     ) -> BoxFuture<'a, Result<()>> {
-        Box::pin(self.apply_at(tx, event, Utc::now()))
+        Box::pin(self.apply_batch(tx, tenant, events, Utc::now()))
     }
 }
 
@@ -441,152 +508,159 @@ pub fn reassigned_ids(e: &interaction::InteractionsReassigned) -> Option<Vec<Uui
         .then(|| e.interaction_ids.iter().filter_map(|s| uuid(s)).collect())
 }
 
-/// Applies interaction events. Recorded interactions are stored as they
-/// come; the customers they touch are recomputed once per batch (see
-/// [`FeedHandler::finish_batch`]), so a bulk upload of many interactions per
-/// customer costs one recomputation per customer, not one per interaction.
-#[derive(Debug, Default)]
-pub struct InteractionFollower {
-    /// Customers touched by the batch being applied: (tenant, customer) →
-    /// whether a purchase was among their events.
-    pending: std::sync::Mutex<std::collections::HashMap<(Uuid, Uuid), bool>>,
+/// The tenant's currency as a batch learns it: read once, claimed by the
+/// first purchase with an amount when the tenant has none yet.
+struct Currency(Option<Option<String>>);
+
+impl Currency {
+    async fn of(
+        &mut self,
+        tx: &mut PgConnection,
+        tenant: Uuid,
+        claim: Option<&str>,
+    ) -> Result<Option<String>> {
+        let known = match self.0.take() {
+            Some(c) => c,
+            None => store::currency(tx, tenant).await?,
+        };
+        let now = match (known, claim) {
+            (None, Some(code)) => Some(store::claim_currency(tx, tenant, code).await?),
+            (known, _) => known,
+        };
+        self.0 = Some(now.clone());
+        Ok(now)
+    }
 }
 
+/// Applies interaction events: a batch's new interactions are stored and
+/// added to their customers' features in one statement (incrementally: the
+/// customers' older interactions are not read again), status changes of
+/// service requests likewise, and each changed customer is re-evaluated
+/// once. Reassignments and erasures (rare) apply in feed order.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct InteractionFollower;
+
 impl InteractionFollower {
-    /// Applies one interaction event at `now`.
-    pub async fn apply_at(
+    /// Applies a batch of one tenant's interaction events at `now`.
+    pub async fn apply_batch(
         &self,
         tx: &mut PgConnection,
-        event: &ChangeEvent,
+        tenant: Uuid,
+        events: &[ChangeEvent],
         now: DateTime<Utc>,
     ) -> Result<()> {
-        let Some(tenant) = tenant_of(event) else {
-            return Ok(());
-        };
-        let Some(InteractionEvent { event: Some(e) }) = feed::decode::<InteractionEvent>(event)
-        else {
-            return Ok(());
-        };
+        store::lock_tenant(tx, tenant).await?;
         let reason = MembershipChangeReason::FeaturesChanged;
+        let mut currency = Currency(None);
+        let mut rows: Vec<EventRow> = Vec::new();
+        let mut opens: Vec<(Uuid, bool)> = Vec::new();
+        let mut changed = Changed::default();
         use interaction_event::Event as E;
-        match e {
-            E::InteractionRecorded(e) => {
-                let (Some(i), Some(c), Some((kind, custom)), Some(at)) = (
-                    uuid(&e.interaction_id),
-                    uuid(&e.customer_id),
-                    event_kind(e.r#type, &e.custom_type),
-                    time(e.occur_time.as_ref()),
-                ) else {
-                    return Ok(());
-                };
-                let purchase = kind == "purchase";
-                let amount = money(e.amount.as_ref());
-                let currency = match (&amount, purchase) {
-                    (Some((code, _)), true) => Some(store::claim_currency(tx, tenant, code).await?),
-                    _ => store::currency(tx, tenant).await?,
-                };
-                let in_currency = |m: Option<(String, Decimal)>| {
-                    m.filter(|(code, _)| Some(code) == currency.as_ref())
-                        .map(|(_, d)| d)
-                };
-                let row = EventRow {
-                    customer_id: c,
-                    interaction_id: i,
-                    kind,
-                    custom,
-                    occur_time: at,
-                    amount: in_currency(amount),
-                    margin: in_currency(money(e.margin.as_ref())),
-                    csat: e.csat,
-                    nps: e.nps,
-                    campaign_id: uuid(&e.campaign_id),
-                    open: is_open(e.service_request_status),
-                };
-                store::ensure_features(tx, tenant, c).await?;
-                store::insert_event(tx, tenant, &row).await?;
-                if let Ok(mut pending) = self.pending.lock() {
-                    *pending.entry((tenant, c)).or_insert(false) |= purchase;
+        for event in events {
+            let Some(InteractionEvent { event: Some(e) }) = feed::decode::<InteractionEvent>(event)
+            else {
+                continue;
+            };
+            match e {
+                E::InteractionRecorded(e) => {
+                    let (Some(i), Some(c), Some((kind, custom)), Some(at)) = (
+                        uuid(&e.interaction_id),
+                        uuid(&e.customer_id),
+                        event_kind(e.r#type, &e.custom_type),
+                        time(e.occur_time.as_ref()),
+                    ) else {
+                        continue;
+                    };
+                    let purchase = kind == "purchase";
+                    let amount = money(e.amount.as_ref());
+                    let claim = amount
+                        .as_ref()
+                        .filter(|_| purchase)
+                        .map(|(c, _)| c.as_str());
+                    let tenant_currency = currency.of(tx, tenant, claim).await?;
+                    let in_currency = |m: Option<(String, Decimal)>| {
+                        m.filter(|(code, _)| Some(code) == tenant_currency.as_ref())
+                            .map(|(_, d)| d)
+                    };
+                    rows.push(EventRow {
+                        customer_id: c,
+                        interaction_id: i,
+                        kind,
+                        custom,
+                        occur_time: at,
+                        amount: in_currency(amount),
+                        margin: in_currency(money(e.margin.as_ref())),
+                        csat: e.csat,
+                        nps: e.nps,
+                        campaign_id: uuid(&e.campaign_id),
+                        open: is_open(e.service_request_status),
+                    });
                 }
-            }
-            E::ServiceRequestUpdated(e) => {
-                let Some(i) = uuid(&e.interaction_id) else {
-                    return Ok(());
-                };
-                if let Some(c) = store::set_event_open(tx, tenant, i, is_open(e.status)).await?
-                    && store::recompute_summary(tx, tenant, c).await?
-                {
-                    engine::customer_changed(tx, tenant, c, false, reason, now).await?;
-                }
-            }
-            E::InteractionsReassigned(e) => {
-                let (Some(from), Some(to)) = (uuid(&e.from_customer_id), uuid(&e.to_customer_id))
-                else {
-                    return Ok(());
-                };
-                let ids = reassigned_ids(&e);
-                store::move_events(tx, tenant, from, to, ids.as_deref()).await?;
-                for c in [from, to] {
-                    if store::recompute_summary(tx, tenant, c).await? {
-                        engine::customer_changed(tx, tenant, c, true, reason, now).await?;
+                E::ServiceRequestUpdated(e) => {
+                    if let Some(i) = uuid(&e.interaction_id) {
+                        opens.push((i, is_open(e.status)));
                     }
                 }
-            }
-            E::CustomerInteractionsErased(e) => {
-                if let Some(c) = uuid(&e.customer_id) {
-                    if let Ok(mut pending) = self.pending.lock() {
-                        pending.remove(&(tenant, c));
-                    }
-                    store::delete_events(tx, tenant, c).await?;
+                E::InteractionsReassigned(e) => {
+                    let (Some(from), Some(to)) =
+                        (uuid(&e.from_customer_id), uuid(&e.to_customer_id))
+                    else {
+                        continue;
+                    };
+                    flush(tx, tenant, &mut rows, &mut opens, &mut changed).await?;
+                    let ids = reassigned_ids(&e);
+                    store::move_events(tx, tenant, from, to, ids.as_deref()).await?;
+                    let both = store::recompute_summaries(tx, tenant, &[from, to]).await?;
+                    changed.add(&both, true, reason);
                 }
+                E::CustomerInteractionsErased(e) => {
+                    if let Some(c) = uuid(&e.customer_id) {
+                        flush(tx, tenant, &mut rows, &mut opens, &mut changed).await?;
+                        store::delete_events(tx, tenant, c).await?;
+                    }
+                }
+                E::CampaignCreated(_) | E::CampaignUpdated(_) | E::Redacted(_) => {}
             }
-            E::CampaignCreated(_) | E::CampaignUpdated(_) | E::Redacted(_) => {}
         }
-        Ok(())
+        flush(tx, tenant, &mut rows, &mut opens, &mut changed).await?;
+        changed.apply(tx, tenant, now).await
     }
+}
 
-    /// Recomputes, once each, the customers the applied events touched.
-    pub async fn finish_at(&self, tx: &mut PgConnection, now: DateTime<Utc>) -> Result<()> {
-        let pending = match self.pending.lock() {
-            Ok(mut p) => std::mem::take(&mut *p),
-            Err(_) => return Ok(()),
-        };
-        let mut by_tenant: std::collections::BTreeMap<Uuid, Vec<(Uuid, bool)>> =
-            std::collections::BTreeMap::new();
-        for ((tenant, c), purchase) in pending {
-            by_tenant.entry(tenant).or_default().push((c, purchase));
+/// Stores gathered interactions and status changes; the customers whose
+/// features changed go to `changed`.
+async fn flush(
+    tx: &mut PgConnection,
+    tenant: Uuid,
+    rows: &mut Vec<EventRow>,
+    opens: &mut Vec<(Uuid, bool)>,
+    changed: &mut Changed,
+) -> Result<()> {
+    let reason = MembershipChangeReason::FeaturesChanged;
+    if !rows.is_empty() {
+        let customers: Vec<Uuid> = rows.iter().map(|r| r.customer_id).collect();
+        store::ensure_features_many(tx, tenant, &customers).await?;
+        for (c, bought) in store::record_interactions(tx, tenant, rows).await? {
+            changed.add(&[c], bought, reason);
         }
-        for (tenant, mut customers) in by_tenant {
-            customers.sort();
-            let mut changed = Vec::with_capacity(customers.len());
-            for (c, purchase) in customers {
-                if store::recompute_summary(tx, tenant, c).await? {
-                    changed.push((c, purchase));
-                }
-            }
-            engine::customers_changed(
-                tx,
-                tenant,
-                &changed,
-                MembershipChangeReason::FeaturesChanged,
-                now,
-            )
-            .await?;
-        }
-        Ok(())
+        rows.clear();
     }
+    if !opens.is_empty() {
+        let moved = store::set_open_many(tx, tenant, opens).await?;
+        changed.add(&moved, false, reason);
+        opens.clear();
+    }
+    Ok(())
 }
 
 impl FeedHandler for InteractionFollower {
     fn apply<'a>(
         &'a self,
         tx: &'a mut PgConnection,
-        event: &'a ChangeEvent,
+        tenant: Uuid,
+        events: &'a [ChangeEvent],
     ) -> BoxFuture<'a, Result<()>> {
-        Box::pin(self.apply_at(tx, event, Utc::now()))
-    }
-
-    fn finish_batch<'a>(&'a self, tx: &'a mut PgConnection) -> BoxFuture<'a, Result<()>> {
-        Box::pin(self.finish_at(tx, Utc::now()))
+        Box::pin(self.apply_batch(tx, tenant, events, Utc::now()))
     }
 }
 
@@ -620,48 +694,45 @@ pub fn value_facts(e: &CustomerValueChanged, tenant_currency: Option<&str>) -> V
     }
 }
 
-/// Applies valuation events.
+/// Applies valuation events: each customer's latest value in the batch, in
+/// one statement, and the customers whose values changed re-evaluated once.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct ValuationFollower;
 
 impl ValuationFollower {
-    /// Applies one valuation event at `now`.
-    pub async fn apply_at(
+    /// Applies a batch of one tenant's valuation events at `now`.
+    pub async fn apply_batch(
         &self,
         tx: &mut PgConnection,
-        event: &ChangeEvent,
+        tenant: Uuid,
+        events: &[ChangeEvent],
         now: DateTime<Utc>,
     ) -> Result<()> {
-        let Some(tenant) = tenant_of(event) else {
-            return Ok(());
-        };
-        let Some(ValuationEvent { event: Some(e) }) = feed::decode::<ValuationEvent>(event) else {
-            return Ok(());
-        };
+        store::lock_tenant(tx, tenant).await?;
+        let mut currency = Currency(None);
+        let mut values: Vec<(Uuid, ValueFacts)> = Vec::new();
         use valuation_event::Event as E;
-        let (customer, facts) = match e {
-            E::CustomerValueChanged(e) => {
-                let currency = store::currency(tx, tenant).await?;
-                (e.customer_id.clone(), value_facts(&e, currency.as_deref()))
+        for event in events {
+            let Some(ValuationEvent { event: Some(e) }) = feed::decode::<ValuationEvent>(event)
+            else {
+                continue;
+            };
+            let (customer, facts) = match e {
+                E::CustomerValueChanged(e) => {
+                    let c = currency.of(tx, tenant, None).await?;
+                    (e.customer_id.clone(), value_facts(&e, c.as_deref()))
+                }
+                E::CustomerValueRemoved(e) => (e.customer_id, ValueFacts::default()),
+                E::ModelFitted(_) | E::ModelActivated(_) | E::Redacted(_) => continue,
+            };
+            if let Some(c) = uuid(&customer) {
+                values.push((c, facts));
             }
-            E::CustomerValueRemoved(e) => (e.customer_id, ValueFacts::default()),
-            E::ModelFitted(_) | E::ModelActivated(_) | E::Redacted(_) => return Ok(()),
-        };
-        let Some(c) = uuid(&customer) else {
-            return Ok(());
-        };
-        if store::set_value(tx, tenant, c, &facts).await? {
-            engine::customer_changed(
-                tx,
-                tenant,
-                c,
-                false,
-                MembershipChangeReason::FeaturesChanged,
-                now,
-            )
-            .await?;
         }
-        Ok(())
+        let written = store::set_values(tx, tenant, &values).await?;
+        let mut changed = Changed::default();
+        changed.add(&written, false, MembershipChangeReason::FeaturesChanged);
+        changed.apply(tx, tenant, now).await
     }
 }
 
@@ -669,9 +740,10 @@ impl FeedHandler for ValuationFollower {
     fn apply<'a>(
         &'a self,
         tx: &'a mut PgConnection,
-        event: &'a ChangeEvent,
+        tenant: Uuid,
+        events: &'a [ChangeEvent],
     ) -> BoxFuture<'a, Result<()>> {
-        Box::pin(self.apply_at(tx, event, Utc::now()))
+        Box::pin(self.apply_batch(tx, tenant, events, Utc::now()))
     }
 }
 

@@ -26,7 +26,10 @@ pub mod synthetic;
 use std::sync::Arc;
 
 use rapport_kit::db::SchemaSpec;
-use rapport_kit::feed::{Consumer, FeedHandler};
+use rapport_kit::feed::{
+    Consumer, FeedHandler, FeedSource, InteractionFeed, PeerFeed, ProfileFeed, ValuationFeed,
+};
+use rapport_kit::peer::Peer;
 use rapport_kit::server::{ServerBuilder, ServiceRuntime};
 use rapport_proto::rapport::segmentation::v1::segmentation_service_server::SegmentationServiceServer;
 use sqlx::migrate::Migrator;
@@ -42,52 +45,42 @@ pub static MIGRATOR: Migrator = sqlx::migrate!("./migrations");
 pub fn register(server: &mut ServerBuilder, runtime: &ServiceRuntime) {
     let config = &runtime.config;
     let token = config.internal_token.as_deref();
-    let connect = |what: &str,
-                   url: Option<&str>,
-                   make: fn(&str, Option<&str>) -> Result<peers::Peer, String>| {
-        let url = url?;
-        match make(url, token) {
-            Ok(p) => Some(p),
-            Err(e) => {
-                tracing::error!(error = %e, peer = what, "a peer service cannot be reached; its feed is not followed");
-                None
+    let connect = |name: &'static str, url: Option<&str>| match Peer::new(name, url?, token) {
+        Ok(p) => Some(p),
+        Err(e) => {
+            tracing::error!(error = %e, peer = name, "a peer service cannot be reached; its feed is not followed");
+            None
+        }
+    };
+    let profile = connect("profile", config.profile_url.as_deref());
+    let interaction = connect("interaction", config.interaction_url.as_deref());
+    let valuation = connect("valuation", config.valuation_url.as_deref());
+    let follow =
+        |name: &'static str, source: Option<Arc<dyn FeedSource>>, handler: Arc<dyn FeedHandler>| {
+            if let Some(source) = source {
+                let consumer = Consumer::new(name, runtime.pool.clone(), source, handler);
+                tokio::spawn(consumer.run(runtime.shutdown.clone()));
             }
-        }
-    };
-    let profile = connect(
-        "profile",
-        config.profile_url.as_deref(),
-        peers::Peer::profile,
-    );
-    let interaction = connect(
-        "interaction",
-        config.interaction_url.as_deref(),
-        peers::Peer::interaction,
-    );
-    let valuation = connect(
-        "valuation",
-        config.valuation_url.as_deref(),
-        peers::Peer::valuation,
-    );
-    let follow = |name: &'static str, peer: &Option<peers::Peer>, handler: Arc<dyn FeedHandler>| {
-        if let Some(p) = peer {
-            let consumer = Consumer::new(name, runtime.pool.clone(), Arc::new(p.clone()), handler);
-            tokio::spawn(consumer.run(runtime.shutdown.clone()));
-        }
-    };
+        };
     follow(
         follow::PROFILE_CURSOR,
-        &profile,
+        profile
+            .as_ref()
+            .map(|p| Arc::new(PeerFeed::<ProfileFeed>::new(p)) as Arc<dyn FeedSource>),
         Arc::new(follow::ProfileFollower),
     );
     follow(
         follow::INTERACTION_CURSOR,
-        &interaction,
-        Arc::new(follow::InteractionFollower::default()),
+        interaction
+            .as_ref()
+            .map(|p| Arc::new(PeerFeed::<InteractionFeed>::new(p)) as Arc<dyn FeedSource>),
+        Arc::new(follow::InteractionFollower),
     );
     follow(
         follow::VALUATION_CURSOR,
-        &valuation,
+        valuation
+            .as_ref()
+            .map(|p| Arc::new(PeerFeed::<ValuationFeed>::new(p)) as Arc<dyn FeedSource>),
         Arc::new(follow::ValuationFollower),
     );
     tokio::spawn(scheduler::run(
@@ -99,7 +92,7 @@ pub fn register(server: &mut ServerBuilder, runtime: &ServiceRuntime) {
         runtime.pool.clone(),
         runtime.page_tokens.clone(),
         runtime.shutdown.clone(),
-        profile,
+        profile.as_ref().map(peers::Profile::new),
     );
     server.add_service(
         SegmentationServiceServer::new(api)

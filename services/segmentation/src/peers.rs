@@ -1,103 +1,32 @@
-//! The services this one follows: their change feeds (profile, interaction,
-//! valuation) and the profile service's attribute definitions, called with
-//! the internal credential.
+//! The profile service's attribute definitions, as this service calls them
+//! (the feeds of profile, interaction and valuation are read with the kit's
+//! `PeerFeed`).
 
-use futures::StreamExt;
-use futures::future::BoxFuture;
-use rapport_kit::context::{CallContext, InternalCredential};
-use rapport_kit::feed::{EventStream, FeedSource};
-use rapport_proto::rapport::interaction::v1::interaction_service_client::InteractionServiceClient;
+use rapport_kit::context::CallContext;
+use rapport_kit::peer::{MAX_MESSAGE_BYTES, Peer, PeerChannel};
 use rapport_proto::rapport::profile::v1::profile_service_client::ProfileServiceClient;
 use rapport_proto::rapport::profile::v1::{AttributeType, ListAttributeDefinitionsRequest};
-use rapport_proto::rapport::valuation::v1::valuation_service_client::ValuationServiceClient;
-use tonic::codegen::InterceptedService;
-use tonic::transport::{Channel, Endpoint};
 use tonic::{Request, Status};
 
-type Chan = InterceptedService<Channel, InternalCredential>;
-
-fn channel(url: &str, token: Option<&str>) -> Result<Chan, String> {
-    let endpoint = Endpoint::from_shared(url.to_string())
-        .map_err(|e| format!("{url:?} is not a URL: {e}"))?
-        .connect_timeout(std::time::Duration::from_secs(5));
-    Ok(InterceptedService::new(
-        endpoint.connect_lazy(),
-        InternalCredential::new(token),
-    ))
-}
-
-/// A peer whose change feed this service follows.
+/// The profile service, for the catalogue's attribute definitions.
 #[derive(Clone)]
-pub enum Peer {
-    Profile(ProfileServiceClient<Chan>),
-    Interaction(InteractionServiceClient<Chan>),
-    Valuation(ValuationServiceClient<Chan>),
+pub struct Profile {
+    client: ProfileServiceClient<PeerChannel>,
 }
 
-impl std::fmt::Debug for Peer {
+impl std::fmt::Debug for Profile {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            Peer::Profile(_) => "Peer(profile)",
-            Peer::Interaction(_) => "Peer(interaction)",
-            Peer::Valuation(_) => "Peer(valuation)",
-        })
+        f.write_str("Profile(..)")
     }
 }
 
-impl Peer {
-    /// The profile service at `url`.
-    pub fn profile(url: &str, token: Option<&str>) -> Result<Self, String> {
-        Ok(Peer::Profile(
-            ProfileServiceClient::new(channel(url, token)?)
-                .max_decoding_message_size(64 * 1024 * 1024),
-        ))
-    }
-    /// The interaction service at `url`.
-    pub fn interaction(url: &str, token: Option<&str>) -> Result<Self, String> {
-        Ok(Peer::Interaction(
-            InteractionServiceClient::new(channel(url, token)?)
-                .max_decoding_message_size(64 * 1024 * 1024),
-        ))
-    }
-    /// The valuation service at `url`.
-    pub fn valuation(url: &str, token: Option<&str>) -> Result<Self, String> {
-        Ok(Peer::Valuation(
-            ValuationServiceClient::new(channel(url, token)?)
-                .max_decoding_message_size(64 * 1024 * 1024),
-        ))
-    }
-}
-
-macro_rules! open_feed {
-    ($client:expr, $module:ident, $after:expr, $what:literal) => {{
-        let stream = $client
-            .clone()
-            .watch_changes(rapport_proto::rapport::$module::v1::WatchChangesRequest {
-                after_sequence: $after,
-            })
-            .await?
-            .into_inner();
-        stream
-            .map(|r| {
-                r.and_then(|m| {
-                    m.event.ok_or_else(|| {
-                        Status::internal(concat!("a ", $what, " feed message without an event"))
-                    })
-                })
-            })
-            .boxed()
-    }};
-}
-
-impl FeedSource for Peer {
-    fn open(&self, after_sequence: i64) -> BoxFuture<'_, Result<EventStream, Status>> {
-        Box::pin(async move {
-            Ok(match self {
-                Peer::Profile(c) => open_feed!(c, profile, after_sequence, "profile"),
-                Peer::Interaction(c) => open_feed!(c, interaction, after_sequence, "interaction"),
-                Peer::Valuation(c) => open_feed!(c, valuation, after_sequence, "valuation"),
-            })
-        })
+impl Profile {
+    /// A client of the profile service behind `peer`, connecting on first use.
+    pub fn new(peer: &Peer) -> Self {
+        Self {
+            client: ProfileServiceClient::new(peer.channel())
+                .max_decoding_message_size(MAX_MESSAGE_BYTES),
+        }
     }
 }
 
@@ -125,12 +54,10 @@ pub fn attribute_type_name(t: i32) -> Option<&'static str> {
 /// The tenant's attribute definitions (deprecated ones included: customers
 /// keep their values), or the call's error.
 pub async fn attribute_definitions(
-    peer: &Peer,
+    profile: &Profile,
     ctx: &CallContext,
 ) -> Result<Vec<AttributeDef>, Status> {
-    let Peer::Profile(client) = peer else {
-        return Ok(Vec::new());
-    };
+    let client = &profile.client;
     let mut out = Vec::new();
     let mut token = String::new();
     loop {

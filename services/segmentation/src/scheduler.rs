@@ -83,6 +83,7 @@ pub async fn recompute_due(pool: &PgPool) -> Result<usize, sqlx::Error> {
     };
     for t in &tenants {
         let mut tx = pool.begin().await?;
+        store::lock_tenant(&mut tx, *t).await?;
         engine::recompute_tenant(&mut tx, *t, Utc::now()).await?;
         tx.commit().await?;
     }

@@ -107,10 +107,17 @@ pub async fn hand_refresh(
              WHERE NOT EXISTS (SELECT 1 FROM memberships m
                                WHERE m.tenant_id = $1 AND m.segment_id = $2 AND m.customer_id = t.customer_id)
              RETURNING customer_id),
+         changes AS (
+             SELECT customer_id, true AS entered FROM came
+             UNION ALL SELECT customer_id, false FROM gone),
+         numbers AS (
+             UPDATE tenants SET membership_sequence = membership_sequence + (SELECT count(*) FROM changes)
+              WHERE tenant_id = $1
+             RETURNING membership_sequence - (SELECT count(*) FROM changes) AS base),
          log AS (
-             INSERT INTO membership_log (tenant_id, segment_id, segment_name, customer_id, entered, reason, change_time)
-             SELECT $1, $2, 'hand', customer_id, true, 3, now() FROM came
-             UNION ALL SELECT $1, $2, 'hand', customer_id, false, 3, now() FROM gone
+             INSERT INTO membership_log (tenant_id, sequence, segment_id, segment_name, customer_id, entered, reason, change_time)
+             SELECT $1, n.base + row_number() OVER (), $2, 'hand', c.customer_id, c.entered, 3, now()
+               FROM changes c, numbers n
              RETURNING entered)
          SELECT count(*) FILTER (WHERE entered), count(*) FILTER (WHERE NOT entered) FROM log"
     );

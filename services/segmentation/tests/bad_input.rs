@@ -1931,6 +1931,7 @@ async fn history_and_watch_refuse_bad_ids_and_times() {
                 t,
                 WatchChangesRequest {
                     after_sequence: after,
+                    ..Default::default()
                 },
             ))
             .await,

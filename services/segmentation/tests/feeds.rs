@@ -187,7 +187,7 @@ async fn profile_and_interaction_changes_reach_membership() {
     // Restart the segmentation service; a purchase recorded meanwhile is
     // applied once when it is back.
     let cursor_before: i64 =
-        sqlx::query_scalar("SELECT after_sequence FROM feed_cursors WHERE source = 'interaction'")
+        sqlx::query_scalar("SELECT coalesce(max(after_sequence), 0)::bigint FROM feed_tenant_cursors WHERE source = 'interaction'")
             .fetch_one(&s.pool)
             .await
             .unwrap();
@@ -214,7 +214,7 @@ async fn profile_and_interaction_changes_reach_membership() {
     })
     .await;
     let cursor_after: i64 =
-        sqlx::query_scalar("SELECT after_sequence FROM feed_cursors WHERE source = 'interaction'")
+        sqlx::query_scalar("SELECT coalesce(max(after_sequence), 0)::bigint FROM feed_tenant_cursors WHERE source = 'interaction'")
             .fetch_one(&s.pool)
             .await
             .unwrap();
@@ -603,7 +603,9 @@ async fn valuation_events_update_values_and_segments() {
         let pool = s.pool.clone();
         async move {
             let mut tx = pool.begin().await.unwrap();
-            f.apply_at(&mut tx, &ev, Utc::now()).await.unwrap();
+            f.apply_batch(&mut tx, t, std::slice::from_ref(&ev), Utc::now())
+                .await
+                .unwrap();
             tx.commit().await.unwrap();
         }
     };

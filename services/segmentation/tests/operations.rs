@@ -39,12 +39,18 @@ async fn watch_changes_carries_segment_and_membership_events() {
     .await
     .unwrap();
     let e = c
-        .watch_changes(WatchChangesRequest { after_sequence: -1 })
+        .watch_changes(WatchChangesRequest {
+            after_sequence: -1,
+            ..Default::default()
+        })
         .await
         .unwrap_err();
     assert_eq!(e.code(), Code::InvalidArgument);
     let mut feed = c
-        .watch_changes(WatchChangesRequest { after_sequence: 0 })
+        .watch_changes(WatchChangesRequest {
+            after_sequence: 0,
+            ..Default::default()
+        })
         .await
         .unwrap()
         .into_inner();

@@ -5,7 +5,6 @@ use std::collections::{HashMap, HashSet};
 use std::time::Instant;
 
 use chrono::{DateTime, Duration as ChronoDuration, Utc};
-use futures::StreamExt;
 use futures::stream::BoxStream;
 use prost::Message;
 use rapport_kit::context::CallContext;
@@ -1352,27 +1351,12 @@ impl ValuationService for ValuationApi {
         &self,
         req: Request<pb::WatchChangesRequest>,
     ) -> Result<Response<Self::WatchChangesStream>, Status> {
-        let after = req.get_ref().after_sequence;
-        if after < 0 {
-            return Err(ApiError::invalid("after_sequence", "must not be negative").into());
-        }
-        // Peers follow the whole feed (no tenant on the call); a call made
-        // for a tenant sees that tenant's events only.
-        let tenant = CallContext::of(&req).ok().map(|c| c.tenant_id.to_string());
-        let stream = feed::watch(
+        let stream = feed::serve_watch::<feed::ValuationFeed>(
             self.pool.clone(),
             crate::SCHEMA.schema,
-            after,
+            req,
             self.shutdown.clone(),
-        )
-        .filter(move |r| {
-            let keep = match (r, &tenant) {
-                (Ok(e), Some(t)) => &e.tenant_id == t,
-                _ => true,
-            };
-            std::future::ready(keep)
-        })
-        .map(|r| r.map(|event| pb::WatchChangesResponse { event: Some(event) }));
-        Ok(Response::new(stream.boxed()))
+        )?;
+        Ok(Response::new(stream))
     }
 }

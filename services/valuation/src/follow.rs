@@ -70,62 +70,82 @@ pub fn purchase_of(e: &InteractionRecorded) -> Option<Purchase> {
     })
 }
 
+/// Purchases and customers to re-score gathered from a batch, written
+/// together.
+#[derive(Default)]
+struct Pending {
+    purchases: Vec<Purchase>,
+    rescore: Vec<Uuid>,
+}
+
+impl Pending {
+    async fn flush(&mut self, tx: &mut PgConnection, tenant: Uuid) -> Result<(), sqlx::Error> {
+        store::record_purchases(tx, tenant, &self.purchases).await?;
+        store::enqueue(tx, tenant, &self.rescore, None).await?;
+        self.purchases.clear();
+        self.rescore.clear();
+        Ok(())
+    }
+}
+
 impl InteractionFollower {
-    async fn apply_event(
+    /// Applies a batch of one tenant's interaction events: purchases in one
+    /// statement and their customers queued once each; reassignments and
+    /// erasures (rare) in feed order, after what came before them.
+    pub async fn apply_batch(
         &self,
         tx: &mut PgConnection,
-        event: &ChangeEvent,
+        tenant: Uuid,
+        events: &[ChangeEvent],
     ) -> Result<(), sqlx::Error> {
-        let Ok(tenant) = Uuid::parse_str(&event.tenant_id) else {
-            tracing::warn!(
-                sequence = event.sequence,
-                "interaction event without a tenant; skipped"
-            );
-            return Ok(());
-        };
-        // Events appended before typed events, and events reduced by a later
-        // erasure (`redacted`), are skipped.
-        let Some(InteractionEvent { event: Some(e) }) = feed::decode::<InteractionEvent>(event)
-        else {
-            return Ok(());
-        };
-        match e {
-            Event::InteractionRecorded(r) => {
-                if let Some(p) = purchase_of(&r) {
-                    store::record_purchase(tx, tenant, &p).await?;
-                    store::enqueue(tx, tenant, &[p.customer_id], None).await?;
+        let mut pending = Pending::default();
+        let mut removed = Vec::new();
+        for event in events {
+            // Events appended before typed events, and events reduced by a
+            // later erasure (`redacted`), are skipped.
+            let Some(InteractionEvent { event: Some(e) }) = feed::decode::<InteractionEvent>(event)
+            else {
+                continue;
+            };
+            match e {
+                Event::InteractionRecorded(r) => {
+                    if let Some(p) = purchase_of(&r) {
+                        pending.rescore.push(p.customer_id);
+                        pending.purchases.push(p);
+                    }
                 }
-            }
-            Event::InteractionsReassigned(r) => {
-                let (Some(from), Some(to)) = (id(&r.from_customer_id), id(&r.to_customer_id))
-                else {
-                    return Ok(());
-                };
-                let unmerge = r.reason == ReassignReason::Unmerge as i32;
-                // Without the complete list, everything of `from` moved (or,
-                // for an unmerge, everything first recorded under `to`).
-                let ids: Option<Vec<Uuid>> = r
-                    .ids_complete
-                    .then(|| r.interaction_ids.iter().filter_map(|s| id(s)).collect());
-                store::reassign(tx, tenant, from, to, unmerge, ids.as_deref()).await?;
-                let from_reason = (!unmerge).then_some("MERGED");
-                store::enqueue(tx, tenant, &[from], from_reason).await?;
-                store::enqueue(tx, tenant, &[to], None).await?;
-            }
-            Event::CustomerInteractionsErased(er) => {
-                let Some(customer) = id(&er.customer_id).or_else(|| id(&event.aggregate_id)) else {
-                    return Ok(());
-                };
-                if store::erase_customer(tx, tenant, customer).await? {
-                    feed::append(
-                        tx,
-                        &[removed_event(tenant, customer, ValueRemovalReason::Erased)],
-                    )
-                    .await?;
+                Event::InteractionsReassigned(r) => {
+                    let (Some(from), Some(to)) = (id(&r.from_customer_id), id(&r.to_customer_id))
+                    else {
+                        continue;
+                    };
+                    pending.flush(tx, tenant).await?;
+                    let unmerge = r.reason == ReassignReason::Unmerge as i32;
+                    // Without the complete list, everything of `from` moved
+                    // (or, for an unmerge, everything first recorded under `to`).
+                    let ids: Option<Vec<Uuid>> = r
+                        .ids_complete
+                        .then(|| r.interaction_ids.iter().filter_map(|s| id(s)).collect());
+                    store::reassign(tx, tenant, from, to, unmerge, ids.as_deref()).await?;
+                    let from_reason = (!unmerge).then_some("MERGED");
+                    store::enqueue(tx, tenant, &[from], from_reason).await?;
+                    store::enqueue(tx, tenant, &[to], None).await?;
                 }
+                Event::CustomerInteractionsErased(er) => {
+                    let Some(customer) = id(&er.customer_id).or_else(|| id(&event.aggregate_id))
+                    else {
+                        continue;
+                    };
+                    pending.flush(tx, tenant).await?;
+                    if store::erase_customer(tx, tenant, customer).await? {
+                        removed.push(removed_event(tenant, customer, ValueRemovalReason::Erased));
+                    }
+                }
+                _ => {}
             }
-            _ => {}
         }
+        pending.flush(tx, tenant).await?;
+        feed::append(tx, &removed).await?;
         Ok(())
     }
 }
@@ -134,9 +154,10 @@ impl FeedHandler for InteractionFollower {
     fn apply<'a>(
         &'a self,
         tx: &'a mut PgConnection,
-        event: &'a ChangeEvent,
+        tenant: Uuid,
+        events: &'a [ChangeEvent],
     ) -> BoxFuture<'a, Result<(), sqlx::Error>> {
-        Box::pin(self.apply_event(tx, event))
+        Box::pin(self.apply_batch(tx, tenant, events))
     }
 }
 

@@ -19,7 +19,8 @@ pub mod store;
 use std::sync::Arc;
 
 use rapport_kit::db::SchemaSpec;
-use rapport_kit::feed::Consumer;
+use rapport_kit::feed::{Consumer, InteractionFeed, PeerFeed};
+use rapport_kit::peer::Peer;
 use rapport_kit::server::{ServerBuilder, ServiceRuntime};
 use rapport_proto::rapport::valuation::v1::valuation_service_server::ValuationServiceServer;
 use sqlx::migrate::Migrator;
@@ -30,14 +31,9 @@ pub const SCHEMA: SchemaSpec = SchemaSpec::new("valuation", "rapport_valuation")
 /// The service's own migrations (the kit adds the change-feed tables).
 pub static MIGRATOR: Migrator = sqlx::migrate!("./migrations");
 
-fn peer<T>(
-    name: &str,
-    url: Option<&str>,
-    make: impl FnOnce(&str) -> Result<T, String>,
-) -> Option<T> {
-    let url = url?;
-    match make(url) {
-        Ok(c) => Some(c),
+fn peer(name: &'static str, url: Option<&str>, token: Option<&str>) -> Option<Peer> {
+    match Peer::new(name, url?, token) {
+        Ok(p) => Some(p),
         Err(e) => {
             tracing::error!(service = name, error = %e, "peer service cannot be reached");
             None
@@ -51,21 +47,20 @@ fn peer<T>(
 pub fn register(server: &mut ServerBuilder, runtime: &ServiceRuntime) {
     let config = &runtime.config;
     let token = config.internal_token.as_deref();
-    let interaction = peer("interaction", config.interaction_url.as_deref(), |u| {
-        peers::Interaction::new(u, token)
-    });
-    let segmentation = peer("segmentation", config.segmentation_url.as_deref(), |u| {
-        peers::Segmentation::new(u, token)
-    });
-    let profile = peer("profile", config.profile_url.as_deref(), |u| {
-        peers::Profile::new(u, token)
-    });
+    let interaction_peer = peer("interaction", config.interaction_url.as_deref(), token);
+    let interaction = interaction_peer.as_ref().map(peers::Interaction::new);
+    let segmentation = peer("segmentation", config.segmentation_url.as_deref(), token)
+        .as_ref()
+        .map(peers::Segmentation::new);
+    let profile = peer("profile", config.profile_url.as_deref(), token)
+        .as_ref()
+        .map(peers::Profile::new);
 
-    if let Some(interaction) = &interaction {
+    if let (Some(interaction), Some(feed_peer)) = (&interaction, &interaction_peer) {
         let consumer = Consumer::new(
             follow::INTERACTION_CURSOR,
             runtime.pool.clone(),
-            Arc::new(interaction.clone()),
+            Arc::new(PeerFeed::<InteractionFeed>::new(feed_peer)),
             Arc::new(follow::InteractionFollower),
         );
         tokio::spawn(consumer.run(runtime.shutdown.clone()));

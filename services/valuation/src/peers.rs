@@ -1,56 +1,27 @@
-//! The services valuation calls: interaction (purchase-history exports,
-//! customer summaries and its change feed), segmentation (segment members)
+//! The services valuation calls: interaction (purchase-history exports and
+//! customer summaries; its change feed is read with the kit's `PeerFeed`), segmentation (segment members)
 //! and profile (the estimated category wallet). The internal credential goes
 //! on every call and the caller's tenant is forwarded in metadata.
 
 use futures::StreamExt;
-use futures::future::BoxFuture;
-use rapport_kit::context::{CallContext, InternalCredential};
+use rapport_kit::context::CallContext;
 use rapport_kit::error::ApiError;
-use rapport_kit::feed::{EventStream, FeedSource};
+use rapport_kit::peer::{MAX_MESSAGE_BYTES, Peer, PeerChannel};
 use rapport_proto::rapport::interaction::v1::interaction_service_client::InteractionServiceClient;
 use rapport_proto::rapport::interaction::v1::{
     CustomerSummary, ExportSummariesRequest, GetCustomerSummaryRequest, PurchaseHistorySummary,
-    WatchChangesRequest,
 };
 use rapport_proto::rapport::profile::v1::profile_service_client::ProfileServiceClient;
 use rapport_proto::rapport::profile::v1::{Customer, GetCustomerRequest};
 use rapport_proto::rapport::segmentation::v1::ListMembersRequest;
 use rapport_proto::rapport::segmentation::v1::segmentation_service_client::SegmentationServiceClient;
-use tonic::codegen::InterceptedService;
-use tonic::transport::{Channel, Endpoint};
 use tonic::{Code, Request, Status};
 use uuid::Uuid;
 
-type Svc = InterceptedService<Channel, InternalCredential>;
+type Svc = PeerChannel;
 
-fn channel(name: &str, url: &str) -> Result<Channel, String> {
-    Ok(Endpoint::from_shared(url.to_string())
-        .map_err(|e| format!("the {name} service URL {url:?} is not a URL: {e}"))?
-        .connect_timeout(std::time::Duration::from_secs(5))
-        .connect_lazy())
-}
-
-/// Maps a peer's failure: transient ones to UNAVAILABLE, the rest to INTERNAL.
-pub fn peer_error(service: &str, s: &Status) -> ApiError {
-    match s.code() {
-        Code::Unavailable | Code::Unknown | Code::ResourceExhausted | Code::Aborted => {
-            tracing::warn!(service, code = ?s.code(), message = s.message(), "peer service unavailable");
-            ApiError::Unavailable(format!("the {service} service is unavailable; retry later"))
-        }
-        Code::DeadlineExceeded => ApiError::DeadlineExceeded(format!(
-            "the {service} service did not answer before the deadline"
-        )),
-        Code::Cancelled => {
-            ApiError::Unavailable(format!("the call to the {service} service was cancelled"))
-        }
-        _ => ApiError::internal(format!(
-            "{service} service answered {:?}: {}",
-            s.code(),
-            s.message()
-        )),
-    }
-}
+/// Maps a peer's failure (the kit's one mapping for every service).
+pub use rapport_kit::peer::error as peer_error;
 
 /// A client of the interaction service.
 #[derive(Clone)]
@@ -59,15 +30,12 @@ pub struct Interaction {
 }
 
 impl Interaction {
-    /// A client of the service at `url`, connecting on first use.
-    pub fn new(url: &str, token: Option<&str>) -> Result<Self, String> {
-        Ok(Self {
-            client: InteractionServiceClient::with_interceptor(
-                channel("interaction", url)?,
-                InternalCredential::new(token),
-            )
-            .max_decoding_message_size(64 * 1024 * 1024),
-        })
+    /// A client of the service behind `peer`, connecting on first use.
+    pub fn new(peer: &Peer) -> Self {
+        Self {
+            client: InteractionServiceClient::new(peer.channel())
+                .max_decoding_message_size(MAX_MESSAGE_BYTES),
+        }
     }
 
     /// Streams `ExportSummaries` for the tenant and collects the summaries.
@@ -126,28 +94,6 @@ impl Interaction {
     }
 }
 
-impl FeedSource for Interaction {
-    fn open(&self, after_sequence: i64) -> BoxFuture<'_, Result<EventStream, Status>> {
-        Box::pin(async move {
-            let stream = self
-                .client
-                .clone()
-                .watch_changes(WatchChangesRequest { after_sequence })
-                .await?
-                .into_inner();
-            Ok(stream
-                .map(|r| {
-                    r.and_then(|m| {
-                        m.event.ok_or_else(|| {
-                            Status::internal("an interaction feed message without an event")
-                        })
-                    })
-                })
-                .boxed())
-        })
-    }
-}
-
 /// A client of the segmentation service.
 #[derive(Clone)]
 pub struct Segmentation {
@@ -155,15 +101,12 @@ pub struct Segmentation {
 }
 
 impl Segmentation {
-    /// A client of the service at `url`, connecting on first use.
-    pub fn new(url: &str, token: Option<&str>) -> Result<Self, String> {
-        Ok(Self {
-            client: SegmentationServiceClient::with_interceptor(
-                channel("segmentation", url)?,
-                InternalCredential::new(token),
-            )
-            .max_decoding_message_size(64 * 1024 * 1024),
-        })
+    /// A client of the service behind `peer`, connecting on first use.
+    pub fn new(peer: &Peer) -> Self {
+        Self {
+            client: SegmentationServiceClient::new(peer.channel())
+                .max_decoding_message_size(MAX_MESSAGE_BYTES),
+        }
     }
 
     /// Every current member of the segment; NOT_FOUND when the tenant has no
@@ -205,14 +148,11 @@ pub struct Profile {
 }
 
 impl Profile {
-    /// A client of the service at `url`, connecting on first use.
-    pub fn new(url: &str, token: Option<&str>) -> Result<Self, String> {
-        Ok(Self {
-            client: ProfileServiceClient::with_interceptor(
-                channel("profile", url)?,
-                InternalCredential::new(token),
-            ),
-        })
+    /// A client of the service behind `peer`, connecting on first use.
+    pub fn new(peer: &Peer) -> Self {
+        Self {
+            client: ProfileServiceClient::new(peer.channel()),
+        }
     }
 
     /// The customer, or `None` when the profile service knows no such

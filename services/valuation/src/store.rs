@@ -679,6 +679,14 @@ pub async fn enqueue(
     customers: &[Uuid],
     reason: Option<&str>,
 ) -> sqlx::Result<()> {
+    // Each customer once, in one order: a row is upserted once per
+    // statement, and concurrent writers lock rows in the same order.
+    let mut customers = customers.to_vec();
+    customers.sort_unstable();
+    customers.dedup();
+    if customers.is_empty() {
+        return Ok(());
+    }
     sqlx::query(
         "INSERT INTO rescore_queue (tenant_id, customer_id, reason)
          SELECT $1, c, $3 FROM unnest($2::uuid[]) AS c
@@ -686,7 +694,7 @@ pub async fn enqueue(
          SET reason = EXCLUDED.reason, enqueue_time = clock_timestamp()",
     )
     .bind(tenant)
-    .bind(customers)
+    .bind(&customers)
     .bind(reason)
     .execute(tx)
     .await?;
@@ -778,25 +786,37 @@ pub struct Purchase {
     pub margin: Option<Decimal>,
 }
 
-/// Records a purchase (idempotent).
-pub async fn record_purchase(
+/// Records purchases (idempotent: one already recorded is left alone).
+pub async fn record_purchases(
     tx: &mut PgConnection,
     tenant: Uuid,
-    p: &Purchase,
+    purchases: &[Purchase],
 ) -> sqlx::Result<()> {
+    if purchases.is_empty() {
+        return Ok(());
+    }
+    let ids: Vec<Uuid> = purchases.iter().map(|p| p.interaction_id).collect();
+    let customers: Vec<Uuid> = purchases.iter().map(|p| p.customer_id).collect();
+    let originals: Vec<Uuid> = purchases.iter().map(|p| p.original_customer_id).collect();
+    let times: Vec<DateTime<Utc>> = purchases.iter().map(|p| p.occur_time).collect();
+    let currencies: Vec<Option<String>> = purchases.iter().map(|p| p.currency.clone()).collect();
+    let amounts: Vec<Option<Decimal>> = purchases.iter().map(|p| p.amount).collect();
+    let margins: Vec<Option<Decimal>> = purchases.iter().map(|p| p.margin).collect();
     sqlx::query(
         "INSERT INTO purchases (tenant_id, interaction_id, customer_id, original_customer_id,
              occur_time, currency, amount, margin)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT DO NOTHING",
+         SELECT $1, t.* FROM unnest($2::uuid[], $3::uuid[], $4::uuid[], $5::timestamptz[],
+                                    $6::text[], $7::numeric[], $8::numeric[]) AS t
+         ON CONFLICT DO NOTHING",
     )
     .bind(tenant)
-    .bind(p.interaction_id)
-    .bind(p.customer_id)
-    .bind(p.original_customer_id)
-    .bind(p.occur_time)
-    .bind(&p.currency)
-    .bind(p.amount)
-    .bind(p.margin)
+    .bind(&ids)
+    .bind(&customers)
+    .bind(&originals)
+    .bind(&times)
+    .bind(&currencies)
+    .bind(&amounts)
+    .bind(&margins)
     .execute(tx)
     .await?;
     Ok(())

@@ -1144,6 +1144,7 @@ async fn scoring_and_value_reads_refuse_bad_input_and_other_tenants() {
                 a,
                 WatchChangesRequest {
                     after_sequence: after,
+                    ..Default::default()
                 },
             ))
             .await,
@@ -1151,7 +1152,13 @@ async fn scoring_and_value_reads_refuse_bad_input_and_other_tenants() {
         );
     }
     let mut feed = v
-        .watch_changes(req(b, WatchChangesRequest { after_sequence: 0 }))
+        .watch_changes(req(
+            b,
+            WatchChangesRequest {
+                after_sequence: 0,
+                ..Default::default()
+            },
+        ))
         .await
         .expect("B's feed")
         .into_inner();
@@ -1315,8 +1322,11 @@ async fn every_tenant_method_needs_a_tenant() {
     // WatchChanges is the internal feed peers follow without a tenant; its
     // one bad input is a negative start.
     invalid(
-        v.watch_changes(no(WatchChangesRequest { after_sequence: -1 }))
-            .await,
+        v.watch_changes(no(WatchChangesRequest {
+            after_sequence: -1,
+            ..Default::default()
+        }))
+        .await,
         "after_sequence",
     );
     assert_eq!(s.count("SELECT count(*) FROM models").await, 0);

@@ -239,7 +239,13 @@ async fn relationship_scores_and_erasure() {
     })
     .await;
     let mut feed = v
-        .watch_changes(req(tenant, WatchChangesRequest { after_sequence: 0 }))
+        .watch_changes(req(
+            tenant,
+            WatchChangesRequest {
+                after_sequence: 0,
+                ..Default::default()
+            },
+        ))
         .await
         .unwrap()
         .into_inner();

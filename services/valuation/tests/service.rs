@@ -75,7 +75,13 @@ async fn fit_score_and_read_values_back_over_grpc() {
 
     // Watch the feed from the start.
     let mut feed = v
-        .watch_changes(req(tenant, WatchChangesRequest { after_sequence: 0 }))
+        .watch_changes(req(
+            tenant,
+            WatchChangesRequest {
+                after_sequence: 0,
+                ..Default::default()
+            },
+        ))
         .await
         .unwrap()
         .into_inner();
@@ -772,7 +778,13 @@ async fn fit_score_and_read_values_back_over_grpc() {
     assert!(empty.cohorts.is_empty());
     // The other tenant's feed view is empty.
     let mut other_feed = v
-        .watch_changes(req(other, WatchChangesRequest { after_sequence: 0 }))
+        .watch_changes(req(
+            other,
+            WatchChangesRequest {
+                after_sequence: 0,
+                ..Default::default()
+            },
+        ))
         .await
         .unwrap()
         .into_inner();

@@ -79,7 +79,11 @@ fn change(seq: i64, tenant: Uuid, agg: &'static str, id: String, event: Event) -
 async fn apply(pool: &PgPool, events: &[ChangeEvent]) {
     let mut tx = pool.begin().await.unwrap();
     for ev in events {
-        InteractionFollower.apply(&mut tx, ev).await.unwrap();
+        let tenant = Uuid::parse_str(&ev.tenant_id).unwrap();
+        InteractionFollower
+            .apply(&mut tx, tenant, std::slice::from_ref(ev))
+            .await
+            .unwrap();
     }
     tx.commit().await.unwrap();
 }
@@ -565,7 +569,7 @@ async fn an_erasure_deletes_the_projection_and_redacts_earlier_events() {
 
     // The feed: the erased customer's value is reduced to its id, the other
     // one is untouched, and the removal comes last.
-    let events = feed::read_after(&pool, 0, 100).await.unwrap();
+    let events = feed::read_after(&pool, tenant, 0, 100).await.unwrap();
     let typed: Vec<(String, String, Option<valuation_event::Event>)> = events
         .iter()
         .map(|ev| {
@@ -635,5 +639,8 @@ async fn an_erasure_deletes_the_projection_and_redacts_earlier_events() {
         )],
     )
     .await;
-    assert_eq!(feed::read_after(&pool, 0, 100).await.unwrap().len(), 3);
+    assert_eq!(
+        feed::read_after(&pool, tenant, 0, 100).await.unwrap().len(),
+        3
+    );
 }

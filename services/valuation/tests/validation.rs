@@ -397,7 +397,13 @@ async fn bad_requests_are_refused_with_every_violation_and_nothing_written() {
         .unwrap_err();
     assert_eq!(violated_fields(&err), ["customer_id"]);
     let err = v
-        .watch_changes(req(tenant, WatchChangesRequest { after_sequence: -1 }))
+        .watch_changes(req(
+            tenant,
+            WatchChangesRequest {
+                after_sequence: -1,
+                ..Default::default()
+            },
+        ))
         .await
         .unwrap_err();
     assert_eq!(violated_fields(&err), ["after_sequence"]);

@@ -1,13 +1,19 @@
 //! Change feeds (DESIGN.md, "Change feeds").
 //!
-//! * [`append`] writes an event to the service's `outbox` in the caller's
+//! A feed is ordered per tenant: each tenant's events are numbered in commit
+//! order, and writers of different tenants never wait on each other.
+//!
+//! * [`append`] writes events to the service's `outbox` in the caller's
 //!   transaction, so an event exists if and only if its change committed.
-//! * [`watch`] serves `WatchChanges(after_sequence)`: the backlog first, then
-//!   live events, woken by `LISTEN/NOTIFY` (with a slow poll as a safety net).
-//! * [`Consumer`] follows another service's feed, applies each batch of events
-//!   and advances its cursor in one transaction of its own schema, so after any
-//!   restart it resumes where it stopped and never applies an event twice.
+//! * [`serve_watch`] serves any service's `WatchChanges` (one policy for all):
+//!   each tenant's backlog first, then live events, woken by `LISTEN/NOTIFY`
+//!   naming the tenant (with a slow poll as a safety net).
+//! * [`PeerFeed`] reads a peer's feed over gRPC; [`Consumer`] follows it and
+//!   applies each tenant's events in a batch, in one transaction of its own
+//!   schema with that tenant's cursor, so after any restart it resumes where
+//!   it stopped and never applies an event twice.
 
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -16,7 +22,9 @@ use futures::StreamExt;
 use futures::future::BoxFuture;
 use futures::stream::BoxStream;
 use prost_types::Any;
-use rapport_proto::rapport::common::v1::{ChangeEvent, RedactedEvent, RedactionReason};
+use rapport_proto::rapport::common::v1::{
+    ChangeEvent, FeedPosition, RedactedEvent, RedactionReason,
+};
 use sqlx::postgres::PgListener;
 use sqlx::{PgConnection, PgPool};
 use tokio_stream::wrappers::ReceiverStream;
@@ -24,6 +32,7 @@ use tonic::Status;
 use tracing::Instrument;
 use uuid::Uuid;
 
+use crate::error::{ApiError, Violations};
 use crate::shutdown::Shutdown;
 
 /// A service's feed envelope: the message of its `events.proto` whose `oneof`
@@ -129,17 +138,25 @@ pub fn decode<E: FeedEnvelope>(event: &ChangeEvent) -> Option<E> {
     }
 }
 
-/// Appends events to the outbox of the connection's schema, in its transaction.
-/// Returns the sequences assigned. Call inside a transaction: the lock that
-/// keeps sequence order equal to commit order is held until it ends.
+/// Appends events to the outbox of the connection's schema, in its
+/// transaction, and returns the sequences assigned (in the order of
+/// `events`). Call inside a transaction: each tenant's events are numbered
+/// under a lock on that tenant's row of `outbox_heads`, held until the
+/// transaction ends, so each tenant's sequence order is its commit order
+/// while writers of different tenants never wait on each other. Tenants are
+/// locked in id order, so writers touching several tenants cannot deadlock
+/// on one another here.
 pub async fn append(conn: &mut PgConnection, events: &[NewEvent]) -> Result<Vec<i64>, sqlx::Error> {
     if events.is_empty() {
         return Ok(Vec::new());
     }
-    sqlx::query("SELECT pg_advisory_xact_lock(hashtext(current_schema() || '.outbox'))")
-        .execute(&mut *conn)
-        .await?;
-    let tenants: Vec<Uuid> = events.iter().map(|e| e.tenant_id).collect();
+    let mut counts: BTreeMap<Uuid, i64> = BTreeMap::new();
+    for e in events {
+        *counts.entry(e.tenant_id).or_default() += 1;
+    }
+    let tenants: Vec<Uuid> = counts.keys().copied().collect();
+    let numbers: Vec<i64> = counts.values().copied().collect();
+    let all_tenants: Vec<Uuid> = events.iter().map(|e| e.tenant_id).collect();
     let types: Vec<&str> = events.iter().map(|e| e.aggregate_type).collect();
     let ids: Vec<&str> = events.iter().map(|e| e.aggregate_id.as_str()).collect();
     let kinds: Vec<&str> = events.iter().map(|e| e.event_type).collect();
@@ -147,14 +164,34 @@ pub async fn append(conn: &mut PgConnection, events: &[NewEvent]) -> Result<Vec<
     let bodies: Vec<&[u8]> = events.iter().map(|e| e.event.value.as_slice()).collect();
     // Every event of one append comes from the same call, hence one trace.
     let traceparent = crate::telemetry::current_traceparent();
+    // One round trip: number each tenant's events under its head's lock,
+    // store them, and notify readers once per tenant (named by its id, so a
+    // reader looks at that tenant only).
     let seqs: Vec<i64> = sqlx::query_scalar(
-        "INSERT INTO outbox (tenant_id, aggregate_type, aggregate_id, event_type, event_type_url, event, traceparent)
-         SELECT t.tenant, t.agg, t.id, t.kind, t.url, t.body, $7
-         FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], $6::bytea[])
-              AS t (tenant, agg, id, kind, url, body)
-         RETURNING sequence",
+        "WITH heads AS (
+             INSERT INTO outbox_heads AS h (tenant_id, issued)
+             SELECT t.tenant, t.n FROM unnest($1::uuid[], $2::bigint[]) AS t (tenant, n) ORDER BY t.tenant
+             ON CONFLICT (tenant_id) DO UPDATE SET issued = h.issued + EXCLUDED.issued
+             RETURNING tenant_id, origin + issued AS last),
+         numbered AS (
+             SELECT e.*, hd.last - count(*) OVER (PARTITION BY e.tenant)
+                         + row_number() OVER (PARTITION BY e.tenant ORDER BY e.ord) AS seq
+               FROM unnest($3::uuid[], $4::text[], $5::text[], $6::text[], $7::text[], $8::bytea[])
+                    WITH ORDINALITY AS e (tenant, agg, id, kind, url, body, ord)
+               JOIN heads hd ON hd.tenant_id = e.tenant),
+         stored AS (
+             INSERT INTO outbox (tenant_id, sequence, aggregate_type, aggregate_id, event_type, event_type_url, event, traceparent)
+             SELECT tenant, seq, agg, id, kind, url, body, $9 FROM numbered
+             RETURNING 1),
+         told AS (
+             SELECT count(pg_notify(current_schema() || '_outbox', t::text)) AS n
+               FROM unnest($1::uuid[]) AS t
+              WHERE (SELECT count(*) FROM stored) > 0)
+         SELECT n.seq FROM numbered n, told ORDER BY n.ord",
     )
     .bind(&tenants)
+    .bind(&numbers)
+    .bind(&all_tenants)
     .bind(&types)
     .bind(&ids)
     .bind(&kinds)
@@ -163,9 +200,13 @@ pub async fn append(conn: &mut PgConnection, events: &[NewEvent]) -> Result<Vec<
     .bind(traceparent)
     .fetch_all(&mut *conn)
     .await?;
-    sqlx::query("SELECT pg_notify(current_schema() || '_outbox', '')")
-        .execute(&mut *conn)
-        .await?;
+    if seqs.len() != events.len() {
+        return Err(sqlx::Error::Protocol(format!(
+            "the outbox numbered {} of {} events",
+            seqs.len(),
+            events.len()
+        )));
+    }
     Ok(seqs)
 }
 
@@ -231,9 +272,102 @@ pub async fn redact_aggregates<E: FeedEnvelope>(
     redact::<E>(conn, tenant, &rows, reason).await
 }
 
-/// How many events [`watch`] reads per query.
+/// Where a reader stands on a feed: per tenant, the sequence of the last
+/// event it has; `default` for every tenant not listed.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Position {
+    /// The sequence for tenants not in `tenants`.
+    pub default: i64,
+    /// Per tenant, the sequence of the last event it has.
+    pub tenants: HashMap<Uuid, i64>,
+}
+
+impl Position {
+    /// The position at `after` in every tenant.
+    pub fn at(after: i64) -> Self {
+        Self {
+            default: after,
+            tenants: HashMap::new(),
+        }
+    }
+
+    /// The sequence of the last event of `tenant` the reader has.
+    pub fn after(&self, tenant: Uuid) -> i64 {
+        self.tenants.get(&tenant).copied().unwrap_or(self.default)
+    }
+
+    /// Notes that the reader has `tenant`'s events up to `sequence`.
+    pub fn advance(&mut self, tenant: Uuid, sequence: i64) {
+        let at = self.tenants.entry(tenant).or_insert(self.default);
+        *at = (*at).max(sequence);
+    }
+
+    /// The `positions` of a `WatchChangesRequest`.
+    pub fn positions(&self) -> Vec<FeedPosition> {
+        let mut out: Vec<FeedPosition> = self
+            .tenants
+            .iter()
+            .filter(|(_, s)| **s != self.default)
+            .map(|(t, s)| FeedPosition {
+                tenant_id: t.to_string(),
+                after_sequence: *s,
+            })
+            .collect();
+        out.sort_by(|a, b| a.tenant_id.cmp(&b.tenant_id));
+        out
+    }
+}
+
+/// Most entries of `WatchChangesRequest.positions`.
+pub const MAX_POSITIONS: usize = 100_000;
+
+/// The reader's position from a `WatchChangesRequest`, validated: field
+/// violations name `after_sequence` and `positions[i]`. On a call made for
+/// `tenant`, a position may name only that tenant.
+pub fn position_of(
+    after_sequence: i64,
+    positions: &[FeedPosition],
+    tenant: Option<Uuid>,
+) -> Result<Position, ApiError> {
+    let mut v = Violations::new();
+    v.check(after_sequence < 0, "after_sequence", "must not be negative");
+    if positions.len() > MAX_POSITIONS {
+        v.add(
+            "positions",
+            format!("at most {MAX_POSITIONS} positions, one per tenant"),
+        );
+        return v.finish().map(|()| Position::default());
+    }
+    let mut out = Position::at(after_sequence.max(0));
+    for (i, p) in positions.iter().enumerate() {
+        let field = format!("positions[{i}]");
+        v.check(
+            p.after_sequence < 0,
+            format!("{field}.after_sequence"),
+            "must not be negative",
+        );
+        match Uuid::parse_str(&p.tenant_id) {
+            Err(_) => v.add(format!("{field}.tenant_id"), "must be a tenant id (a UUID)"),
+            Ok(t) if tenant.is_some_and(|own| own != t) => v.add(
+                format!("{field}.tenant_id"),
+                "a call made for a tenant reads that tenant's events only",
+            ),
+            Ok(t) => {
+                if out.tenants.insert(t, p.after_sequence.max(0)).is_some() {
+                    v.add(format!("{field}.tenant_id"), "tenant listed twice");
+                }
+            }
+        }
+    }
+    v.finish()?;
+    Ok(out)
+}
+
+/// How many events [`watch`] reads per tenant and query.
 const BATCH: i64 = 1000;
-/// How often [`watch`] looks for events even without a notification.
+/// How many tenants [`watch`] reads per query.
+const TENANTS_PER_READ: usize = 16;
+/// How often [`watch`] looks at every tenant even without a notification.
 const POLL: Duration = Duration::from_secs(5);
 
 #[derive(sqlx::FromRow)]
@@ -271,17 +405,22 @@ impl From<OutboxRow> for ChangeEvent {
     }
 }
 
-/// Reads up to `limit` events after `after` from the outbox of the pool's schema.
+const OUTBOX_COLUMNS: &str = "sequence, tenant_id, aggregate_type, aggregate_id, event_type, payload, \
+     event_type_url, event, commit_time, traceparent";
+
+/// Reads up to `limit` events of `tenant` after `after` from the outbox of
+/// the pool's schema, in sequence order.
 pub async fn read_after(
     pool: &PgPool,
+    tenant: Uuid,
     after: i64,
     limit: i64,
 ) -> Result<Vec<ChangeEvent>, sqlx::Error> {
-    let rows: Vec<OutboxRow> = sqlx::query_as(
-        "SELECT sequence, tenant_id, aggregate_type, aggregate_id, event_type, payload, event_type_url,
-                event, commit_time, traceparent
-         FROM outbox WHERE sequence > $1 ORDER BY sequence LIMIT $2",
-    )
+    let rows: Vec<OutboxRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT {OUTBOX_COLUMNS} FROM outbox
+          WHERE tenant_id = $1 AND sequence > $2 ORDER BY sequence LIMIT $3"
+    )))
+    .bind(tenant)
     .bind(after)
     .bind(limit)
     .fetch_all(pool)
@@ -289,24 +428,82 @@ pub async fn read_after(
     Ok(rows.into_iter().map(Into::into).collect())
 }
 
-/// Streams the feed of the pool's schema from `after_sequence` on: backlog, then
-/// live. Ends when the client goes away, the database fails (UNAVAILABLE, so
-/// the consumer reconnects) or `shutdown` fires.
+/// Up to `limit` events of each of `tenants` after its sequence, grouped by
+/// tenant (in the order given) and in sequence order within each.
+async fn read_tenants(
+    pool: &PgPool,
+    tenants: &[(Uuid, i64)],
+    limit: i64,
+) -> Result<Vec<ChangeEvent>, sqlx::Error> {
+    let ids: Vec<Uuid> = tenants.iter().map(|t| t.0).collect();
+    let afters: Vec<i64> = tenants.iter().map(|t| t.1).collect();
+    let rows: Vec<OutboxRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT {OUTBOX_COLUMNS}
+           FROM unnest($1::uuid[], $2::bigint[]) WITH ORDINALITY AS c (tenant, after, ord)
+           CROSS JOIN LATERAL (
+               SELECT * FROM outbox
+                WHERE tenant_id = c.tenant AND sequence > c.after
+                ORDER BY sequence LIMIT $3) o
+          ORDER BY c.ord, o.sequence"
+    )))
+    .bind(&ids)
+    .bind(&afters)
+    .bind(limit)
+    .fetch_all(pool)
+    .await?;
+    Ok(rows.into_iter().map(Into::into).collect())
+}
+
+/// The last sequence of each tenant of the feed (of `only` when given, of
+/// `scope` when set).
+async fn heads(
+    pool: &PgPool,
+    scope: Option<Uuid>,
+    only: Option<&HashSet<Uuid>>,
+) -> Result<Vec<(Uuid, i64)>, sqlx::Error> {
+    let only: Option<Vec<Uuid>> = only.map(|o| o.iter().copied().collect());
+    sqlx::query_as(
+        "SELECT tenant_id, origin + issued FROM outbox_heads
+          WHERE ($1::uuid IS NULL OR tenant_id = $1)
+            AND ($2::uuid[] IS NULL OR tenant_id = ANY($2))",
+    )
+    .bind(scope)
+    .bind(only)
+    .fetch_all(pool)
+    .await
+}
+
+/// The last sequence of `tenant` on the feed of the pool's schema (0 before
+/// its first event).
+pub async fn head(pool: &PgPool, tenant: Uuid) -> Result<i64, sqlx::Error> {
+    let h: Option<i64> =
+        sqlx::query_scalar("SELECT origin + issued FROM outbox_heads WHERE tenant_id = $1")
+            .bind(tenant)
+            .fetch_optional(pool)
+            .await?;
+    Ok(h.unwrap_or(0))
+}
+
+/// Streams the feed of the pool's schema from `position` on: each tenant's
+/// backlog, then live events (only `scope`'s when set). Ends when the
+/// client goes away, the database fails (UNAVAILABLE, so the consumer
+/// reconnects) or `shutdown` fires.
 pub fn watch(
     pool: PgPool,
     schema: &str,
-    after_sequence: i64,
+    scope: Option<Uuid>,
+    position: Position,
     shutdown: Shutdown,
 ) -> ReceiverStream<Result<ChangeEvent, Status>> {
     let (tx, rx) = tokio::sync::mpsc::channel(256);
     let channel = format!("{schema}_outbox");
-    let span = tracing::info_span!("feed.watch", schema, after_sequence);
+    let span = tracing::info_span!("feed.watch", schema, tenant = ?scope);
     tokio::spawn(
         async move {
             let unavailable = |e: sqlx::Error| {
                 tracing::warn!(error = %e, "change feed interrupted");
                 Status::unavailable(
-                    "the change feed is interrupted; reconnect with your last sequence",
+                    "the change feed is interrupted; reconnect with your last sequences",
                 )
             };
             let mut listener = match PgListener::connect_with(&pool).await {
@@ -320,36 +517,80 @@ pub fn watch(
                 let _ = tx.send(Err(unavailable(e))).await;
                 return;
             }
-            let mut cursor = after_sequence;
+            let mut position = position;
+            // The tenants to look at next; None: every tenant.
+            let mut due: Option<HashSet<Uuid>> = None;
             loop {
-                let events = match read_after(&pool, cursor, BATCH).await {
-                    Ok(ev) => ev,
+                let behind: Vec<(Uuid, i64)> = match heads(&pool, scope, due.as_ref()).await {
+                    Ok(h) => h
+                        .into_iter()
+                        .filter(|(t, last)| *last > position.after(*t))
+                        .map(|(t, _)| (t, position.after(t)))
+                        .collect(),
                     Err(e) => {
                         let _ = tx.send(Err(unavailable(e))).await;
                         return;
                     }
                 };
-                let full = events.len() as i64 == BATCH;
-                for ev in events {
-                    cursor = ev.sequence;
-                    if tx.send(Ok(ev)).await.is_err() {
-                        return;
-                    }
-                }
-                if full {
-                    continue;
-                }
-                tokio::select! {
-                    n = listener.recv() => {
-                        if let Err(e) = n {
-                            let _ = tx.send(Err(unavailable(e))).await;
-                            return;
+                if !behind.is_empty() {
+                    for chunk in behind.chunks(TENANTS_PER_READ) {
+                        let events = match read_tenants(&pool, chunk, BATCH).await {
+                            Ok(ev) => ev,
+                            Err(e) => {
+                                let _ = tx.send(Err(unavailable(e))).await;
+                                return;
+                            }
+                        };
+                        for ev in events {
+                            if let Ok(t) = Uuid::parse_str(&ev.tenant_id) {
+                                position.advance(t, ev.sequence);
+                            }
+                            if tx.send(Ok(ev)).await.is_err() {
+                                return;
+                            }
                         }
                     }
-                    _ = tokio::time::sleep(POLL) => {}
-                    _ = tx.closed() => return,
-                    _ = shutdown.wait() => return,
+                    // Those tenants again: a page may have been full, and
+                    // more may have committed meanwhile.
+                    due = Some(behind.into_iter().map(|(t, _)| t).collect());
+                    continue;
                 }
+                // Wait for a notification naming a tenant of interest.
+                due = loop {
+                    tokio::select! {
+                        n = listener.recv() => {
+                            let n = match n {
+                                Ok(n) => n,
+                                Err(e) => {
+                                    let _ = tx.send(Err(unavailable(e))).await;
+                                    return;
+                                }
+                            };
+                            let mut named = HashSet::new();
+                            let mut unreadable = false;
+                            let mut note = |payload: &str| match Uuid::parse_str(payload) {
+                                Ok(t) if scope.is_none_or(|s| s == t) => {
+                                    named.insert(t);
+                                }
+                                Ok(_) => {}
+                                Err(_) => unreadable = true,
+                            };
+                            note(n.payload());
+                            while let Some(n) = listener.next_buffered() {
+                                note(n.payload());
+                            }
+                            if unreadable {
+                                break None;
+                            }
+                            if !named.is_empty() {
+                                break Some(named);
+                            }
+                        }
+                        _ = tokio::time::sleep(POLL) => break None,
+                        _ = tx.closed() => return,
+                        _ = shutdown.wait() => return,
+                    }
+                };
             }
         }
         .instrument(span),
@@ -357,35 +598,186 @@ pub fn watch(
     ReceiverStream::new(rx)
 }
 
+/// The `WatchChanges` method of one service: its request and response
+/// messages (the same shape in every service) and its path.
+pub trait WatchMethod: Send + Sync + 'static {
+    /// `WatchChangesRequest`.
+    type Request: prost::Message + Default + Send + Sync + 'static;
+    /// `WatchChangesResponse`.
+    type Response: prost::Message + Default + Send + Sync + 'static;
+    /// The service's name, for messages.
+    const SERVICE: &'static str;
+    /// The method's path, `/package.Service/WatchChanges`.
+    const PATH: &'static str;
+    /// A request for the events after `position`.
+    fn request(position: &Position) -> Self::Request;
+    /// `after_sequence` and `positions` of a request.
+    fn parts(request: &Self::Request) -> (i64, &[FeedPosition]);
+    /// A response carrying `event`.
+    fn response(event: ChangeEvent) -> Self::Response;
+    /// The event of a response.
+    fn event(response: Self::Response) -> Option<ChangeEvent>;
+}
+
+macro_rules! watch_method {
+    ($marker:ident, $module:ident, $service:literal, $path:literal) => {
+        #[doc = concat!("`WatchChanges` of the ", $service, " service.")]
+        #[derive(Debug, Clone, Copy, Default)]
+        pub struct $marker;
+
+        impl WatchMethod for $marker {
+            type Request = rapport_proto::rapport::$module::v1::WatchChangesRequest;
+            type Response = rapport_proto::rapport::$module::v1::WatchChangesResponse;
+            const SERVICE: &'static str = $service;
+            const PATH: &'static str = $path;
+            fn request(position: &Position) -> Self::Request {
+                Self::Request {
+                    after_sequence: position.default,
+                    positions: position.positions(),
+                }
+            }
+            fn parts(request: &Self::Request) -> (i64, &[FeedPosition]) {
+                (request.after_sequence, &request.positions)
+            }
+            fn response(event: ChangeEvent) -> Self::Response {
+                Self::Response { event: Some(event) }
+            }
+            fn event(response: Self::Response) -> Option<ChangeEvent> {
+                response.event
+            }
+        }
+    };
+}
+
+watch_method!(
+    ProfileFeed,
+    profile,
+    "profile",
+    "/rapport.profile.v1.ProfileService/WatchChanges"
+);
+watch_method!(
+    InteractionFeed,
+    interaction,
+    "interaction",
+    "/rapport.interaction.v1.InteractionService/WatchChanges"
+);
+watch_method!(
+    SegmentationFeed,
+    segmentation,
+    "segmentation",
+    "/rapport.segmentation.v1.SegmentationService/WatchChanges"
+);
+watch_method!(
+    ValuationFeed,
+    valuation,
+    "valuation",
+    "/rapport.valuation.v1.ValuationService/WatchChanges"
+);
+
+/// The stream a `WatchChanges` handler answers with.
+pub type WatchStream<R> = BoxStream<'static, Result<R, Status>>;
+
+/// Serves any service's `WatchChanges`, with the one policy every contract
+/// states: the caller holds the internal credential (checked by the server);
+/// a call with a tenant in its metadata reads that tenant's events only,
+/// one without reads every tenant's; positions are validated.
+pub fn serve_watch<W: WatchMethod>(
+    pool: PgPool,
+    schema: &str,
+    request: tonic::Request<W::Request>,
+    shutdown: Shutdown,
+) -> Result<WatchStream<W::Response>, ApiError> {
+    let scope = match request.metadata().get(crate::context::TENANT_HEADER) {
+        Some(_) => Some(crate::context::CallContext::from_metadata(request.metadata())?.tenant_id),
+        None => None,
+    };
+    let (after, positions) = W::parts(request.get_ref());
+    let position = position_of(after, positions, scope)?;
+    Ok(watch(pool, schema, scope, position, shutdown)
+        .map(|r| r.map(W::response))
+        .boxed())
+}
+
 /// A stream of change events, as a feed source returns it.
 pub type EventStream = BoxStream<'static, Result<ChangeEvent, Status>>;
 
-/// Where a consumer reads a feed from: usually a gRPC client's `WatchChanges`.
+/// Where a consumer reads a feed from: usually a peer's `WatchChanges`.
 pub trait FeedSource: Send + Sync + 'static {
-    /// Opens the feed after `after_sequence`.
-    fn open(&self, after_sequence: i64) -> BoxFuture<'_, Result<EventStream, Status>>;
+    /// Opens the feed after `position`.
+    fn open(&self, position: Position) -> BoxFuture<'_, Result<EventStream, Status>>;
+}
+
+/// The feed of a peer service, read over its `WatchChanges` with the
+/// internal credential: one source for any service.
+pub struct PeerFeed<W> {
+    channel: crate::peer::PeerChannel,
+    max_message_bytes: usize,
+    method: std::marker::PhantomData<W>,
+}
+
+impl<W> Clone for PeerFeed<W> {
+    fn clone(&self) -> Self {
+        Self {
+            channel: self.channel.clone(),
+            max_message_bytes: self.max_message_bytes,
+            method: std::marker::PhantomData,
+        }
+    }
+}
+
+impl<W: WatchMethod> PeerFeed<W> {
+    /// The feed of the peer behind `peer`.
+    pub fn new(peer: &crate::peer::Peer) -> Self {
+        Self {
+            channel: peer.channel(),
+            max_message_bytes: crate::peer::MAX_MESSAGE_BYTES,
+            method: std::marker::PhantomData,
+        }
+    }
+}
+
+impl<W: WatchMethod> FeedSource for PeerFeed<W> {
+    fn open(&self, position: Position) -> BoxFuture<'_, Result<EventStream, Status>> {
+        Box::pin(async move {
+            let mut grpc = tonic::client::Grpc::new(self.channel.clone())
+                .max_decoding_message_size(self.max_message_bytes);
+            grpc.ready().await.map_err(|e| {
+                Status::unavailable(format!("the {} service is unreachable: {e}", W::SERVICE))
+            })?;
+            let codec = tonic_prost::ProstCodec::<W::Request, W::Response>::default();
+            let path = http::uri::PathAndQuery::from_static(W::PATH);
+            let stream = grpc
+                .server_streaming(tonic::Request::new(W::request(&position)), path, codec)
+                .await?
+                .into_inner();
+            Ok(stream
+                .map(|r| {
+                    r.and_then(|m| {
+                        W::event(m).ok_or_else(|| {
+                            Status::internal(format!(
+                                "a {} feed message without an event",
+                                W::SERVICE
+                            ))
+                        })
+                    })
+                })
+                .boxed())
+        })
+    }
 }
 
 /// What a consumer does with events. Runs inside the consumer's transaction:
 /// whatever it writes commits together with the cursor.
 pub trait FeedHandler: Send + Sync + 'static {
-    /// Applies one event.
+    /// Applies events of one tenant, in sequence order, none of them applied
+    /// before. A batch holds up to a few thousand events: apply them with
+    /// set-based statements, each customer's effect computed once.
     fn apply<'a>(
         &'a self,
         tx: &'a mut PgConnection,
-        event: &'a ChangeEvent,
+        tenant: Uuid,
+        events: &'a [ChangeEvent],
     ) -> BoxFuture<'a, Result<(), sqlx::Error>>;
-
-    /// Called once after the events of a batch were applied, in the same
-    /// transaction, before the cursor moves: work that depends on the
-    /// combined effect of the batch (e.g. recomputing each changed customer
-    /// once rather than once per event) belongs here.
-    fn finish_batch<'a>(
-        &'a self,
-        _tx: &'a mut PgConnection,
-    ) -> BoxFuture<'a, Result<(), sqlx::Error>> {
-        Box::pin(async { Ok(()) })
-    }
 }
 
 /// Follows one feed and applies its events exactly once (see module docs).
@@ -405,6 +797,12 @@ async fn current_schema(pool: &PgPool) -> String {
         .unwrap_or_default()
 }
 
+/// Most events a consumer applies in one transaction.
+pub const MAX_BATCH: usize = 2000;
+
+/// Most distinct traces whose `feed.apply` span a batch records.
+const MAX_TRACED: usize = 32;
+
 impl Consumer {
     /// A consumer called `name` (its cursor's key) storing its cursor in `pool`'s schema.
     pub fn new(
@@ -418,18 +816,33 @@ impl Consumer {
             pool,
             source,
             handler,
-            max_batch: 500,
+            max_batch: MAX_BATCH,
         }
     }
 
-    /// The last sequence applied by consumer `name` (0 before the first).
-    pub async fn cursor(pool: &PgPool, name: &str) -> Result<i64, sqlx::Error> {
-        let c: Option<i64> =
+    /// Where consumer `name` stands: per tenant, the last sequence applied.
+    pub async fn position(pool: &PgPool, name: &str) -> Result<Position, sqlx::Error> {
+        let default: Option<i64> =
             sqlx::query_scalar("SELECT after_sequence FROM feed_cursors WHERE source = $1")
                 .bind(name)
                 .fetch_optional(pool)
                 .await?;
-        Ok(c.unwrap_or(0))
+        let tenants: Vec<(Uuid, i64)> = sqlx::query_as(
+            "SELECT tenant_id, after_sequence FROM feed_tenant_cursors WHERE source = $1",
+        )
+        .bind(name)
+        .fetch_all(pool)
+        .await?;
+        Ok(Position {
+            default: default.unwrap_or(0),
+            tenants: tenants.into_iter().collect(),
+        })
+    }
+
+    /// The last sequence of `tenant` applied by consumer `name` (0 before
+    /// the first).
+    pub async fn cursor(pool: &PgPool, name: &str, tenant: Uuid) -> Result<i64, sqlx::Error> {
+        Ok(Self::position(pool, name).await?.after(tenant))
     }
 
     /// Runs until `shutdown` fires, reconnecting with backoff after errors.
@@ -464,11 +877,15 @@ impl Consumer {
             .execute(&self.pool)
             .await
             .map_err(|e| e.to_string())?;
-        let after = Self::cursor(&self.pool, &self.name)
+        let position = Self::position(&self.pool, &self.name)
             .await
             .map_err(|e| e.to_string())?;
         let component = current_schema(&self.pool).await;
-        let stream = self.source.open(after).await.map_err(|s| s.to_string())?;
+        let stream = self
+            .source
+            .open(position)
+            .await
+            .map_err(|s| s.to_string())?;
         let mut batches = stream.ready_chunks(self.max_batch);
         while let Some(batch) = batches.next().await {
             let mut events = Vec::with_capacity(batch.len());
@@ -482,9 +899,11 @@ impl Consumer {
                     }
                 }
             }
-            self.apply_batch(&events, &component)
-                .await
-                .map_err(|e| e.to_string())?;
+            for (tenant, group) in by_tenant(events) {
+                self.apply_tenant(tenant, &group, &component)
+                    .await
+                    .map_err(|e| e.to_string())?;
+            }
             if let Some(f) = failure {
                 return Err(f);
             }
@@ -492,68 +911,210 @@ impl Consumer {
         Err("the feed ended".into())
     }
 
-    async fn apply_batch(
+    /// Applies one tenant's events in one transaction with the tenant's
+    /// cursor.
+    async fn apply_tenant(
         &self,
+        tenant: Uuid,
         events: &[ChangeEvent],
         component: &str,
     ) -> Result<(), sqlx::Error> {
-        if events.is_empty() {
-            return Ok(());
-        }
         let mut tx = self.pool.begin().await?;
-        // The row lock serialises replicas of this consumer; the stored cursor
-        // tells which events a replica (or an earlier delivery) already applied.
-        let stored: i64 = sqlx::query_scalar(
-            "SELECT after_sequence FROM feed_cursors WHERE source = $1 FOR UPDATE",
+        // The row lock serialises replicas of this consumer for the tenant;
+        // the stored cursor tells which events a replica (or an earlier
+        // delivery) already applied.
+        sqlx::query(
+            "INSERT INTO feed_tenant_cursors (tenant_id, source, after_sequence)
+             SELECT $1, $2, coalesce((SELECT after_sequence FROM feed_cursors WHERE source = $2), 0)
+             ON CONFLICT DO NOTHING",
         )
+        .bind(tenant)
+        .bind(&self.name)
+        .execute(&mut *tx)
+        .await?;
+        let stored: i64 = sqlx::query_scalar(
+            "SELECT after_sequence FROM feed_tenant_cursors
+              WHERE tenant_id = $1 AND source = $2 FOR UPDATE",
+        )
+        .bind(tenant)
         .bind(&self.name)
         .fetch_one(&mut *tx)
         .await?;
-        let mut last = stored;
-        for ev in events {
-            if ev.sequence <= last {
-                continue;
-            }
-            // Each event is applied in a span of the trace of the call that
-            // made the change.
-            let span = tracing::info_span!(
-                "feed.apply",
-                component = %component,
-                consumer = %self.name,
-                event_type = %ev.event_type,
+        let fresh: Vec<ChangeEvent> = events
+            .iter()
+            .filter(|e| e.sequence > stored)
+            .cloned()
+            .collect();
+        let Some(last) = fresh.last().map(|e| (e.sequence, e.commit_time)) else {
+            return tx.rollback().await;
+        };
+        // Each event is applied in a span of the trace of the call that made
+        // the change: one `feed.apply` span per distinct trace of the batch,
+        // open while the batch is applied.
+        let mut traces: Vec<&str> = fresh
+            .iter()
+            .map(|e| e.traceparent.as_str())
+            .filter(|t| !t.is_empty())
+            .collect();
+        traces.sort_unstable();
+        traces.dedup();
+        let spans: Vec<tracing::Span> = traces
+            .iter()
+            .take(MAX_TRACED)
+            .map(|traceparent| {
+                let span = tracing::info_span!(
+                    "feed.apply",
+                    component = %component,
+                    consumer = %self.name,
+                    tenant = %tenant,
+                    events = fresh.len(),
+                );
+                crate::telemetry::adopt_traceparent(&span, traceparent);
+                span
+            })
+            .collect();
+        let batch_span = tracing::info_span!(
+            "feed.batch",
+            consumer = %self.name,
+            tenant = %tenant,
+            events = fresh.len(),
+        );
+        self.handler
+            .apply(&mut tx, tenant, &fresh)
+            .instrument(batch_span)
+            .await?;
+        sqlx::query(
+            "UPDATE feed_tenant_cursors SET after_sequence = $3, update_time = now()
+              WHERE tenant_id = $1 AND source = $2",
+        )
+        .bind(tenant)
+        .bind(&self.name)
+        .bind(last.0)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        drop(spans);
+        let consumer = self.name.clone();
+        metrics::counter!("rapport_feed_consumer_events_total", "consumer" => consumer.clone())
+            .increment(fresh.len() as u64);
+        if let Some(committed) = last.1.as_ref().and_then(crate::convert::from_timestamp) {
+            let lag = (chrono::Utc::now() - committed).num_milliseconds().max(0) as f64 / 1000.0;
+            metrics::gauge!("rapport_feed_consumer_lag_seconds", "consumer" => consumer).set(lag);
+        }
+        Ok(())
+    }
+}
+
+/// Events grouped by tenant, in order of first appearance, each group in
+/// the order received. Events without a valid tenant are dropped (logged).
+fn by_tenant(events: Vec<ChangeEvent>) -> Vec<(Uuid, Vec<ChangeEvent>)> {
+    let mut groups: Vec<(Uuid, Vec<ChangeEvent>)> = Vec::new();
+    let mut index: HashMap<Uuid, usize> = HashMap::new();
+    for ev in events {
+        let Ok(t) = Uuid::parse_str(&ev.tenant_id) else {
+            tracing::warn!(
                 sequence = ev.sequence,
+                "feed event without a tenant; skipped"
             );
-            crate::telemetry::adopt_traceparent(&span, &ev.traceparent);
-            self.handler.apply(&mut tx, ev).instrument(span).await?;
-            last = ev.sequence;
-        }
-        if last != stored {
-            self.handler.finish_batch(&mut tx).await?;
-        }
-        if let Some(ev) = events.last() {
-            let consumer = self.name.clone();
-            metrics::gauge!("rapport_feed_consumer_sequence", "consumer" => consumer.clone())
-                .set(ev.sequence as f64);
-            metrics::counter!("rapport_feed_consumer_events_total", "consumer" => consumer.clone())
-                .increment(events.len() as u64);
-            if let Some(committed) = ev
-                .commit_time
-                .as_ref()
-                .and_then(crate::convert::from_timestamp)
-            {
-                let lag =
-                    (chrono::Utc::now() - committed).num_milliseconds().max(0) as f64 / 1000.0;
-                metrics::gauge!("rapport_feed_consumer_lag_seconds", "consumer" => consumer)
-                    .set(lag);
-            }
-        }
-        if last != stored {
-            sqlx::query("UPDATE feed_cursors SET after_sequence = $2, update_time = now() WHERE source = $1")
-                .bind(&self.name)
-                .bind(last)
-                .execute(&mut *tx)
-                .await?;
-        }
-        tx.commit().await
+            continue;
+        };
+        let i = *index.entry(t).or_insert_with(|| {
+            groups.push((t, Vec::new()));
+            groups.len() - 1
+        });
+        groups[i].1.push(ev);
+    }
+    groups
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn positions_default_and_advance() {
+        let a = Uuid::new_v4();
+        let b = Uuid::new_v4();
+        let mut p = Position::at(7);
+        assert_eq!(p.after(a), 7);
+        p.advance(a, 3);
+        assert_eq!(p.after(a), 7, "never moves back");
+        p.advance(a, 12);
+        p.advance(b, 7);
+        assert_eq!((p.after(a), p.after(b)), (12, 7));
+        // Only the tenants away from the default are sent.
+        let sent = p.positions();
+        assert_eq!(sent.len(), 1);
+        assert_eq!(sent[0].tenant_id, a.to_string());
+        let back = position_of(p.default, &sent, None).unwrap();
+        assert_eq!(back.after(a), 12);
+        assert_eq!(back.after(b), 7);
+    }
+
+    #[test]
+    fn positions_are_validated() {
+        let a = Uuid::new_v4();
+        let pos = |t: &str, s: i64| FeedPosition {
+            tenant_id: t.into(),
+            after_sequence: s,
+        };
+        let fields = |r: Result<Position, ApiError>| match r {
+            Err(ApiError::InvalidArgument(v)) => v.into_iter().map(|v| v.field).collect::<Vec<_>>(),
+            other => panic!("not refused: {other:?}"),
+        };
+        assert_eq!(fields(position_of(-1, &[], None)), ["after_sequence"]);
+        assert_eq!(
+            fields(position_of(
+                0,
+                &[
+                    pos("nope", 1),
+                    pos(&a.to_string(), -2),
+                    pos(&a.to_string(), 3)
+                ],
+                None
+            )),
+            [
+                "positions[0].tenant_id",
+                "positions[1].after_sequence",
+                "positions[2].tenant_id"
+            ]
+        );
+        // A call made for a tenant names only that tenant.
+        let own = Uuid::new_v4();
+        assert_eq!(
+            fields(position_of(0, &[pos(&a.to_string(), 1)], Some(own))),
+            ["positions[0].tenant_id"]
+        );
+        assert_eq!(
+            position_of(0, &[pos(&own.to_string(), 4)], Some(own))
+                .unwrap()
+                .after(own),
+            4
+        );
+        let many = vec![pos(&a.to_string(), 0); MAX_POSITIONS + 1];
+        assert_eq!(fields(position_of(0, &many, None)), ["positions"]);
+    }
+
+    #[test]
+    fn batches_split_by_tenant_in_order() {
+        let a = Uuid::new_v4();
+        let b = Uuid::new_v4();
+        let ev = |t: &Uuid, s: i64| ChangeEvent {
+            tenant_id: t.to_string(),
+            sequence: s,
+            ..Default::default()
+        };
+        let got = by_tenant(vec![
+            ev(&a, 1),
+            ev(&b, 1),
+            ev(&a, 2),
+            ChangeEvent::default(),
+            ev(&b, 2),
+        ]);
+        let flat: Vec<(Uuid, Vec<i64>)> = got
+            .into_iter()
+            .map(|(t, e)| (t, e.into_iter().map(|e| e.sequence).collect()))
+            .collect();
+        assert_eq!(flat, vec![(a, vec![1, 2]), (b, vec![1, 2])]);
     }
 }

@@ -8,6 +8,7 @@
 //! * [`error`]: errors mapped to precise gRPC statuses with details.
 //! * [`page`]: opaque, tamper-evident page tokens.
 //! * [`feed`]: the outbox, `WatchChanges` streams and feed consumers.
+//! * [`peer`]: channels to other Rapport services and the mapping of their failures.
 //! * [`context`]: tenant and principal of a call, the internal credential.
 
 pub mod config;
@@ -19,6 +20,7 @@ pub mod error;
 pub mod feed;
 pub mod metrics;
 pub mod page;
+pub mod peer;
 pub mod pg;
 pub mod server;
 pub mod shutdown;

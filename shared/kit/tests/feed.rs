@@ -8,9 +8,12 @@ use std::time::Duration;
 use futures::StreamExt;
 use futures::future::BoxFuture;
 use rapport_kit::db::{self, SchemaSpec};
-use rapport_kit::feed::{self, Consumer, EventStream, FeedHandler, FeedSource, NewEvent};
+use rapport_kit::feed::{
+    self, Consumer, EventStream, FeedHandler, FeedSource, NewEvent, PeerFeed, Position, WatchMethod,
+};
 use rapport_kit::shutdown::Shutdown;
 use rapport_proto::rapport::common::v1::ChangeEvent;
+use rapport_proto::rapport::common::v1::FeedPosition;
 use sqlx::{PgConnection, PgPool};
 use tonic::{Request, Response, Status};
 use uuid::Uuid;
@@ -48,15 +51,38 @@ impl FeedTestService for Producer {
         &self,
         req: Request<WatchChangesRequest>,
     ) -> Result<Response<Self::WatchChangesStream>, Status> {
-        let after = req.into_inner().after_sequence;
-        let stream = feed::watch(
+        let stream = feed::serve_watch::<KitFeed>(
             self.pool.clone(),
             PRODUCER.schema,
-            after,
+            req,
             self.shutdown.clone(),
-        )
-        .map(|r| r.map(|event| WatchChangesResponse { event: Some(event) }));
-        Ok(Response::new(stream.boxed()))
+        )?;
+        Ok(Response::new(stream))
+    }
+}
+
+/// The test service's `WatchChanges`, for the kit's generic server and source.
+struct KitFeed;
+
+impl WatchMethod for KitFeed {
+    type Request = WatchChangesRequest;
+    type Response = WatchChangesResponse;
+    const SERVICE: &'static str = "feed test";
+    const PATH: &'static str = "/rapport.kittest.v1.FeedTestService/WatchChanges";
+    fn request(position: &Position) -> Self::Request {
+        WatchChangesRequest {
+            after_sequence: position.default,
+            positions: position.positions(),
+        }
+    }
+    fn parts(request: &Self::Request) -> (i64, &[FeedPosition]) {
+        (request.after_sequence, &request.positions)
+    }
+    fn response(event: ChangeEvent) -> Self::Response {
+        WatchChangesResponse { event: Some(event) }
+    }
+    fn event(response: Self::Response) -> Option<ChangeEvent> {
+        response.event
     }
 }
 
@@ -91,19 +117,12 @@ struct GrpcSource {
 }
 
 impl FeedSource for GrpcSource {
-    fn open(&self, after_sequence: i64) -> BoxFuture<'_, Result<EventStream, Status>> {
+    fn open(&self, position: Position) -> BoxFuture<'_, Result<EventStream, Status>> {
         let endpoint = self.endpoint.lock().unwrap().clone();
         Box::pin(async move {
-            let mut client = FeedTestServiceClient::connect(endpoint)
-                .await
-                .map_err(|e| Status::unavailable(e.to_string()))?;
-            let stream = client
-                .watch_changes(WatchChangesRequest { after_sequence })
-                .await?
-                .into_inner();
-            Ok(stream
-                .map(|r| r.and_then(|m| m.event.ok_or_else(|| Status::internal("empty event"))))
-                .boxed())
+            let peer = rapport_kit::peer::Peer::new("feed test", &endpoint, None)
+                .map_err(Status::internal)?;
+            PeerFeed::<KitFeed>::new(&peer).open(position).await
         })
     }
 }
@@ -115,14 +134,21 @@ impl FeedHandler for Recorder {
     fn apply<'a>(
         &'a self,
         tx: &'a mut PgConnection,
-        event: &'a ChangeEvent,
+        tenant: Uuid,
+        events: &'a [ChangeEvent],
     ) -> BoxFuture<'a, Result<(), sqlx::Error>> {
         Box::pin(async move {
-            sqlx::query("INSERT INTO applied (sequence, aggregate_id) VALUES ($1, $2)")
+            for event in events {
+                assert_eq!(event.tenant_id, tenant.to_string());
+                sqlx::query(
+                    "INSERT INTO applied (tenant_id, sequence, aggregate_id) VALUES ($1, $2, $3)",
+                )
+                .bind(tenant)
                 .bind(event.sequence)
                 .bind(&event.aggregate_id)
                 .execute(&mut *tx)
                 .await?;
+            }
             Ok(())
         })
     }
@@ -178,6 +204,16 @@ async fn wait_for(pool: &PgPool, n: i64) {
     }
 }
 
+/// Writes the same numbers of events for each of `tenants` at once.
+async fn write_all(pool: &PgPool, tenants: &[Uuid], from: usize, count: usize, writers: usize) {
+    futures::future::join_all(
+        tenants
+            .iter()
+            .map(|t| write_events(pool, *t, from, count, writers)),
+    )
+    .await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn no_event_lost_or_reordered_across_restarts() {
     let db = rapport_testkit::database().await;
@@ -187,16 +223,20 @@ async fn no_event_lost_or_reordered_across_restarts() {
     db::migrate(&db.url, CONSUMER, &NO_MIGRATIONS)
         .await
         .unwrap();
-    let producer_pool = db::connect(&db.url, PRODUCER, 8).await.unwrap();
+    let producer_pool = db::connect(&db.url, PRODUCER, 16).await.unwrap();
     let consumer_pool = db::connect(&db.url, CONSUMER, 4).await.unwrap();
-    sqlx::query("CREATE TABLE applied (sequence bigint PRIMARY KEY, aggregate_id text NOT NULL, ord bigint GENERATED ALWAYS AS IDENTITY)")
-        .execute(&consumer_pool)
-        .await
-        .unwrap();
-    let tenant = Uuid::new_v4();
+    sqlx::query(
+        "CREATE TABLE applied (tenant_id uuid NOT NULL, sequence bigint NOT NULL, aggregate_id text NOT NULL,
+                               ord bigint GENERATED ALWAYS AS IDENTITY, PRIMARY KEY (tenant_id, sequence))",
+    )
+    .execute(&consumer_pool)
+    .await
+    .unwrap();
+    // Three tenants written at once, each by several concurrent writers.
+    let tenants = [Uuid::new_v4(), Uuid::new_v4(), Uuid::new_v4()];
 
-    // A backlog written by eight concurrent writers before anyone listens.
-    write_events(&producer_pool, tenant, 0, 300, 8).await;
+    // A backlog written before anyone listens.
+    write_all(&producer_pool, &tenants, 0, 150, 4).await;
 
     let mut producer = start_producer(producer_pool.clone()).await;
     let endpoint = Arc::new(Mutex::new(producer.endpoint()));
@@ -216,94 +256,311 @@ async fn no_event_lost_or_reordered_across_restarts() {
 
     // Backlog, then live events while the consumer runs.
     let (stop, handle) = start_consumer();
-    write_events(&producer_pool, tenant, 300, 300, 8).await;
-    wait_for(&consumer_pool, 600).await;
+    write_all(&producer_pool, &tenants, 150, 150, 4).await;
+    wait_for(&consumer_pool, 900).await;
 
     // Consumer restart: stop it, write more, start it again.
     stop.trigger();
     handle.await.unwrap();
-    write_events(&producer_pool, tenant, 600, 200, 4).await;
+    write_all(&producer_pool, &tenants, 300, 100, 4).await;
     let (stop, handle) = start_consumer();
-    wait_for(&consumer_pool, 800).await;
+    wait_for(&consumer_pool, 1200).await;
 
     // Producer restart: the server goes away mid-stream, events are written
     // while it is down, and it comes back on another port.
     producer.stop().await;
-    write_events(&producer_pool, tenant, 800, 200, 4).await;
+    write_all(&producer_pool, &tenants, 400, 100, 4).await;
     producer = start_producer(producer_pool.clone()).await;
     *endpoint.lock().unwrap() = producer.endpoint();
-    write_events(&producer_pool, tenant, 1000, 200, 4).await;
-    wait_for(&consumer_pool, 1200).await;
+    write_all(&producer_pool, &tenants, 500, 100, 4).await;
+    wait_for(&consumer_pool, 1800).await;
 
     stop.trigger();
     handle.await.unwrap();
     producer.stop().await;
 
-    // Exactly the outbox, once each, applied in sequence order.
-    let outbox: Vec<i64> = sqlx::query_scalar("SELECT sequence FROM outbox ORDER BY sequence")
+    // Per tenant: exactly its outbox, numbered 1, 2, 3…, applied once each
+    // in sequence order.
+    for t in tenants {
+        let outbox: Vec<i64> = sqlx::query_scalar(
+            "SELECT sequence FROM outbox WHERE tenant_id = $1 ORDER BY sequence",
+        )
+        .bind(t)
         .fetch_all(&producer_pool)
         .await
         .unwrap();
-    let applied: Vec<i64> = sqlx::query_scalar("SELECT sequence FROM applied ORDER BY ord")
-        .fetch_all(&consumer_pool)
-        .await
-        .unwrap();
-    assert_eq!(outbox.len(), 1200);
-    assert_eq!(
-        applied, outbox,
-        "applied in sequence order, each exactly once"
-    );
+        assert_eq!(outbox, (1..=600).collect::<Vec<i64>>(), "no gaps");
+        let applied: Vec<i64> =
+            sqlx::query_scalar("SELECT sequence FROM applied WHERE tenant_id = $1 ORDER BY ord")
+                .bind(t)
+                .fetch_all(&consumer_pool)
+                .await
+                .unwrap();
+        assert_eq!(
+            applied, outbox,
+            "applied in sequence order, each exactly once"
+        );
+        assert_eq!(
+            Consumer::cursor(&consumer_pool, "feedtest", t)
+                .await
+                .unwrap(),
+            600
+        );
+        assert_eq!(feed::head(&producer_pool, t).await.unwrap(), 600);
+    }
     let ids: i64 = sqlx::query_scalar("SELECT count(DISTINCT aggregate_id) FROM applied")
         .fetch_one(&consumer_pool)
         .await
         .unwrap();
-    assert_eq!(ids, 1200);
     assert_eq!(
-        Consumer::cursor(&consumer_pool, "feedtest").await.unwrap(),
-        *outbox.last().unwrap()
+        ids, 600,
+        "aggregate ids repeat across tenants, not within one"
     );
 }
 
+fn event(tenant: Uuid, id: &str) -> NewEvent {
+    NewEvent {
+        tenant_id: tenant,
+        aggregate_type: "thing",
+        aggregate_id: id.into(),
+        event_type: "ThingHappened",
+        event: thing(0),
+    }
+}
+
 #[tokio::test]
-async fn sequence_order_is_commit_order() {
-    // A transaction that appended first but commits last must not be overtaken:
-    // its event gets the lower sequence only if it commits first, because the
-    // outbox lock is held until commit.
+async fn sequence_order_is_commit_order_per_tenant_and_tenants_never_wait() {
     let db = rapport_testkit::database().await;
     db::migrate(&db.url, PRODUCER, &NO_MIGRATIONS)
         .await
         .unwrap();
     let pool = db::connect(&db.url, PRODUCER, 4).await.unwrap();
     let tenant = Uuid::new_v4();
-    let event = move |id: &str| NewEvent {
-        tenant_id: tenant,
-        aggregate_type: "thing",
-        aggregate_id: id.into(),
-        event_type: "ThingHappened",
-        event: thing(0),
-    };
+    let other = Uuid::new_v4();
+
+    // A transaction that appended first but commits last is not overtaken
+    // by a later writer of the same tenant: that writer waits for it.
     let mut slow = pool.begin().await.unwrap();
-    let first = feed::append(&mut slow, &[event("slow")]).await.unwrap()[0];
+    let first = feed::append(&mut slow, &[event(tenant, "slow")])
+        .await
+        .unwrap()[0];
     let pool2 = pool.clone();
     let fast = tokio::spawn(async move {
         let mut tx = pool2.begin().await.unwrap();
-        let seq = feed::append(&mut tx, &[event("fast")]).await.unwrap()[0];
+        let seq = feed::append(&mut tx, &[event(tenant, "fast")])
+            .await
+            .unwrap()[0];
         tx.commit().await.unwrap();
         seq
     });
-    // While `slow` is open, a reader sees nothing: nothing can be skipped later.
+
+    // A writer of another tenant does not wait for either.
+    let mut tx = pool.begin().await.unwrap();
+    let theirs = tokio::time::timeout(
+        Duration::from_secs(2),
+        feed::append(&mut tx, &[event(other, "other-1"), event(other, "other-2")]),
+    )
+    .await
+    .expect("a writer of another tenant waited")
+    .unwrap();
+    tx.commit().await.unwrap();
+    assert_eq!(theirs, [1, 2], "each tenant numbers its own events");
+
+    // While `slow` is open, a reader of the tenant sees nothing (nothing can
+    // be skipped later); the other tenant's events are readable.
     tokio::time::sleep(Duration::from_millis(200)).await;
-    assert!(feed::read_after(&pool, 0, 10).await.unwrap().is_empty());
+    assert!(
+        feed::read_after(&pool, tenant, 0, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(
+        feed::read_after(&pool, other, 0, 10).await.unwrap().len(),
+        2
+    );
     slow.commit().await.unwrap();
     let second = fast.await.unwrap();
-    assert!(first < second);
-    let seen: Vec<String> = feed::read_after(&pool, 0, 10)
+    assert_eq!((first, second), (1, 2));
+    let seen: Vec<String> = feed::read_after(&pool, tenant, 0, 10)
         .await
         .unwrap()
         .into_iter()
         .map(|e| e.aggregate_id)
         .collect();
     assert_eq!(seen, ["slow", "fast"]);
+
+    // One append for several tenants numbers each in order.
+    let mut tx = pool.begin().await.unwrap();
+    let seqs = feed::append(
+        &mut tx,
+        &[event(other, "a"), event(tenant, "b"), event(other, "c")],
+    )
+    .await
+    .unwrap();
+    tx.commit().await.unwrap();
+    assert_eq!(seqs, [3, 3, 4]);
+}
+
+#[tokio::test]
+async fn a_call_made_for_a_tenant_sees_only_that_tenant() {
+    let db = rapport_testkit::database().await;
+    db::migrate(&db.url, PRODUCER, &NO_MIGRATIONS)
+        .await
+        .unwrap();
+    let pool = db::connect(&db.url, PRODUCER, 4).await.unwrap();
+    let (mine, theirs) = (Uuid::new_v4(), Uuid::new_v4());
+    let mut tx = pool.begin().await.unwrap();
+    feed::append(
+        &mut tx,
+        &[
+            event(theirs, "t-1"),
+            event(mine, "m-1"),
+            event(theirs, "t-2"),
+            event(mine, "m-2"),
+        ],
+    )
+    .await
+    .unwrap();
+    tx.commit().await.unwrap();
+    let producer = start_producer(pool.clone()).await;
+    let channel = rapport_testkit::channel(&producer).await;
+    let mut client = FeedTestServiceClient::new(channel);
+    let mut req = Request::new(WatchChangesRequest {
+        after_sequence: 0,
+        positions: vec![FeedPosition {
+            tenant_id: mine.to_string(),
+            after_sequence: 1,
+        }],
+    });
+    req.metadata_mut()
+        .insert("x-rapport-tenant", mine.to_string().parse().unwrap());
+    let mut stream = client.watch_changes(req).await.unwrap().into_inner();
+    let first = stream.message().await.unwrap().unwrap().event.unwrap();
+    assert_eq!((first.aggregate_id.as_str(), first.sequence), ("m-2", 2));
+    // Nothing else comes: the other tenant's events are not this call's.
+    let more = tokio::time::timeout(Duration::from_millis(500), stream.message()).await;
+    assert!(
+        more.is_err(),
+        "another tenant's event reached the call: {more:?}"
+    );
+
+    // Naming another tenant, or a malformed one, is refused with the field.
+    let mut req = Request::new(WatchChangesRequest {
+        after_sequence: 0,
+        positions: vec![FeedPosition {
+            tenant_id: theirs.to_string(),
+            after_sequence: 0,
+        }],
+    });
+    req.metadata_mut()
+        .insert("x-rapport-tenant", mine.to_string().parse().unwrap());
+    let err = client.watch_changes(req).await.unwrap_err();
+    assert_eq!(err.code(), tonic::Code::InvalidArgument);
+    assert!(err.message().contains("positions[0].tenant_id"), "{err:?}");
+
+    // Without a tenant, every tenant's events, each tenant in order.
+    let mut stream = client
+        .watch_changes(WatchChangesRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    let mut got: Vec<(String, i64)> = Vec::new();
+    for _ in 0..4 {
+        let e = stream.message().await.unwrap().unwrap().event.unwrap();
+        got.push((e.aggregate_id, e.sequence));
+    }
+    got.sort();
+    assert_eq!(
+        got,
+        [
+            ("m-1".into(), 1),
+            ("m-2".into(), 2),
+            ("t-1".into(), 1),
+            ("t-2".into(), 2)
+        ]
+    );
+    producer.stop().await;
+}
+
+#[tokio::test]
+async fn feeds_numbered_before_per_tenant_order_continue_above_every_old_sequence() {
+    use sqlx::Connection;
+    // A schema whose outbox was numbered service-wide (the migrations before
+    // per-tenant order), and a consumer whose cursor is in the middle of it.
+    let db = rapport_testkit::database().await;
+    let all = sqlx::migrate!("./migrations");
+    let before = sqlx::migrate::Migrator {
+        migrations: all
+            .migrations
+            .iter()
+            .filter(|m| m.version < 5)
+            .cloned()
+            .collect::<Vec<_>>()
+            .into(),
+        ..sqlx::migrate::Migrator::DEFAULT
+    };
+    let mut conn = PgConnection::connect(&db.url).await.unwrap();
+    sqlx::query("CREATE SCHEMA legacy_feed")
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    sqlx::query("SET search_path TO legacy_feed")
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    before.run(&mut conn).await.unwrap();
+    let (a, b, c) = (Uuid::new_v4(), Uuid::new_v4(), Uuid::new_v4());
+    for (i, t) in [a, b, a, b, a].iter().enumerate() {
+        sqlx::query(
+            "INSERT INTO outbox (tenant_id, aggregate_type, aggregate_id, event_type, event_type_url, event)
+             VALUES ($1, 'thing', $2, 'ThingHappened', $3, $4)",
+        )
+        .bind(t)
+        .bind(format!("old-{}", i + 1))
+        .bind(&thing(0).type_url)
+        .bind(thing(0).value)
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    }
+    // The consumer has applied sequences 1 to 3.
+    sqlx::query("INSERT INTO feed_cursors (source, after_sequence) VALUES ('legacy', 3)")
+        .execute(&mut conn)
+        .await
+        .unwrap();
+
+    all.run(&mut conn).await.unwrap();
+
+    // Every tenant, old or new, continues above sequence 5.
+    let mut tx = conn.begin().await.unwrap();
+    let seqs = feed::append(
+        &mut tx,
+        &[event(a, "new-a"), event(b, "new-b"), event(c, "new-c")],
+    )
+    .await
+    .unwrap();
+    tx.commit().await.unwrap();
+    assert_eq!(seqs, [6, 6, 6]);
+    // What the consumer still has to apply, with its old cursor as the
+    // default position: nothing it applied, nothing it missed.
+    let rest: Vec<(Uuid, i64, String)> = sqlx::query_as(
+        "SELECT tenant_id, sequence, aggregate_id FROM outbox
+          WHERE sequence > (SELECT after_sequence FROM feed_cursors WHERE source = 'legacy')
+          ORDER BY tenant_id, sequence",
+    )
+    .fetch_all(&mut conn)
+    .await
+    .unwrap();
+    let of = |t: Uuid| -> Vec<(i64, String)> {
+        rest.iter()
+            .filter(|r| r.0 == t)
+            .map(|r| (r.1, r.2.clone()))
+            .collect()
+    };
+    assert_eq!(of(a), [(5, "old-5".to_string()), (6, "new-a".to_string())]);
+    assert_eq!(of(b), [(4, "old-4".to_string()), (6, "new-b".to_string())]);
+    assert_eq!(of(c), [(6, "new-c".to_string())]);
 }
 
 #[tokio::test]
@@ -320,7 +577,7 @@ async fn internal_credential_guards_everything_but_health_and_reflection() {
     // No credential, or a wrong one: UNAUTHENTICATED.
     let mut bare = FeedTestServiceClient::new(channel.clone());
     let err = bare
-        .watch_changes(WatchChangesRequest { after_sequence: 0 })
+        .watch_changes(WatchChangesRequest::default())
         .await
         .unwrap_err();
     assert_eq!(err.code(), tonic::Code::Unauthenticated);
@@ -329,7 +586,7 @@ async fn internal_credential_guards_everything_but_health_and_reflection() {
         rapport_kit::context::InternalCredential::new(Some("an-internal-credential-0123456780")),
     );
     let err = wrong
-        .watch_changes(WatchChangesRequest { after_sequence: 0 })
+        .watch_changes(WatchChangesRequest::default())
         .await
         .unwrap_err();
     assert_eq!(err.code(), tonic::Code::Unauthenticated);
@@ -341,7 +598,7 @@ async fn internal_credential_guards_everything_but_health_and_reflection() {
     );
     assert!(
         client
-            .watch_changes(WatchChangesRequest { after_sequence: 0 })
+            .watch_changes(WatchChangesRequest::default())
             .await
             .is_ok()
     );
@@ -420,7 +677,7 @@ async fn typed_events_cross_the_feed_exactly_and_erasure_redacts_them_in_place()
         endpoint: Arc::new(Mutex::new(producer.endpoint())),
     };
     let got: Vec<ChangeEvent> = source
-        .open(0)
+        .open(Position::default())
         .await
         .unwrap()
         .take(3)
@@ -453,7 +710,7 @@ async fn typed_events_cross_the_feed_exactly_and_erasure_redacts_them_in_place()
     .unwrap();
     tx.commit().await.unwrap();
     assert_eq!(n, 2);
-    let after = feed::read_after(&pool, 0, 10).await.unwrap();
+    let after = feed::read_after(&pool, tenant, 0, 10).await.unwrap();
     assert_eq!(after.iter().map(|e| e.sequence).collect::<Vec<_>>(), seqs);
     for (ev, want) in after.iter().zip(&sent) {
         assert_eq!(ev.event_type, "InteractionRecorded");

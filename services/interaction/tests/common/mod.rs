@@ -248,24 +248,34 @@ where
     }
 }
 
-/// Every event of the interaction feed (the outbox), in order, with its
-/// typed case (None for an event without a typed `event`).
+/// Every event of the interaction feed (the outbox), tenant by tenant and
+/// in sequence order within each, with its typed case (None for an event
+/// without a typed `event`).
 pub async fn feed_events(pool: &PgPool) -> Vec<(ChangeEvent, Option<Event>)> {
-    let mut out = Vec::new();
-    let mut after = 0;
-    loop {
-        let batch = rapport_kit::feed::read_after(pool, after, 1000)
+    let tenants: Vec<uuid::Uuid> =
+        sqlx::query_scalar("SELECT tenant_id FROM outbox_heads ORDER BY tenant_id")
+            .fetch_all(pool)
             .await
             .unwrap();
-        let Some(last) = batch.last() else {
-            return out;
-        };
-        after = last.sequence;
-        for ev in batch {
-            let typed = rapport_kit::feed::decode::<InteractionEvent>(&ev).and_then(|e| e.event);
-            out.push((ev, typed));
+    let mut out = Vec::new();
+    for tenant in tenants {
+        let mut after = 0;
+        loop {
+            let batch = rapport_kit::feed::read_after(pool, tenant, after, 1000)
+                .await
+                .unwrap();
+            let Some(last) = batch.last() else {
+                break;
+            };
+            after = last.sequence;
+            for ev in batch {
+                let typed =
+                    rapport_kit::feed::decode::<InteractionEvent>(&ev).and_then(|e| e.event);
+                out.push((ev, typed));
+            }
         }
     }
+    out
 }
 
 /// The typed events of type `event_type` on the interaction feed, in order.

@@ -73,12 +73,15 @@ impl Env {
     }
 
     /// The typed events of the outbox whose type is `event_type`, in order
-    /// (the envelope decoded from the stored bytes, as consumers see it).
+    /// (the envelope decoded from the stored bytes, as consumers see it):
+    /// tenant after tenant, in the order of each tenant's first event, each
+    /// tenant's in sequence order.
     pub async fn typed_events(&self, event_type: &str) -> Vec<profile_event::Event> {
         use prost::Message;
         let mut c = self.db().await;
         let rows: Vec<(String, Vec<u8>)> = sqlx::query_as(
-            "SELECT event_type_url, event FROM profile.outbox WHERE event_type = $1 ORDER BY sequence",
+            "SELECT event_type_url, event FROM profile.outbox WHERE event_type = $1
+              ORDER BY min(commit_time) OVER (PARTITION BY tenant_id), tenant_id, sequence",
         )
         .bind(event_type)
         .fetch_all(&mut c)
@@ -95,13 +98,16 @@ impl Env {
             .collect()
     }
 
-    /// The event types on the outbox, in order.
+    /// The event types on the outbox, in order (as `typed_events`).
     pub async fn event_types(&self) -> Vec<String> {
         let mut c = self.db().await;
-        sqlx::query_scalar("SELECT event_type FROM profile.outbox ORDER BY sequence")
-            .fetch_all(&mut c)
-            .await
-            .expect("query")
+        sqlx::query_scalar(
+            "SELECT event_type FROM profile.outbox
+              ORDER BY min(commit_time) OVER (PARTITION BY tenant_id), tenant_id, sequence",
+        )
+        .fetch_all(&mut c)
+        .await
+        .expect("query")
     }
 }
 

@@ -113,16 +113,22 @@ async fn raw_copy(pool: &PgPool, rows: &[Interaction]) -> anyhow::Result<Duratio
     Ok(took)
 }
 
-/// The interaction feed's last sequence and each consumer's position in it.
-async fn positions(pool: &PgPool) -> anyhow::Result<(i64, [i64; 2])> {
-    let last: Option<i64> = sqlx::query_scalar("SELECT max(sequence) FROM interaction.outbox")
-        .fetch_one(pool)
-        .await?;
+/// The tenant's last sequence on the interaction feed and each consumer's
+/// position in it.
+async fn positions(pool: &PgPool, tenant: Uuid) -> anyhow::Result<(i64, [i64; 2])> {
+    let last: Option<i64> = sqlx::query_scalar(
+        "SELECT origin + issued FROM interaction.outbox_heads WHERE tenant_id = $1",
+    )
+    .bind(tenant)
+    .fetch_optional(pool)
+    .await?;
     let mut at = [0i64; 2];
     for (k, schema) in CONSUMERS.iter().enumerate() {
         let cursor: Option<i64> = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
-            "SELECT after_sequence FROM {schema}.feed_cursors WHERE source = 'interaction'"
+            "SELECT after_sequence FROM {schema}.feed_tenant_cursors
+              WHERE source = 'interaction' AND tenant_id = $1"
         )))
+        .bind(tenant)
         .fetch_optional(pool)
         .await?;
         at[k] = cursor.unwrap_or(0);
@@ -137,6 +143,7 @@ const CONSUMERS: [&str; 2] = ["segmentation", "valuation"];
 /// event or `limit` has passed since the last call returned.
 async fn follow_consumers(
     pool: &PgPool,
+    tenant: Uuid,
     start: (i64, [i64; 2]),
     started: Instant,
     limit: Duration,
@@ -144,7 +151,7 @@ async fn follow_consumers(
     let waiting = Instant::now();
     let mut done: [Option<Duration>; 2] = [None, None];
     let (last, at) = loop {
-        let (last, at) = positions(pool).await?;
+        let (last, at) = positions(pool, tenant).await?;
         for k in 0..2 {
             if done[k].is_none() && at[k] >= last {
                 done[k] = Some(waiting.elapsed());
@@ -207,7 +214,7 @@ pub async fn run(stack: &Stack, sizes: &Sizes) -> anyhow::Result<Value> {
         .collect();
     let copy_time = raw_copy(&interaction_pool, &rows).await?;
     println!("  raw COPY: {}", secs(copy_time));
-    let feed_start = positions(&admin).await?;
+    let feed_start = positions(&admin, tenant.id).await?;
     let feed_started = Instant::now();
     let (gateway_time, _) = record(&mut via_gateway, rows).await?;
     println!("  through the gateway: {}", secs(gateway_time));
@@ -219,8 +226,14 @@ pub async fn run(stack: &Stack, sizes: &Sizes) -> anyhow::Result<Value> {
         "  direct: {}; following the feed consumers for up to 60 s",
         secs(direct_time)
     );
-    let consumers =
-        follow_consumers(&admin, feed_start, feed_started, Duration::from_secs(60)).await?;
+    let consumers = follow_consumers(
+        &admin,
+        tenant.id,
+        feed_start,
+        feed_started,
+        Duration::from_secs(60),
+    )
+    .await?;
     interaction_pool.close().await;
     admin.close().await;
 

@@ -18,8 +18,11 @@ use sqlx::{PgConnection, Postgres};
 use uuid::Uuid;
 
 use crate::domain::classify::{Inputs, Rank};
-use crate::domain::rfm;
 use crate::rule::{Sql, SqlParam};
+
+pub mod projection;
+
+pub use projection::*;
 
 type Result<T> = std::result::Result<T, sqlx::Error>;
 
@@ -215,27 +218,6 @@ pub async fn known_among(conn: &mut PgConnection, tenant: Uuid, ids: &[Uuid]) ->
     .await
 }
 
-/// Creates the customer's features row unless it exists or the customer
-/// was removed. Returns whether the customer has features now.
-pub async fn ensure_features(
-    conn: &mut PgConnection,
-    tenant: Uuid,
-    customer: Uuid,
-) -> Result<bool> {
-    if is_removed(conn, tenant, customer).await? {
-        return Ok(false);
-    }
-    ensure_tenant(conn, tenant).await?;
-    sqlx::query(
-        "INSERT INTO features (tenant_id, customer_id) VALUES ($1, $2) ON CONFLICT DO NOTHING",
-    )
-    .bind(tenant)
-    .bind(customer)
-    .execute(conn)
-    .await?;
-    Ok(true)
-}
-
 /// The profile part of a customer's features.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct ProfileFacts {
@@ -245,63 +227,6 @@ pub struct ProfileFacts {
     pub profile_stage: Option<String>,
     pub attributes: Value,
     pub consents: Value,
-}
-
-/// Writes the profile part of the customer's features (creating the row).
-/// Returns false when the customer is removed.
-pub async fn set_profile(
-    conn: &mut PgConnection,
-    tenant: Uuid,
-    customer: Uuid,
-    p: &ProfileFacts,
-) -> Result<bool> {
-    if !ensure_features(conn, tenant, customer).await? {
-        return Ok(false);
-    }
-    sqlx::query(
-        "UPDATE features SET kind = $3, country = $4, tags = $5, profile_stage = $6,
-                attributes = $7, consents = $8, update_time = now()
-         WHERE tenant_id = $1 AND customer_id = $2",
-    )
-    .bind(tenant)
-    .bind(customer)
-    .bind(&p.kind)
-    .bind(&p.country)
-    .bind(&p.tags)
-    .bind(&p.profile_stage)
-    .bind(&p.attributes)
-    .bind(&p.consents)
-    .execute(conn)
-    .await?;
-    Ok(true)
-}
-
-/// Records one consent decision unless a later one is stored. Returns
-/// whether the features changed.
-pub async fn set_consent(
-    conn: &mut PgConnection,
-    tenant: Uuid,
-    customer: Uuid,
-    key: &str,
-    granted: bool,
-    time: DateTime<Utc>,
-) -> Result<bool> {
-    let r = sqlx::query(
-        "UPDATE features SET consents = consents || jsonb_build_object($3::text,
-                    jsonb_build_object('granted', $4::boolean, 'time', $5::text)),
-                update_time = now()
-         WHERE tenant_id = $1 AND customer_id = $2
-           AND (consents -> $3 IS NULL OR (consents -> $3 ->> 'time')::timestamptz <= $6)",
-    )
-    .bind(tenant)
-    .bind(customer)
-    .bind(key)
-    .bind(granted)
-    .bind(time.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true))
-    .bind(time)
-    .execute(conn)
-    .await?;
-    Ok(r.rows_affected() > 0)
 }
 
 /// Attribute types seen on a snapshot, for attributes the catalogue lacks.
@@ -436,72 +361,6 @@ pub async fn delete_events(conn: &mut PgConnection, tenant: Uuid, customer: Uuid
 // ---------------------------------------------------------------------------
 // The projection: interactions.
 
-/// One interaction as the service keeps it.
-#[derive(Debug, Clone, PartialEq)]
-pub struct EventRow {
-    pub customer_id: Uuid,
-    pub interaction_id: Uuid,
-    pub kind: String,
-    pub custom: bool,
-    pub occur_time: DateTime<Utc>,
-    pub amount: Option<Decimal>,
-    pub margin: Option<Decimal>,
-    pub csat: Option<i32>,
-    pub nps: Option<i32>,
-    pub campaign_id: Option<Uuid>,
-    pub open: bool,
-}
-
-/// Stores an interaction (idempotent).
-pub async fn insert_event(conn: &mut PgConnection, tenant: Uuid, e: &EventRow) -> Result<()> {
-    sqlx::query(
-        "INSERT INTO events (tenant_id, customer_id, interaction_id, type, occur_time, amount, margin,
-                             csat, nps, campaign_id, open)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
-         ON CONFLICT (tenant_id, customer_id, interaction_id) DO NOTHING",
-    )
-    .bind(tenant)
-    .bind(e.customer_id)
-    .bind(e.interaction_id)
-    .bind(&e.kind)
-    .bind(e.occur_time)
-    .bind(e.amount)
-    .bind(e.margin)
-    .bind(e.csat)
-    .bind(e.nps)
-    .bind(e.campaign_id)
-    .bind(e.open)
-    .execute(&mut *conn)
-    .await?;
-    if e.custom {
-        sqlx::query(
-            "INSERT INTO custom_types (tenant_id, type) VALUES ($1, $2) ON CONFLICT DO NOTHING",
-        )
-        .bind(tenant)
-        .bind(&e.kind)
-        .execute(conn)
-        .await?;
-    }
-    Ok(())
-}
-
-/// Sets the open flag of a service request or complaint; returns its customer.
-pub async fn set_event_open(
-    conn: &mut PgConnection,
-    tenant: Uuid,
-    interaction: Uuid,
-    open: bool,
-) -> Result<Option<Uuid>> {
-    sqlx::query_scalar(
-        "UPDATE events SET open = $3 WHERE tenant_id = $1 AND interaction_id = $2 RETURNING customer_id",
-    )
-    .bind(tenant)
-    .bind(interaction)
-    .bind(open)
-    .fetch_optional(conn)
-    .await
-}
-
 /// Moves interactions from one customer to another (all of them, or the
 /// listed ones). Idempotent.
 pub async fn move_events(
@@ -530,61 +389,6 @@ pub async fn move_events(
     Ok(r.rows_affected())
 }
 
-/// Recomputes the interaction columns of the customer's features from its
-/// events. Returns whether the customer has features.
-pub async fn recompute_summary(
-    conn: &mut PgConnection,
-    tenant: Uuid,
-    customer: Uuid,
-) -> Result<bool> {
-    let r = sqlx::query(
-        "UPDATE features f SET
-             first_purchase = a.first_purchase,
-             last_purchase = a.last_purchase,
-             purchases = a.purchases,
-             monetary = CASE WHEN a.purchases > 0 THEN coalesce(a.monetary, 0) END,
-             avg_order_value = CASE WHEN a.priced > 0 THEN trim_scale(round(a.monetary / a.priced, 9)) END,
-             contacts = a.contacts,
-             last_contact = a.last_contact,
-             open_service_requests = a.open_requests,
-             complaints = a.complaints,
-             open_complaints = a.open_complaints,
-             csat = a.csat,
-             nps = a.nps,
-             campaign_response_rate = CASE WHEN a.sent > 0
-                 THEN trim_scale(round(least(1, a.responded::numeric / a.sent), 9)) END,
-             update_time = now()
-         FROM (
-             SELECT
-                 min(occur_time) FILTER (WHERE type = 'purchase') AS first_purchase,
-                 max(occur_time) FILTER (WHERE type = 'purchase') AS last_purchase,
-                 count(*) FILTER (WHERE type = 'purchase') AS purchases,
-                 sum(amount) FILTER (WHERE type = 'purchase') AS monetary,
-                 count(amount) FILTER (WHERE type = 'purchase') AS priced,
-                 count(*) FILTER (WHERE type = ANY($3)) AS contacts,
-                 max(occur_time) FILTER (WHERE type = ANY($3)) AS last_contact,
-                 count(*) FILTER (WHERE type = 'service_request' AND open) AS open_requests,
-                 count(*) FILTER (WHERE type = 'complaint') AS complaints,
-                 count(*) FILTER (WHERE type = 'complaint' AND open) AS open_complaints,
-                 (array_agg(csat ORDER BY occur_time DESC, interaction_id DESC)
-                     FILTER (WHERE type = 'survey_response' AND csat IS NOT NULL))[1] AS csat,
-                 (array_agg(nps ORDER BY occur_time DESC, interaction_id DESC)
-                     FILTER (WHERE type = 'survey_response' AND nps IS NOT NULL))[1] AS nps,
-                 count(DISTINCT campaign_id) FILTER (WHERE type = 'campaign_sent') AS sent,
-                 count(DISTINCT campaign_id)
-                     FILTER (WHERE type IN ('campaign_clicked', 'campaign_converted')) AS responded
-             FROM events WHERE tenant_id = $1 AND customer_id = $2
-         ) a
-         WHERE f.tenant_id = $1 AND f.customer_id = $2",
-    )
-    .bind(tenant)
-    .bind(customer)
-    .bind(&CONTACT_TYPES[..])
-    .execute(conn)
-    .await?;
-    Ok(r.rows_affected() > 0)
-}
-
 /// Valuation values of a customer.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct ValueFacts {
@@ -592,29 +396,6 @@ pub struct ValueFacts {
     pub p_alive: Option<Decimal>,
     pub expected_purchases: Option<Decimal>,
     pub value_tier: Option<String>,
-}
-
-/// Writes (or, with the default, clears) the valuation columns.
-pub async fn set_value(
-    conn: &mut PgConnection,
-    tenant: Uuid,
-    customer: Uuid,
-    v: &ValueFacts,
-) -> Result<bool> {
-    let r = sqlx::query(
-        "UPDATE features SET clv = $3, p_alive = $4, expected_purchases = $5, value_tier = $6,
-                update_time = now()
-         WHERE tenant_id = $1 AND customer_id = $2",
-    )
-    .bind(tenant)
-    .bind(customer)
-    .bind(v.clv)
-    .bind(v.p_alive)
-    .bind(v.expected_purchases)
-    .bind(&v.value_tier)
-    .execute(conn)
-    .await?;
-    Ok(r.rows_affected() > 0)
 }
 
 // ---------------------------------------------------------------------------
@@ -691,56 +472,6 @@ pub async fn rfm_full(
     .execute(conn)
     .await?;
     Ok(changed)
-}
-
-/// Scores one customer against the tenant's stored cut-offs. Returns
-/// whether the scores changed.
-pub async fn rfm_one(
-    conn: &mut PgConnection,
-    tenant: Uuid,
-    customer: Uuid,
-    state: &RfmState,
-    now: DateTime<Utc>,
-) -> Result<bool> {
-    let row: Option<(Option<DateTime<Utc>>, i64, Option<Decimal>)> = sqlx::query_as(
-        "SELECT last_purchase, purchases, monetary FROM features WHERE tenant_id = $1 AND customer_id = $2",
-    )
-    .bind(tenant)
-    .bind(customer)
-    .fetch_optional(&mut *conn)
-    .await?;
-    let Some((last, purchases, monetary)) = row else {
-        return Ok(false);
-    };
-    let scores = match last {
-        Some(l) if purchases > 0 => {
-            let rd = (now - l).num_seconds().div_euclid(86_400) as i32;
-            let r = rfm::score_against(&rd, &state.rfm_recency_cutoffs, |a, b| a < b);
-            let f = rfm::score_against(&purchases, &state.rfm_frequency_cutoffs, |a, b| a > b);
-            let m = rfm::score_against(
-                &monetary.unwrap_or_default(),
-                &state.rfm_monetary_cutoffs,
-                |a, b| a > b,
-            );
-            Some((r, f, m))
-        }
-        _ => None,
-    };
-    let r = sqlx::query(
-        "UPDATE features SET rfm_r = $3, rfm_f = $4, rfm_m = $5, rfm_fm = ($4 + $5 + 1) / 2,
-                rfm_segment = $6
-         WHERE tenant_id = $1 AND customer_id = $2
-           AND (rfm_r, rfm_f, rfm_m) IS DISTINCT FROM ($3, $4, $5)",
-    )
-    .bind(tenant)
-    .bind(customer)
-    .bind(scores.map(|s| s.0))
-    .bind(scores.map(|s| s.1))
-    .bind(scores.map(|s| s.2))
-    .bind(scores.map(|(r, f, m)| rfm::name(rfm::segment(r, rfm::fm(f, m)))))
-    .execute(conn)
-    .await?;
-    Ok(r.rows_affected() > 0)
 }
 
 /// One row of the RFM report.
@@ -1616,9 +1347,19 @@ pub async fn record_changes(
     if changes.is_empty() {
         return Ok(None);
     }
-    sqlx::query("SELECT pg_advisory_xact_lock(hashtext('segmentation.membership_log'))")
-        .execute(&mut *conn)
-        .await?;
+    // The tenant's numbers, under its row's lock until commit: a tenant's
+    // sequence order is its commit order, and numbers say nothing about
+    // other tenants.
+    ensure_tenant(conn, tenant).await?;
+    let last: i64 = sqlx::query_scalar(
+        "UPDATE tenants SET membership_sequence = membership_sequence + $2 WHERE tenant_id = $1
+         RETURNING membership_sequence",
+    )
+    .bind(tenant)
+    .bind(changes.len() as i64)
+    .fetch_one(&mut *conn)
+    .await?;
+    let mut next = last - changes.len() as i64 + 1;
     let mut seqs: Vec<i64> = Vec::with_capacity(changes.len());
     for chunk in changes.chunks(50_000) {
         let segs: Vec<Uuid> = chunk.iter().map(|c| c.segment_id).collect();
@@ -1626,32 +1367,27 @@ pub async fn record_changes(
         let custs: Vec<Uuid> = chunk.iter().map(|c| c.customer_id).collect();
         let entered: Vec<bool> = chunk.iter().map(|c| c.entered).collect();
         let reasons: Vec<i16> = chunk.iter().map(|c| c.reason as i16).collect();
-        let got: Vec<(i64, Uuid, Uuid, bool)> = sqlx::query_as(
-            "INSERT INTO membership_log (tenant_id, segment_id, segment_name, customer_id, entered, reason, change_time)
-             SELECT $1, s, n, c, e, r, $7
-             FROM unnest($2::uuid[], $3::text[], $4::uuid[], $5::bool[], $6::smallint[])
-                  WITH ORDINALITY AS x(s, n, c, e, r, i)
-             ORDER BY i
-             RETURNING sequence, segment_id, customer_id, entered",
+        let numbers: Vec<i64> = (next..next + chunk.len() as i64).collect();
+        next += chunk.len() as i64;
+        sqlx::query(
+            "INSERT INTO membership_log (tenant_id, sequence, segment_id, segment_name, customer_id, entered, reason, change_time)
+             SELECT $1, q, s, n, c, e, r, $8
+             FROM unnest($2::bigint[], $3::uuid[], $4::text[], $5::uuid[], $6::bool[], $7::smallint[])
+                  AS x(q, s, n, c, e, r)",
         )
         .bind(tenant)
+        .bind(&numbers)
         .bind(&segs)
         .bind(&names)
         .bind(&custs)
         .bind(&entered)
         .bind(&reasons)
         .bind(time)
-        .fetch_all(&mut *conn)
+        .execute(&mut *conn)
         .await?;
-        let by_key: HashMap<(Uuid, Uuid, bool), i64> =
-            got.into_iter().map(|(q, s, c, e)| ((s, c, e), q)).collect();
-        seqs.extend(chunk.iter().map(|c| {
-            by_key
-                .get(&(c.segment_id, c.customer_id, c.entered))
-                .copied()
-                .unwrap_or(0)
-        }));
+        seqs.extend(numbers);
     }
+
     // Events: grouped by segment and reason, in order, 1,000 ids at most.
     type Group<'a> = ((Uuid, MembershipChangeReason), Vec<(usize, &'a Change)>);
     let mut groups: Vec<Group<'_>> = Vec::new();

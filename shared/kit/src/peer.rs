@@ -1,0 +1,131 @@
+//! Calling another Rapport service: one way to build the channel (lazy
+//! connection, connect timeout, the internal credential and trace context on
+//! every call, message limits) and one mapping of a peer's failures to what
+//! this service answers its own caller.
+
+use std::time::Duration;
+
+use tonic::codegen::InterceptedService;
+use tonic::transport::{Channel, Endpoint};
+use tonic::{Code, Status};
+
+use crate::context::InternalCredential;
+use crate::error::ApiError;
+
+/// A channel to a peer: every call carries the internal credential and the
+/// caller's trace context.
+pub type PeerChannel = InterceptedService<Channel, InternalCredential>;
+
+/// Largest message this service reads from a peer (feeds, exports).
+pub const MAX_MESSAGE_BYTES: usize = 64 * 1024 * 1024;
+
+/// How long connecting to a peer may take.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// A peer service: its name (for messages and logs) and a channel to it,
+/// connected on first use.
+#[derive(Clone)]
+pub struct Peer {
+    name: &'static str,
+    channel: PeerChannel,
+}
+
+impl std::fmt::Debug for Peer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Peer({})", self.name)
+    }
+}
+
+impl Peer {
+    /// The `name` service at `url`, called with `token` as the internal
+    /// credential. Fails only when `url` is not a URL.
+    pub fn new(name: &'static str, url: &str, token: Option<&str>) -> Result<Self, String> {
+        let endpoint = Endpoint::from_shared(url.to_string())
+            .map_err(|e| format!("the {name} service URL {url:?} is not a URL: {e}"))?
+            .connect_timeout(CONNECT_TIMEOUT)
+            .tcp_nodelay(true);
+        Ok(Self {
+            name,
+            channel: InterceptedService::new(
+                endpoint.connect_lazy(),
+                InternalCredential::new(token),
+            ),
+        })
+    }
+
+    /// The service's name.
+    pub fn name(&self) -> &'static str {
+        self.name
+    }
+
+    /// A channel for a generated client, e.g.
+    /// `ProfileServiceClient::new(peer.channel()).max_decoding_message_size(MAX_MESSAGE_BYTES)`.
+    pub fn channel(&self) -> PeerChannel {
+        self.channel.clone()
+    }
+
+    /// What this service answers when a call to the peer failed with `s`
+    /// (see [`error`]).
+    pub fn error(&self, s: &Status) -> ApiError {
+        error(self.name, s)
+    }
+}
+
+/// What a service answers its caller when a call to peer `service` failed
+/// with `s`: the peer being down, overloaded or interrupted is UNAVAILABLE
+/// (retry later); its deadline passing is DEADLINE_EXCEEDED; anything else
+/// is a fault between Rapport's services, INTERNAL (logged, not shown).
+/// Answers a caller should see as they are (NOT_FOUND of a looked-up id,
+/// INVALID_ARGUMENT of a forwarded value) are mapped by the calling code
+/// before it falls back to this.
+pub fn error(service: &str, s: &Status) -> ApiError {
+    match s.code() {
+        Code::Unavailable
+        | Code::Unknown
+        | Code::ResourceExhausted
+        | Code::Aborted
+        | Code::Cancelled => {
+            tracing::warn!(service, code = ?s.code(), message = s.message(), "peer service unavailable");
+            ApiError::Unavailable(format!("the {service} service is unavailable; retry later"))
+        }
+        Code::DeadlineExceeded => ApiError::DeadlineExceeded(format!(
+            "the {service} service did not answer before the deadline"
+        )),
+        _ => ApiError::internal(format!(
+            "{service} service answered {:?}: {}",
+            s.code(),
+            s.message()
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn failures_map_to_what_a_caller_can_act_on() {
+        let code = |c: Code| error("profile", &Status::new(c, "boom")).code();
+        for c in [
+            Code::Unavailable,
+            Code::Unknown,
+            Code::ResourceExhausted,
+            Code::Aborted,
+            Code::Cancelled,
+        ] {
+            assert_eq!(code(c), Code::Unavailable, "{c:?}");
+        }
+        assert_eq!(code(Code::DeadlineExceeded), Code::DeadlineExceeded);
+        assert_eq!(code(Code::FailedPrecondition), Code::Internal);
+        assert_eq!(code(Code::PermissionDenied), Code::Internal);
+        let msg = error("profile", &Status::unavailable("x")).to_string();
+        assert!(msg.contains("profile service is unavailable"), "{msg}");
+        assert!(Peer::new("profile", "not a url", None).is_err());
+        assert_eq!(
+            Peer::new("profile", "http://127.0.0.1:1", None)
+                .unwrap()
+                .name(),
+            "profile"
+        );
+    }
+}
