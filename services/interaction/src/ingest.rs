@@ -343,6 +343,7 @@ impl Recorder {
         .await?;
 
         let mut tx = self.pool.begin().await?;
+        rapport_kit::db::prefer_key_lookups(&mut tx).await?;
         store::lock_customers_shared(&mut tx, tenant).await?;
         let mut originals: Vec<Uuid> = slots.iter().flatten().map(|(_, id, _)| *id).collect();
         originals.sort_unstable();

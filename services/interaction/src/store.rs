@@ -129,8 +129,11 @@ pub async fn known_customers(
     // Most customers were never merged: one index probe each answers for
     // them, and only the merged ones have their chains followed.
     let direct: Vec<(Uuid, Option<Uuid>, bool)> = sqlx::query_as(
-        "SELECT customer_id, merged_into, erased FROM customers
-          WHERE tenant_id = $1 AND customer_id = ANY($2)",
+        // One key lookup per id (a lateral subquery the planner cannot
+        // flatten), whatever the statistics say about a fast-growing tenant.
+        "SELECT c.customer_id, c.merged_into, c.erased FROM unnest($2::uuid[]) AS k (id)
+           CROSS JOIN LATERAL (SELECT customer_id, merged_into, erased FROM customers
+                                WHERE tenant_id = $1 AND customer_id = k.id LIMIT 1) c",
     )
     .bind(tenant)
     .bind(ids)
@@ -470,8 +473,11 @@ pub async fn claimed_keys(
         return Ok(HashMap::new());
     }
     let rows: Vec<ClaimedKey> = sqlx::query_as(
-        "SELECT idempotency_key, interaction_id, occur_time, content_hash
-         FROM idempotency_keys WHERE tenant_id = $1 AND idempotency_key = ANY($2)",
+        "SELECT c.idempotency_key, c.interaction_id, c.occur_time, c.content_hash
+           FROM unnest($2::text[]) AS k (key)
+           CROSS JOIN LATERAL (SELECT idempotency_key, interaction_id, occur_time, content_hash
+                                 FROM idempotency_keys
+                                WHERE tenant_id = $1 AND idempotency_key = k.key LIMIT 1) c",
     )
     .bind(tenant)
     .bind(keys)

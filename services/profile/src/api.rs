@@ -18,6 +18,7 @@ use serde_json::{Map, Value, json};
 use sha2::{Digest, Sha256};
 use sqlx::PgPool;
 use tonic::{Request, Response, Status};
+use tracing::Instrument;
 use uuid::Uuid;
 
 use crate::domain::attributes::{self, AttributeRules, Definitions};
@@ -587,6 +588,12 @@ impl ProfileService for ProfileApi {
         let defs = self.definitions(tenant).await?;
         let mut answer = ImportCustomersResponse::default();
         let mut next_index = 0i64;
+        // Batches run up to IMPORT_PIPELINE at a time, while the next message
+        // is read and validated; a batch waits for those in flight that share
+        // an identifier or request_id with it, so each identifier's items
+        // apply in stream order. Results are taken in stream order.
+        let mut in_flight: std::collections::VecDeque<ImportRun> =
+            std::collections::VecDeque::new();
         loop {
             let msg = match stream.message().await {
                 Ok(Some(m)) => m,
@@ -616,45 +623,27 @@ impl ProfileService for ProfileApi {
                     Err(r) => refused.push(r),
                 }
             }
-            let outcomes = crate::import::import_batch(&self.pool, tenant, &batch).await?;
-            let mut rejected: Vec<ImportRejection> = refused;
-            for (item, o) in batch.iter().zip(outcomes) {
-                match o {
-                    crate::import::Outcome::Created(_) => answer.created_count += 1,
-                    crate::import::Outcome::Updated(_) => answer.updated_count += 1,
-                    crate::import::Outcome::Unchanged(_) => answer.unchanged_count += 1,
-                    crate::import::Outcome::Rejected {
-                        reason,
-                        message,
-                        violations,
-                    } => rejected.push(ImportRejection {
-                        index: item.index,
-                        request_id: item
-                            .key
-                            .as_ref()
-                            .map(|k| k.request_id.clone())
-                            .unwrap_or_default(),
-                        reason: import_reason(reason) as i32,
-                        message,
-                        field_violations: violations
-                            .into_iter()
-                            .map(|(field, description)| ResolveFieldViolation {
-                                field,
-                                description,
-                            })
-                            .collect(),
-                    }),
-                }
+            let keys = import_keys_of(&batch);
+            while in_flight.len() >= IMPORT_PIPELINE
+                || in_flight.iter().any(|r| !r.keys.is_disjoint(&keys))
+            {
+                let Some(done) = in_flight.pop_front() else {
+                    break;
+                };
+                take_import_results(&mut answer, done).await?;
             }
-            rejected.sort_by_key(|r| r.index);
-            answer.rejected_count += rejected.len() as i64;
-            for r in rejected {
-                if answer.rejections.len() < MAX_IMPORT_REJECTIONS {
-                    answer.rejections.push(r);
-                } else {
-                    answer.rejections_truncated = true;
+            let pool = self.pool.clone();
+            let run = tokio::spawn(
+                async move {
+                    let outcomes = crate::import::import_batch(&pool, tenant, &batch).await?;
+                    Ok((batch, outcomes))
                 }
-            }
+                .instrument(tracing::Span::current()),
+            );
+            in_flight.push_back(ImportRun { keys, run, refused });
+        }
+        while let Some(done) = in_flight.pop_front() {
+            take_import_results(&mut answer, done).await?;
         }
         Ok(Response::new(answer))
     }
@@ -1269,6 +1258,99 @@ impl ProfileService for ProfileApi {
         )?;
         Ok(Response::new(stream))
     }
+}
+
+/// How many ImportCustomers batches of one stream run at once.
+const IMPORT_PIPELINE: usize = 2;
+
+/// What two batches of one import must not share to run at once: an
+/// identifier (kind, system, value) or a request_id.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+enum ImportKey {
+    Identifier(i16, String, String),
+    RequestId(String),
+}
+
+fn import_keys_of(batch: &[crate::import::Item]) -> HashSet<ImportKey> {
+    let mut keys = HashSet::new();
+    for item in batch {
+        for i in &item.create.idents {
+            keys.insert(ImportKey::Identifier(
+                i.kind,
+                i.system.clone(),
+                i.value.clone(),
+            ));
+        }
+        if let Some(k) = &item.key {
+            keys.insert(ImportKey::RequestId(k.request_id.clone()));
+        }
+    }
+    keys
+}
+
+/// What a running ImportCustomers batch gives.
+type ImportResult = Result<(Vec<crate::import::Item>, Vec<crate::import::Outcome>), Error>;
+
+/// One batch of an import stream, running: its keys, its task and the items
+/// refused before it ran. Dropped unfinished (the call failed or went away),
+/// the task is stopped and its transaction rolled back.
+struct ImportRun {
+    keys: HashSet<ImportKey>,
+    run: tokio::task::JoinHandle<ImportResult>,
+    refused: Vec<ImportRejection>,
+}
+
+impl Drop for ImportRun {
+    fn drop(&mut self) {
+        self.run.abort();
+    }
+}
+
+/// Adds a finished batch's outcomes (and the items refused before it ran)
+/// to the answer.
+async fn take_import_results(
+    answer: &mut ImportCustomersResponse,
+    mut done: ImportRun,
+) -> Result<(), Status> {
+    let (batch, outcomes) = (&mut done.run)
+        .await
+        .map_err(|e| ApiError::internal(format!("an import batch stopped: {e}")))??;
+    let mut rejected: Vec<ImportRejection> = std::mem::take(&mut done.refused);
+    for (item, o) in batch.iter().zip(outcomes) {
+        match o {
+            crate::import::Outcome::Created(_) => answer.created_count += 1,
+            crate::import::Outcome::Updated(_) => answer.updated_count += 1,
+            crate::import::Outcome::Unchanged(_) => answer.unchanged_count += 1,
+            crate::import::Outcome::Rejected {
+                reason,
+                message,
+                violations,
+            } => rejected.push(ImportRejection {
+                index: item.index,
+                request_id: item
+                    .key
+                    .as_ref()
+                    .map(|k| k.request_id.clone())
+                    .unwrap_or_default(),
+                reason: import_reason(reason) as i32,
+                message,
+                field_violations: violations
+                    .into_iter()
+                    .map(|(field, description)| ResolveFieldViolation { field, description })
+                    .collect(),
+            }),
+        }
+    }
+    rejected.sort_by_key(|r| r.index);
+    answer.rejected_count += rejected.len() as i64;
+    for r in rejected {
+        if answer.rejections.len() < MAX_IMPORT_REJECTIONS {
+            answer.rejections.push(r);
+        } else {
+            answer.rejections_truncated = true;
+        }
+    }
+    Ok(())
 }
 
 /// Most identifier sets of one ResolveIdentities call.

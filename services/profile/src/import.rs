@@ -149,6 +149,7 @@ pub async fn import_batch(pool: &PgPool, tenant: Uuid, items: &[Item]) -> Result
     let mut races = 0;
     loop {
         let mut tx = pool.begin().await?;
+        rapport_kit::db::prefer_key_lookups(&mut tx).await?;
         let mut outcomes: Vec<Option<Outcome>> = vec![None; items.len()];
         for (n, o) in &refused {
             outcomes[*n] = Some(o.clone());
@@ -178,6 +179,32 @@ pub async fn import_batch(pool: &PgPool, tenant: Uuid, items: &[Item]) -> Result
                 None => active.push(n),
             }
         }
+        // A request_id given twice in the batch: the later item answers as
+        // the earlier one (same content) or is refused (other content).
+        let mut first_with: HashMap<&str, usize> = HashMap::new();
+        let mut repeats: Vec<(usize, usize)> = Vec::new();
+        active.retain(|&n| {
+            let Some(k) = items[n].key.as_ref() else {
+                return true;
+            };
+            match first_with.get(k.request_id.as_str()) {
+                None => {
+                    first_with.insert(k.request_id.as_str(), n);
+                    true
+                }
+                Some(&f) => {
+                    if items[f].key.as_ref().map(|x| &x.fingerprint) == Some(&k.fingerprint) {
+                        repeats.push((n, f));
+                    } else {
+                        outcomes[n] = Some(Outcome::rejected(
+                            Refused::RequestIdConflict,
+                            "this request_id was used for an item with other content earlier in the stream",
+                        ));
+                    }
+                    false
+                }
+            }
+        });
         let sets: Vec<(Vec<Ident>, Validated, bool)> = active
             .iter()
             .map(|n| {
@@ -284,6 +311,9 @@ pub async fn import_batch(pool: &PgPool, tenant: Uuid, items: &[Item]) -> Result
             .map(|(id, (v, c, stage))| (*id, v, c.as_slice(), *stage))
             .collect();
         store::apply_import_updates(&mut tx, tenant, &changes).await?;
+        for (n, f) in &repeats {
+            outcomes[*n] = outcomes[*f].clone();
+        }
         let outcomes: Vec<Outcome> = outcomes
             .into_iter()
             .map(|o| o.unwrap_or_else(|| Outcome::rejected(Refused::Invalid, "not processed")))
@@ -303,20 +333,16 @@ pub async fn import_batch(pool: &PgPool, tenant: Uuid, items: &[Item]) -> Result
                 ))
             })
             .collect();
-        match store::remember_import_keys(&mut tx, tenant, METHOD, &remembered).await {
-            Ok(()) => {}
-            Err(e) if rapport_kit::error::is_unique_violation(&e, None) => {
-                // A concurrent import took one of the keys: answer as it did.
-                tx.rollback().await?;
-                races += 1;
-                if races >= RACE_ATTEMPTS {
-                    return Err(Error::Api(ApiError::Aborted(
-                        "request_ids of this batch are being imported concurrently; retry".into(),
-                    )));
-                }
-                continue;
+        if !store::remember_import_keys(&mut tx, tenant, METHOD, &remembered).await? {
+            // A concurrent import took one of the keys: answer as it did.
+            tx.rollback().await?;
+            races += 1;
+            if races >= RACE_ATTEMPTS {
+                return Err(Error::Api(ApiError::Aborted(
+                    "request_ids of this batch are being imported concurrently; retry".into(),
+                )));
             }
-            Err(e) => return Err(e.into()),
+            continue;
         }
         tx.commit().await?;
         return Ok(outcomes);

@@ -307,8 +307,10 @@ pub async fn resolve_chains(
 ) -> Result<HashMap<Uuid, (Uuid, String)>> {
     let rows: Vec<(Uuid, Uuid, String)> = sqlx::query_as(
         "WITH RECURSIVE chain(start_id, cur_id, merged_into, status, depth) AS (
-             SELECT customer_id, customer_id, merged_into, status, 0
-               FROM customers WHERE tenant_id = $1 AND customer_id = ANY($2)
+             SELECT c.customer_id, c.customer_id, c.merged_into, c.status, 0
+               FROM unnest($2::uuid[]) AS k (id)
+               CROSS JOIN LATERAL (SELECT customer_id, merged_into, status FROM customers
+                                    WHERE tenant_id = $1 AND customer_id = k.id LIMIT 1) c
              UNION ALL
              SELECT chain.start_id, c.customer_id, c.merged_into, c.status, chain.depth + 1
                FROM chain JOIN customers c
@@ -383,7 +385,9 @@ pub async fn load(
     let rows: Vec<CustomerRow> = sqlx::query_as(concat!(
         "SELECT ",
         customer_cols!(),
-        " FROM customers WHERE tenant_id = $1 AND customer_id = ANY($2) AND status IN ('active', 'deleted')"
+        " FROM unnest($2::uuid[]) AS k (id)
+           CROSS JOIN LATERAL (SELECT * FROM customers WHERE tenant_id = $1 AND customer_id = k.id LIMIT 1) c
+          WHERE status IN ('active', 'deleted')"
     ))
     .bind(tenant)
     .bind(ids)
@@ -391,18 +395,23 @@ pub async fn load(
     .await?;
     let found: Vec<Uuid> = rows.iter().map(|r| r.customer_id).collect();
     let idents: Vec<IdentRow> = sqlx::query_as(
-        "SELECT customer_id, kind, system, value, position, is_primary, label FROM identifiers
-         WHERE tenant_id = $1 AND customer_id = ANY($2) ORDER BY customer_id, kind, position, value",
+        "SELECT i.customer_id, i.kind, i.system, i.value, i.position, i.is_primary, i.label
+           FROM unnest($2::uuid[]) AS k (id)
+           CROSS JOIN LATERAL (SELECT * FROM identifiers WHERE tenant_id = $1 AND customer_id = k.id
+                                ORDER BY kind, position, value) i
+          ORDER BY i.customer_id, i.kind, i.position, i.value",
     )
     .bind(tenant)
     .bind(&found)
     .fetch_all(&mut *conn)
     .await?;
     let consents: Vec<ConsentRow> = sqlx::query_as(concat!(
-        "SELECT DISTINCT ON (holder_id, channel, purpose) ",
+        "SELECT r.* FROM unnest($2::uuid[]) AS k (id)
+           CROSS JOIN LATERAL (
+               SELECT DISTINCT ON (channel, purpose) ",
         consent_cols!(),
-        " FROM consent_records WHERE tenant_id = $1 AND holder_id = ANY($2)
-          ORDER BY holder_id, channel, purpose, effective_time DESC, record_time DESC, consent_record_id DESC"
+        "        FROM consent_records WHERE tenant_id = $1 AND holder_id = k.id
+                ORDER BY channel, purpose, effective_time DESC, record_time DESC, consent_record_id DESC) r"
     ))
     .bind(tenant)
     .bind(&found)
@@ -637,6 +646,63 @@ async fn remember(
     Ok(())
 }
 
+/// [`claim`] for a method whose result is known before it runs: the key is
+/// claimed with its result in one statement (a key older than 24 hours is
+/// taken over). `Ok(None)` when this call is the first; the first call's
+/// result for a retry; INVALID_ARGUMENT when the key was used for other
+/// content. A concurrent first call holding the key makes this one wait
+/// until it ends.
+async fn claim_done(
+    conn: &mut PgConnection,
+    tenant: Uuid,
+    method: &str,
+    key: Option<&RequestKey>,
+    result: Value,
+    customers: &[Uuid],
+) -> Result<Option<Value>> {
+    let Some(key) = key else { return Ok(None) };
+    let claimed: Option<i32> = sqlx::query_scalar(
+        "INSERT INTO idempotency_keys AS k (tenant_id, method, request_id, fingerprint, result, customer_ids)
+         VALUES ($1, $2, $3, $4, $5, $6)
+         ON CONFLICT (tenant_id, method, request_id) DO UPDATE
+             SET fingerprint = EXCLUDED.fingerprint, result = EXCLUDED.result,
+                 customer_ids = EXCLUDED.customer_ids, create_time = now()
+             WHERE k.create_time < now() - interval '24 hours'
+         RETURNING 1",
+    )
+    .bind(tenant)
+    .bind(method)
+    .bind(&key.request_id)
+    .bind(&key.fingerprint)
+    .bind(&result)
+    .bind(customers)
+    .fetch_optional(&mut *conn)
+    .await?;
+    if claimed.is_some() {
+        return Ok(None);
+    }
+    let (fingerprint, first): (String, Option<Value>) = sqlx::query_as(
+        "SELECT fingerprint, result FROM idempotency_keys
+         WHERE tenant_id = $1 AND method = $2 AND request_id = $3",
+    )
+    .bind(tenant)
+    .bind(method)
+    .bind(&key.request_id)
+    .fetch_one(&mut *conn)
+    .await?;
+    if fingerprint != key.fingerprint {
+        return Err(crate::error::invalid(
+            "request_id",
+            "this request_id was used for a different request in the last 24 hours",
+        ));
+    }
+    first.map(Some).ok_or_else(|| {
+        Error::Api(ApiError::Aborted(
+            "a request with this request_id is still in progress; retry".into(),
+        ))
+    })
+}
+
 // ---------------------------------------------------------------------------
 // Identifiers.
 
@@ -653,16 +719,30 @@ async fn holders(
     let kinds: Vec<i16> = idents.iter().map(|i| i.kind).collect();
     let systems: Vec<&str> = idents.iter().map(|i| i.system.as_str()).collect();
     let values: Vec<&str> = idents.iter().map(|i| i.value.as_str()).collect();
+    // The match key (a function of kind and value) is given too, so that
+    // whichever of the two indexes on (tenant, kind, system, …) the planner
+    // picks, every column of it is bound: one key lookup per identifier,
+    // whatever the statistics say about a fast-growing tenant.
+    let keys: Vec<String> = idents
+        .iter()
+        .map(|i| duplicates::match_key(i.kind, &i.value))
+        .collect();
     let rows: Vec<(i32, Uuid)> = sqlx::query_as(
         "SELECT (q.ord - 1)::int4, i.customer_id
-           FROM unnest($2::int2[], $3::text[], $4::text[]) WITH ORDINALITY AS q(kind, system, value, ord)
-           JOIN identifiers i ON i.tenant_id = $1 AND i.kind = q.kind AND i.system = q.system AND i.value = q.value
+           FROM unnest($2::int2[], $3::text[], $4::text[], $5::text[])
+                WITH ORDINALITY AS q(kind, system, value, match_key, ord)
+           CROSS JOIN LATERAL (
+               SELECT customer_id FROM identifiers
+                WHERE tenant_id = $1 AND kind = q.kind AND system = q.system AND value = q.value
+                  AND match_key = q.match_key
+                LIMIT 1) i
           ORDER BY q.ord",
     )
     .bind(tenant)
     .bind(&kinds)
     .bind(&systems)
     .bind(&values)
+    .bind(&keys)
     .fetch_all(&mut *conn)
     .await?;
     Ok(rows
@@ -775,15 +855,30 @@ async fn insert_customer(
     Ok(())
 }
 
-/// CreateCustomer: stores a validated customer and emits CustomerCreated.
+/// CreateCustomer: stores a validated customer and emits CustomerCreated,
+/// in five round trips: the idempotency key is claimed with its result (the
+/// new id is known in advance), the customer and its identifiers are stored
+/// in one statement (an identifier someone holds makes it come back short,
+/// and the holder is then named), the answer is built from what was written
+/// rather than read back, and the event is appended.
 pub async fn create_customer(
     pool: &PgPool,
     tenant: Uuid,
     v: &Validated,
     key: Option<&RequestKey>,
 ) -> Result<Stored> {
+    let id = Uuid::now_v7();
     let mut tx = pool.begin().await?;
-    if let Some(first) = claim(&mut tx, tenant, "CreateCustomer", key).await? {
+    if let Some(first) = claim_done(
+        &mut tx,
+        tenant,
+        "CreateCustomer",
+        key,
+        json!({"customer_id": id.to_string()}),
+        &[id],
+    )
+    .await?
+    {
         let id = first["customer_id"]
             .as_str()
             .and_then(|s| Uuid::parse_str(s).ok())
@@ -793,13 +888,77 @@ pub async fn create_customer(
         let target = follow(&mut conn, tenant, id).await?;
         return load_one(&mut conn, tenant, target).await;
     }
-    ensure_free(&mut tx, tenant, None, &v.idents, "customer").await?;
-    let id = Uuid::now_v7();
-    insert_customer(&mut tx, tenant, id, v).await?;
-    insert_idents(&mut tx, tenant, id, &v.idents, &HashMap::new())
-        .await
-        .map_err(unique_to_error)?;
-    let stored = load_one(&mut tx, tenant, id).await?;
+    // Positions per kind, in the order given.
+    let mut next: HashMap<i16, i32> = HashMap::new();
+    let positions: Vec<i32> = v
+        .idents
+        .iter()
+        .map(|i| {
+            let p = next.entry(i.kind).or_insert(0);
+            *p += 1;
+            *p - 1
+        })
+        .collect();
+    let kinds: Vec<i16> = v.idents.iter().map(|i| i.kind).collect();
+    let systems: Vec<&str> = v.idents.iter().map(|i| i.system.as_str()).collect();
+    let values: Vec<&str> = v.idents.iter().map(|i| i.value.as_str()).collect();
+    let primaries: Vec<bool> = v.idents.iter().map(|i| i.primary).collect();
+    let labels: Vec<&str> = v.idents.iter().map(|i| i.label.as_str()).collect();
+    let keys: Vec<String> = v
+        .idents
+        .iter()
+        .map(|i| duplicates::match_key(i.kind, &i.value))
+        .collect();
+    let written: (i64, DateTime<Utc>, DateTime<Utc>, Option<DateTime<Utc>>, i64) = sqlx::query_as(
+        "WITH c AS (
+             INSERT INTO customers (tenant_id, customer_id, kind, status, data, stage_set_time)
+             VALUES ($1, $2, $3, 'active', $4, $5)
+             RETURNING version, create_time, update_time, stage_set_time),
+         i AS (
+             INSERT INTO identifiers (tenant_id, customer_id, kind, system, value, position, is_primary, label, match_key)
+             SELECT $1, $2, * FROM unnest($6::int2[], $7::text[], $8::text[], $9::int4[], $10::bool[], $11::text[], $12::text[])
+             ON CONFLICT DO NOTHING
+             RETURNING 1)
+         SELECT c.version, c.create_time, c.update_time, c.stage_set_time, (SELECT count(*) FROM i) FROM c",
+    )
+    .bind(tenant)
+    .bind(id)
+    .bind(v.kind as i16)
+    .bind(Json(&v.profile))
+    .bind(stage_time(v.profile.relationship_stage))
+    .bind(&kinds)
+    .bind(&systems)
+    .bind(&values)
+    .bind(&positions)
+    .bind(&primaries)
+    .bind(&labels)
+    .bind(&keys)
+    .fetch_one(&mut *tx)
+    .await?;
+    let (version, create_time, update_time, stage_set_time, stored_idents) = written;
+    if stored_idents != v.idents.len() as i64 {
+        // Another customer holds one: name it (nothing of this call stays).
+        ensure_free(&mut tx, tenant, Some(id), &v.idents, "customer").await?;
+        return Err(Error::Api(ApiError::AlreadyExists(
+            "an identifier of this request was just given to another customer".into(),
+        )));
+    }
+    let mut idents = v.idents.clone();
+    idents.sort_by_key(|i| i.kind);
+    let stored = Stored {
+        customer_id: id,
+        kind: v.kind,
+        deleted: false,
+        profile: v.profile.clone(),
+        idents,
+        version,
+        create_time,
+        update_time,
+        delete_time: None,
+        stage_set_time,
+        consents: Vec::new(),
+        merged_ids: Vec::new(),
+    };
     append(
         &mut tx,
         vec![event(
@@ -811,15 +970,6 @@ pub async fn create_customer(
                 origin: ev::CustomerOrigin::Create as i32,
             }),
         )],
-    )
-    .await?;
-    remember(
-        &mut tx,
-        tenant,
-        "CreateCustomer",
-        key,
-        json!({"customer_id": id.to_string()}),
-        &[id],
     )
     .await?;
     tx.commit().await?;
@@ -1464,6 +1614,13 @@ pub async fn resolve_identities(
     )))
 }
 
+/// A stage time as stored.
+type StageTime = Option<DateTime<Utc>>;
+
+/// What the database gave a new customer: version, create and update time,
+/// stage time.
+type Written = (i64, DateTime<Utc>, DateTime<Utc>, StageTime);
+
 /// What [`resolve_identities_in`] did.
 #[derive(Debug)]
 pub struct BulkResolved {
@@ -1483,6 +1640,7 @@ pub async fn resolve_identities_in(
     sets: &[(Vec<Ident>, Validated, bool)],
 ) -> Result<Option<BulkResolved>> {
     use crate::domain::resolution::{self, Decision, Holder, Key, Set};
+    rapport_kit::db::prefer_key_lookups(&mut *tx).await?;
     {
         // Every identifier of the call, once.
         let mut all: Vec<Ident> = Vec::new();
@@ -1508,8 +1666,10 @@ pub async fn resolve_identities_in(
         targets.sort_unstable();
         targets.dedup();
         let locked: Vec<(Uuid, String)> = sqlx::query_as(
-            "SELECT customer_id, status FROM customers
-              WHERE tenant_id = $1 AND customer_id = ANY($2) ORDER BY customer_id FOR UPDATE",
+            "SELECT c.customer_id, c.status FROM unnest($2::uuid[]) WITH ORDINALITY AS k (id, ord)
+               CROSS JOIN LATERAL (SELECT customer_id, status FROM customers
+                                    WHERE tenant_id = $1 AND customer_id = k.id FOR UPDATE) c
+              ORDER BY k.ord",
         )
         .bind(tenant)
         .bind(&targets)
@@ -1591,24 +1751,48 @@ pub async fn resolve_identities_in(
                 customers: current,
             }));
         }
+        // What the database gives new customers (version and times), to
+        // answer with them without reading them back.
+        let mut written: HashMap<Uuid, Written> = HashMap::new();
         if !new_ids.is_empty() {
-            sqlx::query(
-                "INSERT INTO customers (tenant_id, customer_id, kind, status, data, stage_set_time)
-                 SELECT $1, t.id, t.kind, 'active', t.data::jsonb, t.stage
-                   FROM unnest($2::uuid[], $3::int2[], $4::text[], $5::timestamptz[]) AS t (id, kind, data, stage)",
-            )
-            .bind(tenant)
-            .bind(&new_ids)
-            .bind(&new_kinds)
-            .bind(&new_data)
-            .bind(&new_stage)
-            .execute(&mut *tx)
-            .await?;
+            #[derive(sqlx::FromRow)]
+            struct New {
+                customer_id: Uuid,
+                version: i64,
+                create_time: DateTime<Utc>,
+                update_time: DateTime<Utc>,
+                stage_set_time: StageTime,
+            }
+            let rows: Vec<New> =
+                sqlx::query_as(
+                    "INSERT INTO customers (tenant_id, customer_id, kind, status, data, stage_set_time)
+                     SELECT $1, t.id, t.kind, 'active', t.data::jsonb, t.stage
+                       FROM unnest($2::uuid[], $3::int2[], $4::text[], $5::timestamptz[]) AS t (id, kind, data, stage)
+                     RETURNING customer_id, version, create_time, update_time, stage_set_time",
+                )
+                .bind(tenant)
+                .bind(&new_ids)
+                .bind(&new_kinds)
+                .bind(&new_data)
+                .bind(&new_stage)
+                .fetch_all(&mut *tx)
+                .await?;
+            written = rows
+                .into_iter()
+                .map(|n| {
+                    (
+                        n.customer_id,
+                        (n.version, n.create_time, n.update_time, n.stage_set_time),
+                    )
+                })
+                .collect();
         }
         let existing: Vec<Uuid> = attached_to.keys().copied().collect();
         let mut next: HashMap<(Uuid, i16), i32> = sqlx::query_as::<_, (Uuid, i16, i32)>(
-            "SELECT customer_id, kind, max(position) + 1 FROM identifiers
-              WHERE tenant_id = $1 AND customer_id = ANY($2) GROUP BY customer_id, kind",
+            "SELECT k.id, i.kind, max(i.position) + 1 FROM unnest($2::uuid[]) AS k (id)
+               CROSS JOIN LATERAL (SELECT kind, position FROM identifiers
+                                    WHERE tenant_id = $1 AND customer_id = k.id OFFSET 0) i
+              GROUP BY k.id, i.kind",
         )
         .bind(tenant)
         .bind(&existing)
@@ -1640,9 +1824,48 @@ pub async fn resolve_identities_in(
             Err(e) => return Err(e.into()),
         }
         touch(&mut *tx, tenant, &existing).await?;
-        let mut affected: Vec<Uuid> = new_ids.clone();
-        affected.extend(current.keys().copied());
-        let after = load(&mut *tx, tenant, &affected).await?;
+        // Existing customers as they are now; new ones as they were written:
+        // their traits and every identifier given them, by kind and position.
+        let existing_now: Vec<Uuid> = current.keys().copied().collect();
+        let mut after = load(&mut *tx, tenant, &existing_now).await?;
+        let mut idents_of: HashMap<Uuid, Vec<(i16, i32, Ident)>> = HashMap::new();
+        for (c, i, pos) in &positioned {
+            if written.contains_key(c) {
+                idents_of
+                    .entry(*c)
+                    .or_default()
+                    .push((i.kind, *pos, i.clone()));
+            }
+        }
+        for (d, (_, traits, _)) in decisions.iter().zip(sets) {
+            let Decision::Create { customer_id, .. } = d else {
+                continue;
+            };
+            let Some((version, create_time, update_time, stage_set_time)) =
+                written.get(customer_id).copied()
+            else {
+                continue;
+            };
+            let mut idents = idents_of.remove(customer_id).unwrap_or_default();
+            idents.sort_by_key(|(kind, pos, _)| (*kind, *pos));
+            after.insert(
+                *customer_id,
+                Stored {
+                    customer_id: *customer_id,
+                    kind: traits.kind,
+                    deleted: false,
+                    profile: traits.profile.clone(),
+                    idents: idents.into_iter().map(|(_, _, i)| i).collect(),
+                    version,
+                    create_time,
+                    update_time,
+                    delete_time: None,
+                    stage_set_time,
+                    consents: Vec::new(),
+                    merged_ids: Vec::new(),
+                },
+            );
+        }
         let mut events = Vec::with_capacity(new_ids.len() + existing.len());
         for id in &new_ids {
             if let Some(stored) = after.get(id) {
@@ -1700,9 +1923,15 @@ pub async fn import_keys(
     }
     let ids: Vec<&str> = keys.iter().map(|k| k.request_id.as_str()).collect();
     let rows: Vec<(String, String, Option<Value>)> = sqlx::query_as(
-        "SELECT request_id, fingerprint, result FROM idempotency_keys
-          WHERE tenant_id = $1 AND method = $2 AND request_id = ANY($3)
-            AND create_time >= now() - interval '24 hours'",
+        // One key lookup per id (a lateral subquery the planner cannot
+        // flatten), whatever the statistics say about the tenant.
+        "SELECT k.request_id, k.fingerprint, k.result
+           FROM unnest($3::text[]) AS r (id)
+           CROSS JOIN LATERAL (
+               SELECT request_id, fingerprint, result FROM idempotency_keys
+                WHERE tenant_id = $1 AND method = $2 AND request_id = r.id
+                  AND create_time >= now() - interval '24 hours'
+                LIMIT 1) k",
     )
     .bind(tenant)
     .bind(method)
@@ -1720,34 +1949,34 @@ pub async fn import_keys(
         .collect())
 }
 
-/// Remembers import items' request_ids with their results. A key another
-/// import stored meanwhile is a unique violation (the caller retries).
+/// Remembers import items' outcomes under their request_ids, taking over
+/// keys older than 24 hours, in one statement. False when a key was taken
+/// meanwhile by a concurrent import (nothing then is to be kept: the
+/// caller rolls back and tries again).
 pub async fn remember_import_keys(
     conn: &mut PgConnection,
     tenant: Uuid,
     method: &str,
     keys: &[(&RequestKey, Value, Uuid)],
-) -> std::result::Result<(), sqlx::Error> {
+) -> std::result::Result<bool, sqlx::Error> {
     if keys.is_empty() {
-        return Ok(());
+        return Ok(true);
     }
     let ids: Vec<&str> = keys.iter().map(|k| k.0.request_id.as_str()).collect();
     let fingerprints: Vec<&str> = keys.iter().map(|k| k.0.fingerprint.as_str()).collect();
     let results: Vec<String> = keys.iter().map(|k| k.1.to_string()).collect();
     let customers: Vec<Uuid> = keys.iter().map(|k| k.2).collect();
-    sqlx::query(
-        "DELETE FROM idempotency_keys WHERE tenant_id = $1 AND method = $2 AND request_id = ANY($3)
-           AND create_time < now() - interval '24 hours'",
-    )
-    .bind(tenant)
-    .bind(method)
-    .bind(&ids)
-    .execute(&mut *conn)
-    .await?;
-    sqlx::query(
-        "INSERT INTO idempotency_keys (tenant_id, method, request_id, fingerprint, result, customer_ids)
-         SELECT $1, $2, t.rid, t.fp, t.result::jsonb, ARRAY[t.customer]
-           FROM unnest($3::text[], $4::text[], $5::text[], $6::uuid[]) AS t (rid, fp, result, customer)",
+    let stored: i64 = sqlx::query_scalar(
+        "WITH s AS (
+             INSERT INTO idempotency_keys AS k (tenant_id, method, request_id, fingerprint, result, customer_ids)
+             SELECT $1, $2, t.rid, t.fp, t.result::jsonb, ARRAY[t.customer]
+               FROM unnest($3::text[], $4::text[], $5::text[], $6::uuid[]) AS t (rid, fp, result, customer)
+             ON CONFLICT (tenant_id, method, request_id) DO UPDATE
+                 SET fingerprint = EXCLUDED.fingerprint, result = EXCLUDED.result,
+                     customer_ids = EXCLUDED.customer_ids, create_time = now()
+                 WHERE k.create_time < now() - interval '24 hours'
+             RETURNING 1)
+         SELECT count(*) FROM s",
     )
     .bind(tenant)
     .bind(method)
@@ -1755,9 +1984,9 @@ pub async fn remember_import_keys(
     .bind(&fingerprints)
     .bind(&results)
     .bind(&customers)
-    .execute(&mut *conn)
+    .fetch_one(&mut *conn)
     .await?;
-    Ok(())
+    Ok(stored == keys.len() as i64)
 }
 
 /// Sets the new profiles of existing customers changed by an import, in one
@@ -2825,8 +3054,8 @@ pub async fn erase(
     // become `redacted` (protobuf keeps strings as plain UTF-8, so a byte
     // search finds every id and identifier an encoded event holds).
     let mentioned: Vec<(i64, String, String, Vec<u8>)> = sqlx::query_as(
-        "SELECT sequence, aggregate_type, aggregate_id, event FROM outbox
-          WHERE tenant_id = $1 AND event IS NOT NULL
+        "SELECT sequence, aggregate_type, aggregate_id, event FROM outbox_events
+          WHERE tenant_id = $1 AND event IS NOT NULL AND sequence IS NOT NULL
             AND ((aggregate_type = 'customer' AND aggregate_id = ANY($2))
                  OR EXISTS (SELECT 1 FROM unnest($3::text[]) n
                              WHERE position(convert_to(n, 'UTF8') in event) > 0))",

@@ -738,9 +738,9 @@ async fn erase_leaves_no_personal_data_anywhere() {
         "Calle Mayor",
     ] {
         let holding: i64 = sqlx::query_scalar(
-            "SELECT count(*) FROM profile.outbox
+            "SELECT count(*) FROM profile.outbox_events
               WHERE position(convert_to($1, 'UTF8') in event) > 0
-                AND sequence < (SELECT max(sequence) FROM profile.outbox WHERE event_type = 'CustomerErased')",
+                AND sequence < (SELECT max(sequence) FROM profile.outbox_events WHERE event_type = 'CustomerErased')",
         )
         .bind(secret)
         .fetch_one(&mut db)

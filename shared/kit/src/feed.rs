@@ -138,24 +138,22 @@ pub fn decode<E: FeedEnvelope>(event: &ChangeEvent) -> Option<E> {
     }
 }
 
-/// Appends events to the outbox of the connection's schema, in its
-/// transaction, and returns the sequences assigned (in the order of
-/// `events`). Call inside a transaction: each tenant's events are numbered
-/// under a lock on that tenant's row of `outbox_heads`, held until the
-/// transaction ends, so each tenant's sequence order is its commit order
-/// while writers of different tenants never wait on each other. Tenants are
-/// locked in id order, so writers touching several tenants cannot deadlock
-/// on one another here.
-pub async fn append(conn: &mut PgConnection, events: &[NewEvent]) -> Result<Vec<i64>, sqlx::Error> {
+/// Appends events to the outbox of the connection's schema, in the caller's
+/// transaction, in one round trip. Their sequences are given when the
+/// transaction commits (see the kit's migration 0005): each tenant's events
+/// of the transaction take the tenant's next range, in the order appended,
+/// so each tenant's sequence order is its commit order while writers wait on
+/// each other only for the instant of their commits.
+pub async fn append(conn: &mut PgConnection, events: &[NewEvent]) -> Result<(), sqlx::Error> {
     if events.is_empty() {
-        return Ok(Vec::new());
+        return Ok(());
     }
-    let mut counts: BTreeMap<Uuid, i64> = BTreeMap::new();
+    let mut counts: BTreeMap<Uuid, i32> = BTreeMap::new();
     for e in events {
         *counts.entry(e.tenant_id).or_default() += 1;
     }
     let tenants: Vec<Uuid> = counts.keys().copied().collect();
-    let numbers: Vec<i64> = counts.values().copied().collect();
+    let numbers: Vec<i32> = counts.values().copied().collect();
     let all_tenants: Vec<Uuid> = events.iter().map(|e| e.tenant_id).collect();
     let types: Vec<&str> = events.iter().map(|e| e.aggregate_type).collect();
     let ids: Vec<&str> = events.iter().map(|e| e.aggregate_id.as_str()).collect();
@@ -164,30 +162,31 @@ pub async fn append(conn: &mut PgConnection, events: &[NewEvent]) -> Result<Vec<
     let bodies: Vec<&[u8]> = events.iter().map(|e| e.event.value.as_slice()).collect();
     // Every event of one append comes from the same call, hence one trace.
     let traceparent = crate::telemetry::current_traceparent();
-    // One round trip: number each tenant's events under its head's lock,
-    // store them, and notify readers once per tenant (named by its id, so a
-    // reader looks at that tenant only).
-    let seqs: Vec<i64> = sqlx::query_scalar(
-        "WITH heads AS (
-             INSERT INTO outbox_heads AS h (tenant_id, issued)
-             SELECT t.tenant, t.n FROM unnest($1::uuid[], $2::bigint[]) AS t (tenant, n) ORDER BY t.tenant
-             ON CONFLICT (tenant_id) DO UPDATE SET issued = h.issued + EXCLUDED.issued
-             RETURNING tenant_id, origin + issued AS last),
-         numbered AS (
-             SELECT e.*, hd.last - count(*) OVER (PARTITION BY e.tenant)
-                         + row_number() OVER (PARTITION BY e.tenant ORDER BY e.ord) AS seq
+    // Announce the transaction's events per tenant (a second append of the
+    // same transaction adds to its count and continues its ordinals), store
+    // them, and tell readers of each tenant (the notification is delivered
+    // when the transaction commits).
+    let stored: i64 = sqlx::query_scalar(
+        "WITH announced AS (
+             INSERT INTO outbox_commits AS c (tenant_id, txid, events)
+             SELECT t.tenant, pg_current_xact_id(), t.n
+               FROM unnest($1::uuid[], $2::int4[]) AS t (tenant, n) ORDER BY t.tenant
+             ON CONFLICT (tenant_id, txid) DO UPDATE SET events = c.events + EXCLUDED.events
+             RETURNING tenant_id, events - $2[array_position($1, tenant_id)] AS base),
+         stored AS (
+             INSERT INTO outbox (tenant_id, txid, ordinal, aggregate_type, aggregate_id, event_type,
+                                 event_type_url, event, traceparent)
+             SELECT e.tenant, pg_current_xact_id(),
+                    a.base + row_number() OVER (PARTITION BY e.tenant ORDER BY e.ord) - 1,
+                    e.agg, e.id, e.kind, e.url, e.body, $9
                FROM unnest($3::uuid[], $4::text[], $5::text[], $6::text[], $7::text[], $8::bytea[])
                     WITH ORDINALITY AS e (tenant, agg, id, kind, url, body, ord)
-               JOIN heads hd ON hd.tenant_id = e.tenant),
-         stored AS (
-             INSERT INTO outbox (tenant_id, sequence, aggregate_type, aggregate_id, event_type, event_type_url, event, traceparent)
-             SELECT tenant, seq, agg, id, kind, url, body, $9 FROM numbered
+               JOIN announced a ON a.tenant_id = e.tenant
              RETURNING 1),
          told AS (
              SELECT count(pg_notify(current_schema() || '_outbox', t::text)) AS n
-               FROM unnest($1::uuid[]) AS t
-              WHERE (SELECT count(*) FROM stored) > 0)
-         SELECT n.seq FROM numbered n, told ORDER BY n.ord",
+               FROM unnest($1::uuid[]) AS t)
+         SELECT (SELECT count(*) FROM stored) + 0 * (SELECT n FROM told)",
     )
     .bind(&tenants)
     .bind(&numbers)
@@ -198,16 +197,15 @@ pub async fn append(conn: &mut PgConnection, events: &[NewEvent]) -> Result<Vec<
     .bind(&urls)
     .bind(&bodies)
     .bind(traceparent)
-    .fetch_all(&mut *conn)
+    .fetch_one(&mut *conn)
     .await?;
-    if seqs.len() != events.len() {
+    if stored != events.len() as i64 {
         return Err(sqlx::Error::Protocol(format!(
-            "the outbox numbered {} of {} events",
-            seqs.len(),
+            "the outbox stored {stored} of {} events",
             events.len()
         )));
     }
-    Ok(seqs)
+    Ok(())
 }
 
 /// Replaces the data of events already on the feed of the connection's
@@ -226,18 +224,17 @@ pub async fn redact<E: FeedEnvelope>(
     let seqs: Vec<i64> = events.iter().map(|(s, _)| *s).collect();
     let bodies: Vec<Vec<u8>> = events
         .iter()
-        .map(|(_, subject)| {
-            E::redacted(RedactedEvent {
-                subject_id: subject.clone(),
-                reason: reason as i32,
-            })
-            .encode_to_vec()
-        })
+        .map(|(_, subject)| redacted_body::<E>(subject, reason))
         .collect();
-    let done = sqlx::query(
+    // Events numbered at commit: found through their transaction's range.
+    let numbered = sqlx::query(
         "UPDATE outbox o SET payload = NULL, event_type_url = $4, event = t.body
-         FROM unnest($2::bigint[], $3::bytea[]) AS t (seq, body)
-         WHERE o.tenant_id = $1 AND o.sequence = t.seq",
+           FROM unnest($2::bigint[], $3::bytea[]) AS t (seq, body)
+           CROSS JOIN LATERAL (
+               SELECT txid, first_sequence FROM outbox_commits
+                WHERE tenant_id = $1 AND first_sequence <= t.seq
+                ORDER BY first_sequence DESC LIMIT 1) c
+          WHERE o.tenant_id = $1 AND o.txid = c.txid AND o.ordinal = t.seq - c.first_sequence",
     )
     .bind(tenant)
     .bind(&seqs)
@@ -245,11 +242,32 @@ pub async fn redact<E: FeedEnvelope>(
     .bind(E::TYPE_URL)
     .execute(&mut *conn)
     .await?;
-    Ok(done.rows_affected())
+    // Events numbered before per-tenant order: by their own sequence.
+    let legacy = sqlx::query(
+        "UPDATE outbox o SET payload = NULL, event_type_url = $4, event = t.body
+           FROM unnest($2::bigint[], $3::bytea[]) AS t (seq, body)
+          WHERE o.tenant_id = $1 AND o.sequence = t.seq",
+    )
+    .bind(tenant)
+    .bind(&seqs)
+    .bind(&bodies)
+    .bind(E::TYPE_URL)
+    .execute(&mut *conn)
+    .await?;
+    Ok(numbered.rows_affected() + legacy.rows_affected())
+}
+
+fn redacted_body<E: FeedEnvelope>(subject: &str, reason: RedactionReason) -> Vec<u8> {
+    E::redacted(RedactedEvent {
+        subject_id: subject.to_string(),
+        reason: reason as i32,
+    })
+    .encode_to_vec()
 }
 
 /// Redacts every event of tenant `tenant` whose aggregate is one of `ids` of
-/// type `aggregate_type` (see [`redact`]); the subject is the aggregate id.
+/// type `aggregate_type` (see [`redact`]), those of the caller's
+/// transaction included; the subject is the aggregate id.
 pub async fn redact_aggregates<E: FeedEnvelope>(
     conn: &mut PgConnection,
     tenant: Uuid,
@@ -260,16 +278,23 @@ pub async fn redact_aggregates<E: FeedEnvelope>(
     if ids.is_empty() {
         return Ok(0);
     }
-    let rows: Vec<(i64, String)> = sqlx::query_as(
-        "SELECT sequence, aggregate_id FROM outbox
-          WHERE tenant_id = $1 AND aggregate_type = $2 AND aggregate_id = ANY($3)",
+    let bodies: Vec<Vec<u8>> = ids
+        .iter()
+        .map(|id| redacted_body::<E>(id, reason))
+        .collect();
+    let done = sqlx::query(
+        "UPDATE outbox o SET payload = NULL, event_type_url = $5, event = t.body
+           FROM unnest($3::text[], $4::bytea[]) AS t (id, body)
+          WHERE o.tenant_id = $1 AND o.aggregate_type = $2 AND o.aggregate_id = t.id",
     )
     .bind(tenant)
     .bind(aggregate_type)
     .bind(ids)
-    .fetch_all(&mut *conn)
+    .bind(&bodies)
+    .bind(E::TYPE_URL)
+    .execute(&mut *conn)
     .await?;
-    redact::<E>(conn, tenant, &rows, reason).await
+    Ok(done.rows_affected())
 }
 
 /// Where a reader stands on a feed: per tenant, the sequence of the last
@@ -408,6 +433,28 @@ impl From<OutboxRow> for ChangeEvent {
 const OUTBOX_COLUMNS: &str = "sequence, tenant_id, aggregate_type, aggregate_id, event_type, payload, \
      event_type_url, event, commit_time, traceparent";
 
+/// The events of tenant `$1` after sequence `$2`, at most `$3`, in
+/// sequence order: those numbered at commit (through their transactions'
+/// ranges) after those numbered before per-tenant order (all lower).
+const TENANT_EVENTS: &str = "
+    (SELECT o.sequence, o.tenant_id, o.aggregate_type, o.aggregate_id, o.event_type, o.payload,
+            o.event_type_url, o.event, o.commit_time, o.traceparent
+       FROM outbox o
+      WHERE o.tenant_id = $1 AND o.sequence > $2
+      ORDER BY o.sequence LIMIT $3)
+    UNION ALL
+    (SELECT c.first_sequence + o.ordinal, o.tenant_id, o.aggregate_type, o.aggregate_id, o.event_type,
+            o.payload, o.event_type_url, o.event, o.commit_time, o.traceparent
+       FROM ((SELECT txid, first_sequence FROM outbox_commits
+               WHERE tenant_id = $1 AND first_sequence <= $2 + 1
+               ORDER BY first_sequence DESC LIMIT 1)
+             UNION ALL
+             (SELECT txid, first_sequence FROM outbox_commits
+               WHERE tenant_id = $1 AND first_sequence > $2 + 1 AND first_sequence <= $2 + $3)) c
+       JOIN outbox o ON o.tenant_id = $1 AND o.txid = c.txid AND o.ordinal > $2 - c.first_sequence
+      ORDER BY 1 LIMIT $3)
+    ORDER BY 1 LIMIT $3";
+
 /// Reads up to `limit` events of `tenant` after `after` from the outbox of
 /// the pool's schema, in sequence order.
 pub async fn read_after(
@@ -417,8 +464,7 @@ pub async fn read_after(
     limit: i64,
 ) -> Result<Vec<ChangeEvent>, sqlx::Error> {
     let rows: Vec<OutboxRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "SELECT {OUTBOX_COLUMNS} FROM outbox
-          WHERE tenant_id = $1 AND sequence > $2 ORDER BY sequence LIMIT $3"
+        "SELECT {OUTBOX_COLUMNS} FROM ({TENANT_EVENTS}) e"
     )))
     .bind(tenant)
     .bind(after)
@@ -435,23 +481,11 @@ async fn read_tenants(
     tenants: &[(Uuid, i64)],
     limit: i64,
 ) -> Result<Vec<ChangeEvent>, sqlx::Error> {
-    let ids: Vec<Uuid> = tenants.iter().map(|t| t.0).collect();
-    let afters: Vec<i64> = tenants.iter().map(|t| t.1).collect();
-    let rows: Vec<OutboxRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "SELECT {OUTBOX_COLUMNS}
-           FROM unnest($1::uuid[], $2::bigint[]) WITH ORDINALITY AS c (tenant, after, ord)
-           CROSS JOIN LATERAL (
-               SELECT * FROM outbox
-                WHERE tenant_id = c.tenant AND sequence > c.after
-                ORDER BY sequence LIMIT $3) o
-          ORDER BY c.ord, o.sequence"
-    )))
-    .bind(&ids)
-    .bind(&afters)
-    .bind(limit)
-    .fetch_all(pool)
-    .await?;
-    Ok(rows.into_iter().map(Into::into).collect())
+    let mut out = Vec::new();
+    for (tenant, after) in tenants {
+        out.extend(read_after(pool, *tenant, *after, limit).await?);
+    }
+    Ok(out)
 }
 
 /// The last sequence of each tenant of the feed (of `only` when given, of
@@ -920,6 +954,9 @@ impl Consumer {
         component: &str,
     ) -> Result<(), sqlx::Error> {
         let mut tx = self.pool.begin().await?;
+        // A batch is applied by key; keep those lookups on their indexes
+        // while a tenant grows faster than the statistics follow.
+        crate::db::prefer_key_lookups(&mut tx).await?;
         // The row lock serialises replicas of this consumer for the tenant;
         // the stored cursor tells which events a replica (or an earlier
         // delivery) already applied.

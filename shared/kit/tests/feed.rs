@@ -283,7 +283,7 @@ async fn no_event_lost_or_reordered_across_restarts() {
     // in sequence order.
     for t in tenants {
         let outbox: Vec<i64> = sqlx::query_scalar(
-            "SELECT sequence FROM outbox WHERE tenant_id = $1 ORDER BY sequence",
+            "SELECT sequence FROM outbox_events WHERE tenant_id = $1 ORDER BY sequence",
         )
         .bind(t)
         .fetch_all(&producer_pool)
@@ -328,8 +328,18 @@ fn event(tenant: Uuid, id: &str) -> NewEvent {
     }
 }
 
+/// The sequences and aggregate ids of a tenant's events, in order.
+async fn numbered(pool: &PgPool, tenant: Uuid) -> Vec<(i64, String)> {
+    feed::read_after(pool, tenant, 0, 100)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| (e.sequence, e.aggregate_id))
+        .collect()
+}
+
 #[tokio::test]
-async fn sequence_order_is_commit_order_per_tenant_and_tenants_never_wait() {
+async fn events_are_numbered_at_commit_and_writers_never_wait_on_each_other() {
     let db = rapport_testkit::database().await;
     db::migrate(&db.url, PRODUCER, &NO_MIGRATIONS)
         .await
@@ -338,68 +348,92 @@ async fn sequence_order_is_commit_order_per_tenant_and_tenants_never_wait() {
     let tenant = Uuid::new_v4();
     let other = Uuid::new_v4();
 
-    // A transaction that appended first but commits last is not overtaken
-    // by a later writer of the same tenant: that writer waits for it.
+    // A transaction that appended first but commits last is numbered last;
+    // the writer that appended after it does not wait for it.
     let mut slow = pool.begin().await.unwrap();
-    let first = feed::append(&mut slow, &[event(tenant, "slow")])
+    feed::append(&mut slow, &[event(tenant, "slow")])
         .await
-        .unwrap()[0];
-    let pool2 = pool.clone();
-    let fast = tokio::spawn(async move {
-        let mut tx = pool2.begin().await.unwrap();
-        let seq = feed::append(&mut tx, &[event(tenant, "fast")])
-            .await
-            .unwrap()[0];
-        tx.commit().await.unwrap();
-        seq
-    });
-
-    // A writer of another tenant does not wait for either.
-    let mut tx = pool.begin().await.unwrap();
-    let theirs = tokio::time::timeout(
+        .unwrap();
+    let mut fast = pool.begin().await.unwrap();
+    tokio::time::timeout(
         Duration::from_secs(2),
-        feed::append(&mut tx, &[event(other, "other-1"), event(other, "other-2")]),
+        feed::append(
+            &mut fast,
+            &[event(tenant, "fast-1"), event(tenant, "fast-2")],
+        ),
     )
     .await
-    .expect("a writer of another tenant waited")
+    .expect("a writer of the same tenant waited")
     .unwrap();
+    tokio::time::timeout(Duration::from_secs(2), fast.commit())
+        .await
+        .expect("a commit waited for an open transaction")
+        .unwrap();
+    // Nor does a writer of another tenant.
+    let mut tx = pool.begin().await.unwrap();
+    feed::append(&mut tx, &[event(other, "other-1"), event(other, "other-2")])
+        .await
+        .unwrap();
     tx.commit().await.unwrap();
-    assert_eq!(theirs, [1, 2], "each tenant numbers its own events");
+    assert_eq!(
+        numbered(&pool, other).await,
+        [(1, "other-1".to_string()), (2, "other-2".to_string())],
+        "each tenant numbers its own events"
+    );
 
-    // While `slow` is open, a reader of the tenant sees nothing (nothing can
-    // be skipped later); the other tenant's events are readable.
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    assert!(
-        feed::read_after(&pool, tenant, 0, 10)
-            .await
-            .unwrap()
-            .is_empty()
+    // While `slow` is open, readers see the committed events, numbered from
+    // 1 with no gap; `slow` takes the next number when it commits.
+    assert_eq!(
+        numbered(&pool, tenant).await,
+        [(1, "fast-1".to_string()), (2, "fast-2".to_string())]
+    );
+    assert_eq!(feed::head(&pool, tenant).await.unwrap(), 2);
+    slow.commit().await.unwrap();
+    assert_eq!(
+        numbered(&pool, tenant).await,
+        [
+            (1, "fast-1".to_string()),
+            (2, "fast-2".to_string()),
+            (3, "slow".to_string())
+        ]
     );
     assert_eq!(
-        feed::read_after(&pool, other, 0, 10).await.unwrap().len(),
-        2
+        feed::read_after(&pool, tenant, 1, 1)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|e| e.sequence)
+            .collect::<Vec<_>>(),
+        [2],
+        "reads resume inside a transaction's range"
     );
-    slow.commit().await.unwrap();
-    let second = fast.await.unwrap();
-    assert_eq!((first, second), (1, 2));
-    let seen: Vec<String> = feed::read_after(&pool, tenant, 0, 10)
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|e| e.aggregate_id)
-        .collect();
-    assert_eq!(seen, ["slow", "fast"]);
 
-    // One append for several tenants numbers each in order.
+    // Several appends of one transaction, for several tenants, continue
+    // each tenant's order; a rolled-back transaction takes no number.
     let mut tx = pool.begin().await.unwrap();
-    let seqs = feed::append(
-        &mut tx,
-        &[event(other, "a"), event(tenant, "b"), event(other, "c")],
-    )
-    .await
-    .unwrap();
+    feed::append(&mut tx, &[event(other, "a"), event(tenant, "b")])
+        .await
+        .unwrap();
+    feed::append(&mut tx, &[event(other, "c")]).await.unwrap();
     tx.commit().await.unwrap();
-    assert_eq!(seqs, [3, 3, 4]);
+    let mut gone = pool.begin().await.unwrap();
+    feed::append(&mut gone, &[event(tenant, "never")])
+        .await
+        .unwrap();
+    gone.rollback().await.unwrap();
+    let mut tx = pool.begin().await.unwrap();
+    feed::append(&mut tx, &[event(tenant, "d")]).await.unwrap();
+    tx.commit().await.unwrap();
+    let other_events = numbered(&pool, other).await;
+    assert_eq!(
+        &other_events[2..],
+        [(3, "a".to_string()), (4, "c".to_string())]
+    );
+    let tenant_events = numbered(&pool, tenant).await;
+    assert_eq!(
+        &tenant_events[3..],
+        [(4, "b".to_string()), (5, "d".to_string())]
+    );
 }
 
 #[tokio::test]
@@ -534,18 +568,17 @@ async fn feeds_numbered_before_per_tenant_order_continue_above_every_old_sequenc
 
     // Every tenant, old or new, continues above sequence 5.
     let mut tx = conn.begin().await.unwrap();
-    let seqs = feed::append(
+    feed::append(
         &mut tx,
         &[event(a, "new-a"), event(b, "new-b"), event(c, "new-c")],
     )
     .await
     .unwrap();
     tx.commit().await.unwrap();
-    assert_eq!(seqs, [6, 6, 6]);
     // What the consumer still has to apply, with its old cursor as the
     // default position: nothing it applied, nothing it missed.
     let rest: Vec<(Uuid, i64, String)> = sqlx::query_as(
-        "SELECT tenant_id, sequence, aggregate_id FROM outbox
+        "SELECT tenant_id, sequence, aggregate_id FROM outbox_events
           WHERE sequence > (SELECT after_sequence FROM feed_cursors WHERE source = 'legacy')
           ORDER BY tenant_id, sequence",
     )
@@ -668,8 +701,14 @@ async fn typed_events_cross_the_feed_exactly_and_erasure_redacts_them_in_place()
             )
         })
         .collect();
-    let seqs = feed::append(&mut tx, &events).await.unwrap();
+    feed::append(&mut tx, &events).await.unwrap();
     tx.commit().await.unwrap();
+    let seqs: Vec<i64> = feed::read_after(&pool, tenant, 0, 10)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| e.sequence)
+        .collect();
 
     // Read back over real gRPC, as a consumer does.
     let producer = start_producer(pool.clone()).await;

@@ -80,7 +80,7 @@ impl Env {
         use prost::Message;
         let mut c = self.db().await;
         let rows: Vec<(String, Vec<u8>)> = sqlx::query_as(
-            "SELECT event_type_url, event FROM profile.outbox WHERE event_type = $1
+            "SELECT event_type_url, event FROM profile.outbox_events WHERE event_type = $1
               ORDER BY min(commit_time) OVER (PARTITION BY tenant_id), tenant_id, sequence",
         )
         .bind(event_type)
@@ -102,7 +102,7 @@ impl Env {
     pub async fn event_types(&self) -> Vec<String> {
         let mut c = self.db().await;
         sqlx::query_scalar(
-            "SELECT event_type FROM profile.outbox
+            "SELECT event_type FROM profile.outbox_events
               ORDER BY min(commit_time) OVER (PARTITION BY tenant_id), tenant_id, sequence",
         )
         .fetch_all(&mut c)

@@ -209,8 +209,12 @@ pub async fn is_known(conn: &mut PgConnection, tenant: Uuid, customer: Uuid) -> 
 
 /// Which of `ids` have features.
 pub async fn known_among(conn: &mut PgConnection, tenant: Uuid, ids: &[Uuid]) -> Result<Vec<Uuid>> {
+    // One key lookup per id (a lateral subquery the planner cannot flatten),
+    // whatever the statistics say about a fast-growing tenant.
     sqlx::query_scalar(
-        "SELECT customer_id FROM features WHERE tenant_id = $1 AND customer_id = ANY($2)",
+        "SELECT f.customer_id FROM unnest($2::uuid[]) AS k (id)
+           CROSS JOIN LATERAL (SELECT customer_id FROM features
+                                WHERE tenant_id = $1 AND customer_id = k.id LIMIT 1) f",
     )
     .bind(tenant)
     .bind(ids)
@@ -558,6 +562,25 @@ const EVENTS_SQL: &str = "
         WHERE e.tenant_id = $1{filter}
         GROUP BY e.customer_id";
 
+/// [`EVENTS_SQL`] for the customer `k.id` of a lateral join: an index
+/// lookup per customer, whatever the statistics say about a fast-growing
+/// tenant.
+const EVENTS_SOME_SQL: &str = "
+            SELECT count(*) FILTER (WHERE e.type = ANY($4)) AS responses,
+                   count(DISTINCT floor(extract(epoch FROM ($2 - e.occur_time)) / (91 * 86400)))
+                       FILTER (WHERE e.type = 'purchase' AND e.occur_time > $2 - interval '364 days'
+                               AND e.occur_time <= $2) AS active_periods,
+                   count(*) FILTER (WHERE e.type = 'purchase' AND e.occur_time > $2 - $3 * interval '1 day'
+                                    AND e.occur_time <= $2) AS recent_purchases,
+                   sum(e.amount) FILTER (WHERE e.type = 'purchase' AND e.occur_time > $2 - $3 * interval '1 day'
+                                    AND e.occur_time <= $2) AS recent_spend,
+                   count(*) FILTER (WHERE e.type = 'purchase' AND e.occur_time > $2 - 2 * $3 * interval '1 day'
+                                    AND e.occur_time <= $2 - $3 * interval '1 day') AS prior_purchases,
+                   sum(e.amount) FILTER (WHERE e.type = 'purchase' AND e.occur_time > $2 - 2 * $3 * interval '1 day'
+                                    AND e.occur_time <= $2 - $3 * interval '1 day') AS prior_spend
+            FROM events e
+            WHERE e.tenant_id = $1 AND e.customer_id = k.id";
+
 const INPUT_COLUMNS: &str =
     "s.customer_id, s.first_purchase, s.last_purchase, s.purchases, s.csat, s.nps,
            s.open_complaints, s.tags, s.rfm_f";
@@ -599,8 +622,7 @@ fn inputs_sql_some() -> String {
     let needed =
         "($6 OR (s.first_purchase <= $2 - $7 * interval '1 day' AND coalesce(s.rfm_f, 0) >= $8))";
     format!(
-        "WITH ev AS ({events})
-         SELECT {cols},
+        "SELECT {cols},
                 CASE WHEN s.clv IS NOT NULL AND {needed}
                      THEN (SELECT count(*) FROM features g WHERE g.tenant_id = $1 AND g.clv > s.clv) END AS clv_greater,
                 CASE WHEN s.clv IS NOT NULL AND {needed}
@@ -613,10 +635,11 @@ fn inputs_sql_some() -> String {
                      THEN (SELECT count(*) FROM features g WHERE g.tenant_id = $1 AND g.monetary IS NOT NULL)
                      ELSE 0 END AS monetary_total,
                 {ecols}
-         FROM features s
-         LEFT JOIN ev ON ev.customer_id = s.customer_id
-         WHERE s.tenant_id = $1 AND s.customer_id = ANY($5)",
-        events = EVENTS_SQL.replace("{filter}", " AND e.customer_id = ANY($5)"),
+         FROM unnest($5::uuid[]) AS k (id)
+         CROSS JOIN LATERAL (SELECT * FROM features
+                              WHERE tenant_id = $1 AND customer_id = k.id LIMIT 1) s
+         CROSS JOIN LATERAL ({events}) ev",
+        events = EVENTS_SOME_SQL,
         cols = INPUT_COLUMNS,
         ecols = EVENT_COLUMNS,
     )
@@ -1134,17 +1157,24 @@ pub async fn evaluate_into(
     }
     // A full evaluation diffs two large sets: with the rule's estimates the
     // planner may pick nested-loop anti-joins (quadratic). Hash joins are
-    // always right here, so nested loops are off for this statement only.
+    // always right here, so nested loops are off for this statement only;
+    // and it is planned for its values (its execution outweighs planning).
     if scope.is_none() {
-        sqlx::query("SET LOCAL enable_nestloop = off")
-            .execute(&mut *conn)
-            .await?;
+        sqlx::query(
+            "SELECT set_config('enable_nestloop', 'off', true),
+                    set_config('plan_cache_mode', 'force_custom_plan', true)",
+        )
+        .execute(&mut *conn)
+        .await?;
     }
     let rows = q.fetch_all(&mut *conn).await?;
     if scope.is_none() {
-        sqlx::query("SET LOCAL enable_nestloop = on")
-            .execute(&mut *conn)
-            .await?;
+        sqlx::query(
+            "SELECT set_config('enable_nestloop', 'on', true),
+                    set_config('plan_cache_mode', 'force_generic_plan', true)",
+        )
+        .execute(&mut *conn)
+        .await?;
     }
     let mut entered = Vec::new();
     let mut exited = Vec::new();
@@ -1175,10 +1205,14 @@ pub async fn preview(
          ORDER BY random() LIMIT ${k}",
         cond = sql.condition
     );
+    // Planned for its values: a count over the tenant outweighs planning.
+    let mut tx = sqlx::Connection::begin(&mut *conn).await?;
+    rapport_kit::db::custom_plans(&mut tx).await?;
     let rows = rule_query(text, tenant, sql)
         .bind(sample.max(1))
-        .fetch_all(&mut *conn)
+        .fetch_all(&mut *tx)
         .await?;
+    tx.commit().await?;
     use sqlx::Row;
     let mut count = 0;
     let mut ids = Vec::new();
