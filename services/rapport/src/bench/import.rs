@@ -26,7 +26,7 @@ use super::stack::Stack;
 use super::{Auth, Authed, Sizes, Table, count, secs};
 
 /// The `i`th customer of an import run named `run`.
-fn person(run: &str, i: usize) -> Customer {
+pub(super) fn person(run: &str, i: usize) -> Customer {
     Customer {
         kind: CustomerKind::Person as i32,
         details: Some(customer::Details::Person(PersonDetails {
@@ -82,7 +82,7 @@ async fn import(
 
 /// The baseline: the same customers and identifiers as raw `COPY`s into the
 /// profile tables (for a throwaway tenant, deleted again).
-async fn raw_copy(pool: &PgPool, n: usize) -> anyhow::Result<Duration> {
+pub(super) async fn raw_copy(pool: &PgPool, n: usize) -> anyhow::Result<Duration> {
     let tenant = Uuid::new_v4();
     let mut customers = Vec::with_capacity(n * 160);
     let mut identifiers = Vec::with_capacity(n * 120);

@@ -92,7 +92,7 @@ async fn record(
 
 /// The baseline: the rows the service would store, as one raw `COPY` into
 /// the same table of the same database (then deleted again).
-async fn raw_copy(pool: &PgPool, rows: &[Interaction]) -> anyhow::Result<Duration> {
+pub(super) async fn raw_copy(pool: &PgPool, rows: &[Interaction]) -> anyhow::Result<Duration> {
     let tenant = Uuid::new_v4();
     let buf = synthetic::copy_buffer(tenant, rows, chrono::Utc::now())
         .map_err(|e| anyhow::anyhow!("generated data: {e}"))?;
@@ -291,6 +291,8 @@ pub async fn run(stack: &Stack, sizes: &Sizes) -> anyhow::Result<Value> {
         ]);
     }
     f.print();
+    let freshness =
+        super::freshness::run(stack, sizes.freshness_rate, sizes.freshness_seconds).await?;
     Ok(json!({
         "interactions": n,
         "customers": c,
@@ -307,5 +309,6 @@ pub async fn run(stack: &Stack, sizes: &Sizes) -> anyhow::Result<Value> {
             "ratio_to_copy": direct_rate / copy_rate,
         },
         "feed_consumers": consumers,
+        "freshness": freshness,
     }))
 }

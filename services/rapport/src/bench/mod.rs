@@ -5,7 +5,10 @@
 //! service as its own `rapport serve` process, then runs the scenarios:
 //!
 //! * `ingest` — interactions through `RecordInteractions`, via the gateway
-//!   and direct, beside a raw `COPY` of the same rows in the same run;
+//!   and direct, beside a raw `COPY` of the same rows in the same run, the
+//!   feed consumers' pace meanwhile, and freshness: at a steady offered
+//!   rate, the lag from a call's acknowledgement to the `WatchMembership`
+//!   change it causes;
 //! * `reads` — unary reads at a fixed offered rate, direct and via the
 //!   gateway: latency percentiles and achieved throughput;
 //! * `segments` — PreviewSegment, CreateSegment (first evaluation) and
@@ -15,13 +18,19 @@
 //! * `import` — ImportCustomers direct and through the gateway beside a raw
 //!   `COPY` of the same rows, CreateCustomer with 16 in flight, and
 //!   interaction streams of new customers beside known ones;
+//! * `onboard` — a tenant from empty to segments through the gateway: its
+//!   customers and interactions imported from CSV files, every consumer
+//!   caught up, models fitted, customers scored, segments created, beside a
+//!   raw `COPY` of the same rows;
 //!
 //! and the resident memory of every service at rest and at its peak in each
 //! scenario. Each scenario prints a table; all figures go to a JSON file.
 
 mod fit;
+mod freshness;
 mod import;
 mod ingest;
+mod onboard;
 mod reads;
 mod segments;
 mod stack;
@@ -40,14 +49,15 @@ use uuid::Uuid;
 
 use stack::{MemorySampler, Stack};
 
-/// In the order they run: ingestion last, as the feed consumers may still be
-/// applying its events when it ends.
-const SCENARIOS: [&str; 5] = ["reads", "segments", "fit", "import", "ingest"];
+/// In the order they run: ingestion and onboarding last, as the feed
+/// consumers may still be applying their events when they end.
+const SCENARIOS: [&str; 6] = ["reads", "segments", "fit", "import", "ingest", "onboard"];
 
 /// Options of `rapport bench`.
 #[derive(clap::Args, Debug)]
 pub struct BenchArgs {
-    /// Scenarios to run: reads, segments, fit, import, ingest (default: all).
+    /// Scenarios to run: reads, segments, fit, import, ingest, onboard
+    /// (default: all).
     #[arg(value_parser = SCENARIOS)]
     scenarios: Vec<String>,
     /// Small sizes, for a smoke run in seconds (the figures mean little).
@@ -82,6 +92,20 @@ pub struct BenchArgs {
     /// Duration of each read run, seconds (default 10; quick 2).
     #[arg(long)]
     read_seconds: Option<u64>,
+    /// Interactions per second offered in the freshness run (default 2,000;
+    /// quick 200).
+    #[arg(long)]
+    freshness_rate: Option<usize>,
+    /// Duration of the freshness run, seconds (default 10; quick 2).
+    #[arg(long)]
+    freshness_seconds: Option<u64>,
+    /// Customers the onboarded tenant brings (default 100,000; quick 1,000).
+    #[arg(long)]
+    onboard_customers: Option<usize>,
+    /// Interactions the onboarded tenant brings (default 1,000,000; quick
+    /// 10,000).
+    #[arg(long)]
+    onboard_interactions: Option<usize>,
 }
 
 /// The sizes a run uses.
@@ -94,6 +118,10 @@ pub struct Sizes {
     pub read_seconds: u64,
     pub import_customers: usize,
     pub new_customer_interactions: usize,
+    pub freshness_rate: usize,
+    pub freshness_seconds: u64,
+    pub onboard_customers: usize,
+    pub onboard_interactions: usize,
 }
 
 impl BenchArgs {
@@ -124,6 +152,22 @@ impl BenchArgs {
                 1_000
             } else {
                 20_000
+            }),
+            freshness_rate: self
+                .freshness_rate
+                .unwrap_or(if self.quick { 200 } else { 2_000 }),
+            freshness_seconds: self
+                .freshness_seconds
+                .unwrap_or(if self.quick { 2 } else { 10 }),
+            onboard_customers: self.onboard_customers.unwrap_or(if self.quick {
+                1_000
+            } else {
+                100_000
+            }),
+            onboard_interactions: self.onboard_interactions.unwrap_or(if self.quick {
+                10_000
+            } else {
+                1_000_000
             }),
         }
     }
@@ -229,6 +273,15 @@ pub fn millis(d: Duration) -> String {
     format!("{:.2} ms", d.as_secs_f64() * 1000.0)
 }
 
+/// The `p`th percentile (0..=100, nearest rank) of sorted durations.
+pub fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    if sorted.is_empty() {
+        return Duration::ZERO;
+    }
+    let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
+    sorted[rank.clamp(1, sorted.len()) - 1]
+}
+
 /// A count with thousands separators.
 pub fn count(n: u64) -> String {
     let s = n.to_string();
@@ -311,6 +364,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
                 "reads" => reads::run(&stack, &sizes).await?,
                 "segments" => segments::run(&stack, &sizes).await?,
                 "import" => import::run(&stack, &sizes).await?,
+                "onboard" => onboard::run(&stack, &sizes).await?,
                 _ => fit::run(&stack, &sizes).await?,
             };
             results.insert(scenario.to_string(), value);
@@ -363,6 +417,10 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
             "read_seconds": sizes.read_seconds,
             "import_customers": sizes.import_customers,
             "new_customer_interactions": sizes.new_customer_interactions,
+            "freshness_rate": sizes.freshness_rate,
+            "freshness_seconds": sizes.freshness_seconds,
+            "onboard_customers": sizes.onboard_customers,
+            "onboard_interactions": sizes.onboard_interactions,
         },
         "results": results,
     });

@@ -17,7 +17,7 @@ use tokio::time::MissedTickBehavior;
 use uuid::Uuid;
 
 use super::stack::Stack;
-use super::{Auth, Authed, Sizes, Table, millis};
+use super::{Auth, Authed, Sizes, Table, millis, percentile};
 
 #[derive(Clone)]
 enum Call {
@@ -92,14 +92,6 @@ async fn offer(call: &Call, customers: &[Uuid], rate: u32, seconds: u64) -> Outc
         errors,
         elapsed,
     }
-}
-
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
-    if sorted.is_empty() {
-        return Duration::ZERO;
-    }
-    let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
-    sorted[rank.clamp(1, sorted.len()) - 1]
 }
 
 pub async fn run(stack: &Stack, sizes: &Sizes) -> anyhow::Result<Value> {
