@@ -18,7 +18,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use futures::StreamExt;
+use futures::{FutureExt, StreamExt};
 use futures::future::BoxFuture;
 use futures::stream::BoxStream;
 use prost_types::Any;
@@ -554,7 +554,11 @@ pub fn watch(
             let mut position = position;
             // The tenants to look at next; None: every tenant.
             let mut due: Option<HashSet<Uuid>> = None;
+            let mut last_scan = std::time::Instant::now();
             loop {
+                if due.is_none() {
+                    last_scan = std::time::Instant::now();
+                }
                 let behind: Vec<(Uuid, i64)> = match heads(&pool, scope, due.as_ref()).await {
                     Ok(h) => h
                         .into_iter()
@@ -584,9 +588,33 @@ pub fn watch(
                             }
                         }
                     }
-                    // Those tenants again: a page may have been full, and
-                    // more may have committed meanwhile.
-                    due = Some(behind.into_iter().map(|(t, _)| t).collect());
+                    // Those tenants again (a page may have been full, and
+                    // more may have committed meanwhile), with every tenant
+                    // named by a notification since: a tenant with a long
+                    // backlog never holds back the others. And every tenant
+                    // once per POLL, as when idle.
+                    let mut next: HashSet<Uuid> = behind.into_iter().map(|(t, _)| t).collect();
+                    let mut unreadable = false;
+                    while let Some(n) = listener.recv().now_or_never() {
+                        match n {
+                            Ok(n) => match Uuid::parse_str(n.payload()) {
+                                Ok(t) if scope.is_none_or(|s| s == t) => {
+                                    next.insert(t);
+                                }
+                                Ok(_) => {}
+                                Err(_) => unreadable = true,
+                            },
+                            Err(e) => {
+                                let _ = tx.send(Err(unavailable(e))).await;
+                                return;
+                            }
+                        }
+                    }
+                    due = if unreadable || last_scan.elapsed() >= POLL {
+                        None
+                    } else {
+                        Some(next)
+                    };
                     continue;
                 }
                 // Wait for a notification naming a tenant of interest.

@@ -779,3 +779,51 @@ async fn typed_events_cross_the_feed_exactly_and_erasure_redacts_them_in_place()
     assert_eq!(other, 0);
     producer.stop().await;
 }
+
+#[tokio::test]
+async fn a_tenant_with_a_long_backlog_does_not_hold_back_the_others() {
+    let db = rapport_testkit::database().await;
+    db::migrate(&db.url, PRODUCER, &NO_MIGRATIONS)
+        .await
+        .unwrap();
+    let pool = db::connect(&db.url, PRODUCER, 4).await.unwrap();
+    let (busy, quiet) = (Uuid::new_v4(), Uuid::new_v4());
+    // A backlog of 6,000 events of one tenant.
+    for chunk in 0..6 {
+        let mut tx = pool.begin().await.unwrap();
+        let events: Vec<NewEvent> = (0..1000)
+            .map(|i| event(busy, &format!("busy-{}", chunk * 1000 + i)))
+            .collect();
+        feed::append(&mut tx, &events).await.unwrap();
+        tx.commit().await.unwrap();
+    }
+    let mut stream = feed::watch(
+        pool.clone(),
+        PRODUCER.schema,
+        None,
+        Position::default(),
+        Shutdown::new(),
+    );
+    // The reader is busy with the backlog when the other tenant writes.
+    let first = stream.next().await.unwrap().unwrap();
+    assert_eq!(first.aggregate_id, "busy-0");
+    let mut tx = pool.begin().await.unwrap();
+    feed::append(&mut tx, &[event(quiet, "quiet-1")]).await.unwrap();
+    tx.commit().await.unwrap();
+    let mut busy_seen = 1;
+    loop {
+        let e = tokio::time::timeout(Duration::from_secs(10), stream.next())
+            .await
+            .expect("the stream stalled")
+            .unwrap()
+            .unwrap();
+        if e.aggregate_id == "quiet-1" {
+            break;
+        }
+        busy_seen += 1;
+    }
+    assert!(
+        busy_seen < 6000,
+        "the other tenant's event came only after the whole backlog ({busy_seen} events)"
+    );
+}
