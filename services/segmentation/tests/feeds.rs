@@ -12,11 +12,14 @@ use common::*;
 use prost_types::FieldMask;
 use rapport_kit::convert::timestamp;
 use rapport_proto::rapport::common::v1::{
-    ChangeEvent, CustomerRef, Identifier, IdentifierKind, IdentifierSet, Money, customer_ref,
+    ChangeEvent, CustomerRef, Identifier, IdentifierKind, IdentifierSet, Money, RelationshipStage,
+    customer_ref,
 };
+use rapport_proto::rapport::interaction::v1::campaign_service_client::CampaignServiceClient;
 use rapport_proto::rapport::interaction::v1::interaction_service_client::InteractionServiceClient;
 use rapport_proto::rapport::interaction::v1::{
-    Interaction, InteractionType, RecordInteractionRequest,
+    Campaign, Channel, CreateCampaignRequest, Interaction, InteractionType,
+    RecordInteractionRequest,
 };
 use rapport_proto::rapport::profile::v1::profile_service_client::ProfileServiceClient;
 use rapport_proto::rapport::profile::v1::{
@@ -114,7 +117,7 @@ async fn profile_and_interaction_changes_reach_membership() {
     let t = Uuid::new_v4();
     let mut seg = s.client();
     let icx = rapport_testkit::channel(s.interaction.as_ref().unwrap()).await;
-    let mut interactions = InteractionServiceClient::new(icx);
+    let mut interactions = InteractionServiceClient::new(icx.clone());
     let pcx = rapport_testkit::channel(s.profile.as_ref().unwrap()).await;
     let mut profile = ProfileServiceClient::new(pcx);
 
@@ -149,6 +152,57 @@ async fn profile_and_interaction_changes_reach_membership() {
         took < Duration::from_secs(2),
         "interaction feed took {took:?}"
     );
+
+    // A campaign response counts towards awareness: a customer who only
+    // opened a campaign message is classified in the awareness stage.
+    let campaign = CampaignServiceClient::new(icx.clone())
+        .create_campaign(req(
+            t,
+            CreateCampaignRequest {
+                campaign: Some(Campaign {
+                    name: "Spring".into(),
+                    channel: Channel::Email as i32,
+                    ..Default::default()
+                }),
+                request_id: String::new(),
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .campaign
+        .unwrap();
+    let reader = record(
+        &mut interactions,
+        t,
+        Interaction {
+            customer: by_email("bea@example.com"),
+            r#type: InteractionType::CampaignOpened as i32,
+            occur_time: Some(timestamp(Utc::now() - chrono::Duration::minutes(5))),
+            campaign_id: campaign.campaign_id.clone(),
+            ..Default::default()
+        },
+    )
+    .await;
+    let cc = seg.clone();
+    eventually("the campaign opener in the awareness stage", || {
+        let mut c = cc.clone();
+        let reader = reader.clone();
+        async move {
+            c.classify_customer(req(
+                t,
+                ClassifyCustomerRequest {
+                    customer_id: reader,
+                },
+            ))
+            .await
+            .map(|r| {
+                r.into_inner().classification.unwrap().stage == RelationshipStage::Awareness as i32
+            })
+            .unwrap_or(false)
+        }
+    })
+    .await;
 
     // A profile change: the tag arrives on the profile feed.
     profile
@@ -283,7 +337,7 @@ async fn merges_move_memberships_to_the_survivor() {
     let t = Uuid::new_v4();
     let mut seg = s.client();
     let icx = rapport_testkit::channel(s.interaction.as_ref().unwrap()).await;
-    let mut interactions = InteractionServiceClient::new(icx);
+    let mut interactions = InteractionServiceClient::new(icx.clone());
     let pcx = rapport_testkit::channel(s.profile.as_ref().unwrap()).await;
     let mut profile = ProfileServiceClient::new(pcx);
 
@@ -406,7 +460,7 @@ async fn consents_and_attributes_come_from_the_profile_service() {
     let t = Uuid::new_v4();
     let mut seg = s.client();
     let icx = rapport_testkit::channel(s.interaction.as_ref().unwrap()).await;
-    let mut interactions = InteractionServiceClient::new(icx);
+    let mut interactions = InteractionServiceClient::new(icx.clone());
     let pcx = rapport_testkit::channel(s.profile.as_ref().unwrap()).await;
     let mut profile = ProfileServiceClient::new(pcx);
 

@@ -18,9 +18,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use futures::{FutureExt, StreamExt};
 use futures::future::BoxFuture;
 use futures::stream::BoxStream;
+use futures::{FutureExt, StreamExt};
 use prost_types::Any;
 use rapport_proto::rapport::common::v1::{
     ChangeEvent, FeedPosition, RedactedEvent, RedactionReason,
@@ -451,7 +451,10 @@ const TENANT_EVENTS: &str = "
              UNION ALL
              (SELECT txid, first_sequence FROM outbox_commits
                WHERE tenant_id = $1 AND first_sequence > $2 + 1 AND first_sequence <= $2 + $3)) c
-       JOIN outbox o ON o.tenant_id = $1 AND o.txid = c.txid AND o.ordinal > $2 - c.first_sequence
+       CROSS JOIN LATERAL (
+           SELECT * FROM outbox o
+            WHERE o.tenant_id = $1 AND o.txid = c.txid AND o.ordinal > $2 - c.first_sequence
+            ORDER BY o.ordinal LIMIT $3) o
       ORDER BY 1 LIMIT $3)
     ORDER BY 1 LIMIT $3";
 

@@ -808,7 +808,9 @@ async fn a_tenant_with_a_long_backlog_does_not_hold_back_the_others() {
     let first = stream.next().await.unwrap().unwrap();
     assert_eq!(first.aggregate_id, "busy-0");
     let mut tx = pool.begin().await.unwrap();
-    feed::append(&mut tx, &[event(quiet, "quiet-1")]).await.unwrap();
+    feed::append(&mut tx, &[event(quiet, "quiet-1")])
+        .await
+        .unwrap();
     tx.commit().await.unwrap();
     let mut busy_seen = 1;
     loop {

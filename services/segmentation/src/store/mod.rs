@@ -541,52 +541,43 @@ struct InputRow {
     stage: Option<String>,
 }
 
-/// The per-customer aggregates of events classification needs; `{filter}`
+/// The per-customer aggregates of recent purchases classification needs
+/// (campaign responses are counted in `features`): only purchases of the
+/// last year, or of two expansion periods when longer, are read. `{filter}`
 /// restricts the customers. Parameters: $1 tenant, $2 now, $3 the expansion
-/// period in days, $4 the campaign response types.
+/// period in days.
 const EVENTS_SQL: &str = "
-        SELECT e.customer_id,
-               count(*) FILTER (WHERE e.type = ANY($4)) AS responses,
-               count(DISTINCT floor(extract(epoch FROM ($2 - e.occur_time)) / (91 * 86400)))
-                   FILTER (WHERE e.type = 'purchase' AND e.occur_time > $2 - interval '364 days'
-                           AND e.occur_time <= $2) AS active_periods,
-               count(*) FILTER (WHERE e.type = 'purchase' AND e.occur_time > $2 - $3 * interval '1 day'
-                                AND e.occur_time <= $2) AS recent_purchases,
-               sum(e.amount) FILTER (WHERE e.type = 'purchase' AND e.occur_time > $2 - $3 * interval '1 day'
-                                AND e.occur_time <= $2) AS recent_spend,
-               count(*) FILTER (WHERE e.type = 'purchase' AND e.occur_time > $2 - 2 * $3 * interval '1 day'
-                                AND e.occur_time <= $2 - $3 * interval '1 day') AS prior_purchases,
-               sum(e.amount) FILTER (WHERE e.type = 'purchase' AND e.occur_time > $2 - 2 * $3 * interval '1 day'
-                                AND e.occur_time <= $2 - $3 * interval '1 day') AS prior_spend
+        SELECT e.customer_id, {aggregates}
         FROM events e
-        WHERE e.tenant_id = $1{filter}
+        WHERE e.tenant_id = $1{filter} AND e.type = 'purchase'
+          AND e.occur_time > $2 - greatest(364, 2 * $3) * interval '1 day' AND e.occur_time <= $2
         GROUP BY e.customer_id";
 
-/// [`EVENTS_SQL`] for the customer `k.id` of a lateral join: an index
-/// lookup per customer, whatever the statistics say about a fast-growing
-/// tenant.
+/// [`EVENTS_SQL`] for the customer `k.id` of a lateral join: an index range
+/// per customer, whatever the statistics say about a fast-growing tenant.
 const EVENTS_SOME_SQL: &str = "
-            SELECT count(*) FILTER (WHERE e.type = ANY($4)) AS responses,
-                   count(DISTINCT floor(extract(epoch FROM ($2 - e.occur_time)) / (91 * 86400)))
-                       FILTER (WHERE e.type = 'purchase' AND e.occur_time > $2 - interval '364 days'
-                               AND e.occur_time <= $2) AS active_periods,
-                   count(*) FILTER (WHERE e.type = 'purchase' AND e.occur_time > $2 - $3 * interval '1 day'
-                                    AND e.occur_time <= $2) AS recent_purchases,
-                   sum(e.amount) FILTER (WHERE e.type = 'purchase' AND e.occur_time > $2 - $3 * interval '1 day'
-                                    AND e.occur_time <= $2) AS recent_spend,
-                   count(*) FILTER (WHERE e.type = 'purchase' AND e.occur_time > $2 - 2 * $3 * interval '1 day'
-                                    AND e.occur_time <= $2 - $3 * interval '1 day') AS prior_purchases,
-                   sum(e.amount) FILTER (WHERE e.type = 'purchase' AND e.occur_time > $2 - 2 * $3 * interval '1 day'
-                                    AND e.occur_time <= $2 - $3 * interval '1 day') AS prior_spend
+            SELECT {aggregates}
             FROM events e
-            WHERE e.tenant_id = $1 AND e.customer_id = k.id";
+            WHERE e.tenant_id = $1 AND e.customer_id = k.id AND e.type = 'purchase'
+              AND e.occur_time > $2 - greatest(364, 2 * $3) * interval '1 day' AND e.occur_time <= $2";
+
+/// The aggregates of [`EVENTS_SQL`], over purchases of the window.
+const PURCHASE_AGGREGATES: &str = "
+               count(DISTINCT floor(extract(epoch FROM ($2 - e.occur_time)) / (91 * 86400)))
+                   FILTER (WHERE e.occur_time > $2 - interval '364 days') AS active_periods,
+               count(*) FILTER (WHERE e.occur_time > $2 - $3 * interval '1 day') AS recent_purchases,
+               sum(e.amount) FILTER (WHERE e.occur_time > $2 - $3 * interval '1 day') AS recent_spend,
+               count(*) FILTER (WHERE e.occur_time > $2 - 2 * $3 * interval '1 day'
+                                AND e.occur_time <= $2 - $3 * interval '1 day') AS prior_purchases,
+               sum(e.amount) FILTER (WHERE e.occur_time > $2 - 2 * $3 * interval '1 day'
+                                AND e.occur_time <= $2 - $3 * interval '1 day') AS prior_spend";
 
 const INPUT_COLUMNS: &str =
     "s.customer_id, s.first_purchase, s.last_purchase, s.purchases, s.csat, s.nps,
            s.open_complaints, s.tags, s.rfm_f";
 
 const EVENT_COLUMNS: &str = "s.p_alive, s.profile_stage, s.contacts,
-           coalesce(ev.responses, 0) AS responses,
+           s.campaign_responses AS responses,
            coalesce(ev.active_periods, 0) AS active_periods,
            coalesce(ev.recent_purchases, 0) AS recent_purchases, ev.recent_spend,
            coalesce(ev.prior_purchases, 0) AS prior_purchases, ev.prior_spend,
@@ -609,7 +600,9 @@ fn inputs_sql_all() -> String {
          JOIN ranks r ON r.customer_id = s.customer_id
          LEFT JOIN ev ON ev.customer_id = s.customer_id
          WHERE s.tenant_id = $1",
-        events = EVENTS_SQL.replace("{filter}", ""),
+        events = EVENTS_SQL
+            .replace("{filter}", "")
+            .replace("{aggregates}", PURCHASE_AGGREGATES),
         cols = INPUT_COLUMNS,
         ecols = EVENT_COLUMNS,
     )
@@ -639,7 +632,7 @@ fn inputs_sql_some() -> String {
          CROSS JOIN LATERAL (SELECT * FROM features
                               WHERE tenant_id = $1 AND customer_id = k.id LIMIT 1) s
          CROSS JOIN LATERAL ({events}) ev",
-        events = EVENTS_SOME_SQL,
+        events = EVENTS_SOME_SQL.replace("{aggregates}", PURCHASE_AGGREGATES),
         cols = INPUT_COLUMNS,
         ecols = EVENT_COLUMNS,
     )

@@ -10,7 +10,9 @@ use rust_decimal::Decimal;
 use sqlx::PgConnection;
 use uuid::Uuid;
 
-use super::{CONTACT_TYPES, ProfileFacts, Result, RfmState, ValueFacts, ensure_tenant};
+use super::{
+    CONTACT_TYPES, ProfileFacts, RESPONSE_TYPES, Result, RfmState, ValueFacts, ensure_tenant,
+};
 use crate::domain::rfm;
 
 /// Serialises the writers of one tenant's projection and memberships (feed
@@ -276,6 +278,7 @@ pub async fn record_interactions(
                  open_service_requests = f.open_service_requests + a.open_requests,
                  complaints = f.complaints + a.complaints,
                  open_complaints = f.open_complaints + a.open_complaints,
+                 campaign_responses = f.campaign_responses + a.responses,
                  csat = CASE WHEN {csat_newer} THEN a.csat ELSE f.csat END,
                  csat_time = CASE WHEN {csat_newer} THEN a.csat_time ELSE f.csat_time END,
                  csat_interaction = CASE WHEN {csat_newer} THEN a.csat_id ELSE f.csat_interaction END,
@@ -325,6 +328,7 @@ pub async fn record_interactions(
         .bind(&campaigns)
         .bind(&open)
         .bind(&CONTACT_TYPES[..])
+        .bind(&RESPONSE_TYPES[..])
         .fetch_all(conn)
         .await
 }
@@ -407,6 +411,7 @@ pub async fn recompute_summaries(
              open_service_requests = a.open_requests,
              complaints = a.complaints,
              open_complaints = a.open_complaints,
+             campaign_responses = a.responses,
              csat = a.csat, csat_time = a.csat_time, csat_interaction = a.csat_id,
              nps = a.nps, nps_time = a.nps_time, nps_interaction = a.nps_id,
              campaigns_sent = a.sent,
@@ -426,6 +431,7 @@ pub async fn recompute_summaries(
                  count(*) FILTER (WHERE e.type = 'service_request' AND e.open) AS open_requests,
                  count(*) FILTER (WHERE e.type = 'complaint') AS complaints,
                  count(*) FILTER (WHERE e.type = 'complaint' AND e.open) AS open_complaints,
+                 count(*) FILTER (WHERE e.type = ANY($4)) AS responses,
                  {csat} AS csat, {csat_time} AS csat_time, {csat_id} AS csat_id,
                  {nps} AS nps, {nps_time} AS nps_time, {nps_id} AS nps_id,
                  count(DISTINCT e.campaign_id) FILTER (WHERE e.type = 'campaign_sent') AS sent,
@@ -448,6 +454,7 @@ pub async fn recompute_summaries(
         .bind(tenant)
         .bind(&ids)
         .bind(&CONTACT_TYPES[..])
+        .bind(&RESPONSE_TYPES[..])
         .fetch_all(conn)
         .await
 }
