@@ -8,7 +8,6 @@
 //! | `rapport_grpc_requests_in_flight` | component | calls under way |
 //! | `rapport_db_pool_connections` | component, state (idle, busy) | PostgreSQL pool use |
 //! | `rapport_feed_consumer_lag_seconds` | consumer | age of the last event applied when it was applied |
-//! | `rapport_feed_consumer_sequence` | consumer | last sequence applied |
 //! | `rapport_feed_consumer_events_total` | consumer | events applied |
 
 use std::net::SocketAddr;
