@@ -19,14 +19,14 @@ use rapport_proto::rapport::interaction::v1::campaign_service_client::CampaignSe
 use rapport_proto::rapport::interaction::v1::interaction_service_client::InteractionServiceClient;
 use rapport_proto::rapport::interaction::v1::{
     Campaign, Channel, CreateCampaignRequest, Interaction, InteractionType,
-    RecordInteractionRequest,
+    RecordInteractionRequest, RecordInteractionsRequest,
 };
 use rapport_proto::rapport::profile::v1::profile_service_client::ProfileServiceClient;
 use rapport_proto::rapport::profile::v1::{
     AttributeDefinition, AttributeType, AttributeValue, ConsentChannel, ConsentPurpose,
     ConsentStatus, CreateAttributeDefinitionRequest, Customer as ProfileCustomer,
-    DeleteCustomerRequest, MergeCustomersRequest, SetConsentRequest, UpdateCustomerRequest,
-    attribute_value,
+    DeleteCustomerRequest, MergeCustomersRequest, ResolveIdentitiesRequest, ResolveIdentityRequest,
+    SetConsentRequest, UpdateCustomerRequest, attribute_value, resolve_identities_result,
 };
 use rapport_proto::rapport::segmentation::v1::*;
 use rapport_proto::rapport::valuation::v1::{
@@ -54,11 +54,7 @@ fn purchase(customer: Option<CustomerRef>, units: i64) -> Interaction {
 fn by_email(email: &str) -> Option<CustomerRef> {
     Some(CustomerRef {
         r#ref: Some(customer_ref::Ref::Identifiers(IdentifierSet {
-            identifiers: vec![Identifier {
-                kind: IdentifierKind::Email as i32,
-                system: String::new(),
-                value: email.into(),
-            }],
+            identifiers: by_email_identifiers(email),
         })),
     })
 }
@@ -737,4 +733,268 @@ async fn valuation_events_update_values_and_segments() {
         vec![MembershipChangeReason::FeaturesChanged as i16; 2]
     );
     s.stop().await;
+}
+
+/// Consumers and reads together under load. Four clients stream purchases
+/// of 400 customers (most new, some created by two streams at once), one
+/// resolves and tags the same customers in the profile service, while
+/// others read RFM reports, classify, preview and refresh segments. Every
+/// read answers within its deadline, every change arrives, and PostgreSQL
+/// detects no deadlock in the database: `pg_stat_database.deadlocks` counts
+/// each "deadlock detected" the server logs, read after every connection of
+/// the services has closed so that none is left unreported.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn consumers_and_reads_under_load_never_deadlock() {
+    const CUSTOMERS: usize = 400;
+    const STREAMS: usize = 4;
+    const CALLS: usize = 8;
+    const PER_CALL: usize = 100;
+    let mut s = start_with_feeds().await;
+    let t = Uuid::new_v4();
+    let seg = s.client();
+    let icx = rapport_testkit::channel(s.interaction.as_ref().unwrap()).await;
+    let pcx = rapport_testkit::channel(s.profile.as_ref().unwrap()).await;
+    let buyers = seg
+        .clone()
+        .create_segment(req(t, dynamic("Buyers", "purchases >= 1")))
+        .await
+        .unwrap()
+        .into_inner()
+        .segment
+        .unwrap();
+    let tagged = seg
+        .clone()
+        .create_segment(req(
+            t,
+            dynamic("Tagged buyers", "tags contains \"load\" and purchases >= 1"),
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .segment
+        .unwrap();
+    let email = |n: usize| format!("c{n}@load.example.com");
+
+    let mut writers = tokio::task::JoinSet::new();
+    for w in 0..STREAMS {
+        let mut c = InteractionServiceClient::new(icx.clone());
+        writers.spawn(async move {
+            for call in 0..CALLS {
+                // Stream w covers customers from its own offset, so two
+                // streams meet on the same new customers.
+                let batch: Vec<Interaction> = (0..PER_CALL)
+                    .map(|i| {
+                        let n = (w * CUSTOMERS / STREAMS + call * PER_CALL + i) % CUSTOMERS;
+                        purchase(by_email(&email(n)), 10 + i as i64)
+                    })
+                    .collect();
+                let r = c
+                    .record_interactions(req(
+                        t,
+                        futures::stream::iter(vec![RecordInteractionsRequest {
+                            interactions: batch,
+                        }]),
+                    ))
+                    .await
+                    .unwrap()
+                    .into_inner();
+                assert_eq!(r.accepted_count, PER_CALL as i64, "{:?}", r.rejections);
+            }
+        });
+    }
+    let mut profile = ProfileServiceClient::new(pcx);
+    writers.spawn(async move {
+        for chunk in (0..CUSTOMERS).collect::<Vec<_>>().chunks(50) {
+            let resolved = profile
+                .resolve_identities(req(
+                    t,
+                    ResolveIdentitiesRequest {
+                        requests: chunk
+                            .iter()
+                            .map(|&n| ResolveIdentityRequest {
+                                identifiers: by_email_identifiers(&email(n)),
+                                ..Default::default()
+                            })
+                            .collect(),
+                    },
+                ))
+                .await
+                .unwrap()
+                .into_inner();
+            for r in resolved.results {
+                let Some(resolve_identities_result::Result::Resolved(r)) = r.result else {
+                    panic!("no conflict is possible here: {r:?}");
+                };
+                let id = r.customer.unwrap().customer_id;
+                profile
+                    .update_customer(req(
+                        t,
+                        UpdateCustomerRequest {
+                            customer: Some(ProfileCustomer {
+                                customer_id: id,
+                                tags: vec!["load".into()],
+                                ..Default::default()
+                            }),
+                            update_mask: Some(FieldMask {
+                                paths: vec!["tags".into()],
+                            }),
+                        },
+                    ))
+                    .await
+                    .unwrap();
+            }
+        }
+    });
+
+    // Readers run until the writers are done.
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut readers = tokio::task::JoinSet::new();
+    for r in 0..2 {
+        let mut c = seg.clone();
+        let done = done.clone();
+        let (buyers, tagged) = (buyers.segment_id.clone(), tagged.segment_id.clone());
+        readers.spawn(async move {
+            let mut reads = 0;
+            while !done.load(std::sync::atomic::Ordering::Relaxed) {
+                let segment = if r == 0 { &buyers } else { &tagged };
+                c.get_rfm_report(within(req(t, GetRfmReportRequest::default())))
+                    .await
+                    .expect("GetRfmReport during the load");
+                c.preview_segment(within(req(
+                    t,
+                    PreviewSegmentRequest {
+                        rule_definition: Some(preview_segment_request::RuleDefinition::RuleText(
+                            "monetary > 100 or purchases >= 2".into(),
+                        )),
+                        sample_size: 10,
+                    },
+                )))
+                .await
+                .expect("PreviewSegment during the load");
+                c.refresh_segment(within(req(
+                    t,
+                    RefreshSegmentRequest {
+                        segment_id: segment.clone(),
+                    },
+                )))
+                .await
+                .expect("RefreshSegment during the load");
+                let some = c
+                    .list_members(within(req(
+                        t,
+                        ListMembersRequest {
+                            segment_id: segment.clone(),
+                            page_size: 5,
+                            ..Default::default()
+                        },
+                    )))
+                    .await
+                    .expect("ListMembers during the load")
+                    .into_inner();
+                for m in some.members {
+                    c.classify_customer(within(req(
+                        t,
+                        ClassifyCustomerRequest {
+                            customer_id: m.customer_id,
+                        },
+                    )))
+                    .await
+                    .expect("ClassifyCustomer during the load");
+                }
+                reads += 1;
+            }
+            reads
+        });
+    }
+    while let Some(w) = writers.join_next().await {
+        w.unwrap();
+    }
+    done.store(true, std::sync::atomic::Ordering::Relaxed);
+    while let Some(r) = readers.join_next().await {
+        assert!(r.unwrap() > 0, "a reader completed no round");
+    }
+
+    // Everything arrives: every purchase, every tag.
+    let pool = s.pool.clone();
+    eventually("every purchase and tag applied", || {
+        let pool = pool.clone();
+        async move {
+            let (customers, purchases, tagged): (i64, i64, i64) = sqlx::query_as(
+                "SELECT count(*), coalesce(sum(purchases), 0)::bigint,
+                        count(*) FILTER (WHERE 'load' = ANY(tags))
+                   FROM features WHERE tenant_id = $1",
+            )
+            .bind(t)
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+            customers == CUSTOMERS as i64
+                && purchases == (STREAMS * CALLS * PER_CALL) as i64
+                && tagged == CUSTOMERS as i64
+        }
+    })
+    .await;
+    let mut c = seg.clone();
+    until_member_count(&mut c, t, &tagged.segment_id, CUSTOMERS).await;
+
+    // Close every connection to the database, then read the server's count.
+    for r in [
+        s.segmentation.take(),
+        s.interaction.take(),
+        s.profile.take(),
+    ]
+    .into_iter()
+    .flatten()
+    {
+        r.stop().await;
+    }
+    s.pool.close().await;
+    let admin = sqlx::PgPool::connect(&s.db.url).await.unwrap();
+    eventually("the services' connections closed", || {
+        let admin = admin.clone();
+        async move {
+            let others: i64 = sqlx::query_scalar(
+                "SELECT count(*) FROM pg_stat_activity
+                  WHERE datname = current_database() AND pid <> pg_backend_pid()",
+            )
+            .fetch_one(&admin)
+            .await
+            .unwrap();
+            others == 0
+        }
+    })
+    .await;
+    let deadlocks: i64 = sqlx::query_scalar(
+        "SELECT deadlocks FROM pg_stat_database WHERE datname = current_database()",
+    )
+    .fetch_one(&admin)
+    .await
+    .unwrap();
+    assert_eq!(deadlocks, 0, "PostgreSQL detected deadlocks under load");
+    admin.close().await;
+}
+
+/// `r` with a 10 s deadline.
+fn within<T>(mut r: tonic::Request<T>) -> tonic::Request<T> {
+    r.set_timeout(Duration::from_secs(10));
+    r
+}
+
+fn by_email_identifiers(email: &str) -> Vec<Identifier> {
+    vec![Identifier {
+        kind: IdentifierKind::Email as i32,
+        system: String::new(),
+        value: email.into(),
+    }]
+}
+
+async fn until_member_count(c: &mut Client, t: Uuid, segment: &str, n: usize) {
+    let start = Instant::now();
+    while members(c, t, segment).await.len() != n {
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "the segment never reached {n} members"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }

@@ -413,36 +413,38 @@ pub async fn rfm_full(
     now: DateTime<Utc>,
 ) -> Result<Vec<Uuid>> {
     ensure_tenant(conn, tenant).await?;
+    // One scan of the tenant's features: scores by window functions over
+    // the customers who bought (the others get none), compared with the
+    // stored scores of the same row, so only changed rows are joined back
+    // by key and no plan can make it quadratic.
     let changed: Vec<Uuid> = sqlx::query_scalar(
         "WITH s AS (
-             SELECT customer_id,
+             SELECT customer_id, rfm_r, rfm_f, rfm_m,
+                    purchases > 0 AND last_purchase IS NOT NULL AS scored,
                     floor(extract(epoch FROM ($2 - last_purchase)) / 86400)::int AS rd,
                     purchases, coalesce(monetary, 0) AS m
-             FROM features WHERE tenant_id = $1 AND purchases > 0 AND last_purchase IS NOT NULL),
-         n AS (SELECT count(*)::bigint AS n FROM s),
+             FROM features WHERE tenant_id = $1),
          k AS (
-             SELECT customer_id,
-                    rank() OVER (ORDER BY rd DESC) - 1 AS kr,
-                    rank() OVER (ORDER BY purchases) - 1 AS kf,
-                    rank() OVER (ORDER BY m) - 1 AS km
+             SELECT customer_id, rfm_r, rfm_f, rfm_m, scored,
+                    rank() OVER (PARTITION BY scored ORDER BY rd DESC) - 1 AS kr,
+                    rank() OVER (PARTITION BY scored ORDER BY purchases) - 1 AS kf,
+                    rank() OVER (PARTITION BY scored ORDER BY m) - 1 AS km,
+                    count(*) OVER (PARTITION BY scored) AS n
              FROM s),
-         sc AS (
-             SELECT k.customer_id,
-                    (1 + (5 * kr) / n.n)::int AS r,
-                    (1 + (5 * kf) / n.n)::int AS f,
-                    (1 + (5 * km) / n.n)::int AS m
-             FROM k, n),
-         new AS (
-             SELECT f.customer_id, sc.r, sc.f, sc.m
-             FROM features f LEFT JOIN sc ON sc.customer_id = f.customer_id
-             WHERE f.tenant_id = $1),
+         new AS MATERIALIZED (
+             SELECT customer_id, r, f, m FROM (
+                 SELECT customer_id, rfm_r, rfm_f, rfm_m,
+                        CASE WHEN scored THEN (1 + (5 * kr) / n)::int END AS r,
+                        CASE WHEN scored THEN (1 + (5 * kf) / n)::int END AS f,
+                        CASE WHEN scored THEN (1 + (5 * km) / n)::int END AS m
+                 FROM k) x
+             WHERE (rfm_r, rfm_f, rfm_m) IS DISTINCT FROM (r, f, m)),
          upd AS (
              UPDATE features f SET rfm_r = new.r, rfm_f = new.f, rfm_m = new.m,
                     rfm_fm = (new.f + new.m + 1) / 2,
                     rfm_segment = rfm_segment_name(new.r, (new.f + new.m + 1) / 2)
              FROM new
              WHERE f.tenant_id = $1 AND f.customer_id = new.customer_id
-               AND (f.rfm_r, f.rfm_f, f.rfm_m) IS DISTINCT FROM (new.r, new.f, new.m)
              RETURNING f.customer_id)
          SELECT customer_id FROM upd",
     )
@@ -583,21 +585,21 @@ const EVENT_COLUMNS: &str = "s.p_alive, s.profile_stage, s.contacts,
            coalesce(ev.prior_purchases, 0) AS prior_purchases, ev.prior_spend,
            s.ladder, s.stage";
 
-/// Every customer of the tenant: ranks by window functions.
+/// Every customer of the tenant: ranks by window functions over one scan of
+/// the tenant's features (no self-join a plan could turn quadratic), and the
+/// purchase aggregates computed once.
 fn inputs_sql_all() -> String {
     format!(
-        "WITH ranks AS (
-             SELECT customer_id,
-                    CASE WHEN clv IS NOT NULL THEN rank() OVER (ORDER BY clv DESC NULLS LAST) - 1 END AS clv_greater,
-                    CASE WHEN monetary IS NOT NULL THEN rank() OVER (ORDER BY monetary DESC NULLS LAST) - 1 END AS monetary_greater
-             FROM features WHERE tenant_id = $1),
-         totals AS (
-             SELECT count(clv) AS clv_total, count(monetary) AS monetary_total
-             FROM features WHERE tenant_id = $1),
-         ev AS ({events})
-         SELECT {cols}, r.clv_greater, t.clv_total, r.monetary_greater, t.monetary_total, {ecols}
-         FROM features s CROSS JOIN totals t
-         JOIN ranks r ON r.customer_id = s.customer_id
+        "WITH ev AS MATERIALIZED ({events})
+         SELECT {cols},
+                CASE WHEN s.clv IS NOT NULL THEN rank() OVER (ORDER BY s.clv DESC NULLS LAST) - 1 END
+                    AS clv_greater,
+                count(s.clv) OVER () AS clv_total,
+                CASE WHEN s.monetary IS NOT NULL THEN rank() OVER (ORDER BY s.monetary DESC NULLS LAST) - 1 END
+                    AS monetary_greater,
+                count(s.monetary) OVER () AS monetary_total,
+                {ecols}
+         FROM features s
          LEFT JOIN ev ON ev.customer_id = s.customer_id
          WHERE s.tenant_id = $1",
         events = EVENTS_SQL

@@ -248,6 +248,7 @@ pub async fn record_interactions(
                     count(*) FILTER (WHERE type = 'service_request' AND open) AS open_requests,
                     count(*) FILTER (WHERE type = 'complaint') AS complaints,
                     count(*) FILTER (WHERE type = 'complaint' AND open) AS open_complaints,
+                    count(*) FILTER (WHERE type = ANY($13)) AS responses,
                     {csat} AS csat, {csat_time} AS csat_time, {csat_id} AS csat_id,
                     {nps} AS nps, {nps_time} AS nps_time, {nps_id} AS nps_id
                FROM ins GROUP BY customer_id),
