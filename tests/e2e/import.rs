@@ -57,6 +57,28 @@ fn numbers(out: &str) -> Vec<i64> {
     out
 }
 
+/// Runs `rapport import` with `args` (and no key in the environment),
+/// expecting it to refuse: its exit code and standard error.
+fn refused(args: &[&str]) -> (i32, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_rapport"))
+        .arg("import")
+        .args(args)
+        .env_remove("RAPPORT_API_KEY")
+        .env_remove("RAPPORT_GATEWAY")
+        .env_remove("RAPPORT_DATA_DIR")
+        .output()
+        .expect("run rapport import");
+    assert!(
+        !out.status.success(),
+        "rapport import {args:?} succeeded: {}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stderr).to_string(),
+    )
+}
+
 fn rejects(path: &Path) -> Vec<Value> {
     std::fs::read_to_string(path)
         .unwrap()
@@ -106,6 +128,25 @@ fn import_customers_and_interactions_from_files() {
         let list: Value = serde_json::from_str(&list).unwrap();
         list["customers"].as_array().map_or(0, Vec::len)
     };
+    assert_eq!(count(), 4);
+
+    // A key the gateway does not know: refused, nothing imported.
+    let eve = dir.path().join("eve.csv");
+    std::fs::write(&eve, "email\neve@example.com\n").unwrap();
+    let gateway = format!("http://{}", stack.addr(0));
+    let (code, stderr) = refused(&[
+        "customers",
+        eve.to_str().unwrap(),
+        "--gateway",
+        &gateway,
+        "--api-key",
+        "rk_not_a_key",
+    ]);
+    assert_eq!(code, 1, "{stderr}");
+    assert!(
+        stderr.contains("Unauthenticated") && stderr.contains("refused the API key"),
+        "{stderr}"
+    );
     assert_eq!(count(), 4);
 
     // Interactions: 6 recorded (one for a new customer), one bad date
@@ -162,4 +203,117 @@ fn import_customers_and_interactions_from_files() {
     assert_eq!(numbers(&out), vec![2, 1, 1, 0, 0], "{out}");
     assert_eq!(count(), 6, "4 imported, 1 from an interaction, Dana");
     stack.stop();
+}
+
+/// Bad input to the command itself: each case exits non-zero with a message
+/// that names what to fix, before anything is sent (the gateway given is
+/// unreachable, so a case that got as far as sending would say so instead),
+/// and writes no rejects file.
+#[test]
+fn bad_input_to_the_command_is_refused_with_a_reason() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("customers.csv");
+    std::fs::write(&file, "email,given_name\nana@example.com,Ana\n").unwrap();
+    let bad_mapping = dir.path().join("bad.mapping");
+    std::fs::write(&bad_mapping, "# a comment\nemail\n").unwrap();
+    let f = file.to_str().unwrap();
+    let missing = dir.path().join("missing.csv");
+    let no_data = dir.path().join("no-data");
+    let offline = ["--gateway", "http://127.0.0.1:1", "--api-key", "k"];
+    let cases: Vec<(Vec<&str>, i32, &str)> = vec![
+        (
+            vec!["customers", missing.to_str().unwrap()],
+            1,
+            "cannot open",
+        ),
+        (
+            vec!["customers", f, "--map", "nosuch=col"],
+            1,
+            "unknown field \"nosuch\"",
+        ),
+        (
+            vec!["customers", f, "--map", "email"],
+            2,
+            "is not field=column",
+        ),
+        (
+            vec!["customers", f, "--mapping", missing.to_str().unwrap()],
+            1,
+            "cannot read the mapping file",
+        ),
+        (
+            vec!["customers", f, "--mapping", bad_mapping.to_str().unwrap()],
+            1,
+            "line 2: \"email\" is not field=column",
+        ),
+        (
+            vec!["customers", f, "--rows-per-call", "0"],
+            1,
+            "--rows-per-call must be at least 1",
+        ),
+        (
+            vec!["customers", f, "--format", "xml"],
+            2,
+            "possible values: csv, jsonl",
+        ),
+        (
+            vec!["customers", f, "--kind", "robot"],
+            2,
+            "possible values: person, organization",
+        ),
+        (
+            vec!["interactions", f, "--currency", "EURO"],
+            1,
+            "--currency must be a three-letter",
+        ),
+        (
+            vec!["interactions", f, "--currency", "€"],
+            1,
+            "--currency must be a three-letter",
+        ),
+        (
+            vec![
+                "customers",
+                f,
+                "--api-key",
+                "",
+                "--data-dir",
+                no_data.to_str().unwrap(),
+            ],
+            1,
+            "no --api-key given and no development key",
+        ),
+        (
+            vec!["customers", f, "--gateway", "not a url", "--api-key", "k"],
+            1,
+            "not a url",
+        ),
+        (
+            vec!["customers", f],
+            1,
+            "cannot reach the gateway at http://127.0.0.1:1",
+        ),
+        (vec!["nothing", f], 2, "unrecognized subcommand"),
+    ];
+    for (args, code, says) in cases {
+        let mut all = args.clone();
+        // Every case also names an unreachable gateway and a key, unless it
+        // is about them.
+        if !args.contains(&"--gateway") {
+            all.extend(&offline[..2]);
+        }
+        if !args.contains(&"--api-key") {
+            all.extend(&offline[2..]);
+        }
+        let (got, stderr) = refused(&all);
+        assert_eq!(got, code, "{all:?}: {stderr}");
+        assert!(
+            stderr.contains(says),
+            "{all:?}: expected {says:?} in {stderr}"
+        );
+    }
+    assert!(
+        !dir.path().join("customers.csv.rejects.jsonl").exists(),
+        "a refused command wrote rejects"
+    );
 }

@@ -300,6 +300,21 @@ fn mib(kib: u64) -> String {
 }
 
 /// Runs `rapport bench`.
+/// Waits for Ctrl-C or SIGTERM; the signal's name.
+async fn interrupted() -> &'static str {
+    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(t) => t,
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+            return "Ctrl-C";
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => "Ctrl-C",
+        _ = term.recv() => "SIGTERM",
+    }
+}
+
 pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     let sizes = args.sizes();
     let selected: Vec<&str> = if args.scenarios.is_empty() {
@@ -356,7 +371,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
 
     let mut results = serde_json::Map::new();
     let mut peaks: Vec<(&str, BTreeMap<&str, u64>)> = Vec::new();
-    let outcome = async {
+    let scenarios = async {
         for scenario in &selected {
             sampler.take();
             let value = match *scenario {
@@ -371,8 +386,13 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
             peaks.push((scenario, sampler.take()));
         }
         anyhow::Ok(())
-    }
-    .await;
+    };
+    // Ctrl-C or SIGTERM ends the run but still stops the services and
+    // drops the bench's database.
+    let outcome = tokio::select! {
+        r = scenarios => r,
+        s = interrupted() => Err(anyhow::anyhow!("interrupted by {s}; the platform and its database are stopped")),
+    };
     sampler.stop();
 
     let mut memory = Table::new(

@@ -333,6 +333,28 @@ fn format_of(f: &FileArgs) -> String {
         })
 }
 
+/// What to tell the user when the gateway refuses call `method`: what
+/// went wrong in words, and what to do about it.
+fn refused(method: &str, status: tonic::Status) -> anyhow::Error {
+    let what = match status.code() {
+        tonic::Code::Unauthenticated => {
+            "the gateway refused the API key; pass a valid one with --api-key or RAPPORT_API_KEY"
+        }
+        tonic::Code::PermissionDenied => {
+            "the API key lacks a scope: customers need profile:read and profile:write, interactions interaction:write"
+        }
+        tonic::Code::Unavailable | tonic::Code::DeadlineExceeded => {
+            "the platform did not answer; re-run the same command to continue (nothing is duplicated)"
+        }
+        _ => "re-run the same command to continue once fixed (nothing is duplicated)",
+    };
+    anyhow::anyhow!(
+        "{method} failed with {:?}: {}; {what}",
+        status.code(),
+        status.message()
+    )
+}
+
 /// Imports the file of `args`; the totals.
 pub async fn import(args: &ImportArgs) -> anyhow::Result<Totals> {
     let (f, fields): (&FileArgs, &[&str]) = match &args.what {
@@ -341,6 +363,11 @@ pub async fn import(args: &ImportArgs) -> anyhow::Result<Totals> {
     };
     if f.rows_per_call == 0 {
         bail!("--rows-per-call must be at least 1");
+    }
+    if let What::Interactions { currency, .. } = &args.what
+        && (currency.len() != 3 || !currency.bytes().all(|b| b.is_ascii_alphabetic()))
+    {
+        bail!("--currency must be a three-letter ISO 4217 code such as EUR, not {currency:?}");
     }
     let mut overrides = Vec::new();
     if let Some(m) = &f.mapping {
@@ -399,7 +426,7 @@ pub async fn import(args: &ImportArgs) -> anyhow::Result<Totals> {
                 let answer = client
                     .import_customers(futures::stream::iter(messages))
                     .await
-                    .context("ImportCustomers failed; re-run the same command to continue (nothing is duplicated)")?
+                    .map_err(|e| refused("ImportCustomers", e))?
                     .into_inner();
                 totals.created += answer.created_count;
                 totals.updated += answer.updated_count;
@@ -445,7 +472,7 @@ pub async fn import(args: &ImportArgs) -> anyhow::Result<Totals> {
                 let answer = client
                     .record_interactions(futures::stream::iter(messages))
                     .await
-                    .context("RecordInteractions failed; re-run the same command to continue (nothing is duplicated)")?
+                    .map_err(|e| refused("RecordInteractions", e))?
                     .into_inner();
                 totals.created += answer.accepted_count;
                 totals.unchanged += answer.duplicate_count;
@@ -519,7 +546,7 @@ async fn attribute_types(
                 show_deprecated: false,
             })
             .await
-            .context("cannot list the tenant's attribute definitions (the key needs profile:read)")?
+            .map_err(|e| refused("ListAttributeDefinitions", e))?
             .into_inner();
         for d in page.definitions {
             out.insert(

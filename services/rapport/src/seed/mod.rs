@@ -111,7 +111,8 @@ fn today() -> DateTime<Utc> {
 /// The API key given, or else the development key `rapport dev` keeps in
 /// `data_dir`.
 pub fn api_key(given: Option<&str>, data_dir: &std::path::Path) -> anyhow::Result<String> {
-    match given {
+    // An empty key (e.g. `RAPPORT_API_KEY=`) is no key.
+    match given.map(str::trim).filter(|k| !k.is_empty()) {
         Some(k) => Ok(k.to_string()),
         None => {
             let file = data_dir.join("dev-api-key");
