@@ -220,10 +220,15 @@ pub async fn record_interactions(
     let latest = |v: &str, f: &str| LATEST.replace("{v}", v).replace("{f}", f);
     let newer = |what: &str| {
         format!(
-            "a.{what}_time IS NOT NULL AND (f.{what}_time IS NULL
-                 OR (a.{what}_time, a.{what}_id) > (f.{what}_time, coalesce(f.{what}_interaction, '00000000-0000-0000-0000-000000000000')))"
+            "EXCLUDED.{what}_time IS NOT NULL AND (f.{what}_time IS NULL
+                 OR (EXCLUDED.{what}_time, EXCLUDED.{what}_interaction)
+                    > (f.{what}_time, coalesce(f.{what}_interaction, '00000000-0000-0000-0000-000000000000')))"
         )
     };
+    // The batch's new interactions are aggregated per customer and added to
+    // the features by upsert: one probe of the primary key per customer,
+    // whatever the statistics say about the tenant (a join would be planned
+    // on estimates, and a fresh tenant's are a row or so).
     let sql = format!(
         "WITH input AS (
              SELECT * FROM unnest($2::uuid[], $3::uuid[], $4::text[], $5::timestamptz[], $6::numeric[],
@@ -236,7 +241,7 @@ pub async fn record_interactions(
                FROM input ORDER BY customer_id, interaction_id
              ON CONFLICT (tenant_id, customer_id, interaction_id) DO NOTHING
              RETURNING customer_id, interaction_id, type, occur_time, amount, csat, nps, campaign_id, open),
-         agg AS (
+         a AS (
              SELECT customer_id,
                     count(*) FILTER (WHERE type = 'purchase') AS purchases,
                     min(occur_time) FILTER (WHERE type = 'purchase') AS first_purchase,
@@ -250,10 +255,9 @@ pub async fn record_interactions(
                     count(*) FILTER (WHERE type = 'complaint' AND open) AS open_complaints,
                     count(*) FILTER (WHERE type = ANY($13)) AS responses,
                     {csat} AS csat, {csat_time} AS csat_time, {csat_id} AS csat_id,
-                    {nps} AS nps, {nps_time} AS nps_time, {nps_id} AS nps_id
-               FROM ins GROUP BY customer_id),
-         camp AS (
-             SELECT i.customer_id,
+                    {nps} AS nps, {nps_time} AS nps_time, {nps_id} AS nps_id,
+                    -- Campaigns sent to or responded to for the first time
+                    -- (the statement sees the events stored before it).
                     count(DISTINCT i.campaign_id) FILTER (WHERE i.type = 'campaign_sent' AND NOT EXISTS (
                         SELECT 1 FROM events e WHERE e.tenant_id = $1 AND e.customer_id = i.customer_id
                            AND e.campaign_id = i.campaign_id AND e.type = 'campaign_sent')) AS sent,
@@ -262,41 +266,49 @@ pub async fn record_interactions(
                         SELECT 1 FROM events e WHERE e.tenant_id = $1 AND e.customer_id = i.customer_id
                            AND e.campaign_id = i.campaign_id
                            AND e.type IN ('campaign_clicked', 'campaign_converted'))) AS responded
-               FROM ins i WHERE i.campaign_id IS NOT NULL GROUP BY i.customer_id),
-         upd AS (
-             UPDATE features f SET
-                 purchases = f.purchases + a.purchases,
-                 first_purchase = least(f.first_purchase, a.first_purchase),
-                 last_purchase = greatest(f.last_purchase, a.last_purchase),
-                 monetary = CASE WHEN f.purchases + a.purchases > 0
-                                 THEN coalesce(f.monetary, 0) + coalesce(a.monetary, 0) END,
-                 priced_purchases = f.priced_purchases + a.priced,
-                 avg_order_value = CASE WHEN f.priced_purchases + a.priced > 0
-                     THEN trim_scale(round((coalesce(f.monetary, 0) + coalesce(a.monetary, 0))
-                                           / (f.priced_purchases + a.priced), 9)) END,
-                 contacts = f.contacts + a.contacts,
-                 last_contact = greatest(f.last_contact, a.last_contact),
-                 open_service_requests = f.open_service_requests + a.open_requests,
-                 complaints = f.complaints + a.complaints,
-                 open_complaints = f.open_complaints + a.open_complaints,
-                 campaign_responses = f.campaign_responses + a.responses,
-                 csat = CASE WHEN {csat_newer} THEN a.csat ELSE f.csat END,
-                 csat_time = CASE WHEN {csat_newer} THEN a.csat_time ELSE f.csat_time END,
-                 csat_interaction = CASE WHEN {csat_newer} THEN a.csat_id ELSE f.csat_interaction END,
-                 nps = CASE WHEN {nps_newer} THEN a.nps ELSE f.nps END,
-                 nps_time = CASE WHEN {nps_newer} THEN a.nps_time ELSE f.nps_time END,
-                 nps_interaction = CASE WHEN {nps_newer} THEN a.nps_id ELSE f.nps_interaction END,
-                 campaigns_sent = f.campaigns_sent + coalesce(c.sent, 0),
-                 campaigns_responded = f.campaigns_responded + coalesce(c.responded, 0),
-                 campaign_response_rate = CASE WHEN f.campaigns_sent + coalesce(c.sent, 0) > 0
-                     THEN trim_scale(round(least(1, (f.campaigns_responded + coalesce(c.responded, 0))::numeric
-                                                    / (f.campaigns_sent + coalesce(c.sent, 0))), 9))
-                     ELSE f.campaign_response_rate END,
-                 update_time = now()
-               FROM agg a LEFT JOIN camp c ON c.customer_id = a.customer_id
-              WHERE f.tenant_id = $1 AND f.customer_id = a.customer_id
-             RETURNING f.customer_id, a.purchases > 0 AS bought)
-         SELECT customer_id, bought FROM upd",
+               FROM ins i GROUP BY customer_id)
+         INSERT INTO features AS f (
+             tenant_id, customer_id, purchases, first_purchase, last_purchase, monetary, priced_purchases,
+             avg_order_value, contacts, last_contact, open_service_requests, complaints, open_complaints,
+             campaign_responses, csat, csat_time, csat_interaction, nps, nps_time, nps_interaction,
+             campaigns_sent, campaigns_responded, campaign_response_rate)
+         SELECT $1, customer_id, purchases, first_purchase, last_purchase,
+                CASE WHEN purchases > 0 THEN coalesce(monetary, 0) END, priced,
+                CASE WHEN priced > 0 THEN trim_scale(round(monetary / priced, 9)) END,
+                contacts, last_contact, open_requests, complaints, open_complaints, responses,
+                csat, csat_time, csat_id, nps, nps_time, nps_id, sent, responded,
+                CASE WHEN sent > 0 THEN trim_scale(round(least(1, responded::numeric / sent), 9)) END
+           FROM a ORDER BY customer_id
+         ON CONFLICT (tenant_id, customer_id) DO UPDATE SET
+             purchases = f.purchases + EXCLUDED.purchases,
+             first_purchase = least(f.first_purchase, EXCLUDED.first_purchase),
+             last_purchase = greatest(f.last_purchase, EXCLUDED.last_purchase),
+             monetary = CASE WHEN f.purchases + EXCLUDED.purchases > 0
+                             THEN coalesce(f.monetary, 0) + coalesce(EXCLUDED.monetary, 0) END,
+             priced_purchases = f.priced_purchases + EXCLUDED.priced_purchases,
+             avg_order_value = CASE WHEN f.priced_purchases + EXCLUDED.priced_purchases > 0
+                 THEN trim_scale(round((coalesce(f.monetary, 0) + coalesce(EXCLUDED.monetary, 0))
+                                       / (f.priced_purchases + EXCLUDED.priced_purchases), 9)) END,
+             contacts = f.contacts + EXCLUDED.contacts,
+             last_contact = greatest(f.last_contact, EXCLUDED.last_contact),
+             open_service_requests = f.open_service_requests + EXCLUDED.open_service_requests,
+             complaints = f.complaints + EXCLUDED.complaints,
+             open_complaints = f.open_complaints + EXCLUDED.open_complaints,
+             campaign_responses = f.campaign_responses + EXCLUDED.campaign_responses,
+             csat = CASE WHEN {csat_newer} THEN EXCLUDED.csat ELSE f.csat END,
+             csat_time = CASE WHEN {csat_newer} THEN EXCLUDED.csat_time ELSE f.csat_time END,
+             csat_interaction = CASE WHEN {csat_newer} THEN EXCLUDED.csat_interaction ELSE f.csat_interaction END,
+             nps = CASE WHEN {nps_newer} THEN EXCLUDED.nps ELSE f.nps END,
+             nps_time = CASE WHEN {nps_newer} THEN EXCLUDED.nps_time ELSE f.nps_time END,
+             nps_interaction = CASE WHEN {nps_newer} THEN EXCLUDED.nps_interaction ELSE f.nps_interaction END,
+             campaigns_sent = f.campaigns_sent + EXCLUDED.campaigns_sent,
+             campaigns_responded = f.campaigns_responded + EXCLUDED.campaigns_responded,
+             campaign_response_rate = CASE WHEN f.campaigns_sent + EXCLUDED.campaigns_sent > 0
+                 THEN trim_scale(round(least(1, (f.campaigns_responded + EXCLUDED.campaigns_responded)::numeric
+                                                / (f.campaigns_sent + EXCLUDED.campaigns_sent)), 9))
+                 ELSE f.campaign_response_rate END,
+             update_time = now()
+         RETURNING f.customer_id",
         csat = latest("csat", "csat"),
         csat_time = latest("occur_time", "csat"),
         csat_id = latest("interaction_id", "csat"),
@@ -316,7 +328,7 @@ pub async fn record_interactions(
     let npss: Vec<Option<i32>> = rows.iter().map(|r| r.nps).collect();
     let campaigns: Vec<Option<Uuid>> = rows.iter().map(|r| r.campaign_id).collect();
     let open: Vec<bool> = rows.iter().map(|r| r.open).collect();
-    sqlx::query_as(sqlx::AssertSqlSafe(sql))
+    let changed: Vec<Uuid> = sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
         .bind(tenant)
         .bind(&customers)
         .bind(&ids)
@@ -331,7 +343,19 @@ pub async fn record_interactions(
         .bind(&CONTACT_TYPES[..])
         .bind(&RESPONSE_TYPES[..])
         .fetch_all(conn)
-        .await
+        .await?;
+    // Whether a purchase was among a customer's interactions of the batch
+    // (a purchase redelivered beside a new interaction counts too: it only
+    // asks for a rescoring that changes nothing).
+    let bought: std::collections::HashSet<Uuid> = rows
+        .iter()
+        .filter(|r| r.kind == "purchase")
+        .map(|r| r.customer_id)
+        .collect();
+    Ok(changed
+        .into_iter()
+        .map(|c| (c, bought.contains(&c)))
+        .collect())
 }
 
 /// Sets the open flag of service requests and complaints (the last given
