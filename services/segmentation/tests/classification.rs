@@ -322,3 +322,68 @@ async fn list_fields_gives_the_catalogue() {
     assert_eq!(seg.member_count, 0);
     s.stop().await;
 }
+
+/// A batch decides "CLV in the top P %" against the value at the cut, found
+/// once per statement; the whole-tenant pass and an explanation count each
+/// rank. All three give every customer the same rung: ties at the cut, and
+/// customers ranked by purchase amount for want of a CLV, included.
+#[tokio::test]
+async fn batch_and_exact_ranks_give_the_same_rungs() {
+    use rapport_segmentation::domain::classify;
+    use rapport_segmentation::store;
+    let s = start().await;
+    let t = Uuid::new_v4();
+    let customers: Vec<Customer> = (0..60i64)
+        .map(|i| {
+            let mut c = Customer::new("ES").bought(2 + i % 6, 100 * (i % 7 + 1), 800, 5 + i % 20);
+            c.nps = Some(9);
+            if i % 9 != 0 {
+                c = c.clv(10 * (i % 13));
+            }
+            c
+        })
+        .collect();
+    insert(&s.pool, t, &customers).await;
+    let mut conn = s.pool.acquire().await.unwrap();
+    let now = chrono::Utc::now();
+    rapport_segmentation::engine::recompute_tenant(&mut conn, t, now)
+        .await
+        .unwrap();
+    let p = rapport_segmentation::engine::policy(&mut conn, t)
+        .await
+        .unwrap();
+    let ids: Vec<Uuid> = customers.iter().map(|c| c.id).collect();
+    let rungs = |inputs: Vec<store::Classifiable>| -> std::collections::BTreeMap<Uuid, String> {
+        inputs
+            .into_iter()
+            .map(|c| {
+                let o = classify::classify(&c.inputs, &p, now);
+                (c.customer_id, format!("{:?}", o.ladder))
+            })
+            .collect()
+    };
+    let exact = rungs(
+        store::classification_inputs(&mut conn, t, None, &p, false, now)
+            .await
+            .unwrap(),
+    );
+    let batch = rungs(
+        store::classification_inputs(&mut conn, t, Some(&ids), &p, false, now)
+            .await
+            .unwrap(),
+    );
+    assert_eq!(batch, exact);
+    for id in &ids {
+        let explained = rungs(
+            store::classification_inputs(&mut conn, t, Some(&[*id]), &p, true, now)
+                .await
+                .unwrap(),
+        );
+        assert_eq!(explained[id], exact[id], "customer {id}");
+    }
+    let partners = exact.values().filter(|r| r.contains("Partner")).count();
+    assert!(
+        partners > 0 && partners < exact.len(),
+        "the case must have partners and others: {exact:?}"
+    );
+}

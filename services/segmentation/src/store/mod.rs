@@ -610,30 +610,49 @@ fn inputs_sql_all() -> String {
     )
 }
 
-/// Some customers ($5): ranks by counting, and only where they can matter
-/// ($6: always, for explanations; otherwise for partner candidates, $7
-/// tenure days and $8 frequency score).
+/// Some customers ($5), ranks only where they can matter ($6: always, for
+/// explanations; otherwise for partner candidates, $7 tenure days and $8
+/// frequency score). For explanations a rank is exact: the customers with a
+/// greater value, counted. Otherwise only the decision "in the top $9 %"
+/// is needed, and it is taken against the value at the cut, found once per
+/// statement (counting per customer would read a share of the tenant's
+/// index for each): `greater` is then 0 for a customer in the top and the
+/// number of top places for one outside, each a lower bound of the count
+/// that gives the same decision.
 fn inputs_sql_some() -> String {
     let needed =
         "($6 OR (s.first_purchase <= $2 - $7 * interval '1 day' AND coalesce(s.rfm_f, 0) >= $8))";
+    let rank = |col: &str| {
+        format!(
+            "CASE WHEN s.{col} IS NOT NULL AND {needed} THEN
+                 CASE WHEN $6 THEN (SELECT count(*) FROM features g WHERE g.tenant_id = $1 AND g.{col} > s.{col})
+                      WHEN s.{col} >= (SELECT {col}_cut FROM cuts) THEN 0
+                      ELSE (SELECT {col}_places FROM cuts) END END AS {col}_greater,
+             CASE WHEN s.{col} IS NOT NULL AND {needed} THEN (SELECT {col}_n FROM cuts) ELSE 0 END AS {col}_total"
+        )
+    };
+    let cut = |col: &str| {
+        format!(
+            "ceil(t.{col}_n * $9::float8 / 100::float8 - 1e-9)::bigint AS {col}_places,
+             (SELECT {col} FROM features WHERE tenant_id = $1 AND {col} IS NOT NULL ORDER BY {col} DESC
+               OFFSET greatest(ceil(t.{col}_n * $9::float8 / 100::float8 - 1e-9)::bigint - 1, 0) LIMIT 1) AS {col}_cut"
+        )
+    };
     format!(
-        "SELECT {cols},
-                CASE WHEN s.clv IS NOT NULL AND {needed}
-                     THEN (SELECT count(*) FROM features g WHERE g.tenant_id = $1 AND g.clv > s.clv) END AS clv_greater,
-                CASE WHEN s.clv IS NOT NULL AND {needed}
-                     THEN (SELECT count(*) FROM features g WHERE g.tenant_id = $1 AND g.clv IS NOT NULL)
-                     ELSE 0 END AS clv_total,
-                CASE WHEN s.monetary IS NOT NULL AND {needed}
-                     THEN (SELECT count(*) FROM features g WHERE g.tenant_id = $1 AND g.monetary > s.monetary) END
-                    AS monetary_greater,
-                CASE WHEN s.monetary IS NOT NULL AND {needed}
-                     THEN (SELECT count(*) FROM features g WHERE g.tenant_id = $1 AND g.monetary IS NOT NULL)
-                     ELSE 0 END AS monetary_total,
-                {ecols}
+        "WITH cuts AS MATERIALIZED (
+             SELECT t.clv_n, t.monetary_n, {clv_cut}, {monetary_cut}
+               FROM (SELECT (SELECT count(*) FROM features WHERE tenant_id = $1 AND clv IS NOT NULL) AS clv_n,
+                            (SELECT count(*) FROM features WHERE tenant_id = $1 AND monetary IS NOT NULL)
+                                AS monetary_n) t)
+         SELECT {cols}, {clv_rank}, {monetary_rank}, {ecols}
          FROM unnest($5::uuid[]) AS k (id)
          CROSS JOIN LATERAL (SELECT * FROM features
                               WHERE tenant_id = $1 AND customer_id = k.id LIMIT 1) s
          CROSS JOIN LATERAL ({events}) ev",
+        clv_cut = cut("clv"),
+        monetary_cut = cut("monetary"),
+        clv_rank = rank("clv"),
+        monetary_rank = rank("monetary"),
         events = EVENTS_SOME_SQL.replace("{aggregates}", PURCHASE_AGGREGATES),
         cols = INPUT_COLUMNS,
         ecols = EVENT_COLUMNS,
@@ -678,6 +697,7 @@ pub async fn classification_inputs(
                 .bind(explain)
                 .bind(f64::from(policy.partner_min_tenure_days))
                 .bind(policy.partner_min_frequency_score)
+                .bind(policy.partner_clv_top_percent)
                 .fetch_all(conn)
                 .await?
         }
