@@ -84,6 +84,31 @@ async fn record(
     .customer_id
 }
 
+/// Sets the customer's tags to `tag` alone in the profile service.
+async fn set_tags(
+    profile: &mut ProfileServiceClient<tonic::transport::Channel>,
+    t: Uuid,
+    customer: &str,
+    tag: &str,
+) {
+    profile
+        .update_customer(req(
+            t,
+            UpdateCustomerRequest {
+                customer: Some(ProfileCustomer {
+                    customer_id: customer.into(),
+                    tags: vec![tag.into()],
+                    ..Default::default()
+                }),
+                update_mask: Some(FieldMask {
+                    paths: vec!["tags".into()],
+                }),
+            },
+        ))
+        .await
+        .unwrap();
+}
+
 async fn is_member(c: &mut Client, t: Uuid, segment: &str, customer: &str) -> bool {
     members(c, t, segment).await.iter().any(|m| m == customer)
 }
@@ -201,22 +226,7 @@ async fn profile_and_interaction_changes_reach_membership() {
     .await;
 
     // A profile change: the tag arrives on the profile feed.
-    profile
-        .update_customer(req(
-            t,
-            UpdateCustomerRequest {
-                customer: Some(ProfileCustomer {
-                    customer_id: customer.clone(),
-                    tags: vec!["VIP".into()],
-                    ..Default::default()
-                }),
-                update_mask: Some(FieldMask {
-                    paths: vec!["tags".into()],
-                }),
-            },
-        ))
-        .await
-        .unwrap();
+    set_tags(&mut profile, t, &customer, "VIP").await;
     let took = until_member(&mut seg, t, &vips.segment_id, &customer, true).await;
     assert!(took < Duration::from_secs(2), "profile feed took {took:?}");
 
@@ -826,22 +836,7 @@ async fn consumers_and_reads_under_load_never_deadlock() {
                     panic!("no conflict is possible here: {r:?}");
                 };
                 let id = r.customer.unwrap().customer_id;
-                profile
-                    .update_customer(req(
-                        t,
-                        UpdateCustomerRequest {
-                            customer: Some(ProfileCustomer {
-                                customer_id: id,
-                                tags: vec!["load".into()],
-                                ..Default::default()
-                            }),
-                            update_mask: Some(FieldMask {
-                                paths: vec!["tags".into()],
-                            }),
-                        },
-                    ))
-                    .await
-                    .unwrap();
+                set_tags(&mut profile, t, &id, "load").await;
             }
         }
     });
