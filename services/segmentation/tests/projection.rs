@@ -6,6 +6,8 @@
 //! complaints), the features are exactly those a recomputation from every
 //! stored interaction gives.
 
+mod common;
+
 use std::sync::OnceLock;
 
 use chrono::{DateTime, Duration, TimeZone, Utc};
@@ -111,17 +113,7 @@ fn database() -> &'static str {
     static URL: OnceLock<String> = OnceLock::new();
     URL.get_or_init(|| {
         let rt = tokio::runtime::Runtime::new().unwrap();
-        rt.block_on(async {
-            let db = rapport_testkit::database().await;
-            rapport_kit::db::migrate(
-                &db.url,
-                rapport_segmentation::SCHEMA,
-                &rapport_segmentation::MIGRATOR,
-            )
-            .await
-            .unwrap();
-            db.url
-        })
+        rt.block_on(async { common::migrated().await.url })
     })
 }
 

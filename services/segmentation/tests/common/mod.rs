@@ -103,9 +103,8 @@ pub async fn serve_interaction(db: &TestDatabase, profile: String) -> Running {
     .await
 }
 
-/// The segmentation service alone (features are inserted directly).
-pub async fn start() -> Stack {
-    logs();
+/// A fresh database with the segmentation schema migrated.
+pub async fn migrated() -> TestDatabase {
     let db = rapport_testkit::database().await;
     rapport_kit::db::migrate(
         &db.url,
@@ -114,6 +113,13 @@ pub async fn start() -> Stack {
     )
     .await
     .unwrap();
+    db
+}
+
+/// The segmentation service alone (features are inserted directly).
+pub async fn start() -> Stack {
+    logs();
+    let db = migrated().await;
     let seg = serve_segmentation(&db, None, None).await;
     finish(db, seg, None, None).await
 }
