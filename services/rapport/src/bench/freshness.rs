@@ -25,13 +25,13 @@ use rapport_proto::rapport::profile::v1::{
 };
 use rapport_proto::rapport::segmentation::v1::segmentation_service_client::SegmentationServiceClient;
 use rapport_proto::rapport::segmentation::v1::{
-    CreateSegmentRequest, MembershipChangeType, Segment, SegmentKind, WatchMembershipRequest,
+    MembershipChangeType, SegmentKind, WatchMembershipRequest,
 };
 use serde_json::{Value, json};
 use uuid::Uuid;
 
 use super::stack::{Stack, Tenant};
-use super::{Auth, Table, count, millis, percentile};
+use super::{Auth, Table, count, create_segment, millis, percentile};
 
 /// Interactions per call.
 const PER_CALL: usize = 20;
@@ -80,21 +80,13 @@ pub async fn run(stack: &Stack, rate: usize, seconds: u64) -> anyhow::Result<Val
             customers.push(Uuid::parse_str(&id)?);
         }
     }
-    let segment = segments
-        .create_segment(CreateSegmentRequest {
-            segment: Some(Segment {
-                name: "bought at least once".into(),
-                kind: SegmentKind::Dynamic as i32,
-                rule_text: "purchases >= 1".into(),
-                ..Default::default()
-            }),
-            request_id: String::new(),
-        })
-        .await
-        .context("CreateSegment")?
-        .into_inner()
-        .segment
-        .context("CreateSegment answered no segment")?;
+    let segment = create_segment(
+        &mut segments,
+        "bought at least once".into(),
+        SegmentKind::Dynamic,
+        "purchases >= 1",
+    )
+    .await?;
 
     // The watcher: when each customer was seen entering.
     let mut watch = segments

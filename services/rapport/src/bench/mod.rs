@@ -40,6 +40,8 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
+use rapport_proto::rapport::segmentation::v1::segmentation_service_client::SegmentationServiceClient;
+use rapport_proto::rapport::segmentation::v1::{CreateSegmentRequest, Segment, SegmentKind};
 use serde_json::{Value, json};
 use tonic::metadata::{Ascii, MetadataValue};
 use tonic::service::Interceptor;
@@ -266,6 +268,30 @@ impl Table {
 /// Seconds with two decimals.
 pub fn secs(d: Duration) -> String {
     format!("{:.2} s", d.as_secs_f64())
+}
+
+/// Creates segment `name` of `kind` with `rule` through `client`.
+async fn create_segment(
+    client: &mut SegmentationServiceClient<InterceptedService<Channel, Auth>>,
+    name: String,
+    kind: SegmentKind,
+    rule: &str,
+) -> anyhow::Result<Segment> {
+    client
+        .create_segment(CreateSegmentRequest {
+            segment: Some(Segment {
+                name,
+                kind: kind as i32,
+                rule_text: rule.into(),
+                ..Default::default()
+            }),
+            request_id: String::new(),
+        })
+        .await
+        .context("CreateSegment")?
+        .into_inner()
+        .segment
+        .context("CreateSegment answered no segment")
 }
 
 /// Milliseconds with two decimals.

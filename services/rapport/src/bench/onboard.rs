@@ -18,8 +18,8 @@ use rand::rngs::StdRng;
 use rapport_kit::convert::timestamp;
 use rapport_proto::rapport::common::v1::{CustomerRef, Money, PeriodUnit, customer_ref};
 use rapport_proto::rapport::interaction::v1::{Interaction, InteractionType};
+use rapport_proto::rapport::segmentation::v1::SegmentKind;
 use rapport_proto::rapport::segmentation::v1::segmentation_service_client::SegmentationServiceClient;
-use rapport_proto::rapport::segmentation::v1::{CreateSegmentRequest, Segment, SegmentKind};
 use rapport_proto::rapport::valuation::v1::valuation_service_client::ValuationServiceClient;
 use rapport_proto::rapport::valuation::v1::{
     ActivateModelRequest, FitModelRequest, ModelKind, ScoreCustomersRequest,
@@ -32,7 +32,7 @@ use sqlx::PgPool;
 use uuid::Uuid;
 
 use super::stack::{Stack, Tenant};
-use super::{Auth, Sizes, Table, count, secs};
+use super::{Auth, Sizes, Table, count, create_segment, secs};
 
 /// The purchase process of the generated base (per week).
 const TRUTH: BgNbd = BgNbd {
@@ -407,21 +407,8 @@ pub async fn run(stack: &Stack, sizes: &Sizes) -> anyhow::Result<Value> {
         ),
     ] {
         let started = Instant::now();
-        let segment = segmentation
-            .create_segment(CreateSegmentRequest {
-                segment: Some(Segment {
-                    name: format!("onboard {name}"),
-                    kind: kind as i32,
-                    rule_text: rule.into(),
-                    ..Default::default()
-                }),
-                request_id: String::new(),
-            })
-            .await
-            .context("CreateSegment")?
-            .into_inner()
-            .segment
-            .unwrap_or_default();
+        let segment =
+            create_segment(&mut segmentation, format!("onboard {name}"), kind, rule).await?;
         phases.push((
             if kind == SegmentKind::Dynamic {
                 "create a dynamic segment"
