@@ -70,9 +70,14 @@ pub async fn connect_with(
     // 900 to 1,800 calls/s on two cores). Analytical statements whose plan
     // depends on their values (segment evaluation) ask for custom plans in
     // their transaction (`custom_plans`).
+    //
+    // No JIT compilation: a generic plan's cost is estimated for the average
+    // tenant, which on a large base is above PostgreSQL's JIT threshold, and
+    // compiling took about 60 ms of every execution of a statement that ran
+    // in 10 ms (the feed consumers' classification, once per batch).
     let options = options
         .application_name(&format!("rapport-{}", spec.schema))
-        .options([("plan_cache_mode", "force_generic_plan")]);
+        .options([("plan_cache_mode", "force_generic_plan"), ("jit", "off")]);
     PgPoolOptions::new()
         .max_connections(max_connections)
         .min_connections(0)
@@ -229,11 +234,19 @@ async fn exec(conn: &mut PgConnection, sql: String) -> Result<(), sqlx::Error> {
 /// quadratically as the tenant grows: an onboarding tenant's import ran 6 to
 /// 10 s per batch of 1,000 until autovacuum analysed the table. Batch
 /// lookups are written as one lateral index lookup per key; this keeps
-/// the planner off sequential scans as well. Transaction-scoped.
+/// the planner off sequential scans as well.
+///
+/// And no parallel workers: a plan made for the average tenant of a table
+/// holding a large tenant asks for them even where the caller's tenant has
+/// a few rows, and launching them on a busy machine took 100 to 160 ms per
+/// scan (a consumer's batch classification spent 1.8 s per batch of a new
+/// tenant's customers beside a 1,000,000-customer tenant, in workers that
+/// found nothing). Transaction-scoped.
 pub async fn prefer_key_lookups(conn: &mut PgConnection) -> Result<(), sqlx::Error> {
     sqlx::query(
         "SELECT set_config('plan_cache_mode', 'force_generic_plan', true),
-                set_config('enable_seqscan', 'off', true)",
+                set_config('enable_seqscan', 'off', true),
+                set_config('max_parallel_workers_per_gather', '0', true)",
     )
     .execute(conn)
     .await?;
