@@ -179,6 +179,49 @@ async fn check(
         .unwrap();
     let recomputed = features(conn, tenant).await;
     assert_eq!(incremental, recomputed);
+    counts_agree(conn, tenant).await;
+    // Values arrive for some customers, then one customer leaves: the kept
+    // counts follow every kind of statement.
+    sqlx::query(
+        "UPDATE features SET clv = 10 WHERE tenant_id = $1
+            AND customer_id IN (SELECT customer_id FROM features WHERE tenant_id = $1
+                                 ORDER BY customer_id LIMIT 2)",
+    )
+    .bind(tenant)
+    .execute(&mut *conn)
+    .await
+    .unwrap();
+    counts_agree(conn, tenant).await;
+    sqlx::query(
+        "DELETE FROM features WHERE tenant_id = $1
+            AND customer_id = (SELECT customer_id FROM features WHERE tenant_id = $1
+                                ORDER BY customer_id LIMIT 1)",
+    )
+    .bind(tenant)
+    .execute(&mut *conn)
+    .await
+    .unwrap();
+    counts_agree(conn, tenant).await;
+}
+
+/// The counts of customers with a CLV and with a monetary value that the
+/// triggers keep are those of the features.
+async fn counts_agree(conn: &mut PgConnection, tenant: Uuid) {
+    let (kept_clv, kept_monetary, clv, monetary): (i64, i64, i64, i64) = sqlx::query_as(
+        "SELECT (SELECT coalesce(max(clv_n), 0) FROM feature_counts WHERE tenant_id = $1),
+                (SELECT coalesce(max(monetary_n), 0) FROM feature_counts WHERE tenant_id = $1),
+                (SELECT count(clv) FROM features WHERE tenant_id = $1),
+                (SELECT count(monetary) FROM features WHERE tenant_id = $1)",
+    )
+    .bind(tenant)
+    .fetch_one(conn)
+    .await
+    .unwrap();
+    let (kept, counted) = ((kept_clv, kept_monetary), (clv, monetary));
+    assert_eq!(
+        kept, counted,
+        "kept (clv, monetary) counts against the features"
+    );
 }
 
 proptest! {

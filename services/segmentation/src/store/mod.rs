@@ -618,10 +618,9 @@ fn inputs_sql_all() -> String {
 /// statement (counting per customer would read a share of the tenant's
 /// index for each): `greater` is then 0 for a customer in the top and the
 /// number of top places for one outside, each a lower bound of the count
-/// that gives the same decision. The tenant's counts (on the partial
-/// indexes: only customers with a value) are read once and kept (`t`,
-/// materialised: as a subquery PostgreSQL repeated both counts at each of
-/// their three uses), and only when a candidate needs them.
+/// that gives the same decision. The tenant's counts of customers with a
+/// value are kept in `feature_counts` by triggers (counting them read the
+/// tenant's whole index at each batch).
 fn inputs_sql_some() -> String {
     let needed =
         "($6 OR (s.first_purchase <= $2 - $7 * interval '1 day' AND coalesce(s.rfm_f, 0) >= $8))";
@@ -643,9 +642,8 @@ fn inputs_sql_some() -> String {
     };
     format!(
         "WITH t AS MATERIALIZED (
-             SELECT (SELECT count(*) FROM features WHERE tenant_id = $1 AND clv IS NOT NULL) AS clv_n,
-                    (SELECT count(*) FROM features WHERE tenant_id = $1 AND monetary IS NOT NULL)
-                        AS monetary_n),
+             SELECT coalesce(max(clv_n), 0) AS clv_n, coalesce(max(monetary_n), 0) AS monetary_n
+               FROM feature_counts WHERE tenant_id = $1),
          cuts AS MATERIALIZED (
              SELECT t.clv_n, t.monetary_n, {clv_cut}, {monetary_cut} FROM t)
          SELECT {cols}, {clv_rank}, {monetary_rank}, {ecols}
