@@ -1138,36 +1138,55 @@ pub async fn evaluate_into(
 ) -> Result<(Vec<Uuid>, Vec<Uuid>)> {
     let k = next_param(sql);
     let (seg, at, sc) = (k, k + 1, k + 2);
-    let scope_f = if scope.is_some() {
-        format!(" AND f.customer_id = ANY(${sc})")
+    let text = if scope.is_some() {
+        // Customers of a feed batch: each one's match and membership are
+        // looked up by key (subqueries per customer, which no estimate can
+        // turn into a scan of the segment or of the tenant), members leave
+        // by row address.
+        format!(
+            "WITH scope AS MATERIALIZED (
+                 SELECT k.id,
+                        EXISTS (SELECT 1 FROM features f
+                                 WHERE f.tenant_id = $1 AND f.customer_id = k.id AND ({cond})) AS matches,
+                        (SELECT m.ctid FROM memberships m
+                          WHERE m.tenant_id = $1 AND m.segment_id = ${seg} AND m.customer_id = k.id) AS member
+                   FROM unnest(${sc}::uuid[]) AS k (id)),
+             gone AS (
+                 DELETE FROM memberships m
+                  WHERE m.ctid = ANY(ARRAY(SELECT member FROM scope WHERE member IS NOT NULL AND NOT matches))
+                    AND m.tenant_id = $1 AND m.segment_id = ${seg}
+                 RETURNING m.customer_id),
+             came AS (
+                 INSERT INTO memberships (tenant_id, segment_id, customer_id, enter_time)
+                 SELECT $1, ${seg}, id, ${at} FROM scope WHERE matches AND member IS NULL
+                 ON CONFLICT DO NOTHING
+                 RETURNING customer_id)
+             SELECT true AS entered, customer_id FROM came
+             UNION ALL SELECT false, customer_id FROM gone",
+            cond = sql.condition,
+        )
     } else {
-        String::new()
+        format!(
+            "WITH target AS MATERIALIZED (
+                 SELECT f.customer_id FROM features f
+                 WHERE f.tenant_id = $1 AND ({cond})),
+             gone AS (
+                 DELETE FROM memberships m
+                 WHERE m.tenant_id = $1 AND m.segment_id = ${seg}
+                   AND NOT EXISTS (SELECT 1 FROM target t WHERE t.customer_id = m.customer_id)
+                 RETURNING m.customer_id),
+             came AS (
+                 INSERT INTO memberships (tenant_id, segment_id, customer_id, enter_time)
+                 SELECT $1, ${seg}, t.customer_id, ${at} FROM target t
+                 WHERE NOT EXISTS (SELECT 1 FROM memberships m
+                                   WHERE m.tenant_id = $1 AND m.segment_id = ${seg} AND m.customer_id = t.customer_id)
+                 ON CONFLICT DO NOTHING
+                 RETURNING customer_id)
+             SELECT true AS entered, customer_id FROM came
+             UNION ALL SELECT false, customer_id FROM gone",
+            cond = sql.condition,
+        )
     };
-    let scope_m = if scope.is_some() {
-        format!(" AND m.customer_id = ANY(${sc})")
-    } else {
-        String::new()
-    };
-    let text = format!(
-        "WITH target AS MATERIALIZED (
-             SELECT f.customer_id FROM features f
-             WHERE f.tenant_id = $1 AND ({cond}){scope_f}),
-         gone AS (
-             DELETE FROM memberships m
-             WHERE m.tenant_id = $1 AND m.segment_id = ${seg}{scope_m}
-               AND NOT EXISTS (SELECT 1 FROM target t WHERE t.customer_id = m.customer_id)
-             RETURNING m.customer_id),
-         came AS (
-             INSERT INTO memberships (tenant_id, segment_id, customer_id, enter_time)
-             SELECT $1, ${seg}, t.customer_id, ${at} FROM target t
-             WHERE NOT EXISTS (SELECT 1 FROM memberships m
-                               WHERE m.tenant_id = $1 AND m.segment_id = ${seg} AND m.customer_id = t.customer_id)
-             ON CONFLICT DO NOTHING
-             RETURNING customer_id)
-         SELECT true AS entered, customer_id FROM came
-         UNION ALL SELECT false, customer_id FROM gone",
-        cond = sql.condition,
-    );
     let mut q = rule_query(text, tenant, sql).bind(segment).bind(now);
     if let Some(s) = scope {
         q = q.bind(s);
