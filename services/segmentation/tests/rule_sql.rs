@@ -43,7 +43,22 @@ CREATE TABLE memberships (
   enter_time timestamptz NOT NULL,
   PRIMARY KEY (tenant_id, segment_id, customer_id)
 );
+CREATE TABLE feature_counts (
+  tenant_id uuid PRIMARY KEY, clv_n bigint NOT NULL DEFAULT 0, monetary_n bigint NOT NULL DEFAULT 0
+);
 "#;
+
+/// Fills `feature_counts` from the features (the service keeps it with
+/// triggers, checked by the projection property test).
+async fn count_values(conn: &mut PgConnection) {
+    sqlx::raw_sql(
+        "INSERT INTO feature_counts (tenant_id, clv_n, monetary_n)
+         SELECT tenant_id, count(clv), count(monetary) FROM features GROUP BY tenant_id",
+    )
+    .execute(conn)
+    .await
+    .unwrap();
+}
 
 /// A small deterministic generator (xorshift64*).
 struct Rng(u64);
@@ -542,6 +557,7 @@ async fn sql_agrees_with_the_evaluator() {
     populate(&mut conn, tenant, 400, &mut rng).await;
     // another tenant's rows must not leak into ranks or aggregates
     populate(&mut conn, other, 60, &mut rng).await;
+    count_values(&mut conn).await;
     let catalog = catalog();
     let facts = load_facts(&mut conn, tenant, &catalog).await;
     assert_eq!(facts.len(), 400);
@@ -629,6 +645,7 @@ async fn a_million_customers() {
     .execute(&mut conn)
     .await
     .unwrap();
+    count_values(&mut conn).await;
     sqlx::raw_sql("ANALYZE features; ANALYZE events")
         .execute(&mut conn)
         .await

@@ -346,8 +346,15 @@ impl Compiler<'_> {
     }
 
     /// The number of customers of the tenant with a value of `f`, as an
-    /// uncorrelated subquery over `features r`.
+    /// uncorrelated subquery over `features r`; for CLV and monetary value,
+    /// the counts the features triggers keep (a count reads the tenant's
+    /// whole index, at each feed batch that re-evaluates the segment).
     fn count_sql(&mut self, f: &Field) -> String {
+        if let Storage::Column(col @ ("clv" | "monetary")) = f.storage {
+            return format!(
+                "(SELECT coalesce(max({col}_n), 0) AS n FROM feature_counts WHERE tenant_id = $1)"
+            );
+        }
         let xr = self.value(f, "r");
         format!(
             "(SELECT count(*) AS n FROM features r WHERE r.tenant_id = $1 AND {xr} IS NOT NULL)"
