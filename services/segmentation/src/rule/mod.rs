@@ -90,7 +90,7 @@ pub use eval::{
 };
 pub use parse::parse;
 pub use print::{print, print_condition};
-pub use sql::{Sql, SqlParam, compile_sql};
+pub use sql::{Sql, SqlParam, compile_sql, kept_count_sql};
 
 /// A text position: 1-based line and column (columns counted in characters).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]

@@ -112,6 +112,13 @@ fn never_null(s: String) -> String {
     format!("COALESCE(({s}), false)")
 }
 
+/// The tenant's ($1) number of customers with a `clv` or `monetary` value,
+/// as the features triggers keep it in `feature_counts` (0 when none has
+/// one): a scalar subquery, read instead of counting the tenant's index.
+pub fn kept_count_sql(column: &str) -> String {
+    format!("(SELECT coalesce(max({column}_n), 0) FROM feature_counts WHERE tenant_id = $1)")
+}
+
 impl Compiler<'_> {
     fn param(&mut self, p: SqlParam, cast: &str) -> String {
         self.params.push(p);
@@ -351,9 +358,7 @@ impl Compiler<'_> {
     /// whole index, at each feed batch that re-evaluates the segment).
     fn count_sql(&mut self, f: &Field) -> String {
         if let Storage::Column(col @ ("clv" | "monetary")) = f.storage {
-            return format!(
-                "(SELECT coalesce(max({col}_n), 0) AS n FROM feature_counts WHERE tenant_id = $1)"
-            );
+            return format!("(SELECT {} AS n)", kept_count_sql(col));
         }
         let xr = self.value(f, "r");
         format!(

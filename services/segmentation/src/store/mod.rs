@@ -633,24 +633,28 @@ fn inputs_sql_some() -> String {
              CASE WHEN s.{col} IS NOT NULL AND {needed} THEN (SELECT {col}_n FROM cuts) ELSE 0 END AS {col}_total"
         )
     };
+    let places = |col: &str| {
+        format!("ceil(n.{col}_n * $9::float8 / 100::float8 - 1e-9)::bigint AS {col}_places")
+    };
     let cut = |col: &str| {
         format!(
-            "ceil(t.{col}_n * $9::float8 / 100::float8 - 1e-9)::bigint AS {col}_places,
-             (SELECT {col} FROM features WHERE tenant_id = $1 AND {col} IS NOT NULL ORDER BY {col} DESC
-               OFFSET greatest(ceil(t.{col}_n * $9::float8 / 100::float8 - 1e-9)::bigint - 1, 0) LIMIT 1) AS {col}_cut"
+            "(SELECT {col} FROM features WHERE tenant_id = $1 AND {col} IS NOT NULL ORDER BY {col} DESC
+               OFFSET greatest(t.{col}_places - 1, 0) LIMIT 1) AS {col}_cut"
         )
     };
     format!(
-        "WITH t AS MATERIALIZED (
-             SELECT coalesce(max(clv_n), 0) AS clv_n, coalesce(max(monetary_n), 0) AS monetary_n
-               FROM feature_counts WHERE tenant_id = $1),
-         cuts AS MATERIALIZED (
-             SELECT t.clv_n, t.monetary_n, {clv_cut}, {monetary_cut} FROM t)
+        "WITH n AS MATERIALIZED (SELECT {clv_n} AS clv_n, {monetary_n} AS monetary_n),
+         t AS MATERIALIZED (SELECT n.*, {clv_places}, {monetary_places} FROM n),
+         cuts AS MATERIALIZED (SELECT t.*, {clv_cut}, {monetary_cut} FROM t)
          SELECT {cols}, {clv_rank}, {monetary_rank}, {ecols}
          FROM unnest($5::uuid[]) AS k (id)
          CROSS JOIN LATERAL (SELECT * FROM features
                               WHERE tenant_id = $1 AND customer_id = k.id LIMIT 1) s
          CROSS JOIN LATERAL ({events}) ev",
+        clv_n = crate::rule::kept_count_sql("clv"),
+        monetary_n = crate::rule::kept_count_sql("monetary"),
+        clv_places = places("clv"),
+        monetary_places = places("monetary"),
         clv_cut = cut("clv"),
         monetary_cut = cut("monetary"),
         clv_rank = rank("clv"),
