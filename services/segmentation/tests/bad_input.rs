@@ -1583,6 +1583,25 @@ async fn preview_and_refresh_refuse_bad_input() {
             "{what}: {fields:?}"
         );
     }
+    // Nesting of any depth: past the rule depth limit the rule is refused by
+    // validation, past protobuf's recursion limit by decoding; both are
+    // INVALID_ARGUMENT, never INTERNAL.
+    for depth in [33, 99, 1000] {
+        let mut deep = node(rule::Node::Exists(Exists {
+            field: "purchases".into(),
+        }));
+        for _ in 0..depth {
+            deep = node(rule::Node::Negate(Box::new(deep)));
+        }
+        let e = refused(
+            c.preview_segment(req(
+                t,
+                preview(Some(preview_segment_request::RuleDefinition::Rule(deep)), 0),
+            ))
+            .await,
+        );
+        assert_eq!(e.code(), Code::InvalidArgument, "depth {depth}: {e:?}");
+    }
     // Preview writes nothing.
     assert_eq!(all_segments(&mut c, t).await.len(), 2);
 

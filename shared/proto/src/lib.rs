@@ -8,6 +8,8 @@
 
 include!(concat!(env!("OUT_DIR"), "/_includes.rs"));
 
+pub mod codec;
+
 /// Encoded `google.protobuf.FileDescriptorSet` of every Rapport contract and the
 /// well-known types they import.
 pub const FILE_DESCRIPTOR_SET: &[u8] =
