@@ -81,39 +81,25 @@ impl Authenticator {
 
     /// The principal of a call from its `authorization` metadata.
     pub async fn authenticate(&self, headers: &http::HeaderMap) -> Result<Principal, ApiError> {
+        let hash = key_hash(headers)?;
+        self.principal(&hash).await
+    }
+
+    /// The principal of the key whose secret hashes to `hash`, as the cache
+    /// (at most [`CACHE_TTL`] old) or the database says now: UNAUTHENTICATED
+    /// once the key is unknown, revoked or expired.
+    pub async fn principal(&self, hash: &[u8; 32]) -> Result<Principal, ApiError> {
         let unauthenticated = |m: &str| ApiError::Unauthenticated(m.to_string());
-        let mut values = headers.get_all(http::header::AUTHORIZATION).iter();
-        let value = values
-            .next()
-            .ok_or_else(|| unauthenticated("missing api key"))?;
-        if values.next().is_some() {
-            return Err(unauthenticated(
-                "invalid api key: send exactly one authorization entry",
-            ));
-        }
-        let value = value
-            .to_str()
-            .map_err(|_| unauthenticated("invalid api key"))?;
-        let (scheme, key) = value
-            .trim()
-            .split_once(' ')
-            .ok_or_else(|| unauthenticated("invalid api key"))?;
-        if !scheme.eq_ignore_ascii_case("bearer") {
-            return Err(unauthenticated(
-                "invalid api key: use `authorization: Bearer <key>`",
-            ));
-        }
-        let parsed = keys::parse(key.trim()).map_err(|_| unauthenticated("invalid api key"))?;
-        let cached = self.cache_get(&parsed.hash);
+        let cached = self.cache_get(hash);
         let entry = match cached {
             Some(c) => c,
             None => {
-                let fresh = self.lookup(&parsed.hash).await?;
+                let fresh = self.lookup(hash).await?;
                 if let Ok(mut cache) = self.cache.lock() {
                     if cache.len() > 100_000 {
                         cache.clear();
                     }
-                    cache.insert(parsed.hash, (Instant::now(), fresh.clone()));
+                    cache.insert(*hash, (Instant::now(), fresh.clone()));
                 }
                 fresh
             }
@@ -197,6 +183,36 @@ impl Authenticator {
             }
         }
     }
+}
+
+/// The hash of the API key in a call's `authorization` metadata
+/// (`Bearer <key>`, exactly one entry), or UNAUTHENTICATED saying what is
+/// wrong without echoing the key.
+pub fn key_hash(headers: &http::HeaderMap) -> Result<[u8; 32], ApiError> {
+    let unauthenticated = |m: &str| ApiError::Unauthenticated(m.to_string());
+    let mut values = headers.get_all(http::header::AUTHORIZATION).iter();
+    let value = values
+        .next()
+        .ok_or_else(|| unauthenticated("missing api key"))?;
+    if values.next().is_some() {
+        return Err(unauthenticated(
+            "invalid api key: send exactly one authorization entry",
+        ));
+    }
+    let value = value
+        .to_str()
+        .map_err(|_| unauthenticated("invalid api key"))?;
+    let (scheme, key) = value
+        .trim()
+        .split_once(' ')
+        .ok_or_else(|| unauthenticated("invalid api key"))?;
+    if !scheme.eq_ignore_ascii_case("bearer") {
+        return Err(unauthenticated(
+            "invalid api key: use `authorization: Bearer <key>`",
+        ));
+    }
+    let parsed = keys::parse(key.trim()).map_err(|_| unauthenticated("invalid api key"))?;
+    Ok(parsed.hash)
 }
 
 fn limiter(per_second: u32, burst: u32) -> DefaultDirectRateLimiter {

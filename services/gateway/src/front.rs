@@ -130,7 +130,17 @@ struct Inner {
     auth: Arc<Authenticator>,
     backends: Backends,
     internal_token: Option<HeaderValue>,
+    max_request_bytes: usize,
 }
+
+/// How often the key of an open stream is checked again. With the key
+/// cache's [`crate::auth::CACHE_TTL`], a revoked or expired key's streams end
+/// within about three seconds (the contract promises five).
+pub const STREAM_RECHECK: Duration = Duration::from_secs(1);
+
+/// The largest request message forwarded unless configured otherwise
+/// (`RAPPORT_MAX_REQUEST_BYTES`).
+pub const DEFAULT_MAX_REQUEST_BYTES: usize = 4 * 1024 * 1024;
 
 /// The front-door service (a tower service over HTTP/2 requests).
 #[derive(Clone)]
@@ -153,8 +163,18 @@ impl Front {
                 auth,
                 backends,
                 internal_token: internal_token.and_then(|t| HeaderValue::from_str(t).ok()),
+                max_request_bytes: DEFAULT_MAX_REQUEST_BYTES,
             }),
         }
+    }
+
+    /// Refuses request messages larger than `bytes` with RESOURCE_EXHAUSTED,
+    /// at the gateway, before the backend sees them.
+    pub fn with_max_request_bytes(mut self, bytes: usize) -> Self {
+        if let Some(inner) = Arc::get_mut(&mut self.inner) {
+            inner.max_request_bytes = bytes;
+        }
+        self
     }
 }
 
@@ -314,9 +334,10 @@ impl Inner {
                 ));
             }
         };
+        let hash = crate::auth::key_hash(req.headers()).map_err(|e| (Status::from(e), None))?;
         let principal = self
             .auth
-            .authenticate(req.headers())
+            .principal(&hash)
             .await
             .map_err(|e| (Status::from(e), None))?;
         let who = Some((principal.tenant_id.to_string(), principal.prefix.clone()));
@@ -343,9 +364,22 @@ impl Inner {
             )
         })?;
 
+        // Whatever must end the call early (an oversized request message,
+        // the key revoked or expired while a stream is open) is sent here.
+        let (end_tx, mut end_rx) = tokio::sync::mpsc::unbounded_channel::<Status>();
+        if streaming {
+            tokio::spawn(watch_key(
+                self.auth.clone(),
+                hash,
+                scope.clone(),
+                end_tx.clone(),
+            ));
+        }
+
         let (mut parts, body) = req.into_parts();
         let headers = &mut parts.headers;
         headers.remove(http::header::AUTHORIZATION);
+        headers.remove(http::header::CONTENT_LENGTH);
         headers.remove(INTERNAL_TOKEN_HEADER);
         headers.remove(TENANT_HEADER);
         headers.remove(PRINCIPAL_HEADER);
@@ -359,21 +393,35 @@ impl Inner {
             headers.insert(INTERNAL_TOKEN_HEADER, t.clone());
         }
         rapport_kit::telemetry::inject_current(headers);
+        let body = Inbound {
+            inner: body,
+            frames: Frames::new(self.max_request_bytes),
+            end: end_tx,
+        };
         let req = http::Request::from_parts(parts, Body::new(body));
-        match channel.oneshot(req).await {
+        // A client-streaming call's answer comes only when the client is done:
+        // the call can end early while its headers are still awaited.
+        let answer = tokio::select! {
+            biased;
+            Some(status) = end_rx.recv() => return Err((status, who)),
+            answer = channel.oneshot(req) => answer,
+        };
+        match answer {
             Ok(response) => {
-                let response = match slot {
-                    Some(slot) => response.map(|body| {
-                        Body::new(HoldsSlot {
-                            inner: body,
-                            _slot: slot,
-                        })
-                    }),
-                    None => response,
-                };
+                let response = response.map(|body| {
+                    Body::new(Outbound {
+                        inner: Some(body),
+                        _slot: slot,
+                        end: Some(end_rx),
+                    })
+                });
                 Ok((response, who))
             }
             Err(e) => {
+                // The request may have been cut short for a reason to report.
+                if let Ok(status) = end_rx.try_recv() {
+                    return Err((status, who));
+                }
                 tracing::warn!(backend = area, error = %e, "backend unreachable");
                 Err((
                     Status::unavailable(format!("the {area} service is unreachable; retry later")),
@@ -384,13 +432,102 @@ impl Inner {
     }
 }
 
-/// A response body that keeps its stream slot until the body is done with.
-struct HoldsSlot {
-    inner: Body,
-    _slot: crate::auth::StreamSlot,
+/// Checks the key of an open stream every [`STREAM_RECHECK`]; when it has
+/// been revoked or has expired (UNAUTHENTICATED) or no longer grants the
+/// method's scope (PERMISSION_DENIED), says so on `end` and stops. Stops too
+/// when the call has ended. A database that cannot be reached ends nothing:
+/// the key is checked again at the next tick.
+async fn watch_key(
+    auth: Arc<Authenticator>,
+    hash: [u8; 32],
+    scope: String,
+    end: tokio::sync::mpsc::UnboundedSender<Status>,
+) {
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(STREAM_RECHECK) => {}
+            _ = end.closed() => return,
+        }
+        let verdict = match auth.principal(&hash).await {
+            Ok(p) => require_scope(&p, &scope).err(),
+            Err(e @ rapport_kit::ApiError::Unauthenticated(_)) => Some(Status::from(e)),
+            Err(e) => {
+                tracing::debug!(error = %e, "could not check an open stream's key; will retry");
+                None
+            }
+        };
+        if let Some(status) = verdict {
+            tracing::info!(code = ?status.code(), reason = %status.message(), "ending an open stream");
+            let _ = end.send(status);
+            return;
+        }
+    }
 }
 
-impl http_body::Body for HoldsSlot {
+/// Where a request's gRPC framing stands: each message is a 5-byte prefix
+/// (compression flag, big-endian length) and that many bytes.
+struct Frames {
+    limit: usize,
+    /// Prefix bytes collected so far (a prefix may span chunks).
+    prefix: [u8; 5],
+    have: usize,
+    /// Bytes of the current message still to pass.
+    remaining: usize,
+}
+
+impl Frames {
+    fn new(limit: usize) -> Self {
+        Self {
+            limit,
+            prefix: [0; 5],
+            have: 0,
+            remaining: 0,
+        }
+    }
+
+    /// Follows `chunk`; the length of the first message over the limit.
+    fn follow(&mut self, mut chunk: &[u8]) -> Option<usize> {
+        while !chunk.is_empty() {
+            if self.remaining > 0 {
+                let n = self.remaining.min(chunk.len());
+                self.remaining -= n;
+                chunk = &chunk[n..];
+                continue;
+            }
+            let n = (5 - self.have).min(chunk.len());
+            self.prefix[self.have..self.have + n].copy_from_slice(&chunk[..n]);
+            self.have += n;
+            chunk = &chunk[n..];
+            if self.have == 5 {
+                self.have = 0;
+                let len = u32::from_be_bytes([
+                    self.prefix[1],
+                    self.prefix[2],
+                    self.prefix[3],
+                    self.prefix[4],
+                ]) as usize;
+                if len > self.limit {
+                    return Some(len);
+                }
+                self.remaining = len;
+            }
+        }
+        None
+    }
+}
+
+/// The request body on its way to the backend: refuses a message over the
+/// gateway's limit (the call then ends with RESOURCE_EXHAUSTED and the
+/// backend's copy of the request is aborted), and claims no exact length
+/// (a gRPC-Web text body shrinks when it is decoded, so the length the
+/// browser sent is not the length forwarded).
+struct Inbound {
+    inner: axum::body::Body,
+    frames: Frames,
+    end: tokio::sync::mpsc::UnboundedSender<Status>,
+}
+
+impl http_body::Body for Inbound {
     type Data = tonic::codegen::Bytes;
     type Error = Status;
 
@@ -398,14 +535,93 @@ impl http_body::Body for HoldsSlot {
         mut self: std::pin::Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
-        std::pin::Pin::new(&mut self.inner).poll_frame(cx)
+        let this = &mut *self;
+        match std::pin::Pin::new(&mut this.inner).poll_frame(cx) {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let Some(data) = frame.data_ref()
+                    && let Some(len) = this.frames.follow(data)
+                {
+                    let status = too_large(len, this.frames.limit);
+                    let _ = this.end.send(status.clone());
+                    return Poll::Ready(Some(Err(status)));
+                }
+                Poll::Ready(Some(Ok(frame)))
+            }
+            Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(Status::from_error(Box::new(e))))),
+            Poll::Ready(None) => Poll::Ready(None),
+            Poll::Pending => Poll::Pending,
+        }
     }
 
     fn is_end_stream(&self) -> bool {
         self.inner.is_end_stream()
     }
+}
 
-    fn size_hint(&self) -> http_body::SizeHint {
-        self.inner.size_hint()
+/// RESOURCE_EXHAUSTED for a request message of `len` bytes over `limit`.
+fn too_large(len: usize, limit: usize) -> Status {
+    Status::resource_exhausted(format!(
+        "request message of {len} bytes is larger than the gateway's limit of {limit} bytes; \
+         send smaller messages (split the batch)"
+    ))
+}
+
+/// The backend's answer on its way to the client. It keeps the call's stream
+/// slot until the body is done with, and ends the call with the status sent
+/// on `end` (the key revoked, a message too large) when one comes first,
+/// dropping the backend's answer (which cancels the call there).
+struct Outbound {
+    inner: Option<Body>,
+    _slot: Option<crate::auth::StreamSlot>,
+    end: Option<tokio::sync::mpsc::UnboundedReceiver<Status>>,
+}
+
+impl http_body::Body for Outbound {
+    type Data = tonic::codegen::Bytes;
+    type Error = Status;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
+        let this = &mut *self;
+        if let Some(end) = &mut this.end {
+            match end.poll_recv(cx) {
+                Poll::Ready(Some(status)) => {
+                    this.end = None;
+                    this.inner = None;
+                    return Poll::Ready(Some(Ok(http_body::Frame::trailers(trailers(&status)))));
+                }
+                // Nothing can end the call early any more.
+                Poll::Ready(None) => this.end = None,
+                Poll::Pending => {}
+            }
+        }
+        let Some(inner) = &mut this.inner else {
+            return Poll::Ready(None);
+        };
+        let polled = std::pin::Pin::new(inner).poll_frame(cx);
+        if let Poll::Ready(None) | Poll::Ready(Some(Err(_))) = &polled {
+            this.end = None;
+        }
+        if let Poll::Ready(Some(Ok(frame))) = &polled
+            && frame.is_trailers()
+        {
+            this.end = None;
+        }
+        polled
     }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.as_ref().is_none_or(|b| b.is_end_stream()) && self.end.is_none()
+    }
+}
+
+/// The trailers that end a call with `status`.
+fn trailers(status: &Status) -> http::HeaderMap {
+    let mut map = http::HeaderMap::new();
+    if status.add_header(&mut map).is_err() {
+        map.insert("grpc-status", HeaderValue::from(status.code() as i32));
+    }
+    map
 }

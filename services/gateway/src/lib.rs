@@ -82,7 +82,8 @@ pub fn register(server: &mut ServerBuilder, runtime: &ServiceRuntime) {
         auth,
         backends.clone(),
         config.internal_token.as_deref(),
-    );
+    )
+    .with_max_request_bytes(config.max_request_bytes);
     server.fallback(tower::util::BoxCloneSyncService::new(front));
     let reporter = server.health_reporter();
     let token = config.internal_token.clone();

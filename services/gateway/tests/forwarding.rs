@@ -100,7 +100,18 @@ impl EchoService for Echo {
                 })
             })
             .collect();
-        Ok(Response::new(futures::stream::iter(items).boxed()))
+        // With a delay, one item per `delay_ms`: a stream that stays open.
+        let delay = Duration::from_millis(m.delay_ms.max(0) as u64);
+        Ok(Response::new(
+            futures::stream::iter(items)
+                .then(move |item| async move {
+                    if !delay.is_zero() {
+                        tokio::time::sleep(delay).await;
+                    }
+                    item
+                })
+                .boxed(),
+        ))
     }
 
     type ChatStream = futures::stream::BoxStream<'static, Result<EchoResponse, Status>>;
@@ -185,6 +196,7 @@ async fn setup_with(gateway_timeout: Duration) -> Setup {
     let gateway = rapport_testkit::serve(move |listener, shutdown| async move {
         let mut b = ServerBuilder::new("gateway");
         b.public();
+        b.grpc_web(vec!["*".into()]);
         b.advertise("rapport.gwtest.v1.EchoService");
         b.fallback(tower::util::BoxCloneSyncService::new(front));
         let _ = b
@@ -202,12 +214,22 @@ async fn setup_with(gateway_timeout: Duration) -> Setup {
 }
 
 async fn key(pool: &sqlx::PgPool, tenant: Uuid, scopes: &[&str]) -> String {
+    expiring_key(pool, tenant, scopes, None).await.0
+}
+
+/// A new key of `tenant` and its id.
+async fn expiring_key(
+    pool: &sqlx::PgPool,
+    tenant: Uuid,
+    scopes: &[&str],
+    expire: Option<chrono::DateTime<chrono::Utc>>,
+) -> (String, Uuid) {
     let k = keys::generate().unwrap();
     let scopes: Vec<String> = scopes.iter().map(|s| s.to_string()).collect();
-    store::insert_key(pool, tenant, &k, "test", &scopes, None)
+    let row = store::insert_key(pool, tenant, &k, "test", &scopes, expire)
         .await
         .unwrap();
-    k.key
+    (k.key, row.key_id)
 }
 
 type Client = EchoServiceClient<
@@ -503,4 +525,273 @@ async fn open_streams_are_limited_per_key() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     assert!(ok, "the slot was never given back");
+}
+
+/// How long a test waits for an open stream to end after its key was
+/// revoked: the contract's bound (admin.proto, RevokeApiKey).
+const REVOCATION_BOUND: Duration = Duration::from_secs(5);
+
+#[tokio::test]
+async fn revoking_a_key_ends_its_open_streams_of_every_kind() {
+    let s = setup().await;
+    let (k, key_id) = expiring_key(&s.pool, s.tenant_a, &["echo:*"], None).await;
+    let other = key(&s.pool, s.tenant_a, &["echo:*"]).await;
+    let mut c = client(&s, Some(&k), None).await;
+
+    // Bidirectional: open and answering.
+    let (chat_tx, chat_rx) = tokio::sync::mpsc::channel(4);
+    let mut chat = c
+        .chat(tokio_stream::wrappers::ReceiverStream::new(chat_rx))
+        .await
+        .unwrap()
+        .into_inner();
+    chat_tx.send(text("hi")).await.unwrap();
+    assert_eq!(chat.next().await.unwrap().unwrap().text, "HI");
+    // Server streaming: one item every 50 ms for a minute.
+    let mut expand = c
+        .expand(EchoRequest {
+            text: "x".into(),
+            repeat: 1200,
+            delay_ms: 50,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(expand.next().await.unwrap().unwrap().text, "x-0");
+    // Client streaming: the answer only comes when the client is done, so
+    // the call is still waiting for its response headers.
+    let (collect_tx, collect_rx) = tokio::sync::mpsc::channel(4);
+    let mut collecting = c.clone();
+    let collect = tokio::spawn(async move {
+        collecting
+            .collect(tokio_stream::wrappers::ReceiverStream::new(collect_rx))
+            .await
+    });
+    collect_tx.send(text("a")).await.unwrap();
+    // Another key's stream is not touched.
+    let mut bystander = client(&s, Some(&other), None)
+        .await
+        .expand(EchoRequest {
+            text: "y".into(),
+            repeat: 1200,
+            delay_ms: 50,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+
+    assert!(
+        store::revoke_key(&s.pool, s.tenant_a, key_id)
+            .await
+            .unwrap()
+    );
+    let revoked = std::time::Instant::now();
+
+    let ended = tokio::time::timeout(REVOCATION_BOUND, async {
+        loop {
+            match chat.next().await {
+                Some(Ok(_)) => continue,
+                Some(Err(e)) => return e,
+                None => panic!("the stream ended with OK"),
+            }
+        }
+    })
+    .await
+    .expect("the bidirectional stream was still open 5 s after the revocation");
+    assert_eq!(ended.code(), Code::Unauthenticated, "{ended:?}");
+    assert_eq!(ended.message(), "api key revoked");
+
+    let ended = tokio::time::timeout(REVOCATION_BOUND, async {
+        loop {
+            match expand.next().await {
+                Some(Ok(_)) => continue,
+                Some(Err(e)) => return e,
+                None => panic!("the stream ended with OK"),
+            }
+        }
+    })
+    .await
+    .expect("the server stream was still open 5 s after the revocation");
+    assert_eq!(ended.code(), Code::Unauthenticated, "{ended:?}");
+
+    let ended = tokio::time::timeout(REVOCATION_BOUND, collect)
+        .await
+        .expect("the client stream was still open 5 s after the revocation")
+        .unwrap()
+        .unwrap_err();
+    assert_eq!(ended.code(), Code::Unauthenticated, "{ended:?}");
+    assert!(
+        revoked.elapsed() < REVOCATION_BOUND,
+        "{:?}",
+        revoked.elapsed()
+    );
+    drop(collect_tx);
+
+    // The other key's stream still flows.
+    for _ in 0..3 {
+        bystander.next().await.unwrap().unwrap();
+    }
+}
+
+#[tokio::test]
+async fn an_expiring_key_ends_its_open_streams() {
+    let s = setup().await;
+    let expiry = chrono::Utc::now() + chrono::Duration::seconds(2);
+    let (k, _) = expiring_key(&s.pool, s.tenant_a, &["echo:*"], Some(expiry)).await;
+    let mut stream = client(&s, Some(&k), None)
+        .await
+        .expand(EchoRequest {
+            text: "x".into(),
+            repeat: 1200,
+            delay_ms: 50,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let ended = tokio::time::timeout(Duration::from_secs(2) + REVOCATION_BOUND, async {
+        loop {
+            match stream.next().await {
+                Some(Ok(_)) => continue,
+                Some(Err(e)) => return e,
+                None => panic!("the stream ended with OK"),
+            }
+        }
+    })
+    .await
+    .expect("the stream was still open 5 s after the key expired");
+    assert_eq!(ended.code(), Code::Unauthenticated, "{ended:?}");
+    assert_eq!(ended.message(), "api key expired");
+    assert!(chrono::Utc::now() >= expiry);
+}
+
+#[tokio::test]
+async fn request_messages_over_the_limit_are_refused_at_the_gateway() {
+    let s = setup().await;
+    let k = key(&s.pool, s.tenant_a, &["echo:*"]).await;
+    let mut c = client(&s, Some(&k), None).await;
+    // 3 MiB passes (the backend takes up to 4 MiB).
+    let fine = c.unary(text(&"a".repeat(3 << 20))).await.unwrap();
+    assert_eq!(fine.get_ref().text.len(), 3 << 20);
+    // 4.3 MB is over the gateway's 4 MiB: refused there, not by the backend
+    // (which would say OUT_OF_RANGE).
+    for size in [4_300_000, 9_000_000] {
+        let err = c.unary(text(&"a".repeat(size))).await.unwrap_err();
+        assert_eq!(err.code(), Code::ResourceExhausted, "{err:?}");
+        assert!(
+            err.message().contains("gateway's limit of 4194304 bytes"),
+            "{}",
+            err.message()
+        );
+    }
+    // Inside a stream: the stream ends with RESOURCE_EXHAUSTED.
+    let (tx, rx) = tokio::sync::mpsc::channel(4);
+    let mut chat = c
+        .chat(tokio_stream::wrappers::ReceiverStream::new(rx))
+        .await
+        .unwrap()
+        .into_inner();
+    tx.send(text("small")).await.unwrap();
+    assert_eq!(chat.next().await.unwrap().unwrap().text, "SMALL");
+    tx.send(text(&"b".repeat(5 << 20))).await.unwrap();
+    let err = loop {
+        match chat.next().await {
+            Some(Ok(_)) => continue,
+            Some(Err(e)) => break e,
+            None => panic!("the stream ended with OK"),
+        }
+    };
+    assert_eq!(err.code(), Code::ResourceExhausted, "{err:?}");
+    // The key is still good.
+    c.unary(text("after")).await.unwrap();
+}
+
+/// One gRPC message frame (flag 0, big-endian length, bytes).
+fn frame(bytes: &[u8]) -> Vec<u8> {
+    let mut out = vec![0];
+    out.extend_from_slice(&(bytes.len() as u32).to_be_bytes());
+    out.extend_from_slice(bytes);
+    out
+}
+
+#[tokio::test]
+async fn grpc_web_text_calls_are_forwarded() {
+    use base64::Engine as _;
+    use prost::Message as _;
+    use std::io::{Read, Write};
+    let s = setup().await;
+    let k = key(&s.pool, s.tenant_a, &["echo:*"]).await;
+    let addr = s.gateway.addr;
+    let body =
+        base64::engine::general_purpose::STANDARD.encode(frame(&text("over text").encode_to_vec()));
+    let raw = tokio::task::spawn_blocking(move || {
+        let request = format!(
+            "POST /rapport.gwtest.v1.EchoService/Unary HTTP/1.1\r\nHost: {addr}\r\n\
+             Content-Type: application/grpc-web-text\r\nAccept: application/grpc-web-text\r\n\
+             X-Grpc-Web: 1\r\nAuthorization: Bearer {k}\r\n\
+             Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        );
+        let mut stream = std::net::TcpStream::connect(addr).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        stream.write_all(request.as_bytes()).unwrap();
+        let mut out = Vec::new();
+        let _ = stream.read_to_end(&mut out);
+        out
+    })
+    .await
+    .unwrap();
+    let text_response = String::from_utf8_lossy(&raw).to_string();
+    let (head, rest) = text_response.split_once("\r\n\r\n").unwrap();
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    assert!(
+        head.to_lowercase()
+            .contains("content-type: application/grpc-web-text"),
+        "{head}"
+    );
+    assert!(!head.contains("grpc-status: 14"), "{head}");
+    // The body: base64 chunks (chunked transfer encoding), each decoding to
+    // whole frames: the message, then the trailers frame.
+    let mut encoded = String::new();
+    if head.to_lowercase().contains("transfer-encoding: chunked") {
+        let mut rest = rest;
+        loop {
+            let (size, after) = rest.split_once("\r\n").unwrap();
+            let size = usize::from_str_radix(size.trim(), 16).unwrap();
+            if size == 0 {
+                break;
+            }
+            encoded.push_str(&after[..size]);
+            rest = &after[size + 2..];
+        }
+    } else {
+        encoded.push_str(rest);
+    }
+    let mut decoded = Vec::new();
+    // Each chunk is base64 on its own, padded where it needs to be.
+    let mut left = encoded.as_str();
+    while !left.is_empty() {
+        let end = match left.find('=') {
+            Some(i) => i + left[i..].chars().take_while(|c| *c == '=').count(),
+            None => left.len(),
+        };
+        decoded.extend(
+            base64::engine::general_purpose::STANDARD
+                .decode(&left[..end])
+                .unwrap(),
+        );
+        left = &left[end..];
+    }
+    assert_eq!(decoded[0], 0, "a message frame first");
+    let len = u32::from_be_bytes(decoded[1..5].try_into().unwrap()) as usize;
+    let response = EchoResponse::decode(&decoded[5..5 + len]).unwrap();
+    assert_eq!(response.text, "over text");
+    assert_eq!(response.tenant, s.tenant_a.to_string());
+    let trailers = String::from_utf8_lossy(&decoded[5 + len + 5..]).to_string();
+    assert_eq!(decoded[5 + len], 0x80, "then the trailers frame");
+    assert!(trailers.contains("grpc-status:0"), "{trailers}");
 }

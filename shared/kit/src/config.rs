@@ -47,6 +47,10 @@ pub struct ServiceConfig {
     pub require_internal_auth: bool,
     /// `RAPPORT_MAX_MESSAGE_BYTES`: largest request or response message.
     pub max_message_bytes: usize,
+    /// `RAPPORT_MAX_REQUEST_BYTES`: gateway only: the largest request message
+    /// it forwards; a larger one is refused at the gateway with
+    /// RESOURCE_EXHAUSTED before it reaches a service.
+    pub max_request_bytes: usize,
     /// `RAPPORT_REQUEST_TIMEOUT_MS`: upper bound on any call, whatever
     /// deadline the client sets (a shorter client deadline wins), except
     /// client-streaming uploads and the long runs FitModel and ScoreCustomers,
@@ -83,6 +87,7 @@ impl Default for ServiceConfig {
             internal_token: None,
             require_internal_auth: true,
             max_message_bytes: 8 * 1024 * 1024,
+            max_request_bytes: 4 * 1024 * 1024,
             request_timeout_ms: 30_000,
             shutdown_grace_ms: 20_000,
             page_token_secret: None,
@@ -181,6 +186,11 @@ impl ServiceConfig {
         if self.max_message_bytes < 1024 {
             return Err(ConfigError(
                 "RAPPORT_MAX_MESSAGE_BYTES (max_message_bytes) must be at least 1024".into(),
+            ));
+        }
+        if self.max_request_bytes < 1024 {
+            return Err(ConfigError(
+                "RAPPORT_MAX_REQUEST_BYTES (max_request_bytes) must be at least 1024".into(),
             ));
         }
         if self.request_timeout_ms == 0 {
