@@ -961,5 +961,40 @@ async fn tenants_are_isolated() {
         .into_inner();
     assert_eq!(r.scored_customer_count, 1);
     let _ = Decimal::ZERO;
+
+    // Membership sequences are numbered per tenant: tenant b's changes
+    // between two of a's leave no gap in a's numbering, so they say nothing
+    // about b's activity.
+    let a2 = c
+        .create_segment(req(a, dynamic("Big buyers", "purchases >= 1")))
+        .await
+        .unwrap()
+        .into_inner()
+        .segment
+        .unwrap();
+    let sequences = |tenant: Uuid, segment: String, n: usize| {
+        let mut c = s.client();
+        async move {
+            let mut stream = c
+                .watch_membership(req(
+                    tenant,
+                    WatchMembershipRequest {
+                        segment_id: segment,
+                        start: Some(watch_membership_request::Start::AfterSequence(0)),
+                    },
+                ))
+                .await
+                .unwrap()
+                .into_inner();
+            let mut got = Vec::new();
+            for _ in 0..n {
+                got.push(stream.next().await.unwrap().unwrap().change.unwrap().sequence);
+            }
+            got
+        }
+    };
+    assert_eq!(sequences(a, seg.segment_id.clone(), 4).await, [1, 2, 3, 4]);
+    assert_eq!(sequences(b, bs.segment_id.clone(), 1).await, [1]);
+    assert_eq!(sequences(a, a2.segment_id.clone(), 4).await, [5, 6, 7, 8]);
     s.stop().await;
 }
