@@ -271,10 +271,120 @@ fn serve_validates_configuration_and_guards_its_port() {
     // Health and reflection answer without the credential.
     assert!(grpcurl_ok(&[&addr, "grpc.health.v1.Health/Check"]).contains("SERVING"));
     assert!(grpcurl_ok(&[&addr, "list"]).contains("grpc.health.v1.Health"));
+    let internal_auth = [
+        "-d",
+        r#"{"service":"rapport.internal_auth"}"#,
+        &addr,
+        "grpc.health.v1.Health/Check",
+    ];
+    assert!(grpcurl_ok(&internal_auth).contains("\"SERVING\""));
     std::process::Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
         .status()
         .unwrap();
     let status = child.wait().unwrap();
     assert!(status.success(), "{status}");
+
+    // With internal authentication off it still serves, but says so loudly:
+    // in its log at start and in health under `rapport.internal_auth`.
+    let log = tempfile::NamedTempFile::new().unwrap();
+    let mut child = std::process::Command::new(rapport)
+        .args(["serve", "profile"])
+        .env("RAPPORT_DATABASE_URL", &db.url)
+        .env("RAPPORT_LISTEN", format!("127.0.0.1:{port}"))
+        .env("RAPPORT_REQUIRE_INTERNAL_AUTH", "false")
+        .env_remove("RAPPORT_INTERNAL_TOKEN")
+        .env("RAPPORT_LOG", "warn")
+        .stderr(log.reopen().unwrap())
+        .spawn()
+        .unwrap();
+    let start = std::time::Instant::now();
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(start.elapsed() < Duration::from_secs(30));
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let internal_auth = [
+        "-d",
+        r#"{"service":"rapport.internal_auth"}"#,
+        &addr,
+        "grpc.health.v1.Health/Check",
+    ];
+    assert!(grpcurl_ok(&internal_auth).contains("\"NOT_SERVING\""));
+    assert!(grpcurl_ok(&[&addr, "grpc.health.v1.Health/Check"]).contains("\"SERVING\""));
+    std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(child.wait().unwrap().success());
+    let logged = std::fs::read_to_string(log.path()).unwrap();
+    assert!(
+        logged.contains("INTERNAL AUTHENTICATION IS OFF"),
+        "{logged}"
+    );
+}
+
+#[test]
+fn dev_refuses_addresses_beyond_loopback_unless_allowed() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = support::free_ports()[0];
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_rapport"))
+        .arg("dev")
+        .arg("--data-dir")
+        .arg(dir.path().join("data"))
+        .args(["--gateway-listen", &format!("0.0.0.0:{port}")])
+        .env_remove("RAPPORT_DATABASE_URL")
+        .env("RAPPORT_LOG", "warn")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(&format!(
+            "--gateway-listen 0.0.0.0:{port} is not a loopback address"
+        )) && err.contains("--allow-remote"),
+        "{err}"
+    );
+    // Refused before anything started: no database was made.
+    assert!(!dir.path().join("data/postgres").exists());
+}
+
+/// Whether this process runs as root.
+fn root() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .unwrap_or_default()
+        .lines()
+        .any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(2) == Some("0"))
+}
+
+#[test]
+fn dev_as_root_leaves_no_database_outside_its_data_dir() {
+    if !root() {
+        eprintln!(
+            "skipped: only root runs the embedded PostgreSQL outside an unreachable data dir"
+        );
+        return;
+    }
+    // A data directory Debian's postgres user cannot reach (mode 0700,
+    // owned by root).
+    let dir = tempfile::tempdir().unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o700)).unwrap();
+    let data = dir.path().join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    let tag: String = data
+        .canonicalize()
+        .unwrap()
+        .to_string_lossy()
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
+        .collect();
+    let scratch = std::path::PathBuf::from("/var/tmp").join(format!("rapport-postgres{tag}"));
+    let stack = DevStack::start(&data, &[], &[]);
+    assert!(scratch.join("PG_VERSION").exists(), "{}", scratch.display());
+    stack.stop();
+    assert!(
+        !scratch.exists(),
+        "the embedded cluster's data stayed behind in {}",
+        scratch.display()
+    );
 }

@@ -69,13 +69,18 @@ pub struct DevArgs {
     /// Log format: pretty or json.
     #[arg(long, env = "RAPPORT_LOG_FORMAT", default_value = "pretty", value_parser = ["pretty", "json"])]
     log_format: String,
-    /// Log filter directives.
     /// Fill the development tenant with this many generated demo customers
     /// (see `rapport seed`) once the stack is up.
     #[arg(long, value_name = "CUSTOMERS", num_args = 0..=1, default_missing_value = "1000")]
     pub demo: Option<usize>,
+    /// Log filter directives.
     #[arg(long, env = "RAPPORT_LOG", default_value = "info")]
     log: String,
+    /// Accept listen addresses other than loopback ones. A development
+    /// stack's direct service ports trust any tenant a caller names and its
+    /// database trusts local logins: only for machines no one else can reach.
+    #[arg(long, env = "RAPPORT_DEV_ALLOW_REMOTE")]
+    allow_remote: bool,
 }
 
 impl DevArgs {
@@ -98,6 +103,8 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
         LogFormat::Pretty
     };
     let _telemetry = rapport_kit::telemetry::init("dev", format, &args.log);
+
+    check_loopback(&args)?;
 
     // Bind every port first, so a busy one fails fast and says which.
     let mut listeners = Vec::new();
@@ -123,15 +130,24 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
     })?;
     let data_dir = args.data_dir.canonicalize()?;
 
+    // A cluster kept outside the data directory is removed when the stack
+    // stops, so no copy of its data stays behind.
+    let mut scratch: Option<PathBuf> = None;
     let (admin_url, postgres) = match &args.database_url {
         Some(url) => (url.clone(), None),
         None => {
-            let pg_dir = postgres_dir(&data_dir);
+            let (pg_dir, kept) = postgres_dir(&data_dir);
+            if !kept {
+                // What an earlier run left (it was killed before it could
+                // clean up).
+                let _ = std::fs::remove_dir_all(&pg_dir);
+                scratch = Some(pg_dir.clone());
+            }
             tracing::info!(data = %pg_dir.display(), "starting the embedded PostgreSQL");
             let opts = PgOptions {
                 data_dir: pg_dir,
                 port: args.postgres_port,
-                throwaway: false,
+                throwaway: !kept,
             };
             let server = tokio::task::spawn_blocking(move || PgServer::start(&opts)).await??;
             ensure_database(&server.url("postgres"), "rapport").await?;
@@ -190,7 +206,10 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
                 &config,
                 listener,
                 shutdown.clone(),
-                |b, rt| (s.register)(b, rt),
+                |b, rt| {
+                    b.development();
+                    (s.register)(b, rt)
+                },
             )
             .await;
             if let Err(e) = &r {
@@ -239,14 +258,26 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
         tracing::info!("stopping the embedded PostgreSQL");
         tokio::task::spawn_blocking(move || pg.stop()).await?;
     }
+    if let Some(dir) = scratch {
+        match std::fs::remove_dir_all(&dir) {
+            Ok(()) => {
+                tracing::info!(data = %dir.display(), "removed the embedded PostgreSQL's data")
+            }
+            Err(e) => {
+                tracing::warn!(data = %dir.display(), error = %e, "could not remove the embedded PostgreSQL's data; remove it by hand")
+            }
+        }
+    }
     println!("Rapport stopped.");
     result
 }
 
-/// Where the embedded cluster lives: `DATA_DIR/postgres`, unless we run as
-/// root and Debian's `postgres` user (who runs the server) cannot reach that
-/// folder (say, under /root); then a folder under /var/tmp named after it.
-fn postgres_dir(data_dir: &Path) -> PathBuf {
+/// Where the embedded cluster lives, and whether it is kept between runs:
+/// `DATA_DIR/postgres`, kept, unless we run as root and Debian's `postgres`
+/// user (who runs the server) cannot reach that folder (say, under /root);
+/// then a folder under /var/tmp named after it, removed when the stack
+/// stops (and at the next start, should the stack be killed).
+fn postgres_dir(data_dir: &Path) -> (PathBuf, bool) {
     let wanted = data_dir.join("postgres");
     let root = std::fs::read_to_string("/proc/self/status")
         .ok()
@@ -255,7 +286,7 @@ fn postgres_dir(data_dir: &Path) -> PathBuf {
                 .any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(2) == Some("0"))
         });
     if !root {
-        return wanted;
+        return (wanted, true);
     }
     let reachable = Command::new("setpriv")
         .args([
@@ -270,7 +301,7 @@ fn postgres_dir(data_dir: &Path) -> PathBuf {
         .status()
         .is_ok_and(|s| s.success());
     if reachable {
-        return wanted;
+        return (wanted, true);
     }
     let tag: String = data_dir
         .to_string_lossy()
@@ -281,9 +312,44 @@ fn postgres_dir(data_dir: &Path) -> PathBuf {
     tracing::warn!(
         wanted = %wanted.display(),
         using = %fallback.display(),
-        "the postgres user cannot reach the data directory; keeping the database elsewhere"
+        "the postgres user cannot reach the data directory: the database lives in a scratch \
+         folder for this run only and is removed when the stack stops; to keep data between \
+         runs, give a --data-dir the postgres user can reach (e.g. under /var/lib or /srv) \
+         or a --database-url"
     );
-    fallback
+    (fallback, false)
+}
+
+/// Refuses listen addresses that are not loopback ones unless
+/// `--allow-remote` is given (then says what that exposes).
+fn check_loopback(args: &DevArgs) -> anyhow::Result<()> {
+    let mut exposed: Vec<String> = services::ALL
+        .iter()
+        .map(|s| (s.name, args.listen_of(s.name)))
+        .chain([("metrics", args.metrics_listen)])
+        .filter(|(_, addr)| !addr.ip().is_loopback())
+        .map(|(name, addr)| format!("--{name}-listen {addr}"))
+        .collect();
+    exposed.sort();
+    if exposed.is_empty() {
+        return Ok(());
+    }
+    let risk = "a development stack's direct service ports take calls without credentials \
+                and trust any tenant a caller names, and its database trusts local logins";
+    if args.allow_remote {
+        tracing::warn!(addresses = %exposed.join(", "), "listening beyond this machine (--allow-remote): {risk}");
+        return Ok(());
+    }
+    anyhow::bail!(
+        "{} not a loopback address: {risk}. Use 127.0.0.1 (or ::1), pass --allow-remote if \
+         no one else can reach this machine, or run the services with `rapport serve` for a \
+         deployment",
+        if exposed.len() == 1 {
+            format!("{} is", exposed[0])
+        } else {
+            format!("{} are", exposed.join(", "))
+        }
+    )
 }
 
 async fn ensure_database(admin_url: &str, name: &str) -> anyhow::Result<()> {
@@ -357,4 +423,51 @@ fn print_banner(
         args.gateway_listen,
         args.profile_listen,
     );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        dev: DevArgs,
+    }
+
+    fn args(extra: &[&str]) -> DevArgs {
+        let mut all = vec!["rapport"];
+        all.extend_from_slice(extra);
+        Cli::parse_from(all).dev
+    }
+
+    #[test]
+    fn loopback_addresses_pass_and_others_need_allow_remote() {
+        assert!(check_loopback(&args(&[])).is_ok());
+        assert!(check_loopback(&args(&["--profile-listen", "[::1]:50052"])).is_ok());
+        let e = check_loopback(&args(&[
+            "--profile-listen",
+            "0.0.0.0:50052",
+            "--metrics-listen",
+            "192.168.1.4:9464",
+        ]))
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.starts_with(
+                "--metrics-listen 192.168.1.4:9464, --profile-listen 0.0.0.0:50052 are not"
+            ),
+            "{e}"
+        );
+        assert!(e.contains("--allow-remote"), "{e}");
+        assert!(
+            check_loopback(&args(&[
+                "--profile-listen",
+                "0.0.0.0:50052",
+                "--allow-remote"
+            ]))
+            .is_ok()
+        );
+    }
 }

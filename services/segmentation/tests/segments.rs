@@ -988,7 +988,16 @@ async fn tenants_are_isolated() {
                 .into_inner();
             let mut got = Vec::new();
             for _ in 0..n {
-                got.push(stream.next().await.unwrap().unwrap().change.unwrap().sequence);
+                got.push(
+                    stream
+                        .next()
+                        .await
+                        .unwrap()
+                        .unwrap()
+                        .change
+                        .unwrap()
+                        .sequence,
+                );
             }
             got
         }

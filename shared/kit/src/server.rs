@@ -22,6 +22,11 @@ use crate::config::ServiceConfig;
 use crate::context::InternalAuthLayer;
 use crate::shutdown::Shutdown;
 
+/// The health name that reports whether the port requires the internal
+/// credential: SERVING when it does, NOT_SERVING when internal authentication
+/// is off (`RAPPORT_REQUIRE_INTERNAL_AUTH=false`), so monitoring can alert on it.
+pub const INTERNAL_AUTH_HEALTH: &str = "rapport.internal_auth";
+
 /// How often the database is pinged to keep the health status current.
 const HEALTH_PROBE: Duration = Duration::from_secs(2);
 
@@ -122,6 +127,7 @@ pub struct ServerBuilder {
     fallback: Option<Fallback>,
     grpc_web: Option<Vec<String>>,
     long_running: std::collections::HashSet<String>,
+    development: bool,
 }
 
 impl ServerBuilder {
@@ -141,7 +147,16 @@ impl ServerBuilder {
             fallback: None,
             grpc_web: None,
             long_running: std::collections::HashSet::new(),
+            development: false,
         }
+    }
+
+    /// Part of a development stack (`rapport dev`): a port without internal
+    /// authentication is then expected while it listens on loopback only, and
+    /// said once at INFO instead of warned about.
+    pub fn development(&mut self) -> &mut Self {
+        self.development = true;
+        self
     }
 
     /// Also serves gRPC-Web (HTTP/1.1 and HTTP/2) for browsers, with CORS for
@@ -215,6 +230,47 @@ impl ServerBuilder {
         names.extend(self.names.iter().map(|n| n.to_string()));
         for n in &names {
             reporter.set_service_status(n, ServingStatus::Serving).await;
+        }
+        // A service port that takes calls without the internal credential
+        // trusts any tenant a caller names: said loudly at start, every ten
+        // minutes after, in metrics, and in health under its own name.
+        let open = !self.public && options.internal_token.is_none();
+        metrics::gauge!("rapport_internal_auth_required", "component" => self.component.clone())
+            .set(if open { 0.0 } else { 1.0 });
+        reporter
+            .set_service_status(
+                INTERNAL_AUTH_HEALTH,
+                if open {
+                    ServingStatus::NotServing
+                } else {
+                    ServingStatus::Serving
+                },
+            )
+            .await;
+        let loopback = listener.local_addr().is_ok_and(|a| a.ip().is_loopback());
+        if open && self.development && loopback {
+            tracing::info!(
+                component = %self.component,
+                "internal authentication is off on this development port (loopback only)"
+            );
+        } else if open {
+            let component = self.component.clone();
+            let shutdown = shutdown.clone();
+            tokio::spawn(async move {
+                loop {
+                    tracing::warn!(
+                        component = %component,
+                        "INTERNAL AUTHENTICATION IS OFF (RAPPORT_REQUIRE_INTERNAL_AUTH=false): this port \
+                         takes calls without the internal credential and trusts any x-rapport-tenant a \
+                         caller sends, so anyone who can reach it can read and change every tenant's data. \
+                         For development on a loopback address only."
+                    );
+                    tokio::select! {
+                        _ = tokio::time::sleep(Duration::from_secs(600)) => {}
+                        _ = shutdown.wait() => return,
+                    }
+                }
+            });
         }
 
         let mut reflection = tonic_reflection::server::Builder::configure()
