@@ -131,6 +131,7 @@ struct Inner {
     backends: Backends,
     internal_token: Option<HeaderValue>,
     max_request_bytes: usize,
+    shutdown: Option<rapport_kit::shutdown::Shutdown>,
 }
 
 /// How often the key of an open stream is checked again. With the key
@@ -164,8 +165,19 @@ impl Front {
                 backends,
                 internal_token: internal_token.and_then(|t| HeaderValue::from_str(t).ok()),
                 max_request_bytes: DEFAULT_MAX_REQUEST_BYTES,
+                shutdown: None,
             }),
         }
+    }
+
+    /// Ends the streams still open when `shutdown` fires with UNAVAILABLE,
+    /// so clients reconnect (to another replica) instead of taking the end
+    /// for a normal one.
+    pub fn with_shutdown(mut self, shutdown: rapport_kit::shutdown::Shutdown) -> Self {
+        if let Some(inner) = Arc::get_mut(&mut self.inner) {
+            inner.shutdown = Some(shutdown);
+        }
+        self
     }
 
     /// Refuses request messages larger than `bytes` with RESOURCE_EXHAUSTED,
@@ -373,6 +385,7 @@ impl Inner {
                 hash,
                 scope.clone(),
                 end_tx.clone(),
+                self.shutdown.clone(),
             ));
         }
 
@@ -436,17 +449,32 @@ impl Inner {
 /// been revoked or has expired (UNAUTHENTICATED) or no longer grants the
 /// method's scope (PERMISSION_DENIED), says so on `end` and stops. Stops too
 /// when the call has ended. A database that cannot be reached ends nothing:
-/// the key is checked again at the next tick.
+/// the key is checked again at the next tick. When the gateway shuts down,
+/// ends the stream with UNAVAILABLE.
 async fn watch_key(
     auth: Arc<Authenticator>,
     hash: [u8; 32],
     scope: String,
     end: tokio::sync::mpsc::UnboundedSender<Status>,
+    shutdown: Option<rapport_kit::shutdown::Shutdown>,
 ) {
+    let stopping = async {
+        match &shutdown {
+            Some(s) => s.wait().await,
+            None => std::future::pending().await,
+        }
+    };
+    tokio::pin!(stopping);
     loop {
         tokio::select! {
             _ = tokio::time::sleep(STREAM_RECHECK) => {}
             _ = end.closed() => return,
+            _ = &mut stopping => {
+                let _ = end.send(rapport_kit::shutdown::Shutdown::stream_status(
+                    "and resume from the last item received",
+                ));
+                return;
+            }
         }
         let verdict = match auth.principal(&hash).await {
             Ok(p) => require_scope(&p, &scope).err(),

@@ -83,7 +83,8 @@ pub fn register(server: &mut ServerBuilder, runtime: &ServiceRuntime) {
         backends.clone(),
         config.internal_token.as_deref(),
     )
-    .with_max_request_bytes(config.max_request_bytes);
+    .with_max_request_bytes(config.max_request_bytes)
+    .with_shutdown(runtime.shutdown.clone());
     server.fallback(tower::util::BoxCloneSyncService::new(front));
     let reporter = server.health_reporter();
     let token = config.internal_token.clone();

@@ -194,6 +194,7 @@ async fn setup_with(gateway_timeout: Duration) -> Setup {
     let auth = Arc::new(Authenticator::new(pool.clone()));
     let front = Front::new(table, auth, backends, Some(INTERNAL));
     let gateway = rapport_testkit::serve(move |listener, shutdown| async move {
+        let front = front.with_shutdown(shutdown.clone());
         let mut b = ServerBuilder::new("gateway");
         b.public();
         b.grpc_web(vec!["*".into()]);
@@ -794,4 +795,40 @@ async fn grpc_web_text_calls_are_forwarded() {
     let trailers = String::from_utf8_lossy(&decoded[5 + len + 5..]).to_string();
     assert_eq!(decoded[5 + len], 0x80, "then the trailers frame");
     assert!(trailers.contains("grpc-status:0"), "{trailers}");
+}
+
+#[tokio::test]
+async fn open_streams_end_unavailable_when_the_gateway_shuts_down() {
+    let s = setup().await;
+    let k = key(&s.pool, s.tenant_a, &["echo:*"]).await;
+    let mut stream = client(&s, Some(&k), None)
+        .await
+        .expand(EchoRequest {
+            text: "x".into(),
+            repeat: 1200,
+            delay_ms: 50,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(stream.next().await.unwrap().unwrap().text, "x-0");
+    s.gateway.shutdown.trigger();
+    let ended = tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            match stream.next().await {
+                Some(Ok(_)) => continue,
+                Some(Err(e)) => return e,
+                None => panic!("the stream ended with OK: a client would take it for the end"),
+            }
+        }
+    })
+    .await
+    .expect("the stream was still open 5 s after shutdown began");
+    assert_eq!(ended.code(), Code::Unavailable, "{ended:?}");
+    assert!(
+        ended.message().contains("shutting down"),
+        "{}",
+        ended.message()
+    );
 }

@@ -1741,7 +1741,12 @@ impl SegmentationService for SegmentationApi {
                         }
                         _ = tokio::time::sleep(std::time::Duration::from_secs(1)) => {}
                         _ = tx.closed() => return,
-                        _ = shutdown.wait() => return,
+                        _ = shutdown.wait() => {
+                            let _ = tx.send(Err(Shutdown::stream_status(
+                                "with your last sequence",
+                            ))).await;
+                            return;
+                        }
                     }
                 }
             }

@@ -1007,3 +1007,49 @@ async fn tenants_are_isolated() {
     assert_eq!(sequences(a, a2.segment_id.clone(), 4).await, [5, 6, 7, 8]);
     s.stop().await;
 }
+
+#[tokio::test]
+async fn a_watch_ends_unavailable_when_the_service_shuts_down() {
+    let s = start().await;
+    let t = Uuid::new_v4();
+    insert(&s.pool, t, &sample()).await;
+    let mut c = s.client();
+    let seg = c
+        .create_segment(req(t, dynamic("Buyers", "purchases >= 1")))
+        .await
+        .unwrap()
+        .into_inner()
+        .segment
+        .unwrap();
+    let mut stream = c
+        .watch_membership(req(
+            t,
+            WatchMembershipRequest {
+                segment_id: seg.segment_id,
+                start: Some(watch_membership_request::Start::AfterSequence(0)),
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    stream.next().await.unwrap().unwrap();
+    s.segmentation.as_ref().unwrap().shutdown.trigger();
+    let ended = tokio::time::timeout(std::time::Duration::from_secs(5), async {
+        loop {
+            match stream.next().await {
+                Some(Ok(_)) => continue,
+                Some(Err(e)) => return e,
+                None => panic!("the watch ended with OK: a client would take it for the end"),
+            }
+        }
+    })
+    .await
+    .expect("the watch was still open 5 s after shutdown began");
+    assert_eq!(ended.code(), Code::Unavailable, "{ended:?}");
+    assert!(
+        ended.message().contains("last sequence"),
+        "{}",
+        ended.message()
+    );
+    s.stop().await;
+}

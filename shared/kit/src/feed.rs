@@ -524,7 +524,8 @@ pub async fn head(pool: &PgPool, tenant: Uuid) -> Result<i64, sqlx::Error> {
 /// Streams the feed of the pool's schema from `position` on: each tenant's
 /// backlog, then live events (only `scope`'s when set). Ends when the
 /// client goes away, the database fails (UNAVAILABLE, so the consumer
-/// reconnects) or `shutdown` fires.
+/// reconnects) or `shutdown` fires (UNAVAILABLE too: a drain is not a
+/// normal end).
 pub fn watch(
     pool: PgPool,
     schema: &str,
@@ -653,7 +654,12 @@ pub fn watch(
                         }
                         _ = tokio::time::sleep(POLL) => break None,
                         _ = tx.closed() => return,
-                        _ = shutdown.wait() => return,
+                        _ = shutdown.wait() => {
+                            let _ = tx
+                                .send(Err(Shutdown::stream_status("from your last position")))
+                                .await;
+                            return;
+                        }
                     }
                 };
             }

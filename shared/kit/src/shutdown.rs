@@ -44,6 +44,13 @@ impl Shutdown {
         let _ = rx.wait_for(|fired| *fired).await;
     }
 
+    /// The status that ends a server stream because the process is shutting
+    /// down: UNAVAILABLE, so a client can tell a drain from a normal end
+    /// and reconnect from the last item it received (`resume` says how).
+    pub fn stream_status(resume: &str) -> tonic::Status {
+        tonic::Status::unavailable(format!("the service is shutting down; reconnect {resume}"))
+    }
+
     /// Fires the signal on SIGTERM or Ctrl-C (SIGINT).
     pub fn trigger_on_os_signal(&self) {
         let this = self.clone();

@@ -829,3 +829,33 @@ async fn a_tenant_with_a_long_backlog_does_not_hold_back_the_others() {
         "the other tenant's event came only after the whole backlog ({busy_seen} events)"
     );
 }
+
+#[tokio::test]
+async fn a_watch_ends_unavailable_when_the_producer_shuts_down() {
+    let db = rapport_testkit::database().await;
+    db::migrate(&db.url, PRODUCER, &NO_MIGRATIONS)
+        .await
+        .unwrap();
+    let pool = db::connect(&db.url, PRODUCER, 4).await.unwrap();
+    let tenant = Uuid::new_v4();
+    let mut tx = pool.begin().await.unwrap();
+    feed::append(&mut tx, &[event(tenant, "a-1")])
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    let producer = start_producer(pool.clone()).await;
+    let channel = rapport_testkit::channel(&producer).await;
+    let mut stream = FeedTestServiceClient::new(channel)
+        .watch_changes(WatchChangesRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(stream.message().await.unwrap().is_some());
+    producer.shutdown.trigger();
+    let ended = tokio::time::timeout(Duration::from_secs(5), stream.message())
+        .await
+        .expect("the watch was still open 5 s after shutdown began");
+    let err = ended.expect_err("the watch ended with OK: a consumer would take it for the end");
+    assert_eq!(err.code(), tonic::Code::Unavailable, "{err:?}");
+    assert!(err.message().contains("shutting down"), "{err:?}");
+}
