@@ -206,6 +206,89 @@ fn postgres_stopped_and_started_under_load_loses_no_acknowledged_write() {
     stack.stop();
 }
 
+#[test]
+fn a_quick_postgres_restart_is_reported_and_no_call_fails_once_serving_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port().unwrap();
+    let mut pg = own_postgres(&dir.path().join("pg"), port);
+    let url = pg.url("postgres");
+    let log = dir.path().join("stack.log");
+    let stack = DevStack::start_logging_to(
+        &dir.path().join("data"),
+        &["--database-url", &url],
+        &[("RAPPORT_LOG", "info")],
+        Some(&log),
+    );
+    let addr = stack.addr(1);
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    // Warm the pool: several connections idle in it when the server goes.
+    runtime.block_on(async {
+        let client = ProfileServiceClient::new(connect(&addr).await);
+        let mut calls = Vec::new();
+        for i in 0..8 {
+            let mut c = client.clone();
+            calls.push(tokio::spawn(async move {
+                c.create_customer(with_tenant(CreateCustomerRequest {
+                    customer: Some(person(&format!("Before {i}"))),
+                    request_id: format!("before-{i}"),
+                }))
+                .await
+                .unwrap();
+            }));
+        }
+        for c in calls {
+            c.await.unwrap();
+        }
+    });
+
+    // The health probes have their connections (they check every second).
+    std::thread::sleep(Duration::from_secs(2));
+    // A restart as an operator does it: stop, start at once.
+    pg.stop();
+    let _pg = own_postgres(&dir.path().join("pg"), port);
+    // Reported, however short the outage: the probe's own connection broke.
+    let start = Instant::now();
+    loop {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        if text.contains("database reachable again; serving") {
+            assert!(text.contains("database unreachable; reporting NOT_SERVING"));
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "the restart was never reported:\n{text}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    wait_for_health(
+        &addr,
+        "rapport.profile.v1.ProfileService",
+        "SERVING",
+        Duration::from_secs(10),
+    );
+    // Once serving again, no call meets a stale pooled connection.
+    runtime.block_on(async {
+        let client = ProfileServiceClient::new(connect(&addr).await);
+        let mut calls = Vec::new();
+        for i in 0..32 {
+            let mut c = client.clone();
+            calls.push(tokio::spawn(async move {
+                c.create_customer(with_tenant(CreateCustomerRequest {
+                    customer: Some(person(&format!("After {i}"))),
+                    request_id: format!("after-{i}"),
+                }))
+                .await
+            }));
+        }
+        for c in calls {
+            if let Err(status) = c.await.unwrap() {
+                panic!("a call failed after the service reported SERVING again: {status:?}");
+            }
+        }
+    });
+    stack.stop();
+}
+
 fn purchases(customer: &str, range: std::ops::Range<usize>) -> Vec<Interaction> {
     range
         .map(|k| Interaction {

@@ -264,14 +264,70 @@ pub async fn custom_plans(conn: &mut PgConnection) -> Result<(), sqlx::Error> {
     Ok(())
 }
 
-/// True when the database answers.
-pub async fn ping(pool: &PgPool) -> bool {
-    tokio::time::timeout(
-        Duration::from_secs(2),
-        sqlx::query("SELECT 1").execute(pool),
-    )
-    .await
-    .is_ok_and(|r| r.is_ok())
+/// Whether this process last found its database reachable (set by each
+/// service's health probe, [`Probe`]). Tells a pool that is busy (every
+/// connection in use: RESOURCE_EXHAUSTED, retry shortly) from a database
+/// that is down (UNAVAILABLE) when an acquire times out.
+static REACHABLE: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(true);
+
+/// Wakes the health probes at once (a call just met a broken connection).
+static SUSPECT: tokio::sync::Notify = tokio::sync::Notify::const_new();
+
+/// Whether the database was reachable at the last probe.
+pub fn reachable() -> bool {
+    REACHABLE.load(std::sync::atomic::Ordering::Relaxed)
+}
+
+/// Asks the health probes to check the database now: a call met a broken
+/// connection, so the service may have to report NOT_SERVING before the
+/// next scheduled probe.
+pub fn suspect() {
+    SUSPECT.notify_waiters();
+}
+
+/// Resolves when [`suspect`] is called.
+pub async fn suspected() {
+    SUSPECT.notified().await;
+}
+
+/// The health probe's own connection to the database, outside the pool: a
+/// pool whose connections are all busy is not a database that is down, and
+/// a restart, however fast, breaks this connection, so it is always seen.
+pub struct Probe {
+    options: PgConnectOptions,
+    conn: Option<PgConnection>,
+}
+
+impl Probe {
+    /// A probe connecting as `pool` does.
+    pub fn new(pool: &PgPool) -> Self {
+        Self {
+            options: (*pool.connect_options()).clone(),
+            conn: None,
+        }
+    }
+
+    /// True when the database answers `SELECT 1` within two seconds on the
+    /// probe's connection (opened again when it was lost). Records the
+    /// answer for [`reachable`].
+    pub async fn check(&mut self) -> bool {
+        let up = tokio::time::timeout(Duration::from_secs(2), async {
+            if self.conn.is_none() {
+                self.conn = Some(PgConnection::connect_with(&self.options).await?);
+            }
+            match &mut self.conn {
+                Some(conn) => sqlx::query("SELECT 1").execute(conn).await.map(|_| ()),
+                None => Ok(()),
+            }
+        })
+        .await
+        .is_ok_and(|r| r.is_ok());
+        if !up {
+            self.conn = None;
+        }
+        REACHABLE.store(up, std::sync::atomic::Ordering::Relaxed);
+        up
+    }
 }
 
 /// `url` with its database name replaced by `database`.

@@ -246,13 +246,44 @@ impl From<ApiError> for Status {
     }
 }
 
+/// How long a client is asked to wait when every database connection of a
+/// service stayed busy.
+pub const BUSY_RETRY: Duration = Duration::from_secs(1);
+
 impl From<sqlx::Error> for ApiError {
     fn from(err: sqlx::Error) -> Self {
+        // Every connection stayed in use while the database answers: the
+        // service is busy (shed, retry shortly), not down.
+        if matches!(err, sqlx::Error::PoolTimedOut) && crate::db::reachable() {
+            tracing::warn!("every database connection stayed busy; shedding the call");
+            return ApiError::ResourceExhausted {
+                message: format!(
+                    "the service is busy: no database connection became free in time; retry in {} s",
+                    BUSY_RETRY.as_secs()
+                ),
+                retry_after: Some(BUSY_RETRY),
+            };
+        }
         if is_transient(&err) {
+            if is_broken_connection(&err) {
+                crate::db::suspect();
+            }
             tracing::warn!(error = %err, "database unavailable");
             return ApiError::Unavailable("the database is unavailable; retry later".into());
         }
         ApiError::internal(err)
+    }
+}
+
+/// True when `err` says a connection broke or could not be made (not that
+/// the database refused a statement).
+fn is_broken_connection(err: &sqlx::Error) -> bool {
+    match err {
+        sqlx::Error::Io(_) | sqlx::Error::WorkerCrashed | sqlx::Error::PoolTimedOut => true,
+        sqlx::Error::Database(db) => db
+            .code()
+            .is_some_and(|code| code.starts_with("08") || code.starts_with("57P")),
+        _ => false,
     }
 }
 
@@ -372,7 +403,6 @@ mod tests {
     #[test]
     fn an_unreachable_database_is_unavailable_not_internal() {
         for err in [
-            sqlx::Error::PoolTimedOut,
             sqlx::Error::PoolClosed,
             sqlx::Error::Io(std::io::Error::from(std::io::ErrorKind::ConnectionReset)),
         ] {
@@ -381,5 +411,15 @@ mod tests {
         }
         let status: Status = ApiError::from(sqlx::Error::RowNotFound).into();
         assert_eq!(status.code(), Code::Internal);
+    }
+
+    #[test]
+    fn a_busy_pool_sheds_with_retry_info_while_the_database_answers() {
+        assert!(crate::db::reachable());
+        let status: Status = ApiError::from(sqlx::Error::PoolTimedOut).into();
+        assert_eq!(status.code(), Code::ResourceExhausted);
+        assert!(status.message().contains("busy"), "{}", status.message());
+        let retry = status.get_error_details().retry_info().cloned();
+        assert_eq!(retry.and_then(|r| r.retry_delay), Some(BUSY_RETRY));
     }
 }

@@ -27,8 +27,9 @@ use crate::shutdown::Shutdown;
 /// is off (`RAPPORT_REQUIRE_INTERNAL_AUTH=false`), so monitoring can alert on it.
 pub const INTERNAL_AUTH_HEALTH: &str = "rapport.internal_auth";
 
-/// How often the database is pinged to keep the health status current.
-const HEALTH_PROBE: Duration = Duration::from_secs(2);
+/// How often the database is pinged to keep the health status current (at
+/// once, too, when a call meets a broken connection).
+const HEALTH_PROBE: Duration = Duration::from_secs(1);
 
 /// Server settings taken from [`ServiceConfig`].
 #[derive(Debug, Clone)]
@@ -307,12 +308,14 @@ impl ServerBuilder {
             let shutdown = shutdown.clone();
             tokio::spawn(async move {
                 let mut serving = true;
+                let mut probe = crate::db::Probe::new(&pool);
                 loop {
                     tokio::select! {
                         _ = tokio::time::sleep(HEALTH_PROBE) => {}
+                        _ = crate::db::suspected() => {}
                         _ = shutdown.wait() => return,
                     }
-                    let up = crate::db::ping(&pool).await;
+                    let up = probe.check().await;
                     let size = f64::from(pool.size());
                     let idle = pool.num_idle() as f64;
                     metrics::gauge!("rapport_db_pool_connections", "component" => component.clone(), "state" => "idle").set(idle);
