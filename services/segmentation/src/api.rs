@@ -26,7 +26,6 @@ use rust_decimal::Decimal;
 use rust_decimal::prelude::ToPrimitive;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
-use sqlx::postgres::PgListener;
 use sqlx::{PgConnection, PgPool};
 use tonic::{Request, Response, Status};
 use tracing::Instrument;
@@ -55,6 +54,9 @@ pub struct SegmentationApi {
     shutdown: Shutdown,
     profile: Option<Profile>,
     definitions_read: Arc<Mutex<HashMap<Uuid, Instant>>>,
+    /// Membership log notifications, one LISTEN connection for every
+    /// WatchMembership stream.
+    membership: Arc<rapport_kit::notify::Hub>,
 }
 
 fn parse_uuid(v: &mut Violations, field: &str, s: &str) -> Option<Uuid> {
@@ -238,12 +240,18 @@ impl SegmentationApi {
         shutdown: Shutdown,
         profile: Option<Profile>,
     ) -> Self {
+        let membership = rapport_kit::notify::Hub::start(
+            pool.clone(),
+            store::MEMBERSHIP_CHANNEL,
+            shutdown.clone(),
+        );
         Self {
             pool,
             page_tokens,
             shutdown,
             profile,
             definitions_read: Arc::new(Mutex::new(HashMap::new())),
+            membership,
         }
     }
 
@@ -1659,6 +1667,10 @@ impl SegmentationService for SegmentationApi {
         let (tx, rx) = tokio::sync::mpsc::channel(256);
         let pool = self.pool.clone();
         let shutdown = self.shutdown.clone();
+        // Subscribed before the first read, so nothing committed after it
+        // goes unnoticed.
+        let mut notified = self.membership.subscribe();
+        let tenant_text = tenant.to_string();
         tokio::spawn(
             async move {
                 let unavailable = |e: sqlx::Error| {
@@ -1667,17 +1679,6 @@ impl SegmentationService for SegmentationApi {
                         "the stream is interrupted; reconnect with your last sequence",
                     )
                 };
-                let mut listener = match PgListener::connect_with(&pool).await {
-                    Ok(l) => l,
-                    Err(e) => {
-                        let _ = tx.send(Err(unavailable(e))).await;
-                        return;
-                    }
-                };
-                if let Err(e) = listener.listen(store::MEMBERSHIP_CHANNEL).await {
-                    let _ = tx.send(Err(unavailable(e))).await;
-                    return;
-                }
                 let mut cursor = cursor;
                 loop {
                     let batch = async {
@@ -1732,13 +1733,18 @@ impl SegmentationService for SegmentationApi {
                             .await;
                         return;
                     }
-                    tokio::select! {
-                        n = listener.recv() => {
-                            if let Err(e) = n {
-                                let _ = tx.send(Err(unavailable(e))).await;
+                    // Until this tenant's log may have grown (or a second
+                    // passed: a notification can be missed).
+                    let wake = async {
+                        loop {
+                            let payload = notified.next().await;
+                            if payload == tenant_text || payload == rapport_kit::notify::ANY {
                                 return;
                             }
                         }
+                    };
+                    tokio::select! {
+                        _ = wake => {}
                         _ = tokio::time::sleep(std::time::Duration::from_secs(1)) => {}
                         _ = tx.closed() => return,
                         _ = shutdown.wait() => {

@@ -11,6 +11,7 @@
 //! * [`peer`]: channels to other Rapport services and the mapping of their failures.
 //! * [`context`]: tenant and principal of a call, the internal credential.
 
+pub mod budget;
 pub mod config;
 pub mod context;
 pub mod convert;
@@ -19,6 +20,7 @@ pub mod deadline;
 pub mod error;
 pub mod feed;
 pub mod metrics;
+pub mod notify;
 pub mod page;
 pub mod peer;
 pub mod pg;

@@ -129,6 +129,7 @@ pub struct ServerBuilder {
     grpc_web: Option<Vec<String>>,
     long_running: std::collections::HashSet<String>,
     development: bool,
+    budgets: Option<(usize, usize)>,
 }
 
 impl ServerBuilder {
@@ -149,7 +150,16 @@ impl ServerBuilder {
             grpc_web: None,
             long_running: std::collections::HashSet::new(),
             development: false,
+            budgets: None,
         }
+    }
+
+    /// Per-tenant budgets (see [`crate::budget`]): at most `calls` calls in
+    /// progress and `streams` open watches per tenant. Not applied on a
+    /// public port, where the tenant header would be the client's word.
+    pub fn tenant_budgets(&mut self, calls: usize, streams: usize) -> &mut Self {
+        self.budgets = Some((calls, streams));
+        self
     }
 
     /// Part of a development stack (`rapport dev`): a port without internal
@@ -405,6 +415,18 @@ impl ServerBuilder {
                 options.request_timeout,
                 std::mem::take(&mut self.long_running),
             ))
+            .layer(match self.budgets {
+                Some((calls, streams)) if !self.public => crate::budget::TenantBudgetLayer::new(
+                    &self.component,
+                    calls,
+                    streams,
+                    self.names
+                        .iter()
+                        .flat_map(|n| streaming_methods(n, true))
+                        .collect(),
+                ),
+                _ => crate::budget::TenantBudgetLayer::none(),
+            })
             .add_routes(routes)
             .serve_with_incoming_shutdown(incoming, {
                 let shutdown = shutdown.clone();
@@ -502,6 +524,11 @@ where
     let pool = crate::db::connect(&config.database_url, spec, config.db_max_connections).await?;
     let mut builder = ServerBuilder::new(component);
     builder.watch_database(pool.clone());
+    // Every call may hold a connection: one tenant gets half of them.
+    builder.tenant_budgets(
+        (config.db_max_connections as usize / 2).max(1),
+        crate::budget::DEFAULT_STREAMS,
+    );
     let page_tokens = match &config.page_token_secret {
         Some(secret) => crate::page::PageTokens::new(secret),
         None => crate::page::PageTokens::random(),
