@@ -30,6 +30,7 @@ mod fit;
 mod freshness;
 mod import;
 mod ingest;
+mod neighbours;
 mod onboard;
 mod reads;
 mod segments;
@@ -53,12 +54,20 @@ use stack::{MemorySampler, Stack};
 
 /// In the order they run: ingestion and onboarding last, as the feed
 /// consumers may still be applying their events when they end.
-const SCENARIOS: [&str; 6] = ["reads", "segments", "fit", "import", "ingest", "onboard"];
+const SCENARIOS: [&str; 7] = [
+    "reads",
+    "neighbours",
+    "segments",
+    "fit",
+    "import",
+    "ingest",
+    "onboard",
+];
 
 /// Options of `rapport bench`.
 #[derive(clap::Args, Debug)]
 pub struct BenchArgs {
-    /// Scenarios to run: reads, segments, fit, import, ingest, onboard
+    /// Scenarios to run: reads, neighbours, segments, fit, import, ingest, onboard
     /// (default: all).
     #[arg(value_parser = SCENARIOS)]
     scenarios: Vec<String>,
@@ -403,6 +412,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
             let value = match *scenario {
                 "ingest" => ingest::run(&stack, &sizes).await?,
                 "reads" => reads::run(&stack, &sizes).await?,
+                "neighbours" => neighbours::run(&stack, &sizes).await?,
                 "segments" => segments::run(&stack, &sizes).await?,
                 "import" => import::run(&stack, &sizes).await?,
                 "onboard" => onboard::run(&stack, &sizes).await?,

@@ -213,6 +213,14 @@ impl Stack {
         Ok(Tenant { id, key: key.key })
     }
 
+    /// Gives `tenant` a tenant's default limits again (100 calls/s, bursts
+    /// of 200, 100 open streams); the gateway applies them within seconds.
+    pub async fn default_limits(&self, tenant: Uuid) -> anyhow::Result<()> {
+        rapport_gateway::store::set_rate_limit(&self.gateway_pool, tenant, 100, 200).await?;
+        rapport_gateway::store::set_max_streams(&self.gateway_pool, tenant, 100).await?;
+        Ok(())
+    }
+
     /// A pool on `schema` of the bench database (for baselines and bulk loads).
     pub async fn pool(&self, schema: rapport_kit::db::SchemaSpec) -> anyhow::Result<PgPool> {
         Ok(rapport_kit::db::connect(&self.url, schema, 4).await?)
