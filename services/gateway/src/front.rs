@@ -640,8 +640,18 @@ impl http_body::Body for Outbound {
         polled
     }
 
+    // The backend's answer decides: a trailers-only answer (an error with no
+    // message) must go out as one HEADERS frame that ends the stream, which
+    // happens only when the body says at once that it is at its end. Nothing
+    // is left to cut short then.
     fn is_end_stream(&self) -> bool {
-        self.inner.as_ref().is_none_or(|b| b.is_end_stream()) && self.end.is_none()
+        self.inner.as_ref().is_none_or(|b| b.is_end_stream())
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner
+            .as_ref()
+            .map_or_else(|| http_body::SizeHint::with_exact(0), |b| b.size_hint())
     }
 }
 
