@@ -140,3 +140,67 @@ fn quick_bench_runs_every_scenario_and_writes_its_report() {
         assert_eq!(left, 0, "the bench dropped its database");
     }
 }
+
+/// The soak CI runs: two minutes of mixed load through the gateway while a
+/// service is killed every 30 s, PostgreSQL is restarted once and the
+/// segmentation service's connections are cut once; the audit must find
+/// nothing (the bench exits with an error otherwise).
+#[test]
+fn a_two_minute_soak_with_faults_loses_and_doubles_nothing() {
+    let out_dir = tempfile::tempdir().expect("a temporary folder");
+    // Its own embedded PostgreSQL: the soak restarts it.
+    let out = Command::new(env!("CARGO_BIN_EXE_rapport"))
+        .args(["bench", "soak", "--minutes", "2", "--out"])
+        .arg(out_dir.path())
+        .env_remove("RAPPORT_BENCH_DATABASE_URL")
+        .output()
+        .expect("run rapport bench soak");
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        out.status.success(),
+        "the soak failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("Audit") && !stdout.contains("FAILED"),
+        "{stdout}"
+    );
+    let files: Vec<_> = std::fs::read_dir(out_dir.path())
+        .expect("the output folder")
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|e| e == "json"))
+        .collect();
+    let report: Value =
+        serde_json::from_slice(&std::fs::read(&files[0]).expect("read the report")).expect("JSON");
+    let soak = &report["results"]["soak"];
+    let faults: Vec<String> = soak["faults"]
+        .as_array()
+        .expect("faults")
+        .iter()
+        .map(|f| f["fault"].as_str().unwrap_or_default().to_string())
+        .collect();
+    assert!(
+        faults.iter().filter(|f| f.contains("SIGKILL")).count() >= 3,
+        "{faults:?}"
+    );
+    assert!(
+        faults.iter().any(|f| f == "PostgreSQL restarted"),
+        "{faults:?}"
+    );
+    assert!(
+        faults.iter().any(|f| f.contains("connections cut")),
+        "{faults:?}"
+    );
+    let audit = soak["audit"].as_array().expect("audit");
+    assert!(audit.len() >= 8, "{audit:?}");
+    for check in audit {
+        assert_eq!(check["problems"], 0, "{check}");
+    }
+    // Interactions were acknowledged for both tenants (the load ran).
+    let answers = &soak["answers"];
+    assert!(
+        answers["RecordInteractions Ok"].as_u64().unwrap_or(0) > 20,
+        "{answers}"
+    );
+}

@@ -34,6 +34,7 @@ mod neighbours;
 mod onboard;
 mod reads;
 mod segments;
+mod soak;
 mod stack;
 
 use std::collections::BTreeMap;
@@ -64,13 +65,30 @@ const SCENARIOS: [&str; 7] = [
     "onboard",
 ];
 
+/// Every scenario that can be named: the default ones and `soak` (mixed
+/// load with faults, run only when named).
+const NAMED: [&str; 8] = [
+    "reads",
+    "neighbours",
+    "segments",
+    "fit",
+    "import",
+    "ingest",
+    "onboard",
+    "soak",
+];
+
 /// Options of `rapport bench`.
 #[derive(clap::Args, Debug)]
 pub struct BenchArgs {
     /// Scenarios to run: reads, neighbours, segments, fit, import, ingest, onboard
-    /// (default: all).
-    #[arg(value_parser = SCENARIOS)]
+    /// (default: all of these), and soak (mixed load with faults and an
+    /// audit; only when named).
+    #[arg(value_parser = NAMED)]
     scenarios: Vec<String>,
+    /// Minutes of mixed load in the soak scenario.
+    #[arg(long, default_value_t = 2.0)]
+    minutes: f64,
     /// Small sizes, for a smoke run in seconds (the figures mean little).
     #[arg(long)]
     quick: bool,
@@ -355,7 +373,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     let selected: Vec<&str> = if args.scenarios.is_empty() {
         SCENARIOS.to_vec()
     } else {
-        SCENARIOS
+        NAMED
             .iter()
             .copied()
             .filter(|s| args.scenarios.iter().any(|a| a == s))
@@ -384,7 +402,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     let stamp = chrono::Utc::now().format("%Y%m%dT%H%M%SZ").to_string();
     let log = args.out.join(format!("bench-{stamp}-services.log"));
     let started = Instant::now();
-    let stack = Stack::start(args.database_url.as_deref(), &log).await?;
+    let mut stack = Stack::start(args.database_url.as_deref(), &log).await?;
     println!(
         "platform up in {} ({}; every service its own process, logging to {})",
         secs(started.elapsed()),
@@ -416,6 +434,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
                 "segments" => segments::run(&stack, &sizes).await?,
                 "import" => import::run(&stack, &sizes).await?,
                 "onboard" => onboard::run(&stack, &sizes).await?,
+                "soak" => soak::run(&mut stack, args.minutes).await?,
                 _ => fit::run(&stack, &sizes).await?,
             };
             results.insert(scenario.to_string(), value);

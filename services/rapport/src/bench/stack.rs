@@ -38,6 +38,13 @@ struct Process {
     child: Child,
 }
 
+/// How the services are started (to start one again after a fault).
+struct Launch {
+    exe: std::path::PathBuf,
+    log: std::fs::File,
+    ports: BTreeMap<&'static str, u16>,
+}
+
 /// The running platform.
 pub struct Stack {
     /// Administrative URL of the bench's own database.
@@ -47,6 +54,7 @@ pub struct Stack {
     /// The internal credential peers and direct callers present.
     pub internal_token: String,
     processes: Vec<Process>,
+    launch: Option<Launch>,
     gateway_pool: PgPool,
     /// With `--database-url`: the server's URL and the database to drop.
     drop_database: Option<(String, String)>,
@@ -98,6 +106,7 @@ impl Stack {
             embedded,
             internal_token: hex::encode(token),
             processes: Vec::new(),
+            launch: None,
             gateway_pool,
             drop_database: database_url.map(|u| (u.to_string(), name)),
             _pg: pg,
@@ -112,34 +121,12 @@ impl Stack {
             .append(true)
             .open(log)
             .with_context(|| format!("cannot write {}", log.display()))?;
+        stack.launch = Some(Launch { exe, log, ports });
         for s in SERVICES {
-            let mut cmd = Command::new(&exe);
-            cmd.arg("serve")
-                .arg(s)
-                .env_clear()
-                .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-                .env("RAPPORT_LISTEN", format!("127.0.0.1:{}", ports[s]))
-                .env("RAPPORT_DATABASE_URL", &stack.url)
-                .env("RAPPORT_DB_MAX_CONNECTIONS", "8")
-                .env("RAPPORT_LOG", "warn")
-                .env("RAPPORT_INTERNAL_TOKEN", &stack.internal_token)
-                .env("RAPPORT_REQUIRE_INTERNAL_AUTH", "true")
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(Stdio::from(log.try_clone()?))
-                .kill_on_drop(true);
-            for peer in ["profile", "interaction", "segmentation", "valuation"] {
-                cmd.env(
-                    format!("RAPPORT_{}_URL", peer.to_uppercase()),
-                    format!("http://127.0.0.1:{}", ports[peer]),
-                );
-            }
-            let child = cmd
-                .spawn()
-                .with_context(|| format!("cannot start `rapport serve {s}`"))?;
+            let (port, child) = stack.spawn(s)?;
             stack.processes.push(Process {
                 name: s,
-                port: ports[s],
+                port,
                 child,
             });
         }
@@ -147,6 +134,95 @@ impl Stack {
             stack.wait_serving(s).await?;
         }
         Ok(stack)
+    }
+
+    /// Starts `rapport serve <service>` on its port; the port and the child.
+    fn spawn(&self, service: &'static str) -> anyhow::Result<(u16, Child)> {
+        let launch = self
+            .launch
+            .as_ref()
+            .ok_or_else(|| anyhow::anyhow!("the stack has no launch settings"))?;
+        let port = launch.ports[service];
+        let mut cmd = Command::new(&launch.exe);
+        cmd.arg("serve")
+            .arg(service)
+            .env_clear()
+            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+            .env("RAPPORT_LISTEN", format!("127.0.0.1:{port}"))
+            .env("RAPPORT_DATABASE_URL", &self.url)
+            .env("RAPPORT_DB_MAX_CONNECTIONS", "8")
+            .env("RAPPORT_LOG", "warn")
+            .env("RAPPORT_INTERNAL_TOKEN", &self.internal_token)
+            .env("RAPPORT_REQUIRE_INTERNAL_AUTH", "true")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::from(launch.log.try_clone()?))
+            .kill_on_drop(true);
+        for peer in ["profile", "interaction", "segmentation", "valuation"] {
+            cmd.env(
+                format!("RAPPORT_{}_URL", peer.to_uppercase()),
+                format!("http://127.0.0.1:{}", launch.ports[peer]),
+            );
+        }
+        let child = cmd
+            .spawn()
+            .with_context(|| format!("cannot start `rapport serve {service}`"))?;
+        Ok((port, child))
+    }
+
+    /// Kills `service` with SIGKILL, starts it again on its port and waits
+    /// until it serves; how long it was gone.
+    pub async fn kill_and_restart(&mut self, service: &'static str) -> anyhow::Result<Duration> {
+        let started = Instant::now();
+        if let Some(p) = self.processes.iter_mut().find(|p| p.name == service) {
+            let _ = p.child.start_kill();
+            let _ = p.child.wait().await;
+        }
+        let (_, child) = self.spawn(service)?;
+        if let Some(p) = self.processes.iter_mut().find(|p| p.name == service) {
+            p.child = child;
+        }
+        self.wait_serving(service).await?;
+        Ok(started.elapsed())
+    }
+
+    /// Stops the embedded PostgreSQL (fast shutdown) and starts it again on
+    /// the same port and data; false with `--database-url` (not ours to stop).
+    pub async fn restart_postgres(&mut self) -> anyhow::Result<bool> {
+        let Some((server, dir)) = self._pg.take() else {
+            return Ok(false);
+        };
+        let (server, dir) = tokio::task::spawn_blocking(move || {
+            let mut server = server;
+            let port = server.port();
+            server.stop();
+            drop(server);
+            let opts = PgOptions {
+                data_dir: dir.path().join("data"),
+                port: Some(port),
+                throwaway: true,
+            };
+            PgServer::start(&opts).map(|s| (s, dir))
+        })
+        .await?
+        .context("cannot start the benchmark's PostgreSQL again")?;
+        self._pg = Some((server, dir));
+        Ok(true)
+    }
+
+    /// Ends every database connection of `schema`'s service (its feed
+    /// consumers' included); how many were ended.
+    pub async fn drop_connections(&self, schema: &str) -> anyhow::Result<i64> {
+        let pool = self.admin_pool().await?;
+        let ended: i64 = sqlx::query_scalar(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity
+             WHERE application_name = $1 AND datname = current_database()",
+        )
+        .bind(format!("rapport-{schema}"))
+        .fetch_one(&pool)
+        .await?;
+        pool.close().await;
+        Ok(ended)
     }
 
     fn process(&self, service: &str) -> anyhow::Result<&Process> {
