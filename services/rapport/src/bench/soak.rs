@@ -1,7 +1,7 @@
 //! A soak with faults: `rapport bench soak --minutes N`. Two tenants put
 //! mixed load through the gateway (streaming ingestion of known and new
-//! customers, reads, merges and unmerges, segment refreshes, fits and
-//! scoring, API keys created and revoked) while a service is killed with
+//! customers, reads, merges and unmerges, segment refreshes, fits activated
+//! and every customer scored, API keys created and revoked) while a service is killed with
 //! SIGKILL and started again every 30 s (each in turn), the database is
 //! restarted once and the segmentation service's connections (its feed
 //! consumers' included) are cut once. Writes are retried with their
@@ -37,7 +37,9 @@ use rapport_proto::rapport::profile::v1::{
 use rapport_proto::rapport::segmentation::v1::segmentation_service_client::SegmentationServiceClient;
 use rapport_proto::rapport::segmentation::v1::{RefreshSegmentRequest, SegmentKind};
 use rapport_proto::rapport::valuation::v1::valuation_service_client::ValuationServiceClient;
-use rapport_proto::rapport::valuation::v1::{FitModelRequest, ModelKind, ScoreCustomersRequest};
+use rapport_proto::rapport::valuation::v1::{
+    ActivateModelRequest, FitModelRequest, ModelKind, ScoreCustomersRequest,
+};
 use serde_json::{Value, json};
 use tonic::Code;
 use uuid::Uuid;
@@ -367,7 +369,28 @@ impl Load {
                     "FitModel",
                     r.as_ref().map_or_else(|e| e.code(), |_| Code::Ok),
                 );
-                fitted &= r.is_ok();
+                // A fitted model scores once activated.
+                let activated = match r.ok().and_then(|r| r.into_inner().model) {
+                    Some(m) => {
+                        let a = client
+                            .clone()
+                            .activate_model(timed(
+                                ActivateModelRequest {
+                                    model_id: m.model_id,
+                                },
+                                10,
+                            ))
+                            .await;
+                        note(
+                            &self.tally,
+                            "ActivateModel",
+                            a.as_ref().map_or_else(|e| e.code(), |_| Code::Ok),
+                        );
+                        a.is_ok()
+                    }
+                    None => false,
+                };
+                fitted &= activated;
             }
             if fitted {
                 let r = client
