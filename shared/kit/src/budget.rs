@@ -2,15 +2,16 @@
 //! the service's database pool from the others.
 //!
 //! Each tenant may have at most `calls` calls in progress at once (by
-//! default half the pool: every call may hold a connection), counted from
-//! the moment the call starts until its response body is done, uploads and
-//! exports included. A call over the budget waits up to [`QUEUE`] for one
-//! of the tenant's own calls to end (it never waits behind another tenant's
-//! calls), then is shed with RESOURCE_EXHAUSTED and a RetryInfo. Long-lived
-//! streams (`Watch*` methods, which hold no connection while they wait, and
-//! client-streaming uploads, which hold one per batch only) count against a
-//! separate budget of `streams` open streams per tenant, shed at once when
-//! it is full. Calls without a tenant (health,
+//! default the pool less a quarter of it, at least two connections: every
+//! call may hold a connection, and the rest stay free for other tenants),
+//! counted from the moment the call starts until its response body is done,
+//! server-streaming exports included. A call over the budget waits up to
+//! [`QUEUE`] for one of the tenant's own calls to end (it never waits behind
+//! another tenant's calls), then is shed with RESOURCE_EXHAUSTED and a
+//! RetryInfo. Long-lived streams (`Watch*` methods, which hold no connection
+//! while they wait, and client-streaming uploads, which hold one per batch
+//! only) count against a separate budget of `streams` open streams per
+//! tenant, shed at once when it is full. Calls without a tenant (health,
 //! reflection, the services' own feed consumers) are not counted.
 
 use std::collections::HashMap;
@@ -34,6 +35,14 @@ pub const QUEUE: Duration = Duration::from_secs(2);
 
 /// The retry delay a shed call is given.
 pub const RETRY: Duration = Duration::from_secs(1);
+
+/// The calls one tenant may have in progress at a service whose pool holds
+/// `pool` connections (every call may hold one): all but a quarter of them
+/// (at least two) kept for the other tenants. A tenant alone keeps most of
+/// the pool's throughput; another tenant always finds connections free.
+pub fn calls_per_tenant(pool: usize) -> usize {
+    pool.saturating_sub((pool / 4).max(2)).max(1)
+}
 
 /// Open watches a tenant may have at one service, unless configured.
 pub const DEFAULT_STREAMS: usize = 256;
@@ -345,6 +354,15 @@ mod tests {
         assert_eq!(code(&refused), "8");
         assert!(started.elapsed() < Duration::from_millis(500));
         drop(upload);
+    }
+
+    #[test]
+    fn a_tenant_leaves_a_quarter_of_the_pool_and_at_least_two_connections() {
+        assert_eq!(calls_per_tenant(1), 1);
+        assert_eq!(calls_per_tenant(4), 2);
+        assert_eq!(calls_per_tenant(8), 6);
+        assert_eq!(calls_per_tenant(16), 12);
+        assert_eq!(calls_per_tenant(32), 24);
     }
 
     #[test]

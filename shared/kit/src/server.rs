@@ -524,9 +524,8 @@ where
     let pool = crate::db::connect(&config.database_url, spec, config.db_max_connections).await?;
     let mut builder = ServerBuilder::new(component);
     builder.watch_database(pool.clone());
-    // Every call may hold a connection: one tenant gets half of them.
     builder.tenant_budgets(
-        (config.db_max_connections as usize / 2).max(1),
+        crate::budget::calls_per_tenant(config.db_max_connections as usize),
         crate::budget::DEFAULT_STREAMS,
     );
     let page_tokens = match &config.page_token_secret {
