@@ -72,7 +72,8 @@ impl Peer {
 }
 
 /// What a service answers its caller when a call to peer `service` failed
-/// with `s`: the peer being down, overloaded or interrupted is UNAVAILABLE
+/// with `s`: the peer shedding the call is RESOURCE_EXHAUSTED with the
+/// peer's retry delay; the peer being down or interrupted is UNAVAILABLE
 /// (retry later); its deadline passing is DEADLINE_EXCEEDED; anything else
 /// is a fault between Rapport's services, INTERNAL (logged, not shown).
 /// Answers a caller should see as they are (NOT_FOUND of a looked-up id,
@@ -80,11 +81,22 @@ impl Peer {
 /// before it falls back to this.
 pub fn error(service: &str, s: &Status) -> ApiError {
     match s.code() {
-        Code::Unavailable
-        | Code::Unknown
-        | Code::ResourceExhausted
-        | Code::Aborted
-        | Code::Cancelled => {
+        // The peer shed the call (the tenant's budget there, or its pool):
+        // the caller is told to retry after the delay the peer gave.
+        Code::ResourceExhausted => {
+            use tonic_types::StatusExt;
+            let retry_after = s
+                .get_error_details()
+                .retry_info()
+                .and_then(|r| r.retry_delay)
+                .or(Some(crate::error::BUSY_RETRY));
+            tracing::warn!(service, message = s.message(), "peer service shed the call");
+            ApiError::ResourceExhausted {
+                message: format!("the {service} service is busy; retry later"),
+                retry_after,
+            }
+        }
+        Code::Unavailable | Code::Unknown | Code::Aborted | Code::Cancelled => {
             tracing::warn!(service, code = ?s.code(), message = s.message(), "peer service unavailable");
             ApiError::Unavailable(format!("the {service} service is unavailable; retry later"))
         }
@@ -109,12 +121,27 @@ mod tests {
         for c in [
             Code::Unavailable,
             Code::Unknown,
-            Code::ResourceExhausted,
             Code::Aborted,
             Code::Cancelled,
         ] {
             assert_eq!(code(c), Code::Unavailable, "{c:?}");
         }
+        // Shed by the peer: RESOURCE_EXHAUSTED with the peer's retry delay.
+        let shed: Status = ApiError::ResourceExhausted {
+            message: "busy".into(),
+            retry_after: Some(std::time::Duration::from_millis(1500)),
+        }
+        .into();
+        let status: Status = error("profile", &shed).into();
+        assert_eq!(status.code(), Code::ResourceExhausted);
+        use tonic_types::StatusExt;
+        assert_eq!(
+            status
+                .get_error_details()
+                .retry_info()
+                .and_then(|r| r.retry_delay),
+            Some(std::time::Duration::from_millis(1500))
+        );
         assert_eq!(code(Code::DeadlineExceeded), Code::DeadlineExceeded);
         assert_eq!(code(Code::FailedPrecondition), Code::Internal);
         assert_eq!(code(Code::PermissionDenied), Code::Internal);
