@@ -19,6 +19,32 @@ use uuid::Uuid;
 use super::stack::{Stack, Tenant};
 use super::{Auth, Authed, Sizes, Table, count, secs};
 
+/// Creates `n` people through `gateway` with `auth`, then records `each`
+/// synthetic interactions per customer for them; their ids.
+pub async fn customers_with_history(
+    gateway: &tonic::transport::Channel,
+    auth: &Auth,
+    prefix: &str,
+    n: usize,
+    each: usize,
+) -> anyhow::Result<Vec<Uuid>> {
+    let profile = ProfileServiceClient::with_interceptor(gateway.clone(), auth.clone());
+    let ids = customers(&profile, prefix, n).await?;
+    let messages: Vec<RecordInteractionsRequest> = (0..ids.len() * each)
+        .map(|k| synthetic::interaction(k, &ids, prefix))
+        .collect::<Vec<_>>()
+        .chunks(1000)
+        .map(|c| RecordInteractionsRequest {
+            interactions: c.to_vec(),
+        })
+        .collect();
+    InteractionServiceClient::with_interceptor(gateway.clone(), auth.clone())
+        .record_interactions(futures::stream::iter(messages))
+        .await
+        .context("RecordInteractions")?;
+    Ok(ids)
+}
+
 /// Creates `n` people through the gateway, 16 calls in flight; their ids.
 pub async fn customers(
     profile: &ProfileServiceClient<Authed>,

@@ -65,18 +65,13 @@ const SCENARIOS: [&str; 7] = [
     "onboard",
 ];
 
-/// Every scenario that can be named: the default ones and `soak` (mixed
-/// load with faults, run only when named).
-const NAMED: [&str; 8] = [
-    "reads",
-    "neighbours",
-    "segments",
-    "fit",
-    "import",
-    "ingest",
-    "onboard",
-    "soak",
-];
+/// Scenarios run only when named: `soak` (mixed load with faults).
+const ON_REQUEST: [&str; 1] = ["soak"];
+
+/// Every scenario that can be named: the default ones, then [`ON_REQUEST`].
+fn named() -> impl Iterator<Item = &'static str> {
+    SCENARIOS.into_iter().chain(ON_REQUEST)
+}
 
 /// Options of `rapport bench`.
 #[derive(clap::Args, Debug)]
@@ -84,7 +79,7 @@ pub struct BenchArgs {
     /// Scenarios to run: reads, neighbours, segments, fit, import, ingest, onboard
     /// (default: all of these), and soak (mixed load with faults and an
     /// audit; only when named).
-    #[arg(value_parser = NAMED)]
+    #[arg(value_parser = clap::builder::PossibleValuesParser::new(named()))]
     scenarios: Vec<String>,
     /// Minutes of mixed load in the soak scenario.
     #[arg(long, default_value_t = 2.0)]
@@ -248,6 +243,16 @@ impl Interceptor for Auth {
 /// A channel with credentials.
 pub type Authed = InterceptedService<Channel, Auth>;
 
+/// Calls answered, by what and code (`"watch Ok"`, `"FitModel Unavailable"`).
+pub type Tally = std::sync::Arc<std::sync::Mutex<BTreeMap<String, u64>>>;
+
+/// Counts one answer of `what` with `code` in `tally`.
+pub fn note(tally: &Tally, what: &str, code: tonic::Code) {
+    if let Ok(mut t) = tally.lock() {
+        *t.entry(format!("{what} {code:?}")).or_default() += 1;
+    }
+}
+
 /// One scenario's printed table.
 pub struct Table {
     pub title: String,
@@ -373,9 +378,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     let selected: Vec<&str> = if args.scenarios.is_empty() {
         SCENARIOS.to_vec()
     } else {
-        NAMED
-            .iter()
-            .copied()
+        named()
             .filter(|s| args.scenarios.iter().any(|a| a == s))
             .collect()
     };

@@ -10,10 +10,6 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use rapport_interaction::synthetic;
-use rapport_proto::rapport::interaction::v1::RecordInteractionsRequest;
-use rapport_proto::rapport::interaction::v1::interaction_service_client::InteractionServiceClient;
-use rapport_proto::rapport::profile::v1::profile_service_client::ProfileServiceClient;
 use rapport_proto::rapport::segmentation::v1::segmentation_service_client::SegmentationServiceClient;
 use rapport_proto::rapport::segmentation::v1::{
     GetSegmentRequest, PreviewSegmentRequest, SegmentKind, WatchMembershipRequest,
@@ -23,7 +19,7 @@ use serde_json::{Value, json};
 use tokio::time::MissedTickBehavior;
 
 use super::stack::Stack;
-use super::{Auth, Authed, Sizes, Table, millis, percentile};
+use super::{Auth, Authed, Sizes, Table, Tally, millis, note, percentile};
 
 type Segments = SegmentationServiceClient<Authed>;
 
@@ -79,12 +75,7 @@ async fn flood(
     stop: Arc<std::sync::atomic::AtomicBool>,
 ) -> BTreeMap<String, u64> {
     use std::sync::atomic::Ordering;
-    let codes = Arc::new(Mutex::new(BTreeMap::<String, u64>::new()));
-    let note = |codes: &Arc<Mutex<BTreeMap<String, u64>>>, what: &str, code: tonic::Code| {
-        if let Ok(mut c) = codes.lock() {
-            *c.entry(format!("{what} {code:?}")).or_default() += 1;
-        }
-    };
+    let codes = Tally::default();
     let watch = || WatchMembershipRequest {
         segment_id: String::new(),
         start: None,
@@ -133,10 +124,11 @@ async fn flood(
                             sample_size: 10,
                         })
                         .await;
-                    let code = r.map_or_else(|e| e.code(), |_| tonic::Code::Ok);
-                    if let Ok(mut c) = codes.lock() {
-                        *c.entry(format!("preview {code:?}")).or_default() += 1;
-                    }
+                    note(
+                        &codes,
+                        "preview",
+                        r.map_or_else(|e| e.code(), |_| tonic::Code::Ok),
+                    );
                 }));
             }
             for c in calls {
@@ -161,20 +153,7 @@ pub async fn run(stack: &Stack, sizes: &Sizes) -> anyhow::Result<Value> {
 
     // A: customers with purchases, for previews that do real work.
     let customers = sizes.read_rate.min(2_000) as usize * 4;
-    let profile = ProfileServiceClient::with_interceptor(gateway.clone(), Auth::gateway(&a.key)?);
-    let ids = super::ingest::customers(&profile, "neighbours", customers).await?;
-    let rows: Vec<_> = (0..ids.len() * 5)
-        .map(|k| synthetic::interaction(k, &ids, "neighbours"))
-        .collect();
-    let messages: Vec<RecordInteractionsRequest> = rows
-        .chunks(1000)
-        .map(|c| RecordInteractionsRequest {
-            interactions: c.to_vec(),
-        })
-        .collect();
-    InteractionServiceClient::with_interceptor(gateway.clone(), a_key.clone())
-        .record_interactions(futures::stream::iter(messages))
-        .await?;
+    super::ingest::customers_with_history(&gateway, &a_key, "neighbours", customers, 5).await?;
     let mut a_segments = SegmentationServiceClient::with_interceptor(gateway.clone(), a_key);
     super::create_segment(
         &mut a_segments,

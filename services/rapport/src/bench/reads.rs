@@ -5,11 +5,8 @@
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use rapport_interaction::synthetic;
+use rapport_proto::rapport::interaction::v1::GetCustomerSummaryRequest;
 use rapport_proto::rapport::interaction::v1::interaction_service_client::InteractionServiceClient;
-use rapport_proto::rapport::interaction::v1::{
-    GetCustomerSummaryRequest, RecordInteractionsRequest,
-};
 use rapport_proto::rapport::profile::v1::GetCustomerRequest;
 use rapport_proto::rapport::profile::v1::profile_service_client::ProfileServiceClient;
 use serde_json::{Value, json};
@@ -103,21 +100,8 @@ pub async fn run(stack: &Stack, sizes: &Sizes) -> anyhow::Result<Value> {
     let by_token = Auth::direct(tenant.id, &stack.internal_token)?;
 
     // 500 customers with 20 interactions each: summaries with some history.
-    let profile = ProfileServiceClient::with_interceptor(gateway.clone(), by_key.clone());
-    let customers = super::ingest::customers(&profile, "reads", 500).await?;
-    let mut writer = InteractionServiceClient::with_interceptor(gateway.clone(), by_key.clone());
-    let rows: Vec<_> = (0..customers.len() * 20)
-        .map(|k| synthetic::interaction(k, &customers, "reads"))
-        .collect();
-    let messages: Vec<RecordInteractionsRequest> = rows
-        .chunks(1000)
-        .map(|c| RecordInteractionsRequest {
-            interactions: c.to_vec(),
-        })
-        .collect();
-    writer
-        .record_interactions(futures::stream::iter(messages))
-        .await?;
+    let customers =
+        super::ingest::customers_with_history(&gateway, &by_key, "reads", 500, 20).await?;
 
     let rate = sizes.read_rate;
     let seconds = sizes.read_seconds;

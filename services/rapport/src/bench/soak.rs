@@ -15,7 +15,7 @@
 //! of one tenant refers to another tenant's customer. Any finding fails the
 //! run.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::HashSet;
 use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -45,19 +45,10 @@ use tonic::Code;
 use uuid::Uuid;
 
 use super::stack::{SERVICES, Stack, Tenant};
-use super::{Auth, Authed, Table, count};
+use super::{Auth, Authed, Table, Tally, count, note};
 
 /// How often a service is killed.
 const KILL_EVERY: Duration = Duration::from_secs(30);
-
-/// Calls answered, by what and code, across the run.
-type Tally = Arc<Mutex<BTreeMap<String, u64>>>;
-
-fn note(tally: &Tally, what: &str, code: Code) {
-    if let Ok(mut t) = tally.lock() {
-        *t.entry(format!("{what} {code:?}")).or_default() += 1;
-    }
-}
 
 /// Codes a client retries (the call may or may not have been applied; the
 /// retry carries the same idempotency key or request id).
