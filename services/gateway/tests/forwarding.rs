@@ -528,6 +528,18 @@ async fn open_streams_are_limited_per_key() {
     assert!(ok, "the slot was never given back");
 }
 
+/// The status a stream ends with, reading past its messages; a stream that
+/// ends with OK fails the test (a client would take it for the end).
+async fn end_status(stream: &mut Streaming<EchoResponse>) -> Status {
+    loop {
+        match stream.next().await {
+            Some(Ok(_)) => continue,
+            Some(Err(e)) => return e,
+            None => panic!("the stream ended with OK"),
+        }
+    }
+}
+
 /// How long a test waits for an open stream to end after its key was
 /// revoked: the contract's bound (admin.proto, RevokeApiKey).
 const REVOCATION_BOUND: Duration = Duration::from_secs(5);
@@ -590,31 +602,15 @@ async fn revoking_a_key_ends_its_open_streams_of_every_kind() {
     );
     let revoked = std::time::Instant::now();
 
-    let ended = tokio::time::timeout(REVOCATION_BOUND, async {
-        loop {
-            match chat.next().await {
-                Some(Ok(_)) => continue,
-                Some(Err(e)) => return e,
-                None => panic!("the stream ended with OK"),
-            }
-        }
-    })
-    .await
-    .expect("the bidirectional stream was still open 5 s after the revocation");
+    let ended = tokio::time::timeout(REVOCATION_BOUND, end_status(&mut chat))
+        .await
+        .expect("the bidirectional stream was still open 5 s after the revocation");
     assert_eq!(ended.code(), Code::Unauthenticated, "{ended:?}");
     assert_eq!(ended.message(), "api key revoked");
 
-    let ended = tokio::time::timeout(REVOCATION_BOUND, async {
-        loop {
-            match expand.next().await {
-                Some(Ok(_)) => continue,
-                Some(Err(e)) => return e,
-                None => panic!("the stream ended with OK"),
-            }
-        }
-    })
-    .await
-    .expect("the server stream was still open 5 s after the revocation");
+    let ended = tokio::time::timeout(REVOCATION_BOUND, end_status(&mut expand))
+        .await
+        .expect("the server stream was still open 5 s after the revocation");
     assert_eq!(ended.code(), Code::Unauthenticated, "{ended:?}");
 
     let ended = tokio::time::timeout(REVOCATION_BOUND, collect)
@@ -652,15 +648,10 @@ async fn an_expiring_key_ends_its_open_streams() {
         .await
         .unwrap()
         .into_inner();
-    let ended = tokio::time::timeout(Duration::from_secs(2) + REVOCATION_BOUND, async {
-        loop {
-            match stream.next().await {
-                Some(Ok(_)) => continue,
-                Some(Err(e)) => return e,
-                None => panic!("the stream ended with OK"),
-            }
-        }
-    })
+    let ended = tokio::time::timeout(
+        Duration::from_secs(2) + REVOCATION_BOUND,
+        end_status(&mut stream),
+    )
     .await
     .expect("the stream was still open 5 s after the key expired");
     assert_eq!(ended.code(), Code::Unauthenticated, "{ended:?}");
@@ -697,13 +688,7 @@ async fn request_messages_over_the_limit_are_refused_at_the_gateway() {
     tx.send(text("small")).await.unwrap();
     assert_eq!(chat.next().await.unwrap().unwrap().text, "SMALL");
     tx.send(text(&"b".repeat(5 << 20))).await.unwrap();
-    let err = loop {
-        match chat.next().await {
-            Some(Ok(_)) => continue,
-            Some(Err(e)) => break e,
-            None => panic!("the stream ended with OK"),
-        }
-    };
+    let err = end_status(&mut chat).await;
     assert_eq!(err.code(), Code::ResourceExhausted, "{err:?}");
     // The key is still good.
     c.unary(text("after")).await.unwrap();
@@ -814,17 +799,9 @@ async fn open_streams_end_unavailable_when_the_gateway_shuts_down() {
         .into_inner();
     assert_eq!(stream.next().await.unwrap().unwrap().text, "x-0");
     s.gateway.shutdown.trigger();
-    let ended = tokio::time::timeout(Duration::from_secs(5), async {
-        loop {
-            match stream.next().await {
-                Some(Ok(_)) => continue,
-                Some(Err(e)) => return e,
-                None => panic!("the stream ended with OK: a client would take it for the end"),
-            }
-        }
-    })
-    .await
-    .expect("the stream was still open 5 s after shutdown began");
+    let ended = tokio::time::timeout(Duration::from_secs(5), end_status(&mut stream))
+        .await
+        .expect("the stream was still open 5 s after shutdown began");
     assert_eq!(ended.code(), Code::Unavailable, "{ended:?}");
     assert!(
         ended.message().contains("shutting down"),
