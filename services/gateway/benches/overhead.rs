@@ -164,6 +164,9 @@ async fn main() {
     store::set_rate_limit(&pool, tenant, 100_000, 1_000_000)
         .await
         .unwrap();
+    store::set_tenant_budget(&pool, tenant, 100_000, 1_000_000, 100_000)
+        .await
+        .unwrap();
     let key = keys::generate().unwrap();
     store::insert_key(&pool, tenant, &key, "bench", &["echo:*".to_string()], None)
         .await

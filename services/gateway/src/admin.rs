@@ -25,6 +25,68 @@ pub const DEFAULT_RATE_PER_SECOND: i32 = 100;
 pub const DEFAULT_BURST: i32 = 200;
 /// Default open streams per key.
 pub const DEFAULT_MAX_STREAMS: i32 = 100;
+/// Default sustained rate of all a tenant's keys together.
+pub const DEFAULT_TENANT_RATE_PER_SECOND: i32 = 1_000;
+/// Default burst of all a tenant's keys together.
+pub const DEFAULT_TENANT_BURST: i32 = 2_000;
+/// Default open streams of all a tenant's keys together.
+pub const DEFAULT_TENANT_MAX_STREAMS: i32 = 1_000;
+
+/// The update-mask paths of a tenant's limits, each naming one stored value.
+const LIMIT_PATHS: [&str; 6] = [
+    "rate_limit.requests_per_second",
+    "rate_limit.burst",
+    "max_concurrent_streams",
+    "tenant_rate_limit.requests_per_second",
+    "tenant_rate_limit.burst",
+    "tenant_max_concurrent_streams",
+];
+
+/// Sets the limit named by `path` (one of [`LIMIT_PATHS`]) in `new` from the
+/// request's `t`, checking its range (0 takes the default).
+fn apply_limit(path: &str, t: &pb::Tenant, new: &mut NewTenant, v: &mut Violations) {
+    let key = t.rate_limit.unwrap_or_default();
+    let tenant = t.tenant_rate_limit.unwrap_or_default();
+    let (value, max, default, slot) = match path {
+        "rate_limit.requests_per_second" => (
+            key.requests_per_second,
+            100_000,
+            DEFAULT_RATE_PER_SECOND,
+            &mut new.rate_limit_per_second,
+        ),
+        "rate_limit.burst" => (
+            key.burst,
+            1_000_000,
+            DEFAULT_BURST,
+            &mut new.rate_limit_burst,
+        ),
+        "max_concurrent_streams" => (
+            t.max_concurrent_streams,
+            10_000,
+            DEFAULT_MAX_STREAMS,
+            &mut new.max_concurrent_streams,
+        ),
+        "tenant_rate_limit.requests_per_second" => (
+            tenant.requests_per_second,
+            1_000_000,
+            DEFAULT_TENANT_RATE_PER_SECOND,
+            &mut new.tenant_rate_limit_per_second,
+        ),
+        "tenant_rate_limit.burst" => (
+            tenant.burst,
+            10_000_000,
+            DEFAULT_TENANT_BURST,
+            &mut new.tenant_rate_limit_burst,
+        ),
+        _ => (
+            t.tenant_max_concurrent_streams,
+            100_000,
+            DEFAULT_TENANT_MAX_STREAMS,
+            &mut new.tenant_max_concurrent_streams,
+        ),
+    };
+    *slot = check_limit(value, max, default, &format!("tenant.{path}"), v);
+}
 
 /// The AdminService implementation.
 pub struct Admin {
@@ -105,6 +167,11 @@ fn tenant_pb(t: TenantRow) -> pb::Tenant {
             burst: t.rate_limit_burst,
         }),
         max_concurrent_streams: t.max_concurrent_streams,
+        tenant_rate_limit: Some(pb::RateLimit {
+            requests_per_second: t.tenant_rate_limit_per_second,
+            burst: t.tenant_rate_limit_burst,
+        }),
+        tenant_max_concurrent_streams: t.tenant_max_concurrent_streams,
         is_operator: t.is_operator,
         etag: etag(t.version),
         create_time: Some(timestamp(t.create_time)),
@@ -213,31 +280,18 @@ impl AdminService for Admin {
         let r = req.into_inner();
         let t = r.tenant.unwrap_or_default();
         let mut v = Violations::new();
-        let limit = t.rate_limit.unwrap_or_default();
-        let new = NewTenant {
+        let mut new = NewTenant {
             display_name: check_name(&t.display_name, "tenant.display_name", &mut v),
-            rate_limit_per_second: check_limit(
-                limit.requests_per_second,
-                100_000,
-                DEFAULT_RATE_PER_SECOND,
-                "tenant.rate_limit.requests_per_second",
-                &mut v,
-            ),
-            rate_limit_burst: check_limit(
-                limit.burst,
-                1_000_000,
-                DEFAULT_BURST,
-                "tenant.rate_limit.burst",
-                &mut v,
-            ),
-            max_concurrent_streams: check_limit(
-                t.max_concurrent_streams,
-                10_000,
-                DEFAULT_MAX_STREAMS,
-                "tenant.max_concurrent_streams",
-                &mut v,
-            ),
+            rate_limit_per_second: 0,
+            rate_limit_burst: 0,
+            max_concurrent_streams: 0,
+            tenant_rate_limit_per_second: 0,
+            tenant_rate_limit_burst: 0,
+            tenant_max_concurrent_streams: 0,
         };
+        for path in LIMIT_PATHS {
+            apply_limit(path, &t, &mut new, &mut v);
+        }
         check_request_id(&r.request_id, &mut v);
         v.finish()?;
         let hash = request_hash(&[
@@ -245,6 +299,9 @@ impl AdminService for Admin {
             &new.rate_limit_per_second.to_string(),
             &new.rate_limit_burst.to_string(),
             &new.max_concurrent_streams.to_string(),
+            &new.tenant_rate_limit_per_second.to_string(),
+            &new.tenant_rate_limit_burst.to_string(),
+            &new.tenant_max_concurrent_streams.to_string(),
         ]);
         let mut tx = self.pool.begin().await.map_err(ApiError::from)?;
         if let Some(id) = earlier_result(
@@ -360,26 +417,33 @@ impl AdminService for Admin {
             rate_limit_per_second: current.rate_limit_per_second,
             rate_limit_burst: current.rate_limit_burst,
             max_concurrent_streams: current.max_concurrent_streams,
+            tenant_rate_limit_per_second: current.tenant_rate_limit_per_second,
+            tenant_rate_limit_burst: current.tenant_rate_limit_burst,
+            tenant_max_concurrent_streams: current.tenant_max_concurrent_streams,
         };
-        let limit = t.rate_limit.unwrap_or_default();
         let mut touches_limits = false;
         for path in &paths {
-            match path.as_str() {
-                "display_name" => new.display_name = check_name(&t.display_name, "tenant.display_name", &mut v),
-                "rate_limit" | "rate_limit.requests_per_second" | "rate_limit.burst" => {
-                    touches_limits = true;
-                    if path != "rate_limit.burst" {
-                        new.rate_limit_per_second = check_limit(limit.requests_per_second, 100_000, DEFAULT_RATE_PER_SECOND, "tenant.rate_limit.requests_per_second", &mut v);
-                    }
-                    if path != "rate_limit.requests_per_second" {
-                        new.rate_limit_burst = check_limit(limit.burst, 1_000_000, DEFAULT_BURST, "tenant.rate_limit.burst", &mut v);
-                    }
-                }
-                "max_concurrent_streams" => {
-                    touches_limits = true;
-                    new.max_concurrent_streams = check_limit(t.max_concurrent_streams, 10_000, DEFAULT_MAX_STREAMS, "tenant.max_concurrent_streams", &mut v);
-                }
-                other => v.add("update_mask", format!("{other:?} cannot be updated (display_name, rate_limit, rate_limit.requests_per_second, rate_limit.burst, max_concurrent_streams)")),
+            let path = path.as_str();
+            if path == "display_name" {
+                new.display_name = check_name(&t.display_name, "tenant.display_name", &mut v);
+                continue;
+            }
+            // A message path selects each of its fields.
+            let selected: Vec<&str> = LIMIT_PATHS
+                .into_iter()
+                .filter(|leaf| {
+                    *leaf == path
+                        || leaf
+                            .strip_prefix(path)
+                            .is_some_and(|rest| rest.starts_with('.'))
+                })
+                .collect();
+            if selected.is_empty() {
+                v.add("update_mask", format!("{path:?} cannot be updated (display_name, rate_limit, rate_limit.requests_per_second, rate_limit.burst, max_concurrent_streams, tenant_rate_limit, tenant_rate_limit.requests_per_second, tenant_rate_limit.burst, tenant_max_concurrent_streams)"));
+            }
+            for leaf in selected {
+                touches_limits = true;
+                apply_limit(leaf, &t, &mut new, &mut v);
             }
         }
         let expected = if t.etag.is_empty() {

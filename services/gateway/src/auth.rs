@@ -1,9 +1,11 @@
 //! Authentication of API keys, with a short-lived cache so a revoked key stops
 //! working within seconds on every replica without a database round trip per
-//! call, and per-key rate limits (token buckets sized by the tenant).
+//! call, per-key rate limits (token buckets sized by the tenant) and the
+//! tenant's own budgets shared by all of its keys.
 
 use std::collections::HashMap;
 use std::num::NonZeroU32;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -37,6 +39,12 @@ pub struct Principal {
     pub burst: u32,
     /// Streaming calls the key may have open at once.
     pub max_streams: u32,
+    /// Sustained calls per second of all the tenant's keys together.
+    pub tenant_rate_per_second: u32,
+    /// Burst of all the tenant's keys together.
+    pub tenant_burst: u32,
+    /// Streaming calls all the tenant's keys may have open at once.
+    pub tenant_max_streams: u32,
     /// Whether the key's tenant is the operator tenant.
     pub operator: bool,
 }
@@ -48,24 +56,79 @@ enum Cached {
     Unknown,
 }
 
-/// A key's token bucket and the limits it was made with.
+/// A token bucket and the limits (rate, burst) it was made with.
 type Bucket = (u32, u32, Arc<DefaultDirectRateLimiter>);
+
+/// Token buckets by key or tenant id (a bucket is made afresh when its
+/// limits change).
+#[derive(Default)]
+struct Buckets(Mutex<HashMap<Uuid, Bucket>>);
+
+impl Buckets {
+    /// Takes a token from `id`'s bucket, or says how long until one is there.
+    fn take(&self, id: Uuid, per_second: u32, burst: u32) -> Result<(), Duration> {
+        let limiter = {
+            let Ok(mut buckets) = self.0.lock() else {
+                return Ok(());
+            };
+            let entry = buckets
+                .entry(id)
+                .or_insert_with(|| (per_second, burst, Arc::new(limiter(per_second, burst))));
+            if entry.0 != per_second || entry.1 != burst {
+                *entry = (per_second, burst, Arc::new(limiter(per_second, burst)));
+            }
+            entry.2.clone()
+        };
+        limiter.check().map_err(|not_until| {
+            not_until.wait_time_from(governor::clock::DefaultClock::default().now())
+        })
+    }
+}
+
+/// Open-stream counters by key or tenant id.
+#[derive(Default)]
+struct Counters(Mutex<HashMap<Uuid, Arc<AtomicU32>>>);
+
+impl Counters {
+    /// One of `id`'s `max` slots, or `None` when all are taken.
+    fn take(&self, id: Uuid, max: u32) -> Result<Option<Slot>, ApiError> {
+        let counter = {
+            let Ok(mut counters) = self.0.lock() else {
+                return Err(ApiError::internal("stream table poisoned"));
+            };
+            counters.entry(id).or_default().clone()
+        };
+        let taken = counter.fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+            (n < max).then_some(n + 1)
+        });
+        Ok(taken.ok().map(|_| Slot(counter)))
+    }
+}
 
 /// Checks keys and applies rate limits.
 pub struct Authenticator {
     pool: PgPool,
     cache: Mutex<HashMap<[u8; 32], (Instant, Cached)>>,
-    limiters: Mutex<HashMap<Uuid, Bucket>>,
-    streams: Mutex<HashMap<Uuid, Arc<std::sync::atomic::AtomicU32>>>,
+    key_buckets: Buckets,
+    tenant_buckets: Buckets,
+    key_streams: Counters,
+    tenant_streams: Counters,
 }
 
-/// One open stream of a key; the slot is given back when this is dropped.
-pub struct StreamSlot(Arc<std::sync::atomic::AtomicU32>);
+/// One taken slot of a counter, given back when dropped.
+struct Slot(Arc<AtomicU32>);
 
-impl Drop for StreamSlot {
+impl Drop for Slot {
     fn drop(&mut self) {
-        self.0.fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
+        self.0.fetch_sub(1, Ordering::AcqRel);
     }
+}
+
+/// One open stream: a slot of its key and one of its tenant, given back when
+/// this is dropped.
+pub struct StreamSlot {
+    _key: Slot,
+    _tenant: Slot,
 }
 
 impl Authenticator {
@@ -74,8 +137,10 @@ impl Authenticator {
         Self {
             pool,
             cache: Mutex::new(HashMap::new()),
-            limiters: Mutex::new(HashMap::new()),
-            streams: Mutex::new(HashMap::new()),
+            key_buckets: Buckets::default(),
+            tenant_buckets: Buckets::default(),
+            key_streams: Counters::default(),
+            tenant_streams: Counters::default(),
         }
     }
 
@@ -140,48 +205,36 @@ impl Authenticator {
                 rate_per_second: row.rate_limit_per_second.max(1) as u32,
                 burst: row.rate_limit_burst.max(1) as u32,
                 max_streams: row.max_concurrent_streams.max(1) as u32,
+                tenant_rate_per_second: row.tenant_rate_limit_per_second.max(1) as u32,
+                tenant_burst: row.tenant_rate_limit_burst.max(1) as u32,
+                tenant_max_streams: row.tenant_max_concurrent_streams.max(1) as u32,
                 operator: row.is_operator,
             },
             row.expire_time,
         ))
     }
 
-    /// Takes one token from the key's bucket, or says how long to wait.
+    /// Takes one token from the key's bucket and one from its tenant's, or
+    /// says which is empty and how long to wait. A call refused by the key's
+    /// bucket takes nothing from the tenant's.
     pub fn admit(&self, principal: &Principal) -> Result<(), ApiError> {
-        let limiter = {
-            let Ok(mut limiters) = self.limiters.lock() else {
-                return Ok(());
-            };
-            let entry = limiters.entry(principal.key_id).or_insert_with(|| {
-                (
-                    principal.rate_per_second,
-                    principal.burst,
-                    Arc::new(limiter(principal.rate_per_second, principal.burst)),
-                )
-            });
-            if entry.0 != principal.rate_per_second || entry.1 != principal.burst {
-                *entry = (
-                    principal.rate_per_second,
-                    principal.burst,
-                    Arc::new(limiter(principal.rate_per_second, principal.burst)),
-                );
-            }
-            entry.2.clone()
+        let exhausted = |whose: String, wait: Duration| ApiError::ResourceExhausted {
+            message: format!(
+                "rate limit exceeded for {whose}; retry in {}ms",
+                wait.as_millis().max(1)
+            ),
+            retry_after: Some(wait),
         };
-        match limiter.check() {
-            Ok(()) => Ok(()),
-            Err(not_until) => {
-                let wait = not_until.wait_time_from(governor::clock::DefaultClock::default().now());
-                Err(ApiError::ResourceExhausted {
-                    message: format!(
-                        "rate limit exceeded for key {}; retry in {}ms",
-                        principal.prefix,
-                        wait.as_millis().max(1)
-                    ),
-                    retry_after: Some(wait),
-                })
-            }
-        }
+        self.key_buckets
+            .take(principal.key_id, principal.rate_per_second, principal.burst)
+            .map_err(|wait| exhausted(format!("key {}", principal.prefix), wait))?;
+        self.tenant_buckets
+            .take(
+                principal.tenant_id,
+                principal.tenant_rate_per_second,
+                principal.tenant_burst,
+            )
+            .map_err(|wait| exhausted(format!("tenant {}", principal.tenant_id), wait))
     }
 }
 
@@ -222,29 +275,36 @@ fn limiter(per_second: u32, burst: u32) -> DefaultDirectRateLimiter {
 }
 
 impl Authenticator {
-    /// Takes one of the key's stream slots, or RESOURCE_EXHAUSTED when all are
-    /// in use (retry once a stream ends).
+    /// Takes one of the key's stream slots and one of its tenant's, or
+    /// RESOURCE_EXHAUSTED when all of either are in use (retry once a stream
+    /// ends).
     pub fn open_stream(&self, principal: &Principal) -> Result<StreamSlot, ApiError> {
-        use std::sync::atomic::Ordering;
-        let counter = {
-            let Ok(mut streams) = self.streams.lock() else {
-                return Err(ApiError::internal("stream table poisoned"));
-            };
-            streams.entry(principal.key_id).or_default().clone()
+        let full = |message: String| ApiError::ResourceExhausted {
+            message,
+            retry_after: None,
         };
-        let taken = counter.fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
-            (n < principal.max_streams).then_some(n + 1)
-        });
-        match taken {
-            Ok(_) => Ok(StreamSlot(counter)),
-            Err(_) => Err(ApiError::ResourceExhausted {
-                message: format!(
-                    "key {} already has {} streams open, its tenant's limit; retry when one ends",
+        let key = self
+            .key_streams
+            .take(principal.key_id, principal.max_streams)?
+            .ok_or_else(|| {
+                full(format!(
+                    "key {} already has {} streams open, its tenant's limit per key; retry when one ends",
                     principal.prefix, principal.max_streams
-                ),
-                retry_after: None,
-            }),
-        }
+                ))
+            })?;
+        let tenant = self
+            .tenant_streams
+            .take(principal.tenant_id, principal.tenant_max_streams)?
+            .ok_or_else(|| {
+                full(format!(
+                    "tenant {} already has {} streams open, its limit for all keys together; retry when one ends",
+                    principal.tenant_id, principal.tenant_max_streams
+                ))
+            })?;
+        Ok(StreamSlot {
+            _key: key,
+            _tenant: tenant,
+        })
     }
 }
 
@@ -279,6 +339,9 @@ pub(crate) fn test_principal(rate: u32, burst: u32) -> Principal {
         rate_per_second: rate,
         burst,
         max_streams: 1,
+        tenant_rate_per_second: 1_000,
+        tenant_burst: 1_000,
+        tenant_max_streams: 1_000,
         operator: false,
     }
 }

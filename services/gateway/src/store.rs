@@ -115,6 +115,12 @@ pub struct KeyAuthRow {
     pub rate_limit_burst: i32,
     /// The tenant's open streams per key.
     pub max_concurrent_streams: i32,
+    /// The tenant's sustained rate, all keys together.
+    pub tenant_rate_limit_per_second: i32,
+    /// The tenant's burst, all keys together.
+    pub tenant_rate_limit_burst: i32,
+    /// The tenant's open streams, all keys together.
+    pub tenant_max_concurrent_streams: i32,
     /// Whether the tenant is the operator tenant.
     pub is_operator: bool,
 }
@@ -126,7 +132,9 @@ pub async fn authenticate(
 ) -> Result<Option<KeyAuthRow>, sqlx::Error> {
     sqlx::query_as(
         "SELECT k.tenant_id, k.key_id, k.prefix, k.scopes, k.expire_time, k.revoke_time,
-                t.rate_limit_per_second, t.rate_limit_burst, t.max_concurrent_streams, t.is_operator
+                t.rate_limit_per_second, t.rate_limit_burst, t.max_concurrent_streams,
+                t.tenant_rate_limit_per_second, t.tenant_rate_limit_burst,
+                t.tenant_max_concurrent_streams, t.is_operator
          FROM api_keys k JOIN tenants t USING (tenant_id)
          WHERE k.secret_hash = $1",
     )
@@ -176,6 +184,28 @@ pub async fn set_rate_limit(
     Ok(())
 }
 
+/// Sets the budgets shared by all keys of a tenant.
+pub async fn set_tenant_budget(
+    pool: &PgPool,
+    tenant_id: Uuid,
+    per_second: i32,
+    burst: i32,
+    streams: i32,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "UPDATE tenants SET tenant_rate_limit_per_second = $2, tenant_rate_limit_burst = $3,
+                tenant_max_concurrent_streams = $4, version = version + 1, update_time = now()
+         WHERE tenant_id = $1",
+    )
+    .bind(tenant_id)
+    .bind(per_second)
+    .bind(burst)
+    .bind(streams)
+    .execute(pool)
+    .await?;
+    Ok(())
+}
+
 /// Marks `tenant_id` as the operator tenant (there is at most one).
 pub async fn make_operator(pool: &PgPool, tenant_id: Uuid) -> Result<(), sqlx::Error> {
     sqlx::query("UPDATE tenants SET is_operator = true WHERE tenant_id = $1 AND NOT EXISTS (SELECT 1 FROM tenants WHERE is_operator)")
@@ -198,6 +228,12 @@ pub struct TenantRow {
     pub rate_limit_burst: i32,
     /// Per-key open streams.
     pub max_concurrent_streams: i32,
+    /// Sustained rate of all keys together.
+    pub tenant_rate_limit_per_second: i32,
+    /// Burst of all keys together.
+    pub tenant_rate_limit_burst: i32,
+    /// Open streams of all keys together.
+    pub tenant_max_concurrent_streams: i32,
     /// Whether it is the operator tenant.
     pub is_operator: bool,
     /// Version, changed by every update (the etag).
@@ -209,7 +245,8 @@ pub struct TenantRow {
 }
 
 const TENANT_COLUMNS: &str = "tenant_id, display_name, rate_limit_per_second, rate_limit_burst, \
-     max_concurrent_streams, is_operator, version, create_time, update_time";
+     max_concurrent_streams, tenant_rate_limit_per_second, tenant_rate_limit_burst, \
+     tenant_max_concurrent_streams, is_operator, version, create_time, update_time";
 
 /// A new tenant's settings.
 #[derive(Debug, Clone)]
@@ -222,6 +259,12 @@ pub struct NewTenant {
     pub rate_limit_burst: i32,
     /// Per-key open streams.
     pub max_concurrent_streams: i32,
+    /// Sustained rate of all keys together.
+    pub tenant_rate_limit_per_second: i32,
+    /// Burst of all keys together.
+    pub tenant_rate_limit_burst: i32,
+    /// Open streams of all keys together.
+    pub tenant_max_concurrent_streams: i32,
 }
 
 /// Creates a tenant with explicit limits, in `tx`.
@@ -231,14 +274,19 @@ pub async fn insert_tenant(
     t: &NewTenant,
 ) -> Result<TenantRow, sqlx::Error> {
     sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "INSERT INTO tenants (tenant_id, display_name, rate_limit_per_second, rate_limit_burst, max_concurrent_streams)
-         VALUES ($1, $2, $3, $4, $5) RETURNING {TENANT_COLUMNS}"
+        "INSERT INTO tenants (tenant_id, display_name, rate_limit_per_second, rate_limit_burst,
+                              max_concurrent_streams, tenant_rate_limit_per_second,
+                              tenant_rate_limit_burst, tenant_max_concurrent_streams)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING {TENANT_COLUMNS}"
     )))
     .bind(tenant_id)
     .bind(&t.display_name)
     .bind(t.rate_limit_per_second)
     .bind(t.rate_limit_burst)
     .bind(t.max_concurrent_streams)
+    .bind(t.tenant_rate_limit_per_second)
+    .bind(t.tenant_rate_limit_burst)
+    .bind(t.tenant_max_concurrent_streams)
     .fetch_one(tx)
     .await
 }
@@ -285,7 +333,9 @@ pub async fn update_tenant(
 ) -> Result<Option<TenantRow>, sqlx::Error> {
     sqlx::query_as(sqlx::AssertSqlSafe(format!(
         "UPDATE tenants SET display_name = $3, rate_limit_per_second = $4, rate_limit_burst = $5,
-                max_concurrent_streams = $6, version = version + 1, update_time = now()
+                max_concurrent_streams = $6, tenant_rate_limit_per_second = $7,
+                tenant_rate_limit_burst = $8, tenant_max_concurrent_streams = $9,
+                version = version + 1, update_time = now()
          WHERE tenant_id = $1 AND ($2::bigint IS NULL OR version = $2)
          RETURNING {TENANT_COLUMNS}"
     )))
@@ -295,6 +345,9 @@ pub async fn update_tenant(
     .bind(t.rate_limit_per_second)
     .bind(t.rate_limit_burst)
     .bind(t.max_concurrent_streams)
+    .bind(t.tenant_rate_limit_per_second)
+    .bind(t.tenant_rate_limit_burst)
+    .bind(t.tenant_max_concurrent_streams)
     .fetch_optional(pool)
     .await
 }

@@ -240,6 +240,125 @@ async fn operators_manage_every_tenant_and_tenants_only_themselves() {
 }
 
 #[tokio::test]
+async fn tenant_budgets_have_defaults_and_only_operators_change_them() {
+    let s = setup().await;
+    let mut op = client(&s, &s.operator_key).await;
+    let acme = new_tenant(&mut op, "Acme").await;
+    let budget = acme.tenant_rate_limit.unwrap();
+    assert_eq!(
+        (
+            budget.requests_per_second,
+            budget.burst,
+            acme.tenant_max_concurrent_streams
+        ),
+        (1_000, 2_000, 1_000),
+        "defaults are shown"
+    );
+    let update = |paths: &[&str], tenant: pb::Tenant| pb::UpdateTenantRequest {
+        tenant: Some(tenant),
+        update_mask: Some(prost_types::FieldMask {
+            paths: paths.iter().map(|p| p.to_string()).collect(),
+        }),
+    };
+    // One field of the bucket alone, then the stream ceiling.
+    let changed = op
+        .update_tenant(update(
+            &["tenant_rate_limit.burst", "tenant_max_concurrent_streams"],
+            pb::Tenant {
+                tenant_id: acme.tenant_id.clone(),
+                tenant_rate_limit: Some(pb::RateLimit {
+                    requests_per_second: 7,
+                    burst: 9,
+                }),
+                tenant_max_concurrent_streams: 3,
+                ..Default::default()
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .tenant
+        .unwrap();
+    let budget = changed.tenant_rate_limit.unwrap();
+    assert_eq!(
+        (
+            budget.requests_per_second,
+            budget.burst,
+            changed.tenant_max_concurrent_streams
+        ),
+        (1_000, 9, 3),
+        "only the selected fields change"
+    );
+    assert_eq!(changed.rate_limit, acme.rate_limit, "key limits untouched");
+    // Zero resets the whole bucket to the defaults.
+    let reset = op
+        .update_tenant(update(
+            &["tenant_rate_limit"],
+            pb::Tenant {
+                tenant_id: acme.tenant_id.clone(),
+                ..Default::default()
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .tenant
+        .unwrap();
+    let budget = reset.tenant_rate_limit.unwrap();
+    assert_eq!((budget.requests_per_second, budget.burst), (1_000, 2_000));
+
+    // A tenant's own admin may not raise its budget.
+    let (_, secret) = new_key(&mut op, &acme.tenant_id, &["admin"]).await;
+    for path in ["tenant_rate_limit", "tenant_max_concurrent_streams"] {
+        let err = client(&s, &secret)
+            .await
+            .update_tenant(update(
+                &[path],
+                pb::Tenant {
+                    tenant_rate_limit: Some(pb::RateLimit {
+                        requests_per_second: 100_000,
+                        burst: 100_000,
+                    }),
+                    tenant_max_concurrent_streams: 100_000,
+                    ..Default::default()
+                },
+            ))
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), Code::PermissionDenied, "{path}: {err:?}");
+    }
+
+    // Given when creating, the budget is stored as given.
+    let created = op
+        .create_tenant(pb::CreateTenantRequest {
+            tenant: Some(pb::Tenant {
+                display_name: "Globex".into(),
+                tenant_rate_limit: Some(pb::RateLimit {
+                    requests_per_second: 50,
+                    burst: 0,
+                }),
+                tenant_max_concurrent_streams: 20,
+                ..Default::default()
+            }),
+            request_id: String::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .tenant
+        .unwrap();
+    let budget = created.tenant_rate_limit.unwrap();
+    assert_eq!(
+        (
+            budget.requests_per_second,
+            budget.burst,
+            created.tenant_max_concurrent_streams
+        ),
+        (50, 2_000, 20)
+    );
+}
+
+#[tokio::test]
 async fn keys_are_validated_idempotent_paginated_and_revocable() {
     let s = setup().await;
     let mut op = client(&s, &s.operator_key).await;

@@ -111,6 +111,9 @@ async fn setup() -> Setup {
     rapport_gateway::store::set_rate_limit(&pool, creds.tenant_id, 100_000, 1_000_000)
         .await
         .expect("room for many calls");
+    rapport_gateway::store::set_tenant_budget(&pool, creds.tenant_id, 100_000, 1_000_000, 1_000)
+        .await
+        .expect("room for many calls");
     Setup {
         gateway,
         _profile: profile,
@@ -475,11 +478,34 @@ async fn create_tenant_refuses_bad_input_and_keeps_hostile_names() {
             with(&|t| t.max_concurrent_streams = 10_001),
         ),
         (
+            vec!["tenant.tenant_rate_limit.requests_per_second"],
+            with(&|t| t.tenant_rate_limit = limits(1_000_001, 0)),
+        ),
+        (
+            vec!["tenant.tenant_rate_limit.requests_per_second"],
+            with(&|t| t.tenant_rate_limit = limits(-1, 0)),
+        ),
+        (
+            vec!["tenant.tenant_rate_limit.burst"],
+            with(&|t| t.tenant_rate_limit = limits(0, 10_000_001)),
+        ),
+        (
+            vec!["tenant.tenant_max_concurrent_streams"],
+            with(&|t| t.tenant_max_concurrent_streams = 100_001),
+        ),
+        (
+            vec!["tenant.tenant_max_concurrent_streams"],
+            with(&|t| t.tenant_max_concurrent_streams = i32::MIN),
+        ),
+        (
             vec![
                 "tenant.display_name",
                 "tenant.rate_limit.requests_per_second",
                 "tenant.rate_limit.burst",
                 "tenant.max_concurrent_streams",
+                "tenant.tenant_rate_limit.requests_per_second",
+                "tenant.tenant_rate_limit.burst",
+                "tenant.tenant_max_concurrent_streams",
                 "request_id",
             ],
             pb::CreateTenantRequest {
@@ -487,6 +513,8 @@ async fn create_tenant_refuses_bad_input_and_keeps_hostile_names() {
                     display_name: String::new(),
                     rate_limit: limits(i32::MAX, i32::MAX),
                     max_concurrent_streams: i32::MAX,
+                    tenant_rate_limit: limits(i32::MAX, i32::MAX),
+                    tenant_max_concurrent_streams: i32::MAX,
                     ..Default::default()
                 }),
                 request_id: "r".repeat(129),
@@ -813,6 +841,32 @@ async fn update_tenant_refuses_bad_input_and_changes_nothing() {
                 t.max_concurrent_streams = 10_001
             }),
         ),
+        (
+            vec![
+                "tenant.tenant_rate_limit.requests_per_second",
+                "tenant.tenant_rate_limit.burst",
+            ],
+            update(&["tenant_rate_limit"], &|t| {
+                t.tenant_rate_limit = limits(-1, 10_000_001)
+            }),
+        ),
+        (
+            vec!["tenant.tenant_rate_limit.burst"],
+            update(&["tenant_rate_limit.burst"], &|t| {
+                t.tenant_rate_limit = limits(-1, -1)
+            }),
+        ),
+        (
+            vec!["tenant.tenant_max_concurrent_streams"],
+            update(&["tenant_max_concurrent_streams"], &|t| {
+                t.tenant_max_concurrent_streams = 100_001
+            }),
+        ),
+        (
+            vec!["update_mask"],
+            update(&["tenant_rate_limit."], &|_| {}),
+        ),
+        (vec!["update_mask"], update(&["rate_limit.tenant"], &|_| {})),
         (
             vec!["tenant.etag"],
             update(&["display_name"], &|t| {

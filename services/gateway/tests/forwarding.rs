@@ -463,6 +463,112 @@ async fn rate_limits_kick_in_and_recover() {
 }
 
 #[tokio::test]
+async fn a_tenants_keys_share_its_budget() {
+    use tonic_types::StatusExt;
+    let s = setup().await;
+    // Each key alone could make 100 calls at once and hold 10 streams; the
+    // tenant as a whole may make 4 calls at once and hold 2 streams.
+    store::set_rate_limit(&s.pool, s.tenant_a, 100, 100)
+        .await
+        .unwrap();
+    store::set_max_streams(&s.pool, s.tenant_a, 10)
+        .await
+        .unwrap();
+    store::set_tenant_budget(&s.pool, s.tenant_a, 1, 4, 2)
+        .await
+        .unwrap();
+    let mut clients = Vec::new();
+    for _ in 0..4 {
+        let k = key(&s.pool, s.tenant_a, &["echo:*"]).await;
+        clients.push(client(&s, Some(&k), None).await);
+    }
+    let mut admitted = 0;
+    let mut refused = None;
+    for round in 0..3 {
+        for c in clients.iter_mut() {
+            match c.unary(text("x")).await {
+                Ok(_) => admitted += 1,
+                Err(e) if round > 0 || refused.is_none() => refused = Some(e),
+                Err(e) => panic!("{e:?}"),
+            }
+        }
+    }
+    // Twelve calls over four keys, each far under its own limit: the
+    // tenant's burst of 4 (and the token refilled meanwhile) lets few through.
+    assert!((4..=6).contains(&admitted), "{admitted} calls admitted");
+    let err = refused.expect("the tenant's budget refuses calls");
+    assert_eq!(err.code(), Code::ResourceExhausted, "{err:?}");
+    assert!(
+        err.message()
+            .starts_with(&format!("rate limit exceeded for tenant {}", s.tenant_a)),
+        "{}",
+        err.message()
+    );
+    assert!(err.get_details_retry_info().is_some(), "retry info");
+    // Another tenant is not held back.
+    let b = key(&s.pool, s.tenant_b, &["echo:*"]).await;
+    let mut other = client(&s, Some(&b), None).await;
+    for _ in 0..6 {
+        other.unary(text("b")).await.unwrap();
+    }
+
+    // Streams: two keys hold the tenant's two; a third key is refused.
+    store::set_tenant_budget(&s.pool, s.tenant_a, 1_000, 1_000, 2)
+        .await
+        .unwrap();
+    tokio::time::sleep(rapport_gateway::auth::CACHE_TTL + Duration::from_millis(100)).await;
+    let mut held = Vec::new();
+    for c in clients.iter_mut().take(2) {
+        let (tx, rx) = tokio::sync::mpsc::channel(4);
+        let mut stream = c
+            .chat(tokio_stream::wrappers::ReceiverStream::new(rx))
+            .await
+            .unwrap()
+            .into_inner();
+        tx.send(text("hi")).await.unwrap();
+        assert_eq!(stream.next().await.unwrap().unwrap().text, "HI");
+        held.push((tx, stream));
+    }
+    let (_tx, rx) = tokio::sync::mpsc::channel::<EchoRequest>(1);
+    let err = clients[2]
+        .chat(tokio_stream::wrappers::ReceiverStream::new(rx))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::ResourceExhausted, "{err:?}");
+    assert!(
+        err.message()
+            .starts_with(&format!("tenant {} already has 2 streams open", s.tenant_a)),
+        "{}",
+        err.message()
+    );
+    // Tenant B's streams are its own.
+    let (_tx_b, rx_b) = tokio::sync::mpsc::channel::<EchoRequest>(1);
+    other
+        .chat(tokio_stream::wrappers::ReceiverStream::new(rx_b))
+        .await
+        .unwrap();
+    // When one of A's streams ends, the third key may open one.
+    let (tx, mut stream) = held.pop().unwrap();
+    drop(tx);
+    assert!(stream.next().await.is_none());
+    drop(stream);
+    let mut ok = false;
+    for _ in 0..50 {
+        let (_tx3, rx3) = tokio::sync::mpsc::channel::<EchoRequest>(1);
+        if clients[2]
+            .chat(tokio_stream::wrappers::ReceiverStream::new(rx3))
+            .await
+            .is_ok()
+        {
+            ok = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(ok, "the tenant's slot was never given back");
+}
+
+#[tokio::test]
 async fn the_gateway_bounds_every_call() {
     // With a 300 ms bound on the gateway, a slow backend call ends with
     // DEADLINE_EXCEEDED from the gateway, whatever the client asked for.

@@ -89,6 +89,9 @@ async fn unhealthy_replicas_leave_the_rotation_and_come_back() {
     store::set_rate_limit(&pool, tenant, 10_000, 10_000)
         .await
         .unwrap();
+    store::set_tenant_budget(&pool, tenant, 10_000, 10_000, 1_000)
+        .await
+        .unwrap();
     let k = keys::generate().unwrap();
     store::insert_key(&pool, tenant, &k, "k", &["echo:*".into()], None)
         .await

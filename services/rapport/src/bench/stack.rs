@@ -283,17 +283,36 @@ impl Stack {
         let id = Uuid::now_v7();
         store::create_tenant(&self.gateway_pool, id, name).await?;
         store::set_rate_limit(&self.gateway_pool, id, 1_000_000, 1_000_000).await?;
+        store::set_tenant_budget(&self.gateway_pool, id, 1_000_000, 1_000_000, 100_000).await?;
         let key = keys::generate().map_err(|e| anyhow::anyhow!("{e}"))?;
         let scopes: Vec<String> = keys::SCOPES.iter().map(|s| s.to_string()).collect();
         store::insert_key(&self.gateway_pool, id, &key, "rapport bench", &scopes, None).await?;
         Ok(Tenant { id, key: key.key })
     }
 
-    /// Gives `tenant` a tenant's default limits again (100 calls/s, bursts
-    /// of 200, 100 open streams); the gateway applies them within seconds.
+    /// Gives `tenant` a tenant's default limits again (per key 100 calls/s,
+    /// bursts of 200, 100 open streams; for all keys together 1,000 calls/s,
+    /// bursts of 2,000, 1,000 streams); the gateway applies them within
+    /// seconds.
     pub async fn default_limits(&self, tenant: Uuid) -> anyhow::Result<()> {
-        rapport_gateway::store::set_rate_limit(&self.gateway_pool, tenant, 100, 200).await?;
-        rapport_gateway::store::set_max_streams(&self.gateway_pool, tenant, 100).await?;
+        use rapport_gateway::{admin, store};
+        let pool = &self.gateway_pool;
+        store::set_rate_limit(
+            pool,
+            tenant,
+            admin::DEFAULT_RATE_PER_SECOND,
+            admin::DEFAULT_BURST,
+        )
+        .await?;
+        store::set_max_streams(pool, tenant, admin::DEFAULT_MAX_STREAMS).await?;
+        store::set_tenant_budget(
+            pool,
+            tenant,
+            admin::DEFAULT_TENANT_RATE_PER_SECOND,
+            admin::DEFAULT_TENANT_BURST,
+            admin::DEFAULT_TENANT_MAX_STREAMS,
+        )
+        .await?;
         Ok(())
     }
 
