@@ -3,6 +3,7 @@
 //! store, map errors.
 
 use std::collections::HashSet;
+use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use futures::StreamExt;
@@ -23,7 +24,7 @@ use rapport_proto::rapport::interaction::v1::{
 };
 use serde::{Deserialize, Serialize};
 use sqlx::PgPool;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 use tracing::Instrument;
@@ -170,24 +171,50 @@ impl Tally {
 /// its own transaction on its own connection).
 const LANES: usize = 2;
 
+/// Set once a lane of a stream's writer failed: the stream takes no more
+/// messages and ends with the lane's error at once, whether or not the client
+/// is still sending (a batch that needed a peer that died must not leave the
+/// stream open, accepting messages it cannot write).
+type Failed = Arc<watch::Sender<bool>>;
+
 /// Writes the batches of one stream, spreading them over [`LANES`] writers
-/// that each coalesce the batches already waiting for them.
+/// that each coalesce the batches already waiting for them. Stops taking
+/// batches as soon as a lane fails.
 async fn write_stream(
     recorder: Recorder,
     ctx: CallContext,
     mut rx: mpsc::Receiver<Batch>,
+    failed: Failed,
 ) -> Result<Tally, ApiError> {
     let mut lanes = Vec::with_capacity(LANES);
     let mut senders = Vec::with_capacity(LANES);
     for _ in 0..LANES {
         let (tx, lane_rx) = mpsc::channel::<Batch>(2);
         senders.push(tx);
+        let lane = write_lane(recorder.clone(), ctx.clone(), lane_rx);
+        let failed = failed.clone();
         lanes.push(tokio::spawn(
-            write_lane(recorder.clone(), ctx.clone(), lane_rx).instrument(tracing::Span::current()),
+            async move {
+                let result = lane.await;
+                if result.is_err() {
+                    failed.send_replace(true);
+                }
+                result
+            }
+            .instrument(tracing::Span::current()),
         ));
     }
+    let mut lane_failed = failed.subscribe();
     let mut next = 0;
-    while let Some(batch) = rx.recv().await {
+    loop {
+        let batch = tokio::select! {
+            biased;
+            _ = lane_failed.wait_for(|f| *f) => break,
+            batch = rx.recv() => match batch {
+                Some(b) => b,
+                None => break,
+            },
+        };
         // A lane that stopped failed: its error is reported below.
         if senders[next % LANES].send(batch).await.is_err() {
             break;
@@ -321,13 +348,22 @@ impl InteractionService for InteractionApi {
         let ctx = CallContext::of(&req)?;
         let mut stream = req.into_inner();
         let (tx, rx) = mpsc::channel::<Batch>(4);
+        let failed: Failed = Arc::new(watch::channel(false).0);
+        let mut writer_failed = failed.subscribe();
         let writer = tokio::spawn(
-            write_stream(self.recorder.clone(), ctx, rx).instrument(tracing::Span::current()),
+            write_stream(self.recorder.clone(), ctx, rx, failed)
+                .instrument(tracing::Span::current()),
         );
         let mut next_index = 0i64;
         let mut failure: Option<Status> = None;
         loop {
-            let msg = match stream.message().await {
+            let message = tokio::select! {
+                biased;
+                // The writer's error is reported below.
+                _ = writer_failed.wait_for(|f| *f) => break,
+                message = stream.message() => message,
+            };
+            let msg = match message {
                 Ok(Some(m)) => m,
                 Ok(None) => break,
                 Err(s) => {

@@ -528,3 +528,58 @@ async fn a_year_recorded_before_its_partition_existed_moves_out_of_the_default()
     assert_eq!(s.count("SELECT count(*) FROM interactions_y1999").await, 2);
     s.stop().await;
 }
+
+#[tokio::test]
+async fn a_stream_ends_unavailable_at_once_when_the_profile_service_dies() {
+    let mut s = start_with_profile().await;
+    let mut c = s.interactions();
+    let tenant = Uuid::new_v4();
+    let by_mail = |n: usize| {
+        let mut i = purchase(Uuid::new_v4(), at(2024, 2, 1, 0), 1);
+        i.customer = by_email(&format!("c{n}@example.com"));
+        i.idempotency_key = format!("mail-{n}");
+        i
+    };
+    let (tx, rx) = tokio::sync::mpsc::channel::<RecordInteractionsRequest>(4);
+    let call = tokio::spawn(async move {
+        c.record_interactions(req(tenant, tokio_stream::wrappers::ReceiverStream::new(rx)))
+            .await
+    });
+    tx.send(RecordInteractionsRequest {
+        interactions: (0..10).map(by_mail).collect(),
+    })
+    .await
+    .unwrap();
+    let pool = s.pool.clone();
+    eventually("the first batch is written", || {
+        let pool = pool.clone();
+        async move {
+            sqlx::query_scalar::<_, i64>("SELECT count(*) FROM interactions")
+                .fetch_one(&pool)
+                .await
+                .unwrap()
+                == 10
+        }
+    })
+    .await;
+
+    // The profile service dies; the next batch has new customers to resolve.
+    s.profile.take().expect("profile service").stop().await;
+    tx.send(RecordInteractionsRequest {
+        interactions: (10..20).map(by_mail).collect(),
+    })
+    .await
+    .unwrap();
+    // The client keeps its side of the stream open: the service must end the
+    // call itself rather than wait for messages it cannot write.
+    let answer = tokio::time::timeout(std::time::Duration::from_secs(30), call)
+        .await
+        .expect("the stream stayed open after its batch failed")
+        .unwrap();
+    let err = answer.expect_err("the batch needing the profile service failed");
+    assert_eq!(err.code(), Code::Unavailable, "{err:?}");
+    assert!(err.message().contains("profile"), "{}", err.message());
+    drop(tx);
+    assert_eq!(s.count("SELECT count(*) FROM interactions").await, 10);
+    s.stop().await;
+}

@@ -22,6 +22,12 @@ pub const MAX_MESSAGE_BYTES: usize = 64 * 1024 * 1024;
 /// How long connecting to a peer may take.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// How often an open connection to a peer is pinged.
+pub const KEEPALIVE: Duration = Duration::from_secs(10);
+
+/// How long a ping may go unanswered before the connection is taken as dead.
+pub const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// A peer service: its name (for messages and logs) and a channel to it,
 /// connected on first use.
 #[derive(Clone)]
@@ -43,6 +49,13 @@ impl Peer {
         let endpoint = Endpoint::from_shared(url.to_string())
             .map_err(|e| format!("the {name} service URL {url:?} is not a URL: {e}"))?
             .connect_timeout(CONNECT_TIMEOUT)
+            // A peer whose host vanished (no reset ever comes) is noticed
+            // within KEEPALIVE + KEEPALIVE_TIMEOUT, and calls on the
+            // connection fail UNAVAILABLE instead of waiting for their
+            // deadline.
+            .http2_keep_alive_interval(KEEPALIVE)
+            .keep_alive_timeout(KEEPALIVE_TIMEOUT)
+            .keep_alive_while_idle(true)
             .tcp_nodelay(true);
         Ok(Self {
             name,
