@@ -277,3 +277,161 @@ fn tenants_reach_their_own_customers_through_the_gateway_only() {
 
     stack.stop();
 }
+
+/// A grpcurl call through the gateway with `key`, sending `first`. A client
+/// stream (`more` true) is fed from a pipe that stays open, so the call lasts
+/// until the server ends it or the pipe is closed.
+fn open_stream(gw: &str, key: &str, method: &str, first: &str, more: bool) -> std::process::Child {
+    use std::io::Write;
+    use std::process::{Command, Stdio};
+    let auth = format!("authorization: Bearer {key}");
+    let data = if more { "@" } else { first };
+    let mut child = Command::new(support::grpcurl())
+        .args(["-plaintext", "-H", &auth, "-d", data, gw, method])
+        .stdin(if more { Stdio::piped() } else { Stdio::null() })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run grpcurl");
+    if more {
+        let stdin = child.stdin.as_mut().expect("stdin");
+        stdin.write_all(first.as_bytes()).expect("send");
+        stdin.flush().expect("flush");
+    }
+    child
+}
+
+#[test]
+fn revoking_a_key_ends_its_open_streams_of_every_public_streaming_method() {
+    let dir = tempfile::tempdir().unwrap();
+    let stack = DevStack::start(&dir.path().join("data"), &[], &[]);
+    let gw = stack.addr(0);
+    let operator = std::fs::read_to_string(dir.path().join("data/dev-api-key")).unwrap();
+    let operator = operator.trim();
+    let created = call(
+        &gw,
+        operator,
+        "rapport.gateway.v1.AdminService/CreateApiKey",
+        r#"{"display_name": "streams", "scopes": ["profile:write", "interaction:write", "segmentation:read"]}"#,
+    );
+    let key = created["secret"].as_str().unwrap().to_string();
+    let key_id = created["apiKey"]["apiKeyId"].as_str().unwrap().to_string();
+
+    // Every public streaming method that stays open as long as its client
+    // wants: two client streams (a message sent, more to come) and the
+    // server stream of membership changes. (ExportSummaries, the other
+    // public stream, ends on its own once its snapshot is sent.)
+    let one_purchase = r#"{"interactions": [{"customer": {"identifiers": {"identifiers": [{"kind": "IDENTIFIER_KIND_EMAIL", "value": "ann@example.com"}]}},
+        "type": "INTERACTION_TYPE_PURCHASE", "occur_time": "2025-03-02T10:00:00Z",
+        "amount": {"currency_code": "EUR", "units": "5"}, "idempotency_key": "pos:1"}]}"#;
+    let one_customer = r#"{"items": [{"customer": {"kind": "CUSTOMER_KIND_PERSON", "emails": [{"address": "bo@example.com"}]}}]}"#;
+    let mut streams = vec![
+        (
+            "RecordInteractions",
+            open_stream(
+                &gw,
+                &key,
+                "rapport.interaction.v1.InteractionService/RecordInteractions",
+                one_purchase,
+                true,
+            ),
+        ),
+        (
+            "ImportCustomers",
+            open_stream(
+                &gw,
+                &key,
+                "rapport.profile.v1.ProfileService/ImportCustomers",
+                one_customer,
+                true,
+            ),
+        ),
+        (
+            "WatchMembership",
+            open_stream(
+                &gw,
+                &key,
+                "rapport.segmentation.v1.SegmentationService/WatchMembership",
+                "{}",
+                false,
+            ),
+        ),
+    ];
+    // The streams are open and working: the messages sent are written.
+    let found = |email: &str| {
+        let answer = call(
+            &gw,
+            operator,
+            "rapport.profile.v1.ProfileService/SearchCustomers",
+            &format!(r#"{{"query": "{email}"}}"#),
+        );
+        answer["results"].as_array().is_some_and(|r| !r.is_empty())
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while !(found("ann@example.com") && found("bo@example.com")) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the client streams wrote nothing"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    for (name, child) in streams.iter_mut() {
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "{name} ended before the key was revoked"
+        );
+    }
+
+    call(
+        &gw,
+        operator,
+        "rapport.gateway.v1.AdminService/RevokeApiKey",
+        &format!(r#"{{"api_key_id": "{key_id}"}}"#),
+    );
+    let revoked = std::time::Instant::now();
+    // The server stream's client is reading: it sees the end as it comes.
+    // The contract's bound is 5 s; the margin covers grpcurl itself.
+    let (name, watch) = streams.pop().expect("WatchMembership");
+    let mut watch = watch;
+    while watch.try_wait().unwrap().is_none() {
+        assert!(
+            revoked.elapsed() < std::time::Duration::from_secs(15),
+            "{name} still open {:?} after its key was revoked",
+            revoked.elapsed()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    eprintln!("{name} ended {:?} after the revocation", revoked.elapsed());
+    let mut ended = vec![(name, watch.wait_with_output().unwrap())];
+    // grpcurl reads a client stream's messages from its input before it
+    // looks at the call again, so the client streams are given one more
+    // message once the 5 s bound has passed, then closed: that message
+    // must find the call already ended by the gateway, and not be written.
+    std::thread::sleep(std::time::Duration::from_secs(6).saturating_sub(revoked.elapsed()));
+    let late = [
+        r#"{"interactions": [{"customer": {"identifiers": {"identifiers": [{"kind": "IDENTIFIER_KIND_EMAIL", "value": "cy@example.com"}]}},
+        "type": "INTERACTION_TYPE_PURCHASE", "occur_time": "2025-03-02T10:00:00Z",
+        "amount": {"currency_code": "EUR", "units": "5"}, "idempotency_key": "pos:2"}]}"#,
+        r#"{"items": [{"customer": {"kind": "CUSTOMER_KIND_PERSON", "emails": [{"address": "di@example.com"}]}}]}"#,
+    ];
+    for ((name, mut child), message) in streams.into_iter().zip(late) {
+        use std::io::Write;
+        let mut stdin = child.stdin.take().expect("stdin");
+        // The pipe may already be closed by a grpcurl that noticed the end.
+        let _ = stdin.write_all(message.as_bytes());
+        drop(stdin);
+        ended.push((name, child.wait_with_output().unwrap()));
+    }
+    for (name, out) in ended {
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains("Unauthenticated") && err.contains("api key revoked"),
+            "{name}: {err}"
+        );
+    }
+    assert!(
+        !found("cy@example.com") && !found("di@example.com"),
+        "a message sent after the revocation was written"
+    );
+    stack.stop();
+}
