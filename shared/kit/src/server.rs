@@ -394,7 +394,13 @@ impl ServerBuilder {
         } else {
             options.internal_token
         };
-        let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+        // Every accepted connection without Nagle's delay: a connection that
+        // carries many calls at once (the gateway's to a service) would
+        // otherwise hold small responses back until earlier ones are
+        // acknowledged, delaying one tenant's call behind another's.
+        // (`Server::tcp_nodelay` applies only to listeners tonic binds.)
+        let incoming =
+            tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
         let grace = options.shutdown_grace;
         let cors = self.grpc_web.as_ref().map(|origins| cors_layer(origins));
         let grpc_web = self
@@ -405,7 +411,6 @@ impl ServerBuilder {
             .accept_http1(self.grpc_web.is_some())
             .concurrency_limit_per_connection(1024)
             .http2_keepalive_interval(Some(Duration::from_secs(30)))
-            .tcp_nodelay(true)
             .layer(trace)
             .layer(tower::util::option_layer(cors))
             .layer(tower::util::option_layer(grpc_web))
