@@ -22,6 +22,14 @@ use crate::store;
 /// how late a revocation or a limit change takes effect.
 pub const CACHE_TTL: Duration = Duration::from_secs(2);
 
+/// Age from which a key still in use is read again in the background, so
+/// that a key with steady traffic never makes a call wait for the database
+/// (a call meets a lookup only when its key was idle for [`CACHE_TTL`]).
+pub const REFRESH_AFTER: Duration = Duration::from_secs(1);
+
+/// How often a key's `last_used_time` is written, at most (per replica).
+pub const TOUCH_EVERY: Duration = Duration::from_secs(60);
+
 /// Who is calling, once their key is checked.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Principal {
@@ -105,10 +113,24 @@ impl Counters {
     }
 }
 
+/// A looked-up key: when it was read, what was read, and whether a
+/// background read is under way.
+struct Entry {
+    at: Instant,
+    value: Cached,
+    refreshing: bool,
+}
+
+type Cache = Arc<Mutex<HashMap<[u8; 32], Entry>>>;
+
+/// When each key's last use was last written.
+type Touched = Arc<Mutex<HashMap<Uuid, Instant>>>;
+
 /// Checks keys and applies rate limits.
 pub struct Authenticator {
     pool: PgPool,
-    cache: Mutex<HashMap<[u8; 32], (Instant, Cached)>>,
+    cache: Cache,
+    touched: Touched,
     key_buckets: Buckets,
     tenant_buckets: Buckets,
     key_streams: Counters,
@@ -136,7 +158,8 @@ impl Authenticator {
     pub fn new(pool: PgPool) -> Self {
         Self {
             pool,
-            cache: Mutex::new(HashMap::new()),
+            cache: Arc::default(),
+            touched: Arc::default(),
             key_buckets: Buckets::default(),
             tenant_buckets: Buckets::default(),
             key_streams: Counters::default(),
@@ -152,20 +175,15 @@ impl Authenticator {
 
     /// The principal of the key whose secret hashes to `hash`, as the cache
     /// (at most [`CACHE_TTL`] old) or the database says now: UNAUTHENTICATED
-    /// once the key is unknown, revoked or expired.
+    /// once the key is unknown, revoked or expired. A cached key older than
+    /// [`REFRESH_AFTER`] is read again in the background.
     pub async fn principal(&self, hash: &[u8; 32]) -> Result<Principal, ApiError> {
         let unauthenticated = |m: &str| ApiError::Unauthenticated(m.to_string());
-        let cached = self.cache_get(hash);
-        let entry = match cached {
+        let entry = match self.cached(hash) {
             Some(c) => c,
             None => {
-                let fresh = self.lookup(hash).await?;
-                if let Ok(mut cache) = self.cache.lock() {
-                    if cache.len() > 100_000 {
-                        cache.clear();
-                    }
-                    cache.insert(*hash, (Instant::now(), fresh.clone()));
-                }
+                let fresh = lookup(&self.pool, &self.touched, hash).await?;
+                remember(&self.cache, hash, fresh.clone());
                 fresh
             }
         };
@@ -179,39 +197,42 @@ impl Authenticator {
         }
     }
 
-    fn cache_get(&self, hash: &[u8; 32]) -> Option<Cached> {
-        let cache = self.cache.lock().ok()?;
-        let (at, entry) = cache.get(hash)?;
-        (at.elapsed() < CACHE_TTL).then(|| entry.clone())
-    }
-
-    async fn lookup(&self, hash: &[u8; 32]) -> Result<Cached, ApiError> {
-        let Some(row) = store::authenticate(&self.pool, hash).await? else {
-            return Ok(Cached::Unknown);
+    /// The cached entry of `hash` if it is younger than [`CACHE_TTL`];
+    /// starts a background read when it is older than [`REFRESH_AFTER`].
+    fn cached(&self, hash: &[u8; 32]) -> Option<Cached> {
+        let (value, refresh) = {
+            let mut cache = self.cache.lock().ok()?;
+            let entry = cache.get_mut(hash)?;
+            let age = entry.at.elapsed();
+            if age >= CACHE_TTL {
+                return None;
+            }
+            let refresh = age >= REFRESH_AFTER && !entry.refreshing;
+            entry.refreshing |= refresh;
+            (entry.value.clone(), refresh)
         };
-        if row.revoke_time.is_some() {
-            return Ok(Cached::Revoked);
+        if refresh {
+            let (pool, cache, touched, hash) = (
+                self.pool.clone(),
+                self.cache.clone(),
+                self.touched.clone(),
+                *hash,
+            );
+            tokio::spawn(async move {
+                match lookup(&pool, &touched, &hash).await {
+                    Ok(fresh) => remember(&cache, &hash, fresh),
+                    Err(e) => {
+                        tracing::debug!(error = %e, "could not read a key again; it expires from the cache");
+                        if let Ok(mut cache) = cache.lock()
+                            && let Some(entry) = cache.get_mut(&hash)
+                        {
+                            entry.refreshing = false;
+                        }
+                    }
+                }
+            });
         }
-        // Best effort: a failed bookkeeping write must not fail the call.
-        if let Err(e) = store::touch_key(&self.pool, row.tenant_id, row.key_id).await {
-            tracing::warn!(error = %e, "could not record the key's last use");
-        }
-        Ok(Cached::Valid(
-            Principal {
-                tenant_id: row.tenant_id,
-                key_id: row.key_id,
-                prefix: row.prefix,
-                scopes: row.scopes,
-                rate_per_second: row.rate_limit_per_second.max(1) as u32,
-                burst: row.rate_limit_burst.max(1) as u32,
-                max_streams: row.max_concurrent_streams.max(1) as u32,
-                tenant_rate_per_second: row.tenant_rate_limit_per_second.max(1) as u32,
-                tenant_burst: row.tenant_rate_limit_burst.max(1) as u32,
-                tenant_max_streams: row.tenant_max_concurrent_streams.max(1) as u32,
-                operator: row.is_operator,
-            },
-            row.expire_time,
-        ))
+        Some(value)
     }
 
     /// Takes one token from the key's bucket and one from its tenant's, or
@@ -236,6 +257,68 @@ impl Authenticator {
             )
             .map_err(|wait| exhausted(format!("tenant {}", principal.tenant_id), wait))
     }
+}
+
+/// Caches what was read of the key `hash` now.
+fn remember(cache: &Cache, hash: &[u8; 32], value: Cached) {
+    if let Ok(mut cache) = cache.lock() {
+        if cache.len() > 100_000 {
+            cache.clear();
+        }
+        cache.insert(
+            *hash,
+            Entry {
+                at: Instant::now(),
+                value,
+                refreshing: false,
+            },
+        );
+    }
+}
+
+/// Reads the key `hash` and its tenant's limits. Writes the key's last use
+/// in the background, at most every [`TOUCH_EVERY`]: bookkeeping never
+/// delays or fails a call.
+async fn lookup(pool: &PgPool, touched: &Touched, hash: &[u8; 32]) -> Result<Cached, ApiError> {
+    let Some(row) = store::authenticate(pool, hash).await? else {
+        return Ok(Cached::Unknown);
+    };
+    if row.revoke_time.is_some() {
+        return Ok(Cached::Revoked);
+    }
+    let touch = touched.lock().is_ok_and(|mut t| {
+        let due = t
+            .get(&row.key_id)
+            .is_none_or(|at| at.elapsed() >= TOUCH_EVERY);
+        if due {
+            t.insert(row.key_id, Instant::now());
+        }
+        due
+    });
+    if touch {
+        let (pool, tenant_id, key_id) = (pool.clone(), row.tenant_id, row.key_id);
+        tokio::spawn(async move {
+            if let Err(e) = store::touch_key(&pool, tenant_id, key_id).await {
+                tracing::warn!(error = %e, "could not record the key's last use");
+            }
+        });
+    }
+    Ok(Cached::Valid(
+        Principal {
+            tenant_id: row.tenant_id,
+            key_id: row.key_id,
+            prefix: row.prefix,
+            scopes: row.scopes,
+            rate_per_second: row.rate_limit_per_second.max(1) as u32,
+            burst: row.rate_limit_burst.max(1) as u32,
+            max_streams: row.max_concurrent_streams.max(1) as u32,
+            tenant_rate_per_second: row.tenant_rate_limit_per_second.max(1) as u32,
+            tenant_burst: row.tenant_rate_limit_burst.max(1) as u32,
+            tenant_max_streams: row.tenant_max_concurrent_streams.max(1) as u32,
+            operator: row.is_operator,
+        },
+        row.expire_time,
+    ))
 }
 
 /// The hash of the API key in a call's `authorization` metadata

@@ -240,6 +240,45 @@ async fn operators_manage_every_tenant_and_tenants_only_themselves() {
 }
 
 #[tokio::test]
+async fn a_keys_last_use_is_recorded_at_most_once_a_minute() {
+    let s = setup().await;
+    let mut op = client(&s, &s.operator_key).await;
+    let acme = new_tenant(&mut op, "Acme").await;
+    let (key, secret) = new_key(&mut op, &acme.tenant_id, &["admin"]).await;
+    assert!(key.last_used_time.is_none(), "never used yet");
+    let last_used = |op: &mut Client| {
+        let mut op = op.clone();
+        let id = key.api_key_id.clone();
+        async move {
+            op.get_api_key(pb::GetApiKeyRequest { api_key_id: id })
+                .await
+                .unwrap()
+                .into_inner()
+                .api_key
+                .unwrap()
+                .last_used_time
+        }
+    };
+    let mut c = client(&s, &secret).await;
+    c.get_tenant(pb::GetTenantRequest::default()).await.unwrap();
+    // Written in the background, off the call's path.
+    let mut first = None;
+    for _ in 0..100 {
+        first = last_used(&mut op).await;
+        if first.is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let first = first.expect("the key's use is recorded");
+    // Used again after its cache entry expired: read again, not written again.
+    tokio::time::sleep(rapport_gateway::auth::CACHE_TTL + Duration::from_millis(200)).await;
+    c.get_tenant(pb::GetTenantRequest::default()).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(last_used(&mut op).await, Some(first));
+}
+
+#[tokio::test]
 async fn tenant_budgets_have_defaults_and_only_operators_change_them() {
     let s = setup().await;
     let mut op = client(&s, &s.operator_key).await;
