@@ -162,7 +162,11 @@ pub async fn run(stack: &Stack, sizes: &Sizes) -> anyhow::Result<Value> {
         "purchases >= 1",
     )
     .await?;
-    let mut b_segments = SegmentationServiceClient::with_interceptor(gateway, b_key);
+    // B is another client with its own connection, as two tenants' systems
+    // would be: the neighbours share the gateway and the services, not a
+    // client's HTTP/2 connection.
+    let b_gateway = stack.channel("gateway").await?;
+    let mut b_segments = SegmentationServiceClient::with_interceptor(b_gateway, b_key);
     let segment = super::create_segment(
         &mut b_segments,
         "Everyone".into(),
