@@ -588,6 +588,45 @@ async fn audit(pool: &sqlx::PgPool, loads: &[Arc<Load>]) -> anyhow::Result<Vec<C
         .bind(InteractionType::Purchase as i16)
         .fetch_one(pool)
         .await?;
+        // Segmentation's features, kept up to date event by event, equal
+        // what a rebuild from its events gives.
+        let (drifted, unfeatured): (i64, i64) = sqlx::query_as(
+            "WITH rebuilt AS (
+                 SELECT customer_id,
+                     count(*) FILTER (WHERE type = 'purchase') AS purchases,
+                     sum(amount) FILTER (WHERE type = 'purchase') AS monetary,
+                     min(occur_time) FILTER (WHERE type = 'purchase') AS first_purchase,
+                     max(occur_time) FILTER (WHERE type = 'purchase') AS last_purchase,
+                     count(*) FILTER (WHERE type = 'complaint') AS complaints,
+                     count(*) FILTER (WHERE type = 'service_request' AND open) AS open_requests
+                 FROM segmentation.events WHERE tenant_id = $1 GROUP BY customer_id)
+             SELECT
+                 (SELECT count(*) FROM segmentation.features f LEFT JOIN rebuilt r USING (customer_id)
+                  WHERE f.tenant_id = $1 AND (
+                      f.purchases <> coalesce(r.purchases, 0)
+                      OR f.monetary IS DISTINCT FROM
+                         CASE WHEN r.purchases > 0 THEN coalesce(r.monetary, 0) END
+                      OR f.first_purchase IS DISTINCT FROM r.first_purchase
+                      OR f.last_purchase IS DISTINCT FROM r.last_purchase
+                      OR f.complaints <> coalesce(r.complaints, 0)
+                      OR f.open_service_requests <> coalesce(r.open_requests, 0))),
+                 (SELECT count(*) FROM rebuilt r WHERE NOT EXISTS
+                     (SELECT 1 FROM segmentation.features f
+                      WHERE f.tenant_id = $1 AND f.customer_id = r.customer_id))",
+        )
+        .bind(t)
+        .fetch_one(pool)
+        .await?;
+        checks.push(Check {
+            what: format!(
+                "tenant {}: segmentation's features equal a rebuild from its events",
+                load.tag
+            ),
+            problems: (drifted + unfeatured) as u64,
+            detail: format!(
+                "{drifted} customers' features differ from the rebuild, {unfeatured} customers with events have no features"
+            ),
+        });
         checks.push(Check {
             what: format!("tenant {}: valuation's purchases equal the interactions' purchases", load.tag),
             problems: (absent + extra + moved) as u64,
