@@ -182,8 +182,9 @@ impl Authenticator {
         let entry = match self.cached(hash) {
             Some(c) => c,
             None => {
+                let read_at = Instant::now();
                 let fresh = lookup(&self.pool, &self.touched, hash).await?;
-                remember(&self.cache, hash, fresh.clone());
+                remember(&self.cache, hash, fresh.clone(), read_at);
                 fresh
             }
         };
@@ -219,8 +220,9 @@ impl Authenticator {
                 *hash,
             );
             tokio::spawn(async move {
+                let read_at = Instant::now();
                 match lookup(&pool, &touched, &hash).await {
-                    Ok(fresh) => remember(&cache, &hash, fresh),
+                    Ok(fresh) => remember(&cache, &hash, fresh, read_at),
                     Err(e) => {
                         tracing::debug!(error = %e, "could not read a key again; it expires from the cache");
                         if let Ok(mut cache) = cache.lock()
@@ -259,16 +261,21 @@ impl Authenticator {
     }
 }
 
-/// Caches what was read of the key `hash` now.
-fn remember(cache: &Cache, hash: &[u8; 32], value: Cached) {
+/// Caches what a read of the key `hash` begun at `read_at` found, unless a
+/// read begun later is cached already (a slow background read must not
+/// bring back a key that a later read found revoked).
+fn remember(cache: &Cache, hash: &[u8; 32], value: Cached, read_at: Instant) {
     if let Ok(mut cache) = cache.lock() {
+        if cache.get(hash).is_some_and(|e| e.at > read_at) {
+            return;
+        }
         if cache.len() > 100_000 {
             cache.clear();
         }
         cache.insert(
             *hash,
             Entry {
-                at: Instant::now(),
+                at: read_at,
                 value,
                 refreshing: false,
             },
