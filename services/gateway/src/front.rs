@@ -51,12 +51,7 @@ impl Backends {
             let endpoints = url
                 .split(',')
                 .map(|u| {
-                    Endpoint::from_shared(u.trim().to_string())
-                        .map(|e| {
-                            e.connect_timeout(Duration::from_secs(5))
-                                .http2_keep_alive_interval(Duration::from_secs(30))
-                                .tcp_nodelay(true)
-                        })
+                    rapport_kit::peer::endpoint(u.trim())
                         .map_err(|e| format!("RAPPORT_{}_URL: {e}", area.to_uppercase()))
                 })
                 .collect::<Result<Vec<_>, _>>()?;

@@ -46,17 +46,8 @@ impl Peer {
     /// The `name` service at `url`, called with `token` as the internal
     /// credential. Fails only when `url` is not a URL.
     pub fn new(name: &'static str, url: &str, token: Option<&str>) -> Result<Self, String> {
-        let endpoint = Endpoint::from_shared(url.to_string())
-            .map_err(|e| format!("the {name} service URL {url:?} is not a URL: {e}"))?
-            .connect_timeout(CONNECT_TIMEOUT)
-            // A peer whose host vanished (no reset ever comes) is noticed
-            // within KEEPALIVE + KEEPALIVE_TIMEOUT, and calls on the
-            // connection fail UNAVAILABLE instead of waiting for their
-            // deadline.
-            .http2_keep_alive_interval(KEEPALIVE)
-            .keep_alive_timeout(KEEPALIVE_TIMEOUT)
-            .keep_alive_while_idle(true)
-            .tcp_nodelay(true);
+        let endpoint = endpoint(url)
+            .map_err(|e| format!("the {name} service URL {url:?} is not a URL: {e}"))?;
         Ok(Self {
             name,
             channel: InterceptedService::new(
@@ -82,6 +73,21 @@ impl Peer {
     pub fn error(&self, s: &Status) -> ApiError {
         error(self.name, s)
     }
+}
+
+/// An endpoint for calling another Rapport process at `url` (a service
+/// calling a peer, the gateway calling a backend): connect timeout, no
+/// Nagle's delay, and keepalive pings, so that a peer whose host vanished (no
+/// reset ever comes) is noticed within [`KEEPALIVE`] + [`KEEPALIVE_TIMEOUT`]
+/// and calls on the connection fail UNAVAILABLE instead of waiting for their
+/// deadline.
+pub fn endpoint(url: &str) -> Result<Endpoint, tonic::transport::Error> {
+    Ok(Endpoint::from_shared(url.to_string())?
+        .connect_timeout(CONNECT_TIMEOUT)
+        .http2_keep_alive_interval(KEEPALIVE)
+        .keep_alive_timeout(KEEPALIVE_TIMEOUT)
+        .keep_alive_while_idle(true)
+        .tcp_nodelay(true))
 }
 
 /// What a service answers its caller when a call to peer `service` failed
