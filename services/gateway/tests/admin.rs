@@ -280,19 +280,19 @@ async fn a_keys_last_use_is_recorded_at_most_once_a_minute() {
 
 #[tokio::test]
 async fn tenant_budgets_have_defaults_and_only_operators_change_them() {
+    // A tenant's budget: calls per second, burst, open streams.
+    let budget = |t: &pb::Tenant| {
+        let rate = t.tenant_rate_limit.unwrap_or_default();
+        (
+            rate.requests_per_second,
+            rate.burst,
+            t.tenant_max_concurrent_streams,
+        )
+    };
     let s = setup().await;
     let mut op = client(&s, &s.operator_key).await;
     let acme = new_tenant(&mut op, "Acme").await;
-    let budget = acme.tenant_rate_limit.unwrap();
-    assert_eq!(
-        (
-            budget.requests_per_second,
-            budget.burst,
-            acme.tenant_max_concurrent_streams
-        ),
-        (1_000, 2_000, 1_000),
-        "defaults are shown"
-    );
+    assert_eq!(budget(&acme), (1_000, 2_000, 1_000), "defaults are shown");
     let update = |paths: &[&str], tenant: pb::Tenant| pb::UpdateTenantRequest {
         tenant: Some(tenant),
         update_mask: Some(prost_types::FieldMask {
@@ -318,13 +318,8 @@ async fn tenant_budgets_have_defaults_and_only_operators_change_them() {
         .into_inner()
         .tenant
         .unwrap();
-    let budget = changed.tenant_rate_limit.unwrap();
     assert_eq!(
-        (
-            budget.requests_per_second,
-            budget.burst,
-            changed.tenant_max_concurrent_streams
-        ),
+        budget(&changed),
         (1_000, 9, 3),
         "only the selected fields change"
     );
@@ -343,8 +338,7 @@ async fn tenant_budgets_have_defaults_and_only_operators_change_them() {
         .into_inner()
         .tenant
         .unwrap();
-    let budget = reset.tenant_rate_limit.unwrap();
-    assert_eq!((budget.requests_per_second, budget.burst), (1_000, 2_000));
+    assert_eq!(budget(&reset), (1_000, 2_000, 3));
 
     // A tenant's own admin may not raise its budget.
     let (_, secret) = new_key(&mut op, &acme.tenant_id, &["admin"]).await;
@@ -386,15 +380,7 @@ async fn tenant_budgets_have_defaults_and_only_operators_change_them() {
         .into_inner()
         .tenant
         .unwrap();
-    let budget = created.tenant_rate_limit.unwrap();
-    assert_eq!(
-        (
-            budget.requests_per_second,
-            budget.burst,
-            created.tenant_max_concurrent_streams
-        ),
-        (50, 2_000, 20)
-    );
+    assert_eq!(budget(&created), (50, 2_000, 20));
 }
 
 #[tokio::test]

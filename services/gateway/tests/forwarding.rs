@@ -519,15 +519,7 @@ async fn a_tenants_keys_share_its_budget() {
     tokio::time::sleep(rapport_gateway::auth::CACHE_TTL + Duration::from_millis(100)).await;
     let mut held = Vec::new();
     for c in clients.iter_mut().take(2) {
-        let (tx, rx) = tokio::sync::mpsc::channel(4);
-        let mut stream = c
-            .chat(tokio_stream::wrappers::ReceiverStream::new(rx))
-            .await
-            .unwrap()
-            .into_inner();
-        tx.send(text("hi")).await.unwrap();
-        assert_eq!(stream.next().await.unwrap().unwrap().text, "HI");
-        held.push((tx, stream));
+        held.push(open_chat(c).await);
     }
     let (_tx, rx) = tokio::sync::mpsc::channel::<EchoRequest>(1);
     let err = clients[2]
@@ -552,20 +544,10 @@ async fn a_tenants_keys_share_its_budget() {
     drop(tx);
     assert!(stream.next().await.is_none());
     drop(stream);
-    let mut ok = false;
-    for _ in 0..50 {
-        let (_tx3, rx3) = tokio::sync::mpsc::channel::<EchoRequest>(1);
-        if clients[2]
-            .chat(tokio_stream::wrappers::ReceiverStream::new(rx3))
-            .await
-            .is_ok()
-        {
-            ok = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    assert!(ok, "the tenant's slot was never given back");
+    assert!(
+        opens_a_stream_soon(&mut clients[2]).await,
+        "the tenant's slot was never given back"
+    );
 }
 
 #[tokio::test]
@@ -596,14 +578,7 @@ async fn open_streams_are_limited_per_key() {
     let k = key(&s.pool, s.tenant_a, &["echo:*"]).await;
     let mut c = client(&s, Some(&k), None).await;
 
-    let (tx, rx) = tokio::sync::mpsc::channel(4);
-    let mut first = c
-        .chat(tokio_stream::wrappers::ReceiverStream::new(rx))
-        .await
-        .unwrap()
-        .into_inner();
-    tx.send(text("hi")).await.unwrap();
-    assert_eq!(first.next().await.unwrap().unwrap().text, "HI");
+    let (tx, mut first) = open_chat(&mut c).await;
 
     // The key's one stream is in use: a second is refused, unary calls are not.
     let (_tx2, rx2) = tokio::sync::mpsc::channel::<EchoRequest>(1);
@@ -619,19 +594,46 @@ async fn open_streams_are_limited_per_key() {
     drop(tx);
     assert!(first.next().await.is_none());
     drop(first);
-    let mut ok = false;
+    assert!(
+        opens_a_stream_soon(&mut c).await,
+        "the slot was never given back"
+    );
+}
+
+/// A chat stream of `c`, shown working (one message echoed) and held open
+/// while its sender lives.
+async fn open_chat(
+    c: &mut Client,
+) -> (
+    tokio::sync::mpsc::Sender<EchoRequest>,
+    Streaming<EchoResponse>,
+) {
+    let (tx, rx) = tokio::sync::mpsc::channel(4);
+    let mut stream = c
+        .chat(tokio_stream::wrappers::ReceiverStream::new(rx))
+        .await
+        .unwrap()
+        .into_inner();
+    tx.send(text("hi")).await.unwrap();
+    assert_eq!(stream.next().await.unwrap().unwrap().text, "HI");
+    (tx, stream)
+}
+
+/// Whether `c` can open a stream within a second (slots are given back
+/// when a stream's call has ended at the gateway, shortly after the client
+/// sees its end).
+async fn opens_a_stream_soon(c: &mut Client) -> bool {
     for _ in 0..50 {
-        let (_tx3, rx3) = tokio::sync::mpsc::channel::<EchoRequest>(1);
-        if c.chat(tokio_stream::wrappers::ReceiverStream::new(rx3))
+        let (_tx, rx) = tokio::sync::mpsc::channel::<EchoRequest>(1);
+        if c.chat(tokio_stream::wrappers::ReceiverStream::new(rx))
             .await
             .is_ok()
         {
-            ok = true;
-            break;
+            return true;
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    assert!(ok, "the slot was never given back");
+    false
 }
 
 /// The status a stream ends with, reading past its messages; a stream that
