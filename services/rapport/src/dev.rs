@@ -220,6 +220,7 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
         }));
     }
 
+    wait_until_forwarded_services_serve(args.gateway_listen).await;
     print_banner(&args, &creds, &key_file, &admin_url, postgres.is_some());
 
     if let Some(customers) = args.demo {
@@ -381,6 +382,45 @@ fn write_secret(path: &Path, secret: &str) -> anyhow::Result<()> {
         .with_context(|| format!("cannot write {}", path.display()))?;
     writeln!(f, "{secret}")?;
     Ok(())
+}
+
+/// Waits (up to 30 s) until the gateway reports every service it forwards
+/// SERVING, so that "ready" means what a client or probe asking the
+/// gateway's health will see; says which are not when the time is up.
+async fn wait_until_forwarded_services_serve(gateway: SocketAddr) {
+    use tonic_health::pb::health_check_response::ServingStatus;
+    use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
+    let endpoint = format!("http://{gateway}");
+    loop {
+        let mut waiting = Vec::new();
+        let channel = match tonic::transport::Endpoint::from_shared(endpoint.clone()) {
+            Ok(e) => e.connect().await.ok(),
+            Err(_) => None,
+        };
+        for service in rapport_gateway::front::SERVED {
+            let serving = match &channel {
+                Some(ch) => matches!(
+                    HealthClient::new(ch.clone())
+                        .check(HealthCheckRequest { service: service.to_string() })
+                        .await,
+                    Ok(r) if r.get_ref().status == ServingStatus::Serving as i32
+                ),
+                None => false,
+            };
+            if !serving {
+                waiting.push(service);
+            }
+        }
+        if waiting.is_empty() {
+            return;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            tracing::warn!(services = ?waiting, "the gateway does not report these services SERVING yet");
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
 }
 
 fn print_banner(
