@@ -388,10 +388,11 @@ pub fn position_of(
     Ok(out)
 }
 
-/// How many events [`watch`] reads per tenant and query.
-const BATCH: i64 = 1000;
-/// How many tenants [`watch`] reads per query.
-const TENANTS_PER_READ: usize = 16;
+/// How many events [`watch`] reads per tenant and query: enough for a
+/// consumer that is behind to fill its largest batch in two reads.
+pub const WATCH_BATCH: i64 = 5000;
+/// How many tenants [`watch`] reads per query (so at most 40,000 events).
+const TENANTS_PER_READ: usize = 8;
 /// How often [`watch`] looks at every tenant even without a notification.
 const POLL: Duration = Duration::from_secs(5);
 
@@ -576,7 +577,7 @@ pub fn watch(
                 };
                 if !behind.is_empty() {
                     for chunk in behind.chunks(TENANTS_PER_READ) {
-                        let events = match read_tenants(&pool, chunk, BATCH).await {
+                        let events = match read_tenants(&pool, chunk, WATCH_BATCH).await {
                             Ok(ev) => ev,
                             Err(e) => {
                                 let _ = tx.send(Err(unavailable(e))).await;
@@ -841,7 +842,7 @@ impl<W: WatchMethod> FeedSource for PeerFeed<W> {
 /// whatever it writes commits together with the cursor.
 pub trait FeedHandler: Send + Sync + 'static {
     /// Applies events of one tenant, in sequence order, none of them applied
-    /// before. A batch holds up to a few thousand events: apply them with
+    /// before. A batch holds up to [`MAX_BATCH`] events: apply them with
     /// set-based statements, each customer's effect computed once.
     fn apply<'a>(
         &'a self,
@@ -868,8 +869,15 @@ async fn current_schema(pool: &PgPool) -> String {
         .unwrap_or_default()
 }
 
-/// Most events a consumer applies in one transaction.
-pub const MAX_BATCH: usize = 2000;
+/// Most events a consumer applies in one transaction. A consumer takes what
+/// has arrived, so while it keeps up its batches stay small (and its lag
+/// short); once behind, its batches grow, and the more of a customer's
+/// events one batch holds, the less each costs: the customer's features,
+/// classification and memberships are worked out once per batch. Measured
+/// with `rapport bench ingest` (200,000 interactions of 2,000 customers),
+/// segmentation caught up 5.3 s after the last call with batches of up to
+/// 10,000 events, 15.4 s with 2,000.
+pub const MAX_BATCH: usize = 10000;
 
 /// Most distinct traces whose `feed.apply` span a batch records.
 const MAX_TRACED: usize = 32;
