@@ -393,6 +393,10 @@ pub fn position_of(
 pub const WATCH_BATCH: i64 = 5000;
 /// How many tenants [`watch`] reads per query (so at most 40,000 events).
 const TENANTS_PER_READ: usize = 8;
+/// How long [`watch`] waits after a notification for others to arrive
+/// before it reads: a few milliseconds of lag for far fewer, fuller reads
+/// when many small transactions commit.
+const COALESCE: Duration = Duration::from_millis(5);
 /// How often [`watch`] looks at every tenant even without a notification.
 const POLL: Duration = Duration::from_secs(5);
 
@@ -576,6 +580,8 @@ pub fn watch(
                     }
                 };
                 if !behind.is_empty() {
+                    // Tenants whose page was full: more of theirs waits.
+                    let mut next: HashSet<Uuid> = HashSet::new();
                     for chunk in behind.chunks(TENANTS_PER_READ) {
                         let events = match read_tenants(&pool, chunk, WATCH_BATCH).await {
                             Ok(ev) => ev,
@@ -584,21 +590,27 @@ pub fn watch(
                                 return;
                             }
                         };
+                        let mut read: HashMap<Uuid, i64> = HashMap::new();
                         for ev in events {
                             if let Ok(t) = Uuid::parse_str(&ev.tenant_id) {
                                 position.advance(t, ev.sequence);
+                                *read.entry(t).or_default() += 1;
                             }
                             if tx.send(Ok(ev)).await.is_err() {
                                 return;
                             }
                         }
+                        next.extend(
+                            read.into_iter()
+                                .filter(|(_, n)| *n >= WATCH_BATCH)
+                                .map(|(t, _)| t),
+                        );
                     }
-                    // Those tenants again (a page may have been full, and
-                    // more may have committed meanwhile), with every tenant
-                    // named by a notification since: a tenant with a long
-                    // backlog never holds back the others. And every tenant
-                    // once per POLL, as when idle.
-                    let mut next: HashSet<Uuid> = behind.into_iter().map(|(t, _)| t).collect();
+                    // Those tenants again, with every tenant named by a
+                    // notification since (each commit is notified, so a
+                    // tenant read to its head and named by none has nothing
+                    // new): a tenant with a long backlog never holds back the
+                    // others. And every tenant once per POLL, as when idle.
                     let mut unreadable = false;
                     while let Some(n) = listener.recv().now_or_never() {
                         match n {
@@ -615,12 +627,14 @@ pub fn watch(
                             }
                         }
                     }
-                    due = if unreadable || last_scan.elapsed() >= POLL {
-                        None
-                    } else {
-                        Some(next)
-                    };
-                    continue;
+                    if unreadable || last_scan.elapsed() >= POLL {
+                        due = None;
+                        continue;
+                    }
+                    if !next.is_empty() {
+                        due = Some(next);
+                        continue;
+                    }
                 }
                 // Wait for a notification naming a tenant of interest.
                 due = loop {
@@ -643,8 +657,18 @@ pub fn watch(
                                 Err(_) => unreadable = true,
                             };
                             note(n.payload());
-                            while let Some(n) = listener.next_buffered() {
-                                note(n.payload());
+                            // Let the commits of the next moments join this
+                            // read: under a stream of small transactions, one
+                            // read then carries many of them.
+                            tokio::time::sleep(COALESCE).await;
+                            while let Some(n) = listener.recv().now_or_never() {
+                                match n {
+                                    Ok(n) => note(n.payload()),
+                                    Err(e) => {
+                                        let _ = tx.send(Err(unavailable(e))).await;
+                                        return;
+                                    }
+                                }
                             }
                             if unreadable {
                                 break None;
