@@ -169,7 +169,7 @@ fn dev_stack_takes_a_fixed_key_and_an_external_database() {
         "no embedded PostgreSQL with --database-url"
     );
     let health = grpcurl_ok(&[&stack.addr(0), "grpc.health.v1.Health/Check"]);
-    assert!(health.contains("SERVING"));
+    assert!(health.contains("\"SERVING\""));
     stack.stop();
 
     // A malformed fixed key is refused with a message naming the setting.
@@ -269,7 +269,7 @@ fn serve_validates_configuration_and_guards_its_port() {
         std::thread::sleep(Duration::from_millis(50));
     }
     // Health and reflection answer without the credential.
-    assert!(grpcurl_ok(&[&addr, "grpc.health.v1.Health/Check"]).contains("SERVING"));
+    assert!(grpcurl_ok(&[&addr, "grpc.health.v1.Health/Check"]).contains("\"SERVING\""));
     assert!(grpcurl_ok(&[&addr, "list"]).contains("grpc.health.v1.Health"));
     let internal_auth = [
         "-d",
