@@ -318,11 +318,15 @@ pub async fn import_batch(pool: &PgPool, tenant: Uuid, items: &[Item]) -> Result
             .into_iter()
             .map(|o| o.unwrap_or_else(|| Outcome::rejected(Refused::Invalid, "not processed")))
             .collect();
+        let mut is_active = vec![false; items.len()];
+        for &n in &active {
+            is_active[n] = true;
+        }
         let remembered: Vec<(&store::RequestKey, serde_json::Value, Uuid)> = items
             .iter()
             .zip(&outcomes)
             .enumerate()
-            .filter(|(n, _)| active.contains(n))
+            .filter(|(n, _)| is_active[*n])
             .filter_map(|(_, (item, o))| {
                 let (kind, id) = o.stored()?;
                 let key = item.key.as_ref()?;
