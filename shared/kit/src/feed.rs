@@ -1002,7 +1002,11 @@ impl Consumer {
                     }
                 }
             }
-            for (tenant, group) in by_tenant(events) {
+            // The smallest groups first: a tenant with a few events is not
+            // kept waiting while another's long backlog is applied.
+            let mut groups = by_tenant(events);
+            groups.sort_by_key(|(_, g)| g.len());
+            for (tenant, group) in groups {
                 self.apply_tenant(tenant, &group, &component)
                     .await
                     .map_err(|e| e.to_string())?;

@@ -860,3 +860,73 @@ async fn a_watch_ends_unavailable_when_the_producer_shuts_down() {
     assert_eq!(err.code(), tonic::Code::Unavailable, "{err:?}");
     assert!(err.message().contains("shutting down"), "{err:?}");
 }
+
+/// Delivers `events` at once on the first open, then nothing.
+struct ReadySource(Mutex<Option<Vec<ChangeEvent>>>);
+
+impl FeedSource for ReadySource {
+    fn open(&self, _position: Position) -> BoxFuture<'_, Result<EventStream, Status>> {
+        let events = self.0.lock().unwrap().take();
+        Box::pin(async move {
+            Ok(match events {
+                Some(e) => futures::stream::iter(e.into_iter().map(Ok))
+                    .chain(futures::stream::pending())
+                    .boxed(),
+                None => futures::stream::pending().boxed(),
+            })
+        })
+    }
+}
+
+/// Records the tenant of each batch applied, in order.
+struct TenantOrder(Arc<Mutex<Vec<(Uuid, usize)>>>);
+
+impl FeedHandler for TenantOrder {
+    fn apply<'a>(
+        &'a self,
+        _tx: &'a mut PgConnection,
+        tenant: Uuid,
+        events: &'a [ChangeEvent],
+    ) -> BoxFuture<'a, Result<(), sqlx::Error>> {
+        self.0.lock().unwrap().push((tenant, events.len()));
+        Box::pin(async { Ok(()) })
+    }
+}
+
+#[tokio::test]
+async fn a_tenant_with_few_events_is_applied_before_a_long_backlog_that_arrived_first() {
+    let db = rapport_testkit::database().await;
+    db::migrate(&db.url, CONSUMER, &NO_MIGRATIONS)
+        .await
+        .unwrap();
+    let pool = db::connect(&db.url, CONSUMER, 4).await.unwrap();
+    let (busy, quiet) = (Uuid::new_v4(), Uuid::new_v4());
+    let change = |tenant: Uuid, sequence: i64| ChangeEvent {
+        tenant_id: tenant.to_string(),
+        sequence,
+        aggregate_type: "thing".into(),
+        aggregate_id: format!("thing-{sequence}"),
+        event_type: "ThingHappened".into(),
+        ..Default::default()
+    };
+    // One delivery: a backlog of one tenant, then one event of another.
+    let mut events: Vec<ChangeEvent> = (1..=500).map(|s| change(busy, s)).collect();
+    events.push(change(quiet, 1));
+    let order = Arc::new(Mutex::new(Vec::new()));
+    let consumer = Consumer::new(
+        "ordertest",
+        pool.clone(),
+        Arc::new(ReadySource(Mutex::new(Some(events)))),
+        Arc::new(TenantOrder(order.clone())),
+    );
+    let shutdown = Shutdown::new();
+    let handle = tokio::spawn(consumer.run(shutdown.clone()));
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while order.lock().unwrap().len() < 2 {
+        assert!(tokio::time::Instant::now() < deadline, "not applied");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    shutdown.trigger();
+    handle.await.unwrap();
+    assert_eq!(*order.lock().unwrap(), vec![(quiet, 1), (busy, 500)]);
+}
