@@ -240,13 +240,17 @@ pub async fn seed(
                 interactions: c.to_vec(),
             })
             .collect();
-        let answer = clients
-            .interactions
-            .clone()
-            .record_interactions(futures::stream::iter(messages))
-            .await
-            .context("RecordInteractions")?
-            .into_inner();
+        let answer = within_limits(|| {
+            let (mut client, messages) = (clients.interactions.clone(), messages.clone());
+            async move {
+                client
+                    .record_interactions(futures::stream::iter(messages))
+                    .await
+            }
+        })
+        .await
+        .context("RecordInteractions")?
+        .into_inner();
         report.interactions_accepted += answer.accepted_count;
         report.interactions_duplicate += answer.duplicate_count;
         report.interactions_rejected += answer.rejected_count;
@@ -273,6 +277,33 @@ pub async fn seed(
     Ok(report)
 }
 
+/// Makes a call again while the gateway refuses it for the API key's rate
+/// limit (RESOURCE_EXHAUSTED), after the delay its RetryInfo names, as a
+/// well-behaved client does: a refused call did nothing, and every call of
+/// the seed is idempotent besides.
+async fn within_limits<T, F, Fut>(mut call: F) -> Result<T, tonic::Status>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, tonic::Status>>,
+{
+    use tonic_types::StatusExt;
+    let mut refused = 0;
+    loop {
+        match call().await {
+            Err(s) if s.code() == Code::ResourceExhausted && refused < 1000 => {
+                refused += 1;
+                let wait = s
+                    .get_error_details()
+                    .retry_info()
+                    .and_then(|r| r.retry_delay)
+                    .unwrap_or(std::time::Duration::from_millis(100));
+                tokio::time::sleep(wait.max(std::time::Duration::from_millis(1))).await;
+            }
+            answer => return answer,
+        }
+    }
+}
+
 async fn define_attributes(c: &Clients) -> anyhow::Result<()> {
     for (name, ty, description) in [
         (
@@ -286,18 +317,19 @@ async fn define_attributes(c: &Clients) -> anyhow::Result<()> {
             "Interests the customer told us about",
         ),
     ] {
-        let r = c
-            .profile
-            .clone()
-            .create_attribute_definition(CreateAttributeDefinitionRequest {
-                definition: Some(AttributeDefinition {
-                    name: name.into(),
-                    r#type: ty as i32,
-                    description: description.into(),
-                    ..Default::default()
-                }),
-            })
-            .await;
+        let request = CreateAttributeDefinitionRequest {
+            definition: Some(AttributeDefinition {
+                name: name.into(),
+                r#type: ty as i32,
+                description: description.into(),
+                ..Default::default()
+            }),
+        };
+        let r = within_limits(|| {
+            let (mut client, request) = (c.profile.clone(), request.clone());
+            async move { client.create_attribute_definition(request).await }
+        })
+        .await;
         match r {
             Ok(_) => {}
             Err(s) if s.code() == Code::AlreadyExists => {}
@@ -315,23 +347,24 @@ async fn create_campaigns(
     let mut ids = Vec::new();
     for (k, p) in plan::campaigns().iter().enumerate() {
         let start = as_of - chrono::Duration::weeks(p.weeks_ago);
-        let created = c
-            .campaigns
-            .clone()
-            .create_campaign(CreateCampaignRequest {
-                campaign: Some(Campaign {
-                    name: p.name.into(),
-                    description: p.description.into(),
-                    channel: ContactChannel::Email as i32,
-                    start_time: Some(timestamp(start)),
-                    end_time: Some(timestamp(start + chrono::Duration::weeks(2))),
-                    ..Default::default()
-                }),
-                request_id: format!("seed-{seed}-{}-campaign-{k}", as_of.timestamp()),
-            })
-            .await
-            .with_context(|| format!("creating campaign {:?}", p.name))?
-            .into_inner();
+        let request = CreateCampaignRequest {
+            campaign: Some(Campaign {
+                name: p.name.into(),
+                description: p.description.into(),
+                channel: ContactChannel::Email as i32,
+                start_time: Some(timestamp(start)),
+                end_time: Some(timestamp(start + chrono::Duration::weeks(2))),
+                ..Default::default()
+            }),
+            request_id: format!("seed-{seed}-{}-campaign-{k}", as_of.timestamp()),
+        };
+        let created = within_limits(|| {
+            let (mut client, request) = (c.campaigns.clone(), request.clone());
+            async move { client.create_campaign(request).await }
+        })
+        .await
+        .with_context(|| format!("creating campaign {:?}", p.name))?
+        .into_inner();
         ids.push(created.campaign.map(|c| c.campaign_id).unwrap_or_default());
     }
     Ok(ids)
@@ -408,32 +441,35 @@ async fn create_customer(c: &Clients, seed: u64, p: &CustomerPlan) -> anyhow::Re
         tags: p.tags.iter().map(|s| s.to_string()).collect(),
         ..Default::default()
     };
-    let created = c
-        .profile
-        .clone()
-        .create_customer(CreateCustomerRequest {
-            customer: Some(customer),
-            request_id: format!("seed-{seed}-customer-{}", p.index),
-        })
-        .await
-        .with_context(|| format!("creating customer {}", p.index))?
-        .into_inner();
+    let request = CreateCustomerRequest {
+        customer: Some(customer),
+        request_id: format!("seed-{seed}-customer-{}", p.index),
+    };
+    let created = within_limits(|| {
+        let (mut client, request) = (c.profile.clone(), request.clone());
+        async move { client.create_customer(request).await }
+    })
+    .await
+    .with_context(|| format!("creating customer {}", p.index))?
+    .into_inner();
     let id = created.customer.map(|c| c.customer_id).unwrap_or_default();
     if let Some(at) = p.email_marketing {
-        c.profile
-            .clone()
-            .set_consent(SetConsentRequest {
-                customer_id: id.clone(),
-                channel: ConsentChannel::Email as i32,
-                purpose: ConsentPurpose::Marketing as i32,
-                status: ConsentStatus::Granted as i32,
-                source: "signup form".into(),
-                evidence: String::new(),
-                effective_time: Some(timestamp(at)),
-                request_id: format!("seed-{seed}-consent-{}", p.index),
-            })
-            .await
-            .with_context(|| format!("consent of customer {}", p.index))?;
+        let request = SetConsentRequest {
+            customer_id: id.clone(),
+            channel: ConsentChannel::Email as i32,
+            purpose: ConsentPurpose::Marketing as i32,
+            status: ConsentStatus::Granted as i32,
+            source: "signup form".into(),
+            evidence: String::new(),
+            effective_time: Some(timestamp(at)),
+            request_id: format!("seed-{seed}-consent-{}", p.index),
+        };
+        within_limits(|| {
+            let (mut client, request) = (c.profile.clone(), request.clone());
+            async move { client.set_consent(request).await }
+        })
+        .await
+        .with_context(|| format!("consent of customer {}", p.index))?;
     }
     Ok(id)
 }
@@ -563,15 +599,16 @@ async fn service_request(
         .occur_time
         .as_ref()
         .and_then(rapport_kit::convert::from_timestamp);
-    let recorded = c
-        .interactions
-        .clone()
-        .record_interaction(RecordInteractionRequest {
-            interaction: Some(i),
-        })
-        .await
-        .context("recording a service request")?
-        .into_inner();
+    let request = RecordInteractionRequest {
+        interaction: Some(i),
+    };
+    let recorded = within_limits(|| {
+        let (mut client, request) = (c.interactions.clone(), request.clone());
+        async move { client.record_interaction(request).await }
+    })
+    .await
+    .context("recording a service request")?
+    .into_inner();
     let (Some(stored), Some(after), Some(opened)) = (recorded.interaction, resolved_after, opened)
     else {
         return Ok(false);
@@ -584,18 +621,19 @@ async fn service_request(
         ServiceRequestStatus::InProgress,
         ServiceRequestStatus::Resolved,
     ] {
-        let updated = c
-            .interactions
-            .clone()
-            .update_service_request(UpdateServiceRequestRequest {
-                interaction_id: stored.interaction_id.clone(),
-                status: status as i32,
-                etag: etag.clone(),
-                agent_id: "agent-7".into(),
-            })
-            .await
-            .context("updating a service request")?
-            .into_inner();
+        let request = UpdateServiceRequestRequest {
+            interaction_id: stored.interaction_id.clone(),
+            status: status as i32,
+            etag: etag.clone(),
+            agent_id: "agent-7".into(),
+        };
+        let updated = within_limits(|| {
+            let (mut client, request) = (c.interactions.clone(), request.clone());
+            async move { client.update_service_request(request).await }
+        })
+        .await
+        .context("updating a service request")?
+        .into_inner();
         etag = updated.interaction.map(|i| i.etag).unwrap_or_default();
     }
     Ok(true)
