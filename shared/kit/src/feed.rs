@@ -388,11 +388,13 @@ pub fn position_of(
     Ok(out)
 }
 
-/// How many events [`watch`] reads per tenant and query: enough for a
-/// consumer that is behind to fill its largest batch in two reads.
-pub const WATCH_BATCH: i64 = 5000;
-/// How many tenants [`watch`] reads per query (so at most 40,000 events).
-const TENANTS_PER_READ: usize = 8;
+/// How many events [`watch`] reads per tenant and query. A tenant's page is
+/// sent whole before the next tenant's events, so a larger page holds
+/// others back longer behind one tenant's backlog (a consumer's batches
+/// grow from several pages in flight all the same).
+pub const WATCH_BATCH: i64 = 1000;
+/// How many tenants [`watch`] reads per query.
+const TENANTS_PER_READ: usize = 16;
 /// How long [`watch`] waits after a notification for others to arrive
 /// before it reads: a few milliseconds of lag for far fewer, fuller reads
 /// when many small transactions commit.
@@ -897,11 +899,29 @@ async fn current_schema(pool: &PgPool) -> String {
 /// has arrived, so while it keeps up its batches stay small (and its lag
 /// short); once behind, its batches grow, and the more of a customer's
 /// events one batch holds, the less each costs: the customer's features,
-/// classification and memberships are worked out once per batch. Measured
-/// with `rapport bench ingest` (200,000 interactions of 2,000 customers),
-/// segmentation caught up 5.3 s after the last call with batches of up to
-/// 10,000 events, 15.4 s with 2,000.
+/// classification and memberships are worked out once per batch. Below this
+/// maximum a batch is held to about [`BATCH_TIME`] of work.
 pub const MAX_BATCH: usize = 10000;
+
+/// Fewest events a consumer's batch may take (a batch takes only what has
+/// arrived, so fewer while it keeps up).
+const MIN_BATCH: usize = 500;
+
+/// About how long a consumer's batch should take to apply: a batch of one
+/// tenant's backlog holds back every other tenant's events for that long.
+const BATCH_TIME: Duration = Duration::from_millis(300);
+
+/// The cap of the next batch after `applied` events took `took` under cap
+/// `cap`: the events this consumer applies in [`BATCH_TIME`] at the rate
+/// just seen, between [`MIN_BATCH`] and `max`. A batch too small to tell
+/// (below half the cap) leaves the cap as it is.
+fn next_cap(cap: usize, applied: usize, took: Duration, max: usize) -> usize {
+    if applied * 2 < cap || took.is_zero() {
+        return cap;
+    }
+    let rate = applied as f64 / took.as_secs_f64();
+    ((rate * BATCH_TIME.as_secs_f64()) as usize).clamp(MIN_BATCH, max.max(MIN_BATCH))
+}
 
 /// Most distinct traces whose `feed.apply` span a batch records.
 const MAX_TRACED: usize = 32;
@@ -989,19 +1009,28 @@ impl Consumer {
             .open(position)
             .await
             .map_err(|s| s.to_string())?;
-        let mut batches = stream.ready_chunks(self.max_batch);
-        while let Some(batch) = batches.next().await {
-            let mut events = Vec::with_capacity(batch.len());
+        let mut stream = stream;
+        // How many events the next batch may take: what the last batches
+        // suggest this consumer applies in BATCH_TIME.
+        let mut cap = MIN_BATCH;
+        while let Some(first) = stream.next().await {
+            let mut events = Vec::new();
             let mut failure = None;
-            for item in batch {
-                match item {
+            let mut item = Some(first);
+            while let Some(next) = item.take() {
+                match next {
                     Ok(ev) => events.push(ev),
                     Err(s) => {
                         failure = Some(s.to_string());
                         break;
                     }
                 }
+                if events.len() < cap {
+                    item = stream.next().now_or_never().flatten();
+                }
             }
+            let started = std::time::Instant::now();
+            let applied = events.len();
             // The smallest groups first: a tenant with a few events is not
             // kept waiting while another's long backlog is applied.
             let mut groups = by_tenant(events);
@@ -1011,6 +1040,7 @@ impl Consumer {
                     .await
                     .map_err(|e| e.to_string())?;
             }
+            cap = next_cap(cap, applied, started.elapsed(), self.max_batch);
             if let Some(f) = failure {
                 return Err(f);
             }
@@ -1140,6 +1170,19 @@ fn by_tenant(events: Vec<ChangeEvent>) -> Vec<(Uuid, Vec<ChangeEvent>)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn batches_grow_while_cheap_and_shrink_when_slow() {
+        let ms = Duration::from_millis;
+        // 500 events in 50 ms: 10,000/s, so 3,000 in 300 ms.
+        assert_eq!(next_cap(500, 500, ms(50), MAX_BATCH), 3000);
+        // Capped at the maximum, and never below the minimum.
+        assert_eq!(next_cap(3000, 3000, ms(10), MAX_BATCH), MAX_BATCH);
+        assert_eq!(next_cap(3000, 3000, ms(30_000), MAX_BATCH), MIN_BATCH);
+        // A batch of what happened to arrive says nothing of the rate.
+        assert_eq!(next_cap(3000, 10, ms(300), MAX_BATCH), 3000);
+        assert_eq!(next_cap(3000, 3000, Duration::ZERO, MAX_BATCH), 3000);
+    }
 
     #[test]
     fn positions_default_and_advance() {
