@@ -660,14 +660,7 @@ async fn revoking_a_key_ends_its_open_streams_of_every_kind() {
     let mut c = client(&s, Some(&k), None).await;
 
     // Bidirectional: open and answering.
-    let (chat_tx, chat_rx) = tokio::sync::mpsc::channel(4);
-    let mut chat = c
-        .chat(tokio_stream::wrappers::ReceiverStream::new(chat_rx))
-        .await
-        .unwrap()
-        .into_inner();
-    chat_tx.send(text("hi")).await.unwrap();
-    assert_eq!(chat.next().await.unwrap().unwrap().text, "HI");
+    let (_chat_tx, mut chat) = open_chat(&mut c).await;
     // Server streaming: one item every 50 ms for a minute.
     let mut expand = c
         .expand(EchoRequest {
