@@ -240,14 +240,15 @@ pub async fn seed(
                 interactions: c.to_vec(),
             })
             .collect();
-        let answer = within_limits(|| {
-            let (mut client, messages) = (clients.interactions.clone(), messages.clone());
-            async move {
+        let answer = within_limits(
+            &clients.interactions,
+            &messages,
+            |mut client, messages| async move {
                 client
                     .record_interactions(futures::stream::iter(messages))
                     .await
-            }
-        })
+            },
+        )
         .await
         .context("RecordInteractions")?
         .into_inner();
@@ -281,15 +282,21 @@ pub async fn seed(
 /// limit (RESOURCE_EXHAUSTED), after the delay its RetryInfo names, as a
 /// well-behaved client does: a refused call did nothing, and every call of
 /// the seed is idempotent besides.
-async fn within_limits<T, F, Fut>(mut call: F) -> Result<T, tonic::Status>
+/// Each try calls `call` with a clone of `client` and of `request`.
+async fn within_limits<C, R, T, Fut>(
+    client: &C,
+    request: &R,
+    call: impl Fn(C, R) -> Fut,
+) -> Result<T, tonic::Status>
 where
-    F: FnMut() -> Fut,
+    C: Clone,
+    R: Clone,
     Fut: std::future::Future<Output = Result<T, tonic::Status>>,
 {
     use tonic_types::StatusExt;
     let mut refused = 0;
     loop {
-        match call().await {
+        match call(client.clone(), request.clone()).await {
             Err(s) if s.code() == Code::ResourceExhausted && refused < 1000 => {
                 refused += 1;
                 let wait = s
@@ -325,9 +332,8 @@ async fn define_attributes(c: &Clients) -> anyhow::Result<()> {
                 ..Default::default()
             }),
         };
-        let r = within_limits(|| {
-            let (mut client, request) = (c.profile.clone(), request.clone());
-            async move { client.create_attribute_definition(request).await }
+        let r = within_limits(&c.profile, &request, |mut client, request| async move {
+            client.create_attribute_definition(request).await
         })
         .await;
         match r {
@@ -358,9 +364,8 @@ async fn create_campaigns(
             }),
             request_id: format!("seed-{seed}-{}-campaign-{k}", as_of.timestamp()),
         };
-        let created = within_limits(|| {
-            let (mut client, request) = (c.campaigns.clone(), request.clone());
-            async move { client.create_campaign(request).await }
+        let created = within_limits(&c.campaigns, &request, |mut client, request| async move {
+            client.create_campaign(request).await
         })
         .await
         .with_context(|| format!("creating campaign {:?}", p.name))?
@@ -445,9 +450,8 @@ async fn create_customer(c: &Clients, seed: u64, p: &CustomerPlan) -> anyhow::Re
         customer: Some(customer),
         request_id: format!("seed-{seed}-customer-{}", p.index),
     };
-    let created = within_limits(|| {
-        let (mut client, request) = (c.profile.clone(), request.clone());
-        async move { client.create_customer(request).await }
+    let created = within_limits(&c.profile, &request, |mut client, request| async move {
+        client.create_customer(request).await
     })
     .await
     .with_context(|| format!("creating customer {}", p.index))?
@@ -464,9 +468,8 @@ async fn create_customer(c: &Clients, seed: u64, p: &CustomerPlan) -> anyhow::Re
             effective_time: Some(timestamp(at)),
             request_id: format!("seed-{seed}-consent-{}", p.index),
         };
-        within_limits(|| {
-            let (mut client, request) = (c.profile.clone(), request.clone());
-            async move { client.set_consent(request).await }
+        within_limits(&c.profile, &request, |mut client, request| async move {
+            client.set_consent(request).await
         })
         .await
         .with_context(|| format!("consent of customer {}", p.index))?;
@@ -602,10 +605,11 @@ async fn service_request(
     let request = RecordInteractionRequest {
         interaction: Some(i),
     };
-    let recorded = within_limits(|| {
-        let (mut client, request) = (c.interactions.clone(), request.clone());
-        async move { client.record_interaction(request).await }
-    })
+    let recorded = within_limits(
+        &c.interactions,
+        &request,
+        |mut client, request| async move { client.record_interaction(request).await },
+    )
     .await
     .context("recording a service request")?
     .into_inner();
@@ -627,10 +631,11 @@ async fn service_request(
             etag: etag.clone(),
             agent_id: "agent-7".into(),
         };
-        let updated = within_limits(|| {
-            let (mut client, request) = (c.interactions.clone(), request.clone());
-            async move { client.update_service_request(request).await }
-        })
+        let updated = within_limits(
+            &c.interactions,
+            &request,
+            |mut client, request| async move { client.update_service_request(request).await },
+        )
         .await
         .context("updating a service request")?
         .into_inner();
