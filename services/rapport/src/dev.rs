@@ -388,8 +388,6 @@ fn write_secret(path: &Path, secret: &str) -> anyhow::Result<()> {
 /// SERVING, so that "ready" means what a client or probe asking the
 /// gateway's health will see; says which are not when the time is up.
 async fn wait_until_forwarded_services_serve(gateway: SocketAddr) {
-    use tonic_health::pb::health_check_response::ServingStatus;
-    use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
     let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
     let endpoint = format!("http://{gateway}");
     loop {
@@ -400,12 +398,7 @@ async fn wait_until_forwarded_services_serve(gateway: SocketAddr) {
         };
         for service in rapport_gateway::front::SERVED {
             let serving = match &channel {
-                Some(ch) => matches!(
-                    HealthClient::new(ch.clone())
-                        .check(HealthCheckRequest { service: service.to_string() })
-                        .await,
-                    Ok(r) if r.get_ref().status == ServingStatus::Serving as i32
-                ),
+                Some(ch) => crate::services::reports_serving(ch.clone(), service).await,
                 None => false,
             };
             if !serving {

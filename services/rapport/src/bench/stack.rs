@@ -257,13 +257,7 @@ impl Stack {
                 anyhow::bail!("`rapport serve {service}` exited at start: {status}");
             }
             let ok = match Endpoint::from_shared(endpoint.clone())?.connect().await {
-                Ok(ch) => {
-                    let mut health = tonic_health::pb::health_client::HealthClient::new(ch);
-                    matches!(
-                        health.check(tonic_health::pb::HealthCheckRequest { service: String::new() }).await,
-                        Ok(r) if r.get_ref().status == tonic_health::pb::health_check_response::ServingStatus::Serving as i32
-                    )
-                }
+                Ok(ch) => services::reports_serving(ch, "").await,
                 Err(_) => false,
             };
             if ok {
