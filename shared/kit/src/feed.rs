@@ -613,22 +613,13 @@ pub fn watch(
                     // tenant read to its head and named by none has nothing
                     // new): a tenant with a long backlog never holds back the
                     // others. And every tenant once per POLL, as when idle.
-                    let mut unreadable = false;
-                    while let Some(n) = listener.recv().now_or_never() {
-                        match n {
-                            Ok(n) => match Uuid::parse_str(n.payload()) {
-                                Ok(t) if scope.is_none_or(|s| s == t) => {
-                                    next.insert(t);
-                                }
-                                Ok(_) => {}
-                                Err(_) => unreadable = true,
-                            },
-                            Err(e) => {
-                                let _ = tx.send(Err(unavailable(e))).await;
-                                return;
-                            }
+                    let unreadable = match received(&mut listener, scope, &mut next) {
+                        Ok(u) => u,
+                        Err(e) => {
+                            let _ = tx.send(Err(unavailable(e))).await;
+                            return;
                         }
-                    }
+                    };
                     if unreadable || last_scan.elapsed() >= POLL {
                         due = None;
                         continue;
@@ -650,28 +641,18 @@ pub fn watch(
                                 }
                             };
                             let mut named = HashSet::new();
-                            let mut unreadable = false;
-                            let mut note = |payload: &str| match Uuid::parse_str(payload) {
-                                Ok(t) if scope.is_none_or(|s| s == t) => {
-                                    named.insert(t);
-                                }
-                                Ok(_) => {}
-                                Err(_) => unreadable = true,
-                            };
-                            note(n.payload());
+                            let first_unreadable = !note(n.payload(), scope, &mut named);
                             // Let the commits of the next moments join this
                             // read: under a stream of small transactions, one
                             // read then carries many of them.
                             tokio::time::sleep(COALESCE).await;
-                            while let Some(n) = listener.recv().now_or_never() {
-                                match n {
-                                    Ok(n) => note(n.payload()),
-                                    Err(e) => {
-                                        let _ = tx.send(Err(unavailable(e))).await;
-                                        return;
-                                    }
+                            let unreadable = match received(&mut listener, scope, &mut named) {
+                                Ok(u) => first_unreadable || u,
+                                Err(e) => {
+                                    let _ = tx.send(Err(unavailable(e))).await;
+                                    return;
                                 }
-                            }
+                            };
                             if unreadable {
                                 break None;
                             }
@@ -694,6 +675,34 @@ pub fn watch(
         .instrument(span),
     );
     ReceiverStream::new(rx)
+}
+
+/// Adds the tenant a notification names to `named` when it is in `scope`;
+/// false when the payload is not a tenant id.
+fn note(payload: &str, scope: Option<Uuid>, named: &mut HashSet<Uuid>) -> bool {
+    match Uuid::parse_str(payload) {
+        Ok(t) => {
+            if scope.is_none_or(|s| s == t) {
+                named.insert(t);
+            }
+            true
+        }
+        Err(_) => false,
+    }
+}
+
+/// [`note`]s every notification `listener` has received by now, without
+/// waiting; whether one of them was unreadable.
+fn received(
+    listener: &mut PgListener,
+    scope: Option<Uuid>,
+    named: &mut HashSet<Uuid>,
+) -> Result<bool, sqlx::Error> {
+    let mut unreadable = false;
+    while let Some(n) = listener.recv().now_or_never() {
+        unreadable |= !note(n?.payload(), scope, named);
+    }
+    Ok(unreadable)
 }
 
 /// The `WatchChanges` method of one service: its request and response
