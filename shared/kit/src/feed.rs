@@ -1013,12 +1013,11 @@ impl Consumer {
             .await
             .map_err(|e| e.to_string())?;
         let component = current_schema(&self.pool).await;
-        let stream = self
+        let mut stream = self
             .source
             .open(position)
             .await
             .map_err(|s| s.to_string())?;
-        let mut stream = stream;
         // How many events the next batch may take: what the last batches
         // suggest this consumer applies in BATCH_TIME.
         let mut cap = MIN_BATCH;
