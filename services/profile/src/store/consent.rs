@@ -1,0 +1,254 @@
+//! Consent: decisions per purpose and channel, the state in force and its
+//! history.
+
+use super::*;
+
+/// A decision to record.
+#[derive(Debug, Clone, Serialize)]
+pub struct ConsentInput {
+    /// As requested.
+    pub customer: Uuid,
+    /// Channel number.
+    pub channel: i16,
+    /// Purpose number.
+    pub purpose: i16,
+    /// Status number.
+    pub status: i16,
+    /// Source.
+    pub source: String,
+    /// Evidence.
+    pub evidence: String,
+    /// Effective time (None: now).
+    pub effective_time: Option<DateTime<Utc>>,
+}
+
+/// SetConsent: appends a record; returns it and whether the status in force
+/// changed.
+pub async fn set_consent(
+    pool: &PgPool,
+    tenant: Uuid,
+    principal: &str,
+    c: &ConsentInput,
+    key: Option<&RequestKey>,
+) -> Result<(ConsentRow, bool)> {
+    let mut tx = pool.begin().await?;
+    if let Some(first) = claim(&mut tx, tenant, "SetConsent", key).await? {
+        let id = first["consent_record_id"]
+            .as_str()
+            .and_then(|s| Uuid::parse_str(s).ok())
+            .ok_or_else(|| ApiError::internal("idempotency result without record"))?;
+        let row: Option<ConsentRow> = sqlx::query_as(concat!(
+            "SELECT ",
+            consent_cols!(),
+            " FROM consent_records WHERE tenant_id = $1 AND consent_record_id = $2"
+        ))
+        .bind(tenant)
+        .bind(id)
+        .fetch_optional(&mut *tx)
+        .await?;
+        tx.rollback().await?;
+        let row = row.ok_or_else(|| customer_not_found(c.customer))?;
+        return Ok((row, first["changed"].as_bool().unwrap_or(false)));
+    }
+    let r = lock_following(&mut tx, tenant, c.customer).await?;
+    let holder = r.customer_id;
+    let before = in_force(&mut tx, tenant, holder)
+        .await?
+        .remove(&(c.channel, c.purpose));
+    let now: DateTime<Utc> = sqlx::query_scalar("SELECT now()")
+        .fetch_one(&mut *tx)
+        .await?;
+    let row = insert_consent(
+        &mut tx,
+        tenant,
+        holder,
+        holder,
+        c.channel,
+        c.purpose,
+        c.status,
+        &c.source,
+        &c.evidence,
+        c.effective_time.unwrap_or(now),
+        principal,
+    )
+    .await?;
+    let after = in_force(&mut tx, tenant, holder)
+        .await?
+        .remove(&(c.channel, c.purpose));
+    let previous = before.as_ref().map_or(0, |b| i32::from(b.status));
+    let changed = after.as_ref().is_some_and(|a| {
+        a.consent_record_id == row.consent_record_id && i32::from(row.status) != previous
+    });
+    touch(&mut tx, tenant, &[holder]).await?;
+    if changed {
+        append(&mut tx, vec![consent_event(tenant, &row, previous)]).await?;
+    }
+    remember(
+        &mut tx,
+        tenant,
+        "SetConsent",
+        key,
+        json!({"consent_record_id": row.consent_record_id.to_string(), "changed": changed}),
+        &[holder],
+    )
+    .await?;
+    tx.commit().await?;
+    Ok((row, changed))
+}
+
+/// The records in force for CheckConsent: whether the customer is deleted,
+/// the channel's own record and the ANY record for the purpose.
+pub async fn consent_state(
+    pool: &PgPool,
+    tenant: Uuid,
+    customer: Uuid,
+    channel: i16,
+    purpose: i16,
+) -> Result<(bool, Option<ConsentRow>, Option<ConsentRow>)> {
+    let mut conn = pool.acquire().await?;
+    let target = follow(&mut conn, tenant, customer).await?;
+    let r = row(&mut conn, tenant, target)
+        .await?
+        .ok_or_else(|| customer_not_found(customer))?;
+    let mut force = in_force(&mut conn, tenant, target).await?;
+    let any = rapport_proto::rapport::profile::v1::ConsentChannel::Any as i16;
+    let own = if channel == any {
+        None
+    } else {
+        force.remove(&(channel, purpose))
+    };
+    let blanket = force.remove(&(any, purpose));
+    Ok((r.status == "deleted", own, blanket))
+}
+
+/// A consent history position.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ConsentCursor {
+    /// Effective time of the last record (microseconds).
+    pub t: i64,
+    /// Its id.
+    pub id: Uuid,
+}
+
+/// ListConsentHistory: newest effective time first, ties by record id.
+pub async fn consent_history(
+    pool: &PgPool,
+    tenant: Uuid,
+    customer: Uuid,
+    channel: i16,
+    purpose: i16,
+    after: Option<&ConsentCursor>,
+    limit: i64,
+) -> Result<(Vec<ConsentRow>, Option<ConsentCursor>)> {
+    let mut conn = pool.acquire().await?;
+    let target = follow(&mut conn, tenant, customer).await?;
+    let mut q: QueryBuilder<Postgres> = QueryBuilder::new(concat!(
+        "SELECT ",
+        consent_cols!(),
+        " FROM consent_records WHERE tenant_id = "
+    ));
+    q.push_bind(tenant)
+        .push(" AND holder_id = ")
+        .push_bind(target);
+    if channel != 0 {
+        q.push(" AND channel = ").push_bind(channel);
+    }
+    if purpose != 0 {
+        q.push(" AND purpose = ").push_bind(purpose);
+    }
+    if let Some(c) = after {
+        q.push(" AND (effective_time, consent_record_id) < (")
+            .push_bind(DateTime::<Utc>::from_timestamp_micros(c.t).unwrap_or_default())
+            .push(", ")
+            .push_bind(c.id)
+            .push(")");
+    }
+    q.push(" ORDER BY effective_time DESC, consent_record_id DESC LIMIT ")
+        .push_bind(limit + 1);
+    let mut rows: Vec<ConsentRow> = q.build_query_as().fetch_all(&mut *conn).await?;
+    let more = rows.len() as i64 > limit;
+    rows.truncate(usize::try_from(limit).unwrap_or(0));
+    let next = if more {
+        rows.last().map(|r| ConsentCursor {
+            t: r.effective_time.timestamp_micros(),
+            id: r.consent_record_id,
+        })
+    } else {
+        None
+    };
+    Ok((rows, next))
+}
+
+/// The records in force of a holder, by (channel, purpose).
+pub(super) async fn in_force(
+    conn: &mut PgConnection,
+    tenant: Uuid,
+    holder: Uuid,
+) -> Result<BTreeMap<(i16, i16), ConsentRow>> {
+    let rows: Vec<ConsentRow> = sqlx::query_as(concat!(
+        "SELECT DISTINCT ON (channel, purpose) ",
+        consent_cols!(),
+        " FROM consent_records WHERE tenant_id = $1 AND holder_id = $2
+          ORDER BY channel, purpose, effective_time DESC, record_time DESC, consent_record_id DESC"
+    ))
+    .bind(tenant)
+    .bind(holder)
+    .fetch_all(&mut *conn)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|r| ((r.channel, r.purpose), r))
+        .collect())
+}
+
+pub(super) fn consent_event(tenant: Uuid, r: &ConsentRow, previous: i32) -> NewEvent {
+    let p = r.to_proto();
+    event(
+        tenant,
+        r.holder_id,
+        Ev::ConsentChanged(ev::ConsentChanged {
+            customer_id: r.holder_id.to_string(),
+            consent_record_id: r.consent_record_id.to_string(),
+            channel: p.channel,
+            purpose: p.purpose,
+            status: i32::from(r.status),
+            previous_status: previous,
+            source: r.source.clone(),
+            effective_time: Some(timestamp(r.effective_time)),
+        }),
+    )
+}
+
+#[allow(clippy::too_many_arguments)]
+pub(super) async fn insert_consent(
+    conn: &mut PgConnection,
+    tenant: Uuid,
+    customer: Uuid,
+    holder: Uuid,
+    channel: i16,
+    purpose: i16,
+    status: i16,
+    source: &str,
+    evidence: &str,
+    effective_time: DateTime<Utc>,
+    recorded_by: &str,
+) -> Result<ConsentRow> {
+    Ok(sqlx::query_as(concat!(
+        "INSERT INTO consent_records (tenant_id, consent_record_id, customer_id, holder_id, channel, purpose, status, source, evidence, effective_time, recorded_by)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) RETURNING ",
+        consent_cols!()
+    ))
+    .bind(tenant)
+    .bind(Uuid::now_v7())
+    .bind(customer)
+    .bind(holder)
+    .bind(channel)
+    .bind(purpose)
+    .bind(status)
+    .bind(source)
+    .bind(evidence)
+    .bind(effective_time)
+    .bind(recorded_by)
+    .fetch_one(&mut *conn)
+    .await?)
+}

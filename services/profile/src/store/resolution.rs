@@ -1,0 +1,756 @@
+//! Identity resolution: one identifier set (`ResolveIdentity`) or many in
+//! one transaction (`ResolveIdentities`, `ImportCustomers`), and the keys and
+//! updates of imports.
+
+use super::*;
+
+/// What ResolveIdentity found.
+#[derive(Debug)]
+pub enum Resolution {
+    /// One customer, found or created.
+    Resolved {
+        /// The customer.
+        customer: Box<Stored>,
+        /// Created by this call.
+        created: bool,
+        /// Identifiers attached by this call.
+        attached: Vec<Ident>,
+    },
+    /// Several customers hold the identifiers: (customer, its identifiers).
+    Conflict(Vec<(Uuid, Vec<Ident>)>),
+}
+
+/// How many times a resolution is retried after losing a race.
+const RESOLVE_ATTEMPTS: usize = 8;
+
+/// ResolveIdentity: finds the customer the identifiers describe, or creates
+/// it from `traits`. The identifiers' primary key decides races: a loser's
+/// insert fails, and it retries and finds the winner's customer.
+pub async fn resolve_identity(
+    pool: &PgPool,
+    tenant: Uuid,
+    idents: &[Ident],
+    traits: &Validated,
+    lookup_only: bool,
+) -> Result<Resolution> {
+    for _ in 0..RESOLVE_ATTEMPTS {
+        let mut tx = pool.begin().await?;
+        let held = holders(&mut tx, tenant, idents).await?;
+        let holder_ids: Vec<Uuid> = held.iter().map(|(_, c)| *c).collect();
+        let chains = resolve_chains(&mut tx, tenant, &holder_ids).await?;
+        // Customers in the order of the request's identifiers.
+        let mut order: Vec<Uuid> = Vec::new();
+        let mut by_customer: HashMap<Uuid, Vec<Ident>> = HashMap::new();
+        let mut held_index = HashSet::new();
+        for (n, holder) in &held {
+            let target = chains.get(holder).map_or(*holder, |(c, _)| *c);
+            held_index.insert(*n);
+            if !by_customer.contains_key(&target) {
+                order.push(target);
+            }
+            by_customer
+                .entry(target)
+                .or_default()
+                .push(idents[*n].clone());
+        }
+        match order.len() {
+            0 => {
+                if lookup_only {
+                    return Err(Error::Api(ApiError::NotFound {
+                        resource: "customer",
+                        id: "for these identifiers".into(),
+                    }));
+                }
+                let id = Uuid::now_v7();
+                let mut v = traits.clone();
+                let mut primary_seen = HashSet::new();
+                v.idents = idents
+                    .iter()
+                    .map(|i| {
+                        let mut i = i.clone();
+                        i.primary = i.kind != EXTERNAL && primary_seen.insert(i.kind);
+                        i
+                    })
+                    .collect();
+                insert_customer(&mut tx, tenant, id, &v).await?;
+                match insert_idents(&mut tx, tenant, id, &v.idents, &HashMap::new()).await {
+                    Ok(()) => {}
+                    Err(e) if rapport_kit::error::is_unique_violation(&e, None) => {
+                        // Another call created the customer first: find it.
+                        tx.rollback().await?;
+                        continue;
+                    }
+                    Err(e) => return Err(e.into()),
+                }
+                let stored = load_one(&mut tx, tenant, id).await?;
+                append(
+                    &mut tx,
+                    vec![event(
+                        tenant,
+                        id,
+                        Ev::CustomerCreated(ev::CustomerCreated {
+                            customer_id: id.to_string(),
+                            customer: snapshot(&stored),
+                            origin: ev::CustomerOrigin::Resolve as i32,
+                        }),
+                    )],
+                )
+                .await?;
+                tx.commit().await?;
+                return Ok(Resolution::Resolved {
+                    customer: Box::new(stored),
+                    created: true,
+                    attached: Vec::new(),
+                });
+            }
+            1 => {
+                let id = order[0];
+                let Some(r) = lock_row(&mut tx, tenant, id).await? else {
+                    tx.rollback().await?;
+                    continue;
+                };
+                if r.status == "merged" || r.status == "erased" {
+                    // Changed under us: look again.
+                    tx.rollback().await?;
+                    continue;
+                }
+                let current = load_one(&mut tx, tenant, id).await?;
+                let unheld: Vec<Ident> = idents
+                    .iter()
+                    .enumerate()
+                    .filter(|(n, _)| !held_index.contains(n))
+                    .map(|(_, i)| i.clone())
+                    .collect();
+                if lookup_only || r.status == "deleted" || unheld.is_empty() {
+                    tx.rollback().await?;
+                    return Ok(Resolution::Resolved {
+                        customer: Box::new(current),
+                        created: false,
+                        attached: Vec::new(),
+                    });
+                }
+                // Attach what fits within the customer's limits.
+                let mut counts: HashMap<i16, usize> = HashMap::new();
+                let mut has_primary: HashSet<i16> = HashSet::new();
+                for i in &current.idents {
+                    *counts.entry(i.kind).or_default() += 1;
+                    if i.primary {
+                        has_primary.insert(i.kind);
+                    }
+                }
+                let mut attach = Vec::new();
+                for mut i in unheld {
+                    let limit = match i.kind {
+                        EMAIL => MAX_EMAILS,
+                        PHONE => MAX_PHONES,
+                        _ => MAX_EXTERNAL,
+                    };
+                    let c = counts.entry(i.kind).or_default();
+                    if *c >= limit {
+                        continue;
+                    }
+                    *c += 1;
+                    i.primary = i.kind != EXTERNAL && has_primary.insert(i.kind);
+                    attach.push(i);
+                }
+                if attach.is_empty() {
+                    tx.rollback().await?;
+                    return Ok(Resolution::Resolved {
+                        customer: Box::new(current),
+                        created: false,
+                        attached: Vec::new(),
+                    });
+                }
+                let start = next_positions(&mut tx, tenant, id).await?;
+                match insert_idents(&mut tx, tenant, id, &attach, &start).await {
+                    Ok(()) => {}
+                    Err(e) if rapport_kit::error::is_unique_violation(&e, None) => {
+                        tx.rollback().await?;
+                        continue;
+                    }
+                    Err(e) => return Err(e.into()),
+                }
+                touch(&mut tx, tenant, &[id]).await?;
+                let stored = load_one(&mut tx, tenant, id).await?;
+                let mut changed: Vec<&str> = Vec::new();
+                for (kind, name) in [
+                    (EMAIL, "emails"),
+                    (PHONE, "phones"),
+                    (EXTERNAL, "external_identifiers"),
+                ] {
+                    if attach.iter().any(|i| i.kind == kind) {
+                        changed.push(name);
+                    }
+                }
+                append(
+                    &mut tx,
+                    vec![event(
+                        tenant,
+                        id,
+                        Ev::CustomerUpdated(ev::CustomerUpdated {
+                            customer_id: id.to_string(),
+                            changed_fields: changed.iter().map(ToString::to_string).collect(),
+                            customer: snapshot(&stored),
+                        }),
+                    )],
+                )
+                .await?;
+                tx.commit().await?;
+                return Ok(Resolution::Resolved {
+                    customer: Box::new(stored),
+                    created: false,
+                    attached: attach,
+                });
+            }
+            _ => {
+                tx.rollback().await?;
+                return Ok(Resolution::Conflict(
+                    order
+                        .into_iter()
+                        .map(|c| {
+                            let list = by_customer.remove(&c).unwrap_or_default();
+                            (c, list)
+                        })
+                        .collect(),
+                ));
+            }
+        }
+    }
+    Err(Error::Api(ApiError::Aborted(
+        "the identifiers kept changing while they were resolved; retry".into(),
+    )))
+}
+
+/// ResolveIdentities: resolves every set as ResolveIdentity would, in
+/// request order, in one transaction with set-based SQL (see
+/// [`crate::domain::resolution`]). Each set gets `None` when it is
+/// `lookup_only` and no identifier is known. A unique violation (a
+/// concurrent caller created or attached one of the identifiers first) or a
+/// deadlock rolls the whole call back and retries it, so the winners'
+/// customers are found.
+pub async fn resolve_identities(
+    pool: &PgPool,
+    tenant: Uuid,
+    sets: &[(Vec<Ident>, Validated, bool)],
+) -> Result<Vec<Option<Resolution>>> {
+    for _ in 0..RESOLVE_ATTEMPTS {
+        let mut tx = pool.begin().await?;
+        match resolve_identities_in(&mut tx, tenant, sets).await? {
+            Some(done) => {
+                tx.commit().await?;
+                return Ok(done.results);
+            }
+            None => tx.rollback().await?,
+        }
+    }
+    Err(Error::Api(ApiError::Aborted(
+        "the identifiers kept changing while they were resolved; retry".into(),
+    )))
+}
+
+/// A stage time as stored.
+type StageTime = Option<DateTime<Utc>>;
+
+/// What the database gave a new customer: version, create and update time,
+/// stage time.
+type Written = (i64, DateTime<Utc>, DateTime<Utc>, StageTime);
+
+/// What [`resolve_identities_in`] did.
+#[derive(Debug)]
+pub struct BulkResolved {
+    /// Each set's answer (`None`: lookup only, nothing known).
+    pub results: Vec<Option<Resolution>>,
+    /// Every customer a set resolved to, as it is now.
+    pub customers: HashMap<Uuid, Stored>,
+}
+
+/// The work of [`resolve_identities`] in the caller's transaction. `None`
+/// when a concurrent writer won a race (a unique violation or a deadlock,
+/// or a customer merged meanwhile): the transaction is then aborted and the
+/// caller rolls it back and tries again.
+pub async fn resolve_identities_in(
+    tx: &mut PgConnection,
+    tenant: Uuid,
+    sets: &[(Vec<Ident>, Validated, bool)],
+) -> Result<Option<BulkResolved>> {
+    use crate::domain::resolution::{self, Decision, Holder, Key, Set};
+    rapport_kit::db::prefer_key_lookups(&mut *tx).await?;
+    {
+        // Every identifier of the call, once.
+        let mut all: Vec<Ident> = Vec::new();
+        let mut seen: HashSet<Key> = HashSet::new();
+        for (idents, _, _) in sets {
+            for i in idents {
+                if seen.insert(i.key()) {
+                    all.push(i.clone());
+                }
+            }
+        }
+        let held_raw = holders(&mut *tx, tenant, &all).await?;
+        let holder_ids: Vec<Uuid> = held_raw.iter().map(|(_, c)| *c).collect();
+        let chains = resolve_chains(&mut *tx, tenant, &holder_ids).await?;
+        let mut held: HashMap<Key, Uuid> = HashMap::new();
+        for (n, holder) in &held_raw {
+            let target = chains.get(holder).map_or(*holder, |(c, _)| *c);
+            held.insert(all[*n].key(), target);
+        }
+        // Lock the customers found, in id order (no deadlock between bulk
+        // callers), and look again if one was merged or erased meanwhile.
+        let mut targets: Vec<Uuid> = held.values().copied().collect();
+        targets.sort_unstable();
+        targets.dedup();
+        let locked: Vec<(Uuid, String)> = sqlx::query_as(
+            "SELECT c.customer_id, c.status FROM unnest($2::uuid[]) WITH ORDINALITY AS k (id, ord)
+               CROSS JOIN LATERAL (SELECT customer_id, status FROM customers
+                                    WHERE tenant_id = $1 AND customer_id = k.id FOR UPDATE) c
+              ORDER BY k.ord",
+        )
+        .bind(tenant)
+        .bind(&targets)
+        .fetch_all(&mut *tx)
+        .await?;
+        if locked.len() != targets.len()
+            || locked
+                .iter()
+                .any(|(_, st)| st == "merged" || st == "erased")
+        {
+            return Ok(None);
+        }
+        let current = load(&mut *tx, tenant, &targets).await?;
+        let holders_now: HashMap<Uuid, Holder> = current
+            .iter()
+            .map(|(id, c)| {
+                let mut h = Holder {
+                    deleted: c.deleted,
+                    ..Holder::default()
+                };
+                for i in &c.idents {
+                    *h.counts.entry(i.kind).or_default() += 1;
+                    if i.primary {
+                        h.primaries.insert(i.kind);
+                    }
+                }
+                (*id, h)
+            })
+            .collect();
+        let plan_sets: Vec<Set<'_>> = sets
+            .iter()
+            .map(|(idents, _, lookup_only)| Set {
+                idents,
+                lookup_only: *lookup_only,
+            })
+            .collect();
+        let decisions = resolution::plan(&plan_sets, &held, &holders_now, Uuid::now_v7);
+
+        // New customers, then every new identifier in one statement each.
+        let mut new_ids: Vec<Uuid> = Vec::new();
+        let mut new_kinds: Vec<i16> = Vec::new();
+        let mut new_data: Vec<String> = Vec::new();
+        let mut new_stage: Vec<Option<DateTime<Utc>>> = Vec::new();
+        let mut rows: Vec<(Uuid, Ident)> = Vec::new();
+        let mut attached_to: BTreeMap<Uuid, Vec<i16>> = BTreeMap::new();
+        for (d, (_, traits, _)) in decisions.iter().zip(sets) {
+            match d {
+                Decision::Create {
+                    customer_id,
+                    idents,
+                } => {
+                    new_ids.push(*customer_id);
+                    new_kinds.push(traits.kind as i16);
+                    new_data.push(
+                        serde_json::to_string(&traits.profile)
+                            .map_err(|e| ApiError::internal(e.to_string()))?,
+                    );
+                    new_stage.push(stage_time(traits.profile.relationship_stage));
+                    rows.extend(idents.iter().map(|i| (*customer_id, i.clone())));
+                }
+                Decision::Found {
+                    customer_id,
+                    attach,
+                } if !attach.is_empty() => {
+                    rows.extend(attach.iter().map(|i| (*customer_id, i.clone())));
+                    if current.contains_key(customer_id) {
+                        attached_to
+                            .entry(*customer_id)
+                            .or_default()
+                            .extend(attach.iter().map(|i| i.kind));
+                    }
+                }
+                _ => {}
+            }
+        }
+        if rows.is_empty() {
+            return Ok(Some(BulkResolved {
+                results: bulk_results(decisions, &current),
+                customers: current,
+            }));
+        }
+        // What the database gives new customers (version and times), to
+        // answer with them without reading them back.
+        let mut written: HashMap<Uuid, Written> = HashMap::new();
+        if !new_ids.is_empty() {
+            #[derive(sqlx::FromRow)]
+            struct New {
+                customer_id: Uuid,
+                version: i64,
+                create_time: DateTime<Utc>,
+                update_time: DateTime<Utc>,
+                stage_set_time: StageTime,
+            }
+            let rows: Vec<New> =
+                sqlx::query_as(
+                    "INSERT INTO customers (tenant_id, customer_id, kind, status, data, stage_set_time)
+                     SELECT $1, t.id, t.kind, 'active', t.data::jsonb, t.stage
+                       FROM unnest($2::uuid[], $3::int2[], $4::text[], $5::timestamptz[]) AS t (id, kind, data, stage)
+                     RETURNING customer_id, version, create_time, update_time, stage_set_time",
+                )
+                .bind(tenant)
+                .bind(&new_ids)
+                .bind(&new_kinds)
+                .bind(&new_data)
+                .bind(&new_stage)
+                .fetch_all(&mut *tx)
+                .await?;
+            written = rows
+                .into_iter()
+                .map(|n| {
+                    (
+                        n.customer_id,
+                        (n.version, n.create_time, n.update_time, n.stage_set_time),
+                    )
+                })
+                .collect();
+        }
+        let existing: Vec<Uuid> = attached_to.keys().copied().collect();
+        let mut next: HashMap<(Uuid, i16), i32> = sqlx::query_as::<_, (Uuid, i16, i32)>(
+            "SELECT k.id, i.kind, max(i.position) + 1 FROM unnest($2::uuid[]) AS k (id)
+               CROSS JOIN LATERAL (SELECT kind, position FROM identifiers
+                                    WHERE tenant_id = $1 AND customer_id = k.id OFFSET 0) i
+              GROUP BY k.id, i.kind",
+        )
+        .bind(tenant)
+        .bind(&existing)
+        .fetch_all(&mut *tx)
+        .await?
+        .into_iter()
+        .map(|(c, k, p)| ((c, k), p))
+        .collect();
+        let mut positioned: Vec<(Uuid, Ident, i32)> = rows
+            .into_iter()
+            .map(|(c, i)| {
+                let p = next.entry((c, i.kind)).or_insert(0);
+                let pos = *p;
+                *p += 1;
+                (c, i, pos)
+            })
+            .collect();
+        // One order for every writer: concurrent calls wait for each other
+        // on the identifiers' unique index instead of deadlocking.
+        positioned.sort_by_key(|a| a.1.key());
+        match insert_positioned(&mut *tx, tenant, &positioned).await {
+            Ok(()) => {}
+            Err(e)
+                if rapport_kit::error::is_unique_violation(&e, None)
+                    || e.as_database_error().and_then(|d| d.code()).as_deref() == Some("40P01") =>
+            {
+                return Ok(None);
+            }
+            Err(e) => return Err(e.into()),
+        }
+        touch(&mut *tx, tenant, &existing).await?;
+        // Existing customers as they are now; new ones as they were written:
+        // their traits and every identifier given them, by kind and position.
+        let existing_now: Vec<Uuid> = current.keys().copied().collect();
+        let mut after = load(&mut *tx, tenant, &existing_now).await?;
+        let mut idents_of: HashMap<Uuid, Vec<(i16, i32, Ident)>> = HashMap::new();
+        for (c, i, pos) in &positioned {
+            if written.contains_key(c) {
+                idents_of
+                    .entry(*c)
+                    .or_default()
+                    .push((i.kind, *pos, i.clone()));
+            }
+        }
+        for (d, (_, traits, _)) in decisions.iter().zip(sets) {
+            let Decision::Create { customer_id, .. } = d else {
+                continue;
+            };
+            let Some((version, create_time, update_time, stage_set_time)) =
+                written.get(customer_id).copied()
+            else {
+                continue;
+            };
+            let mut idents = idents_of.remove(customer_id).unwrap_or_default();
+            idents.sort_by_key(|(kind, pos, _)| (*kind, *pos));
+            after.insert(
+                *customer_id,
+                Stored {
+                    customer_id: *customer_id,
+                    kind: traits.kind,
+                    deleted: false,
+                    profile: traits.profile.clone(),
+                    idents: idents.into_iter().map(|(_, _, i)| i).collect(),
+                    version,
+                    create_time,
+                    update_time,
+                    delete_time: None,
+                    stage_set_time,
+                    consents: Vec::new(),
+                    merged_ids: Vec::new(),
+                },
+            );
+        }
+        let mut events = Vec::with_capacity(new_ids.len() + existing.len());
+        for id in &new_ids {
+            if let Some(stored) = after.get(id) {
+                events.push(event(
+                    tenant,
+                    *id,
+                    Ev::CustomerCreated(ev::CustomerCreated {
+                        customer_id: id.to_string(),
+                        customer: snapshot(stored),
+                        origin: ev::CustomerOrigin::Resolve as i32,
+                    }),
+                ));
+            }
+        }
+        for (id, kinds) in &attached_to {
+            if let Some(stored) = after.get(id) {
+                let changed = [
+                    (EMAIL, "emails"),
+                    (PHONE, "phones"),
+                    (EXTERNAL, "external_identifiers"),
+                ]
+                .into_iter()
+                .filter(|(k, _)| kinds.contains(k))
+                .map(|(_, name)| name.to_string())
+                .collect();
+                events.push(event(
+                    tenant,
+                    *id,
+                    Ev::CustomerUpdated(ev::CustomerUpdated {
+                        customer_id: id.to_string(),
+                        changed_fields: changed,
+                        customer: snapshot(stored),
+                    }),
+                ));
+            }
+        }
+        append(&mut *tx, events).await?;
+        Ok(Some(BulkResolved {
+            results: bulk_results(decisions, &after),
+            customers: after,
+        }))
+    }
+}
+
+/// The stored outcomes of import items by request_id (within 24 hours):
+/// (fingerprint, outcome, customer).
+pub async fn import_keys(
+    conn: &mut PgConnection,
+    tenant: Uuid,
+    method: &str,
+    keys: &[&RequestKey],
+) -> Result<HashMap<String, (String, String, Uuid)>> {
+    if keys.is_empty() {
+        return Ok(HashMap::new());
+    }
+    let ids: Vec<&str> = keys.iter().map(|k| k.request_id.as_str()).collect();
+    let rows: Vec<(String, String, Option<Value>)> = sqlx::query_as(
+        // One key lookup per id (a lateral subquery the planner cannot
+        // flatten), whatever the statistics say about the tenant.
+        "SELECT k.request_id, k.fingerprint, k.result
+           FROM unnest($3::text[]) AS r (id)
+           CROSS JOIN LATERAL (
+               SELECT request_id, fingerprint, result FROM idempotency_keys
+                WHERE tenant_id = $1 AND method = $2 AND request_id = r.id
+                  AND create_time >= now() - interval '24 hours'
+                LIMIT 1) k",
+    )
+    .bind(tenant)
+    .bind(method)
+    .bind(&ids)
+    .fetch_all(&mut *conn)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .filter_map(|(rid, fp, result)| {
+            let r = result?;
+            let outcome = r.get("outcome")?.as_str()?.to_string();
+            let id = Uuid::parse_str(r.get("customer_id")?.as_str()?).ok()?;
+            Some((rid, (fp, outcome, id)))
+        })
+        .collect())
+}
+
+/// Remembers import items' outcomes under their request_ids, taking over
+/// keys older than 24 hours, in one statement. False when a key was taken
+/// meanwhile by a concurrent import (nothing then is to be kept: the
+/// caller rolls back and tries again).
+pub async fn remember_import_keys(
+    conn: &mut PgConnection,
+    tenant: Uuid,
+    method: &str,
+    keys: &[(&RequestKey, Value, Uuid)],
+) -> std::result::Result<bool, sqlx::Error> {
+    if keys.is_empty() {
+        return Ok(true);
+    }
+    let ids: Vec<&str> = keys.iter().map(|k| k.0.request_id.as_str()).collect();
+    let fingerprints: Vec<&str> = keys.iter().map(|k| k.0.fingerprint.as_str()).collect();
+    let results: Vec<String> = keys.iter().map(|k| k.1.to_string()).collect();
+    let customers: Vec<Uuid> = keys.iter().map(|k| k.2).collect();
+    let stored: i64 = sqlx::query_scalar(
+        "WITH s AS (
+             INSERT INTO idempotency_keys AS k (tenant_id, method, request_id, fingerprint, result, customer_ids)
+             SELECT $1, $2, t.rid, t.fp, t.result::jsonb, ARRAY[t.customer]
+               FROM unnest($3::text[], $4::text[], $5::text[], $6::uuid[]) AS t (rid, fp, result, customer)
+             ON CONFLICT (tenant_id, method, request_id) DO UPDATE
+                 SET fingerprint = EXCLUDED.fingerprint, result = EXCLUDED.result,
+                     customer_ids = EXCLUDED.customer_ids, create_time = now()
+                 WHERE k.create_time < now() - interval '24 hours'
+             RETURNING 1)
+         SELECT count(*) FROM s",
+    )
+    .bind(tenant)
+    .bind(method)
+    .bind(&ids)
+    .bind(&fingerprints)
+    .bind(&results)
+    .bind(&customers)
+    .fetch_one(&mut *conn)
+    .await?;
+    Ok(stored == keys.len() as i64)
+}
+
+/// Sets the new profiles of existing customers changed by an import, in one
+/// statement, and publishes CustomerUpdated for each: (customer, its next
+/// state, the fields that changed, whether its stage changed).
+pub async fn apply_import_updates(
+    conn: &mut PgConnection,
+    tenant: Uuid,
+    changes: &[(Uuid, &Validated, &[&'static str], bool)],
+) -> Result<()> {
+    if changes.is_empty() {
+        return Ok(());
+    }
+    let ids: Vec<Uuid> = changes.iter().map(|c| c.0).collect();
+    let mut data = Vec::with_capacity(changes.len());
+    for c in changes {
+        data.push(
+            serde_json::to_string(&c.1.profile).map_err(|e| ApiError::internal(e.to_string()))?,
+        );
+    }
+    let stages: Vec<bool> = changes.iter().map(|c| c.3).collect();
+    sqlx::query(
+        "UPDATE customers c SET data = t.data::jsonb, version = c.version + 1, update_time = now(),
+                stage_set_time = CASE WHEN t.stage THEN now() ELSE c.stage_set_time END
+           FROM unnest($2::uuid[], $3::text[], $4::bool[]) AS t (id, data, stage)
+          WHERE c.tenant_id = $1 AND c.customer_id = t.id",
+    )
+    .bind(tenant)
+    .bind(&ids)
+    .bind(&data)
+    .bind(&stages)
+    .execute(&mut *conn)
+    .await?;
+    let after = load(conn, tenant, &ids).await?;
+    let events = changes
+        .iter()
+        .filter_map(|(id, _, changed, _)| {
+            let stored = after.get(id)?;
+            Some(event(
+                tenant,
+                *id,
+                Ev::CustomerUpdated(ev::CustomerUpdated {
+                    customer_id: id.to_string(),
+                    changed_fields: changed.iter().map(ToString::to_string).collect(),
+                    customer: snapshot(stored),
+                }),
+            ))
+        })
+        .collect();
+    append(conn, events).await
+}
+
+/// The answer of each set, with the customers as they are at the end of
+/// the call.
+fn bulk_results(
+    decisions: Vec<crate::domain::resolution::Decision>,
+    customers: &HashMap<Uuid, Stored>,
+) -> Vec<Option<Resolution>> {
+    use crate::domain::resolution::Decision;
+    decisions
+        .into_iter()
+        .map(|d| match d {
+            Decision::NotFound => None,
+            Decision::Conflict(m) => Some(Resolution::Conflict(m)),
+            Decision::Create { customer_id, .. } => {
+                customers.get(&customer_id).map(|c| Resolution::Resolved {
+                    customer: Box::new(c.clone()),
+                    created: true,
+                    attached: Vec::new(),
+                })
+            }
+            Decision::Found {
+                customer_id,
+                attach,
+            } => customers.get(&customer_id).map(|c| Resolution::Resolved {
+                customer: Box::new(c.clone()),
+                created: false,
+                attached: attach,
+            }),
+        })
+        .collect()
+}
+
+/// Inserts identifiers of several customers, each with its position.
+pub(super) async fn insert_positioned(
+    conn: &mut PgConnection,
+    tenant: Uuid,
+    rows: &[(Uuid, Ident, i32)],
+) -> std::result::Result<(), sqlx::Error> {
+    let customers: Vec<Uuid> = rows.iter().map(|r| r.0).collect();
+    let kinds: Vec<i16> = rows.iter().map(|r| r.1.kind).collect();
+    let systems: Vec<&str> = rows.iter().map(|r| r.1.system.as_str()).collect();
+    let values: Vec<&str> = rows.iter().map(|r| r.1.value.as_str()).collect();
+    let positions: Vec<i32> = rows.iter().map(|r| r.2).collect();
+    let primaries: Vec<bool> = rows.iter().map(|r| r.1.primary).collect();
+    let labels: Vec<&str> = rows.iter().map(|r| r.1.label.as_str()).collect();
+    let keys: Vec<String> = rows
+        .iter()
+        .map(|r| duplicate_rules::match_key(r.1.kind, &r.1.value))
+        .collect();
+    sqlx::query(
+        "INSERT INTO identifiers (tenant_id, customer_id, kind, system, value, position, is_primary, label, match_key)
+         SELECT $1, * FROM unnest($2::uuid[], $3::int2[], $4::text[], $5::text[], $6::int4[], $7::bool[], $8::text[], $9::text[])",
+    )
+    .bind(tenant)
+    .bind(&customers)
+    .bind(&kinds)
+    .bind(&systems)
+    .bind(&values)
+    .bind(&positions)
+    .bind(&primaries)
+    .bind(&labels)
+    .bind(&keys)
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
+
+/// The next free position of each identifier kind of a customer.
+pub(super) async fn next_positions(
+    conn: &mut PgConnection,
+    tenant: Uuid,
+    id: Uuid,
+) -> Result<HashMap<i16, i32>> {
+    let rows: Vec<(i16, i32)> = sqlx::query_as(
+        "SELECT kind, max(position) + 1 FROM identifiers WHERE tenant_id = $1 AND customer_id = $2 GROUP BY kind",
+    )
+    .bind(tenant)
+    .bind(id)
+    .fetch_all(&mut *conn)
+    .await?;
+    Ok(rows.into_iter().collect())
+}
