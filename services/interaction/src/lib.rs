@@ -1,7 +1,7 @@
-//! The interaction service (DESIGN.md, "Services"): records every episode of
-//! the relationship and turns them into timelines, per-customer summaries,
-//! Buy-Till-You-Die inputs and campaign reports. Owns the `interaction`
-//! schema.
+//! The interaction service (ARCHITECTURE.md, "Services and what each owns"):
+//! records every episode of the relationship and turns them into timelines,
+//! per-customer summaries, Buy-Till-You-Die inputs and campaign reports. Owns
+//! the `interaction` schema.
 //!
 //! * [`api`]: the gRPC handlers of `InteractionService` and `CampaignService`.
 //! * [`domain`]: pure logic (validation, hashing, money, status transitions,
