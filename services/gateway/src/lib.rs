@@ -1,5 +1,5 @@
-//! The gateway: one front door for every public API (DESIGN.md, "Tenancy and
-//! access"). Owns the `gateway` schema: tenants and API keys.
+//! The gateway: one front door for every public API (ARCHITECTURE.md, "Services
+//! and what each owns"). Owns the `gateway` schema: tenants and API keys.
 //!
 //! What it does today: authenticates API keys (stored hashed), checks each
 //! method's scope, applies per-key rate limits and forwards calls to the

@@ -1,7 +1,8 @@
-//! The profile service: identifies every customer (DESIGN.md, "Services").
-//! Owns the `profile` schema: customers (people and organisations), their
-//! identifiers, custom attributes and the tenant's attribute definitions,
-//! consents, B2B contact links, merges and duplicate marks.
+//! The profile service: identifies every customer (ARCHITECTURE.md, "Services
+//! and what each owns"). Owns the `profile` schema: customers (people and
+//! organisations), their identifiers, custom attributes and the tenant's
+//! attribute definitions, consents, B2B contact links, merges and duplicate
+//! marks.
 //!
 //! * [`api`]: the gRPC handlers of `rapport.profile.v1.ProfileService`.
 //! * [`domain`]: pure logic (validation, merge rules, scoring, consent).

@@ -1,6 +1,6 @@
-//! The segmentation service (DESIGN.md, "Services"): segments defined by
-//! rules or lists, who is in them and why, RFM scores and relationship
-//! classification. Owns the `segmentation` schema.
+//! The segmentation service (ARCHITECTURE.md, "Services and what each owns"):
+//! segments defined by rules or lists, who is in them and why, RFM scores and
+//! relationship classification. Owns the `segmentation` schema.
 //!
 //! * [`api`]: the gRPC handlers of `SegmentationService`.
 //! * [`rule`]: the rule language (parser, printer, type check, SQL, evaluator).

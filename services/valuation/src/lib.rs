@@ -1,6 +1,7 @@
-//! The valuation service (DESIGN.md, "Services"): fits the Buy-Till-You-Die
-//! models, scores every customer and answers value questions per customer,
-//! segment and acquisition cohort. Owns the `valuation` schema.
+//! The valuation service (ARCHITECTURE.md, "Services and what each owns"): fits
+//! the Buy-Till-You-Die models, scores every customer and answers value
+//! questions per customer, segment and acquisition cohort. Owns the `valuation`
+//! schema.
 //!
 //! * [`api`]: the gRPC handlers of `ValuationService`.
 //! * [`domain`]: pure logic (models, fits, scores, tiers, reports).

@@ -1,4 +1,4 @@
-//! Change feeds (DESIGN.md, "Change feeds").
+//! Change feeds (ARCHITECTURE.md, "The path of an event").
 //!
 //! A feed is ordered per tenant: each tenant's events are numbered in commit
 //! order, and writers of different tenants never wait on each other.
