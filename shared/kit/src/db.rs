@@ -234,11 +234,7 @@ async fn exec(conn: &mut PgConnection, sql: String) -> Result<(), sqlx::Error> {
 /// quadratically as the tenant grows: an onboarding tenant's import ran 6 to
 /// 10 s per batch of 1,000 until autovacuum analysed the table. Batch
 /// lookups are written as one lateral index lookup per key; this keeps
-/// the planner off sequential scans as well. And joins of a batch with a
-/// table are nested loops of key lookups: with the tenant estimated at a row,
-/// an `UPDATE ... FROM unnest(...)` was planned as a hash join that read the
-/// tenant's whole primary key for each batch (2,000 customers' ladder rungs
-/// read 71,000 index entries, 130 ms, while 100,000 customers were imported).
+/// the planner off sequential scans as well.
 ///
 /// And no parallel workers: a plan made for the average tenant of a table
 /// holding a large tenant asks for them even where the caller's tenant has
@@ -250,8 +246,6 @@ pub async fn prefer_key_lookups(conn: &mut PgConnection) -> Result<(), sqlx::Err
     sqlx::query(
         "SELECT set_config('plan_cache_mode', 'force_generic_plan', true),
                 set_config('enable_seqscan', 'off', true),
-                set_config('enable_hashjoin', 'off', true),
-                set_config('enable_mergejoin', 'off', true),
                 set_config('max_parallel_workers_per_gather', '0', true)",
     )
     .execute(conn)
