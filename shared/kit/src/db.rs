@@ -236,6 +236,14 @@ async fn exec(conn: &mut PgConnection, sql: String) -> Result<(), sqlx::Error> {
 /// lookups are written as one lateral index lookup per key; this keeps
 /// the planner off sequential scans as well.
 ///
+/// Joins are left to the planner. A batch `UPDATE ... FROM unnest(...)` of a
+/// tenant the statistics do not know yet is still planned as if the tenant
+/// had a row or so, and may hash the tenant's whole key for each batch. Two
+/// cures were measured and made it worse: hash and merge joins turned off
+/// here (the planner then rescanned a materialised copy of the tenant for
+/// each key), and a `customer_id = ANY(batch)` bound (applied as a filter
+/// over the tenant's rows). The cause is the missing statistics.
+///
 /// And no parallel workers: a plan made for the average tenant of a table
 /// holding a large tenant asks for them even where the caller's tenant has
 /// a few rows, and launching them on a busy machine took 100 to 160 ms per
