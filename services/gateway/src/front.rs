@@ -85,7 +85,6 @@ async fn eject_when_unhealthy(
     changes: tokio::sync::mpsc::Sender<tonic::transport::channel::Change<http::Uri, Endpoint>>,
 ) {
     use tonic::transport::channel::Change;
-    use tonic_health::pb::health_check_response::ServingStatus;
     let key = endpoint.uri().clone();
     let probe = endpoint.connect_lazy();
     // In rotation from the start, so calls flow before the first check.
@@ -98,15 +97,9 @@ async fn eject_when_unhealthy(
         if changes.is_closed() {
             return;
         }
-        let mut client = tonic_health::pb::health_client::HealthClient::new(probe.clone());
-        let healthy = matches!(
-            tokio::time::timeout(
-                Duration::from_secs(1),
-                client.check(tonic_health::pb::HealthCheckRequest { service: String::new() })
-            )
-            .await,
-            Ok(Ok(r)) if r.get_ref().status == ServingStatus::Serving as i32
-        );
+        let healthy =
+            rapport_kit::peer::reports_serving(probe.clone(), "", None, Duration::from_secs(1))
+                .await;
         let change = match (healthy, in_rotation) {
             (true, false) => Change::Insert(key.clone(), endpoint.clone()),
             (false, true) => Change::Remove(key.clone()),

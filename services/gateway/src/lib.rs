@@ -101,7 +101,6 @@ async fn follow_backend_health(
     shutdown: rapport_kit::shutdown::Shutdown,
 ) {
     use tonic_health::ServingStatus;
-    use tonic_health::pb::health_check_response::ServingStatus as Wire;
     loop {
         for service in front::SERVED {
             let area = routes::FORWARDED
@@ -111,24 +110,17 @@ async fn follow_backend_health(
             let status = match backends.get(area) {
                 None => ServingStatus::NotServing,
                 Some(channel) => {
-                    let mut client =
-                        tonic_health::pb::health_client::HealthClient::with_interceptor(
-                            channel,
-                            rapport_kit::context::InternalCredential::new(token.as_deref()),
-                        );
-                    let request = tonic_health::pb::HealthCheckRequest {
-                        service: service.to_string(),
-                    };
-                    match tokio::time::timeout(
+                    let serving = rapport_kit::peer::reports_serving(
+                        channel,
+                        service,
+                        token.as_deref(),
                         std::time::Duration::from_secs(2),
-                        client.check(request),
                     )
-                    .await
-                    {
-                        Ok(Ok(r)) if r.get_ref().status == Wire::Serving as i32 => {
-                            ServingStatus::Serving
-                        }
-                        _ => ServingStatus::NotServing,
+                    .await;
+                    if serving {
+                        ServingStatus::Serving
+                    } else {
+                        ServingStatus::NotServing
                     }
                 }
             };

@@ -17,7 +17,7 @@ use uuid::Uuid;
 
 use crate::domain::model::{StoredInteraction, envelope};
 use crate::domain::validate::{CustomerInput, NewInteraction};
-use crate::profile::{Profile, Resolution};
+use crate::peers::{Profile, Resolution};
 use crate::store::{self, KeyClaim};
 
 /// An interaction ready to record: validated, with its content hash.

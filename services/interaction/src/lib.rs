@@ -8,14 +8,14 @@
 //!   summaries, exports, reports).
 //! * [`ingest`]: recording one interaction or a batch.
 //! * [`store`]: every SQL statement.
-//! * [`profile`] and [`follow`]: calls to the profile service and the
+//! * [`peers`] and [`follow`]: calls to the profile service and the
 //!   consumer of its change feed.
 
 pub mod api;
 pub mod domain;
 pub mod follow;
 pub mod ingest;
-pub mod profile;
+pub mod peers;
 pub mod store;
 pub mod synthetic;
 
@@ -50,7 +50,7 @@ pub fn register(server: &mut ServerBuilder, runtime: &ServiceRuntime) {
             }
         },
     };
-    let profile = peer.as_ref().map(profile::Profile::new);
+    let profile = peer.as_ref().map(peers::Profile::new);
     let recorder = ingest::Recorder::new(runtime.pool.clone(), profile);
 
     // Partitions for this year and the next, ahead of time.

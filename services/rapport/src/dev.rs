@@ -398,7 +398,15 @@ async fn wait_until_forwarded_services_serve(gateway: SocketAddr) {
         };
         for service in rapport_gateway::front::SERVED {
             let serving = match &channel {
-                Some(ch) => crate::services::reports_serving(ch.clone(), service).await,
+                Some(ch) => {
+                    rapport_kit::peer::reports_serving(
+                        ch.clone(),
+                        service,
+                        None,
+                        std::time::Duration::from_secs(2),
+                    )
+                    .await
+                }
                 None => false,
             };
             if !serving {

@@ -70,17 +70,3 @@ pub async fn migrate(admin_url: &str, services: &[Service]) -> anyhow::Result<()
     }
     Ok(())
 }
-
-/// Whether the server on `channel` reports `service` (the empty name: the
-/// server as a whole) SERVING on the standard health service.
-pub async fn reports_serving(channel: tonic::transport::Channel, service: &str) -> bool {
-    use tonic_health::pb::health_check_response::ServingStatus;
-    use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
-    let request = HealthCheckRequest {
-        service: service.to_string(),
-    };
-    matches!(
-        HealthClient::new(channel).check(request).await,
-        Ok(r) if r.get_ref().status == ServingStatus::Serving as i32
-    )
-}

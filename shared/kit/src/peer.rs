@@ -130,6 +130,30 @@ pub fn error(service: &str, s: &Status) -> ApiError {
     }
 }
 
+/// Whether the server behind `channel` reports `service` SERVING on
+/// `grpc.health.v1.Health/Check` within `timeout` ("" asks about the server
+/// as a whole), asked with the internal credential `token` when given (the
+/// gateway's backends answer their own services' health only to it). Any
+/// failure, refusal or silence is "no": callers poll, or take a replica out
+/// of rotation.
+pub async fn reports_serving(
+    channel: Channel,
+    service: &str,
+    token: Option<&str>,
+    timeout: Duration,
+) -> bool {
+    use tonic_health::pb::health_check_response::ServingStatus;
+    use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
+    let mut client = HealthClient::with_interceptor(channel, InternalCredential::new(token));
+    let request = HealthCheckRequest {
+        service: service.to_string(),
+    };
+    matches!(
+        tokio::time::timeout(timeout, client.check(request)).await,
+        Ok(Ok(r)) if r.get_ref().status == ServingStatus::Serving as i32
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -257,7 +257,9 @@ impl Stack {
                 anyhow::bail!("`rapport serve {service}` exited at start: {status}");
             }
             let ok = match Endpoint::from_shared(endpoint.clone())?.connect().await {
-                Ok(ch) => services::reports_serving(ch, "").await,
+                Ok(ch) => {
+                    rapport_kit::peer::reports_serving(ch, "", None, Duration::from_secs(2)).await
+                }
                 Err(_) => false,
             };
             if ok {
