@@ -11,18 +11,9 @@ mod common;
 use common::*;
 use prost_types::{Duration as PbDuration, FieldMask, Timestamp};
 use rapport_proto::rapport::segmentation::v1::*;
+use rapport_testkit::hostile::{self, BAD_IDS, FORGED_TOKEN, TEXT, YEAR_1, tampered};
 use tonic::{Code, Status};
 use uuid::Uuid;
-
-/// Free text with SQL metacharacters, LIKE wildcards, a backslash and
-/// non-ASCII letters and emoji.
-const HOSTILE: &str = "Robert'); DROP TABLE customers;-- \"%_\\ ß 😀";
-
-/// Ids that are not UUIDs (the empty one is a missing id).
-const BAD_IDS: [&str; 5] = ["", "not-a-uuid", "../x", "1 OR 1=1", "\0"];
-
-/// A string that decodes as base64url but was never issued as a token.
-const FORGED_TOKEN: &str = "eyJuYW1lIjoiQSJ9AAAAAAAAAAAAAAAAAAAAAA";
 
 /// `s` as a string literal of the rule language.
 fn lit(s: &str) -> String {
@@ -69,14 +60,6 @@ fn failed<T>(r: Result<tonic::Response<T>, Status>, code: Code) {
     assert_eq!(e.code(), code, "{e:?}");
 }
 
-/// A token with one character changed.
-fn tampered(token: &str) -> String {
-    let mut chars: Vec<char> = token.chars().collect();
-    let i = chars.len() / 2;
-    chars[i] = if chars[i] == 'A' { 'B' } else { 'A' };
-    chars.into_iter().collect()
-}
-
 fn mask(paths: &[&str]) -> Option<FieldMask> {
     Some(FieldMask {
         paths: paths.iter().map(|p| p.to_string()).collect(),
@@ -88,22 +71,13 @@ fn secs(seconds: i64) -> Option<PbDuration> {
 }
 
 fn at(seconds: i64, nanos: i32) -> Option<Timestamp> {
-    Some(Timestamp { seconds, nanos })
+    Some(hostile::at(seconds, nanos))
 }
 
-/// Timestamps no valid request carries: nanos out of range, beyond year 9999.
+/// Timestamps no valid request carries.
 fn broken_times() -> Vec<Option<Timestamp>> {
-    vec![
-        at(1_700_000_000, 2_000_000_000),
-        at(1_700_000_000, -1),
-        at(i64::MAX / 2, 0),
-        at(i64::MIN / 2, 0),
-        at(i64::MAX, 999_999_999),
-    ]
+    hostile::invalid_times().into_iter().map(Some).collect()
 }
-
-/// 0001-01-01T00:00:00Z.
-const YEAR_1: i64 = -62_135_596_800;
 
 async fn create(c: &mut Client, t: Uuid, r: CreateSegmentRequest) -> Segment {
     c.create_segment(req(t, r))
@@ -327,26 +301,23 @@ async fn hostile_text_is_stored_and_returned_byte_for_byte() {
     insert(&s.pool, t, &[Customer::new("ES")]).await;
     let mut c = s.client();
 
-    let mut r = dynamic(
-        HOSTILE,
-        &format!("country = {} or purchases >= 0", lit(HOSTILE)),
-    );
+    let mut r = dynamic(TEXT, &format!("country = {} or purchases >= 0", lit(TEXT)));
     if let Some(seg) = r.segment.as_mut() {
-        seg.description = format!("{HOSTILE}\n\ttabs and new lines are text too");
+        seg.description = format!("{TEXT}\n\ttabs and new lines are text too");
     }
     r.request_id = "Robert'); DROP TABLE segments;-- %_\\".into();
     let created = create(&mut c, t, r.clone()).await;
-    assert_eq!(created.name, HOSTILE);
+    assert_eq!(created.name, TEXT);
     assert_eq!(
         created.description,
-        format!("{HOSTILE}\n\ttabs and new lines are text too")
+        format!("{TEXT}\n\ttabs and new lines are text too")
     );
     assert_eq!(created.member_count, 1);
     let got = get(&mut c, t, &created.segment_id).await;
-    assert_eq!(got.name, HOSTILE);
+    assert_eq!(got.name, TEXT);
     assert_eq!(got.description, created.description);
     assert_eq!(got.rule_text, created.rule_text);
-    assert!(got.rule_text.contains(&lit(HOSTILE)), "{}", got.rule_text);
+    assert!(got.rule_text.contains(&lit(TEXT)), "{}", got.rule_text);
     // The retry with the same hostile key returns the same segment.
     let again = create(&mut c, t, r).await;
     assert_eq!(again.segment_id, created.segment_id);
@@ -386,15 +357,15 @@ async fn hostile_text_is_stored_and_returned_byte_for_byte() {
     // Listed and renamed byte for byte too.
     let listed = all_segments(&mut c, t).await;
     assert_eq!(listed.len(), 1);
-    assert_eq!(listed[0].name, HOSTILE);
+    assert_eq!(listed[0].name, TEXT);
     let renamed = c
         .update_segment(req(
             t,
             UpdateSegmentRequest {
                 segment: Some(Segment {
                     segment_id: created.segment_id.clone(),
-                    name: format!("{HOSTILE} 2"),
-                    description: HOSTILE.into(),
+                    name: format!("{TEXT} 2"),
+                    description: TEXT.into(),
                     ..Default::default()
                 }),
                 update_mask: mask(&["name", "description"]),
@@ -405,18 +376,15 @@ async fn hostile_text_is_stored_and_returned_byte_for_byte() {
         .into_inner()
         .segment
         .expect("the segment");
-    assert_eq!(renamed.name, format!("{HOSTILE} 2"));
-    assert_eq!(
-        get(&mut c, t, &created.segment_id).await.description,
-        HOSTILE
-    );
+    assert_eq!(renamed.name, format!("{TEXT} 2"));
+    assert_eq!(get(&mut c, t, &created.segment_id).await.description, TEXT);
     // A rule referring to it by its hostile name resolves.
     let refer = create(
         &mut c,
         t,
         dynamic(
             "Refers",
-            &format!("in_segment({})", lit(&format!("{HOSTILE} 2"))),
+            &format!("in_segment({})", lit(&format!("{TEXT} 2"))),
         ),
     )
     .await;
@@ -2074,7 +2042,7 @@ async fn policy_updates_refuse_bad_values_and_change_nothing() {
     // The tag: NUL, hostile text, too long.
     for tag in [
         "a\0b".to_string(),
-        HOSTILE.into(),
+        TEXT.into(),
         "t".repeat(65),
         "-lead".into(),
     ] {
@@ -2128,7 +2096,7 @@ async fn policy_updates_refuse_bad_values_and_change_nothing() {
     );
     assert_eq!(policy(&mut c, t).await, before);
     // A stale or forged etag: ABORTED.
-    for etag in ["p0", "p999", "\0", HOSTILE] {
+    for etag in ["p0", "p999", "\0", TEXT] {
         failed(
             c.update_classification_policy(req(
                 t,

@@ -15,22 +15,9 @@ use prost_types::Timestamp;
 use rapport_proto::rapport::common::v1::PeriodUnit;
 use rapport_proto::rapport::interaction::v1::PurchaseHistorySummary;
 use rapport_proto::rapport::valuation::v1::*;
+use rapport_testkit::hostile::{self, BAD_IDS, TEXT, YEAR_1, YEAR_9999_END};
 use tonic::{Code, Status};
 use uuid::Uuid;
-
-/// Free text with SQL metacharacters, LIKE wildcards, a backslash and
-/// non-ASCII letters and emoji.
-const HOSTILE: &str = "Robert'); DROP TABLE customers;-- \"%_\\ ß 😀";
-
-/// Ids that are not UUIDs (the empty one is a missing id).
-const BAD_IDS: [&str; 5] = ["", "not-a-uuid", "../x", "1 OR 1=1", "\0"];
-
-/// A string that decodes as base64url but was never issued as a token.
-const FORGED_TOKEN: &str = "eyJ0IjoxLCJpZCI6IngifQAAAAAAAAAAAAAAAAAAAAA";
-
-/// 0001-01-01T00:00:00Z and 9999-12-31T23:59:59Z.
-const YEAR_1: i64 = -62_135_596_800;
-const YEAR_9999_END: i64 = 253_402_300_799;
 
 /// The refusal of a call that must fail.
 #[track_caller]
@@ -60,42 +47,13 @@ fn failed<T>(r: Result<tonic::Response<T>, Status>, code: Code) {
     assert_eq!(e.code(), code, "{e:?}");
 }
 
-/// A token with one character changed.
-fn tampered(token: &str) -> String {
-    let mut chars: Vec<char> = token.chars().collect();
-    let i = chars.len() / 2;
-    chars[i] = if chars[i] == 'A' { 'B' } else { 'A' };
-    chars.into_iter().collect()
-}
-
-/// Tokens no list method issued, some derived from a genuine one.
-fn junk_tokens(genuine: &str) -> Vec<String> {
-    vec![
-        FORGED_TOKEN.into(),
-        "!!!not base64!!!".into(),
-        "A".repeat(5000),
-        tampered(genuine),
-        format!("{genuine}A"),
-        genuine[..genuine.len() - 1].to_string(),
-        format!("{genuine}\0"),
-        "1 OR 1=1".into(),
-        HOSTILE.into(),
-    ]
-}
-
 fn at(seconds: i64, nanos: i32) -> Option<Timestamp> {
-    Some(Timestamp { seconds, nanos })
+    Some(hostile::at(seconds, nanos))
 }
 
-/// Timestamps no valid request carries: nanos out of range, beyond year 9999.
+/// Timestamps no valid request carries.
 fn broken_times() -> Vec<Option<Timestamp>> {
-    vec![
-        at(1_700_000_000, 2_000_000_000),
-        at(1_700_000_000, -1),
-        at(i64::MAX / 2, 0),
-        at(i64::MIN / 2, 0),
-        at(i64::MAX, 999_999_999),
-    ]
+    hostile::invalid_times().into_iter().map(Some).collect()
 }
 
 fn summary(x: i64, tx: f64, t: f64, m: f64) -> PurchaseHistorySummary {
@@ -238,7 +196,7 @@ async fn fit_model_refuses_every_bad_field_and_stores_nothing() {
         "99999-01",
         "../x",
         "2024-01\0",
-        HOSTILE,
+        TEXT,
     ] {
         cases.push((
             FitModelRequest {
@@ -297,7 +255,7 @@ async fn fit_model_refuses_every_bad_field_and_stores_nothing() {
     }
     // A summary currency that is no ISO 4217 code, in every summary of a
     // Gamma-Gamma fit (where it would become the model's currency).
-    for currency in ["E\0R", "eur", HOSTILE, "EURO"] {
+    for currency in ["E\0R", "eur", TEXT, "EURO"] {
         let mut r = inline_fit(ModelKind::GammaGamma);
         for s in &mut r.inline_summaries {
             s.currency_code = currency.into();
@@ -307,7 +265,7 @@ async fn fit_model_refuses_every_bad_field_and_stores_nothing() {
     let mut too_many = base();
     too_many.inline_summaries = (0..50_001).map(|_| summary(1, 1.0, 2.0, 5.0)).collect();
     cases.push((too_many, "inline_summaries".into()));
-    for currency in ["eur", "EURO", "E", "E\0R", HOSTILE, "€"] {
+    for currency in ["eur", "EURO", "E", "E\0R", TEXT, "€"] {
         cases.push((
             FitModelRequest {
                 currency_code: currency.into(),
@@ -390,7 +348,7 @@ async fn fit_model_refuses_every_bad_field_and_stores_nothing() {
         .model
         .expect("a model");
     let keyed = FitModelRequest {
-        request_id: HOSTILE.into(),
+        request_id: TEXT.into(),
         ..base()
     };
     let first = v
@@ -577,7 +535,7 @@ async fn model_reads_activation_and_listing_refuse_bad_ids_tokens_and_other_tena
         .expect("the genuine token pages on")
         .into_inner();
     assert_eq!(second.models.len(), 1);
-    let mut bad = junk_tokens(&genuine);
+    let mut bad = hostile::forged_tokens(&genuine);
     bad.extend([of_kind.clone(), of_b.clone()]);
     for token in bad {
         invalid(
@@ -900,7 +858,7 @@ async fn scoring_and_value_reads_refuse_bad_input_and_other_tenants() {
         .expect("the genuine token pages on")
         .into_inner();
     assert_eq!(page2.customers[0].rank, 3);
-    let mut bad = junk_tokens(&genuine);
+    let mut bad = hostile::forged_tokens(&genuine);
     bad.extend([other_metric, other_top, models_token]);
     for token in bad {
         invalid(
@@ -1027,7 +985,7 @@ async fn scoring_and_value_reads_refuse_bad_input_and_other_tenants() {
             "end_time",
         );
     }
-    for currency in ["E\0R", HOSTILE, "eur", "EURO", ""] {
+    for currency in ["E\0R", TEXT, "eur", "EURO", ""] {
         let r = v
             .get_cohort_report(req(
                 a,
@@ -1183,7 +1141,7 @@ async fn relationship_scores_refuse_bad_unknown_and_foreign_ids() {
             rapport_proto::rapport::profile::v1::CreateCustomerRequest {
                 customer: Some(rapport_proto::rapport::profile::v1::Customer {
                     kind: rapport_proto::rapport::profile::v1::CustomerKind::Person as i32,
-                    display_name: HOSTILE.into(),
+                    display_name: TEXT.into(),
                     ..Default::default()
                 }),
                 request_id: String::new(),

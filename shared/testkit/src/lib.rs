@@ -4,8 +4,11 @@
 //!   cluster: the one at `RAPPORT_TEST_DATABASE_URL` when set (the test script
 //!   starts one for the whole run), or else one this process starts on a free
 //!   port in a temporary directory (as Debian's `postgres` user when root).
+//! * [`hostile`] is the vocabulary of bad input every service's tests send.
 //! * [`serve`] runs a service in-process on an ephemeral port and hands back its
 //!   address, for clients to connect to over real gRPC.
+
+pub mod hostile;
 
 use std::net::SocketAddr;
 use std::sync::OnceLock;

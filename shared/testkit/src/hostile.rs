@@ -1,0 +1,192 @@
+//! Hostile input: the one vocabulary of every service's bad-input tests.
+//!
+//! Strings that break naive SQL, `LIKE` patterns, `COPY`'s text format and
+//! byte-length assumptions; identifiers that are not UUIDs; instants outside
+//! what `google.protobuf.Timestamp` may hold; and the checks that a call was
+//! refused with `INVALID_ARGUMENT` naming the field.
+
+use prost_types::Timestamp;
+use tonic::{Code, Status};
+
+/// Text that must be stored and returned byte for byte: SQL injection,
+/// `LIKE` wildcards, a backslash, `COPY`'s null marker and end-of-data
+/// marker, non-ASCII letters and a four-byte character.
+pub const TEXT: &str = "Robert'); DROP TABLE customers;-- \"%_\\ ß 😀 \\N \\.";
+
+/// [`TEXT`] with a tab and a line break, for free text (notes, subjects)
+/// where control characters are allowed.
+pub const MULTILINE_TEXT: &str = "Robert'); DROP TABLE customers;-- \"%_\\ ß 😀 \\N \\.\ttab\nline";
+
+/// Identifiers that are not UUIDs (none empty: an empty id means "unset",
+/// which some fields allow).
+pub const MALFORMED_IDS: [&str; 6] = [
+    "not-a-uuid",
+    "../x",
+    "1 OR 1=1",
+    "\0",
+    "   ",
+    "00000000-0000-0000-0000-00000000000g",
+];
+
+/// The empty identifier and every one of [`MALFORMED_IDS`]: for fields
+/// where an id is required.
+pub const BAD_IDS: [&str; 7] = [
+    "",
+    "not-a-uuid",
+    "../x",
+    "1 OR 1=1",
+    "\0",
+    "   ",
+    "00000000-0000-0000-0000-00000000000g",
+];
+
+/// A string that decodes as base64url but was never issued as a page token.
+pub const FORGED_TOKEN: &str = "eyJ0IjoxLCJpZCI6IngifQAAAAAAAAAAAAAAAAAAAAA";
+
+/// `token` with its middle character changed.
+pub fn tampered(token: &str) -> String {
+    let mut chars: Vec<char> = token.chars().collect();
+    if let Some(c) = chars.get_mut(token.chars().count() / 2) {
+        *c = if *c == 'A' { 'B' } else { 'A' };
+    }
+    chars.into_iter().collect()
+}
+
+/// Page tokens no server issued: forged, not base64, overlong, SQL, hostile
+/// text, and `genuine` tampered with, extended, truncated and NUL-suffixed.
+pub fn forged_tokens(genuine: &str) -> Vec<String> {
+    let mut truncated = genuine.to_string();
+    truncated.pop();
+    vec![
+        FORGED_TOKEN.into(),
+        "!!!not base64!!!".into(),
+        "A".repeat(5000),
+        "1 OR 1=1".into(),
+        TEXT.into(),
+        tampered(genuine),
+        format!("{genuine}A"),
+        truncated,
+        format!("{genuine}\0"),
+    ]
+}
+
+/// 0001-01-01T00:00:00Z, the first instant a Timestamp may hold.
+pub const YEAR_1: i64 = -62_135_596_800;
+
+/// 9999-12-31T23:59:59Z, the last second a Timestamp may hold.
+pub const YEAR_9999_END: i64 = 253_402_300_799;
+
+/// The Timestamp `seconds` after the epoch, plus `nanos`.
+pub fn at(seconds: i64, nanos: i32) -> Timestamp {
+    Timestamp { seconds, nanos }
+}
+
+/// Timestamps that are not valid `google.protobuf.Timestamp`s: nanos out of
+/// range either way, seconds far out of range either way, and the seconds
+/// just before year 1 and just after year 9999.
+pub fn invalid_times() -> Vec<Timestamp> {
+    vec![
+        at(1_700_000_000, 1_000_000_000),
+        at(1_700_000_000, -1),
+        at(i64::MAX / 2, 0),
+        at(i64::MIN / 2, 0),
+        at(i64::MAX, 999_999_999),
+        at(YEAR_1 - 1, 0),
+        at(YEAR_9999_END + 1, 0),
+    ]
+}
+
+/// The fields named by the `BadRequest` details of `status`.
+pub fn violations(status: &Status) -> Vec<String> {
+    use tonic_types::StatusExt;
+    status
+        .get_details_bad_request()
+        .map(|b| b.field_violations.into_iter().map(|v| v.field).collect())
+        .unwrap_or_default()
+}
+
+/// Asserts that `result` is `INVALID_ARGUMENT` with a field violation on
+/// `field`; `case` says which input it was, for the failure message.
+#[track_caller]
+pub fn assert_invalid<T: std::fmt::Debug>(result: Result<T, Status>, field: &str, case: &str) {
+    let status = match result {
+        Ok(ok) => panic!("{case}: expected INVALID_ARGUMENT on {field}, got {ok:?}"),
+        Err(s) => s,
+    };
+    assert_eq!(
+        status.code(),
+        Code::InvalidArgument,
+        "{case}: expected INVALID_ARGUMENT on {field}: {status:?}"
+    );
+    let fields = violations(&status);
+    assert!(
+        fields.iter().any(|f| f == field),
+        "{case}: expected a violation on {field:?}, got {fields:?} ({status:?})"
+    );
+}
+
+/// Asserts that `result` failed with `code`, and returns the status.
+#[track_caller]
+pub fn assert_code<T: std::fmt::Debug>(
+    result: Result<T, Status>,
+    code: Code,
+    case: &str,
+) -> Status {
+    match result {
+        Ok(ok) => panic!("{case}: expected {code:?}, got {ok:?}"),
+        Err(s) => {
+            assert_eq!(s.code(), code, "{case}: {s:?}");
+            s
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_bounds_are_the_first_and_last_seconds_of_a_timestamp() {
+        use chrono::{DateTime, Utc};
+        let first = DateTime::<Utc>::from_timestamp(YEAR_1, 0).map(|t| t.to_rfc3339());
+        let last = DateTime::<Utc>::from_timestamp(YEAR_9999_END, 0).map(|t| t.to_rfc3339());
+        assert_eq!(first.as_deref(), Some("0001-01-01T00:00:00+00:00"));
+        assert_eq!(last.as_deref(), Some("9999-12-31T23:59:59+00:00"));
+    }
+
+    #[test]
+    fn bad_ids_are_the_empty_id_and_the_malformed_ones() {
+        assert_eq!(BAD_IDS[0], "");
+        assert_eq!(&BAD_IDS[1..], &MALFORMED_IDS[..]);
+        for id in BAD_IDS {
+            assert!(uuid::Uuid::parse_str(id).is_err(), "{id:?} parses");
+        }
+    }
+
+    #[test]
+    fn invalid_times_are_all_outside_a_timestamp() {
+        for t in invalid_times() {
+            let valid = (0..1_000_000_000).contains(&t.nanos)
+                && (YEAR_1..=YEAR_9999_END).contains(&t.seconds);
+            assert!(!valid, "{t:?} is a valid Timestamp");
+        }
+    }
+
+    #[test]
+    fn forged_tokens_differ_from_the_genuine_one() {
+        let genuine = "eyJ0IjoyLCJpZCI6InkifQ";
+        let forged = forged_tokens(genuine);
+        assert!(forged.iter().all(|t| t != genuine), "{forged:?}");
+        assert_eq!(tampered("AAA"), "ABA");
+    }
+
+    #[test]
+    fn violations_are_read_from_bad_request_details() {
+        let mut v = rapport_kit::error::Violations::default();
+        v.add("customer_id", "not a UUID");
+        let status = v.finish().err().map(Status::from);
+        let status = status.expect("a violation makes an error");
+        assert_eq!(violations(&status), vec!["customer_id".to_string()]);
+        assert_invalid::<()>(Err(status), "customer_id", "a bad id");
+    }
+}
