@@ -9,29 +9,20 @@
 
 use std::fmt::Debug;
 
-use prost_types::{FieldMask, Timestamp};
+use prost_types::FieldMask;
 use rapport_proto::rapport::gateway::v1 as pb;
 use rapport_proto::rapport::gateway::v1::admin_service_client::AdminServiceClient;
 use rapport_proto::rapport::gateway::v1::customer360_service_client::Customer360ServiceClient;
 use rapport_proto::rapport::profile::v1 as ppb;
 use rapport_proto::rapport::profile::v1::profile_service_client::ProfileServiceClient;
+use rapport_testkit::hostile::{
+    MALFORMED_IDS, TEXT, YEAR_9999_END, at, forged_tokens, invalid_times,
+};
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
 use tonic::{Code, Status};
 use tonic_types::StatusExt;
 use uuid::Uuid;
-
-/// Free text that breaks naive SQL, LIKE patterns and escaping.
-const HOSTILE: &str = "Robert'); DROP TABLE customers;-- \"%_\\ ß 😀 \\N \\.";
-/// Ids that are not UUIDs (the empty id means "my own tenant" for tenant ids).
-const MALFORMED_IDS: [&str; 4] = [
-    "not-a-uuid",
-    "../x",
-    "1 OR 1=1",
-    "00000000-0000-0000-0000-00000000000g",
-];
-/// 9999-12-31T00:00:00Z.
-const YEAR_9999: i64 = 253_402_214_400;
 
 /// Sets the `authorization` metadata to exactly this value, or none.
 #[derive(Clone)]
@@ -228,47 +219,10 @@ fn assert_code<T: Debug>(result: Result<T, Status>, code: Code, case: &str) {
     assert_eq!(err.code(), code, "{case}: {err:?}");
 }
 
-fn t(seconds: i64, nanos: i32) -> Timestamp {
-    Timestamp { seconds, nanos }
-}
-
-/// Timestamps that are not valid instants.
-fn invalid_times() -> Vec<Timestamp> {
-    vec![
-        t(4_000_000_000, 2_000_000_000),
-        t(4_000_000_000, -1),
-        t(i64::MAX / 2, 0),
-        t(i64::MIN / 2, 0),
-        t(253_402_300_800, 0),
-    ]
-}
-
 fn mask(paths: &[&str]) -> Option<FieldMask> {
     Some(FieldMask {
         paths: paths.iter().map(|p| p.to_string()).collect(),
     })
-}
-
-/// A one-character change at the start, middle and end of `token`.
-fn altered(token: &str) -> Vec<String> {
-    [0, token.len() / 2, token.len() - 1]
-        .into_iter()
-        .map(|pos| {
-            let mut bytes = token.as_bytes().to_vec();
-            bytes[pos] = if bytes[pos] == b'A' { b'B' } else { b'A' };
-            String::from_utf8(bytes).expect("ascii token")
-        })
-        .collect()
-}
-
-/// Tokens that were never issued.
-fn forged_tokens() -> Vec<String> {
-    vec![
-        "dGhpcyBpcyBub3QgYSB0b2tlbg".into(),
-        "!!!".into(),
-        "A".repeat(5000),
-        HOSTILE.into(),
-    ]
 }
 
 #[tokio::test]
@@ -577,13 +531,13 @@ async fn create_tenant_refuses_bad_input_and_keeps_hostile_names() {
     let hostile = pb::CreateTenantRequest {
         tenant: Some(pb::Tenant {
             tenant_id: "../x".into(),
-            display_name: HOSTILE.into(),
+            display_name: TEXT.into(),
             is_operator: true,
             etag: "forged".into(),
-            create_time: Some(t(i64::MAX / 2, -1)),
+            create_time: Some(at(i64::MAX / 2, -1)),
             ..Default::default()
         }),
-        request_id: HOSTILE.into(),
+        request_id: TEXT.into(),
     };
     let created = op
         .create_tenant(hostile.clone())
@@ -592,7 +546,7 @@ async fn create_tenant_refuses_bad_input_and_keeps_hostile_names() {
         .into_inner()
         .tenant
         .expect("tenant");
-    assert_eq!(created.display_name, HOSTILE);
+    assert_eq!(created.display_name, TEXT);
     assert!(!created.is_operator);
     assert!(Uuid::parse_str(&created.tenant_id).is_ok());
     assert_eq!(get_tenant(&mut op, &created.tenant_id).await, created);
@@ -683,9 +637,7 @@ async fn tenants_are_read_and_listed_only_with_good_ids_sizes_and_tokens() {
         .next_page_token
     };
     assert!(!keys_token.is_empty());
-    let mut bad_tokens = forged_tokens();
-    bad_tokens.extend(altered(&token));
-    bad_tokens.push(format!("{token}A"));
+    let mut bad_tokens = forged_tokens(&token);
     bad_tokens.push(keys_token);
     for bad in bad_tokens {
         assert_invalid(
@@ -786,7 +738,7 @@ async fn update_tenant_refuses_bad_input_and_changes_nothing() {
         (vec!["update_mask"], update(&["etag"], &|_| {})),
         (vec!["update_mask"], update(&["create_time"], &|_| {})),
         (vec!["update_mask"], update(&["Display_Name"], &|_| {})),
-        (vec!["update_mask"], update(&[HOSTILE], &|_| {})),
+        (vec!["update_mask"], update(&[TEXT], &|_| {})),
         (vec!["update_mask"], update(&["display_name\0"], &|_| {})),
         (
             vec!["tenant.display_name"],
@@ -878,7 +830,7 @@ async fn update_tenant_refuses_bad_input_and_changes_nothing() {
             vec!["tenant.etag"],
             update(&["display_name"], &|t| {
                 t.display_name = "x".into();
-                t.etag = HOSTILE.into();
+                t.etag = TEXT.into();
             }),
         ),
     ];
@@ -951,7 +903,7 @@ async fn update_tenant_refuses_bad_input_and_changes_nothing() {
     // A hostile name is kept byte for byte.
     let renamed = op
         .update_tenant(update(&["display_name"], &|t| {
-            t.display_name = HOSTILE.into();
+            t.display_name = TEXT.into();
             t.etag = acme.etag.clone();
         }))
         .await
@@ -959,7 +911,7 @@ async fn update_tenant_refuses_bad_input_and_changes_nothing() {
         .into_inner()
         .tenant
         .expect("tenant");
-    assert_eq!(renamed.display_name, HOSTILE);
+    assert_eq!(renamed.display_name, TEXT);
     assert_eq!(get_tenant(&mut op, &acme.tenant_id).await, renamed);
 }
 
@@ -1010,11 +962,11 @@ async fn create_api_key_refuses_bad_input_and_creates_nothing() {
         ),
         (
             vec!["expire_time"],
-            with(&|r| r.expire_time = Some(t(1, 0))),
+            with(&|r| r.expire_time = Some(at(1, 0))),
         ),
         (
             vec!["expire_time"],
-            with(&|r| r.expire_time = Some(t(-62_135_596_800, 0))),
+            with(&|r| r.expire_time = Some(at(-62_135_596_800, 0))),
         ),
         (
             vec!["request_id"],
@@ -1025,7 +977,7 @@ async fn create_api_key_refuses_bad_input_and_creates_nothing() {
             vec!["display_name", "scopes", "expire_time", "request_id"],
             pb::CreateApiKeyRequest {
                 tenant_id: acme.tenant_id.clone(),
-                expire_time: Some(t(0, -1)),
+                expire_time: Some(at(0, -1)),
                 request_id: "\0".into(),
                 ..Default::default()
             },
@@ -1039,7 +991,7 @@ async fn create_api_key_refuses_bad_input_and_creates_nothing() {
         "profile:read ",
         "*",
         "profile",
-        HOSTILE,
+        TEXT,
     ] {
         cases.push((vec!["scopes[0]"], with(&|r| r.scopes = vec![scope.into()])));
     }
@@ -1097,9 +1049,9 @@ async fn create_api_key_refuses_bad_input_and_creates_nothing() {
 
     // Hostile names and request ids, and the far future, are fine.
     let hostile = with(&|r| {
-        r.display_name = HOSTILE.into();
-        r.request_id = HOSTILE.into();
-        r.expire_time = Some(t(YEAR_9999, 0));
+        r.display_name = TEXT.into();
+        r.request_id = TEXT.into();
+        r.expire_time = Some(at(YEAR_9999_END, 0));
         r.scopes = vec!["profile:*".into(), "admin".into(), "profile:*".into()];
     });
     let created = op
@@ -1108,8 +1060,8 @@ async fn create_api_key_refuses_bad_input_and_creates_nothing() {
         .expect("hostile key")
         .into_inner();
     let key = created.api_key.expect("key");
-    assert_eq!(key.display_name, HOSTILE);
-    assert_eq!(key.expire_time, Some(t(YEAR_9999, 0)));
+    assert_eq!(key.display_name, TEXT);
+    assert_eq!(key.expire_time, Some(at(YEAR_9999_END, 0)));
     assert_eq!(key.state, pb::ApiKeyState::Active as i32);
     let mut sorted = key.scopes.clone();
     sorted.sort();
@@ -1123,7 +1075,7 @@ async fn create_api_key_refuses_bad_input_and_creates_nothing() {
         .into_inner()
         .api_key
         .expect("key");
-    assert_eq!(got.display_name, HOSTILE);
+    assert_eq!(got.display_name, TEXT);
     let retry = op
         .create_api_key(hostile)
         .await
@@ -1263,10 +1215,9 @@ async fn api_keys_are_read_listed_and_revoked_only_in_their_tenant() {
         .expect("tenants page")
         .into_inner()
         .next_page_token;
-    let mut bad: Vec<pb::ListApiKeysRequest> = forged_tokens()
+    let mut bad: Vec<pb::ListApiKeysRequest> = forged_tokens(&token)
         .into_iter()
-        .chain(altered(&token))
-        .chain([format!("{token}A"), tenants_token])
+        .chain([tenants_token])
         .map(|page_token| pb::ListApiKeysRequest {
             page_token,
             ..base.clone()
@@ -1333,7 +1284,7 @@ async fn customer360_refuses_bad_ids_and_hides_other_tenants() {
         .create_customer(ppb::CreateCustomerRequest {
             customer: Some(ppb::Customer {
                 kind: ppb::CustomerKind::Person as i32,
-                display_name: HOSTILE.into(),
+                display_name: TEXT.into(),
                 ..Default::default()
             }),
             ..Default::default()
@@ -1350,7 +1301,7 @@ async fn customer360_refuses_bad_ids_and_hides_other_tenants() {
         customer_id: customer_id.into(),
         max_interactions,
     };
-    for id in MALFORMED_IDS.into_iter().chain(["", HOSTILE, "\0"]) {
+    for id in MALFORMED_IDS.into_iter().chain(["", TEXT, "\0"]) {
         assert_invalid(
             acme_c360.get_customer360(ask(id, 0)).await,
             &["customer_id"],
@@ -1386,7 +1337,7 @@ async fn customer360_refuses_bad_ids_and_hides_other_tenants() {
             .into_inner();
         assert_eq!(answer.customer_id, customer.customer_id);
         let profile = answer.profile.expect("profile part");
-        assert_eq!(profile.display_name, HOSTILE);
+        assert_eq!(profile.display_name, TEXT);
         assert_eq!(answer.part_statuses.len(), 6);
         assert_eq!(answer.part_statuses[0].code_name, "OK");
         assert!(!answer.complete, "no other backend is configured");

@@ -18,42 +18,14 @@ use rapport_proto::rapport::common::v1::{
     CustomerRef, Identifier, IdentifierKind, IdentifierSet, PeriodUnit, customer_ref,
 };
 use rapport_proto::rapport::interaction::v1::*;
+use rapport_testkit::hostile::{
+    self, BAD_IDS, MULTILINE_TEXT, YEAR_1, YEAR_9999_END, invalid_times,
+};
 use tonic::{Code, Status};
 use uuid::Uuid;
 
-/// Free text that breaks naive SQL, LIKE patterns, JSON and COPY escaping.
-const HOSTILE: &str = "Robert'); DROP TABLE customers;-- \"%_\\ ß 😀\ttab\nline \\N \\.";
 /// The same spirit within printable ASCII, for idempotency keys and request ids.
 const HOSTILE_KEY: &str = "Robert');DROP_TABLE_customers;--\"%_\\";
-/// Ids that are not UUIDs.
-const MALFORMED_IDS: [&str; 5] = [
-    "not-a-uuid",
-    "",
-    "../x",
-    "1 OR 1=1",
-    "00000000-0000-0000-0000-00000000000g",
-];
-
-/// 0001-01-01T00:00:00Z, the earliest valid Timestamp.
-const YEAR_1: i64 = -62_135_596_800;
-/// 9999-12-31T00:00:00Z, near the latest valid Timestamp.
-const YEAR_9999: i64 = 253_402_214_400;
-
-fn t(seconds: i64, nanos: i32) -> Timestamp {
-    Timestamp { seconds, nanos }
-}
-
-/// Timestamps that are not valid instants.
-fn invalid_times() -> Vec<Timestamp> {
-    vec![
-        t(1_700_000_000, 2_000_000_000),
-        t(1_700_000_000, -1),
-        t(i64::MAX / 2, 0),
-        t(i64::MIN / 2, 0),
-        t(253_402_300_800, 0), // year 10000
-        t(YEAR_1 - 1, 0),      // year 0
-    ]
-}
 
 /// A case description short enough to read in a failure message.
 fn short(case: String) -> String {
@@ -264,7 +236,9 @@ fn bad_interactions(customer: Uuid) -> Vec<(String, Interaction)> {
         ),
         (
             "custom_type",
-            of_type(InteractionType::Custom, &|i| i.custom_type = HOSTILE.into()),
+            of_type(InteractionType::Custom, &|i| {
+                i.custom_type = MULTILINE_TEXT.into()
+            }),
         ),
         (
             "custom_type",
@@ -277,11 +251,17 @@ fn bad_interactions(customer: Uuid) -> Vec<(String, Interaction)> {
             of_type(InteractionType::Custom, &|i| i.custom_type = String::new()),
         ),
         ("occur_time", with(&|i| i.occur_time = None)),
-        ("occur_time", with(&|i| i.occur_time = Some(t(YEAR_1, 0)))),
-        ("occur_time", with(&|i| i.occur_time = Some(t(-1, 0)))),
         (
             "occur_time",
-            with(&|i| i.occur_time = Some(t(YEAR_9999, 0))),
+            with(&|i| i.occur_time = Some(hostile::at(YEAR_1, 0))),
+        ),
+        (
+            "occur_time",
+            with(&|i| i.occur_time = Some(hostile::at(-1, 0))),
+        ),
+        (
+            "occur_time",
+            with(&|i| i.occur_time = Some(hostile::at(YEAR_9999_END, 0))),
         ),
         (
             "occur_time",
@@ -511,7 +491,7 @@ fn bad_interactions(customer: Uuid) -> Vec<(String, Interaction)> {
             (f, i)
         })
         .collect();
-    for id in MALFORMED_IDS {
+    for id in BAD_IDS {
         out.push((
             "customer.customer_id".into(),
             with(&|i| i.customer = by_id_str(id)),
@@ -885,7 +865,7 @@ async fn unknown_customers_and_bad_identifiers_are_refused_with_the_profile_serv
         "NUL in an identifier",
     );
     let mut not_email = purchase(Uuid::new_v4(), at(2024, 5, 1, 10), 12);
-    not_email.customer = email_ref(&[HOSTILE]);
+    not_email.customer = email_ref(&[MULTILINE_TEXT]);
     let err = c
         .record_interaction(req(
             tenant,
@@ -913,21 +893,21 @@ async fn hostile_text_is_kept_byte_for_byte() {
     let tenant = Uuid::new_v4();
     let customer = Uuid::new_v4();
     let mut p = purchase(customer, at(2024, 5, 1, 10), 12);
-    p.agent_id = HOSTILE.into();
+    p.agent_id = MULTILINE_TEXT.into();
     p.line_items = vec![LineItem {
-        sku: HOSTILE.into(),
-        name: HOSTILE.into(),
-        category: HOSTILE.into(),
+        sku: MULTILINE_TEXT.into(),
+        name: MULTILINE_TEXT.into(),
+        category: MULTILINE_TEXT.into(),
         quantity: 1.25,
         unit_price: Some(eur(12)),
     }];
-    p.attributes = attrs(&[(HOSTILE, HOSTILE), ("plain", "x")]);
+    p.attributes = attrs(&[(MULTILINE_TEXT, MULTILINE_TEXT), ("plain", "x")]);
     p.idempotency_key = HOSTILE_KEY.into();
     let mut survey = contact(customer, InteractionType::SurveyResponse, at(2024, 5, 2, 0));
     survey.survey = Some(Survey {
         csat: Some(1),
         nps: Some(0),
-        comment: HOSTILE.into(),
+        comment: MULTILINE_TEXT.into(),
     });
     let stored_p = record(&s, tenant, p.clone()).await;
     let stored_s = record(&s, tenant, survey).await;
@@ -946,13 +926,13 @@ async fn hostile_text_is_kept_byte_for_byte() {
             .expect("interaction");
         assert_eq!(&got, stored);
     }
-    assert_eq!(stored_p.agent_id, HOSTILE);
+    assert_eq!(stored_p.agent_id, MULTILINE_TEXT);
     assert_eq!(stored_p.line_items, p.line_items);
     assert_eq!(stored_p.attributes, p.attributes);
     assert_eq!(stored_p.idempotency_key, HOSTILE_KEY);
     assert_eq!(
         stored_s.survey.as_ref().map(|x| x.comment.as_str()),
-        Some(HOSTILE)
+        Some(MULTILINE_TEXT)
     );
     let listed = c
         .list_interactions(req(
@@ -1012,7 +992,7 @@ async fn a_stream_rejects_bad_items_by_index_and_records_the_good_ones() {
         i
     };
     let mut hostile = good(8);
-    hostile.agent_id = HOSTILE.into();
+    hostile.agent_id = MULTILINE_TEXT.into();
     let messages = vec![
         vec![
             good(0),
@@ -1034,7 +1014,7 @@ async fn a_stream_rejects_bad_items_by_index_and_records_the_good_ones() {
             }),
             bad(7, &|i| i.attributes = attrs(&[("x", "\0")])),
             hostile.clone(),
-            bad(9, &|i| i.occur_time = Some(t(1_700_000_000, -1))),
+            bad(9, &|i| i.occur_time = Some(hostile::at(1_700_000_000, -1))),
             bad(10, &|i| {
                 i.r#type = InteractionType::SurveyResponse as i32;
                 i.amount = None;
@@ -1105,7 +1085,7 @@ async fn a_stream_rejects_bad_items_by_index_and_records_the_good_ones() {
         .interactions;
     let keys: Vec<&str> = listed.iter().map(|i| i.idempotency_key.as_str()).collect();
     assert_eq!(keys, ["k0", "k2", "k5", "k8"]);
-    assert_eq!(listed[3].agent_id, HOSTILE);
+    assert_eq!(listed[3].agent_id, MULTILINE_TEXT);
     let after = footprint(&s, tenant).await;
     assert_eq!(after, [4, 4, 0, 4]);
 
@@ -1147,7 +1127,7 @@ async fn get_interaction_refuses_malformed_ids_and_hides_other_tenants() {
     let mut c = s.interactions();
     let tenant = Uuid::new_v4();
     let stored = record(&s, tenant, purchase(Uuid::new_v4(), at(2024, 5, 1, 0), 5)).await;
-    for id in MALFORMED_IDS {
+    for id in BAD_IDS {
         assert_invalid(
             c.get_interaction(req(
                 tenant,
@@ -1219,7 +1199,7 @@ async fn list_interactions_refuses_bad_filters_and_forged_page_tokens() {
         ),
         (
             "custom_types[0]",
-            with(&|r| r.custom_types = vec![HOSTILE.into()]),
+            with(&|r| r.custom_types = vec![MULTILINE_TEXT.into()]),
         ),
         (
             "custom_types[0]",
@@ -1253,7 +1233,10 @@ async fn list_interactions_refuses_bad_filters_and_forged_page_tokens() {
         ),
         ("page_token", with(&|r| r.page_token = "!!!".into())),
         ("page_token", with(&|r| r.page_token = "A".repeat(5000))),
-        ("page_token", with(&|r| r.page_token = HOSTILE.into())),
+        (
+            "page_token",
+            with(&|r| r.page_token = MULTILINE_TEXT.into()),
+        ),
         ("page_token", with(&|r| r.page_token = format!("{token}A"))),
         (
             "page_token",
@@ -1295,7 +1278,7 @@ async fn list_interactions_refuses_bad_filters_and_forged_page_tokens() {
         let altered = String::from_utf8(bytes).expect("ascii token");
         cases.push(("page_token", with(&|r| r.page_token = altered.clone())));
     }
-    for id in MALFORMED_IDS {
+    for id in BAD_IDS {
         cases.push(("customer_id", with(&|r| r.customer_id = id.into())));
     }
     for bad in invalid_times() {
@@ -1359,8 +1342,8 @@ async fn list_interactions_refuses_bad_filters_and_forged_page_tokens() {
             tenant,
             with(&|r| {
                 r.page_size = i32::MAX;
-                r.start_time = Some(t(YEAR_1, 0));
-                r.end_time = Some(t(YEAR_9999, 999_999_999));
+                r.start_time = Some(hostile::at(YEAR_1, 0));
+                r.end_time = Some(hostile::at(YEAR_9999_END, 999_999_999));
             }),
         ))
         .await
@@ -1418,7 +1401,7 @@ async fn update_service_request_refuses_bad_input_and_changes_nothing() {
         ("agent_id", with(&|r| r.agent_id = "a".repeat(129))),
         ("agent_id", with(&|r| r.agent_id = "agent\0".into())),
     ];
-    for id in MALFORMED_IDS {
+    for id in BAD_IDS {
         invalid.push(("interaction_id", with(&|r| r.interaction_id = id.into())));
     }
     for (field, r) in invalid {
@@ -1462,7 +1445,11 @@ async fn update_service_request_refuses_bad_input_and_changes_nothing() {
             tenant,
             with(&|r| r.etag = "\"stale\"".into()),
         ),
-        (Code::Aborted, tenant, with(&|r| r.etag = HOSTILE.into())),
+        (
+            Code::Aborted,
+            tenant,
+            with(&|r| r.etag = MULTILINE_TEXT.into()),
+        ),
     ];
     for (code, who, r) in refused {
         let case = format!("{code:?}: {r:?}");
@@ -1477,7 +1464,7 @@ async fn update_service_request_refuses_bad_input_and_changes_nothing() {
         .update_service_request(req(
             tenant,
             with(&|r| {
-                r.agent_id = HOSTILE.into();
+                r.agent_id = MULTILINE_TEXT.into();
                 r.etag = sr.etag.clone();
             }),
         ))
@@ -1486,7 +1473,7 @@ async fn update_service_request_refuses_bad_input_and_changes_nothing() {
         .into_inner()
         .interaction
         .expect("interaction");
-    assert_eq!(updated.agent_id, HOSTILE);
+    assert_eq!(updated.agent_id, MULTILINE_TEXT);
     assert_eq!(read(sr.interaction_id.clone()).await, updated);
     s.stop().await;
 }
@@ -1498,7 +1485,7 @@ async fn customer_summaries_refuse_malformed_ids_and_times() {
     let tenant = Uuid::new_v4();
     let customer = Uuid::new_v4();
     record(&s, tenant, purchase(customer, at(2024, 5, 1, 0), 3)).await;
-    for id in MALFORMED_IDS {
+    for id in BAD_IDS {
         assert_invalid(
             c.get_customer_summary(req(
                 tenant,
@@ -1543,8 +1530,13 @@ async fn customer_summaries_refuse_malformed_ids_and_times() {
             .expect("summary body")
         }
     };
-    assert_eq!(summary(tenant, Some(t(YEAR_1, 0))).await.purchase_count, 0);
-    let far = summary(tenant, Some(t(YEAR_9999, 0))).await;
+    assert_eq!(
+        summary(tenant, Some(hostile::at(YEAR_1, 0)))
+            .await
+            .purchase_count,
+        0
+    );
+    let far = summary(tenant, Some(hostile::at(YEAR_9999_END, 0))).await;
     assert_eq!(far.purchase_count, 1);
     assert!(far.age_days.is_some_and(f64::is_finite));
     assert_eq!(summary(tenant, None).await.purchase_count, 1);
@@ -1599,7 +1591,7 @@ async fn export_summaries_refuses_bad_requests() {
         ),
         (
             vec!["calibration_end_time"],
-            with(&|r| r.calibration_end_time = Some(t(YEAR_9999, 0))),
+            with(&|r| r.calibration_end_time = Some(hostile::at(YEAR_9999_END, 0))),
         ),
         (vec!["period_unit"], with(&|r| r.period_unit = 0)),
         (vec!["period_unit"], with(&|r| r.period_unit = 999)),
@@ -1629,7 +1621,7 @@ async fn export_summaries_refuses_bad_requests() {
         ),
         (
             vec!["currency_code"],
-            with(&|r| r.currency_code = HOSTILE.into()),
+            with(&|r| r.currency_code = MULTILINE_TEXT.into()),
         ),
         (
             vec!["cohort.start_time"],
@@ -1663,7 +1655,7 @@ async fn export_summaries_refuses_bad_requests() {
             },
         ),
     ];
-    for id in MALFORMED_IDS {
+    for id in BAD_IDS {
         cases.push((
             vec!["customer_ids.customer_ids[1]"],
             with(&|r| r.restriction = ids(vec![customer.to_string(), id.into()])),
@@ -1714,7 +1706,7 @@ async fn export_summaries_refuses_bad_requests() {
             tenant,
             with(&|r| {
                 r.currency_code = String::new();
-                r.calibration_end_time = Some(t(YEAR_1, 0));
+                r.calibration_end_time = Some(hostile::at(YEAR_1, 0));
             }),
         )
         .await,
@@ -1726,7 +1718,7 @@ async fn export_summaries_refuses_bad_requests() {
     assert!(
         export(
             tenant,
-            with(&|r| r.calibration_end_time = Some(t(YEAR_1, 0)))
+            with(&|r| r.calibration_end_time = Some(hostile::at(YEAR_1, 0)))
         )
         .await
         .expect("far past export")
@@ -1735,7 +1727,10 @@ async fn export_summaries_refuses_bad_requests() {
     let wide = export(
         tenant,
         with(&|r| {
-            r.restriction = cohort(Some(t(YEAR_1, 0)), Some(t(YEAR_9999, 0)));
+            r.restriction = cohort(
+                Some(hostile::at(YEAR_1, 0)),
+                Some(hostile::at(YEAR_9999_END, 0)),
+            );
         }),
     )
     .await
@@ -1861,7 +1856,7 @@ async fn create_campaign_refuses_bad_input_and_keeps_hostile_text() {
             },
         ),
     ];
-    for id in MALFORMED_IDS.into_iter().filter(|id| !id.is_empty()) {
+    for id in BAD_IDS.into_iter().filter(|id| !id.is_empty()) {
         cases.push((
             vec!["campaign.target_segment_id"],
             with(&|c| c.target_segment_id = id.into()),
@@ -1885,13 +1880,13 @@ async fn create_campaign_refuses_bad_input_and_keeps_hostile_text() {
     let hostile = CreateCampaignRequest {
         campaign: Some(Campaign {
             campaign_id: "../x".into(),
-            name: HOSTILE.into(),
-            description: HOSTILE.into(),
+            name: MULTILINE_TEXT.into(),
+            description: MULTILINE_TEXT.into(),
             channel: Channel::Partner as i32,
-            start_time: Some(t(YEAR_1, 0)),
-            end_time: Some(t(YEAR_9999, 999_999_000)),
+            start_time: Some(hostile::at(YEAR_1, 0)),
+            end_time: Some(hostile::at(YEAR_9999_END, 999_999_000)),
             etag: "forged".into(),
-            create_time: Some(t(i64::MAX / 2, -1)),
+            create_time: Some(hostile::at(i64::MAX / 2, -1)),
             ..Default::default()
         }),
         request_id: HOSTILE_KEY.into(),
@@ -1903,10 +1898,13 @@ async fn create_campaign_refuses_bad_input_and_keeps_hostile_text() {
         .into_inner()
         .campaign
         .expect("campaign");
-    assert_eq!(created.name, HOSTILE);
-    assert_eq!(created.description, HOSTILE);
-    assert_eq!(created.start_time, Some(t(YEAR_1, 0)));
-    assert_eq!(created.end_time, Some(t(YEAR_9999, 999_999_000)));
+    assert_eq!(created.name, MULTILINE_TEXT);
+    assert_eq!(created.description, MULTILINE_TEXT);
+    assert_eq!(created.start_time, Some(hostile::at(YEAR_1, 0)));
+    assert_eq!(
+        created.end_time,
+        Some(hostile::at(YEAR_9999_END, 999_999_000))
+    );
     assert!(Uuid::parse_str(&created.campaign_id).is_ok());
     let got = c
         .get_campaign(req(
@@ -1937,7 +1935,7 @@ async fn get_campaign_and_its_report_refuse_bad_ids_windows_and_other_tenants() 
     let mut c = s.campaigns();
     let tenant = Uuid::new_v4();
     let mine = create_campaign(&s, tenant, campaign("Spring")).await;
-    for id in MALFORMED_IDS {
+    for id in BAD_IDS {
         assert_invalid(
             c.get_campaign(req(
                 tenant,
@@ -2105,7 +2103,7 @@ async fn list_campaigns_refuses_bad_filters_and_forged_page_tokens() {
         let altered = String::from_utf8(bytes).expect("ascii token");
         cases.push(("page_token", with(&|r| r.page_token = altered.clone())));
     }
-    for id in MALFORMED_IDS.into_iter().filter(|id| !id.is_empty()) {
+    for id in BAD_IDS.into_iter().filter(|id| !id.is_empty()) {
         cases.push((
             "target_segment_id",
             with(&|r| r.target_segment_id = id.into()),
@@ -2179,7 +2177,7 @@ async fn list_campaigns_refuses_bad_filters_and_forged_page_tokens() {
         .expect("every campaign")
         .into_inner();
     assert_eq!(all.campaigns.len(), 3);
-    for active in [t(YEAR_1, 0), t(YEAR_9999, 0)] {
+    for active in [hostile::at(YEAR_1, 0), hostile::at(YEAR_9999_END, 0)] {
         let none = c
             .list_campaigns(req(tenant, with(&|r| r.active_time = Some(active))))
             .await
@@ -2261,7 +2259,10 @@ async fn update_campaign_refuses_bad_input_and_changes_nothing() {
         ),
         (vec!["update_mask.paths[0]"], update(&["Name"], &|_| {})),
         (vec!["update_mask.paths[0]"], update(&["name\0"], &|_| {})),
-        (vec!["update_mask.paths[0]"], update(&[HOSTILE], &|_| {})),
+        (
+            vec!["update_mask.paths[0]"],
+            update(&[MULTILINE_TEXT], &|_| {}),
+        ),
         (
             vec!["update_mask.paths[1]"],
             update(&["name", "name"], &|c| c.name = "x".into()),
@@ -2303,7 +2304,7 @@ async fn update_campaign_refuses_bad_input_and_changes_nothing() {
             }),
         ),
     ];
-    for id in MALFORMED_IDS {
+    for id in BAD_IDS {
         cases.push((
             vec!["campaign.campaign_id"],
             UpdateCampaignRequest {
@@ -2318,7 +2319,7 @@ async fn update_campaign_refuses_bad_input_and_changes_nothing() {
             },
         ));
     }
-    for id in MALFORMED_IDS.into_iter().filter(|id| !id.is_empty()) {
+    for id in BAD_IDS.into_iter().filter(|id| !id.is_empty()) {
         cases.push((
             vec!["campaign.target_segment_id"],
             update(&["target_segment_id"], &|c| c.target_segment_id = id.into()),
@@ -2363,7 +2364,7 @@ async fn update_campaign_refuses_bad_input_and_changes_nothing() {
             tenant,
             update(&["name"], &|c| {
                 c.name = "x".into();
-                c.etag = HOSTILE.into();
+                c.etag = MULTILINE_TEXT.into();
             }),
         ),
     ];
@@ -2379,10 +2380,10 @@ async fn update_campaign_refuses_bad_input_and_changes_nothing() {
         .update_campaign(req(
             tenant,
             update(&["name", "description", "start_time", "end_time"], &|c| {
-                c.name = HOSTILE.into();
-                c.description = HOSTILE.into();
-                c.start_time = Some(t(YEAR_1, 0));
-                c.end_time = Some(t(YEAR_9999, 0));
+                c.name = MULTILINE_TEXT.into();
+                c.description = MULTILINE_TEXT.into();
+                c.start_time = Some(hostile::at(YEAR_1, 0));
+                c.end_time = Some(hostile::at(YEAR_9999_END, 0));
                 c.etag = current.etag.clone();
             }),
         ))
@@ -2391,10 +2392,10 @@ async fn update_campaign_refuses_bad_input_and_changes_nothing() {
         .into_inner()
         .campaign
         .expect("campaign");
-    assert_eq!(updated.name, HOSTILE);
-    assert_eq!(updated.description, HOSTILE);
-    assert_eq!(updated.start_time, Some(t(YEAR_1, 0)));
-    assert_eq!(updated.end_time, Some(t(YEAR_9999, 0)));
+    assert_eq!(updated.name, MULTILINE_TEXT);
+    assert_eq!(updated.description, MULTILINE_TEXT);
+    assert_eq!(updated.start_time, Some(hostile::at(YEAR_1, 0)));
+    assert_eq!(updated.end_time, Some(hostile::at(YEAR_9999_END, 0)));
     assert_eq!(read().await, updated);
     s.stop().await;
 }

@@ -14,45 +14,20 @@ use prost_types::{FieldMask, Timestamp};
 use rapport_proto::rapport::common::v1::{FeedPosition, Identifier, Money};
 use rapport_proto::rapport::profile::v1::profile_service_client::ProfileServiceClient;
 use rapport_proto::rapport::profile::v1::*;
+use rapport_testkit::hostile::{
+    BAD_IDS, TEXT, YEAR_1, YEAR_9999_END, at, forged_tokens, invalid_times,
+};
 use support::*;
 use tonic::{Code, Response, Status};
 use uuid::Uuid;
 
 // ---------------------------------------------------------------------------
-// Values a hostile client sends.
+// Values a hostile client sends (the rest: rapport_testkit::hostile).
 
-/// SQL metacharacters, LIKE wildcards, a backslash and non-ASCII letters and
-/// emoji: stored and returned byte for byte wherever free text is accepted.
-const HOSTILE: &str = "Robert'); DROP TABLE customers;-- \"%_\\ ß 😀";
-/// The same spirit within 32 characters (labels).
+/// Hostile text within 32 characters (labels).
 const HOSTILE32: &str = "'); DROP--\"%_\\ ß 😀";
 /// A string with a NUL byte, which PostgreSQL cannot store in text.
 const NUL: &str = "a\0b";
-
-/// Ids that are not UUIDs.
-const MALFORMED_IDS: [&str; 6] = ["", "not-a-uuid", "../x", "1 OR 1=1", "\0", "   "];
-
-/// 0001-01-01T00:00:00Z, the first instant a Timestamp may hold.
-const YEAR_1: i64 = -62_135_596_800;
-/// 9999-12-31T23:59:59Z, the last second a Timestamp may hold.
-const YEAR_9999_END: i64 = 253_402_300_799;
-
-fn ts(seconds: i64, nanos: i32) -> Timestamp {
-    Timestamp { seconds, nanos }
-}
-
-/// Timestamps outside the range of google.protobuf.Timestamp.
-fn bad_times() -> Vec<Timestamp> {
-    vec![
-        ts(0, 2_000_000_000),
-        ts(0, -1),
-        ts(i64::MAX / 2, 0),
-        ts(i64::MIN / 2, 0),
-        ts(i64::MAX, 999_999_999),
-        ts(YEAR_1 - 1, 0),
-        ts(YEAR_9999_END + 1, 0),
-    ]
-}
 
 fn mask(paths: &[&str]) -> Option<FieldMask> {
     Some(FieldMask {
@@ -120,25 +95,6 @@ async fn everyone(c: &mut Client) -> Vec<Customer> {
     .expect("list")
     .into_inner()
     .customers
-}
-
-/// Tokens no server issued for the request: random base64, garbage, an
-/// overlong one, and `genuine` with one character changed (and truncated).
-fn forged_tokens(genuine: &str) -> Vec<String> {
-    assert!(genuine.len() > 8, "a genuine token to tamper with");
-    let mut tampered: Vec<char> = genuine.chars().collect();
-    let mid = tampered.len() / 2;
-    tampered[mid] = if tampered[mid] == 'A' { 'B' } else { 'A' };
-    vec![
-        "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA".into(),
-        "eyJpZCI6IjEgT1IgMT0xIn0".into(),
-        "!!!not base64!!!".into(),
-        "\0".into(),
-        "A".repeat(5000),
-        tampered.into_iter().collect(),
-        genuine[..genuine.len() - 1].to_string(),
-        format!("{genuine}A"),
-    ]
 }
 
 fn person_mut(c: &mut Customer) -> &mut PersonDetails {
@@ -489,7 +445,7 @@ fn bad_customer_values() -> Vec<Case> {
             c.tags = (0..51).map(|i| format!("t{i}")).collect()
         }),
         case(P, "tags", "tags[0]", move |c| c.tags = vec![long(65)]),
-        case(P, "tags", "tags[0]", |c| c.tags = vec![HOSTILE.into()]),
+        case(P, "tags", "tags[0]", |c| c.tags = vec![TEXT.into()]),
         case(P, "owner_id", "owner_id", move |c| c.owner_id = long(129)),
         case(P, "owner_id", "owner_id", |c| {
             c.owner_id = "1 OR 1=1".into()
@@ -611,22 +567,22 @@ fn bad_customer_values() -> Vec<Case> {
         }),
         case(P, "attributes.seen", "attributes[seen]", |c| {
             c.attributes
-                .insert("seen".into(), time_value(ts(0, 2_000_000_000)));
+                .insert("seen".into(), time_value(at(0, 2_000_000_000)));
         }),
         case(P, "attributes.seen", "attributes[seen]", |c| {
-            c.attributes.insert("seen".into(), time_value(ts(0, -1)));
-        }),
-        case(P, "attributes.seen", "attributes[seen]", |c| {
-            c.attributes
-                .insert("seen".into(), time_value(ts(i64::MAX / 2, 0)));
+            c.attributes.insert("seen".into(), time_value(at(0, -1)));
         }),
         case(P, "attributes.seen", "attributes[seen]", |c| {
             c.attributes
-                .insert("seen".into(), time_value(ts(YEAR_1 - 1, 0)));
+                .insert("seen".into(), time_value(at(i64::MAX / 2, 0)));
         }),
         case(P, "attributes.seen", "attributes[seen]", |c| {
             c.attributes
-                .insert("seen".into(), time_value(ts(YEAR_9999_END + 1, 0)));
+                .insert("seen".into(), time_value(at(YEAR_1 - 1, 0)));
+        }),
+        case(P, "attributes.seen", "attributes[seen]", |c| {
+            c.attributes
+                .insert("seen".into(), time_value(at(YEAR_9999_END + 1, 0)));
         }),
     ]
 }
@@ -1193,7 +1149,7 @@ async fn update_delete_undelete_refuse_bad_unknown_and_foreign_ids() {
     let ana = create(&mut a, person("Ana", "López", "ana@example.com")).await;
     let events = env.events().await;
 
-    for raw in MALFORMED_IDS {
+    for raw in BAD_IDS {
         refused(
             a.update_customer(UpdateCustomerRequest {
                 customer: Some(Customer {
@@ -1335,33 +1291,33 @@ async fn hostile_text_is_stored_and_returned_byte_for_byte() {
     let mut c = env.client.clone();
     define_all(&mut c).await;
 
-    let mut p = person(HOSTILE, HOSTILE, "o'brien%_+x@example.com");
-    p.display_name = HOSTILE.into();
+    let mut p = person(TEXT, TEXT, "o'brien%_+x@example.com");
+    p.display_name = TEXT.into();
     p.emails[0].label = HOSTILE32.into();
     p.phones = vec![phone_entry("+34 911 23 45 67", HOSTILE32)];
     p.postal_addresses = vec![PostalAddress {
         label: HOSTILE32.into(),
-        address_lines: vec![HOSTILE.into(), "ß 😀 \\".into()],
-        locality: HOSTILE.into(),
-        administrative_area: HOSTILE.into(),
+        address_lines: vec![TEXT.into(), "ß 😀 \\".into()],
+        locality: TEXT.into(),
+        administrative_area: TEXT.into(),
         postal_code: "'%_\\ß😀-1".into(),
         country_code: String::new(),
     }];
-    p.external_identifiers = vec![external("loyalty", HOSTILE)];
-    p.attributes.insert("notes".into(), string_value(HOSTILE));
+    p.external_identifiers = vec![external("loyalty", TEXT)];
+    p.attributes.insert("notes".into(), string_value(TEXT));
     p.attributes.insert(
         "stores".into(),
-        list_value(vec![HOSTILE.into(), String::new(), "😀".into()]),
+        list_value(vec![TEXT.into(), String::new(), "😀".into()]),
     );
     // Extreme but valid numbers and instants round-trip too.
     p.attributes.insert("score".into(), number_value(f64::MAX));
     p.attributes
-        .insert("seen".into(), time_value(ts(YEAR_1, 0)));
+        .insert("seen".into(), time_value(at(YEAR_1, 0)));
     p.estimated_category_wallet = money("EUR", i64::MAX, 999_999_999);
     p.relationship_stage = 5;
     let first = CreateCustomerRequest {
         customer: Some(p),
-        request_id: HOSTILE.into(),
+        request_id: TEXT.into(),
     };
     let created = c
         .create_customer(first.clone())
@@ -1372,30 +1328,30 @@ async fn hostile_text_is_stored_and_returned_byte_for_byte() {
         .expect("customer");
     let got = current(&mut c, &created.customer_id).await;
     assert_eq!(got, created);
-    assert_eq!(got.display_name, HOSTILE);
+    assert_eq!(got.display_name, TEXT);
     let person = match got.details.as_ref() {
         Some(customer::Details::Person(p)) => p.clone(),
         other => panic!("{other:?}"),
     };
-    assert_eq!(person.given_name, HOSTILE);
-    assert_eq!(person.family_name, HOSTILE);
+    assert_eq!(person.given_name, TEXT);
+    assert_eq!(person.family_name, TEXT);
     assert_eq!(got.emails[0].address, "o'brien%_+x@example.com");
     assert_eq!(got.emails[0].label, HOSTILE32);
     assert_eq!(got.phones[0].label, HOSTILE32);
     let a = &got.postal_addresses[0];
     assert_eq!(a.label, HOSTILE32);
-    assert_eq!(a.address_lines, vec![HOSTILE.to_string(), "ß 😀 \\".into()]);
-    assert_eq!(a.locality, HOSTILE);
-    assert_eq!(a.administrative_area, HOSTILE);
+    assert_eq!(a.address_lines, vec![TEXT.to_string(), "ß 😀 \\".into()]);
+    assert_eq!(a.locality, TEXT);
+    assert_eq!(a.administrative_area, TEXT);
     assert_eq!(a.postal_code, "'%_\\ß😀-1".to_uppercase());
-    assert_eq!(got.external_identifiers[0].value, HOSTILE);
-    assert_eq!(got.attributes["notes"], string_value(HOSTILE));
+    assert_eq!(got.external_identifiers[0].value, TEXT);
+    assert_eq!(got.attributes["notes"], string_value(TEXT));
     assert_eq!(
         got.attributes["stores"],
-        list_value(vec![HOSTILE.into(), String::new(), "😀".into()])
+        list_value(vec![TEXT.into(), String::new(), "😀".into()])
     );
     assert_eq!(got.attributes["score"], number_value(f64::MAX));
-    assert_eq!(got.attributes["seen"], time_value(ts(YEAR_1, 0)));
+    assert_eq!(got.attributes["seen"], time_value(at(YEAR_1, 0)));
     assert_eq!(
         got.estimated_category_wallet,
         money("EUR", i64::MAX, 999_999_999)
@@ -1414,7 +1370,7 @@ async fn hostile_text_is_stored_and_returned_byte_for_byte() {
     refused(
         c.create_customer(CreateCustomerRequest {
             customer: Some(person_with("Someone Else")),
-            request_id: HOSTILE.into(),
+            request_id: TEXT.into(),
         })
         .await,
         "request_id",
@@ -1422,14 +1378,14 @@ async fn hostile_text_is_stored_and_returned_byte_for_byte() {
     assert_eq!(everyone(&mut c).await.len(), 1);
 
     // An organisation's free text.
-    let mut org = organization(HOSTILE);
-    org_mut(&mut org).industry = HOSTILE.into();
+    let mut org = organization(TEXT);
+    org_mut(&mut org).industry = TEXT.into();
     org_mut(&mut org).website = "https://acme.example/a'b?q=%27;--&x=ß😀".into();
     let acme = create(&mut c, org).await;
     match current(&mut c, &acme.customer_id).await.details {
         Some(customer::Details::Organization(o)) => {
-            assert_eq!(o.legal_name, HOSTILE);
-            assert_eq!(o.industry, HOSTILE);
+            assert_eq!(o.legal_name, TEXT);
+            assert_eq!(o.industry, TEXT);
             assert_eq!(o.website, "https://acme.example/a'b?q=%27;--&x=ß😀");
         }
         other => panic!("{other:?}"),
@@ -1440,7 +1396,7 @@ async fn hostile_text_is_stored_and_returned_byte_for_byte() {
         .update_customer(UpdateCustomerRequest {
             customer: Some(Customer {
                 customer_id: created.customer_id.clone(),
-                display_name: format!("{HOSTILE} 2"),
+                display_name: format!("{TEXT} 2"),
                 ..Default::default()
             }),
             update_mask: mask(&["display_name"]),
@@ -1450,14 +1406,14 @@ async fn hostile_text_is_stored_and_returned_byte_for_byte() {
         .into_inner()
         .customer
         .expect("customer");
-    assert_eq!(updated.display_name, format!("{HOSTILE} 2"));
+    assert_eq!(updated.display_name, format!("{TEXT} 2"));
 
     // Filters and search with metacharacters match literally, never broadly.
     let found = c
         .list_customers(ListCustomersRequest {
             attribute_filters: vec![AttributeFilter {
                 name: "notes".into(),
-                value: Some(string_value(HOSTILE)),
+                value: Some(string_value(TEXT)),
             }],
             ..Default::default()
         })
@@ -1470,7 +1426,7 @@ async fn hostile_text_is_stored_and_returned_byte_for_byte() {
         .list_customers(ListCustomersRequest {
             attribute_filters: vec![AttributeFilter {
                 name: "stores".into(),
-                value: Some(string_value(HOSTILE)),
+                value: Some(string_value(TEXT)),
             }],
             ..Default::default()
         })
@@ -1503,7 +1459,7 @@ async fn hostile_text_is_stored_and_returned_byte_for_byte() {
     }
     let hit = c
         .search_customers(SearchCustomersRequest {
-            query: HOSTILE.into(),
+            query: TEXT.into(),
             ..Default::default()
         })
         .await
@@ -1520,7 +1476,7 @@ async fn hostile_text_is_stored_and_returned_byte_for_byte() {
     assert_eq!(exact, vec![created.customer_id.clone()]);
     assert!(hit.results.iter().all(|h| h.score <= 1.0 && h.score >= 0.3));
     // ResolveIdentity finds it by the hostile external value.
-    let r = resolve(&mut c, vec![external("loyalty", HOSTILE)]).await;
+    let r = resolve(&mut c, vec![external("loyalty", TEXT)]).await;
     match r.result.expect("result") {
         resolve_identity_response::Result::Resolved(r) => {
             assert!(!r.created);
@@ -1558,10 +1514,10 @@ async fn extreme_numbers_and_instants_round_trip_exactly() {
         9_007_199_254_740_993.0,
     ];
     let instants = [
-        ts(YEAR_1, 0),
-        ts(YEAR_9999_END, 999_999_000),
-        ts(-1, 999_999_000),
-        ts(0, 0),
+        at(YEAR_1, 0),
+        at(YEAR_9999_END, 999_999_000),
+        at(-1, 999_999_000),
+        at(0, 0),
     ];
     for (i, n) in numbers.iter().enumerate() {
         let mut p = person(&format!("N{i}"), "", "");
@@ -1609,7 +1565,7 @@ async fn get_and_batch_get_refuse_malformed_ids_and_hide_other_tenants() {
     let mut b = env.client_for(Some(Uuid::new_v4()));
     let ana = create(&mut a, person("Ana", "", "ana@x.com")).await;
 
-    for raw in MALFORMED_IDS {
+    for raw in BAD_IDS {
         refused(get(&mut a, raw).await.map(Response::new), "customer_id");
     }
     failed(
@@ -1646,13 +1602,13 @@ async fn get_and_batch_get_refuse_malformed_ids_and_hide_other_tenants() {
         "customer_ids",
     );
     let mut ids: Vec<String> = vec![ana.customer_id.clone()];
-    ids.extend(MALFORMED_IDS.iter().map(|s| s.to_string()));
+    ids.extend(BAD_IDS.iter().map(|s| s.to_string()));
     let e = a
         .batch_get_customers(BatchGetCustomersRequest { customer_ids: ids })
         .await
         .expect_err("malformed ids");
     let fields = violations(&e);
-    let expected: Vec<String> = (1..=MALFORMED_IDS.len())
+    let expected: Vec<String> = (1..=BAD_IDS.len())
         .map(|i| format!("customer_ids[{i}]"))
         .collect();
     assert_eq!(fields, expected);
@@ -1780,7 +1736,7 @@ async fn list_customers_refuses_bad_filters_sizes_and_tokens() {
         ),
         (
             ListCustomersRequest {
-                tags: vec![HOSTILE.into()],
+                tags: vec![TEXT.into()],
                 ..Default::default()
             },
             "tags[0]",
@@ -1889,7 +1845,7 @@ async fn list_customers_refuses_bad_filters_sizes_and_tokens() {
             ListCustomersRequest {
                 attribute_filters: vec![AttributeFilter {
                     name: "seen".into(),
-                    value: Some(time_value(ts(0, -1))),
+                    value: Some(time_value(at(0, -1))),
                 }],
                 ..Default::default()
             },
@@ -1909,7 +1865,7 @@ async fn list_customers_refuses_bad_filters_sizes_and_tokens() {
     for (req, field) in cases {
         refused(a.list_customers(req).await, field);
     }
-    for t in bad_times() {
+    for t in invalid_times() {
         refused(
             a.list_customers(ListCustomersRequest {
                 updated_since: Some(t),
@@ -1923,7 +1879,7 @@ async fn list_customers_refuses_bad_filters_sizes_and_tokens() {
     // since the end of year 9999; a huge page size is capped.
     let all = a
         .list_customers(ListCustomersRequest {
-            updated_since: Some(ts(YEAR_1, 0)),
+            updated_since: Some(at(YEAR_1, 0)),
             page_size: i32::MAX,
             ..Default::default()
         })
@@ -1933,7 +1889,7 @@ async fn list_customers_refuses_bad_filters_sizes_and_tokens() {
     assert_eq!(all.customers.len(), 3);
     let none = a
         .list_customers(ListCustomersRequest {
-            updated_since: Some(ts(YEAR_9999_END, 999_999_999)),
+            updated_since: Some(at(YEAR_9999_END, 999_999_999)),
             ..Default::default()
         })
         .await
@@ -2288,7 +2244,7 @@ async fn resolve_identity_refuses_bad_identifiers_and_traits_and_creates_nothing
     // A pure lookup of unknown identifiers: NOT_FOUND.
     failed(
         c.resolve_identity(ResolveIdentityRequest {
-            identifiers: vec![email("nobody@x.com"), external("loyalty", HOSTILE)],
+            identifiers: vec![email("nobody@x.com"), external("loyalty", TEXT)],
             traits: None,
             lookup_only: true,
         })
@@ -2448,7 +2404,7 @@ async fn merge_unmerge_and_marks_refuse_bad_unknown_and_foreign_ids() {
     let good = ana.customer_id.clone();
     let good2 = ana2.customer_id.clone();
 
-    for raw in MALFORMED_IDS {
+    for raw in BAD_IDS {
         refused(
             a.merge_customers(MergeCustomersRequest {
                 survivor_customer_id: raw.into(),
@@ -2629,7 +2585,7 @@ async fn erase_refuses_bad_ids_references_and_other_tenants() {
     let mut b = env.client_for(Some(Uuid::new_v4()));
     let ana = create(&mut a, person("Ana", "", "ana@x.com")).await;
     let events = env.events().await;
-    for raw in MALFORMED_IDS {
+    for raw in BAD_IDS {
         refused(
             a.erase_customer(EraseCustomerRequest {
                 customer_id: raw.into(),
@@ -2660,7 +2616,7 @@ async fn erase_refuses_bad_ids_references_and_other_tenants() {
     failed(
         b.erase_customer(EraseCustomerRequest {
             customer_id: ana.customer_id.clone(),
-            request_reference: HOSTILE.into(),
+            request_reference: TEXT.into(),
         })
         .await,
         Code::NotFound,
@@ -2671,7 +2627,7 @@ async fn erase_refuses_bad_ids_references_and_other_tenants() {
     // A hostile reference is kept byte for byte with the tombstone.
     a.erase_customer(EraseCustomerRequest {
         customer_id: ana.customer_id.clone(),
-        request_reference: HOSTILE.into(),
+        request_reference: TEXT.into(),
     })
     .await
     .expect("erase");
@@ -2682,7 +2638,7 @@ async fn erase_refuses_bad_ids_references_and_other_tenants() {
             .fetch_one(&mut db)
             .await
             .expect("tombstone");
-    assert_eq!(kept.as_deref(), Some(HOSTILE));
+    assert_eq!(kept.as_deref(), Some(TEXT));
     failed(
         get(&mut a, &ana.customer_id).await.map(Response::new),
         Code::NotFound,
@@ -2724,7 +2680,7 @@ async fn link_and_unlink_contact_refuse_bad_input_and_change_nothing() {
     let globex = create(&mut b, organization("Globex")).await;
     let buyer = ContactRole::Buyer as i32;
     let mut original = link(&ana.customer_id, &acme.customer_id, buyer);
-    original.job_title = HOSTILE.into();
+    original.job_title = TEXT.into();
     original.start_date = date(1, 1, 1);
     original.end_date = date(9999, 12, 31);
     let stored = a
@@ -2736,7 +2692,7 @@ async fn link_and_unlink_contact_refuse_bad_input_and_change_nothing() {
         .into_inner()
         .link
         .expect("link");
-    assert_eq!(stored.job_title, HOSTILE);
+    assert_eq!(stored.job_title, TEXT);
     assert_eq!(stored.start_date, date(1, 1, 1));
     assert_eq!(stored.end_date, date(9999, 12, 31));
     let events = env.events().await;
@@ -2749,7 +2705,7 @@ async fn link_and_unlink_contact_refuse_bad_input_and_change_nothing() {
         "link",
     );
     let mut cases: Vec<(ContactLink, &str)> = Vec::new();
-    for raw in MALFORMED_IDS {
+    for raw in BAD_IDS {
         cases.push((link(raw, &o, buyer), "link.person_customer_id"));
         cases.push((link(&p, raw, buyer), "link.organization_customer_id"));
     }
@@ -2818,7 +2774,7 @@ async fn link_and_unlink_contact_refuse_bad_input_and_change_nothing() {
     );
 
     // UnlinkContact.
-    for raw in MALFORMED_IDS {
+    for raw in BAD_IDS {
         refused(
             a.unlink_contact(UnlinkContactRequest {
                 person_customer_id: raw.into(),
@@ -2906,7 +2862,7 @@ async fn list_contacts_and_organizations_refuse_bad_ids_and_tokens() {
         page_size: size,
         page_token: token,
     };
-    for raw in MALFORMED_IDS {
+    for raw in BAD_IDS {
         refused(
             a.list_contacts(contacts(raw, 0, 0, String::new())).await,
             "organization_customer_id",
@@ -3054,9 +3010,9 @@ async fn set_consent_refuses_bad_input_and_appends_nothing() {
     // A hostile source and evidence are recorded byte for byte; an effective
     // time in year 1 is a valid (if odd) past.
     let mut first = consent_request(&id, ConsentStatus::Granted);
-    first.source = HOSTILE.into();
-    first.evidence = HOSTILE.into();
-    first.effective_time = Some(ts(YEAR_1, 0));
+    first.source = TEXT.into();
+    first.evidence = TEXT.into();
+    first.effective_time = Some(at(YEAR_1, 0));
     let record = a
         .set_consent(first)
         .await
@@ -3064,9 +3020,9 @@ async fn set_consent_refuses_bad_input_and_appends_nothing() {
         .into_inner()
         .record
         .expect("record");
-    assert_eq!(record.source, HOSTILE);
-    assert_eq!(record.evidence, HOSTILE);
-    assert_eq!(record.effective_time, Some(ts(YEAR_1, 0)));
+    assert_eq!(record.source, TEXT);
+    assert_eq!(record.evidence, TEXT);
+    assert_eq!(record.effective_time, Some(at(YEAR_1, 0)));
     let ana = current(&mut a, &id).await;
     let before = history(&mut a, &id).await;
     assert_eq!(before, vec![record]);
@@ -3078,7 +3034,7 @@ async fn set_consent_refuses_bad_input_and_appends_nothing() {
         r
     };
     let mut cases: Vec<(SetConsentRequest, &str)> = Vec::new();
-    for raw in MALFORMED_IDS {
+    for raw in BAD_IDS {
         cases.push((with(&|r| r.customer_id = raw.into()), "customer_id"));
     }
     for bad in [0, 7, 999, -1] {
@@ -3102,10 +3058,10 @@ async fn set_consent_refuses_bad_input_and_appends_nothing() {
     }
     cases.push((with(&|r| r.evidence = "x".repeat(1001)), "evidence"));
     cases.push((with(&|r| r.evidence = NUL.into()), "evidence"));
-    let mut times = bad_times();
+    let mut times = invalid_times();
     let soon = now_ts();
-    times.push(ts(soon.seconds + 3600, 0));
-    times.push(ts(YEAR_9999_END, 999_999_999));
+    times.push(at(soon.seconds + 3600, 0));
+    times.push(at(YEAR_9999_END, 999_999_999));
     for t in times {
         cases.push((with(&|r| r.effective_time = Some(t)), "effective_time"));
     }
@@ -3176,7 +3132,7 @@ async fn check_consent_and_history_refuse_bad_input_and_tokens() {
         ConsentChannel::Email as i32,
         ConsentPurpose::Marketing as i32,
     );
-    for raw in MALFORMED_IDS {
+    for raw in BAD_IDS {
         refused(
             a.check_consent(check(raw, email_ch, marketing)).await,
             "customer_id",
@@ -3310,7 +3266,7 @@ async fn attribute_definitions_refuse_bad_names_types_descriptions_and_tokens() 
             definition: Some(AttributeDefinition {
                 name: "tier".into(),
                 r#type: AttributeType::String as i32,
-                description: HOSTILE.into(),
+                description: TEXT.into(),
                 ..Default::default()
             }),
         })
@@ -3319,7 +3275,7 @@ async fn attribute_definitions_refuse_bad_names_types_descriptions_and_tokens() 
         .into_inner()
         .definition
         .expect("definition");
-    assert_eq!(tier.description, HOSTILE);
+    assert_eq!(tier.description, TEXT);
     define(&mut a, "vip", AttributeType::Boolean).await;
     define(&mut a, "only_a", AttributeType::String).await;
     define(&mut b, "tier", AttributeType::Number).await;
@@ -3534,13 +3490,13 @@ async fn attribute_definitions_refuse_bad_names_types_descriptions_and_tokens() 
     assert_eq!(rest.definitions[0].name, "tier");
     // The update with a hostile description keeps it byte for byte.
     let updated = a
-        .update_attribute_definition(update("tier", &format!("{HOSTILE}!"), &tier.etag, desc()))
+        .update_attribute_definition(update("tier", &format!("{TEXT}!"), &tier.etag, desc()))
         .await
         .expect("update")
         .into_inner()
         .definition
         .expect("definition");
-    assert_eq!(updated.description, format!("{HOSTILE}!"));
+    assert_eq!(updated.description, format!("{TEXT}!"));
 }
 
 /// The identifier sets ResolveIdentity refuses, with the field it names.
@@ -3726,8 +3682,8 @@ async fn import_customers_refuses_every_bad_value_per_item_and_writes_only_the_g
     }
     let bad_count = items.len();
     items.push(ImportCustomerItem {
-        customer: Some(person(HOSTILE, HOSTILE, "good@x.com")),
-        request_id: HOSTILE.chars().take(20).collect(),
+        customer: Some(person(TEXT, TEXT, "good@x.com")),
+        request_id: TEXT.chars().take(20).collect(),
         ..Default::default()
     });
     let messages: Vec<ImportCustomersRequest> = items
@@ -3758,5 +3714,5 @@ async fn import_customers_refuses_every_bad_value_per_item_and_writes_only_the_g
     let Some(customer::Details::Person(p)) = &all[0].details else {
         panic!("{all:?}");
     };
-    assert_eq!(p.given_name, HOSTILE, "stored byte for byte");
+    assert_eq!(p.given_name, TEXT, "stored byte for byte");
 }

@@ -52,22 +52,41 @@ pub fn tampered(token: &str) -> String {
     chars.into_iter().collect()
 }
 
-/// Page tokens no server issued: forged, not base64, overlong, SQL, hostile
-/// text, and `genuine` tampered with, extended, truncated and NUL-suffixed.
+/// `token` with one character changed at its start, its middle and its end.
+pub fn altered(token: &str) -> Vec<String> {
+    let n = token.chars().count();
+    [0, n / 2, n.saturating_sub(1)]
+        .into_iter()
+        .map(|pos| {
+            let mut chars: Vec<char> = token.chars().collect();
+            if let Some(c) = chars.get_mut(pos) {
+                *c = if *c == 'A' { 'B' } else { 'A' };
+            }
+            chars.into_iter().collect()
+        })
+        .collect()
+}
+
+/// Page tokens no server issued: forged (valid base64 of other JSON, or of
+/// plain text), not base64, NUL, overlong, SQL, hostile text, and `genuine`
+/// altered, extended, truncated and NUL-suffixed.
 pub fn forged_tokens(genuine: &str) -> Vec<String> {
     let mut truncated = genuine.to_string();
     truncated.pop();
-    vec![
+    let mut tokens: Vec<String> = vec![
         FORGED_TOKEN.into(),
+        "eyJpZCI6IjEgT1IgMT0xIn0".into(),
+        "dGhpcyBpcyBub3QgYSB0b2tlbg".into(),
+        "A".repeat(58),
         "!!!not base64!!!".into(),
+        "\0".into(),
         "A".repeat(5000),
         "1 OR 1=1".into(),
         TEXT.into(),
-        tampered(genuine),
-        format!("{genuine}A"),
-        truncated,
-        format!("{genuine}\0"),
-    ]
+    ];
+    tokens.extend(altered(genuine));
+    tokens.extend([format!("{genuine}A"), truncated, format!("{genuine}\0")]);
+    tokens
 }
 
 /// 0001-01-01T00:00:00Z, the first instant a Timestamp may hold.
@@ -178,6 +197,7 @@ mod tests {
         let forged = forged_tokens(genuine);
         assert!(forged.iter().all(|t| t != genuine), "{forged:?}");
         assert_eq!(tampered("AAA"), "ABA");
+        assert_eq!(altered("AAA"), vec!["BAA", "ABA", "AAB"]);
     }
 
     #[test]
