@@ -170,6 +170,55 @@ pub async fn channel(running: &Running) -> tonic::transport::Channel {
         .expect("connect to the service under test")
 }
 
+/// Sends the services' logs to the test's output (each test's own when run
+/// by cargo), at `RUST_LOG`'s level, `warn` by default. Safe to call from
+/// every test.
+pub fn logs() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into()))
+        .with_test_writer()
+        .try_init();
+}
+
+/// The configuration a service under test runs with: `db`, eight
+/// connections, and no internal credential required (tests call it as a
+/// peer would, without one).
+pub fn service_config(db: &TestDatabase) -> rapport_kit::config::ServiceConfig {
+    rapport_kit::config::ServiceConfig {
+        database_url: db.url.clone(),
+        db_max_connections: 8,
+        require_internal_auth: false,
+        ..Default::default()
+    }
+}
+
+/// `msg` as a call of `tenant` (the tenant header, as the gateway sets it).
+pub fn for_tenant<T>(tenant: uuid::Uuid, msg: T) -> tonic::Request<T> {
+    let mut r = tonic::Request::new(msg);
+    if let Ok(v) = tenant.to_string().parse() {
+        r.metadata_mut()
+            .insert(rapport_kit::context::TENANT_HEADER, v);
+    }
+    r
+}
+
+/// Waits until `check` holds, polling every 50 ms; fails the test naming
+/// `what` after 30 s.
+pub async fn eventually<F, Fut>(what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
+    while !check().await {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -7,7 +7,6 @@
 use chrono::{DateTime, TimeZone, Utc};
 use prost_types::Timestamp;
 use rapport_kit::config::ServiceConfig;
-use rapport_kit::context::TENANT_HEADER;
 use rapport_proto::rapport::common::v1::ChangeEvent;
 use rapport_proto::rapport::common::v1::{
     CustomerRef, Identifier, IdentifierKind, IdentifierSet, Money, customer_ref,
@@ -21,6 +20,10 @@ use rapport_testkit::{Running, TestDatabase};
 use sqlx::PgPool;
 use tonic::transport::Channel;
 use uuid::Uuid;
+
+// Not every test binary uses each of these.
+#[allow(unused_imports)]
+pub use rapport_testkit::{eventually, for_tenant as req};
 
 pub struct Stack {
     pub db: TestDatabase,
@@ -60,20 +63,10 @@ impl Stack {
     }
 }
 
-fn logs() {
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into()))
-        .with_test_writer()
-        .try_init();
-}
-
 fn config(db: &TestDatabase, profile_url: Option<String>) -> ServiceConfig {
     ServiceConfig {
-        database_url: db.url.clone(),
-        db_max_connections: 8,
-        require_internal_auth: false,
         profile_url,
-        ..ServiceConfig::default()
+        ..rapport_testkit::service_config(db)
     }
 }
 
@@ -113,7 +106,7 @@ pub async fn serve_profile(db: &TestDatabase) -> Running {
 
 /// The interaction service alone: customer ids are taken as given.
 pub async fn start() -> Stack {
-    logs();
+    rapport_testkit::logs();
     let db = rapport_testkit::database().await;
     rapport_kit::db::migrate(
         &db.url,
@@ -128,7 +121,7 @@ pub async fn start() -> Stack {
 
 /// The interaction and profile services on one database.
 pub async fn start_with_profile() -> Stack {
-    logs();
+    rapport_testkit::logs();
     let db = rapport_testkit::database().await;
     rapport_kit::db::migrate(&db.url, rapport_profile::SCHEMA, &rapport_profile::MIGRATOR)
         .await
@@ -157,14 +150,6 @@ async fn finish(db: TestDatabase, interaction: Running, profile: Option<Running>
         channel,
         pool,
     }
-}
-
-/// A request of `tenant`.
-pub fn req<T>(tenant: Uuid, msg: T) -> tonic::Request<T> {
-    let mut r = tonic::Request::new(msg);
-    r.metadata_mut()
-        .insert(TENANT_HEADER, tenant.to_string().parse().unwrap());
-    r
 }
 
 pub fn at(y: i32, m: u32, d: u32, h: u32) -> DateTime<Utc> {
@@ -230,22 +215,6 @@ pub fn violated_fields(status: &tonic::Status) -> Vec<String> {
         .bad_request()
         .map(|b| b.field_violations.iter().map(|f| f.field.clone()).collect())
         .unwrap_or_default()
-}
-
-/// Waits until `check` holds (up to 30 s).
-pub async fn eventually<F, Fut>(what: &str, mut check: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
-    while !check().await {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out waiting for {what}"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
 }
 
 /// Every event of the interaction feed (the outbox), tenant by tenant and

@@ -5,8 +5,6 @@
 #![allow(dead_code)]
 
 use chrono::{DateTime, Duration, Utc};
-use rapport_kit::config::ServiceConfig;
-use rapport_kit::context::TENANT_HEADER;
 use rapport_proto::rapport::segmentation::v1::segmentation_service_client::SegmentationServiceClient;
 use rapport_proto::rapport::segmentation::v1::{
     CreateSegmentRequest, MarketingApproach, Segment, SegmentKind,
@@ -16,6 +14,10 @@ use rust_decimal::Decimal;
 use sqlx::PgPool;
 use tonic::transport::Channel;
 use uuid::Uuid;
+
+// Not every test binary uses each of these.
+#[allow(unused_imports)]
+pub use rapport_testkit::{eventually, for_tenant as req};
 
 pub type Client = SegmentationServiceClient<Channel>;
 
@@ -29,28 +31,12 @@ pub struct Stack {
     pub pool: PgPool,
 }
 
-fn logs() {
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into()))
-        .with_test_writer()
-        .try_init();
-}
-
-fn config(db: &TestDatabase) -> ServiceConfig {
-    ServiceConfig {
-        database_url: db.url.clone(),
-        db_max_connections: 8,
-        require_internal_auth: false,
-        ..ServiceConfig::default()
-    }
-}
-
 pub async fn serve_segmentation(
     db: &TestDatabase,
     profile: Option<String>,
     interaction: Option<String>,
 ) -> Running {
-    let mut config = config(db);
+    let mut config = rapport_testkit::service_config(db);
     config.profile_url = profile;
     config.interaction_url = interaction;
     rapport_testkit::serve(move |listener, shutdown| async move {
@@ -69,7 +55,7 @@ pub async fn serve_segmentation(
 }
 
 pub async fn serve_profile(db: &TestDatabase) -> Running {
-    let config = config(db);
+    let config = rapport_testkit::service_config(db);
     rapport_testkit::serve(move |listener, shutdown| async move {
         rapport_kit::server::run_service(
             "profile",
@@ -86,7 +72,7 @@ pub async fn serve_profile(db: &TestDatabase) -> Running {
 }
 
 pub async fn serve_interaction(db: &TestDatabase, profile: String) -> Running {
-    let mut config = config(db);
+    let mut config = rapport_testkit::service_config(db);
     config.profile_url = Some(profile);
     rapport_testkit::serve(move |listener, shutdown| async move {
         rapport_kit::server::run_service(
@@ -118,7 +104,7 @@ pub async fn migrated() -> TestDatabase {
 
 /// The segmentation service alone (features are inserted directly).
 pub async fn start() -> Stack {
-    logs();
+    rapport_testkit::logs();
     let db = migrated().await;
     let seg = serve_segmentation(&db, None, None).await;
     finish(db, seg, None, None).await
@@ -127,7 +113,7 @@ pub async fn start() -> Stack {
 /// Profile, interaction and segmentation on one database, segmentation
 /// following the other two.
 pub async fn start_with_feeds() -> Stack {
-    logs();
+    rapport_testkit::logs();
     let db = rapport_testkit::database().await;
     rapport_kit::db::migrate(&db.url, rapport_profile::SCHEMA, &rapport_profile::MIGRATOR)
         .await
@@ -200,14 +186,6 @@ impl Stack {
             r.stop().await;
         }
     }
-}
-
-/// A request of `tenant`.
-pub fn req<T>(tenant: Uuid, msg: T) -> tonic::Request<T> {
-    let mut r = tonic::Request::new(msg);
-    r.metadata_mut()
-        .insert(TENANT_HEADER, tenant.to_string().parse().unwrap());
-    r
 }
 
 /// A projected customer, written straight into `features`.
@@ -356,22 +334,6 @@ pub fn violations(status: &tonic::Status) -> Vec<(String, String)> {
                 .collect()
         })
         .unwrap_or_default()
-}
-
-/// Waits until `check` holds (up to 30 s).
-pub async fn eventually<F, Fut>(what: &str, mut check: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
-    while !check().await {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out waiting for {what}"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
 }
 
 /// The sorted member ids of a segment.

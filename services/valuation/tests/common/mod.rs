@@ -35,6 +35,10 @@ use tonic::transport::Channel;
 use tonic::{Request, Response, Status};
 use uuid::Uuid;
 
+// Not every test binary uses each of these.
+#[allow(unused_imports)]
+pub use rapport_testkit::{eventually, for_tenant as req};
+
 /// Segment members by (tenant, segment).
 pub type Members = Arc<Mutex<HashMap<(Uuid, Uuid), Vec<Uuid>>>>;
 
@@ -265,20 +269,11 @@ impl Stack {
     }
 }
 
-fn logs() {
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into()))
-        .with_test_writer()
-        .try_init();
-}
-
+/// Fits over large synthetic bases take longer than the default deadline.
 fn config(db: &TestDatabase) -> ServiceConfig {
     ServiceConfig {
-        database_url: db.url.clone(),
-        db_max_connections: 8,
-        require_internal_auth: false,
         request_timeout_ms: 120_000,
-        ..ServiceConfig::default()
+        ..rapport_testkit::service_config(db)
     }
 }
 
@@ -304,7 +299,7 @@ macro_rules! serve_service {
 /// Interaction (with profile when asked), valuation and the stand-in
 /// segmentation service on one database.
 pub async fn start(with_profile: bool) -> Stack {
-    logs();
+    rapport_testkit::logs();
     let db = rapport_testkit::database().await;
     if with_profile {
         rapport_kit::db::migrate(&db.url, rapport_profile::SCHEMA, &rapport_profile::MIGRATOR)
@@ -376,14 +371,6 @@ pub async fn start(with_profile: bool) -> Stack {
         valuation_channel,
         pool,
     }
-}
-
-/// A request of `tenant`.
-pub fn req<T>(tenant: Uuid, msg: T) -> Request<T> {
-    let mut r = Request::new(msg);
-    r.metadata_mut()
-        .insert(TENANT_HEADER, tenant.to_string().parse().unwrap());
-    r
 }
 
 pub fn ts(t: DateTime<Utc>) -> Timestamp {
@@ -506,20 +493,4 @@ pub fn violated_fields(status: &Status) -> Vec<String> {
         .bad_request()
         .map(|b| b.field_violations.iter().map(|f| f.field.clone()).collect())
         .unwrap_or_default()
-}
-
-/// Waits until `check` holds (up to 30 s).
-pub async fn eventually<F, Fut>(what: &str, mut check: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
-    while !check().await {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out waiting for {what}"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    }
 }
