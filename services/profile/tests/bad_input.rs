@@ -15,7 +15,7 @@ use rapport_proto::rapport::common::v1::{FeedPosition, Identifier, Money};
 use rapport_proto::rapport::profile::v1::profile_service_client::ProfileServiceClient;
 use rapport_proto::rapport::profile::v1::*;
 use rapport_testkit::hostile::{
-    BAD_IDS, TEXT, YEAR_1, YEAR_9999_END, at, forged_tokens, invalid_times,
+    self, BAD_IDS, TEXT, YEAR_1, YEAR_9999_END, at, forged_tokens, invalid_times,
 };
 use support::*;
 use tonic::{Code, Response, Status};
@@ -42,32 +42,13 @@ fn now_ts() -> Timestamp {
 /// Asserts an INVALID_ARGUMENT with a BadRequest field violation on `field`.
 #[track_caller]
 fn refused<T: std::fmt::Debug>(r: Result<Response<T>, Status>, field: &str) {
-    let e = match r {
-        Ok(ok) => panic!("expected INVALID_ARGUMENT on {field}, got {ok:?}"),
-        Err(e) => e,
-    };
-    assert_eq!(
-        e.code(),
-        Code::InvalidArgument,
-        "expected INVALID_ARGUMENT on {field}: {e:?}"
-    );
-    let fields = violations(&e);
-    assert!(
-        fields.iter().any(|f| f == field),
-        "expected a violation on {field:?}, got {fields:?}"
-    );
+    hostile::assert_invalid(r, field, field);
 }
 
 /// Asserts an error with `code`.
 #[track_caller]
 fn failed<T: std::fmt::Debug>(r: Result<Response<T>, Status>, code: Code) -> Status {
-    match r {
-        Ok(ok) => panic!("expected {code:?}, got {ok:?}"),
-        Err(e) => {
-            assert_eq!(e.code(), code, "{e:?}");
-            e
-        }
-    }
+    hostile::assert_code(r, code, "the call")
 }
 
 /// The customer as it is now.

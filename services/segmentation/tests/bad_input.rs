@@ -31,14 +31,8 @@ fn refused<T>(r: Result<tonic::Response<T>, Status>) -> Status {
 
 /// Asserts INVALID_ARGUMENT with a field violation on `field`.
 #[track_caller]
-fn invalid<T>(r: Result<tonic::Response<T>, Status>, field: &str) {
-    let e = refused(r);
-    assert_eq!(e.code(), Code::InvalidArgument, "{field}: {e:?}");
-    let fields: Vec<String> = violations(&e).into_iter().map(|v| v.0).collect();
-    assert!(
-        fields.iter().any(|f| f == field),
-        "no violation on {field:?} among {fields:?}: {e:?}"
-    );
+fn invalid<T: std::fmt::Debug>(r: Result<tonic::Response<T>, Status>, field: &str) {
+    hostile::assert_invalid(r, field, field);
 }
 
 /// Asserts INVALID_ARGUMENT with a field violation on `prefix` or below it.
@@ -55,9 +49,8 @@ fn invalid_under<T>(r: Result<tonic::Response<T>, Status>, prefix: &str) {
 
 /// Asserts the call failed with `code`.
 #[track_caller]
-fn failed<T>(r: Result<tonic::Response<T>, Status>, code: Code) {
-    let e = refused(r);
-    assert_eq!(e.code(), code, "{e:?}");
+fn failed<T: std::fmt::Debug>(r: Result<tonic::Response<T>, Status>, code: Code) {
+    hostile::assert_code(r, code, "the call");
 }
 
 fn mask(paths: &[&str]) -> Option<FieldMask> {

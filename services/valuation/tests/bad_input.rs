@@ -19,32 +19,16 @@ use rapport_testkit::hostile::{self, BAD_IDS, TEXT, YEAR_1, YEAR_9999_END};
 use tonic::{Code, Status};
 use uuid::Uuid;
 
-/// The refusal of a call that must fail.
-#[track_caller]
-fn refused<T>(r: Result<tonic::Response<T>, Status>) -> Status {
-    match r {
-        Ok(_) => panic!("the call succeeded; a refusal was expected"),
-        Err(e) => e,
-    }
-}
-
 /// Asserts INVALID_ARGUMENT with a field violation on `field`.
 #[track_caller]
-fn invalid<T>(r: Result<tonic::Response<T>, Status>, field: &str) {
-    let e = refused(r);
-    assert_eq!(e.code(), Code::InvalidArgument, "{field}: {e:?}");
-    let fields = violated_fields(&e);
-    assert!(
-        fields.iter().any(|f| f == field),
-        "no violation on {field:?} among {fields:?}: {e:?}"
-    );
+fn invalid<T: std::fmt::Debug>(r: Result<tonic::Response<T>, Status>, field: &str) {
+    hostile::assert_invalid(r, field, field);
 }
 
 /// Asserts the call failed with `code`.
 #[track_caller]
-fn failed<T>(r: Result<tonic::Response<T>, Status>, code: Code) {
-    let e = refused(r);
-    assert_eq!(e.code(), code, "{e:?}");
+fn failed<T: std::fmt::Debug>(r: Result<tonic::Response<T>, Status>, code: Code) {
+    hostile::assert_code(r, code, "the call");
 }
 
 fn at(seconds: i64, nanos: i32) -> Option<Timestamp> {
