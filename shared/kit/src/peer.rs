@@ -132,8 +132,8 @@ pub fn error(service: &str, s: &Status) -> ApiError {
 
 /// Whether the server behind `channel` reports `service` SERVING on
 /// `grpc.health.v1.Health/Check` within `timeout` ("" asks about the server
-/// as a whole), asked with the internal credential `token` when given (the
-/// gateway's backends answer their own services' health only to it). Any
+/// as a whole), asked with the internal credential `token` when given (a
+/// service that requires it answers only callers presenting it). Any
 /// failure, refusal or silence is "no": callers poll, or take a replica out
 /// of rotation.
 pub async fn reports_serving(
