@@ -7,8 +7,6 @@
 //! byte for byte; a NUL byte, which PostgreSQL cannot store in text, is
 //! INVALID_ARGUMENT.
 
-use std::fmt::Debug;
-
 use prost_types::FieldMask;
 use rapport_proto::rapport::gateway::v1 as pb;
 use rapport_proto::rapport::gateway::v1::admin_service_client::AdminServiceClient;
@@ -16,12 +14,12 @@ use rapport_proto::rapport::gateway::v1::customer360_service_client::Customer360
 use rapport_proto::rapport::profile::v1 as ppb;
 use rapport_proto::rapport::profile::v1::profile_service_client::ProfileServiceClient;
 use rapport_testkit::hostile::{
-    MALFORMED_IDS, TEXT, YEAR_9999_END, at, forged_tokens, invalid_times,
+    MALFORMED_IDS, TEXT, YEAR_9999_END, assert_code, assert_violations, at, forged_tokens,
+    invalid_times,
 };
+use tonic::Code;
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
-use tonic::{Code, Status};
-use tonic_types::StatusExt;
 use uuid::Uuid;
 
 /// Sets the `authorization` metadata to exactly this value, or none.
@@ -198,25 +196,6 @@ async fn keys_of(op: &mut Admin, tenant: &str) -> Vec<pb::ApiKey> {
         k.last_used_time = None;
     }
     keys
-}
-
-fn fields(err: &Status) -> Vec<String> {
-    err.get_details_bad_request()
-        .map(|b| b.field_violations.iter().map(|f| f.field.clone()).collect())
-        .unwrap_or_default()
-}
-
-#[track_caller]
-fn assert_invalid<T: Debug>(result: Result<T, Status>, expected: &[&str], case: &str) {
-    let err = result.expect_err(case);
-    assert_eq!(err.code(), Code::InvalidArgument, "{case}: {err:?}");
-    assert_eq!(fields(&err), expected, "{case}: {err:?}");
-}
-
-#[track_caller]
-fn assert_code<T: Debug>(result: Result<T, Status>, code: Code, case: &str) {
-    let err = result.expect_err(case);
-    assert_eq!(err.code(), code, "{case}: {err:?}");
 }
 
 fn mask(paths: &[&str]) -> Option<FieldMask> {
@@ -510,7 +489,7 @@ async fn create_tenant_refuses_bad_input_and_keeps_hostile_names() {
     ));
     for (expected, r) in cases {
         let case = format!("{expected:?}: {r:?}");
-        assert_invalid(op.create_tenant(r).await, &expected, &case);
+        assert_violations(op.create_tenant(r).await, &expected, &case);
         assert_eq!(tenant_count(&mut op).await, before, "{case}");
     }
     assert_eq!(get_tenant(&mut op, &first.tenant_id).await, first);
@@ -570,7 +549,7 @@ async fn tenants_are_read_and_listed_only_with_good_ids_sizes_and_tokens() {
     let mut acme_admin = admin(&s, &acme_key).await;
     for id in MALFORMED_IDS {
         for c in [&mut op, &mut acme_admin] {
-            assert_invalid(
+            assert_violations(
                 c.get_tenant(pb::GetTenantRequest {
                     tenant_id: id.into(),
                 })
@@ -612,7 +591,7 @@ async fn tenants_are_read_and_listed_only_with_good_ids_sizes_and_tokens() {
     let token = first.next_page_token.clone();
     assert!(!token.is_empty());
     for size in [-1, i32::MIN] {
-        assert_invalid(
+        assert_violations(
             op.list_tenants(pb::ListTenantsRequest {
                 page_size: size,
                 page_token: String::new(),
@@ -640,7 +619,7 @@ async fn tenants_are_read_and_listed_only_with_good_ids_sizes_and_tokens() {
     let mut bad_tokens = forged_tokens(&token);
     bad_tokens.push(keys_token);
     for bad in bad_tokens {
-        assert_invalid(
+        assert_violations(
             op.list_tenants(pb::ListTenantsRequest {
                 page_size: 1,
                 page_token: bad.clone(),
@@ -651,7 +630,7 @@ async fn tenants_are_read_and_listed_only_with_good_ids_sizes_and_tokens() {
         );
     }
     // The operator's token is not a tenant admin's.
-    assert_invalid(
+    assert_violations(
         acme_admin
             .list_tenants(pb::ListTenantsRequest {
                 page_size: 1,
@@ -845,7 +824,7 @@ async fn update_tenant_refuses_bad_input_and_changes_nothing() {
     }
     for (expected, r) in cases {
         let case = format!("{expected:?}: {r:?}");
-        assert_invalid(op.update_tenant(r).await, &expected, &case);
+        assert_violations(op.update_tenant(r).await, &expected, &case);
         assert_eq!(get_tenant(&mut op, &acme.tenant_id).await, acme, "{case}");
     }
     let rename = update(&["display_name"], &|t| t.display_name = "Taken over".into());
@@ -1017,7 +996,7 @@ async fn create_api_key_refuses_bad_input_and_creates_nothing() {
     let before = keys_of(&mut op, &acme.tenant_id).await;
     for (expected, r) in cases {
         let case = format!("{expected:?}: {r:?}");
-        assert_invalid(op.create_api_key(r).await, &expected, &case);
+        assert_violations(op.create_api_key(r).await, &expected, &case);
         assert_eq!(keys_of(&mut op, &acme.tenant_id).await, before, "{case}");
     }
     let refused: Vec<(Code, String, pb::CreateApiKeyRequest)> = vec![
@@ -1106,7 +1085,7 @@ async fn api_keys_are_read_listed_and_revoked_only_in_their_tenant() {
     assert_eq!(acme_keys.len(), 3);
 
     for id in MALFORMED_IDS.into_iter().chain([""]) {
-        assert_invalid(
+        assert_violations(
             op.get_api_key(pb::GetApiKeyRequest {
                 api_key_id: id.into(),
             })
@@ -1114,7 +1093,7 @@ async fn api_keys_are_read_listed_and_revoked_only_in_their_tenant() {
             &["api_key_id"],
             id,
         );
-        assert_invalid(
+        assert_violations(
             op.revoke_api_key(pb::RevokeApiKeyRequest {
                 api_key_id: id.into(),
             })
@@ -1124,7 +1103,7 @@ async fn api_keys_are_read_listed_and_revoked_only_in_their_tenant() {
         );
     }
     for id in MALFORMED_IDS {
-        assert_invalid(
+        assert_violations(
             op.list_api_keys(pb::ListApiKeysRequest {
                 tenant_id: id.into(),
                 ..Default::default()
@@ -1189,7 +1168,7 @@ async fn api_keys_are_read_listed_and_revoked_only_in_their_tenant() {
         include_revoked: false,
     };
     for size in [-1, i32::MIN] {
-        assert_invalid(
+        assert_violations(
             op.list_api_keys(pb::ListApiKeysRequest {
                 page_size: size,
                 ..base.clone()
@@ -1235,10 +1214,10 @@ async fn api_keys_are_read_listed_and_revoked_only_in_their_tenant() {
     });
     for r in bad {
         let case = r.page_token.chars().take(100).collect::<String>();
-        assert_invalid(op.list_api_keys(r).await, &["page_token"], &case);
+        assert_violations(op.list_api_keys(r).await, &["page_token"], &case);
     }
     // Another admin of the same tenant cannot replay the operator's token.
-    assert_invalid(
+    assert_violations(
         admin(&s, &acme_secret)
             .await
             .list_api_keys(pb::ListApiKeysRequest {
@@ -1302,14 +1281,14 @@ async fn customer360_refuses_bad_ids_and_hides_other_tenants() {
         max_interactions,
     };
     for id in MALFORMED_IDS.into_iter().chain(["", TEXT, "\0"]) {
-        assert_invalid(
+        assert_violations(
             acme_c360.get_customer360(ask(id, 0)).await,
             &["customer_id"],
             id,
         );
     }
     for n in [-1, i32::MIN] {
-        assert_invalid(
+        assert_violations(
             acme_c360
                 .get_customer360(ask(&customer.customer_id, n))
                 .await,
@@ -1317,7 +1296,7 @@ async fn customer360_refuses_bad_ids_and_hides_other_tenants() {
             &n.to_string(),
         );
     }
-    assert_invalid(
+    assert_violations(
         acme_c360.get_customer360(ask("", -1)).await,
         &["customer_id", "max_interactions"],
         "both",

@@ -9,7 +9,6 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::fmt::Debug;
 
 use chrono::{Duration, Utc};
 use common::*;
@@ -19,7 +18,8 @@ use rapport_proto::rapport::common::v1::{
 };
 use rapport_proto::rapport::interaction::v1::*;
 use rapport_testkit::hostile::{
-    self, BAD_IDS, MULTILINE_TEXT, YEAR_1, YEAR_9999_END, invalid_times,
+    self, BAD_IDS, MULTILINE_TEXT, YEAR_1, YEAR_9999_END, assert_code, assert_violations,
+    invalid_times,
 };
 use tonic::{Code, Status};
 use uuid::Uuid;
@@ -42,21 +42,6 @@ fn with_header<T>(msg: T, header: Option<&str>) -> tonic::Request<T> {
         );
     }
     r
-}
-
-/// Asserts INVALID_ARGUMENT with exactly these field violations.
-#[track_caller]
-fn assert_invalid<T: Debug>(result: Result<T, Status>, fields: &[&str], case: &str) {
-    let err = result.expect_err(case);
-    assert_eq!(err.code(), Code::InvalidArgument, "{case}: {err:?}");
-    assert_eq!(violated_fields(&err), fields, "{case}: {err:?}");
-}
-
-/// Asserts the code of a refusal.
-#[track_caller]
-fn assert_code<T: Debug>(result: Result<T, Status>, code: Code, case: &str) {
-    let err = result.expect_err(case);
-    assert_eq!(err.code(), code, "{case}: {err:?}");
 }
 
 /// What a tenant has in the database: interactions, idempotency keys,
@@ -735,13 +720,13 @@ async fn record_interaction_refuses_every_bad_field_and_writes_nothing() {
     create_campaign(&s, tenant, campaign("Spring")).await;
     let before = footprint(&s, tenant).await;
 
-    assert_invalid(
+    assert_violations(
         c.record_interaction(req(tenant, RecordInteractionRequest { interaction: None }))
             .await,
         &["interaction"],
         "no interaction",
     );
-    assert_invalid(
+    assert_violations(
         c.record_interaction(req(
             tenant,
             RecordInteractionRequest {
@@ -759,7 +744,7 @@ async fn record_interaction_refuses_every_bad_field_and_writes_nothing() {
     for (field, bad) in bad_interactions(customer) {
         let case = short(format!("{field}: {bad:?}"));
         let expected = format!("interaction.{field}");
-        assert_invalid(
+        assert_violations(
             c.record_interaction(req(
                 tenant,
                 RecordInteractionRequest {
@@ -853,7 +838,7 @@ async fn unknown_customers_and_bad_identifiers_are_refused_with_the_profile_serv
     );
     let mut nul = purchase(Uuid::new_v4(), at(2024, 5, 1, 10), 12);
     nul.customer = email_ref(&["ann@example.com\0"]);
-    assert_invalid(
+    assert_violations(
         c.record_interaction(req(
             tenant,
             RecordInteractionRequest {
@@ -1110,7 +1095,7 @@ async fn a_stream_rejects_bad_items_by_index_and_records_the_good_ones() {
     let big: Vec<Interaction> = (0..1001)
         .map(|n| purchase(customer, at(2024, 2, 1, 0), n))
         .collect();
-    assert_invalid(
+    assert_violations(
         c.record_interactions(req(tenant, stream_of(vec![big])))
             .await,
         &["interactions"],
@@ -1128,7 +1113,7 @@ async fn get_interaction_refuses_malformed_ids_and_hides_other_tenants() {
     let tenant = Uuid::new_v4();
     let stored = record(&s, tenant, purchase(Uuid::new_v4(), at(2024, 5, 1, 0), 5)).await;
     for id in BAD_IDS {
-        assert_invalid(
+        assert_violations(
             c.get_interaction(req(
                 tenant,
                 GetInteractionRequest {
@@ -1287,14 +1272,14 @@ async fn list_interactions_refuses_bad_filters_and_forged_page_tokens() {
     }
     for (field, r) in cases {
         let case = format!("{field}: {r:?}");
-        assert_invalid(
+        assert_violations(
             c.list_interactions(req(tenant, r)).await,
             &[field],
             &short(case),
         );
     }
     // The token is refused for another tenant, and another list's token here.
-    assert_invalid(
+    assert_violations(
         c.list_interactions(req(Uuid::new_v4(), with(&|r| r.page_token = token.clone())))
             .await,
         &["page_token"],
@@ -1318,7 +1303,7 @@ async fn list_interactions_refuses_bad_filters_and_forged_page_tokens() {
             .next_page_token
     };
     assert!(!camp_tenant_token.is_empty());
-    assert_invalid(
+    assert_violations(
         c.list_interactions(req(
             tenant,
             with(&|r| r.page_token = camp_tenant_token.clone()),
@@ -1406,7 +1391,7 @@ async fn update_service_request_refuses_bad_input_and_changes_nothing() {
     }
     for (field, r) in invalid {
         let case = format!("{field}: {r:?}");
-        assert_invalid(
+        assert_violations(
             c.update_service_request(req(tenant, r)).await,
             &[field],
             &case,
@@ -1486,7 +1471,7 @@ async fn customer_summaries_refuse_malformed_ids_and_times() {
     let customer = Uuid::new_v4();
     record(&s, tenant, purchase(customer, at(2024, 5, 1, 0), 3)).await;
     for id in BAD_IDS {
-        assert_invalid(
+        assert_violations(
             c.get_customer_summary(req(
                 tenant,
                 GetCustomerSummaryRequest {
@@ -1500,7 +1485,7 @@ async fn customer_summaries_refuse_malformed_ids_and_times() {
         );
     }
     for bad in invalid_times() {
-        assert_invalid(
+        assert_violations(
             c.get_customer_summary(req(
                 tenant,
                 GetCustomerSummaryRequest {
@@ -1681,7 +1666,7 @@ async fn export_summaries_refuses_bad_requests() {
     }
     for (fields, r) in cases {
         let case = format!("{fields:?}: {:?}", r.calibration_end_time);
-        assert_invalid(c.export_summaries(req(tenant, r)).await, &fields, &case);
+        assert_violations(c.export_summaries(req(tenant, r)).await, &fields, &case);
     }
 
     let export = |who: Uuid, r: ExportSummariesRequest| {
@@ -1760,7 +1745,7 @@ async fn the_change_feed_refuses_a_negative_sequence() {
     let s = start().await;
     let mut c = s.interactions();
     for after in [-1, i64::MIN] {
-        assert_invalid(
+        assert_violations(
             c.watch_changes(WatchChangesRequest {
                 after_sequence: after,
                 ..Default::default()
@@ -1871,7 +1856,7 @@ async fn create_campaign_refuses_bad_input_and_keeps_hostile_text() {
     }
     for (fields, r) in cases {
         let case = format!("{fields:?}");
-        assert_invalid(c.create_campaign(req(tenant, r)).await, &fields, &case);
+        assert_violations(c.create_campaign(req(tenant, r)).await, &fields, &case);
         assert_eq!(footprint(&s, tenant).await, before, "{case} wrote nothing");
     }
 
@@ -1936,7 +1921,7 @@ async fn get_campaign_and_its_report_refuse_bad_ids_windows_and_other_tenants() 
     let tenant = Uuid::new_v4();
     let mine = create_campaign(&s, tenant, campaign("Spring")).await;
     for id in BAD_IDS {
-        assert_invalid(
+        assert_violations(
             c.get_campaign(req(
                 tenant,
                 GetCampaignRequest {
@@ -1947,7 +1932,7 @@ async fn get_campaign_and_its_report_refuse_bad_ids_windows_and_other_tenants() 
             &["campaign_id"],
             id,
         );
-        assert_invalid(
+        assert_violations(
             c.get_campaign_report(req(
                 tenant,
                 GetCampaignReportRequest {
@@ -2002,7 +1987,7 @@ async fn get_campaign_and_its_report_refuse_bad_ids_windows_and_other_tenants() 
         (i64::MAX, 0),
         (i64::MIN, 0),
     ] {
-        assert_invalid(
+        assert_violations(
             c.get_campaign_report(req(
                 tenant,
                 GetCampaignReportRequest {
@@ -2114,7 +2099,7 @@ async fn list_campaigns_refuses_bad_filters_and_forged_page_tokens() {
     }
     for (field, r) in cases {
         let case = format!("{field}: {r:?}");
-        assert_invalid(
+        assert_violations(
             c.list_campaigns(req(tenant, r)).await,
             &[field],
             &short(case),
@@ -2122,7 +2107,7 @@ async fn list_campaigns_refuses_bad_filters_and_forged_page_tokens() {
     }
     // Another tenant cannot use the token, nor see the campaigns.
     let stranger = Uuid::new_v4();
-    assert_invalid(
+    assert_violations(
         c.list_campaigns(req(stranger, with(&|r| r.page_token = token.clone())))
             .await,
         &["page_token"],
@@ -2154,7 +2139,7 @@ async fn list_campaigns_refuses_bad_filters_and_forged_page_tokens() {
         .into_inner()
         .next_page_token;
     assert!(!timeline_token.is_empty());
-    assert_invalid(
+    assert_violations(
         c.list_campaigns(req(
             tenant,
             with(&|r| r.page_token = timeline_token.clone()),
@@ -2337,7 +2322,7 @@ async fn update_campaign_refuses_bad_input_and_changes_nothing() {
     }
     for (fields, r) in cases {
         let case = format!("{fields:?}: {r:?}");
-        assert_invalid(c.update_campaign(req(tenant, r)).await, &fields, &case);
+        assert_violations(c.update_campaign(req(tenant, r)).await, &fields, &case);
         assert_eq!(read().await, current, "{case}");
     }
     let rename = update(&["name"], &|c| c.name = "Taken over".into());

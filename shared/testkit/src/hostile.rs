@@ -144,6 +144,22 @@ pub fn assert_invalid<T: std::fmt::Debug>(result: Result<T, Status>, field: &str
     );
 }
 
+/// Asserts that `result` is `INVALID_ARGUMENT` with exactly the field
+/// violations `fields`, in order; `case` says which input it was.
+#[track_caller]
+pub fn assert_violations<T: std::fmt::Debug>(
+    result: Result<T, Status>,
+    fields: &[&str],
+    case: &str,
+) {
+    let status = match result {
+        Ok(ok) => panic!("{case}: expected INVALID_ARGUMENT on {fields:?}, got {ok:?}"),
+        Err(s) => s,
+    };
+    assert_eq!(status.code(), Code::InvalidArgument, "{case}: {status:?}");
+    assert_eq!(violations(&status), fields, "{case}: {status:?}");
+}
+
 /// Asserts that `result` failed with `code`, and returns the status.
 #[track_caller]
 pub fn assert_code<T: std::fmt::Debug>(
@@ -207,6 +223,7 @@ mod tests {
         let status = v.finish().err().map(Status::from);
         let status = status.expect("a violation makes an error");
         assert_eq!(violations(&status), vec!["customer_id".to_string()]);
-        assert_invalid::<()>(Err(status), "customer_id", "a bad id");
+        assert_invalid::<()>(Err(status.clone()), "customer_id", "a bad id");
+        assert_violations::<()>(Err(status), &["customer_id"], "a bad id");
     }
 }
