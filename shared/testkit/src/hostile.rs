@@ -43,13 +43,19 @@ pub const BAD_IDS: [&str; 7] = {
 /// A string that decodes as base64url but was never issued as a page token.
 pub const FORGED_TOKEN: &str = "eyJ0IjoxLCJpZCI6IngifQAAAAAAAAAAAAAAAAAAAAA";
 
-/// `token` with its middle character changed.
-pub fn tampered(token: &str) -> String {
+/// `token` with its character at `pos` changed (to 'A', or 'B' if it was
+/// an 'A').
+fn changed_at(token: &str, pos: usize) -> String {
     let mut chars: Vec<char> = token.chars().collect();
-    if let Some(c) = chars.get_mut(token.chars().count() / 2) {
+    if let Some(c) = chars.get_mut(pos) {
         *c = if *c == 'A' { 'B' } else { 'A' };
     }
     chars.into_iter().collect()
+}
+
+/// `token` with its middle character changed.
+pub fn tampered(token: &str) -> String {
+    changed_at(token, token.chars().count() / 2)
 }
 
 /// `token` with one character changed at its start, its middle and its end.
@@ -57,13 +63,7 @@ pub fn altered(token: &str) -> Vec<String> {
     let n = token.chars().count();
     [0, n / 2, n.saturating_sub(1)]
         .into_iter()
-        .map(|pos| {
-            let mut chars: Vec<char> = token.chars().collect();
-            if let Some(c) = chars.get_mut(pos) {
-                *c = if *c == 'A' { 'B' } else { 'A' };
-            }
-            chars.into_iter().collect()
-        })
+        .map(|pos| changed_at(token, pos))
         .collect()
 }
 

@@ -208,14 +208,8 @@ pub fn contact(customer: Uuid, kind: InteractionType, t: DateTime<Utc>) -> Inter
 }
 
 /// The field paths of an INVALID_ARGUMENT status's BadRequest detail.
-pub fn violated_fields(status: &tonic::Status) -> Vec<String> {
-    use tonic_types::StatusExt;
-    status
-        .get_error_details()
-        .bad_request()
-        .map(|b| b.field_violations.iter().map(|f| f.field.clone()).collect())
-        .unwrap_or_default()
-}
+#[allow(unused_imports)]
+pub use rapport_testkit::hostile::violations as violated_fields;
 
 /// Every event of the interaction feed (the outbox), tenant by tenant and
 /// in sequence order within each, with its typed case (None for an event

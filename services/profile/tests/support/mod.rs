@@ -14,7 +14,6 @@ use tonic::metadata::MetadataValue;
 use tonic::service::Interceptor;
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
-use tonic_types::StatusExt;
 use uuid::Uuid;
 
 /// Adds a tenant to every call.
@@ -254,11 +253,7 @@ pub fn external(system: &str, v: &str) -> Identifier {
 /// The field paths of an INVALID_ARGUMENT's BadRequest detail.
 pub fn violations(status: &tonic::Status) -> Vec<String> {
     assert_eq!(status.code(), tonic::Code::InvalidArgument, "{status:?}");
-    status
-        .get_error_details()
-        .bad_request()
-        .map(|b| b.field_violations.iter().map(|f| f.field.clone()).collect())
-        .unwrap_or_default()
+    rapport_testkit::hostile::violations(status)
 }
 
 /// Resolves identifiers; the resolved customer and whether it was created.

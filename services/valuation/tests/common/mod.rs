@@ -486,11 +486,5 @@ pub async fn record_all(s: &Stack, tenant: Uuid, interactions: Vec<Interaction>)
 }
 
 /// The field paths of an INVALID_ARGUMENT status's BadRequest detail.
-pub fn violated_fields(status: &Status) -> Vec<String> {
-    use tonic_types::StatusExt;
-    status
-        .get_error_details()
-        .bad_request()
-        .map(|b| b.field_violations.iter().map(|f| f.field.clone()).collect())
-        .unwrap_or_default()
-}
+#[allow(unused_imports)]
+pub use rapport_testkit::hostile::violations as violated_fields;
