@@ -729,6 +729,7 @@ async fn erase_leaves_no_personal_data_anywhere() {
     }
     // No event from before the erasure holds any of the erased data, byte for
     // byte (the new customer above reuses the released e-mail address).
+    let mut db = env.feed_db().await;
     for secret in [
         "Wilhelmina",
         "Quackenbush",

@@ -139,11 +139,11 @@ pub fn decode<E: FeedEnvelope>(event: &ChangeEvent) -> Option<E> {
 }
 
 /// Appends events to the outbox of the connection's schema, in the caller's
-/// transaction, in one round trip. Their sequences are given when the
-/// transaction commits (see the kit's migration 0005): each tenant's events
-/// of the transaction take the tenant's next range, in the order appended,
-/// so each tenant's sequence order is its commit order while writers wait on
-/// each other only for the instant of their commits.
+/// transaction, in one round trip, without taking any lock. Their sequences
+/// are given once the transaction has committed, by the first reader that
+/// looks (see [`number_committed`] and the kit's migration 0006): each
+/// tenant's events of the transaction take the tenant's next range, in the
+/// order appended, so writers never wait on each other.
 pub async fn append(conn: &mut PgConnection, events: &[NewEvent]) -> Result<(), sqlx::Error> {
     if events.is_empty() {
         return Ok(());
@@ -226,7 +226,7 @@ pub async fn redact<E: FeedEnvelope>(
         .iter()
         .map(|(_, subject)| redacted_body::<E>(subject, reason))
         .collect();
-    // Events numbered at commit: found through their transaction's range.
+    // Events numbered per transaction: found through their transaction's range.
     let numbered = sqlx::query(
         "UPDATE outbox o SET payload = NULL, event_type_url = $4, event = t.body
            FROM unnest($2::bigint[], $3::bytea[]) AS t (seq, body)
@@ -441,7 +441,7 @@ const OUTBOX_COLUMNS: &str = "sequence, tenant_id, aggregate_type, aggregate_id,
      event_type_url, event, commit_time, traceparent";
 
 /// The events of tenant `$1` after sequence `$2`, at most `$3`, in
-/// sequence order: those numbered at commit (through their transactions'
+/// sequence order: those numbered per transaction (through their transactions'
 /// ranges) after those numbered before per-tenant order (all lower).
 const TENANT_EVENTS: &str = "
     (SELECT o.sequence, o.tenant_id, o.aggregate_type, o.aggregate_id, o.event_type, o.payload,
@@ -466,8 +466,20 @@ const TENANT_EVENTS: &str = "
     ORDER BY 1 LIMIT $3";
 
 /// Reads up to `limit` events of `tenant` after `after` from the outbox of
-/// the pool's schema, in sequence order.
+/// the pool's schema, in sequence order, once what has committed is
+/// numbered.
 pub async fn read_after(
+    pool: &PgPool,
+    tenant: Uuid,
+    after: i64,
+    limit: i64,
+) -> Result<Vec<ChangeEvent>, sqlx::Error> {
+    number_committed(pool, tenant).await?;
+    read_numbered(pool, tenant, after, limit).await
+}
+
+/// [`read_after`] without numbering first (the caller just did).
+async fn read_numbered(
     pool: &PgPool,
     tenant: Uuid,
     after: i64,
@@ -493,19 +505,33 @@ async fn read_tenants(
 ) -> Result<Vec<ChangeEvent>, sqlx::Error> {
     let mut out = Vec::new();
     for (tenant, after) in tenants {
-        out.extend(read_after(pool, *tenant, *after, limit).await?);
+        out.extend(read_numbered(pool, *tenant, *after, limit).await?);
     }
     Ok(out)
 }
 
 /// The last sequence of each tenant of the feed (of `only` when given, of
-/// `scope` when set).
+/// `scope` when set), once the events committed by then are numbered (see
+/// [`number_committed`]).
 async fn heads(
     pool: &PgPool,
     scope: Option<Uuid>,
     only: Option<&HashSet<Uuid>>,
 ) -> Result<Vec<(Uuid, i64)>, sqlx::Error> {
     let only: Option<Vec<Uuid>> = only.map(|o| o.iter().copied().collect());
+    let pending: Vec<Uuid> = sqlx::query_scalar(
+        "SELECT DISTINCT tenant_id FROM outbox_commits
+          WHERE first_sequence IS NULL
+            AND ($1::uuid IS NULL OR tenant_id = $1)
+            AND ($2::uuid[] IS NULL OR tenant_id = ANY($2))",
+    )
+    .bind(scope)
+    .bind(&only)
+    .fetch_all(pool)
+    .await?;
+    for tenant in pending {
+        number_committed(pool, tenant).await?;
+    }
     sqlx::query_as(
         "SELECT tenant_id, origin + issued FROM outbox_heads
           WHERE ($1::uuid IS NULL OR tenant_id = $1)
@@ -517,15 +543,32 @@ async fn heads(
     .await
 }
 
+/// Numbers the events of `tenant` whose transactions have committed and
+/// have no sequences yet, on the feed of the connection's schema; returns
+/// the tenant's last sequence (0 before its first event).
+///
+/// Writers do not number their events: numbering during their commits
+/// would make every write of a tenant wait for the previous one to be
+/// durable. Readers number them before they look at a tenant's head
+/// (numberers of one tenant take turns, and each numbers only what has
+/// committed, in the order the transactions committed), so a change that
+/// waited for another comes after it, and a reader that sees sequence `s`
+/// sees every earlier one.
+/// Anything that reads `outbox_events` by sequence calls this first.
+pub async fn number_committed<'c, E>(conn: E, tenant: Uuid) -> Result<i64, sqlx::Error>
+where
+    E: sqlx::PgExecutor<'c>,
+{
+    sqlx::query_scalar("SELECT outbox_number_committed($1)")
+        .bind(tenant)
+        .fetch_one(conn)
+        .await
+}
+
 /// The last sequence of `tenant` on the feed of the pool's schema (0 before
-/// its first event).
+/// its first event), once what has committed is numbered.
 pub async fn head(pool: &PgPool, tenant: Uuid) -> Result<i64, sqlx::Error> {
-    let h: Option<i64> =
-        sqlx::query_scalar("SELECT origin + issued FROM outbox_heads WHERE tenant_id = $1")
-            .bind(tenant)
-            .fetch_optional(pool)
-            .await?;
-    Ok(h.unwrap_or(0))
+    number_committed(pool, tenant).await
 }
 
 /// Streams the feed of the pool's schema from `position` on: each tenant's

@@ -282,6 +282,7 @@ async fn no_event_lost_or_reordered_across_restarts() {
     // Per tenant: exactly its outbox, numbered 1, 2, 3…, applied once each
     // in sequence order.
     for t in tenants {
+        feed::number_committed(&producer_pool, t).await.unwrap();
         let outbox: Vec<i64> = sqlx::query_scalar(
             "SELECT sequence FROM outbox_events WHERE tenant_id = $1 ORDER BY sequence",
         )
@@ -339,7 +340,7 @@ async fn numbered(pool: &PgPool, tenant: Uuid) -> Vec<(i64, String)> {
 }
 
 #[tokio::test]
-async fn events_are_numbered_at_commit_and_writers_never_wait_on_each_other() {
+async fn events_are_numbered_once_committed_and_writers_never_wait_on_each_other() {
     let db = rapport_testkit::database().await;
     db::migrate(&db.url, PRODUCER, &NO_MIGRATIONS)
         .await
@@ -433,6 +434,59 @@ async fn events_are_numbered_at_commit_and_writers_never_wait_on_each_other() {
     assert_eq!(
         &tenant_events[3..],
         [(4, "b".to_string()), (5, "d".to_string())]
+    );
+
+    // A transaction never numbers its own events (it may append more).
+    let mut tx = pool.begin().await.unwrap();
+    feed::append(&mut tx, &[event(tenant, "e")]).await.unwrap();
+    assert_eq!(feed::number_committed(&mut *tx, tenant).await.unwrap(), 5);
+    feed::append(&mut tx, &[event(tenant, "f")]).await.unwrap();
+    tx.commit().await.unwrap();
+
+    // Writers take no lock on the feed's head: while a reader holds the
+    // tenant's head to number it, a writer of that tenant still commits.
+    let mut reader = pool.begin().await.unwrap();
+    sqlx::query("SELECT issued FROM outbox_heads WHERE tenant_id = $1 FOR UPDATE")
+        .bind(tenant)
+        .execute(&mut *reader)
+        .await
+        .unwrap();
+    let mut tx = pool.begin().await.unwrap();
+    feed::append(&mut tx, &[event(tenant, "g")]).await.unwrap();
+    tokio::time::timeout(Duration::from_secs(2), tx.commit())
+        .await
+        .expect("a writer waited for the feed's head")
+        .unwrap();
+    reader.rollback().await.unwrap();
+    let tenant_events = numbered(&pool, tenant).await;
+    assert_eq!(
+        &tenant_events[5..],
+        [
+            (6, "e".to_string()),
+            (7, "f".to_string()),
+            (8, "g".to_string())
+        ]
+    );
+
+    // Transactions numbered together are in commit order, whatever order
+    // they began in.
+    let mut early = pool.begin().await.unwrap();
+    feed::append(&mut early, &[event(tenant, "began-first")])
+        .await
+        .unwrap();
+    let mut tx = pool.begin().await.unwrap();
+    feed::append(&mut tx, &[event(tenant, "committed-first")])
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    early.commit().await.unwrap();
+    let tenant_events = numbered(&pool, tenant).await;
+    assert_eq!(
+        &tenant_events[8..],
+        [
+            (9, "committed-first".to_string()),
+            (10, "began-first".to_string())
+        ]
     );
 }
 
@@ -575,6 +629,9 @@ async fn feeds_numbered_before_per_tenant_order_continue_above_every_old_sequenc
     .await
     .unwrap();
     tx.commit().await.unwrap();
+    for t in [a, b, c] {
+        feed::number_committed(&mut conn, t).await.unwrap();
+    }
     // What the consumer still has to apply, with its old cursor as the
     // default position: nothing it applied, nothing it missed.
     let rest: Vec<(Uuid, i64, String)> = sqlx::query_as(

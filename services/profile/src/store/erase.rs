@@ -111,6 +111,9 @@ pub async fn erase(
     // them, and any other event that mentions them or their identifiers
     // become `redacted` (protobuf keeps strings as plain UTF-8, so a byte
     // search finds every id and identifier an encoded event holds).
+    // Committed events get their sequences first (readers number them), so
+    // none that is still waiting for one escapes.
+    feed::number_committed(&mut *tx, tenant).await?;
     let mentioned: Vec<(i64, String, String, Vec<u8>)> = sqlx::query_as(
         "SELECT sequence, aggregate_type, aggregate_id, event FROM outbox_events
           WHERE tenant_id = $1 AND event IS NOT NULL AND sequence IS NOT NULL

@@ -57,6 +57,22 @@ impl Env {
         PgConnection::connect(&self.db_url).await.expect("connect")
     }
 
+    /// A connection to the database once every committed event of the
+    /// profile feed has its sequence (readers number them; see
+    /// `rapport_kit::feed::number_committed`).
+    pub async fn feed_db(&self) -> PgConnection {
+        let mut c = self.db().await;
+        sqlx::query(
+            "SELECT count(profile.outbox_number_committed(t))
+               FROM (SELECT DISTINCT tenant_id AS t FROM profile.outbox_commits
+                      WHERE first_sequence IS NULL ORDER BY 1) x",
+        )
+        .execute(&mut c)
+        .await
+        .expect("number the feed");
+        c
+    }
+
     /// A scalar query's answer.
     pub async fn scalar(&self, sql: &'static str) -> i64 {
         let mut c = self.db().await;
@@ -77,7 +93,7 @@ impl Env {
     /// tenant's in sequence order.
     pub async fn typed_events(&self, event_type: &str) -> Vec<profile_event::Event> {
         use prost::Message;
-        let mut c = self.db().await;
+        let mut c = self.feed_db().await;
         let rows: Vec<(String, Vec<u8>)> = sqlx::query_as(
             "SELECT event_type_url, event FROM profile.outbox_events WHERE event_type = $1
               ORDER BY min(commit_time) OVER (PARTITION BY tenant_id), tenant_id, sequence",
@@ -99,7 +115,7 @@ impl Env {
 
     /// The event types on the outbox, in order (as `typed_events`).
     pub async fn event_types(&self) -> Vec<String> {
-        let mut c = self.db().await;
+        let mut c = self.feed_db().await;
         sqlx::query_scalar(
             "SELECT event_type FROM profile.outbox_events
               ORDER BY min(commit_time) OVER (PARTITION BY tenant_id), tenant_id, sequence",

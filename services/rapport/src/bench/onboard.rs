@@ -210,7 +210,7 @@ async fn caught_up(admin: &PgPool, tenant: Uuid, limit: Duration) -> anyhow::Res
         let mut behind = false;
         for (producer, consumer, source) in FEEDS {
             let head: Option<i64> = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
-                "SELECT origin + issued FROM {producer}.outbox_heads WHERE tenant_id = $1"
+                "SELECT {producer}.outbox_number_committed($1)"
             )))
             .bind(tenant)
             .fetch_optional(admin)

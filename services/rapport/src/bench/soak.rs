@@ -477,7 +477,7 @@ async fn wait_for_consumers(pool: &sqlx::PgPool, tenants: &[Uuid]) -> anyhow::Re
                     continue;
                 }
                 let head: Option<i64> = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
-                    "SELECT origin + issued FROM {source}.outbox_heads WHERE tenant_id = $1"
+                    "SELECT {source}.outbox_number_committed($1)"
                 )))
                 .bind(tenant)
                 .fetch_optional(pool)
