@@ -153,7 +153,10 @@ fn postgres_stopped_and_started_under_load_loses_no_acknowledged_write() {
     for (addr, name) in &services {
         wait_for_health(addr, name, "NOT_SERVING", Duration::from_secs(20));
     }
-    std::thread::sleep(Duration::from_secs(1));
+    // Longer than a pool waits for a connection (5 s): a writer that was
+    // between calls when the database went sees the outage too, not only
+    // one caught in the middle of a transaction.
+    std::thread::sleep(Duration::from_secs(6));
 
     // It comes back on the same port: the services recover on their own.
     let _pg = own_postgres(&dir.path().join("pg"), port);
