@@ -13,7 +13,8 @@ use uuid::Uuid;
 use proto::scalar_value::Kind;
 use proto::{ConditionExplanation, ExplanationNodeKind};
 
-use super::catalog::{Catalog, Storage, measure_type, num};
+use super::catalog::{Catalog, Storage, measure_type};
+use super::check::num;
 use super::print::{self, print_condition};
 use super::sql::{ago, source_types};
 use super::{AggFn, Aggregate, CmpOp, Cond, Expr, Literal, Operand, SegmentRef, TimeOp, TimeRef};

@@ -69,6 +69,7 @@
 //! `compile_sql` (whole tenant) or `evaluate`/`explain` (one customer).
 
 mod catalog;
+mod check;
 mod convert;
 mod eval;
 mod lex;
@@ -82,7 +83,8 @@ use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
 use uuid::Uuid;
 
-pub use catalog::{AttributeField, Catalog, Field, Storage, check};
+pub use catalog::{AttributeField, Catalog, Field, Storage};
+pub use check::check;
 pub use convert::{from_proto, to_proto};
 pub use eval::{
     Event, FEATURES_ROW_SQL, Facts, RankFacts, Value, consents_from_row, evaluate, explain,

@@ -7,7 +7,8 @@ use chrono::{DateTime, Utc};
 use rapport_proto::rapport::segmentation::v1::FieldType;
 use rust_decimal::Decimal;
 
-use super::catalog::{CAMPAIGN_RESPONSE_TYPES, CONTACT_TYPES, Catalog, Field, Storage, num};
+use super::catalog::{CAMPAIGN_RESPONSE_TYPES, CONTACT_TYPES, Catalog, Field, Storage};
+use super::check::num;
 use super::{AggFn, Aggregate, CmpOp, Cond, Expr, Literal, Operand, SegmentRef, TimeOp, TimeRef};
 
 /// A compiled rule: `condition` is a boolean SQL expression over `features f`
