@@ -1,0 +1,69 @@
+//! Stored values to their messages, and the page cursors of model and
+//! ranking lists.
+
+use super::*;
+
+#[derive(Serialize, Deserialize)]
+pub(super) struct ModelCursor {
+    pub(super) t: i64,
+    pub(super) id: Uuid,
+}
+
+#[derive(Serialize, Deserialize)]
+pub(super) struct RankCursor {
+    /// Customers returned so far.
+    pub(super) n: i64,
+    /// The last CLV (decimal text) or float value.
+    pub(super) v: String,
+    pub(super) id: Uuid,
+}
+
+pub(super) fn value_proto(r: &store::ValueRow) -> pb::CustomerValue {
+    let c = r.currency_code.as_str();
+    pb::CustomerValue {
+        customer_id: r.customer_id.to_string(),
+        clv: Some(to_money(c, r.clv)),
+        p_alive: r.p_alive,
+        expected_purchases: r.expected_purchases,
+        expected_average_order_value: Some(to_money(c, r.expected_order_value)),
+        historical_value: Some(to_money(c, r.historical_value)),
+        value_tier: i32::from(r.value_tier),
+        transaction_model_id: r.transaction_model_id.to_string(),
+        spend_model_id: r.spend_model_id.to_string(),
+        score_time: Some(timestamp(r.score_time)),
+        settings: Some(pb::ScoringSettings {
+            horizon_periods: r.horizon_periods,
+            period_unit: i32::from(r.period_unit),
+            discount_rate: r.discount_rate,
+            margin_ratio: r.margin_ratio,
+        }),
+        frequency: r.frequency,
+        recency: r.recency,
+        t: r.t,
+    }
+}
+
+pub(super) fn distribution_proto(d: &Distribution, currency: &str) -> pb::ValueDistribution {
+    pb::ValueDistribution {
+        total: Some(to_money(currency, d.total)),
+        top_shares: d
+            .top_shares
+            .iter()
+            .map(|s| pb::TopShare {
+                top_percent: s.percent,
+                customer_count: s.customers,
+                value: Some(to_money(currency, s.value)),
+                share: s.share,
+            })
+            .collect(),
+        lorenz_curve: d
+            .lorenz
+            .iter()
+            .map(|&(c, v)| pb::LorenzPoint {
+                customer_share: c,
+                value_share: v,
+            })
+            .collect(),
+        gini: d.gini,
+    }
+}

@@ -1,0 +1,313 @@
+//! FitModel and ActivateModel: the validated plan of a fit, the data it
+//! takes, and the events a fitted or activated model publishes.
+
+use super::*;
+
+/// A validated FitModel request.
+pub(super) struct FitPlan {
+    pub(super) kind: Kind,
+    pub(super) unit: Unit,
+    pub(super) calibration_end: DateTime<Utc>,
+    pub(super) holdout_end: Option<DateTime<Utc>>,
+    pub(super) segment: Option<Uuid>,
+    pub(super) cohort: Option<(String, DateTime<Utc>, DateTime<Utc>)>,
+    pub(super) max_iterations: u64,
+    pub(super) activate: bool,
+}
+
+pub(super) fn validate_fit(
+    r: &pb::FitModelRequest,
+    now: DateTime<Utc>,
+) -> Result<FitPlan, ApiError> {
+    let mut v = Violations::new();
+    let inline = !r.inline_summaries.is_empty();
+    let kind = Kind::from_proto(r.kind);
+    v.check(
+        kind.is_none(),
+        "kind",
+        "required: BG_NBD, PARETO_NBD or GAMMA_GAMMA",
+    );
+    let calibration_end = match &r.calibration_end_time {
+        None => {
+            v.add("calibration_end_time", "required");
+            None
+        }
+        Some(t) => match from_timestamp(t) {
+            None => {
+                v.add("calibration_end_time", "is not a valid timestamp");
+                None
+            }
+            Some(t) if !inline && t > now => {
+                v.add(
+                    "calibration_end_time",
+                    "must not be after the server's clock for exported data",
+                );
+                None
+            }
+            Some(t) => Some(t),
+        },
+    };
+    let unit = Unit::from_proto(r.period_unit);
+    v.check(
+        unit.is_none(),
+        "period_unit",
+        "required: DAY, WEEK or MONTH",
+    );
+    let holdout_end = match &r.holdout_end_time {
+        None => None,
+        Some(t) => match from_timestamp(t) {
+            None => {
+                v.add("holdout_end_time", "is not a valid timestamp");
+                None
+            }
+            Some(h) if calibration_end.is_some_and(|c| h <= c) => {
+                v.add("holdout_end_time", "must be after calibration_end_time");
+                None
+            }
+            Some(h) if !inline && h > now => {
+                v.add(
+                    "holdout_end_time",
+                    "must not be after the server's clock for exported data",
+                );
+                None
+            }
+            Some(h) => Some(h),
+        },
+    };
+    let (mut segment, mut cohort) = (None, None);
+    match r.scope.as_ref().and_then(|s| s.restriction.as_ref()) {
+        None => {}
+        Some(_) if inline => v.add("scope", "must be unset with inline_summaries"),
+        Some(model_scope::Restriction::SegmentId(s)) => {
+            segment = parse_uuid(&mut v, "scope.segment_id", s)
+        }
+        Some(model_scope::Restriction::Cohort(c)) => match cohort::parse_label(c) {
+            None => v.add(
+                "scope.cohort",
+                "must be a month \"YYYY-MM\" or a quarter \"YYYY-Qn\"",
+            ),
+            Some((g, p)) => match (cohort::period_start(p, g), cohort::period_start(p + 1, g)) {
+                (Some(start), Some(end)) => {
+                    if calibration_end.is_some_and(|c| start >= c) {
+                        v.add("scope.cohort", "must start before calibration_end_time");
+                    }
+                    cohort = Some((c.clone(), start, end));
+                }
+                _ => v.add("scope.cohort", "is out of range"),
+            },
+        },
+    }
+    v.check(
+        r.inline_summaries.len() > MAX_INLINE,
+        "inline_summaries",
+        format!("at most {MAX_INLINE} summaries"),
+    );
+    let mut currencies = HashSet::new();
+    for (i, s) in r.inline_summaries.iter().enumerate().take(MAX_INLINE + 1) {
+        let f = |name: &str| format!("inline_summaries[{i}].{name}");
+        parse_uuid(&mut v, &f("customer_id"), &s.customer_id);
+        v.check(s.frequency < 0, f("frequency"), "must not be negative");
+        v.check(
+            !(s.recency >= 0.0 && s.recency.is_finite()),
+            f("recency"),
+            "must be finite and not negative",
+        );
+        v.check(
+            !(s.t >= 0.0 && s.t.is_finite()),
+            f("t"),
+            "must be finite and not negative",
+        );
+        v.check(s.recency > s.t, f("recency"), "must not exceed t");
+        v.check(
+            s.frequency == 0 && s.recency > 0.0,
+            f("recency"),
+            "must be 0 when frequency is 0",
+        );
+        v.check(
+            !(s.monetary_value >= 0.0 && s.monetary_value.is_finite()),
+            f("monetary_value"),
+            "must be finite and not negative",
+        );
+        v.check(
+            holdout_end.is_none()
+                && r.holdout_end_time.is_none()
+                && (s.holdout_purchases != 0 || s.holdout_value != 0.0),
+            f("holdout_purchases"),
+            "holdout figures need holdout_end_time",
+        );
+        v.check(
+            s.holdout_purchases < 0,
+            f("holdout_purchases"),
+            "must not be negative",
+        );
+        if let Some(t) = &s.first_purchase_time {
+            v.check(
+                from_timestamp(t).is_none(),
+                f("first_purchase_time"),
+                "is not a valid timestamp",
+            );
+        }
+        if !s.currency_code.is_empty() {
+            if is_currency(&s.currency_code) {
+                currencies.insert(s.currency_code.as_str());
+            } else {
+                v.add(
+                    f("currency_code"),
+                    "must be an ISO 4217 currency code in upper case",
+                );
+            }
+        }
+    }
+    v.check(
+        !r.currency_code.is_empty() && !is_currency(&r.currency_code),
+        "currency_code",
+        "must be an ISO 4217 currency code in upper case",
+    );
+    v.check(
+        inline && r.currency_code.is_empty() && currencies.len() > 1,
+        "currency_code",
+        "required: the inline summaries are in several currencies",
+    );
+    v.check(
+        inline
+            && kind == Some(Kind::GammaGamma)
+            && r.currency_code.is_empty()
+            && currencies.is_empty(),
+        "currency_code",
+        "required: the inline summaries name no currency",
+    );
+    let options = r.options.unwrap_or_default();
+    v.check(
+        !(0..=100_000).contains(&options.max_iterations),
+        "options.max_iterations",
+        "must be in 0..=100000 (0 means 1000)",
+    );
+    v.check(
+        r.request_id.chars().count() > MAX_REQUEST_ID,
+        "request_id",
+        format!("at most {MAX_REQUEST_ID} characters"),
+    );
+    v.check(
+        r.request_id.contains('\0'),
+        "request_id",
+        "must not contain NUL characters (U+0000)",
+    );
+    v.finish()?;
+    let (Some(kind), Some(unit), Some(calibration_end)) = (kind, unit, calibration_end) else {
+        return Err(ApiError::invalid("kind", "required"));
+    };
+    Ok(FitPlan {
+        kind,
+        unit,
+        calibration_end,
+        holdout_end,
+        segment,
+        cohort,
+        max_iterations: if options.max_iterations == 0 {
+            1000
+        } else {
+            options.max_iterations as u64
+        },
+        activate: options.activate_on_success,
+    })
+}
+
+pub(super) fn request_hash(r: &pb::FitModelRequest) -> String {
+    hex::encode(Sha256::digest(r.encode_to_vec()))
+}
+
+pub(super) fn fitted_event(tenant: Uuid, m: &pb::Model) -> NewEvent {
+    NewEvent::new(
+        tenant,
+        "model",
+        m.model_id.clone(),
+        events::MODEL_FITTED,
+        &events::envelope(valuation_event::Event::ModelFitted(pb::ModelFitted {
+            model: Some(m.clone()),
+        })),
+    )
+}
+
+pub(super) fn activated_event(tenant: Uuid, m: &pb::Model, previous: Option<Uuid>) -> NewEvent {
+    NewEvent::new(
+        tenant,
+        "model",
+        m.model_id.clone(),
+        events::MODEL_ACTIVATED,
+        &events::envelope(valuation_event::Event::ModelActivated(
+            events::model_activated(&m.model_id, m.kind, m.version, previous),
+        )),
+    )
+}
+
+/// Why a model cannot be activated, if it cannot.
+pub(super) fn activation_refusal(m: &pb::Model) -> Option<String> {
+    if !m.converged {
+        return Some(format!(
+            "model {} did not converge and cannot be activated; fit again",
+            m.model_id
+        ));
+    }
+    if Kind::from_proto(m.kind) == Some(Kind::GammaGamma)
+        && m.parameters.iter().any(|p| p.name == "q" && p.value <= 1.0)
+    {
+        return Some(format!(
+            "Gamma-Gamma model {} has q <= 1 (infinite expected spend) and cannot be activated",
+            m.model_id
+        ));
+    }
+    None
+}
+
+impl ValuationApi {
+    /// Reads the summaries a fit takes: inline, or exported for the scope.
+    pub(super) async fn fit_data(
+        &self,
+        ctx: &CallContext,
+        r: &pb::FitModelRequest,
+        plan: &FitPlan,
+    ) -> Result<Vec<PurchaseHistorySummary>, ApiError> {
+        if !r.inline_summaries.is_empty() {
+            return Ok(r.inline_summaries.clone());
+        }
+        let interaction = self.interaction()?;
+        let base = ExportSummariesRequest {
+            calibration_end_time: Some(timestamp(plan.calibration_end)),
+            period_unit: plan.unit.to_proto(),
+            holdout_end_time: plan.holdout_end.map(timestamp),
+            currency_code: r.currency_code.clone(),
+            restriction: plan.cohort.as_ref().map(|(_, start, end)| {
+                export_summaries_request::Restriction::Cohort(AcquisitionCohort {
+                    start_time: Some(timestamp(*start)),
+                    end_time: Some(timestamp(*end)),
+                })
+            }),
+        };
+        let Some(segment) = plan.segment else {
+            return interaction.export(ctx, base).await;
+        };
+        let segmentation = self
+            .segmentation
+            .as_ref()
+            .ok_or_else(|| not_configured("segmentation"))?;
+        let mut members = segmentation.members(ctx, segment).await?;
+        members.sort_unstable();
+        members.dedup();
+        let mut out = Vec::new();
+        for chunk in members.chunks(EXPORT_IDS) {
+            let req = ExportSummariesRequest {
+                restriction: Some(export_summaries_request::Restriction::CustomerIds(
+                    CustomerIdList {
+                        customer_ids: chunk.iter().map(Uuid::to_string).collect(),
+                    },
+                )),
+                ..base.clone()
+            };
+            out.extend(interaction.export(ctx, req).await?);
+        }
+        // Merged members export as their survivors: count each customer once.
+        let mut seen = HashSet::new();
+        out.retain(|s| seen.insert(s.customer_id.clone()));
+        Ok(out)
+    }
+}
