@@ -1,0 +1,216 @@
+//! The bad-input matrix of the gateway's own services, AdminService and
+//! Customer360Service, over real gRPC and PostgreSQL (with the real profile
+//! service behind the gateway): every method is sent missing, oversized,
+//! malformed, out-of-range and hostile input and must answer the documented
+//! code (a field violation naming the field for INVALID_ARGUMENT), never
+//! INTERNAL, and change nothing when it refuses. Hostile free text is kept
+//! byte for byte; a NUL byte, which PostgreSQL cannot store in text, is
+//! INVALID_ARGUMENT.
+
+use prost_types::FieldMask;
+use rapport_proto::rapport::gateway::v1 as pb;
+use rapport_proto::rapport::gateway::v1::admin_service_client::AdminServiceClient;
+use rapport_proto::rapport::gateway::v1::customer360_service_client::Customer360ServiceClient;
+use rapport_proto::rapport::profile::v1 as ppb;
+use rapport_proto::rapport::profile::v1::profile_service_client::ProfileServiceClient;
+use rapport_testkit::hostile::{
+    MALFORMED_IDS, TEXT, YEAR_9999_END, assert_code, assert_violations, at, forged_tokens,
+    invalid_times,
+};
+use tonic::Code;
+use tonic::service::interceptor::InterceptedService;
+use tonic::transport::Channel;
+use uuid::Uuid;
+
+/// Sets the `authorization` metadata to exactly this value, or none.
+#[derive(Clone)]
+struct Authorization(Option<String>);
+
+impl tonic::service::Interceptor for Authorization {
+    fn call(&mut self, mut req: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
+        if let Some(v) = &self.0 {
+            req.metadata_mut()
+                .insert("authorization", v.parse().expect("ascii authorization"));
+        }
+        Ok(req)
+    }
+}
+
+type Admin = AdminServiceClient<InterceptedService<Channel, Authorization>>;
+
+struct Setup {
+    gateway: rapport_testkit::Running,
+    _profile: rapport_testkit::Running,
+    operator_key: String,
+    operator_tenant: Uuid,
+}
+
+/// The gateway with the real profile service behind it (the other backends
+/// are not configured), and an operator key with room for many calls.
+async fn setup() -> Setup {
+    let db = rapport_testkit::database().await;
+    for (spec, migrator) in [
+        (rapport_gateway::SCHEMA, &rapport_gateway::MIGRATOR),
+        (rapport_profile::SCHEMA, &rapport_profile::MIGRATOR),
+    ] {
+        rapport_kit::db::migrate(&db.url, spec, migrator)
+            .await
+            .expect("migrations");
+    }
+    let base = rapport_kit::config::ServiceConfig {
+        database_url: db.url.clone(),
+        internal_token: Some("internal-credential-for-tests-0123".into()),
+        ..Default::default()
+    };
+    let profile_config = base.clone();
+    let profile = rapport_testkit::serve(move |listener, shutdown| async move {
+        let _ = rapport_kit::server::run_service(
+            "profile",
+            rapport_profile::SCHEMA,
+            &profile_config,
+            listener,
+            shutdown,
+            rapport_profile::register,
+        )
+        .await;
+    })
+    .await;
+    let gateway_config = rapport_kit::config::ServiceConfig {
+        profile_url: Some(profile.endpoint()),
+        ..base
+    };
+    let gateway = rapport_testkit::serve(move |listener, shutdown| async move {
+        let _ = rapport_kit::server::run_service(
+            "gateway",
+            rapport_gateway::SCHEMA,
+            &gateway_config,
+            listener,
+            shutdown,
+            rapport_gateway::register,
+        )
+        .await;
+    })
+    .await;
+    let pool = rapport_kit::db::connect(&db.url, rapport_gateway::SCHEMA, 2)
+        .await
+        .expect("gateway schema");
+    let creds = rapport_gateway::create_operator_key(&pool, "operator")
+        .await
+        .expect("operator key");
+    rapport_gateway::store::set_rate_limit(&pool, creds.tenant_id, 100_000, 1_000_000)
+        .await
+        .expect("room for many calls");
+    rapport_gateway::store::set_tenant_budget(&pool, creds.tenant_id, 100_000, 1_000_000, 1_000)
+        .await
+        .expect("room for many calls");
+    Setup {
+        gateway,
+        _profile: profile,
+        operator_key: creds.api_key,
+        operator_tenant: creds.tenant_id,
+    }
+}
+
+async fn admin_with(s: &Setup, authorization: Option<String>) -> Admin {
+    AdminServiceClient::with_interceptor(
+        rapport_testkit::channel(&s.gateway).await,
+        Authorization(authorization),
+    )
+}
+
+async fn admin(s: &Setup, key: &str) -> Admin {
+    admin_with(s, Some(format!("Bearer {key}"))).await
+}
+
+/// A tenant with room for many calls.
+async fn new_tenant(op: &mut Admin, name: &str) -> pb::Tenant {
+    op.create_tenant(pb::CreateTenantRequest {
+        tenant: Some(pb::Tenant {
+            display_name: name.into(),
+            rate_limit: Some(pb::RateLimit {
+                requests_per_second: 100_000,
+                burst: 1_000_000,
+            }),
+            ..Default::default()
+        }),
+        request_id: String::new(),
+    })
+    .await
+    .expect("tenant created")
+    .into_inner()
+    .tenant
+    .expect("tenant")
+}
+
+async fn new_key(op: &mut Admin, tenant: &str, scopes: &[&str]) -> (pb::ApiKey, String) {
+    let r = op
+        .create_api_key(pb::CreateApiKeyRequest {
+            tenant_id: tenant.into(),
+            display_name: "k".into(),
+            scopes: scopes.iter().map(|s| s.to_string()).collect(),
+            ..Default::default()
+        })
+        .await
+        .expect("key created")
+        .into_inner();
+    (r.api_key.expect("key"), r.secret)
+}
+
+async fn get_tenant(c: &mut Admin, id: &str) -> pb::Tenant {
+    c.get_tenant(pb::GetTenantRequest {
+        tenant_id: id.into(),
+    })
+    .await
+    .expect("tenant read back")
+    .into_inner()
+    .tenant
+    .expect("tenant")
+}
+
+async fn tenant_count(op: &mut Admin) -> usize {
+    op.list_tenants(pb::ListTenantsRequest {
+        page_size: 1000,
+        page_token: String::new(),
+    })
+    .await
+    .expect("tenants listed")
+    .into_inner()
+    .tenants
+    .len()
+}
+
+async fn keys_of(op: &mut Admin, tenant: &str) -> Vec<pb::ApiKey> {
+    let mut keys = op
+        .list_api_keys(pb::ListApiKeysRequest {
+            tenant_id: tenant.into(),
+            page_size: 1000,
+            page_token: String::new(),
+            include_revoked: true,
+        })
+        .await
+        .expect("keys listed")
+        .into_inner()
+        .api_keys;
+    // `last_used_time` moves as keys are used; the rest must not.
+    for k in &mut keys {
+        k.last_used_time = None;
+    }
+    keys
+}
+
+fn mask(paths: &[&str]) -> Option<FieldMask> {
+    Some(FieldMask {
+        paths: paths.iter().map(|p| p.to_string()).collect(),
+    })
+}
+
+mod access;
+mod api_keys;
+mod tenants;
+
+#[allow(unused_imports)]
+use access::*;
+#[allow(unused_imports)]
+use api_keys::*;
+#[allow(unused_imports)]
+use tenants::*;
