@@ -5,6 +5,9 @@
 //! dynamic segment `purchases >= 1`, and a `WatchMembership` stream through
 //! the gateway sees it enter. The lag of a customer is the time from its
 //! call's acknowledgement to its `entered` change, as the client sees both.
+//!
+//! Run a second time while another tenant ingests a bulk load, it shows what
+//! a tenant's freshness costs when someone else's backlog is on the feeds.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -37,9 +40,21 @@ use super::{Auth, Table, count, create_segment, millis, percentile};
 const PER_CALL: usize = 20;
 
 /// Runs the freshness measurement at `rate` interactions per second for
-/// `seconds`, in a tenant of its own.
-pub async fn run(stack: &Stack, rate: usize, seconds: u64) -> anyhow::Result<Value> {
-    let tenant: Tenant = stack.tenant("bench freshness").await?;
+/// `seconds`, in a tenant of its own; with `backlog`, while another tenant
+/// records that many interactions in one stream, as fast as it can.
+pub async fn run(
+    stack: &Stack,
+    rate: usize,
+    seconds: u64,
+    backlog: Option<usize>,
+) -> anyhow::Result<Value> {
+    let tenant: Tenant = stack
+        .tenant(if backlog.is_some() {
+            "bench freshness beside a backlog"
+        } else {
+            "bench freshness"
+        })
+        .await?;
     let gateway = stack.channel("gateway").await?;
     let auth = Auth::gateway(&tenant.key)?;
     let mut profile = ProfileServiceClient::with_interceptor(gateway.clone(), auth.clone());
@@ -47,8 +62,12 @@ pub async fn run(stack: &Stack, rate: usize, seconds: u64) -> anyhow::Result<Val
     let mut segments = SegmentationServiceClient::with_interceptor(gateway, auth);
     let n = rate * seconds as usize;
     println!(
-        "\nfreshness: {} interactions at {rate}/s offered, each a first purchase; lag to WatchMembership",
-        count(n as u64)
+        "\nfreshness: {} interactions at {rate}/s offered, each a first purchase; lag to WatchMembership{}",
+        count(n as u64),
+        backlog.map_or(String::new(), |b| format!(
+            ", while another tenant records {}",
+            count(b as u64)
+        ))
     );
 
     // Customers that have never bought, created in bulk.
@@ -112,6 +131,25 @@ pub async fn run(stack: &Stack, rate: usize, seconds: u64) -> anyhow::Result<Val
             }
         }
     });
+    // Another tenant's bulk load, under way before the measured load starts
+    // (its customers are created first, then one stream of interactions).
+    let busy = match backlog {
+        Some(b) => {
+            let other = stack.tenant("bench backlog").await?;
+            let gateway = stack.channel("gateway").await?;
+            let auth = Auth::gateway(&other.key)?;
+            let customers = (b / 200).max(1);
+            let each = b.div_ceil(customers);
+            let load = tokio::spawn(async move {
+                super::ingest::customers_with_history(&gateway, &auth, "backlog", customers, each)
+                    .await
+                    .map(|_| ())
+            });
+            tokio::time::sleep(Duration::from_secs(3)).await;
+            Some(load)
+        }
+        None => None,
+    };
     // Let the stream settle before the load starts.
     tokio::time::sleep(Duration::from_millis(500)).await;
 
@@ -161,15 +199,23 @@ pub async fn run(stack: &Stack, rate: usize, seconds: u64) -> anyhow::Result<Val
                             acked.insert(c, at);
                         }
                     }
-                    true
+                    None
                 }
-                _ => false,
+                Ok(a) => Some(format!(
+                    "{} of {} accepted",
+                    a.get_ref().accepted_count,
+                    chunk.len()
+                )),
+                Err(s) => Some(format!("{:?}", s.code())),
             }
         }));
     }
+    // Why calls failed: the status code (or partial acceptance), counted.
+    let mut why: std::collections::BTreeMap<String, usize> = std::collections::BTreeMap::new();
     for c in calls {
-        if !c.await.unwrap_or(false) {
+        if let Some(reason) = c.await.unwrap_or_else(|e| Some(format!("task: {e}"))) {
             failures += 1;
+            *why.entry(reason).or_default() += 1;
         }
     }
     let offered_for = start.elapsed();
@@ -187,6 +233,9 @@ pub async fn run(stack: &Stack, rate: usize, seconds: u64) -> anyhow::Result<Val
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     watcher.abort();
+    if let Some(load) = busy {
+        load.await.context("the backlog tenant's load")??;
+    }
     let seen = seen
         .lock()
         .map_err(|_| anyhow::anyhow!("poisoned"))?
@@ -209,7 +258,11 @@ pub async fn run(stack: &Stack, rate: usize, seconds: u64) -> anyhow::Result<Val
     let achieved = acked.len() as f64 / offered_for.as_secs_f64().max(1e-9);
     let mut t = Table::new(
         format!(
-            "Freshness: acknowledgement of a first purchase to its WatchMembership entry, {rate} interactions/s offered for {seconds} s (calls of {PER_CALL}, through the gateway)"
+            "Freshness: acknowledgement of a first purchase to its WatchMembership entry, {rate} interactions/s offered for {seconds} s (calls of {PER_CALL}, through the gateway){}",
+            backlog.map_or(String::new(), |b| format!(
+                ", while another tenant records {} interactions",
+                count(b as u64)
+            ))
         ),
         vec![
             "acknowledged",
@@ -228,12 +281,20 @@ pub async fn run(stack: &Stack, rate: usize, seconds: u64) -> anyhow::Result<Val
         millis(p99),
         millis(max),
         count(missing as u64),
-        count(failures as u64),
+        if why.is_empty() {
+            "0".into()
+        } else {
+            why.iter()
+                .map(|(r, n)| format!("{n} {r}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        },
     ]);
     t.print();
     Ok(json!({
         "offered_per_second": rate,
         "seconds": seconds,
+        "beside_backlog_of": backlog,
         "acknowledged": acked.len(),
         "achieved_per_second": achieved,
         "lag_p50_ms": p50.as_secs_f64() * 1000.0,
@@ -241,5 +302,6 @@ pub async fn run(stack: &Stack, rate: usize, seconds: u64) -> anyhow::Result<Val
         "lag_max_ms": max.as_secs_f64() * 1000.0,
         "never_seen": missing,
         "failed_calls": failures,
+        "failed_calls_by_reason": why,
     }))
 }

@@ -316,7 +316,16 @@ pub async fn run(stack: &Stack, sizes: &Sizes) -> anyhow::Result<Value> {
     }
     f.print();
     let freshness =
-        super::freshness::run(stack, sizes.freshness_rate, sizes.freshness_seconds).await?;
+        super::freshness::run(stack, sizes.freshness_rate, sizes.freshness_seconds, None).await?;
+    // The same beside another tenant's bulk load of ten times as many.
+    let backlog = 10 * sizes.freshness_rate * sizes.freshness_seconds as usize;
+    let beside_backlog = super::freshness::run(
+        stack,
+        sizes.freshness_rate,
+        sizes.freshness_seconds,
+        Some(backlog),
+    )
+    .await?;
     Ok(json!({
         "interactions": n,
         "customers": c,
@@ -334,5 +343,6 @@ pub async fn run(stack: &Stack, sizes: &Sizes) -> anyhow::Result<Value> {
         },
         "feed_consumers": consumers,
         "freshness": freshness,
+        "freshness_beside_backlog": beside_backlog,
     }))
 }
