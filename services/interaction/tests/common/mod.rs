@@ -215,16 +215,16 @@ pub use rapport_testkit::hostile::violations as violated_fields;
 /// in sequence order within each, with its typed case (None for an event
 /// without a typed `event`).
 pub async fn feed_events(pool: &PgPool) -> Vec<(ChangeEvent, Option<Event>)> {
+    rapport_kit::feed::number_pending(pool, None, None)
+        .await
+        .unwrap();
     let tenants: Vec<uuid::Uuid> =
-        sqlx::query_scalar("SELECT DISTINCT tenant_id FROM outbox_commits ORDER BY tenant_id")
+        sqlx::query_scalar("SELECT tenant_id FROM outbox_heads ORDER BY tenant_id")
             .fetch_all(pool)
             .await
             .unwrap();
     let mut out = Vec::new();
     for tenant in tenants {
-        rapport_kit::feed::number_committed(pool, tenant)
-            .await
-            .unwrap();
         let mut after = 0;
         loop {
             let batch = rapport_kit::feed::read_after(pool, tenant, after, 1000)

@@ -142,10 +142,7 @@ pub(super) async fn raw_copy(pool: &PgPool, rows: &[Interaction]) -> anyhow::Res
 /// The tenant's last sequence on the interaction feed and each consumer's
 /// position in it.
 async fn positions(pool: &PgPool, tenant: Uuid) -> anyhow::Result<(i64, [i64; 2])> {
-    let last: Option<i64> = sqlx::query_scalar("SELECT interaction.outbox_number_committed($1)")
-        .bind(tenant)
-        .fetch_optional(pool)
-        .await?;
+    let last = super::feed_head(pool, "interaction", tenant).await?;
     let mut at = [0i64; 2];
     for (k, schema) in CONSUMERS.iter().enumerate() {
         let cursor: Option<i64> = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
@@ -157,7 +154,7 @@ async fn positions(pool: &PgPool, tenant: Uuid) -> anyhow::Result<(i64, [i64; 2]
         .await?;
         at[k] = cursor.unwrap_or(0);
     }
-    Ok((last.unwrap_or(0), at))
+    Ok((last, at))
 }
 
 /// The services that follow the interaction feed.

@@ -326,6 +326,17 @@ async fn create_segment(
         .context("CreateSegment answered no segment")
 }
 
+/// The last sequence of `tenant` on the feed of service `producer` (the
+/// schema's committed events numbered first, as a consumer's read would).
+async fn feed_head(pool: &sqlx::PgPool, producer: &str, tenant: Uuid) -> anyhow::Result<i64> {
+    Ok(sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+        "SELECT {producer}.outbox_number_committed($1)"
+    )))
+    .bind(tenant)
+    .fetch_one(pool)
+    .await?)
+}
+
 /// Milliseconds with two decimals.
 pub fn millis(d: Duration) -> String {
     format!("{:.2} ms", d.as_secs_f64() * 1000.0)

@@ -209,12 +209,7 @@ async fn caught_up(admin: &PgPool, tenant: Uuid, limit: Duration) -> anyhow::Res
     loop {
         let mut behind = false;
         for (producer, consumer, source) in FEEDS {
-            let head: Option<i64> = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
-                "SELECT {producer}.outbox_number_committed($1)"
-            )))
-            .bind(tenant)
-            .fetch_optional(admin)
-            .await?;
+            let head = super::feed_head(admin, producer, tenant).await?;
             let at: Option<i64> = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
                 "SELECT after_sequence FROM {consumer}.feed_tenant_cursors
                   WHERE tenant_id = $1 AND source = '{source}'"
@@ -222,7 +217,7 @@ async fn caught_up(admin: &PgPool, tenant: Uuid, limit: Duration) -> anyhow::Res
             .bind(tenant)
             .fetch_optional(admin)
             .await?;
-            if at.unwrap_or(0) < head.unwrap_or(0) {
+            if at.unwrap_or(0) < head {
                 behind = true;
             }
         }

@@ -476,13 +476,7 @@ async fn wait_for_consumers(pool: &sqlx::PgPool, tenants: &[Uuid]) -> anyhow::Re
                 {
                     continue;
                 }
-                let head: Option<i64> = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
-                    "SELECT {source}.outbox_number_committed($1)"
-                )))
-                .bind(tenant)
-                .fetch_optional(pool)
-                .await?;
-                let head = head.unwrap_or(0);
+                let head = super::feed_head(pool, &source, tenant).await?;
                 if at < head {
                     behind.push(format!(
                         "{consumer} following {source} for tenant {tenant}: at {at} of {head}"

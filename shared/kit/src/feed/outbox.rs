@@ -279,19 +279,7 @@ pub(super) async fn heads(
     only: Option<&HashSet<Uuid>>,
 ) -> Result<Vec<(Uuid, i64)>, sqlx::Error> {
     let only: Option<Vec<Uuid>> = only.map(|o| o.iter().copied().collect());
-    let pending: Vec<Uuid> = sqlx::query_scalar(
-        "SELECT DISTINCT tenant_id FROM outbox_commits
-          WHERE first_sequence IS NULL
-            AND ($1::uuid IS NULL OR tenant_id = $1)
-            AND ($2::uuid[] IS NULL OR tenant_id = ANY($2))",
-    )
-    .bind(scope)
-    .bind(&only)
-    .fetch_all(pool)
-    .await?;
-    for tenant in pending {
-        number_committed(pool, tenant).await?;
-    }
+    number_pending(pool, scope, only.as_deref()).await?;
     sqlx::query_as(
         "SELECT tenant_id, origin + issued FROM outbox_heads
           WHERE ($1::uuid IS NULL OR tenant_id = $1)
@@ -301,6 +289,29 @@ pub(super) async fn heads(
     .bind(only)
     .fetch_all(pool)
     .await
+}
+
+/// [`number_committed`] for every tenant with events waiting for their
+/// sequences (of `only` when given, of `scope` when set), tenant by tenant.
+pub async fn number_pending(
+    pool: &PgPool,
+    scope: Option<Uuid>,
+    only: Option<&[Uuid]>,
+) -> Result<(), sqlx::Error> {
+    let pending: Vec<Uuid> = sqlx::query_scalar(
+        "SELECT DISTINCT tenant_id FROM outbox_commits
+          WHERE first_sequence IS NULL
+            AND ($1::uuid IS NULL OR tenant_id = $1)
+            AND ($2::uuid[] IS NULL OR tenant_id = ANY($2))",
+    )
+    .bind(scope)
+    .bind(only)
+    .fetch_all(pool)
+    .await?;
+    for tenant in pending {
+        number_committed(pool, tenant).await?;
+    }
+    Ok(())
 }
 
 /// Numbers the events of `tenant` whose transactions have committed and
