@@ -85,7 +85,7 @@ async fn segment(pool: &PgPool, tenant: Uuid, name: &str, text: &str) -> Uuid {
             segment_id: id,
             name: name.into(),
             description: String::new(),
-            kind: "dynamic",
+            kind: store::Kind::Dynamic,
             marketing_approach: 0,
             rule: Some(engine::encode_rule(&expr)),
             refresh_interval_seconds: None,

@@ -13,6 +13,8 @@ use uuid::Uuid;
 
 use crate::domain::classify::{self, ladder_name, stage_name};
 use crate::domain::policy::Policy;
+use crate::domain::removal::Removal;
+use crate::domain::segment::Kind;
 use crate::domain::segment::{dependents, topological};
 use crate::rule::{self, AttributeField, Catalog, Expr};
 use crate::store::{self, Change};
@@ -166,7 +168,7 @@ pub async fn reevaluate(
     if customers.is_empty() {
         return Ok(0);
     }
-    let rows = store::segments_of_kind(conn, tenant, &["dynamic"]).await?;
+    let rows = store::segments_of_kind(conn, tenant, Kind::Dynamic).await?;
     if rows.is_empty() {
         return Ok(0);
     }
@@ -348,11 +350,11 @@ pub async fn customer_removed(
     conn: &mut PgConnection,
     tenant: Uuid,
     customer: Uuid,
-    state: &str,
+    state: Removal,
     merged_into: Option<Uuid>,
     reason: MembershipChangeReason,
     now: DateTime<Utc>,
-) -> Result<Vec<(Uuid, String, String)>> {
+) -> Result<Vec<(Uuid, String, Kind)>> {
     let left = store::remove_customer(conn, tenant, customer, state, merged_into).await?;
     let changes: Vec<Change> = left
         .iter()
@@ -392,9 +394,8 @@ impl From<sqlx::Error> for RefreshError {
 }
 
 /// The next scheduled refresh after `at`.
-pub fn next_refresh(kind: &str, interval: Option<i64>, at: DateTime<Utc>) -> Option<DateTime<Utc>> {
-    let kind = crate::domain::segment::kind_from_name(kind);
-    crate::domain::segment::effective_interval(kind, interval)
+pub fn next_refresh(kind: Kind, interval: Option<i64>, at: DateTime<Utc>) -> Option<DateTime<Utc>> {
+    crate::domain::segment::effective_interval(kind.to_proto(), interval)
         .map(|s| at + chrono::Duration::seconds(s))
 }
 
@@ -414,7 +415,7 @@ pub async fn refresh(
     let Some(row) = store::segment(&mut tx, tenant, segment, true).await? else {
         return Err(RefreshError::NotFound);
     };
-    if row.kind == "static" {
+    if row.kind == Kind::Static {
         return Err(RefreshError::Static);
     }
     let now = Utc::now();
@@ -440,11 +441,11 @@ pub async fn refresh(
         tenant,
         segment,
         now,
-        next_refresh(&row.kind, row.refresh_interval_seconds, now),
+        next_refresh(row.kind, row.refresh_interval_seconds, now),
     )
     .await?;
     tx.commit().await?;
-    metrics::histogram!("rapport_segmentation_refresh_seconds", "kind" => row.kind.clone())
+    metrics::histogram!("rapport_segmentation_refresh_seconds", "kind" => row.kind.label().to_ascii_lowercase())
         .record(started.elapsed().as_secs_f64());
     metrics::counter!("rapport_segmentation_members_entered_total")
         .increment(u64::try_from(entered).unwrap_or(0));

@@ -37,6 +37,8 @@ use serde_json::{Map, Value, json};
 use sqlx::PgConnection;
 use uuid::Uuid;
 
+use crate::domain::removal::Removal;
+use crate::domain::segment::Kind;
 use crate::engine;
 use crate::store::{self, Change, EventRow, ProfileFacts, ValueFacts};
 
@@ -316,7 +318,11 @@ async fn remove_customer(
         tx,
         tenant,
         customer,
-        if erased { "erased" } else { "deleted" },
+        if erased {
+            Removal::Erased
+        } else {
+            Removal::Deleted
+        },
         None,
         MembershipChangeReason::CustomerRemoved,
         now,
@@ -410,7 +416,7 @@ impl ProfileFollower {
                         tx,
                         tenant,
                         merged,
-                        "merged",
+                        Removal::Merged,
                         Some(survivor),
                         MembershipChangeReason::CustomerMerged,
                         now,
@@ -421,7 +427,7 @@ impl ProfileFollower {
                         // The survivor enters the static segments the merged one was in.
                         let statics: Vec<(Uuid, String)> = left
                             .into_iter()
-                            .filter(|(_, _, kind)| kind == "static")
+                            .filter(|(_, _, kind)| *kind == Kind::Static)
                             .map(|(id, name, _)| (id, name))
                             .collect();
                         let mut changes = Vec::new();

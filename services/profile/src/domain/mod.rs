@@ -11,3 +11,4 @@ pub mod mask;
 pub mod merge;
 pub mod normalize;
 pub mod resolution;
+pub mod status;

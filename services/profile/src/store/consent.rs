@@ -118,7 +118,7 @@ pub async fn consent_state(
         force.remove(&(channel, purpose))
     };
     let blanket = force.remove(&(any, purpose));
-    Ok((r.status == "deleted", own, blanket))
+    Ok((r.status == CustomerStatus::Deleted, own, blanket))
 }
 
 /// A consent history position.

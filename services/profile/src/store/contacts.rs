@@ -45,7 +45,7 @@ pub async fn link_contact(pool: &PgPool, tenant: Uuid, l: &LinkInput) -> Result<
             "customer {org} is not an organisation"
         )));
     }
-    if rp.status != "active" || ro.status != "active" {
+    if rp.status != CustomerStatus::Active || ro.status != CustomerStatus::Active {
         return Err(precondition(
             "a soft-deleted customer cannot be linked; undelete it first",
         ));

@@ -39,8 +39,8 @@ pub async fn resolve_chains(
     conn: &mut PgConnection,
     tenant: Uuid,
     ids: &[Uuid],
-) -> Result<HashMap<Uuid, (Uuid, String)>> {
-    let rows: Vec<(Uuid, Uuid, String)> = sqlx::query_as(
+) -> Result<HashMap<Uuid, (Uuid, CustomerStatus)>> {
+    let rows: Vec<(Uuid, Uuid, CustomerStatus)> = sqlx::query_as(
         "WITH RECURSIVE chain(start_id, cur_id, merged_into, status, depth) AS (
              SELECT c.customer_id, c.customer_id, c.merged_into, c.status, 0
                FROM unnest($2::uuid[]) AS k (id)
@@ -65,7 +65,7 @@ pub async fn resolve_chains(
 /// an unknown or erased id.
 pub async fn follow(conn: &mut PgConnection, tenant: Uuid, id: Uuid) -> Result<Uuid> {
     match resolve_chains(conn, tenant, &[id]).await?.get(&id) {
-        Some((cur, status)) if status != "erased" => Ok(*cur),
+        Some((cur, status)) if *status != CustomerStatus::Erased => Ok(*cur),
         _ => Err(customer_not_found(id)),
     }
 }
@@ -79,12 +79,19 @@ pub async fn lock_following(
 ) -> Result<CustomerRow> {
     let target = follow(conn, tenant, id).await?;
     match lock_row(conn, tenant, target).await? {
-        Some(r) if r.status == "active" || r.status == "deleted" => Ok(r),
+        Some(r) if r.status == CustomerStatus::Active || r.status == CustomerStatus::Deleted => {
+            Ok(r)
+        }
         // Merged in the meantime: follow again once.
-        Some(r) if r.status == "merged" => {
+        Some(r) if r.status == CustomerStatus::Merged => {
             let target = follow(conn, tenant, r.customer_id).await?;
             match lock_row(conn, tenant, target).await? {
-                Some(r) if r.status == "active" || r.status == "deleted" => Ok(r),
+                Some(r)
+                    if r.status == CustomerStatus::Active
+                        || r.status == CustomerStatus::Deleted =>
+                {
+                    Ok(r)
+                }
                 _ => Err(customer_not_found(id)),
             }
         }
@@ -96,13 +103,13 @@ pub async fn lock_following(
 /// naming the survivor when merged.
 pub async fn lock_exact(conn: &mut PgConnection, tenant: Uuid, id: Uuid) -> Result<CustomerRow> {
     match lock_row(conn, tenant, id).await? {
-        Some(r) if r.status == "merged" => {
+        Some(r) if r.status == CustomerStatus::Merged => {
             let survivor = follow(conn, tenant, id).await?;
             Err(precondition(format!(
                 "customer {id} was merged into customer {survivor}; act on the survivor, or unmerge {id} first"
             )))
         }
-        Some(r) if r.status == "erased" => Err(customer_not_found(id)),
+        Some(r) if r.status == CustomerStatus::Erased => Err(customer_not_found(id)),
         Some(r) => Ok(r),
         None => Err(customer_not_found(id)),
     }
@@ -161,7 +168,7 @@ pub async fn load(
                 Stored {
                     customer_id: r.customer_id,
                     kind: i32::from(r.kind),
-                    deleted: r.status == "deleted",
+                    deleted: r.status == CustomerStatus::Deleted,
                     profile: r.data.0,
                     idents: Vec::new(),
                     version: r.version,
@@ -464,7 +471,7 @@ pub async fn batch_get(
     let chains = resolve_chains(&mut conn, tenant, ids).await?;
     let targets: Vec<Uuid> = chains
         .values()
-        .filter(|(_, s)| s != "erased")
+        .filter(|(_, s)| *s != CustomerStatus::Erased)
         .map(|(c, _)| *c)
         .collect();
     let mut loaded = load(&mut conn, tenant, &targets).await?;
@@ -474,7 +481,7 @@ pub async fn batch_get(
     let mut seen = HashSet::new();
     for id in ids {
         match chains.get(id) {
-            Some((target, status)) if status != "erased" => {
+            Some((target, status)) if *status != CustomerStatus::Erased => {
                 if target != id {
                     merged.push((*id, *target));
                 }
@@ -506,7 +513,7 @@ pub async fn update_customer(
 ) -> Result<Stored> {
     let mut tx = pool.begin().await?;
     let r = lock_exact(&mut tx, tenant, id).await?;
-    if r.status == "deleted" {
+    if r.status == CustomerStatus::Deleted {
         return Err(precondition(format!(
             "customer {id} is deleted; undelete it first"
         )));
@@ -577,7 +584,7 @@ pub async fn set_deleted(
     let mut tx = pool.begin().await?;
     let r = lock_exact(&mut tx, tenant, id).await?;
     check_etag(etag, r.version)?;
-    let is_deleted = r.status == "deleted";
+    let is_deleted = r.status == CustomerStatus::Deleted;
     if is_deleted == delete {
         tx.rollback().await?;
         let mut conn = pool.acquire().await?;
@@ -590,7 +597,11 @@ pub async fn set_deleted(
     )
     .bind(tenant)
     .bind(id)
-    .bind(if delete { "deleted" } else { "active" })
+    .bind(if delete {
+        CustomerStatus::Deleted
+    } else {
+        CustomerStatus::Active
+    })
     .bind(delete)
     .execute(&mut *tx)
     .await?;

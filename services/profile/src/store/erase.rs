@@ -18,11 +18,11 @@ pub async fn erase(
         Some(r) => r,
         None => return Err(customer_not_found(id)),
     };
-    if r.status == "erased" {
+    if r.status == CustomerStatus::Erased {
         tx.rollback().await?;
         return Ok((Vec::new(), r.erase_time.unwrap_or(r.update_time)));
     }
-    if r.status == "merged" {
+    if r.status == CustomerStatus::Merged {
         let survivor = follow(&mut tx, tenant, id).await?;
         return Err(precondition(format!(
             "customer {id} was merged into customer {survivor}: erase the survivor (which erases {id} too), or unmerge {id} first"

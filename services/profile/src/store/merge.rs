@@ -75,15 +75,15 @@ pub async fn merge(
     let rb = lock_row(&mut tx, tenant, b).await?;
     let (rs, rm) = if a == survivor { (ra, rb) } else { (rb, ra) };
     let rs = match rs {
-        Some(r) if r.status != "erased" => r,
+        Some(r) if r.status != CustomerStatus::Erased => r,
         _ => return Err(customer_not_found(survivor)),
     };
     let rm = match rm {
-        Some(r) if r.status != "erased" => r,
+        Some(r) if r.status != CustomerStatus::Erased => r,
         _ => return Err(customer_not_found(merged)),
     };
-    if rm.status == "merged" {
-        if rm.merged_into == Some(survivor) && rs.status != "merged" {
+    if rm.status == CustomerStatus::Merged {
+        if rm.merged_into == Some(survivor) && rs.status != CustomerStatus::Merged {
             // Already done: the survivor, unchanged.
             let stored = load_one(&mut tx, tenant, survivor).await?;
             let time = sqlx::query_scalar(
@@ -102,7 +102,7 @@ pub async fn merge(
             "customer {merged} was already merged into customer {into}"
         )));
     }
-    if rs.status == "merged" {
+    if rs.status == CustomerStatus::Merged {
         let into = follow(&mut tx, tenant, survivor).await?;
         return Err(precondition(format!(
             "customer {survivor} was merged into customer {into}; merge into the survivor instead"
@@ -113,7 +113,7 @@ pub async fn merge(
             "a person and an organisation cannot be merged: the two customers differ in kind",
         ));
     }
-    if rs.status == "deleted" || rm.status == "deleted" {
+    if rs.status == CustomerStatus::Deleted || rm.status == CustomerStatus::Deleted {
         return Err(precondition(
             "a soft-deleted customer cannot be merged; undelete it first",
         ));
@@ -393,10 +393,13 @@ pub async fn unmerge(
         return Ok((r, s));
     }
     let rm = match lock_row(&mut tx, tenant, merged).await? {
-        Some(r) if r.status != "erased" => r,
+        Some(r) if r.status != CustomerStatus::Erased => r,
         _ => return Err(customer_not_found(merged)),
     };
-    let Some(survivor) = rm.merged_into.filter(|_| rm.status == "merged") else {
+    let Some(survivor) = rm
+        .merged_into
+        .filter(|_| rm.status == CustomerStatus::Merged)
+    else {
         return Err(precondition(format!(
             "customer {merged} is not merged into another customer"
         )));
@@ -404,7 +407,7 @@ pub async fn unmerge(
     let rs = lock_row(&mut tx, tenant, survivor)
         .await?
         .ok_or_else(|| customer_not_found(survivor))?;
-    if rs.status == "merged" {
+    if rs.status == CustomerStatus::Merged {
         return Err(precondition(format!(
             "customer {merged} was merged into {survivor}, which was itself merged afterwards; unmerge {survivor} first"
         )));

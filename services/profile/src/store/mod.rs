@@ -35,6 +35,7 @@ use crate::domain::customer::{
 use crate::domain::duplicates::{self as duplicate_rules, Evidence};
 use crate::domain::merge::{self as merge_rules, Taken};
 use crate::domain::normalize::Date;
+pub use crate::domain::status::CustomerStatus;
 use crate::error::{Error, Result, customer_not_found, precondition};
 
 /// Who recorded what the service writes itself.
@@ -57,8 +58,8 @@ pub struct CustomerRow {
     pub customer_id: Uuid,
     /// CustomerKind number.
     pub kind: i16,
-    /// active, deleted, merged or erased.
-    pub status: String,
+    /// Where the record is in its life.
+    pub status: CustomerStatus,
     /// The profile document.
     pub data: Json<Profile>,
     /// The survivor, when merged.

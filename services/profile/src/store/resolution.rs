@@ -109,7 +109,7 @@ pub async fn resolve_identity(
                     tx.rollback().await?;
                     continue;
                 };
-                if r.status == "merged" || r.status == "erased" {
+                if r.status == CustomerStatus::Merged || r.status == CustomerStatus::Erased {
                     // Changed under us: look again.
                     tx.rollback().await?;
                     continue;
@@ -121,7 +121,7 @@ pub async fn resolve_identity(
                     .filter(|(n, _)| !held_index.contains(n))
                     .map(|(_, i)| i.clone())
                     .collect();
-                if lookup_only || r.status == "deleted" || unheld.is_empty() {
+                if lookup_only || r.status == CustomerStatus::Deleted || unheld.is_empty() {
                     tx.rollback().await?;
                     return Ok(Resolution::Resolved {
                         customer: Box::new(current),
@@ -299,7 +299,7 @@ pub async fn resolve_identities_in(
         let mut targets: Vec<Uuid> = held.values().copied().collect();
         targets.sort_unstable();
         targets.dedup();
-        let locked: Vec<(Uuid, String)> = sqlx::query_as(
+        let locked: Vec<(Uuid, CustomerStatus)> = sqlx::query_as(
             "SELECT c.customer_id, c.status FROM unnest($2::uuid[]) WITH ORDINALITY AS k (id, ord)
                CROSS JOIN LATERAL (SELECT customer_id, status FROM customers
                                     WHERE tenant_id = $1 AND customer_id = k.id FOR UPDATE) c
@@ -309,11 +309,7 @@ pub async fn resolve_identities_in(
         .bind(&targets)
         .fetch_all(&mut *tx)
         .await?;
-        if locked.len() != targets.len()
-            || locked
-                .iter()
-                .any(|(_, st)| st == "merged" || st == "erased")
-        {
+        if locked.len() != targets.len() || locked.iter().any(|(_, st)| st.is_gone()) {
             return Ok(None);
         }
         let current = load(&mut *tx, tenant, &targets).await?;

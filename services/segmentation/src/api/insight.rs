@@ -176,7 +176,7 @@ impl SegmentationApi {
         let mut out = pb::ExplainMembershipResponse {
             customer_id: customer.to_string(),
             segment_id: segment.to_string(),
-            kind: kind_from_name(&row.kind) as i32,
+            kind: row.kind.to_proto() as i32,
             member: enter.is_some(),
             enter_time: enter.map(ts),
             rule_held: false,

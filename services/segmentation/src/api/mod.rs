@@ -35,8 +35,8 @@ use crate::domain::classify::{self, stage_from_name};
 use crate::domain::policy::{self, Policy};
 use crate::domain::rfm;
 use crate::domain::segment::{
-    self as seg, check_approach, check_description, check_mask, check_name, check_refresh_interval,
-    check_request_id, find_cycle, kind_from_name, kind_name,
+    self as seg, Kind, check_approach, check_description, check_mask, check_name,
+    check_refresh_interval, check_request_id, find_cycle,
 };
 use crate::engine::{self, Compiled, RefreshError};
 use crate::peers::{self, Profile};
@@ -100,7 +100,7 @@ fn namer(names: &HashMap<Uuid, String>) -> impl Fn(Uuid) -> Option<String> + '_ 
 
 /// The stored definition as its message.
 fn segment_proto(row: &SegmentRow, names: &HashMap<Uuid, String>) -> pb::Segment {
-    let kind = kind_from_name(&row.kind);
+    let kind = row.kind.to_proto();
     let expr = row.rule.as_deref().and_then(engine::decode_rule);
     pb::Segment {
         segment_id: row.segment_id.to_string(),
@@ -137,7 +137,7 @@ fn segment_event(
         segment_id: row.segment_id.to_string(),
         name: row.name.clone(),
         description: row.description.clone(),
-        kind: kind_from_name(&row.kind) as i32,
+        kind: row.kind.to_proto() as i32,
         marketing_approach: i32::from(row.marketing_approach),
         rule_text: expr
             .as_ref()
@@ -461,7 +461,7 @@ impl SegmentationService for SegmentationApi {
         let mut v = Violations::new();
         let limit = page_size(&mut v, r.page_size);
         let kind = match SegmentKind::try_from(r.kind) {
-            Ok(k) => kind_name(k),
+            Ok(k) => Kind::from_proto(k),
             Err(_) => {
                 v.add("kind", format!("unknown kind {}", r.kind));
                 None

@@ -26,7 +26,7 @@ impl SegmentationApi {
             v.add("request_id", p);
         }
         let kind = SegmentKind::try_from(s.kind).unwrap_or(SegmentKind::Unspecified);
-        let kind_str = kind_name(kind);
+        let kind_str = Kind::from_proto(kind);
         if kind_str.is_none() {
             v.add("segment.kind", "required: DYNAMIC, SNAPSHOT or STATIC");
         }
@@ -210,7 +210,7 @@ impl SegmentationApi {
                 seg::etag(row.version)
             )));
         }
-        let kind = kind_from_name(&row.kind);
+        let kind = row.kind.to_proto();
         let mut v = Violations::new();
         if has("name") {
             match check_name(&s.name) {
@@ -235,7 +235,7 @@ impl SegmentationApi {
                 Ok(i) => {
                     row.refresh_interval_seconds = i;
                     row.next_refresh_time = engine::next_refresh(
-                        &row.kind,
+                        row.kind,
                         i,
                         row.last_refresh_time.unwrap_or_else(Utc::now),
                     );
@@ -343,7 +343,7 @@ impl SegmentationApi {
                     tenant,
                     id,
                     now,
-                    engine::next_refresh(&row.kind, row.refresh_interval_seconds, now),
+                    engine::next_refresh(row.kind, row.refresh_interval_seconds, now),
                 )
                 .await?;
             }
@@ -413,11 +413,11 @@ impl SegmentationApi {
         let Some(row) = store::segment(&mut tx, tenant, id, true).await? else {
             return Err(ApiError::not_found("segment", id.to_string()));
         };
-        if row.kind != "static" {
+        if row.kind != Kind::Static {
             return Err(ApiError::FailedPrecondition(format!(
                 "segment {:?} is {}: only STATIC segments take members by hand",
                 row.name,
-                row.kind.to_uppercase()
+                row.kind.label()
             )));
         }
         let now = Utc::now();

@@ -4,5 +4,6 @@
 
 pub mod classify;
 pub mod policy;
+pub mod removal;
 pub mod rfm;
 pub mod segment;

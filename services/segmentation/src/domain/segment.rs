@@ -10,23 +10,47 @@ use rapport_proto::rapport::segmentation::v1::{
 };
 use uuid::Uuid;
 
-/// Segment kinds as stored.
-pub fn kind_name(k: SegmentKind) -> Option<&'static str> {
-    match k {
-        SegmentKind::Dynamic => Some("dynamic"),
-        SegmentKind::Snapshot => Some("snapshot"),
-        SegmentKind::Static => Some("static"),
-        SegmentKind::Unspecified => None,
-    }
+/// A segment's kind as the `segments.kind` column holds it. The one mapping
+/// between the column's text and the enum is the `sqlx::Type` derive; code
+/// compares variants, never strings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, sqlx::Type)]
+#[sqlx(type_name = "text", rename_all = "lowercase")]
+pub enum Kind {
+    /// Members kept current from the feed and by refreshes.
+    Dynamic,
+    /// Members computed at each refresh only.
+    Snapshot,
+    /// Members added and removed by hand.
+    Static,
 }
 
-/// The kind of a stored name.
-pub fn kind_from_name(n: &str) -> SegmentKind {
-    match n {
-        "dynamic" => SegmentKind::Dynamic,
-        "snapshot" => SegmentKind::Snapshot,
-        "static" => SegmentKind::Static,
-        _ => SegmentKind::Unspecified,
+impl Kind {
+    /// The stored kind of a contract kind (None for UNSPECIFIED).
+    pub fn from_proto(k: SegmentKind) -> Option<Self> {
+        match k {
+            SegmentKind::Dynamic => Some(Self::Dynamic),
+            SegmentKind::Snapshot => Some(Self::Snapshot),
+            SegmentKind::Static => Some(Self::Static),
+            SegmentKind::Unspecified => None,
+        }
+    }
+
+    /// The contract's kind.
+    pub fn to_proto(self) -> SegmentKind {
+        match self {
+            Self::Dynamic => SegmentKind::Dynamic,
+            Self::Snapshot => SegmentKind::Snapshot,
+            Self::Static => SegmentKind::Static,
+        }
+    }
+
+    /// The name a message shows: DYNAMIC, SNAPSHOT or STATIC.
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::Dynamic => "DYNAMIC",
+            Self::Snapshot => "SNAPSHOT",
+            Self::Static => "STATIC",
+        }
     }
 }
 

@@ -129,9 +129,9 @@ pub async fn remove_customer(
     conn: &mut PgConnection,
     tenant: Uuid,
     customer: Uuid,
-    state: &str,
+    state: Removal,
     merged_into: Option<Uuid>,
-) -> Result<Vec<(Uuid, String, String)>> {
+) -> Result<Vec<(Uuid, String, Kind)>> {
     sqlx::query(
         "INSERT INTO removed_customers (tenant_id, customer_id, state, merged_into) VALUES ($1, $2, $3, $4)
          ON CONFLICT (tenant_id, customer_id) DO UPDATE SET state = excluded.state,

@@ -23,6 +23,8 @@ use sqlx::{PgConnection, Postgres};
 use uuid::Uuid;
 
 use crate::domain::classify::{Inputs, Rank};
+pub use crate::domain::removal::Removal;
+pub use crate::domain::segment::Kind;
 use crate::rule::{Sql, SqlParam};
 
 pub mod projection;

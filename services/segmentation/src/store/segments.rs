@@ -9,7 +9,7 @@ pub struct SegmentRow {
     pub segment_id: Uuid,
     pub name: String,
     pub description: String,
-    pub kind: String,
+    pub kind: Kind,
     pub marketing_approach: i16,
     pub rule: Option<Vec<u8>>,
     pub refresh_interval_seconds: Option<i64>,
@@ -44,22 +44,22 @@ pub async fn segment(
         .await
 }
 
-/// The tenant's segments of some kinds (every kind when empty), without
+/// The tenant's segments of one kind, without
 /// member counts.
 pub async fn segments_of_kind(
     conn: &mut PgConnection,
     tenant: Uuid,
-    kinds: &[&str],
+    kind: Kind,
 ) -> Result<Vec<SegmentRow>> {
     sqlx::query_as(
         "SELECT s.segment_id, s.name, s.description, s.kind, s.marketing_approach, s.rule,
                 s.refresh_interval_seconds, s.last_refresh_time, s.next_refresh_time, s.create_time,
                 s.update_time, s.version, 0::bigint AS member_count
-         FROM segments s WHERE s.tenant_id = $1 AND (cardinality($2::text[]) = 0 OR s.kind = ANY($2))
+         FROM segments s WHERE s.tenant_id = $1 AND s.kind = $2
          ORDER BY s.name",
     )
     .bind(tenant)
-    .bind(kinds)
+    .bind(kind)
     .fetch_all(conn)
     .await
 }
@@ -138,7 +138,7 @@ pub struct NewSegment {
     pub segment_id: Uuid,
     pub name: String,
     pub description: String,
-    pub kind: &'static str,
+    pub kind: Kind,
     pub marketing_approach: i16,
     pub rule: Option<Vec<u8>>,
     pub refresh_interval_seconds: Option<i64>,
@@ -227,7 +227,7 @@ pub async fn delete_segment(conn: &mut PgConnection, tenant: Uuid, segment: Uuid
 pub async fn list_segments(
     conn: &mut PgConnection,
     tenant: Uuid,
-    kind: Option<&str>,
+    kind: Option<Kind>,
     approach: Option<i16>,
     after: Option<&str>,
     limit: i64,
