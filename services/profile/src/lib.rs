@@ -12,6 +12,7 @@ pub mod api;
 pub mod domain;
 pub mod error;
 pub mod import;
+pub mod merge;
 pub mod store;
 
 use rapport_kit::db::SchemaSpec;

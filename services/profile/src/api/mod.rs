@@ -464,7 +464,7 @@ impl ProfileService for ProfileApi {
             &json!({"survivor": survivor, "merged": merged, "etag": req.survivor_etag}),
         );
         v.finish()?;
-        let (stored, time) = store::merge(
+        let (stored, time) = crate::merge::merge(
             &self.pool,
             tenant,
             survivor,
@@ -489,7 +489,8 @@ impl ProfileService for ProfileApi {
         let merged = parse_id(&mut v, "merged_customer_id", &req.merged_customer_id);
         let key = request_key(&mut v, &req.request_id, &json!({"merged": merged}));
         v.finish()?;
-        let (restored, survivor) = store::unmerge(&self.pool, tenant, merged, key.as_ref()).await?;
+        let (restored, survivor) =
+            crate::merge::unmerge(&self.pool, tenant, merged, key.as_ref()).await?;
         Ok(Response::new(UnmergeCustomersResponse {
             restored: Some(cust::to_proto(&restored)),
             survivor: Some(cust::to_proto(&survivor)),

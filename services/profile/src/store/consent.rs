@@ -180,7 +180,7 @@ pub async fn consent_history(
 }
 
 /// The records in force of a holder, by (channel, purpose).
-pub(super) async fn in_force(
+pub async fn in_force(
     conn: &mut PgConnection,
     tenant: Uuid,
     holder: Uuid,
@@ -201,7 +201,7 @@ pub(super) async fn in_force(
         .collect())
 }
 
-pub(super) fn consent_event(tenant: Uuid, r: &ConsentRow, previous: i32) -> NewEvent {
+pub fn consent_event(tenant: Uuid, r: &ConsentRow, previous: i32) -> NewEvent {
     let p = r.to_proto();
     event(
         tenant,
@@ -220,7 +220,7 @@ pub(super) fn consent_event(tenant: Uuid, r: &ConsentRow, previous: i32) -> NewE
 }
 
 #[allow(clippy::too_many_arguments)]
-pub(super) async fn insert_consent(
+pub async fn insert_consent(
     conn: &mut PgConnection,
     tenant: Uuid,
     customer: Uuid,

@@ -272,7 +272,7 @@ pub fn check_etag(etag: &str, version: i64) -> Result<()> {
 }
 
 /// Bumps the version and update time of `ids`.
-pub(super) async fn touch(conn: &mut PgConnection, tenant: Uuid, ids: &[Uuid]) -> Result<()> {
+pub async fn touch(conn: &mut PgConnection, tenant: Uuid, ids: &[Uuid]) -> Result<()> {
     sqlx::query(
         "UPDATE customers SET version = version + 1, update_time = now()
          WHERE tenant_id = $1 AND customer_id = ANY($2) AND status IN ('active', 'deleted')",
@@ -294,7 +294,7 @@ pub(super) fn identifier(kind: i32, system: &str, value: &str) -> Identifier {
 }
 
 /// The customer snapshot the feed carries.
-pub(super) fn snapshot(s: &Stored) -> Option<Customer> {
+pub fn snapshot(s: &Stored) -> Option<Customer> {
     Some(cust::to_proto(s))
 }
 

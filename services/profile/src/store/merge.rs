@@ -21,7 +21,12 @@ pub struct MergeSnapshot {
     pub stage_taken: bool,
 }
 
-async fn idents_of(conn: &mut PgConnection, tenant: Uuid, id: Uuid) -> Result<Vec<IdentRow>> {
+/// The identifiers of a customer, in order.
+pub async fn identifiers_of(
+    conn: &mut PgConnection,
+    tenant: Uuid,
+    id: Uuid,
+) -> Result<Vec<IdentRow>> {
     Ok(sqlx::query_as(
         "SELECT customer_id, kind, system, value, position, is_primary, label FROM identifiers
           WHERE tenant_id = $1 AND customer_id = $2 ORDER BY kind, position, value",
@@ -32,7 +37,12 @@ async fn idents_of(conn: &mut PgConnection, tenant: Uuid, id: Uuid) -> Result<Ve
     .await?)
 }
 
-async fn links_of(conn: &mut PgConnection, tenant: Uuid, id: Uuid) -> Result<Vec<LinkRow>> {
+/// The contact links of a customer, either side, oldest first.
+pub async fn contact_links_of(
+    conn: &mut PgConnection,
+    tenant: Uuid,
+    id: Uuid,
+) -> Result<Vec<LinkRow>> {
     Ok(sqlx::query_as(concat!(
         "SELECT ",
         link_cols!(),
@@ -45,290 +55,241 @@ async fn links_of(conn: &mut PgConnection, tenant: Uuid, id: Uuid) -> Result<Vec
     .await?)
 }
 
-/// MergeCustomers: `merged` is absorbed into `survivor`.
-pub async fn merge(
-    pool: &PgPool,
+impl LinkRow {
+    /// The link as merge planning sees it.
+    pub fn plan_view(&self) -> merge_rules::Link {
+        merge_rules::Link {
+            id: self.contact_link_id,
+            person: self.person_id,
+            organization: self.organization_id,
+            role: self.role,
+            primary: self.is_primary,
+        }
+    }
+}
+
+impl CustomerRow {
+    /// The row as merge admission sees it.
+    pub fn party(&self) -> merge_rules::Party {
+        merge_rules::Party {
+            id: self.customer_id,
+            status: self.status,
+            kind: self.kind,
+            version: self.version,
+            merged_into: self.merged_into,
+        }
+    }
+}
+
+/// When `merged` was merged (None when no merge is recorded).
+pub async fn merge_time(
+    conn: &mut PgConnection,
     tenant: Uuid,
-    survivor: Uuid,
     merged: Uuid,
-    survivor_etag: &str,
-    key: Option<&RequestKey>,
-) -> Result<(Stored, DateTime<Utc>)> {
-    let mut tx = pool.begin().await?;
-    if let Some(first) = claim(&mut tx, tenant, "MergeCustomers", key).await? {
-        tx.rollback().await?;
-        let mut conn = pool.acquire().await?;
-        let target = follow(&mut conn, tenant, survivor).await?;
-        let time = first["merge_time"]
-            .as_str()
-            .and_then(|t| DateTime::parse_from_rfc3339(t).ok())
-            .map_or_else(Utc::now, |t| t.with_timezone(&Utc));
-        return Ok((load_one(&mut conn, tenant, target).await?, time));
-    }
-    // Lock both in id order, so two merges of the same pair cannot deadlock.
-    let (a, b) = if survivor < merged {
-        (survivor, merged)
-    } else {
-        (merged, survivor)
-    };
-    let ra = lock_row(&mut tx, tenant, a).await?;
-    let rb = lock_row(&mut tx, tenant, b).await?;
-    let (rs, rm) = if a == survivor { (ra, rb) } else { (rb, ra) };
-    let rs = match rs {
-        Some(r) if r.status != CustomerStatus::Erased => r,
-        _ => return Err(customer_not_found(survivor)),
-    };
-    let rm = match rm {
-        Some(r) if r.status != CustomerStatus::Erased => r,
-        _ => return Err(customer_not_found(merged)),
-    };
-    if rm.status == CustomerStatus::Merged {
-        if rm.merged_into == Some(survivor) && rs.status != CustomerStatus::Merged {
-            // Already done: the survivor, unchanged.
-            let stored = load_one(&mut tx, tenant, survivor).await?;
-            let time = sqlx::query_scalar(
-                "SELECT merge_time FROM merges WHERE tenant_id = $1 AND merged_customer_id = $2",
-            )
-            .bind(tenant)
-            .bind(merged)
-            .fetch_optional(&mut *tx)
-            .await?
-            .unwrap_or(rm.update_time);
-            tx.rollback().await?;
-            return Ok((stored, time));
-        }
-        let into = follow(&mut tx, tenant, merged).await?;
-        return Err(precondition(format!(
-            "customer {merged} was already merged into customer {into}"
-        )));
-    }
-    if rs.status == CustomerStatus::Merged {
-        let into = follow(&mut tx, tenant, survivor).await?;
-        return Err(precondition(format!(
-            "customer {survivor} was merged into customer {into}; merge into the survivor instead"
-        )));
-    }
-    if rs.kind != rm.kind {
-        return Err(precondition(
-            "a person and an organisation cannot be merged: the two customers differ in kind",
-        ));
-    }
-    if rs.status == CustomerStatus::Deleted || rm.status == CustomerStatus::Deleted {
-        return Err(precondition(
-            "a soft-deleted customer cannot be merged; undelete it first",
-        ));
-    }
-    check_etag(survivor_etag, rs.version)?;
+) -> Result<Option<DateTime<Utc>>> {
+    Ok(sqlx::query_scalar(
+        "SELECT merge_time FROM merges WHERE tenant_id = $1 AND merged_customer_id = $2",
+    )
+    .bind(tenant)
+    .bind(merged)
+    .fetch_optional(&mut *conn)
+    .await?)
+}
 
-    // Limits of the union.
-    let s_idents = idents_of(&mut tx, tenant, survivor).await?;
-    let m_idents = idents_of(&mut tx, tenant, merged).await?;
-    for (kind, limit, name) in [
-        (EMAIL, MAX_EMAILS, "e-mail addresses"),
-        (PHONE, MAX_PHONES, "phone numbers"),
-        (EXTERNAL, MAX_EXTERNAL, "external identifiers"),
-    ] {
-        let n = s_idents.iter().filter(|i| i.kind == kind).count()
-            + m_idents.iter().filter(|i| i.kind == kind).count();
-        if n > limit {
-            return Err(precondition(format!(
-                "together the two customers have {n} {name}, more than the {limit} a customer may have"
-            )));
-        }
-    }
-    let s_links = links_of(&mut tx, tenant, survivor).await?;
-    let m_links = links_of(&mut tx, tenant, merged).await?;
-    let same_link = |l: &LinkRow, s: &LinkRow| {
-        l.role == s.role
-            && if l.person_id == merged {
-                s.person_id == survivor && s.organization_id == l.organization_id
-            } else {
-                s.organization_id == survivor && s.person_id == l.person_id
-            }
-    };
-    let moving: Vec<&LinkRow> = m_links
-        .iter()
-        .filter(|l| !s_links.iter().any(|s| same_link(l, s)))
-        .collect();
-    let link_limit =
-        if i32::from(rs.kind) == rapport_proto::rapport::profile::v1::CustomerKind::Person as i32 {
-            MAX_LINKS_PER_PERSON
-        } else {
-            MAX_LINKS_PER_ORGANIZATION
-        };
-    let link_count = (s_links.len() + moving.len()) as i64;
-    if link_count > link_limit {
-        return Err(precondition(format!(
-            "together the two customers have {link_count} contact links, more than the {link_limit} allowed"
-        )));
-    }
+/// The database's transaction time.
+pub async fn now(conn: &mut PgConnection) -> Result<DateTime<Utc>> {
+    Ok(sqlx::query_scalar("SELECT now()")
+        .fetch_one(&mut *conn)
+        .await?)
+}
 
-    let now: DateTime<Utc> = sqlx::query_scalar("SELECT now()")
-        .fetch_one(&mut *tx)
-        .await?;
-    let s_before = load_one(&mut tx, tenant, survivor).await?;
-    let m_before = load_one(&mut tx, tenant, merged).await?;
+/// Gives the identifier `i` to `to` at `position`, primary or not.
+pub async fn move_identifier(
+    conn: &mut PgConnection,
+    tenant: Uuid,
+    i: &IdentRow,
+    to: Uuid,
+    position: i32,
+    is_primary: bool,
+) -> Result<()> {
+    sqlx::query(
+        "UPDATE identifiers SET customer_id = $2, position = $3, is_primary = $4
+          WHERE tenant_id = $1 AND kind = $5 AND system = $6 AND value = $7",
+    )
+    .bind(tenant)
+    .bind(to)
+    .bind(position)
+    .bind(is_primary)
+    .bind(i.kind)
+    .bind(&i.system)
+    .bind(&i.value)
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
 
-    // Identifiers: the merged customer's move, after the survivor's.
-    let start = next_positions(&mut tx, tenant, survivor).await?;
-    let s_has_primary: HashSet<i16> = s_idents
-        .iter()
-        .filter(|i| i.is_primary)
-        .map(|i| i.kind)
-        .collect();
-    for i in &m_idents {
-        sqlx::query(
-            "UPDATE identifiers SET customer_id = $2, position = $3, is_primary = $4
-              WHERE tenant_id = $1 AND kind = $5 AND system = $6 AND value = $7",
-        )
+/// Moves a contact link's `from` end to `to`, primary or not.
+pub async fn move_link(
+    conn: &mut PgConnection,
+    tenant: Uuid,
+    link: Uuid,
+    from: Uuid,
+    to: Uuid,
+    is_primary: bool,
+) -> Result<()> {
+    sqlx::query(
+        "UPDATE contact_links SET
+            person_id = CASE WHEN person_id = $3 THEN $4 ELSE person_id END,
+            organization_id = CASE WHEN organization_id = $3 THEN $4 ELSE organization_id END,
+            is_primary = $5, update_time = now()
+          WHERE tenant_id = $1 AND contact_link_id = $2",
+    )
+    .bind(tenant)
+    .bind(link)
+    .bind(from)
+    .bind(to)
+    .bind(is_primary)
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
+
+/// Deletes a contact link.
+pub async fn drop_link(conn: &mut PgConnection, tenant: Uuid, link: Uuid) -> Result<()> {
+    sqlx::query("DELETE FROM contact_links WHERE tenant_id = $1 AND contact_link_id = $2")
         .bind(tenant)
-        .bind(survivor)
-        .bind(start.get(&i.kind).copied().unwrap_or(0) + i.position)
-        .bind(i.is_primary && !s_has_primary.contains(&i.kind))
-        .bind(i.kind)
-        .bind(&i.system)
-        .bind(&i.value)
-        .execute(&mut *tx)
+        .bind(link)
+        .execute(&mut *conn)
         .await?;
-    }
+    Ok(())
+}
 
-    // Contact links.
-    let survivor_has_primary_link = s_links
-        .iter()
-        .any(|l| l.organization_id == survivor && l.is_primary);
-    let mut moved_links = Vec::new();
-    for l in &m_links {
-        let moves = moving
-            .iter()
-            .any(|m| m.contact_link_id == l.contact_link_id);
-        if moves {
-            let keep_primary =
-                l.is_primary && !(l.organization_id == merged && survivor_has_primary_link);
-            sqlx::query(
-                "UPDATE contact_links SET
-                    person_id = CASE WHEN person_id = $3 THEN $4 ELSE person_id END,
-                    organization_id = CASE WHEN organization_id = $3 THEN $4 ELSE organization_id END,
-                    is_primary = $5, update_time = now()
-                  WHERE tenant_id = $1 AND contact_link_id = $2",
-            )
-            .bind(tenant)
-            .bind(l.contact_link_id)
-            .bind(merged)
-            .bind(survivor)
-            .bind(keep_primary)
-            .execute(&mut *tx)
-            .await?;
-            moved_links.push(l.contact_link_id);
-        } else {
-            sqlx::query("DELETE FROM contact_links WHERE tenant_id = $1 AND contact_link_id = $2")
-                .bind(tenant)
-                .bind(l.contact_link_id)
-                .execute(&mut *tx)
-                .await?;
-        }
-    }
-
-    // Consents: histories join; the most restrictive record in force wins.
-    let s_force = in_force(&mut tx, tenant, survivor).await?;
-    let m_force = in_force(&mut tx, tenant, merged).await?;
-    let moved_records: Vec<Uuid> = sqlx::query_scalar(
+/// Moves the consent history of `from` to `to`; returns the records moved.
+pub async fn move_consent_history(
+    conn: &mut PgConnection,
+    tenant: Uuid,
+    from: Uuid,
+    to: Uuid,
+) -> Result<Vec<Uuid>> {
+    Ok(sqlx::query_scalar(
         "UPDATE consent_records SET holder_id = $3 WHERE tenant_id = $1 AND holder_id = $2
          RETURNING consent_record_id",
     )
     .bind(tenant)
-    .bind(merged)
-    .bind(survivor)
-    .fetch_all(&mut *tx)
-    .await?;
-    let mut keys: Vec<(i16, i16)> = s_force.keys().chain(m_force.keys()).copied().collect();
-    keys.sort();
-    keys.dedup();
-    let mut consent_events = Vec::new();
-    for k in keys {
-        let s = s_force.get(&k).map(ConsentRow::rec);
-        let m = m_force.get(&k).map(ConsentRow::rec);
-        if let MergeConsent::Append {
-            status,
-            effective_time,
-        } = consent_rules::merge_decision(s.as_ref(), m.as_ref(), now)
-        {
-            let row = insert_consent(
-                &mut tx,
-                tenant,
-                survivor,
-                survivor,
-                k.0,
-                k.1,
-                status as i16,
-                "rapport:merge",
-                &format!("merge of customer {merged}"),
-                effective_time,
-                SERVICE_PRINCIPAL,
-            )
-            .await?;
-            let previous = s.map_or(0, |r| r.status);
-            if previous != status {
-                consent_events.push(consent_event(tenant, &row, previous));
-            }
-        }
-    }
+    .bind(from)
+    .bind(to)
+    .fetch_all(&mut *conn)
+    .await?)
+}
 
-    // Profile fields.
-    let (profile, taken) = merge_rules::merge_profiles(&s_before.profile, &m_before.profile);
-    let stage_taken = profile.relationship_stage != s_before.profile.relationship_stage;
+/// Gives the consent records `ids` back to `holder`.
+pub async fn return_consent_history(
+    conn: &mut PgConnection,
+    tenant: Uuid,
+    holder: Uuid,
+    ids: &[Uuid],
+) -> Result<()> {
+    sqlx::query(
+        "UPDATE consent_records SET holder_id = $2 WHERE tenant_id = $1 AND consent_record_id = ANY($3)",
+    )
+    .bind(tenant)
+    .bind(holder)
+    .bind(ids)
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
+
+/// How a profile write changes the stage's set time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StageTime {
+    /// Left as it is.
+    Keep,
+    /// Set to now (the stage was taken from the merged customer).
+    Now,
+    /// Cleared (the stage taken at the merge was given back and none is left).
+    Clear,
+}
+
+/// Writes a customer's profile document and bumps its version.
+pub async fn write_profile(
+    conn: &mut PgConnection,
+    tenant: Uuid,
+    id: Uuid,
+    profile: &Profile,
+    stage: StageTime,
+) -> Result<()> {
     sqlx::query(
         "UPDATE customers SET data = $3, version = version + 1, update_time = now(),
-                stage_set_time = CASE WHEN $4 THEN now() ELSE stage_set_time END
+                stage_set_time = CASE $4 WHEN 'now' THEN now() WHEN 'clear' THEN NULL ELSE stage_set_time END
           WHERE tenant_id = $1 AND customer_id = $2",
     )
     .bind(tenant)
-    .bind(survivor)
-    .bind(Json(&profile))
-    .bind(stage_taken)
-    .execute(&mut *tx)
+    .bind(id)
+    .bind(Json(profile))
+    .bind(match stage {
+        StageTime::Keep => "keep",
+        StageTime::Now => "now",
+        StageTime::Clear => "clear",
+    })
+    .execute(&mut *conn)
     .await?;
+    Ok(())
+}
+
+/// Marks `merged` as merged into `survivor`, or (None) active again.
+pub async fn set_merged_into(
+    conn: &mut PgConnection,
+    tenant: Uuid,
+    merged: Uuid,
+    survivor: Option<Uuid>,
+) -> Result<()> {
+    let status = if survivor.is_some() {
+        CustomerStatus::Merged
+    } else {
+        CustomerStatus::Active
+    };
     sqlx::query(
-        "UPDATE customers SET status = 'merged', merged_into = $3, version = version + 1, update_time = now()
+        "UPDATE customers SET status = $3, merged_into = $4, version = version + 1, update_time = now()
           WHERE tenant_id = $1 AND customer_id = $2",
     )
     .bind(tenant)
     .bind(merged)
+    .bind(status)
     .bind(survivor)
-    .execute(&mut *tx)
+    .execute(&mut *conn)
     .await?;
-    // Links' counterparts changed too.
-    let counterparts: Vec<Uuid> = m_links
-        .iter()
-        .map(|l| {
-            if l.person_id == merged {
-                l.organization_id
-            } else {
-                l.person_id
-            }
-        })
-        .collect();
-    touch(&mut tx, tenant, &counterparts).await?;
-    let (first, second) = if survivor < merged {
-        (survivor, merged)
-    } else {
-        (merged, survivor)
-    };
+    Ok(())
+}
+
+/// Forgets that `a` and `b` were marked as not duplicates.
+pub async fn forget_not_duplicate(
+    conn: &mut PgConnection,
+    tenant: Uuid,
+    a: Uuid,
+    b: Uuid,
+) -> Result<()> {
+    let (first, second) = if a < b { (a, b) } else { (b, a) };
     sqlx::query(
         "DELETE FROM not_duplicates WHERE tenant_id = $1 AND first_id = $2 AND second_id = $3",
     )
     .bind(tenant)
     .bind(first)
     .bind(second)
-    .execute(&mut *tx)
+    .execute(&mut *conn)
     .await?;
-    let snapshot_doc = MergeSnapshot {
-        identifiers: m_idents.clone(),
-        links: m_links.clone(),
-        moved_links,
-        consent_record_ids: moved_records,
-        taken,
-        stage_taken,
-    };
+    Ok(())
+}
+
+/// Records the merge of `merged` into `survivor` with what it brought.
+pub async fn record_merge(
+    conn: &mut PgConnection,
+    tenant: Uuid,
+    merged: Uuid,
+    survivor: Uuid,
+    time: DateTime<Utc>,
+    snapshot: &MergeSnapshot,
+) -> Result<()> {
     sqlx::query(
         "INSERT INTO merges (tenant_id, merged_customer_id, survivor_customer_id, merge_time, snapshot)
          VALUES ($1, $2, $3, $4, $5)",
@@ -336,135 +297,95 @@ pub async fn merge(
     .bind(tenant)
     .bind(merged)
     .bind(survivor)
-    .bind(now)
-    .bind(Json(&snapshot_doc))
-    .execute(&mut *tx)
+    .bind(time)
+    .bind(Json(snapshot))
+    .execute(&mut *conn)
     .await?;
-
-    let stored = load_one(&mut tx, tenant, survivor).await?;
-    let mut events = vec![event(
-        tenant,
-        merged,
-        Ev::CustomerMerged(ev::CustomerMerged {
-            survivor_customer_id: survivor.to_string(),
-            merged_customer_id: merged.to_string(),
-            merge_time: Some(timestamp(now)),
-            moved_identifiers: m_idents
-                .iter()
-                .map(|i| identifier(i32::from(i.kind), &i.system, &i.value))
-                .collect(),
-            survivor: snapshot(&stored),
-        }),
-    )];
-    events.extend(consent_events);
-    append(&mut tx, events).await?;
-    remember(
-        &mut tx,
-        tenant,
-        "MergeCustomers",
-        key,
-        json!({"survivor_customer_id": survivor.to_string(), "merge_time": now.to_rfc3339()}),
-        &[survivor, merged],
-    )
-    .await?;
-    tx.commit().await?;
-    Ok((stored, now))
+    Ok(())
 }
 
-/// UnmergeCustomers: `merged` comes back with what it brought.
-pub async fn unmerge(
-    pool: &PgPool,
+/// What `merged` brought at its merge.
+pub async fn merge_snapshot(
+    conn: &mut PgConnection,
     tenant: Uuid,
     merged: Uuid,
-    key: Option<&RequestKey>,
-) -> Result<(Stored, Stored)> {
-    let mut tx = pool.begin().await?;
-    if let Some(first) = claim(&mut tx, tenant, "UnmergeCustomers", key).await? {
-        tx.rollback().await?;
-        let survivor = first["survivor_customer_id"]
-            .as_str()
-            .and_then(|s| Uuid::parse_str(s).ok())
-            .ok_or_else(|| ApiError::internal("idempotency result without survivor"))?;
-        let mut conn = pool.acquire().await?;
-        let restored = follow(&mut conn, tenant, merged).await?;
-        let survivor = follow(&mut conn, tenant, survivor).await?;
-        let r = load_one(&mut conn, tenant, restored).await?;
-        let s = load_one(&mut conn, tenant, survivor).await?;
-        return Ok((r, s));
-    }
-    let rm = match lock_row(&mut tx, tenant, merged).await? {
-        Some(r) if r.status != CustomerStatus::Erased => r,
-        _ => return Err(customer_not_found(merged)),
-    };
-    let Some(survivor) = rm
-        .merged_into
-        .filter(|_| rm.status == CustomerStatus::Merged)
-    else {
-        return Err(precondition(format!(
-            "customer {merged} is not merged into another customer"
-        )));
-    };
-    let rs = lock_row(&mut tx, tenant, survivor)
-        .await?
-        .ok_or_else(|| customer_not_found(survivor))?;
-    if rs.status == CustomerStatus::Merged {
-        return Err(precondition(format!(
-            "customer {merged} was merged into {survivor}, which was itself merged afterwards; unmerge {survivor} first"
-        )));
-    }
-    let snap: Json<MergeSnapshot> = sqlx::query_scalar(
+) -> Result<Option<MergeSnapshot>> {
+    let snap: Option<Json<MergeSnapshot>> = sqlx::query_scalar(
         "SELECT snapshot FROM merges WHERE tenant_id = $1 AND merged_customer_id = $2",
     )
     .bind(tenant)
     .bind(merged)
-    .fetch_optional(&mut *tx)
-    .await?
-    .ok_or_else(|| ApiError::internal(format!("merge of {merged} has no snapshot")))?;
-    let snap = snap.0;
+    .fetch_optional(&mut *conn)
+    .await?;
+    Ok(snap.map(|s| s.0))
+}
 
-    // Identifiers: those still with the survivor go back; those nobody holds
-    // are given back; those a third customer now holds stay there.
-    let mut restored_idents = Vec::new();
-    for i in &snap.identifiers {
-        let holder: Option<Uuid> = sqlx::query_scalar(
-            "SELECT customer_id FROM identifiers WHERE tenant_id = $1 AND kind = $2 AND system = $3 AND value = $4",
-        )
+/// Forgets the merge of `merged`.
+pub async fn forget_merge(conn: &mut PgConnection, tenant: Uuid, merged: Uuid) -> Result<()> {
+    sqlx::query("DELETE FROM merges WHERE tenant_id = $1 AND merged_customer_id = $2")
         .bind(tenant)
-        .bind(i.kind)
-        .bind(&i.system)
-        .bind(&i.value)
-        .fetch_optional(&mut *tx)
+        .bind(merged)
+        .execute(&mut *conn)
         .await?;
-        match holder {
-            Some(h) if h == survivor => {
-                sqlx::query(
-                    "UPDATE identifiers SET customer_id = $2, position = $3, is_primary = $4, label = $5
-                      WHERE tenant_id = $1 AND kind = $6 AND system = $7 AND value = $8",
-                )
-                .bind(tenant)
-                .bind(merged)
-                .bind(i.position)
-                .bind(i.is_primary)
-                .bind(&i.label)
-                .bind(i.kind)
-                .bind(&i.system)
-                .bind(&i.value)
-                .execute(&mut *tx)
-                .await?;
-                restored_idents.push(i.clone());
-            }
-            None => {
-                let ident = i.ident();
-                let start: HashMap<i16, i32> = [(i.kind, i.position)].into_iter().collect();
-                insert_idents(&mut tx, tenant, merged, &[ident], &start)
-                    .await
-                    .map_err(unique_to_error)?;
-                restored_idents.push(i.clone());
-            }
-            Some(_) => {}
-        }
-    }
-    // The survivor keeps one primary per kind.
+    Ok(())
+}
+
+/// Who holds the identifier `i` now.
+pub async fn identifier_holder(
+    conn: &mut PgConnection,
+    tenant: Uuid,
+    i: &IdentRow,
+) -> Result<Option<Uuid>> {
+    Ok(sqlx::query_scalar(
+        "SELECT customer_id FROM identifiers WHERE tenant_id = $1 AND kind = $2 AND system = $3 AND value = $4",
+    )
+    .bind(tenant)
+    .bind(i.kind)
+    .bind(&i.system)
+    .bind(&i.value)
+    .fetch_optional(&mut *conn)
+    .await?)
+}
+
+/// Gives `i` back to `to` as it was (position, primary flag, label).
+pub async fn restore_identifier(
+    conn: &mut PgConnection,
+    tenant: Uuid,
+    i: &IdentRow,
+    to: Uuid,
+) -> Result<()> {
+    sqlx::query(
+        "UPDATE identifiers SET customer_id = $2, position = $3, is_primary = $4, label = $5
+          WHERE tenant_id = $1 AND kind = $6 AND system = $7 AND value = $8",
+    )
+    .bind(tenant)
+    .bind(to)
+    .bind(i.position)
+    .bind(i.is_primary)
+    .bind(&i.label)
+    .bind(i.kind)
+    .bind(&i.system)
+    .bind(&i.value)
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
+
+/// Gives `i`, held by nobody now, back to `to` at its old position.
+pub async fn reinsert_identifier(
+    conn: &mut PgConnection,
+    tenant: Uuid,
+    i: &IdentRow,
+    to: Uuid,
+) -> Result<()> {
+    let start: HashMap<i16, i32> = [(i.kind, i.position)].into_iter().collect();
+    insert_idents(conn, tenant, to, &[i.ident()], &start)
+        .await
+        .map_err(unique_to_error)
+}
+
+/// Makes sure `id` has one primary e-mail and phone where it has any.
+pub async fn ensure_primaries(conn: &mut PgConnection, tenant: Uuid, id: Uuid) -> Result<()> {
     sqlx::query(
         "UPDATE identifiers i SET is_primary = true
            FROM (SELECT DISTINCT ON (kind) kind, system, value FROM identifiers
@@ -475,127 +396,39 @@ pub async fn unmerge(
                              AND p.kind = f.kind AND p.is_primary)",
     )
     .bind(tenant)
-    .bind(survivor)
-    .execute(&mut *tx)
+    .bind(id)
+    .execute(&mut *conn)
     .await?;
+    Ok(())
+}
 
-    // Contact links, as they were at the merge.
-    for l in &snap.links {
-        sqlx::query("DELETE FROM contact_links WHERE tenant_id = $1 AND contact_link_id = $2")
-            .bind(tenant)
-            .bind(l.contact_link_id)
-            .execute(&mut *tx)
-            .await?;
-        sqlx::query(
-            "INSERT INTO contact_links (tenant_id, contact_link_id, person_id, organization_id, role, job_title,
-                                        start_date, end_date, end_day, is_primary, create_time, update_time)
-             SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12
-              WHERE EXISTS (SELECT 1 FROM customers WHERE tenant_id = $1 AND customer_id = $3 AND status IN ('active', 'deleted', 'merged'))
-                AND EXISTS (SELECT 1 FROM customers WHERE tenant_id = $1 AND customer_id = $4 AND status IN ('active', 'deleted', 'merged'))
-             ON CONFLICT DO NOTHING",
-        )
-        .bind(tenant)
-        .bind(l.contact_link_id)
-        .bind(l.person_id)
-        .bind(l.organization_id)
-        .bind(l.role)
-        .bind(&l.job_title)
-        .bind(l.start_date.as_ref())
-        .bind(l.end_date.as_ref())
-        .bind(l.end_date.as_ref().and_then(|d| d.0.naive()))
-        .bind(l.is_primary)
-        .bind(l.create_time)
-        .bind(l.update_time)
-        .execute(&mut *tx)
-        .await?;
-    }
-
-    // Consent history goes back; the survivor keeps its records in force.
+/// Puts a contact link back as it was at the merge, where both its
+/// customers still exist (not erased).
+pub async fn restore_link(conn: &mut PgConnection, tenant: Uuid, l: &LinkRow) -> Result<()> {
+    drop_link(conn, tenant, l.contact_link_id).await?;
     sqlx::query(
-        "UPDATE consent_records SET holder_id = $2 WHERE tenant_id = $1 AND consent_record_id = ANY($3)",
+        "INSERT INTO contact_links (tenant_id, contact_link_id, person_id, organization_id, role, job_title,
+                                    start_date, end_date, end_day, is_primary, create_time, update_time)
+         SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12
+          WHERE EXISTS (SELECT 1 FROM customers WHERE tenant_id = $1 AND customer_id = $3 AND status IN ('active', 'deleted', 'merged'))
+            AND EXISTS (SELECT 1 FROM customers WHERE tenant_id = $1 AND customer_id = $4 AND status IN ('active', 'deleted', 'merged'))
+         ON CONFLICT DO NOTHING",
     )
     .bind(tenant)
-    .bind(merged)
-    .bind(&snap.consent_record_ids)
-    .execute(&mut *tx)
+    .bind(l.contact_link_id)
+    .bind(l.person_id)
+    .bind(l.organization_id)
+    .bind(l.role)
+    .bind(&l.job_title)
+    .bind(l.start_date.as_ref())
+    .bind(l.end_date.as_ref())
+    .bind(l.end_date.as_ref().and_then(|d| d.0.naive()))
+    .bind(l.is_primary)
+    .bind(l.create_time)
+    .bind(l.update_time)
+    .execute(&mut *conn)
     .await?;
-
-    // Profile fields the survivor took and has not changed since.
-    let current = load_one(&mut tx, tenant, survivor).await?;
-    let profile = merge_rules::unmerge_profile(&current.profile, &snap.taken);
-    let stage_back =
-        snap.stage_taken && profile.relationship_stage != current.profile.relationship_stage;
-    sqlx::query(
-        "UPDATE customers SET data = $3, version = version + 1, update_time = now(),
-                stage_set_time = CASE WHEN $4 THEN NULL ELSE stage_set_time END
-          WHERE tenant_id = $1 AND customer_id = $2",
-    )
-    .bind(tenant)
-    .bind(survivor)
-    .bind(Json(&profile))
-    .bind(stage_back && profile.relationship_stage == 0)
-    .execute(&mut *tx)
-    .await?;
-    sqlx::query(
-        "UPDATE customers SET status = 'active', merged_into = NULL, version = version + 1, update_time = now()
-          WHERE tenant_id = $1 AND customer_id = $2",
-    )
-    .bind(tenant)
-    .bind(merged)
-    .execute(&mut *tx)
-    .await?;
-    let counterparts: Vec<Uuid> = snap
-        .links
-        .iter()
-        .map(|l| {
-            if l.person_id == merged {
-                l.organization_id
-            } else {
-                l.person_id
-            }
-        })
-        .collect();
-    touch(&mut tx, tenant, &counterparts).await?;
-    sqlx::query("DELETE FROM merges WHERE tenant_id = $1 AND merged_customer_id = $2")
-        .bind(tenant)
-        .bind(merged)
-        .execute(&mut *tx)
-        .await?;
-    let restored = load_one(&mut tx, tenant, merged).await?;
-    let survivor_now = load_one(&mut tx, tenant, survivor).await?;
-    let now: DateTime<Utc> = sqlx::query_scalar("SELECT now()")
-        .fetch_one(&mut *tx)
-        .await?;
-    append(
-        &mut tx,
-        vec![event(
-            tenant,
-            merged,
-            Ev::CustomerUnmerged(ev::CustomerUnmerged {
-                survivor_customer_id: survivor.to_string(),
-                restored_customer_id: merged.to_string(),
-                unmerge_time: Some(timestamp(now)),
-                restored_identifiers: restored_idents
-                    .iter()
-                    .map(|i| identifier(i32::from(i.kind), &i.system, &i.value))
-                    .collect(),
-                customer: snapshot(&restored),
-                survivor: snapshot(&survivor_now),
-            }),
-        )],
-    )
-    .await?;
-    remember(
-        &mut tx,
-        tenant,
-        "UnmergeCustomers",
-        key,
-        json!({"survivor_customer_id": survivor.to_string()}),
-        &[survivor, merged],
-    )
-    .await?;
-    tx.commit().await?;
-    Ok((restored, survivor_now))
+    Ok(())
 }
 
 /// MarkNotDuplicate: records the pair (ordered) and returns its first mark time.

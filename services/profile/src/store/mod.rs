@@ -27,7 +27,7 @@ use sqlx::{PgConnection, PgPool, Postgres, QueryBuilder};
 use uuid::Uuid;
 
 use crate::domain::attributes::{AttrValue, Definition, Definitions};
-use crate::domain::consent::{self as consent_rules, MergeConsent, Rec};
+use crate::domain::consent::Rec;
 use crate::domain::customer::{
     self as cust, EMAIL, EXTERNAL, Ident, MAX_EMAILS, MAX_EXTERNAL, MAX_PHONES, PHONE, Profile,
     Stored, Validated,
@@ -40,10 +40,7 @@ use crate::error::{Error, Result, customer_not_found, precondition};
 
 /// Who recorded what the service writes itself.
 pub const SERVICE_PRINCIPAL: &str = "rapport";
-/// Most contact links per organisation.
-pub const MAX_LINKS_PER_ORGANIZATION: i64 = 200;
-/// Most contact links per person.
-pub const MAX_LINKS_PER_PERSON: i64 = 50;
+pub use crate::domain::merge::{MAX_LINKS_PER_ORGANIZATION, MAX_LINKS_PER_PERSON};
 
 macro_rules! customer_cols {
     () => {
@@ -98,6 +95,11 @@ pub struct IdentRow {
 }
 
 impl IdentRow {
+    /// The contract's identifier.
+    pub fn identifier(&self) -> Identifier {
+        customers::identifier(i32::from(self.kind), &self.system, &self.value)
+    }
+
     fn ident(&self) -> Ident {
         Ident {
             kind: self.kind,
@@ -242,7 +244,7 @@ impl LinkRow {
 }
 
 /// A customer event: its type is the name of `event`'s case.
-fn event(tenant: Uuid, aggregate_id: Uuid, event: Ev) -> NewEvent {
+pub fn event(tenant: Uuid, aggregate_id: Uuid, event: Ev) -> NewEvent {
     let event_type = match &event {
         Ev::CustomerCreated(_) => "CustomerCreated",
         Ev::CustomerUpdated(_) => "CustomerUpdated",
@@ -265,7 +267,8 @@ fn event(tenant: Uuid, aggregate_id: Uuid, event: Ev) -> NewEvent {
     )
 }
 
-async fn append(conn: &mut PgConnection, events: Vec<NewEvent>) -> Result<()> {
+/// Appends events to the outbox in the caller's transaction.
+pub async fn append(conn: &mut PgConnection, events: Vec<NewEvent>) -> Result<()> {
     feed::append(conn, &events).await?;
     Ok(())
 }

@@ -15,7 +15,7 @@ pub struct RequestKey {
 
 /// Claims `key` for `method` in the transaction: `Ok(None)` when this call is
 /// the first, `Ok(Some(result))` for a retry (the first call's stored result).
-pub(super) async fn claim(
+pub async fn claim(
     conn: &mut PgConnection,
     tenant: Uuid,
     method: &str,
@@ -68,7 +68,7 @@ pub(super) async fn claim(
 }
 
 /// Stores the result of the first call with `key`.
-pub(super) async fn remember(
+pub async fn remember(
     conn: &mut PgConnection,
     tenant: Uuid,
     method: &str,

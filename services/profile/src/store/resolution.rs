@@ -736,7 +736,7 @@ pub(super) async fn insert_positioned(
 }
 
 /// The next free position of each identifier kind of a customer.
-pub(super) async fn next_positions(
+pub async fn next_positions(
     conn: &mut PgConnection,
     tenant: Uuid,
     id: Uuid,
