@@ -10,6 +10,7 @@
 
 pub mod api;
 pub mod domain;
+pub mod erase;
 pub mod error;
 pub mod import;
 pub mod merge;

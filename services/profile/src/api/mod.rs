@@ -534,7 +534,7 @@ impl ProfileService for ProfileApi {
             }
         };
         v.finish()?;
-        let (merged, time) = store::erase(&self.pool, tenant, id, &reference).await?;
+        let (merged, time) = crate::erase::erase(&self.pool, tenant, id, &reference).await?;
         Ok(Response::new(EraseCustomerResponse {
             customer_id: id.to_string(),
             erased_merged_customer_ids: merged.iter().map(Uuid::to_string).collect(),

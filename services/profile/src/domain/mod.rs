@@ -7,6 +7,7 @@ pub mod consent;
 pub mod country;
 pub mod customer;
 pub mod duplicates;
+pub mod erase;
 pub mod mask;
 pub mod merge;
 pub mod normalize;

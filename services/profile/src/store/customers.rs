@@ -210,7 +210,7 @@ pub async fn load_one(conn: &mut PgConnection, tenant: Uuid, id: Uuid) -> Result
 
 /// For each of `roots`, the customers merged into it, directly or through a
 /// chain, sorted.
-pub(super) async fn merged_into_each(
+pub async fn merged_into_each(
     conn: &mut PgConnection,
     tenant: Uuid,
     roots: &[Uuid],

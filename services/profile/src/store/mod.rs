@@ -10,11 +10,10 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 
 use chrono::{DateTime, Duration, NaiveDate, Utc};
-use prost::Message;
 use rapport_kit::ApiError;
 use rapport_kit::convert::timestamp;
 use rapport_kit::feed::{self, NewEvent};
-use rapport_proto::rapport::common::v1::{Identifier, RedactionReason};
+use rapport_proto::rapport::common::v1::Identifier;
 use rapport_proto::rapport::profile::v1::profile_event::Event as Ev;
 use rapport_proto::rapport::profile::v1::{
     self as ev, AttributeDefinition, ConsentRecord, ContactLink, Customer, DuplicateCandidate,
