@@ -204,7 +204,7 @@ impl ProfileService for ProfileApi {
             validate_customer(&c, "customer", kind, &defs, true, Source::Customer, &mut v);
         let key = request_key(&mut v, &req.request_id, &fingerprint_of(&validated));
         v.finish()?;
-        let stored = store::create_customer(&self.pool, tenant, &validated, key.as_ref()).await?;
+        let stored = crate::customers::create(&self.pool, tenant, &validated, key.as_ref()).await?;
         Ok(Response::new(CreateCustomerResponse {
             customer: Some(cust::to_proto(&stored)),
         }))
@@ -294,7 +294,7 @@ impl ProfileService for ProfileApi {
             );
             v.finish().map(|()| next)
         });
-        let stored = store::update_customer(&self.pool, tenant, id, &etag, apply).await?;
+        let stored = crate::customers::update(&self.pool, tenant, id, &etag, apply).await?;
         Ok(Response::new(UpdateCustomerResponse {
             customer: Some(cust::to_proto(&stored)),
         }))
@@ -307,7 +307,8 @@ impl ProfileService for ProfileApi {
         let tenant = tenant(&request)?;
         let req = request.into_inner();
         let id = one_id("customer_id", &req.customer_id)?;
-        let stored = store::set_deleted(&self.pool, tenant, id, req.etag.trim(), true).await?;
+        let stored =
+            crate::customers::set_deleted(&self.pool, tenant, id, req.etag.trim(), true).await?;
         Ok(Response::new(DeleteCustomerResponse {
             customer: Some(cust::to_proto(&stored)),
         }))
@@ -320,7 +321,8 @@ impl ProfileService for ProfileApi {
         let tenant = tenant(&request)?;
         let req = request.into_inner();
         let id = one_id("customer_id", &req.customer_id)?;
-        let stored = store::set_deleted(&self.pool, tenant, id, req.etag.trim(), false).await?;
+        let stored =
+            crate::customers::set_deleted(&self.pool, tenant, id, req.etag.trim(), false).await?;
         Ok(Response::new(UndeleteCustomerResponse {
             customer: Some(cust::to_proto(&stored)),
         }))

@@ -307,11 +307,11 @@ pub enum Origin {
     Resolve,
 }
 
-pub(super) fn stage_time(stage: i32) -> Option<DateTime<Utc>> {
+pub fn stage_time(stage: i32) -> Option<DateTime<Utc>> {
     (stage != 0).then(Utc::now)
 }
 
-pub(super) async fn insert_customer(
+pub async fn insert_customer(
     conn: &mut PgConnection,
     tenant: Uuid,
     id: Uuid,
@@ -331,39 +331,16 @@ pub(super) async fn insert_customer(
     Ok(())
 }
 
-/// CreateCustomer: stores a validated customer and emits CustomerCreated,
-/// in five round trips: the idempotency key is claimed with its result (the
-/// new id is known in advance), the customer and its identifiers are stored
-/// in one statement (an identifier someone holds makes it come back short,
-/// and the holder is then named), the answer is built from what was written
-/// rather than read back, and the event is appended.
-pub async fn create_customer(
-    pool: &PgPool,
+/// Stores a new active customer and its identifiers in one statement.
+/// Returns what was written (version, create, update and stage times) and
+/// how many identifiers were stored: fewer than given when another customer
+/// holds one (the caller then names the holder and rolls back).
+pub async fn insert_with_identifiers(
+    conn: &mut PgConnection,
     tenant: Uuid,
+    id: Uuid,
     v: &Validated,
-    key: Option<&RequestKey>,
-) -> Result<Stored> {
-    let id = Uuid::now_v7();
-    let mut tx = pool.begin().await?;
-    if let Some(first) = claim_done(
-        &mut tx,
-        tenant,
-        "CreateCustomer",
-        key,
-        json!({"customer_id": id.to_string()}),
-        &[id],
-    )
-    .await?
-    {
-        let id = first["customer_id"]
-            .as_str()
-            .and_then(|s| Uuid::parse_str(s).ok())
-            .ok_or_else(|| ApiError::internal("idempotency result without customer_id"))?;
-        tx.rollback().await?;
-        let mut conn = pool.acquire().await?;
-        let target = follow(&mut conn, tenant, id).await?;
-        return load_one(&mut conn, tenant, target).await;
-    }
+) -> Result<(Written, i64)> {
     // Positions per kind, in the order given.
     let mut next: HashMap<i16, i32> = HashMap::new();
     let positions: Vec<i32> = v
@@ -385,7 +362,13 @@ pub async fn create_customer(
         .iter()
         .map(|i| duplicate_rules::match_key(i.kind, &i.value))
         .collect();
-    let written: (i64, DateTime<Utc>, DateTime<Utc>, Option<DateTime<Utc>>, i64) = sqlx::query_as(
+    let (version, create_time, update_time, stage_set_time, stored): (
+        i64,
+        DateTime<Utc>,
+        DateTime<Utc>,
+        Option<DateTime<Utc>>,
+        i64,
+    ) = sqlx::query_as(
         "WITH c AS (
              INSERT INTO customers (tenant_id, customer_id, kind, status, data, stage_set_time)
              VALUES ($1, $2, $3, 'active', $4, $5)
@@ -409,47 +392,30 @@ pub async fn create_customer(
     .bind(&primaries)
     .bind(&labels)
     .bind(&keys)
-    .fetch_one(&mut *tx)
+    .fetch_one(&mut *conn)
     .await?;
-    let (version, create_time, update_time, stage_set_time, stored_idents) = written;
-    if stored_idents != v.idents.len() as i64 {
-        // Another customer holds one: name it (nothing of this call stays).
-        ensure_free(&mut tx, tenant, Some(id), &v.idents, "customer").await?;
-        return Err(Error::Api(ApiError::AlreadyExists(
-            "an identifier of this request was just given to another customer".into(),
-        )));
-    }
-    let mut idents = v.idents.clone();
-    idents.sort_by_key(|i| i.kind);
-    let stored = Stored {
-        customer_id: id,
-        kind: v.kind,
-        deleted: false,
-        profile: v.profile.clone(),
-        idents,
-        version,
-        create_time,
-        update_time,
-        delete_time: None,
-        stage_set_time,
-        consents: Vec::new(),
-        merged_ids: Vec::new(),
-    };
-    append(
-        &mut tx,
-        vec![event(
-            tenant,
-            id,
-            Ev::CustomerCreated(ev::CustomerCreated {
-                customer_id: id.to_string(),
-                customer: snapshot(&stored),
-                origin: ev::CustomerOrigin::Create as i32,
-            }),
-        )],
-    )
-    .await?;
-    tx.commit().await?;
-    Ok(stored)
+    Ok((
+        Written {
+            version,
+            create_time,
+            update_time,
+            stage_set_time,
+        },
+        stored,
+    ))
+}
+
+/// What a new customer's row got from the database.
+#[derive(Debug, Clone, Copy)]
+pub struct Written {
+    /// Its version.
+    pub version: i64,
+    /// Created.
+    pub create_time: DateTime<Utc>,
+    /// Last changed.
+    pub update_time: DateTime<Utc>,
+    /// Stage set.
+    pub stage_set_time: Option<DateTime<Utc>>,
 }
 
 /// GetCustomer: the customer `id` leads to, and whether `id` was merged.
@@ -497,99 +463,30 @@ pub async fn batch_get(
     Ok((found, missing, merged))
 }
 
-/// What UpdateCustomer needs from the handler: how to compute the new
-/// customer from the current one (validation included).
-pub type Updater<'a> =
-    dyn FnOnce(&Stored, &Definitions) -> std::result::Result<Validated, ApiError> + Send + 'a;
-
-/// UpdateCustomer: applies `apply` to the locked customer and stores the
-/// result when something changed (emitting CustomerUpdated).
-pub async fn update_customer(
-    pool: &PgPool,
+/// Replaces a customer's identifiers with `idents` (in their order).
+pub async fn replace_identifiers(
+    conn: &mut PgConnection,
     tenant: Uuid,
     id: Uuid,
-    etag: &str,
-    apply: Box<Updater<'_>>,
-) -> Result<Stored> {
-    let mut tx = pool.begin().await?;
-    let r = lock_exact(&mut tx, tenant, id).await?;
-    if r.status == CustomerStatus::Deleted {
-        return Err(precondition(format!(
-            "customer {id} is deleted; undelete it first"
-        )));
-    }
-    check_etag(etag, r.version)?;
-    let current = load_one(&mut tx, tenant, id).await?;
-    let defs = definitions(&mut tx, tenant).await?;
-    let next = apply(&current, &defs)?;
-    let before = cust::fields_to_proto(current.kind, &current.profile, &current.idents);
-    let after = cust::fields_to_proto(current.kind, &next.profile, &next.idents);
-    let changed = cust::changed_fields(&before, &after);
-    if changed.is_empty() {
-        tx.rollback().await?;
-        return Ok(current);
-    }
-    let ident_kinds_changed = changed
-        .iter()
-        .any(|f| matches!(*f, "emails" | "phones" | "external_identifiers"));
-    if ident_kinds_changed {
-        ensure_free(&mut tx, tenant, Some(id), &next.idents, "customer").await?;
-        sqlx::query("DELETE FROM identifiers WHERE tenant_id = $1 AND customer_id = $2")
-            .bind(tenant)
-            .bind(id)
-            .execute(&mut *tx)
-            .await?;
-        insert_idents(&mut tx, tenant, id, &next.idents, &HashMap::new())
-            .await
-            .map_err(unique_to_error)?;
-    }
-    let stage_changed = next.profile.relationship_stage != current.profile.relationship_stage;
-    sqlx::query(
-        "UPDATE customers SET data = $3, version = version + 1, update_time = now(),
-                stage_set_time = CASE WHEN $4 THEN now() ELSE stage_set_time END
-         WHERE tenant_id = $1 AND customer_id = $2",
-    )
-    .bind(tenant)
-    .bind(id)
-    .bind(Json(&next.profile))
-    .bind(stage_changed)
-    .execute(&mut *tx)
-    .await?;
-    let stored = load_one(&mut tx, tenant, id).await?;
-    append(
-        &mut tx,
-        vec![event(
-            tenant,
-            id,
-            Ev::CustomerUpdated(ev::CustomerUpdated {
-                customer_id: id.to_string(),
-                changed_fields: changed.iter().map(ToString::to_string).collect(),
-                customer: snapshot(&stored),
-            }),
-        )],
-    )
-    .await?;
-    tx.commit().await?;
-    Ok(stored)
+    idents: &[Ident],
+) -> Result<()> {
+    sqlx::query("DELETE FROM identifiers WHERE tenant_id = $1 AND customer_id = $2")
+        .bind(tenant)
+        .bind(id)
+        .execute(&mut *conn)
+        .await?;
+    insert_idents(conn, tenant, id, idents, &HashMap::new())
+        .await
+        .map_err(unique_to_error)
 }
 
-/// DeleteCustomer (`delete` true) or UndeleteCustomer.
+/// Soft-deletes (`delete` true) or undeletes a customer.
 pub async fn set_deleted(
-    pool: &PgPool,
+    conn: &mut PgConnection,
     tenant: Uuid,
     id: Uuid,
-    etag: &str,
     delete: bool,
-) -> Result<Stored> {
-    let mut tx = pool.begin().await?;
-    let r = lock_exact(&mut tx, tenant, id).await?;
-    check_etag(etag, r.version)?;
-    let is_deleted = r.status == CustomerStatus::Deleted;
-    if is_deleted == delete {
-        tx.rollback().await?;
-        let mut conn = pool.acquire().await?;
-        return load_one(&mut conn, tenant, id).await;
-    }
+) -> Result<()> {
     sqlx::query(
         "UPDATE customers SET status = $3, delete_time = CASE WHEN $4 THEN now() END,
                 version = version + 1, update_time = now()
@@ -603,29 +500,7 @@ pub async fn set_deleted(
         CustomerStatus::Active
     })
     .bind(delete)
-    .execute(&mut *tx)
+    .execute(&mut *conn)
     .await?;
-    let stored = load_one(&mut tx, tenant, id).await?;
-    let ev = if delete {
-        event(
-            tenant,
-            id,
-            Ev::CustomerDeleted(ev::CustomerDeleted {
-                customer_id: id.to_string(),
-                delete_time: stored.delete_time.map(timestamp),
-            }),
-        )
-    } else {
-        event(
-            tenant,
-            id,
-            Ev::CustomerUndeleted(ev::CustomerUndeleted {
-                customer_id: id.to_string(),
-                customer: snapshot(&stored),
-            }),
-        )
-    };
-    append(&mut tx, vec![ev]).await?;
-    tx.commit().await?;
-    Ok(stored)
+    Ok(())
 }

@@ -61,7 +61,7 @@ fn ident_field(prefix: &str, idents: &[Ident], n: usize) -> String {
 }
 
 /// Refuses identifiers another customer holds (ALREADY_EXISTS naming it).
-pub(super) async fn ensure_free(
+pub async fn ensure_free(
     conn: &mut PgConnection,
     tenant: Uuid,
     owner: Option<Uuid>,
@@ -82,7 +82,7 @@ pub(super) async fn ensure_free(
 /// Inserts identifiers for `customer`, positions counted per kind from
 /// `start` (by kind). A unique violation (a concurrent writer took one) is
 /// returned as the database error.
-pub(super) async fn insert_idents(
+pub async fn insert_idents(
     conn: &mut PgConnection,
     tenant: Uuid,
     customer: Uuid,
@@ -105,7 +105,7 @@ pub(super) async fn insert_idents(
     insert_positioned(conn, tenant, &rows).await
 }
 
-pub(super) fn unique_to_error(e: sqlx::Error) -> Error {
+pub fn unique_to_error(e: sqlx::Error) -> Error {
     if rapport_kit::error::is_unique_violation(&e, Some("identifiers_pkey")) {
         Error::Api(ApiError::AlreadyExists(
             "an identifier of this request was just given to another customer".into(),

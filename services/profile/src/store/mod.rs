@@ -303,7 +303,7 @@ pub use customers::*;
 pub use definitions::*;
 pub use duplicates::*;
 pub use erase::*;
-use identifiers::*;
+pub use identifiers::*;
 pub use merge::*;
 pub use request_keys::*;
 pub use resolution::*;

@@ -97,7 +97,7 @@ pub async fn remember(
 /// result for a retry; INVALID_ARGUMENT when the key was used for other
 /// content. A concurrent first call holding the key makes this one wait
 /// until it ends.
-pub(super) async fn claim_done(
+pub async fn claim_done(
     conn: &mut PgConnection,
     tenant: Uuid,
     method: &str,
