@@ -9,6 +9,7 @@
 //! * [`store`]: every SQL statement.
 
 pub mod api;
+pub mod contacts;
 pub mod customers;
 pub mod domain;
 pub mod erase;

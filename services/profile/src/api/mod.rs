@@ -576,7 +576,7 @@ impl ProfileService for ProfileApi {
             v.add("link.end_date", "must not be before start_date");
         }
         v.finish()?;
-        let (row, created) = store::link_contact(
+        let (row, created) = crate::contacts::link(
             &self.pool,
             tenant,
             &store::LinkInput {
@@ -611,8 +611,9 @@ impl ProfileService for ProfileApi {
         );
         enum_ok(&mut v, "role", req.role, 6, true);
         v.finish()?;
-        let row = store::unlink_contact(&self.pool, tenant, person, organization, req.role as i16)
-            .await?;
+        let row =
+            crate::contacts::unlink(&self.pool, tenant, person, organization, req.role as i16)
+                .await?;
         Ok(Response::new(UnlinkContactResponse {
             link: Some(row.to_proto()),
         }))

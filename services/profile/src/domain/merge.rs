@@ -10,15 +10,11 @@ use serde_json::{Map, Value};
 use uuid::Uuid;
 
 use super::attributes::AttrValue;
+use super::contacts::{MAX_LINKS_PER_ORGANIZATION, MAX_LINKS_PER_PERSON};
 use super::customer::{
     Address, EMAIL, EXTERNAL, MAX_ADDRESSES, MAX_EMAILS, MAX_EXTERNAL, MAX_PHONES, PHONE, Profile,
 };
 use super::status::CustomerStatus;
-
-/// Most contact links per organisation.
-pub const MAX_LINKS_PER_ORGANIZATION: i64 = 200;
-/// Most contact links per person.
-pub const MAX_LINKS_PER_PERSON: i64 = 50;
 
 /// One of the two customers of a merge, as its locked row shows it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

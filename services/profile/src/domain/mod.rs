@@ -4,6 +4,7 @@
 
 pub mod attributes;
 pub mod consent;
+pub mod contacts;
 pub mod country;
 pub mod customer;
 pub mod duplicates;

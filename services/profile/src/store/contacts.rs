@@ -21,168 +21,134 @@ pub struct LinkInput {
     pub primary: bool,
 }
 
-/// LinkContact: creates or updates the (person, organisation, role) link.
-pub async fn link_contact(pool: &PgPool, tenant: Uuid, l: &LinkInput) -> Result<(LinkRow, bool)> {
-    use rapport_proto::rapport::profile::v1::CustomerKind;
-    let mut tx = pool.begin().await?;
-    let person = follow(&mut tx, tenant, l.person).await?;
-    let org = follow(&mut tx, tenant, l.organization).await?;
-    let (a, b) = if person < org {
-        (person, org)
-    } else {
-        (org, person)
-    };
-    let ra = lock_row(&mut tx, tenant, a).await?;
-    let rb = lock_row(&mut tx, tenant, b).await?;
-    let (rp, ro) = if a == person { (ra, rb) } else { (rb, ra) };
-    let rp = rp.ok_or_else(|| customer_not_found(l.person))?;
-    let ro = ro.ok_or_else(|| customer_not_found(l.organization))?;
-    if i32::from(rp.kind) != CustomerKind::Person as i32 {
-        return Err(precondition(format!("customer {person} is not a person")));
-    }
-    if i32::from(ro.kind) != CustomerKind::Organization as i32 {
-        return Err(precondition(format!(
-            "customer {org} is not an organisation"
-        )));
-    }
-    if rp.status != CustomerStatus::Active || ro.status != CustomerStatus::Active {
-        return Err(precondition(
-            "a soft-deleted customer cannot be linked; undelete it first",
-        ));
-    }
-    let existing: Option<Uuid> = sqlx::query_scalar(
-        "SELECT contact_link_id FROM contact_links WHERE tenant_id = $1 AND person_id = $2 AND organization_id = $3 AND role = $4",
-    )
-    .bind(tenant)
-    .bind(person)
-    .bind(org)
-    .bind(l.role)
-    .fetch_optional(&mut *tx)
-    .await?;
-    if existing.is_none() {
-        let (per_org, per_person): (i64, i64) = sqlx::query_as(
-            "SELECT count(*) FILTER (WHERE organization_id = $2), count(*) FILTER (WHERE person_id = $3)
-               FROM contact_links WHERE tenant_id = $1 AND (organization_id = $2 OR person_id = $3)",
-        )
-        .bind(tenant)
-        .bind(org)
-        .bind(person)
-        .fetch_one(&mut *tx)
-        .await?;
-        if per_org >= MAX_LINKS_PER_ORGANIZATION || per_person >= MAX_LINKS_PER_PERSON {
-            return Err(Error::Api(ApiError::ResourceExhausted {
-                message: format!(
-                    "an organisation has at most {MAX_LINKS_PER_ORGANIZATION} contact links and a person at most {MAX_LINKS_PER_PERSON}"
-                ),
-                retry_after: None,
-            }));
-        }
-    }
-    let today = Utc::now().date_naive();
-    let current = l
-        .end_date
-        .and_then(|d| d.naive())
-        .is_none_or(|d| d >= today);
-    if l.primary && current {
-        sqlx::query(
-            "UPDATE contact_links SET is_primary = false, update_time = now()
-              WHERE tenant_id = $1 AND organization_id = $2 AND is_primary
-                AND NOT (person_id = $3 AND role = $4)",
-        )
-        .bind(tenant)
-        .bind(org)
-        .bind(person)
-        .bind(l.role)
-        .execute(&mut *tx)
-        .await?;
-    }
-    let (row, created): (LinkRow, bool) = {
-        let row: LinkRow = sqlx::query_as(concat!(
-            "INSERT INTO contact_links (tenant_id, contact_link_id, person_id, organization_id, role, job_title,
-                                        start_date, end_date, end_day, is_primary)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
-             ON CONFLICT (tenant_id, person_id, organization_id, role) DO UPDATE SET
-                job_title = EXCLUDED.job_title, start_date = EXCLUDED.start_date, end_date = EXCLUDED.end_date,
-                end_day = EXCLUDED.end_day, is_primary = EXCLUDED.is_primary, update_time = now()
-             RETURNING ",
-            link_cols!()
-        ))
-        .bind(tenant)
-        .bind(Uuid::now_v7())
-        .bind(person)
-        .bind(org)
-        .bind(l.role)
-        .bind(&l.job_title)
-        .bind(l.start_date.map(Json))
-        .bind(l.end_date.map(Json))
-        .bind(l.end_date.and_then(|d| d.naive()))
-        .bind(l.primary)
-        .fetch_one(&mut *tx)
-        .await?;
-        (row, existing.is_none())
-    };
-    touch(&mut tx, tenant, &[person, org]).await?;
-    let mut ev = row.event();
-    ev.tenant_id = tenant;
-    append(&mut tx, vec![ev]).await?;
-    tx.commit().await?;
-    Ok((row, created))
-}
-
-/// UnlinkContact: removes one link.
-pub async fn unlink_contact(
-    pool: &PgPool,
+/// The id of the (person, organisation, role) link, when there is one.
+pub async fn link_id(
+    conn: &mut PgConnection,
     tenant: Uuid,
     person: Uuid,
     organization: Uuid,
     role: i16,
+) -> Result<Option<Uuid>> {
+    Ok(sqlx::query_scalar(
+        "SELECT contact_link_id FROM contact_links WHERE tenant_id = $1 AND person_id = $2 AND organization_id = $3 AND role = $4",
+    )
+    .bind(tenant)
+    .bind(person)
+    .bind(organization)
+    .bind(role)
+    .fetch_optional(&mut *conn)
+    .await?)
+}
+
+/// How many contact links the organisation and the person have.
+pub async fn link_counts(
+    conn: &mut PgConnection,
+    tenant: Uuid,
+    organization: Uuid,
+    person: Uuid,
+) -> Result<(i64, i64)> {
+    Ok(sqlx::query_as(
+        "SELECT count(*) FILTER (WHERE organization_id = $2), count(*) FILTER (WHERE person_id = $3)
+           FROM contact_links WHERE tenant_id = $1 AND (organization_id = $2 OR person_id = $3)",
+    )
+    .bind(tenant)
+    .bind(organization)
+    .bind(person)
+    .fetch_one(&mut *conn)
+    .await?)
+}
+
+/// Takes the primary flag from the organisation's other links.
+pub async fn clear_other_primaries(
+    conn: &mut PgConnection,
+    tenant: Uuid,
+    organization: Uuid,
+    person: Uuid,
+    role: i16,
+) -> Result<()> {
+    sqlx::query(
+        "UPDATE contact_links SET is_primary = false, update_time = now()
+          WHERE tenant_id = $1 AND organization_id = $2 AND is_primary
+            AND NOT (person_id = $3 AND role = $4)",
+    )
+    .bind(tenant)
+    .bind(organization)
+    .bind(person)
+    .bind(role)
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
+
+/// Creates the (person, organisation, role) link of `l` or updates it.
+pub async fn upsert_link(
+    conn: &mut PgConnection,
+    tenant: Uuid,
+    person: Uuid,
+    organization: Uuid,
+    l: &LinkInput,
 ) -> Result<LinkRow> {
-    let mut tx = pool.begin().await?;
-    let not_found = || {
-        Error::Api(ApiError::not_found(
-            "contact link",
-            format!("{person}/{organization}"),
-        ))
-    };
-    let person = follow(&mut tx, tenant, person)
-        .await
-        .map_err(|_| not_found())?;
-    let org = follow(&mut tx, tenant, organization)
-        .await
-        .map_err(|_| not_found())?;
-    let row: LinkRow = sqlx::query_as(concat!(
+    Ok(sqlx::query_as(concat!(
+        "INSERT INTO contact_links (tenant_id, contact_link_id, person_id, organization_id, role, job_title,
+                                    start_date, end_date, end_day, is_primary)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
+         ON CONFLICT (tenant_id, person_id, organization_id, role) DO UPDATE SET
+            job_title = EXCLUDED.job_title, start_date = EXCLUDED.start_date, end_date = EXCLUDED.end_date,
+            end_day = EXCLUDED.end_day, is_primary = EXCLUDED.is_primary, update_time = now()
+         RETURNING ",
+        link_cols!()
+    ))
+    .bind(tenant)
+    .bind(Uuid::now_v7())
+    .bind(person)
+    .bind(organization)
+    .bind(l.role)
+    .bind(&l.job_title)
+    .bind(l.start_date.map(Json))
+    .bind(l.end_date.map(Json))
+    .bind(l.end_date.and_then(|d| d.naive()))
+    .bind(l.primary)
+    .fetch_one(&mut *conn)
+    .await?)
+}
+
+/// Deletes the (person, organisation, role) link; returns it, if there was one.
+pub async fn delete_link(
+    conn: &mut PgConnection,
+    tenant: Uuid,
+    person: Uuid,
+    organization: Uuid,
+    role: i16,
+) -> Result<Option<LinkRow>> {
+    Ok(sqlx::query_as(concat!(
         "DELETE FROM contact_links WHERE tenant_id = $1 AND person_id = $2 AND organization_id = $3 AND role = $4
          RETURNING ",
         link_cols!()
     ))
     .bind(tenant)
     .bind(person)
-    .bind(org)
+    .bind(organization)
     .bind(role)
-    .fetch_optional(&mut *tx)
-    .await?
-    .ok_or_else(not_found)?;
-    touch(&mut tx, tenant, &[person, org]).await?;
-    append(
-        &mut tx,
-        vec![NewEvent::new(
-            tenant,
-            "contact_link",
-            row.contact_link_id.to_string(),
-            "ContactUnlinked",
-            &ProfileEvent {
-                event: Some(Ev::ContactUnlinked(ev::ContactUnlinked {
-                    contact_link_id: row.contact_link_id.to_string(),
-                    person_customer_id: person.to_string(),
-                    organization_customer_id: org.to_string(),
-                    role: i32::from(role),
-                })),
-            },
-        )],
+    .fetch_optional(&mut *conn)
+    .await?)
+}
+
+/// The ContactUnlinked event of a deleted link.
+pub fn unlinked_event(tenant: Uuid, row: &LinkRow) -> NewEvent {
+    NewEvent::new(
+        tenant,
+        "contact_link",
+        row.contact_link_id.to_string(),
+        "ContactUnlinked",
+        &ProfileEvent {
+            event: Some(Ev::ContactUnlinked(ev::ContactUnlinked {
+                contact_link_id: row.contact_link_id.to_string(),
+                person_customer_id: row.person_id.to_string(),
+                organization_customer_id: row.organization_id.to_string(),
+                role: i32::from(row.role),
+            })),
+        },
     )
-    .await?;
-    tx.commit().await?;
-    Ok(row)
 }
 
 /// A links page position: creation time (microseconds) and link id.

@@ -39,7 +39,7 @@ use crate::error::{Error, Result, customer_not_found, precondition};
 
 /// Who recorded what the service writes itself.
 pub const SERVICE_PRINCIPAL: &str = "rapport";
-pub use crate::domain::merge::{MAX_LINKS_PER_ORGANIZATION, MAX_LINKS_PER_PERSON};
+pub use crate::domain::contacts::{MAX_LINKS_PER_ORGANIZATION, MAX_LINKS_PER_PERSON};
 
 macro_rules! customer_cols {
     () => {
@@ -227,7 +227,8 @@ impl LinkRow {
         }
     }
 
-    fn event(&self) -> NewEvent {
+    /// Its ContactLinked event (the caller sets the tenant).
+    pub fn event(&self) -> NewEvent {
         NewEvent::new(
             Uuid::nil(),
             "contact_link",
