@@ -9,8 +9,10 @@
 //! * [`store`]: every SQL statement.
 
 pub mod api;
+pub mod consent;
 pub mod contacts;
 pub mod customers;
+pub mod definitions;
 pub mod domain;
 pub mod erase;
 pub mod error;

@@ -746,7 +746,7 @@ impl ProfileService for ProfileApi {
         };
         let key = request_key(&mut v, &req.request_id, &input);
         v.finish()?;
-        let (row, changed) = store::set_consent(
+        let (row, changed) = crate::consent::set(
             &self.pool,
             ctx.tenant_id,
             &ctx.principal,
@@ -864,7 +864,7 @@ impl ProfileService for ProfileApi {
             }
         };
         v.finish()?;
-        let row = store::create_definition(
+        let row = crate::definitions::create(
             &self.pool,
             tenant,
             &name,
@@ -946,9 +946,14 @@ impl ProfileService for ProfileApi {
             }
         };
         v.finish()?;
-        let row =
-            store::change_definition(&self.pool, tenant, &name, Some(&description), d.etag.trim())
-                .await?;
+        let row = crate::definitions::change(
+            &self.pool,
+            tenant,
+            &name,
+            Some(&description),
+            d.etag.trim(),
+        )
+        .await?;
         Ok(Response::new(UpdateAttributeDefinitionResponse {
             definition: Some(row.to_proto()),
         }))
@@ -970,7 +975,7 @@ impl ProfileService for ProfileApi {
             )
             .into());
         }
-        let row = store::change_definition(&self.pool, tenant, &name, None, "").await?;
+        let row = crate::definitions::change(&self.pool, tenant, &name, None, "").await?;
         Ok(Response::new(DeprecateAttributeDefinitionResponse {
             definition: Some(row.to_proto()),
         }))

@@ -22,78 +22,21 @@ pub struct ConsentInput {
     pub effective_time: Option<DateTime<Utc>>,
 }
 
-/// SetConsent: appends a record; returns it and whether the status in force
-/// changed.
-pub async fn set_consent(
-    pool: &PgPool,
+/// The consent record `id`.
+pub async fn consent_record(
+    conn: &mut PgConnection,
     tenant: Uuid,
-    principal: &str,
-    c: &ConsentInput,
-    key: Option<&RequestKey>,
-) -> Result<(ConsentRow, bool)> {
-    let mut tx = pool.begin().await?;
-    if let Some(first) = claim(&mut tx, tenant, "SetConsent", key).await? {
-        let id = first["consent_record_id"]
-            .as_str()
-            .and_then(|s| Uuid::parse_str(s).ok())
-            .ok_or_else(|| ApiError::internal("idempotency result without record"))?;
-        let row: Option<ConsentRow> = sqlx::query_as(concat!(
-            "SELECT ",
-            consent_cols!(),
-            " FROM consent_records WHERE tenant_id = $1 AND consent_record_id = $2"
-        ))
-        .bind(tenant)
-        .bind(id)
-        .fetch_optional(&mut *tx)
-        .await?;
-        tx.rollback().await?;
-        let row = row.ok_or_else(|| customer_not_found(c.customer))?;
-        return Ok((row, first["changed"].as_bool().unwrap_or(false)));
-    }
-    let r = lock_following(&mut tx, tenant, c.customer).await?;
-    let holder = r.customer_id;
-    let before = in_force(&mut tx, tenant, holder)
-        .await?
-        .remove(&(c.channel, c.purpose));
-    let now: DateTime<Utc> = sqlx::query_scalar("SELECT now()")
-        .fetch_one(&mut *tx)
-        .await?;
-    let row = insert_consent(
-        &mut tx,
-        tenant,
-        holder,
-        holder,
-        c.channel,
-        c.purpose,
-        c.status,
-        &c.source,
-        &c.evidence,
-        c.effective_time.unwrap_or(now),
-        principal,
-    )
-    .await?;
-    let after = in_force(&mut tx, tenant, holder)
-        .await?
-        .remove(&(c.channel, c.purpose));
-    let previous = before.as_ref().map_or(0, |b| i32::from(b.status));
-    let changed = after.as_ref().is_some_and(|a| {
-        a.consent_record_id == row.consent_record_id && i32::from(row.status) != previous
-    });
-    touch(&mut tx, tenant, &[holder]).await?;
-    if changed {
-        append(&mut tx, vec![consent_event(tenant, &row, previous)]).await?;
-    }
-    remember(
-        &mut tx,
-        tenant,
-        "SetConsent",
-        key,
-        json!({"consent_record_id": row.consent_record_id.to_string(), "changed": changed}),
-        &[holder],
-    )
-    .await?;
-    tx.commit().await?;
-    Ok((row, changed))
+    id: Uuid,
+) -> Result<Option<ConsentRow>> {
+    Ok(sqlx::query_as(concat!(
+        "SELECT ",
+        consent_cols!(),
+        " FROM consent_records WHERE tenant_id = $1 AND consent_record_id = $2"
+    ))
+    .bind(tenant)
+    .bind(id)
+    .fetch_optional(&mut *conn)
+    .await?)
 }
 
 /// The records in force for CheckConsent: whether the customer is deleted,

@@ -48,32 +48,34 @@ impl DefinitionRow {
     }
 }
 
-/// CreateAttributeDefinition.
-pub async fn create_definition(
-    pool: &PgPool,
+/// Serialises the creation of definitions of a tenant (the count limit).
+pub async fn lock_definitions(conn: &mut PgConnection, tenant: Uuid) -> Result<()> {
+    sqlx::query("SELECT pg_advisory_xact_lock(hashtext($1::text || '/attribute_definitions'))")
+        .bind(tenant.to_string())
+        .execute(&mut *conn)
+        .await?;
+    Ok(())
+}
+
+/// How many definitions the tenant has, deprecated ones included.
+pub async fn definition_count(conn: &mut PgConnection, tenant: Uuid) -> Result<i64> {
+    Ok(
+        sqlx::query_scalar("SELECT count(*) FROM attribute_definitions WHERE tenant_id = $1")
+            .bind(tenant)
+            .fetch_one(&mut *conn)
+            .await?,
+    )
+}
+
+/// Inserts a definition; ALREADY_EXISTS when the name was ever used.
+pub async fn insert_definition(
+    conn: &mut PgConnection,
     tenant: Uuid,
     name: &str,
     attribute_type: i16,
     required: bool,
     description: &str,
 ) -> Result<DefinitionRow> {
-    let mut tx = pool.begin().await?;
-    sqlx::query("SELECT pg_advisory_xact_lock(hashtext($1::text || '/attribute_definitions'))")
-        .bind(tenant.to_string())
-        .execute(&mut *tx)
-        .await?;
-    let count: i64 =
-        sqlx::query_scalar("SELECT count(*) FROM attribute_definitions WHERE tenant_id = $1")
-            .bind(tenant)
-            .fetch_one(&mut *tx)
-            .await?;
-    if count >= crate::domain::attributes::MAX_DEFINITIONS {
-        return Err(Error::Api(ApiError::ResourceExhausted {
-            message: "a tenant has at most 500 attribute definitions, deprecated ones included"
-                .into(),
-            retry_after: None,
-        }));
-    }
     let row: std::result::Result<DefinitionRow, sqlx::Error> = sqlx::query_as(concat!(
         "INSERT INTO attribute_definitions (tenant_id, name, type, required, description)
          VALUES ($1, $2, $3, $4, $5) RETURNING ",
@@ -84,19 +86,17 @@ pub async fn create_definition(
     .bind(attribute_type)
     .bind(required)
     .bind(description)
-    .fetch_one(&mut *tx)
+    .fetch_one(&mut *conn)
     .await;
-    let row = match row {
-        Ok(r) => r,
+    match row {
+        Ok(r) => Ok(r),
         Err(e) if rapport_kit::error::is_unique_violation(&e, None) => {
-            return Err(Error::Api(ApiError::AlreadyExists(format!(
+            Err(Error::Api(ApiError::AlreadyExists(format!(
                 "an attribute definition named {name:?} already exists (names are never reused)"
-            ))));
+            ))))
         }
-        Err(e) => return Err(e.into()),
-    };
-    tx.commit().await?;
-    Ok(row)
+        Err(e) => Err(e.into()),
+    }
 }
 
 /// ListAttributeDefinitions: by ascending name, after `after`.
@@ -129,62 +129,60 @@ pub async fn list_definitions(
     Ok((rows, next))
 }
 
-/// UpdateAttributeDefinition (description only) or, with `deprecate`,
-/// DeprecateAttributeDefinition.
-pub async fn change_definition(
-    pool: &PgPool,
+/// The definition `name`, locked until the end of the transaction.
+pub async fn lock_definition(
+    conn: &mut PgConnection,
     tenant: Uuid,
     name: &str,
-    description: Option<&str>,
-    etag: &str,
-) -> Result<DefinitionRow> {
-    let mut tx = pool.begin().await?;
-    let current: DefinitionRow = sqlx::query_as(concat!(
+) -> Result<Option<DefinitionRow>> {
+    Ok(sqlx::query_as(concat!(
         "SELECT ",
         definition_cols!(),
         " FROM attribute_definitions WHERE tenant_id = $1 AND name = $2 FOR UPDATE"
     ))
     .bind(tenant)
     .bind(name)
-    .fetch_optional(&mut *tx)
-    .await?
-    .ok_or_else(|| Error::Api(ApiError::not_found("attribute definition", name)))?;
-    if !etag.is_empty() && etag != cust::etag(current.version) {
-        return Err(Error::Api(ApiError::Aborted(
-            "the definition changed since this etag was read".into(),
-        )));
-    }
-    let row = match description {
-        Some(d) => {
-            if d == current.description {
-                return Ok(current);
-            }
-            sqlx::query_as(concat!(
-                "UPDATE attribute_definitions SET description = $3, version = version + 1, update_time = now()
-                  WHERE tenant_id = $1 AND name = $2 RETURNING ",
-                definition_cols!()
-            ))
-            .bind(tenant)
-            .bind(name)
-            .bind(d)
-            .fetch_one(&mut *tx)
-            .await?
-        }
-        None => {
-            if current.state == 2 {
-                return Ok(current);
-            }
-            sqlx::query_as(concat!(
-                "UPDATE attribute_definitions SET state = 2, deprecate_time = now(), version = version + 1, update_time = now()
-                  WHERE tenant_id = $1 AND name = $2 RETURNING ",
-                definition_cols!()
-            ))
-            .bind(tenant)
-            .bind(name)
-            .fetch_one(&mut *tx)
-            .await?
-        }
-    };
-    tx.commit().await?;
-    Ok(row)
+    .fetch_optional(&mut *conn)
+    .await?)
 }
+
+/// Sets a definition's description.
+pub async fn set_definition_description(
+    conn: &mut PgConnection,
+    tenant: Uuid,
+    name: &str,
+    description: &str,
+) -> Result<DefinitionRow> {
+    Ok(sqlx::query_as(concat!(
+        "UPDATE attribute_definitions SET description = $3, version = version + 1, update_time = now()
+          WHERE tenant_id = $1 AND name = $2 RETURNING ",
+        definition_cols!()
+    ))
+    .bind(tenant)
+    .bind(name)
+    .bind(description)
+    .fetch_one(&mut *conn)
+    .await?)
+}
+
+/// Deprecates a definition.
+pub async fn deprecate_definition(
+    conn: &mut PgConnection,
+    tenant: Uuid,
+    name: &str,
+) -> Result<DefinitionRow> {
+    Ok(sqlx::query_as(concat!(
+        "UPDATE attribute_definitions SET state = $3, deprecate_time = now(), version = version + 1, update_time = now()
+          WHERE tenant_id = $1 AND name = $2 RETURNING ",
+        definition_cols!()
+    ))
+    .bind(tenant)
+    .bind(name)
+    .bind(DEPRECATED)
+    .fetch_one(&mut *conn)
+    .await?)
+}
+
+/// The stored state of a deprecated definition (the contract's number).
+pub const DEPRECATED: i16 =
+    rapport_proto::rapport::profile::v1::AttributeDefinitionState::Deprecated as i16;
