@@ -18,6 +18,7 @@ pub mod erase;
 pub mod error;
 pub mod import;
 pub mod merge;
+pub mod resolution;
 pub mod store;
 
 use rapport_kit::db::SchemaSpec;

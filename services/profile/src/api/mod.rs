@@ -357,7 +357,7 @@ impl ProfileService for ProfileApi {
         let (idents, validated) = validate_resolve(&req, &defs, &mut v);
         v.finish()?;
         let resolution =
-            store::resolve_identity(&self.pool, tenant, &idents, &validated, req.lookup_only)
+            crate::resolution::resolve(&self.pool, tenant, &idents, &validated, req.lookup_only)
                 .await?;
         let result = resolution_result(resolution);
         Ok(Response::new(ResolveIdentityResponse {

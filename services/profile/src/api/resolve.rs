@@ -43,7 +43,7 @@ impl ProfileApi {
                 Err(e) => results[n] = Some(refusal(e)),
             }
         }
-        let resolved = store::resolve_identities(&self.pool, tenant, &valid).await?;
+        let resolved = crate::resolution::resolve_many(&self.pool, tenant, &valid).await?;
         for (n, r) in positions.into_iter().zip(resolved) {
             results[n] = Some(match r {
                 Some(r) => match resolution_result(r) {

@@ -8,7 +8,9 @@ use std::collections::{HashMap, HashSet};
 
 use uuid::Uuid;
 
-use super::customer::{EMAIL, EXTERNAL, Ident, MAX_EMAILS, MAX_EXTERNAL, MAX_PHONES, PHONE};
+use super::customer::{
+    EMAIL, EXTERNAL, Ident, MAX_EMAILS, MAX_EXTERNAL, MAX_PHONES, PHONE, Stored,
+};
 
 /// An identifier's unique key: (kind, system, value).
 pub type Key = (i16, String, String);
@@ -23,6 +25,53 @@ pub struct Holder {
     pub counts: HashMap<i16, usize>,
     /// The kinds it already has a primary identifier of.
     pub primaries: HashSet<i16>,
+}
+
+impl Holder {
+    /// A customer with these identifiers, soft-deleted or not.
+    pub fn of(idents: &[Ident], deleted: bool) -> Self {
+        let mut h = Holder {
+            deleted,
+            ..Holder::default()
+        };
+        for i in idents {
+            *h.counts.entry(i.kind).or_default() += 1;
+            if i.primary {
+                h.primaries.insert(i.kind);
+            }
+        }
+        h
+    }
+}
+
+/// What ResolveIdentity found.
+#[derive(Debug)]
+pub enum Resolution {
+    /// One customer, found or created.
+    Resolved {
+        /// The customer.
+        customer: Box<Stored>,
+        /// Created by this call.
+        created: bool,
+        /// Identifiers attached by this call.
+        attached: Vec<Ident>,
+    },
+    /// Several customers hold the identifiers: (customer, its identifiers).
+    Conflict(Vec<(Uuid, Vec<Ident>)>),
+}
+
+/// The contract's field names that attaching `attached` changes, in the
+/// contract's order.
+pub fn changed_identifier_fields(attached: &[Ident]) -> Vec<String> {
+    [
+        (EMAIL, "emails"),
+        (PHONE, "phones"),
+        (EXTERNAL, "external_identifiers"),
+    ]
+    .into_iter()
+    .filter(|(kind, _)| attached.iter().any(|i| i.kind == *kind))
+    .map(|(_, name)| name.to_string())
+    .collect()
 }
 
 /// The decision for one set.

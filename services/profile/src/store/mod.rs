@@ -28,12 +28,12 @@ use uuid::Uuid;
 use crate::domain::attributes::{AttrValue, Definition, Definitions};
 use crate::domain::consent::Rec;
 use crate::domain::customer::{
-    self as cust, EMAIL, EXTERNAL, Ident, MAX_EMAILS, MAX_EXTERNAL, MAX_PHONES, PHONE, Profile,
-    Stored, Validated,
+    self as cust, EMAIL, EXTERNAL, Ident, PHONE, Profile, Stored, Validated,
 };
 use crate::domain::duplicates::{self as duplicate_rules, Evidence};
 use crate::domain::merge::{self as merge_rules, Taken};
 use crate::domain::normalize::Date;
+pub use crate::domain::resolution::{Key, Resolution};
 pub use crate::domain::status::CustomerStatus;
 use crate::error::{Error, Result, customer_not_found, precondition};
 
