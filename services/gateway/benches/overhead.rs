@@ -25,6 +25,8 @@ use gwtest::echo_service_client::EchoServiceClient;
 use gwtest::echo_service_server::{EchoService, EchoServiceServer};
 use gwtest::{EchoRequest, EchoResponse};
 
+const GATEWAY: rapport_testkit::Service = rapport_testkit::service!(rapport_gateway);
+
 const INTERNAL: &str = "internal-credential-for-benchmarks";
 
 struct Echo;
@@ -151,13 +153,8 @@ async fn main() {
         .and_then(|v| v.parse().ok())
         .unwrap_or(5);
 
-    let db = rapport_testkit::database().await;
-    rapport_kit::db::migrate(&db.url, rapport_gateway::SCHEMA, &rapport_gateway::MIGRATOR)
-        .await
-        .unwrap();
-    let pool = rapport_kit::db::connect(&db.url, rapport_gateway::SCHEMA, 4)
-        .await
-        .unwrap();
+    let db = rapport_testkit::migrated(&[GATEWAY]).await;
+    let pool = GATEWAY.pool(&db, 4).await;
     let tenant = uuid::Uuid::new_v4();
     store::create_tenant(&pool, tenant, "bench").await.unwrap();
     // Generous limits: the benchmark measures forwarding, not throttling.

@@ -10,6 +10,8 @@ use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
 use tonic_types::StatusExt;
 
+const GATEWAY: rapport_testkit::Service = rapport_testkit::service!(rapport_gateway);
+
 #[derive(Clone)]
 struct Bearer(String);
 
@@ -34,13 +36,8 @@ struct Setup {
 }
 
 async fn setup() -> Setup {
-    let db = rapport_testkit::database().await;
-    rapport_kit::db::migrate(&db.url, rapport_gateway::SCHEMA, &rapport_gateway::MIGRATOR)
-        .await
-        .unwrap();
-    let pool = rapport_kit::db::connect(&db.url, rapport_gateway::SCHEMA, 4)
-        .await
-        .unwrap();
+    let db = rapport_testkit::migrated(&[GATEWAY]).await;
+    let pool = GATEWAY.pool(&db, 4).await;
     let creds = rapport_gateway::create_operator_key(&pool, "operator")
         .await
         .unwrap();
@@ -49,18 +46,7 @@ async fn setup() -> Setup {
         require_internal_auth: false,
         ..Default::default()
     };
-    let gateway = rapport_testkit::serve(move |listener, shutdown| async move {
-        let _ = rapport_kit::server::run_service(
-            "gateway",
-            rapport_gateway::SCHEMA,
-            &config,
-            listener,
-            shutdown,
-            rapport_gateway::register,
-        )
-        .await;
-    })
-    .await;
+    let gateway = GATEWAY.serve(config).await;
     Setup {
         gateway,
         operator_key: creds.api_key,

@@ -10,36 +10,19 @@ use rapport_proto::rapport::profile::v1 as ppb;
 use rapport_proto::rapport::profile::v1::profile_service_client::ProfileServiceClient;
 use tonic::Code;
 
+const GATEWAY: rapport_testkit::Service = rapport_testkit::service!(rapport_gateway);
+const PROFILE: rapport_testkit::Service = rapport_testkit::service!(rapport_profile);
+
 #[tokio::test]
 async fn parts_that_do_not_arrive_are_reported_not_fatal() {
-    let db = rapport_testkit::database().await;
-    for (spec, migrator) in [
-        (rapport_gateway::SCHEMA, &rapport_gateway::MIGRATOR),
-        (rapport_profile::SCHEMA, &rapport_profile::MIGRATOR),
-    ] {
-        rapport_kit::db::migrate(&db.url, spec, migrator)
-            .await
-            .unwrap();
-    }
+    let db = rapport_testkit::migrated(&[GATEWAY, PROFILE]).await;
     let token = "internal-credential-for-tests-0123".to_string();
     let base = rapport_kit::config::ServiceConfig {
         database_url: db.url.clone(),
         internal_token: Some(token.clone()),
         ..Default::default()
     };
-    let profile_config = base.clone();
-    let profile = rapport_testkit::serve(move |listener, shutdown| async move {
-        let _ = rapport_kit::server::run_service(
-            "profile",
-            rapport_profile::SCHEMA,
-            &profile_config,
-            listener,
-            shutdown,
-            rapport_profile::register,
-        )
-        .await;
-    })
-    .await;
+    let profile = PROFILE.serve(base.clone()).await;
     // A backend that accepts connections and never answers: a slow service.
     let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let silent_addr = silent.local_addr().unwrap();
@@ -61,22 +44,9 @@ async fn parts_that_do_not_arrive_are_reported_not_fatal() {
         valuation_url: None,
         ..base
     };
-    let gateway = rapport_testkit::serve(move |listener, shutdown| async move {
-        let _ = rapport_kit::server::run_service(
-            "gateway",
-            rapport_gateway::SCHEMA,
-            &gateway_config,
-            listener,
-            shutdown,
-            rapport_gateway::register,
-        )
-        .await;
-    })
-    .await;
+    let gateway = GATEWAY.serve(gateway_config).await;
 
-    let pool = rapport_kit::db::connect(&db.url, rapport_gateway::SCHEMA, 2)
-        .await
-        .unwrap();
+    let pool = GATEWAY.pool(&db, 2).await;
     let creds = rapport_gateway::ensure_dev_credentials(&pool, None, false)
         .await
         .unwrap();

@@ -24,6 +24,8 @@ use gwtest::echo_service_client::EchoServiceClient;
 use gwtest::echo_service_server::{EchoService, EchoServiceServer};
 use gwtest::{EchoRequest, EchoResponse};
 
+const GATEWAY: rapport_testkit::Service = rapport_testkit::service!(rapport_gateway);
+
 const INTERNAL: &str = "internal-credential-for-tests-0123";
 
 struct Echo;
@@ -154,13 +156,8 @@ async fn setup() -> Setup {
 }
 
 async fn setup_with(gateway_timeout: Duration) -> Setup {
-    let db = rapport_testkit::database().await;
-    rapport_kit::db::migrate(&db.url, rapport_gateway::SCHEMA, &rapport_gateway::MIGRATOR)
-        .await
-        .unwrap();
-    let pool = rapport_kit::db::connect(&db.url, rapport_gateway::SCHEMA, 4)
-        .await
-        .unwrap();
+    let db = rapport_testkit::migrated(&[GATEWAY]).await;
+    let pool = GATEWAY.pool(&db, 4).await;
     let tenant_a = Uuid::new_v4();
     let tenant_b = Uuid::new_v4();
     store::create_tenant(&pool, tenant_a, "a").await.unwrap();

@@ -4,14 +4,11 @@
 use std::io::{Read, Write};
 use std::time::Duration;
 
+const GATEWAY: rapport_testkit::Service = rapport_testkit::service!(rapport_gateway);
+
 async fn gateway(origins: &str) -> (rapport_testkit::Running, String) {
-    let db = rapport_testkit::database().await;
-    rapport_kit::db::migrate(&db.url, rapport_gateway::SCHEMA, &rapport_gateway::MIGRATOR)
-        .await
-        .unwrap();
-    let pool = rapport_kit::db::connect(&db.url, rapport_gateway::SCHEMA, 2)
-        .await
-        .unwrap();
+    let db = rapport_testkit::migrated(&[GATEWAY]).await;
+    let pool = GATEWAY.pool(&db, 2).await;
     let creds = rapport_gateway::create_operator_key(&pool, "operator")
         .await
         .unwrap();
@@ -21,18 +18,7 @@ async fn gateway(origins: &str) -> (rapport_testkit::Running, String) {
         grpc_web_origins: Some(origins.into()),
         ..Default::default()
     };
-    let running = rapport_testkit::serve(move |listener, shutdown| async move {
-        let _ = rapport_kit::server::run_service(
-            "gateway",
-            rapport_gateway::SCHEMA,
-            &config,
-            listener,
-            shutdown,
-            rapport_gateway::register,
-        )
-        .await;
-    })
-    .await;
+    let running = GATEWAY.serve(config).await;
     (running, creds.api_key)
 }
 

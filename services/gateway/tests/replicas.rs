@@ -20,6 +20,8 @@ use gwtest::echo_service_client::EchoServiceClient;
 use gwtest::echo_service_server::{EchoService, EchoServiceServer};
 use gwtest::{EchoRequest, EchoResponse};
 
+const GATEWAY: rapport_testkit::Service = rapport_testkit::service!(rapport_gateway);
+
 /// Answers with its own name, so the test sees which replica served.
 struct Named(&'static str);
 
@@ -77,13 +79,8 @@ async fn replica(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unhealthy_replicas_leave_the_rotation_and_come_back() {
-    let db = rapport_testkit::database().await;
-    rapport_kit::db::migrate(&db.url, rapport_gateway::SCHEMA, &rapport_gateway::MIGRATOR)
-        .await
-        .unwrap();
-    let pool = rapport_kit::db::connect(&db.url, rapport_gateway::SCHEMA, 2)
-        .await
-        .unwrap();
+    let db = rapport_testkit::migrated(&[GATEWAY]).await;
+    let pool = GATEWAY.pool(&db, 2).await;
     let tenant = uuid::Uuid::new_v4();
     store::create_tenant(&pool, tenant, "t").await.unwrap();
     store::set_rate_limit(&pool, tenant, 10_000, 10_000)

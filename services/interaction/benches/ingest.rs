@@ -21,8 +21,6 @@ use chrono::{TimeZone, Utc};
 use futures::StreamExt;
 use rapport_interaction::store;
 use rapport_interaction::synthetic::{self, base, eur};
-use rapport_kit::config::ServiceConfig;
-use rapport_kit::context::TENANT_HEADER;
 use rapport_proto::rapport::common::v1::{CustomerRef, PeriodUnit, customer_ref};
 use rapport_proto::rapport::interaction::v1::interaction_service_client::InteractionServiceClient;
 use rapport_proto::rapport::interaction::v1::{
@@ -37,14 +35,6 @@ fn env_usize(name: &str, default: usize) -> usize {
         .unwrap_or(default)
 }
 
-fn with_tenant<T>(tenant: Uuid, msg: T) -> tonic::Request<T> {
-    let mut r = tonic::Request::new(msg);
-    if let Ok(v) = tenant.to_string().parse() {
-        r.metadata_mut().insert(TENANT_HEADER, v);
-    }
-    r
-}
-
 fn rate(n: usize, d: Duration) -> f64 {
     n as f64 / d.as_secs_f64()
 }
@@ -53,13 +43,9 @@ fn rate(n: usize, d: Duration) -> f64 {
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let n = env_usize("RAPPORT_BENCH_INTERACTIONS", 1_000_000);
     let export_customers = env_usize("RAPPORT_BENCH_EXPORT_CUSTOMERS", 1_000_000);
+    let interaction = rapport_testkit::service!(rapport_interaction);
     let db = rapport_testkit::database().await;
-    rapport_kit::db::migrate(
-        &db.url,
-        rapport_interaction::SCHEMA,
-        &rapport_interaction::MIGRATOR,
-    )
-    .await?;
+    interaction.migrate(&db).await?;
     let pool = rapport_kit::db::connect(&db.url, rapport_interaction::SCHEMA, 4).await?;
     for year in 2022..=2026 {
         store::ensure_partition(&pool, year).await?;
@@ -97,24 +83,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     );
 
     // The service, in-process, over real gRPC.
-    let config = ServiceConfig {
-        database_url: db.url.clone(),
-        db_max_connections: 8,
-        require_internal_auth: false,
-        ..ServiceConfig::default()
-    };
-    let running = rapport_testkit::serve(move |listener, shutdown| async move {
-        let _ = rapport_kit::server::run_service(
-            "interaction",
-            rapport_interaction::SCHEMA,
-            &config,
-            listener,
-            shutdown,
-            rapport_interaction::register,
-        )
+    let running = interaction
+        .serve(rapport_testkit::service_config(&db))
         .await;
-    })
-    .await;
     let channel = rapport_testkit::channel(&running).await;
     let mut client = InteractionServiceClient::new(channel).max_decoding_message_size(64 << 20);
     let tenant = Uuid::new_v4();
@@ -127,7 +98,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     drop(interactions);
     let started = Instant::now();
     let answer = client
-        .record_interactions(with_tenant(tenant, futures::stream::iter(messages)))
+        .record_interactions(rapport_testkit::for_tenant(
+            tenant,
+            futures::stream::iter(messages),
+        ))
         .await?
         .into_inner();
     let grpc_time = started.elapsed();
@@ -194,7 +168,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         drop(conn);
         let started = Instant::now();
         let mut stream = client
-            .export_summaries(with_tenant(
+            .export_summaries(rapport_testkit::for_tenant(
                 export_tenant,
                 ExportSummariesRequest {
                     calibration_end_time: Some(rapport_kit::convert::timestamp(

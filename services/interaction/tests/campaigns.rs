@@ -7,8 +7,7 @@ use common::*;
 use rapport_proto::rapport::interaction::v1::interaction_event::Event;
 use rapport_proto::rapport::interaction::v1::{
     Campaign, Channel, CreateCampaignRequest, GetCampaignReportRequest, GetCampaignRequest,
-    Interaction, InteractionType, ListCampaignsRequest, RecordInteractionsRequest,
-    UpdateCampaignRequest,
+    Interaction, InteractionType, ListCampaignsRequest, UpdateCampaignRequest,
 };
 use tonic::Code;
 use uuid::Uuid;
@@ -93,30 +92,17 @@ async fn campaigns_are_created_read_listed_and_updated() {
     assert_eq!(s.count("SELECT count(*) FROM campaigns").await, 1);
 
     // More campaigns: a web one without dates, then another e-mail one.
-    let web = c
-        .create_campaign(req(
-            tenant,
-            create(
-                Campaign {
-                    name: "Web banner".into(),
-                    channel: Channel::Web as i32,
-                    ..Default::default()
-                },
-                "",
-            ),
-        ))
-        .await
-        .unwrap()
-        .into_inner()
-        .campaign
-        .unwrap();
-    let third = c
-        .create_campaign(req(tenant, create(spring(Uuid::new_v4()), "")))
-        .await
-        .unwrap()
-        .into_inner()
-        .campaign
-        .unwrap();
+    let web = create_campaign(
+        &s,
+        tenant,
+        Campaign {
+            name: "Web banner".into(),
+            channel: Channel::Web as i32,
+            ..Default::default()
+        },
+    )
+    .await;
+    let third = create_campaign(&s, tenant, spring(Uuid::new_v4())).await;
 
     // Get; another tenant's is NOT_FOUND.
     let got = c
@@ -355,19 +341,7 @@ async fn campaign_report_counts_rates_and_attributed_revenue() {
     let s = start().await;
     let mut c = s.campaigns();
     let tenant = Uuid::new_v4();
-    let campaign = c
-        .create_campaign(req(
-            tenant,
-            CreateCampaignRequest {
-                campaign: Some(spring(Uuid::new_v4())),
-                request_id: String::new(),
-            },
-        ))
-        .await
-        .unwrap()
-        .into_inner()
-        .campaign
-        .unwrap();
+    let campaign = create_campaign(&s, tenant, spring(Uuid::new_v4())).await;
     let id = campaign.campaign_id.clone();
     let (a, b, cc, d) = (
         Uuid::new_v4(),
@@ -410,15 +384,7 @@ async fn campaign_report_counts_rates_and_attributed_revenue() {
         // D never clicked.
         buy(d, at(2025, 3, 5, 0), "EUR", 500, None),
     ];
-    let r = s
-        .interactions()
-        .record_interactions(req(
-            tenant,
-            futures::stream::iter(vec![RecordInteractionsRequest { interactions }]),
-        ))
-        .await
-        .unwrap()
-        .into_inner();
+    let r = record_batch(&s, tenant, interactions).await;
     assert_eq!(r.accepted_count, 17, "{:?}", r.rejections);
 
     let report = c

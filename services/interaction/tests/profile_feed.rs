@@ -10,28 +10,13 @@ use rapport_proto::rapport::interaction::v1::interaction_event::Event;
 use rapport_proto::rapport::interaction::v1::interaction_service_client::InteractionServiceClient;
 use rapport_proto::rapport::interaction::v1::{
     GetInteractionRequest, InteractionType, ListInteractionsRequest, ReassignReason,
-    RecordInteractionRequest, RecordInteractionsRequest, RejectionReason,
+    RejectionReason,
 };
 use rapport_proto::rapport::profile::v1::{
     EraseCustomerRequest, MergeCustomersRequest, UnmergeCustomersRequest,
 };
 use tonic::Code;
 use uuid::Uuid;
-
-async fn record(
-    c: &mut InteractionServiceClient<tonic::transport::Channel>,
-    tenant: Uuid,
-    i: rapport_proto::rapport::interaction::v1::Interaction,
-) -> Result<rapport_proto::rapport::interaction::v1::RecordInteractionResponse, tonic::Status> {
-    c.record_interaction(req(
-        tenant,
-        RecordInteractionRequest {
-            interaction: Some(i),
-        },
-    ))
-    .await
-    .map(|r| r.into_inner())
-}
 
 async fn timeline(
     c: &mut InteractionServiceClient<tonic::transport::Channel>,
@@ -74,7 +59,7 @@ async fn identifiers_resolve_and_ids_are_checked_with_the_profile_service() {
     let s = start_with_profile().await;
     let mut c = s.interactions();
     let tenant = Uuid::new_v4();
-    let first = record(
+    let first = try_record(
         &mut c,
         tenant,
         by_mail("Ann@Example.com", at(2024, 1, 1, 0), 5),
@@ -83,7 +68,7 @@ async fn identifiers_resolve_and_ids_are_checked_with_the_profile_service() {
     .unwrap();
     assert!(first.created && first.customer_created);
     let ann = first.interaction.unwrap().customer_id;
-    let second = record(
+    let second = try_record(
         &mut c,
         tenant,
         by_mail("ann@example.com", at(2024, 1, 2, 0), 6),
@@ -95,10 +80,10 @@ async fn identifiers_resolve_and_ids_are_checked_with_the_profile_service() {
     let ann: Uuid = ann.parse().unwrap();
 
     // A known id is accepted, an unknown one is NOT_FOUND.
-    record(&mut c, tenant, purchase(ann, at(2024, 1, 3, 0), 7))
+    try_record(&mut c, tenant, purchase(ann, at(2024, 1, 3, 0), 7))
         .await
         .unwrap();
-    let err = record(
+    let err = try_record(
         &mut c,
         tenant,
         purchase(Uuid::new_v4(), at(2024, 1, 3, 0), 7),
@@ -107,7 +92,7 @@ async fn identifiers_resolve_and_ids_are_checked_with_the_profile_service() {
     .unwrap_err();
     assert_eq!(err.code(), Code::NotFound);
     // Ann's id means nothing in another tenant.
-    let err = record(&mut c, Uuid::new_v4(), purchase(ann, at(2024, 1, 3, 0), 7))
+    let err = try_record(&mut c, Uuid::new_v4(), purchase(ann, at(2024, 1, 3, 0), 7))
         .await
         .unwrap_err();
     assert_eq!(err.code(), Code::NotFound);
@@ -125,14 +110,7 @@ async fn identifiers_resolve_and_ids_are_checked_with_the_profile_service() {
     }
     interactions.push(by_mail("not an e-mail", at(2024, 2, 1, 0), 1));
     interactions.push(purchase(Uuid::new_v4(), at(2024, 2, 1, 0), 1));
-    let r = c
-        .record_interactions(req(
-            tenant,
-            futures::stream::iter(vec![RecordInteractionsRequest { interactions }]),
-        ))
-        .await
-        .unwrap()
-        .into_inner();
+    let r = record_batch(&s, tenant, interactions).await;
     assert_eq!(r.accepted_count, 300);
     let reasons: Vec<(i64, i32)> = r.rejections.iter().map(|x| (x.index, x.reason)).collect();
     assert_eq!(
@@ -157,7 +135,7 @@ async fn merges_unmerges_and_erasures_arrive_through_the_feed() {
     let mut profile = s.profile_client().await;
     let tenant = Uuid::new_v4();
 
-    let a_first = record(
+    let a_first = try_record(
         &mut c,
         tenant,
         by_mail("a@example.com", at(2024, 3, 1, 0), 10),
@@ -171,12 +149,12 @@ async fn merges_unmerges_and_erasures_arrive_through_the_feed() {
         .customer_id
         .parse()
         .unwrap();
-    let a2 = record(&mut c, tenant, purchase(a, at(2024, 3, 2, 0), 11))
+    let a2 = try_record(&mut c, tenant, purchase(a, at(2024, 3, 2, 0), 11))
         .await
         .unwrap();
     let mut b_keyed = by_mail("b@example.com", at(2024, 3, 3, 0), 20);
     b_keyed.idempotency_key = "b-1".into();
-    let b_first = record(&mut c, tenant, b_keyed.clone()).await.unwrap();
+    let b_first = try_record(&mut c, tenant, b_keyed.clone()).await.unwrap();
     let b: Uuid = b_first
         .interaction
         .as_ref()
@@ -184,7 +162,7 @@ async fn merges_unmerges_and_erasures_arrive_through_the_feed() {
         .customer_id
         .parse()
         .unwrap();
-    let b2 = record(
+    let b2 = try_record(
         &mut c,
         tenant,
         contact(b, InteractionType::Call, at(2024, 3, 4, 0)),
@@ -223,7 +201,7 @@ async fn merges_unmerges_and_erasures_arrive_through_the_feed() {
     // B's id now lists A's timeline; a new recording under B goes to A.
     let (owner, _) = timeline(&mut c, tenant, b).await;
     assert_eq!(owner, a.to_string());
-    let while_merged = record(&mut c, tenant, purchase(b, at(2024, 3, 5, 0), 30))
+    let while_merged = try_record(&mut c, tenant, purchase(b, at(2024, 3, 5, 0), 30))
         .await
         .unwrap();
     let wm = while_merged.interaction.unwrap();
@@ -383,7 +361,7 @@ async fn merges_unmerges_and_erasures_arrive_through_the_feed() {
     assert_eq!(e.customer_id, b.to_string());
     assert_eq!(e.interaction_count, 3);
     assert!(e.profile_sequence > unmerge.profile_sequence);
-    let err = record(&mut c, tenant, purchase(b, at(2024, 3, 6, 0), 1))
+    let err = try_record(&mut c, tenant, purchase(b, at(2024, 3, 6, 0), 1))
         .await
         .unwrap_err();
     assert_eq!(err.code(), Code::FailedPrecondition);
@@ -396,7 +374,7 @@ async fn a_restart_resumes_the_feed_without_loss_or_repetition() {
     let tenant = Uuid::new_v4();
     let mut c = s.interactions();
     let mut profile = s.profile_client().await;
-    let a: Uuid = record(
+    let a: Uuid = try_record(
         &mut c,
         tenant,
         by_mail("x@example.com", at(2024, 1, 1, 0), 1),
@@ -408,7 +386,7 @@ async fn a_restart_resumes_the_feed_without_loss_or_repetition() {
     .customer_id
     .parse()
     .unwrap();
-    let b: Uuid = record(
+    let b: Uuid = try_record(
         &mut c,
         tenant,
         by_mail("y@example.com", at(2024, 1, 1, 0), 1),

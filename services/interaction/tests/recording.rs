@@ -8,9 +8,9 @@ use common::*;
 use futures::StreamExt;
 use rapport_proto::rapport::interaction::v1::interaction_event::Event;
 use rapport_proto::rapport::interaction::v1::{
-    Campaign, Channel, CreateCampaignRequest, GetInteractionRequest, InteractionEvent,
-    InteractionType, LineItem, RecordInteractionRequest, RecordInteractionsRequest,
-    RejectionReason, Survey, WatchChangesRequest,
+    Channel, GetInteractionRequest, InteractionEvent, InteractionType, LineItem,
+    RecordInteractionRequest, RecordInteractionsRequest, RejectionReason, Survey,
+    WatchChangesRequest,
 };
 use tonic::Code;
 use uuid::Uuid;
@@ -37,16 +37,7 @@ async fn record_is_idempotent_by_key_and_refuses_a_changed_retry() {
     ));
     i.idempotency_key = "pos:store-12:receipt-000981".into();
 
-    let first = c
-        .record_interaction(req(
-            tenant,
-            RecordInteractionRequest {
-                interaction: Some(i.clone()),
-            },
-        ))
-        .await
-        .unwrap()
-        .into_inner();
+    let first = try_record(&mut c, tenant, i.clone()).await.unwrap();
     assert!(first.created);
     assert!(!first.customer_created);
     let stored = first.interaction.unwrap();
@@ -59,45 +50,19 @@ async fn record_is_idempotent_by_key_and_refuses_a_changed_retry() {
     assert!(!stored.etag.is_empty());
 
     // A retry returns the stored interaction.
-    let retry = c
-        .record_interaction(req(
-            tenant,
-            RecordInteractionRequest {
-                interaction: Some(i.clone()),
-            },
-        ))
-        .await
-        .unwrap()
-        .into_inner();
+    let retry = try_record(&mut c, tenant, i.clone()).await.unwrap();
     assert!(!retry.created);
     assert_eq!(retry.interaction.unwrap(), stored);
 
     // Same key, different content: ALREADY_EXISTS.
     let mut changed = i.clone();
     changed.amount = Some(money("EUR", 13, 0));
-    let err = c
-        .record_interaction(req(
-            tenant,
-            RecordInteractionRequest {
-                interaction: Some(changed),
-            },
-        ))
-        .await
-        .unwrap_err();
+    let err = try_record(&mut c, tenant, changed).await.unwrap_err();
     assert_eq!(err.code(), Code::AlreadyExists);
 
     // Another tenant may use the same key, and cannot see the first one's.
     let other = Uuid::new_v4();
-    let theirs = c
-        .record_interaction(req(
-            other,
-            RecordInteractionRequest {
-                interaction: Some(i.clone()),
-            },
-        ))
-        .await
-        .unwrap()
-        .into_inner();
+    let theirs = try_record(&mut c, other, i.clone()).await.unwrap();
     assert!(theirs.created);
     let err = c
         .get_interaction(req(
@@ -143,15 +108,7 @@ async fn concurrent_identical_calls_record_exactly_once() {
         let mut c = s.interactions();
         let i = i.clone();
         tasks.push(tokio::spawn(async move {
-            c.record_interaction(req(
-                tenant,
-                RecordInteractionRequest {
-                    interaction: Some(i),
-                },
-            ))
-            .await
-            .unwrap()
-            .into_inner()
+            try_record(&mut c, tenant, i).await.unwrap()
         }));
     }
     let mut created = 0;
@@ -187,15 +144,7 @@ async fn invalid_input_names_every_problem_and_writes_nothing() {
     });
     i.occur_time = Some(ts(chrono::Utc::now() + chrono::Duration::hours(1)));
     i.idempotency_key = "bad key".into();
-    let err = c
-        .record_interaction(req(
-            tenant,
-            RecordInteractionRequest {
-                interaction: Some(i),
-            },
-        ))
-        .await
-        .unwrap_err();
+    let err = try_record(&mut c, tenant, i).await.unwrap_err();
     assert_eq!(err.code(), Code::InvalidArgument);
     assert_eq!(
         violated_fields(&err),
@@ -226,28 +175,12 @@ async fn invalid_input_names_every_problem_and_writes_nothing() {
         at(2024, 1, 1, 0),
     );
     sent.campaign_id = Uuid::new_v4().to_string();
-    let err = c
-        .record_interaction(req(
-            tenant,
-            RecordInteractionRequest {
-                interaction: Some(sent),
-            },
-        ))
-        .await
-        .unwrap_err();
+    let err = try_record(&mut c, tenant, sent).await.unwrap_err();
     assert_eq!(err.code(), Code::NotFound);
     // Identifiers need the profile service, which is not configured here.
     let mut by_mail = purchase(Uuid::new_v4(), at(2024, 1, 1, 0), 1);
     by_mail.customer = by_email("ann@example.com");
-    let err = c
-        .record_interaction(req(
-            tenant,
-            RecordInteractionRequest {
-                interaction: Some(by_mail),
-            },
-        ))
-        .await
-        .unwrap_err();
+    let err = try_record(&mut c, tenant, by_mail).await.unwrap_err();
     assert_eq!(err.code(), Code::Unavailable);
     assert_eq!(s.count("SELECT count(*) FROM interactions").await, 0);
     assert_eq!(s.count("SELECT count(*) FROM idempotency_keys").await, 0);
@@ -270,24 +203,7 @@ async fn bulk_ingestion_counts_duplicates_and_rejections_by_index() {
     let s = start().await;
     let mut c = s.interactions();
     let tenant = Uuid::new_v4();
-    let campaign = s
-        .campaigns()
-        .create_campaign(req(
-            tenant,
-            CreateCampaignRequest {
-                campaign: Some(Campaign {
-                    name: "Spring".into(),
-                    channel: Channel::Email as i32,
-                    ..Default::default()
-                }),
-                request_id: String::new(),
-            },
-        ))
-        .await
-        .unwrap()
-        .into_inner()
-        .campaign
-        .unwrap();
+    let campaign = create_campaign(&s, tenant, campaign("Spring")).await;
     let customers: Vec<Uuid> = (0..50).map(|_| Uuid::new_v4()).collect();
     let mut messages = Vec::new();
     for m in 0..5 {
@@ -435,18 +351,7 @@ async fn the_feed_carries_recordings_without_free_text() {
         comment: "my private words".into(),
     });
     survey.idempotency_key = "secret-key".into();
-    let recorded = c
-        .record_interaction(req(
-            tenant,
-            RecordInteractionRequest {
-                interaction: Some(survey),
-            },
-        ))
-        .await
-        .unwrap()
-        .into_inner()
-        .interaction
-        .unwrap();
+    let recorded = record(&s, tenant, survey).await;
     let mut feed = c
         .watch_changes(WatchChangesRequest {
             after_sequence: 0,
@@ -513,12 +418,11 @@ async fn a_year_recorded_before_its_partition_existed_moves_out_of_the_default()
         1
     );
     let mut c = s.interactions();
-    c.record_interaction(req(
+    try_record(
+        &mut c,
         tenant,
-        RecordInteractionRequest {
-            interaction: Some(purchase(Uuid::new_v4(), at(1999, 7, 1, 0), 3)),
-        },
-    ))
+        purchase(Uuid::new_v4(), at(1999, 7, 1, 0), 3),
+    )
     .await
     .unwrap();
     assert_eq!(

@@ -7,9 +7,8 @@ use common::*;
 use futures::StreamExt;
 use rapport_proto::rapport::common::v1::PeriodUnit;
 use rapport_proto::rapport::interaction::v1::{
-    AcquisitionCohort, Campaign, Channel, CreateCampaignRequest, CustomerIdList,
-    ExportSummariesRequest, GetCustomerSummaryRequest, Interaction, InteractionType,
-    PurchaseHistorySummary, RecordInteractionsRequest, ServiceRequestStatus, Survey,
+    AcquisitionCohort, CustomerIdList, ExportSummariesRequest, GetCustomerSummaryRequest,
+    Interaction, InteractionType, PurchaseHistorySummary, ServiceRequestStatus, Survey,
     export_summaries_request,
 };
 use tonic::Code;
@@ -21,25 +20,8 @@ struct History {
     b: Uuid,
 }
 
-async fn campaign(s: &Stack, tenant: Uuid, name: &str) -> String {
-    s.campaigns()
-        .create_campaign(req(
-            tenant,
-            CreateCampaignRequest {
-                campaign: Some(Campaign {
-                    name: name.into(),
-                    channel: Channel::Email as i32,
-                    ..Default::default()
-                }),
-                request_id: String::new(),
-            },
-        ))
-        .await
-        .unwrap()
-        .into_inner()
-        .campaign
-        .unwrap()
-        .campaign_id
+async fn campaign_id(s: &Stack, tenant: Uuid, name: &str) -> String {
+    create_campaign(s, tenant, campaign(name)).await.campaign_id
 }
 
 /// The fixed history (see the expected figures in the tests).
@@ -48,8 +30,8 @@ async fn record_history(s: &Stack) -> History {
     let a = Uuid::new_v4();
     let b = Uuid::new_v4();
     let c = Uuid::new_v4();
-    let spring = campaign(s, tenant, "Spring").await;
-    let winter = campaign(s, tenant, "Winter").await;
+    let spring = campaign_id(s, tenant, "Spring").await;
+    let winter = campaign_id(s, tenant, "Winter").await;
     let buy = |who: Uuid, t, cur: &str, units: i64, nanos: i32, margin: Option<i64>| Interaction {
         amount: Some(money(cur, units, nanos)),
         margin: margin.map(|m| money(cur, m, 0)),
@@ -100,15 +82,7 @@ async fn record_history(s: &Stack) -> History {
         buy(b, at(2025, 2, 5, 0), "EUR", 9, 0, None),
         buy(c, at(2025, 2, 20, 0), "EUR", 50, 0, None),
     ];
-    let r = s
-        .interactions()
-        .record_interactions(req(
-            tenant,
-            futures::stream::iter(vec![RecordInteractionsRequest { interactions }]),
-        ))
-        .await
-        .unwrap()
-        .into_inner();
+    let r = record_batch(s, tenant, interactions).await;
     assert_eq!(r.accepted_count, 22, "{:?}", r.rejections);
     History { tenant, a, b }
 }

@@ -6,8 +6,8 @@ mod common;
 use common::*;
 use rapport_proto::rapport::interaction::v1::interaction_event::Event;
 use rapport_proto::rapport::interaction::v1::{
-    Channel, GetInteractionRequest, InteractionType, ListInteractionsRequest,
-    RecordInteractionRequest, ServiceRequestStatus, TimelineOrder, UpdateServiceRequestRequest,
+    Channel, GetInteractionRequest, InteractionType, ListInteractionsRequest, ServiceRequestStatus,
+    TimelineOrder, UpdateServiceRequestRequest,
 };
 use tonic::Code;
 use uuid::Uuid;
@@ -31,43 +31,20 @@ async fn timelines_filter_order_and_page() {
         } else {
             Channel::Phone
         } as i32;
-        let r = c
-            .record_interaction(req(
-                tenant,
-                RecordInteractionRequest {
-                    interaction: Some(i),
-                },
-            ))
-            .await
-            .unwrap()
-            .into_inner();
-        expected_ids.push(r.interaction.unwrap().interaction_id);
+        expected_ids.push(record(&s, tenant, i).await.interaction_id);
     }
     let mut custom = contact(customer, InteractionType::Custom, at(2024, 4, 10, 0));
     custom.custom_type = "acme.webinar_attended".into();
-    c.record_interaction(req(
-        tenant,
-        RecordInteractionRequest {
-            interaction: Some(custom),
-        },
-    ))
-    .await
-    .unwrap();
+    try_record(&mut c, tenant, custom).await.unwrap();
     // Someone else's interaction, and the same customer id in another tenant.
-    c.record_interaction(req(
-        tenant,
-        RecordInteractionRequest {
-            interaction: Some(purchase(other, at(2024, 4, 5, 0), 1)),
-        },
-    ))
-    .await
-    .unwrap();
-    c.record_interaction(req(
+    try_record(&mut c, tenant, purchase(other, at(2024, 4, 5, 0), 1))
+        .await
+        .unwrap();
+    try_record(
+        &mut c,
         Uuid::new_v4(),
-        RecordInteractionRequest {
-            interaction: Some(purchase(customer, at(2024, 4, 5, 0), 1)),
-        },
-    ))
+        purchase(customer, at(2024, 4, 5, 0), 1),
+    )
     .await
     .unwrap();
 
@@ -212,22 +189,12 @@ async fn service_requests_follow_their_life_cycle() {
     let mut c = s.interactions();
     let tenant = Uuid::new_v4();
     let customer = Uuid::new_v4();
-    let recorded = c
-        .record_interaction(req(
-            tenant,
-            RecordInteractionRequest {
-                interaction: Some(contact(
-                    customer,
-                    InteractionType::ServiceRequest,
-                    at(2024, 5, 1, 9),
-                )),
-            },
-        ))
-        .await
-        .unwrap()
-        .into_inner()
-        .interaction
-        .unwrap();
+    let recorded = record(
+        &s,
+        tenant,
+        contact(customer, InteractionType::ServiceRequest, at(2024, 5, 1, 9)),
+    )
+    .await;
     assert_eq!(
         recorded.service_request_status,
         ServiceRequestStatus::Open as i32
@@ -367,18 +334,12 @@ async fn service_requests_follow_their_life_cycle() {
     assert_eq!(changes[3].update_time, reopened.update_time);
 
     // Not a service request; another tenant's; bad input.
-    let call = c
-        .record_interaction(req(
-            tenant,
-            RecordInteractionRequest {
-                interaction: Some(contact(customer, InteractionType::Call, at(2024, 5, 1, 9))),
-            },
-        ))
-        .await
-        .unwrap()
-        .into_inner()
-        .interaction
-        .unwrap();
+    let call = record(
+        &s,
+        tenant,
+        contact(customer, InteractionType::Call, at(2024, 5, 1, 9)),
+    )
+    .await;
     let mut not_sr = update(ServiceRequestStatus::InProgress, "");
     not_sr.interaction_id = call.interaction_id;
     let err = c

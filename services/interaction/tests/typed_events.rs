@@ -15,10 +15,9 @@ use rapport_proto::rapport::common::v1::{
 };
 use rapport_proto::rapport::interaction::v1::interaction_event::Event;
 use rapport_proto::rapport::interaction::v1::{
-    Campaign, Channel, CreateCampaignRequest, GetInteractionRequest, Initiator, Interaction,
-    InteractionEvent, InteractionRecorded, InteractionType, LineItem, ReassignReason,
-    RecordInteractionRequest, RecordInteractionsRequest, RejectionReason, ServiceRequestStatus,
-    Survey, WatchChangesRequest,
+    Channel, GetInteractionRequest, Initiator, InteractionEvent, InteractionRecorded,
+    InteractionType, LineItem, ReassignReason, RecordInteractionsRequest, RejectionReason,
+    ServiceRequestStatus, Survey, WatchChangesRequest,
 };
 use rapport_proto::rapport::profile::v1::profile_event::Event as P;
 use rapport_proto::rapport::profile::v1::{
@@ -29,44 +28,12 @@ use sqlx::PgPool;
 use tonic::Code;
 use uuid::Uuid;
 
-async fn record(s: &Stack, tenant: Uuid, i: Interaction) -> Interaction {
-    s.interactions()
-        .record_interaction(req(
-            tenant,
-            RecordInteractionRequest {
-                interaction: Some(i),
-            },
-        ))
-        .await
-        .unwrap()
-        .into_inner()
-        .interaction
-        .unwrap()
-}
-
 #[tokio::test]
 async fn recorded_interactions_read_back_exactly_from_the_feed() {
     let s = start().await;
     let tenant = Uuid::new_v4();
     let customer = Uuid::new_v4();
-    let campaign = s
-        .campaigns()
-        .create_campaign(req(
-            tenant,
-            CreateCampaignRequest {
-                campaign: Some(Campaign {
-                    name: "Spring".into(),
-                    channel: Channel::Email as i32,
-                    ..Default::default()
-                }),
-                request_id: String::new(),
-            },
-        ))
-        .await
-        .unwrap()
-        .into_inner()
-        .campaign
-        .unwrap();
+    let campaign = create_campaign(&s, tenant, campaign("Spring")).await;
 
     // A purchase of EUR 10.50 with a margin of 3.25, with everything the
     // feed must not carry (line items, attributes, a key).

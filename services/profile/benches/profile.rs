@@ -145,31 +145,18 @@ where
 async fn bench() {
     let ops = env_usize("PROFILE_BENCH_OPS", 3000);
     let concurrency = env_usize("PROFILE_BENCH_CONCURRENCY", 16);
+    let profile = rapport_testkit::service!(rapport_profile);
     let db = rapport_testkit::database().await;
-    if let Err(e) =
-        rapport_kit::db::migrate(&db.url, rapport_profile::SCHEMA, &rapport_profile::MIGRATOR).await
-    {
+    if let Err(e) = profile.migrate(&db).await {
         eprintln!("cannot migrate the benchmark database: {e}");
         return;
     }
-    let config = ServiceConfig {
-        database_url: db.url.clone(),
-        require_internal_auth: false,
-        db_max_connections: 32,
-        ..Default::default()
-    };
-    let running = rapport_testkit::serve(move |listener, shutdown| async move {
-        let _ = rapport_kit::server::run_service(
-            "profile",
-            rapport_profile::SCHEMA,
-            &config,
-            listener,
-            shutdown,
-            rapport_profile::register,
-        )
+    let running = profile
+        .serve(ServiceConfig {
+            db_max_connections: 32,
+            ..rapport_testkit::service_config(&db)
+        })
         .await;
-    })
-    .await;
     let mut channel = None;
     for _ in 0..100 {
         if let Ok(endpoint) = tonic::transport::Endpoint::from_shared(running.endpoint())

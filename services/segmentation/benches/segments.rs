@@ -105,14 +105,7 @@ async fn service_refresh(pool: &PgPool, tenant: Uuid, segment: Uuid) -> (i64, i6
 
 async fn run() {
     let n = env_usize("RAPPORT_BENCH_CUSTOMERS", 1_000_000);
-    let db = rapport_testkit::database().await;
-    rapport_kit::db::migrate(
-        &db.url,
-        rapport_segmentation::SCHEMA,
-        &rapport_segmentation::MIGRATOR,
-    )
-    .await
-    .expect("migrations");
+    let db = rapport_testkit::migrated(&[rapport_testkit::service!(rapport_segmentation)]).await;
     let pool = rapport_kit::db::connect(&db.url, rapport_segmentation::SCHEMA, 4)
         .await
         .expect("pool");

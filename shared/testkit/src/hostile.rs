@@ -176,6 +176,43 @@ pub fn assert_code<T: std::fmt::Debug>(
     }
 }
 
+/// Checks the answers every read of one record by its id owes, and returns
+/// the record: `read(tenant, id)` with each of [`BAD_IDS`] is
+/// `INVALID_ARGUMENT` naming `field`; an id never issued, and `known` read by
+/// `stranger`, are `NOT_FOUND`; `known` read by `owner` is found. A bad id
+/// must be the request's one violation.
+pub async fn assert_read_by_id<T, F, Fut>(
+    field: &str,
+    owner: uuid::Uuid,
+    stranger: uuid::Uuid,
+    known: &str,
+    mut read: F,
+) -> T
+where
+    T: std::fmt::Debug,
+    F: FnMut(uuid::Uuid, String) -> Fut,
+    Fut: std::future::Future<Output = Result<tonic::Response<T>, Status>>,
+{
+    for id in BAD_IDS {
+        assert_violations(
+            read(owner, id.into()).await,
+            &[field],
+            &format!("{field} {id:?}"),
+        );
+    }
+    let unknown = uuid::Uuid::new_v4().to_string();
+    assert_code(read(owner, unknown).await, Code::NotFound, "an unknown id");
+    assert_code(
+        read(stranger, known.into()).await,
+        Code::NotFound,
+        "another tenant's id",
+    );
+    read(owner, known.into())
+        .await
+        .unwrap_or_else(|s| panic!("the owner reads {field} {known}: {s:?}"))
+        .into_inner()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -4,10 +4,12 @@
 //!   cluster: the one at `RAPPORT_TEST_DATABASE_URL` when set (the test script
 //!   starts one for the whole run), or else one this process starts on a free
 //!   port in a temporary directory (as Debian's `postgres` user when root).
+//! * [`calls`] makes the calls tests only set the scene with, one line each.
 //! * [`hostile`] is the vocabulary of bad input every service's tests send.
 //! * [`serve`] runs a service in-process on an ephemeral port and hands back its
 //!   address, for clients to connect to over real gRPC.
 
+pub mod calls;
 pub mod hostile;
 
 use std::net::SocketAddr;
@@ -159,6 +161,77 @@ where
         shutdown,
         handle,
     }
+}
+
+/// One Rapport service as its tests start it: its schema, its migrations and
+/// what it registers on the server. Name one with [`service!`].
+#[derive(Clone, Copy)]
+pub struct Service {
+    /// Where its data lives (its schema name is also its component name).
+    pub schema: rapport_kit::db::SchemaSpec,
+    /// Its own migrations.
+    pub migrator: &'static sqlx::migrate::Migrator,
+    /// Adds its gRPC services to the server.
+    pub register: fn(&mut rapport_kit::server::ServerBuilder, &rapport_kit::server::ServiceRuntime),
+}
+
+/// The [`Service`] of a service crate: `service!(rapport_profile)`.
+#[macro_export]
+macro_rules! service {
+    ($krate:ident) => {
+        $crate::Service {
+            schema: $krate::SCHEMA,
+            migrator: &$krate::MIGRATOR,
+            register: $krate::register,
+        }
+    };
+}
+
+impl Service {
+    /// Creates its schema in `db` and applies its migrations.
+    pub async fn migrate(&self, db: &TestDatabase) -> Result<(), sqlx::Error> {
+        rapport_kit::db::migrate(&db.url, self.schema, self.migrator).await
+    }
+
+    /// A pool of at most `max` connections to its schema in `db`, as the
+    /// service itself connects.
+    pub async fn pool(&self, db: &TestDatabase, max: u32) -> sqlx::PgPool {
+        rapport_kit::db::connect(&db.url, self.schema, max)
+            .await
+            .unwrap_or_else(|e| panic!("cannot connect to {}: {e}", self.schema.schema))
+    }
+
+    /// Runs it in-process with `config` (see [`serve`]).
+    pub async fn serve(&self, config: rapport_kit::config::ServiceConfig) -> Running {
+        let Service {
+            schema, register, ..
+        } = *self;
+        serve(move |listener, shutdown| async move {
+            rapport_kit::server::run_service(
+                schema.schema,
+                schema,
+                &config,
+                listener,
+                shutdown,
+                register,
+            )
+            .await
+            .unwrap_or_else(|e| panic!("the {} service stopped: {e}", schema.schema));
+        })
+        .await
+    }
+}
+
+/// A fresh database with every one of `services` migrated, in order.
+pub async fn migrated(services: &[Service]) -> TestDatabase {
+    let db = database().await;
+    for service in services {
+        service
+            .migrate(&db)
+            .await
+            .unwrap_or_else(|e| panic!("cannot migrate {}: {e}", service.schema.schema));
+    }
+    db
 }
 
 /// A tonic channel to `running`.

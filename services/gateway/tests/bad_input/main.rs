@@ -22,6 +22,9 @@ use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
 use uuid::Uuid;
 
+const GATEWAY: rapport_testkit::Service = rapport_testkit::service!(rapport_gateway);
+const PROFILE: rapport_testkit::Service = rapport_testkit::service!(rapport_profile);
+
 /// Sets the `authorization` metadata to exactly this value, or none.
 #[derive(Clone)]
 struct Authorization(Option<String>);
@@ -48,52 +51,19 @@ struct Setup {
 /// The gateway with the real profile service behind it (the other backends
 /// are not configured), and an operator key with room for many calls.
 async fn setup() -> Setup {
-    let db = rapport_testkit::database().await;
-    for (spec, migrator) in [
-        (rapport_gateway::SCHEMA, &rapport_gateway::MIGRATOR),
-        (rapport_profile::SCHEMA, &rapport_profile::MIGRATOR),
-    ] {
-        rapport_kit::db::migrate(&db.url, spec, migrator)
-            .await
-            .expect("migrations");
-    }
+    let db = rapport_testkit::migrated(&[GATEWAY, PROFILE]).await;
     let base = rapport_kit::config::ServiceConfig {
         database_url: db.url.clone(),
         internal_token: Some("internal-credential-for-tests-0123".into()),
         ..Default::default()
     };
-    let profile_config = base.clone();
-    let profile = rapport_testkit::serve(move |listener, shutdown| async move {
-        let _ = rapport_kit::server::run_service(
-            "profile",
-            rapport_profile::SCHEMA,
-            &profile_config,
-            listener,
-            shutdown,
-            rapport_profile::register,
-        )
-        .await;
-    })
-    .await;
+    let profile = PROFILE.serve(base.clone()).await;
     let gateway_config = rapport_kit::config::ServiceConfig {
         profile_url: Some(profile.endpoint()),
         ..base
     };
-    let gateway = rapport_testkit::serve(move |listener, shutdown| async move {
-        let _ = rapport_kit::server::run_service(
-            "gateway",
-            rapport_gateway::SCHEMA,
-            &gateway_config,
-            listener,
-            shutdown,
-            rapport_gateway::register,
-        )
-        .await;
-    })
-    .await;
-    let pool = rapport_kit::db::connect(&db.url, rapport_gateway::SCHEMA, 2)
-        .await
-        .expect("gateway schema");
+    let gateway = GATEWAY.serve(gateway_config).await;
+    let pool = GATEWAY.pool(&db, 2).await;
     let creds = rapport_gateway::create_operator_key(&pool, "operator")
         .await
         .expect("operator key");

@@ -19,8 +19,8 @@ use rapport_proto::rapport::common::v1::{
 };
 use rapport_proto::rapport::interaction::v1::*;
 use rapport_testkit::hostile::{
-    self, BAD_IDS, MULTILINE_TEXT, YEAR_1, YEAR_9999_END, assert_code, assert_violations,
-    invalid_times,
+    self, BAD_IDS, MULTILINE_TEXT, YEAR_1, YEAR_9999_END, assert_code, assert_read_by_id,
+    assert_violations, invalid_times,
 };
 use tonic::{Code, Status};
 use uuid::Uuid;
@@ -65,45 +65,6 @@ async fn footprint(s: &Stack, tenant: Uuid) -> [i64; 4] {
             .expect("count rows");
     }
     out
-}
-
-fn campaign(name: &str) -> Campaign {
-    Campaign {
-        name: name.into(),
-        channel: Channel::Email as i32,
-        ..Default::default()
-    }
-}
-
-async fn create_campaign(s: &Stack, tenant: Uuid, c: Campaign) -> Campaign {
-    s.campaigns()
-        .create_campaign(req(
-            tenant,
-            CreateCampaignRequest {
-                campaign: Some(c),
-                request_id: String::new(),
-            },
-        ))
-        .await
-        .expect("campaign created")
-        .into_inner()
-        .campaign
-        .expect("campaign in response")
-}
-
-async fn record(s: &Stack, tenant: Uuid, i: Interaction) -> Interaction {
-    s.interactions()
-        .record_interaction(req(
-            tenant,
-            RecordInteractionRequest {
-                interaction: Some(i),
-            },
-        ))
-        .await
-        .expect("interaction recorded")
-        .into_inner()
-        .interaction
-        .expect("interaction in response")
 }
 
 fn eur(units: i64) -> rapport_proto::rapport::common::v1::Money {

@@ -14,9 +14,11 @@ use rapport_proto::rapport::common::v1::{
 use rapport_proto::rapport::interaction::v1::campaign_service_client::CampaignServiceClient;
 use rapport_proto::rapport::interaction::v1::interaction_event::Event;
 use rapport_proto::rapport::interaction::v1::interaction_service_client::InteractionServiceClient;
-use rapport_proto::rapport::interaction::v1::{Interaction, InteractionEvent, InteractionType};
+use rapport_proto::rapport::interaction::v1::{
+    Campaign, Interaction, InteractionEvent, InteractionType, RecordInteractionsResponse,
+};
 use rapport_proto::rapport::profile::v1::profile_service_client::ProfileServiceClient;
-use rapport_testkit::{Running, TestDatabase};
+use rapport_testkit::{Running, Service, TestDatabase};
 use sqlx::PgPool;
 use tonic::transport::Channel;
 use uuid::Uuid;
@@ -63,58 +65,26 @@ impl Stack {
     }
 }
 
-fn config(db: &TestDatabase, profile_url: Option<String>) -> ServiceConfig {
-    ServiceConfig {
-        profile_url,
-        ..rapport_testkit::service_config(db)
-    }
-}
+pub const INTERACTION: Service = rapport_testkit::service!(rapport_interaction);
+pub const PROFILE: Service = rapport_testkit::service!(rapport_profile);
 
 pub async fn serve_interaction(db: &TestDatabase, profile_url: Option<String>) -> Running {
-    let config = config(db, profile_url);
-    rapport_testkit::serve(move |listener, shutdown| async move {
-        rapport_kit::server::run_service(
-            "interaction",
-            rapport_interaction::SCHEMA,
-            &config,
-            listener,
-            shutdown,
-            rapport_interaction::register,
-        )
+    INTERACTION
+        .serve(ServiceConfig {
+            profile_url,
+            ..rapport_testkit::service_config(db)
+        })
         .await
-        .expect("interaction service runs");
-    })
-    .await
 }
 
 pub async fn serve_profile(db: &TestDatabase) -> Running {
-    let config = config(db, None);
-    rapport_testkit::serve(move |listener, shutdown| async move {
-        rapport_kit::server::run_service(
-            "profile",
-            rapport_profile::SCHEMA,
-            &config,
-            listener,
-            shutdown,
-            rapport_profile::register,
-        )
-        .await
-        .expect("profile service runs");
-    })
-    .await
+    PROFILE.serve(rapport_testkit::service_config(db)).await
 }
 
 /// The interaction service alone: customer ids are taken as given.
 pub async fn start() -> Stack {
     rapport_testkit::logs();
-    let db = rapport_testkit::database().await;
-    rapport_kit::db::migrate(
-        &db.url,
-        rapport_interaction::SCHEMA,
-        &rapport_interaction::MIGRATOR,
-    )
-    .await
-    .unwrap();
+    let db = rapport_testkit::migrated(&[INTERACTION]).await;
     let interaction = serve_interaction(&db, None).await;
     finish(db, interaction, None).await
 }
@@ -122,17 +92,7 @@ pub async fn start() -> Stack {
 /// The interaction and profile services on one database.
 pub async fn start_with_profile() -> Stack {
     rapport_testkit::logs();
-    let db = rapport_testkit::database().await;
-    rapport_kit::db::migrate(&db.url, rapport_profile::SCHEMA, &rapport_profile::MIGRATOR)
-        .await
-        .unwrap();
-    rapport_kit::db::migrate(
-        &db.url,
-        rapport_interaction::SCHEMA,
-        &rapport_interaction::MIGRATOR,
-    )
-    .await
-    .unwrap();
+    let db = rapport_testkit::migrated(&[PROFILE, INTERACTION]).await;
     let profile = serve_profile(&db).await;
     let interaction = serve_interaction(&db, Some(profile.endpoint())).await;
     finish(db, interaction, Some(profile)).await
@@ -140,9 +100,7 @@ pub async fn start_with_profile() -> Stack {
 
 async fn finish(db: TestDatabase, interaction: Running, profile: Option<Running>) -> Stack {
     let channel = rapport_testkit::channel(&interaction).await;
-    let pool = rapport_kit::db::connect(&db.url, rapport_interaction::SCHEMA, 4)
-        .await
-        .unwrap();
+    let pool = INTERACTION.pool(&db, 4).await;
     Stack {
         db,
         interaction,
@@ -205,6 +163,29 @@ pub fn contact(customer: Uuid, kind: InteractionType, t: DateTime<Utc>) -> Inter
         occur_time: Some(ts(t)),
         ..Default::default()
     }
+}
+
+// Not every test binary uses each of these.
+#[allow(unused_imports)]
+pub use rapport_testkit::calls::{email_campaign as campaign, try_record};
+
+/// Creates `c` for `tenant` and returns it as stored.
+pub async fn create_campaign(s: &Stack, tenant: Uuid, c: Campaign) -> Campaign {
+    rapport_testkit::calls::create_campaign(&mut s.campaigns(), tenant, c).await
+}
+
+/// Records `i` for `tenant` and returns it as stored.
+pub async fn record(s: &Stack, tenant: Uuid, i: Interaction) -> Interaction {
+    rapport_testkit::calls::record(&mut s.interactions(), tenant, i).await
+}
+
+/// Records `interactions` for `tenant` in one streamed message.
+pub async fn record_batch(
+    s: &Stack,
+    tenant: Uuid,
+    interactions: Vec<Interaction>,
+) -> RecordInteractionsResponse {
+    rapport_testkit::calls::record_batch(&mut s.interactions(), tenant, interactions).await
 }
 
 /// The field paths of an INVALID_ARGUMENT status's BadRequest detail.

@@ -3,7 +3,6 @@
 
 #![allow(dead_code)]
 
-use rapport_kit::config::ServiceConfig;
 use rapport_kit::context::TENANT_HEADER;
 use rapport_proto::rapport::common::v1::{Identifier, IdentifierKind};
 use rapport_proto::rapport::profile::v1::profile_service_client::ProfileServiceClient;
@@ -128,28 +127,9 @@ impl Env {
 
 /// Starts the service on a fresh, migrated database.
 pub async fn start() -> Env {
-    let db = rapport_testkit::database().await;
-    rapport_kit::db::migrate(&db.url, rapport_profile::SCHEMA, &rapport_profile::MIGRATOR)
-        .await
-        .expect("migrate");
-    let config = ServiceConfig {
-        database_url: db.url.clone(),
-        require_internal_auth: false,
-        db_max_connections: 8,
-        ..Default::default()
-    };
-    let running = rapport_testkit::serve(move |listener, shutdown| async move {
-        let _ = rapport_kit::server::run_service(
-            "profile",
-            rapport_profile::SCHEMA,
-            &config,
-            listener,
-            shutdown,
-            rapport_profile::register,
-        )
-        .await;
-    })
-    .await;
+    let profile = rapport_testkit::service!(rapport_profile);
+    let db = rapport_testkit::migrated(&[profile]).await;
+    let running = profile.serve(rapport_testkit::service_config(&db)).await;
     let channel = connect(&running).await;
     let tenant = Uuid::new_v4();
     let client = ProfileServiceClient::with_interceptor(

@@ -5,11 +5,12 @@
 #![allow(dead_code)]
 
 use chrono::{DateTime, Duration, Utc};
+use rapport_kit::config::ServiceConfig;
 use rapport_proto::rapport::segmentation::v1::segmentation_service_client::SegmentationServiceClient;
 use rapport_proto::rapport::segmentation::v1::{
     CreateSegmentRequest, MarketingApproach, Segment, SegmentKind,
 };
-use rapport_testkit::{Running, TestDatabase};
+use rapport_testkit::{Running, Service, TestDatabase};
 use rust_decimal::Decimal;
 use sqlx::PgPool;
 use tonic::transport::Channel;
@@ -31,75 +32,27 @@ pub struct Stack {
     pub pool: PgPool,
 }
 
+pub const SEGMENTATION: Service = rapport_testkit::service!(rapport_segmentation);
+pub const PROFILE: Service = rapport_testkit::service!(rapport_profile);
+pub const INTERACTION: Service = rapport_testkit::service!(rapport_interaction);
+
 pub async fn serve_segmentation(
     db: &TestDatabase,
     profile: Option<String>,
     interaction: Option<String>,
 ) -> Running {
-    let mut config = rapport_testkit::service_config(db);
-    config.profile_url = profile;
-    config.interaction_url = interaction;
-    rapport_testkit::serve(move |listener, shutdown| async move {
-        rapport_kit::server::run_service(
-            "segmentation",
-            rapport_segmentation::SCHEMA,
-            &config,
-            listener,
-            shutdown,
-            rapport_segmentation::register,
-        )
+    SEGMENTATION
+        .serve(ServiceConfig {
+            profile_url: profile,
+            interaction_url: interaction,
+            ..rapport_testkit::service_config(db)
+        })
         .await
-        .expect("segmentation service runs");
-    })
-    .await
-}
-
-pub async fn serve_profile(db: &TestDatabase) -> Running {
-    let config = rapport_testkit::service_config(db);
-    rapport_testkit::serve(move |listener, shutdown| async move {
-        rapport_kit::server::run_service(
-            "profile",
-            rapport_profile::SCHEMA,
-            &config,
-            listener,
-            shutdown,
-            rapport_profile::register,
-        )
-        .await
-        .expect("profile service runs");
-    })
-    .await
-}
-
-pub async fn serve_interaction(db: &TestDatabase, profile: String) -> Running {
-    let mut config = rapport_testkit::service_config(db);
-    config.profile_url = Some(profile);
-    rapport_testkit::serve(move |listener, shutdown| async move {
-        rapport_kit::server::run_service(
-            "interaction",
-            rapport_interaction::SCHEMA,
-            &config,
-            listener,
-            shutdown,
-            rapport_interaction::register,
-        )
-        .await
-        .expect("interaction service runs");
-    })
-    .await
 }
 
 /// A fresh database with the segmentation schema migrated.
 pub async fn migrated() -> TestDatabase {
-    let db = rapport_testkit::database().await;
-    rapport_kit::db::migrate(
-        &db.url,
-        rapport_segmentation::SCHEMA,
-        &rapport_segmentation::MIGRATOR,
-    )
-    .await
-    .unwrap();
-    db
+    rapport_testkit::migrated(&[SEGMENTATION]).await
 }
 
 /// The segmentation service alone (features are inserted directly).
@@ -114,26 +67,14 @@ pub async fn start() -> Stack {
 /// following the other two.
 pub async fn start_with_feeds() -> Stack {
     rapport_testkit::logs();
-    let db = rapport_testkit::database().await;
-    rapport_kit::db::migrate(&db.url, rapport_profile::SCHEMA, &rapport_profile::MIGRATOR)
-        .await
-        .unwrap();
-    rapport_kit::db::migrate(
-        &db.url,
-        rapport_interaction::SCHEMA,
-        &rapport_interaction::MIGRATOR,
-    )
-    .await
-    .unwrap();
-    rapport_kit::db::migrate(
-        &db.url,
-        rapport_segmentation::SCHEMA,
-        &rapport_segmentation::MIGRATOR,
-    )
-    .await
-    .unwrap();
-    let profile = serve_profile(&db).await;
-    let interaction = serve_interaction(&db, profile.endpoint()).await;
+    let db = rapport_testkit::migrated(&[PROFILE, INTERACTION, SEGMENTATION]).await;
+    let profile = PROFILE.serve(rapport_testkit::service_config(&db)).await;
+    let interaction = INTERACTION
+        .serve(ServiceConfig {
+            profile_url: Some(profile.endpoint()),
+            ..rapport_testkit::service_config(&db)
+        })
+        .await;
     let seg = serve_segmentation(&db, Some(profile.endpoint()), Some(interaction.endpoint())).await;
     finish(db, seg, Some(profile), Some(interaction)).await
 }
@@ -145,9 +86,7 @@ async fn finish(
     interaction: Option<Running>,
 ) -> Stack {
     let channel = rapport_testkit::channel(&seg).await;
-    let pool = rapport_kit::db::connect(&db.url, rapport_segmentation::SCHEMA, 4)
-        .await
-        .unwrap();
+    let pool = SEGMENTATION.pool(&db, 4).await;
     Stack {
         db,
         segmentation: Some(seg),

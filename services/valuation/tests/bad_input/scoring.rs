@@ -334,48 +334,14 @@ async fn scoring_and_value_reads_refuse_bad_input_and_other_tenants() {
     // GetSegmentValue.
     let segment = Uuid::new_v4();
     s.set_members(a, segment, customers[..5].to_vec());
-    for id in BAD_IDS {
-        invalid(
-            v.get_segment_value(req(
-                a,
-                GetSegmentValueRequest {
-                    segment_id: id.into(),
-                },
-            ))
-            .await,
-            "segment_id",
-        );
-    }
-    failed(
-        v.get_segment_value(req(
-            a,
-            GetSegmentValueRequest {
-                segment_id: Uuid::new_v4().to_string(),
-            },
-        ))
-        .await,
-        Code::NotFound,
-    );
-    failed(
-        v.get_segment_value(req(
-            b,
-            GetSegmentValueRequest {
-                segment_id: segment.to_string(),
-            },
-        ))
-        .await,
-        Code::NotFound,
-    );
-    let sv = v
-        .get_segment_value(req(
-            a,
-            GetSegmentValueRequest {
-                segment_id: segment.to_string(),
-            },
-        ))
-        .await
-        .expect("A's segment value")
-        .into_inner();
+    let sv = hostile::assert_read_by_id("segment_id", a, b, &segment.to_string(), |t, id| {
+        let mut v = v.clone();
+        async move {
+            v.get_segment_value(req(t, GetSegmentValueRequest { segment_id: id }))
+                .await
+        }
+    })
+    .await;
     assert_eq!((sv.member_count, sv.scored_member_count), (5, 5));
 
     // GetCohortReport.
@@ -562,7 +528,7 @@ async fn scoring_and_value_reads_refuse_bad_input_and_other_tenants() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn relationship_scores_refuse_bad_unknown_and_foreign_ids() {
     let s = start(true).await;
-    let mut v = s.valuation();
+    let v = s.valuation();
     let (a, b) = (Uuid::new_v4(), Uuid::new_v4());
     let customer = s
         .profile_client()
@@ -584,50 +550,16 @@ async fn relationship_scores_refuse_bad_unknown_and_foreign_ids() {
         .customer
         .expect("the customer")
         .customer_id;
-    for id in BAD_IDS {
-        invalid(
-            v.get_relationship_scores(req(
-                a,
-                GetRelationshipScoresRequest {
-                    customer_id: id.into(),
-                },
-            ))
-            .await,
-            "customer_id",
-        );
-    }
-    failed(
-        v.get_relationship_scores(req(
-            a,
-            GetRelationshipScoresRequest {
-                customer_id: Uuid::new_v4().to_string(),
-            },
-        ))
-        .await,
-        Code::NotFound,
-    );
-    failed(
-        v.get_relationship_scores(req(
-            b,
-            GetRelationshipScoresRequest {
-                customer_id: customer.clone(),
-            },
-        ))
-        .await,
-        Code::NotFound,
-    );
-    let scores = v
-        .get_relationship_scores(req(
-            a,
-            GetRelationshipScoresRequest {
-                customer_id: customer.clone(),
-            },
-        ))
-        .await
-        .expect("A's own customer")
-        .into_inner()
-        .scores
-        .expect("scores");
+    let scores = hostile::assert_read_by_id("customer_id", a, b, &customer, |t, id| {
+        let mut v = v.clone();
+        async move {
+            v.get_relationship_scores(req(t, GetRelationshipScoresRequest { customer_id: id }))
+                .await
+        }
+    })
+    .await
+    .scores
+    .expect("scores");
     assert_eq!(scores.customer_id, customer);
 }
 

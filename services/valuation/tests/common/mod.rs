@@ -26,7 +26,7 @@ use rapport_proto::rapport::segmentation::v1::segmentation_service_server::{
     SegmentationService, SegmentationServiceServer,
 };
 use rapport_proto::rapport::valuation::v1::valuation_service_client::ValuationServiceClient;
-use rapport_testkit::{Running, TestDatabase};
+use rapport_testkit::{Running, Service, TestDatabase};
 use rapport_valuation::domain::bgnbd::BgNbd;
 use rapport_valuation::domain::gamma_gamma::GammaGamma;
 use rapport_valuation::domain::synthetic::BgNbdGenerator;
@@ -277,62 +277,31 @@ fn config(db: &TestDatabase) -> ServiceConfig {
     }
 }
 
-macro_rules! serve_service {
-    ($config:expr, $name:literal, $krate:ident) => {{
-        let config = $config;
-        rapport_testkit::serve(move |listener, shutdown| async move {
-            rapport_kit::server::run_service(
-                $name,
-                $krate::SCHEMA,
-                &config,
-                listener,
-                shutdown,
-                $krate::register,
-            )
-            .await
-            .expect("service runs");
-        })
-        .await
-    }};
-}
+const PROFILE: Service = rapport_testkit::service!(rapport_profile);
+const INTERACTION: Service = rapport_testkit::service!(rapport_interaction);
+const VALUATION: Service = rapport_testkit::service!(rapport_valuation);
 
 /// Interaction (with profile when asked), valuation and the stand-in
 /// segmentation service on one database.
 pub async fn start(with_profile: bool) -> Stack {
     rapport_testkit::logs();
-    let db = rapport_testkit::database().await;
-    if with_profile {
-        rapport_kit::db::migrate(&db.url, rapport_profile::SCHEMA, &rapport_profile::MIGRATOR)
-            .await
-            .unwrap();
-    }
-    rapport_kit::db::migrate(
-        &db.url,
-        rapport_interaction::SCHEMA,
-        &rapport_interaction::MIGRATOR,
-    )
-    .await
-    .unwrap();
-    rapport_kit::db::migrate(
-        &db.url,
-        rapport_valuation::SCHEMA,
-        &rapport_valuation::MIGRATOR,
-    )
-    .await
-    .unwrap();
+    let services: &[Service] = if with_profile {
+        &[PROFILE, INTERACTION, VALUATION]
+    } else {
+        &[INTERACTION, VALUATION]
+    };
+    let db = rapport_testkit::migrated(services).await;
     let profile = if with_profile {
-        Some(serve_service!(config(&db), "profile", rapport_profile))
+        Some(PROFILE.serve(config(&db)).await)
     } else {
         None
     };
-    let interaction = serve_service!(
-        ServiceConfig {
+    let interaction = INTERACTION
+        .serve(ServiceConfig {
             profile_url: profile.as_ref().map(|p| p.endpoint()),
             ..config(&db)
-        },
-        "interaction",
-        rapport_interaction
-    );
+        })
+        .await;
     let members = Members::default();
     let fake = FakeSegmentation {
         members: members.clone(),
@@ -345,21 +314,17 @@ pub async fn start(with_profile: bool) -> Stack {
             .await;
     })
     .await;
-    let valuation = serve_service!(
-        ServiceConfig {
+    let valuation = VALUATION
+        .serve(ServiceConfig {
             interaction_url: Some(interaction.endpoint()),
             profile_url: profile.as_ref().map(|p| p.endpoint()),
             segmentation_url: Some(segmentation.endpoint()),
             ..config(&db)
-        },
-        "valuation",
-        rapport_valuation
-    );
+        })
+        .await;
     let interaction_channel = rapport_testkit::channel(&interaction).await;
     let valuation_channel = rapport_testkit::channel(&valuation).await;
-    let pool = rapport_kit::db::connect(&db.url, rapport_valuation::SCHEMA, 4)
-        .await
-        .unwrap();
+    let pool = VALUATION.pool(&db, 4).await;
     Stack {
         db,
         interaction,
