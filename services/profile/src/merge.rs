@@ -346,3 +346,20 @@ pub async fn unmerge(
     tx.commit().await?;
     Ok((restored, survivor_now))
 }
+
+/// MarkNotDuplicate: records the pair (ordered, both customers locked) and
+/// returns it with its first mark time.
+pub async fn mark_not_duplicate(
+    pool: &PgPool,
+    tenant: Uuid,
+    a: Uuid,
+    b: Uuid,
+) -> Result<(Uuid, Uuid, DateTime<Utc>)> {
+    let (first, second) = if a < b { (a, b) } else { (b, a) };
+    let mut tx = pool.begin().await?;
+    store::lock_exact(&mut tx, tenant, first).await?;
+    store::lock_exact(&mut tx, tenant, second).await?;
+    let time = store::insert_not_duplicate(&mut tx, tenant, first, second).await?;
+    tx.commit().await?;
+    Ok((first, second, time))
+}

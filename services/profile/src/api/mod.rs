@@ -512,7 +512,8 @@ impl ProfileService for ProfileApi {
             v.add("second_customer_id", "must differ from first_customer_id");
         }
         v.finish()?;
-        let (first, second, time) = store::mark_not_duplicate(&self.pool, tenant, a, b).await?;
+        let (first, second, time) =
+            crate::merge::mark_not_duplicate(&self.pool, tenant, a, b).await?;
         Ok(Response::new(MarkNotDuplicateResponse {
             first_customer_id: first.to_string(),
             second_customer_id: second.to_string(),

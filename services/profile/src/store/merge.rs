@@ -431,33 +431,28 @@ pub async fn restore_link(conn: &mut PgConnection, tenant: Uuid, l: &LinkRow) ->
     Ok(())
 }
 
-/// MarkNotDuplicate: records the pair (ordered) and returns its first mark time.
-pub async fn mark_not_duplicate(
-    pool: &PgPool,
+/// Marks the ordered pair (`first` < `second`) as not duplicates; returns
+/// its first mark time.
+pub async fn insert_not_duplicate(
+    conn: &mut PgConnection,
     tenant: Uuid,
-    a: Uuid,
-    b: Uuid,
-) -> Result<(Uuid, Uuid, DateTime<Utc>)> {
-    let (first, second) = if a < b { (a, b) } else { (b, a) };
-    let mut tx = pool.begin().await?;
-    lock_exact(&mut tx, tenant, first).await?;
-    lock_exact(&mut tx, tenant, second).await?;
+    first: Uuid,
+    second: Uuid,
+) -> Result<DateTime<Utc>> {
     sqlx::query(
         "INSERT INTO not_duplicates (tenant_id, first_id, second_id) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
     )
     .bind(tenant)
     .bind(first)
     .bind(second)
-    .execute(&mut *tx)
+    .execute(&mut *conn)
     .await?;
-    let time: DateTime<Utc> = sqlx::query_scalar(
+    Ok(sqlx::query_scalar(
         "SELECT mark_time FROM not_duplicates WHERE tenant_id = $1 AND first_id = $2 AND second_id = $3",
     )
     .bind(tenant)
     .bind(first)
     .bind(second)
-    .fetch_one(&mut *tx)
-    .await?;
-    tx.commit().await?;
-    Ok((first, second, time))
+    .fetch_one(&mut *conn)
+    .await?)
 }
