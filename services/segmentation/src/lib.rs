@@ -20,6 +20,7 @@ pub mod follow;
 pub mod peers;
 pub mod rule;
 pub mod scheduler;
+pub mod segments;
 pub mod store;
 pub mod synthetic;
 

@@ -12,7 +12,7 @@ use futures::stream::BoxStream;
 use prost::Message;
 use rapport_kit::context::CallContext;
 use rapport_kit::convert::{from_timestamp, timestamp};
-use rapport_kit::error::{ApiError, Violations, is_unique_violation};
+use rapport_kit::error::{ApiError, Violations};
 use rapport_kit::feed::{self, NewEvent};
 use rapport_kit::page::{PageTokens, page_size};
 use rapport_kit::shutdown::Shutdown;
@@ -36,12 +36,13 @@ use crate::domain::policy::{self, Policy};
 use crate::domain::rfm;
 use crate::domain::segment::{
     self as seg, Kind, check_approach, check_description, check_mask, check_name,
-    check_refresh_interval, check_request_id, find_cycle,
+    check_refresh_interval, check_request_id,
 };
-use crate::engine::{self, Compiled, RefreshError};
+use crate::engine::{self, RefreshError};
 use crate::peers::{self, Profile};
 use crate::rule::{self, Catalog, Expr, Facts, RankFacts};
-use crate::store::{self, Change, SegmentRow};
+use crate::segments::{check_rule, envelope, namer};
+use crate::store::{self, SegmentRow};
 
 mod classification;
 mod insight;
@@ -93,11 +94,6 @@ fn money(currency: Option<&str>, amount: Decimal) -> Option<Money> {
     })
 }
 
-/// Names of segments for printing rules.
-fn namer(names: &HashMap<Uuid, String>) -> impl Fn(Uuid) -> Option<String> + '_ {
-    move |id| names.get(&id).cloned()
-}
-
 /// The stored definition as its message.
 fn segment_proto(row: &SegmentRow, names: &HashMap<Uuid, String>) -> pb::Segment {
     let kind = row.kind.to_proto();
@@ -127,40 +123,6 @@ fn segment_proto(row: &SegmentRow, names: &HashMap<Uuid, String>) -> pb::Segment
 }
 
 /// The SegmentCreated / SegmentUpdated event: the segment as it now is.
-fn segment_event(
-    row: &SegmentRow,
-    names: &HashMap<Uuid, String>,
-    changed: Option<&[String]>,
-) -> pb::SegmentChanged {
-    let expr = row.rule.as_deref().and_then(engine::decode_rule);
-    pb::SegmentChanged {
-        segment_id: row.segment_id.to_string(),
-        name: row.name.clone(),
-        description: row.description.clone(),
-        kind: row.kind.to_proto() as i32,
-        marketing_approach: i32::from(row.marketing_approach),
-        rule_text: expr
-            .as_ref()
-            .map(|e| rule::print(e, &namer(names)))
-            .unwrap_or_default(),
-        refresh_interval_seconds: row.refresh_interval_seconds,
-        referenced_segment_ids: expr
-            .as_ref()
-            .map(engine::referenced_ids)
-            .unwrap_or_default()
-            .iter()
-            .map(Uuid::to_string)
-            .collect(),
-        etag: seg::etag(row.version),
-        changed_fields: changed.map(<[String]>::to_vec).unwrap_or_default(),
-    }
-}
-
-/// The envelope of one of this service's events.
-fn envelope(event: segmentation_event::Event) -> pb::SegmentationEvent {
-    pb::SegmentationEvent { event: Some(event) }
-}
-
 /// A rule given as text or as a message, parsed; problems are added to `v`
 /// under `text_field` / `proto_field`.
 fn parse_rule(
@@ -196,31 +158,6 @@ fn parse_rule(
         },
         (true, None) => None,
     }
-}
-
-/// Type-checks a parsed rule and resolves its segment references.
-fn check_rule(
-    expr: &mut Expr,
-    catalog: &Catalog,
-    segments: &HashMap<Uuid, String>,
-    field: &str,
-) -> Result<(), ApiError> {
-    if let Err(e) = rule::check(expr, catalog) {
-        let (f, d) = e.field_violation(field);
-        return Err(ApiError::invalid(f, d));
-    }
-    let by_name: HashMap<&str, Uuid> = segments.iter().map(|(id, n)| (n.as_str(), *id)).collect();
-    let resolve = |s: &str| -> Option<Uuid> {
-        if let Ok(id) = Uuid::parse_str(s) {
-            return segments.contains_key(&id).then_some(id);
-        }
-        by_name.get(s).copied()
-    };
-    if let Err(e) = rule::resolve_segments(expr, &resolve) {
-        let (f, d) = e.field_violation(field);
-        return Err(ApiError::invalid(f, d));
-    }
-    Ok(())
 }
 
 fn fingerprint(s: &pb::Segment) -> String {
@@ -404,51 +341,9 @@ impl SegmentationService for SegmentationApi {
         v.finish().map_err(status)?;
         let id = id.ok_or_else(|| status(ApiError::invalid("segment_id", "required")))?;
         let tenant = ctx.tenant_id;
-        let run = async {
-            let mut tx = self.pool.begin().await?;
-            store::lock_tenant(&mut tx, tenant).await?;
-            let Some(row) = store::segment(&mut tx, tenant, id, true).await? else {
-                return Err(ApiError::not_found("segment", id.to_string()));
-            };
-            if !r.etag.is_empty() && r.etag != seg::etag(row.version) {
-                return Err(ApiError::Aborted(format!(
-                    "segment {id} changed since etag {:?}: get it again and retry",
-                    r.etag
-                )));
-            }
-            let referrers = store::referrers(&mut tx, tenant, id).await?;
-            if !referrers.is_empty() {
-                return Err(ApiError::FailedPrecondition(format!(
-                    "segment {:?} is referred to by in_segment in the rules of {}: change their rules first",
-                    row.name,
-                    referrers
-                        .iter()
-                        .map(|n| format!("{n:?}"))
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                )));
-            }
-            store::delete_segment(&mut tx, tenant, id).await?;
-            feed::append(
-                &mut tx,
-                &[NewEvent::new(
-                    tenant,
-                    "segment",
-                    id.to_string(),
-                    "SegmentDeleted",
-                    &envelope(segmentation_event::Event::SegmentDeleted(
-                        pb::SegmentDeleted {
-                            segment_id: id.to_string(),
-                            name: row.name.clone(),
-                        },
-                    )),
-                )],
-            )
-            .await?;
-            tx.commit().await?;
-            Ok(())
-        };
-        run.await.map_err(status)?;
+        crate::segments::delete(&self.pool, tenant, id, &r.etag)
+            .await
+            .map_err(status)?;
         Ok(Response::new(pb::DeleteSegmentResponse {}))
     }
 

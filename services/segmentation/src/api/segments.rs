@@ -70,101 +70,16 @@ impl SegmentationApi {
         };
 
         let catalog = self.catalog(&ctx).await?;
-        let mut tx = self.pool.begin().await?;
-        store::lock_tenant(&mut tx, tenant).await?;
-        let names = store::segment_names(&mut tx, tenant).await?;
-        let mut expr = None;
-        if let Some((mut e, form)) = parsed {
-            let field = if form == "text" {
-                "segment.rule_text"
-            } else {
-                "segment.rule"
-            };
-            check_rule(&mut e, &catalog, &names, field)?;
-            expr = Some(e);
-        }
-        let fp = fingerprint(s);
-        if !r.request_id.is_empty()
-            && let Some((stored_fp, id)) =
-                store::request_key(&mut tx, tenant, &r.request_id).await?
-        {
-            if stored_fp != fp {
-                return Err(ApiError::AlreadyExists(format!(
-                    "request_id {:?} was used for a different segment; use a new request_id",
-                    r.request_id
-                )));
-            }
-            return self.output(&mut tx, tenant, id).await;
-        }
-        let id = Uuid::now_v7();
-        if !r.request_id.is_empty()
-            && !store::save_request_key(&mut tx, tenant, &r.request_id, &fp, id).await?
-        {
-            return Err(ApiError::Aborted(
-                "another call with this request_id is in progress; retry".into(),
-            ));
-        }
-        let new = store::NewSegment {
-            segment_id: id,
+        let new = crate::segments::NewSegment {
             name: s.name.clone(),
             description: s.description.clone(),
             kind: kind_str,
             marketing_approach: s.marketing_approach as i16,
-            rule: expr.as_ref().map(engine::encode_rule),
             refresh_interval_seconds: interval,
+            rule: parsed,
+            request: (!r.request_id.is_empty()).then(|| (r.request_id.clone(), fingerprint(s))),
         };
-        if let Err(e) = store::insert_segment(&mut tx, tenant, &new).await {
-            if is_unique_violation(&e, None) {
-                return Err(ApiError::AlreadyExists(format!(
-                    "a segment named {:?} exists; choose another name or update that segment",
-                    s.name
-                )));
-            }
-            return Err(e.into());
-        }
-        if let Some(e) = &expr {
-            store::set_refs(&mut tx, tenant, id, &engine::referenced_ids(e)).await?;
-            let now = Utc::now();
-            let compiled = Compiled {
-                id,
-                name: s.name.clone(),
-                expr: e.clone(),
-            };
-            engine::evaluate_segment(
-                &mut tx,
-                tenant,
-                &compiled,
-                &catalog,
-                now,
-                MembershipChangeReason::SegmentCreated,
-            )
-            .await?;
-            store::set_refreshed(
-                &mut tx,
-                tenant,
-                id,
-                now,
-                engine::next_refresh(kind_str, interval, now),
-            )
-            .await?;
-        }
-        let row = self.load(&mut tx, tenant, id).await?;
-        let mut names = names;
-        names.insert(id, row.name.clone());
-        feed::append(
-            &mut tx,
-            &[NewEvent::new(
-                tenant,
-                "segment",
-                id.to_string(),
-                "SegmentCreated",
-                &envelope(segmentation_event::Event::SegmentCreated(segment_event(
-                    &row, &names, None,
-                ))),
-            )],
-        )
-        .await?;
-        tx.commit().await?;
+        let (row, names) = crate::segments::create(&self.pool, tenant, new, &catalog).await?;
         Ok(segment_proto(&row, &names))
     }
 
@@ -198,175 +113,87 @@ impl SegmentationApi {
             None
         };
 
-        let mut tx = self.pool.begin().await?;
-        store::lock_tenant(&mut tx, tenant).await?;
-        let Some(mut row) = store::segment(&mut tx, tenant, id, true).await? else {
-            return Err(ApiError::not_found("segment", id.to_string()));
-        };
-        if !s.etag.is_empty() && s.etag != seg::etag(row.version) {
-            return Err(ApiError::Aborted(format!(
-                "segment {id} changed since etag {:?} (now {:?}): get it again and retry",
-                s.etag,
-                seg::etag(row.version)
-            )));
-        }
-        let kind = row.kind.to_proto();
-        let mut v = Violations::new();
-        if has("name") {
-            match check_name(&s.name) {
-                Some(p) => v.add("segment.name", p),
-                None => row.name = s.name.clone(),
-            }
-        }
-        if has("description") {
-            match check_description(&s.description) {
-                Some(p) => v.add("segment.description", p),
-                None => row.description = s.description.clone(),
-            }
-        }
-        if has("marketing_approach") {
-            match check_approach(s.marketing_approach) {
-                Some(p) => v.add("segment.marketing_approach", p),
-                None => row.marketing_approach = s.marketing_approach as i16,
-            }
-        }
-        if has("refresh_interval") {
-            match check_refresh_interval(kind, s.refresh_interval.as_ref()) {
-                Ok(i) => {
-                    row.refresh_interval_seconds = i;
-                    row.next_refresh_time = engine::next_refresh(
-                        row.kind,
-                        i,
-                        row.last_refresh_time.unwrap_or_else(Utc::now),
-                    );
+        let edit = |row: &mut SegmentRow| {
+            let kind = row.kind.to_proto();
+            let mut v = Violations::new();
+            if has("name") {
+                match check_name(&s.name) {
+                    Some(p) => v.add("segment.name", p),
+                    None => row.name = s.name.clone(),
                 }
-                Err(p) => v.add("segment.refresh_interval", p),
             }
-        }
-        let rule_path = if has("rule_text") {
-            Some("rule_text")
-        } else if has("rule") {
-            Some("rule")
-        } else {
-            None
-        };
-        let mut new_rule = None;
-        if let Some(path) = rule_path {
-            let text = if path == "rule_text" {
-                s.rule_text.as_str()
-            } else {
-                ""
-            };
-            let proto = if path == "rule" {
-                s.rule.as_ref()
+            if has("description") {
+                match check_description(&s.description) {
+                    Some(p) => v.add("segment.description", p),
+                    None => row.description = s.description.clone(),
+                }
+            }
+            if has("marketing_approach") {
+                match check_approach(s.marketing_approach) {
+                    Some(p) => v.add("segment.marketing_approach", p),
+                    None => row.marketing_approach = s.marketing_approach as i16,
+                }
+            }
+            if has("refresh_interval") {
+                match check_refresh_interval(kind, s.refresh_interval.as_ref()) {
+                    Ok(i) => {
+                        row.refresh_interval_seconds = i;
+                        row.next_refresh_time = engine::next_refresh(
+                            row.kind,
+                            i,
+                            row.last_refresh_time.unwrap_or_else(Utc::now),
+                        );
+                    }
+                    Err(p) => v.add("segment.refresh_interval", p),
+                }
+            }
+            let rule_path = if has("rule_text") {
+                Some("rule_text")
+            } else if has("rule") {
+                Some("rule")
             } else {
                 None
             };
-            if kind == SegmentKind::Static {
-                if !text.is_empty() || proto.is_some() {
-                    v.add(format!("segment.{path}"), "a STATIC segment has no rule");
-                }
-            } else if text.is_empty() && proto.is_none() {
-                v.add(
-                    format!("segment.{path}"),
-                    "a DYNAMIC or SNAPSHOT segment needs a rule; it cannot be cleared",
-                );
-            } else {
-                new_rule = parse_rule(&mut v, text, proto, "segment.rule_text", "segment.rule");
-            }
-        }
-        v.finish()?;
-        let names = store::segment_names(&mut tx, tenant).await?;
-        let mut refs_changed = None;
-        if let (Some((mut e, form)), Some(cat)) = (new_rule, catalog.as_ref()) {
-            let field = if form == "text" {
-                "segment.rule_text"
-            } else {
-                "segment.rule"
-            };
-            check_rule(&mut e, cat, &names, field)?;
-            let refs = engine::referenced_ids(&e);
-            let mut graph = store::reference_graph(&mut tx, tenant).await?;
-            graph.remove(&id);
-            if let Some(cycle) = find_cycle(&graph, id, &refs) {
-                let chain: Vec<String> = cycle
-                    .iter()
-                    .map(|c| {
-                        if *c == id {
-                            row.name.clone()
-                        } else {
-                            names.get(c).cloned().unwrap_or_else(|| c.to_string())
-                        }
-                    })
-                    .collect();
-                return Err(ApiError::invalid(
-                    field,
-                    format!("in_segment makes a cycle: {}", chain.join(" -> ")),
-                ));
-            }
-            row.rule = Some(engine::encode_rule(&e));
-            refs_changed = Some((refs, e));
-        }
-        if let Err(e) = store::update_segment(&mut tx, tenant, &row).await {
-            if is_unique_violation(&e, None) {
-                return Err(ApiError::AlreadyExists(format!(
-                    "a segment named {:?} exists; choose another name",
-                    row.name
-                )));
-            }
-            return Err(e.into());
-        }
-        let (mut entered, mut exited) = (0, 0);
-        if let Some((refs, e)) = refs_changed {
-            store::set_refs(&mut tx, tenant, id, &refs).await?;
-            if kind == SegmentKind::Dynamic
-                && let Some(cat) = catalog.as_ref()
-            {
-                let now = Utc::now();
-                let compiled = Compiled {
-                    id,
-                    name: row.name.clone(),
-                    expr: e,
+            let mut new_rule = None;
+            if let Some(path) = rule_path {
+                let text = if path == "rule_text" {
+                    s.rule_text.as_str()
+                } else {
+                    ""
                 };
-                let (en, ex, _) = engine::evaluate_segment(
-                    &mut tx,
-                    tenant,
-                    &compiled,
-                    cat,
-                    now,
-                    MembershipChangeReason::RuleChanged,
-                )
-                .await?;
-                (entered, exited) = (en, ex);
-                store::set_refreshed(
-                    &mut tx,
-                    tenant,
-                    id,
-                    now,
-                    engine::next_refresh(row.kind, row.refresh_interval_seconds, now),
-                )
-                .await?;
+                let proto = if path == "rule" {
+                    s.rule.as_ref()
+                } else {
+                    None
+                };
+                if kind == SegmentKind::Static {
+                    if !text.is_empty() || proto.is_some() {
+                        v.add(format!("segment.{path}"), "a STATIC segment has no rule");
+                    }
+                } else if text.is_empty() && proto.is_none() {
+                    v.add(
+                        format!("segment.{path}"),
+                        "a DYNAMIC or SNAPSHOT segment needs a rule; it cannot be cleared",
+                    );
+                } else {
+                    new_rule = parse_rule(&mut v, text, proto, "segment.rule_text", "segment.rule");
+                }
             }
-        }
-        let row = self.load(&mut tx, tenant, id).await?;
-        let mut names = names;
-        names.insert(id, row.name.clone());
-        feed::append(
-            &mut tx,
-            &[NewEvent::new(
-                tenant,
-                "segment",
-                id.to_string(),
-                "SegmentUpdated",
-                &envelope(segmentation_event::Event::SegmentUpdated(segment_event(
-                    &row,
-                    &names,
-                    Some(&paths),
-                ))),
-            )],
+            v.finish()?;
+            Ok(new_rule)
+        };
+        let done = crate::segments::update(
+            &self.pool,
+            tenant,
+            id,
+            &s.etag,
+            &paths,
+            catalog.as_ref(),
+            edit,
         )
         .await?;
-        tx.commit().await?;
+        let (row, names) = (done.row, done.names);
+        let (entered, exited) = (done.entered, done.exited);
         Ok(pb::UpdateSegmentResponse {
             segment: Some(segment_proto(&row, &names)),
             entered_count: entered,
@@ -408,51 +235,6 @@ impl SegmentationApi {
         };
         ids.sort();
         ids.dedup();
-        let mut tx = self.pool.begin().await?;
-        store::lock_tenant(&mut tx, tenant).await?;
-        let Some(row) = store::segment(&mut tx, tenant, id, true).await? else {
-            return Err(ApiError::not_found("segment", id.to_string()));
-        };
-        if row.kind != Kind::Static {
-            return Err(ApiError::FailedPrecondition(format!(
-                "segment {:?} is {}: only STATIC segments take members by hand",
-                row.name,
-                row.kind.label()
-            )));
-        }
-        let now = Utc::now();
-        let (changed, other, missing) = if add {
-            let known = store::known_among(&mut tx, tenant, &ids).await?;
-            let missing: Vec<String> = ids
-                .iter()
-                .filter(|i| !known.contains(i))
-                .map(Uuid::to_string)
-                .collect();
-            let added = store::add_members(&mut tx, tenant, id, &known, now).await?;
-            let already = (known.len() - added.len()) as i64;
-            (added, already, missing)
-        } else {
-            let removed = store::remove_members(&mut tx, tenant, id, &ids).await?;
-            let not = (ids.len() - removed.len()) as i64;
-            (removed, not, Vec::new())
-        };
-        let changes: Vec<Change> = changed
-            .iter()
-            .map(|c| Change {
-                segment_id: id,
-                segment_name: row.name.clone(),
-                customer_id: *c,
-                entered: add,
-                reason: MembershipChangeReason::Manual,
-            })
-            .collect();
-        store::record_changes(&mut tx, tenant, &changes, now).await?;
-        if !changed.is_empty() {
-            let cat = engine::catalog(&mut tx, tenant).await?;
-            engine::follow_dependents(&mut tx, tenant, &[id], &changed, &cat, now).await?;
-        }
-        let count = store::member_count(&mut tx, tenant, id).await?;
-        tx.commit().await?;
-        Ok((changed.len() as i64, other, missing, count))
+        crate::segments::change_members(&self.pool, tenant, id, &ids, add).await
     }
 }
