@@ -115,6 +115,21 @@ pub fn invalid_times() -> Vec<Timestamp> {
     ]
 }
 
+/// `value` with `change` applied: one row of a bad-input table, e.g.
+/// `changed(base(), |s| s.name = NUL.into())`.
+pub fn changed<T>(mut value: T, change: impl FnOnce(&mut T)) -> T {
+    change(&mut value);
+    value
+}
+
+/// `T::default()` with `change` applied: a row of a bad-input table over a
+/// message whose other fields are unset. Bind it to the message type once,
+/// `let case = |f: &dyn Fn(&mut ListRequest)| with_default(f);`, and each
+/// row is `case(&|r| r.page_size = -1)`.
+pub fn with_default<T: Default>(change: impl FnOnce(&mut T)) -> T {
+    changed(T::default(), change)
+}
+
 /// The fields named by the `BadRequest` details of `status`.
 pub fn violations(status: &Status) -> Vec<String> {
     use tonic_types::StatusExt;

@@ -478,44 +478,14 @@ async fn hostile_text_is_stored_and_returned_byte_for_byte() {
     assert_eq!(updated.display_name, format!("{TEXT} 2"));
 
     // Filters and search with metacharacters match literally, never broadly.
-    let found = c
-        .list_customers(ListCustomersRequest {
-            attribute_filters: vec![AttributeFilter {
-                name: "notes".into(),
-                value: Some(string_value(TEXT)),
-            }],
-            ..Default::default()
-        })
-        .await
-        .expect("list")
-        .into_inner();
-    assert_eq!(found.customers.len(), 1);
-    assert_eq!(found.customers[0].customer_id, created.customer_id);
-    let found = c
-        .list_customers(ListCustomersRequest {
-            attribute_filters: vec![AttributeFilter {
-                name: "stores".into(),
-                value: Some(string_value(TEXT)),
-            }],
-            ..Default::default()
-        })
-        .await
-        .expect("list")
-        .into_inner();
-    assert_eq!(found.customers.len(), 1);
+    let found = filtered(&mut c, "notes", string_value(TEXT)).await;
+    assert_eq!(found.len(), 1);
+    assert_eq!(found[0].customer_id, created.customer_id);
+    let found = filtered(&mut c, "stores", string_value(TEXT)).await;
+    assert_eq!(found.len(), 1);
     for wildcard in ["%", "_", "%%", "' OR '1'='1", "\\", "*"] {
-        let none = c
-            .list_customers(ListCustomersRequest {
-                attribute_filters: vec![AttributeFilter {
-                    name: "notes".into(),
-                    value: Some(string_value(wildcard)),
-                }],
-                ..Default::default()
-            })
-            .await
-            .expect("list")
-            .into_inner();
-        assert!(none.customers.is_empty(), "{wildcard:?} matched {none:?}");
+        let none = filtered(&mut c, "notes", string_value(wildcard)).await;
+        assert!(none.is_empty(), "{wildcard:?} matched {none:?}");
         let none = c
             .search_customers(SearchCustomersRequest {
                 query: wildcard.into(),
@@ -601,18 +571,8 @@ async fn extreme_numbers_and_instants_round_trip_exactly() {
             time_value(instants[i % instants.len()])
         );
         // And an equality filter finds exactly it.
-        let found = c
-            .list_customers(ListCustomersRequest {
-                attribute_filters: vec![AttributeFilter {
-                    name: "score".into(),
-                    value: Some(number_value(*n)),
-                }],
-                ..Default::default()
-            })
-            .await
-            .expect("list")
-            .into_inner();
-        let ids: Vec<_> = found.customers.iter().map(|c| &c.customer_id).collect();
+        let found = filtered(&mut c, "score", number_value(*n)).await;
+        let ids: Vec<_> = found.iter().map(|c| &c.customer_id).collect();
         assert_eq!(ids, vec![&created.customer_id], "{n:e}");
     }
     assert_eq!(everyone(&mut c).await.len(), numbers.len());

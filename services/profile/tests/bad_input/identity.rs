@@ -45,16 +45,14 @@ async fn resolve_identity_refuses_bad_identifiers_and_traits_and_creates_nothing
         (
             Identifier {
                 kind: 0,
-                system: String::new(),
-                value: "ana@x.com".into(),
+                ..email("ana@x.com")
             },
             "identifiers[0].kind",
         ),
         (
             Identifier {
                 kind: 999,
-                system: String::new(),
-                value: "ana@x.com".into(),
+                ..email("ana@x.com")
             },
             "identifiers[0].kind",
         ),
@@ -64,62 +62,33 @@ async fn resolve_identity_refuses_bad_identifiers_and_traits_and_creates_nothing
     }
     // Traits: identifiers belong in `identifiers`; every customer rule holds.
     let ok = vec![email("ana@x.com")];
+    let case = |f: &dyn Fn(&mut Customer)| with_default(f);
     let mut traits: Vec<(Customer, &str)> = vec![
         (person("Ana", "", "ana@x.com"), "traits.emails"),
         (
-            Customer {
-                phones: vec![phone_entry("+34 911 23 45 67", "")],
-                ..Default::default()
-            },
+            case(&|r| r.phones = vec![phone_entry("+34 911 23 45 67", "")]),
             "traits.phones",
         ),
         (
-            Customer {
-                external_identifiers: vec![external("loyalty", "L-1")],
-                ..Default::default()
-            },
+            case(&|r| r.external_identifiers = vec![external("loyalty", "L-1")]),
             "traits.external_identifiers",
         ),
+        (case(&|r| r.kind = 999), "traits.kind"),
+        (case(&|r| r.kind = -1), "traits.kind"),
         (
-            Customer {
-                kind: 999,
-                ..Default::default()
-            },
-            "traits.kind",
-        ),
-        (
-            Customer {
-                kind: -1,
-                ..Default::default()
-            },
-            "traits.kind",
-        ),
-        (
-            Customer {
-                display_name: NUL.into(),
-                ..Default::default()
-            },
+            case(&|r| r.display_name = NUL.into()),
             "traits.display_name",
         ),
         (
-            Customer {
-                country_code: "XX".into(),
-                ..Default::default()
-            },
+            case(&|r| r.country_code = "XX".into()),
             "traits.country_code",
         ),
         (
-            Customer {
-                relationship_stage: 999,
-                ..Default::default()
-            },
+            case(&|r| r.relationship_stage = 999),
             "traits.relationship_stage",
         ),
         (
-            Customer {
-                attributes: HashMap::from([("nope".to_string(), string_value("x"))]),
-                ..Default::default()
-            },
+            case(&|r| r.attributes = HashMap::from([("nope".to_string(), string_value("x"))])),
             "traits.attributes[nope]",
         ),
     ];

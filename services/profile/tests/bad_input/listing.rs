@@ -14,205 +14,57 @@ async fn list_customers_refuses_bad_filters_sizes_and_tokens() {
     create(&mut b, person("Other", "", "other@x.com")).await;
     create(&mut b, person("Other", "", "other2@x.com")).await;
 
-    let cases: Vec<(ListCustomersRequest, &str)> = vec![
+    let case = |f: &dyn Fn(&mut ListCustomersRequest)| with_default(f);
+    let mut cases: Vec<(ListCustomersRequest, &str)> = vec![
+        (case(&|r| r.page_size = -1), "page_size"),
+        (case(&|r| r.page_size = i32::MIN), "page_size"),
+        (case(&|r| r.kind = 999), "kind"),
+        (case(&|r| r.kind = -1), "kind"),
+        (case(&|r| r.relationship_stage = 999), "relationship_stage"),
+        (case(&|r| r.order_by = 999), "order_by"),
+        (case(&|r| r.order_by = -1), "order_by"),
         (
-            ListCustomersRequest {
-                page_size: -1,
-                ..Default::default()
-            },
-            "page_size",
-        ),
-        (
-            ListCustomersRequest {
-                page_size: i32::MIN,
-                ..Default::default()
-            },
-            "page_size",
-        ),
-        (
-            ListCustomersRequest {
-                kind: 999,
-                ..Default::default()
-            },
-            "kind",
-        ),
-        (
-            ListCustomersRequest {
-                kind: -1,
-                ..Default::default()
-            },
-            "kind",
-        ),
-        (
-            ListCustomersRequest {
-                relationship_stage: 999,
-                ..Default::default()
-            },
-            "relationship_stage",
-        ),
-        (
-            ListCustomersRequest {
-                order_by: 999,
-                ..Default::default()
-            },
-            "order_by",
-        ),
-        (
-            ListCustomersRequest {
-                order_by: -1,
-                ..Default::default()
-            },
-            "order_by",
-        ),
-        (
-            ListCustomersRequest {
-                tags: (0..11).map(|i| format!("t{i}")).collect(),
-                ..Default::default()
-            },
+            case(&|r| r.tags = (0..11).map(|i| format!("t{i}")).collect()),
             "tags",
         ),
+        (case(&|r| r.tags = vec![NUL.into()]), "tags[0]"),
+        (case(&|r| r.tags = vec![String::new()]), "tags[0]"),
+        (case(&|r| r.tags = vec![TEXT.into()]), "tags[0]"),
+        (case(&|r| r.country_code = NUL.into()), "country_code"),
+        (case(&|r| r.country_code = "XX".into()), "country_code"),
+        (case(&|r| r.owner_id = NUL.into()), "owner_id"),
+        (case(&|r| r.owner_id = "1 OR 1=1".into()), "owner_id"),
         (
-            ListCustomersRequest {
-                tags: vec![NUL.into()],
-                ..Default::default()
-            },
-            "tags[0]",
-        ),
-        (
-            ListCustomersRequest {
-                tags: vec![String::new()],
-                ..Default::default()
-            },
-            "tags[0]",
-        ),
-        (
-            ListCustomersRequest {
-                tags: vec![TEXT.into()],
-                ..Default::default()
-            },
-            "tags[0]",
-        ),
-        (
-            ListCustomersRequest {
-                country_code: NUL.into(),
-                ..Default::default()
-            },
-            "country_code",
-        ),
-        (
-            ListCustomersRequest {
-                country_code: "XX".into(),
-                ..Default::default()
-            },
-            "country_code",
-        ),
-        (
-            ListCustomersRequest {
-                owner_id: NUL.into(),
-                ..Default::default()
-            },
-            "owner_id",
-        ),
-        (
-            ListCustomersRequest {
-                owner_id: "1 OR 1=1".into(),
-                ..Default::default()
-            },
-            "owner_id",
-        ),
-        (
-            ListCustomersRequest {
-                attribute_filters: (0..11)
+            case(&|r| {
+                r.attribute_filters = (0..11)
                     .map(|_| AttributeFilter {
                         name: "notes".into(),
                         value: Some(string_value("x")),
                     })
-                    .collect(),
-                ..Default::default()
-            },
+                    .collect()
+            }),
             "attribute_filters",
         ),
         (
-            ListCustomersRequest {
-                attribute_filters: vec![AttributeFilter {
-                    name: "no\0tes".into(),
-                    value: Some(string_value("x")),
-                }],
-                ..Default::default()
-            },
+            case(&|r| r.attribute_filters = filter("no\0tes", Some(string_value("x")))),
             "attribute_filters[0].name",
         ),
-        (
-            ListCustomersRequest {
-                attribute_filters: vec![AttributeFilter {
-                    name: "notes".into(),
-                    value: None,
-                }],
-                ..Default::default()
-            },
-            "attribute_filters[0].value",
-        ),
-        (
-            ListCustomersRequest {
-                attribute_filters: vec![AttributeFilter {
-                    name: "notes".into(),
-                    value: Some(string_value(NUL)),
-                }],
-                ..Default::default()
-            },
-            "attribute_filters[0].value",
-        ),
-        (
-            ListCustomersRequest {
-                attribute_filters: vec![AttributeFilter {
-                    name: "stores".into(),
-                    value: Some(string_value(NUL)),
-                }],
-                ..Default::default()
-            },
-            "attribute_filters[0].value",
-        ),
-        (
-            ListCustomersRequest {
-                attribute_filters: vec![AttributeFilter {
-                    name: "score".into(),
-                    value: Some(number_value(f64::NAN)),
-                }],
-                ..Default::default()
-            },
-            "attribute_filters[0].value",
-        ),
-        (
-            ListCustomersRequest {
-                attribute_filters: vec![AttributeFilter {
-                    name: "score".into(),
-                    value: Some(number_value(f64::NEG_INFINITY)),
-                }],
-                ..Default::default()
-            },
-            "attribute_filters[0].value",
-        ),
-        (
-            ListCustomersRequest {
-                attribute_filters: vec![AttributeFilter {
-                    name: "seen".into(),
-                    value: Some(time_value(at(0, -1))),
-                }],
-                ..Default::default()
-            },
-            "attribute_filters[0].value",
-        ),
-        (
-            ListCustomersRequest {
-                attribute_filters: vec![AttributeFilter {
-                    name: "vip".into(),
-                    value: Some(string_value("true")),
-                }],
-                ..Default::default()
-            },
-            "attribute_filters[0].value",
-        ),
     ];
+    for (name, value) in [
+        ("notes", None),
+        ("notes", Some(string_value(NUL))),
+        ("stores", Some(string_value(NUL))),
+        ("score", Some(number_value(f64::NAN))),
+        ("score", Some(number_value(f64::NEG_INFINITY))),
+        ("seen", Some(time_value(at(0, -1)))),
+        ("vip", Some(string_value("true"))),
+    ] {
+        let filters = filter(name, value);
+        cases.push((
+            case(&|r| r.attribute_filters = filters.clone()),
+            "attribute_filters[0].value",
+        ));
+    }
     for (req, field) in cases {
         refused(a.list_customers(req).await, field);
     }

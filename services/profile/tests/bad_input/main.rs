@@ -16,7 +16,7 @@ use rapport_proto::rapport::common::v1::{FeedPosition, Identifier, Money};
 use rapport_proto::rapport::profile::v1::profile_service_client::ProfileServiceClient;
 use rapport_proto::rapport::profile::v1::*;
 use rapport_testkit::hostile::{
-    self, BAD_IDS, TEXT, YEAR_1, YEAR_9999_END, at, forged_tokens, invalid_times,
+    self, BAD_IDS, TEXT, YEAR_1, YEAR_9999_END, at, forged_tokens, invalid_times, with_default,
 };
 use support::*;
 use tonic::{Code, Response, Status};
@@ -117,6 +117,26 @@ fn time_value(t: Timestamp) -> AttributeValue {
     AttributeValue {
         value: Some(attribute_value::Value::TimestampValue(t)),
     }
+}
+
+/// One attribute filter, `name` = `value`.
+fn filter(name: &str, value: Option<AttributeValue>) -> Vec<AttributeFilter> {
+    vec![AttributeFilter {
+        name: name.into(),
+        value,
+    }]
+}
+
+/// The customers whose attribute `name` equals `value`.
+async fn filtered(c: &mut Client, name: &str, value: AttributeValue) -> Vec<Customer> {
+    c.list_customers(ListCustomersRequest {
+        attribute_filters: filter(name, Some(value)),
+        ..Default::default()
+    })
+    .await
+    .expect("list")
+    .into_inner()
+    .customers
 }
 
 fn list_value(values: Vec<String>) -> AttributeValue {

@@ -12,7 +12,7 @@ mod common;
 use common::*;
 use prost_types::{Duration as PbDuration, FieldMask, Timestamp};
 use rapport_proto::rapport::segmentation::v1::*;
-use rapport_testkit::hostile::{self, BAD_IDS, FORGED_TOKEN, TEXT, YEAR_1, tampered};
+use rapport_testkit::hostile::{self, BAD_IDS, FORGED_TOKEN, TEXT, YEAR_1, changed, tampered};
 use tonic::{Code, Status};
 use uuid::Uuid;
 

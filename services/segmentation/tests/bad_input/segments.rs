@@ -389,61 +389,37 @@ async fn get_update_delete_refuse_bad_ids_and_bad_updates() {
         (upd(base(), &["rule", "rule_text"]), "update_mask"),
         (upd(base(), &["name"]), "segment.name"),
         (
-            upd(
-                Segment {
-                    name: "x\0y".into(),
-                    ..base()
-                },
-                &["name"],
-            ),
+            upd(changed(base(), |s| s.name = "x\0y".into()), &["name"]),
+            "segment.name",
+        ),
+        (
+            upd(changed(base(), |s| s.name = "n".repeat(101)), &["name"]),
             "segment.name",
         ),
         (
             upd(
-                Segment {
-                    name: "n".repeat(101),
-                    ..base()
-                },
-                &["name"],
-            ),
-            "segment.name",
-        ),
-        (
-            upd(
-                Segment {
-                    description: "d".repeat(2001),
-                    ..base()
-                },
+                changed(base(), |s| s.description = "d".repeat(2001)),
                 &["description"],
             ),
             "segment.description",
         ),
         (
             upd(
-                Segment {
-                    description: "nul\0".into(),
-                    ..base()
-                },
+                changed(base(), |s| s.description = "nul\0".into()),
                 &["description"],
             ),
             "segment.description",
         ),
         (
             upd(
-                Segment {
-                    marketing_approach: 999,
-                    ..base()
-                },
+                changed(base(), |s| s.marketing_approach = 999),
                 &["marketing_approach"],
             ),
             "segment.marketing_approach",
         ),
         (
             upd(
-                Segment {
-                    refresh_interval: secs(-600),
-                    ..base()
-                },
+                changed(base(), |s| s.refresh_interval = secs(-600)),
                 &["refresh_interval"],
             ),
             "segment.refresh_interval",
@@ -451,30 +427,23 @@ async fn get_update_delete_refuse_bad_ids_and_bad_updates() {
         (upd(base(), &["rule_text"]), "segment.rule_text"),
         (
             upd(
-                Segment {
-                    rule_text: "purchases >=".into(),
-                    ..base()
-                },
+                changed(base(), |s| s.rule_text = "purchases >=".into()),
                 &["rule_text"],
             ),
             "segment.rule_text",
         ),
         (
             upd(
-                Segment {
-                    rule_text: "country = \"\0\"".into(),
-                    ..base()
-                },
+                changed(base(), |s| s.rule_text = "country = \"\0\"".into()),
                 &["rule_text"],
             ),
             "segment.rule_text",
         ),
         (
             upd(
-                Segment {
-                    rule_text: format!("in_segment({})", lit("Buyers")),
-                    ..base()
-                },
+                changed(base(), |s| {
+                    s.rule_text = format!("in_segment({})", lit("Buyers"))
+                }),
                 &["rule_text"],
             ),
             "segment.rule_text",
@@ -552,13 +521,7 @@ async fn get_update_delete_refuse_bad_ids_and_bad_updates() {
     failed(
         c.update_segment(req(
             t,
-            upd(
-                Segment {
-                    name: "List".into(),
-                    ..base()
-                },
-                &["name"],
-            ),
+            upd(changed(base(), |s| s.name = "List".into()), &["name"]),
         ))
         .await,
         Code::AlreadyExists,
