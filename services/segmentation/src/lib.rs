@@ -14,6 +14,7 @@
 //!   retention.
 
 pub mod api;
+pub mod classification;
 pub mod domain;
 pub mod engine;
 pub mod follow;

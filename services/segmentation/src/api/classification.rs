@@ -23,14 +23,7 @@ impl SegmentationApi {
         // consumer, a refresh) holds the tenant: a read never waits on one,
         // and then reports the scores as they are.
         let now = Utc::now();
-        {
-            let mut tx = self.pool.begin().await?;
-            let state = store::rfm_state(&mut tx, tenant).await?;
-            if engine::rfm_due(&state, now) && store::try_lock_tenant(&mut tx, tenant).await? {
-                engine::recompute_tenant(&mut tx, tenant, now).await?;
-            }
-            tx.commit().await?;
-        }
+        crate::classification::rescore_if_due(&self.pool, tenant, now).await?;
         let mut tx = self.pool.begin().await?;
         if let Some(s) = segment {
             self.load(&mut tx, tenant, s).await?;
@@ -181,69 +174,8 @@ impl SegmentationApi {
         let tenant = ctx.tenant_id;
         let update = r.policy.unwrap_or_default();
         let paths: Vec<String> = r.update_mask.map(|m| m.paths).unwrap_or_default();
-        let mut tx = self.pool.begin().await?;
-        store::lock_tenant(&mut tx, tenant).await?;
-        let (mut overrides, version, _) = store::policy(&mut tx, tenant, true).await?;
-        if !update.etag.is_empty() && update.etag != policy::etag(version) {
-            return Err(ApiError::Aborted(format!(
-                "the policy changed since etag {:?} (now {:?}): get it again and retry",
-                update.etag,
-                policy::etag(version)
-            )));
-        }
-        let changed = match policy::apply_update(&mut overrides, &update, &paths) {
-            Ok(c) => c,
-            Err(problems) => {
-                let mut v = Violations::new();
-                for (f, d) in problems {
-                    v.add(f, d);
-                }
-                return Err(v
-                    .finish()
-                    .err()
-                    .unwrap_or_else(|| ApiError::invalid("update_mask", "invalid")));
-            }
-        };
-        let (version, time) = store::save_policy(&mut tx, tenant, &overrides).await?;
-        feed::append(
-            &mut tx,
-            &[NewEvent::new(
-                tenant,
-                "classification_policy",
-                tenant.to_string(),
-                "ClassificationPolicyUpdated",
-                &envelope(segmentation_event::Event::ClassificationPolicyUpdated(
-                    pb::ClassificationPolicyUpdated {
-                        changed_fields: changed,
-                        etag: policy::etag(version),
-                    },
-                )),
-            )],
-        )
-        .await?;
-        tx.commit().await?;
-        // Reclassify in the background.
-        let pool = self.pool.clone();
-        tokio::spawn(
-            async move {
-                let run = async {
-                    let mut tx = pool.begin().await?;
-                    store::lock_tenant(&mut tx, tenant).await?;
-                    let now = Utc::now();
-                    let changed = engine::classify(&mut tx, tenant, None, now).await?;
-                    let cat = engine::catalog(&mut tx, tenant).await?;
-                    for chunk in changed.chunks(10_000) {
-                        engine::reevaluate(&mut tx, tenant, chunk, &cat, now, MembershipChangeReason::FeaturesChanged, None)
-                            .await?;
-                    }
-                    tx.commit().await
-                };
-                if let Err(e) = run.await {
-                    tracing::warn!(error = %e, "reclassification after a policy update failed; the hourly run will retry");
-                }
-            }
-            .instrument(tracing::Span::current()),
-        );
+        let (overrides, version, time) =
+            crate::classification::update_policy(&self.pool, tenant, &update, &paths).await?;
         let mut out = Policy::with_overrides(&overrides).to_proto();
         out.etag = policy::etag(version);
         out.update_time = Some(ts(time));

@@ -13,14 +13,14 @@ use prost::Message;
 use rapport_kit::context::CallContext;
 use rapport_kit::convert::{from_timestamp, timestamp};
 use rapport_kit::error::{ApiError, Violations};
-use rapport_kit::feed::{self, NewEvent};
+use rapport_kit::feed;
 use rapport_kit::page::{PageTokens, page_size};
 use rapport_kit::shutdown::Shutdown;
 use rapport_proto::rapport::common::v1::{Money, RelationshipStage};
 use rapport_proto::rapport::segmentation::v1::segmentation_service_server::SegmentationService;
 use rapport_proto::rapport::segmentation::v1::{
     self as pb, HistoryGranularity, MembershipChangeReason, MembershipChangeType, SegmentKind,
-    preview_segment_request, segmentation_event, watch_membership_request,
+    preview_segment_request, watch_membership_request,
 };
 use rust_decimal::Decimal;
 use rust_decimal::prelude::ToPrimitive;
@@ -41,7 +41,7 @@ use crate::domain::segment::{
 use crate::engine::{self, RefreshError};
 use crate::peers::{self, Profile};
 use crate::rule::{self, Catalog, Expr, Facts, RankFacts};
-use crate::segments::{check_rule, envelope, namer};
+use crate::segments::{check_rule, namer};
 use crate::store::{self, SegmentRow};
 
 mod classification;
