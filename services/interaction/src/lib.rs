@@ -12,10 +12,12 @@
 //!   consumer of its change feed.
 
 pub mod api;
+pub mod campaigns;
 pub mod domain;
 pub mod follow;
 pub mod ingest;
 pub mod peers;
+pub mod requests;
 pub mod store;
 pub mod synthetic;
 

@@ -43,71 +43,8 @@ impl CampaignService for CampaignApi {
             return Err(invalid(list));
         }
         let input = validate_new(&campaign, "campaign").map_err(invalid)?;
-        let hash = input_hash(&input);
-        let tenant = ctx.tenant_id;
-        let mut tx = self.pool.begin().await.map_err(ApiError::from)?;
         let request = (!r.request_id.is_empty()).then_some(r.request_id.as_str());
-        let same_request =
-            |found: Option<(crate::domain::model::StoredCampaign, Vec<u8>)>| match found {
-                Some((c, h)) if h == hash => Ok(Some(c)),
-                Some(_) => Err(ApiError::AlreadyExists(format!(
-                    "request_id {:?} was already used to create a different campaign",
-                    r.request_id
-                ))),
-                None => Ok(None),
-            };
-        if let Some(rid) = request {
-            let found = store::campaign_by_request(&mut tx, tenant, rid)
-                .await
-                .map_err(ApiError::from)?;
-            if let Some(c) = same_request(found)? {
-                tx.commit().await.map_err(ApiError::from)?;
-                return Ok(Response::new(pb::CreateCampaignResponse {
-                    campaign: Some(c.to_proto()),
-                }));
-            }
-        }
-        let id = Uuid::now_v7();
-        let created = store::insert_campaign(
-            &mut tx,
-            tenant,
-            id,
-            &input,
-            request.map(|rid| (rid, hash.as_slice())),
-        )
-        .await
-        .map_err(ApiError::from)?;
-        let created = match created {
-            Some(c) => c,
-            None => {
-                // A concurrent call with the same request id won: answer as a retry.
-                drop(tx);
-                let mut conn = self.pool.acquire().await.map_err(ApiError::from)?;
-                let found =
-                    store::campaign_by_request(&mut conn, tenant, request.unwrap_or_default())
-                        .await
-                        .map_err(ApiError::from)?;
-                let c = same_request(found)?.ok_or_else(|| {
-                    ApiError::Aborted("a concurrent request interfered; retry".into())
-                })?;
-                return Ok(Response::new(pb::CreateCampaignResponse {
-                    campaign: Some(c.to_proto()),
-                }));
-            }
-        };
-        feed::append(
-            &mut tx,
-            &[NewEvent::new(
-                tenant,
-                "campaign",
-                id.to_string(),
-                "CampaignCreated",
-                &envelope(Event::CampaignCreated(created.changed_event(None))),
-            )],
-        )
-        .await
-        .map_err(ApiError::from)?;
-        tx.commit().await.map_err(ApiError::from)?;
+        let created = crate::campaigns::create(&self.pool, ctx.tenant_id, &input, request).await?;
         Ok(Response::new(pb::CreateCampaignResponse {
             campaign: Some(created.to_proto()),
         }))
@@ -210,35 +147,8 @@ impl CampaignService for CampaignApi {
         check_mask(&mut v, &paths);
         v.finish()?;
         let id = id.ok_or_else(|| ApiError::invalid("campaign.campaign_id", "must be a UUID"))?;
-        let mut tx = self.pool.begin().await.map_err(ApiError::from)?;
-        let current = store::get_campaign(&mut tx, ctx.tenant_id, id, true)
-            .await
-            .map_err(ApiError::from)?
-            .ok_or_else(|| ApiError::not_found("campaign", id.to_string()))?;
-        let input = apply_update(&current, &campaign, &paths).map_err(invalid)?;
-        if !campaign.etag.is_empty() && campaign.etag != current.etag() {
-            return Err(ApiError::Aborted(format!(
-                "campaign {id} has changed since it was read (etag {}); read it again and retry",
-                current.etag()
-            ))
-            .into());
-        }
-        let updated = store::update_campaign(&mut tx, ctx.tenant_id, id, &input)
-            .await
-            .map_err(ApiError::from)?;
-        feed::append(
-            &mut tx,
-            &[NewEvent::new(
-                ctx.tenant_id,
-                "campaign",
-                id.to_string(),
-                "CampaignUpdated",
-                &envelope(Event::CampaignUpdated(updated.changed_event(Some(&paths)))),
-            )],
-        )
-        .await
-        .map_err(ApiError::from)?;
-        tx.commit().await.map_err(ApiError::from)?;
+        let updated =
+            crate::campaigns::update(&self.pool, ctx.tenant_id, id, &campaign, &paths).await?;
         Ok(Response::new(pb::UpdateCampaignResponse {
             campaign: Some(updated.to_proto()),
         }))

@@ -11,7 +11,7 @@ use futures::stream::BoxStream;
 use rapport_kit::context::CallContext;
 use rapport_kit::convert::from_timestamp;
 use rapport_kit::error::{ApiError, Violation, Violations};
-use rapport_kit::feed::{self, NewEvent};
+use rapport_kit::feed;
 use rapport_kit::page::PageTokens;
 use rapport_kit::page::page_size;
 use rapport_kit::shutdown::Shutdown;
@@ -20,7 +20,7 @@ use rapport_proto::rapport::interaction::v1::campaign_service_server::CampaignSe
 use rapport_proto::rapport::interaction::v1::interaction_service_server::InteractionService;
 use rapport_proto::rapport::interaction::v1::{
     self as pb, Channel, InteractionType, RecordInteractionsRequest, ServiceRequestStatus,
-    TimelineOrder, export_summaries_request, interaction_event::Event,
+    TimelineOrder, export_summaries_request,
 };
 use serde::{Deserialize, Serialize};
 use sqlx::PgPool;
@@ -31,12 +31,9 @@ use tracing::Instrument;
 use uuid::Uuid;
 
 use crate::domain::btyd::{Purchase, group_days, purchase_history, unit_days};
-use crate::domain::campaign::{self, apply_update, check_mask, input_hash, validate_new};
-use crate::domain::model::envelope;
+use crate::domain::campaign::{self, check_mask, validate_new};
 use crate::domain::money::is_currency;
-use crate::domain::status::{Transition, transition};
 use crate::domain::summary::customer_summary;
-use crate::domain::types::is_tracked_request;
 use crate::domain::validate::{
     check_agent_id, is_custom_type, is_printable_key, validate_interaction,
 };
@@ -582,80 +579,15 @@ impl InteractionService for InteractionApi {
         let (Some(id), Some(status)) = (id, status) else {
             return Err(ApiError::invalid("interaction_id", "must be a UUID").into());
         };
-        let mut tx = self.pool.begin().await.map_err(ApiError::from)?;
-        let current = store::lock_interaction(&mut tx, ctx.tenant_id, id)
-            .await
-            .map_err(ApiError::from)?
-            .ok_or_else(|| ApiError::not_found("interaction", id.to_string()))?;
-        let kind = InteractionType::try_from(current.kind).unwrap_or(InteractionType::Unspecified);
-        if !is_tracked_request(kind) {
-            return Err(ApiError::FailedPrecondition(format!(
-                "interaction {id} is a {}, not a SERVICE_REQUEST or COMPLAINT",
-                kind.as_str_name()
-            ))
-            .into());
-        }
-        if !r.etag.is_empty() && r.etag != current.etag() {
-            return Err(ApiError::Aborted(format!(
-                "interaction {id} has changed (etag {} is not {}); read it again and decide again",
-                current.etag(),
-                r.etag
-            ))
-            .into());
-        }
-        let from =
-            ServiceRequestStatus::try_from(current.status).unwrap_or(ServiceRequestStatus::Open);
-        let updated = match transition(from, status) {
-            Transition::Unchanged => current,
-            Transition::Illegal => {
-                return Err(ApiError::FailedPrecondition(format!(
-                    "a request cannot go from {} to {}",
-                    from.as_str_name(),
-                    status.as_str_name()
-                ))
-                .into());
-            }
-            Transition::Change { resolves, reopens } => {
-                let resolve_time = if resolves {
-                    Some(crate::domain::validate::to_micros(Utc::now()))
-                } else if reopens {
-                    None
-                } else {
-                    current.resolve_time
-                };
-                let agent = if r.agent_id.is_empty() {
-                    current.agent_id.clone()
-                } else {
-                    Some(r.agent_id.clone())
-                };
-                let updated = store::update_status(
-                    &mut tx,
-                    ctx.tenant_id,
-                    &current,
-                    status as i32,
-                    resolve_time,
-                    agent.as_deref(),
-                )
-                .await
-                .map_err(ApiError::from)?;
-                feed::append(
-                    &mut tx,
-                    &[NewEvent::new(
-                        ctx.tenant_id,
-                        "interaction",
-                        id.to_string(),
-                        "ServiceRequestUpdated",
-                        &envelope(Event::ServiceRequestUpdated(
-                            updated.status_event(current.status),
-                        )),
-                    )],
-                )
-                .await
-                .map_err(ApiError::from)?;
-                updated
-            }
-        };
-        tx.commit().await.map_err(ApiError::from)?;
+        let updated = crate::requests::update_status(
+            &self.pool,
+            ctx.tenant_id,
+            id,
+            status,
+            &r.agent_id,
+            &r.etag,
+        )
+        .await?;
         Ok(Response::new(pb::UpdateServiceRequestResponse {
             interaction: Some(updated.to_proto()),
         }))
