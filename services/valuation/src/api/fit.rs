@@ -216,49 +216,6 @@ pub(super) fn request_hash(r: &pb::FitModelRequest) -> String {
     hex::encode(Sha256::digest(r.encode_to_vec()))
 }
 
-pub(super) fn fitted_event(tenant: Uuid, m: &pb::Model) -> NewEvent {
-    NewEvent::new(
-        tenant,
-        "model",
-        m.model_id.clone(),
-        events::MODEL_FITTED,
-        &events::envelope(valuation_event::Event::ModelFitted(pb::ModelFitted {
-            model: Some(m.clone()),
-        })),
-    )
-}
-
-pub(super) fn activated_event(tenant: Uuid, m: &pb::Model, previous: Option<Uuid>) -> NewEvent {
-    NewEvent::new(
-        tenant,
-        "model",
-        m.model_id.clone(),
-        events::MODEL_ACTIVATED,
-        &events::envelope(valuation_event::Event::ModelActivated(
-            events::model_activated(&m.model_id, m.kind, m.version, previous),
-        )),
-    )
-}
-
-/// Why a model cannot be activated, if it cannot.
-pub(super) fn activation_refusal(m: &pb::Model) -> Option<String> {
-    if !m.converged {
-        return Some(format!(
-            "model {} did not converge and cannot be activated; fit again",
-            m.model_id
-        ));
-    }
-    if Kind::from_proto(m.kind) == Some(Kind::GammaGamma)
-        && m.parameters.iter().any(|p| p.name == "q" && p.value <= 1.0)
-    {
-        return Some(format!(
-            "Gamma-Gamma model {} has q <= 1 (infinite expected spend) and cannot be activated",
-            m.model_id
-        ));
-    }
-    None
-}
-
 impl ValuationApi {
     /// Reads the summaries a fit takes: inline, or exported for the scope.
     pub(super) async fn fit_data(

@@ -10,7 +10,7 @@ use prost::Message;
 use rapport_kit::context::CallContext;
 use rapport_kit::convert::{from_timestamp, timestamp};
 use rapport_kit::error::{ApiError, Violations};
-use rapport_kit::feed::{self, NewEvent};
+use rapport_kit::feed;
 use rapport_kit::page::{PageTokens, page_size};
 use rapport_kit::shutdown::Shutdown;
 use rapport_proto::rapport::common::v1::Money;
@@ -19,7 +19,7 @@ use rapport_proto::rapport::interaction::v1::{
     export_summaries_request,
 };
 use rapport_proto::rapport::valuation::v1::valuation_service_server::ValuationService;
-use rapport_proto::rapport::valuation::v1::{self as pb, model_scope, valuation_event};
+use rapport_proto::rapport::valuation::v1::{self as pb, model_scope};
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -29,7 +29,6 @@ use uuid::Uuid;
 
 use crate::domain::cohort::{self, Granularity};
 use crate::domain::concentration::{Distribution, distribution};
-use crate::domain::events;
 use crate::domain::fitting::{self, FitCase, Kind};
 use crate::domain::money::{self, is_currency, to_money};
 use crate::domain::relationship;
@@ -110,16 +109,6 @@ impl ValuationApi {
     }
 }
 
-impl ValuationApi {
-    async fn stored_model(&self, tenant: Uuid, id: Uuid) -> Result<pb::Model, ApiError> {
-        let mut conn = self.pool.acquire().await?;
-        let row = store::get_model(&mut conn, tenant, id)
-            .await?
-            .ok_or_else(|| ApiError::not_found("model", id.to_string()))?;
-        decode(&row)
-    }
-}
-
 #[tonic::async_trait]
 impl ValuationService for ValuationApi {
     async fn fit_model(
@@ -145,7 +134,7 @@ impl ValuationService for ValuationApi {
                     ))
                     .into());
                 }
-                let model = self.stored_model(tenant, model_id).await?;
+                let model = crate::models::stored_model(&self.pool, tenant, model_id).await?;
                 return Ok(Response::new(pb::FitModelResponse { model: Some(model) }));
             }
         }
@@ -190,7 +179,7 @@ impl ValuationService for ValuationApi {
 
         let model_id = Uuid::now_v7();
         let now = Utc::now();
-        let mut model = pb::Model {
+        let model = pb::Model {
             model_id: model_id.to_string(),
             kind: kind.to_proto(),
             version: 0,
@@ -265,58 +254,17 @@ impl ValuationService for ValuationApi {
             activate_time: None,
         };
 
-        let mut tx = self.pool.begin().await.map_err(ApiError::from)?;
-        let kind_db = kind.to_proto() as i16;
-        store::lock_kind(&mut tx, tenant, kind_db)
-            .await
-            .map_err(ApiError::from)?;
-        if !r.request_id.is_empty()
-            && let Some((stored, id)) = store::fit_request(&mut tx, tenant, &r.request_id)
-                .await
-                .map_err(ApiError::from)?
-        {
-            // A concurrent retry won the race.
-            drop(tx);
-            if stored != hash {
-                return Err(ApiError::AlreadyExists(format!(
-                    "request_id {:?} was already used with different content; use a new request_id",
-                    r.request_id
-                ))
-                .into());
-            }
-            let model = self.stored_model(tenant, id).await?;
-            return Ok(Response::new(pb::FitModelResponse { model: Some(model) }));
-        }
-        model.version = store::next_version(&mut tx, tenant, kind_db)
-            .await
-            .map_err(ApiError::from)?;
-        store::insert_model(
-            &mut tx,
+        let request = (!r.request_id.is_empty()).then_some((r.request_id.as_str(), hash.as_str()));
+        let model = crate::models::save_fit(
+            &self.pool,
             tenant,
-            model_id,
-            kind_db,
-            model.version,
-            &model.encode_to_vec(),
+            model,
+            kind.to_proto() as i16,
+            request,
+            plan.activate,
             now,
         )
-        .await
-        .map_err(ApiError::from)?;
-        if !r.request_id.is_empty() {
-            store::save_fit_request(&mut tx, tenant, &r.request_id, &hash, model_id)
-                .await
-                .map_err(ApiError::from)?;
-        }
-        let mut list = vec![fitted_event(tenant, &model)];
-        if plan.activate && activation_refusal(&model).is_none() {
-            let previous = store::activate(&mut tx, tenant, kind_db, model_id, now)
-                .await
-                .map_err(ApiError::from)?;
-            model.active = true;
-            model.activate_time = Some(timestamp(now));
-            list.push(activated_event(tenant, &model, previous));
-        }
-        feed::append(&mut tx, &list).await.map_err(ApiError::from)?;
-        tx.commit().await.map_err(ApiError::from)?;
+        .await?;
         Ok(Response::new(pb::FitModelResponse { model: Some(model) }))
     }
 
@@ -326,7 +274,7 @@ impl ValuationService for ValuationApi {
     ) -> Result<Response<pb::GetModelResponse>, Status> {
         let ctx = CallContext::of(&req)?;
         let id = required_uuid("model_id", &req.get_ref().model_id)?;
-        let model = self.stored_model(ctx.tenant_id, id).await?;
+        let model = crate::models::stored_model(&self.pool, ctx.tenant_id, id).await?;
         Ok(Response::new(pb::GetModelResponse { model: Some(model) }))
     }
 
@@ -391,41 +339,7 @@ impl ValuationService for ValuationApi {
         let ctx = CallContext::of(&req)?;
         let tenant = ctx.tenant_id;
         let id = required_uuid("model_id", &req.get_ref().model_id)?;
-        let mut tx = self.pool.begin().await.map_err(ApiError::from)?;
-        let row = store::get_model(&mut tx, tenant, id)
-            .await
-            .map_err(ApiError::from)?
-            .ok_or_else(|| ApiError::not_found("model", id.to_string()))?;
-        let model = decode(&row)?;
-        let kind_db = model.kind as i16;
-        store::lock_kind(&mut tx, tenant, kind_db)
-            .await
-            .map_err(ApiError::from)?;
-        // Re-read under the lock: a concurrent activation may have won.
-        let row = store::get_model(&mut tx, tenant, id)
-            .await
-            .map_err(ApiError::from)?
-            .ok_or_else(|| ApiError::not_found("model", id.to_string()))?;
-        let mut model = decode(&row)?;
-        if model.active {
-            return Ok(Response::new(pb::ActivateModelResponse {
-                model: Some(model),
-                previous_model_id: String::new(),
-            }));
-        }
-        if let Some(refusal) = activation_refusal(&model) {
-            return Err(ApiError::FailedPrecondition(refusal).into());
-        }
-        let now = Utc::now();
-        let previous = store::activate(&mut tx, tenant, kind_db, id, now)
-            .await
-            .map_err(ApiError::from)?;
-        model.active = true;
-        model.activate_time = Some(timestamp(now));
-        feed::append(&mut tx, &[activated_event(tenant, &model, previous)])
-            .await
-            .map_err(ApiError::from)?;
-        tx.commit().await.map_err(ApiError::from)?;
+        let (model, previous) = crate::models::activate(&self.pool, tenant, id).await?;
         Ok(Response::new(pb::ActivateModelResponse {
             model: Some(model),
             previous_model_id: previous.map(|p| p.to_string()).unwrap_or_default(),
