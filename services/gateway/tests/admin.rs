@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use rapport_proto::rapport::gateway::v1 as pb;
 use rapport_proto::rapport::gateway::v1::admin_service_client::AdminServiceClient;
+use rapport_testkit::Answer;
 use tonic::Code;
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
@@ -70,8 +71,7 @@ async fn new_tenant(c: &mut Client, name: &str) -> pb::Tenant {
         request_id: String::new(),
     })
     .await
-    .unwrap()
-    .into_inner()
+    .answer()
     .tenant
     .unwrap()
 }
@@ -85,8 +85,7 @@ async fn new_key(c: &mut Client, tenant: &str, scopes: &[&str]) -> (pb::ApiKey, 
             ..Default::default()
         })
         .await
-        .unwrap()
-        .into_inner();
+        .answer();
     (r.api_key.unwrap(), r.secret)
 }
 
@@ -110,14 +109,12 @@ async fn operators_manage_every_tenant_and_tenants_only_themselves() {
     let own = acme_admin
         .get_tenant(pb::GetTenantRequest::default())
         .await
-        .unwrap()
-        .into_inner();
+        .answer();
     assert_eq!(own.tenant.unwrap().tenant_id, acme.tenant_id);
     let listed = acme_admin
         .list_tenants(pb::ListTenantsRequest::default())
         .await
-        .unwrap()
-        .into_inner();
+        .answer();
     assert_eq!(
         listed.tenants.len(),
         1,
@@ -153,8 +150,7 @@ async fn operators_manage_every_tenant_and_tenants_only_themselves() {
     let all = op
         .list_tenants(pb::ListTenantsRequest::default())
         .await
-        .unwrap()
-        .into_inner();
+        .answer();
     assert_eq!(all.tenants.len(), 3, "operator, Acme, Globex");
 
     // A key without the admin scope is told which scope it lacks.
@@ -201,8 +197,7 @@ async fn operators_manage_every_tenant_and_tenants_only_themselves() {
             }),
         })
         .await
-        .unwrap()
-        .into_inner()
+        .answer()
         .tenant
         .unwrap();
     assert_eq!(renamed.display_name, "Acme Retail");
@@ -238,8 +233,7 @@ async fn a_keys_last_use_is_recorded_at_most_once_a_minute() {
         async move {
             op.get_api_key(pb::GetApiKeyRequest { api_key_id: id })
                 .await
-                .unwrap()
-                .into_inner()
+                .answer()
                 .api_key
                 .unwrap()
                 .last_used_time
@@ -300,8 +294,7 @@ async fn tenant_budgets_have_defaults_and_only_operators_change_them() {
             },
         ))
         .await
-        .unwrap()
-        .into_inner()
+        .answer()
         .tenant
         .unwrap();
     assert_eq!(
@@ -320,8 +313,7 @@ async fn tenant_budgets_have_defaults_and_only_operators_change_them() {
             },
         ))
         .await
-        .unwrap()
-        .into_inner()
+        .answer()
         .tenant
         .unwrap();
     assert_eq!(budget(&reset), (1_000, 2_000, 3));
@@ -362,8 +354,7 @@ async fn tenant_budgets_have_defaults_and_only_operators_change_them() {
             request_id: String::new(),
         })
         .await
-        .unwrap()
-        .into_inner()
+        .answer()
         .tenant
         .unwrap();
     assert_eq!(budget(&created), (50, 2_000, 20));
@@ -406,16 +397,8 @@ async fn keys_are_validated_idempotent_paginated_and_revocable() {
         request_id: "create-checkout-key".into(),
         ..Default::default()
     };
-    let first = op
-        .create_api_key(request.clone())
-        .await
-        .unwrap()
-        .into_inner();
-    let again = op
-        .create_api_key(request.clone())
-        .await
-        .unwrap()
-        .into_inner();
+    let first = op.create_api_key(request.clone()).await.answer();
+    let again = op.create_api_key(request.clone()).await.answer();
     assert!(!first.secret.is_empty());
     assert!(again.secret.is_empty());
     assert_eq!(
@@ -446,8 +429,7 @@ async fn keys_are_validated_idempotent_paginated_and_revocable() {
                 include_revoked: false,
             })
             .await
-            .unwrap()
-            .into_inner();
+            .answer();
         assert!(page.api_keys.len() <= 2);
         seen.extend(page.api_keys.into_iter().map(|k| {
             k.create_time.unwrap().seconds * 1_000_000_000 + i64::from(k.create_time.unwrap().nanos)
@@ -482,8 +464,7 @@ async fn keys_are_validated_idempotent_paginated_and_revocable() {
             api_key_id: key.api_key_id.clone(),
         })
         .await
-        .unwrap()
-        .into_inner()
+        .answer()
         .api_key
         .unwrap();
     assert_eq!(revoked.state, pb::ApiKeyState::Revoked as i32);

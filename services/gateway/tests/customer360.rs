@@ -8,6 +8,7 @@ use rapport_proto::rapport::gateway::v1 as pb;
 use rapport_proto::rapport::gateway::v1::customer360_service_client::Customer360ServiceClient;
 use rapport_proto::rapport::profile::v1 as ppb;
 use rapport_proto::rapport::profile::v1::profile_service_client::ProfileServiceClient;
+use rapport_testkit::Answer;
 use tonic::Code;
 
 const GATEWAY: rapport_testkit::Service = rapport_testkit::service!(rapport_gateway);
@@ -69,8 +70,7 @@ async fn parts_that_do_not_arrive_are_reported_not_fatal() {
             ..Default::default()
         })
         .await
-        .unwrap()
-        .into_inner()
+        .answer()
         .customer
         .unwrap();
 
@@ -87,7 +87,7 @@ async fn parts_that_do_not_arrive_are_reported_not_fatal() {
     // 50 ms) and its 2 s default, so a slow part is cut off at about 2 s.
     request.set_timeout(Duration::from_secs(5));
     let started = std::time::Instant::now();
-    let answer = c360.get_customer360(request).await.unwrap().into_inner();
+    let answer = c360.get_customer360(request).await.answer();
     let took = started.elapsed();
     assert!(
         took >= Duration::from_millis(1900) && took < Duration::from_millis(4500),

@@ -23,6 +23,7 @@ mod gwtest {
 use gwtest::echo_service_client::EchoServiceClient;
 use gwtest::echo_service_server::{EchoService, EchoServiceServer};
 use gwtest::{EchoRequest, EchoResponse};
+use rapport_testkit::Answer;
 
 const GATEWAY: rapport_testkit::Service = rapport_testkit::service!(rapport_gateway);
 
@@ -292,8 +293,7 @@ async fn every_streaming_kind_is_forwarded_for_the_keys_tenant_only() {
     let r = c
         .collect(futures::stream::iter(vec![text("a"), text("b"), text("c")]))
         .await
-        .unwrap()
-        .into_inner();
+        .answer();
     assert_eq!((r.text.as_str(), r.tenant.as_str()), ("a,b,c", a.as_str()));
 
     let mut stream = c
@@ -303,8 +303,7 @@ async fn every_streaming_kind_is_forwarded_for_the_keys_tenant_only() {
             ..Default::default()
         })
         .await
-        .unwrap()
-        .into_inner();
+        .answer();
     let mut got = Vec::new();
     while let Some(m) = stream.next().await {
         let m = m.unwrap();
@@ -317,8 +316,7 @@ async fn every_streaming_kind_is_forwarded_for_the_keys_tenant_only() {
     let mut replies = c
         .chat(tokio_stream::wrappers::ReceiverStream::new(rx))
         .await
-        .unwrap()
-        .into_inner();
+        .answer();
     for word in ["one", "two"] {
         tx.send(text(word)).await.unwrap();
         let m = replies.next().await.unwrap().unwrap();
@@ -345,7 +343,7 @@ async fn every_streaming_kind_is_forwarded_for_the_keys_tenant_only() {
     // The client's deadline travels to the backend.
     let mut req = Request::new(text("timed"));
     req.set_timeout(Duration::from_secs(5));
-    let r = c.unary(req).await.unwrap().into_inner();
+    let r = c.unary(req).await.answer();
     assert!(!r.deadline.is_empty(), "the backend saw no deadline");
 
     // Nobody reaches the backend directly without the internal credential.
@@ -609,8 +607,7 @@ async fn open_chat(
     let mut stream = c
         .chat(tokio_stream::wrappers::ReceiverStream::new(rx))
         .await
-        .unwrap()
-        .into_inner();
+        .answer();
     tx.send(text("hi")).await.unwrap();
     assert_eq!(stream.next().await.unwrap().unwrap().text, "HI");
     (tx, stream)
@@ -667,8 +664,7 @@ async fn revoking_a_key_ends_its_open_streams_of_every_kind() {
             ..Default::default()
         })
         .await
-        .unwrap()
-        .into_inner();
+        .answer();
     assert_eq!(expand.next().await.unwrap().unwrap().text, "x-0");
     // Client streaming: the answer only comes when the client is done, so
     // the call is still waiting for its response headers.
@@ -690,8 +686,7 @@ async fn revoking_a_key_ends_its_open_streams_of_every_kind() {
             ..Default::default()
         })
         .await
-        .unwrap()
-        .into_inner();
+        .answer();
 
     assert!(
         store::revoke_key(&s.pool, s.tenant_a, key_id)
@@ -744,8 +739,7 @@ async fn an_expiring_key_ends_its_open_streams() {
             ..Default::default()
         })
         .await
-        .unwrap()
-        .into_inner();
+        .answer();
     let ended = tokio::time::timeout(
         Duration::from_secs(2) + REVOCATION_BOUND,
         end_status(&mut stream),
@@ -781,8 +775,7 @@ async fn request_messages_over_the_limit_are_refused_at_the_gateway() {
     let mut chat = c
         .chat(tokio_stream::wrappers::ReceiverStream::new(rx))
         .await
-        .unwrap()
-        .into_inner();
+        .answer();
     tx.send(text("small")).await.unwrap();
     assert_eq!(chat.next().await.unwrap().unwrap().text, "SMALL");
     tx.send(text(&"b".repeat(5 << 20))).await.unwrap();
@@ -893,8 +886,7 @@ async fn open_streams_end_unavailable_when_the_gateway_shuts_down() {
             ..Default::default()
         })
         .await
-        .unwrap()
-        .into_inner();
+        .answer();
     assert_eq!(stream.next().await.unwrap().unwrap().text, "x-0");
     s.gateway.shutdown.trigger();
     let ended = tokio::time::timeout(Duration::from_secs(5), end_status(&mut stream))

@@ -37,8 +37,7 @@ async fn campaigns_are_created_read_listed_and_updated() {
     let first = c
         .create_campaign(req(tenant, create(spring(segment), "req-1")))
         .await
-        .unwrap()
-        .into_inner()
+        .answer()
         .campaign
         .unwrap();
     assert_eq!(first.name, "Spring sale - lapsed friends");
@@ -47,8 +46,7 @@ async fn campaigns_are_created_read_listed_and_updated() {
     let retry = c
         .create_campaign(req(tenant, create(spring(segment), "req-1")))
         .await
-        .unwrap()
-        .into_inner()
+        .answer()
         .campaign
         .unwrap();
     assert_eq!(retry, first);
@@ -113,8 +111,7 @@ async fn campaigns_are_created_read_listed_and_updated() {
             },
         ))
         .await
-        .unwrap()
-        .into_inner()
+        .answer()
         .campaign
         .unwrap();
     assert_eq!(got, web);
@@ -138,8 +135,7 @@ async fn campaigns_are_created_read_listed_and_updated() {
     let p1 = c
         .list_campaigns(req(tenant, page(String::new())))
         .await
-        .unwrap()
-        .into_inner();
+        .answer();
     assert_eq!(
         p1.campaigns
             .iter()
@@ -150,8 +146,7 @@ async fn campaigns_are_created_read_listed_and_updated() {
     let p2 = c
         .list_campaigns(req(tenant, page(p1.next_page_token)))
         .await
-        .unwrap()
-        .into_inner();
+        .answer();
     assert_eq!(p2.campaigns.len(), 1);
     assert_eq!(p2.campaigns[0].campaign_id, first.campaign_id);
     assert!(p2.next_page_token.is_empty());
@@ -165,8 +160,7 @@ async fn campaigns_are_created_read_listed_and_updated() {
             },
         ))
         .await
-        .unwrap()
-        .into_inner();
+        .answer();
     assert_eq!(by_channel.campaigns.len(), 1);
     let by_segment = c
         .list_campaigns(req(
@@ -177,8 +171,7 @@ async fn campaigns_are_created_read_listed_and_updated() {
             },
         ))
         .await
-        .unwrap()
-        .into_inner();
+        .answer();
     assert_eq!(by_segment.campaigns.len(), 1);
     let active = c
         .list_campaigns(req(
@@ -189,8 +182,7 @@ async fn campaigns_are_created_read_listed_and_updated() {
             },
         ))
         .await
-        .unwrap()
-        .into_inner();
+        .answer();
     assert_eq!(
         active.campaigns.len(),
         2,
@@ -205,8 +197,7 @@ async fn campaigns_are_created_read_listed_and_updated() {
             },
         ))
         .await
-        .unwrap()
-        .into_inner();
+        .answer();
     assert!(none_active.campaigns.is_empty());
 
     // Update with a mask and the current etag.
@@ -228,8 +219,7 @@ async fn campaigns_are_created_read_listed_and_updated() {
             },
         ))
         .await
-        .unwrap()
-        .into_inner()
+        .answer()
         .campaign
         .unwrap();
     assert_eq!(updated.name, "Spring sale, extended");
@@ -396,8 +386,7 @@ async fn campaign_report_counts_rates_and_attributed_revenue() {
             },
         ))
         .await
-        .unwrap()
-        .into_inner()
+        .answer()
         .report
         .unwrap();
     assert_eq!(report.attribution_window.unwrap().seconds, 7 * 86_400);
@@ -439,8 +428,7 @@ async fn campaign_report_counts_rates_and_attributed_revenue() {
             },
         ))
         .await
-        .unwrap()
-        .into_inner()
+        .answer()
         .report
         .unwrap();
     assert_eq!(wide.attributed_revenue[0], money("EUR", 1099, 0));

@@ -33,8 +33,7 @@ async fn timeline(
             },
         ))
         .await
-        .unwrap()
-        .into_inner();
+        .answer();
     let mut ids: Vec<String> = r
         .interactions
         .into_iter()
@@ -215,8 +214,7 @@ async fn merges_unmerges_and_erasures_arrive_through_the_feed() {
             },
         ))
         .await
-        .unwrap()
-        .into_inner()
+        .answer()
         .interaction
         .unwrap();
     assert_eq!(moved.customer_id, a.to_string());

@@ -82,8 +82,7 @@ async fn record_is_idempotent_by_key_and_refuses_a_changed_retry() {
             },
         ))
         .await
-        .unwrap()
-        .into_inner()
+        .answer()
         .interaction
         .unwrap();
     assert_eq!(got, stored);
@@ -246,8 +245,7 @@ async fn bulk_ingestion_counts_duplicates_and_rejections_by_index() {
     let r = c
         .record_interactions(req(tenant, stream_of(messages.clone())))
         .await
-        .unwrap()
-        .into_inner();
+        .answer();
     assert_eq!(r.accepted_count, 1496);
     assert_eq!(r.duplicate_count, 1);
     assert_eq!(r.rejected_count, 3);
@@ -268,8 +266,7 @@ async fn bulk_ingestion_counts_duplicates_and_rejections_by_index() {
     let again = c
         .record_interactions(req(tenant, stream_of(messages)))
         .await
-        .unwrap()
-        .into_inner();
+        .answer();
     assert_eq!(again.accepted_count, 0);
     assert_eq!(again.duplicate_count, 1497);
     assert_eq!(again.rejected_count, 3);
@@ -322,8 +319,7 @@ async fn concurrent_streams_with_the_same_keys_record_each_once() {
         tasks.push(tokio::spawn(async move {
             c.record_interactions(req(tenant, stream_of(msgs)))
                 .await
-                .unwrap()
-                .into_inner()
+                .answer()
         }));
     }
     let mut accepted = 0;
@@ -358,8 +354,7 @@ async fn the_feed_carries_recordings_without_free_text() {
             ..Default::default()
         })
         .await
-        .unwrap()
-        .into_inner();
+        .answer();
     let event = feed.next().await.unwrap().unwrap().event.unwrap();
     assert_eq!(event.event_type, "InteractionRecorded");
     assert_eq!(event.aggregate_type, "interaction");

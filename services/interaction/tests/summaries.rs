@@ -105,8 +105,7 @@ async fn customer_summary_by_hand() {
             },
         ))
         .await
-        .unwrap()
-        .into_inner()
+        .answer()
         .summary
         .unwrap();
     assert_eq!(summary.customer_id, h.a.to_string());
@@ -197,8 +196,7 @@ async fn customer_summary_by_hand() {
             },
         ))
         .await
-        .unwrap()
-        .into_inner()
+        .answer()
         .summary
         .unwrap();
     assert_eq!(now.purchase_count, 5);
@@ -212,8 +210,7 @@ async fn customer_summary_by_hand() {
             },
         ))
         .await
-        .unwrap()
-        .into_inner()
+        .answer()
         .summary
         .unwrap();
     assert_eq!(theirs.purchase_count, 0);

@@ -63,8 +63,7 @@ async fn timelines_filter_order_and_page() {
         let page = c
             .list_interactions(req(tenant, list(token.clone(), TimelineOrder::NewestFirst)))
             .await
-            .unwrap()
-            .into_inner();
+            .answer();
         pages += 1;
         assert_eq!(page.customer_id, customer.to_string());
         seen.extend(page.interactions.into_iter().map(|i| i.interaction_id));
@@ -82,8 +81,7 @@ async fn timelines_filter_order_and_page() {
     let page = c
         .list_interactions(req(tenant, list(String::new(), TimelineOrder::OldestFirst)))
         .await
-        .unwrap()
-        .into_inner();
+        .answer();
     let first4: Vec<String> = page
         .interactions
         .iter()
@@ -125,8 +123,7 @@ async fn timelines_filter_order_and_page() {
             },
         ))
         .await
-        .unwrap()
-        .into_inner();
+        .answer();
     // Day 4 is a call on the web, day 6 a purchase on the web.
     let days: Vec<i64> = r
         .interactions
@@ -148,8 +145,7 @@ async fn timelines_filter_order_and_page() {
             },
         ))
         .await
-        .unwrap()
-        .into_inner();
+        .answer();
     assert!(r.interactions.is_empty());
 
     // Invalid filters, one violation each.
@@ -225,8 +221,7 @@ async fn service_requests_follow_their_life_cycle() {
     let r = c
         .update_service_request(req(tenant, first))
         .await
-        .unwrap()
-        .into_inner()
+        .answer()
         .interaction
         .unwrap();
     assert_eq!(
@@ -248,16 +243,14 @@ async fn service_requests_follow_their_life_cycle() {
     let resolved = c
         .update_service_request(req(tenant, update(ServiceRequestStatus::Resolved, "")))
         .await
-        .unwrap()
-        .into_inner()
+        .answer()
         .interaction
         .unwrap();
     assert!(resolved.resolve_time.is_some());
     let again = c
         .update_service_request(req(tenant, update(ServiceRequestStatus::Resolved, "")))
         .await
-        .unwrap()
-        .into_inner()
+        .answer()
         .interaction
         .unwrap();
     assert_eq!(again, resolved);
@@ -268,8 +261,7 @@ async fn service_requests_follow_their_life_cycle() {
     let reopened = c
         .update_service_request(req(tenant, update(ServiceRequestStatus::Open, "")))
         .await
-        .unwrap()
-        .into_inner()
+        .answer()
         .interaction
         .unwrap();
     assert!(reopened.resolve_time.is_none());

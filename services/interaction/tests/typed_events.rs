@@ -101,8 +101,7 @@ async fn recorded_interactions_read_back_exactly_from_the_feed() {
             ..Default::default()
         })
         .await
-        .unwrap()
-        .into_inner();
+        .answer();
     let mut got: Vec<(ChangeEvent, InteractionRecorded)> = Vec::new();
     while got.len() < stored.len() {
         let ev = tokio::time::timeout(std::time::Duration::from_secs(10), feed.next())
@@ -465,8 +464,7 @@ async fn typed_profile_events_merge_unmerge_and_erase() {
             }]),
         ))
         .await
-        .unwrap()
-        .into_inner();
+        .answer();
     assert_eq!(
         r.rejections[0].reason,
         RejectionReason::CustomerErased as i32

@@ -29,8 +29,7 @@ async fn rfm_report_and_rfm_fields() {
     let r = c
         .get_rfm_report(req(t, GetRfmReportRequest::default()))
         .await
-        .unwrap()
-        .into_inner();
+        .answer();
     assert_eq!(r.segments.len(), 11);
     assert_eq!(r.segments[0].rfm_segment, RfmSegment::Champions as i32);
     assert_eq!(
@@ -60,16 +59,12 @@ async fn rfm_report_and_rfm_fields() {
     assert_eq!(total, 10);
 
     // The scores are rule fields.
-    let seg = c
-        .create_segment(req(
-            t,
-            dynamic("Champs", "rfm.segment = \"Champions\" and rfm.r = 5"),
-        ))
-        .await
-        .unwrap()
-        .into_inner()
-        .segment
-        .unwrap();
+    let seg = create_segment(
+        &mut c,
+        t,
+        dynamic("Champs", "rfm.segment = \"Champions\" and rfm.r = 5"),
+    )
+    .await;
     assert_eq!(seg.member_count, 2);
     // Restricted to a segment's members.
     let r2 = c
@@ -80,8 +75,7 @@ async fn rfm_report_and_rfm_fields() {
             },
         ))
         .await
-        .unwrap()
-        .into_inner();
+        .answer();
     assert_eq!(r2.scored_customer_count, 2);
     let e = c
         .get_rfm_report(req(
@@ -103,8 +97,7 @@ async fn rfm_report_and_rfm_fields() {
             },
         ))
         .await
-        .unwrap()
-        .into_inner()
+        .answer()
         .classification
         .unwrap();
     let rfm = cl.rfm.unwrap();
@@ -139,8 +132,7 @@ async fn classification_with_explanations_and_policy() {
                 },
             ))
             .await
-            .unwrap()
-            .into_inner()
+            .answer()
             .classification
             .unwrap()
         }
@@ -169,8 +161,7 @@ async fn classification_with_explanations_and_policy() {
     let p = c
         .get_classification_policy(req(t, GetClassificationPolicyRequest {}))
         .await
-        .unwrap()
-        .into_inner();
+        .answer();
     assert_eq!(p.policy.as_ref().unwrap().friend_min_purchases, Some(2));
     assert_eq!(p.default_policy.unwrap().friend_min_purchases, Some(2));
     let etag = p.policy.unwrap().etag;
@@ -193,13 +184,7 @@ async fn classification_with_explanations_and_policy() {
     assert_eq!(violations(&e).len(), 2);
 
     // A dynamic segment on the ladder follows the reclassification.
-    let friends = c
-        .create_segment(req(t, dynamic("Friends", "ladder = \"friend\"")))
-        .await
-        .unwrap()
-        .into_inner()
-        .segment
-        .unwrap();
+    let friends = create_segment(&mut c, t, dynamic("Friends", "ladder = \"friend\"")).await;
     // Classification is stored on the first full computation (report / refresh).
     c.refresh_segment(req(
         t,
@@ -229,8 +214,7 @@ async fn classification_with_explanations_and_policy() {
             },
         ))
         .await
-        .unwrap()
-        .into_inner()
+        .answer()
         .policy
         .unwrap();
     assert_eq!(updated.friend_min_purchases, Some(5));
@@ -277,8 +261,7 @@ async fn classification_with_explanations_and_policy() {
             },
         ))
         .await
-        .unwrap()
-        .into_inner();
+        .answer();
     assert!(ch.memberships.is_empty());
     s.stop().await;
 }
@@ -295,11 +278,7 @@ async fn list_fields_gives_the_catalogue() {
     .await
     .unwrap();
     let mut c = s.client();
-    let f = c
-        .list_fields(req(t, ListFieldsRequest {}))
-        .await
-        .unwrap()
-        .into_inner();
+    let f = c.list_fields(req(t, ListFieldsRequest {})).await.answer();
     let names: Vec<&str> = f.fields.iter().map(|f| f.name.as_str()).collect();
     assert_eq!(names.first(), Some(&"kind"));
     assert!(
@@ -312,13 +291,7 @@ async fn list_fields_gives_the_catalogue() {
     );
     assert_eq!(f.currency_code, "");
     // attr.tier is usable.
-    let seg = c
-        .create_segment(req(t, dynamic("Gold", "attr.tier = \"gold\"")))
-        .await
-        .unwrap()
-        .into_inner()
-        .segment
-        .unwrap();
+    let seg = create_segment(&mut c, t, dynamic("Gold", "attr.tier = \"gold\"")).await;
     assert_eq!(seg.member_count, 0);
     s.stop().await;
 }

@@ -41,12 +41,8 @@ async fn a_tenant_at_its_limits_does_not_starve_another() {
     let segment = |tenant| {
         let mut c = s.client();
         async move {
-            c.create_segment(req(tenant, dynamic("Buyers", "purchases >= 1")))
+            create_segment(&mut c, tenant, dynamic("Buyers", "purchases >= 1"))
                 .await
-                .unwrap()
-                .into_inner()
-                .segment
-                .unwrap()
                 .segment_id
         }
     };
@@ -55,11 +51,7 @@ async fn a_tenant_at_its_limits_does_not_starve_another() {
     // A: 100 watches held open (each delivering its backlog).
     let mut held = Vec::new();
     for _ in 0..100 {
-        let mut stream = c
-            .watch_membership(watch(a, &seg_a))
-            .await
-            .unwrap()
-            .into_inner();
+        let mut stream = c.watch_membership(watch(a, &seg_a)).await.answer();
         stream.next().await.unwrap().unwrap();
         held.push(stream);
     }
@@ -136,11 +128,7 @@ async fn a_tenant_at_its_limits_does_not_starve_another() {
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
     // And B can watch too.
-    let mut stream = c
-        .watch_membership(watch(b, &seg_b))
-        .await
-        .unwrap()
-        .into_inner();
+    let mut stream = c.watch_membership(watch(b, &seg_b)).await.answer();
     assert!(stream.next().await.unwrap().is_ok());
 
     stop.store(true, Ordering::Relaxed);

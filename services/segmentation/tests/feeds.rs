@@ -77,8 +77,7 @@ async fn record(
         },
     ))
     .await
-    .unwrap()
-    .into_inner()
+    .answer()
     .interaction
     .unwrap()
     .customer_id
@@ -142,23 +141,13 @@ async fn profile_and_interaction_changes_reach_membership() {
     let pcx = rapport_testkit::channel(s.profile.as_ref().unwrap()).await;
     let mut profile = ProfileServiceClient::new(pcx);
 
-    let repeat = seg
-        .create_segment(req(
-            t,
-            dynamic("Repeat buyers", "purchases >= 2 and monetary > 15"),
-        ))
-        .await
-        .unwrap()
-        .into_inner()
-        .segment
-        .unwrap();
-    let vips = seg
-        .create_segment(req(t, dynamic("VIP", "tags contains \"vip\"")))
-        .await
-        .unwrap()
-        .into_inner()
-        .segment
-        .unwrap();
+    let repeat = create_segment(
+        &mut seg,
+        t,
+        dynamic("Repeat buyers", "purchases >= 2 and monetary > 15"),
+    )
+    .await;
+    let vips = create_segment(&mut seg, t, dynamic("VIP", "tags contains \"vip\"")).await;
 
     // The first purchase creates the customer in the profile service.
     let customer = record(
@@ -189,8 +178,7 @@ async fn profile_and_interaction_changes_reach_membership() {
             },
         ))
         .await
-        .unwrap()
-        .into_inner()
+        .answer()
         .campaign
         .unwrap();
     let reader = record(
@@ -240,8 +228,7 @@ async fn profile_and_interaction_changes_reach_membership() {
             },
         ))
         .await
-        .unwrap()
-        .into_inner();
+        .answer();
     assert!(ex.member && ex.rule_held);
 
     // Restart the segmentation service; a purchase recorded meanwhile is
@@ -293,8 +280,7 @@ async fn profile_and_interaction_changes_reach_membership() {
             },
         ))
         .await
-        .unwrap()
-        .into_inner()
+        .answer()
         .classification
         .unwrap();
     assert!(cl.rfm.is_some());
@@ -347,20 +333,8 @@ async fn merges_move_memberships_to_the_survivor() {
     let pcx = rapport_testkit::channel(s.profile.as_ref().unwrap()).await;
     let mut profile = ProfileServiceClient::new(pcx);
 
-    let buyers = seg
-        .create_segment(req(t, dynamic("Buyers", "purchases >= 1")))
-        .await
-        .unwrap()
-        .into_inner()
-        .segment
-        .unwrap();
-    let list = seg
-        .create_segment(req(t, of_kind("Hand picked", SegmentKind::Static, "")))
-        .await
-        .unwrap()
-        .into_inner()
-        .segment
-        .unwrap();
+    let buyers = create_segment(&mut seg, t, dynamic("Buyers", "purchases >= 1")).await;
+    let list = create_segment(&mut seg, t, of_kind("Hand picked", SegmentKind::Static, "")).await;
     let a = record(
         &mut interactions,
         t,
@@ -384,8 +358,7 @@ async fn merges_move_memberships_to_the_survivor() {
             },
         ))
         .await
-        .unwrap()
-        .into_inner();
+        .answer();
     assert_eq!(added.added_count, 1);
 
     profile
@@ -485,11 +458,7 @@ async fn consents_and_attributes_come_from_the_profile_service() {
         ))
         .await
         .unwrap();
-    let fields = seg
-        .list_fields(req(t, ListFieldsRequest {}))
-        .await
-        .unwrap()
-        .into_inner();
+    let fields = seg.list_fields(req(t, ListFieldsRequest {})).await.answer();
     let score = fields
         .fields
         .iter()
@@ -497,19 +466,15 @@ async fn consents_and_attributes_come_from_the_profile_service() {
         .expect("attr.score listed");
     assert_eq!(score.r#type, FieldType::Decimal as i32);
 
-    let mailable = seg
-        .create_segment(req(
-            t,
-            dynamic(
-                "Mailable",
-                "consent(email, marketing) and attr.score >= 40.5",
-            ),
-        ))
-        .await
-        .unwrap()
-        .into_inner()
-        .segment
-        .unwrap();
+    let mailable = create_segment(
+        &mut seg,
+        t,
+        dynamic(
+            "Mailable",
+            "consent(email, marketing) and attr.score >= 40.5",
+        ),
+    )
+    .await;
     let customer = record(
         &mut interactions,
         t,
@@ -644,19 +609,15 @@ async fn valuation_events_update_values_and_segments() {
     let b = Customer::new("ES").bought(1, 50, 10, 10);
     insert(&s.pool, t, &[a.clone(), b.clone()]).await;
     let mut c = s.client();
-    let seg = c
-        .create_segment(req(
-            t,
-            dynamic(
-                "Valuable",
-                "clv > 500 and p_alive >= 0.5 and value_tier = \"top\"",
-            ),
-        ))
-        .await
-        .unwrap()
-        .into_inner()
-        .segment
-        .unwrap();
+    let seg = create_segment(
+        &mut c,
+        t,
+        dynamic(
+            "Valuable",
+            "clv > 500 and p_alive >= 0.5 and value_tier = \"top\"",
+        ),
+    )
+    .await;
     assert_eq!(seg.member_count, 0);
     let f = ValuationFollower;
     let apply = |ev: ChangeEvent| {
@@ -768,8 +729,7 @@ async fn consumers_and_reads_under_load_never_deadlock() {
         .clone()
         .create_segment(req(t, dynamic("Buyers", "purchases >= 1")))
         .await
-        .unwrap()
-        .into_inner()
+        .answer()
         .segment
         .unwrap();
     let tagged = seg
@@ -779,8 +739,7 @@ async fn consumers_and_reads_under_load_never_deadlock() {
             dynamic("Tagged buyers", "tags contains \"load\" and purchases >= 1"),
         ))
         .await
-        .unwrap()
-        .into_inner()
+        .answer()
         .segment
         .unwrap();
     let email = |n: usize| format!("c{n}@load.example.com");
@@ -806,8 +765,7 @@ async fn consumers_and_reads_under_load_never_deadlock() {
                         }]),
                     ))
                     .await
-                    .unwrap()
-                    .into_inner();
+                    .answer();
                 assert_eq!(r.accepted_count, PER_CALL as i64, "{:?}", r.rejections);
             }
         });
@@ -829,8 +787,7 @@ async fn consumers_and_reads_under_load_never_deadlock() {
                     },
                 ))
                 .await
-                .unwrap()
-                .into_inner();
+                .answer();
             for r in resolved.results {
                 let Some(resolve_identities_result::Result::Resolved(r)) = r.result else {
                     panic!("no conflict is possible here: {r:?}");
@@ -884,8 +841,7 @@ async fn consumers_and_reads_under_load_never_deadlock() {
                         },
                     )))
                     .await
-                    .expect("ListMembers during the load")
-                    .into_inner();
+                    .expect_answer("ListMembers during the load");
                 for m in some.members {
                     c.classify_customer(within(req(
                         t,

@@ -22,13 +22,7 @@ async fn watch_changes_carries_segment_and_membership_events() {
     ];
     insert(&s.pool, t, &cs).await;
     let mut c = s.client();
-    let seg = c
-        .create_segment(req(t, dynamic("Buyers", "purchases >= 1")))
-        .await
-        .unwrap()
-        .into_inner()
-        .segment
-        .unwrap();
+    let seg = create_segment(&mut c, t, dynamic("Buyers", "purchases >= 1")).await;
     c.delete_segment(req(
         t,
         DeleteSegmentRequest {
@@ -52,8 +46,7 @@ async fn watch_changes_carries_segment_and_membership_events() {
             ..Default::default()
         })
         .await
-        .unwrap()
-        .into_inner();
+        .answer();
     let mut events = Vec::new();
     for _ in 0..3 {
         let ev = feed.next().await.unwrap().unwrap().event.unwrap();
@@ -110,13 +103,7 @@ async fn scheduled_refreshes_run_on_their_own() {
         seconds: 7 * 86_400,
         nanos: 0,
     });
-    let seg = c
-        .create_segment(req(t, r))
-        .await
-        .unwrap()
-        .into_inner()
-        .segment
-        .unwrap();
+    let seg = create_segment(&mut c, t, r).await;
     assert_eq!(seg.member_count, 1);
     let next = seg.next_refresh_time.unwrap();
     let last = seg.last_refresh_time.unwrap();
@@ -148,8 +135,7 @@ async fn scheduled_refreshes_run_on_their_own() {
             },
         ))
         .await
-        .unwrap()
-        .into_inner()
+        .answer()
         .segment
         .unwrap();
     assert!(after.next_refresh_time.unwrap().seconds > Utc::now().timestamp() + 6 * 86_400);
@@ -168,13 +154,7 @@ async fn history_and_stream_limits() {
     let s = start().await;
     let t = Uuid::new_v4();
     let mut c = s.client();
-    let seg = c
-        .create_segment(req(t, dynamic("Any", "purchases >= 0")))
-        .await
-        .unwrap()
-        .into_inner()
-        .segment
-        .unwrap();
+    let seg = create_segment(&mut c, t, dynamic("Any", "purchases >= 0")).await;
     let e = c
         .get_segment_history(req(
             t,
@@ -247,8 +227,7 @@ async fn history_and_stream_limits() {
             },
         ))
         .await
-        .unwrap()
-        .into_inner();
+        .answer();
     c.delete_segment(req(
         t,
         DeleteSegmentRequest {

@@ -24,6 +24,7 @@ mod kittest {
 use kittest::feed_test_service_client::FeedTestServiceClient;
 use kittest::feed_test_service_server::{FeedTestService, FeedTestServiceServer};
 use kittest::{WatchChangesRequest, WatchChangesResponse};
+use rapport_testkit::Answer;
 
 /// A test event: any type URL and bytes go through the feed untouched.
 fn thing(i: u64) -> prost_types::Any {
@@ -523,7 +524,7 @@ async fn a_call_made_for_a_tenant_sees_only_that_tenant() {
     });
     req.metadata_mut()
         .insert("x-rapport-tenant", mine.to_string().parse().unwrap());
-    let mut stream = client.watch_changes(req).await.unwrap().into_inner();
+    let mut stream = client.watch_changes(req).await.answer();
     let first = stream.message().await.unwrap().unwrap().event.unwrap();
     assert_eq!((first.aggregate_id.as_str(), first.sequence), ("m-2", 2));
     // Nothing else comes: the other tenant's events are not this call's.
@@ -551,8 +552,7 @@ async fn a_call_made_for_a_tenant_sees_only_that_tenant() {
     let mut stream = client
         .watch_changes(WatchChangesRequest::default())
         .await
-        .unwrap()
-        .into_inner();
+        .answer();
     let mut got: Vec<(String, i64)> = Vec::new();
     for _ in 0..4 {
         let e = stream.message().await.unwrap().unwrap().event.unwrap();
@@ -700,8 +700,7 @@ async fn internal_credential_guards_everything_but_health_and_reflection() {
             service: "rapport.kittest.v1.FeedTestService".into(),
         })
         .await
-        .unwrap()
-        .into_inner()
+        .answer()
         .status;
     assert_eq!(
         status,
@@ -906,8 +905,7 @@ async fn a_watch_ends_unavailable_when_the_producer_shuts_down() {
     let mut stream = FeedTestServiceClient::new(channel)
         .watch_changes(WatchChangesRequest::default())
         .await
-        .unwrap()
-        .into_inner();
+        .answer();
     assert!(stream.message().await.unwrap().is_some());
     producer.shutdown.trigger();
     let ended = tokio::time::timeout(Duration::from_secs(5), stream.message())

@@ -275,6 +275,40 @@ pub fn for_tenant<T>(tenant: uuid::Uuid, msg: T) -> tonic::Request<T> {
     r
 }
 
+/// The message of a gRPC call that must succeed: `.await.answer()` where a
+/// test would write `.await.unwrap().into_inner()`.
+pub trait Answer<T> {
+    /// The message; a failed call fails the test with its status.
+    fn answer(self) -> T;
+    /// The message; a failed call fails the test saying `what` failed.
+    fn expect_answer(self, what: &str) -> T;
+}
+
+impl<T> Answer<T> for Result<tonic::Response<T>, tonic::Status> {
+    #[track_caller]
+    fn answer(self) -> T {
+        match self {
+            Ok(r) => r.into_inner(),
+            Err(s) => panic!("the call failed: {s:?}"),
+        }
+    }
+
+    #[track_caller]
+    fn expect_answer(self, what: &str) -> T {
+        match self {
+            Ok(r) => r.into_inner(),
+            Err(s) => panic!("{what}: {s:?}"),
+        }
+    }
+}
+
+/// An update mask of `paths`.
+pub fn mask(paths: &[&str]) -> Option<prost_types::FieldMask> {
+    Some(prost_types::FieldMask {
+        paths: paths.iter().map(|p| p.to_string()).collect(),
+    })
+}
+
 /// Waits until `check` holds, polling every 50 ms; fails the test naming
 /// `what` after 30 s.
 pub async fn eventually<F, Fut>(what: &str, mut check: F)

@@ -91,8 +91,7 @@ async fn create_api_key_refuses_bad_input_and_creates_nothing() {
     let first = op
         .create_api_key(with(&|r| r.request_id = "checkout-1".into()))
         .await
-        .expect("first key")
-        .into_inner();
+        .expect_answer("first key");
     assert!(!first.secret.is_empty());
     cases.push((
         vec!["request_id"],
@@ -144,8 +143,7 @@ async fn create_api_key_refuses_bad_input_and_creates_nothing() {
     let created = op
         .create_api_key(hostile.clone())
         .await
-        .expect("hostile key")
-        .into_inner();
+        .expect_answer("hostile key");
     let key = created.api_key.expect("key");
     assert_eq!(key.display_name, TEXT);
     assert_eq!(key.expire_time, Some(at(YEAR_9999_END, 0)));
@@ -158,16 +156,11 @@ async fn create_api_key_refuses_bad_input_and_creates_nothing() {
             api_key_id: key.api_key_id.clone(),
         })
         .await
-        .expect("read back")
-        .into_inner()
+        .expect_answer("read back")
         .api_key
         .expect("key");
     assert_eq!(got.display_name, TEXT);
-    let retry = op
-        .create_api_key(hostile)
-        .await
-        .expect("retry")
-        .into_inner();
+    let retry = op.create_api_key(hostile).await.expect_answer("retry");
     assert!(retry.secret.is_empty());
     assert_eq!(
         retry.api_key.map(|k| k.api_key_id),
@@ -289,8 +282,7 @@ async fn api_keys_are_read_listed_and_revoked_only_in_their_tenant() {
     let token = op
         .list_api_keys(base.clone())
         .await
-        .expect("first page")
-        .into_inner()
+        .expect_answer("first page")
         .next_page_token;
     assert!(!token.is_empty());
     let tenants_token = op
@@ -299,8 +291,7 @@ async fn api_keys_are_read_listed_and_revoked_only_in_their_tenant() {
             page_token: String::new(),
         })
         .await
-        .expect("tenants page")
-        .into_inner()
+        .expect_answer("tenants page")
         .next_page_token;
     let mut bad: Vec<pb::ListApiKeysRequest> = forged_tokens(&token)
         .into_iter()
@@ -343,8 +334,7 @@ async fn api_keys_are_read_listed_and_revoked_only_in_their_tenant() {
             ..base.clone()
         })
         .await
-        .expect("second page")
-        .into_inner();
+        .expect_answer("second page");
     assert_eq!(second.api_keys.len(), 1);
     let all = op
         .list_api_keys(pb::ListApiKeysRequest {
@@ -352,8 +342,7 @@ async fn api_keys_are_read_listed_and_revoked_only_in_their_tenant() {
             ..base
         })
         .await
-        .expect("huge page")
-        .into_inner();
+        .expect_answer("huge page");
     assert_eq!(all.api_keys.len(), 3);
 }
 
@@ -377,8 +366,7 @@ async fn customer360_refuses_bad_ids_and_hides_other_tenants() {
             ..Default::default()
         })
         .await
-        .expect("customer created")
-        .into_inner()
+        .expect_answer("customer created")
         .customer
         .expect("customer");
     let mut acme_c360 =
@@ -420,8 +408,7 @@ async fn customer360_refuses_bad_ids_and_hides_other_tenants() {
         let answer = acme_c360
             .get_customer360(ask(&customer.customer_id, n))
             .await
-            .expect("own customer")
-            .into_inner();
+            .expect_answer("own customer");
         assert_eq!(answer.customer_id, customer.customer_id);
         let profile = answer.profile.expect("profile part");
         assert_eq!(profile.display_name, TEXT);

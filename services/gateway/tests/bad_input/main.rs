@@ -7,7 +7,6 @@
 //! byte for byte; a NUL byte, which PostgreSQL cannot store in text, is
 //! INVALID_ARGUMENT.
 
-use prost_types::FieldMask;
 use rapport_proto::rapport::gateway::v1 as pb;
 use rapport_proto::rapport::gateway::v1::admin_service_client::AdminServiceClient;
 use rapport_proto::rapport::gateway::v1::customer360_service_client::Customer360ServiceClient;
@@ -106,8 +105,7 @@ async fn new_tenant(op: &mut Admin, name: &str) -> pb::Tenant {
         request_id: String::new(),
     })
     .await
-    .expect("tenant created")
-    .into_inner()
+    .expect_answer("tenant created")
     .tenant
     .expect("tenant")
 }
@@ -121,8 +119,7 @@ async fn new_key(op: &mut Admin, tenant: &str, scopes: &[&str]) -> (pb::ApiKey, 
             ..Default::default()
         })
         .await
-        .expect("key created")
-        .into_inner();
+        .expect_answer("key created");
     (r.api_key.expect("key"), r.secret)
 }
 
@@ -131,8 +128,7 @@ async fn get_tenant(c: &mut Admin, id: &str) -> pb::Tenant {
         tenant_id: id.into(),
     })
     .await
-    .expect("tenant read back")
-    .into_inner()
+    .expect_answer("tenant read back")
     .tenant
     .expect("tenant")
 }
@@ -143,8 +139,7 @@ async fn tenant_count(op: &mut Admin) -> usize {
         page_token: String::new(),
     })
     .await
-    .expect("tenants listed")
-    .into_inner()
+    .expect_answer("tenants listed")
     .tenants
     .len()
 }
@@ -158,20 +153,13 @@ async fn keys_of(op: &mut Admin, tenant: &str) -> Vec<pb::ApiKey> {
             include_revoked: true,
         })
         .await
-        .expect("keys listed")
-        .into_inner()
+        .expect_answer("keys listed")
         .api_keys;
     // `last_used_time` moves as keys are used; the rest must not.
     for k in &mut keys {
         k.last_used_time = None;
     }
     keys
-}
-
-fn mask(paths: &[&str]) -> Option<FieldMask> {
-    Some(FieldMask {
-        paths: paths.iter().map(|p| p.to_string()).collect(),
-    })
 }
 
 mod access;
@@ -182,5 +170,7 @@ mod tenants;
 use access::*;
 #[allow(unused_imports)]
 use api_keys::*;
+use rapport_testkit::Answer;
+use rapport_testkit::mask;
 #[allow(unused_imports)]
 use tenants::*;

@@ -139,8 +139,7 @@ async fn create_tenant_refuses_bad_input_and_keeps_hostile_names() {
             ..base.clone()
         })
         .await
-        .expect("first")
-        .into_inner()
+        .expect_answer("first")
         .tenant
         .expect("tenant");
     let before = before + 1;
@@ -185,8 +184,7 @@ async fn create_tenant_refuses_bad_input_and_keeps_hostile_names() {
     let created = op
         .create_tenant(hostile.clone())
         .await
-        .expect("hostile tenant")
-        .into_inner()
+        .expect_answer("hostile tenant")
         .tenant
         .expect("tenant");
     assert_eq!(created.display_name, TEXT);
@@ -196,8 +194,7 @@ async fn create_tenant_refuses_bad_input_and_keeps_hostile_names() {
     let retry = op
         .create_tenant(hostile)
         .await
-        .expect("retry")
-        .into_inner()
+        .expect_answer("retry")
         .tenant;
     assert_eq!(retry.as_ref(), Some(&created));
     assert_eq!(tenant_count(&mut op).await, before + 1);
@@ -250,8 +247,7 @@ async fn tenants_are_read_and_listed_only_with_good_ids_sizes_and_tokens() {
             page_token: String::new(),
         })
         .await
-        .expect("first page")
-        .into_inner();
+        .expect_answer("first page");
     let token = first.next_page_token.clone();
     assert!(!token.is_empty());
     for size in [-1, i32::MIN] {
@@ -275,8 +271,7 @@ async fn tenants_are_read_and_listed_only_with_good_ids_sizes_and_tokens() {
             ..Default::default()
         })
         .await
-        .expect("keys page")
-        .into_inner()
+        .expect_answer("keys page")
         .next_page_token
     };
     assert!(!keys_token.is_empty());
@@ -313,8 +308,7 @@ async fn tenants_are_read_and_listed_only_with_good_ids_sizes_and_tokens() {
                 page_token: next,
             })
             .await
-            .expect("next page")
-            .into_inner();
+            .expect_answer("next page");
         seen.extend(page.tenants);
         next = page.next_page_token;
     }
@@ -325,14 +319,12 @@ async fn tenants_are_read_and_listed_only_with_good_ids_sizes_and_tokens() {
             page_token: String::new(),
         })
         .await
-        .expect("huge page")
-        .into_inner();
+        .expect_answer("huge page");
     assert_eq!(all.tenants, seen);
     let own = acme_admin
         .list_tenants(pb::ListTenantsRequest::default())
         .await
-        .expect("own list")
-        .into_inner();
+        .expect_answer("own list");
     assert_eq!(own.tenants, vec![acme]);
 }
 
@@ -550,8 +542,7 @@ async fn update_tenant_refuses_bad_input_and_changes_nothing() {
             t.etag = acme.etag.clone();
         }))
         .await
-        .expect("rename")
-        .into_inner()
+        .expect_answer("rename")
         .tenant
         .expect("tenant");
     assert_eq!(renamed.display_name, TEXT);

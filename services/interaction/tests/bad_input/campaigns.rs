@@ -111,8 +111,7 @@ async fn create_campaign_refuses_bad_input_and_keeps_hostile_text() {
     let created = c
         .create_campaign(req(tenant, hostile.clone()))
         .await
-        .expect("hostile campaign")
-        .into_inner()
+        .expect_answer("hostile campaign")
         .campaign
         .expect("campaign");
     assert_eq!(created.name, MULTILINE_TEXT);
@@ -131,15 +130,13 @@ async fn create_campaign_refuses_bad_input_and_keeps_hostile_text() {
             },
         ))
         .await
-        .expect("read back")
-        .into_inner()
+        .expect_answer("read back")
         .campaign;
     assert_eq!(got.as_ref(), Some(&created));
     let retry = c
         .create_campaign(req(tenant, hostile))
         .await
-        .expect("retry")
-        .into_inner()
+        .expect_answer("retry")
         .campaign;
     assert_eq!(retry.as_ref(), Some(&created));
     assert_eq!(footprint(&s, tenant).await[2], 1);
@@ -224,8 +221,7 @@ async fn get_campaign_and_its_report_refuse_bad_ids_windows_and_other_tenants() 
                 },
             ))
             .await
-            .expect("window at the bounds")
-            .into_inner()
+            .expect_answer("window at the bounds")
             .report
             .expect("report");
         assert_eq!(report.sent_count, 0);
@@ -249,8 +245,7 @@ async fn list_campaigns_refuses_bad_filters_and_forged_page_tokens() {
     let first = c
         .list_campaigns(req(tenant, base.clone()))
         .await
-        .expect("first page")
-        .into_inner();
+        .expect_answer("first page");
     let token = first.next_page_token.clone();
     assert!(!token.is_empty());
     let with = |f: &dyn Fn(&mut ListCampaignsRequest)| {
@@ -330,8 +325,7 @@ async fn list_campaigns_refuses_bad_filters_and_forged_page_tokens() {
     let theirs = c
         .list_campaigns(req(stranger, ListCampaignsRequest::default()))
         .await
-        .expect("other tenant's list")
-        .into_inner();
+        .expect_answer("other tenant's list");
     assert!(theirs.campaigns.is_empty());
     // A ListInteractions token is no ListCampaigns token.
     let customer = Uuid::new_v4();
@@ -349,8 +343,7 @@ async fn list_campaigns_refuses_bad_filters_and_forged_page_tokens() {
             },
         ))
         .await
-        .expect("timeline page")
-        .into_inner()
+        .expect_answer("timeline page")
         .next_page_token;
     assert!(!timeline_token.is_empty());
     assert_violations(
@@ -366,22 +359,19 @@ async fn list_campaigns_refuses_bad_filters_and_forged_page_tokens() {
     let second = c
         .list_campaigns(req(tenant, with(&|r| r.page_token = token.clone())))
         .await
-        .expect("second page")
-        .into_inner();
+        .expect_answer("second page");
     assert_eq!(second.campaigns.len(), 1);
     assert_ne!(second.campaigns, first.campaigns);
     let all = c
         .list_campaigns(req(tenant, with(&|r| r.page_size = i32::MAX)))
         .await
-        .expect("every campaign")
-        .into_inner();
+        .expect_answer("every campaign");
     assert_eq!(all.campaigns.len(), 3);
     for active in [hostile::at(YEAR_1, 0), hostile::at(YEAR_9999_END, 0)] {
         let none = c
             .list_campaigns(req(tenant, with(&|r| r.active_time = Some(active))))
             .await
-            .expect("far active time")
-            .into_inner();
+            .expect_answer("far active time");
         assert!(
             none.campaigns.is_empty(),
             "campaigns without dates never match"
@@ -415,8 +405,7 @@ async fn update_campaign_refuses_bad_input_and_changes_nothing() {
         async move {
             c.get_campaign(req(tenant, GetCampaignRequest { campaign_id: id }))
                 .await
-                .expect("read back")
-                .into_inner()
+                .expect_answer("read back")
                 .campaign
                 .expect("campaign")
         }
@@ -587,8 +576,7 @@ async fn update_campaign_refuses_bad_input_and_changes_nothing() {
             }),
         ))
         .await
-        .expect("legal update")
-        .into_inner()
+        .expect_answer("legal update")
         .campaign
         .expect("campaign");
     assert_eq!(updated.name, MULTILINE_TEXT);

@@ -42,8 +42,7 @@ async fn list_interactions_refuses_bad_filters_and_forged_page_tokens() {
     let first = c
         .list_interactions(req(tenant, base.clone()))
         .await
-        .expect("first page")
-        .into_inner();
+        .expect_answer("first page");
     assert_eq!(first.interactions.len(), 1);
     let token = first.next_page_token.clone();
     assert!(!token.is_empty());
@@ -179,8 +178,7 @@ async fn list_interactions_refuses_bad_filters_and_forged_page_tokens() {
                 },
             ))
             .await
-            .expect("campaign page")
-            .into_inner()
+            .expect_answer("campaign page")
             .next_page_token
     };
     assert!(!camp_tenant_token.is_empty());
@@ -199,8 +197,7 @@ async fn list_interactions_refuses_bad_filters_and_forged_page_tokens() {
     let second = c
         .list_interactions(req(tenant, with(&|r| r.page_token = token.clone())))
         .await
-        .expect("second page")
-        .into_inner();
+        .expect_answer("second page");
     assert_eq!(second.interactions.len(), 1);
     assert_ne!(second.interactions, first.interactions);
     let all = c
@@ -213,16 +210,14 @@ async fn list_interactions_refuses_bad_filters_and_forged_page_tokens() {
             }),
         ))
         .await
-        .expect("every interaction")
-        .into_inner();
+        .expect_answer("every interaction");
     assert_eq!(all.interactions.len(), 3);
     assert!(all.next_page_token.is_empty());
     // Another tenant sees an empty timeline for the same customer id.
     let theirs = c
         .list_interactions(req(Uuid::new_v4(), with(&|r| r.page_size = 0)))
         .await
-        .expect("other tenant's timeline")
-        .into_inner();
+        .expect_answer("other tenant's timeline");
     assert!(theirs.interactions.is_empty());
     s.stop().await;
 }
@@ -243,8 +238,7 @@ async fn update_service_request_refuses_bad_input_and_changes_nothing() {
         async move {
             c.get_interaction(req(tenant, GetInteractionRequest { interaction_id: id }))
                 .await
-                .expect("read back")
-                .into_inner()
+                .expect_answer("read back")
                 .interaction
                 .expect("interaction")
         }
@@ -335,8 +329,7 @@ async fn update_service_request_refuses_bad_input_and_changes_nothing() {
             }),
         ))
         .await
-        .expect("legal transition")
-        .into_inner()
+        .expect_answer("legal transition")
         .interaction
         .expect("interaction");
     assert_eq!(updated.agent_id, MULTILINE_TEXT);
@@ -390,8 +383,7 @@ async fn customer_summaries_refuse_malformed_ids_and_times() {
                 },
             ))
             .await
-            .expect("summary")
-            .into_inner()
+            .expect_answer("summary")
             .summary
             .expect("summary body")
         }

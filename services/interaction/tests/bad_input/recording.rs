@@ -99,8 +99,7 @@ async fn record_interaction_refuses_every_bad_field_and_writes_nothing() {
             },
         ))
         .await
-        .expect("read back")
-        .into_inner()
+        .expect_answer("read back")
         .interaction
         .expect("interaction");
     assert_eq!(again, stored);
@@ -196,8 +195,7 @@ async fn hostile_text_is_kept_byte_for_byte() {
                 },
             ))
             .await
-            .expect("read back")
-            .into_inner()
+            .expect_answer("read back")
             .interaction
             .expect("interaction");
         assert_eq!(&got, stored);
@@ -220,8 +218,7 @@ async fn hostile_text_is_kept_byte_for_byte() {
             },
         ))
         .await
-        .expect("timeline")
-        .into_inner();
+        .expect_answer("timeline");
     assert_eq!(listed.interactions, vec![stored_p.clone(), stored_s]);
     // A retry with the same hostile content is a duplicate, not a conflict.
     let retry = c
@@ -232,8 +229,7 @@ async fn hostile_text_is_kept_byte_for_byte() {
             },
         ))
         .await
-        .expect("retry")
-        .into_inner();
+        .expect_answer("retry");
     assert!(!retry.created);
     assert_eq!(retry.interaction, Some(stored_p));
     s.stop().await;
@@ -305,8 +301,7 @@ async fn a_stream_rejects_bad_items_by_index_and_records_the_good_ones() {
     let r = c
         .record_interactions(req(tenant, stream_of(messages.clone())))
         .await
-        .expect("the stream is answered")
-        .into_inner();
+        .expect_answer("the stream is answered");
     let rejected: Vec<(i64, i32, String, Vec<String>)> = r
         .rejections
         .iter()
@@ -356,8 +351,7 @@ async fn a_stream_rejects_bad_items_by_index_and_records_the_good_ones() {
             },
         ))
         .await
-        .expect("timeline")
-        .into_inner()
+        .expect_answer("timeline")
         .interactions;
     let keys: Vec<&str> = listed.iter().map(|i| i.idempotency_key.as_str()).collect();
     assert_eq!(keys, ["k0", "k2", "k5", "k8"]);
@@ -369,8 +363,7 @@ async fn a_stream_rejects_bad_items_by_index_and_records_the_good_ones() {
     let again = c
         .record_interactions(req(tenant, stream_of(messages)))
         .await
-        .expect("the stream is answered")
-        .into_inner();
+        .expect_answer("the stream is answered");
     assert_eq!(
         (
             again.accepted_count,

@@ -191,6 +191,9 @@ pub async fn record_batch(
 /// The field paths of an INVALID_ARGUMENT status's BadRequest detail.
 #[allow(unused_imports)]
 pub use rapport_testkit::hostile::violations as violated_fields;
+// Not every test binary calls a service.
+#[allow(unused_imports)]
+pub use rapport_testkit::Answer;
 
 /// Every event of the interaction feed (the outbox), tenant by tenant and
 /// in sequence order within each, with its typed case (None for an event

@@ -10,7 +10,7 @@
 mod common;
 
 use common::*;
-use prost_types::{Duration as PbDuration, FieldMask, Timestamp};
+use prost_types::{Duration as PbDuration, Timestamp};
 use rapport_proto::rapport::segmentation::v1::*;
 use rapport_testkit::hostile::{self, BAD_IDS, FORGED_TOKEN, TEXT, YEAR_1, changed, tampered};
 use tonic::{Code, Status};
@@ -54,12 +54,6 @@ fn failed<T: std::fmt::Debug>(r: Result<tonic::Response<T>, Status>, code: Code)
     hostile::assert_code(r, code, "the call");
 }
 
-fn mask(paths: &[&str]) -> Option<FieldMask> {
-    Some(FieldMask {
-        paths: paths.iter().map(|p| p.to_string()).collect(),
-    })
-}
-
 fn secs(seconds: i64) -> Option<PbDuration> {
     Some(PbDuration { seconds, nanos: 0 })
 }
@@ -76,8 +70,7 @@ fn broken_times() -> Vec<Option<Timestamp>> {
 async fn create(c: &mut Client, t: Uuid, r: CreateSegmentRequest) -> Segment {
     c.create_segment(req(t, r))
         .await
-        .expect("a valid segment is created")
-        .into_inner()
+        .expect_answer("a valid segment is created")
         .segment
         .expect("the created segment")
 }
@@ -90,8 +83,7 @@ async fn get(c: &mut Client, t: Uuid, id: &str) -> Segment {
         },
     ))
     .await
-    .expect("the segment is there")
-    .into_inner()
+    .expect_answer("the segment is there")
     .segment
     .expect("a segment")
 }
@@ -107,8 +99,7 @@ async fn all_segments(c: &mut Client, t: Uuid) -> Vec<Segment> {
             },
         ))
         .await
-        .expect("list segments")
-        .into_inner();
+        .expect_answer("list segments");
     assert!(page.next_page_token.is_empty());
     page.segments
 }
@@ -116,8 +107,7 @@ async fn all_segments(c: &mut Client, t: Uuid) -> Vec<Segment> {
 async fn policy(c: &mut Client, t: Uuid) -> GetClassificationPolicyResponse {
     c.get_classification_policy(req(t, GetClassificationPolicyRequest {}))
         .await
-        .expect("the policy")
-        .into_inner()
+        .expect_answer("the policy")
 }
 
 /// A request without a tenant.
@@ -131,6 +121,7 @@ mod segments;
 
 #[allow(unused_imports)]
 use membership::*;
+use rapport_testkit::mask;
 #[allow(unused_imports)]
 use reads::*;
 #[allow(unused_imports)]

@@ -82,8 +82,7 @@ async fn list_methods_refuse_bad_sizes_filters_and_tokens() {
             },
         ))
         .await
-        .expect("a huge page size is lowered")
-        .into_inner();
+        .expect_answer("a huge page size is lowered");
     assert_eq!(huge.segments.len(), 3);
     let huge = c
         .list_members(req(
@@ -95,8 +94,7 @@ async fn list_methods_refuse_bad_sizes_filters_and_tokens() {
             },
         ))
         .await
-        .expect("a huge page size is lowered")
-        .into_inner();
+        .expect_answer("a huge page size is lowered");
     assert_eq!(huge.members.len(), 3);
     // Filters out of range.
     for kind in [999, -1] {
@@ -185,8 +183,7 @@ async fn list_methods_refuse_bad_sizes_filters_and_tokens() {
                 },
             ))
             .await
-            .expect("first page")
-            .into_inner()
+            .expect_answer("first page")
             .next_page_token
         }
     };
@@ -202,8 +199,7 @@ async fn list_methods_refuse_bad_sizes_filters_and_tokens() {
                 },
             ))
             .await
-            .expect("first page")
-            .into_inner()
+            .expect_answer("first page")
             .next_page_token
         }
     };
@@ -219,8 +215,7 @@ async fn list_methods_refuse_bad_sizes_filters_and_tokens() {
                 },
             ))
             .await
-            .expect("first page")
-            .into_inner()
+            .expect_answer("first page")
             .next_page_token
         }
     };
@@ -253,8 +248,7 @@ async fn list_methods_refuse_bad_sizes_filters_and_tokens() {
             },
         ))
         .await
-        .expect("the genuine token pages on")
-        .into_inner();
+        .expect_answer("the genuine token pages on");
     assert_eq!(second.segments[0].name, "L2");
 
     let junk = |genuine: &str| -> Vec<String> {
@@ -438,8 +432,7 @@ async fn member_changes_refuse_bad_input_and_change_nothing() {
             },
         ))
         .await
-        .expect("1,000 ids are accepted")
-        .into_inner();
+        .expect_answer("1,000 ids are accepted");
     assert_eq!(
         (r.added_count, r.already_member_count, r.member_count),
         (0, 1, 1)
@@ -455,8 +448,7 @@ async fn member_changes_refuse_bad_input_and_change_nothing() {
             },
         ))
         .await
-        .expect("1,000 ids are accepted")
-        .into_inner();
+        .expect_answer("1,000 ids are accepted");
     assert_eq!((r.removed_count, r.not_member_count), (0, 999));
     assert_eq!(members(&mut c, t, &list.segment_id).await, members_before);
     assert_eq!(get(&mut c, t, &list.segment_id).await.etag, before.etag);

@@ -120,8 +120,7 @@ async fn customer_reads_refuse_bad_and_unknown_ids() {
             },
         ))
         .await
-        .expect("explained")
-        .into_inner();
+        .expect_answer("explained");
     assert!(e.member && e.rule_held);
     let r = c
         .get_rfm_report(req(
@@ -131,8 +130,7 @@ async fn customer_reads_refuse_bad_and_unknown_ids() {
             },
         ))
         .await
-        .expect("the report")
-        .into_inner();
+        .expect_answer("the report");
     assert_eq!(r.scored_customer_count, 1);
     s.stop().await;
 }
@@ -225,8 +223,7 @@ async fn history_and_watch_refuse_bad_ids_and_times() {
     let h = c
         .get_segment_history(req(t, history(at(far, 0), at(far + 5 * day, 0), 0)))
         .await
-        .expect("a range in year 9999")
-        .into_inner();
+        .expect_answer("a range in year 9999");
     assert!(h.points.iter().all(|p| p.entered_count == 0));
 
     // WatchMembership.
@@ -660,8 +657,7 @@ async fn every_method_needs_a_tenant() {
     let fields = c
         .list_fields(req(Uuid::new_v4(), ListFieldsRequest {}))
         .await
-        .expect("the catalogue")
-        .into_inner();
+        .expect_answer("the catalogue");
     assert!(fields.fields.iter().any(|f| f.name == "purchases"));
     s.stop().await;
 }

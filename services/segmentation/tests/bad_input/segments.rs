@@ -204,8 +204,7 @@ async fn hostile_text_is_stored_and_returned_byte_for_byte() {
             },
         ))
         .await
-        .expect("the stored rule previews")
-        .into_inner();
+        .expect_answer("the stored rule previews");
     assert_eq!(p.rule_text, got.rule_text);
     assert_eq!(p.match_count, 1);
     // The wildcard characters are matched literally, not as patterns.
@@ -221,8 +220,7 @@ async fn hostile_text_is_stored_and_returned_byte_for_byte() {
                 },
             ))
             .await
-            .expect("a valid rule previews")
-            .into_inner();
+            .expect_answer("a valid rule previews");
         assert_eq!(p.match_count, 0, "{rule} matched a literal wildcard");
     }
     // Listed and renamed byte for byte too.
@@ -243,8 +241,7 @@ async fn hostile_text_is_stored_and_returned_byte_for_byte() {
             },
         ))
         .await
-        .expect("a hostile rename is valid")
-        .into_inner()
+        .expect_answer("a hostile rename is valid")
         .segment
         .expect("the segment");
     assert_eq!(renamed.name, format!("{TEXT} 2"));
@@ -705,8 +702,7 @@ async fn another_tenant_sees_and_changes_nothing() {
     let rfm = c
         .get_rfm_report(req(b, GetRfmReportRequest::default()))
         .await
-        .expect("B's report")
-        .into_inner();
+        .expect_answer("B's report");
     assert_eq!(
         (rfm.scored_customer_count, rfm.unscored_customer_count),
         (0, 0)
@@ -722,8 +718,7 @@ async fn another_tenant_sees_and_changes_nothing() {
             },
         ))
         .await
-        .expect("B's preview")
-        .into_inner();
+        .expect_answer("B's preview");
     assert_eq!((p.match_count, p.customer_count), (0, 0));
     failed(
         c.preview_segment(req(

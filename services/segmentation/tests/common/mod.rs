@@ -19,6 +19,9 @@ use uuid::Uuid;
 // Not every test binary uses each of these.
 #[allow(unused_imports)]
 pub use rapport_testkit::{eventually, for_tenant as req};
+// Not every test binary calls a service.
+#[allow(unused_imports)]
+pub use rapport_testkit::Answer;
 
 pub type Client = SegmentationServiceClient<Channel>;
 
@@ -276,6 +279,16 @@ pub fn violations(status: &tonic::Status) -> Vec<(String, String)> {
 }
 
 /// The sorted member ids of a segment.
+/// Creates the segment `r` asks for in `tenant`, and returns it.
+pub async fn create_segment(client: &mut Client, tenant: Uuid, r: CreateSegmentRequest) -> Segment {
+    client
+        .create_segment(req(tenant, r))
+        .await
+        .expect_answer("segment created")
+        .segment
+        .expect("segment in response")
+}
+
 pub async fn members(client: &mut Client, tenant: Uuid, segment: &str) -> Vec<String> {
     use rapport_proto::rapport::segmentation::v1::ListMembersRequest;
     let mut out = Vec::new();
@@ -291,8 +304,7 @@ pub async fn members(client: &mut Client, tenant: Uuid, segment: &str) -> Vec<St
                 },
             ))
             .await
-            .unwrap()
-            .into_inner();
+            .answer();
         out.extend(page.members.into_iter().map(|m| m.customer_id));
         if page.next_page_token.is_empty() {
             return out;

@@ -4,24 +4,16 @@ use super::*;
 
 #[tokio::test]
 async fn explain_membership_condition_by_condition() {
-    let s = start().await;
-    let t = Uuid::new_v4();
-    let cs = sample();
-    insert(&s.pool, t, &cs).await;
-    let mut c = s.client();
-    let seg = c
-        .create_segment(req(
-            t,
-            dynamic(
-                "Valuable ES",
-                "country = \"ES\" and clv > 500 and clv in top 50%",
-            ),
-        ))
-        .await
-        .unwrap()
-        .into_inner()
-        .segment
-        .unwrap();
+    let Sampled { s, t, cs, mut c } = sampled().await;
+    let seg = create_segment(
+        &mut c,
+        t,
+        dynamic(
+            "Valuable ES",
+            "country = \"ES\" and clv > 500 and clv in top 50%",
+        ),
+    )
+    .await;
     assert_eq!(seg.member_count, 1);
     let yes = c
         .explain_membership(req(
@@ -32,8 +24,7 @@ async fn explain_membership_condition_by_condition() {
             },
         ))
         .await
-        .unwrap()
-        .into_inner();
+        .answer();
     assert!(yes.member && yes.rule_held);
     assert!(yes.enter_time.is_some());
     let root = yes.explanation.unwrap();
@@ -48,8 +39,7 @@ async fn explain_membership_condition_by_condition() {
             },
         ))
         .await
-        .unwrap()
-        .into_inner();
+        .answer();
     assert!(!no.member && !no.rule_held);
     let root = no.explanation.unwrap();
     assert!(!root.held);
@@ -78,13 +68,7 @@ async fn tenants_are_isolated() {
     insert(&s.pool, a, &ca).await;
     insert(&s.pool, b, &[Customer::new("ES").bought(9, 9000, 500, 1)]).await;
     let mut c = s.client();
-    let seg = c
-        .create_segment(req(a, dynamic("Buyers", "purchases >= 1")))
-        .await
-        .unwrap()
-        .into_inner()
-        .segment
-        .unwrap();
+    let seg = create_segment(&mut c, a, dynamic("Buyers", "purchases >= 1")).await;
     assert_eq!(seg.member_count, 4);
     // Tenant b sees neither the segment nor tenant a's customers.
     let e = c
@@ -111,17 +95,10 @@ async fn tenants_are_isolated() {
     let listed = c
         .list_segments(req(b, ListSegmentsRequest::default()))
         .await
-        .unwrap()
-        .into_inner();
+        .answer();
     assert!(listed.segments.is_empty());
     // The same name is free in tenant b, and counts only b's customers.
-    let bs = c
-        .create_segment(req(b, dynamic("Buyers", "purchases >= 1")))
-        .await
-        .unwrap()
-        .into_inner()
-        .segment
-        .unwrap();
+    let bs = create_segment(&mut c, b, dynamic("Buyers", "purchases >= 1")).await;
     assert_eq!(bs.member_count, 1);
     let p = c
         .preview_segment(req(
@@ -134,8 +111,7 @@ async fn tenants_are_isolated() {
             },
         ))
         .await
-        .unwrap()
-        .into_inner();
+        .answer();
     assert_eq!(p.customer_count, 1);
     let e = c
         .add_members(req(
@@ -151,21 +127,14 @@ async fn tenants_are_isolated() {
     let r = c
         .get_rfm_report(req(b, GetRfmReportRequest::default()))
         .await
-        .unwrap()
-        .into_inner();
+        .answer();
     assert_eq!(r.scored_customer_count, 1);
     let _ = Decimal::ZERO;
 
     // Membership sequences are numbered per tenant: tenant b's changes
     // between two of a's leave no gap in a's numbering, so they say nothing
     // about b's activity.
-    let a2 = c
-        .create_segment(req(a, dynamic("Big buyers", "purchases >= 1")))
-        .await
-        .unwrap()
-        .into_inner()
-        .segment
-        .unwrap();
+    let a2 = create_segment(&mut c, a, dynamic("Big buyers", "purchases >= 1")).await;
     let sequences = |tenant: Uuid, segment: String, n: usize| {
         let mut c = s.client();
         async move {
@@ -178,8 +147,7 @@ async fn tenants_are_isolated() {
                     },
                 ))
                 .await
-                .unwrap()
-                .into_inner();
+                .answer();
             let mut got = Vec::new();
             for _ in 0..n {
                 got.push(
@@ -204,17 +172,8 @@ async fn tenants_are_isolated() {
 
 #[tokio::test]
 async fn a_watch_ends_unavailable_when_the_service_shuts_down() {
-    let s = start().await;
-    let t = Uuid::new_v4();
-    insert(&s.pool, t, &sample()).await;
-    let mut c = s.client();
-    let seg = c
-        .create_segment(req(t, dynamic("Buyers", "purchases >= 1")))
-        .await
-        .unwrap()
-        .into_inner()
-        .segment
-        .unwrap();
+    let Sampled { s, t, mut c, .. } = sampled().await;
+    let seg = create_segment(&mut c, t, dynamic("Buyers", "purchases >= 1")).await;
     let mut stream = c
         .watch_membership(req(
             t,
@@ -224,8 +183,7 @@ async fn a_watch_ends_unavailable_when_the_service_shuts_down() {
             },
         ))
         .await
-        .unwrap()
-        .into_inner();
+        .answer();
     stream.next().await.unwrap().unwrap();
     s.segmentation.as_ref().unwrap().shutdown.trigger();
     let ended = tokio::time::timeout(std::time::Duration::from_secs(5), async {

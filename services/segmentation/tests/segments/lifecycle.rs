@@ -4,25 +4,17 @@ use super::*;
 
 #[tokio::test]
 async fn create_get_update_list_delete() {
-    let s = start().await;
-    let t = Uuid::new_v4();
-    let cs = sample();
-    insert(&s.pool, t, &cs).await;
-    let mut c = s.client();
+    let Sampled { s, t, cs, mut c } = sampled().await;
 
-    let created = c
-        .create_segment(req(
-            t,
-            dynamic(
-                "Big spenders",
-                "monetary >= 400 AND country in [\"ES\", \"MX\"]",
-            ),
-        ))
-        .await
-        .unwrap()
-        .into_inner()
-        .segment
-        .unwrap();
+    let created = create_segment(
+        &mut c,
+        t,
+        dynamic(
+            "Big spenders",
+            "monetary >= 400 AND country in [\"ES\", \"MX\"]",
+        ),
+    )
+    .await;
     assert_eq!(created.member_count, 2);
     assert_eq!(
         created.rule_text,
@@ -54,8 +46,7 @@ async fn create_get_update_list_delete() {
             },
         ))
         .await
-        .unwrap()
-        .into_inner()
+        .answer()
         .segment
         .unwrap();
     assert_eq!(got.etag, created.etag);
@@ -78,8 +69,7 @@ async fn create_get_update_list_delete() {
             },
         ))
         .await
-        .unwrap()
-        .into_inner();
+        .answer();
     assert_eq!((upd.entered_count, upd.exited_count), (1, 0));
     let seg = upd.segment.unwrap();
     assert_eq!(seg.member_count, 3);
@@ -126,15 +116,13 @@ async fn create_get_update_list_delete() {
     assert_eq!(violations(&e)[0].0, "update_mask.paths[0]");
 
     // List, filtered and paged.
-    c.create_segment(req(t, of_kind("A list", SegmentKind::Static, "")))
-        .await
-        .unwrap();
-    c.create_segment(req(
+    create_segment(&mut c, t, of_kind("A list", SegmentKind::Static, "")).await;
+    create_segment(
+        &mut c,
         t,
         of_kind("Snap", SegmentKind::Snapshot, "purchases >= 1"),
-    ))
-    .await
-    .unwrap();
+    )
+    .await;
     let all = c
         .list_segments(req(
             t,
@@ -144,8 +132,7 @@ async fn create_get_update_list_delete() {
             },
         ))
         .await
-        .unwrap()
-        .into_inner();
+        .answer();
     assert_eq!(all.segments.len(), 2);
     assert_eq!(all.segments[0].name, "A list");
     let rest = c
@@ -158,8 +145,7 @@ async fn create_get_update_list_delete() {
             },
         ))
         .await
-        .unwrap()
-        .into_inner();
+        .answer();
     assert_eq!(rest.segments.len(), 1);
     assert!(rest.next_page_token.is_empty());
     let statics = c
@@ -171,8 +157,7 @@ async fn create_get_update_list_delete() {
             },
         ))
         .await
-        .unwrap()
-        .into_inner();
+        .answer();
     assert_eq!(statics.segments.len(), 1);
     let e = c
         .list_segments(req(
@@ -305,20 +290,8 @@ async fn idempotent_creation() {
     let mut c = s.client();
     let mut r = dynamic("Once", "purchases >= 1");
     r.request_id = "req-1".into();
-    let a = c
-        .create_segment(req(t, r.clone()))
-        .await
-        .unwrap()
-        .into_inner()
-        .segment
-        .unwrap();
-    let b = c
-        .create_segment(req(t, r.clone()))
-        .await
-        .unwrap()
-        .into_inner()
-        .segment
-        .unwrap();
+    let a = create_segment(&mut c, t, r.clone()).await;
+    let b = create_segment(&mut c, t, r.clone()).await;
     assert_eq!(a.segment_id, b.segment_id);
     r.segment.as_mut().unwrap().rule_text = "purchases >= 2".into();
     let e = c.create_segment(req(t, r)).await.unwrap_err();

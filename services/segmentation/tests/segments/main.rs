@@ -23,6 +23,23 @@ fn sample() -> Vec<Customer> {
     ]
 }
 
+/// A fresh segmentation service with the [`sample`] customers in tenant `t`.
+struct Sampled {
+    s: Stack,
+    t: Uuid,
+    cs: Vec<Customer>,
+    c: Client,
+}
+
+async fn sampled() -> Sampled {
+    let s = start().await;
+    let t = Uuid::new_v4();
+    let cs = sample();
+    insert(&s.pool, t, &cs).await;
+    let c = s.client();
+    Sampled { s, t, cs, c }
+}
+
 mod isolation;
 mod lifecycle;
 mod membership;

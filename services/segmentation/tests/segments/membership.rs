@@ -4,11 +4,7 @@ use super::*;
 
 #[tokio::test]
 async fn preview_counts_samples_and_converts() {
-    let s = start().await;
-    let t = Uuid::new_v4();
-    let cs = sample();
-    insert(&s.pool, t, &cs).await;
-    let mut c = s.client();
+    let Sampled { s, t, cs, mut c } = sampled().await;
     let p = c
         .preview_segment(req(
             t,
@@ -20,8 +16,7 @@ async fn preview_counts_samples_and_converts() {
             },
         ))
         .await
-        .unwrap()
-        .into_inner();
+        .answer();
     assert_eq!(p.match_count, 2);
     assert_eq!(p.customer_count, 5);
     assert_eq!(p.sample_customer_ids.len(), 1);
@@ -38,8 +33,7 @@ async fn preview_counts_samples_and_converts() {
             },
         ))
         .await
-        .unwrap()
-        .into_inner();
+        .answer();
     assert_eq!(again.match_count, 2);
     assert_eq!(again.rule_text, p.rule_text);
     assert_eq!(again.sample_customer_ids.len(), 2);
@@ -55,8 +49,7 @@ async fn preview_counts_samples_and_converts() {
             },
         ))
         .await
-        .unwrap()
-        .into_inner();
+        .answer();
     assert_eq!(top.sample_customer_ids, vec![cs[3].id.to_string()]);
     // Out of range sample.
     let e = c
@@ -77,21 +70,13 @@ async fn preview_counts_samples_and_converts() {
 
 #[tokio::test]
 async fn refresh_records_entries_and_exits() {
-    let s = start().await;
-    let t = Uuid::new_v4();
-    let cs = sample();
-    insert(&s.pool, t, &cs).await;
-    let mut c = s.client();
-    let snap = c
-        .create_segment(req(
-            t,
-            of_kind("Spenders", SegmentKind::Snapshot, "monetary > 300"),
-        ))
-        .await
-        .unwrap()
-        .into_inner()
-        .segment
-        .unwrap();
+    let Sampled { s, t, cs, mut c } = sampled().await;
+    let snap = create_segment(
+        &mut c,
+        t,
+        of_kind("Spenders", SegmentKind::Snapshot, "monetary > 300"),
+    )
+    .await;
     assert_eq!(snap.member_count, 3);
     assert!(snap.next_refresh_time.is_none());
 
@@ -115,8 +100,7 @@ async fn refresh_records_entries_and_exits() {
             },
         ))
         .await
-        .unwrap()
-        .into_inner()
+        .answer()
         .segment
         .unwrap();
     assert_eq!(frozen.member_count, 3);
@@ -129,8 +113,7 @@ async fn refresh_records_entries_and_exits() {
             },
         ))
         .await
-        .unwrap()
-        .into_inner();
+        .answer();
     assert_eq!((r.entered_count, r.exited_count), (1, 1));
     assert!(r.first_sequence > 0 && r.last_sequence > r.first_sequence);
     assert_eq!(r.segment.unwrap().member_count, 3);
@@ -147,8 +130,7 @@ async fn refresh_records_entries_and_exits() {
             },
         ))
         .await
-        .unwrap()
-        .into_inner();
+        .answer();
     let mut got = Vec::new();
     for _ in 0..2 {
         let ch = stream.next().await.unwrap().unwrap().change.unwrap();
@@ -179,8 +161,7 @@ async fn refresh_records_entries_and_exits() {
             },
         ))
         .await
-        .unwrap()
-        .into_inner();
+        .answer();
     assert_eq!(
         (r2.entered_count, r2.exited_count, r2.first_sequence),
         (0, 0, 0)
@@ -197,8 +178,7 @@ async fn refresh_records_entries_and_exits() {
             },
         ))
         .await
-        .unwrap()
-        .into_inner();
+        .answer();
     let last = h.points.last().unwrap();
     assert_eq!(
         (last.member_count, last.entered_count, last.exited_count),
@@ -216,8 +196,7 @@ async fn refresh_records_entries_and_exits() {
             },
         ))
         .await
-        .unwrap()
-        .into_inner();
+        .answer();
     assert_eq!(cs1.memberships.len(), 1);
     assert_eq!(cs1.memberships[0].segment_name, "Spenders");
     let e = c
@@ -233,13 +212,7 @@ async fn refresh_records_entries_and_exits() {
     assert_eq!(e.code(), Code::NotFound);
 
     // Static segments cannot be refreshed.
-    let st = c
-        .create_segment(req(t, of_kind("List", SegmentKind::Static, "")))
-        .await
-        .unwrap()
-        .into_inner()
-        .segment
-        .unwrap();
+    let st = create_segment(&mut c, t, of_kind("List", SegmentKind::Static, "")).await;
     let e = c
         .refresh_segment(req(
             t,
@@ -255,29 +228,15 @@ async fn refresh_records_entries_and_exits() {
 
 #[tokio::test]
 async fn static_members_and_references() {
-    let s = start().await;
-    let t = Uuid::new_v4();
-    let cs = sample();
-    insert(&s.pool, t, &cs).await;
-    let mut c = s.client();
-    let list = c
-        .create_segment(req(t, of_kind("Churned", SegmentKind::Static, "")))
-        .await
-        .unwrap()
-        .into_inner()
-        .segment
-        .unwrap();
+    let Sampled { s, t, cs, mut c } = sampled().await;
+    let list = create_segment(&mut c, t, of_kind("Churned", SegmentKind::Static, "")).await;
     // A dynamic segment that excludes the list.
-    let active = c
-        .create_segment(req(
-            t,
-            dynamic("Active", "purchases >= 1 and not in_segment(\"Churned\")"),
-        ))
-        .await
-        .unwrap()
-        .into_inner()
-        .segment
-        .unwrap();
+    let active = create_segment(
+        &mut c,
+        t,
+        dynamic("Active", "purchases >= 1 and not in_segment(\"Churned\")"),
+    )
+    .await;
     assert_eq!(active.member_count, 4);
     assert!(active.rule_text.contains("in_segment(\"Churned\")"));
 
@@ -295,8 +254,7 @@ async fn static_members_and_references() {
             },
         ))
         .await
-        .unwrap()
-        .into_inner();
+        .answer();
     assert_eq!(
         (
             added.added_count,
@@ -316,8 +274,7 @@ async fn static_members_and_references() {
             },
         ))
         .await
-        .unwrap()
-        .into_inner();
+        .answer();
     assert_eq!((again.added_count, again.already_member_count), (0, 1));
     // The dependent dynamic segment followed.
     let a = c
@@ -328,8 +285,7 @@ async fn static_members_and_references() {
             },
         ))
         .await
-        .unwrap()
-        .into_inner()
+        .answer()
         .segment
         .unwrap();
     assert_eq!(a.member_count, 3);
@@ -350,8 +306,7 @@ async fn static_members_and_references() {
             },
         ))
         .await
-        .unwrap()
-        .into_inner()
+        .answer()
         .segment
         .unwrap();
     assert_eq!(renamed.name, "Lost ones");
@@ -363,8 +318,7 @@ async fn static_members_and_references() {
             },
         ))
         .await
-        .unwrap()
-        .into_inner()
+        .answer()
         .segment
         .unwrap();
     assert!(
@@ -374,13 +328,7 @@ async fn static_members_and_references() {
     );
 
     // A cycle is refused: a segment referring to Active, then Active to it.
-    let b = c
-        .create_segment(req(t, dynamic("B", "in_segment(\"Active\")")))
-        .await
-        .unwrap()
-        .into_inner()
-        .segment
-        .unwrap();
+    let b = create_segment(&mut c, t, dynamic("B", "in_segment(\"Active\")")).await;
     let e = c
         .update_segment(req(
             t,
@@ -438,8 +386,7 @@ async fn static_members_and_references() {
             },
         ))
         .await
-        .unwrap()
-        .into_inner();
+        .answer();
     assert_eq!(
         (
             removed.removed_count,
@@ -456,8 +403,7 @@ async fn static_members_and_references() {
             },
         ))
         .await
-        .unwrap()
-        .into_inner()
+        .answer()
         .segment
         .unwrap();
     assert_eq!(a.member_count, 4);
