@@ -524,11 +524,15 @@ pub async fn rescore_tenant(
         if queued.is_empty() {
             return Ok(());
         }
-        let ids: Vec<Uuid> = queued.iter().map(|q| q.0).collect();
-        let up_to = queued.iter().map(|q| q.2).max().unwrap_or_else(Utc::now);
+        let ids: Vec<Uuid> = queued.iter().map(|q| q.customer_id).collect();
+        let up_to = queued
+            .iter()
+            .map(|q| q.enqueue_time)
+            .max()
+            .unwrap_or_else(Utc::now);
         let reasons: HashMap<Uuid, String> = queued
             .iter()
-            .filter_map(|q| q.1.clone().map(|r| (q.0, r)))
+            .filter_map(|q| q.reason.clone().map(|r| (q.customer_id, r)))
             .collect();
         let score_time = now();
         let summaries = interaction

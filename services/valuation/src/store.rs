@@ -590,17 +590,22 @@ pub async fn rank(
     }
 }
 
+/// Every stored CLV and historical value of a tenant.
+#[derive(Debug, Clone, Default)]
+pub struct Amounts {
+    /// The CLVs.
+    pub clv: Vec<Decimal>,
+    /// The historical values, in the same order.
+    pub historical: Vec<Decimal>,
+    /// Their currency (None: nothing scored).
+    pub currency: Option<String>,
+    /// The latest score time.
+    pub latest: Option<DateTime<Utc>>,
+}
+
 /// Every stored CLV and historical value of the tenant, their currency and
 /// the latest score time.
-pub async fn all_amounts(
-    pool: &PgPool,
-    tenant: Uuid,
-) -> sqlx::Result<(
-    Vec<Decimal>,
-    Vec<Decimal>,
-    Option<String>,
-    Option<DateTime<Utc>>,
-)> {
+pub async fn all_amounts(pool: &PgPool, tenant: Uuid) -> sqlx::Result<Amounts> {
     let rows: Vec<(Decimal, Decimal, String, DateTime<Utc>)> = sqlx::query_as(
         "SELECT clv, historical_value, currency_code, score_time FROM customer_values WHERE tenant_id = $1",
     )
@@ -609,16 +614,30 @@ pub async fn all_amounts(
     .await?;
     let currency = rows.first().map(|r| r.2.clone());
     let latest = rows.iter().map(|r| r.3).max();
-    let (clv, hist) = rows.into_iter().map(|r| (r.0, r.1)).unzip();
-    Ok((clv, hist, currency, latest))
+    let (clv, historical) = rows.into_iter().map(|r| (r.0, r.1)).unzip();
+    Ok(Amounts {
+        clv,
+        historical,
+        currency,
+        latest,
+    })
+}
+
+/// Totals of the stored values of some customers.
+#[derive(Debug, Clone, Default)]
+pub struct ValueTotals {
+    /// How many of them have a stored value.
+    pub scored: i64,
+    /// The sum of their CLVs.
+    pub clv: Decimal,
+    /// The sum of their P(alive).
+    pub p_alive: f64,
+    /// Their currency.
+    pub currency: Option<String>,
 }
 
 /// Count, CLV sum, P(alive) sum and currency of the stored values of `ids`.
-pub async fn value_totals(
-    pool: &PgPool,
-    tenant: Uuid,
-    ids: &[Uuid],
-) -> sqlx::Result<(i64, Decimal, f64, Option<String>)> {
+pub async fn value_totals(pool: &PgPool, tenant: Uuid, ids: &[Uuid]) -> sqlx::Result<ValueTotals> {
     let (mut n, mut clv, mut p, mut cur) = (0i64, Decimal::ZERO, 0.0f64, None);
     for chunk in ids.chunks(CHUNK) {
         let (cn, cc, cp, ccur): (i64, Option<Decimal>, Option<f64>, Option<String>) =
@@ -635,7 +654,12 @@ pub async fn value_totals(
         p += cp.unwrap_or_default();
         cur = cur.or(ccur);
     }
-    Ok((n, clv, p, cur))
+    Ok(ValueTotals {
+        scored: n,
+        clv,
+        p_alive: p,
+        currency: cur,
+    })
 }
 
 /// Any stored value's currency (all share the spend model's currency).
@@ -646,21 +670,36 @@ pub async fn values_currency(pool: &PgPool, tenant: Uuid) -> sqlx::Result<Option
         .await
 }
 
+/// A scored customer's repeat rate among the tenant's.
+#[derive(Debug, Clone, Copy, sqlx::FromRow)]
+pub struct RepeatRateRank {
+    /// Its repeat rate (x / T).
+    pub rate: f64,
+    /// The period unit of T (PeriodUnit number).
+    pub period_unit: i16,
+    /// How many scored customers have a smaller rate.
+    pub smaller: i64,
+    /// How many have the same rate.
+    pub equal: i64,
+    /// How many scored customers there are.
+    pub total: i64,
+}
+
 /// For a scored customer: its repeat rate (x / T), and how many scored
 /// customers of the tenant have a smaller and an equal rate, of how many.
 pub async fn repeat_rate_rank(
     pool: &PgPool,
     tenant: Uuid,
     customer: Uuid,
-) -> sqlx::Result<Option<(f64, i16, i64, i64, i64)>> {
+) -> sqlx::Result<Option<RepeatRateRank>> {
     sqlx::query_as(
         "WITH me AS (
              SELECT frequency / GREATEST(t, 1e-9) AS rate, period_unit FROM customer_values
              WHERE tenant_id = $1 AND customer_id = $2)
          SELECT me.rate, me.period_unit,
-                count(*) FILTER (WHERE v.frequency / GREATEST(v.t, 1e-9) < me.rate),
-                count(*) FILTER (WHERE v.frequency / GREATEST(v.t, 1e-9) = me.rate),
-                count(*)
+                count(*) FILTER (WHERE v.frequency / GREATEST(v.t, 1e-9) < me.rate) AS smaller,
+                count(*) FILTER (WHERE v.frequency / GREATEST(v.t, 1e-9) = me.rate) AS equal,
+                count(*) AS total
          FROM me, customer_values v WHERE v.tenant_id = $1
          GROUP BY me.rate, me.period_unit",
     )
@@ -711,12 +750,19 @@ pub async fn queued_tenants(pool: &PgPool) -> sqlx::Result<Vec<Uuid>> {
     .await
 }
 
-/// Up to `limit` queued customers of a tenant: (id, reason, enqueue time).
-pub async fn queued(
-    pool: &PgPool,
-    tenant: Uuid,
-    limit: i64,
-) -> sqlx::Result<Vec<(Uuid, Option<String>, DateTime<Utc>)>> {
+/// A customer queued for re-scoring.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct Queued {
+    /// The customer.
+    pub customer_id: Uuid,
+    /// Why it was queued, when a reason was given.
+    pub reason: Option<String>,
+    /// When it was (last) queued.
+    pub enqueue_time: DateTime<Utc>,
+}
+
+/// Up to `limit` queued customers of a tenant, oldest first.
+pub async fn queued(pool: &PgPool, tenant: Uuid, limit: i64) -> sqlx::Result<Vec<Queued>> {
     sqlx::query_as(
         "SELECT customer_id, reason, enqueue_time FROM rescore_queue
          WHERE tenant_id = $1 ORDER BY enqueue_time LIMIT $2",

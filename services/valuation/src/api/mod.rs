@@ -574,7 +574,12 @@ impl ValuationService for ValuationApi {
             );
         }
         let intervals = if k == 0 { 100 } else { k as usize };
-        let (clv, hist, currency, latest) = store::all_amounts(&self.pool, ctx.tenant_id)
+        let store::Amounts {
+            clv,
+            historical: hist,
+            currency,
+            latest,
+        } = store::all_amounts(&self.pool, ctx.tenant_id)
             .await
             .map_err(ApiError::from)?;
         let Some(currency) = currency else {
@@ -788,7 +793,12 @@ impl ValuationService for ValuationApi {
         let mut members = segmentation.members(&ctx, segment).await?;
         members.sort_unstable();
         members.dedup();
-        let (scored, total, p_sum, currency) = store::value_totals(&self.pool, tenant, &members)
+        let store::ValueTotals {
+            scored,
+            clv: total,
+            p_alive: p_sum,
+            currency,
+        } = store::value_totals(&self.pool, tenant, &members)
             .await
             .map_err(ApiError::from)?;
         let currency = match currency {
@@ -851,11 +861,11 @@ impl ValuationService for ValuationApi {
                     )
                 }),
             tenure_days: summary.age_days,
-            repeat_rate: rank.map(|(rate, unit, smaller, equal, n)| {
+            repeat_rate: rank.map(|r| {
                 (
-                    rate,
-                    relationship::percentile_rank(smaller, equal, n),
-                    unit_name(unit),
+                    r.rate,
+                    relationship::percentile_rank(r.smaller, r.equal, r.total),
+                    unit_name(r.period_unit),
                 )
             }),
         };
