@@ -158,8 +158,7 @@ async fn a_bulk_call_decides_exactly_as_single_calls_in_order() {
             requests: sets.clone(),
         })
         .await
-        .unwrap()
-        .into_inner();
+        .answer();
     assert_eq!(answer.results.len(), sets.len());
     let mut bulk_names = Namer(HashMap::new());
     let got: Vec<Shape> = answer
@@ -276,8 +275,7 @@ async fn concurrent_bulk_and_single_callers_never_duplicate_a_customer() {
                     requests: mine.iter().map(|e| set(vec![email(e)])).collect(),
                 })
                 .await
-                .unwrap()
-                .into_inner();
+                .answer();
             r.results
                 .into_iter()
                 .map(|r| match r.result {
@@ -349,8 +347,7 @@ async fn bulk_calls_are_bounded_and_tenant_bound() {
                 .collect(),
         })
         .await
-        .unwrap()
-        .into_inner();
+        .answer();
     assert_eq!(ok.results.len(), 1000);
     // Another tenant's identifiers are unknown here: it creates its own.
     let mut other = env.client_for(Some(Uuid::new_v4()));
@@ -359,8 +356,7 @@ async fn bulk_calls_are_bounded_and_tenant_bound() {
             requests: vec![set(vec![email("m1@x.com")])],
         })
         .await
-        .unwrap()
-        .into_inner();
+        .answer();
     let Some(resolve_identities_result::Result::Resolved(c)) = &r.results[0].result else {
         panic!("{r:?}");
     };

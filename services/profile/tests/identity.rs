@@ -34,8 +34,7 @@ async fn resolve_finds_creates_attaches_and_reports_conflicts() {
             lookup_only: false,
         })
         .await
-        .unwrap()
-        .into_inner();
+        .answer();
     let first = resolved(first);
     assert!(first.created);
     let ana = first.customer.unwrap();
@@ -181,8 +180,7 @@ async fn duplicates_are_found_scored_and_can_be_marked_distinct() {
     let found = c
         .find_duplicates(FindDuplicatesRequest::default())
         .await
-        .unwrap()
-        .into_inner();
+        .answer();
     assert_eq!(found.candidates.len(), 2, "{found:?}");
     let pair = |x: &Customer, y: &Customer| {
         let (f, s) = if x.customer_id < y.customer_id {
@@ -226,8 +224,7 @@ async fn duplicates_are_found_scored_and_can_be_marked_distinct() {
             ..Default::default()
         })
         .await
-        .unwrap()
-        .into_inner();
+        .answer();
     assert_eq!(only.candidates.len(), 1);
     assert!(only.next_page_token.is_empty());
     let paged = c
@@ -236,8 +233,7 @@ async fn duplicates_are_found_scored_and_can_be_marked_distinct() {
             ..Default::default()
         })
         .await
-        .unwrap()
-        .into_inner();
+        .answer();
     let next = c
         .find_duplicates(FindDuplicatesRequest {
             page_size: 1,
@@ -245,8 +241,7 @@ async fn duplicates_are_found_scored_and_can_be_marked_distinct() {
             ..Default::default()
         })
         .await
-        .unwrap()
-        .into_inner();
+        .answer();
     assert_eq!(next.candidates[0], found.candidates[1]);
 
     // Marked distinct: never proposed again, and the mark is idempotent.
@@ -256,23 +251,20 @@ async fn duplicates_are_found_scored_and_can_be_marked_distinct() {
             second_customer_id: a.customer_id.clone(),
         })
         .await
-        .unwrap()
-        .into_inner();
+        .answer();
     let m2 = c
         .mark_not_duplicate(MarkNotDuplicateRequest {
             first_customer_id: a.customer_id.clone(),
             second_customer_id: b.customer_id.clone(),
         })
         .await
-        .unwrap()
-        .into_inner();
+        .answer();
     assert_eq!(m1, m2);
     assert!(m1.first_customer_id < m1.second_customer_id);
     let found = c
         .find_duplicates(FindDuplicatesRequest::default())
         .await
-        .unwrap()
-        .into_inner();
+        .answer();
     assert_eq!(found.candidates.len(), 1);
     // ResolveIdentity never joins them.
     let r = resolve(
@@ -375,8 +367,7 @@ async fn merge_then_unmerge_restores_the_merged_customer_exactly() {
             ..Default::default()
         })
         .await
-        .unwrap()
-        .into_inner()
+        .answer()
         .links;
     let history_before = c
         .list_consent_history(ListConsentHistoryRequest {
@@ -384,8 +375,7 @@ async fn merge_then_unmerge_restores_the_merged_customer_exactly() {
             ..Default::default()
         })
         .await
-        .unwrap()
-        .into_inner()
+        .answer()
         .records;
 
     // A stale survivor etag is refused.
@@ -408,8 +398,7 @@ async fn merge_then_unmerge_restores_the_merged_customer_exactly() {
             ..Default::default()
         })
         .await
-        .unwrap()
-        .into_inner();
+        .answer();
     let after = result.survivor.unwrap();
     let emails: Vec<_> = after.emails.iter().map(|e| e.address.clone()).collect();
     assert_eq!(emails, vec!["ana@x.com", "ana.lopez@y.com"]);
@@ -428,8 +417,7 @@ async fn merge_then_unmerge_restores_the_merged_customer_exactly() {
             purpose: ConsentPurpose::Marketing as i32,
         })
         .await
-        .unwrap()
-        .into_inner();
+        .answer();
     assert!(!check.allowed);
     assert_eq!(check.deciding_record.unwrap().source, "rapport:merge");
 
@@ -443,8 +431,7 @@ async fn merge_then_unmerge_restores_the_merged_customer_exactly() {
             ..Default::default()
         })
         .await
-        .unwrap()
-        .into_inner()
+        .answer()
         .links;
     assert_eq!(contacts[0].person_customer_id, survivor.customer_id);
     // Repeating the merge (same request id, or none) changes nothing.
@@ -455,8 +442,7 @@ async fn merge_then_unmerge_restores_the_merged_customer_exactly() {
             ..Default::default()
         })
         .await
-        .unwrap()
-        .into_inner();
+        .answer();
     assert_eq!(again.survivor.unwrap().etag, after.etag);
     // Exact-record methods refuse the merged id.
     let e = c
@@ -483,8 +469,7 @@ async fn merge_then_unmerge_restores_the_merged_customer_exactly() {
             request_id: String::new(),
         })
         .await
-        .unwrap()
-        .into_inner();
+        .answer();
     let restored = un.restored.unwrap();
     let back = un.survivor.unwrap();
     let strip = |c: &Customer| {
@@ -508,8 +493,7 @@ async fn merge_then_unmerge_restores_the_merged_customer_exactly() {
             purpose: ConsentPurpose::Marketing as i32,
         })
         .await
-        .unwrap()
-        .into_inner();
+        .answer();
     assert!(!check.allowed);
     let links_after = c
         .list_organizations(ListOrganizationsRequest {
@@ -517,8 +501,7 @@ async fn merge_then_unmerge_restores_the_merged_customer_exactly() {
             ..Default::default()
         })
         .await
-        .unwrap()
-        .into_inner()
+        .answer()
         .links;
     assert_eq!(links_after, links_before);
     let history_after = c
@@ -527,8 +510,7 @@ async fn merge_then_unmerge_restores_the_merged_customer_exactly() {
             ..Default::default()
         })
         .await
-        .unwrap()
-        .into_inner()
+        .answer()
         .records;
     assert_eq!(history_after, history_before);
     let got = get(&mut c, &merged.customer_id).await.unwrap();
@@ -631,8 +613,7 @@ async fn erase_leaves_no_personal_data_anywhere() {
             request_reference: "TICKET-42".into(),
         })
         .await
-        .unwrap()
-        .into_inner();
+        .answer();
     assert_eq!(
         erased.erased_merged_customer_ids,
         vec![twin.customer_id.clone()]
@@ -644,8 +625,7 @@ async fn erase_leaves_no_personal_data_anywhere() {
             request_reference: String::new(),
         })
         .await
-        .unwrap()
-        .into_inner();
+        .answer();
     assert_eq!(again.erase_time, erased.erase_time);
 
     // Every row of every table of the schema, and every payload, as text.
@@ -757,8 +737,7 @@ async fn erase_leaves_no_personal_data_anywhere() {
             ..Default::default()
         })
         .await
-        .unwrap()
-        .into_inner();
+        .answer();
     assert!(contacts.links.is_empty());
     let e = c
         .erase_customer(EraseCustomerRequest {

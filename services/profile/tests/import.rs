@@ -23,7 +23,7 @@ async fn import(c: &mut Client, messages: Vec<Vec<ImportCustomerItem>>) -> Impor
             .into_iter()
             .map(|items| ImportCustomersRequest { items }),
     );
-    c.import_customers(stream).await.unwrap().into_inner()
+    c.import_customers(stream).await.answer()
 }
 
 fn reasons(r: &ImportCustomersResponse) -> Vec<(i64, i32)> {

@@ -38,8 +38,7 @@ async fn contacts_link_unlink_and_list() {
             link: Some(l.clone()),
         })
         .await
-        .unwrap()
-        .into_inner();
+        .answer();
     assert!(first.created);
     let stored = first.link.unwrap();
     assert!(stored.primary);
@@ -50,8 +49,7 @@ async fn contacts_link_unlink_and_list() {
             link: Some(l.clone()),
         })
         .await
-        .unwrap()
-        .into_inner();
+        .answer();
     assert!(!second.created);
     assert_eq!(
         second.link.as_ref().unwrap().contact_link_id,
@@ -90,8 +88,7 @@ async fn contacts_link_unlink_and_list() {
             ..Default::default()
         })
         .await
-        .unwrap()
-        .into_inner();
+        .answer();
     assert_eq!(contacts.links.len(), 2);
     assert_eq!(contacts.links[0].person_customer_id, ana.customer_id);
     assert!(!contacts.links[0].primary);
@@ -104,8 +101,7 @@ async fn contacts_link_unlink_and_list() {
             ..Default::default()
         })
         .await
-        .unwrap()
-        .into_inner();
+        .answer();
     assert_eq!(buyers.links.len(), 1);
     assert!(buyers.next_page_token.is_empty());
     let orgs = c
@@ -114,8 +110,7 @@ async fn contacts_link_unlink_and_list() {
             ..Default::default()
         })
         .await
-        .unwrap()
-        .into_inner();
+        .answer();
     assert_eq!(orgs.links.len(), 1, "the ended link is hidden");
     let all = c
         .list_organizations(ListOrganizationsRequest {
@@ -125,8 +120,7 @@ async fn contacts_link_unlink_and_list() {
             ..Default::default()
         })
         .await
-        .unwrap()
-        .into_inner();
+        .answer();
     assert_eq!(all.links.len(), 1);
     let rest = c
         .list_organizations(ListOrganizationsRequest {
@@ -136,8 +130,7 @@ async fn contacts_link_unlink_and_list() {
             page_token: all.next_page_token.clone(),
         })
         .await
-        .unwrap()
-        .into_inner();
+        .answer();
     assert_eq!(rest.links[0].organization_customer_id, globex.customer_id);
 
     // Errors.
@@ -206,8 +199,7 @@ async fn contacts_link_unlink_and_list() {
             role: ContactRole::Buyer as i32,
         })
         .await
-        .unwrap()
-        .into_inner();
+        .answer();
     assert_eq!(
         removed.link.unwrap().contact_link_id,
         stored.contact_link_id
@@ -264,8 +256,7 @@ async fn consent_is_recorded_checked_and_kept_as_history() {
     let r = c
         .check_consent(check(&id, Ch::Sms, Pu::Service))
         .await
-        .unwrap()
-        .into_inner();
+        .answer();
     assert!(r.allowed);
     assert_eq!(
         r.reason,
@@ -274,28 +265,24 @@ async fn consent_is_recorded_checked_and_kept_as_history() {
     let r = c
         .check_consent(check(&id, Ch::Email, Pu::Marketing))
         .await
-        .unwrap()
-        .into_inner();
+        .answer();
     assert!(!r.allowed);
     assert_eq!(r.reason, ConsentCheckReason::NoRecordOptInRequired as i32);
 
     let g = c
         .set_consent(set(&id, Ch::Email, Pu::Marketing, St::Granted))
         .await
-        .unwrap()
-        .into_inner();
+        .answer();
     assert!(g.changed);
     let same = c
         .set_consent(set(&id, Ch::Email, Pu::Marketing, St::Granted))
         .await
-        .unwrap()
-        .into_inner();
+        .answer();
     assert!(!same.changed);
     let r = c
         .check_consent(check(&id, Ch::Email, Pu::Marketing))
         .await
-        .unwrap()
-        .into_inner();
+        .answer();
     assert!(r.allowed);
     assert_eq!(r.reason, ConsentCheckReason::Granted as i32);
     assert!(r.explanation.starts_with("Granted via web-signup-form on "));
@@ -304,14 +291,12 @@ async fn consent_is_recorded_checked_and_kept_as_history() {
     let w = c
         .set_consent(set(&id, Ch::Any, Pu::Marketing, St::Withdrawn))
         .await
-        .unwrap()
-        .into_inner();
+        .answer();
     assert!(w.changed);
     let r = c
         .check_consent(check(&id, Ch::Email, Pu::Marketing))
         .await
-        .unwrap()
-        .into_inner();
+        .answer();
     assert!(!r.allowed);
     assert_eq!(r.reason, ConsentCheckReason::Withdrawn as i32);
     assert_eq!(r.deciding_record.unwrap().channel, Ch::Any as i32);
@@ -328,13 +313,12 @@ async fn consent_is_recorded_checked_and_kept_as_history() {
         seconds: 1_500_000_000,
         nanos: 0,
     });
-    let r = c.set_consent(older).await.unwrap().into_inner();
+    let r = c.set_consent(older).await.answer();
     assert!(!r.changed);
     let r = c
         .check_consent(check(&id, Ch::Sms, Pu::Research))
         .await
-        .unwrap()
-        .into_inner();
+        .answer();
     assert!(r.allowed);
 
     // The customer shows the records in force.
@@ -348,8 +332,7 @@ async fn consent_is_recorded_checked_and_kept_as_history() {
             ..Default::default()
         })
         .await
-        .unwrap()
-        .into_inner();
+        .answer();
     assert_eq!(all.records.len(), 5);
     assert!(all.records.windows(2).all(|w| {
         let a = w[0].effective_time.as_ref().unwrap();
@@ -364,8 +347,7 @@ async fn consent_is_recorded_checked_and_kept_as_history() {
             ..Default::default()
         })
         .await
-        .unwrap()
-        .into_inner();
+        .answer();
     assert_eq!(sms.records.len(), 1);
     let sms2 = c
         .list_consent_history(ListConsentHistoryRequest {
@@ -376,16 +358,15 @@ async fn consent_is_recorded_checked_and_kept_as_history() {
             ..Default::default()
         })
         .await
-        .unwrap()
-        .into_inner();
+        .answer();
     assert_eq!(sms2.records[0].status, St::Denied as i32);
     assert!(sms2.next_page_token.is_empty());
 
     // Idempotent with a request id.
     let mut keyed = set(&id, Ch::Post, Pu::Marketing, St::Denied);
     keyed.request_id = "k1".into();
-    let a = c.set_consent(keyed.clone()).await.unwrap().into_inner();
-    let b = c.set_consent(keyed).await.unwrap().into_inner();
+    let a = c.set_consent(keyed.clone()).await.answer();
+    let b = c.set_consent(keyed).await.answer();
     assert_eq!(a, b);
 
     // Invalid requests.
@@ -418,8 +399,7 @@ async fn consent_is_recorded_checked_and_kept_as_history() {
     let r = c
         .check_consent(check(&id, Ch::Email, Pu::Service))
         .await
-        .unwrap()
-        .into_inner();
+        .answer();
     assert!(!r.allowed);
     assert_eq!(r.reason, ConsentCheckReason::CustomerDeleted as i32);
     c.set_consent(set(&id, Ch::Email, Pu::Service, St::Withdrawn))
@@ -462,8 +442,7 @@ async fn watch_changes_streams_the_backlog_then_live_events() {
             ..Default::default()
         })
         .await
-        .unwrap()
-        .into_inner();
+        .answer();
     for want in ["CustomerCreated", "CustomerDeleted"] {
         let e = own.next().await.unwrap().unwrap().event.unwrap();
         assert_eq!(
@@ -492,8 +471,7 @@ async fn watch_changes_streams_the_backlog_then_live_events() {
             ..Default::default()
         })
         .await
-        .unwrap()
-        .into_inner();
+        .answer();
     // Every tenant's events, each tenant's in order: skip the other's.
     let mut next_own = async || loop {
         let e = stream.next().await.unwrap().unwrap().event.unwrap();
@@ -566,8 +544,7 @@ async fn every_event_type_is_typed_with_every_field() {
     let linked = c
         .link_contact(LinkContactRequest { link: Some(l) })
         .await
-        .unwrap()
-        .into_inner();
+        .answer();
     c.unlink_contact(UnlinkContactRequest {
         person_customer_id: ana.customer_id.clone(),
         organization_customer_id: acme.customer_id.clone(),
@@ -583,16 +560,14 @@ async fn every_event_type_is_typed_with_every_field() {
             request_id: String::new(),
         })
         .await
-        .unwrap()
-        .into_inner();
+        .answer();
     let unmerged = c
         .unmerge_customers(UnmergeCustomersRequest {
             merged_customer_id: twin.customer_id.clone(),
             request_id: String::new(),
         })
         .await
-        .unwrap()
-        .into_inner();
+        .answer();
     c.delete_customer(DeleteCustomerRequest {
         customer_id: acme.customer_id.clone(),
         etag: String::new(),
@@ -605,8 +580,7 @@ async fn every_event_type_is_typed_with_every_field() {
             etag: String::new(),
         })
         .await
-        .unwrap()
-        .into_inner();
+        .answer();
     c.erase_customer(EraseCustomerRequest {
         customer_id: twin.customer_id.clone(),
         request_reference: String::new(),
@@ -695,16 +669,14 @@ async fn merge_and_unmerge_events_carry_identifiers_and_snapshots() {
             request_id: String::new(),
         })
         .await
-        .unwrap()
-        .into_inner();
+        .answer();
     let unmerged = c
         .unmerge_customers(UnmergeCustomersRequest {
             merged_customer_id: twin.customer_id.clone(),
             request_id: String::new(),
         })
         .await
-        .unwrap()
-        .into_inner();
+        .answer();
     use profile_event::Event as Ev;
     let events = env.typed_events("CustomerMerged").await;
     let [Ev::CustomerMerged(m)] = events.as_slice() else {

@@ -7,9 +7,8 @@ mod common;
 use chrono::{Duration, Utc};
 use common::*;
 use futures::StreamExt;
-use rapport_proto::rapport::common::v1::PeriodUnit;
 use rapport_proto::rapport::interaction::v1::{
-    Interaction, InteractionType, PurchaseHistorySummary, ServiceRequestStatus, Survey,
+    Interaction, InteractionType, ServiceRequestStatus, Survey,
 };
 use rapport_proto::rapport::profile::v1::{
     CreateCustomerRequest, Customer, CustomerKind, EraseCustomerRequest,
@@ -17,25 +16,6 @@ use rapport_proto::rapport::profile::v1::{
 use rapport_proto::rapport::valuation::v1::*;
 use tonic::Code;
 use uuid::Uuid;
-
-fn cdnow_inline() -> Vec<PurchaseHistorySummary> {
-    include_str!("fixtures/cdnow_summary_with_spend.csv")
-        .lines()
-        .skip(1)
-        .map(|line| {
-            let f: Vec<f64> = line.split(',').map(|v| v.parse().unwrap()).collect();
-            PurchaseHistorySummary {
-                customer_id: Uuid::new_v4().to_string(),
-                frequency: f[1] as i64,
-                recency: f[2],
-                t: f[3],
-                monetary_value: f[4],
-                currency_code: "EUR".into(),
-                ..Default::default()
-            }
-        })
-        .collect()
-}
 
 async fn customer(s: &Stack, tenant: Uuid, wallet: Option<i64>) -> Uuid {
     let c = s
@@ -54,8 +34,7 @@ async fn customer(s: &Stack, tenant: Uuid, wallet: Option<i64>) -> Uuid {
             },
         ))
         .await
-        .unwrap()
-        .into_inner()
+        .answer()
         .customer
         .unwrap();
     c.customer_id.parse().unwrap()
@@ -107,33 +86,21 @@ async fn relationship_scores_and_erasure() {
 
     // Models from the CDNOW sample (inline, weeks), then a run.
     for kind in [ModelKind::BgNbd, ModelKind::GammaGamma] {
-        let m = v
-            .fit_model(req(
-                tenant,
-                FitModelRequest {
-                    kind: kind as i32,
-                    calibration_end_time: Some(ts(now)),
-                    period_unit: PeriodUnit::Week as i32,
-                    inline_summaries: cdnow_inline(),
-                    options: Some(FitOptions {
-                        activate_on_success: true,
-                        max_iterations: 0,
-                    }),
-                    ..Default::default()
-                },
-            ))
-            .await
-            .unwrap()
-            .into_inner()
-            .model
-            .unwrap();
+        let m = fitted(
+            &mut v,
+            tenant,
+            FitModelRequest {
+                inline_summaries: cdnow_inline("EUR"),
+                ..weekly_fit(kind, ts(now))
+            },
+        )
+        .await;
         assert!(m.active, "{m:?}");
     }
     let run = v
         .score_customers(req(tenant, ScoreCustomersRequest::default()))
         .await
-        .unwrap()
-        .into_inner();
+        .answer();
     assert_eq!(run.scored_customer_count, 2);
 
     let scores = v
@@ -144,8 +111,7 @@ async fn relationship_scores_and_erasure() {
             },
         ))
         .await
-        .unwrap()
-        .into_inner()
+        .answer()
         .scores
         .unwrap();
     let sat = scores.satisfaction.unwrap();
@@ -193,8 +159,7 @@ async fn relationship_scores_and_erasure() {
             },
         ))
         .await
-        .unwrap()
-        .into_inner()
+        .answer()
         .scores
         .unwrap();
     assert!(b_scores.share_of_wallet.is_none());
@@ -247,8 +212,7 @@ async fn relationship_scores_and_erasure() {
             },
         ))
         .await
-        .unwrap()
-        .into_inner();
+        .answer();
     let mut b_events = Vec::new();
     loop {
         let ev = tokio::time::timeout(std::time::Duration::from_secs(10), feed.next())
@@ -296,8 +260,7 @@ async fn relationship_scores_and_erasure() {
     assert_eq!(
         v.get_value_concentration(req(tenant, GetValueConcentrationRequest::default()))
             .await
-            .unwrap()
-            .into_inner()
+            .answer()
             .customer_count,
         1
     );

@@ -8,7 +8,6 @@ mod common;
 
 use chrono::{Duration, DurationRound, Utc};
 use common::*;
-use rapport_proto::rapport::common::v1::PeriodUnit;
 use rapport_proto::rapport::valuation::v1::*;
 use uuid::Uuid;
 
@@ -38,25 +37,7 @@ async fn score_a_large_customer_base() {
     );
     for kind in [ModelKind::BgNbd, ModelKind::GammaGamma] {
         let started = std::time::Instant::now();
-        let m = v
-            .fit_model(req(
-                tenant,
-                FitModelRequest {
-                    kind: kind as i32,
-                    calibration_end_time: Some(ts(Utc::now())),
-                    period_unit: PeriodUnit::Week as i32,
-                    options: Some(FitOptions {
-                        activate_on_success: true,
-                        max_iterations: 0,
-                    }),
-                    ..Default::default()
-                },
-            ))
-            .await
-            .unwrap()
-            .into_inner()
-            .model
-            .unwrap();
+        let m = fitted(&mut v, tenant, weekly_fit(kind, ts(Utc::now()))).await;
         eprintln!("{kind:?} fit (export included) in {:?}", started.elapsed());
         assert!(m.active);
     }
@@ -64,8 +45,7 @@ async fn score_a_large_customer_base() {
     let run = v
         .score_customers(req(tenant, ScoreCustomersRequest::default()))
         .await
-        .unwrap()
-        .into_inner();
+        .answer();
     eprintln!(
         "ScoreCustomers over {} customers in {:?}",
         run.scored_customer_count,
@@ -76,8 +56,7 @@ async fn score_a_large_customer_base() {
     let again = v
         .score_customers(req(tenant, ScoreCustomersRequest::default()))
         .await
-        .unwrap()
-        .into_inner();
+        .answer();
     eprintln!("second ScoreCustomers in {:?}", started.elapsed());
     assert_eq!(again.scored_customer_count, n as i64);
 }

@@ -12,33 +12,12 @@ use chrono::{Duration, DurationRound, Utc};
 use common::*;
 use futures::StreamExt;
 use rapport_proto::rapport::common::v1::PeriodUnit;
-use rapport_proto::rapport::interaction::v1::PurchaseHistorySummary;
 use rapport_proto::rapport::valuation::v1::*;
 use tonic::Code;
 use uuid::Uuid;
 
 fn param(m: &Model, name: &str) -> f64 {
     m.parameters.iter().find(|p| p.name == name).unwrap().value
-}
-
-/// The CDNOW sample (fixtures/PROVENANCE.md) as inline summaries, in weeks.
-fn cdnow_inline() -> Vec<PurchaseHistorySummary> {
-    include_str!("fixtures/cdnow_summary_with_spend.csv")
-        .lines()
-        .skip(1)
-        .map(|line| {
-            let f: Vec<f64> = line.split(',').map(|v| v.parse().unwrap()).collect();
-            PurchaseHistorySummary {
-                customer_id: Uuid::new_v4().to_string(),
-                frequency: f[1] as i64,
-                recency: f[2],
-                t: f[3],
-                monetary_value: f[4],
-                currency_code: "USD".into(),
-                ..Default::default()
-            }
-        })
-        .collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -64,8 +43,7 @@ async fn fit_score_and_read_values_back_over_grpc() {
             let r = v
                 .get_cohort_report(req(tenant, GetCohortReportRequest::default()))
                 .await
-                .unwrap()
-                .into_inner();
+                .answer();
             r.cohorts.iter().map(|c| c.customer_count).sum::<i64>() == 3000
         }
     })
@@ -83,29 +61,13 @@ async fn fit_score_and_read_values_back_over_grpc() {
             },
         ))
         .await
-        .unwrap()
-        .into_inner();
+        .answer();
 
     // BG/NBD and Gamma-Gamma from the interaction export, activated on success.
     let calibration = ts(Utc::now());
-    let fit = |kind: ModelKind| FitModelRequest {
-        kind: kind as i32,
-        calibration_end_time: Some(calibration),
-        period_unit: PeriodUnit::Week as i32,
-        options: Some(FitOptions {
-            activate_on_success: true,
-            max_iterations: 0,
-        }),
-        ..Default::default()
-    };
+    let fit = |kind: ModelKind| weekly_fit(kind, calibration);
     let started = std::time::Instant::now();
-    let bg = v
-        .fit_model(req(tenant, fit(ModelKind::BgNbd)))
-        .await
-        .unwrap()
-        .into_inner()
-        .model
-        .unwrap();
+    let bg = fitted(&mut v, tenant, fit(ModelKind::BgNbd)).await;
     eprintln!(
         "BG/NBD fit from the export in {:?}: {:?}",
         started.elapsed(),
@@ -127,13 +89,7 @@ async fn fit_score_and_read_values_back_over_grpc() {
         "{bg:?}"
     );
 
-    let gg = v
-        .fit_model(req(tenant, fit(ModelKind::GammaGamma)))
-        .await
-        .unwrap()
-        .into_inner()
-        .model
-        .unwrap();
+    let gg = fitted(&mut v, tenant, fit(ModelKind::GammaGamma)).await;
     assert!(gg.converged && gg.active, "{gg:?}");
     assert_eq!(gg.currency_code, "EUR");
     assert!(gg.excluded_customer_count > 0);
@@ -142,22 +98,18 @@ async fn fit_score_and_read_values_back_over_grpc() {
     assert!((mean_spend - true_mean).abs() / true_mean < 0.15, "{gg:?}");
 
     // A Pareto/NBD fit with a holdout: the last 8 weeks held out.
-    let holdout_fit = v
-        .fit_model(req(
-            tenant,
-            FitModelRequest {
-                kind: ModelKind::ParetoNbd as i32,
-                calibration_end_time: Some(ts(today - Duration::weeks(8))),
-                holdout_end_time: Some(ts(today)),
-                period_unit: PeriodUnit::Week as i32,
-                ..Default::default()
-            },
-        ))
-        .await
-        .unwrap()
-        .into_inner()
-        .model
-        .unwrap();
+    let holdout_fit = fitted(
+        &mut v,
+        tenant,
+        FitModelRequest {
+            kind: ModelKind::ParetoNbd as i32,
+            calibration_end_time: Some(ts(today - Duration::weeks(8))),
+            holdout_end_time: Some(ts(today)),
+            period_unit: PeriodUnit::Week as i32,
+            ..Default::default()
+        },
+    )
+    .await;
     assert!(!holdout_fit.active);
     let validation = holdout_fit.holdout_validation.clone().unwrap();
     assert!(!validation.rows.is_empty());
@@ -172,22 +124,18 @@ async fn fit_score_and_read_values_back_over_grpc() {
     );
 
     // The CDNOW sample inline reproduces the published estimates.
-    let cdnow = v
-        .fit_model(req(
-            tenant,
-            FitModelRequest {
-                kind: ModelKind::BgNbd as i32,
-                calibration_end_time: Some(calibration),
-                period_unit: PeriodUnit::Week as i32,
-                inline_summaries: cdnow_inline(),
-                ..Default::default()
-            },
-        ))
-        .await
-        .unwrap()
-        .into_inner()
-        .model
-        .unwrap();
+    let cdnow = fitted(
+        &mut v,
+        tenant,
+        FitModelRequest {
+            kind: ModelKind::BgNbd as i32,
+            calibration_end_time: Some(calibration),
+            period_unit: PeriodUnit::Week as i32,
+            inline_summaries: cdnow_inline("USD"),
+            ..Default::default()
+        },
+    )
+    .await;
     assert_eq!(cdnow.data_source, DataSource::Inline as i32);
     assert_eq!(cdnow.version, 2);
     assert_eq!(cdnow.customer_count, 2357);
@@ -196,22 +144,18 @@ async fn fit_score_and_read_values_back_over_grpc() {
         assert!((got - published).abs() / published < 0.005, "{name}: {got}");
     }
     assert!((cdnow.log_likelihood - -9582.4).abs() < 0.1);
-    let cdnow_gg = v
-        .fit_model(req(
-            tenant,
-            FitModelRequest {
-                kind: ModelKind::GammaGamma as i32,
-                calibration_end_time: Some(calibration),
-                period_unit: PeriodUnit::Week as i32,
-                inline_summaries: cdnow_inline(),
-                ..Default::default()
-            },
-        ))
-        .await
-        .unwrap()
-        .into_inner()
-        .model
-        .unwrap();
+    let cdnow_gg = fitted(
+        &mut v,
+        tenant,
+        FitModelRequest {
+            kind: ModelKind::GammaGamma as i32,
+            calibration_end_time: Some(calibration),
+            period_unit: PeriodUnit::Week as i32,
+            inline_summaries: cdnow_inline("USD"),
+            ..Default::default()
+        },
+    )
+    .await;
     assert_eq!(cdnow_gg.customer_count, 946);
     assert_eq!(cdnow_gg.currency_code, "USD");
     for (name, published) in [("p", 6.25), ("q", 3.74), ("gamma", 15.44)] {
@@ -229,8 +173,7 @@ async fn fit_score_and_read_values_back_over_grpc() {
             },
         ))
         .await
-        .unwrap()
-        .into_inner();
+        .answer();
     let mut active_ids: Vec<_> = active.models.iter().map(|m| m.model_id.clone()).collect();
     active_ids.sort();
     let mut want = vec![bg.model_id.clone(), gg.model_id.clone()];
@@ -250,8 +193,7 @@ async fn fit_score_and_read_values_back_over_grpc() {
                 },
             ))
             .await
-            .unwrap()
-            .into_inner();
+            .answer();
         seen.extend(page.models.into_iter().map(|m| m.model_id));
         if page.next_page_token.is_empty() {
             break;
@@ -273,8 +215,7 @@ async fn fit_score_and_read_values_back_over_grpc() {
             },
         ))
         .await
-        .unwrap()
-        .into_inner();
+        .answer();
     eprintln!(
         "scored {} customers in {:?}",
         run.scored_customer_count,
@@ -299,8 +240,7 @@ async fn fit_score_and_read_values_back_over_grpc() {
             },
         ))
         .await
-        .unwrap()
-        .into_inner()
+        .answer()
         .value
         .unwrap();
     assert!((0.0..=1.0).contains(&value.p_alive));
@@ -338,8 +278,7 @@ async fn fit_score_and_read_values_back_over_grpc() {
             },
         ))
         .await
-        .unwrap()
-        .into_inner();
+        .answer();
     let got: Vec<_> = batch.values.iter().map(|v| v.customer_id.clone()).collect();
     assert_eq!(
         got,
@@ -365,8 +304,7 @@ async fn fit_score_and_read_values_back_over_grpc() {
                 },
             ))
             .await
-            .unwrap()
-            .into_inner();
+            .answer();
         ranked.extend(page.customers);
         if page.next_page_token.is_empty() {
             break;
@@ -398,8 +336,7 @@ async fn fit_score_and_read_values_back_over_grpc() {
             },
         ))
         .await
-        .unwrap()
-        .into_inner();
+        .answer();
     assert_eq!(by_alive.customers.len(), 1000);
     assert!(!by_alive.next_page_token.is_empty());
     // A token is bound to its metric.
@@ -425,8 +362,7 @@ async fn fit_score_and_read_values_back_over_grpc() {
             },
         ))
         .await
-        .unwrap()
-        .into_inner();
+        .answer();
     assert_eq!(conc.customer_count, 3000);
     let predicted = conc.predicted.unwrap();
     assert_eq!(predicted.lorenz_curve.len(), 21);
@@ -451,8 +387,7 @@ async fn fit_score_and_read_values_back_over_grpc() {
     let report = v
         .get_cohort_report(req(tenant, GetCohortReportRequest::default()))
         .await
-        .unwrap()
-        .into_inner();
+        .answer();
     assert_eq!(report.currency_code, "EUR");
     let total: i64 = report.cohorts.iter().map(|c| c.customer_count).sum();
     assert_eq!(total, 3000);
@@ -481,8 +416,7 @@ async fn fit_score_and_read_values_back_over_grpc() {
             },
         ))
         .await
-        .unwrap()
-        .into_inner();
+        .answer();
     assert_eq!(
         quarterly
             .cohorts
@@ -507,22 +441,18 @@ async fn fit_score_and_read_values_back_over_grpc() {
         .find(|c| c.cohort == cohort_label)
         .unwrap()
         .customer_count;
-    let by_cohort = v
-        .fit_model(req(
-            tenant,
-            FitModelRequest {
-                scope: Some(ModelScope {
-                    restriction: Some(model_scope::Restriction::Cohort(cohort_label.clone())),
-                }),
-                options: None,
-                ..fit(ModelKind::BgNbd)
-            },
-        ))
-        .await
-        .unwrap()
-        .into_inner()
-        .model
-        .unwrap();
+    let by_cohort = fitted(
+        &mut v,
+        tenant,
+        FitModelRequest {
+            scope: Some(ModelScope {
+                restriction: Some(model_scope::Restriction::Cohort(cohort_label.clone())),
+            }),
+            options: None,
+            ..fit(ModelKind::BgNbd)
+        },
+    )
+    .await;
     assert_eq!(by_cohort.customer_count, cohort_size);
     assert!(!by_cohort.active);
     assert_eq!(
@@ -543,8 +473,7 @@ async fn fit_score_and_read_values_back_over_grpc() {
             },
         ))
         .await
-        .unwrap()
-        .into_inner();
+        .answer();
     assert_eq!(seg_value.member_count, 16);
     assert_eq!(seg_value.scored_member_count, 15);
     let values = v
@@ -555,29 +484,24 @@ async fn fit_score_and_read_values_back_over_grpc() {
             },
         ))
         .await
-        .unwrap()
-        .into_inner();
+        .answer();
     let sum: f64 = values.values.iter().map(|v| amount(&v.clv)).sum();
     assert!((amount(&seg_value.total_clv) - sum).abs() < 1e-6);
     assert!((amount(&seg_value.mean_clv) - sum / 15.0).abs() < 1e-6);
     let p_mean: f64 = values.values.iter().map(|v| v.p_alive).sum::<f64>() / 15.0;
     assert!((seg_value.mean_p_alive.unwrap() - p_mean).abs() < 1e-9);
-    let by_segment = v
-        .fit_model(req(
-            tenant,
-            FitModelRequest {
-                scope: Some(ModelScope {
-                    restriction: Some(model_scope::Restriction::SegmentId(segment.to_string())),
-                }),
-                options: None,
-                ..fit(ModelKind::BgNbd)
-            },
-        ))
-        .await
-        .unwrap()
-        .into_inner()
-        .model
-        .unwrap();
+    let by_segment = fitted(
+        &mut v,
+        tenant,
+        FitModelRequest {
+            scope: Some(ModelScope {
+                restriction: Some(model_scope::Restriction::SegmentId(segment.to_string())),
+            }),
+            options: None,
+            ..fit(ModelKind::BgNbd)
+        },
+    )
+    .await;
     assert_eq!(by_segment.customer_count, 15);
     let err = v
         .get_segment_value(req(
@@ -697,8 +621,7 @@ async fn fit_score_and_read_values_back_over_grpc() {
             let now = v
                 .get_customer_value(req(tenant, GetCustomerValueRequest { customer_id: id }))
                 .await
-                .unwrap()
-                .into_inner()
+                .answer()
                 .value
                 .unwrap();
             now.frequency == before + 1
@@ -754,8 +677,7 @@ async fn fit_score_and_read_values_back_over_grpc() {
     assert!(
         v.list_models(req(other, ListModelsRequest::default()))
             .await
-            .unwrap()
-            .into_inner()
+            .answer()
             .models
             .is_empty()
     );
@@ -773,8 +695,7 @@ async fn fit_score_and_read_values_back_over_grpc() {
     let empty = v
         .get_cohort_report(req(other, GetCohortReportRequest::default()))
         .await
-        .unwrap()
-        .into_inner();
+        .answer();
     assert!(empty.cohorts.is_empty());
     // The other tenant's feed view is empty.
     let mut other_feed = v
@@ -786,8 +707,7 @@ async fn fit_score_and_read_values_back_over_grpc() {
             },
         ))
         .await
-        .unwrap()
-        .into_inner();
+        .answer();
     assert!(
         tokio::time::timeout(std::time::Duration::from_millis(500), other_feed.next())
             .await

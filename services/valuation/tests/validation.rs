@@ -426,20 +426,8 @@ async fn fits_are_idempotent_and_activation_follows_the_rules() {
         request_id: "fit-1".into(),
         ..inline_fit(ModelKind::BgNbd, data())
     };
-    let first = v
-        .fit_model(req(tenant, request.clone()))
-        .await
-        .unwrap()
-        .into_inner()
-        .model
-        .unwrap();
-    let again = v
-        .fit_model(req(tenant, request.clone()))
-        .await
-        .unwrap()
-        .into_inner()
-        .model
-        .unwrap();
+    let first = fitted(&mut v, tenant, request.clone()).await;
+    let again = fitted(&mut v, tenant, request.clone()).await;
     assert_eq!(first.model_id, again.model_id);
     assert_eq!(s.count("SELECT count(*) FROM models").await, 1);
     let err = v
@@ -455,22 +443,18 @@ async fn fits_are_idempotent_and_activation_follows_the_rules() {
     assert_eq!(err.code(), Code::AlreadyExists);
 
     // A fit stopped by its iteration cap is stored but cannot be activated.
-    let capped = v
-        .fit_model(req(
-            tenant,
-            FitModelRequest {
-                options: Some(FitOptions {
-                    activate_on_success: true,
-                    max_iterations: 2,
-                }),
-                ..inline_fit(ModelKind::BgNbd, data())
-            },
-        ))
-        .await
-        .unwrap()
-        .into_inner()
-        .model
-        .unwrap();
+    let capped = fitted(
+        &mut v,
+        tenant,
+        FitModelRequest {
+            options: Some(FitOptions {
+                activate_on_success: true,
+                max_iterations: 2,
+            }),
+            ..inline_fit(ModelKind::BgNbd, data())
+        },
+    )
+    .await;
     assert!(!capped.converged && !capped.active);
     assert_eq!(capped.version, 2);
     assert_eq!(capped.optimizer_message, "maximum iterations (2) reached");
@@ -496,17 +480,10 @@ async fn fits_are_idempotent_and_activation_follows_the_rules() {
             },
         ))
         .await
-        .unwrap()
-        .into_inner();
+        .answer();
     assert!(a.model.unwrap().active);
     assert!(a.previous_model_id.is_empty());
-    let second = v
-        .fit_model(req(tenant, inline_fit(ModelKind::BgNbd, data())))
-        .await
-        .unwrap()
-        .into_inner()
-        .model
-        .unwrap();
+    let second = fitted(&mut v, tenant, inline_fit(ModelKind::BgNbd, data())).await;
     let b = v
         .activate_model(req(
             tenant,
@@ -515,8 +492,7 @@ async fn fits_are_idempotent_and_activation_follows_the_rules() {
             },
         ))
         .await
-        .unwrap()
-        .into_inner();
+        .answer();
     assert_eq!(b.previous_model_id, first.model_id);
     let events_before = s.count("SELECT count(*) FROM outbox").await;
     let c = v
@@ -527,8 +503,7 @@ async fn fits_are_idempotent_and_activation_follows_the_rules() {
             },
         ))
         .await
-        .unwrap()
-        .into_inner();
+        .answer();
     assert!(c.previous_model_id.is_empty());
     assert_eq!(s.count("SELECT count(*) FROM outbox").await, events_before);
     let got = v
@@ -539,8 +514,7 @@ async fn fits_are_idempotent_and_activation_follows_the_rules() {
             },
         ))
         .await
-        .unwrap()
-        .into_inner()
+        .answer()
         .model
         .unwrap();
     assert!(!got.active && got.activate_time.is_some());
@@ -554,8 +528,7 @@ async fn fits_are_idempotent_and_activation_follows_the_rules() {
             },
         ))
         .await
-        .unwrap()
-        .into_inner()
+        .answer()
         .models;
     assert_eq!(active.len(), 1);
     assert_eq!(active[0].model_id, second.model_id);

@@ -22,16 +22,13 @@ pub(crate) async fn history(c: &mut Client, customer: &str) -> Vec<ConsentRecord
         ..Default::default()
     })
     .await
-    .expect("history")
-    .into_inner()
+    .expect_answer("history")
     .records
 }
 
 #[tokio::test]
 async fn set_consent_refuses_bad_input_and_appends_nothing() {
-    let env = start().await;
-    let mut a = env.client.clone();
-    let mut b = env.client_for(Some(Uuid::new_v4()));
+    let (env, mut a, mut b) = start_two_tenants().await;
     let ana = create(&mut a, person("Ana", "", "ana@x.com")).await;
     let id = ana.customer_id.clone();
     // A hostile source and evidence are recorded byte for byte; an effective
@@ -43,8 +40,7 @@ async fn set_consent_refuses_bad_input_and_appends_nothing() {
     let record = a
         .set_consent(first)
         .await
-        .expect("hostile text is valid")
-        .into_inner()
+        .expect_answer("hostile text is valid")
         .record
         .expect("record");
     assert_eq!(record.source, TEXT);
@@ -134,9 +130,7 @@ async fn set_consent_refuses_bad_input_and_appends_nothing() {
 
 #[tokio::test]
 async fn check_consent_and_history_refuse_bad_input_and_tokens() {
-    let env = start().await;
-    let mut a = env.client.clone();
-    let mut b = env.client_for(Some(Uuid::new_v4()));
+    let (_env, mut a, mut b) = start_two_tenants().await;
     let ana = create(&mut a, person("Ana", "", "ana@x.com")).await;
     let bea = create(&mut b, person("Bea", "", "bea@x.com")).await;
     for (c, id) in [(&mut a, &ana.customer_id), (&mut b, &bea.customer_id)] {
@@ -234,14 +228,12 @@ async fn check_consent_and_history_refuse_bad_input_and_tokens() {
     let genuine = a
         .list_consent_history(hist(&ana.customer_id, 0, 0, 1, String::new()))
         .await
-        .expect("page")
-        .into_inner()
+        .expect_answer("page")
         .next_page_token;
     let foreign = b
         .list_consent_history(hist(&bea.customer_id, 0, 0, 1, String::new()))
         .await
-        .expect("page")
-        .into_inner()
+        .expect_answer("page")
         .next_page_token;
     let mut tokens = forged_tokens(&genuine);
     tokens.push(foreign);
@@ -260,8 +252,7 @@ async fn check_consent_and_history_refuse_bad_input_and_tokens() {
     assert_eq!(
         a.list_consent_history(hist(&ana.customer_id, 0, 0, i32::MAX, genuine))
             .await
-            .expect("genuine")
-            .into_inner()
+            .expect_answer("genuine")
             .records
             .len(),
         2

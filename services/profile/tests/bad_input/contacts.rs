@@ -18,16 +18,13 @@ pub(crate) async fn contacts_of(c: &mut Client, org: &str) -> Vec<ContactLink> {
         ..Default::default()
     })
     .await
-    .expect("contacts")
-    .into_inner()
+    .expect_answer("contacts")
     .links
 }
 
 #[tokio::test]
 async fn link_and_unlink_contact_refuse_bad_input_and_change_nothing() {
-    let env = start().await;
-    let mut a = env.client.clone();
-    let mut b = env.client_for(Some(Uuid::new_v4()));
+    let (env, mut a, mut b) = start_two_tenants().await;
     let ana = create(&mut a, person("Ana", "", "ana@x.com")).await;
     let acme = create(&mut a, organization("Acme")).await;
     let bea = create(&mut b, person("Bea", "", "bea@x.com")).await;
@@ -42,8 +39,7 @@ async fn link_and_unlink_contact_refuse_bad_input_and_change_nothing() {
             link: Some(original.clone()),
         })
         .await
-        .expect("hostile title and extreme dates are valid")
-        .into_inner()
+        .expect_answer("hostile title and extreme dates are valid")
         .link
         .expect("link");
     assert_eq!(stored.job_title, TEXT);
@@ -184,9 +180,7 @@ async fn link_and_unlink_contact_refuse_bad_input_and_change_nothing() {
 
 #[tokio::test]
 async fn list_contacts_and_organizations_refuse_bad_ids_and_tokens() {
-    let env = start().await;
-    let mut a = env.client.clone();
-    let mut b = env.client_for(Some(Uuid::new_v4()));
+    let (_env, mut a, mut b) = start_two_tenants().await;
     let acme = create(&mut a, organization("Acme")).await;
     let ana = create(&mut a, person("Ana", "", "ana@x.com")).await;
     let globex = create(&mut b, organization("Globex")).await;
@@ -271,20 +265,17 @@ async fn list_contacts_and_organizations_refuse_bad_ids_and_tokens() {
     let genuine = a
         .list_contacts(contacts(&acme.customer_id, 0, 1, String::new()))
         .await
-        .expect("page")
-        .into_inner()
+        .expect_answer("page")
         .next_page_token;
     let foreign = b
         .list_contacts(contacts(&globex.customer_id, 0, 1, String::new()))
         .await
-        .expect("page")
-        .into_inner()
+        .expect_answer("page")
         .next_page_token;
     let orgs_token = a
         .list_organizations(orgs(&ana.customer_id, 1, String::new()))
         .await
-        .expect("page")
-        .into_inner()
+        .expect_answer("page")
         .next_page_token;
     let mut tokens = forged_tokens(&genuine);
     tokens.push(foreign.clone());
@@ -318,8 +309,7 @@ async fn list_contacts_and_organizations_refuse_bad_ids_and_tokens() {
     assert_eq!(
         a.list_contacts(contacts(&acme.customer_id, 0, i32::MAX, genuine))
             .await
-            .expect("genuine")
-            .into_inner()
+            .expect_answer("genuine")
             .links
             .len(),
         2

@@ -212,9 +212,7 @@ async fn update_customer_refuses_every_bad_value_and_changes_nothing() {
 
 #[tokio::test]
 async fn update_delete_undelete_refuse_bad_unknown_and_foreign_ids() {
-    let env = start().await;
-    let mut a = env.client.clone();
-    let mut b = env.client_for(Some(Uuid::new_v4()));
+    let (env, mut a, mut b) = start_two_tenants().await;
     let ana = create(&mut a, person("Ana", "López", "ana@example.com")).await;
     let events = env.events().await;
 
@@ -326,8 +324,7 @@ async fn update_delete_undelete_refuse_bad_unknown_and_foreign_ids() {
             etag: ana.etag.clone(),
         })
         .await
-        .expect("delete")
-        .into_inner()
+        .expect_answer("delete")
         .customer
         .expect("customer");
     failed(
@@ -391,8 +388,7 @@ async fn hostile_text_is_stored_and_returned_byte_for_byte() {
     let created = c
         .create_customer(first.clone())
         .await
-        .expect("hostile text is valid text")
-        .into_inner()
+        .expect_answer("hostile text is valid text")
         .customer
         .expect("customer");
     let got = current(&mut c, &created.customer_id).await;
@@ -431,8 +427,7 @@ async fn hostile_text_is_stored_and_returned_byte_for_byte() {
     let retried = c
         .create_customer(first)
         .await
-        .expect("a retry")
-        .into_inner()
+        .expect_answer("a retry")
         .customer
         .expect("customer");
     assert_eq!(retried, created);
@@ -471,8 +466,7 @@ async fn hostile_text_is_stored_and_returned_byte_for_byte() {
             update_mask: mask(&["display_name"]),
         })
         .await
-        .expect("update")
-        .into_inner()
+        .expect_answer("update")
         .customer
         .expect("customer");
     assert_eq!(updated.display_name, format!("{TEXT} 2"));
@@ -492,8 +486,7 @@ async fn hostile_text_is_stored_and_returned_byte_for_byte() {
                 ..Default::default()
             })
             .await
-            .expect("search")
-            .into_inner();
+            .expect_answer("search");
         assert!(none.results.is_empty(), "{wildcard:?} found {none:?}");
     }
     let hit = c
@@ -502,8 +495,7 @@ async fn hostile_text_is_stored_and_returned_byte_for_byte() {
             ..Default::default()
         })
         .await
-        .expect("search")
-        .into_inner();
+        .expect_answer("search");
     // The exact external identifier ranks first (score 1, like the identical
     // legal name of the organisation, ties by id).
     let exact: Vec<_> = hit

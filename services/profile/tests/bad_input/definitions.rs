@@ -9,16 +9,13 @@ pub(crate) async fn definitions(c: &mut Client) -> Vec<AttributeDefinition> {
         ..Default::default()
     })
     .await
-    .expect("definitions")
-    .into_inner()
+    .expect_answer("definitions")
     .definitions
 }
 
 #[tokio::test]
 async fn attribute_definitions_refuse_bad_names_types_descriptions_and_tokens() {
-    let env = start().await;
-    let mut a = env.client.clone();
-    let mut b = env.client_for(Some(Uuid::new_v4()));
+    let (_env, mut a, mut b) = start_two_tenants().await;
     let tier = a
         .create_attribute_definition(CreateAttributeDefinitionRequest {
             definition: Some(AttributeDefinition {
@@ -29,8 +26,7 @@ async fn attribute_definitions_refuse_bad_names_types_descriptions_and_tokens() 
             }),
         })
         .await
-        .expect("a hostile description is valid")
-        .into_inner()
+        .expect_answer("a hostile description is valid")
         .definition
         .expect("definition");
     assert_eq!(tier.description, TEXT);
@@ -226,13 +222,11 @@ async fn attribute_definitions_refuse_bad_names_types_descriptions_and_tokens() 
     };
     let genuine = page(&mut a, false, String::new())
         .await
-        .expect("page")
-        .into_inner()
+        .expect_answer("page")
         .next_page_token;
     let foreign = page(&mut b, false, String::new())
         .await
-        .expect("page")
-        .into_inner()
+        .expect_answer("page")
         .next_page_token;
     let mut tokens = forged_tokens(&genuine);
     tokens.push(foreign);
@@ -240,18 +234,14 @@ async fn attribute_definitions_refuse_bad_names_types_descriptions_and_tokens() 
         refused(page(&mut a, false, token).await, "page_token");
     }
     refused(page(&mut a, true, genuine.clone()).await, "page_token");
-    let rest = page(&mut a, false, genuine)
-        .await
-        .expect("genuine")
-        .into_inner();
+    let rest = page(&mut a, false, genuine).await.expect_answer("genuine");
     assert_eq!(rest.definitions.len(), 1);
     assert_eq!(rest.definitions[0].name, "tier");
     // The update with a hostile description keeps it byte for byte.
     let updated = a
         .update_attribute_definition(update("tier", &format!("{TEXT}!"), &tier.etag, desc()))
         .await
-        .expect("update")
-        .into_inner()
+        .expect_answer("update")
         .definition
         .expect("definition");
     assert_eq!(updated.description, format!("{TEXT}!"));
@@ -342,8 +332,7 @@ async fn resolve_identities_refuses_bad_sets_alone_and_bounds_the_call() {
             requests: sets.iter().map(|(r, _)| r.clone()).collect(),
         })
         .await
-        .unwrap()
-        .into_inner();
+        .answer();
     assert_eq!(answer.results.len(), sets.len());
     for ((_, field), r) in sets.iter().zip(&answer.results) {
         match (field, &r.result) {
@@ -451,8 +440,7 @@ async fn import_customers_refuses_every_bad_value_per_item_and_writes_only_the_g
     let answer = c
         .import_customers(futures::stream::iter(messages))
         .await
-        .unwrap()
-        .into_inner();
+        .answer();
     assert_eq!(answer.created_count, 1, "{answer:?}");
     assert_eq!(answer.rejected_count as usize, bad_count);
     for (n, field) in expected.iter().enumerate() {

@@ -134,9 +134,7 @@ async fn resolve_identity_refuses_bad_identifiers_and_traits_and_creates_nothing
 
 #[tokio::test]
 async fn find_duplicates_refuses_bad_ids_scores_and_tokens() {
-    let env = start().await;
-    let mut a = env.client.clone();
-    let mut b = env.client_for(Some(Uuid::new_v4()));
+    let (_env, mut a, mut b) = start_two_tenants().await;
     let mut ids = Vec::new();
     for i in 0..3 {
         // Sub-addresses of one mailbox: the same e-mail key, likely duplicates.
@@ -209,14 +207,12 @@ async fn find_duplicates_refuses_bad_ids_scores_and_tokens() {
     };
     let first = page(&mut a, String::new())
         .await
-        .expect("duplicates")
-        .into_inner();
+        .expect_answer("duplicates");
     assert_eq!(first.candidates.len(), 1, "three similar customers");
     let genuine = first.next_page_token;
     let foreign = page(&mut b, String::new())
         .await
-        .expect("duplicates")
-        .into_inner()
+        .expect_answer("duplicates")
         .next_page_token;
     let mut tokens = forged_tokens(&genuine);
     tokens.push(foreign);
@@ -236,8 +232,7 @@ async fn find_duplicates_refuses_bad_ids_scores_and_tokens() {
     assert_eq!(
         page(&mut a, genuine)
             .await
-            .expect("genuine")
-            .into_inner()
+            .expect_answer("genuine")
             .candidates
             .len(),
         1

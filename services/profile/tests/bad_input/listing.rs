@@ -4,9 +4,7 @@ use super::*;
 
 #[tokio::test]
 async fn list_customers_refuses_bad_filters_sizes_and_tokens() {
-    let env = start().await;
-    let mut a = env.client.clone();
-    let mut b = env.client_for(Some(Uuid::new_v4()));
+    let (_env, mut a, mut b) = start_two_tenants().await;
     define_all(&mut a).await;
     for i in 0..3 {
         create(&mut a, person(&format!("P{i}"), "", &format!("p{i}@x.com"))).await;
@@ -87,8 +85,7 @@ async fn list_customers_refuses_bad_filters_sizes_and_tokens() {
             ..Default::default()
         })
         .await
-        .expect("year 1")
-        .into_inner();
+        .expect_answer("year 1");
     assert_eq!(all.customers.len(), 3);
     let none = a
         .list_customers(ListCustomersRequest {
@@ -96,8 +93,7 @@ async fn list_customers_refuses_bad_filters_sizes_and_tokens() {
             ..Default::default()
         })
         .await
-        .expect("year 9999")
-        .into_inner();
+        .expect_answer("year 9999");
     assert!(none.customers.is_empty());
 
     // Page tokens: forged, tampered, from another tenant, another method,
@@ -108,8 +104,7 @@ async fn list_customers_refuses_bad_filters_sizes_and_tokens() {
             ..Default::default()
         })
         .await
-        .expect("page")
-        .into_inner();
+        .expect_answer("page");
     let genuine = first.next_page_token.clone();
     let foreign = b
         .list_customers(ListCustomersRequest {
@@ -117,8 +112,7 @@ async fn list_customers_refuses_bad_filters_sizes_and_tokens() {
             ..Default::default()
         })
         .await
-        .expect("page")
-        .into_inner()
+        .expect_answer("page")
         .next_page_token;
     let other_method = a
         .list_attribute_definitions(ListAttributeDefinitionsRequest {
@@ -126,8 +120,7 @@ async fn list_customers_refuses_bad_filters_sizes_and_tokens() {
             ..Default::default()
         })
         .await
-        .expect("page")
-        .into_inner()
+        .expect_answer("page")
         .next_page_token;
     let mut tokens = forged_tokens(&genuine);
     tokens.push(foreign);
@@ -175,16 +168,13 @@ async fn list_customers_refuses_bad_filters_sizes_and_tokens() {
             ..Default::default()
         })
         .await
-        .expect("genuine token")
-        .into_inner();
+        .expect_answer("genuine token");
     assert_eq!(rest.customers.len(), 2);
 }
 
 #[tokio::test]
 async fn search_customers_refuses_bad_queries_regions_and_tokens() {
-    let env = start().await;
-    let mut a = env.client.clone();
-    let mut b = env.client_for(Some(Uuid::new_v4()));
+    let (_env, mut a, mut b) = start_two_tenants().await;
     for i in 0..3 {
         create(
             &mut a,
@@ -263,13 +253,11 @@ async fn search_customers_refuses_bad_queries_regions_and_tokens() {
     };
     let genuine = page(&mut a, String::new())
         .await
-        .expect("page")
-        .into_inner()
+        .expect_answer("page")
         .next_page_token;
     let foreign = page(&mut b, String::new())
         .await
-        .expect("page")
-        .into_inner()
+        .expect_answer("page")
         .next_page_token;
     let list_token = a
         .list_customers(ListCustomersRequest {
@@ -277,8 +265,7 @@ async fn search_customers_refuses_bad_queries_regions_and_tokens() {
             ..Default::default()
         })
         .await
-        .expect("list")
-        .into_inner()
+        .expect_answer("list")
         .next_page_token;
     let mut tokens = forged_tokens(&genuine);
     tokens.push(foreign);
@@ -300,8 +287,7 @@ async fn search_customers_refuses_bad_queries_regions_and_tokens() {
     assert_eq!(
         page(&mut a, genuine)
             .await
-            .expect("genuine")
-            .into_inner()
+            .expect_answer("genuine")
             .results
             .len(),
         1

@@ -30,12 +30,6 @@ const HOSTILE32: &str = "'); DROP--\"%_\\ ß 😀";
 /// A string with a NUL byte, which PostgreSQL cannot store in text.
 const NUL: &str = "a\0b";
 
-fn mask(paths: &[&str]) -> Option<FieldMask> {
-    Some(FieldMask {
-        paths: paths.iter().map(|p| p.to_string()).collect(),
-    })
-}
-
 fn now_ts() -> Timestamp {
     rapport_kit::convert::timestamp(chrono::Utc::now())
 }
@@ -74,8 +68,7 @@ async fn everyone(c: &mut Client) -> Vec<Customer> {
         ..Default::default()
     })
     .await
-    .expect("list")
-    .into_inner()
+    .expect_answer("list")
     .customers
 }
 
@@ -134,8 +127,7 @@ async fn filtered(c: &mut Client, name: &str, value: AttributeValue) -> Vec<Cust
         ..Default::default()
     })
     .await
-    .expect("list")
-    .into_inner()
+    .expect_answer("list")
     .customers
 }
 
@@ -168,8 +160,7 @@ async fn define(c: &mut Client, name: &str, t: AttributeType) -> AttributeDefini
         }),
     })
     .await
-    .expect("define")
-    .into_inner()
+    .expect_answer("define")
     .definition
     .expect("definition")
 }
@@ -620,6 +611,7 @@ use identity::*;
 use listing::*;
 #[allow(unused_imports)]
 use merging::*;
+use rapport_testkit::mask;
 #[allow(unused_imports)]
 use reads::*;
 #[allow(unused_imports)]

@@ -4,9 +4,7 @@ use super::*;
 
 #[tokio::test]
 async fn merge_unmerge_and_marks_refuse_bad_unknown_and_foreign_ids() {
-    let env = start().await;
-    let mut a = env.client.clone();
-    let mut b = env.client_for(Some(Uuid::new_v4()));
+    let (env, mut a, mut b) = start_two_tenants().await;
     let ana = create(&mut a, person("Ana", "", "ana@x.com")).await;
     let ana2 = create(&mut a, person("Ana", "", "ana2@x.com")).await;
     let bea = create(&mut b, person("Bea", "", "bea@x.com")).await;
@@ -190,9 +188,7 @@ async fn merge_unmerge_and_marks_refuse_bad_unknown_and_foreign_ids() {
 
 #[tokio::test]
 async fn erase_refuses_bad_ids_references_and_other_tenants() {
-    let env = start().await;
-    let mut a = env.client.clone();
-    let mut b = env.client_for(Some(Uuid::new_v4()));
+    let (env, mut a, mut b) = start_two_tenants().await;
     let ana = create(&mut a, person("Ana", "", "ana@x.com")).await;
     let events = env.events().await;
     for raw in BAD_IDS {

@@ -4,9 +4,7 @@ use super::*;
 
 #[tokio::test]
 async fn get_and_batch_get_refuse_malformed_ids_and_hide_other_tenants() {
-    let env = start().await;
-    let mut a = env.client.clone();
-    let mut b = env.client_for(Some(Uuid::new_v4()));
+    let (_env, mut a, mut b) = start_two_tenants().await;
     let ana = create(&mut a, person("Ana", "", "ana@x.com")).await;
 
     for raw in BAD_IDS {
@@ -79,15 +77,13 @@ async fn get_and_batch_get_refuse_malformed_ids_and_hide_other_tenants() {
             customer_ids: ids.clone(),
         })
         .await
-        .expect("1,000 ids")
-        .into_inner();
+        .expect_answer("1,000 ids");
     assert!(r.customers.is_empty());
     assert_eq!(r.missing_customer_ids.len(), 1000);
     assert!(r.merged_customer_ids.is_empty());
     let r = a
         .batch_get_customers(BatchGetCustomersRequest { customer_ids: ids })
         .await
-        .expect("1,000 ids")
-        .into_inner();
+        .expect_answer("1,000 ids");
     assert_eq!(r.customers, vec![ana]);
 }

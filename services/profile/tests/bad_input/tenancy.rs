@@ -314,8 +314,7 @@ async fn watch_changes_refuses_negative_sequences_and_foreign_positions() {
             ..Default::default()
         })
         .await
-        .expect("a sequence beyond the end is valid")
-        .into_inner();
+        .expect_answer("a sequence beyond the end is valid");
     let next = tokio::time::timeout(std::time::Duration::from_millis(300), stream.next()).await;
     assert!(next.is_err(), "no event after i64::MAX: {next:?}");
     // From 0 the backlog arrives.
@@ -325,8 +324,7 @@ async fn watch_changes_refuses_negative_sequences_and_foreign_positions() {
             ..Default::default()
         })
         .await
-        .expect("watch")
-        .into_inner();
+        .expect_answer("watch");
     let first = tokio::time::timeout(std::time::Duration::from_secs(10), stream.next())
         .await
         .expect("the backlog arrives")

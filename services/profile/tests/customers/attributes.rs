@@ -18,8 +18,7 @@ pub(crate) async fn define(
         }),
     })
     .await
-    .unwrap()
-    .into_inner()
+    .answer()
     .definition
     .unwrap()
 }
@@ -119,8 +118,7 @@ async fn attribute_definitions_govern_custom_attributes() {
             ..Default::default()
         })
         .await
-        .unwrap()
-        .into_inner();
+        .answer();
     let names: Vec<_> = list.definitions.iter().map(|d| d.name.clone()).collect();
     assert_eq!(names, vec!["stores", "tier"]);
     let rest = c
@@ -130,8 +128,7 @@ async fn attribute_definitions_govern_custom_attributes() {
             ..Default::default()
         })
         .await
-        .unwrap()
-        .into_inner();
+        .answer();
     assert_eq!(rest.definitions[0].name, "vip");
     assert!(rest.next_page_token.is_empty());
     let updated = c
@@ -145,8 +142,7 @@ async fn attribute_definitions_govern_custom_attributes() {
             update_mask: mask(&["description"]),
         })
         .await
-        .unwrap()
-        .into_inner()
+        .answer()
         .definition
         .unwrap();
     assert_eq!(updated.description, "loyalty tier");
@@ -179,8 +175,7 @@ async fn attribute_definitions_govern_custom_attributes() {
             name: "tier".into(),
         })
         .await
-        .unwrap()
-        .into_inner()
+        .answer()
         .definition
         .unwrap();
     assert_eq!(dep.state, AttributeDefinitionState::Deprecated as i32);
@@ -188,8 +183,7 @@ async fn attribute_definitions_govern_custom_attributes() {
     let shown = c
         .list_attribute_definitions(ListAttributeDefinitionsRequest::default())
         .await
-        .unwrap()
-        .into_inner();
+        .answer();
     assert!(shown.definitions.iter().all(|d| d.name != "tier"));
 
     // A deprecated definition keeps existing values but takes no new ones.
@@ -236,8 +230,7 @@ async fn attribute_definitions_govern_custom_attributes() {
             ..Default::default()
         })
         .await
-        .unwrap()
-        .into_inner();
+        .answer();
     assert_eq!(found.customers.len(), 1);
     let none = c
         .list_customers(ListCustomersRequest {
@@ -250,8 +243,7 @@ async fn attribute_definitions_govern_custom_attributes() {
             ..Default::default()
         })
         .await
-        .unwrap()
-        .into_inner();
+        .answer();
     assert!(none.customers.is_empty());
     let e = c
         .list_customers(ListCustomersRequest {

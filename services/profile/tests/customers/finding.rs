@@ -33,8 +33,7 @@ async fn list_filters_orders_and_pages() {
                 ..Default::default()
             })
             .await
-            .unwrap()
-            .into_inner();
+            .answer();
         seen.extend(page.customers.iter().map(|c| c.customer_id.clone()));
         if page.next_page_token.is_empty() {
             break;
@@ -50,8 +49,7 @@ async fn list_filters_orders_and_pages() {
             ..Default::default()
         })
         .await
-        .unwrap()
-        .into_inner();
+        .answer();
     let e = c
         .list_customers(ListCustomersRequest {
             page_size: 2,
@@ -81,8 +79,7 @@ async fn list_filters_orders_and_pages() {
             ..Default::default()
         })
         .await
-        .unwrap()
-        .into_inner();
+        .answer();
     let got: Vec<_> = evens
         .customers
         .iter()
@@ -103,8 +100,7 @@ async fn list_filters_orders_and_pages() {
             ..Default::default()
         })
         .await
-        .unwrap()
-        .into_inner();
+        .answer();
     assert_eq!(pt.customers.len(), 1);
     let orgs = c
         .list_customers(ListCustomersRequest {
@@ -112,8 +108,7 @@ async fn list_filters_orders_and_pages() {
             ..Default::default()
         })
         .await
-        .unwrap()
-        .into_inner();
+        .answer();
     assert_eq!(orgs.customers[0].customer_id, org.customer_id);
     // Updated since, most recently updated first.
     let since = get(&mut c, &org.customer_id)
@@ -139,8 +134,7 @@ async fn list_filters_orders_and_pages() {
             ..Default::default()
         })
         .await
-        .unwrap()
-        .into_inner();
+        .answer();
     let got: Vec<_> = recent
         .customers
         .iter()
@@ -184,8 +178,7 @@ async fn search_finds_identifiers_exactly_and_names_fuzzily() {
     let r = c
         .search_customers(search(" Ana.Lopez@Example.com ", ""))
         .await
-        .unwrap()
-        .into_inner();
+        .answer();
     assert_eq!(
         r.results[0].customer.as_ref().unwrap().customer_id,
         ana.customer_id
@@ -195,25 +188,19 @@ async fn search_finds_identifiers_exactly_and_names_fuzzily() {
     let r = c
         .search_customers(search("911 234 567", "ES"))
         .await
-        .unwrap()
-        .into_inner();
+        .answer();
     assert_eq!(r.results[0].match_kind, SearchMatchKind::Phone as i32);
     assert_eq!(
         r.results[0].customer.as_ref().unwrap().customer_id,
         ana.customer_id
     );
-    let r = c
-        .search_customers(search("CARD-0042", ""))
-        .await
-        .unwrap()
-        .into_inner();
+    let r = c.search_customers(search("CARD-0042", "")).await.answer();
     assert_eq!(r.results[0].match_kind, SearchMatchKind::ExternalId as i32);
 
     let r = c
         .search_customers(search("Ana Lopez Garcia", ""))
         .await
-        .unwrap()
-        .into_inner();
+        .answer();
     let ids: Vec<_> = r
         .results
         .iter()
@@ -236,8 +223,7 @@ async fn search_finds_identifiers_exactly_and_names_fuzzily() {
             ..Default::default()
         })
         .await
-        .unwrap()
-        .into_inner();
+        .answer();
     assert_eq!(r.results.len(), 1);
     assert_eq!(
         r.results[0].customer.as_ref().unwrap().customer_id,
@@ -252,8 +238,7 @@ async fn search_finds_identifiers_exactly_and_names_fuzzily() {
             ..Default::default()
         })
         .await
-        .unwrap()
-        .into_inner();
+        .answer();
     let second = c
         .search_customers(SearchCustomersRequest {
             query: "Ana Lopez Garcia".into(),
@@ -262,8 +247,7 @@ async fn search_finds_identifiers_exactly_and_names_fuzzily() {
             ..Default::default()
         })
         .await
-        .unwrap()
-        .into_inner();
+        .answer();
     assert_eq!(
         second.results[0].customer.as_ref().unwrap().customer_id,
         ids[1]
@@ -276,9 +260,7 @@ async fn search_finds_identifiers_exactly_and_names_fuzzily() {
 
 #[tokio::test]
 async fn tenants_never_see_each_other() {
-    let env = start().await;
-    let mut a = env.client.clone();
-    let mut b = env.client_for(Some(uuid::Uuid::new_v4()));
+    let (env, mut a, mut b) = start_two_tenants().await;
     let ana = create(&mut a, person("Ana", "López", "ana@x.com")).await;
     let bea = create(&mut a, person("Bea", "López", "bea@x.com")).await;
 
@@ -287,8 +269,7 @@ async fn tenants_never_see_each_other() {
     let list = b
         .list_customers(ListCustomersRequest::default())
         .await
-        .unwrap()
-        .into_inner();
+        .answer();
     assert!(list.customers.is_empty());
     let found = b
         .search_customers(SearchCustomersRequest {
@@ -296,8 +277,7 @@ async fn tenants_never_see_each_other() {
             ..Default::default()
         })
         .await
-        .unwrap()
-        .into_inner();
+        .answer();
     assert!(found.results.is_empty());
     let found = b
         .search_customers(SearchCustomersRequest {
@@ -305,8 +285,7 @@ async fn tenants_never_see_each_other() {
             ..Default::default()
         })
         .await
-        .unwrap()
-        .into_inner();
+        .answer();
     assert!(found.results.is_empty());
     let e = b
         .update_customer(UpdateCustomerRequest {

@@ -177,8 +177,8 @@ async fn identifiers_are_unique_and_request_ids_make_creates_idempotent() {
         customer: Some(person("Bea", "", "bea@x.com")),
         request_id: "req-1".into(),
     };
-    let a = c.create_customer(req.clone()).await.unwrap().into_inner();
-    let b = c.create_customer(req).await.unwrap().into_inner();
+    let a = c.create_customer(req.clone()).await.answer();
+    let b = c.create_customer(req).await.answer();
     assert_eq!(
         a.customer.unwrap().customer_id,
         b.customer.unwrap().customer_id
@@ -233,8 +233,7 @@ async fn update_applies_masks_and_refuses_stale_etags() {
             update_mask: mask(&["tags", "person.given_name", "emails"]),
         })
         .await
-        .unwrap()
-        .into_inner()
+        .answer()
         .customer
         .unwrap();
     assert_eq!(updated.tags, vec!["gold"]);
@@ -282,8 +281,7 @@ async fn update_applies_masks_and_refuses_stale_etags() {
             update_mask: mask(&["tags"]),
         })
         .await
-        .unwrap()
-        .into_inner()
+        .answer()
         .customer
         .unwrap();
     assert_eq!(same.etag, now.etag);
@@ -362,8 +360,7 @@ async fn delete_and_undelete() {
             etag: a.etag.clone(),
         })
         .await
-        .unwrap()
-        .into_inner()
+        .answer()
         .customer
         .unwrap();
     assert_eq!(d.state, CustomerState::Deleted as i32);
@@ -381,8 +378,7 @@ async fn delete_and_undelete() {
     let list = c
         .list_customers(ListCustomersRequest::default())
         .await
-        .unwrap()
-        .into_inner();
+        .answer();
     assert!(list.customers.is_empty());
     let list = c
         .list_customers(ListCustomersRequest {
@@ -390,8 +386,7 @@ async fn delete_and_undelete() {
             ..Default::default()
         })
         .await
-        .unwrap()
-        .into_inner();
+        .answer();
     assert_eq!(list.customers.len(), 1);
     let e = c
         .update_customer(UpdateCustomerRequest {
@@ -420,8 +415,7 @@ async fn delete_and_undelete() {
             etag: String::new(),
         })
         .await
-        .unwrap()
-        .into_inner()
+        .answer()
         .customer
         .unwrap();
     assert_eq!(again.etag, d.etag);
@@ -431,8 +425,7 @@ async fn delete_and_undelete() {
             etag: d.etag.clone(),
         })
         .await
-        .unwrap()
-        .into_inner()
+        .answer()
         .customer
         .unwrap();
     assert_eq!(u.state, CustomerState::Active as i32);
@@ -468,8 +461,7 @@ async fn batch_get_reports_missing_and_merged_ids() {
             ],
         })
         .await
-        .unwrap()
-        .into_inner();
+        .answer();
     assert_eq!(r.customers.len(), 1);
     assert_eq!(r.customers[0].customer_id, a.customer_id);
     assert_eq!(r.missing_customer_ids, vec![unknown]);

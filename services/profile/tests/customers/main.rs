@@ -4,18 +4,12 @@
 #[path = "../support/mod.rs"]
 mod support;
 
-use prost_types::{FieldMask, Timestamp};
+use prost_types::Timestamp;
 use rapport_proto::rapport::common::v1::Money;
 use rapport_proto::rapport::profile::v1::*;
 use support::*;
 use tonic::Code;
 use tonic_types::StatusExt;
-
-fn mask(paths: &[&str]) -> Option<FieldMask> {
-    Some(FieldMask {
-        paths: paths.iter().map(|p| p.to_string()).collect(),
-    })
-}
 
 mod attributes;
 mod finding;
@@ -27,3 +21,4 @@ use attributes::*;
 use finding::*;
 #[allow(unused_imports)]
 use lifecycle::*;
+use rapport_testkit::mask;

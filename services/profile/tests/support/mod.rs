@@ -14,6 +14,9 @@ use tonic::service::Interceptor;
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
 use uuid::Uuid;
+// Not every test binary calls a service.
+#[allow(unused_imports)]
+pub use rapport_testkit::Answer;
 
 /// Adds a tenant to every call.
 #[derive(Clone)]
@@ -125,6 +128,15 @@ impl Env {
     }
 }
 
+/// Starts the service on a fresh, migrated database, and hands back a
+/// client of its first tenant and one of another tenant.
+pub async fn start_two_tenants() -> (Env, Client, Client) {
+    let env = start().await;
+    let a = env.client.clone();
+    let b = env.client_for(Some(Uuid::new_v4()));
+    (env, a, b)
+}
+
 /// Starts the service on a fresh, migrated database.
 pub async fn start() -> Env {
     let profile = rapport_testkit::service!(rapport_profile);
@@ -203,8 +215,7 @@ pub async fn create(client: &mut Client, c: Customer) -> Customer {
             request_id: String::new(),
         })
         .await
-        .expect("create")
-        .into_inner()
+        .expect_answer("create")
         .customer
         .expect("customer")
 }
@@ -261,6 +272,5 @@ pub async fn resolve(client: &mut Client, ids: Vec<Identifier>) -> ResolveIdenti
             lookup_only: false,
         })
         .await
-        .expect("resolve")
-        .into_inner()
+        .expect_answer("resolve")
 }

@@ -91,8 +91,7 @@ async fn models(s: &Stack, tenant: Uuid) -> Vec<Model> {
             },
         ))
         .await
-        .expect("list models")
-        .into_inner();
+        .expect_answer("list models");
     assert!(page.next_page_token.is_empty());
     page.models
 }

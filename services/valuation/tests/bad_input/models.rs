@@ -228,8 +228,7 @@ async fn fit_model_refuses_every_bad_field_and_stores_nothing() {
             },
         ))
         .await
-        .expect("boundary values are valid")
-        .into_inner()
+        .expect_answer("boundary values are valid")
         .model
         .expect("a model");
     let keyed = FitModelRequest {
@@ -239,15 +238,13 @@ async fn fit_model_refuses_every_bad_field_and_stores_nothing() {
     let first = v
         .fit_model(req(t, keyed.clone()))
         .await
-        .expect("a hostile but printable key is valid")
-        .into_inner()
+        .expect_answer("a hostile but printable key is valid")
         .model
         .expect("a model");
     let retried = v
         .fit_model(req(t, keyed.clone()))
         .await
-        .expect("the retry answers")
-        .into_inner()
+        .expect_answer("the retry answers")
         .model
         .expect("a model");
     assert_eq!(retried.model_id, first.model_id);
@@ -265,8 +262,7 @@ async fn model_reads_activation_and_listing_refuse_bad_ids_tokens_and_other_tena
         let m = v
             .fit_model(req(a, inline_fit(ModelKind::BgNbd)))
             .await
-            .expect("a fit")
-            .into_inner()
+            .expect_answer("a fit")
             .model
             .expect("a model");
         assert!(m.converged, "{m:?}");
@@ -398,8 +394,7 @@ async fn model_reads_activation_and_listing_refuse_bad_ids_tokens_and_other_tena
                 },
             ))
             .await
-            .expect("a first page")
-            .into_inner()
+            .expect_answer("a first page")
             .next_page_token
         }
     };
@@ -417,8 +412,7 @@ async fn model_reads_activation_and_listing_refuse_bad_ids_tokens_and_other_tena
             },
         ))
         .await
-        .expect("the genuine token pages on")
-        .into_inner();
+        .expect_answer("the genuine token pages on");
     assert_eq!(second.models.len(), 1);
     let mut bad = hostile::forged_tokens(&genuine);
     bad.extend([of_kind.clone(), of_b.clone()]);

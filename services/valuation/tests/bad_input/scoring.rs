@@ -23,8 +23,7 @@ pub(crate) async fn scored_tenant(s: &Stack, t: Uuid, n: usize) -> Vec<Uuid> {
             let r = v
                 .get_cohort_report(req(t, GetCohortReportRequest::default()))
                 .await
-                .expect("the cohort report")
-                .into_inner();
+                .expect_answer("the cohort report");
             r.cohorts.iter().map(|c| c.customer_count).sum::<i64>() == n as i64
         }
     })
@@ -33,22 +32,9 @@ pub(crate) async fn scored_tenant(s: &Stack, t: Uuid, n: usize) -> Vec<Uuid> {
     let calibration = ts(Utc::now());
     for kind in [ModelKind::BgNbd, ModelKind::GammaGamma] {
         let m = v
-            .fit_model(req(
-                t,
-                FitModelRequest {
-                    kind: kind as i32,
-                    calibration_end_time: Some(calibration),
-                    period_unit: PeriodUnit::Week as i32,
-                    options: Some(FitOptions {
-                        activate_on_success: true,
-                        max_iterations: 0,
-                    }),
-                    ..Default::default()
-                },
-            ))
+            .fit_model(req(t, weekly_fit(kind, calibration)))
             .await
-            .expect("a fit on the export")
-            .into_inner()
+            .expect_answer("a fit on the export")
             .model
             .expect("a model");
         assert!(m.active, "{m:?}");
@@ -56,8 +42,7 @@ pub(crate) async fn scored_tenant(s: &Stack, t: Uuid, n: usize) -> Vec<Uuid> {
     let run = v
         .score_customers(req(t, ScoreCustomersRequest::default()))
         .await
-        .expect("a scoring run")
-        .into_inner();
+        .expect_answer("a scoring run");
     assert_eq!(run.scored_customer_count, n as i64);
     eventually("the re-scoring queue to drain", || async {
         s.count("SELECT count(*) FROM rescore_queue").await == 0
@@ -78,8 +63,7 @@ pub(crate) async fn all_values(s: &Stack, t: Uuid) -> Vec<RankedCustomer> {
             },
         ))
         .await
-        .expect("the ranking")
-        .into_inner();
+        .expect_answer("the ranking");
     assert!(page.next_page_token.is_empty());
     page.customers
 }
@@ -172,8 +156,7 @@ async fn scoring_and_value_reads_refuse_bad_input_and_other_tenants() {
             },
         ))
         .await
-        .expect("A's own value")
-        .into_inner();
+        .expect_answer("A's own value");
     assert_eq!(mine.value.expect("a value").customer_id, ids[0]);
     failed(
         v.get_customer_value(req(
@@ -211,8 +194,7 @@ async fn scoring_and_value_reads_refuse_bad_input_and_other_tenants() {
     let got = v
         .batch_get_customer_values(req(a, batch(dup.clone())))
         .await
-        .expect("duplicates are answered once")
-        .into_inner();
+        .expect_answer("duplicates are answered once");
     assert_eq!(
         got.values
             .iter()
@@ -224,8 +206,7 @@ async fn scoring_and_value_reads_refuse_bad_input_and_other_tenants() {
     let theirs = v
         .batch_get_customer_values(req(b, batch(dup)))
         .await
-        .expect("B's batch")
-        .into_inner();
+        .expect_answer("B's batch");
     assert!(theirs.values.is_empty(), "B read A's values");
     assert_eq!(theirs.missing_customer_ids.len(), 4);
 
@@ -260,8 +241,7 @@ async fn scoring_and_value_reads_refuse_bad_input_and_other_tenants() {
         async move {
             v.rank_customers(req(t, rank(metric as i32, top_n, 2, String::new())))
                 .await
-                .expect("a first page")
-                .into_inner()
+                .expect_answer("a first page")
                 .next_page_token
         }
     };
@@ -277,8 +257,7 @@ async fn scoring_and_value_reads_refuse_bad_input_and_other_tenants() {
             },
         ))
         .await
-        .expect("models")
-        .into_inner()
+        .expect_answer("models")
         .next_page_token;
     for t in [&genuine, &other_metric, &other_top, &models_token] {
         assert!(!t.is_empty());
@@ -286,8 +265,7 @@ async fn scoring_and_value_reads_refuse_bad_input_and_other_tenants() {
     let page2 = v
         .rank_customers(req(a, rank(RankMetric::Clv as i32, 0, 2, genuine.clone())))
         .await
-        .expect("the genuine token pages on")
-        .into_inner();
+        .expect_answer("the genuine token pages on");
     assert_eq!(page2.customers[0].rank, 3);
     let mut bad = hostile::forged_tokens(&genuine);
     bad.extend([other_metric, other_top, models_token]);
@@ -327,8 +305,7 @@ async fn scoring_and_value_reads_refuse_bad_input_and_other_tenants() {
     let conc = v
         .get_value_concentration(req(a, GetValueConcentrationRequest::default()))
         .await
-        .expect("A's concentration")
-        .into_inner();
+        .expect_answer("A's concentration");
     assert_eq!(conc.customer_count, 400);
 
     // GetSegmentValue.
@@ -454,8 +431,7 @@ async fn scoring_and_value_reads_refuse_bad_input_and_other_tenants() {
             },
         ))
         .await
-        .expect("cohorts of 2000 and 2001")
-        .into_inner();
+        .expect_answer("cohorts of 2000 and 2001");
     assert_eq!(r.cohorts.len(), 24);
     // Extreme but valid ranges answer (empty cohorts), without error.
     for (start, end) in [
@@ -472,8 +448,7 @@ async fn scoring_and_value_reads_refuse_bad_input_and_other_tenants() {
                 },
             ))
             .await
-            .expect("an extreme but valid range")
-            .into_inner();
+            .expect_answer("an extreme but valid range");
         assert!(
             !r.cohorts.is_empty() && r.cohorts.len() <= 2,
             "{}",
@@ -485,8 +460,7 @@ async fn scoring_and_value_reads_refuse_bad_input_and_other_tenants() {
     let theirs = v
         .get_cohort_report(req(b, GetCohortReportRequest::default()))
         .await
-        .expect("B's report")
-        .into_inner();
+        .expect_answer("B's report");
     assert_eq!(
         theirs.cohorts.iter().map(|c| c.customer_count).sum::<i64>(),
         0
@@ -515,8 +489,7 @@ async fn scoring_and_value_reads_refuse_bad_input_and_other_tenants() {
             },
         ))
         .await
-        .expect("B's feed")
-        .into_inner();
+        .expect_answer("B's feed");
     let next = tokio::time::timeout(std::time::Duration::from_millis(1500), feed.next()).await;
     assert!(next.is_err(), "B's feed sent an event: {next:?}");
 
@@ -545,8 +518,7 @@ async fn relationship_scores_refuse_bad_unknown_and_foreign_ids() {
             },
         ))
         .await
-        .expect("a customer")
-        .into_inner()
+        .expect_answer("a customer")
         .customer
         .expect("the customer")
         .customer_id;

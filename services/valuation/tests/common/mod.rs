@@ -15,10 +15,10 @@ use rand::SeedableRng;
 use rand::rngs::StdRng;
 use rapport_kit::config::ServiceConfig;
 use rapport_kit::context::TENANT_HEADER;
-use rapport_proto::rapport::common::v1::{CustomerRef, Money, customer_ref};
+use rapport_proto::rapport::common::v1::{CustomerRef, Money, PeriodUnit, customer_ref};
 use rapport_proto::rapport::interaction::v1::interaction_service_client::InteractionServiceClient;
 use rapport_proto::rapport::interaction::v1::{
-    Interaction, InteractionType, RecordInteractionsRequest,
+    Interaction, InteractionType, PurchaseHistorySummary, RecordInteractionsRequest,
 };
 use rapport_proto::rapport::profile::v1::profile_service_client::ProfileServiceClient;
 use rapport_proto::rapport::segmentation::v1 as seg;
@@ -26,6 +26,7 @@ use rapport_proto::rapport::segmentation::v1::segmentation_service_server::{
     SegmentationService, SegmentationServiceServer,
 };
 use rapport_proto::rapport::valuation::v1::valuation_service_client::ValuationServiceClient;
+use rapport_proto::rapport::valuation::v1::{FitModelRequest, FitOptions, Model, ModelKind};
 use rapport_testkit::{Running, Service, TestDatabase};
 use rapport_valuation::domain::bgnbd::BgNbd;
 use rapport_valuation::domain::gamma_gamma::GammaGamma;
@@ -445,11 +446,63 @@ pub async fn record_all(s: &Stack, tenant: Uuid, interactions: Vec<Interaction>)
         .interactions()
         .record_interactions(req(tenant, futures::stream::iter(messages)))
         .await
-        .unwrap()
-        .into_inner();
+        .answer();
     assert_eq!(r.accepted_count, n, "{:?}", r.rejections.first());
 }
 
 /// The field paths of an INVALID_ARGUMENT status's BadRequest detail.
 #[allow(unused_imports)]
 pub use rapport_testkit::hostile::violations as violated_fields;
+// Not every test binary calls a service.
+#[allow(unused_imports)]
+pub use rapport_testkit::Answer;
+
+/// The CDNOW sample (fixtures/PROVENANCE.md) as inline summaries in weeks,
+/// its amounts in `currency`.
+pub fn cdnow_inline(currency: &str) -> Vec<PurchaseHistorySummary> {
+    include_str!("../fixtures/cdnow_summary_with_spend.csv")
+        .lines()
+        .skip(1)
+        .map(|line| {
+            let f: Vec<f64> = line.split(',').map(|v| v.parse().unwrap()).collect();
+            PurchaseHistorySummary {
+                customer_id: Uuid::new_v4().to_string(),
+                frequency: f[1] as i64,
+                recency: f[2],
+                t: f[3],
+                monetary_value: f[4],
+                currency_code: currency.into(),
+                ..Default::default()
+            }
+        })
+        .collect()
+}
+
+/// A fit of `kind` in weeks, calibrated up to `calibration`, activated on
+/// success.
+pub fn weekly_fit(kind: ModelKind, calibration: Timestamp) -> FitModelRequest {
+    FitModelRequest {
+        kind: kind as i32,
+        calibration_end_time: Some(calibration),
+        period_unit: PeriodUnit::Week as i32,
+        options: Some(FitOptions {
+            activate_on_success: true,
+            max_iterations: 0,
+        }),
+        ..Default::default()
+    }
+}
+
+/// Fits the model `r` asks for in `tenant`, and returns it.
+pub async fn fitted(
+    v: &mut ValuationServiceClient<Channel>,
+    tenant: Uuid,
+    r: FitModelRequest,
+) -> Model {
+    v.fit_model(req(tenant, r))
+        .await
+        .expect("a fit")
+        .into_inner()
+        .model
+        .expect("a model")
+}
