@@ -57,15 +57,10 @@ pub async fn create(
         return same_request(found)?
             .ok_or_else(|| ApiError::Aborted("a concurrent request interfered; retry".into()));
     };
+    let event = Event::CampaignCreated(created.changed_event(None));
     feed::append(
         &mut tx,
-        &[NewEvent::new(
-            tenant,
-            "campaign",
-            id.to_string(),
-            "CampaignCreated",
-            &envelope(Event::CampaignCreated(created.changed_event(None))),
-        )],
+        &[campaign_event(tenant, id, "CampaignCreated", event)],
     )
     .await?;
     tx.commit().await?;
@@ -94,19 +89,25 @@ pub async fn update(
         )));
     }
     let updated = store::update_campaign(&mut tx, tenant, id, &input).await?;
+    let event = Event::CampaignUpdated(updated.changed_event(Some(paths)));
     feed::append(
         &mut tx,
-        &[NewEvent::new(
-            tenant,
-            "campaign",
-            id.to_string(),
-            "CampaignUpdated",
-            &envelope(Event::CampaignUpdated(updated.changed_event(Some(paths)))),
-        )],
+        &[campaign_event(tenant, id, "CampaignUpdated", event)],
     )
     .await?;
     tx.commit().await?;
     Ok(updated)
+}
+
+/// A campaign's event, of type `event_type`.
+fn campaign_event(tenant: Uuid, id: Uuid, event_type: &'static str, event: Event) -> NewEvent {
+    NewEvent::new(
+        tenant,
+        "campaign",
+        id.to_string(),
+        event_type,
+        &envelope(event),
+    )
 }
 
 fn invalid(list: Vec<Violation>) -> ApiError {

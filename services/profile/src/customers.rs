@@ -72,17 +72,15 @@ pub async fn create(
         consents: Vec::new(),
         merged_ids: Vec::new(),
     };
-    store::append(
+    store::append_customer_event(
         &mut tx,
-        vec![store::event(
-            tenant,
-            id,
-            Ev::CustomerCreated(ev::CustomerCreated {
-                customer_id: id.to_string(),
-                customer: store::snapshot(&stored),
-                origin: ev::CustomerOrigin::Create as i32,
-            }),
-        )],
+        tenant,
+        id,
+        Ev::CustomerCreated(ev::CustomerCreated {
+            customer_id: id.to_string(),
+            customer: store::snapshot(&stored),
+            origin: ev::CustomerOrigin::Create as i32,
+        }),
     )
     .await?;
     tx.commit().await?;
@@ -135,17 +133,15 @@ pub async fn update(
     };
     store::write_profile(&mut tx, tenant, id, &next.profile, stage).await?;
     let stored = store::load_one(&mut tx, tenant, id).await?;
-    store::append(
+    store::append_customer_event(
         &mut tx,
-        vec![store::event(
-            tenant,
-            id,
-            Ev::CustomerUpdated(ev::CustomerUpdated {
-                customer_id: id.to_string(),
-                changed_fields: changed.iter().map(ToString::to_string).collect(),
-                customer: store::snapshot(&stored),
-            }),
-        )],
+        tenant,
+        id,
+        Ev::CustomerUpdated(ev::CustomerUpdated {
+            customer_id: id.to_string(),
+            changed_fields: changed.iter().map(ToString::to_string).collect(),
+            customer: store::snapshot(&stored),
+        }),
     )
     .await?;
     tx.commit().await?;

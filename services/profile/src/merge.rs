@@ -318,20 +318,18 @@ pub async fn unmerge(
     let restored = store::load_one(&mut tx, tenant, merged).await?;
     let survivor_now = store::load_one(&mut tx, tenant, survivor).await?;
     let now = store::now(&mut tx).await?;
-    store::append(
+    store::append_customer_event(
         &mut tx,
-        vec![store::event(
-            tenant,
-            merged,
-            Ev::CustomerUnmerged(ev::CustomerUnmerged {
-                survivor_customer_id: survivor.to_string(),
-                restored_customer_id: merged.to_string(),
-                unmerge_time: Some(timestamp(now)),
-                restored_identifiers: restored_idents,
-                customer: store::snapshot(&restored),
-                survivor: store::snapshot(&survivor_now),
-            }),
-        )],
+        tenant,
+        merged,
+        Ev::CustomerUnmerged(ev::CustomerUnmerged {
+            survivor_customer_id: survivor.to_string(),
+            restored_customer_id: merged.to_string(),
+            unmerge_time: Some(timestamp(now)),
+            restored_identifiers: restored_idents,
+            customer: store::snapshot(&restored),
+            survivor: store::snapshot(&survivor_now),
+        }),
     )
     .await?;
     store::remember(

@@ -145,17 +145,15 @@ async fn create(
         return Ok(None);
     }
     let stored = store::load_one(tx, tenant, id).await?;
-    store::append(
+    store::append_customer_event(
         tx,
-        vec![store::event(
-            tenant,
-            id,
-            Ev::CustomerCreated(ev::CustomerCreated {
-                customer_id: id.to_string(),
-                customer: store::snapshot(&stored),
-                origin: ev::CustomerOrigin::Resolve as i32,
-            }),
-        )],
+        tenant,
+        id,
+        Ev::CustomerCreated(ev::CustomerCreated {
+            customer_id: id.to_string(),
+            customer: store::snapshot(&stored),
+            origin: ev::CustomerOrigin::Resolve as i32,
+        }),
     )
     .await?;
     Ok(Some(Resolution::Resolved {
@@ -179,17 +177,15 @@ async fn attach_to(
     }
     store::touch(tx, tenant, &[id]).await?;
     let stored = store::load_one(tx, tenant, id).await?;
-    store::append(
+    store::append_customer_event(
         tx,
-        vec![store::event(
-            tenant,
-            id,
-            Ev::CustomerUpdated(ev::CustomerUpdated {
-                customer_id: id.to_string(),
-                changed_fields: changed_identifier_fields(&attach),
-                customer: store::snapshot(&stored),
-            }),
-        )],
+        tenant,
+        id,
+        Ev::CustomerUpdated(ev::CustomerUpdated {
+            customer_id: id.to_string(),
+            changed_fields: changed_identifier_fields(&attach),
+            customer: store::snapshot(&stored),
+        }),
     )
     .await?;
     Ok(Some(Resolution::Resolved {

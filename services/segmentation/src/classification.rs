@@ -5,9 +5,7 @@
 use chrono::{DateTime, Utc};
 use rapport_kit::error::{ApiError, Violations};
 use rapport_kit::feed::{self, NewEvent};
-use rapport_proto::rapport::segmentation::v1::{
-    self as pb, MembershipChangeReason, segmentation_event,
-};
+use rapport_proto::rapport::segmentation::v1::{self as pb, segmentation_event};
 use serde_json::Value;
 use sqlx::PgPool;
 use tracing::Instrument;
@@ -106,18 +104,6 @@ pub async fn reclassify(pool: &PgPool, tenant: Uuid) -> Result<(), sqlx::Error> 
     store::lock_tenant(&mut tx, tenant).await?;
     let now = Utc::now();
     let changed = engine::classify(&mut tx, tenant, None, now).await?;
-    let cat = engine::catalog(&mut tx, tenant).await?;
-    for chunk in changed.chunks(10_000) {
-        engine::reevaluate(
-            &mut tx,
-            tenant,
-            chunk,
-            &cat,
-            now,
-            MembershipChangeReason::FeaturesChanged,
-            None,
-        )
-        .await?;
-    }
+    engine::reevaluate_changed(&mut tx, tenant, &changed, now).await?;
     tx.commit().await
 }

@@ -272,6 +272,20 @@ pub async fn recompute_tenant(
         .collect();
     changed.extend(classify(conn, tenant, None, now).await?);
     let changed: Vec<Uuid> = changed.into_iter().collect();
+    reevaluate_changed(conn, tenant, &changed, now).await?;
+    metrics::histogram!("rapport_segmentation_recompute_seconds")
+        .record(started.elapsed().as_secs_f64());
+    Ok(changed.len())
+}
+
+/// Re-evaluates the dynamic segments for customers whose features changed,
+/// 10,000 at a time.
+pub async fn reevaluate_changed(
+    conn: &mut PgConnection,
+    tenant: Uuid,
+    changed: &[Uuid],
+    now: DateTime<Utc>,
+) -> Result<()> {
     let cat = catalog(conn, tenant).await?;
     for chunk in changed.chunks(10_000) {
         reevaluate(
@@ -285,9 +299,7 @@ pub async fn recompute_tenant(
         )
         .await?;
     }
-    metrics::histogram!("rapport_segmentation_recompute_seconds")
-        .record(started.elapsed().as_secs_f64());
-    Ok(changed.len())
+    Ok(())
 }
 
 /// After a customer's features changed on a feed: rescore (when purchases

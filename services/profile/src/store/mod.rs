@@ -267,6 +267,16 @@ pub fn event(tenant: Uuid, aggregate_id: Uuid, event: Ev) -> NewEvent {
     )
 }
 
+/// Appends one customer event to the outbox in the caller's transaction.
+pub async fn append_customer_event(
+    conn: &mut PgConnection,
+    tenant: Uuid,
+    customer: Uuid,
+    e: Ev,
+) -> Result<()> {
+    append(conn, vec![event(tenant, customer, e)]).await
+}
+
 /// Appends events to the outbox in the caller's transaction.
 pub async fn append(conn: &mut PgConnection, events: Vec<NewEvent>) -> Result<()> {
     feed::append(conn, &events).await?;
