@@ -1,7 +1,7 @@
 //! MergeCustomers and UnmergeCustomers: each owns its transaction. The rules
 //! decide (`domain::merge`: who may merge, what fits, where identifiers and
 //! contact links go, how profiles combine; `domain::consent`: which consent
-//! stays in force) and the store executes (`store::merge` and its
+//! stays in force) and the store executes (`store/merge.rs` and its
 //! neighbours); the events are appended in the same transaction.
 
 use chrono::{DateTime, Utc};

@@ -39,10 +39,10 @@ pub struct BulkResolved {
     pub customers: HashMap<Uuid, Stored>,
 }
 
-/// The work of [`resolve_identities`] in the caller's transaction. `None`
-/// when a concurrent writer won a race (a unique violation or a deadlock,
-/// or a customer merged meanwhile): the transaction is then aborted and the
-/// caller rolls it back and tries again.
+/// The work of ResolveIdentities (`crate::resolution::resolve_many`) in the
+/// caller's transaction. `None` when a concurrent writer won a race (a
+/// unique violation or a deadlock, or a customer merged meanwhile): the
+/// transaction is then aborted and the caller rolls it back and tries again.
 pub async fn resolve_identities_in(
     tx: &mut PgConnection,
     tenant: Uuid,
