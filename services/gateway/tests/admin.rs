@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use rapport_proto::rapport::gateway::v1 as pb;
 use rapport_proto::rapport::gateway::v1::admin_service_client::AdminServiceClient;
-use rapport_testkit::Answer;
+use rapport_testkit::{Answer, Refused};
 use tonic::Code;
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
@@ -164,15 +164,14 @@ async fn operators_manage_every_tenant_and_tenants_only_themselves() {
         (err.code(), err.message()),
         (Code::PermissionDenied, "missing scope admin")
     );
-    let err = client(&s, "")
+    client(&s, "")
         .await
         .get_tenant(pb::GetTenantRequest::default())
         .await
-        .unwrap_err();
-    assert_eq!(err.code(), Code::Unauthenticated);
+        .refused(Code::Unauthenticated);
 
     // Tenant admins rename their tenant but cannot change its limits.
-    let err = acme_admin
+    acme_admin
         .update_tenant(pb::UpdateTenantRequest {
             tenant: Some(pb::Tenant {
                 max_concurrent_streams: 5,
@@ -183,8 +182,7 @@ async fn operators_manage_every_tenant_and_tenants_only_themselves() {
             }),
         })
         .await
-        .unwrap_err();
-    assert_eq!(err.code(), Code::PermissionDenied);
+        .refused(Code::PermissionDenied);
     let renamed = acme_admin
         .update_tenant(pb::UpdateTenantRequest {
             tenant: Some(pb::Tenant {
@@ -203,21 +201,19 @@ async fn operators_manage_every_tenant_and_tenants_only_themselves() {
     assert_eq!(renamed.display_name, "Acme Retail");
     assert_ne!(renamed.etag, acme.etag);
     // The old etag is stale now.
-    let err = op
-        .update_tenant(pb::UpdateTenantRequest {
-            tenant: Some(pb::Tenant {
-                tenant_id: acme.tenant_id.clone(),
-                display_name: "Lost update".into(),
-                etag: acme.etag.clone(),
-                ..Default::default()
-            }),
-            update_mask: Some(prost_types::FieldMask {
-                paths: vec!["display_name".into()],
-            }),
-        })
-        .await
-        .unwrap_err();
-    assert_eq!(err.code(), Code::Aborted);
+    op.update_tenant(pb::UpdateTenantRequest {
+        tenant: Some(pb::Tenant {
+            tenant_id: acme.tenant_id.clone(),
+            display_name: "Lost update".into(),
+            etag: acme.etag.clone(),
+            ..Default::default()
+        }),
+        update_mask: Some(prost_types::FieldMask {
+            paths: vec!["display_name".into()],
+        }),
+    })
+    .await
+    .refused(Code::Aborted);
 }
 
 #[tokio::test]
@@ -378,8 +374,7 @@ async fn keys_are_validated_idempotent_paginated_and_revocable() {
             ..Default::default()
         })
         .await
-        .unwrap_err();
-    assert_eq!(err.code(), Code::InvalidArgument);
+        .refused(Code::InvalidArgument);
     let fields: Vec<String> = err
         .get_details_bad_request()
         .unwrap()
@@ -405,14 +400,12 @@ async fn keys_are_validated_idempotent_paginated_and_revocable() {
         first.api_key.unwrap().api_key_id,
         again.api_key.clone().unwrap().api_key_id
     );
-    let err = op
-        .create_api_key(pb::CreateApiKeyRequest {
-            display_name: "other".into(),
-            ..request
-        })
-        .await
-        .unwrap_err();
-    assert_eq!(err.code(), Code::InvalidArgument);
+    op.create_api_key(pb::CreateApiKeyRequest {
+        display_name: "other".into(),
+        ..request
+    })
+    .await
+    .refused(Code::InvalidArgument);
 
     // Five keys, listed two by two, newest first; tampered tokens are refused.
     for _ in 0..4 {
@@ -441,16 +434,14 @@ async fn keys_are_validated_idempotent_paginated_and_revocable() {
     }
     assert_eq!(seen.len(), 5);
     assert!(seen.windows(2).all(|w| w[0] >= w[1]), "newest first");
-    let err = op
-        .list_api_keys(pb::ListApiKeysRequest {
-            tenant_id: acme.tenant_id.clone(),
-            page_size: 2,
-            page_token: format!("{token}x"),
-            include_revoked: true,
-        })
-        .await
-        .unwrap_err();
-    assert_eq!(err.code(), Code::InvalidArgument);
+    op.list_api_keys(pb::ListApiKeysRequest {
+        tenant_id: acme.tenant_id.clone(),
+        page_size: 2,
+        page_token: format!("{token}x"),
+        include_revoked: true,
+    })
+    .await
+    .refused(Code::InvalidArgument);
 
     // A revoked admin key stops working within seconds.
     let (key, secret) = new_key(&mut op, &acme.tenant_id, &["admin"]).await;

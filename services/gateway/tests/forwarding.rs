@@ -23,7 +23,7 @@ mod gwtest {
 use gwtest::echo_service_client::EchoServiceClient;
 use gwtest::echo_service_server::{EchoService, EchoServiceServer};
 use gwtest::{EchoRequest, EchoResponse};
-use rapport_testkit::Answer;
+use rapport_testkit::{Answer, Refused};
 
 const GATEWAY: rapport_testkit::Service = rapport_testkit::service!(rapport_gateway);
 
@@ -335,8 +335,7 @@ async fn every_streaming_kind_is_forwarded_for_the_keys_tenant_only() {
             ..text("x")
         })
         .await
-        .unwrap_err();
-    assert_eq!(err.code(), Code::NotFound);
+        .refused(Code::NotFound);
     assert_eq!(err.message(), "asked to fail");
     assert_eq!(err.metadata().get("x-echo").unwrap(), "failed");
 
@@ -432,8 +431,7 @@ async fn rate_limits_kick_in_and_recover() {
     for _ in 0..3 {
         c.unary(text("x")).await.unwrap();
     }
-    let err = c.unary(text("x")).await.unwrap_err();
-    assert_eq!(err.code(), Code::ResourceExhausted);
+    let err = c.unary(text("x")).await.refused(Code::ResourceExhausted);
     assert!(
         err.message()
             .starts_with("rate limit exceeded for key rpk_"),

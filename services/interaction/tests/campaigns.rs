@@ -52,11 +52,9 @@ async fn campaigns_are_created_read_listed_and_updated() {
     assert_eq!(retry, first);
     let mut other = spring(segment);
     other.name = "Other".into();
-    let err = c
-        .create_campaign(req(tenant, create(other, "req-1")))
+    c.create_campaign(req(tenant, create(other, "req-1")))
         .await
-        .unwrap_err();
-    assert_eq!(err.code(), Code::AlreadyExists);
+        .refused(Code::AlreadyExists);
     assert_eq!(s.count("SELECT count(*) FROM campaigns").await, 1);
 
     // Invalid: one violation per problem, nothing written.
@@ -115,16 +113,14 @@ async fn campaigns_are_created_read_listed_and_updated() {
         .campaign
         .unwrap();
     assert_eq!(got, web);
-    let err = c
-        .get_campaign(req(
-            Uuid::new_v4(),
-            GetCampaignRequest {
-                campaign_id: web.campaign_id.clone(),
-            },
-        ))
-        .await
-        .unwrap_err();
-    assert_eq!(err.code(), Code::NotFound);
+    c.get_campaign(req(
+        Uuid::new_v4(),
+        GetCampaignRequest {
+            campaign_id: web.campaign_id.clone(),
+        },
+    ))
+    .await
+    .refused(Code::NotFound);
 
     // List: newest first, two pages of two then one.
     let page = |token: String| ListCampaignsRequest {
@@ -238,8 +234,9 @@ async fn campaigns_are_created_read_listed_and_updated() {
             paths: vec!["description".into()],
         }),
     };
-    let err = c.update_campaign(req(tenant, stale)).await.unwrap_err();
-    assert_eq!(err.code(), Code::Aborted);
+    c.update_campaign(req(tenant, stale))
+        .await
+        .refused(Code::Aborted);
     // Bad masks and values.
     let err = c
         .update_campaign(req(
@@ -277,23 +274,21 @@ async fn campaigns_are_created_read_listed_and_updated() {
         violated_fields(&err),
         ["campaign.name", "campaign.end_time"]
     );
-    let err = c
-        .update_campaign(req(
-            Uuid::new_v4(),
-            UpdateCampaignRequest {
-                campaign: Some(Campaign {
-                    campaign_id: first.campaign_id.clone(),
-                    name: "x".into(),
-                    ..Default::default()
-                }),
-                update_mask: Some(prost_types::FieldMask {
-                    paths: vec!["name".into()],
-                }),
-            },
-        ))
-        .await
-        .unwrap_err();
-    assert_eq!(err.code(), Code::NotFound);
+    c.update_campaign(req(
+        Uuid::new_v4(),
+        UpdateCampaignRequest {
+            campaign: Some(Campaign {
+                campaign_id: first.campaign_id.clone(),
+                name: "x".into(),
+                ..Default::default()
+            }),
+            update_mask: Some(prost_types::FieldMask {
+                paths: vec!["name".into()],
+            }),
+        },
+    ))
+    .await
+    .refused(Code::NotFound);
 
     // The feed: three creations and one update, with the mask.
     assert_eq!(
@@ -447,16 +442,14 @@ async fn campaign_report_counts_rates_and_attributed_revenue() {
         .await
         .unwrap_err();
     assert_eq!(violated_fields(&err), ["attribution_window"]);
-    let err = c
-        .get_campaign_report(req(
-            Uuid::new_v4(),
-            GetCampaignReportRequest {
-                campaign_id: id,
-                attribution_window: None,
-            },
-        ))
-        .await
-        .unwrap_err();
-    assert_eq!(err.code(), Code::NotFound);
+    c.get_campaign_report(req(
+        Uuid::new_v4(),
+        GetCampaignReportRequest {
+            campaign_id: id,
+            attribution_window: None,
+        },
+    ))
+    .await
+    .refused(Code::NotFound);
     s.stop().await;
 }

@@ -57,23 +57,22 @@ async fn record_is_idempotent_by_key_and_refuses_a_changed_retry() {
     // Same key, different content: ALREADY_EXISTS.
     let mut changed = i.clone();
     changed.amount = Some(money("EUR", 13, 0));
-    let err = try_record(&mut c, tenant, changed).await.unwrap_err();
-    assert_eq!(err.code(), Code::AlreadyExists);
+    try_record(&mut c, tenant, changed)
+        .await
+        .refused(Code::AlreadyExists);
 
     // Another tenant may use the same key, and cannot see the first one's.
     let other = Uuid::new_v4();
     let theirs = try_record(&mut c, other, i.clone()).await.unwrap();
     assert!(theirs.created);
-    let err = c
-        .get_interaction(req(
-            other,
-            GetInteractionRequest {
-                interaction_id: stored.interaction_id.clone(),
-            },
-        ))
-        .await
-        .unwrap_err();
-    assert_eq!(err.code(), Code::NotFound);
+    c.get_interaction(req(
+        other,
+        GetInteractionRequest {
+            interaction_id: stored.interaction_id.clone(),
+        },
+    ))
+    .await
+    .refused(Code::NotFound);
     let got = c
         .get_interaction(req(
             tenant,
@@ -143,8 +142,9 @@ async fn invalid_input_names_every_problem_and_writes_nothing() {
     });
     i.occur_time = Some(ts(chrono::Utc::now() + chrono::Duration::hours(1)));
     i.idempotency_key = "bad key".into();
-    let err = try_record(&mut c, tenant, i).await.unwrap_err();
-    assert_eq!(err.code(), Code::InvalidArgument);
+    let err = try_record(&mut c, tenant, i)
+        .await
+        .refused(Code::InvalidArgument);
     assert_eq!(
         violated_fields(&err),
         [
@@ -154,19 +154,15 @@ async fn invalid_input_names_every_problem_and_writes_nothing() {
             "interaction.idempotency_key"
         ]
     );
-    let err = c
-        .record_interaction(req(tenant, RecordInteractionRequest { interaction: None }))
+    c.record_interaction(req(tenant, RecordInteractionRequest { interaction: None }))
         .await
-        .unwrap_err();
-    assert_eq!(err.code(), Code::InvalidArgument);
+        .refused(Code::InvalidArgument);
     // No tenant: UNAUTHENTICATED.
-    let err = c
-        .record_interaction(tonic::Request::new(RecordInteractionRequest {
-            interaction: Some(purchase(Uuid::new_v4(), at(2024, 1, 1, 0), 1)),
-        }))
-        .await
-        .unwrap_err();
-    assert_eq!(err.code(), Code::Unauthenticated);
+    c.record_interaction(tonic::Request::new(RecordInteractionRequest {
+        interaction: Some(purchase(Uuid::new_v4(), at(2024, 1, 1, 0), 1)),
+    }))
+    .await
+    .refused(Code::Unauthenticated);
     // An unknown campaign is NOT_FOUND.
     let mut sent = contact(
         Uuid::new_v4(),
@@ -174,13 +170,15 @@ async fn invalid_input_names_every_problem_and_writes_nothing() {
         at(2024, 1, 1, 0),
     );
     sent.campaign_id = Uuid::new_v4().to_string();
-    let err = try_record(&mut c, tenant, sent).await.unwrap_err();
-    assert_eq!(err.code(), Code::NotFound);
+    try_record(&mut c, tenant, sent)
+        .await
+        .refused(Code::NotFound);
     // Identifiers need the profile service, which is not configured here.
     let mut by_mail = purchase(Uuid::new_v4(), at(2024, 1, 1, 0), 1);
     by_mail.customer = by_email("ann@example.com");
-    let err = try_record(&mut c, tenant, by_mail).await.unwrap_err();
-    assert_eq!(err.code(), Code::Unavailable);
+    try_record(&mut c, tenant, by_mail)
+        .await
+        .refused(Code::Unavailable);
     assert_eq!(s.count("SELECT count(*) FROM interactions").await, 0);
     assert_eq!(s.count("SELECT count(*) FROM idempotency_keys").await, 0);
     assert_eq!(s.count("SELECT count(*) FROM outbox").await, 0);
@@ -283,11 +281,9 @@ async fn bulk_ingestion_counts_duplicates_and_rejections_by_index() {
             .map(|k| purchase(customers[0], at(2024, 1, 1, 0), k))
             .collect(),
     ];
-    let err = c
-        .record_interactions(req(tenant, stream_of(big)))
+    c.record_interactions(req(tenant, stream_of(big)))
         .await
-        .unwrap_err();
-    assert_eq!(err.code(), Code::InvalidArgument);
+        .refused(Code::InvalidArgument);
     s.stop().await;
 }
 
@@ -380,14 +376,12 @@ async fn the_feed_carries_recordings_without_free_text() {
         !text.contains("private") && !text.contains("secret-key"),
         "{text}"
     );
-    let err = c
-        .watch_changes(WatchChangesRequest {
-            after_sequence: -1,
-            ..Default::default()
-        })
-        .await
-        .unwrap_err();
-    assert_eq!(err.code(), Code::InvalidArgument);
+    c.watch_changes(WatchChangesRequest {
+        after_sequence: -1,
+        ..Default::default()
+    })
+    .await
+    .refused(Code::InvalidArgument);
     s.stop().await;
 }
 

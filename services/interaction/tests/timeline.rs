@@ -92,19 +92,15 @@ async fn timelines_filter_order_and_page() {
     // A token is bound to its filters and its tenant.
     let mut other_order = list(page.next_page_token.clone(), TimelineOrder::NewestFirst);
     other_order.page_size = 4;
-    let err = c
-        .list_interactions(req(tenant, other_order))
+    c.list_interactions(req(tenant, other_order))
         .await
-        .unwrap_err();
-    assert_eq!(err.code(), Code::InvalidArgument);
-    let err = c
-        .list_interactions(req(
-            Uuid::new_v4(),
-            list(page.next_page_token.clone(), TimelineOrder::OldestFirst),
-        ))
-        .await
-        .unwrap_err();
-    assert_eq!(err.code(), Code::InvalidArgument);
+        .refused(Code::InvalidArgument);
+    c.list_interactions(req(
+        Uuid::new_v4(),
+        list(page.next_page_token.clone(), TimelineOrder::OldestFirst),
+    ))
+    .await
+    .refused(Code::InvalidArgument);
 
     // Filters: purchases on the web channel between the 2nd and the 7th.
     let r = c
@@ -207,8 +203,7 @@ async fn service_requests_follow_their_life_cycle() {
     let err = c
         .update_service_request(req(tenant, update(ServiceRequestStatus::Resolved, "")))
         .await
-        .unwrap_err();
-    assert_eq!(err.code(), Code::FailedPrecondition);
+        .refused(Code::FailedPrecondition);
     assert!(
         err.message().contains("SERVICE_REQUEST_STATUS_OPEN"),
         "{}",
@@ -231,14 +226,12 @@ async fn service_requests_follow_their_life_cycle() {
     assert_eq!(r.agent_id, "agent-7");
     assert_ne!(r.etag, recorded.etag);
     // The old etag is stale now.
-    let err = c
-        .update_service_request(req(
-            tenant,
-            update(ServiceRequestStatus::Resolved, &recorded.etag),
-        ))
-        .await
-        .unwrap_err();
-    assert_eq!(err.code(), Code::Aborted);
+    c.update_service_request(req(
+        tenant,
+        update(ServiceRequestStatus::Resolved, &recorded.etag),
+    ))
+    .await
+    .refused(Code::Aborted);
     // IN_PROGRESS -> RESOLVED sets the resolve time; repeating it changes nothing.
     let resolved = c
         .update_service_request(req(tenant, update(ServiceRequestStatus::Resolved, "")))
@@ -266,11 +259,9 @@ async fn service_requests_follow_their_life_cycle() {
         .unwrap();
     assert!(reopened.resolve_time.is_none());
     // CLOSED is only left by reopening; OPEN -> CLOSED is illegal.
-    let err = c
-        .update_service_request(req(tenant, update(ServiceRequestStatus::Closed, "")))
+    c.update_service_request(req(tenant, update(ServiceRequestStatus::Closed, "")))
         .await
-        .unwrap_err();
-    assert_eq!(err.code(), Code::FailedPrecondition);
+        .refused(Code::FailedPrecondition);
 
     // Four real changes, four events.
     assert_eq!(
@@ -334,19 +325,15 @@ async fn service_requests_follow_their_life_cycle() {
     .await;
     let mut not_sr = update(ServiceRequestStatus::InProgress, "");
     not_sr.interaction_id = call.interaction_id;
-    let err = c
-        .update_service_request(req(tenant, not_sr))
+    c.update_service_request(req(tenant, not_sr))
         .await
-        .unwrap_err();
-    assert_eq!(err.code(), Code::FailedPrecondition);
-    let err = c
-        .update_service_request(req(
-            Uuid::new_v4(),
-            update(ServiceRequestStatus::InProgress, ""),
-        ))
-        .await
-        .unwrap_err();
-    assert_eq!(err.code(), Code::NotFound);
+        .refused(Code::FailedPrecondition);
+    c.update_service_request(req(
+        Uuid::new_v4(),
+        update(ServiceRequestStatus::InProgress, ""),
+    ))
+    .await
+    .refused(Code::NotFound);
     let err = c
         .update_service_request(req(
             tenant,
@@ -363,15 +350,13 @@ async fn service_requests_follow_their_life_cycle() {
         violated_fields(&err),
         ["interaction_id", "status", "agent_id"]
     );
-    let err = c
-        .get_interaction(req(
-            tenant,
-            GetInteractionRequest {
-                interaction_id: "x".into(),
-            },
-        ))
-        .await
-        .unwrap_err();
-    assert_eq!(err.code(), Code::InvalidArgument);
+    c.get_interaction(req(
+        tenant,
+        GetInteractionRequest {
+            interaction_id: "x".into(),
+        },
+    ))
+    .await
+    .refused(Code::InvalidArgument);
     s.stop().await;
 }

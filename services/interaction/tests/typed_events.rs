@@ -444,8 +444,7 @@ async fn typed_profile_events_merge_unmerge_and_erase() {
             .await,
         0
     );
-    let err = s
-        .interactions()
+    s.interactions()
         .get_interaction(req(
             tenant,
             GetInteractionRequest {
@@ -453,8 +452,7 @@ async fn typed_profile_events_merge_unmerge_and_erase() {
             },
         ))
         .await
-        .unwrap_err();
-    assert_eq!(err.code(), Code::NotFound);
+        .refused(Code::NotFound);
     let r = s
         .interactions()
         .record_interactions(req(

@@ -58,15 +58,13 @@ async fn resolve_finds_creates_attaches_and_reports_conflicts() {
     );
 
     // Lookup only: never creates.
-    let e = c
-        .resolve_identity(ResolveIdentityRequest {
-            identifiers: vec![email("nobody@x.com")],
-            traits: None,
-            lookup_only: true,
-        })
-        .await
-        .unwrap_err();
-    assert_eq!(e.code(), Code::NotFound);
+    c.resolve_identity(ResolveIdentityRequest {
+        identifiers: vec![email("nobody@x.com")],
+        traits: None,
+        lookup_only: true,
+    })
+    .await
+    .refused(Code::NotFound);
 
     // Identifiers of two customers: a conflict, nothing changed.
     let bea = create(&mut c, person("Bea", "", "bea@x.com")).await;
@@ -379,16 +377,14 @@ async fn merge_then_unmerge_restores_the_merged_customer_exactly() {
         .records;
 
     // A stale survivor etag is refused.
-    let e = c
-        .merge_customers(MergeCustomersRequest {
-            survivor_customer_id: survivor.customer_id.clone(),
-            merged_customer_id: merged.customer_id.clone(),
-            survivor_etag: survivor.etag.clone(),
-            request_id: String::new(),
-        })
-        .await
-        .unwrap_err();
-    assert_eq!(e.code(), Code::Aborted);
+    c.merge_customers(MergeCustomersRequest {
+        survivor_customer_id: survivor.customer_id.clone(),
+        merged_customer_id: merged.customer_id.clone(),
+        survivor_etag: survivor.etag.clone(),
+        request_id: String::new(),
+    })
+    .await
+    .refused(Code::Aborted);
 
     let result = c
         .merge_customers(MergeCustomersRequest {
@@ -456,8 +452,7 @@ async fn merge_then_unmerge_restores_the_merged_customer_exactly() {
             }),
         })
         .await
-        .unwrap_err();
-    assert_eq!(e.code(), Code::FailedPrecondition);
+        .refused(Code::FailedPrecondition);
     assert!(e.message().contains(&survivor.customer_id));
     let types = env.event_types().await;
     assert!(types.contains(&"CustomerMerged".to_string()));
@@ -515,14 +510,12 @@ async fn merge_then_unmerge_restores_the_merged_customer_exactly() {
     assert_eq!(history_after, history_before);
     let got = get(&mut c, &merged.customer_id).await.unwrap();
     assert!(!got.merged);
-    let e = c
-        .unmerge_customers(UnmergeCustomersRequest {
-            merged_customer_id: merged.customer_id.clone(),
-            request_id: String::new(),
-        })
-        .await
-        .unwrap_err();
-    assert_eq!(e.code(), Code::FailedPrecondition);
+    c.unmerge_customers(UnmergeCustomersRequest {
+        merged_customer_id: merged.customer_id.clone(),
+        request_id: String::new(),
+    })
+    .await
+    .refused(Code::FailedPrecondition);
     assert!(
         env.event_types()
             .await
@@ -530,15 +523,13 @@ async fn merge_then_unmerge_restores_the_merged_customer_exactly() {
     );
 
     // Different kinds cannot merge.
-    let e = c
-        .merge_customers(MergeCustomersRequest {
-            survivor_customer_id: survivor.customer_id.clone(),
-            merged_customer_id: org.customer_id.clone(),
-            ..Default::default()
-        })
-        .await
-        .unwrap_err();
-    assert_eq!(e.code(), Code::FailedPrecondition);
+    c.merge_customers(MergeCustomersRequest {
+        survivor_customer_id: survivor.customer_id.clone(),
+        merged_customer_id: org.customer_id.clone(),
+        ..Default::default()
+    })
+    .await
+    .refused(Code::FailedPrecondition);
 }
 
 #[tokio::test]
@@ -666,10 +657,10 @@ async fn erase_leaves_no_personal_data_anywhere() {
             .await,
         2
     );
-    let e = get(&mut c, &victim.customer_id).await.unwrap_err();
-    assert_eq!(e.code(), Code::NotFound);
-    let e = get(&mut c, &twin.customer_id).await.unwrap_err();
-    assert_eq!(e.code(), Code::NotFound);
+    get(&mut c, &victim.customer_id)
+        .await
+        .refused(Code::NotFound);
+    get(&mut c, &twin.customer_id).await.refused(Code::NotFound);
     let fresh = create(&mut c, person("New", "", "wilhelmina.q@example.org")).await;
     assert_ne!(fresh.customer_id, victim.customer_id);
     // CustomerErased for both; the earlier events are scrubbed.
@@ -739,12 +730,10 @@ async fn erase_leaves_no_personal_data_anywhere() {
         .await
         .answer();
     assert!(contacts.links.is_empty());
-    let e = c
-        .erase_customer(EraseCustomerRequest {
-            customer_id: uuid::Uuid::new_v4().to_string(),
-            request_reference: String::new(),
-        })
-        .await
-        .unwrap_err();
-    assert_eq!(e.code(), Code::NotFound);
+    c.erase_customer(EraseCustomerRequest {
+        customer_id: uuid::Uuid::new_v4().to_string(),
+        request_reference: String::new(),
+    })
+    .await
+    .refused(Code::NotFound);
 }

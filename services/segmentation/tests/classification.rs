@@ -77,16 +77,14 @@ async fn rfm_report_and_rfm_fields() {
         .await
         .answer();
     assert_eq!(r2.scored_customer_count, 2);
-    let e = c
-        .get_rfm_report(req(
-            t,
-            GetRfmReportRequest {
-                segment_id: Uuid::new_v4().to_string(),
-            },
-        ))
-        .await
-        .unwrap_err();
-    assert_eq!(e.code(), Code::NotFound);
+    c.get_rfm_report(req(
+        t,
+        GetRfmReportRequest {
+            segment_id: Uuid::new_v4().to_string(),
+        },
+    ))
+    .await
+    .refused(Code::NotFound);
 
     // ClassifyCustomer carries the RFM scores.
     let cl = c
@@ -179,8 +177,7 @@ async fn classification_with_explanations_and_policy() {
             },
         ))
         .await
-        .unwrap_err();
-    assert_eq!(e.code(), Code::InvalidArgument);
+        .refused(Code::InvalidArgument);
     assert_eq!(violations(&e).len(), 2);
 
     // A dynamic segment on the ladder follows the reclassification.
@@ -220,23 +217,21 @@ async fn classification_with_explanations_and_policy() {
     assert_eq!(updated.friend_min_purchases, Some(5));
     assert_ne!(updated.etag, etag);
     // Stale etag.
-    let e = c
-        .update_classification_policy(req(
-            t,
-            UpdateClassificationPolicyRequest {
-                policy: Some(ClassificationPolicy {
-                    friend_min_purchases: Some(3),
-                    etag,
-                    ..Default::default()
-                }),
-                update_mask: Some(FieldMask {
-                    paths: vec!["friend_min_purchases".into()],
-                }),
-            },
-        ))
-        .await
-        .unwrap_err();
-    assert_eq!(e.code(), Code::Aborted);
+    c.update_classification_policy(req(
+        t,
+        UpdateClassificationPolicyRequest {
+            policy: Some(ClassificationPolicy {
+                friend_min_purchases: Some(3),
+                etag,
+                ..Default::default()
+            }),
+            update_mask: Some(FieldMask {
+                paths: vec!["friend_min_purchases".into()],
+            }),
+        },
+    ))
+    .await
+    .refused(Code::Aborted);
     let f = classify(friend.id).await;
     assert_eq!(f.ladder_rung, LadderRung::Acquaintance as i32);
     assert!(

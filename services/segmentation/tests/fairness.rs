@@ -88,14 +88,7 @@ async fn a_tenant_at_its_limits_does_not_starve_another() {
                     let r = c
                         .preview_segment(req(
                             a,
-                            PreviewSegmentRequest {
-                                rule_definition: Some(
-                                    preview_segment_request::RuleDefinition::RuleText(
-                                        "purchases >= 2 and monetary > 100".into(),
-                                    ),
-                                ),
-                                sample_size: 10,
-                            },
+                            preview_text("purchases >= 2 and monetary > 100", 10),
                         ))
                         .await;
                     if let Err(e) = r {

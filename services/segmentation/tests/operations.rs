@@ -32,14 +32,12 @@ async fn watch_changes_carries_segment_and_membership_events() {
     ))
     .await
     .unwrap();
-    let e = c
-        .watch_changes(WatchChangesRequest {
-            after_sequence: -1,
-            ..Default::default()
-        })
-        .await
-        .unwrap_err();
-    assert_eq!(e.code(), Code::InvalidArgument);
+    c.watch_changes(WatchChangesRequest {
+        after_sequence: -1,
+        ..Default::default()
+    })
+    .await
+    .refused(Code::InvalidArgument);
     let mut feed = c
         .watch_changes(WatchChangesRequest {
             after_sequence: 0,
@@ -127,17 +125,7 @@ async fn scheduled_refreshes_run_on_their_own() {
         async move { members(&mut c2, t, &id).await.len() == 2 }
     })
     .await;
-    let after = c2
-        .get_segment(req(
-            t,
-            GetSegmentRequest {
-                segment_id: seg.segment_id.clone(),
-            },
-        ))
-        .await
-        .answer()
-        .segment
-        .unwrap();
+    let after = get_segment(&mut c2, t, &seg.segment_id).await;
     assert!(after.next_refresh_time.unwrap().seconds > Utc::now().timestamp() + 6 * 86_400);
     let reason: i16 =
         sqlx::query_scalar("SELECT reason FROM membership_log WHERE customer_id = $1")
@@ -155,19 +143,17 @@ async fn history_and_stream_limits() {
     let t = Uuid::new_v4();
     let mut c = s.client();
     let seg = create_segment(&mut c, t, dynamic("Any", "purchases >= 0")).await;
-    let e = c
-        .get_segment_history(req(
-            t,
-            GetSegmentHistoryRequest {
-                segment_id: seg.segment_id.clone(),
-                start_time: Some(timestamp(Utc::now() - Duration::days(500))),
-                granularity: HistoryGranularity::Week as i32,
-                ..Default::default()
-            },
-        ))
-        .await
-        .unwrap_err();
-    assert_eq!(e.code(), Code::OutOfRange);
+    c.get_segment_history(req(
+        t,
+        GetSegmentHistoryRequest {
+            segment_id: seg.segment_id.clone(),
+            start_time: Some(timestamp(Utc::now() - Duration::days(500))),
+            granularity: HistoryGranularity::Week as i32,
+            ..Default::default()
+        },
+    ))
+    .await
+    .refused(Code::OutOfRange);
     let e = c
         .get_segment_history(req(
             t,
@@ -179,8 +165,7 @@ async fn history_and_stream_limits() {
             },
         ))
         .await
-        .unwrap_err();
-    assert_eq!(e.code(), Code::InvalidArgument);
+        .refused(Code::InvalidArgument);
     assert_eq!(violations(&e)[0].0, "granularity");
     let e = c
         .get_segment_history(req(
@@ -193,30 +178,26 @@ async fn history_and_stream_limits() {
         .await
         .unwrap_err();
     assert_eq!(violations(&e)[0].0, "segment_id");
-    let e = c
-        .watch_membership(req(
-            t,
-            WatchMembershipRequest {
-                segment_id: Uuid::new_v4().to_string(),
-                start: None,
-            },
-        ))
-        .await
-        .unwrap_err();
-    assert_eq!(e.code(), Code::NotFound);
-    let e = c
-        .watch_membership(req(
-            t,
-            WatchMembershipRequest {
-                segment_id: String::new(),
-                start: Some(watch_membership_request::Start::StartTime(timestamp(
-                    Utc::now() + Duration::hours(1),
-                ))),
-            },
-        ))
-        .await
-        .unwrap_err();
-    assert_eq!(e.code(), Code::InvalidArgument);
+    c.watch_membership(req(
+        t,
+        WatchMembershipRequest {
+            segment_id: Uuid::new_v4().to_string(),
+            start: None,
+        },
+    ))
+    .await
+    .refused(Code::NotFound);
+    c.watch_membership(req(
+        t,
+        WatchMembershipRequest {
+            segment_id: String::new(),
+            start: Some(watch_membership_request::Start::StartTime(timestamp(
+                Utc::now() + Duration::hours(1),
+            ))),
+        },
+    ))
+    .await
+    .refused(Code::InvalidArgument);
     // A stream on a segment ends with NOT_FOUND when the segment is deleted.
     let mut stream = c
         .watch_membership(req(

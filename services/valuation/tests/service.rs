@@ -503,16 +503,14 @@ async fn fit_score_and_read_values_back_over_grpc() {
     )
     .await;
     assert_eq!(by_segment.customer_count, 15);
-    let err = v
-        .get_segment_value(req(
-            tenant,
-            GetSegmentValueRequest {
-                segment_id: Uuid::new_v4().to_string(),
-            },
-        ))
-        .await
-        .unwrap_err();
-    assert_eq!(err.code(), Code::NotFound);
+    v.get_segment_value(req(
+        tenant,
+        GetSegmentValueRequest {
+            segment_id: Uuid::new_v4().to_string(),
+        },
+    ))
+    .await
+    .refused(Code::NotFound);
 
     // The feed: ModelFitted, ModelActivated, then a CustomerValueChanged per customer.
     let mut by_type: HashMap<String, usize> = HashMap::new();
@@ -644,36 +642,30 @@ async fn fit_score_and_read_values_back_over_grpc() {
 
     // Tenant isolation: another tenant sees nothing of this one.
     let other = Uuid::new_v4();
-    let err = v
-        .get_model(req(
-            other,
-            GetModelRequest {
-                model_id: bg.model_id.clone(),
-            },
-        ))
-        .await
-        .unwrap_err();
-    assert_eq!(err.code(), Code::NotFound);
-    let err = v
-        .get_customer_value(req(
-            other,
-            GetCustomerValueRequest {
-                customer_id: id.clone(),
-            },
-        ))
-        .await
-        .unwrap_err();
-    assert_eq!(err.code(), Code::NotFound);
-    let err = v
-        .activate_model(req(
-            other,
-            ActivateModelRequest {
-                model_id: bg.model_id.clone(),
-            },
-        ))
-        .await
-        .unwrap_err();
-    assert_eq!(err.code(), Code::NotFound);
+    v.get_model(req(
+        other,
+        GetModelRequest {
+            model_id: bg.model_id.clone(),
+        },
+    ))
+    .await
+    .refused(Code::NotFound);
+    v.get_customer_value(req(
+        other,
+        GetCustomerValueRequest {
+            customer_id: id.clone(),
+        },
+    ))
+    .await
+    .refused(Code::NotFound);
+    v.activate_model(req(
+        other,
+        ActivateModelRequest {
+            model_id: bg.model_id.clone(),
+        },
+    ))
+    .await
+    .refused(Code::NotFound);
     assert!(
         v.list_models(req(other, ListModelsRequest::default()))
             .await
@@ -681,16 +673,13 @@ async fn fit_score_and_read_values_back_over_grpc() {
             .models
             .is_empty()
     );
-    let err = v
-        .get_value_concentration(req(other, GetValueConcentrationRequest::default()))
+    v.get_value_concentration(req(other, GetValueConcentrationRequest::default()))
         .await
-        .unwrap_err();
-    assert_eq!(err.code(), Code::FailedPrecondition);
+        .refused(Code::FailedPrecondition);
     let err = v
         .score_customers(req(other, ScoreCustomersRequest::default()))
         .await
-        .unwrap_err();
-    assert_eq!(err.code(), Code::FailedPrecondition);
+        .refused(Code::FailedPrecondition);
     assert!(err.message().contains("no active"), "{}", err.message());
     let empty = v
         .get_cohort_report(req(other, GetCohortReportRequest::default()))

@@ -81,8 +81,7 @@ async fn bad_requests_are_refused_with_every_violation_and_nothing_written() {
             },
         ))
         .await
-        .unwrap_err();
-    assert_eq!(err.code(), Code::InvalidArgument);
+        .refused(Code::InvalidArgument);
     let fields = violated_fields(&err);
     for f in [
         "kind",
@@ -192,8 +191,7 @@ async fn bad_requests_are_refused_with_every_violation_and_nothing_written() {
             inline_fit(ModelKind::BgNbd, data()[..9].to_vec()),
         ))
         .await
-        .unwrap_err();
-    assert_eq!(err.code(), Code::FailedPrecondition);
+        .refused(Code::FailedPrecondition);
     assert!(err.message().contains("9 customers"), "{}", err.message());
     let err = v
         .fit_model(req(
@@ -201,8 +199,7 @@ async fn bad_requests_are_refused_with_every_violation_and_nothing_written() {
             inline_fit(ModelKind::GammaGamma, data()[..11].to_vec()),
         ))
         .await
-        .unwrap_err();
-    assert_eq!(err.code(), Code::FailedPrecondition);
+        .refused(Code::FailedPrecondition);
     assert!(
         err.message().contains("8 repeat customers"),
         "{}",
@@ -223,24 +220,22 @@ async fn bad_requests_are_refused_with_every_violation_and_nothing_written() {
         .unwrap_err();
     assert_eq!(err.code(), Code::FailedPrecondition, "{err:?}");
     // An unknown segment.
-    let err = v
-        .fit_model(req(
-            tenant,
-            FitModelRequest {
-                kind: ModelKind::BgNbd as i32,
-                calibration_end_time: Some(ts(Utc::now())),
-                period_unit: PeriodUnit::Week as i32,
-                scope: Some(ModelScope {
-                    restriction: Some(model_scope::Restriction::SegmentId(
-                        Uuid::new_v4().to_string(),
-                    )),
-                }),
-                ..Default::default()
-            },
-        ))
-        .await
-        .unwrap_err();
-    assert_eq!(err.code(), Code::NotFound);
+    v.fit_model(req(
+        tenant,
+        FitModelRequest {
+            kind: ModelKind::BgNbd as i32,
+            calibration_end_time: Some(ts(Utc::now())),
+            period_unit: PeriodUnit::Week as i32,
+            scope: Some(ModelScope {
+                restriction: Some(model_scope::Restriction::SegmentId(
+                    Uuid::new_v4().to_string(),
+                )),
+            }),
+            ..Default::default()
+        },
+    ))
+    .await
+    .refused(Code::NotFound);
     assert_eq!(s.count("SELECT count(*) FROM models").await, 0);
 
     // Other methods.
@@ -254,16 +249,14 @@ async fn bad_requests_are_refused_with_every_violation_and_nothing_written() {
         .await
         .unwrap_err();
     assert_eq!(violated_fields(&err), ["model_id"]);
-    let err = v
-        .get_model(req(
-            tenant,
-            GetModelRequest {
-                model_id: Uuid::new_v4().to_string(),
-            },
-        ))
-        .await
-        .unwrap_err();
-    assert_eq!(err.code(), Code::NotFound);
+    v.get_model(req(
+        tenant,
+        GetModelRequest {
+            model_id: Uuid::new_v4().to_string(),
+        },
+    ))
+    .await
+    .refused(Code::NotFound);
     let err = v
         .list_models(req(
             tenant,
@@ -311,8 +304,7 @@ async fn bad_requests_are_refused_with_every_violation_and_nothing_written() {
     let err = v
         .score_customers(req(tenant, ScoreCustomersRequest::default()))
         .await
-        .unwrap_err();
-    assert_eq!(err.code(), Code::FailedPrecondition);
+        .refused(Code::FailedPrecondition);
     assert_eq!(err.message(), "no active BG/NBD or Pareto/NBD model");
     let err = v
         .batch_get_customer_values(req(
@@ -408,13 +400,11 @@ async fn bad_requests_are_refused_with_every_violation_and_nothing_written() {
         .unwrap_err();
     assert_eq!(violated_fields(&err), ["after_sequence"]);
     // No tenant on the call.
-    let err = v
-        .get_model(tonic::Request::new(GetModelRequest {
-            model_id: Uuid::new_v4().to_string(),
-        }))
-        .await
-        .unwrap_err();
-    assert_eq!(err.code(), Code::Unauthenticated);
+    v.get_model(tonic::Request::new(GetModelRequest {
+        model_id: Uuid::new_v4().to_string(),
+    }))
+    .await
+    .refused(Code::Unauthenticated);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -430,17 +420,15 @@ async fn fits_are_idempotent_and_activation_follows_the_rules() {
     let again = fitted(&mut v, tenant, request.clone()).await;
     assert_eq!(first.model_id, again.model_id);
     assert_eq!(s.count("SELECT count(*) FROM models").await, 1);
-    let err = v
-        .fit_model(req(
-            tenant,
-            FitModelRequest {
-                period_unit: PeriodUnit::Day as i32,
-                ..request.clone()
-            },
-        ))
-        .await
-        .unwrap_err();
-    assert_eq!(err.code(), Code::AlreadyExists);
+    v.fit_model(req(
+        tenant,
+        FitModelRequest {
+            period_unit: PeriodUnit::Day as i32,
+            ..request.clone()
+        },
+    ))
+    .await
+    .refused(Code::AlreadyExists);
 
     // A fit stopped by its iteration cap is stored but cannot be activated.
     let capped = fitted(
@@ -458,16 +446,14 @@ async fn fits_are_idempotent_and_activation_follows_the_rules() {
     assert!(!capped.converged && !capped.active);
     assert_eq!(capped.version, 2);
     assert_eq!(capped.optimizer_message, "maximum iterations (2) reached");
-    let err = v
-        .activate_model(req(
-            tenant,
-            ActivateModelRequest {
-                model_id: capped.model_id.clone(),
-            },
-        ))
-        .await
-        .unwrap_err();
-    assert_eq!(err.code(), Code::FailedPrecondition);
+    v.activate_model(req(
+        tenant,
+        ActivateModelRequest {
+            model_id: capped.model_id.clone(),
+        },
+    ))
+    .await
+    .refused(Code::FailedPrecondition);
 
     // Activation: the first has no predecessor, the second replaces it,
     // and activating the active model changes nothing.

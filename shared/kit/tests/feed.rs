@@ -24,7 +24,7 @@ mod kittest {
 use kittest::feed_test_service_client::FeedTestServiceClient;
 use kittest::feed_test_service_server::{FeedTestService, FeedTestServiceServer};
 use kittest::{WatchChangesRequest, WatchChangesResponse};
-use rapport_testkit::Answer;
+use rapport_testkit::{Answer, Refused};
 
 /// A test event: any type URL and bytes go through the feed untouched.
 fn thing(i: u64) -> prost_types::Any {
@@ -544,8 +544,10 @@ async fn a_call_made_for_a_tenant_sees_only_that_tenant() {
     });
     req.metadata_mut()
         .insert("x-rapport-tenant", mine.to_string().parse().unwrap());
-    let err = client.watch_changes(req).await.unwrap_err();
-    assert_eq!(err.code(), tonic::Code::InvalidArgument);
+    let err = client
+        .watch_changes(req)
+        .await
+        .refused(tonic::Code::InvalidArgument);
     assert!(err.message().contains("positions[0].tenant_id"), "{err:?}");
 
     // Without a tenant, every tenant's events, each tenant in order.
@@ -666,20 +668,17 @@ async fn internal_credential_guards_everything_but_health_and_reflection() {
 
     // No credential, or a wrong one: UNAUTHENTICATED.
     let mut bare = FeedTestServiceClient::new(channel.clone());
-    let err = bare
-        .watch_changes(WatchChangesRequest::default())
+    bare.watch_changes(WatchChangesRequest::default())
         .await
-        .unwrap_err();
-    assert_eq!(err.code(), tonic::Code::Unauthenticated);
+        .refused(tonic::Code::Unauthenticated);
     let mut wrong = FeedTestServiceClient::with_interceptor(
         channel.clone(),
         rapport_kit::context::InternalCredential::new(Some("an-internal-credential-0123456780")),
     );
-    let err = wrong
+    wrong
         .watch_changes(WatchChangesRequest::default())
         .await
-        .unwrap_err();
-    assert_eq!(err.code(), tonic::Code::Unauthenticated);
+        .refused(tonic::Code::Unauthenticated);
 
     // The right credential passes.
     let mut client = FeedTestServiceClient::with_interceptor(

@@ -302,6 +302,27 @@ impl<T> Answer<T> for Result<tonic::Response<T>, tonic::Status> {
     }
 }
 
+/// The status of a gRPC call that must fail: `.await.refused(Code::NotFound)`
+/// where a test would write `.await.unwrap_err()` and assert its code.
+pub trait Refused {
+    /// The status of a call that must fail with `code`; an answer, or
+    /// another code, fails the test.
+    fn refused(self, code: tonic::Code) -> tonic::Status;
+}
+
+impl<T> Refused for Result<T, tonic::Status> {
+    #[track_caller]
+    fn refused(self, code: tonic::Code) -> tonic::Status {
+        match self {
+            Ok(_) => panic!("expected {code:?}, the call succeeded"),
+            Err(s) => {
+                assert_eq!(s.code(), code, "{s:?}");
+                s
+            }
+        }
+    }
+}
+
 /// An update mask of `paths`.
 pub fn mask(paths: &[&str]) -> Option<prost_types::FieldMask> {
     Some(prost_types::FieldMask {

@@ -193,7 +193,7 @@ pub async fn record_batch(
 pub use rapport_testkit::hostile::violations as violated_fields;
 // Not every test binary calls a service.
 #[allow(unused_imports)]
-pub use rapport_testkit::Answer;
+pub use rapport_testkit::{Answer, Refused};
 
 /// Every event of the interaction feed (the outbox), tenant by tenant and
 /// in sequence order within each, with its typed case (None for an event

@@ -37,17 +37,15 @@ async fn attribute_definitions_govern_custom_attributes() {
     assert_eq!(tier.state, AttributeDefinitionState::Active as i32);
     define(&mut c, "vip", AttributeType::Boolean, true).await;
     define(&mut c, "stores", AttributeType::StringList, false).await;
-    let e = c
-        .create_attribute_definition(CreateAttributeDefinitionRequest {
-            definition: Some(AttributeDefinition {
-                name: "tier".into(),
-                r#type: AttributeType::Number as i32,
-                ..Default::default()
-            }),
-        })
-        .await
-        .unwrap_err();
-    assert_eq!(e.code(), Code::AlreadyExists);
+    c.create_attribute_definition(CreateAttributeDefinitionRequest {
+        definition: Some(AttributeDefinition {
+            name: "tier".into(),
+            r#type: AttributeType::Number as i32,
+            ..Default::default()
+        }),
+    })
+    .await
+    .refused(Code::AlreadyExists);
     let e = c
         .create_attribute_definition(CreateAttributeDefinitionRequest {
             definition: Some(AttributeDefinition {
@@ -146,19 +144,17 @@ async fn attribute_definitions_govern_custom_attributes() {
         .definition
         .unwrap();
     assert_eq!(updated.description, "loyalty tier");
-    let e = c
-        .update_attribute_definition(UpdateAttributeDefinitionRequest {
-            definition: Some(AttributeDefinition {
-                name: "tier".into(),
-                description: "again".into(),
-                etag: tier.etag.clone(),
-                ..Default::default()
-            }),
-            update_mask: mask(&["description"]),
-        })
-        .await
-        .unwrap_err();
-    assert_eq!(e.code(), Code::Aborted);
+    c.update_attribute_definition(UpdateAttributeDefinitionRequest {
+        definition: Some(AttributeDefinition {
+            name: "tier".into(),
+            description: "again".into(),
+            etag: tier.etag.clone(),
+            ..Default::default()
+        }),
+        update_mask: mask(&["description"]),
+    })
+    .await
+    .refused(Code::Aborted);
     let e = c
         .update_attribute_definition(UpdateAttributeDefinitionRequest {
             definition: Some(AttributeDefinition {

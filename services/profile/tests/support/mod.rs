@@ -16,7 +16,7 @@ use tonic::transport::Channel;
 use uuid::Uuid;
 // Not every test binary calls a service.
 #[allow(unused_imports)]
-pub use rapport_testkit::Answer;
+pub use rapport_testkit::{Answer, Refused};
 
 /// Adds a tenant to every call.
 #[derive(Clone)]

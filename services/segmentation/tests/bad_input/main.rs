@@ -75,19 +75,6 @@ async fn create(c: &mut Client, t: Uuid, r: CreateSegmentRequest) -> Segment {
         .expect("the created segment")
 }
 
-async fn get(c: &mut Client, t: Uuid, id: &str) -> Segment {
-    c.get_segment(req(
-        t,
-        GetSegmentRequest {
-            segment_id: id.into(),
-        },
-    ))
-    .await
-    .expect_answer("the segment is there")
-    .segment
-    .expect("a segment")
-}
-
 /// Every segment of the tenant, by name.
 async fn all_segments(c: &mut Client, t: Uuid) -> Vec<Segment> {
     let page = c

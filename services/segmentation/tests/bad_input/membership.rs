@@ -343,7 +343,7 @@ async fn member_changes_refuse_bad_input_and_change_nothing() {
     ))
     .await
     .expect("a member added");
-    let before = get(&mut c, t, &list.segment_id).await;
+    let before = get_segment(&mut c, t, &list.segment_id).await;
     let members_before = members(&mut c, t, &list.segment_id).await;
     let all_before = members(&mut c, t, &buyers.segment_id).await;
     let second = cs[1].id.to_string();
@@ -451,7 +451,10 @@ async fn member_changes_refuse_bad_input_and_change_nothing() {
         .expect_answer("1,000 ids are accepted");
     assert_eq!((r.removed_count, r.not_member_count), (0, 999));
     assert_eq!(members(&mut c, t, &list.segment_id).await, members_before);
-    assert_eq!(get(&mut c, t, &list.segment_id).await.etag, before.etag);
+    assert_eq!(
+        get_segment(&mut c, t, &list.segment_id).await.etag,
+        before.etag
+    );
     s.stop().await;
 }
 
@@ -659,7 +662,7 @@ async fn preview_and_refresh_refuse_bad_input() {
         .await,
         Code::NotFound,
     );
-    let list_before = get(&mut c, t, &list.segment_id).await;
+    let list_before = get_segment(&mut c, t, &list.segment_id).await;
     failed(
         c.refresh_segment(req(
             t,
@@ -670,7 +673,7 @@ async fn preview_and_refresh_refuse_bad_input() {
         .await,
         Code::FailedPrecondition,
     );
-    assert_eq!(get(&mut c, t, &list.segment_id).await, list_before);
+    assert_eq!(get_segment(&mut c, t, &list.segment_id).await, list_before);
     // The snapshot refreshes fine.
     c.refresh_segment(req(
         t,

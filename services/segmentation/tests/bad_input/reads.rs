@@ -567,13 +567,8 @@ async fn every_method_needs_a_tenant() {
         u,
     );
     failed(
-        c.preview_segment(no(PreviewSegmentRequest {
-            rule_definition: Some(preview_segment_request::RuleDefinition::RuleText(
-                "purchases >= 1".into(),
-            )),
-            sample_size: 0,
-        }))
-        .await,
+        c.preview_segment(no(preview_text("purchases >= 1", 0)))
+            .await,
         u,
     );
     failed(

@@ -184,7 +184,7 @@ async fn hostile_text_is_stored_and_returned_byte_for_byte() {
         format!("{TEXT}\n\ttabs and new lines are text too")
     );
     assert_eq!(created.member_count, 1);
-    let got = get(&mut c, t, &created.segment_id).await;
+    let got = get_segment(&mut c, t, &created.segment_id).await;
     assert_eq!(got.name, TEXT);
     assert_eq!(got.description, created.description);
     assert_eq!(got.rule_text, created.rule_text);
@@ -194,15 +194,7 @@ async fn hostile_text_is_stored_and_returned_byte_for_byte() {
     assert_eq!(again.segment_id, created.segment_id);
     // The canonical text parses back to the same literal.
     let p = c
-        .preview_segment(req(
-            t,
-            PreviewSegmentRequest {
-                rule_definition: Some(preview_segment_request::RuleDefinition::RuleText(
-                    got.rule_text.clone(),
-                )),
-                sample_size: 0,
-            },
-        ))
+        .preview_segment(req(t, preview_text(got.rule_text.clone(), 0)))
         .await
         .expect_answer("the stored rule previews");
     assert_eq!(p.rule_text, got.rule_text);
@@ -210,15 +202,7 @@ async fn hostile_text_is_stored_and_returned_byte_for_byte() {
     // The wildcard characters are matched literally, not as patterns.
     for rule in ["country contains \"%\"", "country starts_with \"_\""] {
         let p = c
-            .preview_segment(req(
-                t,
-                PreviewSegmentRequest {
-                    rule_definition: Some(preview_segment_request::RuleDefinition::RuleText(
-                        rule.into(),
-                    )),
-                    sample_size: 0,
-                },
-            ))
+            .preview_segment(req(t, preview_text(rule, 0)))
             .await
             .expect_answer("a valid rule previews");
         assert_eq!(p.match_count, 0, "{rule} matched a literal wildcard");
@@ -245,7 +229,12 @@ async fn hostile_text_is_stored_and_returned_byte_for_byte() {
         .segment
         .expect("the segment");
     assert_eq!(renamed.name, format!("{TEXT} 2"));
-    assert_eq!(get(&mut c, t, &created.segment_id).await.description, TEXT);
+    assert_eq!(
+        get_segment(&mut c, t, &created.segment_id)
+            .await
+            .description,
+        TEXT
+    );
     // A rule referring to it by its hostile name resolves.
     let refer = create(
         &mut c,
@@ -268,8 +257,8 @@ async fn get_update_delete_refuse_bad_ids_and_bad_updates() {
     let mut c = s.client();
     let seg = create(&mut c, t, dynamic("Buyers", "purchases >= 1")).await;
     let list = create(&mut c, t, of_kind("List", SegmentKind::Static, "")).await;
-    let before = get(&mut c, t, &seg.segment_id).await;
-    let list_before = get(&mut c, t, &list.segment_id).await;
+    let before = get_segment(&mut c, t, &seg.segment_id).await;
+    let list_before = get_segment(&mut c, t, &list.segment_id).await;
 
     for id in BAD_IDS {
         invalid(
@@ -456,7 +445,7 @@ async fn get_update_delete_refuse_bad_ids_and_bad_updates() {
             "{what}: no violation on {field} among {fields:?}"
         );
         assert_eq!(
-            get(&mut c, t, &id).await,
+            get_segment(&mut c, t, &id).await,
             before,
             "{what} changed the segment"
         );
@@ -483,7 +472,7 @@ async fn get_update_delete_refuse_bad_ids_and_bad_updates() {
         ),
     ] {
         invalid(c.update_segment(req(t, upd(seg, &paths))).await, field);
-        assert_eq!(get(&mut c, t, &list.segment_id).await, list_before);
+        assert_eq!(get_segment(&mut c, t, &list.segment_id).await, list_before);
     }
     // A stale or forged etag: ABORTED, nothing changed, nothing deleted.
     for etag in ["v0", "v999", "1 OR 1=1", "\0"] {
@@ -523,7 +512,7 @@ async fn get_update_delete_refuse_bad_ids_and_bad_updates() {
         .await,
         Code::AlreadyExists,
     );
-    assert_eq!(get(&mut c, t, &id).await, before);
+    assert_eq!(get_segment(&mut c, t, &id).await, before);
     assert_eq!(all_segments(&mut c, t).await.len(), 2);
     s.stop().await;
 }
@@ -546,8 +535,8 @@ async fn another_tenant_sees_and_changes_nothing() {
     ))
     .await
     .expect("members added");
-    let dyn_before = get(&mut c, a, &dynamic_a.segment_id).await;
-    let static_before = get(&mut c, a, &static_a.segment_id).await;
+    let dyn_before = get_segment(&mut c, a, &dynamic_a.segment_id).await;
+    let static_before = get_segment(&mut c, a, &static_a.segment_id).await;
     let policy_before = policy(&mut c, a).await;
     let cid = customer.id.to_string();
 
@@ -708,15 +697,7 @@ async fn another_tenant_sees_and_changes_nothing() {
         (0, 0)
     );
     let p = c
-        .preview_segment(req(
-            b,
-            PreviewSegmentRequest {
-                rule_definition: Some(preview_segment_request::RuleDefinition::RuleText(
-                    "purchases >= 0".into(),
-                )),
-                sample_size: 100,
-            },
-        ))
+        .preview_segment(req(b, preview_text("purchases >= 0", 100)))
         .await
         .expect_answer("B's preview");
     assert_eq!((p.match_count, p.customer_count), (0, 0));
@@ -749,8 +730,14 @@ async fn another_tenant_sees_and_changes_nothing() {
     .expect("B changes its policy");
 
     // A's objects are as they were.
-    assert_eq!(get(&mut c, a, &dynamic_a.segment_id).await, dyn_before);
-    assert_eq!(get(&mut c, a, &static_a.segment_id).await, static_before);
+    assert_eq!(
+        get_segment(&mut c, a, &dynamic_a.segment_id).await,
+        dyn_before
+    );
+    assert_eq!(
+        get_segment(&mut c, a, &static_a.segment_id).await,
+        static_before
+    );
     assert_eq!(
         members(&mut c, a, &static_a.segment_id).await,
         vec![cid.clone()]

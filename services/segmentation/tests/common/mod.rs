@@ -8,7 +8,8 @@ use chrono::{DateTime, Duration, Utc};
 use rapport_kit::config::ServiceConfig;
 use rapport_proto::rapport::segmentation::v1::segmentation_service_client::SegmentationServiceClient;
 use rapport_proto::rapport::segmentation::v1::{
-    CreateSegmentRequest, MarketingApproach, Segment, SegmentKind,
+    CreateSegmentRequest, GetSegmentRequest, MarketingApproach, PreviewSegmentRequest, Segment,
+    SegmentKind, preview_segment_request,
 };
 use rapport_testkit::{Running, Service, TestDatabase};
 use rust_decimal::Decimal;
@@ -21,7 +22,7 @@ use uuid::Uuid;
 pub use rapport_testkit::{eventually, for_tenant as req};
 // Not every test binary calls a service.
 #[allow(unused_imports)]
-pub use rapport_testkit::Answer;
+pub use rapport_testkit::{Answer, Refused};
 
 pub type Client = SegmentationServiceClient<Channel>;
 
@@ -287,6 +288,32 @@ pub async fn create_segment(client: &mut Client, tenant: Uuid, r: CreateSegmentR
         .expect_answer("segment created")
         .segment
         .expect("segment in response")
+}
+
+/// The segment `id` of `tenant`, as the service has it now.
+pub async fn get_segment(client: &mut Client, tenant: Uuid, id: &str) -> Segment {
+    client
+        .get_segment(req(
+            tenant,
+            GetSegmentRequest {
+                segment_id: id.into(),
+            },
+        ))
+        .await
+        .expect("the segment is there")
+        .into_inner()
+        .segment
+        .expect("a segment")
+}
+
+/// A preview of the rule written as `rule`, sampling `sample_size` members.
+pub fn preview_text(rule: impl Into<String>, sample_size: i32) -> PreviewSegmentRequest {
+    PreviewSegmentRequest {
+        rule_definition: Some(preview_segment_request::RuleDefinition::RuleText(
+            rule.into(),
+        )),
+        sample_size,
+    }
 }
 
 pub async fn members(client: &mut Client, tenant: Uuid, segment: &str) -> Vec<String> {

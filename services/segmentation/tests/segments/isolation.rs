@@ -46,17 +46,15 @@ async fn explain_membership_condition_by_condition() {
     assert!(root.children[0].held, "country ES holds");
     assert!(!root.children[1].held, "clv 100 > 500 does not");
     // Unknown customer.
-    let e = c
-        .explain_membership(req(
-            t,
-            ExplainMembershipRequest {
-                customer_id: Uuid::new_v4().to_string(),
-                segment_id: seg.segment_id.clone(),
-            },
-        ))
-        .await
-        .unwrap_err();
-    assert_eq!(e.code(), Code::NotFound);
+    c.explain_membership(req(
+        t,
+        ExplainMembershipRequest {
+            customer_id: Uuid::new_v4().to_string(),
+            segment_id: seg.segment_id.clone(),
+        },
+    ))
+    .await
+    .refused(Code::NotFound);
     s.stop().await;
 }
 
@@ -71,27 +69,23 @@ async fn tenants_are_isolated() {
     let seg = create_segment(&mut c, a, dynamic("Buyers", "purchases >= 1")).await;
     assert_eq!(seg.member_count, 4);
     // Tenant b sees neither the segment nor tenant a's customers.
-    let e = c
-        .get_segment(req(
-            b,
-            GetSegmentRequest {
-                segment_id: seg.segment_id.clone(),
-            },
-        ))
-        .await
-        .unwrap_err();
-    assert_eq!(e.code(), Code::NotFound);
-    let e = c
-        .explain_membership(req(
-            b,
-            ExplainMembershipRequest {
-                customer_id: ca[0].id.to_string(),
-                segment_id: seg.segment_id.clone(),
-            },
-        ))
-        .await
-        .unwrap_err();
-    assert_eq!(e.code(), Code::NotFound);
+    c.get_segment(req(
+        b,
+        GetSegmentRequest {
+            segment_id: seg.segment_id.clone(),
+        },
+    ))
+    .await
+    .refused(Code::NotFound);
+    c.explain_membership(req(
+        b,
+        ExplainMembershipRequest {
+            customer_id: ca[0].id.to_string(),
+            segment_id: seg.segment_id.clone(),
+        },
+    ))
+    .await
+    .refused(Code::NotFound);
     let listed = c
         .list_segments(req(b, ListSegmentsRequest::default()))
         .await
@@ -101,29 +95,19 @@ async fn tenants_are_isolated() {
     let bs = create_segment(&mut c, b, dynamic("Buyers", "purchases >= 1")).await;
     assert_eq!(bs.member_count, 1);
     let p = c
-        .preview_segment(req(
-            b,
-            PreviewSegmentRequest {
-                rule_definition: Some(preview_segment_request::RuleDefinition::RuleText(
-                    "purchases >= 0".into(),
-                )),
-                sample_size: 10,
-            },
-        ))
+        .preview_segment(req(b, preview_text("purchases >= 0", 10)))
         .await
         .answer();
     assert_eq!(p.customer_count, 1);
-    let e = c
-        .add_members(req(
-            b,
-            AddMembersRequest {
-                segment_id: seg.segment_id.clone(),
-                customer_ids: vec![ca[0].id.to_string()],
-            },
-        ))
-        .await
-        .unwrap_err();
-    assert_eq!(e.code(), Code::NotFound);
+    c.add_members(req(
+        b,
+        AddMembersRequest {
+            segment_id: seg.segment_id.clone(),
+            customer_ids: vec![ca[0].id.to_string()],
+        },
+    ))
+    .await
+    .refused(Code::NotFound);
     let r = c
         .get_rfm_report(req(b, GetRfmReportRequest::default()))
         .await

@@ -31,24 +31,12 @@ async fn create_get_update_list_delete() {
     assert_eq!(members(&mut c, t, &created.segment_id).await, expect);
 
     // Same name again: ALREADY_EXISTS.
-    let e = c
-        .create_segment(req(t, dynamic("Big spenders", "purchases > 0")))
+    c.create_segment(req(t, dynamic("Big spenders", "purchases > 0")))
         .await
-        .unwrap_err();
-    assert_eq!(e.code(), Code::AlreadyExists);
+        .refused(Code::AlreadyExists);
 
     // Get.
-    let got = c
-        .get_segment(req(
-            t,
-            GetSegmentRequest {
-                segment_id: created.segment_id.clone(),
-            },
-        ))
-        .await
-        .answer()
-        .segment
-        .unwrap();
+    let got = get_segment(&mut c, t, &created.segment_id).await;
     assert_eq!(got.etag, created.etag);
 
     // Update the rule: the segment follows at once.
@@ -77,24 +65,22 @@ async fn create_get_update_list_delete() {
     assert_ne!(seg.etag, created.etag);
 
     // A stale etag: ABORTED.
-    let e = c
-        .update_segment(req(
-            t,
-            UpdateSegmentRequest {
-                segment: Some(Segment {
-                    segment_id: created.segment_id.clone(),
-                    name: "x".into(),
-                    etag: created.etag.clone(),
-                    ..Default::default()
-                }),
-                update_mask: Some(FieldMask {
-                    paths: vec!["name".into()],
-                }),
-            },
-        ))
-        .await
-        .unwrap_err();
-    assert_eq!(e.code(), Code::Aborted);
+    c.update_segment(req(
+        t,
+        UpdateSegmentRequest {
+            segment: Some(Segment {
+                segment_id: created.segment_id.clone(),
+                name: "x".into(),
+                etag: created.etag.clone(),
+                ..Default::default()
+            }),
+            update_mask: Some(FieldMask {
+                paths: vec!["name".into()],
+            }),
+        },
+    ))
+    .await
+    .refused(Code::Aborted);
 
     // Mask path "kind": INVALID_ARGUMENT.
     let e = c
@@ -111,8 +97,7 @@ async fn create_get_update_list_delete() {
             },
         ))
         .await
-        .unwrap_err();
-    assert_eq!(e.code(), Code::InvalidArgument);
+        .refused(Code::InvalidArgument);
     assert_eq!(violations(&e)[0].0, "update_mask.paths[0]");
 
     // List, filtered and paged.
@@ -159,17 +144,15 @@ async fn create_get_update_list_delete() {
         .await
         .answer();
     assert_eq!(statics.segments.len(), 1);
-    let e = c
-        .list_segments(req(
-            t,
-            ListSegmentsRequest {
-                page_token: "forged".into(),
-                ..Default::default()
-            },
-        ))
-        .await
-        .unwrap_err();
-    assert_eq!(e.code(), Code::InvalidArgument);
+    c.list_segments(req(
+        t,
+        ListSegmentsRequest {
+            page_token: "forged".into(),
+            ..Default::default()
+        },
+    ))
+    .await
+    .refused(Code::InvalidArgument);
 
     // Delete.
     c.delete_segment(req(
@@ -181,16 +164,14 @@ async fn create_get_update_list_delete() {
     ))
     .await
     .unwrap();
-    let e = c
-        .get_segment(req(
-            t,
-            GetSegmentRequest {
-                segment_id: created.segment_id.clone(),
-            },
-        ))
-        .await
-        .unwrap_err();
-    assert_eq!(e.code(), Code::NotFound);
+    c.get_segment(req(
+        t,
+        GetSegmentRequest {
+            segment_id: created.segment_id.clone(),
+        },
+    ))
+    .await
+    .refused(Code::NotFound);
     s.stop().await;
 }
 
@@ -204,8 +185,7 @@ async fn validation_errors_name_the_field() {
     let e = c
         .create_segment(req(t, dynamic("Bad", "purchases >= and clv > 1")))
         .await
-        .unwrap_err();
-    assert_eq!(e.code(), Code::InvalidArgument);
+        .refused(Code::InvalidArgument);
     let v = violations(&e);
     assert_eq!(v[0].0, "segment.rule_text");
     assert!(v[0].1.starts_with("line 1, column 14:"), "{}", v[0].1);
@@ -214,8 +194,7 @@ async fn validation_errors_name_the_field() {
     let e = c
         .create_segment(req(t, dynamic("Bad", "purchase >= 3")))
         .await
-        .unwrap_err();
-    assert_eq!(e.code(), Code::InvalidArgument);
+        .refused(Code::InvalidArgument);
     assert!(
         violations(&e)[0].1.contains("purchases"),
         "{:?}",
@@ -258,22 +237,19 @@ async fn validation_errors_name_the_field() {
     assert_eq!(violations(&e)[0].0, "segment.kind");
     let mut both = dynamic("Both", "purchases > 1");
     both.segment.as_mut().unwrap().rule = Some(Rule::default());
-    let e = c.create_segment(req(t, both)).await.unwrap_err();
-    assert_eq!(e.code(), Code::InvalidArgument);
+    c.create_segment(req(t, both))
+        .await
+        .refused(Code::InvalidArgument);
 
     // Unknown in_segment reference.
-    let e = c
-        .create_segment(req(t, dynamic("Ref", "in_segment(\"nope\")")))
+    c.create_segment(req(t, dynamic("Ref", "in_segment(\"nope\")")))
         .await
-        .unwrap_err();
-    assert_eq!(e.code(), Code::InvalidArgument);
+        .refused(Code::InvalidArgument);
 
     // No tenant: UNAUTHENTICATED.
-    let e = c
-        .list_segments(tonic::Request::new(ListSegmentsRequest::default()))
+    c.list_segments(tonic::Request::new(ListSegmentsRequest::default()))
         .await
-        .unwrap_err();
-    assert_eq!(e.code(), Code::Unauthenticated);
+        .refused(Code::Unauthenticated);
 
     let n: i64 = sqlx::query_scalar("SELECT count(*) FROM segments")
         .fetch_one(&s.pool)
@@ -294,7 +270,8 @@ async fn idempotent_creation() {
     let b = create_segment(&mut c, t, r.clone()).await;
     assert_eq!(a.segment_id, b.segment_id);
     r.segment.as_mut().unwrap().rule_text = "purchases >= 2".into();
-    let e = c.create_segment(req(t, r)).await.unwrap_err();
-    assert_eq!(e.code(), Code::AlreadyExists);
+    c.create_segment(req(t, r))
+        .await
+        .refused(Code::AlreadyExists);
     s.stop().await;
 }

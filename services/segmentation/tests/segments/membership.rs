@@ -8,12 +8,7 @@ async fn preview_counts_samples_and_converts() {
     let p = c
         .preview_segment(req(
             t,
-            PreviewSegmentRequest {
-                rule_definition: Some(preview_segment_request::RuleDefinition::RuleText(
-                    "country = \"ES\" and purchases >= 1".into(),
-                )),
-                sample_size: 1,
-            },
+            preview_text("country = \"ES\" and purchases >= 1", 1),
         ))
         .await
         .answer();
@@ -39,29 +34,13 @@ async fn preview_counts_samples_and_converts() {
     assert_eq!(again.sample_customer_ids.len(), 2);
     // Ranks.
     let top = c
-        .preview_segment(req(
-            t,
-            PreviewSegmentRequest {
-                rule_definition: Some(preview_segment_request::RuleDefinition::RuleText(
-                    "clv in top 33%".into(),
-                )),
-                sample_size: 10,
-            },
-        ))
+        .preview_segment(req(t, preview_text("clv in top 33%", 10)))
         .await
         .answer();
     assert_eq!(top.sample_customer_ids, vec![cs[3].id.to_string()]);
     // Out of range sample.
     let e = c
-        .preview_segment(req(
-            t,
-            PreviewSegmentRequest {
-                rule_definition: Some(preview_segment_request::RuleDefinition::RuleText(
-                    "purchases > 0".into(),
-                )),
-                sample_size: 101,
-            },
-        ))
+        .preview_segment(req(t, preview_text("purchases > 0", 101)))
         .await
         .unwrap_err();
     assert_eq!(violations(&e)[0].0, "sample_size");
@@ -92,17 +71,7 @@ async fn refresh_records_entries_and_exits() {
         .await
         .unwrap();
     // A snapshot stays frozen until refreshed.
-    let frozen = c
-        .get_segment(req(
-            t,
-            GetSegmentRequest {
-                segment_id: snap.segment_id.clone(),
-            },
-        ))
-        .await
-        .answer()
-        .segment
-        .unwrap();
+    let frozen = get_segment(&mut c, t, &snap.segment_id).await;
     assert_eq!(frozen.member_count, 3);
 
     let r = c
@@ -199,30 +168,26 @@ async fn refresh_records_entries_and_exits() {
         .answer();
     assert_eq!(cs1.memberships.len(), 1);
     assert_eq!(cs1.memberships[0].segment_name, "Spenders");
-    let e = c
-        .get_customer_segments(req(
-            t,
-            GetCustomerSegmentsRequest {
-                customer_id: Uuid::new_v4().to_string(),
-                ..Default::default()
-            },
-        ))
-        .await
-        .unwrap_err();
-    assert_eq!(e.code(), Code::NotFound);
+    c.get_customer_segments(req(
+        t,
+        GetCustomerSegmentsRequest {
+            customer_id: Uuid::new_v4().to_string(),
+            ..Default::default()
+        },
+    ))
+    .await
+    .refused(Code::NotFound);
 
     // Static segments cannot be refreshed.
     let st = create_segment(&mut c, t, of_kind("List", SegmentKind::Static, "")).await;
-    let e = c
-        .refresh_segment(req(
-            t,
-            RefreshSegmentRequest {
-                segment_id: st.segment_id,
-            },
-        ))
-        .await
-        .unwrap_err();
-    assert_eq!(e.code(), Code::FailedPrecondition);
+    c.refresh_segment(req(
+        t,
+        RefreshSegmentRequest {
+            segment_id: st.segment_id,
+        },
+    ))
+    .await
+    .refused(Code::FailedPrecondition);
     s.stop().await;
 }
 
@@ -277,17 +242,7 @@ async fn static_members_and_references() {
         .answer();
     assert_eq!((again.added_count, again.already_member_count), (0, 1));
     // The dependent dynamic segment followed.
-    let a = c
-        .get_segment(req(
-            t,
-            GetSegmentRequest {
-                segment_id: active.segment_id.clone(),
-            },
-        ))
-        .await
-        .answer()
-        .segment
-        .unwrap();
+    let a = get_segment(&mut c, t, &active.segment_id).await;
     assert_eq!(a.member_count, 3);
 
     // Renaming the referenced segment keeps the rule, printed with the new name.
@@ -310,17 +265,7 @@ async fn static_members_and_references() {
         .segment
         .unwrap();
     assert_eq!(renamed.name, "Lost ones");
-    let a = c
-        .get_segment(req(
-            t,
-            GetSegmentRequest {
-                segment_id: active.segment_id.clone(),
-            },
-        ))
-        .await
-        .answer()
-        .segment
-        .unwrap();
+    let a = get_segment(&mut c, t, &active.segment_id).await;
     assert!(
         a.rule_text.contains("in_segment(\"Lost ones\")"),
         "{}",
@@ -344,8 +289,7 @@ async fn static_members_and_references() {
             },
         ))
         .await
-        .unwrap_err();
-    assert_eq!(e.code(), Code::InvalidArgument);
+        .refused(Code::InvalidArgument);
     assert!(
         violations(&e)[0].1.contains("cycle"),
         "{:?}",
@@ -361,21 +305,18 @@ async fn static_members_and_references() {
             },
         ))
         .await
-        .unwrap_err();
-    assert_eq!(e.code(), Code::FailedPrecondition);
+        .refused(Code::FailedPrecondition);
     assert!(e.message().contains("\"B\""));
     // Dynamic segments take no members by hand.
-    let e = c
-        .add_members(req(
-            t,
-            AddMembersRequest {
-                segment_id: b.segment_id.clone(),
-                customer_ids: vec![cs[1].id.to_string()],
-            },
-        ))
-        .await
-        .unwrap_err();
-    assert_eq!(e.code(), Code::FailedPrecondition);
+    c.add_members(req(
+        t,
+        AddMembersRequest {
+            segment_id: b.segment_id.clone(),
+            customer_ids: vec![cs[1].id.to_string()],
+        },
+    ))
+    .await
+    .refused(Code::FailedPrecondition);
 
     let removed = c
         .remove_members(req(
@@ -395,17 +336,7 @@ async fn static_members_and_references() {
         ),
         (1, 1, 0)
     );
-    let a = c
-        .get_segment(req(
-            t,
-            GetSegmentRequest {
-                segment_id: active.segment_id.clone(),
-            },
-        ))
-        .await
-        .answer()
-        .segment
-        .unwrap();
+    let a = get_segment(&mut c, t, &active.segment_id).await;
     assert_eq!(a.member_count, 4);
     s.stop().await;
 }

@@ -455,7 +455,7 @@ pub async fn record_all(s: &Stack, tenant: Uuid, interactions: Vec<Interaction>)
 pub use rapport_testkit::hostile::violations as violated_fields;
 // Not every test binary calls a service.
 #[allow(unused_imports)]
-pub use rapport_testkit::Answer;
+pub use rapport_testkit::{Answer, Refused};
 
 /// The CDNOW sample (fixtures/PROVENANCE.md) as inline summaries in weeks,
 /// its amounts in `currency`.
