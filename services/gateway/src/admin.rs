@@ -371,22 +371,10 @@ impl AdminService for Admin {
         let mut rows = store::list_tenants(&self.pool, cursor.map(|c| (c.t, c.id)), only, size + 1)
             .await
             .map_err(ApiError::from)?;
-        let next = if rows.len() as i64 > size {
-            rows.truncate(size as usize);
-            rows.last()
-                .map(|t| {
-                    self.pages.encode(
-                        &scope,
-                        &Cursor {
-                            t: t.create_time,
-                            id: t.tenant_id,
-                        },
-                    )
-                })
-                .unwrap_or_default()
-        } else {
-            String::new()
-        };
+        let next = self.pages.trim_page(&scope, &mut rows, size, |t| Cursor {
+            t: t.create_time,
+            id: t.tenant_id,
+        });
         Ok(Response::new(pb::ListTenantsResponse {
             tenants: rows.into_iter().map(tenant_pb).collect(),
             next_page_token: next,
@@ -604,22 +592,10 @@ impl AdminService for Admin {
         )
         .await
         .map_err(ApiError::from)?;
-        let next = if rows.len() as i64 > size {
-            rows.truncate(size as usize);
-            rows.last()
-                .map(|k| {
-                    self.pages.encode(
-                        &scope,
-                        &Cursor {
-                            t: k.create_time,
-                            id: k.key_id,
-                        },
-                    )
-                })
-                .unwrap_or_default()
-        } else {
-            String::new()
-        };
+        let next = self.pages.trim_page(&scope, &mut rows, size, |k| Cursor {
+            t: k.create_time,
+            id: k.key_id,
+        });
         Ok(Response::new(pb::ListApiKeysResponse {
             api_keys: rows.into_iter().map(key_pb).collect(),
             next_page_token: next,

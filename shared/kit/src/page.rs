@@ -84,6 +84,26 @@ impl PageTokens {
         URL_SAFE_NO_PAD.encode(raw)
     }
 
+    /// Ends a page read with one row more than `size`: keeps the first
+    /// `size` rows and, when there was one more, returns the token of the
+    /// last kept row's cursor; otherwise "" (the last page).
+    pub fn trim_page<R, T: Serialize>(
+        &self,
+        scope: &str,
+        rows: &mut Vec<R>,
+        size: i64,
+        cursor: impl Fn(&R) -> T,
+    ) -> String {
+        let keep = usize::try_from(size).unwrap_or(0);
+        if rows.len() <= keep {
+            return String::new();
+        }
+        rows.truncate(keep);
+        rows.last()
+            .map(|r| self.encode(scope, &cursor(r)))
+            .unwrap_or_default()
+    }
+
     /// Decodes a token issued for `scope`. An empty token is `Ok(None)` (first
     /// page); anything forged, truncated, altered or issued for another scope is
     /// INVALID_ARGUMENT on `page_token`.
@@ -135,6 +155,22 @@ mod tests {
             time: 1_700_000_000,
             id: "c-1".into(),
         }
+    }
+
+    #[test]
+    fn a_page_with_one_row_more_is_trimmed_and_continues_after_its_last_row() {
+        let tokens = PageTokens::new("k");
+        let mut rows = vec![1, 2, 3];
+        let next = tokens.trim_page("s", &mut rows, 2, |r| Cursor {
+            time: *r,
+            id: String::new(),
+        });
+        assert_eq!(rows, vec![1, 2]);
+        let after: Option<Cursor> = tokens.decode("s", &next).unwrap();
+        assert_eq!(after.map(|c| c.time), Some(2));
+        let mut last = vec![1, 2];
+        assert_eq!(tokens.trim_page("s", &mut last, 2, |r| *r), "");
+        assert_eq!(last, vec![1, 2]);
     }
 
     #[test]

@@ -117,17 +117,9 @@ impl CampaignService for CampaignApi {
         let mut rows = store::list_campaigns(&self.pool, ctx.tenant_id, &f, after, limit + 1)
             .await
             .map_err(ApiError::from)?;
-        let next_page_token = if rows.len() as i64 > limit {
-            rows.truncate(limit as usize);
-            rows.last()
-                .map(|l| {
-                    self.page_tokens
-                        .encode(&scope, &Cursor::of(l.create_time, l.campaign_id))
-                })
-                .unwrap_or_default()
-        } else {
-            String::new()
-        };
+        let next_page_token = self.page_tokens.trim_page(&scope, &mut rows, limit, |l| {
+            Cursor::of(l.create_time, l.campaign_id)
+        });
         Ok(Response::new(pb::ListCampaignsResponse {
             campaigns: rows.iter().map(|c| c.to_proto()).collect(),
             next_page_token,

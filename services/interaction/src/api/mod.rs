@@ -541,17 +541,9 @@ impl InteractionService for InteractionApi {
         )
         .await
         .map_err(ApiError::from)?;
-        let next_page_token = if rows.len() as i64 > limit {
-            rows.truncate(limit as usize);
-            rows.last()
-                .map(|l| {
-                    self.page_tokens
-                        .encode(&scope, &Cursor::of(l.occur_time, l.interaction_id))
-                })
-                .unwrap_or_default()
-        } else {
-            String::new()
-        };
+        let next_page_token = self.page_tokens.trim_page(&scope, &mut rows, limit, |l| {
+            Cursor::of(l.occur_time, l.interaction_id)
+        });
         Ok(Response::new(pb::ListInteractionsResponse {
             customer_id: current.to_string(),
             interactions: rows.iter().map(|r| r.to_proto()).collect(),

@@ -386,25 +386,14 @@ impl SegmentationService for SegmentationApi {
         )
         .await
         .map_err(db)?;
-        let more = rows.len() as i64 > limit;
-        rows.truncate(limit as usize);
+        let next = self
+            .page_tokens
+            .trim_page(&scope, &mut rows, limit, |l| NameCursor {
+                name: l.name.clone(),
+            });
         let names = store::segment_names(&mut conn, ctx.tenant_id)
             .await
             .map_err(db)?;
-        let next = if more {
-            rows.last()
-                .map(|l| {
-                    self.page_tokens.encode(
-                        &scope,
-                        &NameCursor {
-                            name: l.name.clone(),
-                        },
-                    )
-                })
-                .unwrap_or_default()
-        } else {
-            String::new()
-        };
         Ok(Response::new(pb::ListSegmentsResponse {
             segments: rows.iter().map(|r| segment_proto(r, &names)).collect(),
             next_page_token: next,
@@ -525,12 +514,9 @@ impl SegmentationService for SegmentationApi {
             store::list_members(&mut conn, ctx.tenant_id, id, after.map(|c| c.id), limit + 1)
                 .await
                 .map_err(db)?;
-        let more = rows.len() as i64 > limit;
-        rows.truncate(limit as usize);
-        let next = match (more, rows.last()) {
-            (true, Some((c, _))) => self.page_tokens.encode(&scope, &IdCursor { id: *c }),
-            _ => String::new(),
-        };
+        let next = self
+            .page_tokens
+            .trim_page(&scope, &mut rows, limit, |(c, _)| IdCursor { id: *c });
         Ok(Response::new(pb::ListMembersResponse {
             members: rows
                 .into_iter()
@@ -572,14 +558,11 @@ impl SegmentationService for SegmentationApi {
         )
         .await
         .map_err(db)?;
-        let more = rows.len() as i64 > limit;
-        rows.truncate(limit as usize);
-        let next = match (more, rows.last()) {
-            (true, Some((_, n, _))) => self
-                .page_tokens
-                .encode(&scope, &NameCursor { name: n.clone() }),
-            _ => String::new(),
-        };
+        let next = self
+            .page_tokens
+            .trim_page(&scope, &mut rows, limit, |(_, n, _)| NameCursor {
+                name: n.clone(),
+            });
         Ok(Response::new(pb::GetCustomerSegmentsResponse {
             memberships: rows
                 .into_iter()

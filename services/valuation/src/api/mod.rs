@@ -303,7 +303,7 @@ impl ValuationService for ValuationApi {
             .map(|c| DateTime::from_timestamp_micros(c.t).map(|t| (t, c.id)))
             .map(|k| k.ok_or_else(|| ApiError::invalid("page_token", "is malformed")))
             .transpose()?;
-        let rows = store::list_models(
+        let mut rows = store::list_models(
             &self.pool,
             ctx.tenant_id,
             kind.map(|k| k.to_proto() as i16),
@@ -313,19 +313,13 @@ impl ValuationService for ValuationApi {
         )
         .await
         .map_err(ApiError::from)?;
-        let more = rows.len() as i64 > limit;
-        let page = &rows[..rows.len().min(limit as usize)];
-        let models = page.iter().map(decode).collect::<Result<Vec<_>, _>>()?;
-        let next_page_token = match (more, page.last()) {
-            (true, Some(last)) => self.page_tokens.encode(
-                &scope,
-                &ModelCursor {
-                    t: last.create_time.timestamp_micros(),
-                    id: last.model_id,
-                },
-            ),
-            _ => String::new(),
-        };
+        let next_page_token = self
+            .page_tokens
+            .trim_page(&scope, &mut rows, limit, |last| ModelCursor {
+                t: last.create_time.timestamp_micros(),
+                id: last.model_id,
+            });
+        let models = rows.iter().map(decode).collect::<Result<Vec<_>, _>>()?;
         Ok(Response::new(pb::ListModelsResponse {
             models,
             next_page_token,
