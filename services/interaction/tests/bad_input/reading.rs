@@ -107,40 +107,25 @@ async fn list_interactions_refuses_bad_filters_and_forged_page_tokens() {
             "page_token",
             with(&|r| r.page_token = token[1..].to_string()),
         ),
-        (
-            "page_token",
-            with(&|r| {
-                r.page_token = token.clone();
-                r.order = TimelineOrder::OldestFirst as i32;
-            }),
-        ),
-        (
-            "page_token",
-            with(&|r| {
-                r.page_token = token.clone();
-                r.types = vec![InteractionType::Purchase as i32];
-            }),
-        ),
-        (
-            "page_token",
-            with(&|r| {
-                r.page_token = token.clone();
-                r.customer_id = Uuid::new_v4().to_string();
-            }),
-        ),
-        (
-            "page_token",
-            with(&|r| {
-                r.page_token = token.clone();
-                r.start_time = Some(ts(at(2020, 1, 1, 0)));
-            }),
-        ),
     ];
+    // The token of one listing, sent with another filter.
+    let other_filters: [&dyn Fn(&mut ListInteractionsRequest); 4] = [
+        &|r| r.order = TimelineOrder::OldestFirst as i32,
+        &|r| r.types = vec![InteractionType::Purchase as i32],
+        &|r| r.customer_id = Uuid::new_v4().to_string(),
+        &|r| r.start_time = Some(ts(at(2020, 1, 1, 0))),
+    ];
+    for change in other_filters {
+        cases.push((
+            "page_token",
+            with(&|r| {
+                r.page_token = token.clone();
+                change(r);
+            }),
+        ));
+    }
     // One character changed, wherever it is.
-    for pos in [0, token.len() / 2, token.len() - 1] {
-        let mut bytes = token.clone().into_bytes();
-        bytes[pos] = if bytes[pos] == b'A' { b'B' } else { b'A' };
-        let altered = String::from_utf8(bytes).expect("ascii token");
+    for altered in hostile::altered(&token) {
         cases.push(("page_token", with(&|r| r.page_token = altered.clone())));
     }
     for id in BAD_IDS {
