@@ -127,7 +127,7 @@ fn target_tenant(principal: &Principal, requested: &str, field: &str) -> Result<
 }
 
 fn parse_id(value: &str, field: &str) -> Result<Uuid, ApiError> {
-    Uuid::parse_str(value).map_err(|_| ApiError::invalid(field, "must be a UUID"))
+    rapport_kit::error::required_uuid(field, value)
 }
 
 /// NUL characters cannot be stored in PostgreSQL text: refuse them as input.

@@ -163,6 +163,14 @@ impl ApiError {
     }
 }
 
+/// One required id, failing at once with INVALID_ARGUMENT on `field`.
+pub fn required_uuid(field: &str, raw: &str) -> Result<uuid::Uuid, ApiError> {
+    let mut v = Violations::new();
+    let id = v.uuid(field, raw);
+    v.finish()?;
+    id.ok_or_else(|| ApiError::invalid(field, "required: a UUID"))
+}
+
 /// Collects field violations while validating a request, then fails once with
 /// all of them, so a client learns every problem in one round trip.
 #[derive(Debug, Default)]
@@ -186,6 +194,22 @@ impl Violations {
     pub fn check(&mut self, bad: bool, field: impl Into<String>, description: impl Into<String>) {
         if bad {
             self.add(field, description);
+        }
+    }
+
+    /// A required id: the UUID `raw` holds, or a violation of `field`
+    /// ("required: a UUID" when empty, "must be a UUID" otherwise) and None.
+    pub fn uuid(&mut self, field: impl Into<String>, raw: &str) -> Option<uuid::Uuid> {
+        if raw.is_empty() {
+            self.add(field, "required: a UUID");
+            return None;
+        }
+        match uuid::Uuid::parse_str(raw) {
+            Ok(id) => Some(id),
+            Err(_) => {
+                self.add(field, "must be a UUID");
+                None
+            }
         }
     }
 

@@ -81,7 +81,7 @@ impl CampaignService for CampaignApi {
             Err(_) => v.add("channel", "not a Channel value"),
         }
         if !r.target_segment_id.is_empty() {
-            f.target_segment_id = parse_uuid(&mut v, "target_segment_id", &r.target_segment_id);
+            f.target_segment_id = v.uuid("target_segment_id", &r.target_segment_id);
         }
         if let Some(t) = &r.active_time {
             f.active_time = from_timestamp(t);
@@ -135,7 +135,7 @@ impl CampaignService for CampaignApi {
         let campaign = r.campaign.unwrap_or_default();
         let paths = r.update_mask.map(|m| m.paths).unwrap_or_default();
         let mut v = Violations::new();
-        let id = parse_uuid(&mut v, "campaign.campaign_id", &campaign.campaign_id);
+        let id = v.uuid("campaign.campaign_id", &campaign.campaign_id);
         check_mask(&mut v, &paths);
         v.finish()?;
         let id = id.ok_or_else(|| ApiError::invalid("campaign.campaign_id", "must be a UUID"))?;
@@ -153,7 +153,7 @@ impl CampaignService for CampaignApi {
         let ctx = CallContext::of(&req)?;
         let r = req.into_inner();
         let mut v = Violations::new();
-        let id = parse_uuid(&mut v, "campaign_id", &r.campaign_id);
+        let id = v.uuid("campaign_id", &r.campaign_id);
         let window = r
             .attribution_window
             .unwrap_or(campaign::DEFAULT_ATTRIBUTION_WINDOW);

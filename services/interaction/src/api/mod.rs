@@ -51,16 +51,6 @@ pub const MAX_REJECTIONS: usize = 10_000;
 /// How many interactions the writer of a stream commits together at most.
 const WRITE_BATCH: usize = 4000;
 
-fn parse_uuid(v: &mut Violations, field: &str, s: &str) -> Option<Uuid> {
-    match Uuid::parse_str(s) {
-        Ok(u) => Some(u),
-        Err(_) => {
-            v.add(field, "must be a UUID");
-            None
-        }
-    }
-}
-
 /// The customer `id` stands for now (the survivor of a merge), or itself.
 async fn current_customer(pool: &PgPool, tenant: Uuid, id: Uuid) -> Result<Uuid, ApiError> {
     let mut conn = pool.acquire().await?;
@@ -450,7 +440,7 @@ impl InteractionService for InteractionApi {
         let ctx = CallContext::of(&req)?;
         let r = req.into_inner();
         let mut v = Violations::new();
-        let customer = parse_uuid(&mut v, "customer_id", &r.customer_id);
+        let customer = v.uuid("customer_id", &r.customer_id);
         let mut filter = TimelineFilter::default();
         for (n, t) in r.types.iter().enumerate() {
             match InteractionType::try_from(*t) {
@@ -558,7 +548,7 @@ impl InteractionService for InteractionApi {
         let ctx = CallContext::of(&req)?;
         let r = req.into_inner();
         let mut v = Violations::new();
-        let id = parse_uuid(&mut v, "interaction_id", &r.interaction_id);
+        let id = v.uuid("interaction_id", &r.interaction_id);
         let status = match ServiceRequestStatus::try_from(r.status) {
             Ok(ServiceRequestStatus::Unspecified) | Err(_) => {
                 v.add("status", "required: OPEN, IN_PROGRESS, RESOLVED or CLOSED");
@@ -592,7 +582,7 @@ impl InteractionService for InteractionApi {
         let ctx = CallContext::of(&req)?;
         let r = req.into_inner();
         let mut v = Violations::new();
-        let id = parse_uuid(&mut v, "customer_id", &r.customer_id);
+        let id = v.uuid("customer_id", &r.customer_id);
         let as_of = match &r.as_of {
             None => Utc::now(),
             Some(t) => match from_timestamp(t) {
@@ -698,9 +688,7 @@ impl InteractionService for InteractionApi {
                 );
                 let mut parsed = Vec::with_capacity(n);
                 for (i, s) in list.customer_ids.iter().enumerate() {
-                    if let Some(u) =
-                        parse_uuid(&mut v, &format!("customer_ids.customer_ids[{i}]"), s)
-                    {
+                    if let Some(u) = v.uuid(format!("customer_ids.customer_ids[{i}]"), s) {
                         parsed.push(u);
                     }
                 }

@@ -79,18 +79,7 @@ fn tenant<T>(req: &Request<T>) -> Result<Uuid, Status> {
 
 /// A required UUID field.
 fn parse_id(v: &mut Violations, field: &str, raw: &str) -> Uuid {
-    let t = raw.trim();
-    if t.is_empty() {
-        v.add(field, "required: a customer id (UUID)");
-        return Uuid::nil();
-    }
-    match Uuid::parse_str(t) {
-        Ok(u) => u,
-        Err(_) => {
-            v.add(field, "not a UUID");
-            Uuid::nil()
-        }
-    }
+    v.uuid(field, raw.trim()).unwrap_or_else(Uuid::nil)
 }
 
 /// One required UUID, failing at once.

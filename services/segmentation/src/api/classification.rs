@@ -14,7 +14,7 @@ impl SegmentationApi {
             None
         } else {
             let mut v = Violations::new();
-            let id = parse_uuid(&mut v, "segment_id", &r.segment_id);
+            let id = v.uuid("segment_id", &r.segment_id);
             v.finish()?;
             id
         };
@@ -101,7 +101,7 @@ impl SegmentationApi {
     ) -> Result<pb::Classification, ApiError> {
         let tenant = ctx.tenant_id;
         let mut v = Violations::new();
-        let customer = parse_uuid(&mut v, "customer_id", &r.customer_id);
+        let customer = v.uuid("customer_id", &r.customer_id);
         v.finish()?;
         let Some(customer) = customer else {
             return Err(ApiError::invalid("customer_id", "required"));

@@ -71,7 +71,7 @@ impl SegmentationApi {
     ) -> Result<pb::GetSegmentHistoryResponse, Status> {
         let tenant = ctx.tenant_id;
         let mut v = Violations::new();
-        let id = parse_uuid(&mut v, "segment_id", &r.segment_id);
+        let id = v.uuid("segment_id", &r.segment_id);
         let g = match HistoryGranularity::try_from(r.granularity) {
             Ok(HistoryGranularity::Unspecified) => HistoryGranularity::Day,
             Ok(g) => g,
@@ -159,8 +159,8 @@ impl SegmentationApi {
     ) -> Result<pb::ExplainMembershipResponse, ApiError> {
         let tenant = ctx.tenant_id;
         let mut v = Violations::new();
-        let customer = parse_uuid(&mut v, "customer_id", &r.customer_id);
-        let segment = parse_uuid(&mut v, "segment_id", &r.segment_id);
+        let customer = v.uuid("customer_id", &r.customer_id);
+        let segment = v.uuid("segment_id", &r.segment_id);
         v.finish()?;
         let (Some(customer), Some(segment)) = (customer, segment) else {
             return Err(ApiError::invalid("customer_id", "required"));

@@ -64,20 +64,6 @@ pub struct SegmentationApi {
     membership: Arc<rapport_kit::notify::Hub>,
 }
 
-fn parse_uuid(v: &mut Violations, field: &str, s: &str) -> Option<Uuid> {
-    if s.is_empty() {
-        v.add(field, "required: a UUID");
-        return None;
-    }
-    match Uuid::parse_str(s) {
-        Ok(u) => Some(u),
-        Err(_) => {
-            v.add(field, format!("must be a UUID, got {s:?}"));
-            None
-        }
-    }
-}
-
 fn ts(t: DateTime<Utc>) -> prost_types::Timestamp {
     timestamp(t)
 }
@@ -309,7 +295,7 @@ impl SegmentationService for SegmentationApi {
     ) -> Result<Response<pb::GetSegmentResponse>, Status> {
         let ctx = CallContext::of(&req)?;
         let mut v = Violations::new();
-        let id = parse_uuid(&mut v, "segment_id", &req.get_ref().segment_id);
+        let id = v.uuid("segment_id", &req.get_ref().segment_id);
         v.finish().map_err(status)?;
         let id = id.ok_or_else(|| status(ApiError::invalid("segment_id", "required")))?;
         let mut conn = self.pool.acquire().await.map_err(db)?;
@@ -337,7 +323,7 @@ impl SegmentationService for SegmentationApi {
         let ctx = CallContext::of(&req)?;
         let r = req.into_inner();
         let mut v = Violations::new();
-        let id = parse_uuid(&mut v, "segment_id", &r.segment_id);
+        let id = v.uuid("segment_id", &r.segment_id);
         v.finish().map_err(status)?;
         let id = id.ok_or_else(|| status(ApiError::invalid("segment_id", "required")))?;
         let tenant = ctx.tenant_id;
@@ -451,7 +437,7 @@ impl SegmentationService for SegmentationApi {
     ) -> Result<Response<pb::RefreshSegmentResponse>, Status> {
         let ctx = CallContext::of(&req)?;
         let mut v = Violations::new();
-        let id = parse_uuid(&mut v, "segment_id", &req.get_ref().segment_id);
+        let id = v.uuid("segment_id", &req.get_ref().segment_id);
         v.finish().map_err(status)?;
         let id = id.ok_or_else(|| status(ApiError::invalid("segment_id", "required")))?;
         let done = match engine::refresh(
@@ -497,7 +483,7 @@ impl SegmentationService for SegmentationApi {
         let ctx = CallContext::of(&req)?;
         let r = req.into_inner();
         let mut v = Violations::new();
-        let id = parse_uuid(&mut v, "segment_id", &r.segment_id);
+        let id = v.uuid("segment_id", &r.segment_id);
         let limit = page_size(&mut v, r.page_size);
         v.finish().map_err(status)?;
         let id = id.ok_or_else(|| status(ApiError::invalid("segment_id", "required")))?;
@@ -536,7 +522,7 @@ impl SegmentationService for SegmentationApi {
         let ctx = CallContext::of(&req)?;
         let r = req.into_inner();
         let mut v = Violations::new();
-        let id = parse_uuid(&mut v, "customer_id", &r.customer_id);
+        let id = v.uuid("customer_id", &r.customer_id);
         let limit = page_size(&mut v, r.page_size);
         v.finish().map_err(status)?;
         let id = id.ok_or_else(|| status(ApiError::invalid("customer_id", "required")))?;
@@ -597,7 +583,7 @@ impl SegmentationService for SegmentationApi {
         let segment = if r.segment_id.is_empty() {
             None
         } else {
-            parse_uuid(&mut v, "segment_id", &r.segment_id)
+            v.uuid("segment_id", &r.segment_id)
         };
         let now = Utc::now();
         let mut start_time = None;

@@ -93,7 +93,7 @@ impl SegmentationApi {
         let Some(s) = r.segment.as_ref() else {
             return Err(ApiError::invalid("segment", "required"));
         };
-        let id = parse_uuid(&mut v, "segment.segment_id", &s.segment_id);
+        let id = v.uuid("segment.segment_id", &s.segment_id);
         let paths: Vec<String> = r
             .update_mask
             .as_ref()
@@ -210,7 +210,7 @@ impl SegmentationApi {
     ) -> Result<(i64, i64, Vec<String>, i64), ApiError> {
         let tenant = ctx.tenant_id;
         let mut v = Violations::new();
-        let id = parse_uuid(&mut v, "segment_id", segment_id);
+        let id = v.uuid("segment_id", segment_id);
         if customer_ids.is_empty() {
             v.add("customer_ids", "give 1 to 1,000 customer ids");
         } else if customer_ids.len() > 1000 {

@@ -78,9 +78,7 @@ pub(super) fn validate_fit(
     match r.scope.as_ref().and_then(|s| s.restriction.as_ref()) {
         None => {}
         Some(_) if inline => v.add("scope", "must be unset with inline_summaries"),
-        Some(model_scope::Restriction::SegmentId(s)) => {
-            segment = parse_uuid(&mut v, "scope.segment_id", s)
-        }
+        Some(model_scope::Restriction::SegmentId(s)) => segment = v.uuid("scope.segment_id", s),
         Some(model_scope::Restriction::Cohort(c)) => match cohort::parse_label(c) {
             None => v.add(
                 "scope.cohort",
@@ -105,7 +103,7 @@ pub(super) fn validate_fit(
     let mut currencies = HashSet::new();
     for (i, s) in r.inline_summaries.iter().enumerate().take(MAX_INLINE + 1) {
         let f = |name: &str| format!("inline_summaries[{i}].{name}");
-        parse_uuid(&mut v, &f("customer_id"), &s.customer_id);
+        v.uuid(f("customer_id"), &s.customer_id);
         v.check(s.frequency < 0, f("frequency"), "must not be negative");
         v.check(
             !(s.recency >= 0.0 && s.recency.is_finite()),

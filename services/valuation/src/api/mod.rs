@@ -50,18 +50,8 @@ pub const MAX_REQUEST_ID: usize = 128;
 /// Largest export restriction by customer ids.
 const EXPORT_IDS: usize = 50_000;
 
-fn parse_uuid(v: &mut Violations, field: &str, s: &str) -> Option<Uuid> {
-    match Uuid::parse_str(s) {
-        Ok(u) => Some(u),
-        Err(_) => {
-            v.add(field, "must be a UUID");
-            None
-        }
-    }
-}
-
 fn required_uuid(field: &str, s: &str) -> Result<Uuid, ApiError> {
-    Uuid::parse_str(s).map_err(|_| ApiError::invalid(field, "must be a UUID"))
+    rapport_kit::error::required_uuid(field, s)
 }
 
 fn not_configured(service: &str) -> ApiError {
@@ -451,7 +441,7 @@ impl ValuationService for ValuationApi {
         let mut ids = Vec::with_capacity(r.customer_ids.len());
         let mut seen = HashSet::new();
         for (i, s) in r.customer_ids.iter().enumerate().take(1001) {
-            if let Some(id) = parse_uuid(&mut v, &format!("customer_ids[{i}]"), s)
+            if let Some(id) = v.uuid(format!("customer_ids[{i}]"), s)
                 && seen.insert(id)
             {
                 ids.push(id);
