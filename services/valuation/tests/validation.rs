@@ -7,48 +7,9 @@ mod common;
 use chrono::{Duration, Utc};
 use common::*;
 use rapport_proto::rapport::common::v1::PeriodUnit;
-use rapport_proto::rapport::interaction::v1::PurchaseHistorySummary;
 use rapport_proto::rapport::valuation::v1::*;
 use tonic::Code;
 use uuid::Uuid;
-
-fn summary(x: i64, tx: f64, t: f64, m: f64) -> PurchaseHistorySummary {
-    PurchaseHistorySummary {
-        customer_id: Uuid::new_v4().to_string(),
-        frequency: x,
-        recency: tx,
-        t,
-        monetary_value: m,
-        currency_code: "EUR".into(),
-        ..Default::default()
-    }
-}
-
-fn inline_fit(kind: ModelKind, summaries: Vec<PurchaseHistorySummary>) -> FitModelRequest {
-    FitModelRequest {
-        kind: kind as i32,
-        calibration_end_time: Some(ts(Utc::now())),
-        period_unit: PeriodUnit::Week as i32,
-        inline_summaries: summaries,
-        ..Default::default()
-    }
-}
-
-/// 40 plausible summaries.
-fn data() -> Vec<PurchaseHistorySummary> {
-    (0..40)
-        .map(|i| {
-            let x = i % 5;
-            let t = 10.0 + f64::from(i as i32);
-            summary(
-                x,
-                if x == 0 { 0.0 } else { t / 2.0 },
-                t,
-                if x == 0 { 0.0 } else { 10.0 + i as f64 },
-            )
-        })
-        .collect()
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_requests_are_refused_with_every_violation_and_nothing_written() {

@@ -13,7 +13,6 @@ use chrono::{Duration, DurationRound, Utc};
 use common::*;
 use futures::StreamExt;
 use prost_types::Timestamp;
-use rapport_proto::rapport::common::v1::PeriodUnit;
 use rapport_proto::rapport::interaction::v1::PurchaseHistorySummary;
 use rapport_proto::rapport::valuation::v1::*;
 use rapport_testkit::hostile::{self, BAD_IDS, TEXT, YEAR_1, YEAR_9999_END};
@@ -41,42 +40,9 @@ fn broken_times() -> Vec<Option<Timestamp>> {
     hostile::invalid_times().into_iter().map(Some).collect()
 }
 
-fn summary(x: i64, tx: f64, t: f64, m: f64) -> PurchaseHistorySummary {
-    PurchaseHistorySummary {
-        customer_id: Uuid::new_v4().to_string(),
-        frequency: x,
-        recency: tx,
-        t,
-        monetary_value: m,
-        currency_code: "EUR".into(),
-        ..Default::default()
-    }
-}
-
-/// 40 plausible summaries, in weeks.
-fn data() -> Vec<PurchaseHistorySummary> {
-    (0..40)
-        .map(|i| {
-            let x = i % 5;
-            let t = 10.0 + f64::from(i as i32);
-            summary(
-                x,
-                if x == 0 { 0.0 } else { t / 2.0 },
-                t,
-                if x == 0 { 0.0 } else { 10.0 + i as f64 },
-            )
-        })
-        .collect()
-}
-
+/// A fit of `kind` over [`data`].
 fn inline_fit(kind: ModelKind) -> FitModelRequest {
-    FitModelRequest {
-        kind: kind as i32,
-        calibration_end_time: Some(ts(Utc::now())),
-        period_unit: PeriodUnit::Week as i32,
-        inline_summaries: data(),
-        ..Default::default()
-    }
+    common::inline_fit(kind, data())
 }
 
 /// Every model of the tenant.

@@ -506,3 +506,44 @@ pub async fn fitted(
         .model
         .expect("a model")
 }
+
+/// A purchase-history summary of a new customer: `x` repeat purchases, the
+/// last at `tx`, observed for `t` weeks, `m` EUR on average.
+pub fn summary(x: i64, tx: f64, t: f64, m: f64) -> PurchaseHistorySummary {
+    PurchaseHistorySummary {
+        customer_id: Uuid::new_v4().to_string(),
+        frequency: x,
+        recency: tx,
+        t,
+        monetary_value: m,
+        currency_code: "EUR".into(),
+        ..Default::default()
+    }
+}
+
+/// A fit of `kind` in weeks over `summaries`, calibrated up to now.
+pub fn inline_fit(kind: ModelKind, summaries: Vec<PurchaseHistorySummary>) -> FitModelRequest {
+    FitModelRequest {
+        kind: kind as i32,
+        calibration_end_time: Some(ts(Utc::now())),
+        period_unit: PeriodUnit::Week as i32,
+        inline_summaries: summaries,
+        ..Default::default()
+    }
+}
+
+/// 40 plausible summaries, in weeks.
+pub fn data() -> Vec<PurchaseHistorySummary> {
+    (0..40)
+        .map(|i| {
+            let x = i % 5;
+            let t = 10.0 + f64::from(i as i32);
+            summary(
+                x,
+                if x == 0 { 0.0 } else { t / 2.0 },
+                t,
+                if x == 0 { 0.0 } else { 10.0 + i as f64 },
+            )
+        })
+        .collect()
+}
