@@ -15,8 +15,8 @@ use crate::store::{self, LinkInput, LinkRow};
 /// returns it and whether it was created.
 pub async fn link(pool: &PgPool, tenant: Uuid, l: &LinkInput) -> Result<(LinkRow, bool)> {
     let mut tx = pool.begin().await?;
-    let person = store::follow(&mut tx, tenant, l.person).await?;
-    let org = store::follow(&mut tx, tenant, l.organization).await?;
+    let person = store::chain_end(&mut tx, tenant, l.person).await?;
+    let org = store::chain_end(&mut tx, tenant, l.organization).await?;
     // Lock both in id order, so two links of the same pair cannot deadlock.
     let (a, b) = if person < org {
         (person, org)
@@ -62,10 +62,10 @@ pub async fn unlink(
             format!("{person}/{organization}"),
         ))
     };
-    let person = store::follow(&mut tx, tenant, person)
+    let person = store::chain_end(&mut tx, tenant, person)
         .await
         .map_err(|_| not_found())?;
-    let org = store::follow(&mut tx, tenant, organization)
+    let org = store::chain_end(&mut tx, tenant, organization)
         .await
         .map_err(|_| not_found())?;
     let row = store::delete_link(&mut tx, tenant, person, org, role)

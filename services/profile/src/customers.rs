@@ -45,7 +45,7 @@ pub async fn create(
             .ok_or_else(|| ApiError::internal("idempotency result without customer_id"))?;
         tx.rollback().await?;
         let mut conn = pool.acquire().await?;
-        let target = store::follow(&mut conn, tenant, id).await?;
+        let target = store::chain_end(&mut conn, tenant, id).await?;
         return store::load_one(&mut conn, tenant, target).await;
     }
     let (written, stored_idents) = store::insert_with_identifiers(&mut tx, tenant, id, v).await?;

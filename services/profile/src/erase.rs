@@ -36,7 +36,7 @@ pub async fn erase(
         return Ok((Vec::new(), r.erase_time.unwrap_or(r.update_time)));
     }
     if r.status == CustomerStatus::Merged {
-        let survivor = store::follow(&mut tx, tenant, id).await?;
+        let survivor = store::chain_end(&mut tx, tenant, id).await?;
         return Err(precondition(format!(
             "customer {id} was merged into customer {survivor}: erase the survivor (which erases {id} too), or unmerge {id} first"
         )));

@@ -32,7 +32,7 @@ async fn refused(conn: &mut PgConnection, tenant: Uuid, r: Refusal) -> Error {
         Refusal::MergedAway {
             customer,
             survivor_side,
-        } => match store::follow(conn, tenant, customer).await {
+        } => match store::chain_end(conn, tenant, customer).await {
             Err(e) => e,
             Ok(into) if survivor_side => precondition(format!(
                 "customer {customer} was merged into customer {into}; merge into the survivor instead"
@@ -59,7 +59,7 @@ pub async fn merge(
     if let Some(first) = store::claim(&mut tx, tenant, "MergeCustomers", key).await? {
         tx.rollback().await?;
         let mut conn = pool.acquire().await?;
-        let target = store::follow(&mut conn, tenant, survivor).await?;
+        let target = store::chain_end(&mut conn, tenant, survivor).await?;
         let time = first["merge_time"]
             .as_str()
             .and_then(|t| DateTime::parse_from_rfc3339(t).ok())
@@ -240,8 +240,8 @@ pub async fn unmerge(
             .and_then(|s| Uuid::parse_str(s).ok())
             .ok_or_else(|| ApiError::internal("idempotency result without survivor"))?;
         let mut conn = pool.acquire().await?;
-        let restored = store::follow(&mut conn, tenant, merged).await?;
-        let survivor = store::follow(&mut conn, tenant, survivor).await?;
+        let restored = store::chain_end(&mut conn, tenant, merged).await?;
+        let survivor = store::chain_end(&mut conn, tenant, survivor).await?;
         let r = store::load_one(&mut conn, tenant, restored).await?;
         let s = store::load_one(&mut conn, tenant, survivor).await?;
         return Ok((r, s));

@@ -393,7 +393,7 @@ impl ProfileService for ProfileApi {
         let only = match only {
             Some(id) => {
                 let mut conn = self.pool.acquire().await.map_err(Error::from)?;
-                Some(store::follow(&mut conn, tenant, id).await?)
+                Some(store::chain_end(&mut conn, tenant, id).await?)
             }
             None => None,
         };

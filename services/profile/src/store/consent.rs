@@ -49,7 +49,7 @@ pub async fn consent_state(
     purpose: i16,
 ) -> Result<(bool, Option<ConsentRow>, Option<ConsentRow>)> {
     let mut conn = pool.acquire().await?;
-    let target = follow(&mut conn, tenant, customer).await?;
+    let target = chain_end(&mut conn, tenant, customer).await?;
     let r = row(&mut conn, tenant, target)
         .await?
         .ok_or_else(|| customer_not_found(customer))?;
@@ -84,7 +84,7 @@ pub async fn consent_history(
     limit: i64,
 ) -> Result<(Vec<ConsentRow>, Option<ConsentCursor>)> {
     let mut conn = pool.acquire().await?;
-    let target = follow(&mut conn, tenant, customer).await?;
+    let target = chain_end(&mut conn, tenant, customer).await?;
     let mut q: QueryBuilder<Postgres> = QueryBuilder::new(concat!(
         "SELECT ",
         consent_cols!(),

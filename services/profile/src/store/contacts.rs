@@ -175,7 +175,7 @@ pub async fn list_links(
 ) -> Result<(Vec<LinkRow>, Option<LinkCursor>)> {
     use rapport_proto::rapport::profile::v1::CustomerKind;
     let mut conn = pool.acquire().await?;
-    let target = follow(&mut conn, tenant, id).await?;
+    let target = chain_end(&mut conn, tenant, id).await?;
     let r = row(&mut conn, tenant, target)
         .await?
         .ok_or_else(|| customer_not_found(id))?;

@@ -63,7 +63,7 @@ pub async fn resolve_chains(
 
 /// Where `id` leads: the live customer (following merges), or NOT_FOUND for
 /// an unknown or erased id.
-pub async fn follow(conn: &mut PgConnection, tenant: Uuid, id: Uuid) -> Result<Uuid> {
+pub async fn chain_end(conn: &mut PgConnection, tenant: Uuid, id: Uuid) -> Result<Uuid> {
     match resolve_chains(conn, tenant, &[id]).await?.get(&id) {
         Some((cur, status)) if *status != CustomerStatus::Erased => Ok(*cur),
         _ => Err(customer_not_found(id)),
@@ -77,14 +77,14 @@ pub async fn lock_following(
     tenant: Uuid,
     id: Uuid,
 ) -> Result<CustomerRow> {
-    let target = follow(conn, tenant, id).await?;
+    let target = chain_end(conn, tenant, id).await?;
     match lock_row(conn, tenant, target).await? {
         Some(r) if r.status == CustomerStatus::Active || r.status == CustomerStatus::Deleted => {
             Ok(r)
         }
         // Merged in the meantime: follow again once.
         Some(r) if r.status == CustomerStatus::Merged => {
-            let target = follow(conn, tenant, r.customer_id).await?;
+            let target = chain_end(conn, tenant, r.customer_id).await?;
             match lock_row(conn, tenant, target).await? {
                 Some(r)
                     if r.status == CustomerStatus::Active
@@ -104,7 +104,7 @@ pub async fn lock_following(
 pub async fn lock_exact(conn: &mut PgConnection, tenant: Uuid, id: Uuid) -> Result<CustomerRow> {
     match lock_row(conn, tenant, id).await? {
         Some(r) if r.status == CustomerStatus::Merged => {
-            let survivor = follow(conn, tenant, id).await?;
+            let survivor = chain_end(conn, tenant, id).await?;
             Err(precondition(format!(
                 "customer {id} was merged into customer {survivor}; act on the survivor, or unmerge {id} first"
             )))
@@ -421,7 +421,7 @@ pub struct Written {
 /// GetCustomer: the customer `id` leads to, and whether `id` was merged.
 pub async fn get_customer(pool: &PgPool, tenant: Uuid, id: Uuid) -> Result<(Stored, bool)> {
     let mut conn = pool.acquire().await?;
-    let target = follow(&mut conn, tenant, id).await?;
+    let target = chain_end(&mut conn, tenant, id).await?;
     let stored = load_one(&mut conn, tenant, target).await?;
     Ok((stored, target != id))
 }

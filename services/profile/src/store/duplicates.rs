@@ -118,5 +118,5 @@ pub async fn find_duplicates(
 /// True when the tenant has a live or deleted customer `id` leads to.
 pub async fn exists(pool: &PgPool, tenant: Uuid, id: Uuid) -> Result<bool> {
     let mut conn = pool.acquire().await?;
-    Ok(follow(&mut conn, tenant, id).await.is_ok())
+    Ok(chain_end(&mut conn, tenant, id).await.is_ok())
 }
