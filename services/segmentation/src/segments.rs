@@ -91,6 +91,25 @@ pub async fn load(conn: &mut PgConnection, tenant: Uuid, id: Uuid) -> Result<Seg
         .ok_or_else(|| ApiError::not_found("segment", id.to_string()))
 }
 
+/// Evaluates a segment's members now and schedules its next refresh;
+/// returns how many customers entered and left.
+async fn evaluate_now(
+    tx: &mut PgConnection,
+    tenant: Uuid,
+    compiled: &Compiled,
+    catalog: &Catalog,
+    kind: Kind,
+    interval: Option<i64>,
+    reason: MembershipChangeReason,
+) -> Result<(i64, i64), ApiError> {
+    let now = Utc::now();
+    let (entered, exited, _) =
+        engine::evaluate_segment(tx, tenant, compiled, catalog, now, reason).await?;
+    let next = engine::next_refresh(kind, interval, now);
+    store::set_refreshed(tx, tenant, compiled.id, now, next).await?;
+    Ok((entered, exited))
+}
+
 /// A segment to create, validated apart from what needs the stored segments.
 #[derive(Debug)]
 pub struct NewSegment {
@@ -173,29 +192,13 @@ pub async fn create(
     }
     if let Some(e) = &expr {
         store::set_refs(&mut tx, tenant, id, &engine::referenced_ids(e)).await?;
-        let now = Utc::now();
         let compiled = Compiled {
             id,
             name: new.name.clone(),
             expr: e.clone(),
         };
-        engine::evaluate_segment(
-            &mut tx,
-            tenant,
-            &compiled,
-            catalog,
-            now,
-            MembershipChangeReason::SegmentCreated,
-        )
-        .await?;
-        store::set_refreshed(
-            &mut tx,
-            tenant,
-            id,
-            now,
-            engine::next_refresh(kind, interval, now),
-        )
-        .await?;
+        let reason = MembershipChangeReason::SegmentCreated;
+        evaluate_now(&mut tx, tenant, &compiled, catalog, kind, interval, reason).await?;
     }
     let row = load(&mut tx, tenant, id).await?;
     let mut names = names;
@@ -302,30 +305,15 @@ pub async fn update(
         if kind == SegmentKind::Dynamic
             && let Some(cat) = catalog
         {
-            let now = Utc::now();
             let compiled = Compiled {
                 id,
                 name: row.name.clone(),
                 expr: e,
             };
-            let (en, ex, _) = engine::evaluate_segment(
-                &mut tx,
-                tenant,
-                &compiled,
-                cat,
-                now,
-                MembershipChangeReason::RuleChanged,
-            )
-            .await?;
-            (entered, exited) = (en, ex);
-            store::set_refreshed(
-                &mut tx,
-                tenant,
-                id,
-                now,
-                engine::next_refresh(row.kind, row.refresh_interval_seconds, now),
-            )
-            .await?;
+            let (kind, interval) = (row.kind, row.refresh_interval_seconds);
+            let reason = MembershipChangeReason::RuleChanged;
+            (entered, exited) =
+                evaluate_now(&mut tx, tenant, &compiled, cat, kind, interval, reason).await?;
         }
     }
     let row = load(&mut tx, tenant, id).await?;
