@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use rapport_kit::convert::{from_timestamp, timestamp};
+use rapport_kit::idempotency;
 use rapport_kit::page::PageTokens;
 use rapport_kit::{ApiError, Violations};
 use rapport_proto::rapport::gateway::v1 as pb;
@@ -225,12 +226,12 @@ async fn earlier_result(
         return Ok(None);
     }
     store::lock_request(tx, tenant, kind, request_id).await?;
-    match store::find_request(tx, tenant, kind, request_id).await? {
-        Some((earlier, _)) if earlier != hash => Err(ApiError::invalid(
+    match idempotency::seen(tx, tenant, kind, request_id).await? {
+        Some(earlier) if earlier.fingerprint != hex::encode(hash) => Err(ApiError::invalid(
             "request_id",
             "was already used for a different request",
         )),
-        Some((_, id)) => Ok(Some(id)),
+        Some(earlier) => Ok(Some(earlier.result_id)),
         None => Ok(None),
     }
 }
@@ -245,7 +246,7 @@ async fn remember_result(
     id: Uuid,
 ) -> Result<(), ApiError> {
     if !request_id.is_empty() {
-        store::record_request(tx, tenant, kind, request_id, hash, id).await?;
+        idempotency::remember(tx, tenant, kind, request_id, &hex::encode(hash), id).await?;
     }
     Ok(())
 }

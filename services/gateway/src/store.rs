@@ -415,49 +415,6 @@ pub async fn list_keys(
     .await
 }
 
-/// An earlier request with this idempotency key: the hash of its content and
-/// the id of what it created.
-pub async fn find_request(
-    tx: &mut sqlx::PgConnection,
-    tenant_id: Uuid,
-    kind: &str,
-    request_id: &str,
-) -> Result<Option<(Vec<u8>, Uuid)>, sqlx::Error> {
-    sqlx::query_as(
-        "SELECT request_hash, result_id FROM idempotency
-         WHERE tenant_id = $1 AND kind = $2 AND request_id = $3 AND create_time > now() - interval '24 hours'",
-    )
-    .bind(tenant_id)
-    .bind(kind)
-    .bind(request_id)
-    .fetch_optional(tx)
-    .await
-}
-
-/// Records a request's idempotency key (replacing one older than 24 hours).
-pub async fn record_request(
-    tx: &mut sqlx::PgConnection,
-    tenant_id: Uuid,
-    kind: &str,
-    request_id: &str,
-    hash: &[u8],
-    result_id: Uuid,
-) -> Result<(), sqlx::Error> {
-    sqlx::query(
-        "INSERT INTO idempotency (tenant_id, kind, request_id, request_hash, result_id) VALUES ($1, $2, $3, $4, $5)
-         ON CONFLICT (tenant_id, kind, request_id)
-         DO UPDATE SET request_hash = $4, result_id = $5, create_time = now()",
-    )
-    .bind(tenant_id)
-    .bind(kind)
-    .bind(request_id)
-    .bind(hash)
-    .bind(result_id)
-    .execute(tx)
-    .await?;
-    Ok(())
-}
-
 /// Takes the idempotency lock for one key within a transaction, so two
 /// concurrent retries cannot both create.
 pub async fn lock_request(

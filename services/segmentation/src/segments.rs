@@ -8,6 +8,7 @@ use std::collections::HashMap;
 use chrono::Utc;
 use rapport_kit::error::{ApiError, is_unique_violation};
 use rapport_kit::feed::{self, NewEvent};
+use rapport_kit::idempotency;
 use rapport_proto::rapport::segmentation::v1::{
     self as pb, MembershipChangeReason, SegmentKind, segmentation_event,
 };
@@ -110,6 +111,9 @@ async fn evaluate_now(
     Ok((entered, exited))
 }
 
+/// The scope of CreateSegment's request ids.
+const SCOPE: &str = "CreateSegment";
+
 /// A segment to create, validated apart from what needs the stored segments.
 #[derive(Debug)]
 pub struct NewSegment {
@@ -152,9 +156,10 @@ pub async fn create(
         expr = Some(e);
     }
     if let Some((request_id, fp)) = &new.request
-        && let Some((stored_fp, id)) = store::request_key(&mut tx, tenant, request_id).await?
+        && let Some(seen) = idempotency::seen(&mut tx, tenant, SCOPE, request_id).await?
     {
-        if &stored_fp != fp {
+        let id = seen.result_id;
+        if &seen.fingerprint != fp {
             return Err(ApiError::AlreadyExists(format!(
                 "request_id {request_id:?} was used for a different segment; use a new request_id"
             )));
@@ -164,7 +169,7 @@ pub async fn create(
     }
     let id = Uuid::now_v7();
     if let Some((request_id, fp)) = &new.request
-        && !store::save_request_key(&mut tx, tenant, request_id, fp, id).await?
+        && !idempotency::remember(&mut tx, tenant, SCOPE, request_id, fp, id).await?
     {
         return Err(ApiError::Aborted(
             "another call with this request_id is in progress; retry".into(),

@@ -7,6 +7,7 @@ use prost::Message;
 use rapport_kit::convert::timestamp;
 use rapport_kit::error::ApiError;
 use rapport_kit::feed::{self, NewEvent};
+use rapport_kit::idempotency;
 use rapport_proto::rapport::valuation::v1::{self as pb, valuation_event};
 use sqlx::PgPool;
 use uuid::Uuid;
@@ -15,6 +16,9 @@ use crate::domain::events;
 use crate::domain::fitting::Kind;
 use crate::engine::decode;
 use crate::store;
+
+/// The scope of FitModel's request ids.
+pub const FIT_SCOPE: &str = "FitModel";
 
 /// FitModel's last step: numbers and stores the fitted `model` (its id set,
 /// fitted at `now`),
@@ -35,8 +39,9 @@ pub async fn save_fit(
     let mut tx = pool.begin().await?;
     store::lock_kind(&mut tx, tenant, kind_db).await?;
     if let Some((request_id, hash)) = request
-        && let Some((stored, id)) = store::fit_request(&mut tx, tenant, request_id).await?
+        && let Some(seen) = idempotency::seen(&mut tx, tenant, FIT_SCOPE, request_id).await?
     {
+        let (stored, id) = (seen.fingerprint, seen.result_id);
         // A concurrent retry won the race.
         drop(tx);
         if stored != hash {
@@ -58,7 +63,7 @@ pub async fn save_fit(
     )
     .await?;
     if let Some((request_id, hash)) = request {
-        store::save_fit_request(&mut tx, tenant, request_id, hash, model_id).await?;
+        idempotency::remember(&mut tx, tenant, FIT_SCOPE, request_id, hash, model_id).await?;
     }
     let mut list = vec![fitted_event(tenant, &model)];
     if activate && activation_refusal(&model).is_none() {

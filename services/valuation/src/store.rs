@@ -173,46 +173,6 @@ pub async fn activate(
     Ok(previous)
 }
 
-/// The FitModel request stored under `request_id` in the last 24 hours:
-/// (content hash, model id).
-pub async fn fit_request(
-    conn: &mut PgConnection,
-    tenant: Uuid,
-    request_id: &str,
-) -> sqlx::Result<Option<(String, Uuid)>> {
-    sqlx::query_as(
-        "SELECT request_hash, model_id FROM fit_requests
-         WHERE tenant_id = $1 AND request_id = $2 AND create_time > now() - interval '24 hours'",
-    )
-    .bind(tenant)
-    .bind(request_id)
-    .fetch_optional(conn)
-    .await
-}
-
-/// Records a FitModel request id (replacing one older than 24 hours).
-pub async fn save_fit_request(
-    tx: &mut PgConnection,
-    tenant: Uuid,
-    request_id: &str,
-    hash: &str,
-    model_id: Uuid,
-) -> sqlx::Result<()> {
-    sqlx::query(
-        "INSERT INTO fit_requests (tenant_id, request_id, request_hash, model_id)
-         VALUES ($1, $2, $3, $4)
-         ON CONFLICT (tenant_id, request_id) DO UPDATE
-         SET request_hash = EXCLUDED.request_hash, model_id = EXCLUDED.model_id, create_time = now()",
-    )
-    .bind(tenant)
-    .bind(request_id)
-    .bind(hash)
-    .bind(model_id)
-    .execute(tx)
-    .await?;
-    Ok(())
-}
-
 // ---------------------------------------------------------------- scoring
 
 /// The tenant's scoring lock (one ScoreCustomers run at a time), held until

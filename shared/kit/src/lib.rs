@@ -19,6 +19,7 @@ pub mod db;
 pub mod deadline;
 pub mod error;
 pub mod feed;
+pub mod idempotency;
 pub mod metrics;
 pub mod notify;
 pub mod page;

@@ -11,6 +11,7 @@ use rapport_kit::context::CallContext;
 use rapport_kit::convert::{from_timestamp, timestamp};
 use rapport_kit::error::{ApiError, Violations};
 use rapport_kit::feed;
+use rapport_kit::idempotency;
 use rapport_kit::page::{PageTokens, page_size};
 use rapport_kit::shutdown::Shutdown;
 use rapport_proto::rapport::common::v1::Money;
@@ -112,11 +113,13 @@ impl ValuationService for ValuationApi {
         let hash = request_hash(&r);
         if !r.request_id.is_empty() {
             let mut conn = self.pool.acquire().await.map_err(ApiError::from)?;
-            if let Some((stored, model_id)) = store::fit_request(&mut conn, tenant, &r.request_id)
+            let scope = crate::models::FIT_SCOPE;
+            if let Some(seen) = idempotency::seen(&mut conn, tenant, scope, &r.request_id)
                 .await
                 .map_err(ApiError::from)?
             {
                 drop(conn);
+                let (stored, model_id) = (seen.fingerprint, seen.result_id);
                 if stored != hash {
                     return Err(ApiError::AlreadyExists(format!(
                         "request_id {:?} was already used with different content; use a new request_id",
