@@ -1,0 +1,166 @@
+//! Upgrades that move data: request ids that segmentation, valuation and the
+//! gateway kept in tables of their own reach the kit's `request_ids` table,
+//! every field intact, and the old tables are gone.
+
+use std::borrow::Cow;
+
+use chrono::{DateTime, Utc};
+use rapport_kit::db::{SchemaSpec, migrate};
+use sqlx::migrate::Migrator;
+use sqlx::{Connection, PgConnection};
+use uuid::Uuid;
+
+/// The migrations of `full` below `version`: the schema as an older release
+/// left it.
+fn before(full: &Migrator, version: i64) -> Migrator {
+    Migrator {
+        migrations: Cow::Owned(
+            full.migrations
+                .iter()
+                .filter(|m| m.version < version)
+                .cloned()
+                .collect(),
+        ),
+        ..Migrator::DEFAULT
+    }
+}
+
+/// One row of `request_ids`: scope, request id, fingerprint, result, time.
+type Moved = (String, String, String, Uuid, DateTime<Utc>);
+
+/// Migrates `schema` up to `version` (excluded), runs `old_rows`, migrates
+/// the rest, and returns `request_ids` and whether `old_table` is left.
+async fn upgrade(
+    schema: SchemaSpec,
+    full: &Migrator,
+    version: i64,
+    old_rows: &str,
+    old_table: &str,
+) -> (Vec<Moved>, bool) {
+    let db = rapport_testkit::database().await;
+    migrate(&db.url, schema, &before(full, version))
+        .await
+        .expect("migrate to the older release");
+    let mut conn = PgConnection::connect(&db.url).await.expect("connect");
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+        "SET search_path TO {}; {old_rows}",
+        schema.schema
+    )))
+    .execute(&mut conn)
+    .await
+    .expect("rows of the older release");
+    migrate(&db.url, schema, full).await.expect("upgrade");
+    let moved: Vec<Moved> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT scope, request_id, fingerprint, result_id, create_time FROM {}.request_ids
+          ORDER BY scope, request_id",
+        schema.schema
+    )))
+    .fetch_all(&mut conn)
+    .await
+    .expect("request_ids");
+    let left: Option<String> = sqlx::query_scalar("SELECT to_regclass($1)::text")
+        .bind(format!("{}.{old_table}", schema.schema))
+        .fetch_one(&mut conn)
+        .await
+        .expect("to_regclass");
+    (moved, left.is_some())
+}
+
+fn at(s: &str) -> DateTime<Utc> {
+    DateTime::parse_from_rfc3339(s)
+        .expect("time")
+        .with_timezone(&Utc)
+}
+
+const TENANT: &str = "0190f0c0-0000-7000-8000-000000000001";
+const RESULT: &str = "0190f0c0-0000-7000-8000-0000000000aa";
+
+#[tokio::test]
+async fn segmentation_request_keys_move_to_request_ids() {
+    let (moved, left) = upgrade(
+        rapport_segmentation::SCHEMA,
+        &rapport_segmentation::MIGRATOR,
+        6,
+        &format!(
+            "INSERT INTO request_keys (tenant_id, request_id, fingerprint, segment_id, create_time)
+             VALUES ('{TENANT}', 'seg-1', 'ab12', '{RESULT}', '2026-12-01T10:00:00Z')"
+        ),
+        "request_keys",
+    )
+    .await;
+    let result = Uuid::parse_str(RESULT).unwrap();
+    let expected = (
+        "CreateSegment",
+        "seg-1",
+        "ab12",
+        result,
+        at("2026-12-01T10:00:00Z"),
+    );
+    assert_eq!(moved.len(), 1);
+    let m = &moved[0];
+    assert_eq!(
+        (m.0.as_str(), m.1.as_str(), m.2.as_str(), m.3, m.4),
+        expected
+    );
+    assert!(!left, "request_keys is dropped");
+}
+
+#[tokio::test]
+async fn valuation_fit_requests_move_to_request_ids() {
+    let (moved, left) = upgrade(
+        rapport_valuation::SCHEMA,
+        &rapport_valuation::MIGRATOR,
+        2,
+        &format!(
+            "INSERT INTO fit_requests (tenant_id, request_id, request_hash, model_id, create_time)
+             VALUES ('{TENANT}', 'fit-1', 'cd34', '{RESULT}', '2026-12-02T11:00:00Z')"
+        ),
+        "fit_requests",
+    )
+    .await;
+    let result = Uuid::parse_str(RESULT).unwrap();
+    let expected = (
+        "FitModel",
+        "fit-1",
+        "cd34",
+        result,
+        at("2026-12-02T11:00:00Z"),
+    );
+    assert_eq!(moved.len(), 1);
+    let m = &moved[0];
+    assert_eq!(
+        (m.0.as_str(), m.1.as_str(), m.2.as_str(), m.3, m.4),
+        expected
+    );
+    assert!(!left, "fit_requests is dropped");
+}
+
+#[tokio::test]
+async fn gateway_idempotency_moves_to_request_ids_with_hex_fingerprints() {
+    let (moved, left) = upgrade(
+        rapport_gateway::SCHEMA,
+        &rapport_gateway::MIGRATOR,
+        5,
+        &format!(
+            "INSERT INTO idempotency (tenant_id, kind, request_id, request_hash, result_id, create_time)
+             VALUES ('{TENANT}', 'api_key', 'key-1', '\\x00ff10'::bytea, '{RESULT}', '2026-12-03T12:00:00Z')"
+        ),
+        "idempotency",
+    )
+    .await;
+    let result = Uuid::parse_str(RESULT).unwrap();
+    let expected = (
+        "api_key",
+        "key-1",
+        "00ff10",
+        result,
+        at("2026-12-03T12:00:00Z"),
+    );
+    assert_eq!(moved.len(), 1);
+    let m = &moved[0];
+    assert_eq!(
+        (m.0.as_str(), m.1.as_str(), m.2.as_str(), m.3, m.4),
+        expected
+    );
+    assert!(!left, "idempotency is dropped");
+}
