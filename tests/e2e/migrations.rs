@@ -75,92 +75,73 @@ fn at(s: &str) -> DateTime<Utc> {
 const TENANT: &str = "0190f0c0-0000-7000-8000-000000000001";
 const RESULT: &str = "0190f0c0-0000-7000-8000-0000000000aa";
 
-#[tokio::test]
-async fn segmentation_request_keys_move_to_request_ids() {
-    let (moved, left) = upgrade(
-        rapport_segmentation::SCHEMA,
-        &rapport_segmentation::MIGRATOR,
-        6,
-        &format!(
-            "INSERT INTO request_keys (tenant_id, request_id, fingerprint, segment_id, create_time)
-             VALUES ('{TENANT}', 'seg-1', 'ab12', '{RESULT}', '2026-12-01T10:00:00Z')"
-        ),
-        "request_keys",
-    )
-    .await;
+/// Upgrades `schema` past `version` with one row in `old_table` and checks
+/// the row it became in `request_ids`: (scope, request id, fingerprint) and
+/// the result and time every row carries.
+async fn assert_moved(
+    (schema, full): (SchemaSpec, &Migrator),
+    version: i64,
+    old_table: &str,
+    insert: &str,
+    expected: (&str, &str, &str),
+) {
+    let (moved, left) = upgrade(schema, full, version, insert, old_table).await;
     let result = Uuid::parse_str(RESULT).unwrap();
-    let expected = (
-        "CreateSegment",
-        "seg-1",
-        "ab12",
-        result,
-        at("2026-12-01T10:00:00Z"),
-    );
-    assert_eq!(moved.len(), 1);
+    assert_eq!(moved.len(), 1, "{moved:?}");
     let m = &moved[0];
     assert_eq!(
         (m.0.as_str(), m.1.as_str(), m.2.as_str(), m.3, m.4),
-        expected
+        (expected.0, expected.1, expected.2, result, at(WHEN))
     );
-    assert!(!left, "request_keys is dropped");
+    assert!(!left, "{old_table} is dropped");
+}
+
+const WHEN: &str = "2026-12-01T10:00:00Z";
+
+#[tokio::test]
+async fn segmentation_request_keys_move_to_request_ids() {
+    assert_moved(
+        (
+            rapport_segmentation::SCHEMA,
+            &rapport_segmentation::MIGRATOR,
+        ),
+        6,
+        "request_keys",
+        &format!(
+            "INSERT INTO request_keys (tenant_id, request_id, fingerprint, segment_id, create_time)
+             VALUES ('{TENANT}', 'seg-1', 'ab12', '{RESULT}', '{WHEN}')"
+        ),
+        ("CreateSegment", "seg-1", "ab12"),
+    )
+    .await;
 }
 
 #[tokio::test]
 async fn valuation_fit_requests_move_to_request_ids() {
-    let (moved, left) = upgrade(
-        rapport_valuation::SCHEMA,
-        &rapport_valuation::MIGRATOR,
+    assert_moved(
+        (rapport_valuation::SCHEMA, &rapport_valuation::MIGRATOR),
         2,
+        "fit_requests",
         &format!(
             "INSERT INTO fit_requests (tenant_id, request_id, request_hash, model_id, create_time)
-             VALUES ('{TENANT}', 'fit-1', 'cd34', '{RESULT}', '2026-12-02T11:00:00Z')"
+             VALUES ('{TENANT}', 'fit-1', 'cd34', '{RESULT}', '{WHEN}')"
         ),
-        "fit_requests",
+        ("FitModel", "fit-1", "cd34"),
     )
     .await;
-    let result = Uuid::parse_str(RESULT).unwrap();
-    let expected = (
-        "FitModel",
-        "fit-1",
-        "cd34",
-        result,
-        at("2026-12-02T11:00:00Z"),
-    );
-    assert_eq!(moved.len(), 1);
-    let m = &moved[0];
-    assert_eq!(
-        (m.0.as_str(), m.1.as_str(), m.2.as_str(), m.3, m.4),
-        expected
-    );
-    assert!(!left, "fit_requests is dropped");
 }
 
 #[tokio::test]
 async fn gateway_idempotency_moves_to_request_ids_with_hex_fingerprints() {
-    let (moved, left) = upgrade(
-        rapport_gateway::SCHEMA,
-        &rapport_gateway::MIGRATOR,
+    assert_moved(
+        (rapport_gateway::SCHEMA, &rapport_gateway::MIGRATOR),
         5,
+        "idempotency",
         &format!(
             "INSERT INTO idempotency (tenant_id, kind, request_id, request_hash, result_id, create_time)
-             VALUES ('{TENANT}', 'api_key', 'key-1', '\\x00ff10'::bytea, '{RESULT}', '2026-12-03T12:00:00Z')"
+             VALUES ('{TENANT}', 'api_key', 'key-1', '\\x00ff10'::bytea, '{RESULT}', '{WHEN}')"
         ),
-        "idempotency",
+        ("api_key", "key-1", "00ff10"),
     )
     .await;
-    let result = Uuid::parse_str(RESULT).unwrap();
-    let expected = (
-        "api_key",
-        "key-1",
-        "00ff10",
-        result,
-        at("2026-12-03T12:00:00Z"),
-    );
-    assert_eq!(moved.len(), 1);
-    let m = &moved[0];
-    assert_eq!(
-        (m.0.as_str(), m.1.as_str(), m.2.as_str(), m.3, m.4),
-        expected
-    );
-    assert!(!left, "idempotency is dropped");
 }

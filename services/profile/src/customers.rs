@@ -72,17 +72,8 @@ pub async fn create(
         consents: Vec::new(),
         merged_ids: Vec::new(),
     };
-    store::append_customer_event(
-        &mut tx,
-        tenant,
-        id,
-        Ev::CustomerCreated(ev::CustomerCreated {
-            customer_id: id.to_string(),
-            customer: store::snapshot(&stored),
-            origin: ev::CustomerOrigin::Create as i32,
-        }),
-    )
-    .await?;
+    let event = store::created_event(&stored, ev::CustomerOrigin::Create);
+    store::append_customer_event(&mut tx, tenant, id, event).await?;
     tx.commit().await?;
     Ok(stored)
 }

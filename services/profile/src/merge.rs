@@ -126,7 +126,8 @@ pub async fn merge(
         .collect();
     let moves = rules::plan_identifiers(&m_view, &start, &s_primary);
     for (i, to) in m_idents.iter().zip(&moves) {
-        store::move_identifier(&mut tx, tenant, i, survivor, to.position, to.is_primary).await?;
+        let place = (to.position, to.is_primary);
+        store::move_identifier(&mut tx, tenant, i, survivor, place, None).await?;
     }
 
     // Contact links: moved, or dropped where the survivor has the same one.
@@ -269,7 +270,9 @@ pub async fn unmerge(
     for i in &snap.identifiers {
         match store::identifier_holder(&mut tx, tenant, i).await? {
             Some(h) if h == survivor => {
-                store::restore_identifier(&mut tx, tenant, i, merged).await?;
+                // Back as it was: position, primary flag and label.
+                let place = (i.position, i.is_primary);
+                store::move_identifier(&mut tx, tenant, i, merged, place, Some(&i.label)).await?;
                 restored_idents.push(i.identifier());
             }
             None => {

@@ -145,17 +145,8 @@ async fn create(
         return Ok(None);
     }
     let stored = store::load_one(tx, tenant, id).await?;
-    store::append_customer_event(
-        tx,
-        tenant,
-        id,
-        Ev::CustomerCreated(ev::CustomerCreated {
-            customer_id: id.to_string(),
-            customer: store::snapshot(&stored),
-            origin: ev::CustomerOrigin::Resolve as i32,
-        }),
-    )
-    .await?;
+    let event = store::created_event(&stored, ev::CustomerOrigin::Resolve);
+    store::append_customer_event(tx, tenant, id, event).await?;
     Ok(Some(Resolution::Resolved {
         customer: Box::new(stored),
         created: true,

@@ -114,6 +114,40 @@ async fn evaluate_now(
 /// The scope of CreateSegment's request ids.
 const SCOPE: &str = "CreateSegment";
 
+/// Reads the segment `id` as written and appends SegmentCreated, or, with
+/// the changed fields, SegmentUpdated; returns it with the tenant's segment
+/// names (its own included).
+async fn announce(
+    tx: &mut PgConnection,
+    tenant: Uuid,
+    id: Uuid,
+    mut names: HashMap<Uuid, String>,
+    changed: Option<&[String]>,
+) -> Result<(SegmentRow, HashMap<Uuid, String>), ApiError> {
+    let row = load(tx, tenant, id).await?;
+    names.insert(id, row.name.clone());
+    let payload = segment_event(&row, &names, changed);
+    let (event_type, event) = match changed {
+        None => (
+            "SegmentCreated",
+            segmentation_event::Event::SegmentCreated(payload),
+        ),
+        Some(_) => (
+            "SegmentUpdated",
+            segmentation_event::Event::SegmentUpdated(payload),
+        ),
+    };
+    let event = NewEvent::new(
+        tenant,
+        "segment",
+        id.to_string(),
+        event_type,
+        &envelope(event),
+    );
+    feed::append(tx, &[event]).await?;
+    Ok((row, names))
+}
+
 /// A segment to create, validated apart from what needs the stored segments.
 #[derive(Debug)]
 pub struct NewSegment {
@@ -205,24 +239,9 @@ pub async fn create(
         let reason = MembershipChangeReason::SegmentCreated;
         evaluate_now(&mut tx, tenant, &compiled, catalog, kind, interval, reason).await?;
     }
-    let row = load(&mut tx, tenant, id).await?;
-    let mut names = names;
-    names.insert(id, row.name.clone());
-    feed::append(
-        &mut tx,
-        &[NewEvent::new(
-            tenant,
-            "segment",
-            id.to_string(),
-            "SegmentCreated",
-            &envelope(segmentation_event::Event::SegmentCreated(segment_event(
-                &row, &names, None,
-            ))),
-        )],
-    )
-    .await?;
+    let created = announce(&mut tx, tenant, id, names, None).await?;
     tx.commit().await?;
-    Ok((row, names))
+    Ok(created)
 }
 
 /// What UpdateSegment did.
@@ -321,24 +340,7 @@ pub async fn update(
                 evaluate_now(&mut tx, tenant, &compiled, cat, kind, interval, reason).await?;
         }
     }
-    let row = load(&mut tx, tenant, id).await?;
-    let mut names = names;
-    names.insert(id, row.name.clone());
-    feed::append(
-        &mut tx,
-        &[NewEvent::new(
-            tenant,
-            "segment",
-            id.to_string(),
-            "SegmentUpdated",
-            &envelope(segmentation_event::Event::SegmentUpdated(segment_event(
-                &row,
-                &names,
-                Some(paths),
-            ))),
-        )],
-    )
-    .await?;
+    let (row, names) = announce(&mut tx, tenant, id, names, Some(paths)).await?;
     tx.commit().await?;
     Ok(Updated {
         row,

@@ -298,13 +298,13 @@ pub fn snapshot(s: &Stored) -> Option<Customer> {
     Some(cust::to_proto(s))
 }
 
-/// Where a new customer came from, for `CustomerCreated.origin`.
-#[derive(Debug, Clone, Copy)]
-pub enum Origin {
-    /// CreateCustomer.
-    Create,
-    /// ResolveIdentity.
-    Resolve,
+/// The CustomerCreated event of a new customer.
+pub fn created_event(stored: &Stored, origin: ev::CustomerOrigin) -> Ev {
+    Ev::CustomerCreated(ev::CustomerCreated {
+        customer_id: stored.customer_id.to_string(),
+        customer: snapshot(stored),
+        origin: origin as i32,
+    })
 }
 
 pub fn stage_time(stage: i32) -> Option<DateTime<Utc>> {

@@ -103,17 +103,19 @@ pub async fn now(conn: &mut PgConnection) -> Result<DateTime<Utc>> {
         .await?)
 }
 
-/// Gives the identifier `i` to `to` at `position`, primary or not.
+/// Gives the identifier `i` to `to` at `position`, primary or not, with
+/// `label` (None: the label it has).
 pub async fn move_identifier(
     conn: &mut PgConnection,
     tenant: Uuid,
     i: &IdentRow,
     to: Uuid,
-    position: i32,
-    is_primary: bool,
+    (position, is_primary): (i32, bool),
+    label: Option<&str>,
 ) -> Result<()> {
     sqlx::query(
-        "UPDATE identifiers SET customer_id = $2, position = $3, is_primary = $4
+        "UPDATE identifiers SET customer_id = $2, position = $3, is_primary = $4,
+                label = coalesce($8, label)
           WHERE tenant_id = $1 AND kind = $5 AND system = $6 AND value = $7",
     )
     .bind(tenant)
@@ -123,6 +125,7 @@ pub async fn move_identifier(
     .bind(i.kind)
     .bind(&i.system)
     .bind(&i.value)
+    .bind(label)
     .execute(&mut *conn)
     .await?;
     Ok(())
@@ -345,30 +348,6 @@ pub async fn identifier_holder(
     .bind(&i.value)
     .fetch_optional(&mut *conn)
     .await?)
-}
-
-/// Gives `i` back to `to` as it was (position, primary flag, label).
-pub async fn restore_identifier(
-    conn: &mut PgConnection,
-    tenant: Uuid,
-    i: &IdentRow,
-    to: Uuid,
-) -> Result<()> {
-    sqlx::query(
-        "UPDATE identifiers SET customer_id = $2, position = $3, is_primary = $4, label = $5
-          WHERE tenant_id = $1 AND kind = $6 AND system = $7 AND value = $8",
-    )
-    .bind(tenant)
-    .bind(to)
-    .bind(i.position)
-    .bind(i.is_primary)
-    .bind(&i.label)
-    .bind(i.kind)
-    .bind(&i.system)
-    .bind(&i.value)
-    .execute(&mut *conn)
-    .await?;
-    Ok(())
 }
 
 /// Gives `i`, held by nobody now, back to `to` at its old position.
