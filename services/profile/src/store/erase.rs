@@ -63,11 +63,7 @@ pub async fn delete_personal_data(
     .bind(ids)
     .execute(&mut *conn)
     .await?;
-    sqlx::query("DELETE FROM idempotency_keys WHERE tenant_id = $1 AND customer_ids && $2")
-        .bind(tenant)
-        .bind(ids)
-        .execute(&mut *conn)
-        .await?;
+    rapport_kit::idempotency::forget(conn, tenant, ids).await?;
     Ok(counterparts)
 }
 

@@ -1,6 +1,9 @@
-//! Idempotency of create requests: a `request_id` is claimed in the
-//! writing transaction and its result remembered, so a retry gets the first
-//! answer.
+//! Idempotency of profile writes, on the kit's one mechanism
+//! (`rapport_kit::idempotency`): a `request_id` is claimed in the writing
+//! transaction and its answer remembered with the customers it names, so a
+//! retry gets the first answer and an erasure forgets it.
+
+use rapport_kit::idempotency::{self, Answer};
 
 use super::*;
 
@@ -22,49 +25,8 @@ pub async fn claim(
     key: Option<&RequestKey>,
 ) -> Result<Option<Value>> {
     let Some(key) = key else { return Ok(None) };
-    sqlx::query(
-        "DELETE FROM idempotency_keys WHERE tenant_id = $1 AND method = $2 AND request_id = $3
-           AND create_time < now() - interval '24 hours'",
-    )
-    .bind(tenant)
-    .bind(method)
-    .bind(&key.request_id)
-    .execute(&mut *conn)
-    .await?;
-    let inserted: Option<i32> = sqlx::query_scalar(
-        "INSERT INTO idempotency_keys (tenant_id, method, request_id, fingerprint)
-         VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING RETURNING 1",
-    )
-    .bind(tenant)
-    .bind(method)
-    .bind(&key.request_id)
-    .bind(&key.fingerprint)
-    .fetch_optional(&mut *conn)
-    .await?;
-    if inserted.is_some() {
-        return Ok(None);
-    }
-    let (fingerprint, result): (String, Option<Value>) = sqlx::query_as(
-        "SELECT fingerprint, result FROM idempotency_keys
-         WHERE tenant_id = $1 AND method = $2 AND request_id = $3",
-    )
-    .bind(tenant)
-    .bind(method)
-    .bind(&key.request_id)
-    .fetch_one(&mut *conn)
-    .await?;
-    if fingerprint != key.fingerprint {
-        return Err(crate::error::invalid(
-            "request_id",
-            "this request_id was used for a different request in the last 24 hours",
-        ));
-    }
-    match result {
-        Some(r) => Ok(Some(r)),
-        None => Err(Error::Api(ApiError::Aborted(
-            "a request with this request_id is still in progress; retry".into(),
-        ))),
-    }
+    let claim = idempotency::claim(conn, tenant, method, &key.request_id, &key.fingerprint).await?;
+    Ok(claim.settle("request_id")?)
 }
 
 /// Stores the result of the first call with `key`.
@@ -77,17 +39,7 @@ pub async fn remember(
     customers: &[Uuid],
 ) -> Result<()> {
     let Some(key) = key else { return Ok(()) };
-    sqlx::query(
-        "UPDATE idempotency_keys SET result = $4, customer_ids = $5
-         WHERE tenant_id = $1 AND method = $2 AND request_id = $3",
-    )
-    .bind(tenant)
-    .bind(method)
-    .bind(&key.request_id)
-    .bind(result)
-    .bind(customers)
-    .execute(&mut *conn)
-    .await?;
+    idempotency::answer(conn, tenant, method, &key.request_id, &result, customers).await?;
     Ok(())
 }
 
@@ -106,44 +58,56 @@ pub async fn claim_done(
     customers: &[Uuid],
 ) -> Result<Option<Value>> {
     let Some(key) = key else { return Ok(None) };
-    let claimed: Option<i32> = sqlx::query_scalar(
-        "INSERT INTO idempotency_keys AS k (tenant_id, method, request_id, fingerprint, result, customer_ids)
-         VALUES ($1, $2, $3, $4, $5, $6)
-         ON CONFLICT (tenant_id, method, request_id) DO UPDATE
-             SET fingerprint = EXCLUDED.fingerprint, result = EXCLUDED.result,
-                 customer_ids = EXCLUDED.customer_ids, create_time = now()
-             WHERE k.create_time < now() - interval '24 hours'
-         RETURNING 1",
+    let claim = idempotency::claim_answered(
+        conn,
+        tenant,
+        method,
+        (&key.request_id, &key.fingerprint),
+        &result,
+        customers,
     )
-    .bind(tenant)
-    .bind(method)
-    .bind(&key.request_id)
-    .bind(&key.fingerprint)
-    .bind(&result)
-    .bind(customers)
-    .fetch_optional(&mut *conn)
     .await?;
-    if claimed.is_some() {
-        return Ok(None);
-    }
-    let (fingerprint, first): (String, Option<Value>) = sqlx::query_as(
-        "SELECT fingerprint, result FROM idempotency_keys
-         WHERE tenant_id = $1 AND method = $2 AND request_id = $3",
-    )
-    .bind(tenant)
-    .bind(method)
-    .bind(&key.request_id)
-    .fetch_one(&mut *conn)
-    .await?;
-    if fingerprint != key.fingerprint {
-        return Err(crate::error::invalid(
-            "request_id",
-            "this request_id was used for a different request in the last 24 hours",
-        ));
-    }
-    first.map(Some).ok_or_else(|| {
-        Error::Api(ApiError::Aborted(
-            "a request with this request_id is still in progress; retry".into(),
-        ))
-    })
+    Ok(claim.settle("request_id")?)
+}
+
+/// The stored outcomes of import items by request_id (within 24 hours):
+/// (fingerprint, outcome, customer).
+pub async fn import_keys(
+    conn: &mut PgConnection,
+    tenant: Uuid,
+    method: &str,
+    keys: &[&RequestKey],
+) -> Result<HashMap<String, (String, String, Uuid)>> {
+    let ids: Vec<&str> = keys.iter().map(|k| k.request_id.as_str()).collect();
+    let found = idempotency::answers(conn, tenant, method, &ids).await?;
+    Ok(found
+        .into_iter()
+        .filter_map(|(rid, (fp, r))| {
+            let outcome = r.get("outcome")?.as_str()?.to_string();
+            let id = Uuid::parse_str(r.get("customer_id")?.as_str()?).ok()?;
+            Some((rid, (fp, outcome, id)))
+        })
+        .collect())
+}
+
+/// Remembers import items' outcomes under their request_ids, taking over
+/// keys older than 24 hours, in one statement. False when a key was taken
+/// meanwhile by a concurrent import (nothing then is to be kept: the
+/// caller rolls back and tries again).
+pub async fn remember_import_keys(
+    conn: &mut PgConnection,
+    tenant: Uuid,
+    method: &str,
+    keys: &[(&RequestKey, Value, Uuid)],
+) -> std::result::Result<bool, sqlx::Error> {
+    let answers: Vec<Answer<'_>> = keys
+        .iter()
+        .map(|(k, result, customer)| Answer {
+            request_id: &k.request_id,
+            fingerprint: &k.fingerprint,
+            result,
+            subject: *customer,
+        })
+        .collect();
+    idempotency::remember_answers(conn, tenant, method, &answers).await
 }
