@@ -1,6 +1,7 @@
-//! Upgrades that move data: request ids that segmentation, valuation and the
-//! gateway kept in tables of their own reach the kit's `request_ids` table,
-//! every field intact, and the old tables are gone.
+//! Upgrades that move data: request ids that profile, interaction,
+//! segmentation, valuation and the gateway kept in tables of their own reach
+//! the kit's `request_ids` table, every field intact, and the old tables (or
+//! columns) are gone.
 
 use std::borrow::Cow;
 
@@ -25,11 +26,21 @@ fn before(full: &Migrator, version: i64) -> Migrator {
     }
 }
 
-/// One row of `request_ids`: scope, request id, fingerprint, result, time.
-type Moved = (String, String, String, Uuid, DateTime<Utc>);
+/// One row of `request_ids`: scope, request id, fingerprint, result id,
+/// answer, the customers it names, time.
+type Moved = (
+    String,
+    String,
+    String,
+    Option<Uuid>,
+    Option<serde_json::Value>,
+    Vec<Uuid>,
+    DateTime<Utc>,
+);
 
 /// Migrates `schema` up to `version` (excluded), runs `old_rows`, migrates
-/// the rest, and returns `request_ids` and whether `old_table` is left.
+/// the rest, and returns `request_ids` and whether `old_table` is left
+/// (`table.column` asks for a column).
 async fn upgrade(
     schema: SchemaSpec,
     full: &Migrator,
@@ -51,19 +62,31 @@ async fn upgrade(
     .expect("rows of the older release");
     migrate(&db.url, schema, full).await.expect("upgrade");
     let moved: Vec<Moved> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "SELECT scope, request_id, fingerprint, result_id, create_time FROM {}.request_ids
-          ORDER BY scope, request_id",
+        "SELECT scope, request_id, fingerprint, result_id, result, subject_ids, create_time
+           FROM {}.request_ids ORDER BY scope, request_id",
         schema.schema
     )))
     .fetch_all(&mut conn)
     .await
     .expect("request_ids");
-    let left: Option<String> = sqlx::query_scalar("SELECT to_regclass($1)::text")
-        .bind(format!("{}.{old_table}", schema.schema))
+    let left: bool = match old_table.split_once('.') {
+        None => sqlx::query_scalar("SELECT to_regclass($1) IS NOT NULL")
+            .bind(format!("{}.{old_table}", schema.schema))
+            .fetch_one(&mut conn)
+            .await
+            .expect("to_regclass"),
+        Some((table, column)) => sqlx::query_scalar(
+            "SELECT EXISTS (SELECT 1 FROM information_schema.columns
+                             WHERE table_schema = $1 AND table_name = $2 AND column_name = $3)",
+        )
+        .bind(schema.schema)
+        .bind(table)
+        .bind(column)
         .fetch_one(&mut conn)
         .await
-        .expect("to_regclass");
-    (moved, left.is_some())
+        .expect("information_schema"),
+    };
+    (moved, left)
 }
 
 fn at(s: &str) -> DateTime<Utc> {
@@ -90,8 +113,24 @@ async fn assert_moved(
     assert_eq!(moved.len(), 1, "{moved:?}");
     let m = &moved[0];
     assert_eq!(
-        (m.0.as_str(), m.1.as_str(), m.2.as_str(), m.3, m.4),
-        (expected.0, expected.1, expected.2, result, at(WHEN))
+        (
+            m.0.as_str(),
+            m.1.as_str(),
+            m.2.as_str(),
+            m.3,
+            &m.4,
+            m.5.len(),
+            m.6
+        ),
+        (
+            expected.0,
+            expected.1,
+            expected.2,
+            Some(result),
+            &None,
+            0,
+            at(WHEN)
+        )
     );
     assert!(!left, "{old_table} is dropped");
 }
@@ -144,4 +183,45 @@ async fn gateway_idempotency_moves_to_request_ids_with_hex_fingerprints() {
         ("api_key", "key-1", "00ff10"),
     )
     .await;
+}
+
+#[tokio::test]
+async fn interaction_campaign_request_ids_move_to_request_ids() {
+    let campaign = format!(
+        "INSERT INTO campaigns (tenant_id, campaign_id, name, channel, request_id, request_hash, create_time)
+         VALUES ('{TENANT}', '{RESULT}', 'Spring', 1, 'camp-1', '\\xbeef'::bytea, '{WHEN}')"
+    );
+    assert_moved(
+        (rapport_interaction::SCHEMA, &rapport_interaction::MIGRATOR),
+        2,
+        "campaigns.request_id",
+        &campaign,
+        ("CreateCampaign", "camp-1", "beef"),
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn profile_idempotency_keys_move_with_their_answers_and_customers() {
+    let customer = Uuid::parse_str(RESULT).unwrap();
+    let (moved, left) = upgrade(
+        rapport_profile::SCHEMA,
+        &rapport_profile::MIGRATOR,
+        2,
+        &format!(
+            "INSERT INTO idempotency_keys (tenant_id, method, request_id, fingerprint, result, customer_ids, create_time)
+             VALUES ('{TENANT}', 'MergeCustomers', 'merge-1', 'ef56', '{{\"survivor\": \"{RESULT}\"}}', ARRAY['{RESULT}'::uuid], '{WHEN}')"
+        ),
+        "idempotency_keys",
+    )
+    .await;
+    assert_eq!(moved.len(), 1, "{moved:?}");
+    let m = &moved[0];
+    assert_eq!(
+        (m.0.as_str(), m.1.as_str(), m.2.as_str(), m.3, m.6),
+        ("MergeCustomers", "merge-1", "ef56", None, at(WHEN))
+    );
+    assert_eq!(m.4, Some(serde_json::json!({ "survivor": RESULT })));
+    assert_eq!(m.5, vec![customer]);
+    assert!(!left, "idempotency_keys is dropped");
 }

@@ -4,59 +4,48 @@
 
 use rapport_kit::error::{ApiError, Violation};
 use rapport_kit::feed::{self, NewEvent};
+use rapport_kit::idempotency;
 use rapport_proto::rapport::interaction::v1::Campaign;
 use rapport_proto::rapport::interaction::v1::interaction_event::Event;
-use sqlx::PgPool;
+use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
 
 use crate::domain::campaign::{CampaignInput, apply_update, input_hash};
 use crate::domain::model::{StoredCampaign, envelope};
 use crate::store;
 
+/// The scope of CreateCampaign's request ids in `request_ids`.
+const SCOPE: &str = "CreateCampaign";
+
 /// CreateCampaign: a retry with the same request id and campaign answers
 /// with the campaign created first; the same request id with another
-/// campaign is ALREADY_EXISTS.
+/// campaign is ALREADY_EXISTS. Request ids are the kit's
+/// (`rapport_kit::idempotency`), kept 24 hours.
 pub async fn create(
     pool: &PgPool,
     tenant: Uuid,
     input: &CampaignInput,
     request_id: Option<&str>,
 ) -> Result<StoredCampaign, ApiError> {
-    let hash = input_hash(input);
-    let same_request = |found: Option<(StoredCampaign, Vec<u8>)>| match found {
-        Some((c, h)) if h == hash => Ok(Some(c)),
-        Some(_) => Err(ApiError::AlreadyExists(format!(
-            "request_id {:?} was already used to create a different campaign",
-            request_id.unwrap_or_default()
-        ))),
-        None => Ok(None),
-    };
+    let fingerprint = hex::encode(input_hash(input));
     let mut tx = pool.begin().await?;
-    if let Some(rid) = request_id {
-        let found = store::campaign_by_request(&mut tx, tenant, rid).await?;
-        if let Some(c) = same_request(found)? {
-            tx.commit().await?;
-            return Ok(c);
-        }
+    if let Some(rid) = request_id
+        && let Some(first) = earlier(&mut tx, tenant, rid, &fingerprint).await?
+    {
+        return Ok(first);
     }
     let id = Uuid::now_v7();
-    let created = store::insert_campaign(
-        &mut tx,
-        tenant,
-        id,
-        input,
-        request_id.map(|rid| (rid, hash.as_slice())),
-    )
-    .await?;
-    let Some(created) = created else {
+    if let Some(rid) = request_id
+        && !idempotency::remember(&mut tx, tenant, SCOPE, rid, &fingerprint, id).await?
+    {
         // A concurrent call with the same request id won: answer as a retry.
         drop(tx);
         let mut conn = pool.acquire().await?;
-        let found =
-            store::campaign_by_request(&mut conn, tenant, request_id.unwrap_or_default()).await?;
-        return same_request(found)?
+        return earlier(&mut conn, tenant, rid, &fingerprint)
+            .await?
             .ok_or_else(|| ApiError::Aborted("a concurrent request interfered; retry".into()));
-    };
+    }
+    let created = store::insert_campaign(&mut tx, tenant, id, input).await?;
     let event = Event::CampaignCreated(created.changed_event(None));
     feed::append(
         &mut tx,
@@ -65,6 +54,25 @@ pub async fn create(
     .await?;
     tx.commit().await?;
     Ok(created)
+}
+
+/// The campaign an earlier CreateCampaign with `request_id` created, when
+/// its content was the same; ALREADY_EXISTS when it was other.
+async fn earlier(
+    conn: &mut PgConnection,
+    tenant: Uuid,
+    request_id: &str,
+    fingerprint: &str,
+) -> Result<Option<StoredCampaign>, ApiError> {
+    let Some(seen) = idempotency::seen(&mut *conn, tenant, SCOPE, request_id).await? else {
+        return Ok(None);
+    };
+    if seen.fingerprint != fingerprint {
+        return Err(ApiError::AlreadyExists(format!(
+            "request_id {request_id:?} was already used to create a different campaign"
+        )));
+    }
+    Ok(store::get_campaign(conn, tenant, seen.result_id, false).await?)
 }
 
 /// UpdateCampaign: applies the masked fields of `campaign` to the locked

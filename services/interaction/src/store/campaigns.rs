@@ -33,54 +33,17 @@ impl From<CampaignRow> for StoredCampaign {
     }
 }
 
-/// A campaign created earlier with the same request id (within 24 hours),
-/// with the hash of what it was created from.
-pub async fn campaign_by_request(
-    conn: &mut PgConnection,
-    tenant: Uuid,
-    request_id: &str,
-) -> Result<Option<(StoredCampaign, Vec<u8>)>, sqlx::Error> {
-    // Request ids are kept for 24 hours: older ones are released first.
-    sqlx::query(
-        "UPDATE campaigns SET request_id = NULL, request_hash = NULL
-         WHERE tenant_id = $1 AND request_id = $2 AND create_time < now() - interval '24 hours'",
-    )
-    .bind(tenant)
-    .bind(request_id)
-    .execute(&mut *conn)
-    .await?;
-    #[derive(sqlx::FromRow)]
-    struct Row {
-        #[sqlx(flatten)]
-        c: CampaignRow,
-        request_hash: Option<Vec<u8>>,
-    }
-    let row: Option<Row> = sqlx::query_as(concat!(
-        "SELECT ",
-        campaign_cols!(),
-        ", request_hash FROM campaigns WHERE tenant_id = $1 AND request_id = $2"
-    ))
-    .bind(tenant)
-    .bind(request_id)
-    .fetch_optional(conn)
-    .await?;
-    Ok(row.map(|r| (r.c.into(), r.request_hash.unwrap_or_default())))
-}
-
-/// Inserts a campaign. Returns None when another call took the request id
-/// at the same moment.
+/// Inserts a campaign.
 pub async fn insert_campaign(
     conn: &mut PgConnection,
     tenant: Uuid,
     id: Uuid,
     c: &CampaignInput,
-    request: Option<(&str, &[u8])>,
-) -> Result<Option<StoredCampaign>, sqlx::Error> {
-    let row: Option<CampaignRow> = sqlx::query_as(concat!(
+) -> Result<StoredCampaign, sqlx::Error> {
+    let row: CampaignRow = sqlx::query_as(concat!(
         "INSERT INTO campaigns (tenant_id, campaign_id, name, description, channel, target_segment_id,
-                                start_time, end_time, request_id, request_hash)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
-         ON CONFLICT (tenant_id, request_id) WHERE request_id IS NOT NULL DO NOTHING
+                                start_time, end_time)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
          RETURNING ",
         campaign_cols!()
     ))
@@ -92,11 +55,9 @@ pub async fn insert_campaign(
     .bind(c.target_segment_id)
     .bind(c.start_time)
     .bind(c.end_time)
-    .bind(request.map(|r| r.0))
-    .bind(request.map(|r| r.1))
-    .fetch_optional(conn)
+    .fetch_one(conn)
     .await?;
-    Ok(row.map(Into::into))
+    Ok(row.into())
 }
 
 /// One campaign of the tenant.
