@@ -82,7 +82,8 @@ fn spend_of(m: &Model) -> Option<GammaGamma> {
 }
 
 /// The active models to score with: the transaction model of `kind` (or
-/// BG/NBD, else Pareto/NBD) and the Gamma-Gamma model.
+/// the first active of BG/NBD, Pareto/NBD and MBG/NBD) and the Gamma-Gamma
+/// model.
 pub async fn active_models(
     conn: &mut PgConnection,
     tenant: Uuid,
@@ -94,14 +95,18 @@ pub async fn active_models(
             .ok_or_else(|| {
                 ApiError::FailedPrecondition(format!("no active {} model", k.display()))
             })?,
-        None => match store::active_model(conn, tenant, Kind::BgNbd.to_proto() as i16).await? {
-            Some(m) => m,
-            None => store::active_model(conn, tenant, Kind::ParetoNbd.to_proto() as i16)
-                .await?
-                .ok_or_else(|| {
-                    ApiError::FailedPrecondition("no active BG/NBD or Pareto/NBD model".into())
-                })?,
-        },
+        None => {
+            let mut found = None;
+            for k in [Kind::BgNbd, Kind::ParetoNbd, Kind::MbgNbd] {
+                found = store::active_model(conn, tenant, k.to_proto() as i16).await?;
+                if found.is_some() {
+                    break;
+                }
+            }
+            found.ok_or_else(|| {
+                ApiError::FailedPrecondition("no active BG/NBD, Pareto/NBD or MBG/NBD model".into())
+            })?
+        }
     };
     let spend = store::active_model(conn, tenant, Kind::GammaGamma.to_proto() as i16)
         .await?

@@ -266,7 +266,21 @@ async fn bad_requests_are_refused_with_every_violation_and_nothing_written() {
         .score_customers(req(tenant, ScoreCustomersRequest::default()))
         .await
         .refused(Code::FailedPrecondition);
-    assert_eq!(err.message(), "no active BG/NBD or Pareto/NBD model");
+    assert_eq!(
+        err.message(),
+        "no active BG/NBD, Pareto/NBD or MBG/NBD model"
+    );
+    let err = v
+        .score_customers(req(
+            tenant,
+            ScoreCustomersRequest {
+                transaction_model_kind: ModelKind::MbgNbd as i32,
+                ..Default::default()
+            },
+        ))
+        .await
+        .refused(Code::FailedPrecondition);
+    assert_eq!(err.message(), "no active MBG/NBD model");
     let err = v
         .batch_get_customer_values(req(
             tenant,

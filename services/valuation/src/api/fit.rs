@@ -25,7 +25,7 @@ pub(super) fn validate_fit(
     v.check(
         kind.is_none(),
         "kind",
-        "required: BG_NBD, PARETO_NBD or GAMMA_GAMMA",
+        "required: BG_NBD, PARETO_NBD, MBG_NBD or GAMMA_GAMMA",
     );
     let calibration_end = match &r.calibration_end_time {
         None => {

@@ -11,7 +11,7 @@ use super::special::hyp2f1_signed;
 
 /// ln B(a, b), NaN outside a, b > 0 (an optimiser may step there: the
 /// likelihood is then not a number and the step is refused, never a panic).
-fn ln_beta(a: f64, b: f64) -> f64 {
+pub(crate) fn ln_beta(a: f64, b: f64) -> f64 {
     checked_ln_beta(a, b).unwrap_or(f64::NAN)
 }
 
@@ -54,7 +54,7 @@ where
     })
 }
 
-fn log_add_exp(x: f64, y: f64) -> f64 {
+pub(crate) fn log_add_exp(x: f64, y: f64) -> f64 {
     let m = x.max(y);
     if m == f64::NEG_INFINITY {
         return m;

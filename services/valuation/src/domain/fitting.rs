@@ -9,6 +9,7 @@ use super::data::{Observation, RfmData, SpendData};
 use super::fit::{FitError, maximise};
 use super::gamma_gamma::GammaGamma;
 use super::holdout::{HoldoutCase, Validation, validate};
+use super::mbgnbd::MbgNbd;
 use super::pareto_nbd::ParetoNbd;
 use super::scoring::TransactionModel;
 
@@ -27,6 +28,8 @@ pub enum Kind {
     ParetoNbd,
     /// Gamma-Gamma.
     GammaGamma,
+    /// MBG/NBD.
+    MbgNbd,
 }
 
 impl Kind {
@@ -36,6 +39,7 @@ impl Kind {
             1 => Some(Kind::BgNbd),
             2 => Some(Kind::ParetoNbd),
             3 => Some(Kind::GammaGamma),
+            4 => Some(Kind::MbgNbd),
             _ => None,
         }
     }
@@ -46,15 +50,18 @@ impl Kind {
             Kind::BgNbd => 1,
             Kind::ParetoNbd => 2,
             Kind::GammaGamma => 3,
+            Kind::MbgNbd => 4,
         }
     }
 
-    /// The name used in messages: "BG/NBD", "Pareto/NBD", "Gamma-Gamma".
+    /// The name used in messages: "BG/NBD", "Pareto/NBD", "Gamma-Gamma",
+    /// "MBG/NBD".
     pub fn display(self) -> &'static str {
         match self {
             Kind::BgNbd => "BG/NBD",
             Kind::ParetoNbd => "Pareto/NBD",
             Kind::GammaGamma => "Gamma-Gamma",
+            Kind::MbgNbd => "MBG/NBD",
         }
     }
 
@@ -64,6 +71,7 @@ impl Kind {
             Kind::BgNbd => "MODEL_KIND_BG_NBD",
             Kind::ParetoNbd => "MODEL_KIND_PARETO_NBD",
             Kind::GammaGamma => "MODEL_KIND_GAMMA_GAMMA",
+            Kind::MbgNbd => "MODEL_KIND_MBG_NBD",
         }
     }
 
@@ -73,16 +81,19 @@ impl Kind {
             Kind::BgNbd => &BgNbd::NAMES,
             Kind::ParetoNbd => &ParetoNbd::NAMES,
             Kind::GammaGamma => &GammaGamma::NAMES,
+            Kind::MbgNbd => &MbgNbd::NAMES,
         }
     }
 
-    /// The transaction model with `params`, for BG/NBD and Pareto/NBD.
+    /// The transaction model with `params`, for BG/NBD, Pareto/NBD and
+    /// MBG/NBD.
     pub fn transaction_model(self, params: &[f64]) -> Option<TransactionModel> {
         match (self, params.len()) {
             (Kind::BgNbd, 4) => Some(TransactionModel::BgNbd(BgNbd::from_slice(params))),
             (Kind::ParetoNbd, 4) => {
                 Some(TransactionModel::ParetoNbd(ParetoNbd::from_slice(params)))
             }
+            (Kind::MbgNbd, 4) => Some(TransactionModel::MbgNbd(MbgNbd::from_slice(params))),
             _ => None,
         }
     }
@@ -164,7 +175,7 @@ pub fn fit(
 ) -> Result<Outcome, TooLittleData> {
     let started = Instant::now();
     match kind {
-        Kind::BgNbd | Kind::ParetoNbd => {
+        Kind::BgNbd | Kind::ParetoNbd | Kind::MbgNbd => {
             if cases.len() < MIN_CUSTOMERS {
                 return Err(TooLittleData(format!(
                     "too little data: {} customers with a purchase before the calibration end in scope, at least {MIN_CUSTOMERS} needed",
@@ -181,10 +192,13 @@ pub fn fit(
                 Kind::BgNbd => {
                     Box::new(|p: &[f64]| BgNbd::from_slice(p).total_ln_likelihood(&data))
                 }
+                Kind::MbgNbd => {
+                    Box::new(|p: &[f64]| MbgNbd::from_slice(p).total_ln_likelihood(&data))
+                }
                 _ => Box::new(|p: &[f64]| ParetoNbd::from_slice(p).total_ln_likelihood(&data)),
             };
             let moments = match kind {
-                Kind::BgNbd => vec![1.0, 1.0 / rate, 1.0, 1.0],
+                Kind::BgNbd | Kind::MbgNbd => vec![1.0, 1.0 / rate, 1.0, 1.0],
                 _ => vec![1.0, 1.0 / rate, 1.0, st / n],
             };
             let start = best_start(&*ll, moments, 4);

@@ -3,6 +3,8 @@
 //!
 //! * [`bgnbd`]: BG/NBD (Fader, Hardie & Lee 2005, "Counting Your Customers the
 //!   Easy Way", Marketing Science 24(2)).
+//! * [`mbgnbd`]: MBG/NBD (Batislam, Denizel & Filiztekin 2007, IJRM 24(3)),
+//!   BG/NBD where a customer may also drop out at the first purchase.
 //! * [`pareto_nbd`]: Pareto/NBD (Schmittlein, Morrison & Colombo 1987,
 //!   "Counting Your Customers", Management Science 33(1)), likelihood as in
 //!   Fader & Hardie's note "A Note on Implementing the Pareto/NBD Model in MATLAB".
@@ -30,6 +32,7 @@ pub mod fit;
 pub mod fitting;
 pub mod gamma_gamma;
 pub mod holdout;
+pub mod mbgnbd;
 pub mod money;
 pub mod pareto_nbd;
 pub mod relationship;

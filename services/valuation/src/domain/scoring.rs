@@ -8,6 +8,7 @@ use super::bgnbd::BgNbd;
 use super::clv::discounted_clv;
 use super::data::Observation;
 use super::gamma_gamma::GammaGamma;
+use super::mbgnbd::MbgNbd;
 use super::money;
 use super::pareto_nbd::ParetoNbd;
 
@@ -105,6 +106,8 @@ pub enum TransactionModel {
     BgNbd(BgNbd),
     /// Pareto/NBD.
     ParetoNbd(ParetoNbd),
+    /// MBG/NBD.
+    MbgNbd(MbgNbd),
 }
 
 impl TransactionModel {
@@ -113,13 +116,15 @@ impl TransactionModel {
         let p = match self {
             TransactionModel::BgNbd(m) => Some(m.p_alive(o)),
             TransactionModel::ParetoNbd(m) => m.p_alive(o),
+            TransactionModel::MbgNbd(m) => Some(m.p_alive(o)),
         }?;
         p.is_finite().then_some(p.clamp(0.0, 1.0))
     }
 
     /// Conditional expected purchases in the next `horizon` periods. The
-    /// closed forms have a removable singularity (a = 1 for BG/NBD, s = 1 for
-    /// Pareto/NBD); there the parameter is nudged by a relative 1e-9.
+    /// closed forms have a removable singularity (a = 1 for BG/NBD and
+    /// MBG/NBD, s = 1 for Pareto/NBD); there the parameter is nudged by a
+    /// relative 1e-9.
     pub fn expected(&self, o: &Observation, horizon: f64) -> Option<f64> {
         let v = match *self {
             TransactionModel::BgNbd(m) => m.expected_purchases(o, horizon).or_else(|| {
@@ -132,6 +137,13 @@ impl TransactionModel {
             TransactionModel::ParetoNbd(m) => m.expected_purchases(o, horizon).or_else(|| {
                 ParetoNbd {
                     s: m.s * (1.0 + 1e-9),
+                    ..m
+                }
+                .expected_purchases(o, horizon)
+            }),
+            TransactionModel::MbgNbd(m) => m.expected_purchases(o, horizon).or_else(|| {
+                MbgNbd {
+                    a: m.a * (1.0 + 1e-9),
                     ..m
                 }
                 .expected_purchases(o, horizon)

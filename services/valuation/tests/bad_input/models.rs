@@ -10,7 +10,7 @@ async fn fit_model_refuses_every_bad_field_and_stores_nothing() {
     let base = || inline_fit(ModelKind::BgNbd);
 
     let mut cases: Vec<(FitModelRequest, String)> = Vec::new();
-    for kind in [999, -1] {
+    for kind in [999, -1, 5] {
         cases.push((FitModelRequest { kind, ..base() }, "kind".into()));
     }
     for unit in [0, 999, -1] {
@@ -354,7 +354,7 @@ async fn model_reads_activation_and_listing_refuse_bad_ids_tokens_and_other_tena
     );
 
     // ListModels: filters and sizes.
-    for kind in [999, -1] {
+    for kind in [999, -1, 5] {
         invalid(
             v.list_models(req(
                 a,
