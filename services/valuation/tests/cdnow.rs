@@ -259,3 +259,56 @@ fn per_customer_predictions_match_lifetimes() {
         assert!(rel_close(got, want), "{x} {m}: {got} vs {want}");
     }
 }
+
+/// The same customers in another order give the same fit to the bit:
+/// parameters, log-likelihood and standard errors (pooled data are kept in
+/// one canonical order).
+#[test]
+fn fits_do_not_depend_on_the_order_of_the_customers() {
+    let text = include_str!("fixtures/cdnow_summary_with_spend.csv");
+    let rows: Vec<Vec<f64>> = text
+        .lines()
+        .skip(1)
+        .map(|line| line.split(',').map(|v| v.parse().unwrap()).collect())
+        .collect();
+    // The file's order, reversed, and a stride permutation (7 is prime to 2,357).
+    let n = rows.len();
+    let orders: [Vec<usize>; 3] = [
+        (0..n).collect(),
+        (0..n).rev().collect(),
+        (0..n).map(|i| (i * 7) % n).collect(),
+    ];
+    let fits: Vec<_> = orders
+        .iter()
+        .map(|order| {
+            let data = RfmData::new(order.iter().map(|&i| Observation {
+                frequency: rows[i][1],
+                recency: rows[i][2],
+                age: rows[i][3],
+            }));
+            let spend = SpendData::new(
+                order
+                    .iter()
+                    .filter(|&&i| rows[i][1] > 0.0)
+                    .map(|&i| (rows[i][1], rows[i][4]))
+                    .collect(),
+            );
+            let bg = maximise(
+                |p| BgNbd::from_slice(p).total_ln_likelihood(&data),
+                &[1.0; 4],
+                10_000,
+            )
+            .unwrap();
+            let gg = maximise(
+                |p| GammaGamma::from_slice(p).total_ln_likelihood(&spend),
+                &[1.0; 3],
+                10_000,
+            )
+            .unwrap();
+            (bg, gg)
+        })
+        .collect();
+    for other in &fits[1..] {
+        assert_eq!(other, &fits[0]);
+    }
+}

@@ -29,7 +29,10 @@ impl Observation {
 
 /// Frequency/recency/age data, with identical customers pooled so the
 /// likelihood is evaluated once per distinct history (a large saving on real
-/// data, where histories repeat).
+/// data, where histories repeat). The distinct histories are kept in one
+/// canonical order (by frequency, recency, age), so every sum over them, and
+/// so a fit and its standard errors, is the same whatever order the
+/// customers came in.
 #[derive(Debug, Clone, Default)]
 pub struct RfmData {
     /// Distinct histories.
@@ -54,7 +57,18 @@ impl RfmData {
                 }
             }
         }
-        data
+        let mut order: Vec<usize> = (0..data.rows.len()).collect();
+        order.sort_unstable_by(|&i, &j| {
+            let (a, b) = (&data.rows[i], &data.rows[j]);
+            a.frequency
+                .total_cmp(&b.frequency)
+                .then(a.recency.total_cmp(&b.recency))
+                .then(a.age.total_cmp(&b.age))
+        });
+        RfmData {
+            rows: order.iter().map(|&i| data.rows[i]).collect(),
+            weights: order.iter().map(|&i| data.weights[i]).collect(),
+        }
     }
 
     /// Number of customers.
@@ -78,8 +92,11 @@ pub struct SpendData {
 }
 
 impl SpendData {
-    /// From `(x, m_x)` pairs: repeat transactions (> 0) and mean spend (> 0).
-    pub fn new(rows: Vec<(f64, f64)>) -> Self {
+    /// From `(x, m_x)` pairs: repeat transactions (> 0) and mean spend (> 0),
+    /// kept in one canonical order (by x, then m_x) so the sums do not depend
+    /// on the order the customers came in.
+    pub fn new(mut rows: Vec<(f64, f64)>) -> Self {
+        rows.sort_unstable_by(|a, b| a.0.total_cmp(&b.0).then(a.1.total_cmp(&b.1)));
         let mut counts: HashMap<u64, f64> = HashMap::new();
         let (mut sum_x_ln_m, mut sum_ln_m) = (0.0, 0.0);
         for &(x, m) in &rows {
