@@ -83,6 +83,7 @@ const READS: [(&str, &[&str]); 5] = [
     (
         "rapport.valuation.v1.ValuationService",
         &[
+            "CompareModels",
             "GetModel",
             "ListModels",
             "GetCustomerValue",

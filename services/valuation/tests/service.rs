@@ -852,3 +852,111 @@ async fn mbg_nbd_reproduces_cdnow_and_scores_over_grpc() {
         }
     }
 }
+
+/// CompareModels over gRPC: on the CDNOW sample, the three transaction
+/// models with their published log-likelihoods (BG/NBD −9582.4, Pareto/NBD
+/// −9595.0, MBG/NBD −9582.13) and criteria, MBG/NBD recommended by BIC; on
+/// an exported history with a holdout, the model closest on the holdout
+/// recommended; nothing stored either way.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn compare_models_recommends_one_with_its_reason() {
+    let s = start(false).await;
+    let mut v = s.valuation();
+    let tenant = Uuid::new_v4();
+    let calibration = ts(Utc::now());
+    let cdnow = v
+        .compare_models(req(
+            tenant,
+            CompareModelsRequest {
+                calibration_end_time: Some(calibration),
+                period_unit: PeriodUnit::Week as i32,
+                inline_summaries: cdnow_inline("USD"),
+                ..Default::default()
+            },
+        ))
+        .await
+        .answer();
+    assert_eq!(cdnow.customer_count, 2357);
+    let kinds: Vec<i32> = cdnow.models.iter().map(|m| m.kind).collect();
+    assert_eq!(
+        kinds,
+        [
+            ModelKind::BgNbd as i32,
+            ModelKind::ParetoNbd as i32,
+            ModelKind::MbgNbd as i32
+        ]
+    );
+    for (m, published) in cdnow.models.iter().zip([-9582.4, -9595.0, -9582.13]) {
+        assert!(m.converged, "{m:?}");
+        assert!((m.log_likelihood - published).abs() < 0.05, "{m:?}");
+        assert_eq!(m.parameter_count, 4);
+        assert!((m.aic - (8.0 - 2.0 * m.log_likelihood)).abs() < 1e-9);
+        let bic = 4.0 * 2357f64.ln() - 2.0 * m.log_likelihood;
+        assert!((m.bic - bic).abs() < 1e-9);
+        assert!(m.parameters.iter().all(|p| p.standard_error.is_some()));
+        assert!(m.holdout_validation.is_none());
+    }
+    assert_eq!(cdnow.recommended_kind, ModelKind::MbgNbd as i32);
+    assert!(
+        cdnow.recommendation_reason.starts_with("lowest BIC, "),
+        "{}",
+        cdnow.recommendation_reason
+    );
+
+    let today = Utc::now().duration_trunc(Duration::days(1)).unwrap();
+    let customers = synthetic(600, 31, today);
+    let interactions: Vec<_> = customers.iter().flat_map(|c| c.purchases.clone()).collect();
+    record_all(&s, tenant, interactions).await;
+    eventually("the purchases to reach the valuation service", || {
+        let mut v = s.valuation();
+        async move {
+            let r = v
+                .get_cohort_report(req(tenant, GetCohortReportRequest::default()))
+                .await
+                .answer();
+            r.cohorts.iter().map(|c| c.customer_count).sum::<i64>() == 600
+        }
+    })
+    .await;
+    let holdout = v
+        .compare_models(req(
+            tenant,
+            CompareModelsRequest {
+                kinds: vec![ModelKind::MbgNbd as i32, ModelKind::BgNbd as i32],
+                calibration_end_time: Some(ts(today - Duration::weeks(8))),
+                holdout_end_time: Some(ts(today)),
+                period_unit: PeriodUnit::Week as i32,
+                ..Default::default()
+            },
+        ))
+        .await
+        .answer();
+    assert_eq!(holdout.models.len(), 2);
+    assert_eq!(holdout.models[0].kind, ModelKind::MbgNbd as i32);
+    let errors: Vec<f64> = holdout
+        .models
+        .iter()
+        .map(|m| {
+            m.holdout_validation
+                .as_ref()
+                .expect("a validation")
+                .bucket_mean_absolute_error
+        })
+        .collect();
+    let best = if errors[0] <= errors[1] { 0 } else { 1 };
+    assert_eq!(holdout.recommended_kind, holdout.models[best].kind);
+    assert!(
+        holdout
+            .recommendation_reason
+            .starts_with("closest conditional expectations on the holdout"),
+        "{}",
+        holdout.recommendation_reason
+    );
+    assert_eq!(holdout.data_window.unwrap().holdout_periods, 8.0);
+
+    let stored = v
+        .list_models(req(tenant, ListModelsRequest::default()))
+        .await
+        .answer();
+    assert!(stored.models.is_empty(), "a comparison stores nothing");
+}

@@ -2,6 +2,7 @@
 //! takes, and the events a fitted or activated model publishes.
 
 use super::*;
+use crate::domain::holdout::Validation;
 
 /// A validated FitModel request.
 pub(super) struct FitPlan {
@@ -20,6 +21,19 @@ pub(super) fn validate_fit(
     now: DateTime<Utc>,
 ) -> Result<FitPlan, ApiError> {
     let mut v = Violations::new();
+    let plan = check_fit(&mut v, r, now);
+    v.finish()?;
+    plan.ok_or_else(|| ApiError::invalid("kind", "required"))
+}
+
+/// Checks a FitModel request into `v`; the plan when kind, unit and
+/// calibration end are usable (the caller refuses the request if `v` holds
+/// anything).
+pub(super) fn check_fit(
+    v: &mut Violations,
+    r: &pb::FitModelRequest,
+    now: DateTime<Utc>,
+) -> Option<FitPlan> {
     let inline = !r.inline_summaries.is_empty();
     let kind = Kind::from_proto(r.kind);
     v.check(
@@ -190,11 +204,10 @@ pub(super) fn validate_fit(
         "request_id",
         "must not contain NUL characters (U+0000)",
     );
-    v.finish()?;
     let (Some(kind), Some(unit), Some(calibration_end)) = (kind, unit, calibration_end) else {
-        return Err(ApiError::invalid("kind", "required"));
+        return None;
     };
-    Ok(FitPlan {
+    Some(FitPlan {
         kind,
         unit,
         calibration_end,
@@ -208,6 +221,79 @@ pub(super) fn validate_fit(
         },
         activate: options.activate_on_success,
     })
+}
+
+/// The fit's view of the summaries; those in `currency` are Gamma-Gamma's.
+pub(super) fn fit_cases(summaries: &[PurchaseHistorySummary], currency: &str) -> Vec<FitCase> {
+    summaries
+        .iter()
+        .map(|s| FitCase {
+            frequency: s.frequency,
+            recency: s.recency,
+            t: s.t,
+            monetary_value: s.monetary_value,
+            in_currency: s.currency_code == currency,
+            holdout_purchases: s.holdout_purchases,
+        })
+        .collect()
+}
+
+/// The holdout window's length in the plan's periods.
+pub(super) fn holdout_periods(plan: &FitPlan) -> Option<f64> {
+    plan.holdout_end.map(|h| {
+        (h - plan.calibration_end).num_milliseconds() as f64 / 86_400_000.0 / plan.unit.days()
+    })
+}
+
+/// The window of the data a fit took.
+pub(super) fn data_window(plan: &FitPlan, summaries: &[PurchaseHistorySummary]) -> pb::DataWindow {
+    let earliest = summaries
+        .iter()
+        .filter_map(|s| s.first_purchase_time.as_ref().and_then(from_timestamp))
+        .min();
+    pb::DataWindow {
+        period_unit: plan.unit.to_proto(),
+        earliest_first_purchase_time: earliest.map(timestamp),
+        calibration_end_time: Some(timestamp(plan.calibration_end)),
+        holdout_end_time: plan.holdout_end.map(timestamp),
+        holdout_periods: holdout_periods(plan).unwrap_or(0.0),
+    }
+}
+
+/// A fit's estimates with their standard errors.
+pub(super) fn parameters(outcome: &fitting::Outcome) -> Vec<pb::ModelParameter> {
+    outcome
+        .parameters
+        .iter()
+        .map(|(n, v, se)| pb::ModelParameter {
+            name: (*n).to_string(),
+            value: *v,
+            standard_error: se.map(|s| s.abs()),
+        })
+        .collect()
+}
+
+/// A calibration/holdout validation in the contract's terms.
+pub(super) fn validation(v: &Validation) -> pb::HoldoutValidation {
+    pb::HoldoutValidation {
+        rows: v
+            .buckets
+            .iter()
+            .map(|b| pb::CalibrationHoldoutRow {
+                min_frequency: b.min_frequency,
+                max_frequency: b.max_frequency,
+                customer_count: b.customers,
+                actual_mean_holdout_purchases: b.actual_mean,
+                predicted_mean_holdout_purchases: b.predicted_mean,
+            })
+            .collect(),
+        actual_total_purchases: v.actual_total,
+        predicted_total_purchases: v.predicted_total,
+        total_purchases_error_percent: v.total_error_percent,
+        mean_absolute_error: v.mean_absolute_error,
+        root_mean_squared_error: v.root_mean_squared_error,
+        bucket_mean_absolute_error: v.bucket_mean_absolute_error,
+    }
 }
 
 pub(super) fn request_hash(r: &pb::FitModelRequest) -> String {

@@ -38,6 +38,7 @@ use crate::engine::{self, RunRequest, decode};
 use crate::peers::{Interaction, Profile, Segmentation};
 use crate::store::{self, Metric, RankKey};
 
+mod compare;
 mod convert;
 mod fit;
 
@@ -143,24 +144,8 @@ impl ValuationService for ValuationApi {
                 .unwrap_or_default()
                 .to_string()
         };
-        let cases: Vec<FitCase> = summaries
-            .iter()
-            .map(|s| FitCase {
-                frequency: s.frequency,
-                recency: s.recency,
-                t: s.t,
-                monetary_value: s.monetary_value,
-                in_currency: s.currency_code == currency,
-                holdout_purchases: s.holdout_purchases,
-            })
-            .collect();
-        let earliest = summaries
-            .iter()
-            .filter_map(|s| s.first_purchase_time.as_ref().and_then(from_timestamp))
-            .min();
-        let holdout_periods = plan.holdout_end.map(|h| {
-            (h - plan.calibration_end).num_milliseconds() as f64 / 86_400_000.0 / plan.unit.days()
-        });
+        let cases = fit_cases(&summaries, &currency);
+        let holdout_periods = holdout_periods(&plan);
         let (kind, max_iterations) = (plan.kind, plan.max_iterations);
         let cur = currency.clone();
         let outcome = tokio::task::spawn_blocking(move || {
@@ -191,13 +176,7 @@ impl ValuationService for ValuationApi {
             } else {
                 pb::DataSource::Inline as i32
             },
-            data_window: Some(pb::DataWindow {
-                period_unit: plan.unit.to_proto(),
-                earliest_first_purchase_time: earliest.map(timestamp),
-                calibration_end_time: Some(timestamp(plan.calibration_end)),
-                holdout_end_time: plan.holdout_end.map(timestamp),
-                holdout_periods: holdout_periods.unwrap_or(0.0),
-            }),
+            data_window: Some(data_window(&plan, &summaries)),
             customer_count: outcome.customer_count,
             excluded_customer_count: outcome.excluded_count,
             currency_code: if kind == Kind::GammaGamma {
@@ -205,15 +184,7 @@ impl ValuationService for ValuationApi {
             } else {
                 String::new()
             },
-            parameters: outcome
-                .parameters
-                .iter()
-                .map(|(n, v, se)| pb::ModelParameter {
-                    name: (*n).to_string(),
-                    value: *v,
-                    standard_error: se.map(|s| s.abs()),
-                })
-                .collect(),
+            parameters: parameters(&outcome),
             log_likelihood: outcome.log_likelihood,
             iterations: i32::try_from(outcome.iterations).unwrap_or(i32::MAX),
             converged: outcome.converged,
@@ -223,25 +194,7 @@ impl ValuationService for ValuationApi {
                     .record(outcome.duration.as_secs_f64());
                 prost_types::Duration::try_from(outcome.duration).ok()
             },
-            holdout_validation: outcome.validation.as_ref().map(|v| pb::HoldoutValidation {
-                rows: v
-                    .buckets
-                    .iter()
-                    .map(|b| pb::CalibrationHoldoutRow {
-                        min_frequency: b.min_frequency,
-                        max_frequency: b.max_frequency,
-                        customer_count: b.customers,
-                        actual_mean_holdout_purchases: b.actual_mean,
-                        predicted_mean_holdout_purchases: b.predicted_mean,
-                    })
-                    .collect(),
-                actual_total_purchases: v.actual_total,
-                predicted_total_purchases: v.predicted_total,
-                total_purchases_error_percent: v.total_error_percent,
-                mean_absolute_error: v.mean_absolute_error,
-                root_mean_squared_error: v.root_mean_squared_error,
-                bucket_mean_absolute_error: v.bucket_mean_absolute_error,
-            }),
+            holdout_validation: outcome.validation.as_ref().map(validation),
             active: false,
             create_time: Some(timestamp(now)),
             activate_time: None,
@@ -259,6 +212,15 @@ impl ValuationService for ValuationApi {
         )
         .await?;
         Ok(Response::new(pb::FitModelResponse { model: Some(model) }))
+    }
+
+    async fn compare_models(
+        &self,
+        req: Request<pb::CompareModelsRequest>,
+    ) -> Result<Response<pb::CompareModelsResponse>, Status> {
+        let ctx = CallContext::of(&req)?;
+        let answer = self.compare(&ctx, req.into_inner()).await?;
+        Ok(Response::new(answer))
     }
 
     async fn get_model(

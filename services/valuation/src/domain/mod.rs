@@ -19,12 +19,14 @@
 //! * [`fitting`]: which customers a fit takes, starting values, holdout
 //!   validation ([`holdout`]).
 //! * [`scoring`]: per-customer scores and value tiers.
+//! * [`compare`]: information criteria and the recommended model.
 //! * [`concentration`], [`cohort`], [`relationship`]: the reports.
 //! * [`money`]: exact amounts rounded half-even to the nano.
 
 pub mod bgnbd;
 pub mod clv;
 pub mod cohort;
+pub mod compare;
 pub mod concentration;
 pub mod data;
 pub mod events;

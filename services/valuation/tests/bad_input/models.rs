@@ -253,6 +253,154 @@ async fn fit_model_refuses_every_bad_field_and_stores_nothing() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn compare_models_refuses_every_bad_field_and_stores_nothing() {
+    let s = start(false).await;
+    let mut v = s.valuation();
+    let t = Uuid::new_v4();
+    let base = || {
+        let f = inline_fit(ModelKind::BgNbd);
+        CompareModelsRequest {
+            calibration_end_time: f.calibration_end_time,
+            period_unit: f.period_unit,
+            inline_summaries: f.inline_summaries,
+            ..Default::default()
+        }
+    };
+    let mut cases: Vec<(CompareModelsRequest, String)> = Vec::new();
+    for kinds in [
+        vec![ModelKind::GammaGamma as i32],
+        vec![999],
+        vec![-1],
+        vec![0],
+        vec![5],
+        vec![ModelKind::BgNbd as i32, 7],
+    ] {
+        let at = kinds.len() - 1;
+        cases.push((
+            CompareModelsRequest { kinds, ..base() },
+            format!("kinds[{at}]"),
+        ));
+    }
+    let twice = vec![ModelKind::MbgNbd as i32, ModelKind::MbgNbd as i32];
+    cases.push((
+        CompareModelsRequest {
+            kinds: twice,
+            ..base()
+        },
+        "kinds[1]".into(),
+    ));
+    for iterations in [-1, i32::MIN, 100_001, i32::MAX] {
+        cases.push((
+            CompareModelsRequest {
+                max_iterations: iterations,
+                ..base()
+            },
+            "max_iterations".into(),
+        ));
+    }
+    for unit in [0, 999, -1] {
+        cases.push((
+            CompareModelsRequest {
+                period_unit: unit,
+                ..base()
+            },
+            "period_unit".into(),
+        ));
+    }
+    for bad in broken_times() {
+        cases.push((
+            CompareModelsRequest {
+                calibration_end_time: bad,
+                ..base()
+            },
+            "calibration_end_time".into(),
+        ));
+        cases.push((
+            CompareModelsRequest {
+                holdout_end_time: bad,
+                ..base()
+            },
+            "holdout_end_time".into(),
+        ));
+    }
+    cases.push((
+        CompareModelsRequest {
+            calibration_end_time: None,
+            ..base()
+        },
+        "calibration_end_time".into(),
+    ));
+    let mut scoped = base();
+    scoped.scope = Some(ModelScope {
+        restriction: Some(model_scope::Restriction::SegmentId(
+            Uuid::new_v4().to_string(),
+        )),
+    });
+    cases.push((scoped, "scope".into()));
+    let mut exported = base();
+    exported.inline_summaries.clear();
+    exported.scope = Some(ModelScope {
+        restriction: Some(model_scope::Restriction::Cohort("1997-13".into())),
+    });
+    cases.push((exported, "scope.cohort".into()));
+    for (i, bad) in [
+        summary(-1, 0.0, 2.0, 5.0),
+        summary(1, f64::NAN, 2.0, 5.0),
+        summary(1, 3.0, 2.0, 5.0),
+        summary(0, 1.0, 2.0, 5.0),
+        summary(1, 1.0, f64::INFINITY, 5.0),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let mut r = base();
+        r.inline_summaries[3] = bad;
+        let field = ["frequency", "recency", "recency", "recency", "t"][i];
+        cases.push((r, format!("inline_summaries[3].{field}")));
+    }
+    for (r, field) in cases {
+        let what = format!(
+            "{:?}",
+            (&r.kinds, r.max_iterations, &r.scope, r.period_unit)
+        );
+        let e = match v.compare_models(req(t, r)).await {
+            Ok(c) => panic!("{field} ({what}): compared {:?}", c.into_inner().models),
+            Err(e) => e,
+        };
+        assert_eq!(e.code(), Code::InvalidArgument, "{field} ({what}): {e:?}");
+        let fields = violated_fields(&e);
+        assert!(
+            fields.contains(&field),
+            "{what}: no violation on {field} among {fields:?}"
+        );
+    }
+    // Too few customers is a precondition, named with the count.
+    let mut few = base();
+    few.inline_summaries.truncate(9);
+    let e = v
+        .compare_models(req(t, few))
+        .await
+        .refused(Code::FailedPrecondition);
+    assert!(e.message().contains("9 customers"), "{}", e.message());
+    // The boundaries are accepted, and nothing is stored.
+    let ok = v
+        .compare_models(req(
+            t,
+            CompareModelsRequest {
+                kinds: vec![ModelKind::MbgNbd as i32],
+                max_iterations: 100_000,
+                ..base()
+            },
+        ))
+        .await
+        .expect_answer("boundary values are valid");
+    assert_eq!(ok.models.len(), 1);
+    assert_eq!(ok.recommended_kind, ModelKind::MbgNbd as i32);
+    assert!(models(&s, t).await.is_empty());
+    assert_eq!(s.count("SELECT count(*) FROM outbox").await, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn model_reads_activation_and_listing_refuse_bad_ids_tokens_and_other_tenants() {
     let s = start(false).await;
     let mut v = s.valuation();
