@@ -39,6 +39,8 @@ async fn bad_requests_are_refused_with_every_violation_and_nothing_written() {
                     max_iterations: 100_001,
                 }),
                 request_id: "x".repeat(129),
+                calibration_end_date: String::new(),
+                holdout_end_date: "1997-02-30".into(),
             },
         ))
         .await
@@ -47,6 +49,7 @@ async fn bad_requests_are_refused_with_every_violation_and_nothing_written() {
     for f in [
         "kind",
         "calibration_end_time",
+        "holdout_end_date",
         "period_unit",
         "scope",
         "inline_summaries[0].customer_id",

@@ -42,6 +42,8 @@ impl ValuationApi {
             period_unit: r.period_unit,
             holdout_end_time: r.holdout_end_time,
             inline_summaries: r.inline_summaries,
+            calibration_end_date: r.calibration_end_date,
+            holdout_end_date: r.holdout_end_date,
             ..Default::default()
         };
         let plan = check_fit(&mut v, &fit, Utc::now());

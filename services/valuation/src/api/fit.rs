@@ -1,6 +1,8 @@
 //! FitModel and ActivateModel: the validated plan of a fit, the data it
 //! takes, and the events a fitted or activated model publishes.
 
+use chrono::{Datelike, NaiveDate, NaiveTime};
+
 use super::*;
 use crate::domain::holdout::Validation;
 
@@ -14,6 +16,28 @@ pub(super) struct FitPlan {
     pub(super) cohort: Option<(String, DateTime<Utc>, DateTime<Utc>)>,
     pub(super) max_iterations: u64,
     pub(super) activate: bool,
+    /// The window's last days when it was asked for by date: ages then count
+    /// to the calibration day, not to the instant after it.
+    pub(super) dates: Option<(NaiveDate, Option<NaiveDate>)>,
+}
+
+/// A "YYYY-MM-DD" day into `v`; the start of the day after it (UTC).
+fn end_of_day(v: &mut Violations, field: &str, raw: &str) -> Option<(NaiveDate, DateTime<Utc>)> {
+    let day = NaiveDate::parse_from_str(raw, "%Y-%m-%d")
+        .ok()
+        .filter(|d| raw.len() == 10 && d.year() >= 1);
+    let Some(day) = day else {
+        v.add(field, "must be a date \"YYYY-MM-DD\"");
+        return None;
+    };
+    // The end is a protobuf Timestamp: at most the start of 9999-12-31.
+    match day.succ_opt().filter(|next| next.year() <= 9999) {
+        Some(next) => Some((day, next.and_time(NaiveTime::MIN).and_utc())),
+        None => {
+            v.add(field, "is out of range");
+            None
+        }
+    }
 }
 
 pub(super) fn validate_fit(
@@ -41,9 +65,47 @@ pub(super) fn check_fit(
         "kind",
         "required: BG_NBD, PARETO_NBD, MBG_NBD or GAMMA_GAMMA",
     );
+    let by_date = !r.calibration_end_date.is_empty();
+    let calibration_day = by_date
+        .then(|| end_of_day(v, "calibration_end_date", &r.calibration_end_date))
+        .flatten();
+    let holdout_day = (!r.holdout_end_date.is_empty())
+        .then(|| end_of_day(v, "holdout_end_date", &r.holdout_end_date))
+        .flatten();
+    v.check(
+        by_date && r.calibration_end_time.is_some(),
+        "calibration_end_date",
+        "give calibration_end_date or calibration_end_time, not both",
+    );
+    v.check(
+        !r.holdout_end_date.is_empty() && r.holdout_end_time.is_some(),
+        "holdout_end_date",
+        "give holdout_end_date or holdout_end_time, not both",
+    );
+    v.check(
+        !r.holdout_end_date.is_empty() && !by_date,
+        "holdout_end_date",
+        "needs calibration_end_date",
+    );
+    v.check(
+        !inline && calibration_day.is_some_and(|(_, end)| end > now),
+        "calibration_end_date",
+        "must be a day that has ended, for exported data",
+    );
+    v.check(
+        !inline && holdout_day.is_some_and(|(_, end)| end > now),
+        "holdout_end_date",
+        "must be a day that has ended, for exported data",
+    );
+    v.check(
+        matches!((calibration_day, holdout_day), (Some((c, _)), Some((h, _))) if h <= c),
+        "holdout_end_date",
+        "must be after calibration_end_date",
+    );
     let calibration_end = match &r.calibration_end_time {
+        None if by_date => calibration_day.map(|(_, end)| end),
         None => {
-            v.add("calibration_end_time", "required");
+            v.add("calibration_end_time", "required (or calibration_end_date)");
             None
         }
         Some(t) => match from_timestamp(t) {
@@ -68,7 +130,7 @@ pub(super) fn check_fit(
         "required: DAY, WEEK or MONTH",
     );
     let holdout_end = match &r.holdout_end_time {
-        None => None,
+        None => holdout_day.map(|(_, end)| end),
         Some(t) => match from_timestamp(t) {
             None => {
                 v.add("holdout_end_time", "is not a valid timestamp");
@@ -220,6 +282,7 @@ pub(super) fn check_fit(
             options.max_iterations as u64
         },
         activate: options.activate_on_success,
+        dates: calibration_day.map(|(c, _)| (c, holdout_day.map(|(h, _)| h))),
     })
 }
 
@@ -251,12 +314,15 @@ pub(super) fn data_window(plan: &FitPlan, summaries: &[PurchaseHistorySummary]) 
         .iter()
         .filter_map(|s| s.first_purchase_time.as_ref().and_then(from_timestamp))
         .min();
+    let day = |d: NaiveDate| d.format("%Y-%m-%d").to_string();
     pb::DataWindow {
         period_unit: plan.unit.to_proto(),
         earliest_first_purchase_time: earliest.map(timestamp),
         calibration_end_time: Some(timestamp(plan.calibration_end)),
         holdout_end_time: plan.holdout_end.map(timestamp),
         holdout_periods: holdout_periods(plan).unwrap_or(0.0),
+        calibration_end_date: plan.dates.map(|(c, _)| day(c)).unwrap_or_default(),
+        holdout_end_date: plan.dates.and_then(|(_, h)| h).map(day).unwrap_or_default(),
     }
 }
 
@@ -296,6 +362,19 @@ pub(super) fn validation(v: &Validation) -> pb::HoldoutValidation {
     }
 }
 
+/// For a window asked for by date, ages count to the last calibration day
+/// rather than to the instant after it: one day less than the export's,
+/// never below the recency (which is counted in whole days already).
+fn count_ages_to_the_day(plan: &FitPlan, summaries: &mut [PurchaseHistorySummary]) {
+    if plan.dates.is_none() {
+        return;
+    }
+    let day = 1.0 / plan.unit.days();
+    for s in summaries {
+        s.t = (s.t - day).max(s.recency).max(0.0);
+    }
+}
+
 pub(super) fn request_hash(r: &pb::FitModelRequest) -> String {
     hex::encode(Sha256::digest(r.encode_to_vec()))
 }
@@ -325,7 +404,9 @@ impl ValuationApi {
             }),
         };
         let Some(segment) = plan.segment else {
-            return interaction.export(ctx, base).await;
+            let mut out = interaction.export(ctx, base).await?;
+            count_ages_to_the_day(plan, &mut out);
+            return Ok(out);
         };
         let segmentation = self
             .segmentation
@@ -349,6 +430,7 @@ impl ValuationApi {
         // Merged members export as their survivors: count each customer once.
         let mut seen = HashSet::new();
         out.retain(|s| seen.insert(s.customer_id.clone()));
+        count_ages_to_the_day(plan, &mut out);
         Ok(out)
     }
 }

@@ -38,6 +38,62 @@ async fn fit_model_refuses_every_bad_field_and_stores_nothing() {
             "holdout_end_time".into(),
         ));
     }
+    // Windows by date: malformed days, both forms at once, a holdout day
+    // without a calibration day or not after it, a day not yet over for
+    // exported data.
+    let day = |c: &str, h: &str| FitModelRequest {
+        calibration_end_time: None,
+        calibration_end_date: c.into(),
+        holdout_end_date: h.into(),
+        ..base()
+    };
+    for bad in [
+        "1997-9-30",
+        "1997-02-30",
+        "x",
+        TEXT,
+        "0000-01-01",
+        "+1997-09-30",
+        "1997-09-30T00:00:00Z",
+        "9999-12-31",
+        " 1997-09-30",
+    ] {
+        cases.push((day(bad, ""), "calibration_end_date".into()));
+        cases.push((day("1997-09-30", bad), "holdout_end_date".into()));
+    }
+    cases.push((
+        FitModelRequest {
+            calibration_end_date: "1997-09-30".into(),
+            ..base()
+        },
+        "calibration_end_date".into(),
+    ));
+    cases.push((
+        FitModelRequest {
+            holdout_end_date: "1998-06-30".into(),
+            ..base()
+        },
+        "holdout_end_date".into(),
+    ));
+    cases.push((
+        FitModelRequest {
+            holdout_end_time: at(Utc::now().timestamp(), 0),
+            ..day("1997-09-30", "1998-06-30")
+        },
+        "holdout_end_date".into(),
+    ));
+    for h in ["1997-09-30", "1997-09-29"] {
+        cases.push((day("1997-09-30", h), "holdout_end_date".into()));
+    }
+    let today = Utc::now().date_naive();
+    for d in [today, today + Duration::days(1)] {
+        let mut exported = day(&d.to_string(), "");
+        exported.inline_summaries.clear();
+        cases.push((exported, "calibration_end_date".into()));
+        let mut exported = day("2020-01-01", &d.to_string());
+        exported.inline_summaries.clear();
+        cases.push((exported, "holdout_end_date".into()));
+    }
     // Exported data cannot end in the far future.
     cases.push((
         FitModelRequest {
@@ -329,6 +385,21 @@ async fn compare_models_refuses_every_bad_field_and_stores_nothing() {
             ..base()
         },
         "calibration_end_time".into(),
+    ));
+    cases.push((
+        CompareModelsRequest {
+            calibration_end_time: None,
+            calibration_end_date: "1997-02-30".into(),
+            ..base()
+        },
+        "calibration_end_date".into(),
+    ));
+    cases.push((
+        CompareModelsRequest {
+            holdout_end_date: "1998-06-30".into(),
+            ..base()
+        },
+        "holdout_end_date".into(),
     ));
     let mut scoped = base();
     scoped.scope = Some(ModelScope {
