@@ -332,6 +332,9 @@ pub struct RunRequest {
     pub horizon_periods: i32,
     /// Discount rate per period; default 10 % a year.
     pub discount_rate: Option<f64>,
+    /// Discount rate a year, converted to the model's period when
+    /// `discount_rate` is not given.
+    pub annual_discount_rate: Option<f64>,
     /// Margin ratio; default 1.
     pub margin_ratio: Option<f64>,
 }
@@ -417,7 +420,10 @@ async fn score_all(
     let settings = Settings {
         horizon_periods: horizon,
         unit,
-        discount_rate: req.discount_rate.unwrap_or(unit.default_discount_rate()),
+        discount_rate: req
+            .discount_rate
+            .or(req.annual_discount_rate.map(|a| unit.period_rate(a)))
+            .unwrap_or(unit.default_discount_rate()),
         margin_ratio: req.margin_ratio.unwrap_or(1.0),
     };
     let score_time = started;

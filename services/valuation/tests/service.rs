@@ -227,7 +227,10 @@ async fn fit_score_and_read_values_back_over_grpc() {
     assert_eq!(run.spend_model_id, gg.model_id);
     let settings = run.settings.unwrap();
     assert_eq!(settings.horizon_periods, 52);
-    assert_eq!(settings.discount_rate, 0.001828);
+    // Exactly 10 % a year, by default.
+    let weekly = 1.1f64.powf(7.0 / 365.25) - 1.0;
+    assert!((settings.discount_rate - weekly).abs() < 1e-15);
+    assert!((settings.annual_discount_rate - 0.1).abs() < 1e-12);
     assert_eq!(settings.margin_ratio, 0.5);
 
     // One customer's value, against the models directly.
@@ -811,6 +814,20 @@ async fn mbg_nbd_reproduces_cdnow_and_scores_over_grpc() {
         assert_eq!(run.transaction_model_id, mbg.model_id);
         assert_eq!(run.scored_customer_count, 600);
     }
+    // An annual discount rate is converted exactly to the model's weeks.
+    let run = v
+        .score_customers(req(
+            tenant,
+            ScoreCustomersRequest {
+                annual_discount_rate: Some(0.2),
+                ..Default::default()
+            },
+        ))
+        .await
+        .answer();
+    let settings = run.settings.unwrap();
+    assert!((settings.discount_rate - (1.2f64.powf(7.0 / 365.25) - 1.0)).abs() < 1e-15);
+    assert!((settings.annual_discount_rate - 0.2).abs() < 1e-12);
 
     let model = rapport_valuation::domain::mbgnbd::MbgNbd::from_slice(&[
         param(&mbg, "r"),

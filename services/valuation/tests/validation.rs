@@ -252,6 +252,7 @@ async fn bad_requests_are_refused_with_every_violation_and_nothing_written() {
                 horizon_periods: -1,
                 discount_rate: Some(1.0),
                 margin_ratio: Some(0.0),
+                annual_discount_rate: Some(-1.0),
             },
         ))
         .await
@@ -262,6 +263,8 @@ async fn bad_requests_are_refused_with_every_violation_and_nothing_written() {
             "transaction_model_kind",
             "horizon_periods",
             "discount_rate",
+            "annual_discount_rate",
+            "annual_discount_rate",
             "margin_ratio"
         ]
     );

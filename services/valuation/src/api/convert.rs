@@ -36,6 +36,8 @@ pub(super) fn value_proto(r: &store::ValueRow) -> pb::CustomerValue {
             period_unit: i32::from(r.period_unit),
             discount_rate: r.discount_rate,
             margin_ratio: r.margin_ratio,
+            annual_discount_rate: Unit::from_proto(i32::from(r.period_unit))
+                .map_or(0.0, |u| u.annual_rate(r.discount_rate)),
         }),
         frequency: r.frequency,
         recency: r.recency,

@@ -333,6 +333,18 @@ impl ValuationService for ValuationApi {
                 "must be in [0, 1)",
             );
         }
+        if let Some(a) = r.annual_discount_rate {
+            v.check(
+                !(a.is_finite() && (0.0..=10.0).contains(&a)),
+                "annual_discount_rate",
+                "must be in [0, 10] (0.1 for 10 % a year)",
+            );
+            v.check(
+                r.discount_rate.is_some(),
+                "annual_discount_rate",
+                "give discount_rate or annual_discount_rate, not both",
+            );
+        }
         if let Some(m) = r.margin_ratio {
             v.check(
                 !(m.is_finite() && m > 0.0 && m <= 1.0),
@@ -350,6 +362,7 @@ impl ValuationService for ValuationApi {
                 kind,
                 horizon_periods: r.horizon_periods,
                 discount_rate: r.discount_rate,
+                annual_discount_rate: r.annual_discount_rate,
                 margin_ratio: r.margin_ratio,
             },
         )
@@ -368,6 +381,10 @@ impl ValuationService for ValuationApi {
                 period_unit: outcome.settings.unit.to_proto(),
                 discount_rate: outcome.settings.discount_rate,
                 margin_ratio: outcome.settings.margin_ratio,
+                annual_discount_rate: outcome
+                    .settings
+                    .unit
+                    .annual_rate(outcome.settings.discount_rate),
             }),
             score_time: Some(timestamp(outcome.score_time)),
             duration: prost_types::Duration::try_from(started.elapsed()).ok(),

@@ -75,14 +75,20 @@ impl Unit {
         365.25 / self.days()
     }
 
-    /// The rate per period equivalent to 10 % a year, rounded as documented
-    /// (0.000261 a day, 0.001828 a week, 0.007974 a month).
+    /// The rate per period equivalent to 10 % a year, exactly.
     pub fn default_discount_rate(self) -> f64 {
-        match self {
-            Unit::Day => 0.000261,
-            Unit::Week => 0.001828,
-            Unit::Month => 0.007974,
-        }
+        self.period_rate(0.1)
+    }
+
+    /// The rate per period equivalent to the annual rate `annual`:
+    /// (1 + annual)^(1/n) − 1 with n periods a year.
+    pub fn period_rate(self, annual: f64) -> f64 {
+        (annual.ln_1p() / self.per_year()).exp_m1()
+    }
+
+    /// The annual rate equivalent to `rate` per period: (1 + rate)^n − 1.
+    pub fn annual_rate(self, rate: f64) -> f64 {
+        (rate.ln_1p() * self.per_year()).exp_m1()
     }
 }
 
@@ -355,6 +361,20 @@ impl Thresholds {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn annual_and_period_rates_convert_exactly() {
+        for unit in [Unit::Day, Unit::Week, Unit::Month] {
+            let d = unit.default_discount_rate();
+            assert!((unit.annual_rate(d) - 0.1).abs() < 1e-15, "{unit:?}");
+            assert_eq!(unit.period_rate(0.0), 0.0);
+        }
+        // 1.1^(7/365.25) − 1 and 1.1^(1/12) − 1, to 1e-12.
+        assert!((Unit::Week.default_discount_rate() - 0.001_828_284_633_643).abs() < 1e-12);
+        assert!((Unit::Month.default_discount_rate() - 0.007_974_140_428_904).abs() < 1e-12);
+        // The rounded weekly rate the contract used to default to is 9.9984 % a year.
+        assert!((Unit::Week.annual_rate(0.001828) - 0.099_984).abs() < 1e-6);
+    }
 
     fn settings() -> Settings {
         Settings {

@@ -92,6 +92,19 @@ async fn scoring_and_value_reads_refuse_bad_input_and_other_tenants() {
             "transaction_model_kind",
         ));
     }
+    for a in [-0.1, 10.1, f64::NAN, f64::INFINITY, f64::NEG_INFINITY] {
+        cases.push((
+            score(&|r| r.annual_discount_rate = Some(a)),
+            "annual_discount_rate",
+        ));
+    }
+    cases.push((
+        score(&|r| {
+            r.annual_discount_rate = Some(0.1);
+            r.discount_rate = Some(0.001);
+        }),
+        "annual_discount_rate",
+    ));
     for h in [-1, 3654, i32::MAX, i32::MIN] {
         cases.push((score(&|r| r.horizon_periods = h), "horizon_periods"));
     }
