@@ -248,6 +248,7 @@ impl Customer360 {
             );
             let req = vpb::GetCustomerValueRequest {
                 customer_id: id.to_string(),
+                as_of: None,
             };
             Self::within(deadline, async move {
                 c.get_customer_value(req)

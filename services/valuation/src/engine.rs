@@ -498,6 +498,95 @@ async fn score_all(
 
 /// Re-scores queued customers of one tenant in batches until its queue is
 /// empty (or a new run changed the state, when the next round picks up).
+/// The tenant's current scoring: the models, settings and tier thresholds
+/// of its last ScoreCustomers run.
+struct Scoring {
+    /// The run.
+    run: store::StateRow,
+    models: Models,
+    settings: Settings,
+    thresholds: Thresholds,
+}
+
+/// The tenant's current [`Scoring`]. None before the first run (or when its
+/// models are gone).
+async fn current_scoring(
+    conn: &mut PgConnection,
+    tenant: Uuid,
+) -> Result<Option<Scoring>, ApiError> {
+    let Some(state) = store::scoring_state(&mut *conn, tenant).await? else {
+        return Ok(None);
+    };
+    let (Some(t), Some(s)) = (
+        store::get_model(&mut *conn, tenant, state.transaction_model_id).await?,
+        store::get_model(&mut *conn, tenant, state.spend_model_id).await?,
+    ) else {
+        return Ok(None);
+    };
+    let models = models_of(&t, &s)?;
+    let settings = Settings {
+        horizon_periods: state.horizon_periods,
+        unit: Unit::from_proto(i32::from(state.period_unit)).unwrap_or(models.unit),
+        discount_rate: state.discount_rate,
+        margin_ratio: state.margin_ratio,
+    };
+    let thresholds = Thresholds {
+        top: state.top_threshold,
+        high: state.high_threshold,
+        medium: state.medium_threshold,
+    };
+    Ok(Some(Scoring {
+        run: state,
+        models,
+        settings,
+        thresholds,
+    }))
+}
+
+/// The values `customers` had at `as_of`: their purchase histories up to
+/// that instant scored with the tenant's current scoring (models, settings
+/// and tier thresholds of the last ScoreCustomers run), ages counted to
+/// `as_of`. Computed on request, never stored. Customers without a purchase
+/// before `as_of` have no value then and are left out, and so are customers
+/// merged into another (the export answers for the survivor), as the stored
+/// values do.
+pub async fn values_as_of(
+    pool: &PgPool,
+    interaction: &Interaction,
+    ctx: &CallContext,
+    customers: Vec<Uuid>,
+    as_of: DateTime<Utc>,
+) -> Result<Vec<ValueRow>, ApiError> {
+    let mut conn = pool.acquire().await?;
+    let scoring = current_scoring(&mut conn, ctx.tenant_id).await?;
+    drop(conn);
+    let Scoring {
+        models,
+        settings,
+        thresholds,
+        ..
+    } = scoring.ok_or_else(|| {
+        ApiError::FailedPrecondition(
+            "the tenant has not been scored yet: values as of an instant use the models and \
+             settings of its last ScoreCustomers run"
+                .into(),
+        )
+    })?;
+    let asked: HashSet<Uuid> = customers.iter().copied().collect();
+    let summaries = interaction
+        .export(ctx, export_request(&models, as_of, Some(customers)))
+        .await?;
+    let (m, st) = (models.clone(), settings);
+    let computed = tokio::task::spawn_blocking(move || compute(&summaries, &m, &st))
+        .await
+        .map_err(ApiError::internal)??;
+    Ok(computed
+        .iter()
+        .filter(|c| asked.contains(&c.id))
+        .map(|c| row(c, thresholds.tier(c.scored.clv), &models, &settings, as_of))
+        .collect())
+}
+
 pub async fn rescore_tenant(
     pool: &PgPool,
     interaction: &Interaction,
@@ -509,28 +598,16 @@ pub async fn rescore_tenant(
     };
     loop {
         let mut conn = pool.acquire().await?;
-        let Some(state) = store::scoring_state(&mut conn, tenant).await? else {
-            return Ok(());
-        };
-        let (Some(t), Some(s)) = (
-            store::get_model(&mut conn, tenant, state.transaction_model_id).await?,
-            store::get_model(&mut conn, tenant, state.spend_model_id).await?,
-        ) else {
+        let Some(Scoring {
+            run: state,
+            models,
+            settings,
+            thresholds,
+        }) = current_scoring(&mut conn, tenant).await?
+        else {
             return Ok(());
         };
         drop(conn);
-        let models = models_of(&t, &s)?;
-        let settings = Settings {
-            horizon_periods: state.horizon_periods,
-            unit: Unit::from_proto(i32::from(state.period_unit)).unwrap_or(models.unit),
-            discount_rate: state.discount_rate,
-            margin_ratio: state.margin_ratio,
-        };
-        let thresholds = Thresholds {
-            top: state.top_threshold,
-            high: state.high_threshold,
-            medium: state.medium_threshold,
-        };
         let queued = store::queued(pool, tenant, RESCORE_BATCH).await?;
         if queued.is_empty() {
             return Ok(());

@@ -194,6 +194,7 @@ async fn relationship_scores_and_erasure() {
                 tenant,
                 GetCustomerValueRequest {
                     customer_id: b.to_string(),
+                    ..Default::default()
                 },
             ))
             .await

@@ -240,6 +240,7 @@ async fn fit_score_and_read_values_back_over_grpc() {
             tenant,
             GetCustomerValueRequest {
                 customer_id: one.customer.to_string(),
+                ..Default::default()
             },
         ))
         .await
@@ -266,6 +267,83 @@ async fn fit_score_and_read_values_back_over_grpc() {
     let spent: f64 = one.purchases.iter().map(|p| amount(&p.amount)).sum();
     assert!((amount(&value.historical_value) - spent * 0.5).abs() < 1e-6);
 
+    // As of an instant: the history up to it, scored with the same run's
+    // models and settings, not stored.
+    let regular = customers
+        .iter()
+        .find(|c| c.purchases.len() >= 3)
+        .expect("a customer with three purchases");
+    let second = regular.purchases[1].occur_time.unwrap();
+    let as_of = chrono::DateTime::from_timestamp(second.seconds + 3600, 0).unwrap();
+    let then = v
+        .get_customer_value(req(
+            tenant,
+            GetCustomerValueRequest {
+                customer_id: regular.customer.to_string(),
+                as_of: Some(ts(as_of)),
+            },
+        ))
+        .await
+        .answer()
+        .value
+        .unwrap();
+    assert_eq!(then.score_time, Some(ts(as_of)));
+    assert_eq!(then.frequency, 1, "two purchase days before as_of");
+    let first_day = regular.first.duration_trunc(Duration::days(1)).unwrap();
+    let age = (as_of - first_day).num_seconds() as f64 / 86_400.0 / 7.0;
+    assert!((then.t - age).abs() < 1e-9, "{} vs {age}", then.t);
+    let o = rapport_valuation::domain::Observation {
+        frequency: 1.0,
+        recency: then.recency,
+        age: then.t,
+    };
+    assert!((model.p_alive(&o) - then.p_alive).abs() < 1e-9);
+    assert!((model.expected_purchases(&o, 52.0).unwrap() - then.expected_purchases).abs() < 1e-9);
+    let spent_then: f64 = regular.purchases[..2]
+        .iter()
+        .map(|p| amount(&p.amount))
+        .sum();
+    assert!((amount(&then.historical_value) - spent_then * 0.5).abs() < 1e-6);
+    assert_eq!(then.transaction_model_id, bg.model_id);
+    // The stored value is untouched; before the first purchase there is none.
+    let now_value = v
+        .get_customer_value(req(
+            tenant,
+            GetCustomerValueRequest {
+                customer_id: regular.customer.to_string(),
+                as_of: None,
+            },
+        ))
+        .await
+        .answer()
+        .value
+        .unwrap();
+    assert_eq!(now_value.frequency, regular.purchases.len() as i64 - 1);
+    let before = v
+        .get_customer_value(req(
+            tenant,
+            GetCustomerValueRequest {
+                customer_id: regular.customer.to_string(),
+                as_of: Some(ts(regular.first - Duration::days(1))),
+            },
+        ))
+        .await
+        .refused(Code::NotFound);
+    assert!(before.message().contains("customer value"), "{before:?}");
+    let batch_then = v
+        .batch_get_customer_values(req(
+            tenant,
+            BatchGetCustomerValuesRequest {
+                customer_ids: vec![regular.customer.to_string(), Uuid::new_v4().to_string()],
+                as_of: Some(ts(as_of)),
+            },
+        ))
+        .await
+        .answer();
+    assert_eq!(batch_then.values.len(), 1);
+    assert_eq!(batch_then.values[0].p_alive, then.p_alive);
+    assert_eq!(batch_then.missing_customer_ids.len(), 1);
+
     // Batch: in request order, duplicates once, unknown ids missing.
     let unknown = Uuid::new_v4();
     let batch = v
@@ -278,6 +356,7 @@ async fn fit_score_and_read_values_back_over_grpc() {
                     customers[1].customer.to_string(),
                     customers[3].customer.to_string(),
                 ],
+                ..Default::default()
             },
         ))
         .await
@@ -484,6 +563,7 @@ async fn fit_score_and_read_values_back_over_grpc() {
             tenant,
             BatchGetCustomerValuesRequest {
                 customer_ids: members.iter().map(Uuid::to_string).collect(),
+                ..Default::default()
             },
         ))
         .await
@@ -620,7 +700,13 @@ async fn fit_score_and_read_values_back_over_grpc() {
         let before = value.frequency;
         async move {
             let now = v
-                .get_customer_value(req(tenant, GetCustomerValueRequest { customer_id: id }))
+                .get_customer_value(req(
+                    tenant,
+                    GetCustomerValueRequest {
+                        customer_id: id,
+                        ..Default::default()
+                    },
+                ))
                 .await
                 .answer()
                 .value
@@ -657,6 +743,7 @@ async fn fit_score_and_read_values_back_over_grpc() {
         other,
         GetCustomerValueRequest {
             customer_id: id.clone(),
+            ..Default::default()
         },
     ))
     .await
@@ -849,6 +936,7 @@ async fn mbg_nbd_reproduces_cdnow_and_scores_over_grpc() {
                 tenant,
                 GetCustomerValueRequest {
                     customer_id: c.customer.to_string(),
+                    ..Default::default()
                 },
             ))
             .await

@@ -292,6 +292,7 @@ async fn bad_requests_are_refused_with_every_violation_and_nothing_written() {
             tenant,
             BatchGetCustomerValuesRequest {
                 customer_ids: vec![Uuid::new_v4().to_string(), "bad".into()],
+                ..Default::default()
             },
         ))
         .await

@@ -69,3 +69,39 @@ pub(super) fn distribution_proto(d: &Distribution, currency: &str) -> pb::ValueD
         gini: d.gini,
     }
 }
+
+/// An `as_of` instant into `v`: valid and not after the server's clock.
+pub(super) fn as_of(
+    v: &mut Violations,
+    t: Option<&prost_types::Timestamp>,
+) -> Option<DateTime<Utc>> {
+    let t = t?;
+    match from_timestamp(t) {
+        None => {
+            v.add("as_of", "is not a valid timestamp");
+            None
+        }
+        Some(at) if at > Utc::now() => {
+            v.add("as_of", "must not be after the server's clock");
+            None
+        }
+        Some(at) => Some(at),
+    }
+}
+
+impl ValuationApi {
+    /// The stored values of `ids`, or their values as of `as_of`.
+    pub(super) async fn values(
+        &self,
+        ctx: &CallContext,
+        ids: &[Uuid],
+        as_of: Option<DateTime<Utc>>,
+    ) -> Result<Vec<store::ValueRow>, ApiError> {
+        match as_of {
+            None => Ok(store::values_of(&self.pool, ctx.tenant_id, ids).await?),
+            Some(at) => {
+                engine::values_as_of(&self.pool, self.interaction()?, ctx, ids.to_vec(), at).await
+            }
+        }
+    }
+}

@@ -396,10 +396,15 @@ impl ValuationService for ValuationApi {
         req: Request<pb::GetCustomerValueRequest>,
     ) -> Result<Response<pb::GetCustomerValueResponse>, Status> {
         let ctx = CallContext::of(&req)?;
-        let id = required_uuid("customer_id", &req.get_ref().customer_id)?;
-        let rows = store::values_of(&self.pool, ctx.tenant_id, &[id])
-            .await
-            .map_err(ApiError::from)?;
+        let r = req.into_inner();
+        let mut v = Violations::new();
+        let id = v.uuid("customer_id", &r.customer_id);
+        let as_of = as_of(&mut v, r.as_of.as_ref());
+        v.finish()?;
+        let Some(id) = id else {
+            return Err(ApiError::invalid("customer_id", "required: a UUID").into());
+        };
+        let rows = self.values(&ctx, &[id], as_of).await?;
         let row = rows
             .first()
             .ok_or_else(|| ApiError::not_found("customer value", id.to_string()))?;
@@ -429,10 +434,9 @@ impl ValuationService for ValuationApi {
                 ids.push(id);
             }
         }
+        let as_of = as_of(&mut v, r.as_of.as_ref());
         v.finish()?;
-        let rows = store::values_of(&self.pool, ctx.tenant_id, &ids)
-            .await
-            .map_err(ApiError::from)?;
+        let rows = self.values(&ctx, &ids, as_of).await?;
         let by_id: HashMap<Uuid, &store::ValueRow> =
             rows.iter().map(|r| (r.customer_id, r)).collect();
         let mut values = Vec::new();

@@ -145,6 +145,7 @@ async fn scoring_and_value_reads_refuse_bad_input_and_other_tenants() {
                 a,
                 GetCustomerValueRequest {
                     customer_id: id.into(),
+                    ..Default::default()
                 },
             ))
             .await,
@@ -156,6 +157,7 @@ async fn scoring_and_value_reads_refuse_bad_input_and_other_tenants() {
             a,
             GetCustomerValueRequest {
                 customer_id: Uuid::new_v4().to_string(),
+                ..Default::default()
             },
         ))
         .await,
@@ -166,6 +168,7 @@ async fn scoring_and_value_reads_refuse_bad_input_and_other_tenants() {
             a,
             GetCustomerValueRequest {
                 customer_id: ids[0].clone(),
+                ..Default::default()
             },
         ))
         .await
@@ -176,14 +179,70 @@ async fn scoring_and_value_reads_refuse_bad_input_and_other_tenants() {
             b,
             GetCustomerValueRequest {
                 customer_id: ids[0].clone(),
+                ..Default::default()
             },
         ))
         .await,
         Code::NotFound,
     );
 
+    // Values as of an instant: broken or future instants are refused on both
+    // reads; a tenant never scored has no scoring to apply.
+    let mut future = hostile::invalid_times();
+    future.push(hostile::at(Utc::now().timestamp() + 3600, 0));
+    for bad in future {
+        invalid(
+            v.get_customer_value(req(
+                a,
+                GetCustomerValueRequest {
+                    customer_id: ids[0].clone(),
+                    as_of: Some(bad),
+                },
+            ))
+            .await,
+            "as_of",
+        );
+        invalid(
+            v.batch_get_customer_values(req(
+                a,
+                BatchGetCustomerValuesRequest {
+                    customer_ids: vec![ids[0].clone()],
+                    as_of: Some(bad),
+                },
+            ))
+            .await,
+            "as_of",
+        );
+    }
+    let an_hour_ago = Some(hostile::at(Utc::now().timestamp() - 3600, 0));
+    failed(
+        v.get_customer_value(req(
+            b,
+            GetCustomerValueRequest {
+                customer_id: ids[0].clone(),
+                as_of: an_hour_ago,
+            },
+        ))
+        .await,
+        Code::FailedPrecondition,
+    );
+    let then = v
+        .get_customer_value(req(
+            a,
+            GetCustomerValueRequest {
+                customer_id: ids[0].clone(),
+                as_of: an_hour_ago,
+            },
+        ))
+        .await
+        .expect_answer("A's value an hour ago");
+    assert_eq!(then.value.expect("a value").score_time, an_hour_ago);
+
     // BatchGetCustomerValues.
-    let batch = |ids: Vec<String>| BatchGetCustomerValuesRequest { customer_ids: ids };
+    let batch = |ids: Vec<String>| BatchGetCustomerValuesRequest {
+        customer_ids: ids,
+        ..Default::default()
+    };
     invalid(
         v.batch_get_customer_values(req(
             a,
@@ -586,6 +645,7 @@ async fn every_tenant_method_needs_a_tenant() {
     failed(
         v.get_customer_value(no(GetCustomerValueRequest {
             customer_id: id.clone(),
+            ..Default::default()
         }))
         .await,
         u,
@@ -593,6 +653,7 @@ async fn every_tenant_method_needs_a_tenant() {
     failed(
         v.batch_get_customer_values(no(BatchGetCustomerValuesRequest {
             customer_ids: vec![id.clone()],
+            ..Default::default()
         }))
         .await,
         u,
