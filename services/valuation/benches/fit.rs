@@ -1,8 +1,9 @@
 //! Fits BG/NBD and Gamma-Gamma on a synthetic customer base drawn from the
 //! BG/NBD process with known parameters, and prints how long each fit takes
-//! and how close it comes to the truth. With `python3 -c "import lifetimes"`
-//! available, fits the same data with the `lifetimes` package in the same run
-//! and prints the ratio.
+//! and how close it comes to the truth. Then fits the same data with the
+//! `lifetimes` package (0.11.3, installed into a virtual environment of the
+//! bench's own under the target directory on first use) in the same run and
+//! prints the ratio.
 //!
 //!     cargo bench -p rapport-valuation --bench fit
 //!     RAPPORT_BENCH_CUSTOMERS=100000 cargo bench -p rapport-valuation --bench fit
@@ -137,16 +138,13 @@ fn compare_with_lifetimes(
     customers: &[rapport_valuation::domain::synthetic::SyntheticCustomer],
     ours: f64,
 ) {
-    let has = std::process::Command::new("python3")
-        .args(["-c", "import lifetimes"])
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if !has {
-        println!(
-            "  lifetimes: not installed for python3 (pip install lifetimes) — no ratio this run"
-        );
-        return;
-    }
+    let python = match lifetimes_python() {
+        Ok(p) => p,
+        Err(why) => {
+            println!("  lifetimes: {why} — no ratio this run");
+            return;
+        }
+    };
     let dir = std::env::temp_dir().join(format!("rapport-fit-bench-{}", std::process::id()));
     let _ = std::fs::create_dir_all(&dir);
     let csv = dir.join("customers.csv");
@@ -176,7 +174,7 @@ r = d[d["frequency"] > 0]
 GammaGammaFitter().fit(r["frequency"], r["monetary_value"])
 print(time.time() - t)
 "#;
-    let out = std::process::Command::new("python3")
+    let out = std::process::Command::new(&python)
         .args(["-c", script])
         .arg(&csv)
         .output();
@@ -200,5 +198,50 @@ print(time.time() - t)
                 .unwrap_or("")
         ),
         Err(e) => println!("  lifetimes could not run: {e}"),
+    }
+}
+
+/// The Python of the bench's own virtual environment with `lifetimes`
+/// 0.11.3, made on first use under the target directory.
+fn lifetimes_python() -> Result<std::path::PathBuf, String> {
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target"));
+    let venv = target.join("bench-lifetimes");
+    let python = venv.join("bin").join("python");
+    let imports = |p: &std::path::Path| {
+        std::process::Command::new(p)
+            .args(["-c", "import lifetimes"])
+            .output()
+            .is_ok_and(|o| o.status.success())
+    };
+    if imports(&python) {
+        return Ok(python);
+    }
+    let run = |program: &std::path::Path, args: &[&str]| -> Result<(), String> {
+        let out = std::process::Command::new(program)
+            .args(args)
+            .output()
+            .map_err(|e| format!("cannot run {}: {e}", program.display()))?;
+        if out.status.success() {
+            Ok(())
+        } else {
+            Err(String::from_utf8_lossy(&out.stderr)
+                .lines()
+                .last()
+                .unwrap_or("failed")
+                .to_string())
+        }
+    };
+    let venv_arg = venv.to_string_lossy().to_string();
+    run(std::path::Path::new("python3"), &["-m", "venv", &venv_arg])
+        .map_err(|e| format!("no virtual environment (python3-venv installed?): {e}"))?;
+    let pip = venv.join("bin").join("pip");
+    run(&pip, &["install", "--quiet", "lifetimes==0.11.3"])
+        .map_err(|e| format!("pip install lifetimes failed: {e}"))?;
+    if imports(&python) {
+        Ok(python)
+    } else {
+        Err("installed but not importable".into())
     }
 }
