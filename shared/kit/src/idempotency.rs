@@ -198,6 +198,18 @@ pub async fn answer(
     Ok(())
 }
 
+/// Stores an answer over an id whose last use is more than 24 hours old
+/// (the end of an `INSERT INTO request_ids AS k ...`).
+macro_rules! take_over_stale {
+    () => {
+        " ON CONFLICT (tenant_id, scope, request_id) DO UPDATE
+             SET fingerprint = EXCLUDED.fingerprint, result = EXCLUDED.result, result_id = NULL,
+                 subject_ids = EXCLUDED.subject_ids, create_time = now()
+             WHERE k.create_time <= now() - interval '24 hours'
+         RETURNING 1"
+    };
+}
+
 /// [`claim`] and [`answer`] in one statement, for a request whose answer is
 /// known before it is applied. A concurrent first request holding the id
 /// makes this one wait until it ends.
@@ -209,15 +221,11 @@ pub async fn claim_answered(
     result: &Value,
     subjects: &[Uuid],
 ) -> sqlx::Result<Claim> {
-    let claimed: Option<i32> = sqlx::query_scalar(
+    let claimed: Option<i32> = sqlx::query_scalar(concat!(
         "INSERT INTO request_ids AS k (tenant_id, scope, request_id, fingerprint, result, subject_ids)
-         VALUES ($1, $2, $3, $4, $5, $6)
-         ON CONFLICT (tenant_id, scope, request_id) DO UPDATE
-             SET fingerprint = EXCLUDED.fingerprint, result = EXCLUDED.result, result_id = NULL,
-                 subject_ids = EXCLUDED.subject_ids, create_time = now()
-             WHERE k.create_time <= now() - interval '24 hours'
-         RETURNING 1",
-    )
+         VALUES ($1, $2, $3, $4, $5, $6)",
+        take_over_stale!()
+    ))
     .bind(tenant)
     .bind(scope)
     .bind(request_id)
@@ -294,18 +302,14 @@ pub async fn remember_answers(
     let fingerprints: Vec<&str> = rows.iter().map(|a| a.fingerprint).collect();
     let results: Vec<&Value> = rows.iter().map(|a| a.result).collect();
     let subjects: Vec<Uuid> = rows.iter().map(|a| a.subject).collect();
-    let stored: i64 = sqlx::query_scalar(
+    let stored: i64 = sqlx::query_scalar(concat!(
         "WITH s AS (
              INSERT INTO request_ids AS k (tenant_id, scope, request_id, fingerprint, result, subject_ids)
              SELECT $1, $2, t.rid, t.fp, t.result, ARRAY[t.subject]
-               FROM unnest($3::text[], $4::text[], $5::jsonb[], $6::uuid[]) AS t (rid, fp, result, subject)
-             ON CONFLICT (tenant_id, scope, request_id) DO UPDATE
-                 SET fingerprint = EXCLUDED.fingerprint, result = EXCLUDED.result, result_id = NULL,
-                     subject_ids = EXCLUDED.subject_ids, create_time = now()
-                 WHERE k.create_time <= now() - interval '24 hours'
-             RETURNING 1)
-         SELECT count(*) FROM s",
-    )
+               FROM unnest($3::text[], $4::text[], $5::jsonb[], $6::uuid[]) AS t (rid, fp, result, subject)",
+        take_over_stale!(),
+        ") SELECT count(*) FROM s"
+    ))
     .bind(tenant)
     .bind(scope)
     .bind(&ids)

@@ -62,6 +62,45 @@ pub(crate) fn log_add_exp(x: f64, y: f64) -> f64 {
     m + ((x - m).exp() + (y - m).exp()).ln()
 }
 
+/// Expected purchases in the next `horizon` periods given the history, for
+/// BG/NBD (`shift` 0, FHL 2005 eq. 10) and MBG/NBD (`shift` 1, where a
+/// customer may also drop out at the first purchase):
+/// (a+b+x−1+s)/(a−1) · [1 − ((α+T)/(α+T+t))^(r+x) · ₂F₁(r+x, b+x+s; a+b+x−1+s; t/(α+T+t))]
+/// / (1 + a/(b+x−1+s) · ((α+T)/(α+t_x))^(r+x)), the last term only where
+/// the customer can have dropped out (after a purchase counted by the
+/// model: x > 0 for BG/NBD, always for MBG/NBD). `None` when `a = 1` (a
+/// removable singularity of the closed form) or the hypergeometric series
+/// does not converge.
+pub(crate) fn conditional_purchases(
+    params: Vec<f64>,
+    o: &Observation,
+    horizon: f64,
+    shift: f64,
+) -> Option<f64> {
+    let [r, alpha, a, b] = params[..] else {
+        return None;
+    };
+    if a == 1.0 || horizon < 0.0 {
+        return None;
+    }
+    if horizon == 0.0 {
+        return Some(0.0);
+    }
+    let (x, tx, t) = (o.frequency, o.recency, o.age);
+    let z = horizon / (alpha + t + horizon);
+    // c = a + b + x − 1 + s is negative for x = 0 when a + b < 1 − s, and the
+    // function may then be negative: it is summed with its sign.
+    let (ln_f, sign) = hyp2f1_signed(r + x, b + x + shift, a + b + x - 1.0 + shift, z)?;
+    let head = (a + b + x - 1.0 + shift) / (a - 1.0);
+    let tail = 1.0 - sign * ((r + x) * ((alpha + t) / (alpha + t + horizon)).ln() + ln_f).exp();
+    let denom = if x > 0.0 || shift > 0.0 {
+        1.0 + (a / (b + x - 1.0 + shift)) * ((alpha + t) / (alpha + tx)).powf(r + x)
+    } else {
+        1.0
+    };
+    Some(head * tail / denom)
+}
+
 impl BgNbd {
     /// Parameter names, in [`BgNbd::to_vec`] order.
     pub const NAMES: [&'static str; 4] = ["r", "alpha", "a", "b"];
@@ -163,26 +202,7 @@ impl BgNbd {
     /// (FHL 2005, eq. 10). `None` when `a = 1` (where the closed form has a
     /// removable singularity) or the hypergeometric series does not converge.
     pub fn expected_purchases(&self, o: &Observation, horizon: f64) -> Option<f64> {
-        let Self { r, alpha, a, b } = *self;
-        if a == 1.0 || horizon < 0.0 {
-            return None;
-        }
-        if horizon == 0.0 {
-            return Some(0.0);
-        }
-        let (x, tx, t) = (o.frequency, o.recency, o.age);
-        let z = horizon / (alpha + t + horizon);
-        // c = a + b + x - 1 is negative for x = 0 when a + b < 1, and the
-        // function may then be negative: it is summed with its sign.
-        let (ln_f, sign) = hyp2f1_signed(r + x, b + x, a + b + x - 1.0, z)?;
-        let head = (a + b + x - 1.0) / (a - 1.0);
-        let tail = 1.0 - sign * ((r + x) * ((alpha + t) / (alpha + t + horizon)).ln() + ln_f).exp();
-        let denom = if x > 0.0 {
-            1.0 + (a / (b + x - 1.0)) * ((alpha + t) / (alpha + tx)).powf(r + x)
-        } else {
-            1.0
-        };
-        Some(head * tail / denom)
+        conditional_purchases(self.to_vec(), o, horizon, 0.0)
     }
 
     /// Expected purchases of a new customer in `t` periods (FHL 2005, eq. 9).

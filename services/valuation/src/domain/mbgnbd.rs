@@ -10,7 +10,7 @@
 
 use statrs::function::gamma::ln_gamma;
 
-use super::bgnbd::{ln_beta, log_add_exp, parallel_sum};
+use super::bgnbd::{conditional_purchases, ln_beta, log_add_exp, parallel_sum};
 use super::data::{Observation, RfmData};
 use super::special::hyp2f1_signed;
 
@@ -111,20 +111,7 @@ impl MbgNbd {
     /// `None` when `a = 1` (a removable singularity of the closed form) or
     /// the hypergeometric series does not converge.
     pub fn expected_purchases(&self, o: &Observation, horizon: f64) -> Option<f64> {
-        let Self { r, alpha, a, b } = *self;
-        if a == 1.0 || horizon < 0.0 {
-            return None;
-        }
-        if horizon == 0.0 {
-            return Some(0.0);
-        }
-        let (x, tx, t) = (o.frequency, o.recency, o.age);
-        let z = horizon / (alpha + t + horizon);
-        let (ln_f, sign) = hyp2f1_signed(r + x, b + x + 1.0, a + b + x, z)?;
-        let head = (a + b + x) / (a - 1.0);
-        let tail = 1.0 - sign * ((r + x) * ((alpha + t) / (alpha + t + horizon)).ln() + ln_f).exp();
-        let denom = 1.0 + (a / (b + x)) * ((alpha + t) / (alpha + tx)).powf(r + x);
-        Some(head * tail / denom)
+        conditional_purchases(self.to_vec(), o, horizon, 1.0)
     }
 
     /// Expected purchases of a new customer in `t` periods:
