@@ -397,101 +397,106 @@ pub async fn import(args: &ImportArgs) -> anyhow::Result<Totals> {
             } else {
                 CustomerKind::Person
             };
-            loop {
-                let items = next_chunk(
-                    &mut source,
-                    f.rows_per_call,
-                    &mut totals,
-                    &mut rejects,
-                    &bar,
-                    |row| {
-                        let c = rows::customer(&mapping, row, kind, &types)?;
-                        Ok(ImportCustomerItem {
-                            customer: Some(c),
-                            update_mask: None,
-                            request_id: rows::row_key("", row),
-                        })
-                    },
-                );
-                if items.is_empty() {
-                    break;
-                }
-                let n = items.len() as u64;
+            let parse = |row: &Row| {
+                let c = rows::customer(&mapping, row, kind, &types)?;
+                Ok(ImportCustomerItem {
+                    customer: Some(c),
+                    update_mask: None,
+                    request_id: rows::row_key("", row),
+                })
+            };
+            let send = |items: Vec<ImportCustomerItem>| {
+                let mut client = client.clone();
                 let messages: Vec<ImportCustomersRequest> = items
                     .chunks(PER_MESSAGE)
-                    .map(|c| ImportCustomersRequest {
-                        items: c.iter().map(|(_, _, i)| i.clone()).collect(),
-                    })
+                    .map(|c| ImportCustomersRequest { items: c.to_vec() })
                     .collect();
-                let answer = client
-                    .import_customers(futures::stream::iter(messages))
-                    .await
-                    .map_err(|e| refused("ImportCustomers", e))?
-                    .into_inner();
-                totals.created += answer.created_count;
-                totals.updated += answer.updated_count;
-                totals.unchanged += answer.unchanged_count;
-                totals.rejected += u64::try_from(answer.rejected_count).unwrap_or(0);
-                for r in &answer.rejections {
-                    let reason =
-                        rapport_proto::rapport::profile::v1::ImportRejectionReason::try_from(
-                            r.reason,
+                async move {
+                    let a = client
+                        .import_customers(futures::stream::iter(messages))
+                        .await
+                        .map_err(|e| refused("ImportCustomers", e))?
+                        .into_inner();
+                    let rejections = a.rejections.into_iter().map(|r| {
+                        let reason =
+                            rapport_proto::rapport::profile::v1::ImportRejectionReason::try_from(
+                                r.reason,
+                            )
+                            .map_or("UNSPECIFIED", |x| x.as_str_name())
+                            .trim_start_matches("IMPORT_REJECTION_REASON_");
+                        let fields = r.field_violations.into_iter();
+                        Refusal::new(
+                            r.index,
+                            reason,
+                            r.message,
+                            fields.map(|v| (v.field, v.description)),
                         )
-                        .map_or("UNSPECIFIED", |x| x.as_str_name())
-                        .trim_start_matches("IMPORT_REJECTION_REASON_");
-                    let fields = r
-                        .field_violations
-                        .iter()
-                        .map(|v| (&v.field, &v.description));
-                    rejects.refused(&items, r.index, reason, &r.message, fields);
+                    });
+                    Ok(Sent {
+                        created: a.created_count,
+                        updated: a.updated_count,
+                        unchanged: a.unchanged_count,
+                        rejected: a.rejected_count,
+                        rejections: rejections.collect(),
+                    })
                 }
-                bar.inc(n);
-            }
+            };
+            let mut upload = Upload {
+                source: &mut source,
+                totals: &mut totals,
+                rejects: &mut rejects,
+                bar: &bar,
+            };
+            upload.run(f.rows_per_call, parse, send).await?;
         }
         What::Interactions { currency, .. } => {
-            let mut client = InteractionServiceClient::with_interceptor(channel, bearer);
-            loop {
-                let items = next_chunk(
-                    &mut source,
-                    f.rows_per_call,
-                    &mut totals,
-                    &mut rejects,
-                    &bar,
-                    |row| rows::interaction(&mapping, row, currency),
-                );
-                if items.is_empty() {
-                    break;
-                }
-                let n = items.len() as u64;
+            let client = InteractionServiceClient::with_interceptor(channel, bearer);
+            let parse = |row: &Row| rows::interaction(&mapping, row, currency);
+            let send = |items: Vec<_>| {
+                let mut client = client.clone();
                 let messages: Vec<RecordInteractionsRequest> = items
                     .chunks(PER_MESSAGE)
                     .map(|c| RecordInteractionsRequest {
-                        interactions: c.iter().map(|(_, _, i)| i.clone()).collect(),
+                        interactions: c.to_vec(),
                     })
                     .collect();
-                let answer = client
-                    .record_interactions(futures::stream::iter(messages))
-                    .await
-                    .map_err(|e| refused("RecordInteractions", e))?
-                    .into_inner();
-                totals.created += answer.accepted_count;
-                totals.unchanged += answer.duplicate_count;
-                totals.rejected += u64::try_from(answer.rejected_count).unwrap_or(0);
-                for r in &answer.rejections {
-                    let reason =
-                        rapport_proto::rapport::interaction::v1::RejectionReason::try_from(
-                            r.reason,
+                async move {
+                    let a = client
+                        .record_interactions(futures::stream::iter(messages))
+                        .await
+                        .map_err(|e| refused("RecordInteractions", e))?
+                        .into_inner();
+                    let rejections = a.rejections.into_iter().map(|r| {
+                        let reason =
+                            rapport_proto::rapport::interaction::v1::RejectionReason::try_from(
+                                r.reason,
+                            )
+                            .map_or("UNSPECIFIED", |x| x.as_str_name())
+                            .trim_start_matches("REJECTION_REASON_");
+                        let fields = r.field_violations.into_iter();
+                        Refusal::new(
+                            r.index,
+                            reason,
+                            r.message,
+                            fields.map(|v| (v.field, v.description)),
                         )
-                        .map_or("UNSPECIFIED", |x| x.as_str_name())
-                        .trim_start_matches("REJECTION_REASON_");
-                    let fields = r
-                        .field_violations
-                        .iter()
-                        .map(|v| (&v.field, &v.description));
-                    rejects.refused(&items, r.index, reason, &r.message, fields);
+                    });
+                    Ok(Sent {
+                        created: a.accepted_count,
+                        updated: 0,
+                        unchanged: a.duplicate_count,
+                        rejected: a.rejected_count,
+                        rejections: rejections.collect(),
+                    })
                 }
-                bar.inc(n);
-            }
+            };
+            let mut upload = Upload {
+                source: &mut source,
+                totals: &mut totals,
+                rejects: &mut rejects,
+                bar: &bar,
+            };
+            upload.run(f.rows_per_call, parse, send).await?;
         }
     }
     bar.finish_and_clear();
@@ -505,6 +510,89 @@ pub async fn import(args: &ImportArgs) -> anyhow::Result<Totals> {
 /// Reads up to `n` rows and converts each with `convert`: the converted
 /// rows with their line and row; rows that cannot be read or converted go
 /// to the rejects file at once.
+/// What the service answered for one chunk of rows.
+struct Sent {
+    created: i64,
+    updated: i64,
+    unchanged: i64,
+    /// Items refused, as the service counts them.
+    rejected: i64,
+    rejections: Vec<Refusal>,
+}
+
+/// One item the service refused: its index in the chunk, the reason's
+/// name, the message and the field violations.
+struct Refusal {
+    index: i64,
+    reason: &'static str,
+    message: String,
+    fields: Vec<(String, String)>,
+}
+
+impl Refusal {
+    fn new(
+        index: i64,
+        reason: &'static str,
+        message: String,
+        fields: impl Iterator<Item = (String, String)>,
+    ) -> Self {
+        Self {
+            index,
+            reason,
+            message,
+            fields: fields.collect(),
+        }
+    }
+}
+
+/// Sends a file's rows in chunks, counting and writing refusals as it goes.
+struct Upload<'a> {
+    source: &'a mut Source,
+    totals: &'a mut Totals,
+    rejects: &'a mut Rejects,
+    bar: &'a ProgressBar,
+}
+
+impl Upload<'_> {
+    /// Parses up to `per_call` rows at a time into items with `parse` and
+    /// sends each chunk with `send`, until the source is exhausted.
+    async fn run<T: Clone, F>(
+        &mut self,
+        per_call: usize,
+        parse: impl Fn(&Row) -> Result<T, String>,
+        send: impl Fn(Vec<T>) -> F,
+    ) -> anyhow::Result<()>
+    where
+        F: std::future::Future<Output = anyhow::Result<Sent>>,
+    {
+        loop {
+            let items = next_chunk(
+                self.source,
+                per_call,
+                self.totals,
+                self.rejects,
+                self.bar,
+                &parse,
+            );
+            if items.is_empty() {
+                return Ok(());
+            }
+            let n = items.len() as u64;
+            let sent = send(items.iter().map(|(_, _, i)| i.clone()).collect()).await?;
+            self.totals.created += sent.created;
+            self.totals.updated += sent.updated;
+            self.totals.unchanged += sent.unchanged;
+            self.totals.rejected += u64::try_from(sent.rejected).unwrap_or(0);
+            for r in &sent.rejections {
+                let fields = r.fields.iter().map(|(f, d)| (f, d));
+                self.rejects
+                    .refused(&items, r.index, r.reason, &r.message, fields);
+            }
+            self.bar.inc(n);
+        }
+    }
+}
+
 fn next_chunk<T>(
     source: &mut Source,
     n: usize,
