@@ -4,8 +4,7 @@
 //! kit's `Consumer` stores the cursor in the same transaction, so each event
 //! is applied exactly once.
 
-use futures::future::BoxFuture;
-use rapport_kit::feed::{self, FeedHandler, NewEvent};
+use rapport_kit::feed::{self, NewEvent};
 use rapport_proto::rapport::common::v1::ChangeEvent;
 use rapport_proto::rapport::interaction::v1::ReassignReason;
 use rapport_proto::rapport::interaction::v1::interaction_event::Event as Out;
@@ -139,13 +138,4 @@ impl ProfileFollower {
     }
 }
 
-impl FeedHandler for ProfileFollower {
-    fn apply<'a>(
-        &'a self,
-        tx: &'a mut PgConnection,
-        tenant: Uuid,
-        events: &'a [ChangeEvent],
-    ) -> BoxFuture<'a, Result<(), sqlx::Error>> {
-        Box::pin(self.apply_batch(tx, tenant, events))
-    }
-}
+rapport_kit::feed_handler!(ProfileFollower => apply_batch);

@@ -17,9 +17,8 @@
 use std::str::FromStr;
 
 use chrono::{DateTime, Utc};
-use futures::future::BoxFuture;
 use rapport_kit::convert::from_timestamp;
-use rapport_kit::feed::{self, FeedHandler};
+use rapport_kit::feed;
 use rapport_proto::rapport::common::v1::{ChangeEvent, Money, RelationshipStage};
 use rapport_proto::rapport::interaction::v1::{
     self as interaction, InteractionEvent, InteractionType, ServiceRequestStatus, interaction_event,
@@ -474,16 +473,7 @@ impl ProfileFollower {
     }
 }
 
-impl FeedHandler for ProfileFollower {
-    fn apply<'a>(
-        &'a self,
-        tx: &'a mut PgConnection,
-        tenant: Uuid,
-        events: &'a [ChangeEvent],
-    ) -> BoxFuture<'a, Result<()>> {
-        Box::pin(self.apply_batch(tx, tenant, events, Utc::now()))
-    }
-}
+rapport_kit::feed_handler!(ProfileFollower => apply_batch, Utc::now());
 
 // ---------------------------------------------------------------------------
 // Interaction.
@@ -659,16 +649,7 @@ async fn flush(
     Ok(())
 }
 
-impl FeedHandler for InteractionFollower {
-    fn apply<'a>(
-        &'a self,
-        tx: &'a mut PgConnection,
-        tenant: Uuid,
-        events: &'a [ChangeEvent],
-    ) -> BoxFuture<'a, Result<()>> {
-        Box::pin(self.apply_batch(tx, tenant, events, Utc::now()))
-    }
-}
+rapport_kit::feed_handler!(InteractionFollower => apply_batch, Utc::now());
 
 // ---------------------------------------------------------------------------
 // Valuation.
@@ -742,16 +723,7 @@ impl ValuationFollower {
     }
 }
 
-impl FeedHandler for ValuationFollower {
-    fn apply<'a>(
-        &'a self,
-        tx: &'a mut PgConnection,
-        tenant: Uuid,
-        events: &'a [ChangeEvent],
-    ) -> BoxFuture<'a, Result<()>> {
-        Box::pin(self.apply_batch(tx, tenant, events, Utc::now()))
-    }
-}
+rapport_kit::feed_handler!(ValuationFollower => apply_batch, Utc::now());
 
 #[cfg(test)]
 mod tests {

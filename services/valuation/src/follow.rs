@@ -5,9 +5,8 @@
 //! derived from the customer. The kit's `Consumer` stores the cursor in the
 //! same transaction, so each event is applied exactly once.
 
-use futures::future::BoxFuture;
 use rapport_kit::convert::from_timestamp;
-use rapport_kit::feed::{self, FeedHandler};
+use rapport_kit::feed;
 use rapport_proto::rapport::common::v1::{ChangeEvent, Money};
 use rapport_proto::rapport::interaction::v1::interaction_event::Event;
 use rapport_proto::rapport::interaction::v1::{
@@ -150,16 +149,7 @@ impl InteractionFollower {
     }
 }
 
-impl FeedHandler for InteractionFollower {
-    fn apply<'a>(
-        &'a self,
-        tx: &'a mut PgConnection,
-        tenant: Uuid,
-        events: &'a [ChangeEvent],
-    ) -> BoxFuture<'a, Result<(), sqlx::Error>> {
-        Box::pin(self.apply_batch(tx, tenant, events))
-    }
-}
+rapport_kit::feed_handler!(InteractionFollower => apply_batch);
 
 #[cfg(test)]
 mod tests {

@@ -30,3 +30,12 @@ pub mod shutdown;
 pub mod telemetry;
 
 pub use error::{ApiError, Violations};
+
+/// What the kit's macros name in the crates that use them.
+#[doc(hidden)]
+pub mod __private {
+    pub use futures::future::BoxFuture;
+    pub use rapport_proto::rapport::common::v1::ChangeEvent;
+    pub use sqlx::{Error as SqlxError, PgConnection};
+    pub use uuid::Uuid;
+}

@@ -85,6 +85,30 @@ pub trait FeedHandler: Send + Sync + 'static {
     ) -> BoxFuture<'a, Result<(), sqlx::Error>>;
 }
 
+/// Implements [`FeedHandler`] for a type by calling one of its async methods
+/// with the transaction, the tenant and the events (and any further
+/// arguments given, evaluated at each batch):
+///
+/// ```ignore
+/// rapport_kit::feed_handler!(ProfileFollower => apply_batch);
+/// rapport_kit::feed_handler!(InteractionFollower => apply_batch, Utc::now());
+/// ```
+#[macro_export]
+macro_rules! feed_handler {
+    ($ty:ty => $method:ident $(, $extra:expr)* $(,)?) => {
+        impl $crate::feed::FeedHandler for $ty {
+            fn apply<'a>(
+                &'a self,
+                tx: &'a mut $crate::__private::PgConnection,
+                tenant: $crate::__private::Uuid,
+                events: &'a [$crate::__private::ChangeEvent],
+            ) -> $crate::__private::BoxFuture<'a, ::std::result::Result<(), $crate::__private::SqlxError>> {
+                ::std::boxed::Box::pin(self.$method(tx, tenant, events $(, $extra)*))
+            }
+        }
+    };
+}
+
 /// Follows one feed and applies its events exactly once (see module docs).
 pub struct Consumer {
     name: String,
