@@ -103,6 +103,45 @@ fn fit_score_and_read_values_through_the_gateway() {
         "the best customer has a CLV: {v}"
     );
 
+    // The same customer a week ago, scored with the same run's models.
+    let week_ago = support::utc_rfc3339_days_ago(7);
+    let then = call(
+        "GetCustomerValue",
+        &format!(r#"{{"customer_id": "{best}", "as_of": "{week_ago}"}}"#),
+    );
+    assert_eq!(then["value"]["scoreTime"], week_ago.as_str(), "{then}");
+    assert!(number(&then["value"]["t"]) < number(&v["t"]), "{then}");
+
+    // The README's comparison: three transaction models on a 12-week
+    // holdout, one recommended with its reason.
+    let twelve_weeks_ago = support::utc_rfc3339_days_ago(84);
+    let compared = call(
+        "CompareModels",
+        &format!(
+            r#"{{"calibration_end_time": "{twelve_weeks_ago}", "holdout_end_time": "{now}", "period_unit": "PERIOD_UNIT_WEEK"}}"#
+        ),
+    );
+    assert_eq!(
+        compared["models"].as_array().unwrap().len(),
+        3,
+        "{compared}"
+    );
+    assert!(
+        compared["recommendationReason"]
+            .as_str()
+            .unwrap()
+            .starts_with("closest conditional expectations on the holdout"),
+        "{compared}"
+    );
+    let annual = call(
+        "ScoreCustomers",
+        r#"{"annual_discount_rate": 0.12, "horizon_periods": 52}"#,
+    );
+    assert!(
+        (number(&annual["settings"]["annualDiscountRate"]) - 0.12).abs() < 1e-9,
+        "{annual}"
+    );
+
     let concentration = call("GetValueConcentration", r#"{"lorenz_intervals": 10}"#);
     assert!(
         number(&concentration["customerCount"]) >= 400.0,
@@ -126,7 +165,7 @@ fn fit_score_and_read_values_through_the_gateway() {
     for wanted in [
         "rapport_valuation_model_fit_seconds_count{kind=\"MODEL_KIND_BG_NBD\"} 1",
         "rapport_valuation_model_fit_seconds_count{kind=\"MODEL_KIND_GAMMA_GAMMA\"} 1",
-        "rapport_valuation_score_run_seconds_count 1",
+        "rapport_valuation_score_run_seconds_count 2",
     ] {
         assert!(
             metrics.contains(wanted),

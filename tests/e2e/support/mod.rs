@@ -285,6 +285,15 @@ pub fn utc_now_rfc3339() -> String {
     String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
 
+/// The instant `days` days ago, to the second, as RFC 3339 in UTC.
+pub fn utc_rfc3339_days_ago(days: u32) -> String {
+    let out = Command::new("date")
+        .args(["-u", "-d", &format!("-{days} days"), "+%Y-%m-%dT%H:%M:%SZ"])
+        .output()
+        .expect("run date");
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
 /// Where scripts/bootstrap.sh installs npm packages (buf, the gRPC-Web client).
 pub fn node_modules() -> PathBuf {
     workspace().join(".tools/npm/node_modules")
