@@ -154,7 +154,7 @@ pub fn standard_errors<F: Fn(&[f64]) -> f64>(ll: &F, params: &[f64]) -> Vec<Opti
 }
 
 /// Gauss-Jordan inversion with partial pivoting of a small square matrix.
-fn invert(mut m: Vec<Vec<f64>>) -> Option<Vec<Vec<f64>>> {
+pub(crate) fn invert(mut m: Vec<Vec<f64>>) -> Option<Vec<Vec<f64>>> {
     let n = m.len();
     let mut inv: Vec<Vec<f64>> = (0..n)
         .map(|i| (0..n).map(|j| f64::from(u8::from(i == j))).collect())

@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 
 use super::bgnbd::BgNbd;
 use super::data::{Observation, RfmData, SpendData};
+use super::exact;
 use super::fit::{FitError, maximise};
 use super::gamma_gamma::GammaGamma;
 use super::holdout::{HoldoutCase, Validation, validate};
@@ -202,7 +203,22 @@ pub fn fit(
                 _ => vec![1.0, 1.0 / rate, 1.0, st / n],
             };
             let start = best_start(&*ll, moments, 4);
-            let result = maximise(&*ll, &start, max_iterations);
+            let mut result = maximise(&*ll, &start, max_iterations);
+            // BG/NBD and MBG/NBD have exact derivatives: polish the optimum
+            // with Newton steps and take the exact observed information.
+            let shift = match kind {
+                Kind::BgNbd => Some(0),
+                Kind::MbgNbd => Some(1),
+                _ => None,
+            };
+            if let (Some(shift), Ok(f)) = (shift, result.as_mut())
+                && let [r, alpha, a, b] = f.params[..]
+                && let Some((p, d)) = exact::polish([r, alpha, a, b], &data, shift)
+            {
+                f.params = p.to_vec();
+                f.log_likelihood = d.value;
+                f.std_errors = exact::standard_errors(&d);
+            }
             let mut outcome = outcome(kind, result, &start, max_iterations, cases.len(), 0);
             if let (Some(h), true) = (
                 holdout_periods,

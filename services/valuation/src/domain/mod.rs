@@ -11,7 +11,8 @@
 //! * [`gamma_gamma`]: spend per transaction (Fader, Hardie & Lee 2005, "RFM and
 //!   CLV: Using Iso-Value Curves for Customer Base Analysis", JMR 42(4)).
 //! * [`fit`]: maximum likelihood in log-parameter space, standard errors from
-//!   the Hessian.
+//!   the Hessian; [`exact`]: the exact derivatives of the BG/NBD family, for a
+//!   Newton polish of the optimum and exact standard errors.
 //! * [`clv`]: discounted customer lifetime value.
 //! * [`special`]: the Gaussian hypergeometric function.
 //! * [`synthetic`]: customer bases drawn from the models, for benchmarks and
@@ -30,6 +31,7 @@ pub mod compare;
 pub mod concentration;
 pub mod data;
 pub mod events;
+pub mod exact;
 pub mod fit;
 pub mod fitting;
 pub mod gamma_gamma;
