@@ -16,7 +16,7 @@ use std::time::Instant;
 use rand::SeedableRng;
 use rand::rngs::StdRng;
 use rapport_valuation::domain::bgnbd::BgNbd;
-use rapport_valuation::domain::fit::maximise;
+use rapport_valuation::domain::fitting::{self, FitCase, Kind};
 use rapport_valuation::domain::gamma_gamma::GammaGamma;
 use rapport_valuation::domain::synthetic::BgNbdGenerator;
 use rapport_valuation::domain::{RfmData, SpendData};
@@ -47,6 +47,19 @@ fn main() {
         .collect();
     let generated = started.elapsed();
 
+    // What FitModel runs on the exported summaries: pooling, the search,
+    // the Newton polish and the standard errors.
+    let cases: Vec<FitCase> = customers
+        .iter()
+        .map(|c| FitCase {
+            frequency: c.observation.frequency as i64,
+            recency: c.observation.recency,
+            t: c.observation.age,
+            monetary_value: c.mean_spend.unwrap_or(0.0),
+            in_currency: true,
+            holdout_purchases: 0,
+        })
+        .collect();
     let started = Instant::now();
     let data = RfmData::new(customers.iter().map(|c| c.observation));
     let spend = SpendData::new(
@@ -58,20 +71,10 @@ fn main() {
     let pooled = started.elapsed();
 
     let started = Instant::now();
-    let bg = maximise(
-        |p| BgNbd::from_slice(p).total_ln_likelihood(&data),
-        &[1.0, 1.0, 1.0, 1.0],
-        10_000,
-    )
-    .expect("BG/NBD fit");
+    let bg = fitting::fit(Kind::BgNbd, &cases, 10_000, None, "EUR").expect("BG/NBD fit");
     let bg_time = started.elapsed();
     let started = Instant::now();
-    let gg = maximise(
-        |p| GammaGamma::from_slice(p).total_ln_likelihood(&spend),
-        &[1.0, 1.0, 1.0],
-        10_000,
-    )
-    .expect("Gamma-Gamma fit");
+    let gg = fitting::fit(Kind::GammaGamma, &cases, 10_000, None, "EUR").expect("Gamma-Gamma fit");
     let gg_time = started.elapsed();
 
     println!(
@@ -111,23 +114,10 @@ fn main() {
         (bg_time + gg_time).as_secs_f64()
     );
     println!("  parameter   truth   fitted   std.err");
-    for (i, name) in BgNbd::NAMES.iter().enumerate() {
-        let se = bg.std_errors[i].map_or("-".to_string(), |s| format!("{s:.4}"));
-        println!(
-            "  {name:<10} {:>7.3} {:>8.4} {:>9}",
-            truth.to_vec()[i],
-            bg.params[i],
-            se
-        );
-    }
-    for (i, name) in GammaGamma::NAMES.iter().enumerate() {
-        let se = gg.std_errors[i].map_or("-".to_string(), |s| format!("{s:.4}"));
-        println!(
-            "  {name:<10} {:>7.3} {:>8.4} {:>9}",
-            spend_truth.to_vec()[i],
-            gg.params[i],
-            se
-        );
+    let truths = truth.to_vec().into_iter().chain(spend_truth.to_vec());
+    for ((name, fitted, se), truth) in bg.parameters.iter().chain(&gg.parameters).zip(truths) {
+        let se = se.map_or("-".to_string(), |s| format!("{s:.4}"));
+        println!("  {name:<10} {truth:>7.3} {fitted:>8.4} {se:>9}");
     }
 
     compare_with_lifetimes(&customers, (bg_time + gg_time).as_secs_f64());

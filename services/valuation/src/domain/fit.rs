@@ -63,6 +63,18 @@ pub fn maximise<F: Fn(&[f64]) -> f64>(
     start: &[f64],
     max_iters: u64,
 ) -> Result<Fitted, FitError> {
+    maximise_to(ll, start, max_iters, 1e-12)
+}
+
+/// [`maximise`], stopping once the simplex's likelihoods agree to
+/// `precision` relative (1e-12 for a final answer; looser where exact
+/// derivatives finish the job).
+pub fn maximise_to<F: Fn(&[f64]) -> f64>(
+    ll: F,
+    start: &[f64],
+    max_iters: u64,
+    precision: f64,
+) -> Result<Fitted, FitError> {
     let mut center: Vec<f64> = start.iter().map(|p| p.ln()).collect();
     let problem = NegLogLik { ll: &ll };
     let mut best = problem
@@ -77,7 +89,7 @@ pub fn maximise<F: Fn(&[f64]) -> f64>(
         let step = if round == 0 { 0.5 } else { 0.05 };
         // Stop when the simplex's likelihoods agree to about 12 digits: an
         // absolute tolerance would sit below f64 precision for large data.
-        let tolerance = (best.abs() * 1e-12).max(1e-12);
+        let tolerance = (best.abs() * precision).max(1e-12);
         let solver = NelderMead::new(simplex(&center, step))
             .with_sd_tolerance(tolerance)
             .map_err(|e| FitError::Optimiser(e.to_string()))?;

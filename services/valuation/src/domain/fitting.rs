@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use super::bgnbd::BgNbd;
 use super::data::{Observation, RfmData, SpendData};
 use super::exact;
-use super::fit::{FitError, maximise};
+use super::fit::{FitError, Fitted, maximise, maximise_to};
 use super::gamma_gamma::GammaGamma;
 use super::holdout::{HoldoutCase, Validation, validate};
 use super::mbgnbd::MbgNbd;
@@ -153,6 +153,28 @@ fn observation(c: &FitCase) -> Observation {
     }
 }
 
+/// Newton steps from a coarse optimum of BG/NBD (`shift` 0) or MBG/NBD
+/// (`shift` 1) to the maximum, with standard errors from the exact observed
+/// information. None when Newton's method cannot finish there (the Hessian
+/// not negative definite, or the gradient not vanishing).
+fn exact_finish(coarse: &Fitted, data: &RfmData, shift: usize) -> Option<Fitted> {
+    let [r, alpha, a, b] = coarse.params[..] else {
+        return None;
+    };
+    let (p, d) = exact::polish([r, alpha, a, b], data, shift)?;
+    // At a maximum the gradient vanishes, to the sums' rounding.
+    let scale = d.value.abs().max(1.0);
+    let flat = (0..4).all(|i| (d.gradient[i] * p[i]).abs() <= 1e-6 * scale);
+    let std_errors = exact::standard_errors(&d);
+    (flat && std_errors.iter().all(Option::is_some)).then(|| Fitted {
+        params: p.to_vec(),
+        std_errors,
+        log_likelihood: d.value,
+        iterations: coarse.iterations,
+        converged: coarse.converged,
+    })
+}
+
 /// Picks whichever start has the higher likelihood: all ones, or the
 /// moment-based one.
 fn best_start(ll: &dyn Fn(&[f64]) -> f64, moments: Vec<f64>, n: usize) -> Vec<f64> {
@@ -203,22 +225,25 @@ pub fn fit(
                 _ => vec![1.0, 1.0 / rate, 1.0, st / n],
             };
             let start = best_start(&*ll, moments, 4);
-            let mut result = maximise(&*ll, &start, max_iterations);
-            // BG/NBD and MBG/NBD have exact derivatives: polish the optimum
-            // with Newton steps and take the exact observed information.
+            // BG/NBD and MBG/NBD have exact derivatives: a coarse search,
+            // then Newton steps to the optimum and the exact observed
+            // information (the full search from the start where Newton
+            // cannot finish, e.g. when a parameter runs off to infinity).
             let shift = match kind {
                 Kind::BgNbd => Some(0),
                 Kind::MbgNbd => Some(1),
                 _ => None,
             };
-            if let (Some(shift), Ok(f)) = (shift, result.as_mut())
-                && let [r, alpha, a, b] = f.params[..]
-                && let Some((p, d)) = exact::polish([r, alpha, a, b], &data, shift)
-            {
-                f.params = p.to_vec();
-                f.log_likelihood = d.value;
-                f.std_errors = exact::standard_errors(&d);
-            }
+            let result = match shift {
+                None => maximise(&*ll, &start, max_iterations),
+                Some(shift) => match maximise_to(&*ll, &start, max_iterations, 1e-8) {
+                    Ok(coarse) => match exact_finish(&coarse, &data, shift) {
+                        Some(f) => Ok(f),
+                        None => maximise(&*ll, &start, max_iterations),
+                    },
+                    Err(e) => Err(e),
+                },
+            };
             let mut outcome = outcome(kind, result, &start, max_iterations, cases.len(), 0);
             if let (Some(h), true) = (
                 holdout_periods,
