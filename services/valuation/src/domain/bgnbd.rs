@@ -11,7 +11,7 @@ use super::special::hyp2f1_signed;
 
 /// ln B(a, b), NaN outside a, b > 0 (an optimiser may step there: the
 /// likelihood is then not a number and the step is refused, never a panic).
-pub(crate) fn ln_beta(a: f64, b: f64) -> f64 {
+fn ln_beta(a: f64, b: f64) -> f64 {
     checked_ln_beta(a, b).unwrap_or(f64::NAN)
 }
 
@@ -54,7 +54,7 @@ where
     })
 }
 
-pub(crate) fn log_add_exp(x: f64, y: f64) -> f64 {
+fn log_add_exp(x: f64, y: f64) -> f64 {
     let m = x.max(y);
     if m == f64::NEG_INFINITY {
         return m;
@@ -101,6 +101,77 @@ pub(crate) fn conditional_purchases(
     Some(head * tail / denom)
 }
 
+/// The terms of a history's log-likelihood that depend on its frequency x
+/// alone, for BG/NBD (`shift` 0) and MBG/NBD (`shift` 1, where a customer
+/// may also drop out at the first purchase): the sum
+/// ln Γ(r+x) − ln Γ(r) + r ln α + ln B(a, b+x+s) − ln B(a, b), and
+/// ln(a / (b+x−1+s)) where the customer can have dropped out (after a
+/// purchase the model counts).
+fn frequency_terms([r, alpha, a, b]: [f64; 4], x: f64, shift: f64) -> (f64, Option<f64>) {
+    let base = r * alpha.ln() - ln_beta(a, b);
+    let common = ln_gamma(r + x) - ln_gamma(r) + ln_beta(a, b + x + shift) + base;
+    let drop = (x > 0.0 || shift > 0.0).then(|| (a / (b + x - 1.0 + shift)).ln());
+    (common, drop)
+}
+
+/// One history's log-likelihood given its frequency terms: alive at T, or
+/// dropped out at the last purchase.
+fn history_ln_likelihood(
+    (common, drop): (f64, Option<f64>),
+    r: f64,
+    alpha: f64,
+    o: &Observation,
+) -> f64 {
+    let rx = r + o.frequency;
+    let alive = -rx * (alpha + o.age).ln();
+    match drop {
+        Some(d) => common + log_add_exp(alive, d - rx * (alpha + o.recency).ln()),
+        None => common + alive,
+    }
+}
+
+/// One customer's log-likelihood under BG/NBD (`shift` 0, FHL 2005 eq. 6)
+/// or MBG/NBD (`shift` 1, Batislam et al. 2007 eq. 4).
+pub(crate) fn family_ln_likelihood(p: [f64; 4], o: &Observation, shift: f64) -> f64 {
+    history_ln_likelihood(frequency_terms(p, o.frequency, shift), p[0], p[1], o)
+}
+
+/// The total log-likelihood of `data` (weighted by identical customers)
+/// under BG/NBD (`shift` 0) or MBG/NBD (`shift` 1), the frequency terms
+/// computed once per distinct frequency and large data sets summed on
+/// every available core.
+pub(crate) fn family_total_ln_likelihood(p: [f64; 4], data: &RfmData, shift: f64) -> f64 {
+    let max_x = data
+        .rows
+        .iter()
+        .map(|o| o.frequency as usize)
+        .max()
+        .unwrap_or(0);
+    let terms: Vec<(f64, Option<f64>)> = (0..=max_x)
+        .map(|x| frequency_terms(p, x as f64, shift))
+        .collect();
+    let chunk = |rows: &[Observation], weights: &[f64]| -> f64 {
+        rows.iter()
+            .zip(weights)
+            .map(|(o, w)| w * history_ln_likelihood(terms[o.frequency as usize], p[0], p[1], o))
+            .sum()
+    };
+    parallel_sum(&data.rows, &data.weights, chunk)
+}
+
+/// P(alive) at the end of the observation under BG/NBD (`shift` 0, FHL
+/// 2005 eq. 11: 1 without repeat purchases) or MBG/NBD (`shift` 1):
+/// 1 / (1 + a/(b+x−1+s) · ((α+T)/(α+tₓ))^(r+x)).
+pub(crate) fn family_p_alive([r, alpha, a, b]: [f64; 4], o: &Observation, shift: f64) -> f64 {
+    let x = o.frequency;
+    if x == 0.0 && shift == 0.0 {
+        return 1.0;
+    }
+    let ln_ratio =
+        (a / (b + x - 1.0 + shift)).ln() + (r + x) * ((alpha + o.age) / (alpha + o.recency)).ln();
+    1.0 / (1.0 + ln_ratio.exp())
+}
+
 impl BgNbd {
     /// Parameter names, in [`BgNbd::to_vec`] order.
     pub const NAMES: [&'static str; 4] = ["r", "alpha", "a", "b"];
@@ -122,17 +193,7 @@ impl BgNbd {
 
     /// Log-likelihood of one customer's history (FHL 2005, eq. 6).
     pub fn ln_likelihood(&self, o: &Observation) -> f64 {
-        let Self { r, alpha, a, b } = *self;
-        let (x, tx, t) = (o.frequency, o.recency, o.age);
-        let common =
-            ln_gamma(r + x) - ln_gamma(r) + r * alpha.ln() + ln_beta(a, b + x) - ln_beta(a, b);
-        let alive = -(r + x) * (alpha + t).ln();
-        if x > 0.0 {
-            let dropped = (a / (b + x - 1.0)).ln() - (r + x) * (alpha + tx).ln();
-            common + log_add_exp(alive, dropped)
-        } else {
-            common + alive
-        }
+        family_ln_likelihood(self.params(), o, 0.0)
     }
 
     /// Total log-likelihood of the data (weighted by identical customers).
@@ -141,61 +202,17 @@ impl BgNbd {
     /// functions) are computed once per distinct frequency, and large data
     /// sets are summed on every available core.
     pub fn total_ln_likelihood(&self, data: &RfmData) -> f64 {
-        let Self { r, alpha, a, b } = *self;
-        let max_x = data
-            .rows
-            .iter()
-            .map(|o| o.frequency as usize)
-            .max()
-            .unwrap_or(0);
-        // common[x] = ln Γ(r+x) − ln Γ(r) + r ln α + ln B(a, b+x) − ln B(a, b)
-        // drop[x]  = ln(a / (b + x − 1)) for x > 0.
-        let base = r * alpha.ln() - ln_beta(a, b);
-        let common: Vec<f64> = (0..=max_x)
-            .map(|x| {
-                let x = x as f64;
-                ln_gamma(r + x) - ln_gamma(r) + ln_beta(a, b + x) + base
-            })
-            .collect();
-        let drop: Vec<f64> = (0..=max_x)
-            .map(|x| {
-                if x == 0 {
-                    0.0
-                } else {
-                    (a / (b + x as f64 - 1.0)).ln()
-                }
-            })
-            .collect();
-        let chunk = |rows: &[Observation], weights: &[f64]| -> f64 {
-            rows.iter()
-                .zip(weights)
-                .map(|(o, w)| {
-                    let xi = o.frequency as usize;
-                    let rx = r + o.frequency;
-                    let alive = -rx * (alpha + o.age).ln();
-                    let l = if xi > 0 {
-                        log_add_exp(alive, drop[xi] - rx * (alpha + o.recency).ln())
-                    } else {
-                        alive
-                    };
-                    w * (common[xi] + l)
-                })
-                .sum()
-        };
-        parallel_sum(&data.rows, &data.weights, chunk)
+        family_total_ln_likelihood(self.params(), data, 0.0)
     }
 
     /// Probability that the customer is still alive at the end of calibration
     /// (FHL 2005, eq. 11; 1 for customers without repeat purchases).
     pub fn p_alive(&self, o: &Observation) -> f64 {
-        if o.frequency == 0.0 {
-            return 1.0;
-        }
-        let Self { r, alpha, a, b } = *self;
-        let x = o.frequency;
-        let ln_ratio =
-            (a / (b + x - 1.0)).ln() + (r + x) * ((alpha + o.age) / (alpha + o.recency)).ln();
-        1.0 / (1.0 + ln_ratio.exp())
+        family_p_alive(self.params(), o, 0.0)
+    }
+
+    fn params(self) -> [f64; 4] {
+        [self.r, self.alpha, self.a, self.b]
     }
 
     /// Expected purchases in the next `horizon` periods, given the history

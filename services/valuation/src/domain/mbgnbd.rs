@@ -8,9 +8,9 @@
 //! with rate λ ~ Gamma(r, α); at each purchase, the first included, the
 //! customer drops out with probability p ~ Beta(a, b).
 
-use statrs::function::gamma::ln_gamma;
-
-use super::bgnbd::{conditional_purchases, ln_beta, log_add_exp, parallel_sum};
+use super::bgnbd::{
+    conditional_purchases, family_ln_likelihood, family_p_alive, family_total_ln_likelihood,
+};
 use super::data::{Observation, RfmData};
 use super::special::hyp2f1_signed;
 
@@ -46,62 +46,27 @@ impl MbgNbd {
         vec![self.r, self.alpha, self.a, self.b]
     }
 
-    /// The terms of one history's log-likelihood that depend on the
-    /// frequency alone: ln Γ(r+x) − ln Γ(r) + r ln α + ln B(a, b+x+1) − ln B(a, b),
-    /// and ln(a / (b+x)).
-    fn frequency_terms(&self, x: f64) -> (f64, f64) {
-        let Self { r, alpha, a, b } = *self;
-        let common = ln_gamma(r + x) - ln_gamma(r) + r * alpha.ln() + ln_beta(a, b + x + 1.0)
-            - ln_beta(a, b);
-        (common, (a / (b + x)).ln())
-    }
-
     /// Log-likelihood of one customer's history (Batislam et al. 2007, eq. 4):
     /// alive at T, or dropped at the last purchase (the first one when x = 0).
     pub fn ln_likelihood(&self, o: &Observation) -> f64 {
-        let (common, drop) = self.frequency_terms(o.frequency);
-        let rx = self.r + o.frequency;
-        let alive = -rx * (self.alpha + o.age).ln();
-        let dropped = drop - rx * (self.alpha + o.recency).ln();
-        common + log_add_exp(alive, dropped)
+        family_ln_likelihood(self.params(), o, 1.0)
     }
 
     /// Total log-likelihood of the data (weighted by identical customers),
     /// with the frequency terms computed once per distinct frequency.
     pub fn total_ln_likelihood(&self, data: &RfmData) -> f64 {
-        let max_x = data
-            .rows
-            .iter()
-            .map(|o| o.frequency as usize)
-            .max()
-            .unwrap_or(0);
-        let terms: Vec<(f64, f64)> = (0..=max_x)
-            .map(|x| self.frequency_terms(x as f64))
-            .collect();
-        let (r, alpha) = (self.r, self.alpha);
-        let chunk = |rows: &[Observation], weights: &[f64]| -> f64 {
-            rows.iter()
-                .zip(weights)
-                .map(|(o, w)| {
-                    let (common, drop) = terms[o.frequency as usize];
-                    let rx = r + o.frequency;
-                    let alive = -rx * (alpha + o.age).ln();
-                    let dropped = drop - rx * (alpha + o.recency).ln();
-                    w * (common + log_add_exp(alive, dropped))
-                })
-                .sum()
-        };
-        parallel_sum(&data.rows, &data.weights, chunk)
+        family_total_ln_likelihood(self.params(), data, 1.0)
     }
 
     /// Probability that the customer is still alive at the end of the
     /// observation: 1 / (1 + a/(b+x) · ((α+T)/(α+t_x))^(r+x)). Below 1 for
     /// every customer, those without repeat purchases included.
     pub fn p_alive(&self, o: &Observation) -> f64 {
-        let Self { r, alpha, a, b } = *self;
-        let x = o.frequency;
-        let ln_ratio = (a / (b + x)).ln() + (r + x) * ((alpha + o.age) / (alpha + o.recency)).ln();
-        1.0 / (1.0 + ln_ratio.exp())
+        family_p_alive(self.params(), o, 1.0)
+    }
+
+    fn params(self) -> [f64; 4] {
+        [self.r, self.alpha, self.a, self.b]
     }
 
     /// Expected purchases in the next `horizon` periods, given the history
