@@ -138,10 +138,53 @@ async fn earlier(
     })
 }
 
+/// Stores an answer over an id whose last use is more than 24 hours old
+/// (the end of an `INSERT INTO request_ids AS k ...`).
+macro_rules! take_over_stale {
+    () => {
+        " ON CONFLICT (tenant_id, scope, request_id) DO UPDATE
+             SET fingerprint = EXCLUDED.fingerprint, result = EXCLUDED.result, result_id = NULL,
+                 subject_ids = EXCLUDED.subject_ids, create_time = now()
+             WHERE k.create_time <= now() - interval '24 hours'
+         RETURNING 1"
+    };
+}
+
+/// Takes `request_id` in `scope` for a request with `fingerprint`, with its
+/// answer when it is known, in the caller's transaction: a use older than
+/// 24 hours is taken over, and a concurrent request holding the id makes
+/// this one wait until it ends.
+async fn take(
+    conn: &mut PgConnection,
+    tenant: Uuid,
+    scope: &str,
+    (request_id, fingerprint): (&str, &str),
+    result: Option<&Value>,
+    subjects: &[Uuid],
+) -> sqlx::Result<Claim> {
+    let claimed: Option<i32> = sqlx::query_scalar(concat!(
+        "INSERT INTO request_ids AS k (tenant_id, scope, request_id, fingerprint, result, subject_ids)
+         VALUES ($1, $2, $3, $4, $5, $6)",
+        take_over_stale!()
+    ))
+    .bind(tenant)
+    .bind(scope)
+    .bind(request_id)
+    .bind(fingerprint)
+    .bind(result)
+    .bind(subjects)
+    .fetch_optional(&mut *conn)
+    .await?;
+    if claimed.is_some() {
+        return Ok(Claim::First);
+    }
+    earlier(conn, tenant, scope, request_id, fingerprint).await
+}
+
 /// Claims `request_id` in `scope` for a request with `fingerprint`, in the
 /// caller's transaction, before the work: a concurrent request with the same
 /// id waits until this transaction ends. A use older than 24 hours is
-/// released first.
+/// taken over.
 pub async fn claim(
     conn: &mut PgConnection,
     tenant: Uuid,
@@ -149,29 +192,7 @@ pub async fn claim(
     request_id: &str,
     fingerprint: &str,
 ) -> sqlx::Result<Claim> {
-    sqlx::query(
-        "DELETE FROM request_ids WHERE tenant_id = $1 AND scope = $2 AND request_id = $3
-           AND create_time <= now() - interval '24 hours'",
-    )
-    .bind(tenant)
-    .bind(scope)
-    .bind(request_id)
-    .execute(&mut *conn)
-    .await?;
-    let inserted: Option<i32> = sqlx::query_scalar(
-        "INSERT INTO request_ids (tenant_id, scope, request_id, fingerprint)
-         VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING RETURNING 1",
-    )
-    .bind(tenant)
-    .bind(scope)
-    .bind(request_id)
-    .bind(fingerprint)
-    .fetch_optional(&mut *conn)
-    .await?;
-    if inserted.is_some() {
-        return Ok(Claim::First);
-    }
-    earlier(conn, tenant, scope, request_id, fingerprint).await
+    take(conn, tenant, scope, (request_id, fingerprint), None, &[]).await
 }
 
 /// Stores the answer of the request that [`claim`]ed `request_id`, with
@@ -198,18 +219,6 @@ pub async fn answer(
     Ok(())
 }
 
-/// Stores an answer over an id whose last use is more than 24 hours old
-/// (the end of an `INSERT INTO request_ids AS k ...`).
-macro_rules! take_over_stale {
-    () => {
-        " ON CONFLICT (tenant_id, scope, request_id) DO UPDATE
-             SET fingerprint = EXCLUDED.fingerprint, result = EXCLUDED.result, result_id = NULL,
-                 subject_ids = EXCLUDED.subject_ids, create_time = now()
-             WHERE k.create_time <= now() - interval '24 hours'
-         RETURNING 1"
-    };
-}
-
 /// [`claim`] and [`answer`] in one statement, for a request whose answer is
 /// known before it is applied. A concurrent first request holding the id
 /// makes this one wait until it ends.
@@ -217,27 +226,11 @@ pub async fn claim_answered(
     conn: &mut PgConnection,
     tenant: Uuid,
     scope: &str,
-    (request_id, fingerprint): (&str, &str),
+    id: (&str, &str),
     result: &Value,
     subjects: &[Uuid],
 ) -> sqlx::Result<Claim> {
-    let claimed: Option<i32> = sqlx::query_scalar(concat!(
-        "INSERT INTO request_ids AS k (tenant_id, scope, request_id, fingerprint, result, subject_ids)
-         VALUES ($1, $2, $3, $4, $5, $6)",
-        take_over_stale!()
-    ))
-    .bind(tenant)
-    .bind(scope)
-    .bind(request_id)
-    .bind(fingerprint)
-    .bind(result)
-    .bind(subjects)
-    .fetch_optional(&mut *conn)
-    .await?;
-    if claimed.is_some() {
-        return Ok(Claim::First);
-    }
-    earlier(conn, tenant, scope, request_id, fingerprint).await
+    take(conn, tenant, scope, id, Some(result), subjects).await
 }
 
 /// The stored answers of the ids among `request_ids` used in the last 24

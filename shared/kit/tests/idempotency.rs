@@ -130,6 +130,11 @@ async fn a_day_old_id_is_taken_over_by_a_new_request() {
             .await
             .unwrap()
     );
+    // A claim before the work takes over a day-old answer too.
+    let again = idempotency::claim(&mut conn, tenant, "Create", "r-3", "fp-c").await;
+    assert_eq!(again.unwrap(), Claim::First);
+    let pending = idempotency::claim(&mut conn, tenant, "Create", "r-3", "fp-c").await;
+    assert_eq!(pending.unwrap(), Claim::Pending);
 }
 
 #[tokio::test]
