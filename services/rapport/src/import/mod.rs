@@ -422,14 +422,15 @@ pub async fn import(args: &ImportArgs) -> anyhow::Result<Totals> {
                             rapport_proto::rapport::profile::v1::ImportRejectionReason::try_from(
                                 r.reason,
                             )
-                            .map_or("UNSPECIFIED", |x| x.as_str_name())
-                            .trim_start_matches("IMPORT_REJECTION_REASON_");
-                        let fields = r.field_violations.into_iter();
+                            .ok()
+                            .map(|x| x.as_str_name());
                         Refusal::new(
                             r.index,
-                            reason,
+                            (reason, "IMPORT_REJECTION_REASON_"),
                             r.message,
-                            fields.map(|v| (v.field, v.description)),
+                            r.field_violations
+                                .into_iter()
+                                .map(|v| (v.field, v.description)),
                         )
                     });
                     Ok(Sent {
@@ -471,14 +472,15 @@ pub async fn import(args: &ImportArgs) -> anyhow::Result<Totals> {
                             rapport_proto::rapport::interaction::v1::RejectionReason::try_from(
                                 r.reason,
                             )
-                            .map_or("UNSPECIFIED", |x| x.as_str_name())
-                            .trim_start_matches("REJECTION_REASON_");
-                        let fields = r.field_violations.into_iter();
+                            .ok()
+                            .map(|x| x.as_str_name());
                         Refusal::new(
                             r.index,
-                            reason,
+                            (reason, "REJECTION_REASON_"),
                             r.message,
-                            fields.map(|v| (v.field, v.description)),
+                            r.field_violations
+                                .into_iter()
+                                .map(|v| (v.field, v.description)),
                         )
                     });
                     Ok(Sent {
@@ -530,15 +532,17 @@ struct Refusal {
 }
 
 impl Refusal {
+    /// `reason` is the enum value's name (None for a number this client does
+    /// not know) and the prefix to drop from it.
     fn new(
         index: i64,
-        reason: &'static str,
+        (reason, prefix): (Option<&'static str>, &str),
         message: String,
         fields: impl Iterator<Item = (String, String)>,
     ) -> Self {
         Self {
             index,
-            reason,
+            reason: reason.map_or("UNSPECIFIED", |r| r.trim_start_matches(prefix)),
             message,
             fields: fields.collect(),
         }
