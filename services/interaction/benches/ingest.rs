@@ -180,6 +180,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                     holdout_end_time: None,
                     currency_code: "EUR".into(),
                     restriction: None,
+                    with_opportunities: false,
                 },
             ))
             .await?

@@ -8,8 +8,8 @@ use futures::StreamExt;
 use rapport_proto::rapport::common::v1::PeriodUnit;
 use rapport_proto::rapport::interaction::v1::{
     AcquisitionCohort, CustomerIdList, ExportSummariesRequest, GetCustomerSummaryRequest,
-    Interaction, InteractionType, PurchaseHistorySummary, ServiceRequestStatus, Survey,
-    export_summaries_request,
+    Interaction, InteractionType, OpportunityHistory, PurchaseHistorySummary, ServiceRequestStatus,
+    Survey, export_summaries_request,
 };
 use tonic::Code;
 use uuid::Uuid;
@@ -251,6 +251,7 @@ fn request(unit: PeriodUnit) -> ExportSummariesRequest {
         holdout_end_time: Some(ts(at(2025, 3, 1, 0))),
         currency_code: String::new(),
         restriction: None,
+        with_opportunities: false,
     }
 }
 
@@ -301,6 +302,46 @@ async fn export_summaries_by_hand() {
     assert_eq!(b.historical_value, Some(money("EUR", 17, 0)));
     assert_eq!(b.holdout_purchases, 1);
     assert!(close(b.holdout_value, 9.0));
+
+    assert_eq!(a.opportunities, None);
+
+    // In ISO weeks as opportunities. The calibration end (Saturday 1
+    // February) falls in the week of 27 January, so A's opportunities are
+    // the three weeks after that of 1 January, up to 26 January: a purchase
+    // in the second (15 January). The holdout's whole weeks run from 3 to
+    // 23 February: one of them (10 February) has A's USD purchase.
+    let mut weekly = request(PeriodUnit::Week);
+    weekly.with_opportunities = true;
+    let weekly = export(&s, h.tenant, weekly).await.unwrap();
+    let of = |id: Uuid| {
+        weekly
+            .iter()
+            .find(|x| x.customer_id == id.to_string())
+            .and_then(|x| x.opportunities)
+            .unwrap()
+    };
+    assert_eq!(
+        of(h.a),
+        OpportunityHistory {
+            opportunities: 3,
+            frequency: 1,
+            recency: 2,
+            renewals: 0,
+            holdout_opportunities: 3,
+            holdout_frequency: 1,
+        }
+    );
+    // B bought on 31 December and 1 January (the same ISO week), then on
+    // 5 February (holdout).
+    assert_eq!(
+        of(h.b),
+        OpportunityHistory {
+            opportunities: 3,
+            holdout_opportunities: 3,
+            holdout_frequency: 1,
+            ..Default::default()
+        }
+    );
 
     // In days, without holdout.
     let mut by_day = request(PeriodUnit::Day);
@@ -365,6 +406,7 @@ async fn export_summaries_by_hand() {
                 customer_ids: vec!["x".into()],
             },
         )),
+        with_opportunities: true,
     };
     let err = export(&s, h.tenant, bad).await.unwrap_err();
     assert_eq!(

@@ -58,6 +58,8 @@ fn main() {
             monetary_value: c.mean_spend.unwrap_or(0.0),
             in_currency: true,
             holdout_purchases: 0,
+            opportunities: None,
+            holdout_opportunities: (0, 0),
         })
         .collect();
     let started = Instant::now();

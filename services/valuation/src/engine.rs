@@ -21,6 +21,7 @@ use rust_decimal::Decimal;
 use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
 
+use crate::domain::discrete::Opportunities;
 use crate::domain::events::{self, ValueChange};
 use crate::domain::fitting::Kind;
 use crate::domain::gamma_gamma::GammaGamma;
@@ -97,14 +98,17 @@ pub async fn active_models(
             })?,
         None => {
             let mut found = None;
-            for k in [Kind::BgNbd, Kind::ParetoNbd, Kind::MbgNbd] {
+            for k in Kind::TRANSACTION {
                 found = store::active_model(conn, tenant, k.to_proto() as i16).await?;
                 if found.is_some() {
                     break;
                 }
             }
             found.ok_or_else(|| {
-                ApiError::FailedPrecondition("no active BG/NBD, Pareto/NBD or MBG/NBD model".into())
+                ApiError::FailedPrecondition(
+                    "no active transaction model (BG/NBD, Pareto/NBD, MBG/NBD, BG/BB or sBG)"
+                        .into(),
+                )
             })?
         }
     };
@@ -136,6 +140,12 @@ fn models_of(transaction: &store::ModelRow, spend: &store::ModelRow) -> Result<M
     })
 }
 
+/// A summary's history in opportunities, when it carries a consistent one.
+pub fn opportunities(s: &PurchaseHistorySummary) -> Option<Opportunities> {
+    let o = s.opportunities.as_ref()?;
+    Opportunities::new(o.opportunities, o.frequency, o.recency, o.renewals)
+}
+
 /// What scoring one customer needs from its summary.
 fn input(s: &PurchaseHistorySummary) -> Option<(Uuid, Input)> {
     let id = Uuid::parse_str(&s.customer_id).ok()?;
@@ -155,6 +165,7 @@ fn input(s: &PurchaseHistorySummary) -> Option<(Uuid, Input)> {
             },
             historical_value: amount(&s.historical_value),
             historical_margin: amount(&s.historical_margin),
+            opportunities: opportunities(s).unwrap_or_default(),
         },
     ))
 }
@@ -176,13 +187,16 @@ fn compute(
     let inputs: Vec<(Uuid, Input)> = summaries.iter().filter_map(input).collect();
     let key = |i: &Input| {
         let o = i.observation();
-        (o.frequency.to_bits(), o.recency.to_bits(), o.age.to_bits())
+        (
+            (o.frequency.to_bits(), o.recency.to_bits(), o.age.to_bits()),
+            i.opportunities,
+        )
     };
-    let mut index: HashMap<(u64, u64, u64), usize> = HashMap::new();
+    let mut index: HashMap<((u64, u64, u64), Opportunities), usize> = HashMap::new();
     let mut distinct = Vec::new();
     for (_, i) in &inputs {
         index.entry(key(i)).or_insert_with(|| {
-            distinct.push(i.observation());
+            distinct.push(i.history());
             distinct.len() - 1
         });
     }
@@ -350,6 +364,7 @@ fn export_request(
         period_unit: models.unit.to_proto(),
         holdout_end_time: None,
         currency_code: models.currency.clone(),
+        with_opportunities: models.transaction.discrete(),
         restriction: customers.map(|ids| {
             export_summaries_request::Restriction::CustomerIds(CustomerIdList {
                 customer_ids: ids.iter().map(Uuid::to_string).collect(),

@@ -347,6 +347,8 @@ fn bgnbd_standard_errors_match_a_high_precision_reference() {
                 monetary_value: 0.0,
                 in_currency: false,
                 holdout_purchases: 0,
+                opportunities: None,
+                holdout_opportunities: (0, 0),
             }
         })
         .collect();

@@ -274,7 +274,7 @@ async fn bad_requests_are_refused_with_every_violation_and_nothing_written() {
         .refused(Code::FailedPrecondition);
     assert_eq!(
         err.message(),
-        "no active BG/NBD, Pareto/NBD or MBG/NBD model"
+        "no active transaction model (BG/NBD, Pareto/NBD, MBG/NBD, BG/BB or sBG)"
     );
     let err = v
         .score_customers(req(

@@ -12,6 +12,7 @@
 //! * [`context`]: tenant and principal of a call, the internal credential.
 
 pub mod budget;
+pub mod calendar;
 pub mod config;
 pub mod context;
 pub mod convert;

@@ -30,7 +30,7 @@ use tonic::{Request, Response, Status, Streaming};
 use tracing::Instrument;
 use uuid::Uuid;
 
-use crate::domain::btyd::{Purchase, group_days, purchase_history, unit_days};
+use crate::domain::btyd::{Purchase, Windows, group_days, purchase_history, unit_days};
 use crate::domain::campaign::{self, check_mask, validate_new};
 use crate::domain::money::is_currency;
 use crate::domain::summary::customer_summary;
@@ -634,11 +634,12 @@ impl InteractionService for InteractionApi {
                 }
             },
         };
-        let unit = PeriodUnit::try_from(r.period_unit).ok().and_then(unit_days);
+        let period_unit = PeriodUnit::try_from(r.period_unit).unwrap_or_default();
+        let unit = unit_days(period_unit);
         v.check(
             unit.is_none(),
             "period_unit",
-            "required: DAY, WEEK or MONTH",
+            "required: DAY, WEEK, MONTH or YEAR",
         );
         let holdout_end = r.holdout_end_time.as_ref().and_then(|t| {
             let h = from_timestamp(t);
@@ -746,7 +747,16 @@ impl InteractionService for InteractionApi {
         let shutdown = self.shutdown.clone();
         tokio::spawn(
             async move {
-                let result = export(pool, query, cohort, unit, tx.clone(), shutdown).await;
+                let opportunities = r.with_opportunities.then_some(period_unit);
+                let result = export(
+                    pool,
+                    query,
+                    cohort,
+                    (unit, opportunities),
+                    tx.clone(),
+                    shutdown,
+                )
+                .await;
                 if let Err(e) = result {
                     let _ = tx.send(Err(e.into())).await;
                 }
@@ -792,7 +802,7 @@ async fn export(
     pool: PgPool,
     query: ExportQuery,
     cohort: Cohort,
-    unit: f64,
+    (unit, opportunities): (f64, Option<PeriodUnit>),
     out: mpsc::Sender<Result<pb::ExportSummariesResponse, Status>>,
     shutdown: Shutdown,
 ) -> Result<(), ApiError> {
@@ -804,14 +814,15 @@ async fn export(
     let mut batch = Vec::with_capacity(1000);
     let mut current: Option<Uuid> = None;
     let mut purchases: Vec<Purchase> = Vec::new();
+    let windows = Windows {
+        calibration_end: query.calibration_end,
+        holdout_end: query.holdout_end,
+        currency: &query.currency,
+        opportunities,
+    };
     let summarise = |customer: Uuid, purchases: &[Purchase], batch: &mut Vec<_>| {
-        if let Some(days) = group_days(
-            customer,
-            purchases,
-            query.calibration_end,
-            query.holdout_end,
-            &query.currency,
-        ) && cohort.admits(days.first_time)
+        if let Some(days) = group_days(customer, purchases, &windows)
+            && cohort.admits(days.first_time)
         {
             batch.push(purchase_history(
                 &days,

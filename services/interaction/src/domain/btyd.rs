@@ -8,21 +8,81 @@
 use std::collections::BTreeMap;
 
 use chrono::{DateTime, NaiveDate, Utc};
+use rapport_kit::calendar::{period_index, starts_period};
 use rapport_kit::convert::timestamp;
 use rapport_proto::rapport::common::v1::PeriodUnit;
-use rapport_proto::rapport::interaction::v1::PurchaseHistorySummary;
+use rapport_proto::rapport::interaction::v1::{OpportunityHistory, PurchaseHistorySummary};
 use uuid::Uuid;
 
 use super::money::{nanos_to_money, nanos_to_units_f64};
 use super::summary::days_between;
 
-/// Days in one period unit: 1, 7 or 30.4375. None for UNSPECIFIED.
+/// Days in one period unit: 1, 7, 30.4375 or 365.25. None for UNSPECIFIED.
 pub fn unit_days(unit: PeriodUnit) -> Option<f64> {
     match unit {
         PeriodUnit::Day => Some(1.0),
         PeriodUnit::Week => Some(7.0),
         PeriodUnit::Month => Some(365.25 / 12.0),
+        PeriodUnit::Year => Some(365.25),
         PeriodUnit::Unspecified => None,
+    }
+}
+
+/// A history counted in opportunities (see `OpportunityHistory`): the
+/// calibration purchase days `calibration` (ascending, the first purchase
+/// first), the holdout purchase days `holdout` (ascending), the calibration
+/// end and the optional holdout end.
+pub fn opportunity_history(
+    unit: PeriodUnit,
+    calibration: impl IntoIterator<Item = NaiveDate>,
+    holdout: impl IntoIterator<Item = NaiveDate>,
+    calibration_end: DateTime<Utc>,
+    holdout_end: Option<DateTime<Utc>>,
+) -> OpportunityHistory {
+    let mut days = calibration.into_iter();
+    let Some(first) = days.next() else {
+        return OpportunityHistory::default();
+    };
+    let first = period_index(unit, first);
+    let end = period_index(unit, calibration_end.date_naive());
+    // Opportunities 1..=n: the periods after the first purchase's that have
+    // ended by the calibration end.
+    let n = (end - 1 - first).max(0);
+    let (mut x, mut last, mut renewals) = (0, 0, 0);
+    for k in days.map(|d| period_index(unit, d) - first) {
+        if k < 1 || k > n || k == last {
+            continue;
+        }
+        x += 1;
+        last = k;
+        if k == renewals + 1 {
+            renewals = k;
+        }
+    }
+    let (mut holdout_opportunities, mut holdout_frequency) = (0, 0);
+    if let Some(h) = holdout_end {
+        let start = if starts_period(unit, calibration_end) {
+            end
+        } else {
+            end + 1
+        };
+        let stop = period_index(unit, h.date_naive()) - 1;
+        holdout_opportunities = (stop - start + 1).max(0);
+        let mut seen = None;
+        for k in holdout.into_iter().map(|d| period_index(unit, d)) {
+            if (start..=stop).contains(&k) && seen != Some(k) {
+                holdout_frequency += 1;
+                seen = Some(k);
+            }
+        }
+    }
+    OpportunityHistory {
+        opportunities: n,
+        frequency: x,
+        recency: last,
+        renewals,
+        holdout_opportunities,
+        holdout_frequency,
     }
 }
 
@@ -49,6 +109,8 @@ pub struct PurchaseDays {
     pub holdout_days: i64,
     /// Holdout purchases in the export currency, nanos.
     pub holdout_value: i128,
+    /// The history in opportunities, when the export asked for it.
+    pub opportunities: Option<OpportunityHistory>,
 }
 
 /// The summary of one customer for calibration end `calibration_end`, unit
@@ -85,6 +147,7 @@ pub fn purchase_history(
         historical_margin: Some(nanos_to_money(currency, d.total_margin)),
         holdout_purchases: d.holdout_days,
         holdout_value: nanos_to_units_f64(d.holdout_value),
+        opportunities: d.opportunities,
     }
 }
 
@@ -101,17 +164,26 @@ pub struct Purchase {
     pub margin: Option<i128>,
 }
 
+/// What an export asks for: the windows, the currency and whether to count
+/// opportunities (in calendar periods of which unit).
+#[derive(Debug, Clone)]
+pub struct Windows<'a> {
+    /// End of the calibration window, exclusive.
+    pub calibration_end: DateTime<Utc>,
+    /// End of the holdout window, exclusive.
+    pub holdout_end: Option<DateTime<Utc>>,
+    /// The export currency.
+    pub currency: &'a str,
+    /// The unit of opportunities, when they are asked for.
+    pub opportunities: Option<PeriodUnit>,
+}
+
 /// Groups one customer's purchases by day, the way the export query does:
 /// calibration purchases are those before `calibration_end`, holdout ones
 /// those in `[calibration_end, holdout_end)`. None when the customer made no
 /// calibration purchase.
-pub fn group_days(
-    customer_id: Uuid,
-    purchases: &[Purchase],
-    calibration_end: DateTime<Utc>,
-    holdout_end: Option<DateTime<Utc>>,
-    currency: &str,
-) -> Option<PurchaseDays> {
+pub fn group_days(customer_id: Uuid, purchases: &[Purchase], w: &Windows) -> Option<PurchaseDays> {
+    let (calibration_end, holdout_end, currency) = (w.calibration_end, w.holdout_end, w.currency);
     let value = |p: &Purchase| if p.currency == currency { p.amount } else { 0 };
     let mut cal: BTreeMap<NaiveDate, i128> = BTreeMap::new();
     let mut holdout: BTreeMap<NaiveDate, i128> = BTreeMap::new();
@@ -131,6 +203,15 @@ pub fn group_days(
     }
     let (first_day, first_day_value) = cal.iter().next().map(|(d, v)| (*d, *v))?;
     let last_day = *cal.keys().next_back()?;
+    let opportunities = w.opportunities.map(|unit| {
+        opportunity_history(
+            unit,
+            cal.keys().copied(),
+            holdout.keys().copied(),
+            calibration_end,
+            holdout_end,
+        )
+    });
     Some(PurchaseDays {
         customer_id,
         first_time: first_time?,
@@ -142,6 +223,7 @@ pub fn group_days(
         total_margin: margin,
         holdout_days: holdout.len() as i64,
         holdout_value: holdout.values().sum(),
+        opportunities,
     })
 }
 
@@ -153,6 +235,66 @@ mod tests {
 
     fn at(m: u32, d: u32, h: u32) -> DateTime<Utc> {
         Utc.with_ymd_and_hms(2025, m, d, h, 0, 0).unwrap()
+    }
+
+    fn windows(c: DateTime<Utc>, h: Option<DateTime<Utc>>) -> Windows<'static> {
+        Windows {
+            calibration_end: c,
+            holdout_end: h,
+            currency: "EUR",
+            opportunities: None,
+        }
+    }
+
+    fn day(y: i32, m: u32, d: u32) -> NaiveDate {
+        NaiveDate::from_ymd_opt(y, m, d).unwrap()
+    }
+
+    #[test]
+    fn donations_style_years() {
+        // First gift in 1995, then 1996, 1998 (twice) and 2000; the
+        // calibration ends on 1 January 2002: opportunities are 1996-2001.
+        let cal = [
+            day(1995, 3, 1),
+            day(1996, 5, 1),
+            day(1998, 2, 1),
+            day(1998, 9, 1),
+            day(2000, 1, 1),
+        ];
+        let c = Utc.with_ymd_and_hms(2002, 1, 1, 0, 0, 0).unwrap();
+        let h = Utc.with_ymd_and_hms(2006, 1, 1, 0, 0, 0).unwrap();
+        let o = opportunity_history(
+            PeriodUnit::Year,
+            cal,
+            [day(2003, 4, 1), day(2003, 5, 1), day(2005, 12, 31)],
+            c,
+            Some(h),
+        );
+        assert_eq!(
+            (o.opportunities, o.frequency, o.recency, o.renewals),
+            (6, 3, 5, 1)
+        );
+        assert_eq!((o.holdout_opportunities, o.holdout_frequency), (4, 2));
+        // Mid-year ends: the current year does not count, and the holdout
+        // starts with the first whole year.
+        let mid = Utc.with_ymd_and_hms(2001, 7, 1, 0, 0, 0).unwrap();
+        let o = opportunity_history(PeriodUnit::Year, cal, [], mid, Some(h));
+        assert_eq!((o.opportunities, o.frequency, o.recency), (5, 3, 5));
+        assert_eq!(o.holdout_opportunities, 4);
+        // A first purchase in the current period has no opportunity yet.
+        let o = opportunity_history(PeriodUnit::Year, [day(2001, 3, 1)], [], mid, None);
+        assert_eq!(o, OpportunityHistory::default());
+    }
+
+    #[test]
+    fn renewals_stop_at_the_first_gap() {
+        let c = Utc.with_ymd_and_hms(2025, 7, 1, 0, 0, 0).unwrap();
+        let months = [1, 2, 3, 5, 6].map(|m| day(2025, m, 10));
+        let o = opportunity_history(PeriodUnit::Month, months, [], c, None);
+        assert_eq!(
+            (o.opportunities, o.frequency, o.recency, o.renewals),
+            (5, 4, 5, 2)
+        );
     }
 
     fn p(t: DateTime<Utc>, cur: &str, units: i128) -> Purchase {
@@ -177,7 +319,7 @@ mod tests {
         ];
         let c = at(2, 1, 0);
         let h = at(3, 1, 0);
-        let d = group_days(Uuid::nil(), &purchases, c, Some(h), "EUR").unwrap();
+        let d = group_days(Uuid::nil(), &purchases, &windows(c, Some(h))).unwrap();
         assert_eq!(d.calibration_days, 3);
         assert_eq!(d.first_time, at(1, 1, 9));
         let s = purchase_history(&d, c, 7.0, "EUR");
@@ -199,11 +341,11 @@ mod tests {
     #[test]
     fn one_purchase_day_has_no_repeat_figures() {
         let purchases = vec![p(at(1, 1, 9), "EUR", 10), p(at(1, 1, 10), "EUR", 1)];
-        let d = group_days(Uuid::nil(), &purchases, at(1, 2, 0), None, "EUR").unwrap();
+        let d = group_days(Uuid::nil(), &purchases, &windows(at(1, 2, 0), None)).unwrap();
         let s = purchase_history(&d, at(1, 2, 0), 1.0, "EUR");
         assert_eq!((s.frequency, s.recency, s.monetary_value), (0, 0.0, 0.0));
         assert_eq!(s.t, 1.0);
-        assert!(group_days(Uuid::nil(), &purchases, at(1, 1, 0), None, "EUR").is_none());
+        assert!(group_days(Uuid::nil(), &purchases, &windows(at(1, 1, 0), None)).is_none());
     }
 
     proptest! {
@@ -214,7 +356,7 @@ mod tests {
                 .map(|s| p(base + chrono::Duration::seconds(*s), "EUR", 1))
                 .collect();
             let c = base + chrono::Duration::days(401);
-            let d = group_days(Uuid::nil(), &purchases, c, None, "EUR").unwrap();
+            let d = group_days(Uuid::nil(), &purchases, &windows(c, None)).unwrap();
             let u = [1.0, 7.0, 30.4375][unit];
             let s = purchase_history(&d, c, u, "EUR");
             prop_assert!(s.recency >= 0.0 && s.recency <= s.t);

@@ -176,6 +176,7 @@ pub async fn run(stack: &Stack, sizes: &Sizes) -> anyhow::Result<Value> {
                 holdout_end_time: None,
                 currency_code: "EUR".into(),
                 restriction: None,
+                with_opportunities: false,
             })
             .await?
             .into_inner();

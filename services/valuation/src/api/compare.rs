@@ -18,10 +18,12 @@ impl ValuationApi {
         let mut v = Violations::new();
         let mut kinds = Vec::new();
         for (i, k) in r.kinds.iter().enumerate() {
-            match Kind::from_proto(*k).filter(|k| *k != Kind::GammaGamma) {
+            // BG/BB and sBG are fitted on opportunity histories: their
+            // likelihoods do not compare with these.
+            match Kind::from_proto(*k).filter(|k| TRANSACTION_KINDS.contains(k)) {
                 None => v.add(
                     format!("kinds[{i}]"),
-                    "must be BG_NBD, PARETO_NBD or MBG_NBD",
+                    "must be BG_NBD, PARETO_NBD or MBG_NBD (the models of the same continuous-time data)",
                 ),
                 Some(k) if kinds.contains(&k) => v.add(format!("kinds[{i}]"), "is given twice"),
                 Some(k) => kinds.push(k),

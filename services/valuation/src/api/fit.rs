@@ -3,7 +3,12 @@
 
 use chrono::{Datelike, NaiveDate, NaiveTime};
 
+use rapport_kit::calendar::starts_period;
+use rapport_proto::rapport::common::v1::PeriodUnit;
+use rapport_proto::rapport::interaction::v1::OpportunityHistory;
+
 use super::*;
+use crate::domain::discrete::Opportunities;
 use crate::domain::holdout::Validation;
 
 /// A validated FitModel request.
@@ -63,7 +68,7 @@ pub(super) fn check_fit(
     v.check(
         kind.is_none(),
         "kind",
-        "required: BG_NBD, PARETO_NBD, MBG_NBD or GAMMA_GAMMA",
+        "required: BG_NBD, PARETO_NBD, MBG_NBD, GAMMA_GAMMA, BG_BB or SBG",
     );
     let by_date = !r.calibration_end_date.is_empty();
     let calibration_day = by_date
@@ -127,8 +132,44 @@ pub(super) fn check_fit(
     v.check(
         unit.is_none(),
         "period_unit",
-        "required: DAY, WEEK or MONTH",
+        "required: DAY, WEEK, MONTH or YEAR",
     );
+    // The discrete models count whole calendar periods: the windows must
+    // end where one starts.
+    if let (Some(k), Ok(u)) = (
+        kind.filter(|k| k.discrete()),
+        PeriodUnit::try_from(r.period_unit),
+    ) && u != PeriodUnit::Unspecified
+    {
+        let what = format!(
+            "must be the start of a calendar {} for {}: opportunities are whole calendar periods (for years, e.g. the date \"2001-12-31\")",
+            period_name(u),
+            k.display()
+        );
+        let (c_field, h_field) = if by_date {
+            ("calibration_end_date", "holdout_end_date")
+        } else {
+            ("calibration_end_time", "holdout_end_time")
+        };
+        v.check(
+            calibration_end.is_some_and(|c| !starts_period(u, c)),
+            c_field,
+            what.clone(),
+        );
+        let holdout = match &r.holdout_end_time {
+            Some(t) => from_timestamp(t),
+            None => holdout_day.map(|(_, end)| end),
+        };
+        v.check(
+            holdout.is_some_and(|h| !starts_period(u, h)),
+            if r.holdout_end_time.is_some() {
+                "holdout_end_time"
+            } else {
+                h_field
+            },
+            what,
+        );
+    }
     let holdout_end = match &r.holdout_end_time {
         None => holdout_day.map(|(_, end)| end),
         Some(t) => match from_timestamp(t) {
@@ -214,6 +255,10 @@ pub(super) fn check_fit(
             f("holdout_purchases"),
             "must not be negative",
         );
+        if kind.is_some_and(Kind::discrete) {
+            let holdout = holdout_day.is_some() || r.holdout_end_time.is_some();
+            check_opportunities(v, &f("opportunities"), s.opportunities.as_ref(), holdout);
+        }
         if let Some(t) = &s.first_purchase_time {
             v.check(
                 from_timestamp(t).is_none(),
@@ -286,6 +331,71 @@ pub(super) fn check_fit(
     })
 }
 
+/// "day", "week", ... for messages.
+fn period_name(u: PeriodUnit) -> &'static str {
+    match u {
+        PeriodUnit::Day | PeriodUnit::Unspecified => "day",
+        PeriodUnit::Week => "week (a Monday)",
+        PeriodUnit::Month => "month",
+        PeriodUnit::Year => "year",
+    }
+}
+
+/// Checks an inline summary's opportunities into `v` (field `at`).
+fn check_opportunities(
+    v: &mut Violations,
+    at: &str,
+    o: Option<&OpportunityHistory>,
+    holdout: bool,
+) {
+    let Some(o) = o else {
+        v.add(at, "required for BG_BB and SBG");
+        return;
+    };
+    let f = |name: &str| format!("{at}.{name}");
+    let max = Opportunities::MAX;
+    v.check(
+        !(0..=max).contains(&o.opportunities),
+        f("opportunities"),
+        format!("must be in 0..={max}"),
+    );
+    v.check(
+        !(0..=o.opportunities.max(0)).contains(&o.frequency),
+        f("frequency"),
+        "must be in 0..=opportunities",
+    );
+    let recency_ok = if o.frequency == 0 {
+        o.recency == 0
+    } else {
+        (o.frequency..=o.opportunities).contains(&o.recency)
+    };
+    v.check(
+        !recency_ok,
+        f("recency"),
+        "must be in frequency..=opportunities (0 when frequency is 0)",
+    );
+    v.check(
+        !(0..=o.frequency.max(0)).contains(&o.renewals),
+        f("renewals"),
+        "must be in 0..=frequency",
+    );
+    v.check(
+        !(0..=max).contains(&o.holdout_opportunities),
+        f("holdout_opportunities"),
+        format!("must be in 0..={max}"),
+    );
+    v.check(
+        !holdout && (o.holdout_opportunities != 0 || o.holdout_frequency != 0),
+        f("holdout_opportunities"),
+        "holdout figures need a holdout end",
+    );
+    v.check(
+        !(0..=o.holdout_opportunities.max(0)).contains(&o.holdout_frequency),
+        f("holdout_frequency"),
+        "must be in 0..=holdout_opportunities",
+    );
+}
+
 /// The fit's view of the summaries; those in `currency` are Gamma-Gamma's.
 pub(super) fn fit_cases(summaries: &[PurchaseHistorySummary], currency: &str) -> Vec<FitCase> {
     summaries
@@ -297,6 +407,13 @@ pub(super) fn fit_cases(summaries: &[PurchaseHistorySummary], currency: &str) ->
             monetary_value: s.monetary_value,
             in_currency: s.currency_code == currency,
             holdout_purchases: s.holdout_purchases,
+            opportunities: crate::engine::opportunities(s),
+            holdout_opportunities: s.opportunities.as_ref().map_or((0, 0), |o| {
+                (
+                    o.holdout_opportunities.clamp(0, Opportunities::MAX) as u32,
+                    o.holdout_frequency,
+                )
+            }),
         })
         .collect()
 }
@@ -396,6 +513,7 @@ impl ValuationApi {
             period_unit: plan.unit.to_proto(),
             holdout_end_time: plan.holdout_end.map(timestamp),
             currency_code: r.currency_code.clone(),
+            with_opportunities: plan.kind.discrete(),
             restriction: plan.cohort.as_ref().map(|(_, start, end)| {
                 export_summaries_request::Restriction::Cohort(AcquisitionCohort {
                     start_time: Some(timestamp(*start)),

@@ -309,7 +309,7 @@ impl ValuationService for ValuationApi {
                 Some(Kind::GammaGamma) | None => {
                     v.add(
                         "transaction_model_kind",
-                        "must be BG_NBD, PARETO_NBD or MBG_NBD (or unset)",
+                        "must be BG_NBD, PARETO_NBD, MBG_NBD, BG_BB or SBG (or unset)",
                     );
                     None
                 }

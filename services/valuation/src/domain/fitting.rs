@@ -4,15 +4,18 @@
 
 use std::time::{Duration, Instant};
 
+use super::bgbb::BgBb;
 use super::bgnbd::BgNbd;
 use super::data::{Observation, RfmData, SpendData};
+use super::discrete::{self, DiscreteData, Likelihood, Opportunities};
 use super::exact;
 use super::fit::{FitError, Fitted, maximise, maximise_to};
 use super::gamma_gamma::GammaGamma;
 use super::holdout::{HoldoutCase, Validation, validate};
 use super::mbgnbd::MbgNbd;
 use super::pareto_nbd::ParetoNbd;
-use super::scoring::TransactionModel;
+use super::sbg::Sbg;
+use super::scoring::{History, TransactionModel};
 
 /// A log-likelihood over the parameters.
 type LogLikelihood<'a> = Box<dyn Fn(&[f64]) -> f64 + 'a>;
@@ -31,9 +34,27 @@ pub enum Kind {
     GammaGamma,
     /// MBG/NBD.
     MbgNbd,
+    /// BG/BB.
+    BgBb,
+    /// sBG.
+    Sbg,
 }
 
 impl Kind {
+    /// The transaction models, in the order scoring prefers them.
+    pub const TRANSACTION: [Kind; 5] = [
+        Kind::BgNbd,
+        Kind::ParetoNbd,
+        Kind::MbgNbd,
+        Kind::BgBb,
+        Kind::Sbg,
+    ];
+
+    /// Whether the model takes histories in discrete opportunities.
+    pub fn discrete(self) -> bool {
+        matches!(self, Kind::BgBb | Kind::Sbg)
+    }
+
     /// From the proto enum value.
     pub fn from_proto(v: i32) -> Option<Self> {
         match v {
@@ -41,6 +62,8 @@ impl Kind {
             2 => Some(Kind::ParetoNbd),
             3 => Some(Kind::GammaGamma),
             4 => Some(Kind::MbgNbd),
+            5 => Some(Kind::BgBb),
+            6 => Some(Kind::Sbg),
             _ => None,
         }
     }
@@ -52,17 +75,21 @@ impl Kind {
             Kind::ParetoNbd => 2,
             Kind::GammaGamma => 3,
             Kind::MbgNbd => 4,
+            Kind::BgBb => 5,
+            Kind::Sbg => 6,
         }
     }
 
     /// The name used in messages: "BG/NBD", "Pareto/NBD", "Gamma-Gamma",
-    /// "MBG/NBD".
+    /// "MBG/NBD", "BG/BB", "sBG".
     pub fn display(self) -> &'static str {
         match self {
             Kind::BgNbd => "BG/NBD",
             Kind::ParetoNbd => "Pareto/NBD",
             Kind::GammaGamma => "Gamma-Gamma",
             Kind::MbgNbd => "MBG/NBD",
+            Kind::BgBb => "BG/BB",
+            Kind::Sbg => "sBG",
         }
     }
 
@@ -73,6 +100,8 @@ impl Kind {
             Kind::ParetoNbd => "MODEL_KIND_PARETO_NBD",
             Kind::GammaGamma => "MODEL_KIND_GAMMA_GAMMA",
             Kind::MbgNbd => "MODEL_KIND_MBG_NBD",
+            Kind::BgBb => "MODEL_KIND_BG_BB",
+            Kind::Sbg => "MODEL_KIND_SBG",
         }
     }
 
@@ -83,11 +112,12 @@ impl Kind {
             Kind::ParetoNbd => &ParetoNbd::NAMES,
             Kind::GammaGamma => &GammaGamma::NAMES,
             Kind::MbgNbd => &MbgNbd::NAMES,
+            Kind::BgBb => &BgBb::NAMES,
+            Kind::Sbg => &Sbg::NAMES,
         }
     }
 
-    /// The transaction model with `params`, for BG/NBD, Pareto/NBD and
-    /// MBG/NBD.
+    /// The transaction model with `params`, for every kind but Gamma-Gamma.
     pub fn transaction_model(self, params: &[f64]) -> Option<TransactionModel> {
         match (self, params.len()) {
             (Kind::BgNbd, 4) => Some(TransactionModel::BgNbd(BgNbd::from_slice(params))),
@@ -95,6 +125,8 @@ impl Kind {
                 Some(TransactionModel::ParetoNbd(ParetoNbd::from_slice(params)))
             }
             (Kind::MbgNbd, 4) => Some(TransactionModel::MbgNbd(MbgNbd::from_slice(params))),
+            (Kind::BgBb, 4) => Some(TransactionModel::BgBb(BgBb::from_slice(params))),
+            (Kind::Sbg, 2) => Some(TransactionModel::Sbg(Sbg::from_slice(params))),
             _ => None,
         }
     }
@@ -115,6 +147,10 @@ pub struct FitCase {
     pub in_currency: bool,
     /// Holdout purchase days.
     pub holdout_purchases: i64,
+    /// The history in opportunities (BG/BB and sBG; None without).
+    pub opportunities: Option<Opportunities>,
+    /// Holdout opportunities and those with a purchase (BG/BB and sBG).
+    pub holdout_opportunities: (u32, i64),
 }
 
 /// The outcome of a fit.
@@ -175,6 +211,77 @@ fn exact_finish(coarse: &Fitted, data: &RfmData, shift: usize) -> Option<Fitted>
     })
 }
 
+/// Fits a discrete-time model: a coarse search, then Newton steps on the
+/// exact derivatives to the optimum and its exact standard errors (the full
+/// search where Newton cannot finish).
+fn fit_discrete<L: Likelihood<K>, const K: usize>(
+    data: &DiscreteData,
+    max_iterations: u64,
+) -> Result<Fitted, FitError> {
+    let ll = |p: &[f64]| L::total::<f64>(std::array::from_fn(|i| p[i]), data);
+    let start = [1.0; K];
+    let coarse = maximise_to(ll, &start, max_iterations, 1e-8)?;
+    let from: [f64; K] = std::array::from_fn(|i| coarse.params[i]);
+    if let Some((p, d)) = discrete::polish::<L, K>(from, data) {
+        let scale = d.value.abs().max(1.0);
+        let flat = (0..K).all(|i| (d.gradient[i] * p[i]).abs() <= 1e-6 * scale);
+        let std_errors = discrete::standard_errors(&d);
+        if flat && std_errors.iter().all(Option::is_some) {
+            return Ok(Fitted {
+                params: p.to_vec(),
+                std_errors,
+                log_likelihood: d.value,
+                iterations: coarse.iterations,
+                converged: coarse.converged,
+            });
+        }
+    }
+    maximise(ll, &start, max_iterations)
+}
+
+/// Fits BG/BB or sBG on the cases' opportunity histories.
+fn fit_discrete_kind(
+    kind: Kind,
+    cases: &[FitCase],
+    max_iterations: u64,
+    holdout: bool,
+) -> Result<Outcome, TooLittleData> {
+    let histories: Vec<Opportunities> = cases.iter().filter_map(|c| c.opportunities).collect();
+    if histories.len() < MIN_CUSTOMERS {
+        return Err(TooLittleData(format!(
+            "too little data: {} customers with a purchase before the calibration end in scope, at least {MIN_CUSTOMERS} needed",
+            histories.len()
+        )));
+    }
+    let data = DiscreteData::new(histories.iter().copied());
+    let (result, start) = match kind {
+        Kind::Sbg => (fit_discrete::<Sbg, 2>(&data, max_iterations), vec![1.0; 2]),
+        _ => (fit_discrete::<BgBb, 4>(&data, max_iterations), vec![1.0; 4]),
+    };
+    let mut outcome = outcome(kind, result, &start, max_iterations, histories.len(), 0);
+    let params: Vec<f64> = outcome.parameters.iter().map(|p| p.1).collect();
+    if holdout && let Some(model) = kind.transaction_model(&params) {
+        let predictions: Vec<HoldoutCase> = cases
+            .iter()
+            .filter_map(|c| {
+                let o = c.opportunities?;
+                let (n, actual) = c.holdout_opportunities;
+                let history = History {
+                    observation: observation(c),
+                    opportunities: o,
+                };
+                Some(HoldoutCase {
+                    frequency: i64::from(if kind == Kind::Sbg { o.renewals } else { o.x }),
+                    actual: actual as f64,
+                    predicted: model.expected(&history, f64::from(n)).unwrap_or(0.0),
+                })
+            })
+            .collect();
+        outcome.validation = Some(validate(&predictions));
+    }
+    Ok(outcome)
+}
+
 /// Picks whichever start has the higher likelihood: all ones, or the
 /// moment-based one.
 fn best_start(ll: &dyn Fn(&[f64]) -> f64, moments: Vec<f64>, n: usize) -> Vec<f64> {
@@ -198,6 +305,12 @@ pub fn fit(
 ) -> Result<Outcome, TooLittleData> {
     let started = Instant::now();
     match kind {
+        Kind::BgBb | Kind::Sbg => {
+            let mut outcome =
+                fit_discrete_kind(kind, cases, max_iterations, holdout_periods.is_some())?;
+            outcome.duration = started.elapsed();
+            Ok(outcome)
+        }
         Kind::BgNbd | Kind::ParetoNbd | Kind::MbgNbd => {
             if cases.len() < MIN_CUSTOMERS {
                 return Err(TooLittleData(format!(
@@ -256,7 +369,9 @@ pub fn fit(
                         .map(|c| HoldoutCase {
                             frequency: c.frequency,
                             actual: c.holdout_purchases as f64,
-                            predicted: model.expected(&observation(c), h).unwrap_or(0.0),
+                            predicted: model
+                                .expected(&History::continuous(observation(c)), h)
+                                .unwrap_or(0.0),
                         })
                         .collect();
                     outcome.validation = Some(validate(&predictions));
@@ -393,6 +508,8 @@ mod tests {
                     monetary_value: c.mean_spend.unwrap_or(0.0),
                     in_currency: true,
                     holdout_purchases: 0,
+                    opportunities: None,
+                    holdout_opportunities: (0, 0),
                 }
             })
             .collect();

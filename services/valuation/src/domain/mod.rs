@@ -8,6 +8,10 @@
 //! * [`pareto_nbd`]: Pareto/NBD (Schmittlein, Morrison & Colombo 1987,
 //!   "Counting Your Customers", Management Science 33(1)), likelihood as in
 //!   Fader & Hardie's note "A Note on Implementing the Pareto/NBD Model in MATLAB".
+//! * [`bgbb`]: BG/BB (Fader, Hardie & Shang 2010, Marketing Science 29(6)),
+//!   for discrete purchase opportunities; [`sbg`]: the shifted-beta-geometric
+//!   model of contractual retention (Fader & Hardie 2007, JIM 21(1)); both
+//!   on [`discrete`] histories, with exact derivatives by hyper-dual numbers.
 //! * [`gamma_gamma`]: spend per transaction (Fader, Hardie & Lee 2005, "RFM and
 //!   CLV: Using Iso-Value Curves for Customer Base Analysis", JMR 42(4)).
 //! * [`fit`]: maximum likelihood in log-parameter space, standard errors from
@@ -24,12 +28,14 @@
 //! * [`concentration`], [`cohort`], [`relationship`]: the reports.
 //! * [`money`]: exact amounts rounded half-even to the nano.
 
+pub mod bgbb;
 pub mod bgnbd;
 pub mod clv;
 pub mod cohort;
 pub mod compare;
 pub mod concentration;
 pub mod data;
+pub mod discrete;
 pub mod events;
 pub mod exact;
 pub mod fit;
@@ -40,6 +46,7 @@ pub mod mbgnbd;
 pub mod money;
 pub mod pareto_nbd;
 pub mod relationship;
+pub mod sbg;
 pub mod scoring;
 pub mod special;
 pub mod synthetic;

@@ -4,15 +4,18 @@
 
 use rust_decimal::Decimal;
 
+use super::bgbb::BgBb;
 use super::bgnbd::BgNbd;
 use super::clv::discounted_clv;
 use super::data::Observation;
+use super::discrete::Opportunities;
 use super::gamma_gamma::GammaGamma;
 use super::mbgnbd::MbgNbd;
 use super::money;
 use super::pareto_nbd::ParetoNbd;
+use super::sbg::Sbg;
 
-/// A period unit: day, week or month (`rapport.common.v1.PeriodUnit`).
+/// A period unit: day, week, month or year (`rapport.common.v1.PeriodUnit`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Unit {
     /// One day.
@@ -21,15 +24,18 @@ pub enum Unit {
     Week,
     /// 30.4375 days.
     Month,
+    /// 365.25 days.
+    Year,
 }
 
 impl Unit {
-    /// From the proto enum value (DAY = 1, WEEK = 2, MONTH = 3).
+    /// From the proto enum value (DAY = 1, WEEK = 2, MONTH = 3, YEAR = 4).
     pub fn from_proto(v: i32) -> Option<Self> {
         match v {
             1 => Some(Unit::Day),
             2 => Some(Unit::Week),
             3 => Some(Unit::Month),
+            4 => Some(Unit::Year),
             _ => None,
         }
     }
@@ -40,6 +46,7 @@ impl Unit {
             Unit::Day => 1,
             Unit::Week => 2,
             Unit::Month => 3,
+            Unit::Year => 4,
         }
     }
 
@@ -49,6 +56,7 @@ impl Unit {
             Unit::Day => 1.0,
             Unit::Week => 7.0,
             Unit::Month => 30.4375,
+            Unit::Year => 365.25,
         }
     }
 
@@ -58,6 +66,7 @@ impl Unit {
             Unit::Day => 365,
             Unit::Week => 52,
             Unit::Month => 12,
+            Unit::Year => 1,
         }
     }
 
@@ -67,6 +76,7 @@ impl Unit {
             Unit::Day => 3653,
             Unit::Week => 522,
             Unit::Month => 120,
+            Unit::Year => 10,
         }
     }
 
@@ -114,15 +124,47 @@ pub enum TransactionModel {
     ParetoNbd(ParetoNbd),
     /// MBG/NBD.
     MbgNbd(MbgNbd),
+    /// BG/BB.
+    BgBb(BgBb),
+    /// sBG.
+    Sbg(Sbg),
+}
+
+/// One customer's history as the transaction models take it: in continuous
+/// time (BG/NBD, Pareto/NBD, MBG/NBD) and in opportunities (BG/BB, sBG).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct History {
+    /// x, t_x and T in periods.
+    pub observation: Observation,
+    /// The same history in opportunities (zeros when not exported).
+    pub opportunities: Opportunities,
+}
+
+impl History {
+    /// A history for the continuous-time models only.
+    pub fn continuous(observation: Observation) -> Self {
+        Self {
+            observation,
+            opportunities: Opportunities::default(),
+        }
+    }
 }
 
 impl TransactionModel {
+    /// Whether the model counts opportunities rather than time.
+    pub fn discrete(&self) -> bool {
+        matches!(self, TransactionModel::BgBb(_) | TransactionModel::Sbg(_))
+    }
+
     /// P(alive) at the end of the observation, in [0, 1].
-    pub fn p_alive(&self, o: &Observation) -> Option<f64> {
+    pub fn p_alive(&self, h: &History) -> Option<f64> {
+        let o = &h.observation;
         let p = match self {
             TransactionModel::BgNbd(m) => Some(m.p_alive(o)),
             TransactionModel::ParetoNbd(m) => m.p_alive(o),
             TransactionModel::MbgNbd(m) => Some(m.p_alive(o)),
+            TransactionModel::BgBb(m) => Some(m.p_alive(&h.opportunities)),
+            TransactionModel::Sbg(m) => Some(m.p_alive(&h.opportunities)),
         }?;
         p.is_finite().then_some(p.clamp(0.0, 1.0))
     }
@@ -130,9 +172,17 @@ impl TransactionModel {
     /// Conditional expected purchases in the next `horizon` periods. The
     /// closed forms have a removable singularity (a = 1 for BG/NBD and
     /// MBG/NBD, s = 1 for Pareto/NBD); there the parameter is nudged by a
-    /// relative 1e-9.
-    pub fn expected(&self, o: &Observation, horizon: f64) -> Option<f64> {
+    /// relative 1e-9. For BG/BB and sBG the horizon counts whole future
+    /// opportunities.
+    pub fn expected(&self, h: &History, horizon: f64) -> Option<f64> {
+        let o = &h.observation;
         let v = match *self {
+            TransactionModel::BgBb(m) => {
+                Some(m.expected_purchases(&h.opportunities, opportunities(horizon)))
+            }
+            TransactionModel::Sbg(m) => {
+                Some(m.expected_purchases(&h.opportunities, opportunities(horizon)))
+            }
             TransactionModel::BgNbd(m) => m.expected_purchases(o, horizon).or_else(|| {
                 BgNbd {
                     a: m.a * (1.0 + 1e-9),
@@ -159,6 +209,11 @@ impl TransactionModel {
     }
 }
 
+/// Whole opportunities in a horizon (clamped to 0..=10,000).
+fn opportunities(horizon: f64) -> u32 {
+    horizon.clamp(0.0, Opportunities::MAX as f64) as u32
+}
+
 /// One customer's model inputs and money to date, in the spend model's
 /// currency.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -175,9 +230,19 @@ pub struct Input {
     pub historical_value: Decimal,
     /// Sum of recorded margins in the currency.
     pub historical_margin: Decimal,
+    /// The history in opportunities (zeros when not exported).
+    pub opportunities: Opportunities,
 }
 
 impl Input {
+    /// The history the transaction models take.
+    pub fn history(&self) -> History {
+        History {
+            observation: self.observation(),
+            opportunities: self.opportunities,
+        }
+    }
+
     /// The model observation (T is kept positive: a customer acquired at the
     /// very score time has an age of a millionth of a period).
     pub fn observation(&self) -> Observation {
@@ -221,11 +286,27 @@ pub fn historical_value(input: &Input, margin_ratio: f64) -> Decimal {
 /// Σ (E[X(i)] − E[X(i−1)]) / (1 + d)^i.
 pub fn purchase_scores(
     model: &TransactionModel,
-    o: &Observation,
+    o: &History,
     settings: &Settings,
 ) -> Option<(f64, f64, f64)> {
     let p_alive = model.p_alive(o)?;
     let horizon = settings.horizon_periods.max(0) as u32;
+    // The discrete models give each opportunity's expectation directly.
+    let steps = match model {
+        TransactionModel::BgBb(m) => Some(m.increments(&o.opportunities, horizon)),
+        TransactionModel::Sbg(m) => Some(m.increments(&o.opportunities, horizon)),
+        _ => None,
+    };
+    if let Some(steps) = steps {
+        let expected: f64 = steps.iter().sum();
+        let discounted = steps
+            .iter()
+            .enumerate()
+            .map(|(k, e)| e / (1.0 + settings.discount_rate).powi(k as i32 + 1))
+            .sum();
+        let finite = expected.is_finite() && f64::is_finite(discounted);
+        return finite.then_some((p_alive, expected, discounted));
+    }
     let expected = model.expected(o, f64::from(horizon))?;
     let discounted = discounted_clv(
         |h| model.expected(o, h),
@@ -405,6 +486,7 @@ mod tests {
             monetary_value: m,
             historical_value: Decimal::from(100),
             historical_margin: Decimal::ZERO,
+            opportunities: Opportunities::default(),
         }
     }
 
@@ -412,7 +494,7 @@ mod tests {
     fn scores_follow_the_formulas() {
         let s = settings();
         let i = input(2, 30.43, 38.86, 22.35);
-        let o = i.observation();
+        let o = i.history();
         let purchase = purchase_scores(&BG, &o, &s).unwrap();
         let scored = score(&GG, &i, purchase, &s).unwrap();
         assert!((0.0..=1.0).contains(&scored.p_alive));

@@ -10,7 +10,7 @@ async fn fit_model_refuses_every_bad_field_and_stores_nothing() {
     let base = || inline_fit(ModelKind::BgNbd);
 
     let mut cases: Vec<(FitModelRequest, String)> = Vec::new();
-    for kind in [999, -1, 5] {
+    for kind in [999, -1, 7] {
         cases.push((FitModelRequest { kind, ..base() }, "kind".into()));
     }
     for unit in [0, 999, -1] {
@@ -203,6 +203,88 @@ async fn fit_model_refuses_every_bad_field_and_stores_nothing() {
         }
         cases.push((r, "inline_summaries[0].currency_code".into()));
     }
+    // BG/BB and sBG: every summary carries a consistent opportunity
+    // history, and the windows end where a calendar period starts.
+    let discrete = |kind: ModelKind| {
+        let mut r = inline_fit(kind);
+        r.calibration_end_time = None;
+        r.calibration_end_date = "2024-12-31".into();
+        r.period_unit = PeriodUnit::Year as i32;
+        for s in &mut r.inline_summaries {
+            s.opportunities = Some(OpportunityHistory {
+                opportunities: 6,
+                frequency: 2,
+                recency: 4,
+                renewals: 1,
+                ..Default::default()
+            });
+        }
+        r
+    };
+    type SpoilOpportunities = fn(&mut OpportunityHistory);
+    let bad_histories: Vec<(SpoilOpportunities, &str)> = vec![
+        (|o| o.opportunities = -1, "opportunities"),
+        (|o| o.opportunities = 10_001, "opportunities"),
+        (|o| o.opportunities = i64::MIN, "opportunities"),
+        (|o| o.frequency = 7, "frequency"),
+        (|o| o.frequency = -1, "frequency"),
+        (|o| o.recency = 1, "recency"),
+        (|o| o.recency = 7, "recency"),
+        (
+            |o| {
+                o.frequency = 0;
+                o.renewals = 0;
+            },
+            "recency",
+        ),
+        (|o| o.renewals = 3, "renewals"),
+        (|o| o.renewals = -1, "renewals"),
+        (|o| o.holdout_opportunities = 2, "holdout_opportunities"),
+        (|o| o.holdout_frequency = 1, "holdout_opportunities"),
+        (|o| o.holdout_opportunities = -5, "holdout_opportunities"),
+    ];
+    for kind in [ModelKind::BgBb, ModelKind::Sbg] {
+        for (spoil, field) in &bad_histories {
+            let mut r = discrete(kind);
+            spoil(r.inline_summaries[3].opportunities.as_mut().unwrap());
+            cases.push((r, format!("inline_summaries[3].opportunities.{field}")));
+        }
+        let mut r = discrete(kind);
+        r.inline_summaries[5].opportunities = None;
+        cases.push((r, "inline_summaries[5].opportunities".into()));
+        for (day, unit) in [
+            ("2024-06-30", PeriodUnit::Year),
+            ("2024-12-30", PeriodUnit::Year),
+            ("2024-05-30", PeriodUnit::Month),
+            ("2024-12-31", PeriodUnit::Week),
+        ] {
+            let mut r = discrete(kind);
+            r.calibration_end_date = day.into();
+            r.period_unit = unit as i32;
+            cases.push((r, "calibration_end_date".into()));
+        }
+        let mut r = discrete(kind);
+        r.holdout_end_date = "2025-06-30".into();
+        cases.push((r, "holdout_end_date".into()));
+        let mut r = discrete(kind);
+        r.calibration_end_date = String::new();
+        r.calibration_end_time = Some(Timestamp {
+            seconds: 1_735_689_600 + 1,
+            nanos: 0,
+        });
+        cases.push((r, "calibration_end_time".into()));
+        // Holdout figures without a holdout window.
+        let mut r = discrete(kind);
+        r.inline_summaries[2]
+            .opportunities
+            .as_mut()
+            .unwrap()
+            .holdout_opportunities = 1;
+        cases.push((
+            r,
+            "inline_summaries[2].opportunities.holdout_opportunities".into(),
+        ));
+    }
     let mut too_many = base();
     too_many.inline_summaries = (0..50_001).map(|_| summary(1, 1.0, 2.0, 5.0)).collect();
     cases.push((too_many, "inline_summaries".into()));
@@ -306,6 +388,21 @@ async fn fit_model_refuses_every_bad_field_and_stores_nothing() {
     assert_eq!(retried.model_id, first.model_id);
     assert_ne!(first.model_id, ok.model_id);
     assert_eq!(models(&s, t).await.len(), 2);
+    // The discrete models' boundaries: a year that starts the window (the
+    // date 2024-12-31 ends on 1 January 2025), a 10,000-period history.
+    let mut long = discrete(ModelKind::Sbg);
+    long.inline_summaries[0].opportunities = Some(OpportunityHistory {
+        opportunities: 10_000,
+        frequency: 10_000,
+        recency: 10_000,
+        renewals: 10_000,
+        ..Default::default()
+    });
+    for r in [discrete(ModelKind::BgBb), long] {
+        v.fit_model(req(t, r))
+            .await
+            .expect_answer("a consistent discrete fit is valid");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -573,7 +670,7 @@ async fn model_reads_activation_and_listing_refuse_bad_ids_tokens_and_other_tena
     );
 
     // ListModels: filters and sizes.
-    for kind in [999, -1, 5] {
+    for kind in [999, -1, 7] {
         invalid(
             v.list_models(req(
                 a,

@@ -86,7 +86,7 @@ async fn scoring_and_value_reads_refuse_bad_input_and_other_tenants() {
         r
     };
     let mut cases: Vec<(ScoreCustomersRequest, &str)> = Vec::new();
-    for k in [999, -1, 5, ModelKind::GammaGamma as i32] {
+    for k in [999, -1, 7, ModelKind::GammaGamma as i32] {
         cases.push((
             score(&|r| r.transaction_model_kind = k),
             "transaction_model_kind",
