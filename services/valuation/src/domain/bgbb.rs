@@ -13,10 +13,10 @@
 //! the first term alive through n, the others dead from opportunity
 //! t_x + i + 1.
 
-use num_dual::DualNum;
 use statrs::function::gamma::ln_gamma;
 
-use super::discrete::{DiscreteData, Likelihood, Opportunities, ln_rising, ln_sum_exp};
+use super::discrete::{DiscreteData, Opportunities, ln_rising, ln_sum_exp};
+use super::newton::{Likelihood, Real};
 
 /// BG/BB parameters.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -105,7 +105,9 @@ impl BgBb {
 }
 
 impl Likelihood<4> for BgBb {
-    fn total<D: DualNum<Primitive = f64> + Copy>(p: [D; 4], data: &DiscreteData) -> D {
+    type Data = DiscreteData;
+
+    fn total<D: Real>(p: [D; 4], data: &DiscreteData) -> D {
         let [a, b, g, d] = p;
         let m = data.max_n as usize + 2;
         let (la, lb, lab) = (ln_rising(a, m), ln_rising(b, m), ln_rising(a + b, m));
@@ -129,8 +131,8 @@ impl Likelihood<4> for BgBb {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::discrete::{derivatives, polish, standard_errors};
     use crate::domain::fit::maximise_to;
+    use crate::domain::newton::{hyper_dual, polish, standard_errors};
 
     /// The donations data (`tests/fixtures/donations.csv`, see PROVENANCE):
     /// (x, t_x, n = 6, customers).
@@ -161,7 +163,7 @@ mod tests {
         let ll = |p: &[f64]| BgBb::total([p[0], p[1], p[2], p[3]], &data);
         let coarse = maximise_to(ll, &[1.0; 4], 5000, 1e-8).unwrap();
         let start: [f64; 4] = std::array::from_fn(|i| coarse.params[i]);
-        let (p, d) = polish::<BgBb, 4>(start, &data).unwrap();
+        let (p, d) = polish(start, |q| hyper_dual::<BgBb, 4>(q, &data)).unwrap();
         for (got, want) in p.iter().zip([1.204, 0.750, 0.657, 2.783]) {
             assert!((got - want).abs() < 5e-4, "{p:?}");
         }
@@ -187,7 +189,7 @@ mod tests {
     fn exact_derivatives_match_finite_differences() {
         let data = donations();
         let p = [1.2, 0.75, 0.66, 2.8];
-        let d = derivatives::<BgBb, 4>(p, &data).unwrap();
+        let d = hyper_dual::<BgBb, 4>(p, &data).unwrap();
         let f = |q: [f64; 4]| BgBb::total(q, &data);
         for i in 0..4 {
             let h = 1e-6 * p[i];

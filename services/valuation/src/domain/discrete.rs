@@ -4,14 +4,13 @@
 //! Both likelihoods are sums and products of beta-function ratios
 //! B(a + k, b + l) / B(a, b) with integer k and l, which are ratios of
 //! rising factorials (a)_k (b)_l / (a + b)_{k+l}. So they are written once,
-//! generically over a number type, and evaluated with `f64` while the
-//! optimiser searches and with hyper-dual numbers (`num_dual`) for the exact
-//! gradient and Hessian: a Newton polish of the optimum and exact standard
-//! errors, with no finite differences.
+//! generically over a number type ([`super::newton::Real`]), and evaluated
+//! with `f64` while the optimiser searches and with hyper-dual numbers for
+//! the exact gradient and Hessian.
 
 use std::collections::HashMap;
 
-use num_dual::{DualNum, HyperDual64};
+use super::newton::Real;
 
 /// One customer's history in opportunities
 /// (`rapport.interaction.v1.OpportunityHistory`).
@@ -86,7 +85,7 @@ impl DiscreteData {
 
 /// ln (a)_k = ln Γ(a + k) − ln Γ(a) for k = 0..=max, as running sums of
 /// ln(a + j).
-pub fn ln_rising<D: DualNum<Primitive = f64> + Copy>(a: D, max: usize) -> Vec<D> {
+pub fn ln_rising<D: Real>(a: D, max: usize) -> Vec<D> {
     let mut out = Vec::with_capacity(max + 1);
     let mut acc = D::zero();
     out.push(acc);
@@ -98,7 +97,7 @@ pub fn ln_rising<D: DualNum<Primitive = f64> + Copy>(a: D, max: usize) -> Vec<D>
 }
 
 /// ln Σ exp(terms), shifted by the largest real part for stability.
-pub fn ln_sum_exp<D: DualNum<Primitive = f64> + Copy>(terms: &[D]) -> D {
+pub fn ln_sum_exp<D: Real>(terms: &[D]) -> D {
     let top = terms
         .iter()
         .map(|t| t.re())
@@ -110,125 +109,6 @@ pub fn ln_sum_exp<D: DualNum<Primitive = f64> + Copy>(terms: &[D]) -> D {
         .iter()
         .fold(D::zero(), |acc, t| acc + (*t - top).exp());
     sum.ln() + top
-}
-
-/// A discrete-time model's log-likelihood, generic over the number type.
-pub trait Likelihood<const K: usize> {
-    /// The total log-likelihood of `data` at `params`.
-    fn total<D: DualNum<Primitive = f64> + Copy>(params: [D; K], data: &DiscreteData) -> D;
-}
-
-/// Value, gradient and Hessian of a log-likelihood at a point.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Derivatives<const K: usize> {
-    /// The log-likelihood.
-    pub value: f64,
-    /// Its gradient.
-    pub gradient: [f64; K],
-    /// Its Hessian.
-    pub hessian: [[f64; K]; K],
-}
-
-/// The exact derivatives of `L` at `p`: one hyper-dual evaluation per pair
-/// of parameters. None when not finite.
-pub fn derivatives<L: Likelihood<K>, const K: usize>(
-    p: [f64; K],
-    data: &DiscreteData,
-) -> Option<Derivatives<K>> {
-    let mut d = Derivatives {
-        value: 0.0,
-        gradient: [0.0; K],
-        hessian: [[0.0; K]; K],
-    };
-    for i in 0..K {
-        for j in i..K {
-            let args: [HyperDual64; K] = std::array::from_fn(|k| {
-                HyperDual64::new(
-                    p[k],
-                    if k == i { 1.0 } else { 0.0 },
-                    if k == j { 1.0 } else { 0.0 },
-                    0.0,
-                )
-            });
-            let v = L::total(args, data);
-            d.value = v.re;
-            if i == j {
-                d.gradient[i] = v.eps1;
-            }
-            d.hessian[i][j] = v.eps1eps2;
-            d.hessian[j][i] = v.eps1eps2;
-        }
-    }
-    let finite = d.value.is_finite()
-        && d.gradient.iter().all(|g| g.is_finite())
-        && d.hessian.iter().flatten().all(|h| h.is_finite());
-    finite.then_some(d)
-}
-
-/// Newton steps from `start` (a maximum found by a derivative-free search)
-/// until the step is below 1e-12 relative, each step halved until it stays
-/// in the parameter space and does not lower the likelihood. Returns the
-/// polished point and its derivatives.
-pub fn polish<L: Likelihood<K>, const K: usize>(
-    start: [f64; K],
-    data: &DiscreteData,
-) -> Option<([f64; K], Derivatives<K>)> {
-    let mut p = start;
-    let mut d = derivatives::<L, K>(p, data)?;
-    for _ in 0..50 {
-        let Some(inv) = super::fit::invert(d.hessian.iter().map(|r| r.to_vec()).collect()) else {
-            break;
-        };
-        let step: [f64; K] =
-            std::array::from_fn(|i| -(0..K).map(|j| inv[i][j] * d.gradient[j]).sum::<f64>());
-        // An ascent direction only where −H is positive definite.
-        if step
-            .iter()
-            .zip(&d.gradient)
-            .map(|(s, g)| s * g)
-            .sum::<f64>()
-            < 0.0
-        {
-            break;
-        }
-        let mut scale = 1.0;
-        let mut moved = None;
-        while scale > 1e-6 {
-            let q: [f64; K] = std::array::from_fn(|i| p[i] + scale * step[i]);
-            if q.iter().all(|v| *v > 0.0)
-                && let Some(dq) =
-                    derivatives::<L, K>(q, data).filter(|dq| dq.value >= d.value - 1e-9)
-            {
-                moved = Some((q, dq));
-                break;
-            }
-            scale /= 2.0;
-        }
-        let Some((q, dq)) = moved else { break };
-        let small = (0..K).all(|i| (q[i] - p[i]).abs() <= 1e-12 * p[i].abs());
-        p = q;
-        d = dq;
-        if small {
-            break;
-        }
-    }
-    Some((p, d))
-}
-
-/// Standard errors from the exact observed information −H: the square roots
-/// of the diagonal of its inverse; all `None` when it is not invertible.
-pub fn standard_errors<const K: usize>(d: &Derivatives<K>) -> Vec<Option<f64>> {
-    let info: Vec<Vec<f64>> = d
-        .hessian
-        .iter()
-        .map(|row| row.iter().map(|v| -v).collect())
-        .collect();
-    match super::fit::invert(info) {
-        Some(cov) => (0..K)
-            .map(|i| (cov[i][i] > 0.0 && cov[i][i].is_finite()).then(|| cov[i][i].sqrt()))
-            .collect(),
-        None => vec![None; K],
-    }
 }
 
 #[cfg(test)]

@@ -1,6 +1,6 @@
 //! Exact first and second derivatives of the BG/NBD and MBG/NBD
 //! log-likelihoods, for standard errors from the exact observed information
-//! and a Newton polish of the optimum.
+//! and a Newton polish of the optimum ([`super::newton`]).
 //!
 //! Every special function in these likelihoods has an integer step: with
 //! x repeat purchases, ln Γ(r+x) − ln Γ(r) = Σ_{k<x} ln(r+k) and
@@ -12,24 +12,14 @@
 //! ∇² ln(eᴬ + eᴰ) = (1−w)∇²A + w∇²D + w(1−w)(∇D−∇A)(∇D−∇A)ᵀ.
 
 use super::data::RfmData;
-
-/// A log-likelihood with its gradient and Hessian in (r, α, a, b).
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Derivatives {
-    /// The log-likelihood.
-    pub value: f64,
-    /// Its gradient.
-    pub gradient: [f64; 4],
-    /// Its Hessian.
-    pub hessian: [[f64; 4]; 4],
-}
+use super::newton::Derivatives;
 
 /// The log-likelihood of `data` at `p` = (r, α, a, b) under BG/NBD (when
 /// `shift` is 0) or MBG/NBD (when it is 1), with its exact gradient and
 /// Hessian. `None` outside the parameter space.
 // Matrix entries read best by their indices.
 #[allow(clippy::needless_range_loop)]
-pub fn derivatives(p: [f64; 4], data: &RfmData, shift: usize) -> Option<Derivatives> {
+pub fn derivatives(p: [f64; 4], data: &RfmData, shift: usize) -> Option<Derivatives<4>> {
     let [r, alpha, a, b] = p;
     if !(r > 0.0 && alpha > 0.0 && a > 0.0 && b > 0.0) || p.iter().any(|v| !v.is_finite()) {
         return None;
@@ -130,69 +120,6 @@ pub fn derivatives(p: [f64; 4], data: &RfmData, shift: usize) -> Option<Derivati
         }
     }
     d.value.is_finite().then_some(d)
-}
-
-/// Newton steps from `start` (a maximum found by a derivative-free search)
-/// until the step is below 1e-12 relative, each step halved until it stays
-/// in the parameter space and does not lower the likelihood. Returns the
-/// polished point with its derivatives; `start`'s when the Hessian is not
-/// negative definite there.
-pub fn polish(start: [f64; 4], data: &RfmData, shift: usize) -> Option<([f64; 4], Derivatives)> {
-    let mut p = start;
-    let mut d = derivatives(p, data, shift)?;
-    for _ in 0..50 {
-        let Some(inv) = super::fit::invert(d.hessian.iter().map(|r| r.to_vec()).collect()) else {
-            break;
-        };
-        let step: Vec<f64> = (0..4)
-            .map(|i| -(0..4).map(|j| inv[i][j] * d.gradient[j]).sum::<f64>())
-            .collect();
-        // An ascent direction only where −H is positive definite there.
-        if step
-            .iter()
-            .zip(&d.gradient)
-            .map(|(s, g)| s * g)
-            .sum::<f64>()
-            < 0.0
-        {
-            break;
-        }
-        let mut scale = 1.0;
-        let mut moved = None;
-        while scale > 1e-6 {
-            let q: [f64; 4] = std::array::from_fn(|i| p[i] + scale * step[i]);
-            if let Some(dq) = derivatives(q, data, shift).filter(|dq| dq.value >= d.value - 1e-9) {
-                moved = Some((q, dq));
-                break;
-            }
-            scale /= 2.0;
-        }
-        let Some((q, dq)) = moved else { break };
-        let small = (0..4).all(|i| (q[i] - p[i]).abs() <= 1e-12 * p[i].abs());
-        p = q;
-        d = dq;
-        if small {
-            break;
-        }
-    }
-    Some((p, d))
-}
-
-/// Standard errors from the exact observed information −H: the square roots
-/// of the diagonal of its inverse. `None` entries where it is not positive
-/// definite.
-pub fn standard_errors(d: &Derivatives) -> Vec<Option<f64>> {
-    let info: Vec<Vec<f64>> = d
-        .hessian
-        .iter()
-        .map(|row| row.iter().map(|v| -v).collect())
-        .collect();
-    match super::fit::invert(info) {
-        Some(cov) => (0..4)
-            .map(|i| (cov[i][i] > 0.0 && cov[i][i].is_finite()).then(|| cov[i][i].sqrt()))
-            .collect(),
-        None => vec![None; 4],
-    }
 }
 
 #[cfg(test)]

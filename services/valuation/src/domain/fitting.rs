@@ -7,18 +7,24 @@ use std::time::{Duration, Instant};
 use super::bgbb::BgBb;
 use super::bgnbd::BgNbd;
 use super::data::{Observation, RfmData, SpendData};
-use super::discrete::{self, DiscreteData, Likelihood, Opportunities};
+use super::discrete::{DiscreteData, Opportunities};
 use super::exact;
 use super::fit::{FitError, Fitted, maximise, maximise_to};
 use super::gamma_gamma::GammaGamma;
 use super::holdout::{HoldoutCase, Validation, validate};
 use super::mbgnbd::MbgNbd;
+use super::newton::{self, Likelihood};
 use super::pareto_nbd::ParetoNbd;
 use super::sbg::Sbg;
 use super::scoring::{History, TransactionModel};
 
 /// A log-likelihood over the parameters.
 type LogLikelihood<'a> = Box<dyn Fn(&[f64]) -> f64 + 'a>;
+
+/// How far the derivative-free search goes (relative agreement of the
+/// simplex's likelihoods) before Newton's method on exact derivatives
+/// finishes the fit.
+const COARSE: f64 = 1e-6;
 
 /// Fewest customers a fit takes.
 pub const MIN_CUSTOMERS: usize = 10;
@@ -189,54 +195,20 @@ fn observation(c: &FitCase) -> Observation {
     }
 }
 
-/// Newton steps from a coarse optimum of BG/NBD (`shift` 0) or MBG/NBD
-/// (`shift` 1) to the maximum, with standard errors from the exact observed
-/// information. None when Newton's method cannot finish there (the Hessian
-/// not negative definite, or the gradient not vanishing).
-fn exact_finish(coarse: &Fitted, data: &RfmData, shift: usize) -> Option<Fitted> {
-    let [r, alpha, a, b] = coarse.params[..] else {
-        return None;
-    };
-    let (p, d) = exact::polish([r, alpha, a, b], data, shift)?;
-    // At a maximum the gradient vanishes, to the sums' rounding.
-    let scale = d.value.abs().max(1.0);
-    let flat = (0..4).all(|i| (d.gradient[i] * p[i]).abs() <= 1e-6 * scale);
-    let std_errors = exact::standard_errors(&d);
-    (flat && std_errors.iter().all(Option::is_some)).then(|| Fitted {
-        params: p.to_vec(),
-        std_errors,
-        log_likelihood: d.value,
-        iterations: coarse.iterations,
-        converged: coarse.converged,
-    })
-}
-
 /// Fits a discrete-time model: a coarse search, then Newton steps on the
 /// exact derivatives to the optimum and its exact standard errors (the full
 /// search where Newton cannot finish).
-fn fit_discrete<L: Likelihood<K>, const K: usize>(
+fn fit_discrete<L: Likelihood<K, Data = DiscreteData>, const K: usize>(
     data: &DiscreteData,
     max_iterations: u64,
 ) -> Result<Fitted, FitError> {
     let ll = |p: &[f64]| L::total::<f64>(std::array::from_fn(|i| p[i]), data);
     let start = [1.0; K];
-    let coarse = maximise_to(ll, &start, max_iterations, 1e-8)?;
-    let from: [f64; K] = std::array::from_fn(|i| coarse.params[i]);
-    if let Some((p, d)) = discrete::polish::<L, K>(from, data) {
-        let scale = d.value.abs().max(1.0);
-        let flat = (0..K).all(|i| (d.gradient[i] * p[i]).abs() <= 1e-6 * scale);
-        let std_errors = discrete::standard_errors(&d);
-        if flat && std_errors.iter().all(Option::is_some) {
-            return Ok(Fitted {
-                params: p.to_vec(),
-                std_errors,
-                log_likelihood: d.value,
-                iterations: coarse.iterations,
-                converged: coarse.converged,
-            });
-        }
+    let coarse = maximise_to(ll, &start, max_iterations, COARSE)?;
+    match newton::finish(&coarse, |p| newton::hyper_dual::<L, K>(p, data)) {
+        Some(f) => Ok(f),
+        None => maximise(ll, &start, max_iterations),
     }
-    maximise(ll, &start, max_iterations)
 }
 
 /// Fits BG/BB or sBG on the cases' opportunity histories.
@@ -338,24 +310,28 @@ pub fn fit(
                 _ => vec![1.0, 1.0 / rate, 1.0, st / n],
             };
             let start = best_start(&*ll, moments, 4);
-            // BG/NBD and MBG/NBD have exact derivatives: a coarse search,
-            // then Newton steps to the optimum and the exact observed
-            // information (the full search from the start where Newton
-            // cannot finish, e.g. when a parameter runs off to infinity).
-            let shift = match kind {
-                Kind::BgNbd => Some(0),
-                Kind::MbgNbd => Some(1),
-                _ => None,
-            };
-            let result = match shift {
-                None => maximise(&*ll, &start, max_iterations),
-                Some(shift) => match maximise_to(&*ll, &start, max_iterations, 1e-8) {
-                    Ok(coarse) => match exact_finish(&coarse, &data, shift) {
+            // A coarse search, then Newton steps to the optimum on exact
+            // derivatives (by hand for BG/NBD and MBG/NBD, by hyper-dual
+            // numbers for Pareto/NBD) and the exact observed information;
+            // the full search from the start where Newton cannot finish,
+            // e.g. when a parameter runs off to infinity.
+            let result = match maximise_to(&*ll, &start, max_iterations, COARSE) {
+                Ok(coarse) => {
+                    let exact = match kind {
+                        Kind::BgNbd => newton::finish(&coarse, |p| exact::derivatives(p, &data, 0)),
+                        Kind::MbgNbd => {
+                            newton::finish(&coarse, |p| exact::derivatives(p, &data, 1))
+                        }
+                        _ => newton::finish(&coarse, |p| {
+                            newton::hyper_dual::<ParetoNbd, 4>(p, &data)
+                        }),
+                    };
+                    match exact {
                         Some(f) => Ok(f),
                         None => maximise(&*ll, &start, max_iterations),
-                    },
-                    Err(e) => Err(e),
-                },
+                    }
+                }
+                Err(e) => Err(e),
             };
             let mut outcome = outcome(kind, result, &start, max_iterations, cases.len(), 0);
             if let (Some(h), true) = (
@@ -402,7 +378,17 @@ pub fn fit(
             let data = SpendData::new(rows);
             let ll = |p: &[f64]| GammaGamma::from_slice(p).total_ln_likelihood(&data);
             let start = best_start(&ll, vec![1.0, 2.0, mean_m], 3);
-            let result = maximise(ll, &start, max_iterations);
+            // A coarse search, then Newton on the exact derivatives.
+            let result = match maximise_to(ll, &start, max_iterations, COARSE) {
+                Ok(coarse) => {
+                    match newton::finish(&coarse, |p| GammaGamma::from_slice(&p).derivatives(&data))
+                    {
+                        Some(f) => Ok(f),
+                        None => maximise(ll, &start, max_iterations),
+                    }
+                }
+                Err(e) => Err(e),
+            };
             let mut outcome = outcome(
                 kind,
                 result,

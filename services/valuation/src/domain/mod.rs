@@ -11,12 +11,13 @@
 //! * [`bgbb`]: BG/BB (Fader, Hardie & Shang 2010, Marketing Science 29(6)),
 //!   for discrete purchase opportunities; [`sbg`]: the shifted-beta-geometric
 //!   model of contractual retention (Fader & Hardie 2007, JIM 21(1)); both
-//!   on [`discrete`] histories, with exact derivatives by hyper-dual numbers.
+//!   on [`discrete`] histories.
 //! * [`gamma_gamma`]: spend per transaction (Fader, Hardie & Lee 2005, "RFM and
 //!   CLV: Using Iso-Value Curves for Customer Base Analysis", JMR 42(4)).
-//! * [`fit`]: maximum likelihood in log-parameter space, standard errors from
-//!   the Hessian; [`exact`]: the exact derivatives of the BG/NBD family, for a
-//!   Newton polish of the optimum and exact standard errors.
+//! * [`fit`]: maximum likelihood in log-parameter space; [`newton`]: the
+//!   Newton polish of the optimum and standard errors from the exact Hessian,
+//!   by hand-derived derivatives ([`exact`] for the BG/NBD family) or
+//!   hyper-dual numbers.
 //! * [`clv`]: discounted customer lifetime value.
 //! * [`special`]: the Gaussian hypergeometric function.
 //! * [`synthetic`]: customer bases drawn from the models, for benchmarks and
@@ -44,6 +45,7 @@ pub mod gamma_gamma;
 pub mod holdout;
 pub mod mbgnbd;
 pub mod money;
+pub mod newton;
 pub mod pareto_nbd;
 pub mod relationship;
 pub mod sbg;

@@ -12,9 +12,8 @@
 //! m < n and contributes ln P(T = m + 1); one with m = n is still active and
 //! contributes ln S(n).
 
-use num_dual::DualNum;
-
-use super::discrete::{DiscreteData, Likelihood, Opportunities, ln_rising};
+use super::discrete::{DiscreteData, Opportunities, ln_rising};
+use super::newton::{Likelihood, Real};
 
 /// sBG parameters.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -80,7 +79,9 @@ impl Sbg {
 }
 
 impl Likelihood<2> for Sbg {
-    fn total<D: DualNum<Primitive = f64> + Copy>(p: [D; 2], data: &DiscreteData) -> D {
+    type Data = DiscreteData;
+
+    fn total<D: Real>(p: [D; 2], data: &DiscreteData) -> D {
         let [a, b] = p;
         let m = data.max_n as usize + 1;
         let (lb, lab) = (ln_rising(b, m), ln_rising(a + b, m));
@@ -102,8 +103,8 @@ impl Likelihood<2> for Sbg {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::discrete::{polish, standard_errors};
     use crate::domain::fit::maximise_to;
+    use crate::domain::newton::{hyper_dual, polish, standard_errors};
 
     /// Customers still active at the start of years 0..=7 of the two cohorts
     /// of Fader & Hardie (2007), per 1,000.
@@ -129,7 +130,10 @@ mod tests {
     fn fit(data: &DiscreteData) -> ([f64; 2], f64, Vec<Option<f64>>) {
         let ll = |p: &[f64]| Sbg::total([p[0], p[1]], data);
         let coarse = maximise_to(ll, &[1.0; 2], 5000, 1e-8).unwrap();
-        let (p, d) = polish::<Sbg, 2>([coarse.params[0], coarse.params[1]], data).unwrap();
+        let (p, d) = polish([coarse.params[0], coarse.params[1]], |q| {
+            hyper_dual::<Sbg, 2>(q, data)
+        })
+        .unwrap();
         (p, d.value, standard_errors(&d))
     }
 
