@@ -181,6 +181,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                     currency_code: "EUR".into(),
                     restriction: None,
                     with_opportunities: false,
+                    columnar: false,
                 },
             ))
             .await?

@@ -252,6 +252,7 @@ fn request(unit: PeriodUnit) -> ExportSummariesRequest {
         currency_code: String::new(),
         restriction: None,
         with_opportunities: false,
+        columnar: false,
     }
 }
 
@@ -343,6 +344,60 @@ async fn export_summaries_by_hand() {
         }
     );
 
+    // The same export column by column carries the same model inputs.
+    let mut columnar = request(PeriodUnit::Week);
+    columnar.with_opportunities = true;
+    columnar.columnar = true;
+    let mut stream = s
+        .interactions()
+        .export_summaries(req(h.tenant, columnar))
+        .await
+        .unwrap()
+        .into_inner();
+    let mut batches = Vec::new();
+    while let Some(m) = stream.next().await {
+        let m = m.unwrap();
+        assert!(m.summaries.is_empty());
+        batches.push(m.columns.unwrap());
+    }
+    assert_eq!(batches.len(), 1);
+    let c = &batches[0];
+    assert_eq!(c.currency_code, "EUR");
+    assert_eq!(c.customer_ids.len(), 32);
+    for (i, row) in weekly.iter().enumerate() {
+        let id = Uuid::from_slice(&c.customer_ids[16 * i..16 * (i + 1)]).unwrap();
+        assert_eq!(id.to_string(), row.customer_id);
+        assert_eq!(c.frequency[i], row.frequency);
+        assert_eq!(c.recency[i], row.recency);
+        assert_eq!(c.t[i], row.t);
+        assert_eq!(c.monetary_value[i], row.monetary_value);
+        assert_eq!(c.holdout_purchases[i], row.holdout_purchases);
+        let first = row.first_purchase_time.unwrap();
+        assert_eq!(
+            c.first_purchase_micros[i],
+            first.seconds * 1_000_000 + i64::from(first.nanos / 1000)
+        );
+        let o = row.opportunities.unwrap();
+        assert_eq!(
+            (
+                c.opportunities[i],
+                c.opportunity_frequency[i],
+                c.opportunity_recency[i],
+                c.renewals[i],
+                c.holdout_opportunities[i],
+                c.holdout_opportunity_frequency[i]
+            ),
+            (
+                o.opportunities,
+                o.frequency,
+                o.recency,
+                o.renewals,
+                o.holdout_opportunities,
+                o.holdout_frequency
+            )
+        );
+    }
+
     // In days, without holdout.
     let mut by_day = request(PeriodUnit::Day);
     by_day.holdout_end_time = None;
@@ -407,6 +462,7 @@ async fn export_summaries_by_hand() {
             },
         )),
         with_opportunities: true,
+        columnar: false,
     };
     let err = export(&s, h.tenant, bad).await.unwrap_err();
     assert_eq!(

@@ -365,6 +365,7 @@ fn export_request(
         holdout_end_time: None,
         currency_code: models.currency.clone(),
         with_opportunities: models.transaction.discrete(),
+        columnar: false,
         restriction: customers.map(|ids| {
             export_summaries_request::Restriction::CustomerIds(CustomerIdList {
                 customer_ids: ids.iter().map(Uuid::to_string).collect(),

@@ -9,7 +9,8 @@ use rapport_kit::error::ApiError;
 use rapport_kit::peer::{MAX_MESSAGE_BYTES, Peer, PeerChannel};
 use rapport_proto::rapport::interaction::v1::interaction_service_client::InteractionServiceClient;
 use rapport_proto::rapport::interaction::v1::{
-    CustomerSummary, ExportSummariesRequest, GetCustomerSummaryRequest, PurchaseHistorySummary,
+    CustomerSummary, ExportSummariesRequest, ExportSummariesResponse, GetCustomerSummaryRequest,
+    PurchaseHistorySummary, SummaryColumns,
 };
 use rapport_proto::rapport::profile::v1::profile_service_client::ProfileServiceClient;
 use rapport_proto::rapport::profile::v1::{Customer, GetCustomerRequest};
@@ -29,6 +30,19 @@ pub struct Interaction {
     client: InteractionServiceClient<Svc>,
 }
 
+/// An export's failure: FAILED_PRECONDITION and INVALID_ARGUMENT answers
+/// are passed on with their message.
+fn pass_on(s: Status) -> ApiError {
+    match s.code() {
+        Code::FailedPrecondition => ApiError::FailedPrecondition(s.message().to_string()),
+        Code::InvalidArgument => ApiError::FailedPrecondition(format!(
+            "the interaction service refused the export: {}",
+            s.message()
+        )),
+        _ => peer_error("interaction", &s),
+    }
+}
+
 impl Interaction {
     /// A client of the service behind `peer`, connecting on first use.
     pub fn new(peer: &Peer) -> Self {
@@ -46,26 +60,56 @@ impl Interaction {
         ctx: &CallContext,
         request: ExportSummariesRequest,
     ) -> Result<Vec<PurchaseHistorySummary>, ApiError> {
+        let messages = self.export_messages(ctx, request).await?;
+        Ok(messages.into_iter().flat_map(|m| m.summaries).collect())
+    }
+
+    /// Streams `ExportSummaries` with `columnar` set and hands each batch of
+    /// columns to `each` as it arrives (nothing is kept).
+    pub async fn export_columns(
+        &self,
+        ctx: &CallContext,
+        request: ExportSummariesRequest,
+        mut each: impl FnMut(&SummaryColumns),
+    ) -> Result<(), ApiError> {
+        let request = ExportSummariesRequest {
+            columnar: true,
+            ..request
+        };
+        let mut stream = self.open_export(ctx, request).await?;
+        while let Some(msg) = stream.next().await {
+            if let Some(columns) = msg.map_err(pass_on)?.columns {
+                each(&columns);
+            }
+        }
+        Ok(())
+    }
+
+    async fn open_export(
+        &self,
+        ctx: &CallContext,
+        request: ExportSummariesRequest,
+    ) -> Result<tonic::Streaming<ExportSummariesResponse>, ApiError> {
         let mut req = Request::new(request);
         ctx.write(req.metadata_mut());
-        let pass_on = |s: Status| match s.code() {
-            Code::FailedPrecondition => ApiError::FailedPrecondition(s.message().to_string()),
-            Code::InvalidArgument => ApiError::FailedPrecondition(format!(
-                "the interaction service refused the export: {}",
-                s.message()
-            )),
-            _ => peer_error("interaction", &s),
-        };
-        let mut stream = self
+        Ok(self
             .client
             .clone()
             .export_summaries(req)
             .await
             .map_err(pass_on)?
-            .into_inner();
+            .into_inner())
+    }
+
+    async fn export_messages(
+        &self,
+        ctx: &CallContext,
+        request: ExportSummariesRequest,
+    ) -> Result<Vec<ExportSummariesResponse>, ApiError> {
+        let mut stream = self.open_export(ctx, request).await?;
         let mut out = Vec::new();
         while let Some(msg) = stream.next().await {
-            out.extend(msg.map_err(pass_on)?.summaries);
+            out.push(msg.map_err(pass_on)?);
         }
         Ok(out)
     }

@@ -30,7 +30,9 @@ use tonic::{Request, Response, Status, Streaming};
 use tracing::Instrument;
 use uuid::Uuid;
 
-use crate::domain::btyd::{Purchase, Windows, group_days, purchase_history, unit_days};
+use crate::domain::btyd::{
+    Purchase, Windows, group_days, purchase_history, push_columns, unit_days,
+};
 use crate::domain::campaign::{self, check_mask, validate_new};
 use crate::domain::money::is_currency;
 use crate::domain::summary::customer_summary;
@@ -747,16 +749,12 @@ impl InteractionService for InteractionApi {
         let shutdown = self.shutdown.clone();
         tokio::spawn(
             async move {
-                let opportunities = r.with_opportunities.then_some(period_unit);
-                let result = export(
-                    pool,
-                    query,
-                    cohort,
-                    (unit, opportunities),
-                    tx.clone(),
-                    shutdown,
-                )
-                .await;
+                let shape = Shape {
+                    unit_days: unit,
+                    opportunities: r.with_opportunities.then_some(period_unit),
+                    columnar: r.columnar,
+                };
+                let result = export(pool, query, cohort, shape, tx.clone(), shutdown).await;
                 if let Err(e) = result {
                     let _ = tx.send(Err(e.into())).await;
                 }
@@ -795,6 +793,65 @@ impl Cohort {
     }
 }
 
+/// How an export is shaped: the period unit's length in days, whether to
+/// count opportunities (in which calendar periods), and whether to send
+/// columns.
+#[derive(Clone, Copy)]
+struct Shape {
+    unit_days: f64,
+    opportunities: Option<PeriodUnit>,
+    columnar: bool,
+}
+
+/// The summaries waiting to be sent: one message each, or columns.
+enum Pending {
+    Rows(Vec<pb::PurchaseHistorySummary>),
+    Columns(Box<pb::SummaryColumns>),
+}
+
+impl Pending {
+    fn new(columnar: bool) -> Self {
+        if columnar {
+            Pending::Columns(Box::default())
+        } else {
+            Pending::Rows(Vec::with_capacity(1000))
+        }
+    }
+
+    fn len(&self) -> usize {
+        match self {
+            Pending::Rows(r) => r.len(),
+            Pending::Columns(c) => c.frequency.len(),
+        }
+    }
+
+    /// Whether a message is due: 1,000 summaries, or 10,000 as columns.
+    fn full(&self) -> bool {
+        match self {
+            Pending::Rows(r) => r.len() >= 1000,
+            Pending::Columns(c) => c.frequency.len() >= 10_000,
+        }
+    }
+
+    /// The waiting summaries as a message, leaving an empty batch.
+    fn take(&mut self, currency: &str) -> pb::ExportSummariesResponse {
+        match self {
+            Pending::Rows(r) => pb::ExportSummariesResponse {
+                summaries: std::mem::replace(r, Vec::with_capacity(1000)),
+                columns: None,
+            },
+            Pending::Columns(c) => {
+                let mut columns = std::mem::take(&mut **c);
+                columns.currency_code = currency.to_string();
+                pb::ExportSummariesResponse {
+                    summaries: Vec::new(),
+                    columns: Some(columns),
+                }
+            }
+        }
+    }
+}
+
 /// Streams the export in one repeatable-read snapshot: purchases come in
 /// customer order and each customer's are summarised as soon as they are
 /// complete.
@@ -802,7 +859,7 @@ async fn export(
     pool: PgPool,
     query: ExportQuery,
     cohort: Cohort,
-    (unit, opportunities): (f64, Option<PeriodUnit>),
+    shape: Shape,
     out: mpsc::Sender<Result<pb::ExportSummariesResponse, Status>>,
     shutdown: Shutdown,
 ) -> Result<(), ApiError> {
@@ -811,25 +868,24 @@ async fn export(
         .execute(&mut *tx)
         .await?;
     let mut rows = store::export_purchases(&mut tx, &query);
-    let mut batch = Vec::with_capacity(1000);
+    let mut batch = Pending::new(shape.columnar);
     let mut current: Option<Uuid> = None;
     let mut purchases: Vec<Purchase> = Vec::new();
     let windows = Windows {
         calibration_end: query.calibration_end,
         holdout_end: query.holdout_end,
-        currency: &query.currency,
-        opportunities,
+        opportunities: shape.opportunities,
     };
-    let summarise = |customer: Uuid, purchases: &[Purchase], batch: &mut Vec<_>| {
-        if let Some(days) = group_days(customer, purchases, &windows)
-            && cohort.admits(days.first_time)
-        {
-            batch.push(purchase_history(
-                &days,
-                query.calibration_end,
-                unit,
-                &query.currency,
-            ));
+    let (end, unit) = (query.calibration_end, shape.unit_days);
+    let summarise = |customer: Uuid, purchases: &[Purchase], batch: &mut Pending| {
+        let Some(days) =
+            group_days(customer, purchases, &windows).filter(|days| cohort.admits(days.first_time))
+        else {
+            return;
+        };
+        match batch {
+            Pending::Rows(r) => r.push(purchase_history(&days, end, unit, &query.currency)),
+            Pending::Columns(c) => push_columns(c, &days, end, unit),
         }
     };
     loop {
@@ -847,25 +903,16 @@ async fn export(
             current = Some(customer);
         }
         purchases.push(purchase);
-        if batch.len() >= 1000 {
-            let summaries = std::mem::replace(&mut batch, Vec::with_capacity(1000));
-            if out
-                .send(Ok(pb::ExportSummariesResponse { summaries }))
-                .await
-                .is_err()
-            {
-                return Ok(());
-            }
+        if batch.full() && out.send(Ok(batch.take(&query.currency))).await.is_err() {
+            return Ok(());
         }
     }
     drop(rows);
     if let Some(c) = current {
         summarise(c, &purchases, &mut batch);
     }
-    if !batch.is_empty() {
-        let _ = out
-            .send(Ok(pb::ExportSummariesResponse { summaries: batch }))
-            .await;
+    if batch.len() > 0 {
+        let _ = out.send(Ok(batch.take(&query.currency))).await;
     }
     tx.commit().await?;
     Ok(())

@@ -11,7 +11,9 @@ use chrono::{DateTime, NaiveDate, Utc};
 use rapport_kit::calendar::{period_index, starts_period};
 use rapport_kit::convert::timestamp;
 use rapport_proto::rapport::common::v1::PeriodUnit;
-use rapport_proto::rapport::interaction::v1::{OpportunityHistory, PurchaseHistorySummary};
+use rapport_proto::rapport::interaction::v1::{
+    OpportunityHistory, PurchaseHistorySummary, SummaryColumns,
+};
 use uuid::Uuid;
 
 use super::money::{nanos_to_money, nanos_to_units_f64};
@@ -113,14 +115,16 @@ pub struct PurchaseDays {
     pub opportunities: Option<OpportunityHistory>,
 }
 
-/// The summary of one customer for calibration end `calibration_end`, unit
-/// `unit_days` and currency `currency`.
-pub fn purchase_history(
-    d: &PurchaseDays,
-    calibration_end: DateTime<Utc>,
-    unit_days: f64,
-    currency: &str,
-) -> PurchaseHistorySummary {
+/// The model inputs of one customer: frequency, recency, T and the mean
+/// repeat-purchase value.
+struct Inputs {
+    frequency: i64,
+    recency: f64,
+    t: f64,
+    monetary_value: f64,
+}
+
+fn inputs(d: &PurchaseDays, calibration_end: DateTime<Utc>, unit_days: f64) -> Inputs {
     let frequency = (d.calibration_days - 1).max(0);
     let recency_days = (d.last_day - d.first_day).num_days() as f64;
     let first_midnight = d.first_day.and_time(chrono::NaiveTime::MIN).and_utc();
@@ -131,9 +135,7 @@ pub fn purchase_history(
     } else {
         0.0
     };
-    PurchaseHistorySummary {
-        customer_id: d.customer_id.to_string(),
-        first_purchase_time: Some(timestamp(d.first_time)),
+    Inputs {
         frequency,
         recency: if frequency > 0 {
             recency_days / unit_days
@@ -142,6 +144,25 @@ pub fn purchase_history(
         },
         t: t_days / unit_days,
         monetary_value,
+    }
+}
+
+/// The summary of one customer for calibration end `calibration_end`, unit
+/// `unit_days` and currency `currency`.
+pub fn purchase_history(
+    d: &PurchaseDays,
+    calibration_end: DateTime<Utc>,
+    unit_days: f64,
+    currency: &str,
+) -> PurchaseHistorySummary {
+    let i = inputs(d, calibration_end, unit_days);
+    PurchaseHistorySummary {
+        customer_id: d.customer_id.to_string(),
+        first_purchase_time: Some(timestamp(d.first_time)),
+        frequency: i.frequency,
+        recency: i.recency,
+        t: i.t,
+        monetary_value: i.monetary_value,
         currency_code: currency.to_string(),
         historical_value: Some(nanos_to_money(currency, d.total_value)),
         historical_margin: Some(nanos_to_money(currency, d.total_margin)),
@@ -151,29 +172,60 @@ pub fn purchase_history(
     }
 }
 
+/// Appends one customer's model inputs to `columns` (see `SummaryColumns`):
+/// the same figures as [`purchase_history`], column by column.
+pub fn push_columns(
+    columns: &mut SummaryColumns,
+    d: &PurchaseDays,
+    calibration_end: DateTime<Utc>,
+    unit_days: f64,
+) {
+    let i = inputs(d, calibration_end, unit_days);
+    columns
+        .customer_ids
+        .extend_from_slice(d.customer_id.as_bytes());
+    columns
+        .first_purchase_micros
+        .push(d.first_time.timestamp_micros());
+    columns.frequency.push(i.frequency);
+    columns.recency.push(i.recency);
+    columns.t.push(i.t);
+    columns.monetary_value.push(i.monetary_value);
+    columns.holdout_purchases.push(d.holdout_days);
+    if let Some(o) = &d.opportunities {
+        columns.opportunities.push(o.opportunities);
+        columns.opportunity_frequency.push(o.frequency);
+        columns.opportunity_recency.push(o.recency);
+        columns.renewals.push(o.renewals);
+        columns.holdout_opportunities.push(o.holdout_opportunities);
+        columns
+            .holdout_opportunity_frequency
+            .push(o.holdout_frequency);
+    }
+}
+
 /// One purchase, for [`group_days`].
 #[derive(Debug, Clone)]
 pub struct Purchase {
     /// When.
     pub occur_time: DateTime<Utc>,
-    /// Currency of amount and margin.
-    pub currency: String,
+    /// Whether it is in the export currency (amount and margin count only
+    /// then).
+    pub in_currency: bool,
     /// Amount, nanos.
     pub amount: i128,
     /// Margin, nanos.
     pub margin: Option<i128>,
 }
 
-/// What an export asks for: the windows, the currency and whether to count
-/// opportunities (in calendar periods of which unit).
+/// What an export asks for: the windows and whether to count opportunities
+/// (in calendar periods of which unit).
 #[derive(Debug, Clone)]
-pub struct Windows<'a> {
+pub struct Windows {
     /// End of the calibration window, exclusive.
     pub calibration_end: DateTime<Utc>,
     /// End of the holdout window, exclusive.
     pub holdout_end: Option<DateTime<Utc>>,
-    /// The export currency.
-    pub currency: &'a str,
     /// The unit of opportunities, when they are asked for.
     pub opportunities: Option<PeriodUnit>,
 }
@@ -183,8 +235,8 @@ pub struct Windows<'a> {
 /// those in `[calibration_end, holdout_end)`. None when the customer made no
 /// calibration purchase.
 pub fn group_days(customer_id: Uuid, purchases: &[Purchase], w: &Windows) -> Option<PurchaseDays> {
-    let (calibration_end, holdout_end, currency) = (w.calibration_end, w.holdout_end, w.currency);
-    let value = |p: &Purchase| if p.currency == currency { p.amount } else { 0 };
+    let (calibration_end, holdout_end) = (w.calibration_end, w.holdout_end);
+    let value = |p: &Purchase| if p.in_currency { p.amount } else { 0 };
     let mut cal: BTreeMap<NaiveDate, i128> = BTreeMap::new();
     let mut holdout: BTreeMap<NaiveDate, i128> = BTreeMap::new();
     let mut first_time: Option<DateTime<Utc>> = None;
@@ -194,7 +246,7 @@ pub fn group_days(customer_id: Uuid, purchases: &[Purchase], w: &Windows) -> Opt
         if p.occur_time < calibration_end {
             *cal.entry(day).or_default() += value(p);
             first_time = Some(first_time.map_or(p.occur_time, |f| f.min(p.occur_time)));
-            if p.currency == currency {
+            if p.in_currency {
                 margin += p.margin.unwrap_or(0);
             }
         } else if holdout_end.is_some_and(|h| p.occur_time < h) {
@@ -237,11 +289,10 @@ mod tests {
         Utc.with_ymd_and_hms(2025, m, d, h, 0, 0).unwrap()
     }
 
-    fn windows(c: DateTime<Utc>, h: Option<DateTime<Utc>>) -> Windows<'static> {
+    fn windows(c: DateTime<Utc>, h: Option<DateTime<Utc>>) -> Windows {
         Windows {
             calibration_end: c,
             holdout_end: h,
-            currency: "EUR",
             opportunities: None,
         }
     }
@@ -300,7 +351,7 @@ mod tests {
     fn p(t: DateTime<Utc>, cur: &str, units: i128) -> Purchase {
         Purchase {
             occur_time: t,
-            currency: cur.into(),
+            in_currency: cur == "EUR",
             amount: units * 1_000_000_000,
             margin: Some(units * 100_000_000),
         }
@@ -336,6 +387,21 @@ mod tests {
         assert_eq!(s.holdout_value, 7.0);
         let m = purchase_history(&d, c, unit_days(PeriodUnit::Month).unwrap(), "EUR");
         assert!((m.t - 31.0 / 30.4375).abs() < 1e-12);
+        // The columns carry the same inputs.
+        let mut cols = SummaryColumns::default();
+        push_columns(&mut cols, &d, c, 7.0);
+        push_columns(&mut cols, &d, c, 7.0);
+        assert_eq!(cols.customer_ids.len(), 32);
+        assert_eq!(cols.frequency, vec![2, 2]);
+        assert_eq!(cols.recency, vec![s.recency; 2]);
+        assert_eq!(cols.t, vec![s.t; 2]);
+        assert_eq!(cols.monetary_value, vec![10.0; 2]);
+        assert_eq!(cols.holdout_purchases, vec![1, 1]);
+        assert_eq!(
+            cols.first_purchase_micros[0],
+            at(1, 1, 9).timestamp_micros()
+        );
+        assert!(cols.opportunities.is_empty());
     }
 
     #[test]

@@ -38,8 +38,17 @@ pub struct ExportQuery {
 struct ExportRow {
     customer_id: Uuid,
     occur_time: DateTime<Utc>,
-    amount: Option<String>,
-    margin: Option<String>,
+    amount_nanos: Option<i64>,
+    amount_text: Option<String>,
+    margin_nanos: Option<i64>,
+    margin_text: Option<String>,
+}
+
+/// An amount in nanos: computed by the database as a bigint when it fits
+/// (below 9 billion units, nearly always), read as text otherwise.
+fn nanos(int: Option<i64>, text: Option<&str>) -> Option<i128> {
+    int.map(i128::from)
+        .or_else(|| text.and_then(decimal_to_nanos))
 }
 
 /// Streams the purchases an export needs, in (customer id, time) order:
@@ -52,8 +61,14 @@ pub fn export_purchases<'a>(
 ) -> BoxStream<'a, Result<(Uuid, Purchase), sqlx::Error>> {
     sqlx::query_as::<_, ExportRow>(
         "SELECT customer_id, occur_time,
-                CASE WHEN currency = $3 THEN amount::text END AS amount,
-                CASE WHEN currency = $3 THEN margin::text END AS margin
+                CASE WHEN currency = $3 AND abs(amount) < 9e9
+                     THEN (amount * 1000000000)::int8 END AS amount_nanos,
+                CASE WHEN currency = $3 AND abs(amount) >= 9e9
+                     THEN amount::text END AS amount_text,
+                CASE WHEN currency = $3 AND abs(margin) < 9e9
+                     THEN (margin * 1000000000)::int8 END AS margin_nanos,
+                CASE WHEN currency = $3 AND abs(margin) >= 9e9
+                     THEN margin::text END AS margin_text
          FROM interactions
          WHERE tenant_id = $1 AND type = 1 AND occur_time < $2
            AND ($4::uuid[] IS NULL OR customer_id = ANY($4))
@@ -66,18 +81,14 @@ pub fn export_purchases<'a>(
     .fetch(conn)
     .map(|r| {
         r.map(|r| {
-            let amount = r.amount.as_deref().and_then(decimal_to_nanos);
+            let amount = nanos(r.amount_nanos, r.amount_text.as_deref());
             (
                 r.customer_id,
                 Purchase {
                     occur_time: r.occur_time,
-                    currency: if amount.is_some() {
-                        q.currency.clone()
-                    } else {
-                        String::new()
-                    },
+                    in_currency: amount.is_some(),
                     amount: amount.unwrap_or(0),
-                    margin: r.margin.as_deref().and_then(decimal_to_nanos),
+                    margin: nanos(r.margin_nanos, r.margin_text.as_deref()),
                 },
             )
         })

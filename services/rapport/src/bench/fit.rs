@@ -177,6 +177,7 @@ pub async fn run(stack: &Stack, sizes: &Sizes) -> anyhow::Result<Value> {
                 currency_code: "EUR".into(),
                 restriction: None,
                 with_opportunities: false,
+                columnar: true,
             })
             .await?
             .into_inner();

@@ -51,8 +51,9 @@ impl ValuationApi {
         let plan = check_fit(&mut v, &fit, Utc::now());
         v.finish()?;
         let plan = plan.ok_or_else(|| ApiError::invalid("calibration_end_time", "required"))?;
-        let summaries = self.fit_data(ctx, &fit, &plan).await?;
-        let cases = fit_cases(&summaries, "");
+        let FitData {
+            cases, earliest, ..
+        } = self.fit_data(ctx, &fit, &plan).await?;
         let holdout = holdout_periods(&plan);
         let max_iterations = match r.max_iterations {
             0 => 1000,
@@ -101,7 +102,7 @@ impl ValuationApi {
             recommended_kind: recommendation.as_ref().map_or(0, |r| r.kind.to_proto()),
             recommendation_reason: recommendation.map(|r| r.reason).unwrap_or_default(),
             customer_count: customers,
-            data_window: Some(data_window(&plan, &summaries)),
+            data_window: Some(data_window(&plan, earliest)),
         })
     }
 }

@@ -5,7 +5,7 @@ use chrono::{Datelike, NaiveDate, NaiveTime};
 
 use rapport_kit::calendar::starts_period;
 use rapport_proto::rapport::common::v1::PeriodUnit;
-use rapport_proto::rapport::interaction::v1::OpportunityHistory;
+use rapport_proto::rapport::interaction::v1::{OpportunityHistory, SummaryColumns};
 
 use super::*;
 use crate::domain::discrete::Opportunities;
@@ -396,6 +396,88 @@ fn check_opportunities(
     );
 }
 
+/// What a fit takes: one case per customer, the currency of their monetary
+/// values, and the earliest first purchase among them.
+pub(super) struct FitData {
+    pub(super) cases: Vec<FitCase>,
+    pub(super) currency: String,
+    pub(super) earliest: Option<DateTime<Utc>>,
+}
+
+impl FitData {
+    /// From inline summaries; the currency is the request's, or else the
+    /// summaries' common one.
+    fn inline(summaries: &[PurchaseHistorySummary], currency: &str) -> Self {
+        let currency = if currency.is_empty() {
+            summaries
+                .iter()
+                .map(|s| s.currency_code.as_str())
+                .find(|c| !c.is_empty())
+                .unwrap_or_default()
+        } else {
+            currency
+        };
+        FitData {
+            cases: fit_cases(summaries, currency),
+            currency: currency.to_string(),
+            earliest: summaries
+                .iter()
+                .filter_map(|s| s.first_purchase_time.as_ref().and_then(from_timestamp))
+                .min(),
+        }
+    }
+
+    /// Appends an export's columns, skipping the customers in `seen` when
+    /// given (a merged segment member exports as its survivor, which may
+    /// already have come).
+    fn extend(&mut self, c: &SummaryColumns, mut seen: Option<&mut HashSet<Uuid>>) {
+        if self.currency.is_empty() {
+            self.currency = c.currency_code.clone();
+        }
+        self.cases.reserve(c.frequency.len());
+        let with_opportunities = c.opportunities.len() == c.frequency.len();
+        for (i, id) in c.customer_ids.chunks_exact(16).enumerate() {
+            let (Ok(id), Some(&frequency)) = (Uuid::from_slice(id), c.frequency.get(i)) else {
+                continue;
+            };
+            if seen.as_mut().is_some_and(|seen| !seen.insert(id)) {
+                continue;
+            }
+            let at = |col: &[i64]| col.get(i).copied().unwrap_or(0);
+            let opportunities = with_opportunities
+                .then(|| {
+                    Opportunities::new(
+                        at(&c.opportunities),
+                        at(&c.opportunity_frequency),
+                        at(&c.opportunity_recency),
+                        at(&c.renewals),
+                    )
+                })
+                .flatten();
+            let first = c
+                .first_purchase_micros
+                .get(i)
+                .and_then(|m| DateTime::from_timestamp_micros(*m));
+            if let Some(f) = first {
+                self.earliest = Some(self.earliest.map_or(f, |e| e.min(f)));
+            }
+            self.cases.push(FitCase {
+                frequency,
+                recency: c.recency.get(i).copied().unwrap_or(0.0),
+                t: c.t.get(i).copied().unwrap_or(0.0),
+                monetary_value: c.monetary_value.get(i).copied().unwrap_or(0.0),
+                in_currency: true,
+                holdout_purchases: at(&c.holdout_purchases),
+                opportunities,
+                holdout_opportunities: (
+                    at(&c.holdout_opportunities).clamp(0, Opportunities::MAX) as u32,
+                    at(&c.holdout_opportunity_frequency),
+                ),
+            });
+        }
+    }
+}
+
 /// The fit's view of the summaries; those in `currency` are Gamma-Gamma's.
 pub(super) fn fit_cases(summaries: &[PurchaseHistorySummary], currency: &str) -> Vec<FitCase> {
     summaries
@@ -426,11 +508,7 @@ pub(super) fn holdout_periods(plan: &FitPlan) -> Option<f64> {
 }
 
 /// The window of the data a fit took.
-pub(super) fn data_window(plan: &FitPlan, summaries: &[PurchaseHistorySummary]) -> pb::DataWindow {
-    let earliest = summaries
-        .iter()
-        .filter_map(|s| s.first_purchase_time.as_ref().and_then(from_timestamp))
-        .min();
+pub(super) fn data_window(plan: &FitPlan, earliest: Option<DateTime<Utc>>) -> pb::DataWindow {
     let day = |d: NaiveDate| d.format("%Y-%m-%d").to_string();
     pb::DataWindow {
         period_unit: plan.unit.to_proto(),
@@ -482,13 +560,13 @@ pub(super) fn validation(v: &Validation) -> pb::HoldoutValidation {
 /// For a window asked for by date, ages count to the last calibration day
 /// rather than to the instant after it: one day less than the export's,
 /// never below the recency (which is counted in whole days already).
-fn count_ages_to_the_day(plan: &FitPlan, summaries: &mut [PurchaseHistorySummary]) {
+fn count_ages_to_the_day(plan: &FitPlan, cases: &mut [FitCase]) {
     if plan.dates.is_none() {
         return;
     }
     let day = 1.0 / plan.unit.days();
-    for s in summaries {
-        s.t = (s.t - day).max(s.recency).max(0.0);
+    for c in cases {
+        c.t = (c.t - day).max(c.recency).max(0.0);
     }
 }
 
@@ -497,15 +575,16 @@ pub(super) fn request_hash(r: &pb::FitModelRequest) -> String {
 }
 
 impl ValuationApi {
-    /// Reads the summaries a fit takes: inline, or exported for the scope.
+    /// Reads the summaries a fit takes: inline, or exported (as columns) for
+    /// the scope.
     pub(super) async fn fit_data(
         &self,
         ctx: &CallContext,
         r: &pb::FitModelRequest,
         plan: &FitPlan,
-    ) -> Result<Vec<PurchaseHistorySummary>, ApiError> {
+    ) -> Result<FitData, ApiError> {
         if !r.inline_summaries.is_empty() {
-            return Ok(r.inline_summaries.clone());
+            return Ok(FitData::inline(&r.inline_summaries, &r.currency_code));
         }
         let interaction = self.interaction()?;
         let base = ExportSummariesRequest {
@@ -514,6 +593,7 @@ impl ValuationApi {
             holdout_end_time: plan.holdout_end.map(timestamp),
             currency_code: r.currency_code.clone(),
             with_opportunities: plan.kind.discrete(),
+            columnar: true,
             restriction: plan.cohort.as_ref().map(|(_, start, end)| {
                 export_summaries_request::Restriction::Cohort(AcquisitionCohort {
                     start_time: Some(timestamp(*start)),
@@ -521,34 +601,42 @@ impl ValuationApi {
                 })
             }),
         };
-        let Some(segment) = plan.segment else {
-            let mut out = interaction.export(ctx, base).await?;
-            count_ages_to_the_day(plan, &mut out);
-            return Ok(out);
+        let mut data = FitData {
+            cases: Vec::new(),
+            currency: r.currency_code.clone(),
+            earliest: None,
         };
-        let segmentation = self
-            .segmentation
-            .as_ref()
-            .ok_or_else(|| not_configured("segmentation"))?;
-        let mut members = segmentation.members(ctx, segment).await?;
-        members.sort_unstable();
-        members.dedup();
-        let mut out = Vec::new();
-        for chunk in members.chunks(EXPORT_IDS) {
-            let req = ExportSummariesRequest {
-                restriction: Some(export_summaries_request::Restriction::CustomerIds(
-                    CustomerIdList {
-                        customer_ids: chunk.iter().map(Uuid::to_string).collect(),
-                    },
-                )),
-                ..base.clone()
-            };
-            out.extend(interaction.export(ctx, req).await?);
+        // Only a segment's exports can name one customer twice.
+        let mut seen = plan.segment.map(|_| HashSet::new());
+        let requests = match plan.segment {
+            None => vec![base],
+            Some(segment) => {
+                let segmentation = self
+                    .segmentation
+                    .as_ref()
+                    .ok_or_else(|| not_configured("segmentation"))?;
+                let mut members = segmentation.members(ctx, segment).await?;
+                members.sort_unstable();
+                members.dedup();
+                members
+                    .chunks(EXPORT_IDS)
+                    .map(|chunk| ExportSummariesRequest {
+                        restriction: Some(export_summaries_request::Restriction::CustomerIds(
+                            CustomerIdList {
+                                customer_ids: chunk.iter().map(Uuid::to_string).collect(),
+                            },
+                        )),
+                        ..base.clone()
+                    })
+                    .collect()
+            }
+        };
+        for req in requests {
+            interaction
+                .export_columns(ctx, req, |columns| data.extend(columns, seen.as_mut()))
+                .await?;
         }
-        // Merged members export as their survivors: count each customer once.
-        let mut seen = HashSet::new();
-        out.retain(|s| seen.insert(s.customer_id.clone()));
-        count_ages_to_the_day(plan, &mut out);
-        Ok(out)
+        count_ages_to_the_day(plan, &mut data.cases);
+        Ok(data)
     }
 }

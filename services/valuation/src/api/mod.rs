@@ -132,19 +132,11 @@ impl ValuationService for ValuationApi {
                 return Ok(Response::new(pb::FitModelResponse { model: Some(model) }));
             }
         }
-        let summaries = self.fit_data(&ctx, &r, &plan).await?;
-        let currency = if !r.currency_code.is_empty() {
-            r.currency_code.clone()
-        } else {
-            // The export's currency, or the inline summaries' common one.
-            summaries
-                .iter()
-                .map(|s| s.currency_code.as_str())
-                .find(|c| !c.is_empty())
-                .unwrap_or_default()
-                .to_string()
-        };
-        let cases = fit_cases(&summaries, &currency);
+        let FitData {
+            cases,
+            currency,
+            earliest,
+        } = self.fit_data(&ctx, &r, &plan).await?;
         let holdout_periods = holdout_periods(&plan);
         let (kind, max_iterations) = (plan.kind, plan.max_iterations);
         let cur = currency.clone();
@@ -176,7 +168,7 @@ impl ValuationService for ValuationApi {
             } else {
                 pb::DataSource::Inline as i32
             },
-            data_window: Some(data_window(&plan, &summaries)),
+            data_window: Some(data_window(&plan, earliest)),
             customer_count: outcome.customer_count,
             excluded_customer_count: outcome.excluded_count,
             currency_code: if kind == Kind::GammaGamma {
