@@ -249,6 +249,7 @@ impl Customer360 {
             let req = vpb::GetCustomerValueRequest {
                 customer_id: id.to_string(),
                 as_of: None,
+                ..Default::default()
             };
             Self::within(deadline, async move {
                 c.get_customer_value(req)

@@ -3,17 +3,23 @@
 //! and profile (the estimated category wallet). The internal credential goes
 //! on every call and the caller's tenant is forwarded in metadata.
 
+use std::collections::HashMap;
+
 use futures::StreamExt;
 use rapport_kit::context::CallContext;
 use rapport_kit::error::ApiError;
 use rapport_kit::peer::{MAX_MESSAGE_BYTES, Peer, PeerChannel};
+use rapport_proto::rapport::common::v1::{Identifier, IdentifierKind, IdentifierSet};
 use rapport_proto::rapport::interaction::v1::interaction_service_client::InteractionServiceClient;
 use rapport_proto::rapport::interaction::v1::{
     CustomerSummary, ExportSummariesRequest, ExportSummariesResponse, GetCustomerSummaryRequest,
     PurchaseHistorySummary, SummaryColumns,
 };
 use rapport_proto::rapport::profile::v1::profile_service_client::ProfileServiceClient;
-use rapport_proto::rapport::profile::v1::{Customer, GetCustomerRequest};
+use rapport_proto::rapport::profile::v1::{
+    BatchGetCustomersRequest, Customer, GetCustomerRequest, ResolveIdentitiesRequest,
+    ResolveIdentityRequest, resolve_identities_result,
+};
 use rapport_proto::rapport::segmentation::v1::ListMembersRequest;
 use rapport_proto::rapport::segmentation::v1::segmentation_service_client::SegmentationServiceClient;
 use tonic::{Code, Request, Status};
@@ -199,6 +205,88 @@ impl Profile {
         }
     }
 
+    /// Looks up identifier sets (never creating anything), 1..=1,000 in one
+    /// call: per set, the customer, or why there is none.
+    pub async fn lookup(
+        &self,
+        ctx: &CallContext,
+        sets: &[IdentifierSet],
+    ) -> Result<Vec<Lookup>, ApiError> {
+        let mut req = Request::new(ResolveIdentitiesRequest {
+            requests: sets
+                .iter()
+                .map(|s| ResolveIdentityRequest {
+                    identifiers: s.identifiers.clone(),
+                    traits: None,
+                    lookup_only: true,
+                })
+                .collect(),
+        });
+        ctx.write(req.metadata_mut());
+        let answer = self
+            .client
+            .clone()
+            .resolve_identities(req)
+            .await
+            .map_err(|s| peer_error("profile", &s))?
+            .into_inner();
+        Ok(answer
+            .results
+            .into_iter()
+            .map(|r| match r.result {
+                Some(resolve_identities_result::Result::Resolved(c)) => c
+                    .customer
+                    .and_then(|c| Uuid::parse_str(&c.customer_id).ok())
+                    .map_or(Lookup::Unknown, Lookup::Found),
+                Some(resolve_identities_result::Result::Conflict(c)) => {
+                    Lookup::Conflict(c.matches.into_iter().map(|m| m.customer_id).collect())
+                }
+                Some(resolve_identities_result::Result::Refused(r))
+                    if r.code == Code::InvalidArgument as i32 =>
+                {
+                    Lookup::Invalid(
+                        r.field_violations
+                            .into_iter()
+                            .map(|v| (v.field, v.description))
+                            .collect(),
+                    )
+                }
+                _ => Lookup::Unknown,
+            })
+            .collect())
+    }
+
+    /// The identifiers (e-mails, phones, external ids) of up to 1,000
+    /// customers, by id; merged ids answer for their survivors.
+    pub async fn identifiers(
+        &self,
+        ctx: &CallContext,
+        customers: &[Uuid],
+    ) -> Result<HashMap<Uuid, IdentifierSet>, ApiError> {
+        if customers.is_empty() {
+            return Ok(HashMap::new());
+        }
+        let mut req = Request::new(BatchGetCustomersRequest {
+            customer_ids: customers.iter().map(Uuid::to_string).collect(),
+        });
+        ctx.write(req.metadata_mut());
+        let answer = self
+            .client
+            .clone()
+            .batch_get_customers(req)
+            .await
+            .map_err(|s| peer_error("profile", &s))?
+            .into_inner();
+        Ok(answer
+            .customers
+            .into_iter()
+            .filter_map(|c| {
+                let id = Uuid::parse_str(&c.customer_id).ok()?;
+                Some((id, identifier_set(&c)))
+            })
+            .collect())
+    }
+
     /// The customer, or `None` when the profile service knows no such
     /// customer of the tenant.
     pub async fn customer(
@@ -215,5 +303,40 @@ impl Profile {
             Err(s) if s.code() == Code::NotFound => Ok(None),
             Err(s) => Err(peer_error("profile", &s)),
         }
+    }
+}
+
+/// What looking up one identifier set found.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Lookup {
+    /// The customer they describe.
+    Found(Uuid),
+    /// No customer has any of them.
+    Unknown,
+    /// They belong to these different customers.
+    Conflict(Vec<String>),
+    /// The set is invalid: (field relative to the set, problem).
+    Invalid(Vec<(String, String)>),
+}
+
+/// Every identifier a customer has: e-mails, phones, external ids.
+fn identifier_set(c: &Customer) -> IdentifierSet {
+    let of = |kind: IdentifierKind, value: &str| Identifier {
+        kind: kind as i32,
+        system: String::new(),
+        value: value.to_string(),
+    };
+    IdentifierSet {
+        identifiers: c
+            .emails
+            .iter()
+            .map(|e| of(IdentifierKind::Email, &e.address))
+            .chain(
+                c.phones
+                    .iter()
+                    .map(|p| of(IdentifierKind::Phone, &p.number)),
+            )
+            .chain(c.external_identifiers.iter().cloned())
+            .collect(),
     }
 }

@@ -281,6 +281,7 @@ async fn fit_score_and_read_values_back_over_grpc() {
             GetCustomerValueRequest {
                 customer_id: regular.customer.to_string(),
                 as_of: Some(ts(as_of)),
+                ..Default::default()
             },
         ))
         .await
@@ -312,6 +313,7 @@ async fn fit_score_and_read_values_back_over_grpc() {
             GetCustomerValueRequest {
                 customer_id: regular.customer.to_string(),
                 as_of: None,
+                ..Default::default()
             },
         ))
         .await
@@ -325,6 +327,7 @@ async fn fit_score_and_read_values_back_over_grpc() {
             GetCustomerValueRequest {
                 customer_id: regular.customer.to_string(),
                 as_of: Some(ts(regular.first - Duration::days(1))),
+                ..Default::default()
             },
         ))
         .await
@@ -336,6 +339,7 @@ async fn fit_score_and_read_values_back_over_grpc() {
             BatchGetCustomerValuesRequest {
                 customer_ids: vec![regular.customer.to_string(), Uuid::new_v4().to_string()],
                 as_of: Some(ts(as_of)),
+                ..Default::default()
             },
         ))
         .await
@@ -383,6 +387,7 @@ async fn fit_score_and_read_values_back_over_grpc() {
                     top_n: 25,
                     page_size: 10,
                     page_token: token.clone(),
+                    ..Default::default()
                 },
             ))
             .await

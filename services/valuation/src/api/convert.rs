@@ -42,6 +42,7 @@ pub(super) fn value_proto(r: &store::ValueRow) -> pb::CustomerValue {
         frequency: r.frequency,
         recency: r.recency,
         t: r.t,
+        identifiers: None,
     }
 }
 
@@ -103,5 +104,60 @@ impl ValuationApi {
                 engine::values_as_of(&self.pool, self.interaction()?, ctx, ids.to_vec(), at).await
             }
         }
+    }
+
+    /// Looks identifier sets up in the profile service (never creating
+    /// anything). An invalid set refuses the request, with its problems
+    /// under `field(i)` (e.g. "identifier_sets[2].identifiers[0].value").
+    pub(super) async fn look_up(
+        &self,
+        ctx: &CallContext,
+        sets: &[IdentifierSet],
+        field: impl Fn(usize) -> String,
+    ) -> Result<Vec<Lookup>, ApiError> {
+        let profile = self
+            .profile
+            .as_ref()
+            .ok_or_else(|| not_configured("profile"))?;
+        let found = profile.lookup(ctx, sets).await?;
+        let mut v = Violations::new();
+        for (i, f) in found.iter().enumerate() {
+            if let Lookup::Invalid(problems) = f {
+                for (path, problem) in problems {
+                    v.add(format!("{}.{path}", field(i)), problem.clone());
+                }
+                if problems.is_empty() {
+                    v.add(field(i), "is not a valid identifier set");
+                }
+            }
+        }
+        v.finish()?;
+        Ok(found)
+    }
+
+    /// Fills each value's identifiers from the profile service.
+    pub(super) async fn with_identifiers(
+        &self,
+        ctx: &CallContext,
+        values: &mut [pb::CustomerValue],
+    ) -> Result<(), ApiError> {
+        let profile = self
+            .profile
+            .as_ref()
+            .ok_or_else(|| not_configured("profile"))?;
+        let ids: Vec<Uuid> = values
+            .iter()
+            .filter_map(|v| Uuid::parse_str(&v.customer_id).ok())
+            .collect();
+        let found = profile.identifiers(ctx, &ids).await?;
+        for v in values {
+            if let Some(set) = Uuid::parse_str(&v.customer_id)
+                .ok()
+                .and_then(|id| found.get(&id))
+            {
+                v.identifiers = Some(set.clone());
+            }
+        }
+        Ok(())
     }
 }

@@ -14,7 +14,7 @@ use rapport_kit::feed;
 use rapport_kit::idempotency;
 use rapport_kit::page::{PageTokens, page_size};
 use rapport_kit::shutdown::Shutdown;
-use rapport_proto::rapport::common::v1::Money;
+use rapport_proto::rapport::common::v1::{IdentifierSet, Money};
 use rapport_proto::rapport::interaction::v1::{
     AcquisitionCohort, CustomerIdList, ExportSummariesRequest, PurchaseHistorySummary,
     export_summaries_request,
@@ -35,7 +35,7 @@ use crate::domain::money::{self, is_currency, to_money};
 use crate::domain::relationship;
 use crate::domain::scoring::Unit;
 use crate::engine::{self, RunRequest, decode};
-use crate::peers::{Interaction, Profile, Segmentation};
+use crate::peers::{Interaction, Lookup, Profile, Segmentation};
 use crate::store::{self, Metric, RankKey};
 
 mod compare;
@@ -390,18 +390,56 @@ impl ValuationService for ValuationApi {
         let ctx = CallContext::of(&req)?;
         let r = req.into_inner();
         let mut v = Violations::new();
-        let id = v.uuid("customer_id", &r.customer_id);
+        let id = match (r.customer_id.is_empty(), &r.identifiers) {
+            (false, Some(_)) => {
+                v.add("identifiers", "give customer_id or identifiers, not both");
+                None
+            }
+            (true, None) => {
+                v.add("customer_id", "required: a UUID (or identifiers)");
+                None
+            }
+            (false, None) => v.uuid("customer_id", &r.customer_id),
+            (true, Some(_)) => None,
+        };
         let as_of = as_of(&mut v, r.as_of.as_ref());
         v.finish()?;
-        let Some(id) = id else {
-            return Err(ApiError::invalid("customer_id", "required: a UUID").into());
+        let id = match (&r.identifiers, id) {
+            (Some(set), _) => {
+                let found = self
+                    .look_up(&ctx, std::slice::from_ref(set), |_| "identifiers".into())
+                    .await?;
+                match found.into_iter().next() {
+                    Some(Lookup::Found(id)) => id,
+                    Some(Lookup::Conflict(ids)) => {
+                        return Err(ApiError::FailedPrecondition(format!(
+                            "the identifiers belong to different customers ({}): merge them, or fix the identifiers",
+                            ids.join(", ")
+                        ))
+                        .into());
+                    }
+                    _ => {
+                        return Err(ApiError::not_found(
+                            "customer with identifiers",
+                            identifier_text(set),
+                        )
+                        .into());
+                    }
+                }
+            }
+            (None, Some(id)) => id,
+            (None, None) => {
+                return Err(ApiError::invalid("customer_id", "required: a UUID").into());
+            }
         };
         let rows = self.values(&ctx, &[id], as_of).await?;
         let row = rows
             .first()
             .ok_or_else(|| ApiError::not_found("customer value", id.to_string()))?;
+        let mut value = value_proto(row);
+        value.identifiers = r.identifiers;
         Ok(Response::new(pb::GetCustomerValueResponse {
-            value: Some(value_proto(row)),
+            value: Some(value),
         }))
     }
 
@@ -412,10 +450,21 @@ impl ValuationService for ValuationApi {
         let ctx = CallContext::of(&req)?;
         let r = req.into_inner();
         let mut v = Violations::new();
+        let by_sets = !r.identifier_sets.is_empty();
         v.check(
-            r.customer_ids.is_empty() || r.customer_ids.len() > 1000,
+            by_sets && !r.customer_ids.is_empty(),
+            "identifier_sets",
+            "give customer_ids or identifier_sets, not both",
+        );
+        v.check(
+            r.identifier_sets.len() > 1000,
+            "identifier_sets",
+            "must hold 1 to 1000 identifier sets",
+        );
+        v.check(
+            !by_sets && (r.customer_ids.is_empty() || r.customer_ids.len() > 1000),
             "customer_ids",
-            "must hold 1 to 1000 customer ids",
+            "must hold 1 to 1000 customer ids (or give identifier_sets)",
         );
         let mut ids = Vec::with_capacity(r.customer_ids.len());
         let mut seen = HashSet::new();
@@ -428,6 +477,42 @@ impl ValuationService for ValuationApi {
         }
         let as_of = as_of(&mut v, r.as_of.as_ref());
         v.finish()?;
+        if by_sets {
+            let found = self
+                .look_up(&ctx, &r.identifier_sets, |i| {
+                    format!("identifier_sets[{i}]")
+                })
+                .await?;
+            let ids: Vec<Uuid> = found
+                .iter()
+                .filter_map(|f| match f {
+                    Lookup::Found(id) => Some(*id),
+                    _ => None,
+                })
+                .collect::<HashSet<_>>()
+                .into_iter()
+                .collect();
+            let rows = self.values(&ctx, &ids, as_of).await?;
+            let by_id: HashMap<Uuid, &store::ValueRow> =
+                rows.iter().map(|r| (r.customer_id, r)).collect();
+            let mut values = Vec::new();
+            let mut missing = Vec::new();
+            for (i, (f, set)) in found.iter().zip(r.identifier_sets).enumerate() {
+                match f {
+                    Lookup::Found(id) if by_id.contains_key(id) => {
+                        let mut value = value_proto(by_id[id]);
+                        value.identifiers = Some(set);
+                        values.push(value);
+                    }
+                    _ => missing.push(i as i32),
+                }
+            }
+            return Ok(Response::new(pb::BatchGetCustomerValuesResponse {
+                values,
+                missing_customer_ids: Vec::new(),
+                missing_identifier_sets: missing,
+            }));
+        }
         let rows = self.values(&ctx, &ids, as_of).await?;
         let by_id: HashMap<Uuid, &store::ValueRow> =
             rows.iter().map(|r| (r.customer_id, r)).collect();
@@ -442,6 +527,7 @@ impl ValuationService for ValuationApi {
         Ok(Response::new(pb::BatchGetCustomerValuesResponse {
             values,
             missing_customer_ids: missing,
+            missing_identifier_sets: Vec::new(),
         }))
     }
 
@@ -493,12 +579,16 @@ impl ValuationService for ValuationApi {
         };
         let more = rows.len() as i64 > limit;
         let page = &rows[..rows.len().min(limit as usize)];
-        let customers: Vec<pb::RankedCustomer> = page
-            .iter()
+        let mut values: Vec<pb::CustomerValue> = page.iter().map(value_proto).collect();
+        if r.include_identifiers {
+            self.with_identifiers(&ctx, &mut values).await?;
+        }
+        let customers: Vec<pb::RankedCustomer> = values
+            .into_iter()
             .enumerate()
-            .map(|(i, row)| pb::RankedCustomer {
+            .map(|(i, value)| pb::RankedCustomer {
                 rank: done + i as i64 + 1,
-                value: Some(value_proto(row)),
+                value: Some(value),
             })
             .collect();
         let returned = done + page.len() as i64;
@@ -882,4 +972,27 @@ impl ValuationService for ValuationApi {
         )?;
         Ok(Response::new(stream))
     }
+}
+
+/// Identifiers as a client wrote them, for messages: "email a@b.c,
+/// external shop:42".
+fn identifier_text(set: &IdentifierSet) -> String {
+    set.identifiers
+        .iter()
+        .map(|i| {
+            let kind = match rapport_proto::rapport::common::v1::IdentifierKind::try_from(i.kind) {
+                Ok(rapport_proto::rapport::common::v1::IdentifierKind::Email) => "email",
+                Ok(rapport_proto::rapport::common::v1::IdentifierKind::Phone) => "phone",
+                Ok(rapport_proto::rapport::common::v1::IdentifierKind::External) => "external",
+                _ => "identifier",
+            };
+            if i.system.is_empty() {
+                format!("{kind} {}", i.value)
+            } else {
+                format!("{kind} {}:{}", i.system, i.value)
+            }
+        })
+        .take(20)
+        .collect::<Vec<_>>()
+        .join(", ")
 }

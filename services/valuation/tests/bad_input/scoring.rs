@@ -197,6 +197,7 @@ async fn scoring_and_value_reads_refuse_bad_input_and_other_tenants() {
                 GetCustomerValueRequest {
                     customer_id: ids[0].clone(),
                     as_of: Some(bad),
+                    ..Default::default()
                 },
             ))
             .await,
@@ -208,6 +209,7 @@ async fn scoring_and_value_reads_refuse_bad_input_and_other_tenants() {
                 BatchGetCustomerValuesRequest {
                     customer_ids: vec![ids[0].clone()],
                     as_of: Some(bad),
+                    ..Default::default()
                 },
             ))
             .await,
@@ -221,6 +223,7 @@ async fn scoring_and_value_reads_refuse_bad_input_and_other_tenants() {
             GetCustomerValueRequest {
                 customer_id: ids[0].clone(),
                 as_of: an_hour_ago,
+                ..Default::default()
             },
         ))
         .await,
@@ -232,6 +235,7 @@ async fn scoring_and_value_reads_refuse_bad_input_and_other_tenants() {
             GetCustomerValueRequest {
                 customer_id: ids[0].clone(),
                 as_of: an_hour_ago,
+                ..Default::default()
             },
         ))
         .await
@@ -288,6 +292,7 @@ async fn scoring_and_value_reads_refuse_bad_input_and_other_tenants() {
         top_n,
         page_size,
         page_token,
+        ..Default::default()
     };
     for m in [999, -1] {
         invalid(
