@@ -573,6 +573,18 @@ pub async fn values_as_of(
     customers: Vec<Uuid>,
     as_of: DateTime<Utc>,
 ) -> Result<Vec<ValueRow>, ApiError> {
+    tenant_values_as_of(pool, interaction, ctx, Some(customers), as_of).await
+}
+
+/// The values `customers` (or every customer of the tenant, when None) had
+/// at `as_of`, as [`values_as_of`] computes them.
+pub async fn tenant_values_as_of(
+    pool: &PgPool,
+    interaction: &Interaction,
+    ctx: &CallContext,
+    customers: Option<Vec<Uuid>>,
+    as_of: DateTime<Utc>,
+) -> Result<Vec<ValueRow>, ApiError> {
     let mut conn = pool.acquire().await?;
     let scoring = current_scoring(&mut conn, ctx.tenant_id).await?;
     drop(conn);
@@ -588,9 +600,9 @@ pub async fn values_as_of(
                 .into(),
         )
     })?;
-    let asked: HashSet<Uuid> = customers.iter().copied().collect();
+    let asked: Option<HashSet<Uuid>> = customers.as_ref().map(|c| c.iter().copied().collect());
     let summaries = interaction
-        .export(ctx, export_request(&models, as_of, Some(customers)))
+        .export(ctx, export_request(&models, as_of, customers))
         .await?;
     let (m, st) = (models.clone(), settings);
     let computed = tokio::task::spawn_blocking(move || compute(&summaries, &m, &st))
@@ -598,7 +610,7 @@ pub async fn values_as_of(
         .map_err(ApiError::internal)??;
     Ok(computed
         .iter()
-        .filter(|c| asked.contains(&c.id))
+        .filter(|c| asked.as_ref().is_none_or(|a| a.contains(&c.id)))
         .map(|c| row(c, thresholds.tier(c.scored.clv), &models, &settings, as_of))
         .collect())
 }

@@ -502,6 +502,36 @@ pub enum RankKey {
     Float(f64, Uuid),
 }
 
+/// The page [`rank`] would read, over values held in memory (values as of
+/// a past instant): highest first, ties by customer id, after `after`.
+pub fn rank_rows(
+    mut rows: Vec<ValueRow>,
+    metric: Metric,
+    after: Option<RankKey>,
+    limit: i64,
+) -> Vec<ValueRow> {
+    let key = |r: &ValueRow| match metric {
+        Metric::Clv => RankKey::Clv(r.clv, r.customer_id),
+        Metric::PAlive => RankKey::Float(r.p_alive, r.customer_id),
+        Metric::Expected => RankKey::Float(r.expected_purchases, r.customer_id),
+    };
+    // Descending by value, then ascending by id: "a comes first".
+    let first = |a: &RankKey, b: &RankKey| match (a, b) {
+        (RankKey::Clv(x, i), RankKey::Clv(y, j)) => y.cmp(x).then(i.cmp(j)),
+        (RankKey::Float(x, i), RankKey::Float(y, j)) => y.total_cmp(x).then(i.cmp(j)),
+        _ => std::cmp::Ordering::Equal,
+    };
+    rows.sort_by(|a, b| first(&key(a), &key(b)));
+    rows.into_iter()
+        .filter(|r| {
+            after
+                .as_ref()
+                .is_none_or(|a| first(a, &key(r)) == std::cmp::Ordering::Less)
+        })
+        .take(usize::try_from(limit).unwrap_or(0))
+        .collect()
+}
+
 /// A page of a ranking, highest first, ties by customer id.
 pub async fn rank(
     pool: &PgPool,

@@ -348,6 +348,87 @@ async fn fit_score_and_read_values_back_over_grpc() {
     assert_eq!(batch_then.values[0].p_alive, then.p_alive);
     assert_eq!(batch_then.missing_customer_ids.len(), 1);
 
+    // The ranking and the concentration as of that instant: every customer
+    // who had bought by then, valued as GetCustomerValue values them then,
+    // highest CLV first, page after page.
+    let mut ranked_then = Vec::new();
+    let mut token = String::new();
+    loop {
+        let page = v
+            .rank_customers(req(
+                tenant,
+                RankCustomersRequest {
+                    page_size: 7,
+                    page_token: token.clone(),
+                    as_of: Some(ts(as_of)),
+                    ..Default::default()
+                },
+            ))
+            .await
+            .answer();
+        ranked_then.extend(page.customers.into_iter().map(|c| c.value.unwrap()));
+        if page.next_page_token.is_empty() {
+            break;
+        }
+        token = page.next_page_token;
+    }
+    let bought_then = customers
+        .iter()
+        .filter(|c| {
+            c.purchases
+                .iter()
+                .any(|p| p.occur_time.unwrap().seconds < as_of.timestamp())
+        })
+        .count();
+    assert_eq!(ranked_then.len(), bought_then);
+    assert!(
+        ranked_then
+            .windows(2)
+            .all(|w| amount(&w[0].clv) >= amount(&w[1].clv))
+    );
+    let mine = ranked_then
+        .iter()
+        .find(|r| r.customer_id == regular.customer.to_string())
+        .unwrap();
+    assert_eq!(mine, &then);
+    let concentration = v
+        .get_value_concentration(req(
+            tenant,
+            GetValueConcentrationRequest {
+                as_of: Some(ts(as_of)),
+                ..Default::default()
+            },
+        ))
+        .await
+        .answer();
+    assert_eq!(concentration.customer_count, bought_then as i64);
+    assert_eq!(concentration.score_time, Some(ts(as_of)));
+    let total: f64 = ranked_then.iter().map(|r| amount(&r.clv)).sum();
+    let got = amount(&concentration.predicted.unwrap().total);
+    assert!((got - total).abs() < 1e-6, "{got} vs {total}");
+    // A token of one instant is refused for another.
+    let first_page = v
+        .rank_customers(req(
+            tenant,
+            RankCustomersRequest {
+                page_size: 2,
+                as_of: Some(ts(as_of)),
+                ..Default::default()
+            },
+        ))
+        .await
+        .answer();
+    v.rank_customers(req(
+        tenant,
+        RankCustomersRequest {
+            page_size: 2,
+            page_token: first_page.next_page_token,
+            ..Default::default()
+        },
+    ))
+    .await
+    .refused(Code::InvalidArgument);
+
     // Batch: in request order, duplicates once, unknown ids missing.
     let unknown = Uuid::new_v4();
     let batch = v
@@ -446,6 +527,7 @@ async fn fit_score_and_read_values_back_over_grpc() {
             tenant,
             GetValueConcentrationRequest {
                 lorenz_intervals: 20,
+                ..Default::default()
             },
         ))
         .await

@@ -320,6 +320,7 @@ async fn bad_requests_are_refused_with_every_violation_and_nothing_written() {
             tenant,
             GetValueConcentrationRequest {
                 lorenz_intervals: 5,
+                ..Default::default()
             },
         ))
         .await

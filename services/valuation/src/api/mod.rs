@@ -550,8 +550,15 @@ impl ValuationService for ValuationApi {
         v.check(r.top_n < 0, "top_n", "must not be negative");
         v.check(r.page_size > 1000, "page_size", "must be at most 1000");
         let size = page_size(&mut v, r.page_size);
+        let as_of = as_of(&mut v, r.as_of.as_ref());
         v.finish()?;
-        let scope = format!("{}/RankCustomers/{}/{}", ctx.tenant_id, r.metric, r.top_n);
+        let scope = format!(
+            "{}/RankCustomers/{}/{}/{}",
+            ctx.tenant_id,
+            r.metric,
+            r.top_n,
+            as_of.map_or(String::new(), |t| t.timestamp_micros().to_string())
+        );
         let cursor = self
             .page_tokens
             .decode::<RankCursor>(&scope, &r.page_token)?;
@@ -570,12 +577,17 @@ impl ValuationService for ValuationApi {
         if r.top_n > 0 {
             limit = limit.min(i64::from(r.top_n) - done).max(0);
         }
-        let rows = if limit == 0 {
-            Vec::new()
-        } else {
-            store::rank(&self.pool, ctx.tenant_id, metric, after, limit + 1)
+        let rows = match (limit, as_of) {
+            (0, _) => Vec::new(),
+            (_, None) => store::rank(&self.pool, ctx.tenant_id, metric, after, limit + 1)
                 .await
-                .map_err(ApiError::from)?
+                .map_err(ApiError::from)?,
+            (_, Some(at)) => {
+                let all =
+                    engine::tenant_values_as_of(&self.pool, self.interaction()?, &ctx, None, at)
+                        .await?;
+                store::rank_rows(all, metric, after, limit + 1)
+            }
         };
         let more = rows.len() as i64 > limit;
         let page = &rows[..rows.len().min(limit as usize)];
@@ -626,19 +638,36 @@ impl ValuationService for ValuationApi {
             );
         }
         let intervals = if k == 0 { 100 } else { k as usize };
+        let mut v = Violations::new();
+        let as_of = as_of(&mut v, req.get_ref().as_of.as_ref());
+        v.finish()?;
         let store::Amounts {
             clv,
             historical: hist,
             currency,
             latest,
-        } = store::all_amounts(&self.pool, ctx.tenant_id)
-            .await
-            .map_err(ApiError::from)?;
+        } = match as_of {
+            None => store::all_amounts(&self.pool, ctx.tenant_id)
+                .await
+                .map_err(ApiError::from)?,
+            Some(at) => {
+                let rows =
+                    engine::tenant_values_as_of(&self.pool, self.interaction()?, &ctx, None, at)
+                        .await?;
+                store::Amounts {
+                    clv: rows.iter().map(|r| r.clv).collect(),
+                    historical: rows.iter().map(|r| r.historical_value).collect(),
+                    currency: rows.first().map(|r| r.currency_code.clone()),
+                    latest: (!rows.is_empty()).then_some(at),
+                }
+            }
+        };
         let Some(currency) = currency else {
-            return Err(ApiError::FailedPrecondition(
-                "no customer of the tenant has a stored value; run ScoreCustomers first".into(),
-            )
-            .into());
+            let why = match as_of {
+                None => "no customer of the tenant has a stored value; run ScoreCustomers first",
+                Some(_) => "no customer of the tenant had a purchase before as_of",
+            };
+            return Err(ApiError::FailedPrecondition(why.into()).into());
         };
         let n = clv.len() as i64;
         let (predicted, historical) = tokio::task::spawn_blocking(move || {

@@ -361,6 +361,35 @@ async fn scoring_and_value_reads_refuse_bad_input_and_other_tenants() {
     );
     assert!(all_values(&s, b).await.is_empty());
 
+    // As of an instant: a bad or future one.
+    for bad in broken_times()
+        .into_iter()
+        .chain([Some(ts(Utc::now() + Duration::days(1)))])
+    {
+        invalid(
+            v.rank_customers(req(
+                a,
+                RankCustomersRequest {
+                    as_of: bad,
+                    ..Default::default()
+                },
+            ))
+            .await,
+            "as_of",
+        );
+        invalid(
+            v.get_value_concentration(req(
+                a,
+                GetValueConcentrationRequest {
+                    as_of: bad,
+                    ..Default::default()
+                },
+            ))
+            .await,
+            "as_of",
+        );
+    }
+
     // GetValueConcentration.
     for k in [-1, 9, 1001, i32::MIN, i32::MAX] {
         invalid(
@@ -368,6 +397,7 @@ async fn scoring_and_value_reads_refuse_bad_input_and_other_tenants() {
                 a,
                 GetValueConcentrationRequest {
                     lorenz_intervals: k,
+                    ..Default::default()
                 },
             ))
             .await,
