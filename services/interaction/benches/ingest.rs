@@ -182,6 +182,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                     restriction: None,
                     with_opportunities: false,
                     columnar: false,
+                    ..Default::default()
                 },
             ))
             .await?

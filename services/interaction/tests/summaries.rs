@@ -253,6 +253,7 @@ fn request(unit: PeriodUnit) -> ExportSummariesRequest {
         restriction: None,
         with_opportunities: false,
         columnar: false,
+        ..Default::default()
     }
 }
 
@@ -398,6 +399,20 @@ async fn export_summaries_by_hand() {
         );
     }
 
+    // In New York's days: B's purchases at 23:00 UTC on 31 December and at
+    // 01:00 and 02:00 UTC on 1 January all fall on 31 December there, one
+    // purchase day; its age counts from 05:00 UTC on 31 December.
+    let mut new_york = request(PeriodUnit::Week);
+    new_york.time_zone = "America/New_York".into();
+    let new_york = export(&s, h.tenant, new_york).await.unwrap();
+    let b_ny = new_york
+        .iter()
+        .find(|x| x.customer_id == h.b.to_string())
+        .unwrap();
+    assert_eq!((b_ny.frequency, b_ny.recency), (0, 0.0));
+    assert!(close(b_ny.t, (32.0 - 5.0 / 24.0) / 7.0), "{}", b_ny.t);
+    assert_eq!(b_ny.historical_value, Some(money("EUR", 17, 0)));
+
     // In days, without holdout.
     let mut by_day = request(PeriodUnit::Day);
     by_day.holdout_end_time = None;
@@ -463,12 +478,14 @@ async fn export_summaries_by_hand() {
         )),
         with_opportunities: true,
         columnar: false,
+        time_zone: "Europe/Nowhere".into(),
     };
     let err = export(&s, h.tenant, bad).await.unwrap_err();
     assert_eq!(
         violated_fields(&err),
         [
             "calibration_end_time",
+            "time_zone",
             "period_unit",
             "currency_code",
             "customer_ids.customer_ids[0]"

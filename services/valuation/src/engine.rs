@@ -52,6 +52,9 @@ pub struct Models {
     pub spend: GammaGamma,
     /// Its currency.
     pub currency: String,
+    /// The time zone whose days the transaction model counted purchases
+    /// by ("UTC" for models fitted before zones existed).
+    pub time_zone: String,
 }
 
 /// A stored model decoded.
@@ -137,6 +140,11 @@ fn models_of(transaction: &store::ModelRow, spend: &store::ModelRow) -> Result<M
         spend_id: spend.model_id,
         spend: gg,
         currency: s.currency_code,
+        time_zone: t
+            .data_window
+            .as_ref()
+            .map(|w| w.time_zone.clone())
+            .unwrap_or_default(),
     })
 }
 
@@ -366,6 +374,7 @@ fn export_request(
         currency_code: models.currency.clone(),
         with_opportunities: models.transaction.discrete(),
         columnar: false,
+        time_zone: models.time_zone.clone(),
         restriction: customers.map(|ids| {
             export_summaries_request::Restriction::CustomerIds(CustomerIdList {
                 customer_ids: ids.iter().map(Uuid::to_string).collect(),

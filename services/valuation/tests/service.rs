@@ -1240,4 +1240,41 @@ async fn cdnow_transactions_fitted_by_date_reproduce_the_published_estimates() {
         by_instant.log_likelihood
     );
     assert_eq!(by_instant.data_window.unwrap().calibration_end_date, "");
+
+    // The same dates in Tokyo (UTC+9): the purchases, recorded at midnight
+    // UTC, fall on the same calendar days there, and the window ends at
+    // midnight in Tokyo: the same histories, the same estimates.
+    let tokyo = fitted(
+        &mut v,
+        tenant,
+        FitModelRequest {
+            time_zone: "Asia/Tokyo".into(),
+            ..by_date(ModelKind::BgNbd)
+        },
+    )
+    .await;
+    let window = tokyo.data_window.clone().unwrap();
+    assert_eq!(window.time_zone, "Asia/Tokyo");
+    assert_eq!(
+        window.calibration_end_time,
+        Some(ts("1997-09-30T15:00:00Z".parse().unwrap()))
+    );
+    assert!((tokyo.log_likelihood - bg.log_likelihood).abs() < 1e-6);
+    assert_eq!(bg.data_window.unwrap().time_zone, "UTC");
+    // In Los Angeles (UTC−7 in summer) each of those instants falls on the
+    // day before: other histories, another likelihood.
+    let los_angeles = fitted(
+        &mut v,
+        tenant,
+        FitModelRequest {
+            time_zone: "America/Los_Angeles".into(),
+            ..by_date(ModelKind::BgNbd)
+        },
+    )
+    .await;
+    assert_eq!(
+        los_angeles.data_window.unwrap().calibration_end_time,
+        Some(ts("1997-10-01T07:00:00Z".parse().unwrap()))
+    );
+    assert!((los_angeles.log_likelihood - bg.log_likelihood).abs() > 0.01);
 }

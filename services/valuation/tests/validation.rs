@@ -41,6 +41,7 @@ async fn bad_requests_are_refused_with_every_violation_and_nothing_written() {
                 request_id: "x".repeat(129),
                 calibration_end_date: String::new(),
                 holdout_end_date: "1997-02-30".into(),
+                ..Default::default()
             },
         ))
         .await

@@ -1,9 +1,38 @@
-//! Calendar periods in UTC, as the models of discrete opportunities count
-//! them (`rapport.common.v1.PeriodUnit`): days, ISO weeks (Monday to
-//! Sunday), calendar months and calendar years.
+//! Calendar days and periods in a time zone (UTC unless a request names
+//! another), as purchase histories count them: days, ISO weeks (Monday to
+//! Sunday), calendar months and calendar years
+//! (`rapport.common.v1.PeriodUnit`).
 
-use chrono::{DateTime, Datelike, NaiveDate, Utc};
+use chrono::{DateTime, Datelike, NaiveDate, NaiveTime, TimeZone, Utc};
+pub use chrono_tz::Tz;
 use rapport_proto::rapport::common::v1::PeriodUnit;
+
+/// The zone an IANA name ("Europe/Madrid", "UTC") names; UTC for the empty
+/// name; None for an unknown one.
+pub fn zone(name: &str) -> Option<Tz> {
+    if name.is_empty() {
+        return Some(Tz::UTC);
+    }
+    name.parse().ok()
+}
+
+/// The calendar day `at` falls on in `zone`.
+pub fn local_day(at: DateTime<Utc>, zone: Tz) -> NaiveDate {
+    at.with_timezone(&zone).date_naive()
+}
+
+/// The first instant of `day` in `zone`: its local midnight, or the first
+/// local time after a gap when the clocks jump over midnight that day.
+pub fn start_of_day(day: NaiveDate, zone: Tz) -> DateTime<Utc> {
+    let mut local = day.and_time(NaiveTime::MIN);
+    for _ in 0..48 {
+        if let Some(t) = zone.from_local_datetime(&local).earliest() {
+            return t.with_timezone(&Utc);
+        }
+        local += chrono::Duration::minutes(30);
+    }
+    local.and_utc()
+}
 
 /// The calendar period of `unit` that `day` falls in, numbered so that
 /// consecutive periods have consecutive numbers: UTC days, ISO weeks (Monday
@@ -19,11 +48,10 @@ pub fn period_index(unit: PeriodUnit, day: NaiveDate) -> i64 {
     }
 }
 
-/// Whether `at` is the first instant of its calendar period.
-pub fn starts_period(unit: PeriodUnit, at: DateTime<Utc>) -> bool {
-    let day = at.date_naive();
-    let midnight = at.time() == chrono::NaiveTime::MIN;
-    midnight
+/// Whether `at` is the first instant of its calendar period in `zone`.
+pub fn starts_period(unit: PeriodUnit, at: DateTime<Utc>, zone: Tz) -> bool {
+    let day = local_day(at, zone);
+    start_of_day(day, zone) == at
         && match unit {
             PeriodUnit::Day | PeriodUnit::Unspecified => true,
             PeriodUnit::Week => day.weekday() == chrono::Weekday::Mon,
@@ -54,9 +82,28 @@ mod tests {
         let m = |d| period_index(PeriodUnit::Month, d);
         assert_eq!(m(day(2025, 1, 1)), m(day(2024, 12, 31)) + 1);
         assert_eq!(period_index(PeriodUnit::Year, day(2001, 6, 1)), 2001);
-        assert!(starts_period(PeriodUnit::Week, at(2025, 1, 6, 0)));
-        assert!(!starts_period(PeriodUnit::Week, at(2025, 1, 5, 0)));
-        assert!(!starts_period(PeriodUnit::Day, at(2025, 1, 5, 1)));
-        assert!(starts_period(PeriodUnit::Month, at(2025, 2, 1, 0)));
+        let utc = Tz::UTC;
+        assert!(starts_period(PeriodUnit::Week, at(2025, 1, 6, 0), utc));
+        assert!(!starts_period(PeriodUnit::Week, at(2025, 1, 5, 0), utc));
+        assert!(!starts_period(PeriodUnit::Day, at(2025, 1, 5, 1), utc));
+        assert!(starts_period(PeriodUnit::Month, at(2025, 2, 1, 0), utc));
+        // In New York (UTC−5 in winter) a month starts at 05:00 UTC.
+        let ny = zone("America/New_York").unwrap();
+        assert!(starts_period(PeriodUnit::Month, at(2025, 2, 1, 5), ny));
+        assert!(!starts_period(PeriodUnit::Month, at(2025, 2, 1, 0), ny));
+    }
+
+    #[test]
+    fn zones_days_and_midnights() {
+        assert_eq!(zone(""), Some(Tz::UTC));
+        assert!(zone("Mars/Olympus").is_none());
+        let ny = zone("America/New_York").unwrap();
+        // 03:00 UTC on 1 January is still 31 December in New York.
+        assert_eq!(local_day(at(2025, 1, 1, 3), ny), day(2024, 12, 31));
+        assert_eq!(start_of_day(day(2025, 7, 1), ny), at(2025, 7, 1, 4));
+        // Where the clocks jump over midnight (Santiago, 7 September 2025,
+        // 00:00 -> 01:00), the day starts at 01:00 local time.
+        let santiago = zone("America/Santiago").unwrap();
+        assert_eq!(start_of_day(day(2025, 9, 7), santiago), at(2025, 9, 7, 4));
     }
 }

@@ -636,6 +636,12 @@ impl InteractionService for InteractionApi {
                 }
             },
         };
+        let zone = rapport_kit::calendar::zone(&r.time_zone);
+        v.check(
+            zone.is_none(),
+            "time_zone",
+            "must be an IANA time zone name, e.g. \"Europe/Madrid\" (or empty for UTC)",
+        );
         let period_unit = PeriodUnit::try_from(r.period_unit).unwrap_or_default();
         let unit = unit_days(period_unit);
         v.check(
@@ -753,6 +759,7 @@ impl InteractionService for InteractionApi {
                     unit_days: unit,
                     opportunities: r.with_opportunities.then_some(period_unit),
                     columnar: r.columnar,
+                    zone: zone.unwrap_or(rapport_kit::calendar::Tz::UTC),
                 };
                 let result = export(pool, query, cohort, shape, tx.clone(), shutdown).await;
                 if let Err(e) = result {
@@ -801,6 +808,7 @@ struct Shape {
     unit_days: f64,
     opportunities: Option<PeriodUnit>,
     columnar: bool,
+    zone: rapport_kit::calendar::Tz,
 }
 
 /// The summaries waiting to be sent: one message each, or columns.
@@ -875,6 +883,7 @@ async fn export(
         calibration_end: query.calibration_end,
         holdout_end: query.holdout_end,
         opportunities: shape.opportunities,
+        zone: shape.zone,
     };
     let (end, unit) = (query.calibration_end, shape.unit_days);
     let summarise = |customer: Uuid, purchases: &[Purchase], batch: &mut Pending| {

@@ -8,7 +8,7 @@
 use std::collections::BTreeMap;
 
 use chrono::{DateTime, NaiveDate, Utc};
-use rapport_kit::calendar::{period_index, starts_period};
+use rapport_kit::calendar::{Tz, local_day, period_index, start_of_day, starts_period};
 use rapport_kit::convert::timestamp;
 use rapport_proto::rapport::common::v1::PeriodUnit;
 use rapport_proto::rapport::interaction::v1::{
@@ -33,20 +33,20 @@ pub fn unit_days(unit: PeriodUnit) -> Option<f64> {
 /// A history counted in opportunities (see `OpportunityHistory`): the
 /// calibration purchase days `calibration` (ascending, the first purchase
 /// first), the holdout purchase days `holdout` (ascending), the calibration
-/// end and the optional holdout end.
+/// end and the optional holdout end, with days and periods in `zone`.
 pub fn opportunity_history(
     unit: PeriodUnit,
     calibration: impl IntoIterator<Item = NaiveDate>,
     holdout: impl IntoIterator<Item = NaiveDate>,
-    calibration_end: DateTime<Utc>,
-    holdout_end: Option<DateTime<Utc>>,
+    (calibration_end, holdout_end): (DateTime<Utc>, Option<DateTime<Utc>>),
+    zone: Tz,
 ) -> OpportunityHistory {
     let mut days = calibration.into_iter();
     let Some(first) = days.next() else {
         return OpportunityHistory::default();
     };
     let first = period_index(unit, first);
-    let end = period_index(unit, calibration_end.date_naive());
+    let end = period_index(unit, local_day(calibration_end, zone));
     // Opportunities 1..=n: the periods after the first purchase's that have
     // ended by the calibration end.
     let n = (end - 1 - first).max(0);
@@ -63,12 +63,12 @@ pub fn opportunity_history(
     }
     let (mut holdout_opportunities, mut holdout_frequency) = (0, 0);
     if let Some(h) = holdout_end {
-        let start = if starts_period(unit, calibration_end) {
+        let start = if starts_period(unit, calibration_end, zone) {
             end
         } else {
             end + 1
         };
-        let stop = period_index(unit, h.date_naive()) - 1;
+        let stop = period_index(unit, local_day(h, zone)) - 1;
         holdout_opportunities = (stop - start + 1).max(0);
         let mut seen = None;
         for k in holdout.into_iter().map(|d| period_index(unit, d)) {
@@ -99,6 +99,8 @@ pub struct PurchaseDays {
     pub calibration_days: i64,
     /// The first calibration purchase day.
     pub first_day: NaiveDate,
+    /// The first instant of that day in the export's time zone.
+    pub first_day_start: DateTime<Utc>,
     /// The last calibration purchase day.
     pub last_day: NaiveDate,
     /// Calibration purchases in the export currency, nanos.
@@ -127,8 +129,7 @@ struct Inputs {
 fn inputs(d: &PurchaseDays, calibration_end: DateTime<Utc>, unit_days: f64) -> Inputs {
     let frequency = (d.calibration_days - 1).max(0);
     let recency_days = (d.last_day - d.first_day).num_days() as f64;
-    let first_midnight = d.first_day.and_time(chrono::NaiveTime::MIN).and_utc();
-    let t_days = days_between(first_midnight, calibration_end);
+    let t_days = days_between(d.first_day_start, calibration_end);
     let monetary_value = if frequency > 0 {
         let repeat = d.total_value - d.first_day_value;
         nanos_to_units_f64(repeat) / frequency as f64
@@ -228,6 +229,8 @@ pub struct Windows {
     pub holdout_end: Option<DateTime<Utc>>,
     /// The unit of opportunities, when they are asked for.
     pub opportunities: Option<PeriodUnit>,
+    /// The time zone whose days (and periods) purchases are grouped by.
+    pub zone: Tz,
 }
 
 /// Groups one customer's purchases by day, the way the export query does:
@@ -242,7 +245,7 @@ pub fn group_days(customer_id: Uuid, purchases: &[Purchase], w: &Windows) -> Opt
     let mut first_time: Option<DateTime<Utc>> = None;
     let mut margin = 0i128;
     for p in purchases {
-        let day = p.occur_time.date_naive();
+        let day = local_day(p.occur_time, w.zone);
         if p.occur_time < calibration_end {
             *cal.entry(day).or_default() += value(p);
             first_time = Some(first_time.map_or(p.occur_time, |f| f.min(p.occur_time)));
@@ -260,8 +263,8 @@ pub fn group_days(customer_id: Uuid, purchases: &[Purchase], w: &Windows) -> Opt
             unit,
             cal.keys().copied(),
             holdout.keys().copied(),
-            calibration_end,
-            holdout_end,
+            (calibration_end, holdout_end),
+            w.zone,
         )
     });
     Some(PurchaseDays {
@@ -269,6 +272,7 @@ pub fn group_days(customer_id: Uuid, purchases: &[Purchase], w: &Windows) -> Opt
         first_time: first_time?,
         calibration_days: cal.len() as i64,
         first_day,
+        first_day_start: start_of_day(first_day, w.zone),
         last_day,
         total_value: cal.values().sum(),
         first_day_value,
@@ -294,6 +298,7 @@ mod tests {
             calibration_end: c,
             holdout_end: h,
             opportunities: None,
+            zone: Tz::UTC,
         }
     }
 
@@ -318,8 +323,8 @@ mod tests {
             PeriodUnit::Year,
             cal,
             [day(2003, 4, 1), day(2003, 5, 1), day(2005, 12, 31)],
-            c,
-            Some(h),
+            (c, Some(h)),
+            Tz::UTC,
         );
         assert_eq!(
             (o.opportunities, o.frequency, o.recency, o.renewals),
@@ -329,11 +334,17 @@ mod tests {
         // Mid-year ends: the current year does not count, and the holdout
         // starts with the first whole year.
         let mid = Utc.with_ymd_and_hms(2001, 7, 1, 0, 0, 0).unwrap();
-        let o = opportunity_history(PeriodUnit::Year, cal, [], mid, Some(h));
+        let o = opportunity_history(PeriodUnit::Year, cal, [], (mid, Some(h)), Tz::UTC);
         assert_eq!((o.opportunities, o.frequency, o.recency), (5, 3, 5));
         assert_eq!(o.holdout_opportunities, 4);
         // A first purchase in the current period has no opportunity yet.
-        let o = opportunity_history(PeriodUnit::Year, [day(2001, 3, 1)], [], mid, None);
+        let o = opportunity_history(
+            PeriodUnit::Year,
+            [day(2001, 3, 1)],
+            [],
+            (mid, None),
+            Tz::UTC,
+        );
         assert_eq!(o, OpportunityHistory::default());
     }
 
@@ -341,7 +352,7 @@ mod tests {
     fn renewals_stop_at_the_first_gap() {
         let c = Utc.with_ymd_and_hms(2025, 7, 1, 0, 0, 0).unwrap();
         let months = [1, 2, 3, 5, 6].map(|m| day(2025, m, 10));
-        let o = opportunity_history(PeriodUnit::Month, months, [], c, None);
+        let o = opportunity_history(PeriodUnit::Month, months, [], (c, None), Tz::UTC);
         assert_eq!(
             (o.opportunities, o.frequency, o.recency, o.renewals),
             (5, 4, 5, 2)

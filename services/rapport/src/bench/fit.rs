@@ -178,6 +178,7 @@ pub async fn run(stack: &Stack, sizes: &Sizes) -> anyhow::Result<Value> {
                 restriction: None,
                 with_opportunities: false,
                 columnar: true,
+                ..Default::default()
             })
             .await?
             .into_inner();

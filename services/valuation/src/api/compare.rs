@@ -46,6 +46,7 @@ impl ValuationApi {
             inline_summaries: r.inline_summaries,
             calibration_end_date: r.calibration_end_date,
             holdout_end_date: r.holdout_end_date,
+            time_zone: r.time_zone,
             ..Default::default()
         };
         let plan = check_fit(&mut v, &fit, Utc::now());

@@ -1,9 +1,9 @@
 //! FitModel and ActivateModel: the validated plan of a fit, the data it
 //! takes, and the events a fitted or activated model publishes.
 
-use chrono::{Datelike, NaiveDate, NaiveTime};
+use chrono::{Datelike, NaiveDate};
 
-use rapport_kit::calendar::starts_period;
+use rapport_kit::calendar::{Tz, start_of_day, starts_period};
 use rapport_proto::rapport::common::v1::PeriodUnit;
 use rapport_proto::rapport::interaction::v1::{OpportunityHistory, SummaryColumns};
 
@@ -24,10 +24,17 @@ pub(super) struct FitPlan {
     /// The window's last days when it was asked for by date: ages then count
     /// to the calibration day, not to the instant after it.
     pub(super) dates: Option<(NaiveDate, Option<NaiveDate>)>,
+    /// The time zone of the dates and purchase days.
+    pub(super) zone: Tz,
 }
 
-/// A "YYYY-MM-DD" day into `v`; the start of the day after it (UTC).
-fn end_of_day(v: &mut Violations, field: &str, raw: &str) -> Option<(NaiveDate, DateTime<Utc>)> {
+/// A "YYYY-MM-DD" day into `v`; the start of the day after it in `zone`.
+fn end_of_day(
+    v: &mut Violations,
+    field: &str,
+    raw: &str,
+    zone: Tz,
+) -> Option<(NaiveDate, DateTime<Utc>)> {
     let day = NaiveDate::parse_from_str(raw, "%Y-%m-%d")
         .ok()
         .filter(|d| raw.len() == 10 && d.year() >= 1);
@@ -37,7 +44,7 @@ fn end_of_day(v: &mut Violations, field: &str, raw: &str) -> Option<(NaiveDate, 
     };
     // The end is a protobuf Timestamp: at most the start of 9999-12-31.
     match day.succ_opt().filter(|next| next.year() <= 9999) {
-        Some(next) => Some((day, next.and_time(NaiveTime::MIN).and_utc())),
+        Some(next) => Some((day, start_of_day(next, zone))),
         None => {
             v.add(field, "is out of range");
             None
@@ -70,12 +77,19 @@ pub(super) fn check_fit(
         "kind",
         "required: BG_NBD, PARETO_NBD, MBG_NBD, GAMMA_GAMMA, BG_BB or SBG",
     );
+    let zone = rapport_kit::calendar::zone(&r.time_zone);
+    v.check(
+        zone.is_none(),
+        "time_zone",
+        "must be an IANA time zone name, e.g. \"Europe/Madrid\" (or empty for UTC)",
+    );
+    let zone = zone.unwrap_or(Tz::UTC);
     let by_date = !r.calibration_end_date.is_empty();
     let calibration_day = by_date
-        .then(|| end_of_day(v, "calibration_end_date", &r.calibration_end_date))
+        .then(|| end_of_day(v, "calibration_end_date", &r.calibration_end_date, zone))
         .flatten();
     let holdout_day = (!r.holdout_end_date.is_empty())
-        .then(|| end_of_day(v, "holdout_end_date", &r.holdout_end_date))
+        .then(|| end_of_day(v, "holdout_end_date", &r.holdout_end_date, zone))
         .flatten();
     v.check(
         by_date && r.calibration_end_time.is_some(),
@@ -152,7 +166,7 @@ pub(super) fn check_fit(
             ("calibration_end_time", "holdout_end_time")
         };
         v.check(
-            calibration_end.is_some_and(|c| !starts_period(u, c)),
+            calibration_end.is_some_and(|c| !starts_period(u, c, zone)),
             c_field,
             what.clone(),
         );
@@ -161,7 +175,7 @@ pub(super) fn check_fit(
             None => holdout_day.map(|(_, end)| end),
         };
         v.check(
-            holdout.is_some_and(|h| !starts_period(u, h)),
+            holdout.is_some_and(|h| !starts_period(u, h, zone)),
             if r.holdout_end_time.is_some() {
                 "holdout_end_time"
             } else {
@@ -328,6 +342,7 @@ pub(super) fn check_fit(
         },
         activate: options.activate_on_success,
         dates: calibration_day.map(|(c, _)| (c, holdout_day.map(|(h, _)| h))),
+        zone,
     })
 }
 
@@ -518,6 +533,7 @@ pub(super) fn data_window(plan: &FitPlan, earliest: Option<DateTime<Utc>>) -> pb
         holdout_periods: holdout_periods(plan).unwrap_or(0.0),
         calibration_end_date: plan.dates.map(|(c, _)| day(c)).unwrap_or_default(),
         holdout_end_date: plan.dates.and_then(|(_, h)| h).map(day).unwrap_or_default(),
+        time_zone: plan.zone.name().to_string(),
     }
 }
 
@@ -594,6 +610,7 @@ impl ValuationApi {
             currency_code: r.currency_code.clone(),
             with_opportunities: plan.kind.discrete(),
             columnar: true,
+            time_zone: plan.zone.name().to_string(),
             restriction: plan.cohort.as_ref().map(|(_, start, end)| {
                 export_summaries_request::Restriction::Cohort(AcquisitionCohort {
                     start_time: Some(timestamp(*start)),

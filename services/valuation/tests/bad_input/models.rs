@@ -309,6 +309,15 @@ async fn fit_model_refuses_every_bad_field_and_stores_nothing() {
             "options.max_iterations".into(),
         ));
     }
+    for zone in ["Mars/Olympus", "utc+2", "Europe/", TEXT, "\0"] {
+        cases.push((
+            FitModelRequest {
+                time_zone: zone.into(),
+                ..base()
+            },
+            "time_zone".into(),
+        ));
+    }
     for key in [
         "k".repeat(129),
         "😀".repeat(129),
