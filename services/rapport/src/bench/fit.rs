@@ -149,7 +149,7 @@ pub async fn run(stack: &Stack, sizes: &Sizes) -> anyhow::Result<Value> {
             "customers",
             "model",
             "FitModel",
-            "ExportSummaries alone, direct",
+            "ExportSummaries (columns) alone, direct",
             "converged",
             "parameters",
         ],
@@ -184,7 +184,8 @@ pub async fn run(stack: &Stack, sizes: &Sizes) -> anyhow::Result<Value> {
             .into_inner();
         let mut exported = 0usize;
         while let Some(msg) = stream.next().await {
-            exported += msg?.summaries.len();
+            let msg = msg?;
+            exported += msg.summaries.len() + msg.columns.map_or(0, |c| c.frequency.len());
         }
         let export_time = started.elapsed();
 
