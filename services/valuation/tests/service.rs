@@ -639,6 +639,7 @@ async fn fit_score_and_read_values_back_over_grpc() {
             tenant,
             GetSegmentValueRequest {
                 segment_id: segment.to_string(),
+                ..Default::default()
             },
         ))
         .await
@@ -660,6 +661,36 @@ async fn fit_score_and_read_values_back_over_grpc() {
     assert!((amount(&seg_value.mean_clv) - sum / 15.0).abs() < 1e-6);
     let p_mean: f64 = values.values.iter().map(|v| v.p_alive).sum::<f64>() / 15.0;
     assert!((seg_value.mean_p_alive.unwrap() - p_mean).abs() < 1e-9);
+    // As of an instant: the same members valued then.
+    let then = Utc::now() - Duration::weeks(20);
+    let seg_then = v
+        .get_segment_value(req(
+            tenant,
+            GetSegmentValueRequest {
+                segment_id: segment.to_string(),
+                as_of: Some(ts(then)),
+            },
+        ))
+        .await
+        .answer();
+    let values_then = v
+        .batch_get_customer_values(req(
+            tenant,
+            BatchGetCustomerValuesRequest {
+                customer_ids: members.iter().map(Uuid::to_string).collect(),
+                as_of: Some(ts(then)),
+                ..Default::default()
+            },
+        ))
+        .await
+        .answer();
+    assert_eq!(seg_then.member_count, 16);
+    assert_eq!(
+        seg_then.scored_member_count,
+        values_then.values.len() as i64
+    );
+    let sum_then: f64 = values_then.values.iter().map(|v| amount(&v.clv)).sum();
+    assert!((amount(&seg_then.total_clv) - sum_then).abs() < 1e-6);
     let by_segment = fitted(
         &mut v,
         tenant,
@@ -677,6 +708,7 @@ async fn fit_score_and_read_values_back_over_grpc() {
         tenant,
         GetSegmentValueRequest {
             segment_id: Uuid::new_v4().to_string(),
+            ..Default::default()
         },
     ))
     .await

@@ -357,6 +357,7 @@ async fn bad_requests_are_refused_with_every_violation_and_nothing_written() {
             tenant,
             GetSegmentValueRequest {
                 segment_id: "s".into(),
+                ..Default::default()
             },
         ))
         .await

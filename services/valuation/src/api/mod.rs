@@ -865,7 +865,11 @@ impl ValuationService for ValuationApi {
     ) -> Result<Response<pb::GetSegmentValueResponse>, Status> {
         let ctx = CallContext::of(&req)?;
         let tenant = ctx.tenant_id;
-        let segment = required_uuid("segment_id", &req.get_ref().segment_id)?;
+        let mut v = Violations::new();
+        let segment = v.uuid("segment_id", &req.get_ref().segment_id);
+        let as_of = as_of(&mut v, req.get_ref().as_of.as_ref());
+        v.finish()?;
+        let segment = segment.ok_or_else(|| ApiError::invalid("segment_id", "required: a UUID"))?;
         let segmentation = self
             .segmentation
             .as_ref()
@@ -879,9 +883,26 @@ impl ValuationService for ValuationApi {
             clv: total,
             p_alive: p_sum,
             currency,
-        } = store::value_totals(&self.pool, tenant, &members)
-            .await
-            .map_err(ApiError::from)?;
+        } = match as_of {
+            None => store::value_totals(&self.pool, tenant, &members)
+                .await
+                .map_err(ApiError::from)?,
+            Some(at) => {
+                let mut totals = store::ValueTotals::default();
+                for chunk in members.chunks(EXPORT_IDS) {
+                    let rows = self.values(&ctx, chunk, Some(at)).await?;
+                    for r in &rows {
+                        totals.scored += 1;
+                        totals.clv += r.clv;
+                        totals.p_alive += r.p_alive;
+                        totals
+                            .currency
+                            .get_or_insert_with(|| r.currency_code.clone());
+                    }
+                }
+                totals
+            }
+        };
         let currency = match currency {
             Some(c) => c,
             None => store::values_currency(&self.pool, tenant)

@@ -388,6 +388,17 @@ async fn scoring_and_value_reads_refuse_bad_input_and_other_tenants() {
             .await,
             "as_of",
         );
+        invalid(
+            v.get_segment_value(req(
+                a,
+                GetSegmentValueRequest {
+                    segment_id: Uuid::new_v4().to_string(),
+                    as_of: bad,
+                },
+            ))
+            .await,
+            "as_of",
+        );
     }
 
     // GetValueConcentration.
@@ -421,8 +432,14 @@ async fn scoring_and_value_reads_refuse_bad_input_and_other_tenants() {
     let sv = hostile::assert_read_by_id("segment_id", a, b, &segment.to_string(), |t, id| {
         let mut v = v.clone();
         async move {
-            v.get_segment_value(req(t, GetSegmentValueRequest { segment_id: id }))
-                .await
+            v.get_segment_value(req(
+                t,
+                GetSegmentValueRequest {
+                    segment_id: id,
+                    ..Default::default()
+                },
+            ))
+            .await
         }
     })
     .await;
@@ -710,6 +727,7 @@ async fn every_tenant_method_needs_a_tenant() {
     failed(
         v.get_segment_value(no(GetSegmentValueRequest {
             segment_id: id.clone(),
+            ..Default::default()
         }))
         .await,
         u,
