@@ -399,15 +399,32 @@ fn cdnow_cases() -> Vec<rapport_valuation::domain::fitting::FitCase> {
         .collect()
 }
 
-/// Pareto/NBD and Gamma-Gamma on CDNOW: estimates within 1e-9 and standard
-/// errors within 1e-6 (relative) of references computed with mpmath at 40
-/// digits by numerical differentiation of the likelihoods
-/// (fixtures/pareto_nbd_reference.py and gamma_gamma_reference.py, see
-/// fixtures/PROVENANCE.md), in any order of the customers.
+/// MBG/NBD, Pareto/NBD and Gamma-Gamma on CDNOW: estimates within 1e-9 and
+/// standard errors within 1e-6 (relative) of references computed with
+/// mpmath at 40 digits by numerical differentiation of the likelihoods
+/// (fixtures/mbgnbd_reference.py, pareto_nbd_reference.py and
+/// gamma_gamma_reference.py, see fixtures/PROVENANCE.md), in any order of
+/// the customers.
 #[test]
-fn pareto_nbd_and_gamma_gamma_standard_errors_match_high_precision_references() {
+fn other_models_standard_errors_match_high_precision_references() {
     use rapport_valuation::domain::fitting::{self, Kind};
-    let references: [(Kind, &[f64], f64, &[f64]); 2] = [
+    let references: [(Kind, &[f64], f64, &[f64]); 3] = [
+        (
+            Kind::MbgNbd,
+            &[
+                0.524_837_983_665_595_1,
+                6.182_992_019_672_097,
+                0.891_356_155_331_535_8,
+                1.613_999_334_730_501,
+            ],
+            -9_582.132_684_899_904,
+            &[
+                0.083_264_064_613_600_6,
+                0.695_597_932_854_924_5,
+                0.154_785_311_403_227_88,
+                0.537_472_360_548_408_8,
+            ],
+        ),
         (
             Kind::ParetoNbd,
             &[

@@ -18,6 +18,33 @@ use rapport_valuation::domain::sbg::Sbg;
 use tonic::Code;
 use uuid::Uuid;
 
+/// Estimates within 1e-9, log-likelihood within 1e-9 and standard errors
+/// within 1e-6 (relative) of a high-precision reference.
+fn close_to_reference(m: &Model, params: &[f64], ll: f64, ses: &[f64]) {
+    assert!(
+        (m.log_likelihood - ll).abs() < 1e-9 * ll.abs(),
+        "{}",
+        m.log_likelihood
+    );
+    assert_eq!(m.parameters.len(), params.len());
+    for (i, p) in m.parameters.iter().enumerate() {
+        assert!(
+            (p.value - params[i]).abs() < 1e-9 * params[i],
+            "{}: {} vs {}",
+            p.name,
+            p.value,
+            params[i]
+        );
+        let se = p.standard_error.expect("a standard error");
+        assert!(
+            (se - ses[i]).abs() < 1e-6 * ses[i],
+            "{}: SE {se} vs {}",
+            p.name,
+            ses[i]
+        );
+    }
+}
+
 fn param(m: &Model, name: &str) -> f64 {
     m.parameters.iter().find(|p| p.name == name).unwrap().value
 }
@@ -111,7 +138,25 @@ async fn bgbb_reproduces_the_donations_fit_from_recorded_gifts() {
         );
     }
     assert!((bgbb.log_likelihood - -33_225.6).abs() < 0.05);
-    assert!(bgbb.parameters.iter().all(|p| p.standard_error.is_some()));
+    // Against a 40-digit reference by numerical differentiation
+    // (fixtures/discrete_reference.py): estimates to 1e-9, standard errors
+    // to 1e-6.
+    close_to_reference(
+        &bgbb,
+        &[
+            1.203_522_351_601_914,
+            0.749_716_358_172_938_9,
+            0.656_718_208_441_832_4,
+            2.783_442_232_577_381,
+        ],
+        -33_225.581_274_347_01,
+        &[
+            0.069_391_362_388_881_56,
+            0.029_447_716_660_385_764,
+            0.051_009_858_956_413_19,
+            0.320_819_003_043_268_5,
+        ],
+    );
 
     // The same data inline gives the same model.
     let inline: Vec<_> = donations()
@@ -248,7 +293,12 @@ async fn sbg_reproduces_the_retention_fits_and_projects_the_holdout() {
     // Fader & Hardie (2007): α = 0.704, β = 1.182.
     assert!((param(&fit, "alpha") - 0.704).abs() < 5e-4, "{fit:?}");
     assert!((param(&fit, "beta") - 1.182).abs() < 5e-4, "{fit:?}");
-    assert!(fit.parameters.iter().all(|p| p.standard_error.is_some()));
+    close_to_reference(
+        &fit,
+        &[0.704_077_298_473_516_2, 1.182_043_026_209_475_7],
+        -1_680.265_188_463_287,
+        &[0.065_598_964_234_037_21, 0.152_475_631_675_909_36],
+    );
     // The holdout: the 241 customers still active after year 7 paid
     // 223 + 207 + 194 + 183 + 173 times in years 8-12; the model projects
     // Σ_k 241 · S(7 + k) / S(7).
@@ -282,6 +332,12 @@ async fn sbg_reproduces_the_retention_fits_and_projects_the_holdout() {
     // Fader & Hardie (2007): α = 0.668, β = 3.806.
     assert!((param(&sbg, "alpha") - 0.668).abs() < 5e-4, "{sbg:?}");
     assert!((param(&sbg, "beta") - 3.806).abs() < 5e-4, "{sbg:?}");
+    close_to_reference(
+        &sbg,
+        &[0.668_088_351_106_446_2, 3.806_094_964_058_267],
+        -1_611.158_147_391_156_4,
+        &[0.103_734_931_149_564_55, 0.785_531_691_775_707_1],
+    );
     let mut gg = yearly(ModelKind::GammaGamma, "2025-12-31", "");
     gg.options = sbg_options();
     assert!(fitted(&mut v, high, gg).await.active);
