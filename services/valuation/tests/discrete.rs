@@ -11,11 +11,13 @@ use chrono::{TimeZone, Utc};
 use common::*;
 use rapport_proto::rapport::common::v1::PeriodUnit;
 use rapport_proto::rapport::interaction::v1::{Interaction, OpportunityHistory};
+use rapport_proto::rapport::valuation::v1::valuation_service_client::ValuationServiceClient;
 use rapport_proto::rapport::valuation::v1::*;
 use rapport_valuation::domain::bgbb::BgBb;
 use rapport_valuation::domain::discrete::Opportunities;
 use rapport_valuation::domain::sbg::Sbg;
 use tonic::Code;
+use tonic::transport::Channel;
 use uuid::Uuid;
 
 /// Estimates within 1e-9, log-likelihood within 1e-9 and standard errors
@@ -118,10 +120,7 @@ async fn bgbb_reproduces_the_donations_fit_from_recorded_gifts() {
     // Fader, Hardie & Shang (2010): α 1.204, β 0.750, γ 0.657, δ 2.783,
     // LL −33,225.6, on the years 1996-2001.
     let mut fit = yearly(ModelKind::BgBb, "2001-12-31", "");
-    fit.options = Some(FitOptions {
-        activate_on_success: true,
-        max_iterations: 0,
-    });
+    fit.options = activate();
     let bgbb = fitted(&mut v, tenant, fit).await;
     assert!(bgbb.converged, "{}", bgbb.optimizer_message);
     assert_eq!(bgbb.customer_count, 11_104);
@@ -195,10 +194,7 @@ async fn bgbb_reproduces_the_donations_fit_from_recorded_gifts() {
             kind: ModelKind::GammaGamma as i32,
             period_unit: PeriodUnit::Year as i32,
             calibration_end_date: "2001-12-31".into(),
-            options: Some(FitOptions {
-                activate_on_success: true,
-                max_iterations: 0,
-            }),
+            options: activate(),
             ..Default::default()
         },
     )
@@ -223,21 +219,9 @@ async fn bgbb_reproduces_the_donations_fit_from_recorded_gifts() {
         param(&bgbb, "gamma"),
         param(&bgbb, "delta"),
     ]);
-    let now_year = i64::from(chrono::Datelike::year(&Utc::now()));
-    let n = now_year - 1 - 1995;
+    let n = years_ended_since(1995);
     for &(who, x, tx) in [&supporters[0], &supporters[5_000], &supporters[11_103]] {
-        let value = v
-            .get_customer_value(req(
-                tenant,
-                GetCustomerValueRequest {
-                    customer_id: who.to_string(),
-                    ..Default::default()
-                },
-            ))
-            .await
-            .answer()
-            .value
-            .unwrap();
+        let value = stored_value(&mut v, tenant, who).await;
         let o = Opportunities::new(n, x, tx, 0).unwrap();
         let p = model.p_alive(&o);
         let e = model.expected_purchases(&o, 5);
@@ -324,10 +308,7 @@ async fn sbg_reproduces_the_retention_fits_and_projects_the_holdout() {
     let (interactions, customers) = cohort(2018, &HIGH_END);
     record_all(&s, high, interactions).await;
     let mut fit = yearly(ModelKind::Sbg, "2025-12-31", "");
-    fit.options = Some(FitOptions {
-        activate_on_success: true,
-        max_iterations: 0,
-    });
+    fit.options = activate();
     let sbg = fitted(&mut v, high, fit).await;
     // Fader & Hardie (2007): α = 0.668, β = 3.806.
     assert!((param(&sbg, "alpha") - 0.668).abs() < 5e-4, "{sbg:?}");
@@ -339,7 +320,7 @@ async fn sbg_reproduces_the_retention_fits_and_projects_the_holdout() {
         &[0.103_734_931_149_564_55, 0.785_531_691_775_707_1],
     );
     let mut gg = yearly(ModelKind::GammaGamma, "2025-12-31", "");
-    gg.options = sbg_options();
+    gg.options = activate();
     assert!(fitted(&mut v, high, gg).await.active);
     let run = v
         .score_customers(req(
@@ -354,21 +335,9 @@ async fn sbg_reproduces_the_retention_fits_and_projects_the_holdout() {
     // Unset, scoring takes the one active transaction model.
     assert_eq!(run.transaction_model_id, sbg.model_id);
     let m = Sbg::from_slice(&[param(&sbg, "alpha"), param(&sbg, "beta")]);
-    let now_year = i64::from(chrono::Datelike::year(&Utc::now()));
-    let n = now_year - 1 - 2018;
+    let n = years_ended_since(2018);
     for &(who, renewals) in [&customers[0], &customers[999]] {
-        let value = v
-            .get_customer_value(req(
-                high,
-                GetCustomerValueRequest {
-                    customer_id: who.to_string(),
-                    ..Default::default()
-                },
-            ))
-            .await
-            .answer()
-            .value
-            .unwrap();
+        let value = stored_value(&mut v, high, who).await;
         let r = renewals as i64;
         let o = Opportunities::new(n, r, r, r).unwrap();
         assert_eq!(value.p_alive, m.p_alive(&o), "{renewals}");
@@ -377,9 +346,35 @@ async fn sbg_reproduces_the_retention_fits_and_projects_the_holdout() {
     }
 }
 
-fn sbg_options() -> Option<FitOptions> {
+/// Fit options that activate the model on success.
+fn activate() -> Option<FitOptions> {
     Some(FitOptions {
         activate_on_success: true,
         max_iterations: 0,
     })
+}
+
+/// The customer's stored value.
+async fn stored_value(
+    v: &mut ValuationServiceClient<Channel>,
+    tenant: Uuid,
+    customer: Uuid,
+) -> CustomerValue {
+    v.get_customer_value(req(
+        tenant,
+        GetCustomerValueRequest {
+            customer_id: customer.to_string(),
+            ..Default::default()
+        },
+    ))
+    .await
+    .answer()
+    .value
+    .unwrap()
+}
+
+/// Calendar years that have ended since `year0` (opportunities today of a
+/// customer acquired that year).
+fn years_ended_since(year0: i32) -> i64 {
+    i64::from(chrono::Datelike::year(&Utc::now()) - 1 - year0)
 }

@@ -80,18 +80,7 @@ async fn values_by_identifier_carry_them() {
         ],
     )
     .await;
-    for kind in [ModelKind::BgNbd, ModelKind::GammaGamma] {
-        let m = fitted(
-            &mut v,
-            tenant,
-            FitModelRequest {
-                inline_summaries: cdnow_inline("EUR"),
-                ..weekly_fit(kind, ts(now))
-            },
-        )
-        .await;
-        assert!(m.active);
-    }
+    cdnow_models(&mut v, tenant).await;
     v.score_customers(req(tenant, ScoreCustomersRequest::default()))
         .await
         .answer();

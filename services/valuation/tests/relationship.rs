@@ -85,18 +85,7 @@ async fn relationship_scores_and_erasure() {
     .await;
 
     // Models from the CDNOW sample (inline, weeks), then a run.
-    for kind in [ModelKind::BgNbd, ModelKind::GammaGamma] {
-        let m = fitted(
-            &mut v,
-            tenant,
-            FitModelRequest {
-                inline_summaries: cdnow_inline("EUR"),
-                ..weekly_fit(kind, ts(now))
-            },
-        )
-        .await;
-        assert!(m.active, "{m:?}");
-    }
+    cdnow_models(&mut v, tenant).await;
     let run = v
         .score_customers(req(tenant, ScoreCustomersRequest::default()))
         .await

@@ -493,6 +493,23 @@ pub fn weekly_fit(kind: ModelKind, calibration: Timestamp) -> FitModelRequest {
     }
 }
 
+/// BG/NBD and Gamma-Gamma fitted on the CDNOW sample (inline, weeks, EUR)
+/// and activated in `tenant`: models to score a few recorded customers with.
+pub async fn cdnow_models(v: &mut ValuationServiceClient<Channel>, tenant: Uuid) {
+    for kind in [ModelKind::BgNbd, ModelKind::GammaGamma] {
+        let m = fitted(
+            v,
+            tenant,
+            FitModelRequest {
+                inline_summaries: cdnow_inline("EUR"),
+                ..weekly_fit(kind, ts(Utc::now()))
+            },
+        )
+        .await;
+        assert!(m.active, "{m:?}");
+    }
+}
+
 /// Fits the model `r` asks for in `tenant`, and returns it.
 pub async fn fitted(
     v: &mut ValuationServiceClient<Channel>,
