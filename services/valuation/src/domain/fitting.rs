@@ -13,7 +13,7 @@ use super::fit::{FitError, Fitted, maximise, maximise_to};
 use super::gamma_gamma::GammaGamma;
 use super::holdout::{HoldoutCase, Validation, validate};
 use super::mbgnbd::MbgNbd;
-use super::newton::{self, Likelihood};
+use super::newton::{self, Derivatives, Likelihood};
 use super::pareto_nbd::ParetoNbd;
 use super::sbg::Sbg;
 use super::scoring::{History, TransactionModel};
@@ -195,20 +195,33 @@ fn observation(c: &FitCase) -> Observation {
     }
 }
 
-/// Fits a discrete-time model: a coarse search, then Newton steps on the
-/// exact derivatives to the optimum and its exact standard errors (the full
-/// search where Newton cannot finish).
+/// Every fit: the derivative-free search from `start` to [`COARSE`], then
+/// Newton steps on the exact derivatives `exact` to the optimum and its
+/// exact standard errors; the full search from `start` where Newton cannot
+/// finish (e.g. when a parameter runs off to infinity).
+fn maximise_exact<const K: usize>(
+    ll: &dyn Fn(&[f64]) -> f64,
+    start: &[f64],
+    max_iterations: u64,
+    exact: impl Fn([f64; K]) -> Option<Derivatives<K>>,
+) -> Result<Fitted, FitError> {
+    let coarse = maximise_to(ll, start, max_iterations, COARSE)?;
+    match newton::finish(&coarse, exact) {
+        Some(f) => Ok(f),
+        None => maximise(ll, start, max_iterations),
+    }
+}
+
+/// Fits a discrete-time model from all-ones, with hyper-dual derivatives.
 fn fit_discrete<L: Likelihood<K, Data = DiscreteData>, const K: usize>(
     data: &DiscreteData,
+    start: &[f64],
     max_iterations: u64,
 ) -> Result<Fitted, FitError> {
     let ll = |p: &[f64]| L::total::<f64>(std::array::from_fn(|i| p[i]), data);
-    let start = [1.0; K];
-    let coarse = maximise_to(ll, &start, max_iterations, COARSE)?;
-    match newton::finish(&coarse, |p| newton::hyper_dual::<L, K>(p, data)) {
-        Some(f) => Ok(f),
-        None => maximise(ll, &start, max_iterations),
-    }
+    maximise_exact(&ll, start, max_iterations, |p| {
+        newton::hyper_dual::<L, K>(p, data)
+    })
 }
 
 /// Fits BG/BB or sBG on the cases' opportunity histories.
@@ -226,9 +239,10 @@ fn fit_discrete_kind(
         )));
     }
     let data = DiscreteData::new(histories.iter().copied());
-    let (result, start) = match kind {
-        Kind::Sbg => (fit_discrete::<Sbg, 2>(&data, max_iterations), vec![1.0; 2]),
-        _ => (fit_discrete::<BgBb, 4>(&data, max_iterations), vec![1.0; 4]),
+    let start = vec![1.0; kind.names().len()];
+    let result = match kind {
+        Kind::Sbg => fit_discrete::<Sbg, 2>(&data, &start, max_iterations),
+        _ => fit_discrete::<BgBb, 4>(&data, &start, max_iterations),
     };
     let mut outcome = outcome(kind, result, &start, max_iterations, histories.len(), 0);
     let params: Vec<f64> = outcome.parameters.iter().map(|p| p.1).collect();
@@ -310,28 +324,18 @@ pub fn fit(
                 _ => vec![1.0, 1.0 / rate, 1.0, st / n],
             };
             let start = best_start(&*ll, moments, 4);
-            // A coarse search, then Newton steps to the optimum on exact
-            // derivatives (by hand for BG/NBD and MBG/NBD, by hyper-dual
-            // numbers for Pareto/NBD) and the exact observed information;
-            // the full search from the start where Newton cannot finish,
-            // e.g. when a parameter runs off to infinity.
-            let result = match maximise_to(&*ll, &start, max_iterations, COARSE) {
-                Ok(coarse) => {
-                    let exact = match kind {
-                        Kind::BgNbd => newton::finish(&coarse, |p| exact::derivatives(p, &data, 0)),
-                        Kind::MbgNbd => {
-                            newton::finish(&coarse, |p| exact::derivatives(p, &data, 1))
-                        }
-                        _ => newton::finish(&coarse, |p| {
-                            newton::hyper_dual::<ParetoNbd, 4>(p, &data)
-                        }),
-                    };
-                    match exact {
-                        Some(f) => Ok(f),
-                        None => maximise(&*ll, &start, max_iterations),
-                    }
-                }
-                Err(e) => Err(e),
+            // Exact derivatives by hand for BG/NBD and MBG/NBD, by
+            // hyper-dual numbers for Pareto/NBD.
+            let result = match kind {
+                Kind::BgNbd => maximise_exact(&*ll, &start, max_iterations, |p| {
+                    exact::derivatives(p, &data, 0)
+                }),
+                Kind::MbgNbd => maximise_exact(&*ll, &start, max_iterations, |p| {
+                    exact::derivatives(p, &data, 1)
+                }),
+                _ => maximise_exact(&*ll, &start, max_iterations, |p| {
+                    newton::hyper_dual::<ParetoNbd, 4>(p, &data)
+                }),
             };
             let mut outcome = outcome(kind, result, &start, max_iterations, cases.len(), 0);
             if let (Some(h), true) = (
@@ -378,17 +382,9 @@ pub fn fit(
             let data = SpendData::new(rows);
             let ll = |p: &[f64]| GammaGamma::from_slice(p).total_ln_likelihood(&data);
             let start = best_start(&ll, vec![1.0, 2.0, mean_m], 3);
-            // A coarse search, then Newton on the exact derivatives.
-            let result = match maximise_to(ll, &start, max_iterations, COARSE) {
-                Ok(coarse) => {
-                    match newton::finish(&coarse, |p| GammaGamma::from_slice(&p).derivatives(&data))
-                    {
-                        Some(f) => Ok(f),
-                        None => maximise(ll, &start, max_iterations),
-                    }
-                }
-                Err(e) => Err(e),
-            };
+            let result = maximise_exact(&ll, &start, max_iterations, |p| {
+                GammaGamma::from_slice(&p).derivatives(&data)
+            });
             let mut outcome = outcome(
                 kind,
                 result,

@@ -291,30 +291,28 @@ pub fn purchase_scores(
 ) -> Option<(f64, f64, f64)> {
     let p_alive = model.p_alive(o)?;
     let horizon = settings.horizon_periods.max(0) as u32;
-    // The discrete models give each opportunity's expectation directly.
+    // The discrete models give each opportunity's expectation at once: their
+    // running sums are the cumulative expectations, read without summing
+    // again for every period.
     let steps = match model {
         TransactionModel::BgBb(m) => Some(m.increments(&o.opportunities, horizon)),
         TransactionModel::Sbg(m) => Some(m.increments(&o.opportunities, horizon)),
         _ => None,
     };
-    if let Some(steps) = steps {
-        let expected: f64 = steps.iter().sum();
-        let discounted = steps
-            .iter()
-            .enumerate()
-            .map(|(k, e)| e / (1.0 + settings.discount_rate).powi(k as i32 + 1))
-            .sum();
-        let finite = expected.is_finite() && f64::is_finite(discounted);
-        return finite.then_some((p_alive, expected, discounted));
-    }
-    let expected = model.expected(o, f64::from(horizon))?;
-    let discounted = discounted_clv(
-        |h| model.expected(o, h),
-        1.0,
-        1.0,
-        horizon,
-        settings.discount_rate,
-    )?;
+    let cumulative: Option<Vec<f64>> = steps.map(|steps| {
+        std::iter::once(0.0)
+            .chain(steps.iter().scan(0.0, |sum, e| {
+                *sum += e;
+                Some(*sum)
+            }))
+            .collect()
+    });
+    let expected_by = |h: f64| match &cumulative {
+        Some(c) => c.get(h as usize).copied().filter(|v| v.is_finite()),
+        None => model.expected(o, h),
+    };
+    let expected = expected_by(f64::from(horizon))?;
+    let discounted = discounted_clv(expected_by, 1.0, 1.0, horizon, settings.discount_rate)?;
     Some((p_alive, expected, discounted))
 }
 
