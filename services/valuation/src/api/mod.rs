@@ -477,57 +477,55 @@ impl ValuationService for ValuationApi {
         }
         let as_of = as_of(&mut v, r.as_of.as_ref());
         v.finish()?;
-        if by_sets {
-            let found = self
-                .look_up(&ctx, &r.identifier_sets, |i| {
-                    format!("identifier_sets[{i}]")
-                })
-                .await?;
-            let ids: Vec<Uuid> = found
+        // By identifier sets: the customers the profile service finds.
+        let found = if by_sets {
+            let field = |i: usize| format!("identifier_sets[{i}]");
+            Some(self.look_up(&ctx, &r.identifier_sets, field).await?)
+        } else {
+            None
+        };
+        if let Some(found) = &found {
+            let mut seen = HashSet::new();
+            ids = found
                 .iter()
                 .filter_map(|f| match f {
-                    Lookup::Found(id) => Some(*id),
+                    Lookup::Found(id) if seen.insert(*id) => Some(*id),
                     _ => None,
                 })
-                .collect::<HashSet<_>>()
-                .into_iter()
                 .collect();
-            let rows = self.values(&ctx, &ids, as_of).await?;
-            let by_id: HashMap<Uuid, &store::ValueRow> =
-                rows.iter().map(|r| (r.customer_id, r)).collect();
-            let mut values = Vec::new();
-            let mut missing = Vec::new();
-            for (i, (f, set)) in found.iter().zip(r.identifier_sets).enumerate() {
-                match f {
-                    Lookup::Found(id) if by_id.contains_key(id) => {
-                        let mut value = value_proto(by_id[id]);
-                        value.identifiers = Some(set);
-                        values.push(value);
-                    }
-                    _ => missing.push(i as i32),
-                }
-            }
-            return Ok(Response::new(pb::BatchGetCustomerValuesResponse {
-                values,
-                missing_customer_ids: Vec::new(),
-                missing_identifier_sets: missing,
-            }));
         }
         let rows = self.values(&ctx, &ids, as_of).await?;
         let by_id: HashMap<Uuid, &store::ValueRow> =
             rows.iter().map(|r| (r.customer_id, r)).collect();
         let mut values = Vec::new();
-        let mut missing = Vec::new();
-        for id in ids {
-            match by_id.get(&id) {
-                Some(r) => values.push(value_proto(r)),
-                None => missing.push(id.to_string()),
+        let mut missing_customer_ids = Vec::new();
+        let mut missing_identifier_sets = Vec::new();
+        match found {
+            Some(found) => {
+                for (i, (f, set)) in found.iter().zip(r.identifier_sets).enumerate() {
+                    match f {
+                        Lookup::Found(id) if by_id.contains_key(id) => {
+                            let mut value = value_proto(by_id[id]);
+                            value.identifiers = Some(set);
+                            values.push(value);
+                        }
+                        _ => missing_identifier_sets.push(i as i32),
+                    }
+                }
+            }
+            None => {
+                for id in ids {
+                    match by_id.get(&id) {
+                        Some(r) => values.push(value_proto(r)),
+                        None => missing_customer_ids.push(id.to_string()),
+                    }
+                }
             }
         }
         Ok(Response::new(pb::BatchGetCustomerValuesResponse {
             values,
-            missing_customer_ids: missing,
-            missing_identifier_sets: Vec::new(),
+            missing_customer_ids,
+            missing_identifier_sets,
         }))
     }
 
