@@ -7,6 +7,8 @@ use chrono::{DateTime, Datelike, NaiveDate, NaiveTime, TimeZone, Utc};
 pub use chrono_tz::Tz;
 use rapport_proto::rapport::common::v1::PeriodUnit;
 
+use crate::error::Violations;
+
 /// The zone an IANA name ("Europe/Madrid", "UTC") names; UTC for the empty
 /// name; None for an unknown one.
 pub fn zone(name: &str) -> Option<Tz> {
@@ -14,6 +16,20 @@ pub fn zone(name: &str) -> Option<Tz> {
         return Some(Tz::UTC);
     }
     name.parse().ok()
+}
+
+impl Violations {
+    /// The zone `name` names (UTC when empty), or a violation on `field`
+    /// and UTC when the IANA database does not know it.
+    pub fn time_zone(&mut self, field: impl Into<String>, name: &str) -> Tz {
+        zone(name).unwrap_or_else(|| {
+            self.add(
+                field,
+                "must be an IANA time zone name, e.g. \"Europe/Madrid\" (or empty for UTC)",
+            );
+            Tz::UTC
+        })
+    }
 }
 
 /// The calendar day `at` falls on in `zone`.

@@ -636,12 +636,7 @@ impl InteractionService for InteractionApi {
                 }
             },
         };
-        let zone = rapport_kit::calendar::zone(&r.time_zone);
-        v.check(
-            zone.is_none(),
-            "time_zone",
-            "must be an IANA time zone name, e.g. \"Europe/Madrid\" (or empty for UTC)",
-        );
+        let zone = v.time_zone("time_zone", &r.time_zone);
         let period_unit = PeriodUnit::try_from(r.period_unit).unwrap_or_default();
         let unit = unit_days(period_unit);
         v.check(
@@ -750,17 +745,21 @@ impl InteractionService for InteractionApi {
             start: cohort_start,
             end: cohort_end,
         };
+        let shape = Shape {
+            unit_days: unit,
+            columnar: r.columnar,
+            windows: Windows {
+                calibration_end,
+                holdout_end,
+                opportunities: r.with_opportunities.then_some(period_unit),
+                zone,
+            },
+        };
         let (tx, rx) = mpsc::channel(4);
         let pool = self.pool.clone();
         let shutdown = self.shutdown.clone();
         tokio::spawn(
             async move {
-                let shape = Shape {
-                    unit_days: unit,
-                    opportunities: r.with_opportunities.then_some(period_unit),
-                    columnar: r.columnar,
-                    zone: zone.unwrap_or(rapport_kit::calendar::Tz::UTC),
-                };
                 let result = export(pool, query, cohort, shape, tx.clone(), shutdown).await;
                 if let Err(e) = result {
                     let _ = tx.send(Err(e.into())).await;
@@ -801,14 +800,12 @@ impl Cohort {
 }
 
 /// How an export is shaped: the period unit's length in days, whether to
-/// count opportunities (in which calendar periods), and whether to send
-/// columns.
-#[derive(Clone, Copy)]
+/// send columns, and the windows, zone and opportunities purchases are
+/// grouped by.
 struct Shape {
     unit_days: f64,
-    opportunities: Option<PeriodUnit>,
     columnar: bool,
-    zone: rapport_kit::calendar::Tz,
+    windows: Windows,
 }
 
 /// The summaries waiting to be sent: one message each, or columns.
@@ -879,16 +876,11 @@ async fn export(
     let mut batch = Pending::new(shape.columnar);
     let mut current: Option<Uuid> = None;
     let mut purchases: Vec<Purchase> = Vec::new();
-    let windows = Windows {
-        calibration_end: query.calibration_end,
-        holdout_end: query.holdout_end,
-        opportunities: shape.opportunities,
-        zone: shape.zone,
-    };
+    let windows = &shape.windows;
     let (end, unit) = (query.calibration_end, shape.unit_days);
     let summarise = |customer: Uuid, purchases: &[Purchase], batch: &mut Pending| {
         let Some(days) =
-            group_days(customer, purchases, &windows).filter(|days| cohort.admits(days.first_time))
+            group_days(customer, purchases, windows).filter(|days| cohort.admits(days.first_time))
         else {
             return;
         };

@@ -77,13 +77,7 @@ pub(super) fn check_fit(
         "kind",
         "required: BG_NBD, PARETO_NBD, MBG_NBD, GAMMA_GAMMA, BG_BB or SBG",
     );
-    let zone = rapport_kit::calendar::zone(&r.time_zone);
-    v.check(
-        zone.is_none(),
-        "time_zone",
-        "must be an IANA time zone name, e.g. \"Europe/Madrid\" (or empty for UTC)",
-    );
-    let zone = zone.unwrap_or(Tz::UTC);
+    let zone = v.time_zone("time_zone", &r.time_zone);
     let by_date = !r.calibration_end_date.is_empty();
     let calibration_day = by_date
         .then(|| end_of_day(v, "calibration_end_date", &r.calibration_end_date, zone))
