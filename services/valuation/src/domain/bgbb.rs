@@ -15,8 +15,8 @@
 
 use statrs::function::gamma::ln_gamma;
 
-use super::discrete::{DiscreteData, Opportunities, ln_rising, ln_sum_exp};
-use super::newton::{Likelihood, Real};
+use super::discrete::{DiscreteData, Opportunities, ln_rising};
+use super::newton::{Likelihood, Real, ln_sum_exp};
 
 /// BG/BB parameters.
 #[derive(Debug, Clone, Copy, PartialEq)]

@@ -42,6 +42,21 @@ impl Real for HyperDual64 {
     }
 }
 
+/// ln Σ exp(terms), shifted by the largest real part for stability.
+pub fn ln_sum_exp<D: Real>(terms: &[D]) -> D {
+    let top = terms
+        .iter()
+        .map(|t| t.re())
+        .fold(f64::NEG_INFINITY, f64::max);
+    if !top.is_finite() {
+        return D::from(top);
+    }
+    let sum = terms
+        .iter()
+        .fold(D::zero(), |acc, t| acc + (*t - top).exp());
+    sum.ln() + top
+}
+
 /// A log-likelihood written generically over its number type.
 pub trait Likelihood<const K: usize> {
     /// What it is evaluated on.
@@ -198,6 +213,12 @@ mod tests {
         assert!(v.re.abs() < 1e-15);
         assert!((v.eps1 + 0.577_215_664_901_532_9).abs() < 1e-14);
         assert!((v.eps1eps2 - std::f64::consts::PI.powi(2) / 6.0).abs() < 1e-13);
+    }
+
+    #[test]
+    fn ln_sum_exp_is_stable() {
+        let s = ln_sum_exp(&[1000.0f64, 1000.0]);
+        assert!((s - (1000.0 + 2f64.ln())).abs() < 1e-12);
     }
 
     struct Quadratic;

@@ -4,7 +4,7 @@
 //! Note on Implementing the Pareto/NBD Model in MATLAB" (2005), eq. 2-3.
 
 use super::data::{Observation, RfmData};
-use super::newton::{Likelihood, Real};
+use super::newton::{Likelihood, Real, ln_sum_exp};
 use super::special::ln_hyp2f1;
 
 /// Pareto/NBD parameters: r, α (purchase rate), s, β (dropout rate).
@@ -55,8 +55,7 @@ fn ln_row<D: Real>(p: [D; 4], o: &Observation) -> Option<D> {
     let head = (r + x).ln_gamma() - r.ln_gamma() + r * alpha.ln() + s * beta.ln();
     let alive = -(r + x) * (alpha + t).ln() - s * (beta + t).ln();
     let dead = (s / (r + s + x)).ln() + ln_a0(p, o)?;
-    let m = if alive.re() >= dead.re() { alive } else { dead };
-    Some(head + m + ((alive - m).exp() + (dead - m).exp()).ln())
+    Some(head + ln_sum_exp(&[alive, dead]))
 }
 
 impl ParetoNbd {
