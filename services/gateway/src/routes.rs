@@ -156,7 +156,7 @@ impl RouteTable {
         let Some((_, area, reads)) = self.entries.iter().find(|(s, _, _)| s == service) else {
             return Route::Unknown;
         };
-        if method == "WatchChanges" {
+        if method == "WatchChanges" || method == "GetFeedHead" {
             return Route::Internal;
         }
         let access = if reads.iter().any(|m| m == method) {
@@ -247,6 +247,10 @@ mod tests {
         );
         assert_eq!(
             route("/rapport.interaction.v1.InteractionService/WatchChanges"),
+            Route::Internal
+        );
+        assert_eq!(
+            route("/rapport.interaction.v1.InteractionService/GetFeedHead"),
             Route::Internal
         );
         assert_eq!(route("/rapport.other.v1.Nope/Get"), Route::Unknown);

@@ -1,9 +1,12 @@
 //! Following the interaction service's change feed: purchases are recorded
-//! in the `purchases` projection (the cohort report's data) and their
-//! customers queued for re-scoring; reassignments after merges and unmerges
+//! in the `purchases` projection (the cohort report's data), merged into
+//! their customers' kept summaries (a fit's data) and their customers
+//! queued for re-scoring; reassignments after merges and unmerges
 //! move purchases and queue both customers; erasures delete everything
 //! derived from the customer. The kit's `Consumer` stores the cursor in the
 //! same transaction, so each event is applied exactly once.
+
+use std::collections::{HashMap, HashSet};
 
 use rapport_kit::convert::from_timestamp;
 use rapport_kit::feed;
@@ -17,9 +20,10 @@ use rust_decimal::Decimal;
 use sqlx::PgConnection;
 use uuid::Uuid;
 
+use crate::domain::kept::{self, NewPurchase};
 use crate::domain::money::from_money;
 use crate::engine::removed_event;
-use crate::store::{self, Purchase};
+use crate::store::{self, Purchase, summaries};
 
 /// The name of the cursor of the interaction feed.
 pub const INTERACTION_CURSOR: &str = "interaction";
@@ -78,8 +82,46 @@ struct Pending {
 }
 
 impl Pending {
+    /// Records the purchases and merges the new ones into their customers'
+    /// kept summaries: the days they add are found before they are
+    /// recorded, so a day the customer already bought on is not counted
+    /// twice.
     async fn flush(&mut self, tx: &mut PgConnection, tenant: Uuid) -> Result<(), sqlx::Error> {
-        store::record_purchases(tx, tenant, &self.purchases).await?;
+        if !self.purchases.is_empty() {
+            let mut pairs: Vec<(Uuid, i32)> = self
+                .purchases
+                .iter()
+                .map(|p| (p.customer_id, kept::utc_day(p.occur_time)))
+                .collect();
+            pairs.sort_unstable();
+            pairs.dedup();
+            let existing = summaries::existing_days(tx, tenant, &pairs).await?;
+            let mut recorded: HashSet<Uuid> = store::record_purchases(tx, tenant, &self.purchases)
+                .await?
+                .into_iter()
+                .collect();
+            let fresh: Vec<NewPurchase<'_>> = self
+                .purchases
+                .iter()
+                // Once each, should the batch hold an event twice.
+                .filter(|p| recorded.remove(&p.interaction_id))
+                .map(|p| NewPurchase {
+                    customer: p.customer_id,
+                    time: p.occur_time,
+                    currency: p.currency.as_deref(),
+                    amount: p.amount.and_then(kept::nanos),
+                    margin: p.margin.and_then(kept::nanos),
+                })
+                .collect();
+            summaries::merge(tx, tenant, &kept::deltas(&fresh, &existing)).await?;
+            let mut counts: HashMap<String, i64> = HashMap::new();
+            for c in fresh.iter().filter_map(|p| p.currency) {
+                *counts.entry(c.to_string()).or_default() += 1;
+            }
+            let mut counts: Vec<(String, i64)> = counts.into_iter().collect();
+            counts.sort_unstable();
+            summaries::count_currencies(tx, tenant, &counts).await?;
+        }
         store::enqueue(tx, tenant, &self.rescore, None).await?;
         self.purchases.clear();
         self.rescore.clear();
@@ -126,6 +168,7 @@ impl InteractionFollower {
                         .ids_complete
                         .then(|| r.interaction_ids.iter().filter_map(|s| id(s)).collect());
                     store::reassign(tx, tenant, from, to, unmerge, ids.as_deref()).await?;
+                    summaries::rebuild(tx, tenant, &[from, to]).await?;
                     let from_reason = (!unmerge).then_some("MERGED");
                     store::enqueue(tx, tenant, &[from], from_reason).await?;
                     store::enqueue(tx, tenant, &[to], None).await?;

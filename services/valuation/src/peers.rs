@@ -13,7 +13,7 @@ use rapport_proto::rapport::common::v1::{Identifier, IdentifierKind, IdentifierS
 use rapport_proto::rapport::interaction::v1::interaction_service_client::InteractionServiceClient;
 use rapport_proto::rapport::interaction::v1::{
     CustomerSummary, ExportSummariesRequest, ExportSummariesResponse, GetCustomerSummaryRequest,
-    PurchaseHistorySummary, SummaryColumns,
+    GetFeedHeadRequest, PurchaseHistorySummary, SummaryColumns,
 };
 use rapport_proto::rapport::profile::v1::profile_service_client::ProfileServiceClient;
 use rapport_proto::rapport::profile::v1::{
@@ -118,6 +118,20 @@ impl Interaction {
             out.push(msg.map_err(pass_on)?);
         }
         Ok(out)
+    }
+
+    /// The sequence of the tenant's last event on the interaction feed.
+    pub async fn feed_head(&self, ctx: &CallContext) -> Result<i64, ApiError> {
+        let mut req = Request::new(GetFeedHeadRequest {});
+        ctx.write(req.metadata_mut());
+        Ok(self
+            .client
+            .clone()
+            .get_feed_head(req)
+            .await
+            .map_err(|s| peer_error("interaction", &s))?
+            .into_inner()
+            .sequence)
     }
 
     /// The customer's summary now.

@@ -644,3 +644,184 @@ async fn an_erasure_deletes_the_projection_and_redacts_earlier_events() {
         3
     );
 }
+
+/// A kept summary row, every column.
+type KeptRow = (
+    Uuid,
+    DateTime<Utc>,
+    DateTime<Utc>,
+    i32,
+    i32,
+    i32,
+    i64,
+    Option<String>,
+    bool,
+    Option<i64>,
+    Option<i64>,
+    Option<i64>,
+);
+
+async fn kept_rows(conn: &mut sqlx::PgConnection, tenant: Uuid) -> Vec<KeptRow> {
+    sqlx::query_as(
+        "SELECT customer_id, first_time, last_time, first_day, last_day, days, purchases,
+                currency, mixed, value_nanos, first_day_value_nanos, margin_nanos
+         FROM purchase_summaries WHERE tenant_id = $1 ORDER BY customer_id",
+    )
+    .bind(tenant)
+    .fetch_all(conn)
+    .await
+    .unwrap()
+}
+
+async fn currency_counts(conn: &mut sqlx::PgConnection, tenant: Uuid) -> Vec<(String, i64)> {
+    sqlx::query_as(
+        "SELECT currency, purchases FROM purchase_currencies
+          WHERE tenant_id = $1 AND purchases <> 0 ORDER BY currency",
+    )
+    .bind(tenant)
+    .fetch_all(conn)
+    .await
+    .unwrap()
+}
+
+/// The kept summaries and purchases per currency against a rebuild of the
+/// tenant from its purchases.
+async fn check_kept(pool: &PgPool, tenant: Uuid, step: usize) {
+    let mut tx = pool.begin().await.unwrap();
+    let kept = kept_rows(&mut tx, tenant).await;
+    let counted = currency_counts(&mut tx, tenant).await;
+    rapport_valuation::store::summaries::rebuild_tenant(&mut tx, tenant)
+        .await
+        .unwrap();
+    assert_eq!(kept, kept_rows(&mut tx, tenant).await, "after step {step}");
+    assert_eq!(
+        counted,
+        currency_counts(&mut tx, tenant).await,
+        "after step {step}"
+    );
+    tx.rollback().await.unwrap();
+}
+
+/// The purchase summaries a fit reads are merged batch by batch as purchases
+/// arrive (in any order, several a day, some without an amount, some in
+/// another currency, redelivered) and rebuilt for the customers a merge,
+/// unmerge or erasure touches: after every batch they equal a rebuild from
+/// the purchases.
+#[tokio::test]
+async fn kept_summaries_equal_a_rebuild_after_every_batch() {
+    use rand::rngs::StdRng;
+    use rand::seq::SliceRandom;
+    use rand::{RngExt, SeedableRng};
+
+    let (_db, pool) = schema().await;
+    let tenant = Uuid::new_v4();
+    let mut rng = StdRng::seed_from_u64(7);
+    let customers: Vec<Uuid> = (0..12).map(|_| Uuid::new_v4()).collect();
+    let start = Utc.with_ymd_and_hms(2025, 1, 1, 0, 0, 0).unwrap();
+    let mut purchases: Vec<InteractionRecorded> = (0..400)
+        .map(|n| {
+            let customer = customers[rng.random_range(0..customers.len())];
+            let t = start + chrono::Duration::minutes(rng.random_range(0..60 * 24 * 30));
+            let cents: i64 = rng.random_range(-500..50_000);
+            let mut r = InteractionRecorded {
+                amount: eur(cents / 100, ((cents % 100) * 10_000_000) as i32),
+                margin: eur(cents / 400, 0),
+                ..recorded(Uuid::now_v7(), customer, customer, t)
+            };
+            if n % 10 == 0 {
+                (r.amount, r.margin) = (None, None);
+            }
+            // Customer 1 pays in dollars only; customer 2 once in dollars.
+            if customer == customers[1] || (customer == customers[2] && n % 3 == 0) {
+                for m in [&mut r.amount, &mut r.margin].into_iter().flatten() {
+                    m.currency_code = "USD".into();
+                }
+            }
+            r
+        })
+        .collect();
+    purchases.shuffle(&mut rng);
+    let mut seq = 0;
+    let mut next = || {
+        seq += 1;
+        seq
+    };
+    let mut step = 0;
+    let mut rest = purchases.as_slice();
+    while !rest.is_empty() {
+        let n = rng.random_range(1..=40).min(rest.len());
+        let (batch, tail) = rest.split_at(n);
+        rest = tail;
+        let mut events: Vec<ChangeEvent> = batch
+            .iter()
+            .map(|r| {
+                change(
+                    next(),
+                    tenant,
+                    "interaction",
+                    r.interaction_id.clone(),
+                    Event::InteractionRecorded(r.clone()),
+                )
+            })
+            .collect();
+        // Redelivered: an event already applied comes again.
+        if step % 4 == 3 {
+            events.push(events[0].clone());
+        }
+        let pick = |rng: &mut StdRng| customers[rng.random_range(3..customers.len())];
+        let (from, to) = (pick(&mut rng), pick(&mut rng));
+        let reassign = |reason: ReassignReason| InteractionsReassigned {
+            from_customer_id: from.to_string(),
+            to_customer_id: to.to_string(),
+            reason: reason as i32,
+            ..Default::default()
+        };
+        match step % 5 {
+            1 if from != to => events.push(change(
+                next(),
+                tenant,
+                "customer",
+                to.to_string(),
+                Event::InteractionsReassigned(reassign(ReassignReason::Merge)),
+            )),
+            2 if from != to => events.push(change(
+                next(),
+                tenant,
+                "customer",
+                to.to_string(),
+                Event::InteractionsReassigned(reassign(ReassignReason::Unmerge)),
+            )),
+            4 => events.push(change(
+                next(),
+                tenant,
+                "customer",
+                from.to_string(),
+                Event::CustomerInteractionsErased(CustomerInteractionsErased {
+                    customer_id: from.to_string(),
+                    ..Default::default()
+                }),
+            )),
+            _ => {}
+        }
+        let mut tx = pool.begin().await.unwrap();
+        InteractionFollower
+            .apply(&mut tx, tenant, &events)
+            .await
+            .unwrap();
+        tx.commit().await.unwrap();
+        check_kept(&pool, tenant, step).await;
+        step += 1;
+    }
+    let rows = kept_rows(&mut pool.acquire().await.unwrap(), tenant).await;
+    assert!(rows.len() >= 3, "{rows:?}");
+    let of = |c: Uuid| rows.iter().find(|r| r.0 == c).cloned();
+    let dollars = of(customers[1]).expect("customer 1 kept");
+    assert_eq!((dollars.7.as_deref(), dollars.8), (Some("USD"), false));
+    assert!(
+        of(customers[2]).expect("customer 2 kept").8,
+        "two currencies"
+    );
+    let euros = of(customers[0]).expect("customer 0 kept");
+    assert_eq!((euros.7.as_deref(), euros.8), (Some("EUR"), false));
+    assert!(euros.5 > 1 && euros.9.is_some());
+}

@@ -784,6 +784,17 @@ impl InteractionService for InteractionApi {
         )?;
         Ok(Response::new(stream))
     }
+
+    async fn get_feed_head(
+        &self,
+        req: Request<pb::GetFeedHeadRequest>,
+    ) -> Result<Response<pb::GetFeedHeadResponse>, Status> {
+        let ctx = CallContext::of(&req)?;
+        let sequence = feed::head(&self.pool, ctx.tenant_id)
+            .await
+            .map_err(ApiError::from)?;
+        Ok(Response::new(pb::GetFeedHeadResponse { sequence }))
+    }
 }
 
 /// Who an export covers beyond the query: the acquisition cohort.

@@ -16,8 +16,9 @@ use rapport_proto::rapport::interaction::v1::{
 };
 use uuid::Uuid;
 
-use super::money::{nanos_to_money, nanos_to_units_f64};
-use super::summary::days_between;
+use rapport_kit::repeat::{self, RepeatInputs, nanos_to_units_f64, repeat_inputs};
+
+use super::money::nanos_to_money;
 
 /// Days in one period unit: 1, 7, 30.4375 or 365.25. None for UNSPECIFIED.
 pub fn unit_days(unit: PeriodUnit) -> Option<f64> {
@@ -117,35 +118,18 @@ pub struct PurchaseDays {
     pub opportunities: Option<OpportunityHistory>,
 }
 
-/// The model inputs of one customer: frequency, recency, T and the mean
-/// repeat-purchase value.
-struct Inputs {
-    frequency: i64,
-    recency: f64,
-    t: f64,
-    monetary_value: f64,
-}
-
-fn inputs(d: &PurchaseDays, calibration_end: DateTime<Utc>, unit_days: f64) -> Inputs {
-    let frequency = (d.calibration_days - 1).max(0);
-    let recency_days = (d.last_day - d.first_day).num_days() as f64;
-    let t_days = days_between(d.first_day_start, calibration_end);
-    let monetary_value = if frequency > 0 {
-        let repeat = d.total_value - d.first_day_value;
-        nanos_to_units_f64(repeat) / frequency as f64
-    } else {
-        0.0
+/// The model inputs of one customer (the kit's [`repeat_inputs`], which the
+/// valuation service's kept summaries use too).
+fn inputs(d: &PurchaseDays, calibration_end: DateTime<Utc>, unit_days: f64) -> RepeatInputs {
+    let days = repeat::PurchaseDays {
+        days: d.calibration_days,
+        first_day: d.first_day,
+        first_day_start: d.first_day_start,
+        last_day: d.last_day,
+        total_value: d.total_value,
+        first_day_value: d.first_day_value,
     };
-    Inputs {
-        frequency,
-        recency: if frequency > 0 {
-            recency_days / unit_days
-        } else {
-            0.0
-        },
-        t: t_days / unit_days,
-        monetary_value,
-    }
+    repeat_inputs(&days, calibration_end, unit_days)
 }
 
 /// The summary of one customer for calibration end `calibration_end`, unit

@@ -117,12 +117,7 @@ pub fn div_half_even(n: i128, d: i128) -> i128 {
     }
 }
 
-/// Nanos as a floating-point number of whole units (rounded once).
-pub fn nanos_to_units_f64(nanos: i128) -> f64 {
-    let units = nanos / NANOS_PER_UNIT;
-    let frac = nanos % NANOS_PER_UNIT;
-    units as f64 + frac as f64 / 1e9
-}
+pub use rapport_kit::repeat::nanos_to_units_f64;
 
 #[cfg(test)]
 mod tests {

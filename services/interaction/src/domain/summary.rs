@@ -40,12 +40,7 @@ pub struct SummaryRow {
     pub nps: Option<i32>,
 }
 
-/// Exact days from `a` to `b` (86,400 seconds a day, fractional).
-pub fn days_between(a: DateTime<Utc>, b: DateTime<Utc>) -> f64 {
-    let secs = (b.timestamp() - a.timestamp()) as f64;
-    let nanos = f64::from(b.timestamp_subsec_nanos()) - f64::from(a.timestamp_subsec_nanos());
-    (secs + nanos / 1e9) / 86_400.0
-}
+pub use rapport_kit::repeat::days_between;
 
 #[derive(Default)]
 struct Money {

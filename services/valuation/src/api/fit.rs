@@ -7,9 +7,15 @@ use rapport_kit::calendar::{Tz, start_of_day, starts_period};
 use rapport_proto::rapport::common::v1::PeriodUnit;
 use rapport_proto::rapport::interaction::v1::{OpportunityHistory, SummaryColumns};
 
+use rapport_kit::copy::CopyError;
+use rapport_kit::feed::Consumer;
+
 use super::*;
 use crate::domain::discrete::Opportunities;
 use crate::domain::holdout::Validation;
+use crate::domain::kept;
+use crate::follow;
+use crate::store::summaries;
 
 /// A validated FitModel request.
 pub(super) struct FitPlan {
@@ -596,6 +602,10 @@ impl ValuationApi {
         if !r.inline_summaries.is_empty() {
             return Ok(FitData::inline(&r.inline_summaries, &r.currency_code));
         }
+        if let Some(mut data) = self.kept_fit_data(ctx, r, plan).await? {
+            count_ages_to_the_day(plan, &mut data.cases);
+            return Ok(data);
+        }
         let interaction = self.interaction()?;
         let base = ExportSummariesRequest {
             calibration_end_time: Some(timestamp(plan.calibration_end)),
@@ -649,5 +659,84 @@ impl ValuationApi {
         }
         count_ages_to_the_day(plan, &mut data.cases);
         Ok(data)
+    }
+}
+
+/// How long a fit waits for the interaction feed's consumer to apply what
+/// the feed held when the fit started, before it exports instead.
+const CATCH_UP: std::time::Duration = std::time::Duration::from_secs(2);
+
+impl ValuationApi {
+    /// The fit's data from the purchase summaries kept from the interaction
+    /// feed, when they hold exactly what the export would: a fit of the
+    /// whole tenant (or a cohort) by BG/NBD, MBG/NBD, Pareto/NBD or
+    /// Gamma-Gamma, in UTC, without a holdout, with every purchase the
+    /// interaction service had recorded when the fit started applied here,
+    /// none at or after the calibration end, and each customer's amounts in
+    /// one currency. None otherwise: the caller exports.
+    async fn kept_fit_data(
+        &self,
+        ctx: &CallContext,
+        r: &pb::FitModelRequest,
+        plan: &FitPlan,
+    ) -> Result<Option<FitData>, ApiError> {
+        if plan.segment.is_some()
+            || plan.holdout_end.is_some()
+            || plan.kind.discrete()
+            || plan.zone != Tz::UTC
+        {
+            return Ok(None);
+        }
+        let tenant = ctx.tenant_id;
+        let head = self.interaction()?.feed_head(ctx).await?;
+        let started = std::time::Instant::now();
+        while Consumer::cursor(&self.pool, follow::INTERACTION_CURSOR, tenant).await? < head {
+            if started.elapsed() > CATCH_UP {
+                tracing::info!(
+                    head,
+                    "the interaction feed is not applied yet; the fit exports"
+                );
+                return Ok(None);
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
+            .execute(&mut *tx)
+            .await?;
+        let (latest, main) = summaries::fit_state(&mut tx, tenant).await?;
+        if latest.is_none_or(|l| l >= plan.calibration_end) {
+            return Ok(None);
+        }
+        let currency = match (r.currency_code.as_str(), main) {
+            ("", Some(main)) => main,
+            ("", None) => return Ok(None),
+            (c, _) => c.to_string(),
+        };
+        let mut data = FitData {
+            cases: Vec::new(),
+            currency,
+            earliest: None,
+        };
+        let (end, unit_days) = (plan.calibration_end, plan.unit.days());
+        let cohort = plan.cohort.as_ref().map(|(_, start, end)| (*start, *end));
+        let read = summaries::for_each_summary(&mut tx, tenant, &data.currency, cohort, |row| {
+            data.earliest = Some(
+                data.earliest
+                    .map_or(row.first_time, |e| e.min(row.first_time)),
+            );
+            data.cases.push(kept::fit_case(&row, end, unit_days));
+        })
+        .await
+        .map_err(|e| match e {
+            CopyError::Database(e) => ApiError::from(e),
+            e => ApiError::internal(e),
+        })?;
+        tx.commit().await?;
+        if read.is_err() {
+            tracing::info!("a kept summary has amounts in several currencies; the fit exports");
+            return Ok(None);
+        }
+        Ok(Some(data))
     }
 }

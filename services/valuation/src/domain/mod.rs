@@ -28,6 +28,7 @@
 //! * [`compare`]: information criteria and the recommended model.
 //! * [`concentration`], [`cohort`], [`relationship`]: the reports.
 //! * [`money`]: exact amounts rounded half-even to the nano.
+//! * [`kept`]: the per-customer purchase summaries kept from the feed.
 
 pub mod bgbb;
 pub mod bgnbd;
@@ -43,6 +44,7 @@ pub mod fit;
 pub mod fitting;
 pub mod gamma_gamma;
 pub mod holdout;
+pub mod kept;
 pub mod mbgnbd;
 pub mod money;
 pub mod newton;

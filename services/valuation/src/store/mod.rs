@@ -14,6 +14,8 @@ use sqlx::{AssertSqlSafe, PgConnection, PgPool};
 // and column names below, never values: those are always bound.
 use uuid::Uuid;
 
+pub mod summaries;
+
 /// Rows per bulk statement.
 const CHUNK: usize = 10_000;
 
@@ -822,14 +824,15 @@ pub struct Purchase {
     pub margin: Option<Decimal>,
 }
 
-/// Records purchases (idempotent: one already recorded is left alone).
+/// Records purchases (idempotent: one already recorded is left alone);
+/// returns the ids of those recorded now.
 pub async fn record_purchases(
     tx: &mut PgConnection,
     tenant: Uuid,
     purchases: &[Purchase],
-) -> sqlx::Result<()> {
+) -> sqlx::Result<Vec<Uuid>> {
     if purchases.is_empty() {
-        return Ok(());
+        return Ok(Vec::new());
     }
     let ids: Vec<Uuid> = purchases.iter().map(|p| p.interaction_id).collect();
     let customers: Vec<Uuid> = purchases.iter().map(|p| p.customer_id).collect();
@@ -838,12 +841,12 @@ pub async fn record_purchases(
     let currencies: Vec<Option<String>> = purchases.iter().map(|p| p.currency.clone()).collect();
     let amounts: Vec<Option<Decimal>> = purchases.iter().map(|p| p.amount).collect();
     let margins: Vec<Option<Decimal>> = purchases.iter().map(|p| p.margin).collect();
-    sqlx::query(
+    sqlx::query_scalar(
         "INSERT INTO purchases (tenant_id, interaction_id, customer_id, original_customer_id,
              occur_time, currency, amount, margin)
          SELECT $1, t.* FROM unnest($2::uuid[], $3::uuid[], $4::uuid[], $5::timestamptz[],
                                     $6::text[], $7::numeric[], $8::numeric[]) AS t
-         ON CONFLICT DO NOTHING",
+         ON CONFLICT DO NOTHING RETURNING interaction_id",
     )
     .bind(tenant)
     .bind(&ids)
@@ -853,9 +856,8 @@ pub async fn record_purchases(
     .bind(&currencies)
     .bind(&amounts)
     .bind(&margins)
-    .execute(tx)
-    .await?;
-    Ok(())
+    .fetch_all(tx)
+    .await
 }
 
 /// Moves purchases from one customer to another: the listed ones, or
@@ -885,19 +887,21 @@ pub async fn reassign(
     Ok(())
 }
 
-/// Deletes everything derived from an erased customer: purchases, queue
-/// entry and value (true when there was a value), and reduces the
+/// Deletes everything derived from an erased customer: purchases (and
+/// their summary), queue entry and value (true when there was a value), and reduces the
 /// customer's earlier feed events to `redacted` ones.
 pub async fn erase_customer(
     tx: &mut PgConnection,
     tenant: Uuid,
     customer: Uuid,
 ) -> sqlx::Result<bool> {
+    summaries::uncount_customer(tx, tenant, customer).await?;
     sqlx::query("DELETE FROM purchases WHERE tenant_id = $1 AND customer_id = $2")
         .bind(tenant)
         .bind(customer)
         .execute(&mut *tx)
         .await?;
+    summaries::rebuild(tx, tenant, &[customer]).await?;
     sqlx::query("DELETE FROM rescore_queue WHERE tenant_id = $1 AND customer_id = $2")
         .bind(tenant)
         .bind(customer)
