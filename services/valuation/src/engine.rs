@@ -342,6 +342,44 @@ pub struct RunOutcome {
     pub settings: Settings,
     /// The score time.
     pub score_time: DateTime<Utc>,
+    /// Totals over the scored customers.
+    pub totals: Totals,
+    /// Whether the values were stored (not for a run as of a past instant).
+    pub stored: bool,
+}
+
+/// Totals of a run over the customers it scored.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Totals {
+    /// Sum of the CLVs.
+    pub clv: Decimal,
+    /// Sum of the expected purchases over the horizon.
+    pub expected_purchases: f64,
+    /// Mean P(alive); 0 without customers.
+    pub mean_p_alive: f64,
+    /// The score time plus the horizon.
+    pub horizon_end: DateTime<Utc>,
+    /// Purchase days the customers made from the score time to the
+    /// horizon's end, for a past run whose horizon has ended.
+    pub actual_purchases: Option<i64>,
+}
+
+impl Totals {
+    fn of(computed: &[Computed], settings: &Settings, score_time: DateTime<Utc>) -> Self {
+        let n = computed.len();
+        let days = f64::from(settings.horizon_periods) * settings.unit.days();
+        Totals {
+            clv: computed.iter().map(|c| c.scored.clv).sum(),
+            expected_purchases: computed.iter().map(|c| c.scored.expected_purchases).sum(),
+            mean_p_alive: if n == 0 {
+                0.0
+            } else {
+                computed.iter().map(|c| c.scored.p_alive).sum::<f64>() / n as f64
+            },
+            horizon_end: score_time + chrono::TimeDelta::milliseconds((days * 86_400_000.0) as i64),
+            actual_purchases: None,
+        }
+    }
 }
 
 /// What the caller asked a run for (validated beyond the unit-dependent
@@ -359,6 +397,8 @@ pub struct RunRequest {
     pub annual_discount_rate: Option<f64>,
     /// Margin ratio; default 1.
     pub margin_ratio: Option<f64>,
+    /// Score as of this past instant and store nothing.
+    pub as_of: Option<DateTime<Utc>>,
 }
 
 /// The export of every customer (or of `customers`) at `score_time`.
@@ -396,6 +436,9 @@ pub async fn run(
     ctx: &CallContext,
     req: RunRequest,
 ) -> Result<RunOutcome, ApiError> {
+    if let Some(as_of) = req.as_of {
+        return score_as_of(pool, interaction, ctx, req, as_of).await;
+    }
     let mut tx = pool.begin().await?;
     if !store::try_run_lock(&mut tx, ctx.tenant_id).await? {
         return Err(ApiError::Aborted(
@@ -427,30 +470,7 @@ async fn score_all(
     let tenant = ctx.tenant_id;
     let started = now();
     let models = active_models(&mut *tx, tenant, req.kind).await?;
-    let unit = models.unit;
-    let horizon = if req.horizon_periods == 0 {
-        unit.default_horizon()
-    } else {
-        req.horizon_periods
-    };
-    if horizon > unit.max_horizon() {
-        return Err(ApiError::invalid(
-            "horizon_periods",
-            format!(
-                "must be at most ten years in the transaction model's unit ({} periods)",
-                unit.max_horizon()
-            ),
-        ));
-    }
-    let settings = Settings {
-        horizon_periods: horizon,
-        unit,
-        discount_rate: req
-            .discount_rate
-            .or(req.annual_discount_rate.map(|a| unit.period_rate(a)))
-            .unwrap_or(unit.default_discount_rate()),
-        margin_ratio: req.margin_ratio.unwrap_or(1.0),
-    };
+    let settings = settings_of(&models, &req)?;
     let score_time = started;
     let summaries = interaction
         .export(ctx, export_request(&models, score_time, None))
@@ -459,6 +479,7 @@ async fn score_all(
     let mut computed = tokio::task::spawn_blocking(move || compute(&summaries, &m, &s))
         .await
         .map_err(ApiError::internal)??;
+    let totals = Totals::of(&computed, &settings, score_time);
     computed.sort_unstable_by(|a, b| b.scored.clv.cmp(&a.scored.clv).then(a.id.cmp(&b.id)));
     let n = computed.len();
     let rows: Vec<ValueRow> = computed
@@ -518,6 +539,84 @@ async fn score_all(
         models,
         settings,
         score_time,
+        totals,
+        stored: true,
+    })
+}
+
+/// A run's settings: the request's, defaults filled in for the models'
+/// period unit.
+fn settings_of(models: &Models, req: &RunRequest) -> Result<Settings, ApiError> {
+    let unit = models.unit;
+    let horizon = if req.horizon_periods == 0 {
+        unit.default_horizon()
+    } else {
+        req.horizon_periods
+    };
+    if horizon > unit.max_horizon() {
+        return Err(ApiError::invalid(
+            "horizon_periods",
+            format!(
+                "must be at most ten years in the transaction model's unit ({} periods)",
+                unit.max_horizon()
+            ),
+        ));
+    }
+    Ok(Settings {
+        horizon_periods: horizon,
+        unit,
+        discount_rate: req
+            .discount_rate
+            .or(req.annual_discount_rate.map(|a| unit.period_rate(a)))
+            .unwrap_or(unit.default_discount_rate()),
+        margin_ratio: req.margin_ratio.unwrap_or(1.0),
+    })
+}
+
+/// A run as of a past instant: every customer's purchases before `as_of`
+/// scored with the active models, ages counted to `as_of`, and nothing
+/// stored. When the horizon has ended by now (and the transaction model
+/// counts purchase days), the export also counts each customer's purchase
+/// days in the horizon: the actual purchases beside the expected ones.
+async fn score_as_of(
+    pool: &PgPool,
+    interaction: &Interaction,
+    ctx: &CallContext,
+    req: RunRequest,
+    as_of: DateTime<Utc>,
+) -> Result<RunOutcome, ApiError> {
+    let mut conn = pool.acquire().await?;
+    let models = active_models(&mut conn, ctx.tenant_id, req.kind).await?;
+    drop(conn);
+    let settings = settings_of(&models, &req)?;
+    let mut totals = Totals::of(&[], &settings, as_of);
+    let backtest = totals.horizon_end <= now() && !models.transaction.discrete();
+    let export = ExportSummariesRequest {
+        holdout_end_time: backtest.then(|| timestamp(totals.horizon_end)),
+        ..export_request(&models, as_of, None)
+    };
+    let summaries = interaction.export(ctx, export).await?;
+    let actual: i64 = summaries
+        .iter()
+        .filter(|s| input(s).is_some())
+        .map(|s| s.holdout_purchases)
+        .sum();
+    let (m, s) = (models.clone(), settings);
+    let computed = tokio::task::spawn_blocking(move || compute(&summaries, &m, &s))
+        .await
+        .map_err(ApiError::internal)??;
+    totals = Totals {
+        actual_purchases: backtest.then_some(actual),
+        ..Totals::of(&computed, &settings, as_of)
+    };
+    Ok(RunOutcome {
+        scored: computed.len() as i64,
+        deleted: 0,
+        models,
+        settings,
+        score_time: as_of,
+        totals,
+        stored: false,
     })
 }
 

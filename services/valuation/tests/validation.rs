@@ -254,6 +254,7 @@ async fn bad_requests_are_refused_with_every_violation_and_nothing_written() {
                 discount_rate: Some(1.0),
                 margin_ratio: Some(0.0),
                 annual_discount_rate: Some(-1.0),
+                ..Default::default()
             },
         ))
         .await

@@ -19,7 +19,9 @@ use rapport_proto::rapport::interaction::v1::{
     ExportSummariesRequest, Interaction, InteractionType,
 };
 use rapport_proto::rapport::valuation::v1::valuation_service_client::ValuationServiceClient;
-use rapport_proto::rapport::valuation::v1::{FitModelRequest, Model, ModelKind};
+use rapport_proto::rapport::valuation::v1::{
+    FitModelRequest, FitOptions, Model, ModelKind, ScoreCustomersRequest,
+};
 use rapport_valuation::domain::bgnbd::BgNbd;
 use rapport_valuation::domain::gamma_gamma::GammaGamma;
 use rapport_valuation::domain::synthetic::BgNbdGenerator;
@@ -242,6 +244,10 @@ pub async fn run(stack: &Stack, sizes: &Sizes) -> anyhow::Result<Value> {
                 calibration_end_time: Some(timestamp(end)),
                 period_unit: PeriodUnit::Week as i32,
                 currency_code: "EUR".into(),
+                options: Some(FitOptions {
+                    activate_on_success: true,
+                    ..Default::default()
+                }),
                 ..Default::default()
             });
             request.set_timeout(Duration::from_secs(600));
@@ -275,7 +281,20 @@ pub async fn run(stack: &Stack, sizes: &Sizes) -> anyhow::Result<Value> {
                 "parameters": model.parameters.iter().map(|p| json!({"name": p.name, "value": p.value})).collect::<Vec<_>>(),
             }));
         }
+        // Scoring every customer with the two models just activated.
+        let mut request = tonic::Request::new(ScoreCustomersRequest::default());
+        request.set_timeout(Duration::from_secs(600));
+        let started = Instant::now();
+        let scored = client.score_customers(request).await?.into_inner();
+        let score_time = started.elapsed();
+        println!(
+            "fit: ScoreCustomers scored {} customers in {}",
+            count(scored.scored_customer_count as u64),
+            secs(score_time)
+        );
         out.push(json!({
+            "score_seconds": score_time.as_secs_f64(),
+            "scored_customers": scored.scored_customer_count,
             "customers": n,
             "purchases": rows,
             "load_seconds": load_time.as_secs_f64(),

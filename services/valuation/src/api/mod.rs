@@ -344,6 +344,16 @@ impl ValuationService for ValuationApi {
                 "must be in (0, 1]",
             );
         }
+        let as_of = r.as_of.as_ref().and_then(|t| {
+            let parsed = from_timestamp(t);
+            v.check(parsed.is_none(), "as_of", "is not a valid timestamp");
+            v.check(
+                parsed.is_some_and(|t| t > Utc::now()),
+                "as_of",
+                "must not be after the server's clock",
+            );
+            parsed
+        });
         v.finish()?;
         let interaction = self.interaction()?;
         let outcome = engine::run(
@@ -356,6 +366,7 @@ impl ValuationService for ValuationApi {
                 discount_rate: r.discount_rate,
                 annual_discount_rate: r.annual_discount_rate,
                 margin_ratio: r.margin_ratio,
+                as_of,
             },
         )
         .await?;
@@ -380,6 +391,17 @@ impl ValuationService for ValuationApi {
             }),
             score_time: Some(timestamp(outcome.score_time)),
             duration: prost_types::Duration::try_from(started.elapsed()).ok(),
+            totals: Some(pb::ScoringTotals {
+                total_clv: Some(money::to_money(
+                    &outcome.models.currency,
+                    outcome.totals.clv,
+                )),
+                expected_purchases: outcome.totals.expected_purchases,
+                mean_p_alive: outcome.totals.mean_p_alive,
+                horizon_end_time: Some(timestamp(outcome.totals.horizon_end)),
+                actual_purchases: outcome.totals.actual_purchases,
+            }),
+            stored: outcome.stored,
         }))
     }
 

@@ -128,6 +128,11 @@ async fn scoring_and_value_reads_refuse_bad_input_and_other_tenants() {
     ] {
         cases.push((score(&|r| r.margin_ratio = Some(m)), "margin_ratio"));
     }
+    let mut times = hostile::invalid_times();
+    times.push(hostile::at(Utc::now().timestamp() + 3600, 0));
+    for t in times {
+        cases.push((score(&|r| r.as_of = Some(t)), "as_of"));
+    }
     for (r, field) in cases {
         invalid(v.score_customers(req(a, r)).await, field);
     }
