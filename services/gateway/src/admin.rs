@@ -146,6 +146,15 @@ fn check_name(name: &str, field: &str, v: &mut Violations) -> String {
     name.to_string()
 }
 
+/// A tenant's time zone: an IANA name, "UTC" when empty.
+fn check_time_zone(name: &str, v: &mut Violations) -> String {
+    let name = name.trim();
+    if name.is_empty() {
+        return "UTC".into();
+    }
+    v.time_zone("tenant.time_zone", name).name().to_string()
+}
+
 fn check_limit(value: i32, max: i32, default: i32, field: &str, v: &mut Violations) -> i32 {
     v.check(
         value < 0 || value > max,
@@ -174,6 +183,7 @@ fn tenant_pb(t: TenantRow) -> pb::Tenant {
         }),
         tenant_max_concurrent_streams: t.tenant_max_concurrent_streams,
         is_operator: t.is_operator,
+        time_zone: t.time_zone,
         etag: etag(t.version),
         create_time: Some(timestamp(t.create_time)),
         update_time: Some(timestamp(t.update_time)),
@@ -289,6 +299,7 @@ impl AdminService for Admin {
             tenant_rate_limit_per_second: 0,
             tenant_rate_limit_burst: 0,
             tenant_max_concurrent_streams: 0,
+            time_zone: check_time_zone(&t.time_zone, &mut v),
         };
         for path in LIMIT_PATHS {
             apply_limit(path, &t, &mut new, &mut v);
@@ -303,6 +314,7 @@ impl AdminService for Admin {
             &new.tenant_rate_limit_per_second.to_string(),
             &new.tenant_rate_limit_burst.to_string(),
             &new.tenant_max_concurrent_streams.to_string(),
+            &new.time_zone,
         ]);
         let mut tx = self.pool.begin().await.map_err(ApiError::from)?;
         if let Some(id) = earlier_result(
@@ -409,12 +421,17 @@ impl AdminService for Admin {
             tenant_rate_limit_per_second: current.tenant_rate_limit_per_second,
             tenant_rate_limit_burst: current.tenant_rate_limit_burst,
             tenant_max_concurrent_streams: current.tenant_max_concurrent_streams,
+            time_zone: current.time_zone.clone(),
         };
         let mut touches_limits = false;
         for path in &paths {
             let path = path.as_str();
             if path == "display_name" {
                 new.display_name = check_name(&t.display_name, "tenant.display_name", &mut v);
+                continue;
+            }
+            if path == "time_zone" {
+                new.time_zone = check_time_zone(&t.time_zone, &mut v);
                 continue;
             }
             // A message path selects each of its fields.
@@ -428,7 +445,7 @@ impl AdminService for Admin {
                 })
                 .collect();
             if selected.is_empty() {
-                v.add("update_mask", format!("{path:?} cannot be updated (display_name, rate_limit, rate_limit.requests_per_second, rate_limit.burst, max_concurrent_streams, tenant_rate_limit, tenant_rate_limit.requests_per_second, tenant_rate_limit.burst, tenant_max_concurrent_streams)"));
+                v.add("update_mask", format!("{path:?} cannot be updated (display_name, time_zone, rate_limit, rate_limit.requests_per_second, rate_limit.burst, max_concurrent_streams, tenant_rate_limit, tenant_rate_limit.requests_per_second, tenant_rate_limit.burst, tenant_max_concurrent_streams)"));
             }
             for leaf in selected {
                 touches_limits = true;

@@ -55,6 +55,8 @@ pub struct Principal {
     pub tenant_max_streams: u32,
     /// Whether the key's tenant is the operator tenant.
     pub operator: bool,
+    /// The tenant's time zone (an IANA name), forwarded with each call.
+    pub time_zone: String,
 }
 
 #[derive(Clone)]
@@ -323,6 +325,7 @@ async fn lookup(pool: &PgPool, touched: &Touched, hash: &[u8; 32]) -> Result<Cac
             tenant_burst: row.tenant_rate_limit_burst.max(1) as u32,
             tenant_max_streams: row.tenant_max_concurrent_streams.max(1) as u32,
             operator: row.is_operator,
+            time_zone: row.time_zone,
         },
         row.expire_time,
     ))
@@ -433,6 +436,7 @@ pub(crate) fn test_principal(rate: u32, burst: u32) -> Principal {
         tenant_burst: 1_000,
         tenant_max_streams: 1_000,
         operator: false,
+        time_zone: "UTC".into(),
     }
 }
 

@@ -123,6 +123,7 @@ impl Customer360 {
             context: CallContext {
                 tenant_id: principal.tenant_id,
                 principal: principal.key_id.to_string(),
+                time_zone: Some(principal.time_zone.clone()),
             },
             credential: InternalCredential::new(self.token.as_deref()),
         }

@@ -13,7 +13,9 @@ use std::time::{Duration, Instant};
 
 use futures::future::BoxFuture;
 use http::HeaderValue;
-use rapport_kit::context::{INTERNAL_TOKEN_HEADER, PRINCIPAL_HEADER, TENANT_HEADER};
+use rapport_kit::context::{
+    INTERNAL_TOKEN_HEADER, PRINCIPAL_HEADER, TENANT_HEADER, TIME_ZONE_HEADER,
+};
 use tonic::Status;
 use tonic::body::Body;
 use tonic::transport::{Channel, Endpoint};
@@ -384,8 +386,12 @@ impl Inner {
         headers.remove(INTERNAL_TOKEN_HEADER);
         headers.remove(TENANT_HEADER);
         headers.remove(PRINCIPAL_HEADER);
+        headers.remove(TIME_ZONE_HEADER);
         if let Ok(v) = HeaderValue::from_str(&principal.tenant_id.to_string()) {
             headers.insert(TENANT_HEADER, v);
+        }
+        if let Ok(v) = HeaderValue::from_str(&principal.time_zone) {
+            headers.insert(TIME_ZONE_HEADER, v);
         }
         if let Ok(v) = HeaderValue::from_str(&principal.key_id.to_string()) {
             headers.insert(PRINCIPAL_HEADER, v);

@@ -123,6 +123,8 @@ pub struct KeyAuthRow {
     pub tenant_max_concurrent_streams: i32,
     /// Whether the tenant is the operator tenant.
     pub is_operator: bool,
+    /// The tenant's time zone.
+    pub time_zone: String,
 }
 
 /// The key with this hash and its tenant's limits.
@@ -134,7 +136,7 @@ pub async fn authenticate(
         "SELECT k.tenant_id, k.key_id, k.prefix, k.scopes, k.expire_time, k.revoke_time,
                 t.rate_limit_per_second, t.rate_limit_burst, t.max_concurrent_streams,
                 t.tenant_rate_limit_per_second, t.tenant_rate_limit_burst,
-                t.tenant_max_concurrent_streams, t.is_operator
+                t.tenant_max_concurrent_streams, t.is_operator, t.time_zone
          FROM api_keys k JOIN tenants t USING (tenant_id)
          WHERE k.secret_hash = $1",
     )
@@ -236,6 +238,8 @@ pub struct TenantRow {
     pub tenant_max_concurrent_streams: i32,
     /// Whether it is the operator tenant.
     pub is_operator: bool,
+    /// Its time zone (an IANA name).
+    pub time_zone: String,
     /// Version, changed by every update (the etag).
     pub version: i64,
     /// Creation time.
@@ -246,7 +250,7 @@ pub struct TenantRow {
 
 const TENANT_COLUMNS: &str = "tenant_id, display_name, rate_limit_per_second, rate_limit_burst, \
      max_concurrent_streams, tenant_rate_limit_per_second, tenant_rate_limit_burst, \
-     tenant_max_concurrent_streams, is_operator, version, create_time, update_time";
+     tenant_max_concurrent_streams, is_operator, time_zone, version, create_time, update_time";
 
 /// A new tenant's settings.
 #[derive(Debug, Clone)]
@@ -265,6 +269,8 @@ pub struct NewTenant {
     pub tenant_rate_limit_burst: i32,
     /// Open streams of all keys together.
     pub tenant_max_concurrent_streams: i32,
+    /// Its time zone (an IANA name).
+    pub time_zone: String,
 }
 
 /// Creates a tenant with explicit limits, in `tx`.
@@ -276,8 +282,8 @@ pub async fn insert_tenant(
     sqlx::query_as(sqlx::AssertSqlSafe(format!(
         "INSERT INTO tenants (tenant_id, display_name, rate_limit_per_second, rate_limit_burst,
                               max_concurrent_streams, tenant_rate_limit_per_second,
-                              tenant_rate_limit_burst, tenant_max_concurrent_streams)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING {TENANT_COLUMNS}"
+                              tenant_rate_limit_burst, tenant_max_concurrent_streams, time_zone)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) RETURNING {TENANT_COLUMNS}"
     )))
     .bind(tenant_id)
     .bind(&t.display_name)
@@ -287,6 +293,7 @@ pub async fn insert_tenant(
     .bind(t.tenant_rate_limit_per_second)
     .bind(t.tenant_rate_limit_burst)
     .bind(t.tenant_max_concurrent_streams)
+    .bind(&t.time_zone)
     .fetch_one(tx)
     .await
 }
@@ -335,7 +342,7 @@ pub async fn update_tenant(
         "UPDATE tenants SET display_name = $3, rate_limit_per_second = $4, rate_limit_burst = $5,
                 max_concurrent_streams = $6, tenant_rate_limit_per_second = $7,
                 tenant_rate_limit_burst = $8, tenant_max_concurrent_streams = $9,
-                version = version + 1, update_time = now()
+                time_zone = $10, version = version + 1, update_time = now()
          WHERE tenant_id = $1 AND ($2::bigint IS NULL OR version = $2)
          RETURNING {TENANT_COLUMNS}"
     )))
@@ -348,6 +355,7 @@ pub async fn update_tenant(
     .bind(t.tenant_rate_limit_per_second)
     .bind(t.tenant_rate_limit_burst)
     .bind(t.tenant_max_concurrent_streams)
+    .bind(&t.time_zone)
     .fetch_optional(pool)
     .await
 }

@@ -269,6 +269,7 @@ async fn tenant_budgets_have_defaults_and_only_operators_change_them() {
     let mut op = client(&s, &s.operator_key).await;
     let acme = new_tenant(&mut op, "Acme").await;
     assert_eq!(budget(&acme), (1_000, 2_000, 1_000), "defaults are shown");
+    assert_eq!(acme.time_zone, "UTC", "the default time zone is shown");
     let update = |paths: &[&str], tenant: pb::Tenant| pb::UpdateTenantRequest {
         tenant: Some(tenant),
         update_mask: Some(prost_types::FieldMask {
@@ -469,4 +470,55 @@ async fn keys_are_validated_idempotent_paginated_and_revocable() {
         (Code::Unauthenticated, "api key revoked")
     );
     let _ = &s.pool;
+}
+
+#[tokio::test]
+async fn a_tenant_sets_its_own_time_zone() {
+    let s = setup().await;
+    let mut op = client(&s, &s.operator_key).await;
+    // Given at creation, with the IANA name as the database spells it.
+    let madrid = op
+        .create_tenant(pb::CreateTenantRequest {
+            tenant: Some(pb::Tenant {
+                display_name: "Madrid".into(),
+                time_zone: " Europe/Madrid ".into(),
+                ..Default::default()
+            }),
+            request_id: String::new(),
+        })
+        .await
+        .answer()
+        .tenant
+        .unwrap();
+    assert_eq!(madrid.time_zone, "Europe/Madrid");
+    // Changed by the tenant's own admin key (it is not a limit), the etag
+    // moves, and an empty zone means UTC.
+    let (_, secret) = new_key(&mut op, &madrid.tenant_id, &["admin"]).await;
+    let mut own = client(&s, &secret).await;
+    let set = |zone: &str| pb::UpdateTenantRequest {
+        tenant: Some(pb::Tenant {
+            time_zone: zone.into(),
+            ..Default::default()
+        }),
+        update_mask: Some(prost_types::FieldMask {
+            paths: vec!["time_zone".into()],
+        }),
+    };
+    let tokyo = own
+        .update_tenant(set("Asia/Tokyo"))
+        .await
+        .answer()
+        .tenant
+        .unwrap();
+    assert_eq!(tokyo.time_zone, "Asia/Tokyo");
+    assert_eq!(tokyo.display_name, "Madrid");
+    assert_ne!(tokyo.etag, madrid.etag);
+    let stored: String = sqlx::query_scalar("SELECT time_zone FROM tenants WHERE tenant_id = $1")
+        .bind(uuid::Uuid::parse_str(&madrid.tenant_id).unwrap())
+        .fetch_one(&s.pool)
+        .await
+        .unwrap();
+    assert_eq!(stored, "Asia/Tokyo");
+    let utc = own.update_tenant(set("")).await.answer().tenant.unwrap();
+    assert_eq!(utc.time_zone, "UTC");
 }

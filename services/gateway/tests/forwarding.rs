@@ -1,5 +1,5 @@
 //! The gateway over real gRPC and real PostgreSQL: every streaming kind is
-//! forwarded with tenant binding, status, trailers and deadlines intact; keys,
+//! forwarded with tenant binding (its id and time zone), status, trailers and deadlines intact; keys,
 //! scopes, revocation and rate limits are enforced.
 
 use std::sync::Arc;
@@ -44,6 +44,7 @@ fn answer<T>(req: &Request<T>, text: String) -> Result<EchoResponse, Status> {
         tenant: ctx.tenant_id.to_string(),
         principal: ctx.principal,
         deadline,
+        time_zone: ctx.time_zone.unwrap_or_default(),
     })
 }
 
@@ -250,6 +251,8 @@ impl tonic::service::Interceptor for Auth {
                 .insert("x-rapport-tenant", t.to_string().parse().unwrap());
             req.metadata_mut()
                 .insert("x-rapport-internal-token", INTERNAL.parse().unwrap());
+            req.metadata_mut()
+                .insert("x-rapport-time-zone", "Pacific/Kiritimati".parse().unwrap());
         }
         Ok(req)
     }
@@ -270,6 +273,11 @@ fn text(t: &str) -> EchoRequest {
 #[tokio::test]
 async fn every_streaming_kind_is_forwarded_for_the_keys_tenant_only() {
     let s = setup().await;
+    sqlx::query("UPDATE tenants SET time_zone = 'Asia/Tokyo' WHERE tenant_id = $1")
+        .bind(s.tenant_a)
+        .execute(&s.pool)
+        .await
+        .unwrap();
     let k = key(&s.pool, s.tenant_a, &["echo:*"]).await;
     // The client claims tenant B and even the internal credential: the
     // gateway strips both and the backend sees the key's tenant A.
@@ -284,6 +292,8 @@ async fn every_streaming_kind_is_forwarded_for_the_keys_tenant_only() {
     );
     let r = r.into_inner();
     assert_eq!((r.text.as_str(), r.tenant.as_str()), ("hello", a.as_str()));
+    // The tenant's time zone travels with the call, whatever the client sent.
+    assert_eq!(r.time_zone, "Asia/Tokyo");
     assert!(
         Uuid::parse_str(&r.principal).is_ok(),
         "principal is the key id: {}",

@@ -731,6 +731,8 @@ pub async fn rescore_tenant(
     let ctx = CallContext {
         tenant_id: tenant,
         principal: "valuation".into(),
+        // Exports name the models' own zone.
+        time_zone: None,
     };
     loop {
         let mut conn = pool.acquire().await?;

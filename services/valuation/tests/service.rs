@@ -1305,8 +1305,38 @@ async fn cdnow_transactions_fitted_by_date_reproduce_the_published_estimates() {
     )
     .await;
     assert_eq!(
-        los_angeles.data_window.unwrap().calibration_end_time,
+        los_angeles
+            .data_window
+            .clone()
+            .unwrap()
+            .calibration_end_time,
         Some(ts("1997-10-01T07:00:00Z".parse().unwrap()))
     );
     assert!((los_angeles.log_likelihood - bg.log_likelihood).abs() > 0.01);
+
+    // A request without a zone of its own takes the tenant's, which the
+    // gateway forwards with each call: the same fit as naming it, and the
+    // valuation service passes it on to the interaction service's export.
+    let mut call = req(tenant, by_date(ModelKind::BgNbd));
+    call.metadata_mut().insert(
+        rapport_kit::context::TIME_ZONE_HEADER,
+        "America/Los_Angeles".parse().unwrap(),
+    );
+    let by_tenant = v.fit_model(call).await.unwrap().into_inner().model.unwrap();
+    assert_eq!(by_tenant.data_window, los_angeles.data_window);
+    assert_eq!(by_tenant.log_likelihood, los_angeles.log_likelihood);
+    // A zone named by the request wins over the tenant's.
+    let mut call = req(
+        tenant,
+        FitModelRequest {
+            time_zone: "UTC".into(),
+            ..by_date(ModelKind::BgNbd)
+        },
+    );
+    call.metadata_mut().insert(
+        rapport_kit::context::TIME_ZONE_HEADER,
+        "America/Los_Angeles".parse().unwrap(),
+    );
+    let utc = v.fit_model(call).await.unwrap().into_inner().model.unwrap();
+    assert_eq!(utc.log_likelihood, bg.log_likelihood);
 }

@@ -15,6 +15,9 @@ pub const TENANT_HEADER: &str = "x-rapport-tenant";
 pub const PRINCIPAL_HEADER: &str = "x-rapport-principal";
 /// Metadata key carrying the internal credential.
 pub const INTERNAL_TOKEN_HEADER: &str = "x-rapport-internal-token";
+/// Metadata key carrying the tenant's time zone (an IANA name), which the
+/// gateway binds from the tenant like its id.
+pub const TIME_ZONE_HEADER: &str = "x-rapport-time-zone";
 
 /// The tenant and principal of a call.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -23,6 +26,9 @@ pub struct CallContext {
     pub tenant_id: Uuid,
     /// Who is calling, for audit: an API key id or a service name.
     pub principal: String,
+    /// The tenant's time zone (an IANA name): the days of a request that
+    /// names no zone of its own. None when the call carries none (UTC).
+    pub time_zone: Option<String>,
 }
 
 impl CallContext {
@@ -42,10 +48,27 @@ impl CallContext {
             .and_then(|v| v.to_str().ok())
             .unwrap_or("anonymous")
             .to_string();
+        let time_zone = md
+            .get(TIME_ZONE_HEADER)
+            .and_then(|v| v.to_str().ok())
+            .map(str::trim)
+            .filter(|z| !z.is_empty())
+            .map(str::to_string);
         Ok(Self {
             tenant_id,
             principal,
+            time_zone,
         })
+    }
+
+    /// The time zone of a request's days: `requested` when the request
+    /// names one, else the tenant's, else "" (UTC).
+    pub fn zone_or_tenant<'a>(&'a self, requested: &'a str) -> &'a str {
+        if requested.is_empty() {
+            self.time_zone.as_deref().unwrap_or("")
+        } else {
+            requested
+        }
     }
 
     /// Reads the context of a tonic request.
@@ -60,6 +83,9 @@ impl CallContext {
         }
         if let Ok(v) = self.principal.parse() {
             md.insert(PRINCIPAL_HEADER, v);
+        }
+        if let Some(v) = self.time_zone.as_ref().and_then(|z| z.parse().ok()) {
+            md.insert(TIME_ZONE_HEADER, v);
         }
     }
 }
@@ -184,6 +210,22 @@ mod tests {
         let ctx = CallContext::from_metadata(&md).unwrap();
         assert_eq!(ctx.tenant_id, id);
         assert_eq!(ctx.principal, "key-1");
+        assert_eq!(ctx.time_zone, None);
+        assert_eq!(ctx.zone_or_tenant(""), "");
+    }
+
+    #[test]
+    fn the_tenants_time_zone_travels_and_yields_to_the_requests() {
+        let mut md = MetadataMap::new();
+        md.insert(TENANT_HEADER, Uuid::new_v4().to_string().parse().unwrap());
+        md.insert(TIME_ZONE_HEADER, "Asia/Tokyo".parse().unwrap());
+        let ctx = CallContext::from_metadata(&md).unwrap();
+        assert_eq!(ctx.time_zone.as_deref(), Some("Asia/Tokyo"));
+        assert_eq!(ctx.zone_or_tenant(""), "Asia/Tokyo");
+        assert_eq!(ctx.zone_or_tenant("Europe/Madrid"), "Europe/Madrid");
+        let mut out = MetadataMap::new();
+        ctx.write(&mut out);
+        assert_eq!(CallContext::from_metadata(&out).unwrap(), ctx);
     }
 
     #[test]

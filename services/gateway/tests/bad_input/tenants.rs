@@ -47,6 +47,18 @@ async fn create_tenant_refuses_bad_input_and_keeps_hostile_names() {
             with(&|t| t.display_name = "Acme\0".into()),
         ),
         (
+            vec!["tenant.time_zone"],
+            with(&|t| t.time_zone = "Mars/Olympus_Mons".into()),
+        ),
+        (
+            vec!["tenant.time_zone"],
+            with(&|t| t.time_zone = "+02:00".into()),
+        ),
+        (
+            vec!["tenant.time_zone"],
+            with(&|t| t.time_zone = TEXT.into()),
+        ),
+        (
             vec!["tenant.rate_limit.requests_per_second"],
             with(&|t| t.rate_limit = limits(-1, 0)),
         ),
@@ -390,6 +402,14 @@ async fn update_tenant_refuses_bad_input_and_changes_nothing() {
         (
             vec!["tenant.display_name"],
             update(&["display_name"], &|t| t.display_name = "Ac\0me".into()),
+        ),
+        (
+            vec!["tenant.time_zone"],
+            update(&["time_zone"], &|t| t.time_zone = "Europe/Nowhere".into()),
+        ),
+        (
+            vec!["tenant.time_zone"],
+            update(&["time_zone"], &|t| t.time_zone = "utc\0".into()),
         ),
         (
             vec!["tenant.rate_limit.requests_per_second"],

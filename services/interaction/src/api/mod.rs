@@ -636,7 +636,7 @@ impl InteractionService for InteractionApi {
                 }
             },
         };
-        let zone = v.time_zone("time_zone", &r.time_zone);
+        let zone = v.time_zone("time_zone", ctx.zone_or_tenant(&r.time_zone));
         let period_unit = PeriodUnit::try_from(r.period_unit).unwrap_or_default();
         let unit = unit_days(period_unit);
         v.check(

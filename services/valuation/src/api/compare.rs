@@ -49,7 +49,7 @@ impl ValuationApi {
             time_zone: r.time_zone,
             ..Default::default()
         };
-        let plan = check_fit(&mut v, &fit, Utc::now());
+        let plan = check_fit(&mut v, &fit, Utc::now(), ctx.zone_or_tenant(&fit.time_zone));
         v.finish()?;
         let plan = plan.ok_or_else(|| ApiError::invalid("calibration_end_time", "required"))?;
         let FitData {

@@ -58,23 +58,27 @@ fn end_of_day(
     }
 }
 
+/// Validates a FitModel request whose days are in `zone` (the request's
+/// `time_zone`, or the tenant's when it names none).
 pub(super) fn validate_fit(
     r: &pb::FitModelRequest,
     now: DateTime<Utc>,
+    zone: &str,
 ) -> Result<FitPlan, ApiError> {
     let mut v = Violations::new();
-    let plan = check_fit(&mut v, r, now);
+    let plan = check_fit(&mut v, r, now, zone);
     v.finish()?;
     plan.ok_or_else(|| ApiError::invalid("kind", "required"))
 }
 
-/// Checks a FitModel request into `v`; the plan when kind, unit and
-/// calibration end are usable (the caller refuses the request if `v` holds
-/// anything).
+/// Checks a FitModel request into `v`, its days in `zone`; the plan when
+/// kind, unit and calibration end are usable (the caller refuses the
+/// request if `v` holds anything).
 pub(super) fn check_fit(
     v: &mut Violations,
     r: &pb::FitModelRequest,
     now: DateTime<Utc>,
+    zone: &str,
 ) -> Option<FitPlan> {
     let inline = !r.inline_summaries.is_empty();
     let kind = Kind::from_proto(r.kind);
@@ -83,7 +87,7 @@ pub(super) fn check_fit(
         "kind",
         "required: BG_NBD, PARETO_NBD, MBG_NBD, GAMMA_GAMMA, BG_BB or SBG",
     );
-    let zone = v.time_zone("time_zone", &r.time_zone);
+    let zone = v.time_zone("time_zone", zone);
     let by_date = !r.calibration_end_date.is_empty();
     let calibration_day = by_date
         .then(|| end_of_day(v, "calibration_end_date", &r.calibration_end_date, zone))

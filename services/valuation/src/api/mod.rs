@@ -110,7 +110,7 @@ impl ValuationService for ValuationApi {
         let ctx = CallContext::of(&req)?;
         let tenant = ctx.tenant_id;
         let r = req.into_inner();
-        let plan = validate_fit(&r, Utc::now())?;
+        let plan = validate_fit(&r, Utc::now(), ctx.zone_or_tenant(&r.time_zone))?;
         let hash = request_hash(&r);
         if !r.request_id.is_empty() {
             let mut conn = self.pool.acquire().await.map_err(ApiError::from)?;
