@@ -185,14 +185,18 @@ struct Computed {
     scored: crate::domain::scoring::Scored,
 }
 
-/// Scores every summary: the purchase-process part once per distinct
+/// What scoring takes from exported summaries.
+fn inputs_of(summaries: &[PurchaseHistorySummary]) -> Vec<(Uuid, Input)> {
+    summaries.iter().filter_map(input).collect()
+}
+
+/// Scores every customer: the purchase-process part once per distinct
 /// history, on every core.
 fn compute(
-    summaries: &[PurchaseHistorySummary],
+    inputs: Vec<(Uuid, Input)>,
     models: &Models,
     settings: &Settings,
 ) -> Result<Vec<Computed>, ApiError> {
-    let inputs: Vec<(Uuid, Input)> = summaries.iter().filter_map(input).collect();
     let key = |i: &Input| {
         let o = i.observation();
         (
@@ -445,7 +449,7 @@ pub async fn run(
             "another scoring run of the tenant is in progress; retry once it has finished".into(),
         ));
     }
-    match score_all(&mut tx, interaction, ctx, req).await {
+    match score_all(pool, &mut tx, interaction, ctx, req).await {
         Ok(outcome) => {
             tx.commit().await?;
             Ok(outcome)
@@ -460,8 +464,51 @@ pub async fn run(
     }
 }
 
-/// The body of a scoring run, under the tenant's run lock in `tx`.
+/// Every customer's scoring input at `end` from the purchase summaries
+/// kept from the interaction feed, when they hold exactly what the export
+/// would (see [`crate::kept`]; a model that counts purchase days, fitted
+/// in UTC). None otherwise: the caller exports.
+async fn kept_inputs(
+    pool: &PgPool,
+    interaction: &Interaction,
+    ctx: &CallContext,
+    models: &Models,
+    end: DateTime<Utc>,
+) -> Result<Option<Vec<(Uuid, Input)>>, ApiError> {
+    if models.transaction.discrete() || !matches!(models.time_zone.as_str(), "" | "UTC") {
+        return Ok(None);
+    }
+    let unit_days = models.unit.days();
+    let mut inputs = Vec::new();
+    let read = crate::kept::Read {
+        end,
+        currency: &models.currency,
+        cohort: None,
+        full: true,
+    };
+    let read = crate::kept::read(pool, interaction, ctx, read, |row| {
+        let c = crate::domain::kept::fit_case(&row, end, unit_days);
+        inputs.push((
+            row.customer_id,
+            Input {
+                frequency: c.frequency,
+                recency: c.recency,
+                t: c.t,
+                monetary_value: c.monetary_value,
+                historical_value: Decimal::new(row.value, 9),
+                historical_margin: Decimal::new(row.margin, 9),
+                opportunities: Opportunities::default(),
+            },
+        ));
+    })
+    .await?;
+    Ok(read.map(|_| inputs))
+}
+
+/// The body of a scoring run, under the tenant's run lock in `tx` (reads of
+/// the kept summaries take another connection of `pool`).
 async fn score_all(
+    pool: &PgPool,
     tx: &mut PgConnection,
     interaction: &Interaction,
     ctx: &CallContext,
@@ -472,13 +519,25 @@ async fn score_all(
     let models = active_models(&mut *tx, tenant, req.kind).await?;
     let settings = settings_of(&models, &req)?;
     let score_time = started;
-    let summaries = interaction
-        .export(ctx, export_request(&models, score_time, None))
-        .await?;
+    let mut phases = Phases::new();
+    let inputs = match kept_inputs(pool, interaction, ctx, &models, score_time).await? {
+        Some(inputs) => {
+            phases.end("kept summaries");
+            inputs
+        }
+        None => {
+            let summaries = interaction
+                .export(ctx, export_request(&models, score_time, None))
+                .await?;
+            phases.end("export");
+            inputs_of(&summaries)
+        }
+    };
     let (m, s) = (models.clone(), settings);
-    let mut computed = tokio::task::spawn_blocking(move || compute(&summaries, &m, &s))
+    let mut computed = tokio::task::spawn_blocking(move || compute(inputs, &m, &s))
         .await
         .map_err(ApiError::internal)??;
+    phases.end("compute");
     let totals = Totals::of(&computed, &settings, score_time);
     computed.sort_unstable_by(|a, b| b.scored.clv.cmp(&a.scored.clv).then(a.id.cmp(&b.id)));
     let n = computed.len();
@@ -487,34 +546,50 @@ async fn score_all(
         .enumerate()
         .map(|(i, c)| row(c, tier_at(i, n), &models, &settings, score_time))
         .collect();
+    drop(computed);
     let clvs: Vec<Decimal> = rows.iter().map(|r| r.clv).collect();
     let thresholds = Thresholds::from_ranked(&clvs);
+    drop(clvs);
 
+    phases.end("rank");
     store::write_lock(&mut *tx, tenant).await?;
     let old = store::briefs(&mut *tx, tenant).await?;
+    phases.end("read previous");
     store::delete_all_values(&mut *tx, tenant).await?;
     store::write_values(&mut *tx, tenant, &rows, false).await?;
+    phases.end("write values");
     let reasons = store::clear_queue(&mut *tx, tenant, started).await?;
-    let present: HashSet<Uuid> = rows.iter().map(|r| r.customer_id).collect();
-    let mut list: Vec<NewEvent> = rows
-        .iter()
-        .filter(|r| changed(old.get(&r.customer_id), r))
-        .map(|r| value_event(tenant, r))
-        .collect();
-    let mut gone: Vec<Uuid> = old
-        .keys()
-        .filter(|id| !present.contains(id))
-        .copied()
-        .collect();
+    // Events chunk by chunk, so a million of them are never held at once.
+    for chunk in rows.chunks(10_000) {
+        let list: Vec<NewEvent> = chunk
+            .iter()
+            .filter(|r| changed(old.get(&r.customer_id), r))
+            .map(|r| value_event(tenant, r))
+            .collect();
+        feed::append(&mut *tx, &list).await?;
+    }
+    let mut gone: Vec<Uuid> = if old.is_empty() {
+        Vec::new()
+    } else {
+        let present: HashSet<Uuid> = rows.iter().map(|r| r.customer_id).collect();
+        old.keys()
+            .filter(|id| !present.contains(id))
+            .copied()
+            .collect()
+    };
     gone.sort_unstable();
-    list.extend(gone.iter().map(|id| {
-        removed_event(
-            tenant,
-            *id,
-            events::removal_reason(reasons.get(id).map(String::as_str)),
-        )
-    }));
+    let list: Vec<NewEvent> = gone
+        .iter()
+        .map(|id| {
+            removed_event(
+                tenant,
+                *id,
+                events::removal_reason(reasons.get(id).map(String::as_str)),
+            )
+        })
+        .collect();
     append_chunked(&mut *tx, &list).await?;
+    phases.end("events");
     store::save_scoring_state(
         &mut *tx,
         tenant,
@@ -533,6 +608,7 @@ async fn score_all(
         },
     )
     .await?;
+    tracing::info!(customers = n, phases = %phases, "scoring run written");
     Ok(RunOutcome {
         scored: n as i64,
         deleted: gone.len() as i64,
@@ -542,6 +618,38 @@ async fn score_all(
         totals,
         stored: true,
     })
+}
+
+/// How long each phase of a run took, for its log line.
+struct Phases {
+    at: std::time::Instant,
+    took: Vec<(&'static str, std::time::Duration)>,
+}
+
+impl Phases {
+    fn new() -> Self {
+        Self {
+            at: std::time::Instant::now(),
+            took: Vec::new(),
+        }
+    }
+
+    /// Ends the phase `name`, which began where the last one ended.
+    fn end(&mut self, name: &'static str) {
+        let now = std::time::Instant::now();
+        self.took.push((name, now - self.at));
+        self.at = now;
+    }
+}
+
+impl std::fmt::Display for Phases {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        for (i, (name, took)) in self.took.iter().enumerate() {
+            let sep = if i == 0 { "" } else { ", " };
+            write!(f, "{sep}{name} {:.3} s", took.as_secs_f64())?;
+        }
+        Ok(())
+    }
 }
 
 /// A run's settings: the request's, defaults filled in for the models'
@@ -602,7 +710,7 @@ async fn score_as_of(
         .map(|s| s.holdout_purchases)
         .sum();
     let (m, s) = (models.clone(), settings);
-    let computed = tokio::task::spawn_blocking(move || compute(&summaries, &m, &s))
+    let computed = tokio::task::spawn_blocking(move || compute(inputs_of(&summaries), &m, &s))
         .await
         .map_err(ApiError::internal)??;
     totals = Totals {
@@ -713,7 +821,7 @@ pub async fn tenant_values_as_of(
         .export(ctx, export_request(&models, as_of, customers))
         .await?;
     let (m, st) = (models.clone(), settings);
-    let computed = tokio::task::spawn_blocking(move || compute(&summaries, &m, &st))
+    let computed = tokio::task::spawn_blocking(move || compute(inputs_of(&summaries), &m, &st))
         .await
         .map_err(ApiError::internal)??;
     Ok(computed
@@ -765,7 +873,7 @@ pub async fn rescore_tenant(
             .export(&ctx, export_request(&models, score_time, Some(ids.clone())))
             .await?;
         let (m, st) = (models.clone(), settings);
-        let computed = tokio::task::spawn_blocking(move || compute(&summaries, &m, &st))
+        let computed = tokio::task::spawn_blocking(move || compute(inputs_of(&summaries), &m, &st))
             .await
             .map_err(ApiError::internal)??;
         let rows: Vec<ValueRow> = computed

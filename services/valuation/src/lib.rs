@@ -14,6 +14,7 @@ pub mod api;
 pub mod domain;
 pub mod engine;
 pub mod follow;
+pub mod kept;
 pub mod models;
 pub mod peers;
 pub mod store;

@@ -198,3 +198,112 @@ async fn fits_over_kept_summaries_reproduce_cdnow_and_equal_the_export() {
         "mixed Gamma-Gamma",
     );
 }
+
+/// A stored value: (customer, CLV, P(alive), expected purchases, expected
+/// order value, historical value).
+type Value = (Uuid, String, f64, f64, String, String);
+
+/// Every stored value of the tenant.
+async fn values(s: &Stack, tenant: Uuid) -> Vec<Value> {
+    sqlx::query_as(
+        "SELECT customer_id, clv::text, p_alive, expected_purchases, expected_order_value::text,
+                historical_value::text
+         FROM customer_values WHERE tenant_id = $1 ORDER BY customer_id",
+    )
+    .bind(tenant)
+    .fetch_all(&s.pool)
+    .await
+    .unwrap()
+}
+
+#[tokio::test]
+async fn scoring_over_kept_summaries_equals_scoring_over_the_export() {
+    let s = start(false).await;
+    let mut v = s.valuation();
+    let tenant = Uuid::new_v4();
+    record_all(&s, tenant, cdnow_calibration()).await;
+    let end = ts(Utc.with_ymd_and_hms(1997, 10, 1, 0, 0, 0).unwrap());
+    for kind in [ModelKind::BgNbd, ModelKind::GammaGamma] {
+        let m = fitted(
+            &mut v,
+            tenant,
+            FitModelRequest {
+                options: Some(FitOptions {
+                    activate_on_success: true,
+                    ..Default::default()
+                }),
+                ..fit(kind, &end)
+            },
+        )
+        .await;
+        assert!(m.active);
+    }
+    let score = |mut v: ValuationServiceClient<Channel>| async move {
+        v.score_customers(req(tenant, ScoreCustomersRequest::default()))
+            .await
+            .unwrap()
+            .into_inner()
+    };
+    let kept = score(v.clone()).await;
+    assert_eq!(kept.scored_customer_count, 2357);
+    let from_kept = values(&s, tenant).await;
+    assert_eq!(from_kept.len(), 2357);
+
+    // The summaries made to look stale (a purchase at the score time): the
+    // run exports, and every value is the same.
+    let stale = "UPDATE purchase_summary_tenants SET last_time = '9999-01-01' WHERE tenant_id = $1";
+    sqlx::query(stale)
+        .bind(tenant)
+        .execute(&s.pool)
+        .await
+        .unwrap();
+    score(v.clone()).await;
+    assert_close(&values(&s, tenant).await, &from_kept);
+
+    // Altered summaries change the values: the first run read them.
+    sqlx::query(
+        "UPDATE purchase_summary_tenants SET last_time = '1997-09-30' WHERE tenant_id = $1",
+    )
+    .bind(tenant)
+    .execute(&s.pool)
+    .await
+    .unwrap();
+    sqlx::query("UPDATE purchase_summaries SET days = days + 1 WHERE tenant_id = $1 AND days > 1")
+        .bind(tenant)
+        .execute(&s.pool)
+        .await
+        .unwrap();
+    score(v.clone()).await;
+    let altered = values(&s, tenant).await;
+    assert_eq!(altered.len(), from_kept.len());
+    let moved = altered
+        .iter()
+        .zip(&from_kept)
+        .filter(|(a, b)| (a.3 - b.3).abs() > 1e-3 * b.3.abs())
+        .count();
+    assert!(moved > 100, "{moved} customers' expected purchases moved");
+}
+
+/// Values of two runs a moment apart: equal historical values, and scores
+/// within what the moment between the runs (the customers' ages grow)
+/// explains.
+fn assert_close(a: &[Value], b: &[Value]) {
+    assert_eq!(a.len(), b.len());
+    let near = |x: f64, y: f64| (x - y).abs() <= 1e-6 * x.abs().max(y.abs()) + 1e-12;
+    let num = |s: &str| s.parse::<f64>().unwrap();
+    for (x, y) in a.iter().zip(b) {
+        let exact = |s: &str| s.parse::<rust_decimal::Decimal>().unwrap();
+        assert_eq!(
+            (x.0, exact(&x.5)),
+            (y.0, exact(&y.5)),
+            "customer and historical value"
+        );
+        assert!(near(num(&x.1), num(&y.1)), "CLV {x:?} against {y:?}");
+        assert!(near(x.2, y.2), "P(alive) {x:?} against {y:?}");
+        assert!(near(x.3, y.3), "expected purchases {x:?} against {y:?}");
+        assert!(
+            near(num(&x.4), num(&y.4)),
+            "order value {x:?} against {y:?}"
+        );
+    }
+}

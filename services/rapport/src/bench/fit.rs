@@ -149,7 +149,8 @@ async fn summarise(stack: &Stack, tenant: Uuid) -> anyhow::Result<()> {
     let mut tx = pool.begin().await?;
     rapport_valuation::store::summaries::rebuild_tenant(&mut tx, tenant).await?;
     tx.commit().await?;
-    sqlx::query("ANALYZE purchase_summaries")
+    // As autovacuum would have left a table kept current over time.
+    sqlx::query("VACUUM ANALYZE purchase_summaries")
         .execute(&pool)
         .await?;
     pool.close().await;

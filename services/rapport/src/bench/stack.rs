@@ -151,7 +151,11 @@ impl Stack {
             .env("RAPPORT_LISTEN", format!("127.0.0.1:{port}"))
             .env("RAPPORT_DATABASE_URL", &self.url)
             .env("RAPPORT_DB_MAX_CONNECTIONS", "8")
-            .env("RAPPORT_LOG", "warn")
+            // Warnings only, unless RAPPORT_BENCH_LOG asks for more.
+            .env(
+                "RAPPORT_LOG",
+                std::env::var("RAPPORT_BENCH_LOG").unwrap_or_else(|_| "warn".into()),
+            )
             .env("RAPPORT_INTERNAL_TOKEN", &self.internal_token)
             .env("RAPPORT_REQUIRE_INTERNAL_AUTH", "true")
             .stdin(Stdio::null())

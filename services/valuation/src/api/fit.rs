@@ -7,15 +7,11 @@ use rapport_kit::calendar::{Tz, start_of_day, starts_period};
 use rapport_proto::rapport::common::v1::PeriodUnit;
 use rapport_proto::rapport::interaction::v1::{OpportunityHistory, SummaryColumns};
 
-use rapport_kit::copy::CopyError;
-use rapport_kit::feed::Consumer;
-
 use super::*;
 use crate::domain::discrete::Opportunities;
 use crate::domain::holdout::Validation;
-use crate::domain::kept;
-use crate::follow;
-use crate::store::summaries;
+use crate::domain::kept as domain_kept;
+use crate::kept;
 
 /// A validated FitModel request.
 pub(super) struct FitPlan {
@@ -666,18 +662,12 @@ impl ValuationApi {
     }
 }
 
-/// How long a fit waits for the interaction feed's consumer to apply what
-/// the feed held when the fit started, before it exports instead.
-const CATCH_UP: std::time::Duration = std::time::Duration::from_secs(2);
-
 impl ValuationApi {
     /// The fit's data from the purchase summaries kept from the interaction
-    /// feed, when they hold exactly what the export would: a fit of the
-    /// whole tenant (or a cohort) by BG/NBD, MBG/NBD, Pareto/NBD or
-    /// Gamma-Gamma, in UTC, without a holdout, with every purchase the
-    /// interaction service had recorded when the fit started applied here,
-    /// none at or after the calibration end, and each customer's amounts in
-    /// one currency. None otherwise: the caller exports.
+    /// feed, when they hold exactly what the export would (see
+    /// [`crate::kept`]): a fit of the whole tenant (or a cohort) by BG/NBD,
+    /// MBG/NBD, Pareto/NBD or Gamma-Gamma, in UTC, without a holdout. None
+    /// otherwise: the caller exports.
     async fn kept_fit_data(
         &self,
         ctx: &CallContext,
@@ -691,56 +681,23 @@ impl ValuationApi {
         {
             return Ok(None);
         }
-        let tenant = ctx.tenant_id;
-        let head = self.interaction()?.feed_head(ctx).await?;
-        let started = std::time::Instant::now();
-        while Consumer::cursor(&self.pool, follow::INTERACTION_CURSOR, tenant).await? < head {
-            if started.elapsed() > CATCH_UP {
-                tracing::info!(
-                    head,
-                    "the interaction feed is not applied yet; the fit exports"
-                );
-                return Ok(None);
-            }
-            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-        }
-        let mut tx = self.pool.begin().await?;
-        sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
-            .execute(&mut *tx)
-            .await?;
-        let (latest, main) = summaries::fit_state(&mut tx, tenant).await?;
-        if latest.is_none_or(|l| l >= plan.calibration_end) {
-            return Ok(None);
-        }
-        let currency = match (r.currency_code.as_str(), main) {
-            ("", Some(main)) => main,
-            ("", None) => return Ok(None),
-            (c, _) => c.to_string(),
-        };
-        let mut data = FitData {
-            cases: Vec::new(),
-            currency,
-            earliest: None,
-        };
+        let (mut cases, mut earliest) = (Vec::new(), None::<DateTime<Utc>>);
         let (end, unit_days) = (plan.calibration_end, plan.unit.days());
-        let cohort = plan.cohort.as_ref().map(|(_, start, end)| (*start, *end));
-        let read = summaries::for_each_summary(&mut tx, tenant, &data.currency, cohort, |row| {
-            data.earliest = Some(
-                data.earliest
-                    .map_or(row.first_time, |e| e.min(row.first_time)),
-            );
-            data.cases.push(kept::fit_case(&row, end, unit_days));
+        let read = kept::Read {
+            end,
+            currency: &r.currency_code,
+            cohort: plan.cohort.as_ref().map(|(_, start, end)| (*start, *end)),
+            full: false,
+        };
+        let currency = kept::read(&self.pool, self.interaction()?, ctx, read, |row| {
+            earliest = Some(earliest.map_or(row.first_time, |e| e.min(row.first_time)));
+            cases.push(domain_kept::fit_case(&row, end, unit_days));
         })
-        .await
-        .map_err(|e| match e {
-            CopyError::Database(e) => ApiError::from(e),
-            e => ApiError::internal(e),
-        })?;
-        tx.commit().await?;
-        if read.is_err() {
-            tracing::info!("a kept summary has amounts in several currencies; the fit exports");
-            return Ok(None);
-        }
-        Ok(Some(data))
+        .await?;
+        Ok(currency.map(|currency| FitData {
+            cases,
+            currency,
+            earliest,
+        }))
     }
 }

@@ -156,6 +156,8 @@ pub fn deltas(purchases: &[NewPurchase<'_>], existing: &HashSet<(Uuid, i32)>) ->
 /// currency (0 for a customer whose amounts are in another).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct KeptRow {
+    /// The customer (nil when the read did not ask for it).
+    pub customer_id: Uuid,
     /// The first purchase.
     pub first_time: DateTime<Utc>,
     /// Distinct purchase days.
@@ -168,6 +170,8 @@ pub struct KeptRow {
     pub value: i64,
     /// Of which on the first day.
     pub first_day_value: i64,
+    /// Sum of the margins, nanos (0 when the read did not ask for it).
+    pub margin: i64,
 }
 
 /// The fit case of a kept summary for the calibration end `end` and a
@@ -260,6 +264,8 @@ mod tests {
     fn a_kept_row_gives_the_exported_figures() {
         let first = utc_day(at("2026-01-01T00:00:00Z"));
         let r = KeptRow {
+            customer_id: Uuid::nil(),
+            margin: 0,
             first_time: at("2026-01-01T15:00:00Z"),
             days: 3,
             first_day: first,

@@ -266,13 +266,14 @@ pub struct NotExact;
 
 /// Calls `each` with every kept summary of the tenant, values in
 /// `currency` (0 for customers whose amounts are in another), with a first
-/// purchase in `[from, to)` when given. `Ok(Err(NotExact))` when a summary
-/// cannot be represented.
+/// purchase in `[from, to)` when given; with the customer id and margin when
+/// `full`. `Ok(Err(NotExact))` when a summary cannot be represented.
 pub async fn for_each_summary(
     tx: &mut PgConnection,
     tenant: Uuid,
     currency: &str,
     cohort: Option<(DateTime<Utc>, DateTime<Utc>)>,
+    full: bool,
     mut each: impl FnMut(KeptRow),
 ) -> Result<Result<(), NotExact>, CopyError> {
     // COPY takes no parameters: the tenant is a UUID and the times are
@@ -289,10 +290,19 @@ pub async fn for_each_summary(
             )
         })
         .unwrap_or_default();
+    let extra = if full {
+        format!(
+            ", customer_id,
+               CASE WHEN mixed THEN NULL WHEN currency = '{currency}' THEN margin_nanos ELSE 0 END"
+        )
+    } else {
+        String::new()
+    };
     let statement = format!(
         "COPY (SELECT first_time, days, first_day, last_day,
                       CASE WHEN mixed THEN NULL WHEN currency = '{currency}' THEN value_nanos ELSE 0 END,
                       CASE WHEN mixed THEN NULL WHEN currency = '{currency}' THEN first_day_value_nanos ELSE 0 END
+                      {extra}
                  FROM purchase_summaries WHERE tenant_id = '{tenant}'{cohort})
          TO STDOUT (FORMAT binary)"
     );
@@ -315,13 +325,28 @@ pub async fn for_each_summary(
         else {
             return Err(NotExact);
         };
+        let (customer_id, margin) = if full {
+            let id = f
+                .get(6)
+                .copied()
+                .flatten()
+                .and_then(|b| Uuid::from_slice(b).ok());
+            match (id, copy::int8(f.get(7).copied().flatten())) {
+                (Some(id), Some(margin)) => (id, margin),
+                _ => return Err(NotExact),
+            }
+        } else {
+            (Uuid::nil(), 0)
+        };
         each(KeptRow {
+            customer_id,
             first_time,
             days,
             first_day,
             last_day,
             value,
             first_day_value: first_value,
+            margin,
         });
         Ok(())
     })
