@@ -9,34 +9,19 @@
 
 mod common;
 
-use chrono::{NaiveDate, TimeDelta, TimeZone, Utc};
+use chrono::{TimeDelta, TimeZone, Utc};
 use common::*;
 use rapport_proto::rapport::common::v1::PeriodUnit;
 use rapport_proto::rapport::valuation::v1::*;
 use tonic::Code;
 use uuid::Uuid;
 
-/// Every purchase of the CDNOW sample, in EUR.
-fn cdnow() -> Vec<rapport_proto::rapport::interaction::v1::Interaction> {
-    include_str!("fixtures/cdnow_sample.txt")
-        .lines()
-        .map(|line| {
-            let f: Vec<&str> = line.split_whitespace().collect();
-            let customer = Uuid::from_u128(0x0c0d_0000_0000_0000 + f[1].parse::<u128>().unwrap());
-            let day = NaiveDate::parse_from_str(f[2], "%Y%m%d").unwrap();
-            let dollars: f64 = f[4].parse().unwrap();
-            let at = day.and_hms_opt(0, 0, 0).unwrap().and_utc();
-            purchase(customer, at, (dollars * 100.0).round() as i64)
-        })
-        .collect()
-}
-
 #[tokio::test]
 async fn scoring_as_of_a_past_instant_backtests_and_stores_nothing() {
     let s = start(false).await;
     let mut v = s.valuation();
     let tenant = Uuid::new_v4();
-    record_all(&s, tenant, cdnow()).await;
+    record_all(&s, tenant, cdnow_purchases(None)).await;
     let as_of = Utc.with_ymd_and_hms(1997, 10, 1, 0, 0, 0).unwrap();
     let holdout_end = as_of + TimeDelta::weeks(39);
 
@@ -96,7 +81,7 @@ async fn scoring_as_of_a_past_instant_backtests_and_stores_nothing() {
                 .await,
         0
     );
-    let one = Uuid::from_u128(0x0c0d_0000_0000_0000 + 1);
+    let one = cdnow_customer(1);
     let err = v
         .get_customer_value(req(
             tenant,

@@ -25,20 +25,7 @@ fn param(m: &Model, name: &str) -> f64 {
 
 /// The CDNOW sample's purchases before 1 October 1997, in EUR.
 fn cdnow_calibration() -> Vec<rapport_proto::rapport::interaction::v1::Interaction> {
-    let end = NaiveDate::from_ymd_opt(1997, 10, 1).unwrap();
-    include_str!("fixtures/cdnow_sample.txt")
-        .lines()
-        .filter_map(|line| {
-            let f: Vec<&str> = line.split_whitespace().collect();
-            let customer = Uuid::from_u128(0x0c0d_0000_0000_0000 + f[1].parse::<u128>().unwrap());
-            let day = NaiveDate::parse_from_str(f[2], "%Y%m%d").unwrap();
-            let dollars: f64 = f[4].parse().unwrap();
-            (day < end).then(|| {
-                let at = day.and_hms_opt(0, 0, 0).unwrap().and_utc();
-                purchase(customer, at, (dollars * 100.0).round() as i64)
-            })
-        })
-        .collect()
+    cdnow_purchases(NaiveDate::from_ymd_opt(1997, 10, 1))
 }
 
 /// The interaction service's export for the window, as rows.
@@ -158,7 +145,7 @@ async fn fits_over_kept_summaries_reproduce_cdnow_and_equal_the_export() {
 
     // A purchase at or after the calibration end: the summaries would count
     // it, so the fit exports (and the alteration no longer shows).
-    let one = Uuid::from_u128(0x0c0d_0000_0000_0000 + 1);
+    let one = cdnow_customer(1);
     let later = Utc.with_ymd_and_hms(1997, 10, 1, 0, 0, 0).unwrap();
     record_all(&s, tenant, vec![purchase(one, later, 1_000)]).await;
     let after = fitted(&mut v, tenant, fit(ModelKind::BgNbd, &end)).await;

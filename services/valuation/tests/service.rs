@@ -1198,17 +1198,7 @@ async fn cdnow_transactions_fitted_by_date_reproduce_the_published_estimates() {
     let s = start(false).await;
     let mut v = s.valuation();
     let tenant = Uuid::new_v4();
-    let purchases: Vec<_> = include_str!("fixtures/cdnow_sample.txt")
-        .lines()
-        .map(|line| {
-            let f: Vec<&str> = line.split_whitespace().collect();
-            let customer = Uuid::from_u128(0x0c0d_0000_0000_0000 + f[1].parse::<u128>().unwrap());
-            let day = chrono::NaiveDate::parse_from_str(f[2], "%Y%m%d").unwrap();
-            let dollars: f64 = f[4].parse().unwrap();
-            let at = day.and_hms_opt(0, 0, 0).unwrap().and_utc();
-            purchase(customer, at, (dollars * 100.0).round() as i64)
-        })
-        .collect();
+    let purchases = cdnow_purchases(None);
     assert_eq!(purchases.len(), 6919);
     record_all(&s, tenant, purchases).await;
 

@@ -433,6 +433,30 @@ pub fn synthetic(n: usize, seed: u64, end: DateTime<Utc>) -> Vec<Synthetic> {
         .collect()
 }
 
+/// The CDNOW sample's purchases (fixtures/PROVENANCE.md) in EUR, at
+/// midnight UTC of their day, those before `before` when given. Customer
+/// `n` of the sample has the id `0c0d…n`.
+pub fn cdnow_purchases(before: Option<chrono::NaiveDate>) -> Vec<Interaction> {
+    include_str!("../fixtures/cdnow_sample.txt")
+        .lines()
+        .filter_map(|line| {
+            let f: Vec<&str> = line.split_whitespace().collect();
+            let customer = cdnow_customer(f[1].parse().unwrap());
+            let day = chrono::NaiveDate::parse_from_str(f[2], "%Y%m%d").unwrap();
+            let dollars: f64 = f[4].parse().unwrap();
+            let at = day.and_hms_opt(0, 0, 0).unwrap().and_utc();
+            before
+                .is_none_or(|b| day < b)
+                .then(|| purchase(customer, at, (dollars * 100.0).round() as i64))
+        })
+        .collect()
+}
+
+/// The id of customer `n` of the CDNOW sample.
+pub fn cdnow_customer(n: u128) -> Uuid {
+    Uuid::from_u128(0x0c0d_0000_0000_0000 + n)
+}
+
 /// Records interactions for `tenant` through `RecordInteractions`, 1,000 a message.
 pub async fn record_all(s: &Stack, tenant: Uuid, interactions: Vec<Interaction>) {
     let n = interactions.len() as i64;
