@@ -824,4 +824,30 @@ async fn kept_summaries_equal_a_rebuild_after_every_batch() {
     let euros = of(customers[0]).expect("customer 0 kept");
     assert_eq!((euros.7.as_deref(), euros.8), (Some("EUR"), false));
     assert!(euros.5 > 1 && euros.9.is_some());
+
+    // The audit's measure of drift: none now; an altered summary and count
+    // show, and the audit itself changes nothing.
+    use rapport_valuation::store::summaries::drift;
+    let mut conn = pool.acquire().await.unwrap();
+    assert_eq!(drift(&mut conn, tenant).await.unwrap(), (0, 0));
+    sqlx::query(
+        "UPDATE purchase_summaries SET days = days + 1 WHERE tenant_id = $1 AND customer_id = $2",
+    )
+    .bind(tenant)
+    .bind(customers[0])
+    .execute(&mut *conn)
+    .await
+    .unwrap();
+    sqlx::query("UPDATE purchase_currencies SET purchases = purchases + 1 WHERE tenant_id = $1")
+        .bind(tenant)
+        .execute(&mut *conn)
+        .await
+        .unwrap();
+    let (summaries, currencies) = drift(&mut conn, tenant).await.unwrap();
+    assert_eq!(summaries, 2, "the altered row, and the rebuilt one");
+    assert!(currencies >= 2, "{currencies}");
+    assert_eq!(
+        drift(&mut conn, tenant).await.unwrap(),
+        (summaries, currencies)
+    );
 }

@@ -9,7 +9,8 @@
 //!
 //! Then it audits: every acknowledged interaction is stored exactly once;
 //! every feed consumer has reached the head of every feed it follows (no
-//! stuck cursor); segmentation's and valuation's projections hold exactly
+//! stuck cursor); segmentation's and valuation's projections (valuation's
+//! kept purchase summaries too) hold exactly
 //! the interactions the interaction service holds, under the customers it
 //! holds them under (what a rebuild from the feeds would give); and no row
 //! of one tenant refers to another tenant's customer. Any finding fails the
@@ -737,8 +738,28 @@ pub async fn run(stack: &mut Stack, minutes: f64) -> anyhow::Result<Value> {
     let load_time = started.elapsed();
 
     let pool = stack.admin_pool().await?;
-    let checks = audit(&pool, &loads).await?;
+    let mut checks = audit(&pool, &loads).await?;
     pool.close().await;
+    // Valuation's kept purchase summaries, merged batch by batch while
+    // services were killed, equal a rebuild from its purchases.
+    let valuation = stack.pool(rapport_valuation::SCHEMA).await?;
+    let mut conn = valuation.acquire().await?;
+    for load in &loads {
+        let (summaries, currencies) =
+            rapport_valuation::store::summaries::drift(&mut conn, load.tenant.id).await?;
+        checks.push(Check {
+            what: format!(
+                "tenant {}: valuation's kept purchase summaries equal a rebuild from its purchases",
+                load.tag
+            ),
+            problems: (summaries + currencies) as u64,
+            detail: format!(
+                "{summaries} summaries and {currencies} currency counts differ from the rebuild"
+            ),
+        });
+    }
+    drop(conn);
+    valuation.close().await;
 
     let mut table = Table::new("Faults", vec!["fault", "back in"]);
     for (what, took) in &faults {

@@ -237,6 +237,44 @@ pub async fn rebuild_tenant(tx: &mut PgConnection, tenant: Uuid) -> sqlx::Result
     Ok(())
 }
 
+/// How far what is kept for a tenant is from a rebuild from its purchases:
+/// (summaries that differ, are missing or are extra; currencies whose
+/// purchase counts differ). Nothing is changed: the rebuild is rolled back.
+/// The soak's audit and repairs use it.
+pub async fn drift(conn: &mut PgConnection, tenant: Uuid) -> sqlx::Result<(i64, i64)> {
+    let mut tx = sqlx::Connection::begin(&mut *conn).await?;
+    for (table, filter) in [
+        ("purchase_summaries", ""),
+        ("purchase_currencies", " AND purchases <> 0"),
+    ] {
+        sqlx::query(AssertSqlSafe(format!(
+            "CREATE TEMP TABLE kept_{table} ON COMMIT DROP AS
+             SELECT * FROM {table} WHERE tenant_id = $1{filter}"
+        )))
+        .bind(tenant)
+        .execute(&mut *tx)
+        .await?;
+    }
+    rebuild_tenant(&mut tx, tenant).await?;
+    let mut out = [0i64; 2];
+    for (slot, table) in out
+        .iter_mut()
+        .zip(["purchase_summaries", "purchase_currencies"])
+    {
+        *slot = sqlx::query_scalar(AssertSqlSafe(format!(
+            "SELECT count(*) FROM (
+                 (SELECT * FROM kept_{table} EXCEPT SELECT * FROM {table} WHERE tenant_id = $1)
+                 UNION ALL
+                 (SELECT * FROM {table} WHERE tenant_id = $1 EXCEPT SELECT * FROM kept_{table})) d"
+        )))
+        .bind(tenant)
+        .fetch_one(&mut *tx)
+        .await?;
+    }
+    tx.rollback().await?;
+    Ok((out[0], out[1]))
+}
+
 /// What a fit needs to know before it reads the summaries: the latest
 /// purchase time ever summarised (None before the first purchase) and the
 /// tenant's main currency (most purchases, then alphabetical).
