@@ -244,6 +244,15 @@ impl Profile {
             .await
             .map_err(|s| peer_error("profile", &s))?
             .into_inner();
+        // Answers are matched to sets by position: a short or long answer
+        // would pair identifiers with another set's customer.
+        if answer.results.len() != sets.len() {
+            return Err(ApiError::internal(format!(
+                "ResolveIdentities answered {} results for {} sets",
+                answer.results.len(),
+                sets.len()
+            )));
+        }
         Ok(answer
             .results
             .into_iter()
