@@ -556,7 +556,7 @@ async fn score_all(
     let old = store::briefs(&mut *tx, tenant).await?;
     phases.end("read previous");
     store::delete_all_values(&mut *tx, tenant).await?;
-    store::write_values(&mut *tx, tenant, &rows, false).await?;
+    store::copy_values(&mut *tx, tenant, &rows).await?;
     phases.end("write values");
     let reasons = store::clear_queue(&mut *tx, tenant, started).await?;
     // Events chunk by chunk, so a million of them are never held at once.

@@ -851,3 +851,78 @@ async fn kept_summaries_equal_a_rebuild_after_every_batch() {
         (summaries, currencies)
     );
 }
+
+/// A scoring run's values written with COPY read back exactly as the
+/// inserts write them: the same doubles to the bit (extremes included), the
+/// same decimals and times.
+#[tokio::test]
+async fn values_copied_in_read_back_as_inserted() {
+    use rapport_valuation::store::{self, ValueRow};
+
+    let (_db, pool) = schema().await;
+    let floats = [
+        0.1 + 0.2,
+        1e-300,
+        5e-324,
+        f64::MAX,
+        -0.0,
+        6.202958222014246e-5,
+        1.0 / 3.0,
+        f64::INFINITY,
+    ];
+    let score_time = Utc.with_ymd_and_hms(2026, 12, 7, 13, 13, 0).unwrap()
+        + chrono::Duration::microseconds(123_457);
+    let rows: Vec<ValueRow> = floats
+        .iter()
+        .enumerate()
+        .map(|(i, &f)| ValueRow {
+            customer_id: Uuid::from_u128(i as u128 + 1),
+            currency_code: "EUR".into(),
+            clv: Decimal::new(-1_234_567_890_123, 9),
+            p_alive: f,
+            expected_purchases: f / 7.0,
+            expected_order_value: Decimal::new(35_170_371_266, 9),
+            historical_value: Decimal::new(156, 0),
+            value_tier: i as i16,
+            transaction_model_id: Uuid::from_u128(77),
+            spend_model_id: Uuid::from_u128(78),
+            score_time,
+            horizon_periods: 52,
+            period_unit: 2,
+            discount_rate: 0.0018282846336430312,
+            margin_ratio: f,
+            frequency: i as i64,
+            recency: f / 3.0,
+            t: 1e300,
+        })
+        .collect();
+    let ids: Vec<Uuid> = rows.iter().map(|r| r.customer_id).collect();
+    let (copied, inserted) = (Uuid::new_v4(), Uuid::new_v4());
+    let mut tx = pool.begin().await.unwrap();
+    store::copy_values(&mut tx, copied, &rows).await.unwrap();
+    store::write_values(&mut tx, inserted, &rows, false)
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    let read = |tenant| {
+        let (pool, ids) = (pool.clone(), ids.clone());
+        async move {
+            let mut v = store::values_of(&pool, tenant, &ids).await.unwrap();
+            v.sort_by_key(|r| r.customer_id);
+            v
+        }
+    };
+    let (a, b) = (read(copied).await, read(inserted).await);
+    assert_eq!(a.len(), floats.len());
+    for (x, y) in a.iter().zip(&b) {
+        assert_eq!(x.p_alive.to_bits(), y.p_alive.to_bits(), "{x:?}");
+        assert_eq!(
+            x.expected_purchases.to_bits(),
+            y.expected_purchases.to_bits()
+        );
+        assert_eq!(x.recency.to_bits(), y.recency.to_bits());
+        assert_eq!(x.margin_ratio.to_bits(), y.margin_ratio.to_bits());
+    }
+    assert_eq!(a, b);
+    assert_eq!(a, rows);
+}

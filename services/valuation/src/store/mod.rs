@@ -412,6 +412,63 @@ pub async fn delete_values(
     .await
 }
 
+/// Writes a run's values with COPY (the tenant's values were deleted in the
+/// same transaction): much cheaper per row than inserts at a million rows.
+/// Every field is a number, a UUID, a time or a currency code, so the text
+/// format needs no escaping; floats print in Rust's shortest round-trip
+/// form, which PostgreSQL reads back to the same double.
+pub async fn copy_values(
+    tx: &mut PgConnection,
+    tenant: Uuid,
+    rows: &[ValueRow],
+) -> sqlx::Result<()> {
+    use std::fmt::Write as _;
+    if rows.is_empty() {
+        return Ok(());
+    }
+    // A currency code the text format would need to escape never reaches
+    // here (models take ISO 4217 codes); insert such rows the slow way.
+    if rows
+        .iter()
+        .any(|r| !r.currency_code.bytes().all(|b| b.is_ascii_alphanumeric()))
+    {
+        return write_values(tx, tenant, rows, false).await;
+    }
+    let statement = format!("COPY customer_values (tenant_id, {VALUE_COLUMNS}) FROM STDIN");
+    let mut copy = tx.copy_in_raw(&statement).await?;
+    let mut buf = String::with_capacity(CHUNK * 320);
+    for chunk in rows.chunks(CHUNK) {
+        buf.clear();
+        for r in chunk {
+            let _ = writeln!(
+                buf,
+                "{tenant}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}",
+                r.customer_id,
+                r.currency_code,
+                r.clv,
+                r.p_alive,
+                r.expected_purchases,
+                r.expected_order_value,
+                r.historical_value,
+                r.value_tier,
+                r.transaction_model_id,
+                r.spend_model_id,
+                r.score_time.format("%Y-%m-%d %H:%M:%S%.6f+00"),
+                r.horizon_periods,
+                r.period_unit,
+                r.discount_rate,
+                r.margin_ratio,
+                r.frequency,
+                r.recency,
+                r.t,
+            );
+        }
+        copy.send(buf.as_bytes()).await?;
+    }
+    copy.finish().await?;
+    Ok(())
+}
+
 /// Inserts (or, with `upsert`, replaces) values, in chunks of unnest arrays.
 pub async fn write_values(
     tx: &mut PgConnection,
