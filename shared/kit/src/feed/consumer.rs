@@ -203,7 +203,18 @@ impl Consumer {
     /// The last sequence of `tenant` applied by consumer `name` (0 before
     /// the first).
     pub async fn cursor(pool: &PgPool, name: &str, tenant: Uuid) -> Result<i64, sqlx::Error> {
-        Ok(Self::position(pool, name).await?.after(tenant))
+        // The tenant's own row, else the consumer's default: what
+        // `position(..).after(tenant)` gives, without reading every tenant.
+        sqlx::query_scalar(
+            "SELECT coalesce(
+                 (SELECT after_sequence FROM feed_tenant_cursors WHERE source = $1 AND tenant_id = $2),
+                 (SELECT after_sequence FROM feed_cursors WHERE source = $1),
+                 0)",
+        )
+        .bind(name)
+        .bind(tenant)
+        .fetch_one(pool)
+        .await
     }
 
     /// Runs until `shutdown` fires, reconnecting with backoff after errors.
