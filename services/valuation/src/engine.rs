@@ -368,10 +368,15 @@ pub struct Totals {
     pub actual_purchases: Option<i64>,
 }
 
+/// The end of a run's horizon: the score time plus the horizon's periods.
+fn horizon_end(settings: &Settings, score_time: DateTime<Utc>) -> DateTime<Utc> {
+    let days = f64::from(settings.horizon_periods) * settings.unit.days();
+    score_time + chrono::TimeDelta::milliseconds((days * 86_400_000.0) as i64)
+}
+
 impl Totals {
     fn of(computed: &[Computed], settings: &Settings, score_time: DateTime<Utc>) -> Self {
         let n = computed.len();
-        let days = f64::from(settings.horizon_periods) * settings.unit.days();
         Totals {
             clv: computed.iter().map(|c| c.scored.clv).sum(),
             expected_purchases: computed.iter().map(|c| c.scored.expected_purchases).sum(),
@@ -380,7 +385,7 @@ impl Totals {
             } else {
                 computed.iter().map(|c| c.scored.p_alive).sum::<f64>() / n as f64
             },
-            horizon_end: score_time + chrono::TimeDelta::milliseconds((days * 86_400_000.0) as i64),
+            horizon_end: horizon_end(settings, score_time),
             actual_purchases: None,
         }
     }
@@ -697,10 +702,10 @@ async fn score_as_of(
     let models = active_models(&mut conn, ctx.tenant_id, req.kind).await?;
     drop(conn);
     let settings = settings_of(&models, &req)?;
-    let mut totals = Totals::of(&[], &settings, as_of);
-    let backtest = totals.horizon_end <= now() && !models.transaction.discrete();
+    let end = horizon_end(&settings, as_of);
+    let backtest = end <= now() && !models.transaction.discrete();
     let export = ExportSummariesRequest {
-        holdout_end_time: backtest.then(|| timestamp(totals.horizon_end)),
+        holdout_end_time: backtest.then(|| timestamp(end)),
         ..export_request(&models, as_of, None)
     };
     let summaries = interaction.export(ctx, export).await?;
@@ -713,7 +718,7 @@ async fn score_as_of(
     let computed = tokio::task::spawn_blocking(move || compute(inputs_of(&summaries), &m, &s))
         .await
         .map_err(ApiError::internal)??;
-    totals = Totals {
+    let totals = Totals {
         actual_purchases: backtest.then_some(actual),
         ..Totals::of(&computed, &settings, as_of)
     };
