@@ -47,10 +47,6 @@ fn close_to_reference(m: &Model, params: &[f64], ll: f64, ses: &[f64]) {
     }
 }
 
-fn param(m: &Model, name: &str) -> f64 {
-    m.parameters.iter().find(|p| p.name == name).unwrap().value
-}
-
 /// A purchase on 15 June of `year`, of a value that varies by customer.
 fn gift(customer: Uuid, year: i32, i: usize) -> Interaction {
     let t = Utc.with_ymd_and_hms(year, 6, 15, 12, 0, 0).unwrap();

@@ -433,6 +433,27 @@ pub fn synthetic(n: usize, seed: u64, end: DateTime<Utc>) -> Vec<Synthetic> {
         .collect()
 }
 
+/// A model's estimate of parameter `name`.
+pub fn param(m: &Model, name: &str) -> f64 {
+    m.parameters.iter().find(|p| p.name == name).unwrap().value
+}
+
+/// A BG/NBD fit of the CDNOW calibration period, checked against the
+/// published estimates (Fader, Hardie & Lee 2005: r 0.243, α 4.414, a
+/// 0.793, b 2.426, log-likelihood −9582.4) over its 2,357 customers.
+pub fn assert_published_cdnow_bg_nbd(bg: &Model) {
+    assert_eq!(bg.customer_count, 2357);
+    for (name, published) in [("r", 0.243), ("alpha", 4.414), ("a", 0.793), ("b", 2.426)] {
+        let got = param(bg, name);
+        assert!((got - published).abs() / published < 0.002, "{name}: {got}");
+    }
+    assert!(
+        (bg.log_likelihood - -9582.4).abs() < 0.05,
+        "{}",
+        bg.log_likelihood
+    );
+}
+
 /// The CDNOW sample's purchases (fixtures/PROVENANCE.md) in EUR, at
 /// midnight UTC of their day, those before `before` when given. Customer
 /// `n` of the sample has the id `0c0d…n`.
