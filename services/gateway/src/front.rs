@@ -27,12 +27,13 @@ use crate::routes::{Route, RouteTable};
 /// The public services this gateway forwards today, each to its backend.
 /// A service joins this list when its backend implements it, so reflection
 /// never lists a method that would answer UNIMPLEMENTED.
-pub const SERVED: [&str; 5] = [
+pub const SERVED: [&str; 6] = [
     "rapport.profile.v1.ProfileService",
     "rapport.interaction.v1.InteractionService",
     "rapport.interaction.v1.CampaignService",
     "rapport.segmentation.v1.SegmentationService",
     "rapport.valuation.v1.ValuationService",
+    "rapport.engagement.v1.EngagementService",
 ];
 
 /// Backends by area (`profile`, `interaction`, …).

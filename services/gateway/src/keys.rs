@@ -19,6 +19,8 @@ pub const SCOPES: &[&str] = &[
     "segmentation:write",
     "valuation:read",
     "valuation:write",
+    "engagement:read",
+    "engagement:write",
     "admin",
 ];
 

@@ -49,6 +49,7 @@ pub fn register(server: &mut ServerBuilder, runtime: &ServiceRuntime) {
         ("interaction", config.interaction_url.as_deref()),
         ("segmentation", config.segmentation_url.as_deref()),
         ("valuation", config.valuation_url.as_deref()),
+        ("engagement", config.engagement_url.as_deref()),
     ];
     let backends = match front::Backends::from_urls(&urls) {
         Ok(b) => b,

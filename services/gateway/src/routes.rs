@@ -21,7 +21,7 @@ pub enum Route {
 }
 
 /// Public services the gateway forwards, each with its backend area.
-pub const FORWARDED: [(&str, &str); 5] = [
+pub const FORWARDED: [(&str, &str); 6] = [
     ("rapport.profile.v1.ProfileService", "profile"),
     ("rapport.interaction.v1.InteractionService", "interaction"),
     ("rapport.interaction.v1.CampaignService", "interaction"),
@@ -30,11 +30,12 @@ pub const FORWARDED: [(&str, &str); 5] = [
         "segmentation",
     ),
     ("rapport.valuation.v1.ValuationService", "valuation"),
+    ("rapport.engagement.v1.EngagementService", "engagement"),
 ];
 
 /// The methods that only read, per forwarded service (AdminService's
 /// documentation lists them); every other method needs the write scope.
-const READS: [(&str, &[&str]); 5] = [
+const READS: [(&str, &[&str]); 6] = [
     (
         "rapport.profile.v1.ProfileService",
         &[
@@ -93,6 +94,15 @@ const READS: [(&str, &[&str]); 5] = [
             "GetCohortReport",
             "GetSegmentValue",
             "GetRelationshipScores",
+        ],
+    ),
+    (
+        "rapport.engagement.v1.EngagementService",
+        &[
+            "GetTreatment",
+            "ListTreatments",
+            "GetPolicy",
+            "ListDecisions",
         ],
     ),
 ];

@@ -60,6 +60,13 @@ pub struct DevArgs {
         default_value = "127.0.0.1:50055"
     )]
     valuation_listen: SocketAddr,
+    /// Engagement service address (direct, development only).
+    #[arg(
+        long,
+        env = "RAPPORT_ENGAGEMENT_LISTEN",
+        default_value = "127.0.0.1:50056"
+    )]
+    engagement_listen: SocketAddr,
     /// Prometheus metrics of every service, at http://ADDRESS/metrics.
     #[arg(long, env = "RAPPORT_METRICS_LISTEN", default_value = "127.0.0.1:9464")]
     metrics_listen: SocketAddr,
@@ -90,6 +97,7 @@ impl DevArgs {
             "interaction" => self.interaction_listen,
             "segmentation" => self.segmentation_listen,
             "valuation" => self.valuation_listen,
+            "engagement" => self.engagement_listen,
             _ => self.gateway_listen,
         }
     }
@@ -196,6 +204,7 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
             interaction_url: Some(format!("http://{}", args.interaction_listen)),
             segmentation_url: Some(format!("http://{}", args.segmentation_listen)),
             valuation_url: Some(format!("http://{}", args.valuation_listen)),
+            engagement_url: Some(format!("http://{}", args.engagement_listen)),
             ..ServiceConfig::default()
         };
         let shutdown = shutdown.clone();
@@ -443,6 +452,7 @@ fn print_banner(
          \x20 interaction   {}\n\
          \x20 segmentation  {}\n\
          \x20 valuation     {}\n\
+         \x20 engagement    {}\n\
          \x20 metrics       http://{}/metrics\n\n\
          \x20 development tenant  {}\n\
          \x20 API key (every scope, also in {}):\n\
@@ -456,6 +466,7 @@ fn print_banner(
         args.interaction_listen,
         args.segmentation_listen,
         args.valuation_listen,
+        args.engagement_listen,
         args.metrics_listen,
         creds.tenant_id,
         key_file.display(),

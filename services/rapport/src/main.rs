@@ -42,13 +42,13 @@ enum Command {
     /// configured by RAPPORT_* environment variables and the optional RAPPORT_CONFIG file.
     Serve {
         /// The service to run.
-        #[arg(value_parser = ["profile", "interaction", "segmentation", "valuation", "gateway"])]
+        #[arg(value_parser = ["profile", "interaction", "segmentation", "valuation", "engagement", "gateway"])]
         service: String,
     },
     /// Create each service's role and schema when missing and apply its migrations.
     Migrate {
         /// Only this service (default: all of them).
-        #[arg(value_parser = ["profile", "interaction", "segmentation", "valuation", "gateway"])]
+        #[arg(value_parser = ["profile", "interaction", "segmentation", "valuation", "engagement", "gateway"])]
         service: Option<String>,
         /// An administrative PostgreSQL URL (a role that may create roles and schemas).
         #[arg(long, env = "RAPPORT_DATABASE_URL")]

@@ -18,7 +18,7 @@ pub struct Service {
 }
 
 /// Every service, in the order `rapport dev` starts them.
-pub const ALL: [Service; 5] = [
+pub const ALL: [Service; 6] = [
     Service {
         name: "profile",
         schema: rapport_profile::SCHEMA,
@@ -42,6 +42,12 @@ pub const ALL: [Service; 5] = [
         schema: rapport_valuation::SCHEMA,
         migrator: &rapport_valuation::MIGRATOR,
         register: rapport_valuation::register,
+    },
+    Service {
+        name: "engagement",
+        schema: rapport_engagement::SCHEMA,
+        migrator: &rapport_engagement::MIGRATOR,
+        register: rapport_engagement::register,
     },
     Service {
         name: "gateway",

@@ -18,6 +18,7 @@ use crate::domain::segment::Kind;
 use crate::domain::segment::{dependents, topological};
 use crate::rule::{self, AttributeField, Catalog, Expr};
 use crate::store::{self, Change};
+use rapport_kit::feed::NewEvent;
 
 type Result<T> = std::result::Result<T, sqlx::Error>;
 
@@ -234,16 +235,57 @@ pub async fn classify(
     let p = policy(conn, tenant).await?;
     let inputs = store::classification_inputs(conn, tenant, customers, &p, false, now).await?;
     let mut updates = Vec::new();
+    let mut classes = Vec::new();
     for c in inputs {
         let o = classify::classify(&c.inputs, &p, now);
         let ladder = Some(ladder_name(o.ladder).to_string()).filter(|s| !s.is_empty());
         let stage = Some(stage_name(o.stage).to_string()).filter(|s| !s.is_empty());
         if ladder != c.ladder || stage != c.stage {
             updates.push((c.customer_id, ladder, stage));
+            classes.push(pb::CustomerClass {
+                customer_id: c.customer_id.to_string(),
+                ladder_rung: o.ladder as i32,
+                stage: o.stage as i32,
+            });
         }
     }
     store::set_classes(conn, tenant, &updates).await?;
+    announce_classes(conn, tenant, classes, now).await?;
     Ok(updates.into_iter().map(|u| u.0).collect())
+}
+
+/// Customers in one `CustomersClassified` event at most.
+const CLASSES_PER_EVENT: usize = 1_000;
+
+/// Appends `CustomersClassified` events for changed classifications, so
+/// services that decide by rung and stage (engagement) follow them.
+async fn announce_classes(
+    conn: &mut PgConnection,
+    tenant: Uuid,
+    classes: Vec<pb::CustomerClass>,
+    now: DateTime<Utc>,
+) -> Result<()> {
+    if classes.is_empty() {
+        return Ok(());
+    }
+    let events: Vec<NewEvent> = classes
+        .chunks(CLASSES_PER_EVENT)
+        .map(|chunk| {
+            NewEvent::new(
+                tenant,
+                "classification",
+                tenant.to_string(),
+                "CustomersClassified",
+                &crate::segments::envelope(pb::segmentation_event::Event::CustomersClassified(
+                    pb::CustomersClassified {
+                        classes: chunk.to_vec(),
+                        classify_time: Some(rapport_kit::convert::timestamp(now)),
+                    },
+                )),
+            )
+        })
+        .collect();
+    rapport_kit::feed::append(conn, &events).await
 }
 
 /// Whether the tenant's RFM cut-offs should be recomputed in full now: never

@@ -73,6 +73,8 @@ pub struct ServiceConfig {
     pub segmentation_url: Option<String>,
     /// `RAPPORT_VALUATION_URL`: where the valuation service is.
     pub valuation_url: Option<String>,
+    /// `RAPPORT_ENGAGEMENT_URL`: where the engagement service is.
+    pub engagement_url: Option<String>,
 }
 
 impl Default for ServiceConfig {
@@ -96,6 +98,7 @@ impl Default for ServiceConfig {
             interaction_url: None,
             segmentation_url: None,
             valuation_url: None,
+            engagement_url: None,
         }
     }
 }

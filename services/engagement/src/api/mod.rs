@@ -1,0 +1,506 @@
+//! The gRPC handlers of `rapport.engagement.v1.EngagementService`: validate
+//! every field, call one use case (`treatments`, `decisions`) or read the
+//! store, map the result.
+
+use chrono::Utc;
+use rapport_kit::context::CallContext;
+use rapport_kit::convert::{from_timestamp, timestamp};
+use rapport_kit::error::{ApiError, Violations};
+use rapport_kit::page::{PageTokens, page_size};
+use rapport_proto::rapport::engagement::v1::engagement_service_server::EngagementService;
+use rapport_proto::rapport::engagement::v1::{self as pb, Arm, ContactChannel, Outcome};
+use sqlx::PgPool;
+use tonic::{Request, Response, Status};
+use uuid::Uuid;
+
+use crate::decisions::{self, Asked};
+use crate::domain::treatment::{self, Draft, FIELDS};
+use crate::store::{self, DecisionFilter, DecisionRow};
+use crate::treatments;
+
+/// `rapport.engagement.v1.EngagementService`.
+#[derive(Clone)]
+pub struct EngagementApi {
+    pool: PgPool,
+    page_tokens: PageTokens,
+}
+
+impl EngagementApi {
+    /// Handlers over `pool`.
+    pub fn new(pool: PgPool, page_tokens: PageTokens) -> Self {
+        Self { pool, page_tokens }
+    }
+}
+
+type Answer<T> = Result<Response<T>, Status>;
+
+fn answer<T>(r: Result<T, ApiError>) -> Answer<T> {
+    r.map(Response::new).map_err(Status::from)
+}
+
+fn required_id(v: &mut Violations, field: &str, raw: &str) -> Option<Uuid> {
+    if raw.is_empty() {
+        v.add(field, "required: a UUID");
+        return None;
+    }
+    v.uuid(field, raw)
+}
+
+fn check_request_id(v: &mut Violations, id: &str) {
+    let ok =
+        id.is_empty() || (id.len() <= 128 && id.chars().all(|c| c.is_ascii_graphic() || c == ' '));
+    v.check(!ok, "request_id", "1 to 128 printable ASCII characters");
+}
+
+fn outcome_name(o: Outcome) -> Option<&'static str> {
+    match o {
+        Outcome::Pending => Some("pending"),
+        Outcome::Accepted => Some("accepted"),
+        Outcome::Declined => Some("declined"),
+        Outcome::Ignored => Some("ignored"),
+        Outcome::Unspecified => None,
+    }
+}
+
+fn outcome_of(s: &str) -> Outcome {
+    match s {
+        "accepted" => Outcome::Accepted,
+        "declined" => Outcome::Declined,
+        "ignored" => Outcome::Ignored,
+        _ => Outcome::Pending,
+    }
+}
+
+fn decision_proto(d: &DecisionRow) -> pb::Decision {
+    pb::Decision {
+        decision_id: d.decision_id.to_string(),
+        customer_id: d.customer_id.to_string(),
+        treatment_id: d.treatment_id.to_string(),
+        treatment_version: d.treatment_version,
+        arm: if d.arm == "control" {
+            Arm::Control
+        } else {
+            Arm::Treatment
+        } as i32,
+        channel: d.channel,
+        rank: d.rank,
+        propensity: d.propensity,
+        expected_net_value: Some(decisions::expected_net(d)),
+        ladder_rung: d.ladder_rung,
+        decide_time: Some(timestamp(d.decide_time)),
+        outcome: outcome_of(&d.outcome) as i32,
+        outcome_time: d.outcome_time.map(timestamp),
+    }
+}
+
+/// The cursor of ListTreatments.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct NameCursor {
+    name: String,
+    id: Uuid,
+}
+
+/// The cursor of ListDecisions.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct TimeCursor {
+    time: chrono::DateTime<Utc>,
+    id: Uuid,
+}
+
+impl EngagementApi {
+    async fn create(
+        &self,
+        ctx: CallContext,
+        r: pb::CreateTreatmentRequest,
+    ) -> Result<pb::CreateTreatmentResponse, ApiError> {
+        let Some(t) = r.treatment.as_ref() else {
+            return Err(ApiError::invalid("treatment", "required"));
+        };
+        let mut v = Violations::new();
+        check_request_id(&mut v, &r.request_id);
+        let draft = treatment::apply(&Draft::empty(), t, &FIELDS, &mut v);
+        v.finish()?;
+        let request =
+            (!r.request_id.is_empty()).then(|| (r.request_id.clone(), treatments::fingerprint(t)));
+        let saved = treatments::create(&self.pool, ctx.tenant_id, draft, request).await?;
+        Ok(pb::CreateTreatmentResponse {
+            treatment: Some(saved.to_proto()),
+        })
+    }
+
+    async fn get(
+        &self,
+        ctx: CallContext,
+        r: pb::GetTreatmentRequest,
+    ) -> Result<pb::GetTreatmentResponse, ApiError> {
+        let mut v = Violations::new();
+        let id = required_id(&mut v, "treatment_id", &r.treatment_id);
+        v.finish()?;
+        let id = id.ok_or_else(|| ApiError::invalid("treatment_id", "required"))?;
+        let mut conn = self.pool.acquire().await?;
+        let t = store::treatment(&mut conn, ctx.tenant_id, id, false)
+            .await?
+            .ok_or_else(|| ApiError::not_found("treatment", id.to_string()))?;
+        Ok(pb::GetTreatmentResponse {
+            treatment: Some(t.to_proto()),
+        })
+    }
+
+    async fn list(
+        &self,
+        ctx: CallContext,
+        r: pb::ListTreatmentsRequest,
+    ) -> Result<pb::ListTreatmentsResponse, ApiError> {
+        let mut v = Violations::new();
+        let limit = page_size(&mut v, r.page_size);
+        v.finish()?;
+        let scope = format!("{}/treatments/{}", ctx.tenant_id, r.include_archived);
+        let after = self
+            .page_tokens
+            .decode::<NameCursor>(&scope, &r.page_token)?;
+        let mut conn = self.pool.acquire().await?;
+        let mut rows = store::list_treatments(
+            &mut conn,
+            ctx.tenant_id,
+            r.include_archived,
+            after.map(|c| (c.name, c.id)),
+            limit + 1,
+        )
+        .await?;
+        let next = self
+            .page_tokens
+            .trim_page(&scope, &mut rows, limit, |t| NameCursor {
+                name: t.name.clone(),
+                id: t.treatment_id,
+            });
+        Ok(pb::ListTreatmentsResponse {
+            treatments: rows.iter().map(|t| t.to_proto()).collect(),
+            next_page_token: next,
+        })
+    }
+
+    async fn update(
+        &self,
+        ctx: CallContext,
+        r: pb::UpdateTreatmentRequest,
+    ) -> Result<pb::UpdateTreatmentResponse, ApiError> {
+        let Some(t) = r.treatment.as_ref() else {
+            return Err(ApiError::invalid("treatment", "required"));
+        };
+        let mut v = Violations::new();
+        let id = required_id(&mut v, "treatment.treatment_id", &t.treatment_id);
+        let paths = r.update_mask.map(|m| m.paths).unwrap_or_default();
+        treatment::check_mask(&paths, &mut v);
+        v.finish()?;
+        let id = id.ok_or_else(|| ApiError::invalid("treatment.treatment_id", "required"))?;
+        let saved = treatments::update(&self.pool, ctx.tenant_id, id, t, &paths).await?;
+        Ok(pb::UpdateTreatmentResponse {
+            treatment: Some(saved.to_proto()),
+        })
+    }
+
+    async fn archive(
+        &self,
+        ctx: CallContext,
+        r: pb::ArchiveTreatmentRequest,
+    ) -> Result<pb::ArchiveTreatmentResponse, ApiError> {
+        let mut v = Violations::new();
+        let id = required_id(&mut v, "treatment_id", &r.treatment_id);
+        v.finish()?;
+        let id = id.ok_or_else(|| ApiError::invalid("treatment_id", "required"))?;
+        let saved = treatments::archive(&self.pool, ctx.tenant_id, id, &r.etag).await?;
+        Ok(pb::ArchiveTreatmentResponse {
+            treatment: Some(saved.to_proto()),
+        })
+    }
+
+    async fn policy(&self, ctx: CallContext) -> Result<pb::GetPolicyResponse, ApiError> {
+        let mut conn = self.pool.acquire().await?;
+        let p = store::policy(&mut conn, ctx.tenant_id, false).await?;
+        Ok(pb::GetPolicyResponse {
+            policy: Some(p.policy.to_proto(p.version, p.update_time)),
+        })
+    }
+
+    async fn update_policy(
+        &self,
+        ctx: CallContext,
+        r: pb::UpdatePolicyRequest,
+    ) -> Result<pb::UpdatePolicyResponse, ApiError> {
+        let Some(p) = r.policy.as_ref() else {
+            return Err(ApiError::invalid("policy", "required"));
+        };
+        let paths = r.update_mask.map(|m| m.paths).unwrap_or_default();
+        let saved = treatments::update_policy(&self.pool, ctx.tenant_id, p, &paths).await?;
+        Ok(pb::UpdatePolicyResponse {
+            policy: Some(saved.policy.to_proto(saved.version, saved.update_time)),
+        })
+    }
+
+    async fn next_best(
+        &self,
+        ctx: CallContext,
+        r: pb::GetNextBestActionsRequest,
+    ) -> Result<pb::GetNextBestActionsResponse, ApiError> {
+        let mut v = Violations::new();
+        let customer = required_id(&mut v, "customer_id", &r.customer_id);
+        if ContactChannel::try_from(r.channel).is_err() {
+            v.add("channel", format!("unknown channel {}", r.channel));
+        }
+        v.check(
+            !(0..=20).contains(&r.limit),
+            "limit",
+            format!("must be in 1..=20 (0 means 3), got {}", r.limit),
+        );
+        v.finish()?;
+        let customer = customer.ok_or_else(|| ApiError::invalid("customer_id", "required"))?;
+        let asked = Asked {
+            customer,
+            channel: r.channel,
+            limit: if r.limit == 0 { 3 } else { r.limit as usize },
+            preview: r.preview,
+        };
+        let a = decisions::next_best_actions(&self.pool, ctx.tenant_id, &asked).await?;
+        let c = &a.customer;
+        let mut segments: Vec<String> = c.segments.iter().map(Uuid::to_string).collect();
+        segments.sort();
+        segments.truncate(100);
+        Ok(pb::GetNextBestActionsResponse {
+            actions: a
+                .decided
+                .actions
+                .iter()
+                .zip(&a.action_ids)
+                .map(|(x, id)| {
+                    let t = &a.treatments[x.index];
+                    let cur = &x.value.currency;
+                    pb::NextBestAction {
+                        decision_id: id.map(|i| i.to_string()).unwrap_or_default(),
+                        treatment: Some(t.0.to_proto()),
+                        rank: x.rank,
+                        propensity: Some(pb::Propensity {
+                            mean: x.posterior.mean(),
+                            lower: x.posterior.quantile(0.05),
+                            upper: x.posterior.quantile(0.95),
+                            ranked: x.ranked_p,
+                            accepted: x.posterior.accepted,
+                            refused: x.posterior.refused,
+                        }),
+                        value: Some(x.value.to_money()),
+                        cost: Some(x.cost.to_money()),
+                        expected_net_value: Some(crate::domain::money(cur, x.expected_net)),
+                        score: x.score,
+                        eligible_because: x.eligible_because.clone(),
+                        rank_reason: x.rank_reason.clone(),
+                    }
+                })
+                .collect(),
+            filtered: a
+                .decided
+                .filtered
+                .iter()
+                .map(|f| pb::FilteredTreatment {
+                    treatment_id: a.treatments[f.index].0.treatment_id.to_string(),
+                    name: a.treatments[f.index].0.name.clone(),
+                    reason: f.reason as i32,
+                    detail: f.detail.clone(),
+                    decision_id: a
+                        .control_ids
+                        .get(&f.index)
+                        .map(Uuid::to_string)
+                        .unwrap_or_default(),
+                })
+                .collect(),
+            customer: Some(pb::CustomerContext {
+                customer_id: c.customer_id.to_string(),
+                ladder_rung: c.ladder_rung,
+                stage: c.stage,
+                clv: c.clv.as_ref().map(|x| x.to_money()),
+                p_alive: c.p_alive,
+                segment_ids: segments,
+                last_complaint_time: c.last_complaint.map(timestamp),
+                last_unsubscribe_time: c.last_unsubscribe.map(timestamp),
+            }),
+            decide_time: Some(timestamp(a.decide_time)),
+        })
+    }
+
+    async fn decisions(
+        &self,
+        ctx: CallContext,
+        r: pb::ListDecisionsRequest,
+    ) -> Result<pb::ListDecisionsResponse, ApiError> {
+        let mut v = Violations::new();
+        let customer = (!r.customer_id.is_empty())
+            .then(|| v.uuid("customer_id", &r.customer_id))
+            .flatten();
+        let treatment = (!r.treatment_id.is_empty())
+            .then(|| v.uuid("treatment_id", &r.treatment_id))
+            .flatten();
+        let outcome = match Outcome::try_from(r.outcome) {
+            Ok(o) => outcome_name(o),
+            Err(_) => {
+                v.add("outcome", format!("unknown outcome {}", r.outcome));
+                None
+            }
+        };
+        let limit = page_size(&mut v, r.page_size);
+        v.finish()?;
+        let scope = format!(
+            "{}/decisions/{}/{}/{}",
+            ctx.tenant_id, r.customer_id, r.treatment_id, r.outcome
+        );
+        let after = self
+            .page_tokens
+            .decode::<TimeCursor>(&scope, &r.page_token)?;
+        let mut conn = self.pool.acquire().await?;
+        let filter = DecisionFilter {
+            customer,
+            treatment,
+            outcome,
+        };
+        let mut rows = store::list_decisions(
+            &mut conn,
+            ctx.tenant_id,
+            &filter,
+            after.map(|c| (c.time, c.id)),
+            limit + 1,
+        )
+        .await?;
+        let next = self
+            .page_tokens
+            .trim_page(&scope, &mut rows, limit, |d| TimeCursor {
+                time: d.decide_time,
+                id: d.decision_id,
+            });
+        Ok(pb::ListDecisionsResponse {
+            decisions: rows.iter().map(decision_proto).collect(),
+            next_page_token: next,
+        })
+    }
+
+    async fn outcome(
+        &self,
+        ctx: CallContext,
+        r: pb::RecordOutcomeRequest,
+    ) -> Result<pb::RecordOutcomeResponse, ApiError> {
+        let mut v = Violations::new();
+        let id = required_id(&mut v, "decision_id", &r.decision_id);
+        let outcome = match Outcome::try_from(r.outcome) {
+            Ok(Outcome::Accepted) => Some("accepted"),
+            Ok(Outcome::Declined) => Some("declined"),
+            _ => {
+                v.add("outcome", "required: ACCEPTED or DECLINED");
+                None
+            }
+        };
+        let at = match r.outcome_time.as_ref() {
+            None => None,
+            Some(t) => match from_timestamp(t) {
+                Some(at) if at > Utc::now() + chrono::Duration::seconds(60) => {
+                    v.add("outcome_time", "must not be in the future");
+                    None
+                }
+                Some(at) => Some(at),
+                None => {
+                    v.add(
+                        "outcome_time",
+                        "not a valid time (0001-01-01 to 9999-12-31, nanos 0..=999999999)",
+                    );
+                    None
+                }
+            },
+        };
+        v.finish()?;
+        let (Some(id), Some(outcome)) = (id, outcome) else {
+            return Err(ApiError::invalid("decision_id", "required"));
+        };
+        let d = decisions::record_outcome(&self.pool, ctx.tenant_id, id, outcome, at).await?;
+        Ok(pb::RecordOutcomeResponse {
+            decision: Some(decision_proto(&d)),
+        })
+    }
+}
+
+#[tonic::async_trait]
+impl EngagementService for EngagementApi {
+    async fn create_treatment(
+        &self,
+        req: Request<pb::CreateTreatmentRequest>,
+    ) -> Answer<pb::CreateTreatmentResponse> {
+        let ctx = CallContext::of(&req)?;
+        answer(self.create(ctx, req.into_inner()).await)
+    }
+
+    async fn get_treatment(
+        &self,
+        req: Request<pb::GetTreatmentRequest>,
+    ) -> Answer<pb::GetTreatmentResponse> {
+        let ctx = CallContext::of(&req)?;
+        answer(self.get(ctx, req.into_inner()).await)
+    }
+
+    async fn list_treatments(
+        &self,
+        req: Request<pb::ListTreatmentsRequest>,
+    ) -> Answer<pb::ListTreatmentsResponse> {
+        let ctx = CallContext::of(&req)?;
+        answer(self.list(ctx, req.into_inner()).await)
+    }
+
+    async fn update_treatment(
+        &self,
+        req: Request<pb::UpdateTreatmentRequest>,
+    ) -> Answer<pb::UpdateTreatmentResponse> {
+        let ctx = CallContext::of(&req)?;
+        answer(self.update(ctx, req.into_inner()).await)
+    }
+
+    async fn archive_treatment(
+        &self,
+        req: Request<pb::ArchiveTreatmentRequest>,
+    ) -> Answer<pb::ArchiveTreatmentResponse> {
+        let ctx = CallContext::of(&req)?;
+        answer(self.archive(ctx, req.into_inner()).await)
+    }
+
+    async fn get_policy(
+        &self,
+        req: Request<pb::GetPolicyRequest>,
+    ) -> Answer<pb::GetPolicyResponse> {
+        let ctx = CallContext::of(&req)?;
+        answer(self.policy(ctx).await)
+    }
+
+    async fn update_policy(
+        &self,
+        req: Request<pb::UpdatePolicyRequest>,
+    ) -> Answer<pb::UpdatePolicyResponse> {
+        let ctx = CallContext::of(&req)?;
+        answer(self.update_policy(ctx, req.into_inner()).await)
+    }
+
+    async fn get_next_best_actions(
+        &self,
+        req: Request<pb::GetNextBestActionsRequest>,
+    ) -> Answer<pb::GetNextBestActionsResponse> {
+        let ctx = CallContext::of(&req)?;
+        answer(self.next_best(ctx, req.into_inner()).await)
+    }
+
+    async fn list_decisions(
+        &self,
+        req: Request<pb::ListDecisionsRequest>,
+    ) -> Answer<pb::ListDecisionsResponse> {
+        let ctx = CallContext::of(&req)?;
+        answer(self.decisions(ctx, req.into_inner()).await)
+    }
+
+    async fn record_outcome(
+        &self,
+        req: Request<pb::RecordOutcomeRequest>,
+    ) -> Answer<pb::RecordOutcomeResponse> {
+        let ctx = CallContext::of(&req)?;
+        answer(self.outcome(ctx, req.into_inner()).await)
+    }
+}

@@ -1,0 +1,279 @@
+//! Deciding and learning: next best actions for a customer (one
+//! transaction: read what the feeds said, decide, store the decisions),
+//! outcomes, and the sweep that counts decisions left without one as
+//! ignored.
+
+use std::collections::HashMap;
+use std::time::Duration as StdDuration;
+
+use chrono::{DateTime, Utc};
+use rand::rngs::StdRng;
+use rapport_kit::error::ApiError;
+use rapport_kit::shutdown::Shutdown;
+use rapport_proto::rapport::engagement::v1::FilterReason;
+use sqlx::PgPool;
+use uuid::Uuid;
+
+use crate::domain::decide::{self, Customer, Decided, Ranking};
+use crate::domain::policy::Policy;
+use crate::domain::propensity::Posterior;
+use crate::domain::treatment::Stored;
+use crate::domain::{NANOS, money};
+use crate::store::{self, DecisionRow};
+
+/// What GetNextBestActions asked.
+#[derive(Debug, Clone)]
+pub struct Asked {
+    pub customer: Uuid,
+    /// `ContactChannel` number; 0 for any.
+    pub channel: i32,
+    pub limit: usize,
+    pub preview: bool,
+}
+
+/// What was decided, with what it was decided from.
+pub struct Answer {
+    pub customer: Customer,
+    pub treatments: Vec<(Stored, Posterior)>,
+    pub decided: Decided,
+    /// The decision stored per action (in order), none for a preview.
+    pub action_ids: Vec<Option<Uuid>>,
+    /// The control-group record per filtered treatment index.
+    pub control_ids: HashMap<usize, Uuid>,
+    pub decide_time: DateTime<Utc>,
+}
+
+fn split(nanos: i128) -> (i64, i32) {
+    let m = money("", nanos);
+    (m.units, m.nanos)
+}
+
+/// Decides the customer's next best actions and stores them.
+pub async fn next_best_actions(
+    pool: &PgPool,
+    tenant: Uuid,
+    asked: &Asked,
+) -> Result<Answer, ApiError> {
+    let now = Utc::now();
+    let mut tx = pool.begin().await?;
+    let customer = store::customer(&mut tx, tenant, asked.customer, now)
+        .await?
+        .ok_or_else(|| ApiError::NotFound {
+            resource: "customer",
+            id: format!(
+                "{} (unknown to the engagement service: never created, deleted, erased, or created less than about 2 seconds ago)",
+                asked.customer
+            ),
+        })?;
+    let policy: Policy = store::policy(&mut tx, tenant, false).await?.policy;
+    let active = store::active_treatments(&mut tx, tenant).await?;
+    let ids: Vec<Uuid> = active.iter().map(|t| t.treatment_id).collect();
+    let counts = store::outcome_counts(&mut tx, tenant, &ids, customer.ladder_rung).await?;
+    let treatments: Vec<(Stored, Posterior)> = active
+        .into_iter()
+        .map(|t| {
+            let (a, r) = counts.get(&t.treatment_id).copied().unwrap_or((0, 0));
+            let p = Posterior::new(t.spec.prior_alpha, t.spec.prior_beta, a, r);
+            (t, p)
+        })
+        .collect();
+    let decided = if policy.exploration {
+        let mut rng = rand::rng();
+        decide::decide(
+            &customer,
+            &treatments,
+            &policy,
+            asked.channel,
+            asked.limit,
+            now,
+            Ranking::Sample(&mut rng),
+        )
+    } else {
+        decide::decide::<StdRng>(
+            &customer,
+            &treatments,
+            &policy,
+            asked.channel,
+            asked.limit,
+            now,
+            Ranking::Mean,
+        )
+    };
+    let mut action_ids = vec![None; decided.actions.len()];
+    let mut control_ids = HashMap::new();
+    if !asked.preview {
+        let mut rows = Vec::new();
+        for (k, a) in decided.actions.iter().enumerate() {
+            let t = &treatments[a.index].0;
+            let id = Uuid::now_v7();
+            let (units, nanos) = split(a.expected_net);
+            action_ids[k] = Some(id);
+            rows.push(DecisionRow {
+                decision_id: id,
+                customer_id: customer.customer_id,
+                treatment_id: t.treatment_id,
+                treatment_version: t.version,
+                arm: "treatment".into(),
+                channel: t.spec.channel,
+                rank: a.rank,
+                propensity: a.posterior.mean(),
+                env_currency: a.value.currency.clone(),
+                env_units: units,
+                env_nanos: nanos,
+                ladder_rung: customer.ladder_rung,
+                decide_time: now,
+                outcome: "pending".into(),
+                outcome_time: None,
+            });
+        }
+        store::insert_decisions(&mut tx, tenant, &rows).await?;
+        for f in decided
+            .filtered
+            .iter()
+            .filter(|f| f.reason == FilterReason::ControlGroup)
+        {
+            let (t, post) = &treatments[f.index];
+            let row = DecisionRow {
+                decision_id: Uuid::now_v7(),
+                customer_id: customer.customer_id,
+                treatment_id: t.treatment_id,
+                treatment_version: t.version,
+                arm: "control".into(),
+                channel: t.spec.channel,
+                rank: 0,
+                propensity: post.mean(),
+                env_currency: t.spec.cost.currency.clone(),
+                env_units: 0,
+                env_nanos: 0,
+                ladder_rung: customer.ladder_rung,
+                decide_time: now,
+                outcome: "pending".into(),
+                outcome_time: None,
+            };
+            control_ids.insert(f.index, store::control_record(&mut tx, tenant, &row).await?);
+        }
+    }
+    tx.commit().await?;
+    Ok(Answer {
+        customer,
+        treatments,
+        decided,
+        action_ids,
+        control_ids,
+        decide_time: now,
+    })
+}
+
+/// Records ACCEPTED or DECLINED (`outcome` "accepted" / "declined") for a
+/// decision, and counts it for the propensities.
+pub async fn record_outcome(
+    pool: &PgPool,
+    tenant: Uuid,
+    id: Uuid,
+    outcome: &'static str,
+    at: Option<DateTime<Utc>>,
+) -> Result<DecisionRow, ApiError> {
+    let now = Utc::now();
+    let at = at.unwrap_or(now);
+    let mut tx = pool.begin().await?;
+    let d = store::decision(&mut tx, tenant, id, true)
+        .await?
+        .ok_or_else(|| ApiError::not_found("decision", id.to_string()))?;
+    if d.arm == "control" {
+        return Err(ApiError::FailedPrecondition(format!(
+            "decision {id} holds the customer out in the control group: nothing was offered"
+        )));
+    }
+    if d.outcome == outcome {
+        return Ok(d);
+    }
+    if d.outcome != "pending" && d.outcome != "ignored" {
+        return Err(ApiError::FailedPrecondition(format!(
+            "decision {id} is already {}; an outcome is recorded once",
+            d.outcome
+        )));
+    }
+    if at < d.decide_time {
+        return Err(ApiError::invalid(
+            "outcome_time",
+            format!(
+                "must not be before the decision ({})",
+                d.decide_time.to_rfc3339()
+            ),
+        ));
+    }
+    // A late outcome replaces the "ignored" the sweep counted.
+    let was_ignored = i64::from(d.outcome == "ignored");
+    let (accepted, refused) = if outcome == "accepted" {
+        (1, -was_ignored)
+    } else {
+        (0, 1 - was_ignored)
+    };
+    let saved = store::set_outcome(&mut tx, tenant, id, outcome, at).await?;
+    store::count_outcomes(
+        &mut tx,
+        tenant,
+        &[(d.treatment_id, d.ladder_rung, accepted, refused)],
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(saved)
+}
+
+/// Marks offered decisions without outcome after their tenant's window as
+/// ignored and counts them; returns how many.
+pub async fn expire(pool: &PgPool, now: DateTime<Utc>) -> Result<i64, sqlx::Error> {
+    let mut total = 0;
+    loop {
+        let mut tx = pool.begin().await?;
+        let marked =
+            store::expire_pending(&mut tx, now, 5_000, Policy::default().outcome_window_days)
+                .await?;
+        let mut by_tenant: HashMap<Uuid, Vec<(Uuid, i32, i64, i64)>> = HashMap::new();
+        let mut n = 0;
+        for (tenant, t, rung, count) in marked {
+            n += count;
+            by_tenant
+                .entry(tenant)
+                .or_default()
+                .push((t, rung, 0, count));
+        }
+        for (tenant, rows) in by_tenant {
+            store::count_outcomes(&mut tx, tenant, &rows).await?;
+        }
+        tx.commit().await?;
+        total += n;
+        if n < 5_000 {
+            return Ok(total);
+        }
+    }
+}
+
+/// How often the sweep runs.
+const SWEEP_EVERY: StdDuration = StdDuration::from_secs(60);
+
+/// Runs [`expire`] every minute until shutdown.
+pub async fn sweep_loop(pool: PgPool, shutdown: Shutdown) {
+    while !shutdown.is_triggered() {
+        match expire(&pool, Utc::now()).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(
+                ignored = n,
+                "decisions without an outcome counted as ignored"
+            ),
+            Err(e) => tracing::warn!(error = %e, "cannot count ignored decisions; retrying"),
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(SWEEP_EVERY) => {}
+            _ = shutdown.wait() => break,
+        }
+    }
+}
+
+/// Money of a stored decision's expected net value.
+pub fn expected_net(d: &DecisionRow) -> rapport_proto::rapport::common::v1::Money {
+    money(
+        &d.env_currency,
+        i128::from(d.env_units) * NANOS + i128::from(d.env_nanos),
+    )
+}

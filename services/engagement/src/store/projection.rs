@@ -1,0 +1,418 @@
+//! What the feeds of the other services said of each customer: status,
+//! classification, value, memberships, consents, contacts, complaints and
+//! unsubscribes. Written by the feed consumers, read to decide.
+
+use std::collections::{HashMap, HashSet};
+
+use chrono::{DateTime, Duration, Utc};
+use sqlx::PgConnection;
+use uuid::Uuid;
+
+use super::Result;
+use crate::domain::Amount;
+use crate::domain::consent::Record;
+use crate::domain::decide::Customer;
+
+/// How far back contacts are read: the longest cap window.
+const CONTACT_HORIZON_DAYS: i64 = 365;
+
+#[derive(sqlx::FromRow)]
+struct CustomerRow {
+    status: String,
+    ladder_rung: i32,
+    stage: i32,
+    clv_currency: Option<String>,
+    clv_units: Option<i64>,
+    clv_nanos: Option<i32>,
+    p_alive: Option<f64>,
+    last_complaint_time: Option<DateTime<Utc>>,
+    last_unsubscribe_time: Option<DateTime<Utc>>,
+}
+
+/// The customer as known to the service, when the profile feed has said it
+/// exists and it is not deleted.
+pub async fn customer(
+    conn: &mut PgConnection,
+    tenant: Uuid,
+    id: Uuid,
+    now: DateTime<Utc>,
+) -> Result<Option<Customer>> {
+    let row: Option<CustomerRow> = sqlx::query_as(
+        "SELECT status, ladder_rung, stage, clv_currency, clv_units, clv_nanos, p_alive,
+                last_complaint_time, last_unsubscribe_time
+           FROM customers WHERE tenant_id = $1 AND customer_id = $2",
+    )
+    .bind(tenant)
+    .bind(id)
+    .fetch_optional(&mut *conn)
+    .await?;
+    let Some(r) = row.filter(|r| r.status == "active") else {
+        return Ok(None);
+    };
+    let segments: Vec<Uuid> = sqlx::query_scalar(
+        "SELECT segment_id FROM memberships WHERE tenant_id = $1 AND customer_id = $2",
+    )
+    .bind(tenant)
+    .bind(id)
+    .fetch_all(&mut *conn)
+    .await?;
+    let consents: Vec<(i32, i32, i32, DateTime<Utc>)> = sqlx::query_as(
+        "SELECT channel, purpose, status, effective_time FROM consents
+          WHERE tenant_id = $1 AND customer_id = $2",
+    )
+    .bind(tenant)
+    .bind(id)
+    .fetch_all(&mut *conn)
+    .await?;
+    let contacts: Vec<(i32, DateTime<Utc>)> = sqlx::query_as(
+        "SELECT channel, occur_time FROM contacts
+          WHERE tenant_id = $1 AND customer_id = $2 AND occur_time > $3",
+    )
+    .bind(tenant)
+    .bind(id)
+    .bind(now - Duration::days(CONTACT_HORIZON_DAYS))
+    .fetch_all(&mut *conn)
+    .await?;
+    let mut by_channel: HashMap<i32, Vec<DateTime<Utc>>> = HashMap::new();
+    for (ch, t) in contacts {
+        by_channel.entry(ch).or_default().push(t);
+    }
+    let clv = match (r.clv_currency, r.clv_units, r.clv_nanos) {
+        (Some(currency), Some(u), Some(n)) => {
+            i64::try_from(i128::from(u) * crate::domain::NANOS + i128::from(n))
+                .ok()
+                .map(|nanos| Amount { currency, nanos })
+        }
+        _ => None,
+    };
+    Ok(Some(Customer {
+        customer_id: id,
+        ladder_rung: r.ladder_rung,
+        stage: r.stage,
+        clv,
+        p_alive: r.p_alive,
+        segments: segments.into_iter().collect::<HashSet<_>>(),
+        consents: consents
+            .into_iter()
+            .map(|(ch, p, s, t)| {
+                (
+                    (ch, p),
+                    Record {
+                        status: s,
+                        effective_time: t,
+                    },
+                )
+            })
+            .collect(),
+        contacts: by_channel,
+        last_complaint: r.last_complaint_time,
+        last_unsubscribe: r.last_unsubscribe_time,
+    }))
+}
+
+/// Sets the status of customers (`active` or `deleted`), creating them.
+pub async fn set_status(
+    conn: &mut PgConnection,
+    tenant: Uuid,
+    ids: &[Uuid],
+    status: &str,
+) -> Result<()> {
+    if ids.is_empty() {
+        return Ok(());
+    }
+    sqlx::query(
+        "INSERT INTO customers (tenant_id, customer_id, status)
+         SELECT $1, c, $3 FROM unnest($2::uuid[]) AS c
+         ON CONFLICT (tenant_id, customer_id) DO UPDATE SET status = EXCLUDED.status",
+    )
+    .bind(tenant)
+    .bind(ids)
+    .bind(status)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// Forgets everything the feeds said of customers (erased, or merged into
+/// another), their decisions too when `with_decisions`.
+pub async fn forget(
+    conn: &mut PgConnection,
+    tenant: Uuid,
+    ids: &[Uuid],
+    with_decisions: bool,
+) -> Result<()> {
+    if ids.is_empty() {
+        return Ok(());
+    }
+    let mut tables = vec!["customers", "memberships", "consents", "contacts"];
+    if with_decisions {
+        tables.push("decisions");
+    }
+    for table in tables {
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "DELETE FROM {table} WHERE tenant_id = $1 AND customer_id = ANY($2)"
+        )))
+        .bind(tenant)
+        .bind(ids)
+        .execute(&mut *conn)
+        .await?;
+    }
+    Ok(())
+}
+
+/// Moves a merged customer's decisions to the survivor.
+pub async fn move_decisions(
+    conn: &mut PgConnection,
+    tenant: Uuid,
+    from: Uuid,
+    to: Uuid,
+) -> Result<()> {
+    // A control record of the survivor for the same treatment wins.
+    sqlx::query(
+        "DELETE FROM decisions d WHERE d.tenant_id = $1 AND d.customer_id = $2 AND d.arm = 'control'
+            AND EXISTS (SELECT 1 FROM decisions s WHERE s.tenant_id = $1 AND s.customer_id = $3
+                           AND s.arm = 'control' AND s.treatment_id = d.treatment_id)",
+    )
+    .bind(tenant)
+    .bind(from)
+    .bind(to)
+    .execute(&mut *conn)
+    .await?;
+    sqlx::query("UPDATE decisions SET customer_id = $3 WHERE tenant_id = $1 AND customer_id = $2")
+        .bind(tenant)
+        .bind(from)
+        .bind(to)
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+/// Stores ladder rungs and stages: (customer, rung, stage).
+pub async fn set_classes(
+    conn: &mut PgConnection,
+    tenant: Uuid,
+    rows: &[(Uuid, i32, i32)],
+) -> Result<()> {
+    if rows.is_empty() {
+        return Ok(());
+    }
+    let ids: Vec<Uuid> = rows.iter().map(|r| r.0).collect();
+    let rungs: Vec<i32> = rows.iter().map(|r| r.1).collect();
+    let stages: Vec<i32> = rows.iter().map(|r| r.2).collect();
+    sqlx::query(
+        "INSERT INTO customers (tenant_id, customer_id, status, ladder_rung, stage)
+         SELECT DISTINCT ON (c) $1, c, 'pending', r, s
+           FROM unnest($2::uuid[], $3::int[], $4::int[]) WITH ORDINALITY AS x(c, r, s, o)
+          ORDER BY c, o DESC
+         ON CONFLICT (tenant_id, customer_id) DO UPDATE
+            SET ladder_rung = EXCLUDED.ladder_rung, stage = EXCLUDED.stage",
+    )
+    .bind(tenant)
+    .bind(&ids)
+    .bind(&rungs)
+    .bind(&stages)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// A customer's value from valuation: CLV (None: removed) and P(alive).
+pub struct ValueFact {
+    pub customer_id: Uuid,
+    pub clv: Option<(String, i64, i32)>,
+    pub p_alive: Option<f64>,
+}
+
+/// Stores customers' values, the last of each customer winning.
+pub async fn set_values(conn: &mut PgConnection, tenant: Uuid, rows: &[ValueFact]) -> Result<()> {
+    if rows.is_empty() {
+        return Ok(());
+    }
+    let ids: Vec<Uuid> = rows.iter().map(|r| r.customer_id).collect();
+    let cur: Vec<Option<String>> = rows
+        .iter()
+        .map(|r| r.clv.as_ref().map(|c| c.0.clone()))
+        .collect();
+    let units: Vec<Option<i64>> = rows.iter().map(|r| r.clv.as_ref().map(|c| c.1)).collect();
+    let nanos: Vec<Option<i32>> = rows.iter().map(|r| r.clv.as_ref().map(|c| c.2)).collect();
+    let alive: Vec<Option<f64>> = rows.iter().map(|r| r.p_alive).collect();
+    sqlx::query(
+        "INSERT INTO customers (tenant_id, customer_id, status, clv_currency, clv_units, clv_nanos, p_alive)
+         SELECT DISTINCT ON (c) $1, c, 'pending', cu, u, n, p
+           FROM unnest($2::uuid[], $3::text[], $4::bigint[], $5::int[], $6::float8[])
+                WITH ORDINALITY AS x(c, cu, u, n, p, o)
+          ORDER BY c, o DESC
+         ON CONFLICT (tenant_id, customer_id) DO UPDATE
+            SET clv_currency = EXCLUDED.clv_currency, clv_units = EXCLUDED.clv_units,
+                clv_nanos = EXCLUDED.clv_nanos, p_alive = EXCLUDED.p_alive",
+    )
+    .bind(tenant)
+    .bind(&ids)
+    .bind(&cur)
+    .bind(&units)
+    .bind(&nanos)
+    .bind(&alive)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// Applies membership changes: customers entered or exited a segment.
+pub async fn change_memberships(
+    conn: &mut PgConnection,
+    tenant: Uuid,
+    segment: Uuid,
+    entered: &[Uuid],
+    exited: &[Uuid],
+) -> Result<()> {
+    if !exited.is_empty() {
+        sqlx::query(
+            "DELETE FROM memberships WHERE tenant_id = $1 AND segment_id = $2 AND customer_id = ANY($3)",
+        )
+        .bind(tenant)
+        .bind(segment)
+        .bind(exited)
+        .execute(&mut *conn)
+        .await?;
+    }
+    if !entered.is_empty() {
+        sqlx::query(
+            "INSERT INTO memberships (tenant_id, customer_id, segment_id)
+             SELECT $1, c, $2 FROM unnest($3::uuid[]) AS c ON CONFLICT DO NOTHING",
+        )
+        .bind(tenant)
+        .bind(segment)
+        .bind(entered)
+        .execute(&mut *conn)
+        .await?;
+    }
+    Ok(())
+}
+
+/// A deleted segment has no members.
+pub async fn drop_segment(conn: &mut PgConnection, tenant: Uuid, segment: Uuid) -> Result<()> {
+    sqlx::query("DELETE FROM memberships WHERE tenant_id = $1 AND segment_id = $2")
+        .bind(tenant)
+        .bind(segment)
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+/// A consent record: (customer, channel, purpose, status, effective time).
+pub type ConsentFact = (Uuid, i32, i32, i32, DateTime<Utc>);
+
+/// Stores consent records, each replacing an earlier one of its customer,
+/// channel and purpose.
+pub async fn set_consents(
+    conn: &mut PgConnection,
+    tenant: Uuid,
+    rows: &[ConsentFact],
+) -> Result<()> {
+    for r in rows {
+        sqlx::query(
+            "INSERT INTO consents (tenant_id, customer_id, channel, purpose, status, effective_time)
+             VALUES ($1, $2, $3, $4, $5, $6)
+             ON CONFLICT (tenant_id, customer_id, channel, purpose) DO UPDATE
+                SET status = EXCLUDED.status, effective_time = EXCLUDED.effective_time
+              WHERE consents.effective_time <= EXCLUDED.effective_time",
+        )
+        .bind(tenant)
+        .bind(r.0)
+        .bind(r.1)
+        .bind(r.2)
+        .bind(r.3)
+        .bind(r.4)
+        .execute(&mut *conn)
+        .await?;
+    }
+    Ok(())
+}
+
+/// A company-initiated contact: (interaction, customer, interaction channel, time).
+pub type ContactFact = (Uuid, Uuid, i32, DateTime<Utc>);
+
+/// Stores contacts (a redelivered one once).
+pub async fn add_contacts(
+    conn: &mut PgConnection,
+    tenant: Uuid,
+    rows: &[ContactFact],
+) -> Result<()> {
+    if rows.is_empty() {
+        return Ok(());
+    }
+    let ids: Vec<Uuid> = rows.iter().map(|r| r.0).collect();
+    let customers: Vec<Uuid> = rows.iter().map(|r| r.1).collect();
+    let channels: Vec<i32> = rows.iter().map(|r| r.2).collect();
+    let times: Vec<DateTime<Utc>> = rows.iter().map(|r| r.3).collect();
+    sqlx::query(
+        "INSERT INTO contacts (tenant_id, interaction_id, customer_id, channel, occur_time)
+         SELECT $1, i, c, ch, t FROM unnest($2::uuid[], $3::uuid[], $4::int[], $5::timestamptz[])
+             AS x(i, c, ch, t)
+         ON CONFLICT DO NOTHING",
+    )
+    .bind(tenant)
+    .bind(&ids)
+    .bind(&customers)
+    .bind(&channels)
+    .bind(&times)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// Which moment of a customer's a fact sets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Moment {
+    Complaint,
+    Unsubscribe,
+}
+
+/// Keeps the latest complaint or unsubscribe of customers.
+pub async fn mark(
+    conn: &mut PgConnection,
+    tenant: Uuid,
+    moment: Moment,
+    rows: &[(Uuid, DateTime<Utc>)],
+) -> Result<()> {
+    let column = match moment {
+        Moment::Complaint => "last_complaint_time",
+        Moment::Unsubscribe => "last_unsubscribe_time",
+    };
+    for (c, t) in rows {
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "INSERT INTO customers (tenant_id, customer_id, status, {column}) VALUES ($1, $2, 'pending', $3)
+             ON CONFLICT (tenant_id, customer_id) DO UPDATE
+                SET {column} = GREATEST(customers.{column}, EXCLUDED.{column})"
+        )))
+        .bind(tenant)
+        .bind(c)
+        .bind(t)
+        .execute(&mut *conn)
+        .await?;
+    }
+    Ok(())
+}
+
+/// Moves contacts between customers after a merge or unmerge: the listed
+/// interactions, or (`ids` empty) every contact of `from`.
+pub async fn reassign_contacts(
+    conn: &mut PgConnection,
+    tenant: Uuid,
+    from: Uuid,
+    to: Uuid,
+    ids: &[Uuid],
+) -> Result<()> {
+    sqlx::query(
+        "UPDATE contacts SET customer_id = $3
+          WHERE tenant_id = $1 AND customer_id = $2
+            AND (cardinality($4::uuid[]) = 0 OR interaction_id = ANY($4))",
+    )
+    .bind(tenant)
+    .bind(from)
+    .bind(to)
+    .bind(ids)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
