@@ -132,7 +132,7 @@ for name, s in services.items():
     if hc and "test" not in hc:
         errors.append(f"{name}: healthcheck without test")
 for want in ["postgres", "migrate", "profile", "interaction", "segmentation", "valuation",
-             "gateway", "otel-collector", "jaeger"]:
+             "engagement", "gateway", "otel-collector", "jaeger"]:
     if want not in services:
         errors.append(f"missing service {want}")
 yaml.safe_load(open("deploy/otel-collector.yaml"))

@@ -54,9 +54,10 @@ fn quick_bench_runs_every_scenario_and_writes_its_report() {
         let rate = ingest[path]["per_second"].as_f64().unwrap_or(0.0);
         assert!(rate > 0.0, "{path}: {ingest}");
     }
-    // Small enough for both feed consumers to apply every event of both runs.
+    // Small enough for the three feed consumers (segmentation, valuation,
+    // engagement) to apply every event of both runs.
     let consumers = ingest["feed_consumers"].as_array().expect("consumers");
-    assert_eq!(consumers.len(), 2, "{ingest}");
+    assert_eq!(consumers.len(), 3, "{ingest}");
     for c in consumers {
         assert_eq!(c["events"], 10_000, "{c}");
         assert_eq!(c["applied"], 10_000, "{c}");
@@ -113,6 +114,7 @@ fn quick_bench_runs_every_scenario_and_writes_its_report() {
         "interaction",
         "segmentation",
         "valuation",
+        "engagement",
         "gateway",
     ] {
         let rest = memory[service]["rest_kib"].as_u64().unwrap_or(0);

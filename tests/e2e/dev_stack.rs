@@ -6,12 +6,13 @@ use std::time::Duration;
 
 use support::{DevStack, grpcurl_ok, grpcurl_run};
 
-const SERVICE_NAMES: [&str; 5] = [
+const SERVICE_NAMES: [&str; 6] = [
     "gateway",
     "profile",
     "interaction",
     "segmentation",
     "valuation",
+    "engagement",
 ];
 
 #[test]
@@ -188,6 +189,8 @@ fn dev_stack_takes_a_fixed_key_and_an_external_database() {
             "--segmentation-listen",
             "127.0.0.1:0",
             "--valuation-listen",
+            "127.0.0.1:0",
+            "--engagement-listen",
             "127.0.0.1:0",
         ])
         .env("RAPPORT_DEV_API_KEY", "not-a-key")

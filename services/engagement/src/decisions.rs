@@ -54,7 +54,7 @@ pub async fn next_best_actions(
     tenant: Uuid,
     asked: &Asked,
 ) -> Result<Answer, ApiError> {
-    let now = Utc::now();
+    let now = crate::domain::now();
     let mut tx = pool.begin().await?;
     let customer = store::customer(&mut tx, tenant, asked.customer, now)
         .await?
@@ -173,7 +173,7 @@ pub async fn record_outcome(
     outcome: &'static str,
     at: Option<DateTime<Utc>>,
 ) -> Result<DecisionRow, ApiError> {
-    let now = Utc::now();
+    let now = crate::domain::now();
     let at = at.unwrap_or(now);
     let mut tx = pool.begin().await?;
     let d = store::decision(&mut tx, tenant, id, true)
@@ -255,7 +255,7 @@ const SWEEP_EVERY: StdDuration = StdDuration::from_secs(60);
 /// Runs [`expire`] every minute until shutdown.
 pub async fn sweep_loop(pool: PgPool, shutdown: Shutdown) {
     while !shutdown.is_triggered() {
-        match expire(&pool, Utc::now()).await {
+        match expire(&pool, crate::domain::now()).await {
             Ok(0) => {}
             Ok(n) => tracing::info!(
                 ignored = n,

@@ -20,11 +20,11 @@ use crate::store::{self, ConsentFact, ContactFact, Moment, ValueFact};
 
 type Result<T> = std::result::Result<T, sqlx::Error>;
 
-/// Cursor names, one per followed feed.
-pub const PROFILE_CURSOR: &str = "engagement.profile";
-pub const SEGMENTATION_CURSOR: &str = "engagement.segmentation";
-pub const VALUATION_CURSOR: &str = "engagement.valuation";
-pub const INTERACTION_CURSOR: &str = "engagement.interaction";
+/// Cursor names (in this schema), one per followed feed: the service's.
+pub const PROFILE_CURSOR: &str = "profile";
+pub const SEGMENTATION_CURSOR: &str = "segmentation";
+pub const VALUATION_CURSOR: &str = "valuation";
+pub const INTERACTION_CURSOR: &str = "interaction";
 
 fn uuid(s: &str) -> Option<Uuid> {
     Uuid::parse_str(s).ok()

@@ -1,6 +1,5 @@
 //! Writing treatments and the policy: each call one transaction.
 
-use chrono::Utc;
 use rapport_kit::error::{ApiError, Violations, is_unique_violation};
 use rapport_kit::idempotency;
 use rapport_proto::rapport::engagement::v1 as pb;
@@ -55,8 +54,15 @@ pub async fn create(
             "another call with this request_id is in progress; retry".into(),
         ));
     }
-    let t = match store::insert_treatment(&mut tx, tenant, id, &draft.name, &draft.spec, Utc::now())
-        .await
+    let t = match store::insert_treatment(
+        &mut tx,
+        tenant,
+        id,
+        &draft.name,
+        &draft.spec,
+        crate::domain::now(),
+    )
+    .await
     {
         Ok(t) => t,
         Err(e) if is_unique_violation(&e, Some("treatments_active_name")) => {
@@ -116,7 +122,7 @@ pub async fn update(
     v.finish()?;
     cur.name = draft.name;
     cur.spec = draft.spec;
-    cur.update_time = Utc::now();
+    cur.update_time = crate::domain::now();
     let saved = match store::save_treatment(&mut tx, tenant, &cur).await {
         Ok(s) => s,
         Err(e) if is_unique_violation(&e, Some("treatments_active_name")) => {
@@ -143,7 +149,7 @@ pub async fn archive(
     if cur.archived {
         return Ok(cur);
     }
-    let now = Utc::now();
+    let now = crate::domain::now();
     cur.archived = true;
     cur.update_time = now;
     cur.archive_time = Some(now);
@@ -171,7 +177,7 @@ pub async fn update_policy(
     let mut v = Violations::new();
     let next = policy::apply(&cur.policy, p, paths, &mut v);
     v.finish()?;
-    let saved = store::save_policy(&mut tx, tenant, &next, Utc::now()).await?;
+    let saved = store::save_policy(&mut tx, tenant, &next, crate::domain::now()).await?;
     tx.commit().await?;
     Ok(saved)
 }

@@ -57,16 +57,17 @@ pub fn grpcurl_ok(args: &[&str]) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
-/// Five free ports on 127.0.0.1: gateway, profile, interaction, segmentation, valuation.
-pub fn free_ports() -> [u16; 5] {
-    let listeners: Vec<_> = (0..5)
+/// Six free ports on 127.0.0.1: gateway, profile, interaction, segmentation,
+/// valuation, engagement.
+pub fn free_ports() -> [u16; 6] {
+    let listeners: Vec<_> = (0..6)
         .map(|_| std::net::TcpListener::bind(("127.0.0.1", 0)).expect("bind"))
         .collect();
     let ports: Vec<u16> = listeners
         .iter()
         .map(|l| l.local_addr().unwrap().port())
         .collect();
-    [ports[0], ports[1], ports[2], ports[3], ports[4]]
+    [ports[0], ports[1], ports[2], ports[3], ports[4], ports[5]]
 }
 
 /// A running `rapport dev`.
@@ -75,8 +76,8 @@ pub struct DevStack {
     lines: mpsc::Receiver<String>,
     /// Everything it printed on standard output so far.
     pub output: Vec<String>,
-    /// Gateway, profile, interaction, segmentation, valuation ports.
-    pub ports: [u16; 5],
+    /// Gateway, profile, interaction, segmentation, valuation, engagement ports.
+    pub ports: [u16; 6],
     /// Port of the Prometheus metrics endpoint.
     pub metrics_port: u16,
     /// The data directory.
@@ -113,6 +114,7 @@ impl DevStack {
             "--interaction-listen",
             "--segmentation-listen",
             "--valuation-listen",
+            "--engagement-listen",
         ]
         .iter()
         .zip(ports)

@@ -12,6 +12,13 @@ pub mod policy;
 pub mod propensity;
 pub mod treatment;
 
+/// The time now, to the microsecond: what PostgreSQL keeps, so an answer
+/// shows the instant a later read will.
+pub fn now() -> chrono::DateTime<chrono::Utc> {
+    use chrono::{SubsecRound, Utc};
+    Utc::now().trunc_subsecs(6)
+}
+
 /// Nanos in one unit of money.
 pub const NANOS: i128 = 1_000_000_000;
 

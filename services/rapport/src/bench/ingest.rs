@@ -141,9 +141,9 @@ pub(super) async fn raw_copy(pool: &PgPool, rows: &[Interaction]) -> anyhow::Res
 
 /// The tenant's last sequence on the interaction feed and each consumer's
 /// position in it.
-async fn positions(pool: &PgPool, tenant: Uuid) -> anyhow::Result<(i64, [i64; 2])> {
+async fn positions(pool: &PgPool, tenant: Uuid) -> anyhow::Result<(i64, [i64; CONSUMERS.len()])> {
     let last = super::feed_head(pool, "interaction", tenant).await?;
-    let mut at = [0i64; 2];
+    let mut at = [0i64; CONSUMERS.len()];
     for (k, schema) in CONSUMERS.iter().enumerate() {
         let cursor: Option<i64> = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
             "SELECT after_sequence FROM {schema}.feed_tenant_cursors
@@ -158,24 +158,24 @@ async fn positions(pool: &PgPool, tenant: Uuid) -> anyhow::Result<(i64, [i64; 2]
 }
 
 /// The services that follow the interaction feed.
-const CONSUMERS: [&str; 2] = ["segmentation", "valuation"];
+const CONSUMERS: [&str; 3] = ["segmentation", "valuation", "engagement"];
 
 /// How each feed consumer kept up: polls until both have applied every
 /// event or `limit` has passed since the last call returned.
 async fn follow_consumers(
     pool: &PgPool,
     tenant: Uuid,
-    start: (i64, [i64; 2]),
+    start: (i64, [i64; CONSUMERS.len()]),
     started: Instant,
     limit: Duration,
 ) -> anyhow::Result<Vec<Value>> {
     let waiting = Instant::now();
-    let mut done: [Option<Duration>; 2] = [None, None];
+    let mut done: [Option<Duration>; CONSUMERS.len()] = [None; CONSUMERS.len()];
     let (last, at) = loop {
         let (last, at) = positions(pool, tenant).await?;
-        for k in 0..2 {
-            if done[k].is_none() && at[k] >= last {
-                done[k] = Some(waiting.elapsed());
+        for (d, a) in done.iter_mut().zip(at) {
+            if d.is_none() && a >= last {
+                *d = Some(waiting.elapsed());
             }
         }
         if done.iter().all(Option::is_some) || waiting.elapsed() > limit {

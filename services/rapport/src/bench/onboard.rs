@@ -194,12 +194,16 @@ async fn import_file(
 
 /// The feeds each consumer follows: (producer schema, consumer schema,
 /// cursor name).
-const FEEDS: [(&str, &str, &str); 5] = [
+const FEEDS: [(&str, &str, &str); 9] = [
     ("profile", "interaction", "profile"),
     ("profile", "segmentation", "profile"),
     ("interaction", "segmentation", "interaction"),
     ("interaction", "valuation", "interaction"),
     ("valuation", "segmentation", "valuation"),
+    ("profile", "engagement", "profile"),
+    ("interaction", "engagement", "interaction"),
+    ("segmentation", "engagement", "segmentation"),
+    ("valuation", "engagement", "valuation"),
 ];
 
 /// Waits until every consumer has applied the tenant's feeds up to their

@@ -463,7 +463,13 @@ async fn wait_for_consumers(pool: &sqlx::PgPool, tenants: &[Uuid]) -> anyhow::Re
     let started = Instant::now();
     loop {
         let mut behind = Vec::new();
-        for consumer in ["profile", "interaction", "segmentation", "valuation"] {
+        for consumer in [
+            "profile",
+            "interaction",
+            "segmentation",
+            "valuation",
+            "engagement",
+        ] {
             let rows: Vec<(Uuid, String, i64)> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
                 "SELECT tenant_id, source, after_sequence FROM {consumer}.feed_tenant_cursors
                  WHERE tenant_id = ANY($1)"

@@ -17,11 +17,12 @@ use uuid::Uuid;
 use crate::services;
 
 /// Services in the order they start (the gateway last, once its backends are up).
-pub const SERVICES: [&str; 5] = [
+pub const SERVICES: [&str; 6] = [
     "profile",
     "interaction",
     "segmentation",
     "valuation",
+    "engagement",
     "gateway",
 ];
 
@@ -162,7 +163,13 @@ impl Stack {
             .stdout(Stdio::null())
             .stderr(Stdio::from(launch.log.try_clone()?))
             .kill_on_drop(true);
-        for peer in ["profile", "interaction", "segmentation", "valuation"] {
+        for peer in [
+            "profile",
+            "interaction",
+            "segmentation",
+            "valuation",
+            "engagement",
+        ] {
             cmd.env(
                 format!("RAPPORT_{}_URL", peer.to_uppercase()),
                 format!("http://127.0.0.1:{}", launch.ports[peer]),

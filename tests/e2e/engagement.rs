@@ -1,0 +1,175 @@
+//! The engagement service through the gateway, driven by the real grpcurl on
+//! `rapport dev`: a customer recorded by an interaction, a consent given, two
+//! treatments created, then "who should we call, with what": the next best
+//! actions with their explanations, an outcome recorded, the decisions
+//! listed. `buf curl` reads the treatments too, and a key without the
+//! engagement scopes is refused.
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use support::{DevStack, buf_curl, grpcurl_ok, grpcurl_run};
+
+const ENG: &str = "rapport.engagement.v1.EngagementService";
+
+#[test]
+fn next_best_actions_through_the_gateway() {
+    let dir = tempfile::tempdir().unwrap();
+    let stack = DevStack::start(&dir.path().join("data"), &[], &[]);
+    let key = std::fs::read_to_string(stack.data_dir.join("dev-api-key")).unwrap();
+    let auth = format!("authorization: Bearer {}", key.trim());
+    let gateway = stack.addr(0);
+    let call = |method: &str, body: &str| -> Value {
+        let out = grpcurl_ok(&["-H", &auth, "-d", body, &gateway, method]);
+        serde_json::from_str(&out).unwrap_or_else(|e| panic!("{method} answered {out:?}: {e}"))
+    };
+
+    // A customer, from a purchase recorded by e-mail address, and its
+    // marketing consent for e-mail.
+    let now = support::utc_now_rfc3339();
+    let recorded = call(
+        "rapport.interaction.v1.InteractionService/RecordInteraction",
+        &format!(
+            r#"{{"interaction": {{"customer": {{"identifiers": {{"identifiers": [{{"kind": "IDENTIFIER_KIND_EMAIL", "value": "ana@example.com"}}]}}}},
+                "type": "INTERACTION_TYPE_PURCHASE", "channel": "CHANNEL_WEB", "occurTime": "{now}",
+                "amount": {{"currencyCode": "EUR", "units": "40"}}}}}}"#
+        ),
+    );
+    let customer = recorded["interaction"]["customerId"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    call(
+        "rapport.profile.v1.ProfileService/SetConsent",
+        &format!(
+            r#"{{"customerId": "{customer}", "channel": "CONSENT_CHANNEL_EMAIL", "purpose": "CONSENT_PURPOSE_MARKETING",
+                "status": "CONSENT_STATUS_GRANTED", "source": "web-form"}}"#
+        ),
+    );
+
+    // Two treatments: an e-mail offer and a check-in call.
+    let offer = call(
+        &format!("{ENG}/CreateTreatment"),
+        r#"{"treatment": {"name": "Spring offer", "kind": "TREATMENT_KIND_OFFER", "channel": "CONTACT_CHANNEL_EMAIL",
+            "consentPurpose": "CONSENT_PURPOSE_MARKETING", "costPerContact": {"currencyCode": "EUR", "nanos": 500000000},
+            "fixedValue": {"currencyCode": "EUR", "units": "20"}}, "requestId": "spring-1"}"#,
+    );
+    assert_eq!(offer["treatment"]["version"], "1", "{offer}");
+    assert_eq!(offer["treatment"]["etag"], "t1", "{offer}");
+    call(
+        &format!("{ENG}/CreateTreatment"),
+        r#"{"treatment": {"name": "Check-in call", "kind": "TREATMENT_KIND_CHECK_IN_CALL", "channel": "CONTACT_CHANNEL_PHONE",
+            "consentPurpose": "CONSENT_PURPOSE_SERVICE", "costPerContact": {"currencyCode": "EUR", "units": "1"},
+            "fixedValue": {"currencyCode": "EUR", "units": "30"}, "priorityPercent": 50}}"#,
+    );
+    let listed = buf_curl(&gateway, &format!("{ENG}/ListTreatments"), &auth, "{}");
+    assert!(
+        listed.contains("\"Spring offer\"") && listed.contains("\"Check-in call\""),
+        "{listed}"
+    );
+
+    // Once the feeds have brought the customer and the consent: the offer
+    // 0.1 × 20 − 0.5 = 1.50 beats the call (0.1 × 30 − 1) × 50 % = 1.00.
+    let started = Instant::now();
+    let nba = loop {
+        let out = grpcurl_run(&[
+            "-H",
+            &auth,
+            "-d",
+            &format!(r#"{{"customerId": "{customer}", "limit": 5}}"#),
+            &gateway,
+            &format!("{ENG}/GetNextBestActions"),
+        ]);
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        if out.status.success()
+            && let Ok(v) = serde_json::from_str::<Value>(&text)
+            && v["actions"].as_array().is_some_and(|a| a.len() == 2)
+        {
+            break v;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "no actions: {text}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    let actions = nba["actions"].as_array().unwrap();
+    assert_eq!(actions[0]["treatment"]["name"], "Spring offer", "{nba}");
+    assert_eq!(actions[0]["expectedNetValue"]["units"], "1", "{nba}");
+    assert_eq!(actions[0]["expectedNetValue"]["nanos"], 500000000, "{nba}");
+    assert_eq!(actions[1]["treatment"]["name"], "Check-in call", "{nba}");
+    assert!(
+        actions[0]["eligibleBecause"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|w| w == "marketing consent granted for the channel"),
+        "{nba}"
+    );
+    assert!(
+        actions[0]["rankReason"]
+            .as_str()
+            .unwrap()
+            .contains("score 1.5000"),
+        "{nba}"
+    );
+
+    // The customer took the offer.
+    let decision = actions[0]["decisionId"].as_str().unwrap();
+    let d = call(
+        &format!("{ENG}/RecordOutcome"),
+        &format!(r#"{{"decisionId": "{decision}", "outcome": "OUTCOME_ACCEPTED"}}"#),
+    );
+    assert_eq!(d["decision"]["outcome"], "OUTCOME_ACCEPTED", "{d}");
+    let accepted = call(
+        &format!("{ENG}/ListDecisions"),
+        r#"{"outcome": "OUTCOME_ACCEPTED"}"#,
+    );
+    assert_eq!(
+        accepted["decisions"].as_array().map(Vec::len),
+        Some(1),
+        "{accepted}"
+    );
+
+    // A bad request is INVALID_ARGUMENT naming the field.
+    let out = grpcurl_run(&[
+        "-H",
+        &auth,
+        "-d",
+        r#"{"treatment": {"name": "x", "kind": "TREATMENT_KIND_OFFER", "channel": "CONTACT_CHANNEL_EMAIL",
+            "consentPurpose": "CONSENT_PURPOSE_MARKETING", "costPerContact": {"currencyCode": "eur"},
+            "clvShareBps": 20000}}"#,
+        &gateway,
+        &format!("{ENG}/CreateTreatment"),
+    ]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(err.contains("InvalidArgument"), "{err}");
+    assert!(err.contains("treatment.clv_share_bps"), "{err}");
+
+    // A key with only profile scopes cannot reach the engagement service.
+    let created = call(
+        "rapport.gateway.v1.AdminService/CreateApiKey",
+        r#"{"displayName": "profile only", "scopes": ["profile:read"]}"#,
+    );
+    let narrow = format!(
+        "authorization: Bearer {}",
+        created["secret"].as_str().unwrap()
+    );
+    let out = grpcurl_run(&[
+        "-H",
+        &narrow,
+        "-d",
+        "{}",
+        &gateway,
+        &format!("{ENG}/ListTreatments"),
+    ]);
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("PermissionDenied"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stack.stop();
+}
