@@ -114,3 +114,17 @@ CREATE TABLE propensities (
     refused      bigint  NOT NULL DEFAULT 0,
     PRIMARY KEY (tenant_id, treatment_id, ladder_rung)
 );
+
+-- Purchases (from the interaction feed): what conversions and the revenue
+-- after a decision are measured with.
+CREATE TABLE purchases (
+    tenant_id      uuid        NOT NULL,
+    interaction_id uuid        NOT NULL,
+    customer_id    uuid        NOT NULL,
+    occur_time     timestamptz NOT NULL,
+    currency       text        NOT NULL,
+    amount_nanos   bigint      NOT NULL,
+    margin_nanos   bigint,
+    PRIMARY KEY (tenant_id, interaction_id)
+);
+CREATE INDEX purchases_by_customer ON purchases (tenant_id, customer_id, occur_time);

@@ -16,7 +16,13 @@ use rapport_proto::rapport::valuation::v1::{ValuationEvent, valuation_event};
 use sqlx::PgConnection;
 use uuid::Uuid;
 
-use crate::store::{self, ConsentFact, ContactFact, Moment, ValueFact};
+use crate::store::{self, ConsentFact, ContactFact, Moment, PurchaseFact, ValueFact};
+
+/// An amount in nanos, when it fits (amounts beyond ±9.2 billion units are
+/// not kept).
+fn nanos(m: &rapport_proto::rapport::common::v1::Money) -> Option<i64> {
+    i64::try_from(i128::from(m.units) * crate::domain::NANOS + i128::from(m.nanos)).ok()
+}
 
 type Result<T> = std::result::Result<T, sqlx::Error>;
 
@@ -237,6 +243,7 @@ impl InteractionFollower {
     ) -> Result<()> {
         use interaction_event::Event as E;
         let mut contacts: Vec<ContactFact> = Vec::new();
+        let mut purchases: Vec<PurchaseFact> = Vec::new();
         let mut complaints = Vec::new();
         let mut unsubscribes = Vec::new();
         for event in events {
@@ -256,6 +263,17 @@ impl InteractionFollower {
                     if r.initiator == Initiator::Company as i32 && r.channel != 0 {
                         contacts.push((id, customer, r.channel, at));
                     }
+                    if r.r#type == InteractionType::Purchase as i32
+                        && let Some(m) = &r.amount
+                        && let Some(amount) = nanos(m)
+                    {
+                        let margin = r
+                            .margin
+                            .as_ref()
+                            .filter(|x| x.currency_code == m.currency_code)
+                            .and_then(nanos);
+                        purchases.push((id, customer, at, m.currency_code.clone(), amount, margin));
+                    }
                     if r.r#type == InteractionType::Complaint as i32 {
                         complaints.push((customer, at));
                     }
@@ -266,6 +284,7 @@ impl InteractionFollower {
                 E::InteractionsReassigned(r) => {
                     // Before a reassignment, what was recorded up to it is stored.
                     store::add_contacts(tx, tenant, &std::mem::take(&mut contacts)).await?;
+                    store::add_purchases(tx, tenant, &std::mem::take(&mut purchases)).await?;
                     let (Some(from), Some(to)) =
                         (uuid(&r.from_customer_id), uuid(&r.to_customer_id))
                     else {
@@ -278,15 +297,23 @@ impl InteractionFollower {
                         continue;
                     }
                     store::reassign_contacts(tx, tenant, from, to, &ids).await?;
+                    store::reassign_purchases(tx, tenant, from, to, &ids).await?;
                 }
-                E::CustomerInteractionsErased(_)
+                E::CustomerInteractionsErased(e) => {
+                    store::add_contacts(tx, tenant, &std::mem::take(&mut contacts)).await?;
+                    store::add_purchases(tx, tenant, &std::mem::take(&mut purchases)).await?;
+                    if let Some(c) = uuid(&e.customer_id) {
+                        store::forget(tx, tenant, &[c], true).await?;
+                    }
+                }
+                E::Redacted(_)
                 | E::ServiceRequestUpdated(_)
                 | E::CampaignCreated(_)
-                | E::CampaignUpdated(_)
-                | E::Redacted(_) => {}
+                | E::CampaignUpdated(_) => {}
             }
         }
         store::add_contacts(tx, tenant, &contacts).await?;
+        store::add_purchases(tx, tenant, &purchases).await?;
         store::mark(tx, tenant, Moment::Complaint, &complaints).await?;
         store::mark(tx, tenant, Moment::Unsubscribe, &unsubscribes).await
     }

@@ -8,7 +8,7 @@
 //! * [`api`]: the gRPC handlers of `EngagementService`.
 //! * [`domain`]: pure logic (treatments, policy, consent, propensities,
 //!   deciding).
-//! * [`treatments`], [`decisions`]: the use cases.
+//! * [`treatments`], [`decisions`], [`reports`]: the use cases.
 //! * [`store`]: every SQL statement.
 //! * [`follow`]: the consumers of the profile, segmentation, valuation and
 //!   interaction feeds.
@@ -17,6 +17,7 @@ pub mod api;
 pub mod decisions;
 pub mod domain;
 pub mod follow;
+pub mod reports;
 pub mod store;
 pub mod treatments;
 

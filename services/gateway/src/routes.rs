@@ -103,6 +103,7 @@ const READS: [(&str, &[&str]); 6] = [
             "ListTreatments",
             "GetPolicy",
             "ListDecisions",
+            "GetTreatmentReport",
         ],
     ),
 ];

@@ -14,7 +14,10 @@ use tonic::{Request, Response, Status};
 use uuid::Uuid;
 
 use crate::decisions::{self, Asked};
+use crate::domain::money;
+use crate::domain::report::Proportion;
 use crate::domain::treatment::{self, Draft, FIELDS};
+use crate::reports::Report;
 use crate::store::{self, DecisionFilter, DecisionRow};
 use crate::treatments;
 
@@ -379,6 +382,47 @@ impl EngagementApi {
         })
     }
 
+    async fn report(
+        &self,
+        ctx: CallContext,
+        r: pb::GetTreatmentReportRequest,
+    ) -> Result<pb::GetTreatmentReportResponse, ApiError> {
+        let mut v = Violations::new();
+        let id = required_id(&mut v, "treatment_id", &r.treatment_id);
+        let mut time = |field: &str, t: Option<&prost_types::Timestamp>| {
+            let t = t?;
+            let parsed = from_timestamp(t);
+            if parsed.is_none() {
+                v.add(
+                    field,
+                    "not a valid time (0001-01-01 to 9999-12-31, nanos 0..=999999999)",
+                );
+            }
+            parsed
+        };
+        let start = time("start_time", r.start_time.as_ref());
+        let end = time("end_time", r.end_time.as_ref());
+        if let (Some(a), Some(b)) = (start, end)
+            && b <= a
+        {
+            v.add("end_time", "must be after start_time");
+        }
+        v.finish()?;
+        let id = id.ok_or_else(|| ApiError::invalid("treatment_id", "required"))?;
+        let report = crate::reports::report(
+            &self.pool,
+            ctx.tenant_id,
+            id,
+            start,
+            end,
+            crate::domain::now(),
+        )
+        .await?;
+        Ok(pb::GetTreatmentReportResponse {
+            report: Some(report_proto(&report)),
+        })
+    }
+
     async fn outcome(
         &self,
         ctx: CallContext,
@@ -419,6 +463,49 @@ impl EngagementApi {
         Ok(pb::RecordOutcomeResponse {
             decision: Some(decision_proto(&d)),
         })
+    }
+}
+
+fn proportion(p: &Proportion) -> pb::Proportion {
+    pb::Proportion {
+        successes: p.successes,
+        trials: p.trials,
+        rate: p.rate,
+        lower: p.lower,
+        upper: p.upper,
+    }
+}
+
+/// A report as its message.
+pub fn report_proto(r: &Report) -> pb::TreatmentReport {
+    let cur = &r.treatment.spec.cost.currency;
+    pb::TreatmentReport {
+        treatment: Some(r.treatment.to_proto()),
+        start_time: r.start.map(timestamp),
+        end_time: Some(timestamp(r.end)),
+        offers: r.offers,
+        accepted: r.accepted,
+        declined: r.declined,
+        ignored: r.ignored,
+        pending: r.pending,
+        acceptance: Some(proportion(&r.acceptance)),
+        revenue_after_acceptance: Some(money(cur, i128::from(r.revenue_after_acceptance))),
+        margin_after_acceptance: Some(money(cur, i128::from(r.margin_after_acceptance))),
+        lift: Some(pb::Lift {
+            window_days: r.window_days,
+            treated_conversion: Some(proportion(&r.treated.conversion)),
+            control_conversion: Some(proportion(&r.control.conversion)),
+            lift: r.lift.0,
+            lower: r.lift.1,
+            upper: r.lift.2,
+            treated_revenue_per_customer: Some(money(cur, r.treated.revenue_per_customer)),
+            control_revenue_per_customer: Some(money(cur, r.control.revenue_per_customer)),
+            incremental_revenue_per_customer: Some(money(
+                cur,
+                r.treated.revenue_per_customer - r.control.revenue_per_customer,
+            )),
+            customers_not_yet_measured: r.treated.pending + r.control.pending,
+        }),
     }
 }
 
@@ -502,5 +589,13 @@ impl EngagementService for EngagementApi {
     ) -> Answer<pb::RecordOutcomeResponse> {
         let ctx = CallContext::of(&req)?;
         answer(self.outcome(ctx, req.into_inner()).await)
+    }
+
+    async fn get_treatment_report(
+        &self,
+        req: Request<pb::GetTreatmentReportRequest>,
+    ) -> Answer<pb::GetTreatmentReportResponse> {
+        let ctx = CallContext::of(&req)?;
+        answer(self.report(ctx, req.into_inner()).await)
     }
 }

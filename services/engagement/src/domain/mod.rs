@@ -5,11 +5,13 @@
 //! * [`consent`]: whether a consent in force allows a purpose on a channel.
 //! * [`propensity`]: Beta posteriors of acceptance.
 //! * [`decide`]: eligibility, control groups and ranking, explained.
+//! * [`report`]: proportions, intervals and lift of a treatment report.
 
 pub mod consent;
 pub mod decide;
 pub mod policy;
 pub mod propensity;
+pub mod report;
 pub mod treatment;
 
 /// The time now, to the microsecond: what PostgreSQL keeps, so an answer

@@ -4,11 +4,13 @@
 mod decisions;
 mod policies;
 mod projection;
+mod reports;
 mod treatments;
 
 pub use decisions::*;
 pub use policies::*;
 pub use projection::*;
+pub use reports::*;
 pub use treatments::*;
 
 /// Errors of the store: the database's.

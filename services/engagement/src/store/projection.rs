@@ -144,7 +144,13 @@ pub async fn forget(
     if ids.is_empty() {
         return Ok(());
     }
-    let mut tables = vec!["customers", "memberships", "consents", "contacts"];
+    let mut tables = vec![
+        "customers",
+        "memberships",
+        "consents",
+        "contacts",
+        "purchases",
+    ];
     if with_decisions {
         tables.push("decisions");
     }
