@@ -46,6 +46,14 @@ CREATE TABLE customers (
     PRIMARY KEY (tenant_id, customer_id)
 );
 
+-- Segments announced on segmentation's feed (not yet deleted).
+CREATE TABLE segments (
+    tenant_id  uuid NOT NULL,
+    segment_id uuid NOT NULL,
+    name       text NOT NULL,
+    PRIMARY KEY (tenant_id, segment_id)
+);
+
 -- Segment memberships (from segmentation's MembershipChanged).
 CREATE TABLE memberships (
     tenant_id   uuid NOT NULL,

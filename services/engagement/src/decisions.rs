@@ -1,9 +1,10 @@
-//! Deciding and learning: next best actions for a customer (one
-//! transaction: read what the feeds said, decide, store the decisions),
-//! outcomes, and the sweep that counts decisions left without one as
-//! ignored.
+//! Deciding and learning: next best actions for a customer or for every
+//! member of a segment (read what the feeds said, decide, store the
+//! decisions), outcomes, and the sweep that counts decisions left without
+//! one as ignored.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Duration as StdDuration;
 
 use chrono::{DateTime, Utc};
@@ -11,7 +12,7 @@ use rand::rngs::StdRng;
 use rapport_kit::error::ApiError;
 use rapport_kit::shutdown::Shutdown;
 use rapport_proto::rapport::engagement::v1::FilterReason;
-use sqlx::PgPool;
+use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
 
 use crate::domain::decide::{self, Customer, Decided, Ranking};
@@ -20,6 +21,139 @@ use crate::domain::propensity::Posterior;
 use crate::domain::treatment::Stored;
 use crate::domain::{NANOS, money};
 use crate::store::{self, DecisionRow};
+
+/// What deciding for any customer of a tenant reads once: the policy, the
+/// active treatments and their outcome counts per ladder rung.
+pub struct Setting {
+    pub policy: Policy,
+    treatments: Vec<Stored>,
+    counts: HashMap<(Uuid, i32), (i64, i64)>,
+    /// The treatments with their posteriors, per rung, made when first asked.
+    by_rung: HashMap<i32, Arc<Vec<(Stored, Posterior)>>>,
+}
+
+impl Setting {
+    /// Reads the tenant's setting.
+    pub async fn read(conn: &mut PgConnection, tenant: Uuid) -> Result<Self, sqlx::Error> {
+        let policy = store::policy(conn, tenant, false).await?.policy;
+        let treatments = store::active_treatments(conn, tenant).await?;
+        let ids: Vec<Uuid> = treatments.iter().map(|t| t.treatment_id).collect();
+        let counts = store::outcome_counts(conn, tenant, &ids).await?;
+        Ok(Self {
+            policy,
+            treatments,
+            counts,
+            by_rung: HashMap::new(),
+        })
+    }
+
+    /// The treatments with their posteriors for customers on `rung`.
+    pub fn for_rung(&mut self, rung: i32) -> Arc<Vec<(Stored, Posterior)>> {
+        let (treatments, counts) = (&self.treatments, &self.counts);
+        self.by_rung
+            .entry(rung)
+            .or_insert_with(|| {
+                Arc::new(
+                    treatments
+                        .iter()
+                        .map(|t| {
+                            let (a, r) = counts
+                                .get(&(t.treatment_id, rung))
+                                .copied()
+                                .unwrap_or((0, 0));
+                            (
+                                t.clone(),
+                                Posterior::new(t.spec.prior_alpha, t.spec.prior_beta, a, r),
+                            )
+                        })
+                        .collect(),
+                )
+            })
+            .clone()
+    }
+
+    /// Decides for `c` (by the posterior mean, or a draw when the policy
+    /// explores).
+    pub fn decide(
+        &mut self,
+        c: &Customer,
+        channel: i32,
+        limit: usize,
+        now: DateTime<Utc>,
+    ) -> Decided {
+        let treatments = self.for_rung(c.ladder_rung);
+        let policy = &self.policy;
+        if policy.exploration {
+            let mut rng = rand::rng();
+            decide::decide(
+                c,
+                &treatments,
+                policy,
+                channel,
+                limit,
+                now,
+                Ranking::Sample(&mut rng),
+            )
+        } else {
+            decide::decide::<StdRng>(c, &treatments, policy, channel, limit, now, Ranking::Mean)
+        }
+    }
+}
+
+fn split(nanos: i128) -> (i64, i32) {
+    let m = money("", nanos);
+    (m.units, m.nanos)
+}
+
+/// The rows to store for what was decided for `c`: one per action offered
+/// (with its id, in order) and one per control-group draw.
+pub fn rows(
+    c: &Customer,
+    treatments: &[(Stored, Posterior)],
+    d: &Decided,
+    now: DateTime<Utc>,
+) -> Vec<DecisionRow> {
+    let row = |t: &Stored, arm: &str, rank: i32, propensity: f64, currency: &str, env: i128| {
+        let (units, nanos) = split(env);
+        DecisionRow {
+            decision_id: Uuid::now_v7(),
+            customer_id: c.customer_id,
+            treatment_id: t.treatment_id,
+            treatment_version: t.version,
+            arm: arm.into(),
+            channel: t.spec.channel,
+            rank,
+            propensity,
+            env_currency: currency.into(),
+            env_units: units,
+            env_nanos: nanos,
+            ladder_rung: c.ladder_rung,
+            decide_time: now,
+            outcome: "pending".into(),
+            outcome_time: None,
+        }
+    };
+    let offered = d.actions.iter().map(|a| {
+        let t = &treatments[a.index].0;
+        row(
+            t,
+            "treatment",
+            a.rank,
+            a.posterior.mean(),
+            &a.value.currency,
+            a.expected_net,
+        )
+    });
+    let held_out = d
+        .filtered
+        .iter()
+        .filter(|f| f.reason == FilterReason::ControlGroup)
+        .map(|f| {
+            let (t, post) = &treatments[f.index];
+            row(t, "control", 0, post.mean(), &t.spec.cost.currency, 0)
+        });
+    offered.chain(held_out).collect()
+}
 
 /// What GetNextBestActions asked.
 #[derive(Debug, Clone)]
@@ -34,18 +168,13 @@ pub struct Asked {
 /// What was decided, with what it was decided from.
 pub struct Answer {
     pub customer: Customer,
-    pub treatments: Vec<(Stored, Posterior)>,
+    pub treatments: Arc<Vec<(Stored, Posterior)>>,
     pub decided: Decided,
     /// The decision stored per action (in order), none for a preview.
     pub action_ids: Vec<Option<Uuid>>,
     /// The control-group record per filtered treatment index.
     pub control_ids: HashMap<usize, Uuid>,
     pub decide_time: DateTime<Utc>,
-}
-
-fn split(nanos: i128) -> (i64, i32) {
-    let m = money("", nanos);
-    (m.units, m.nanos)
 }
 
 /// Decides the customer's next best actions and stores them.
@@ -65,92 +194,34 @@ pub async fn next_best_actions(
                 asked.customer
             ),
         })?;
-    let policy: Policy = store::policy(&mut tx, tenant, false).await?.policy;
-    let active = store::active_treatments(&mut tx, tenant).await?;
-    let ids: Vec<Uuid> = active.iter().map(|t| t.treatment_id).collect();
-    let counts = store::outcome_counts(&mut tx, tenant, &ids, customer.ladder_rung).await?;
-    let treatments: Vec<(Stored, Posterior)> = active
-        .into_iter()
-        .map(|t| {
-            let (a, r) = counts.get(&t.treatment_id).copied().unwrap_or((0, 0));
-            let p = Posterior::new(t.spec.prior_alpha, t.spec.prior_beta, a, r);
-            (t, p)
-        })
-        .collect();
-    let decided = if policy.exploration {
-        let mut rng = rand::rng();
-        decide::decide(
-            &customer,
-            &treatments,
-            &policy,
-            asked.channel,
-            asked.limit,
-            now,
-            Ranking::Sample(&mut rng),
-        )
-    } else {
-        decide::decide::<StdRng>(
-            &customer,
-            &treatments,
-            &policy,
-            asked.channel,
-            asked.limit,
-            now,
-            Ranking::Mean,
-        )
-    };
+    let mut setting = Setting::read(&mut tx, tenant).await?;
+    let decided = setting.decide(&customer, asked.channel, asked.limit, now);
+    let treatments = setting.for_rung(customer.ladder_rung);
     let mut action_ids = vec![None; decided.actions.len()];
     let mut control_ids = HashMap::new();
     if !asked.preview {
-        let mut rows = Vec::new();
-        for (k, a) in decided.actions.iter().enumerate() {
-            let t = &treatments[a.index].0;
-            let id = Uuid::now_v7();
-            let (units, nanos) = split(a.expected_net);
-            action_ids[k] = Some(id);
-            rows.push(DecisionRow {
-                decision_id: id,
-                customer_id: customer.customer_id,
-                treatment_id: t.treatment_id,
-                treatment_version: t.version,
-                arm: "treatment".into(),
-                channel: t.spec.channel,
-                rank: a.rank,
-                propensity: a.posterior.mean(),
-                env_currency: a.value.currency.clone(),
-                env_units: units,
-                env_nanos: nanos,
-                ladder_rung: customer.ladder_rung,
-                decide_time: now,
-                outcome: "pending".into(),
-                outcome_time: None,
-            });
+        let rows = rows(&customer, &treatments, &decided, now);
+        for (k, r) in rows.iter().take(decided.actions.len()).enumerate() {
+            action_ids[k] = Some(r.decision_id);
         }
         store::insert_decisions(&mut tx, tenant, &rows).await?;
-        for f in decided
+        let held: Vec<(usize, (Uuid, Uuid))> = decided
             .filtered
             .iter()
             .filter(|f| f.reason == FilterReason::ControlGroup)
-        {
-            let (t, post) = &treatments[f.index];
-            let row = DecisionRow {
-                decision_id: Uuid::now_v7(),
-                customer_id: customer.customer_id,
-                treatment_id: t.treatment_id,
-                treatment_version: t.version,
-                arm: "control".into(),
-                channel: t.spec.channel,
-                rank: 0,
-                propensity: post.mean(),
-                env_currency: t.spec.cost.currency.clone(),
-                env_units: 0,
-                env_nanos: 0,
-                ladder_rung: customer.ladder_rung,
-                decide_time: now,
-                outcome: "pending".into(),
-                outcome_time: None,
-            };
-            control_ids.insert(f.index, store::control_record(&mut tx, tenant, &row).await?);
+            .map(|f| {
+                (
+                    f.index,
+                    (treatments[f.index].0.treatment_id, customer.customer_id),
+                )
+            })
+            .collect();
+        let pairs: Vec<(Uuid, Uuid)> = held.iter().map(|h| h.1).collect();
+        let ids = store::control_ids(&mut tx, tenant, &pairs).await?;
+        for (index, pair) in held {
+            if let Some(id) = ids.get(&pair) {
+                control_ids.insert(index, *id);
+            }
         }
     }
     tx.commit().await?;

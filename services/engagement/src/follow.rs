@@ -174,10 +174,12 @@ impl SegmentationFollower {
                         .iter()
                         .filter_map(|k| Some((uuid(&k.customer_id)?, k.ladder_rung, k.stage))),
                 ),
-                E::SegmentCreated(_)
-                | E::SegmentUpdated(_)
-                | E::ClassificationPolicyUpdated(_)
-                | E::Redacted(_) => {}
+                E::SegmentCreated(x) | E::SegmentUpdated(x) => {
+                    if let Some(segment) = uuid(&x.segment_id) {
+                        store::set_segments(tx, tenant, &[(segment, x.name)]).await?;
+                    }
+                }
+                E::ClassificationPolicyUpdated(_) | E::Redacted(_) => {}
             }
         }
         store::set_classes(tx, tenant, &classes).await

@@ -8,12 +8,13 @@
 //! * [`api`]: the gRPC handlers of `EngagementService`.
 //! * [`domain`]: pure logic (treatments, policy, consent, propensities,
 //!   deciding).
-//! * [`treatments`], [`decisions`], [`reports`]: the use cases.
+//! * [`treatments`], [`decisions`], [`audience`], [`reports`]: the use cases.
 //! * [`store`]: every SQL statement.
 //! * [`follow`]: the consumers of the profile, segmentation, valuation and
 //!   interaction feeds.
 
 pub mod api;
+pub mod audience;
 pub mod decisions;
 pub mod domain;
 pub mod follow;
@@ -91,7 +92,11 @@ pub fn register(server: &mut ServerBuilder, runtime: &ServiceRuntime) {
         runtime.shutdown.clone(),
     ));
 
-    let api = api::EngagementApi::new(runtime.pool.clone(), runtime.page_tokens.clone());
+    let api = api::EngagementApi::new(
+        runtime.pool.clone(),
+        runtime.page_tokens.clone(),
+        runtime.shutdown.clone(),
+    );
     server.add_service(
         EngagementServiceServer::new(api)
             .max_decoding_message_size(config.max_message_bytes)

@@ -13,9 +13,19 @@ use sqlx::PgPool;
 use tonic::{Request, Response, Status};
 use uuid::Uuid;
 
+use std::collections::HashMap;
+
+use futures::StreamExt;
+use futures::stream::BoxStream;
+use rapport_kit::shutdown::Shutdown;
+
+use crate::audience::{self, Part};
 use crate::decisions::{self, Asked};
+use crate::domain::decide::Decided;
 use crate::domain::money;
+use crate::domain::propensity::Posterior;
 use crate::domain::report::Proportion;
+use crate::domain::treatment::Stored;
 use crate::domain::treatment::{self, Draft, FIELDS};
 use crate::reports::Report;
 use crate::store::{self, DecisionFilter, DecisionRow};
@@ -26,12 +36,17 @@ use crate::treatments;
 pub struct EngagementApi {
     pool: PgPool,
     page_tokens: PageTokens,
+    shutdown: Shutdown,
 }
 
 impl EngagementApi {
-    /// Handlers over `pool`.
-    pub fn new(pool: PgPool, page_tokens: PageTokens) -> Self {
-        Self { pool, page_tokens }
+    /// Handlers over `pool`; streams end UNAVAILABLE at `shutdown`.
+    pub fn new(pool: PgPool, page_tokens: PageTokens, shutdown: Shutdown) -> Self {
+        Self {
+            pool,
+            page_tokens,
+            shutdown,
+        }
     }
 }
 
@@ -269,51 +284,8 @@ impl EngagementApi {
         segments.sort();
         segments.truncate(100);
         Ok(pb::GetNextBestActionsResponse {
-            actions: a
-                .decided
-                .actions
-                .iter()
-                .zip(&a.action_ids)
-                .map(|(x, id)| {
-                    let t = &a.treatments[x.index];
-                    let cur = &x.value.currency;
-                    pb::NextBestAction {
-                        decision_id: id.map(|i| i.to_string()).unwrap_or_default(),
-                        treatment: Some(t.0.to_proto()),
-                        rank: x.rank,
-                        propensity: Some(pb::Propensity {
-                            mean: x.posterior.mean(),
-                            lower: x.posterior.quantile(0.05),
-                            upper: x.posterior.quantile(0.95),
-                            ranked: x.ranked_p,
-                            accepted: x.posterior.accepted,
-                            refused: x.posterior.refused,
-                        }),
-                        value: Some(x.value.to_money()),
-                        cost: Some(x.cost.to_money()),
-                        expected_net_value: Some(crate::domain::money(cur, x.expected_net)),
-                        score: x.score,
-                        eligible_because: x.eligible_because.clone(),
-                        rank_reason: x.rank_reason.clone(),
-                    }
-                })
-                .collect(),
-            filtered: a
-                .decided
-                .filtered
-                .iter()
-                .map(|f| pb::FilteredTreatment {
-                    treatment_id: a.treatments[f.index].0.treatment_id.to_string(),
-                    name: a.treatments[f.index].0.name.clone(),
-                    reason: f.reason as i32,
-                    detail: f.detail.clone(),
-                    decision_id: a
-                        .control_ids
-                        .get(&f.index)
-                        .map(Uuid::to_string)
-                        .unwrap_or_default(),
-                })
-                .collect(),
+            actions: actions(&a.decided, &a.treatments, &a.action_ids, true),
+            filtered: filtered(&a.decided, &a.treatments, &a.control_ids),
             customer: Some(pb::CustomerContext {
                 customer_id: c.customer_id.to_string(),
                 ladder_rung: c.ladder_rung,
@@ -466,6 +438,120 @@ impl EngagementApi {
     }
 }
 
+/// The actions decided, as messages; `full`: the whole treatment and the
+/// reasons, else the treatment's id, name, kind, channel and version.
+fn actions(
+    d: &Decided,
+    treatments: &[(Stored, Posterior)],
+    ids: &[Option<Uuid>],
+    full: bool,
+) -> Vec<pb::NextBestAction> {
+    d.actions
+        .iter()
+        .zip(ids)
+        .map(|(x, id)| {
+            let t = &treatments[x.index].0;
+            let treatment = if full {
+                t.to_proto()
+            } else {
+                pb::Treatment {
+                    treatment_id: t.treatment_id.to_string(),
+                    name: t.name.clone(),
+                    kind: t.spec.kind,
+                    channel: t.spec.channel,
+                    version: t.version,
+                    ..Default::default()
+                }
+            };
+            pb::NextBestAction {
+                decision_id: id.map(|i| i.to_string()).unwrap_or_default(),
+                treatment: Some(treatment),
+                rank: x.rank,
+                propensity: Some(pb::Propensity {
+                    mean: x.posterior.mean(),
+                    lower: x.posterior.quantile(0.05),
+                    upper: x.posterior.quantile(0.95),
+                    ranked: x.ranked_p,
+                    accepted: x.posterior.accepted,
+                    refused: x.posterior.refused,
+                }),
+                value: Some(x.value.to_money()),
+                cost: Some(x.cost.to_money()),
+                expected_net_value: Some(money(&x.value.currency, x.expected_net)),
+                score: x.score,
+                eligible_because: if full {
+                    x.eligible_because.clone()
+                } else {
+                    vec![]
+                },
+                rank_reason: if full {
+                    x.rank_reason.clone()
+                } else {
+                    String::new()
+                },
+            }
+        })
+        .collect()
+}
+
+/// The treatments left out, as messages, with their control records.
+fn filtered(
+    d: &Decided,
+    treatments: &[(Stored, Posterior)],
+    control_ids: &HashMap<usize, Uuid>,
+) -> Vec<pb::FilteredTreatment> {
+    d.filtered
+        .iter()
+        .map(|f| pb::FilteredTreatment {
+            treatment_id: treatments[f.index].0.treatment_id.to_string(),
+            name: treatments[f.index].0.name.clone(),
+            reason: f.reason as i32,
+            detail: f.detail.clone(),
+            decision_id: control_ids
+                .get(&f.index)
+                .map(Uuid::to_string)
+                .unwrap_or_default(),
+        })
+        .collect()
+}
+
+/// A part of the audience stream as its message.
+fn audience_part(part: Part, explain: bool) -> pb::StreamNextBestActionsResponse {
+    match part {
+        Part::Page(decisions) => pb::StreamNextBestActionsResponse {
+            customers: decisions
+                .iter()
+                .map(|d| pb::CustomerActions {
+                    customer_id: d.customer.customer_id.to_string(),
+                    actions: actions(&d.decided, &d.treatments, &d.action_ids, explain),
+                    filtered: if explain {
+                        filtered(&d.decided, &d.treatments, &HashMap::new())
+                    } else {
+                        vec![]
+                    },
+                })
+                .collect(),
+            summary: None,
+        },
+        Part::Summary(s) => pb::StreamNextBestActionsResponse {
+            customers: vec![],
+            summary: Some(pb::AudienceSummary {
+                members: s.members,
+                customers: s.customers,
+                customers_with_actions: s.customers_with_actions,
+                actions: s.actions,
+                filtered: audience::reasons(&s)
+                    .into_iter()
+                    .map(|(reason, count)| pb::ReasonCount {
+                        reason: reason as i32,
+                        count,
+                    })
+                    .collect(),
+            }),
+        },
+    }
+}
+
 fn proportion(p: &Proportion) -> pb::Proportion {
     pb::Proportion {
         successes: p.successes,
@@ -597,5 +683,54 @@ impl EngagementService for EngagementApi {
     ) -> Answer<pb::GetTreatmentReportResponse> {
         let ctx = CallContext::of(&req)?;
         answer(self.report(ctx, req.into_inner()).await)
+    }
+
+    type StreamNextBestActionsStream =
+        BoxStream<'static, Result<pb::StreamNextBestActionsResponse, Status>>;
+
+    async fn stream_next_best_actions(
+        &self,
+        req: Request<pb::StreamNextBestActionsRequest>,
+    ) -> Answer<Self::StreamNextBestActionsStream> {
+        let ctx = CallContext::of(&req)?;
+        let r = req.into_inner();
+        let mut v = Violations::new();
+        let segment = required_id(&mut v, "segment_id", &r.segment_id);
+        if ContactChannel::try_from(r.channel).is_err() {
+            v.add("channel", format!("unknown channel {}", r.channel));
+        }
+        v.check(
+            !(0..=5).contains(&r.limit_per_customer),
+            "limit_per_customer",
+            format!("must be in 1..=5 (0 means 1), got {}", r.limit_per_customer),
+        );
+        v.finish().map_err(Status::from)?;
+        let segment =
+            segment.ok_or_else(|| Status::from(ApiError::invalid("segment_id", "required")))?;
+        audience::check(&self.pool, ctx.tenant_id, segment)
+            .await
+            .map_err(Status::from)?;
+        let ask = audience::Ask {
+            segment,
+            channel: r.channel,
+            limit: r.limit_per_customer.max(1) as usize,
+            preview: r.preview,
+        };
+        let (tx, rx) = tokio::sync::mpsc::channel(2);
+        tokio::spawn(audience::run(
+            self.pool.clone(),
+            ctx.tenant_id,
+            ask,
+            self.shutdown.clone(),
+            tx,
+        ));
+        let explain = r.explain;
+        let stream = tokio_stream::wrappers::ReceiverStream::new(rx)
+            .map(move |part| {
+                part.map(|p| audience_part(p, explain))
+                    .map_err(Status::from)
+            })
+            .boxed();
+        Ok(Response::new(stream))
     }
 }

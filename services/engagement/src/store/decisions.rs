@@ -34,65 +34,80 @@ pub struct DecisionRow {
 const COLUMNS: &str = "decision_id, customer_id, treatment_id, treatment_version, arm, channel, rank,
     propensity, env_currency, env_units, env_nanos, ladder_rung, decide_time, outcome, outcome_time";
 
-/// Stores offered decisions.
+/// Stores offered decisions, in one statement.
 pub async fn insert_decisions(
     conn: &mut PgConnection,
     tenant: Uuid,
     rows: &[DecisionRow],
 ) -> Result<()> {
-    for d in rows {
-        sqlx::query(sqlx::AssertSqlSafe(format!(
-            "INSERT INTO decisions (tenant_id, {COLUMNS})
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)"
-        )))
-        .bind(tenant)
-        .bind(d.decision_id)
-        .bind(d.customer_id)
-        .bind(d.treatment_id)
-        .bind(d.treatment_version)
-        .bind(&d.arm)
-        .bind(d.channel)
-        .bind(d.rank)
-        .bind(d.propensity)
-        .bind(&d.env_currency)
-        .bind(d.env_units)
-        .bind(d.env_nanos)
-        .bind(d.ladder_rung)
-        .bind(d.decide_time)
-        .bind(&d.outcome)
-        .bind(d.outcome_time)
-        .execute(&mut *conn)
-        .await?;
+    if rows.is_empty() {
+        return Ok(());
     }
+    let col = |f: fn(&DecisionRow) -> Uuid| rows.iter().map(f).collect::<Vec<_>>();
+    let ids = col(|d| d.decision_id);
+    let customers = col(|d| d.customer_id);
+    let treatments = col(|d| d.treatment_id);
+    let versions: Vec<i64> = rows.iter().map(|d| d.treatment_version).collect();
+    let arms: Vec<&str> = rows.iter().map(|d| d.arm.as_str()).collect();
+    let channels: Vec<i32> = rows.iter().map(|d| d.channel).collect();
+    let ranks: Vec<i32> = rows.iter().map(|d| d.rank).collect();
+    let propensities: Vec<f64> = rows.iter().map(|d| d.propensity).collect();
+    let currencies: Vec<&str> = rows.iter().map(|d| d.env_currency.as_str()).collect();
+    let units: Vec<i64> = rows.iter().map(|d| d.env_units).collect();
+    let nanos: Vec<i32> = rows.iter().map(|d| d.env_nanos).collect();
+    let rungs: Vec<i32> = rows.iter().map(|d| d.ladder_rung).collect();
+    let times: Vec<DateTime<Utc>> = rows.iter().map(|d| d.decide_time).collect();
+    sqlx::query(
+        "INSERT INTO decisions (tenant_id, decision_id, customer_id, treatment_id, treatment_version, arm,
+                channel, rank, propensity, env_currency, env_units, env_nanos, ladder_rung, decide_time, outcome)
+         SELECT $1, i, c, t, v, a, ch, r, p, cu, u, n, g, dt, 'pending'
+           FROM unnest($2::uuid[], $3::uuid[], $4::uuid[], $5::bigint[], $6::text[], $7::int[], $8::int[],
+                       $9::float8[], $10::text[], $11::bigint[], $12::int[], $13::int[], $14::timestamptz[])
+             AS x(i, c, t, v, a, ch, r, p, cu, u, n, g, dt)
+         ON CONFLICT (tenant_id, treatment_id, customer_id) WHERE arm = 'control' DO NOTHING",
+    )
+    .bind(tenant)
+    .bind(&ids)
+    .bind(&customers)
+    .bind(&treatments)
+    .bind(&versions)
+    .bind(&arms)
+    .bind(&channels)
+    .bind(&ranks)
+    .bind(&propensities)
+    .bind(&currencies)
+    .bind(&units)
+    .bind(&nanos)
+    .bind(&rungs)
+    .bind(&times)
+    .execute(conn)
+    .await?;
     Ok(())
 }
 
-/// Stores the control-group record of a customer and treatment, once:
-/// returns the id of the record, new or earlier.
-pub async fn control_record(
+/// The control-group records of (treatment, customer) pairs, by pair.
+pub async fn control_ids(
     conn: &mut PgConnection,
     tenant: Uuid,
-    d: &DecisionRow,
-) -> Result<Uuid> {
-    sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
-        "INSERT INTO decisions (tenant_id, {COLUMNS})
-         VALUES ($1, $2, $3, $4, $5, 'control', $6, 0, $7, $8, 0, 0, $9, $10, 'pending', NULL)
-         ON CONFLICT (tenant_id, treatment_id, customer_id) WHERE arm = 'control'
-            DO UPDATE SET decision_id = decisions.decision_id
-         RETURNING decision_id"
-    )))
+    pairs: &[(Uuid, Uuid)],
+) -> Result<HashMap<(Uuid, Uuid), Uuid>> {
+    if pairs.is_empty() {
+        return Ok(HashMap::new());
+    }
+    let t: Vec<Uuid> = pairs.iter().map(|p| p.0).collect();
+    let c: Vec<Uuid> = pairs.iter().map(|p| p.1).collect();
+    let rows: Vec<(Uuid, Uuid, Uuid)> = sqlx::query_as(
+        "SELECT d.treatment_id, d.customer_id, d.decision_id
+           FROM unnest($2::uuid[], $3::uuid[]) AS x(t, c)
+           JOIN decisions d ON d.tenant_id = $1 AND d.treatment_id = x.t AND d.customer_id = x.c
+                           AND d.arm = 'control'",
+    )
     .bind(tenant)
-    .bind(d.decision_id)
-    .bind(d.customer_id)
-    .bind(d.treatment_id)
-    .bind(d.treatment_version)
-    .bind(d.channel)
-    .bind(d.propensity)
-    .bind(&d.env_currency)
-    .bind(d.ladder_rung)
-    .bind(d.decide_time)
-    .fetch_one(conn)
-    .await
+    .bind(&t)
+    .bind(&c)
+    .fetch_all(conn)
+    .await?;
+    Ok(rows.into_iter().map(|(t, c, d)| ((t, c), d)).collect())
 }
 
 /// A decision, locked for update when `lock`.
@@ -169,23 +184,24 @@ pub async fn list_decisions(
     .await
 }
 
-/// Outcome counts (accepted, refused) of treatments for one ladder rung.
+/// Outcome counts (accepted, refused) of treatments, per (treatment, rung).
 pub async fn outcome_counts(
     conn: &mut PgConnection,
     tenant: Uuid,
     treatments: &[Uuid],
-    rung: i32,
-) -> Result<HashMap<Uuid, (i64, i64)>> {
-    let rows: Vec<(Uuid, i64, i64)> = sqlx::query_as(
-        "SELECT treatment_id, accepted, refused FROM propensities
-          WHERE tenant_id = $1 AND treatment_id = ANY($2) AND ladder_rung = $3",
+) -> Result<HashMap<(Uuid, i32), (i64, i64)>> {
+    let rows: Vec<(Uuid, i32, i64, i64)> = sqlx::query_as(
+        "SELECT treatment_id, ladder_rung, accepted, refused FROM propensities
+          WHERE tenant_id = $1 AND treatment_id = ANY($2)",
     )
     .bind(tenant)
     .bind(treatments)
-    .bind(rung)
     .fetch_all(conn)
     .await?;
-    Ok(rows.into_iter().map(|(t, a, r)| (t, (a, r))).collect())
+    Ok(rows
+        .into_iter()
+        .map(|(t, g, a, r)| ((t, g), (a, r)))
+        .collect())
 }
 
 /// Counts outcomes: (treatment, rung, accepted, refused) added.

@@ -18,7 +18,7 @@ const CONTACT_HORIZON_DAYS: i64 = 365;
 
 #[derive(sqlx::FromRow)]
 struct CustomerRow {
-    status: String,
+    customer_id: Uuid,
     ladder_rung: i32,
     stage: i32,
     clv_currency: Option<String>,
@@ -37,77 +37,157 @@ pub async fn customer(
     id: Uuid,
     now: DateTime<Utc>,
 ) -> Result<Option<Customer>> {
-    let row: Option<CustomerRow> = sqlx::query_as(
-        "SELECT status, ladder_rung, stage, clv_currency, clv_units, clv_nanos, p_alive,
+    Ok(customers(conn, tenant, &[id], now).await?.pop())
+}
+
+/// Those of `ids` the profile feed has said exist and are not deleted, in
+/// the order of `ids`, with everything decisions read of them (five
+/// set-based reads whatever their number).
+pub async fn customers(
+    conn: &mut PgConnection,
+    tenant: Uuid,
+    ids: &[Uuid],
+    now: DateTime<Utc>,
+) -> Result<Vec<Customer>> {
+    let rows: Vec<CustomerRow> = sqlx::query_as(
+        "SELECT customer_id, ladder_rung, stage, clv_currency, clv_units, clv_nanos, p_alive,
                 last_complaint_time, last_unsubscribe_time
-           FROM customers WHERE tenant_id = $1 AND customer_id = $2",
+           FROM customers WHERE tenant_id = $1 AND customer_id = ANY($2) AND status = 'active'",
     )
     .bind(tenant)
-    .bind(id)
-    .fetch_optional(&mut *conn)
-    .await?;
-    let Some(r) = row.filter(|r| r.status == "active") else {
-        return Ok(None);
-    };
-    let segments: Vec<Uuid> = sqlx::query_scalar(
-        "SELECT segment_id FROM memberships WHERE tenant_id = $1 AND customer_id = $2",
-    )
-    .bind(tenant)
-    .bind(id)
+    .bind(ids)
     .fetch_all(&mut *conn)
     .await?;
-    let consents: Vec<(i32, i32, i32, DateTime<Utc>)> = sqlx::query_as(
-        "SELECT channel, purpose, status, effective_time FROM consents
-          WHERE tenant_id = $1 AND customer_id = $2",
+    if rows.is_empty() {
+        return Ok(vec![]);
+    }
+    let known: Vec<Uuid> = rows.iter().map(|r| r.customer_id).collect();
+    let memberships: Vec<(Uuid, Uuid)> = sqlx::query_as(
+        "SELECT customer_id, segment_id FROM memberships WHERE tenant_id = $1 AND customer_id = ANY($2)",
     )
     .bind(tenant)
-    .bind(id)
+    .bind(&known)
     .fetch_all(&mut *conn)
     .await?;
-    let contacts: Vec<(i32, DateTime<Utc>)> = sqlx::query_as(
-        "SELECT channel, occur_time FROM contacts
-          WHERE tenant_id = $1 AND customer_id = $2 AND occur_time > $3",
+    let consents: Vec<(Uuid, i32, i32, i32, DateTime<Utc>)> = sqlx::query_as(
+        "SELECT customer_id, channel, purpose, status, effective_time FROM consents
+          WHERE tenant_id = $1 AND customer_id = ANY($2)",
     )
     .bind(tenant)
-    .bind(id)
+    .bind(&known)
+    .fetch_all(&mut *conn)
+    .await?;
+    let contacts: Vec<(Uuid, i32, DateTime<Utc>)> = sqlx::query_as(
+        "SELECT customer_id, channel, occur_time FROM contacts
+          WHERE tenant_id = $1 AND customer_id = ANY($2) AND occur_time > $3",
+    )
+    .bind(tenant)
+    .bind(&known)
     .bind(now - Duration::days(CONTACT_HORIZON_DAYS))
     .fetch_all(&mut *conn)
     .await?;
-    let mut by_channel: HashMap<i32, Vec<DateTime<Utc>>> = HashMap::new();
-    for (ch, t) in contacts {
-        by_channel.entry(ch).or_default().push(t);
-    }
-    let clv = match (r.clv_currency, r.clv_units, r.clv_nanos) {
-        (Some(currency), Some(u), Some(n)) => {
-            i64::try_from(i128::from(u) * crate::domain::NANOS + i128::from(n))
-                .ok()
-                .map(|nanos| Amount { currency, nanos })
+    let mut out: HashMap<Uuid, Customer> = rows
+        .into_iter()
+        .map(|r| {
+            let clv = match (r.clv_currency, r.clv_units, r.clv_nanos) {
+                (Some(currency), Some(u), Some(n)) => {
+                    i64::try_from(i128::from(u) * crate::domain::NANOS + i128::from(n))
+                        .ok()
+                        .map(|nanos| Amount { currency, nanos })
+                }
+                _ => None,
+            };
+            let c = Customer {
+                customer_id: r.customer_id,
+                ladder_rung: r.ladder_rung,
+                stage: r.stage,
+                clv,
+                p_alive: r.p_alive,
+                segments: HashSet::new(),
+                consents: HashMap::new(),
+                contacts: HashMap::new(),
+                last_complaint: r.last_complaint_time,
+                last_unsubscribe: r.last_unsubscribe_time,
+            };
+            (r.customer_id, c)
+        })
+        .collect();
+    for (c, s) in memberships {
+        if let Some(x) = out.get_mut(&c) {
+            x.segments.insert(s);
         }
-        _ => None,
-    };
-    Ok(Some(Customer {
-        customer_id: id,
-        ladder_rung: r.ladder_rung,
-        stage: r.stage,
-        clv,
-        p_alive: r.p_alive,
-        segments: segments.into_iter().collect::<HashSet<_>>(),
-        consents: consents
-            .into_iter()
-            .map(|(ch, p, s, t)| {
-                (
-                    (ch, p),
-                    Record {
-                        status: s,
-                        effective_time: t,
-                    },
-                )
-            })
-            .collect(),
-        contacts: by_channel,
-        last_complaint: r.last_complaint_time,
-        last_unsubscribe: r.last_unsubscribe_time,
-    }))
+    }
+    for (c, ch, p, st, t) in consents {
+        if let Some(x) = out.get_mut(&c) {
+            x.consents.insert(
+                (ch, p),
+                Record {
+                    status: st,
+                    effective_time: t,
+                },
+            );
+        }
+    }
+    for (c, ch, t) in contacts {
+        if let Some(x) = out.get_mut(&c) {
+            x.contacts.entry(ch).or_default().push(t);
+        }
+    }
+    Ok(ids.iter().filter_map(|id| out.remove(id)).collect())
+}
+
+/// A page of a segment's members (as followed from segmentation), by id,
+/// after `after`.
+pub async fn segment_members(
+    conn: &mut PgConnection,
+    tenant: Uuid,
+    segment: Uuid,
+    after: Option<Uuid>,
+    limit: i64,
+) -> Result<Vec<Uuid>> {
+    sqlx::query_scalar(
+        "SELECT customer_id FROM memberships
+          WHERE tenant_id = $1 AND segment_id = $2 AND ($3::uuid IS NULL OR customer_id > $3)
+          ORDER BY customer_id LIMIT $4",
+    )
+    .bind(tenant)
+    .bind(segment)
+    .bind(after)
+    .bind(limit)
+    .fetch_all(conn)
+    .await
+}
+
+/// Whether segmentation's feed has announced the segment (and not its
+/// deletion).
+pub async fn segment_exists(conn: &mut PgConnection, tenant: Uuid, segment: Uuid) -> Result<bool> {
+    sqlx::query_scalar(
+        "SELECT EXISTS (SELECT 1 FROM segments WHERE tenant_id = $1 AND segment_id = $2)",
+    )
+    .bind(tenant)
+    .bind(segment)
+    .fetch_one(conn)
+    .await
+}
+
+/// Records segments announced by segmentation: (id, name).
+pub async fn set_segments(
+    conn: &mut PgConnection,
+    tenant: Uuid,
+    rows: &[(Uuid, String)],
+) -> Result<()> {
+    for (id, name) in rows {
+        sqlx::query(
+            "INSERT INTO segments (tenant_id, segment_id, name) VALUES ($1, $2, $3)
+             ON CONFLICT (tenant_id, segment_id) DO UPDATE SET name = EXCLUDED.name",
+        )
+        .bind(tenant)
+        .bind(id)
+        .bind(name)
+        .execute(&mut *conn)
+        .await?;
+    }
+    Ok(())
 }
 
 /// Sets the status of customers (`active` or `deleted`), creating them.
@@ -295,13 +375,17 @@ pub async fn change_memberships(
     Ok(())
 }
 
-/// A deleted segment has no members.
+/// A deleted segment is forgotten, with its members.
 pub async fn drop_segment(conn: &mut PgConnection, tenant: Uuid, segment: Uuid) -> Result<()> {
-    sqlx::query("DELETE FROM memberships WHERE tenant_id = $1 AND segment_id = $2")
+    for table in ["memberships", "segments"] {
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "DELETE FROM {table} WHERE tenant_id = $1 AND segment_id = $2"
+        )))
         .bind(tenant)
         .bind(segment)
-        .execute(conn)
+        .execute(&mut *conn)
         .await?;
+    }
     Ok(())
 }
 
