@@ -116,6 +116,23 @@ fn next_best_actions_through_the_gateway() {
         "{nba}"
     );
 
+    // Customer 360 shows the same actions, as a preview.
+    let c360 = call(
+        "rapport.gateway.v1.Customer360Service/GetCustomer360",
+        &format!(r#"{{"customerId": "{customer}"}}"#),
+    );
+    let part = c360["partStatuses"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["part"] == "next_best_actions")
+        .cloned()
+        .unwrap();
+    assert_eq!(part["codeName"], "OK", "{c360}");
+    let shown = c360["nextBestActions"].as_array().unwrap();
+    assert_eq!(shown[0]["treatment"]["name"], "Spring offer", "{c360}");
+    assert!(shown[0].get("decisionId").is_none(), "a preview stores nothing: {c360}");
+
     // The customer took the offer.
     let decision = actions[0]["decisionId"].as_str().unwrap();
     let d = call(

@@ -11,6 +11,7 @@ use rapport_kit::context::{CallContext, InternalCredential};
 use rapport_kit::deadline::parse_grpc_timeout;
 use rapport_proto::rapport::gateway::v1 as pb;
 use rapport_proto::rapport::gateway::v1::customer360_service_server::Customer360Service;
+use rapport_proto::rapport::engagement::v1 as epb;
 use rapport_proto::rapport::interaction::v1 as ipb;
 use rapport_proto::rapport::profile::v1 as ppb;
 use rapport_proto::rapport::segmentation::v1 as spb;
@@ -107,6 +108,7 @@ struct Others {
     segments: Part<Vec<spb::SegmentMembership>>,
     classification: Part<Option<spb::Classification>>,
     value: Part<Option<vpb::CustomerValue>>,
+    actions: Part<Vec<epb::NextBestAction>>,
 }
 
 impl Customer360 {
@@ -259,14 +261,34 @@ impl Customer360 {
             })
             .await
         };
-        let (summary, latest, segments, classification, value) =
-            tokio::join!(summary, latest, segments, classification, value);
+        let actions = async {
+            scoped("engagement:read")?;
+            let mut c = epb::engagement_service_client::EngagementServiceClient::with_interceptor(
+                self.channel("engagement")?,
+                self.on_behalf(principal),
+            );
+            let req = epb::GetNextBestActionsRequest {
+                customer_id: id.to_string(),
+                limit: 3,
+                preview: true,
+                ..Default::default()
+            };
+            Self::within(deadline, async move {
+                c.get_next_best_actions(req)
+                    .await
+                    .map(|r| r.into_inner().actions)
+            })
+            .await
+        };
+        let (summary, latest, segments, classification, value, actions) =
+            tokio::join!(summary, latest, segments, classification, value, actions);
         Others {
             summary,
             latest,
             segments,
             classification,
             value,
+            actions,
         }
     }
 }
@@ -339,6 +361,7 @@ impl Customer360Service for Customer360 {
             status_of("segments", &others.segments),
             status_of("classification", &others.classification),
             status_of("value", &others.value),
+            status_of("next_best_actions", &others.actions),
         ];
         let complete = part_statuses.iter().all(|p| p.code == Code::Ok as i32);
         Ok(Response::new(pb::GetCustomer360Response {
@@ -349,6 +372,7 @@ impl Customer360Service for Customer360 {
             segments: others.segments.unwrap_or_default(),
             classification: others.classification.ok().flatten(),
             value: others.value.ok().flatten(),
+            next_best_actions: others.actions.unwrap_or_default(),
             part_statuses,
             complete,
             read_time: Some(rapport_kit::convert::timestamp(chrono::Utc::now())),

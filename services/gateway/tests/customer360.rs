@@ -122,6 +122,12 @@ async fn parts_that_do_not_arrive_are_reported_not_fatal() {
         "UNAVAILABLE",
         "no valuation service configured"
     );
+    assert_eq!(
+        code("next_best_actions"),
+        "UNAVAILABLE",
+        "no engagement service configured"
+    );
+    assert_eq!(answer.part_statuses.len(), 7);
 
     // Bad input and unknown customers fail the call itself.
     c360.get_customer360(pb::GetCustomer360Request {

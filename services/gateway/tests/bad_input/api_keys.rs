@@ -412,7 +412,7 @@ async fn customer360_refuses_bad_ids_and_hides_other_tenants() {
         assert_eq!(answer.customer_id, customer.customer_id);
         let profile = answer.profile.expect("profile part");
         assert_eq!(profile.display_name, TEXT);
-        assert_eq!(answer.part_statuses.len(), 6);
+        assert_eq!(answer.part_statuses.len(), 7);
         assert_eq!(answer.part_statuses[0].code_name, "OK");
         assert!(!answer.complete, "no other backend is configured");
         assert!(
