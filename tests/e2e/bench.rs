@@ -32,6 +32,8 @@ fn quick_bench_runs_every_scenario_and_writes_its_report() {
         "Segments, rule",
         "FitModel through the gateway",
         "Bulk identity: 2,000 customers",
+        "GetNextBestActions through the gateway",
+        "StreamNextBestActions through the gateway over a segment of 2000 members",
         "Resident memory of each service",
     ] {
         assert!(stdout.contains(title), "no table {title:?} in:\n{stdout}");
@@ -62,6 +64,16 @@ fn quick_bench_runs_every_scenario_and_writes_its_report() {
         assert_eq!(c["events"], 10_000, "{c}");
         assert_eq!(c["applied"], 10_000, "{c}");
         assert!(c["caught_up_after_last_call_seconds"].is_number(), "{c}");
+    }
+
+    let engagement = &r["engagement"];
+    for c in engagement["next_best_actions"].as_array().expect("calls") {
+        assert!(c["p99_ms"].as_f64().unwrap_or(0.0) > 0.0, "{c}");
+        assert_eq!(c["errors"], 0, "{c}");
+    }
+    for s in engagement["stream"].as_array().expect("streams") {
+        assert_eq!(s["customers"], 2000, "{s}");
+        assert!(s["actions"].as_i64().unwrap_or(0) > 0, "{s}");
     }
 
     let import = &r["import"];

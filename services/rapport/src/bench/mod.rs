@@ -31,6 +31,7 @@ mod freshness;
 mod import;
 mod ingest;
 mod neighbours;
+mod engagement;
 mod onboard;
 mod reads;
 mod segments;
@@ -55,7 +56,7 @@ use stack::{MemorySampler, Stack};
 
 /// In the order they run: ingestion and onboarding last, as the feed
 /// consumers may still be applying their events when they end.
-const SCENARIOS: [&str; 7] = [
+const SCENARIOS: [&str; 8] = [
     "reads",
     "neighbours",
     "segments",
@@ -63,6 +64,7 @@ const SCENARIOS: [&str; 7] = [
     "import",
     "ingest",
     "onboard",
+    "engagement",
 ];
 
 /// Scenarios run only when named: `soak` (mixed load with faults).
@@ -76,8 +78,8 @@ fn named() -> impl Iterator<Item = &'static str> {
 /// Options of `rapport bench`.
 #[derive(clap::Args, Debug)]
 pub struct BenchArgs {
-    /// Scenarios to run: reads, neighbours, segments, fit, import, ingest, onboard
-    /// (default: all of these), and soak (mixed load with faults and an
+    /// Scenarios to run: reads, neighbours, segments, fit, import, ingest, onboard,
+    /// engagement (default: all of these), and soak (mixed load with faults and an
     /// audit; only when named).
     #[arg(value_parser = clap::builder::PossibleValuesParser::new(named()))]
     scenarios: Vec<String>,
@@ -130,6 +132,10 @@ pub struct BenchArgs {
     /// 10,000).
     #[arg(long)]
     onboard_interactions: Option<usize>,
+    /// Members of the segment the engagement scenario streams next best
+    /// actions for (default 100,000; quick 2,000).
+    #[arg(long)]
+    audience: Option<usize>,
 }
 
 /// The sizes a run uses.
@@ -146,6 +152,7 @@ pub struct Sizes {
     pub freshness_seconds: u64,
     pub onboard_customers: usize,
     pub onboard_interactions: usize,
+    pub audience: usize,
 }
 
 impl BenchArgs {
@@ -193,6 +200,9 @@ impl BenchArgs {
             } else {
                 1_000_000
             }),
+            audience: self
+                .audience
+                .unwrap_or(if self.quick { 2_000 } else { 100_000 }),
         }
     }
 }
@@ -448,6 +458,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
                 "segments" => segments::run(&stack, &sizes).await?,
                 "import" => import::run(&stack, &sizes).await?,
                 "onboard" => onboard::run(&stack, &sizes).await?,
+                "engagement" => engagement::run(&stack, &sizes).await?,
                 "soak" => soak::run(&mut stack, args.minutes).await?,
                 _ => fit::run(&stack, &sizes).await?,
             };

@@ -5,6 +5,8 @@
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use rapport_proto::rapport::engagement::v1::GetNextBestActionsRequest;
+use rapport_proto::rapport::engagement::v1::engagement_service_client::EngagementServiceClient;
 use rapport_proto::rapport::interaction::v1::GetCustomerSummaryRequest;
 use rapport_proto::rapport::interaction::v1::interaction_service_client::InteractionServiceClient;
 use rapport_proto::rapport::profile::v1::GetCustomerRequest;
@@ -16,15 +18,27 @@ use uuid::Uuid;
 use super::stack::Stack;
 use super::{Auth, Authed, Sizes, Table, millis, percentile};
 
+/// One kind of call the read scenarios offer, with its client.
 #[derive(Clone)]
-enum Call {
+pub enum Call {
     GetCustomer(ProfileServiceClient<Authed>),
     GetCustomerSummary(InteractionServiceClient<Authed>),
+    /// GetNextBestActions, storing its decisions unless the flag says preview.
+    NextBestActions(EngagementServiceClient<Authed>, bool),
 }
 
 impl Call {
     async fn once(&mut self, customer: Uuid) -> Result<(), tonic::Status> {
         match self {
+            Call::NextBestActions(c, preview) => c
+                .get_next_best_actions(GetNextBestActionsRequest {
+                    customer_id: customer.to_string(),
+                    limit: 3,
+                    preview: *preview,
+                    ..Default::default()
+                })
+                .await
+                .map(drop),
             Call::GetCustomer(c) => c
                 .get_customer(GetCustomerRequest {
                     customer_id: customer.to_string(),
@@ -42,14 +56,16 @@ impl Call {
     }
 }
 
-struct Outcome {
-    latencies: Vec<Duration>,
-    errors: usize,
-    elapsed: Duration,
+/// What one open-loop run measured.
+pub struct Outcome {
+    /// Latencies of the calls that succeeded, sorted.
+    pub latencies: Vec<Duration>,
+    pub errors: usize,
+    pub elapsed: Duration,
 }
 
 /// Offers `rate` calls per second for `seconds`, customers in turn.
-async fn offer(call: &Call, customers: &[Uuid], rate: u32, seconds: u64) -> Outcome {
+pub async fn offer(call: &Call, customers: &[Uuid], rate: u32, seconds: u64) -> Outcome {
     let latencies = Arc::new(Mutex::new(Vec::new()));
     let errors = Arc::new(Mutex::new(0usize));
     let total = u64::from(rate) * seconds;
