@@ -120,7 +120,15 @@ pub fn apply(
             ),
         );
     }
+    // Each field once, however often the mask names it.
+    let mut done: Vec<&str> = Vec::new();
     for (i, path) in paths.iter().enumerate() {
+        if UPDATABLE.contains(&path.as_str()) {
+            if done.contains(&path.as_str()) {
+                continue;
+            }
+            done.push(path);
+        }
         match path.as_str() {
             "caps" => out.caps = check_caps(&p.caps, v),
             "complaint_quiet_days" => {
@@ -177,17 +185,20 @@ fn range(v: &mut Violations, field: &str, x: i32, lo: i32, hi: i32) {
 
 fn check_caps(caps: &[pb::ContactCap], v: &mut Violations) -> Vec<Cap> {
     let mut out: Vec<Cap> = Vec::new();
+    // The known channels capped so far (at most 5, so a long list of caps
+    // is checked in linear time).
+    let mut capped: Vec<i32> = Vec::new();
     for (i, c) in caps.iter().enumerate() {
         let f = format!("policy.caps[{i}]");
         match ContactChannel::try_from(c.channel) {
             Ok(ContactChannel::Unspecified) | Err(_) => {
                 v.add(format!("{f}.channel"), "required: a known channel")
             }
-            Ok(_) if out.iter().any(|o| o.channel == c.channel) => v.add(
+            Ok(_) if capped.contains(&c.channel) => v.add(
                 format!("{f}.channel"),
                 "one cap per channel: this channel already has one",
             ),
-            Ok(_) => {}
+            Ok(_) => capped.push(c.channel),
         }
         range(v, &format!("{f}.max_contacts"), c.max_contacts, 0, 1000);
         range(v, &format!("{f}.window_days"), c.window_days, 1, 365);

@@ -4,7 +4,7 @@
 
 use rand::Rng;
 use rand_distr::Distribution;
-use statrs::distribution::{Beta, ContinuousCDF};
+use statrs::function::beta::checked_beta_reg;
 
 /// A posterior Beta(alpha, beta) with the outcomes it counts.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -35,12 +35,22 @@ impl Posterior {
         self.alpha / (self.alpha + self.beta)
     }
 
-    /// The `q` quantile of the posterior (the mean if the distribution
-    /// cannot be built, which valid priors never cause).
+    /// The `q` quantile of the posterior, by bisection of its CDF to within
+    /// 2⁻⁶⁴ (the mean if the CDF cannot be computed, which valid priors
+    /// never cause). Not statrs' `inverse_cdf`: it panics or never returns
+    /// for some valid shapes (a subnormal α or β, or a tiny one next to a
+    /// large count).
     pub fn quantile(&self, q: f64) -> f64 {
-        Beta::new(self.alpha, self.beta)
-            .map(|b| b.inverse_cdf(q))
-            .unwrap_or_else(|_| self.mean())
+        let (mut lo, mut hi) = (0.0_f64, 1.0_f64);
+        for _ in 0..64 {
+            let mid = lo + (hi - lo) / 2.0;
+            match checked_beta_reg(self.alpha, self.beta, mid) {
+                Ok(p) if p < q => lo = mid,
+                Ok(_) => hi = mid,
+                Err(_) => return self.mean(),
+            }
+        }
+        lo + (hi - lo) / 2.0
     }
 
     /// One draw from the posterior (Thompson sampling).
@@ -75,6 +85,29 @@ mod tests {
         assert!((b.quantile(0.25) - 0.5).abs() < 1e-9);
         let p = Posterior::new(1.0, 9.0, 40, 160);
         assert!(p.quantile(0.05) < p.mean() && p.mean() < p.quantile(0.95));
+    }
+
+    #[test]
+    fn quantiles_of_the_smallest_priors_are_computed() {
+        // Valid priors (more than 0) for which statrs' inverse CDF panics or
+        // never returns.
+        for (a, b) in [
+            (1.0, 5e-324),
+            (10_000.0, 1e-310),
+            (5e-324, 5e-324),
+            (1e6, 1e-300),
+        ] {
+            let p = Posterior::new(a, b, 0, 0);
+            let (lo, hi) = (p.quantile(0.05), p.quantile(0.95));
+            assert!(
+                (0.0..=1.0).contains(&lo) && lo <= hi && hi <= 1.0,
+                "{a} {b}: {lo} {hi}"
+            );
+        }
+        // Beta(1, b) has CDF 1 − (1 − x)^b.
+        let p = Posterior::new(1.0, 1e5, 0, 0);
+        let exact = -(0.05_f64.ln() / 1e5).exp_m1();
+        assert!((p.quantile(0.95) / exact - 1.0).abs() < 1e-9);
     }
 
     #[test]

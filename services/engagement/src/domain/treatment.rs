@@ -199,6 +199,9 @@ pub fn amount(v: &mut Violations, field: &str, m: &Money) -> Option<Amount> {
 fn uuids(v: &mut Violations, field: &str, ids: &[String]) -> Vec<Uuid> {
     if ids.len() > 20 {
         v.add(field, format!("at most 20 segments, got {}", ids.len()));
+        // Refused as a whole: reading each of a list this long (and matching
+        // it against the other list) takes quadratic time.
+        return Vec::new();
     }
     let mut out = Vec::new();
     for (i, id) in ids.iter().enumerate() {
@@ -233,7 +236,15 @@ fn time(
 pub fn apply(base: &Draft, t: &pb::Treatment, paths: &[&str], v: &mut Violations) -> Draft {
     let mut d = base.clone();
     let s = &mut d.spec;
+    // Each field once, however often the mask names it.
+    let mut done: Vec<&str> = Vec::new();
     for p in paths {
+        if done.contains(p) {
+            continue;
+        }
+        if FIELDS.contains(p) {
+            done.push(p);
+        }
         match *p {
             "name" => {
                 text(v, "treatment.name", &t.name, 1, 200, false);
