@@ -78,6 +78,25 @@ async fn what_the_other_services_record_changes_the_next_best_actions() {
         ),
     )
     .await;
+    // A playbook of one play (the default one orders kinds by ladder rung,
+    // which moves as segmentation classifies the customer).
+    c.update_policy(req(
+        t,
+        pb::UpdatePolicyRequest {
+            policy: Some(pb::EngagementPolicy {
+                playbook: vec![pb::Play {
+                    name: "recover first".into(),
+                    complaint_within_days: 30,
+                    kinds: vec![TreatmentKind::ServiceRecovery as i32],
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }),
+            update_mask: mask(&["playbook"]),
+        },
+    ))
+    .await
+    .answer();
     let mut partners = service(
         "Partner day",
         TreatmentKind::LoyaltyReward,
@@ -187,6 +206,7 @@ async fn what_the_other_services_record_changes_the_next_best_actions() {
         .unwrap();
     assert_eq!(spring.expected_net_value, Some(eur(1, 500_000_000)));
     assert_eq!(spring.rank, 3);
+    assert_eq!(r.play, "", "no play matches yet");
     assert!(
         spring
             .eligible_because
@@ -249,8 +269,13 @@ async fn what_the_other_services_record_changes_the_next_best_actions() {
         r.customer.clone().unwrap().segment_ids,
         vec![segment.clone()]
     );
+    let gift = r
+        .actions
+        .iter()
+        .find(|a| a.treatment.as_ref().unwrap().name == "VIP gift")
+        .unwrap();
+    // The best score: 0.1 × 100 − 1 = 9.
     assert_eq!(offered(&r)[0], "VIP gift");
-    let gift = &r.actions[0];
     assert!(
         gift.eligible_because.iter().any(|w| w.contains(&segment)),
         "{:?}",
@@ -292,6 +317,7 @@ async fn what_the_other_services_record_changes_the_next_best_actions() {
     })
     .await;
     assert_eq!(offered(&r), ["Sorry call"]);
+    assert_eq!(r.play, "recover first");
     assert_eq!(left_out(&r, "VIP gift"), Some(FilterReason::QuietPeriod));
     assert!(r.customer.unwrap().last_complaint_time.is_some());
     s.stop().await;

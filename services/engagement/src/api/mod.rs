@@ -297,6 +297,7 @@ impl EngagementApi {
                 last_unsubscribe_time: c.last_unsubscribe.map(timestamp),
             }),
             decide_time: Some(timestamp(a.decide_time)),
+            play: a.decided.play.clone().unwrap_or_default(),
         })
     }
 

@@ -113,6 +113,8 @@ pub struct Filtered {
 pub struct Decided {
     pub actions: Vec<Action>,
     pub filtered: Vec<Filtered>,
+    /// The name of the play that ordered the kinds, if one matched.
+    pub play: Option<String>,
 }
 
 /// How the propensity is ranked.
@@ -167,6 +169,12 @@ fn stage_name(s: i32) -> &'static str {
         Ok(RelationshipStage::Dissolution) => "dissolution",
         _ => "not classified",
     }
+}
+
+fn kind_name(k: i32) -> &'static str {
+    TreatmentKind::try_from(k)
+        .map(|k| k.as_str_name().trim_start_matches("TREATMENT_KIND_"))
+        .unwrap_or("UNKNOWN")
 }
 
 fn channel_name(c: i32) -> &'static str {
@@ -442,15 +450,19 @@ pub fn decide<R: Rng + ?Sized>(
             rank_reason: String::new(),
         });
     }
+    let play = super::playbook::select(&policy.playbook, c, now);
+    let position = |t: &Stored| play.map_or(0, |p| p.position(t.spec.kind));
     eligible.sort_by(|a, b| {
         let (ta, tb) = (&treatments[a.index].0, &treatments[b.index].0);
-        b.score
-            .total_cmp(&a.score)
+        position(ta)
+            .cmp(&position(tb))
+            .then(b.score.total_cmp(&a.score))
             .then(tb.spec.priority_percent.cmp(&ta.spec.priority_percent))
             .then(ta.name.cmp(&tb.name))
     });
+    out.play = play.map(|p| p.name.clone());
     let n = eligible.len();
-    let mut prev: Option<(String, f64)> = None;
+    let mut prev: Option<(String, f64, usize)> = None;
     for (k, mut a) in eligible.into_iter().take(limit).enumerate() {
         let t = &treatments[a.index].0;
         let cur = &a.value.currency;
@@ -458,9 +470,21 @@ pub fn decide<R: Rng + ?Sized>(
             Ranking::Mean => "mean acceptance",
             Ranking::Sample(_) => "sampled acceptance",
         };
-        let place = match &prev {
-            None => format!("the best of {n} eligible"),
-            Some((name, s)) => format!("below {name} (score {s:.4})"),
+        let pos = position(t);
+        let kind = kind_name(t.spec.kind);
+        let place = match (&prev, play) {
+            (None, None) => format!("the best of {n} eligible"),
+            (None, Some(p)) => format!("first of {n} eligible under play \"{}\"", p.name),
+            (Some((name, s, before)), Some(p)) if *before < pos => format!(
+                "below {name}: play \"{}\" puts {kind} {}",
+                p.name,
+                if pos < p.kinds.len() {
+                    format!("in place {}", pos + 1)
+                } else {
+                    "after the kinds it names".into()
+                }
+            ),
+            (Some((name, s, _)), _) => format!("below {name} (score {s:.4})"),
         };
         a.rank = k as i32 + 1;
         a.rank_reason = format!(
@@ -471,7 +495,7 @@ pub fn decide<R: Rng + ?Sized>(
             show(cur, i128::from(a.cost.nanos)),
             t.spec.priority_percent,
         );
-        prev = Some((t.name.clone(), a.score));
+        prev = Some((t.name.clone(), a.score, pos));
         out.actions.push(a);
     }
     out
@@ -750,6 +774,65 @@ mod tests {
             })
             .count();
         assert!((600..1400).contains(&wins), "{wins}");
+    }
+
+    #[test]
+    fn the_playbook_puts_its_kinds_first() {
+        // A friend: "retain friends" puts LOYALTY_REWARD, then CROSS_SELL
+        // first, whatever their scores; kinds it does not name follow, by score.
+        let offer = treatment("big offer", |s| {
+            s.value = Value::Fixed(eur(100 * 1_000_000_000))
+        });
+        let cross = treatment("cross", |s| s.kind = TreatmentKind::CrossSell as i32);
+        let reward = treatment("reward", |s| {
+            s.kind = TreatmentKind::LoyaltyReward as i32;
+            s.value = Value::Fixed(eur(6 * 1_000_000_000));
+        });
+        let d = run(
+            &customer(),
+            vec![
+                (offer, Posterior::new(1.0, 9.0, 0, 0)),
+                (cross, Posterior::new(1.0, 9.0, 0, 0)),
+                (reward, Posterior::new(1.0, 9.0, 0, 0)),
+            ],
+        );
+        let order: Vec<usize> = d.actions.iter().map(|a| a.index).collect();
+        assert_eq!(order, vec![2, 1, 0]);
+        assert_eq!(d.play.as_deref(), Some("retain friends"));
+        assert!(
+            d.actions[0]
+                .rank_reason
+                .contains("first of 3 eligible under play"),
+            "{}",
+            d.actions[0].rank_reason
+        );
+        assert!(
+            d.actions[2]
+                .rank_reason
+                .contains("puts OFFER after the kinds it names"),
+            "{}",
+            d.actions[2].rank_reason
+        );
+        // Without a playbook: by score alone.
+        let policy = Policy {
+            playbook: vec![],
+            ..Policy::default()
+        };
+        let ts = vec![
+            (
+                treatment("big offer", |s| {
+                    s.value = Value::Fixed(eur(100 * 1_000_000_000))
+                }),
+                Posterior::new(1.0, 9.0, 0, 0),
+            ),
+            (
+                treatment("cross", |s| s.kind = TreatmentKind::CrossSell as i32),
+                Posterior::new(1.0, 9.0, 0, 0),
+            ),
+        ];
+        let d = decide::<StdRng>(&customer(), &ts, &policy, 0, 10, at(0), Ranking::Mean);
+        assert_eq!(d.actions[0].index, 0);
+        assert!(d.play.is_none());
     }
 
     #[test]

@@ -2,6 +2,7 @@
 //!
 //! * [`treatment`]: what a treatment is, its validation and its changes.
 //! * [`policy`]: the tenant's contact caps, quiet periods and learning settings.
+//! * [`playbook`]: which kinds of treatment come first for whom.
 //! * [`consent`]: whether a consent in force allows a purpose on a channel.
 //! * [`propensity`]: Beta posteriors of acceptance.
 //! * [`decide`]: eligibility, control groups and ranking, explained.
@@ -9,6 +10,7 @@
 
 pub mod consent;
 pub mod decide;
+pub mod playbook;
 pub mod policy;
 pub mod propensity;
 pub mod report;

@@ -7,6 +7,8 @@ use rapport_kit::error::Violations;
 use rapport_proto::rapport::engagement::v1::{self as pb, ContactChannel};
 use serde::{Deserialize, Serialize};
 
+use super::playbook::{self, Play};
+
 /// One channel's cap.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Cap {
@@ -31,6 +33,10 @@ pub struct Policy {
     pub outcome_window_days: i32,
     /// Thompson sampling.
     pub exploration: bool,
+    /// Which kinds come first for whom (policies stored before playbooks
+    /// read as the default playbook).
+    #[serde(default = "super::playbook::default_playbook")]
+    pub playbook: Vec<Play>,
 }
 
 impl Default for Policy {
@@ -52,6 +58,7 @@ impl Default for Policy {
             unsubscribe_quiet_days: 30,
             outcome_window_days: 7,
             exploration: false,
+            playbook: super::playbook::default_playbook(),
         }
     }
 }
@@ -82,6 +89,7 @@ impl Policy {
             unsubscribe_quiet_days: self.unsubscribe_quiet_days,
             outcome_window_days: self.outcome_window_days,
             exploration: self.exploration,
+            playbook: self.playbook.iter().map(Play::to_proto).collect(),
             etag: etag(version),
             update_time: update_time.map(timestamp),
         }
@@ -94,12 +102,13 @@ pub fn etag(version: i64) -> String {
 }
 
 /// The fields UpdatePolicy can change.
-const UPDATABLE: [&str; 5] = [
+const UPDATABLE: [&str; 6] = [
     "caps",
     "complaint_quiet_days",
     "unsubscribe_quiet_days",
     "outcome_window_days",
     "exploration",
+    "playbook",
 ];
 
 /// `base` with the fields of `p` named in `paths`; every problem is added
@@ -162,6 +171,7 @@ pub fn apply(
                 out.outcome_window_days = p.outcome_window_days;
             }
             "exploration" => out.exploration = p.exploration,
+            "playbook" => out.playbook = playbook::check(&p.playbook, v),
             "etag" | "update_time" => v.add(
                 format!("update_mask.paths[{i}]"),
                 format!("\"{path}\" is output only"),

@@ -140,6 +140,79 @@ async fn update_policy_names_every_bad_field_and_changes_nothing() {
             with(&|p| p.outcome_window_days = days, &["outcome_window_days"]),
         ));
     }
+    // Playbooks: names, rungs, stages, kinds and windows out of their sets.
+    let play = |f: &dyn Fn(&mut Play)| {
+        changed(
+            Play {
+                name: "recover".into(),
+                kinds: vec![TreatmentKind::ServiceRecovery as i32],
+                ..Default::default()
+            },
+            f,
+        )
+    };
+    let plays: Vec<(&str, Play)> = vec![
+        ("policy.playbook[0].name", play(&|p| p.name = String::new())),
+        (
+            "policy.playbook[0].name",
+            play(&|p| p.name = "x".repeat(101)),
+        ),
+        (
+            "policy.playbook[0].name",
+            play(&|p| p.name = "a\u{7}b".into()),
+        ),
+        ("policy.playbook[0].kinds", play(&|p| p.kinds = vec![])),
+        ("policy.playbook[0].kinds[0]", play(&|p| p.kinds = vec![0])),
+        (
+            "policy.playbook[0].kinds[1]",
+            play(&|p| p.kinds = vec![3, 99]),
+        ),
+        (
+            "policy.playbook[0].kinds[1]",
+            play(&|p| p.kinds = vec![3, 3]),
+        ),
+        (
+            "policy.playbook[0].kinds",
+            play(&|p| p.kinds = (1..=9).collect()),
+        ),
+        (
+            "policy.playbook[0].ladder_rungs[0]",
+            play(&|p| p.ladder_rungs = vec![0]),
+        ),
+        (
+            "policy.playbook[0].ladder_rungs[0]",
+            play(&|p| p.ladder_rungs = vec![-1]),
+        ),
+        (
+            "policy.playbook[0].stages[1]",
+            play(&|p| p.stages = vec![1, 6]),
+        ),
+        (
+            "policy.playbook[0].complaint_within_days",
+            play(&|p| p.complaint_within_days = -1),
+        ),
+        (
+            "policy.playbook[0].complaint_within_days",
+            play(&|p| p.complaint_within_days = 366),
+        ),
+    ];
+    for (field, p) in plays {
+        cases.push((
+            vec![field.into()],
+            with(&|x| x.playbook = vec![p.clone()], &["playbook"]),
+        ));
+    }
+    cases.push((
+        vec!["policy.playbook[1].name".into()],
+        with(
+            &|x| x.playbook = vec![play(&|_| {}), play(&|_| {})],
+            &["playbook"],
+        ),
+    ));
+    cases.push((
+        vec!["policy.playbook".into()],
+        with(&|x| x.playbook = vec![play(&|_| {}); 21], &["playbook"]),
+    ));
     // Everything bad at once, in the order of the mask.
     cases.push((
         [
