@@ -16,6 +16,7 @@ use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
 
 use crate::domain::decide::{self, Customer, Decided, Ranking};
+use crate::domain::outcome::{self, Refusal, Settle};
 use crate::domain::policy::Policy;
 use crate::domain::propensity::Posterior;
 use crate::domain::treatment::Stored;
@@ -250,35 +251,25 @@ pub async fn record_outcome(
     let d = store::decision(&mut tx, tenant, id, true)
         .await?
         .ok_or_else(|| ApiError::not_found("decision", id.to_string()))?;
-    if d.arm == "control" {
-        return Err(ApiError::FailedPrecondition(format!(
-            "decision {id} holds the customer out in the control group: nothing was offered"
-        )));
-    }
-    if d.outcome == outcome {
-        return Ok(d);
-    }
-    if d.outcome != "pending" && d.outcome != "ignored" {
-        return Err(ApiError::FailedPrecondition(format!(
-            "decision {id} is already {}; an outcome is recorded once",
-            d.outcome
-        )));
-    }
-    if at < d.decide_time {
-        return Err(ApiError::invalid(
-            "outcome_time",
-            format!(
-                "must not be before the decision ({})",
-                d.decide_time.to_rfc3339()
-            ),
-        ));
-    }
-    // A late outcome replaces the "ignored" the sweep counted.
-    let was_ignored = i64::from(d.outcome == "ignored");
-    let (accepted, refused) = if outcome == "accepted" {
-        (1, -was_ignored)
-    } else {
-        (0, 1 - was_ignored)
+    let (accepted, refused) = match outcome::settle(&d.arm, &d.outcome, outcome, d.decide_time, at) {
+        Ok(Settle::Unchanged) => return Ok(d),
+        Ok(Settle::Set { accepted, refused }) => (accepted, refused),
+        Err(Refusal::Control) => {
+            return Err(ApiError::FailedPrecondition(format!(
+                "decision {id} holds the customer out in the control group: nothing was offered"
+            )));
+        }
+        Err(Refusal::Decided(was)) => {
+            return Err(ApiError::FailedPrecondition(format!(
+                "decision {id} is already {was}; an outcome is recorded once"
+            )));
+        }
+        Err(Refusal::BeforeDecision) => {
+            return Err(ApiError::invalid(
+                "outcome_time",
+                format!("must not be before the decision ({})", d.decide_time.to_rfc3339()),
+            ));
+        }
     };
     let saved = store::set_outcome(&mut tx, tenant, id, outcome, at).await?;
     store::count_outcomes(
@@ -289,6 +280,33 @@ pub async fn record_outcome(
     .await?;
     tx.commit().await?;
     Ok(saved)
+}
+
+/// Records outcomes that arrived on the interaction feed: (decision,
+/// outcome, when). Those that may not be recorded (an unknown or control
+/// decision, one decided otherwise, a time before the decision) are
+/// skipped: the interaction stands, the decision keeps its outcome.
+pub async fn apply_outcomes(
+    conn: &mut PgConnection,
+    tenant: Uuid,
+    outcomes: &[(Uuid, &'static str, DateTime<Utc>)],
+) -> Result<(), sqlx::Error> {
+    for (id, outcome, at) in outcomes {
+        let Some(d) = store::decision(conn, tenant, *id, true).await? else {
+            continue;
+        };
+        let at = crate::domain::to_micros(*at);
+        match outcome::settle(&d.arm, &d.outcome, outcome, d.decide_time, at) {
+            Ok(Settle::Set { accepted, refused }) => {
+                store::set_outcome(conn, tenant, *id, outcome, at).await?;
+                store::count_outcomes(conn, tenant, &[(d.treatment_id, d.ladder_rung, accepted, refused)])
+                    .await?;
+            }
+            Ok(Settle::Unchanged) => {}
+            Err(why) => tracing::debug!(decision = %id, ?why, "an outcome on the interaction feed was not recorded"),
+        }
+    }
+    Ok(())
 }
 
 /// Marks offered decisions without outcome after their tenant's window as

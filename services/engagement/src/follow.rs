@@ -16,6 +16,7 @@ use rapport_proto::rapport::valuation::v1::{ValuationEvent, valuation_event};
 use sqlx::PgConnection;
 use uuid::Uuid;
 
+use crate::domain::outcome;
 use crate::store::{self, ConsentFact, ContactFact, Moment, PurchaseFact, ValueFact};
 
 /// An amount in nanos, when it fits (amounts beyond ±9.2 billion units are
@@ -246,6 +247,7 @@ impl InteractionFollower {
         use interaction_event::Event as E;
         let mut contacts: Vec<ContactFact> = Vec::new();
         let mut purchases: Vec<PurchaseFact> = Vec::new();
+        let mut outcomes = Vec::new();
         let mut complaints = Vec::new();
         let mut unsubscribes = Vec::new();
         for event in events {
@@ -275,6 +277,9 @@ impl InteractionFollower {
                             .filter(|x| x.currency_code == m.currency_code)
                             .and_then(nanos);
                         purchases.push((id, customer, at, m.currency_code.clone(), amount, margin));
+                    }
+                    if let (Some(d), Some(o)) = (uuid(&r.decision_id), outcome::of_interaction(r.r#type)) {
+                        outcomes.push((d, o, at));
                     }
                     if r.r#type == InteractionType::Complaint as i32 {
                         complaints.push((customer, at));
@@ -316,6 +321,7 @@ impl InteractionFollower {
         }
         store::add_contacts(tx, tenant, &contacts).await?;
         store::add_purchases(tx, tenant, &purchases).await?;
+        crate::decisions::apply_outcomes(tx, tenant, &outcomes).await?;
         store::mark(tx, tenant, Moment::Complaint, &complaints).await?;
         store::mark(tx, tenant, Moment::Unsubscribe, &unsubscribes).await
     }

@@ -17,7 +17,7 @@ use rapport_proto::rapport::engagement::v1::{
     self as pb, Arm, ContactChannel, FilterReason, LadderGoal, ListDecisionsRequest, Outcome,
     RecordOutcomeRequest, TreatmentKind,
 };
-use rapport_proto::rapport::interaction::v1::{Channel as Ich, InteractionType};
+use rapport_proto::rapport::interaction::v1::{Channel as Ich, Interaction, InteractionType};
 use rapport_proto::rapport::profile::v1::{
     ConsentChannel, ConsentPurpose, ConsentStatus, CustomerCreated, CustomerDeleted,
     CustomerErased, ProfileEvent, SetConsentRequest, profile_event,
@@ -319,7 +319,43 @@ async fn what_the_other_services_record_changes_the_next_best_actions() {
     assert_eq!(offered(&r), ["Sorry call"]);
     assert_eq!(r.play, "recover first");
     assert_eq!(left_out(&r, "VIP gift"), Some(FilterReason::QuietPeriod));
-    assert!(r.customer.unwrap().last_complaint_time.is_some());
+    assert!(r.customer.clone().unwrap().last_complaint_time.is_some());
+
+    // The customer buys, and the purchase names the decision: the
+    // interaction feed records the offer as accepted.
+    let sorry = r.actions[0].decision_id.clone();
+    s.record(
+        t,
+        "alice@example.com",
+        Interaction {
+            decision_id: sorry.clone(),
+            occur_time: Some(timestamp(Utc::now())),
+            ..interaction(InteractionType::Purchase, Ich::Web, false)
+        },
+    )
+    .await;
+    let accepted = || {
+        let mut c = c.clone();
+        async move {
+            c.list_decisions(req(
+                t,
+                ListDecisionsRequest {
+                    outcome: Outcome::Accepted as i32,
+                    ..Default::default()
+                },
+            ))
+            .await
+            .answer()
+            .decisions
+        }
+    };
+    eventually("the offer accepted on the interaction feed", || async {
+        accepted().await.len() == 1
+    })
+    .await;
+    let d = accepted().await;
+    assert_eq!(d[0].decision_id, sorry);
+    assert!(d[0].outcome_time.is_some());
     s.stop().await;
 }
 

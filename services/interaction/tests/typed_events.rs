@@ -55,6 +55,7 @@ async fn recorded_interactions_read_back_exactly_from_the_feed() {
         serde_json::json!({"receipt": "attr-secret"}),
     ));
     buy.idempotency_key = "key-secret".into();
+    buy.decision_id = "01a2512e-704b-700b-94b3-c19a40419966".into();
     // A return of one nano; surveys with CSAT 2 / NPS 3, the lowest scores,
     // and a CSAT alone; a custom type; a service request.
     let mut ret = contact(customer, InteractionType::Return, at(2024, 3, 2, 10));
@@ -146,6 +147,7 @@ async fn recorded_interactions_read_back_exactly_from_the_feed() {
                 csat: survey.csat,
                 nps: survey.nps,
                 service_request_status: i.service_request_status,
+                decision_id: i.decision_id.clone(),
             }
         );
         let bytes = String::from_utf8_lossy(&ev.event.as_ref().unwrap().value).into_owned();
@@ -164,6 +166,7 @@ async fn recorded_interactions_read_back_exactly_from_the_feed() {
     assert_eq!(buy.initiator, Initiator::Customer as i32);
     assert_eq!(buy.campaign_id, campaign.campaign_id);
     assert_eq!(buy.agent_id, "agent-9");
+    assert_eq!(buy.decision_id, "01a2512e-704b-700b-94b3-c19a40419966");
     assert_eq!(buy.r#type, InteractionType::Purchase as i32);
     assert_eq!(buy.occur_time, Some(ts(at(2024, 3, 1, 10))));
     let tiny = got[1].1.amount.clone().unwrap();

@@ -6,10 +6,12 @@
 //! * [`consent`]: whether a consent in force allows a purpose on a channel.
 //! * [`propensity`]: Beta posteriors of acceptance.
 //! * [`decide`]: eligibility, control groups and ranking, explained.
+//! * [`outcome`]: when an outcome may be recorded, and what it counts.
 //! * [`report`]: proportions, intervals and lift of a treatment report.
 
 pub mod consent;
 pub mod decide;
+pub mod outcome;
 pub mod playbook;
 pub mod policy;
 pub mod propensity;
@@ -21,6 +23,12 @@ pub mod treatment;
 pub fn now() -> chrono::DateTime<chrono::Utc> {
     use chrono::{SubsecRound, Utc};
     Utc::now().trunc_subsecs(6)
+}
+
+/// `t` to the microsecond (what PostgreSQL keeps).
+pub fn to_micros(t: chrono::DateTime<chrono::Utc>) -> chrono::DateTime<chrono::Utc> {
+    use chrono::SubsecRound;
+    t.trunc_subsecs(6)
 }
 
 /// Nanos in one unit of money.

@@ -43,6 +43,8 @@ pub struct StoredInteraction {
     pub line_items: Vec<NewLineItem>,
     /// Campaign.
     pub campaign_id: Option<Uuid>,
+    /// The engagement decision it answers.
+    pub decision_id: Option<Uuid>,
     /// Agent.
     pub agent_id: Option<String>,
     /// CSAT.
@@ -134,6 +136,7 @@ impl StoredInteraction {
             margin: new.margin.clone(),
             line_items: new.line_items.clone(),
             campaign_id: new.campaign_id,
+            decision_id: new.decision_id,
             agent_id: new.agent_id.clone(),
             csat: new.csat,
             nps: new.nps,
@@ -195,6 +198,7 @@ impl StoredInteraction {
             create_time: Some(timestamp(self.create_time)),
             update_time: Some(timestamp(self.update_time)),
             etag: self.etag(),
+            decision_id: self.decision_id.map(|d| d.to_string()).unwrap_or_default(),
         }
     }
 
@@ -218,6 +222,7 @@ impl StoredInteraction {
             csat: self.csat,
             nps: self.nps,
             service_request_status: self.status,
+            decision_id: self.decision_id.map(|d| d.to_string()).unwrap_or_default(),
         }
     }
 
@@ -375,6 +380,7 @@ mod tests {
             margin: None,
             line_items: vec![],
             campaign_id: None,
+            decision_id: Some(Uuid::from_u128(7)),
             agent_id: None,
             csat: Some(4),
             nps: None,
@@ -400,6 +406,7 @@ mod tests {
         assert_eq!((e.csat, e.nps), (Some(4), None));
         assert_eq!(e.service_request_status, 0);
         assert_eq!(e.custom_type, "");
+        assert_eq!(e.decision_id, Uuid::from_u128(7).to_string());
         let ev = rapport_kit::feed::NewEvent::new(
             id,
             "interaction",

@@ -81,6 +81,8 @@ pub struct NewInteraction {
     pub line_items: Vec<NewLineItem>,
     /// The campaign it belongs to.
     pub campaign_id: Option<Uuid>,
+    /// The engagement decision it answers.
+    pub decision_id: Option<Uuid>,
     /// The agent who handled it.
     pub agent_id: Option<String>,
     /// CSAT score.
@@ -476,6 +478,14 @@ pub fn validate_interaction(
         }
     };
 
+    let decision_id = if i.decision_id.is_empty() {
+        None
+    } else {
+        let d = Uuid::parse_str(&i.decision_id).ok();
+        v.check(d.is_none(), p("decision_id"), "must be a UUID (a NextBestAction's decision_id)");
+        d
+    };
+
     check_agent_id(&mut v, &p("agent_id"), &i.agent_id);
 
     // Survey.
@@ -604,6 +614,7 @@ pub fn validate_interaction(
             margin,
             line_items,
             campaign_id,
+            decision_id,
             agent_id: (!i.agent_id.is_empty()).then(|| i.agent_id.clone()),
             csat,
             nps,
@@ -741,6 +752,12 @@ impl NewInteraction {
             c.amount(Some(&li.unit_price));
         }
         c.opt_str(self.campaign_id.map(|u| u.to_string()).as_deref());
+        // Only when given, so fingerprints of interactions without one stay
+        // as they were before decision ids existed.
+        if let Some(d) = self.decision_id {
+            c.str("decision_id");
+            c.str(&d.to_string());
+        }
         c.opt_str(self.agent_id.as_deref());
         c.opt_int(self.csat.map(i128::from));
         c.opt_int(self.nps.map(i128::from));

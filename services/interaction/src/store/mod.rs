@@ -30,7 +30,7 @@ macro_rules! interaction_cols {
         "interaction_id, customer_id, original_customer_id, type AS kind, custom_type, occur_time, \
          channel, initiator, currency, amount::text AS amount, margin::text AS margin, line_items, \
          campaign_id, agent_id, csat, nps, survey_comment, status, resolve_time, attributes, \
-         idempotency_key, create_time, update_time, version"
+         idempotency_key, create_time, update_time, version, decision_id"
     };
 }
 
@@ -56,6 +56,7 @@ struct InteractionRow {
     margin: Option<String>,
     line_items: Option<serde_json::Value>,
     campaign_id: Option<Uuid>,
+    decision_id: Option<Uuid>,
     agent_id: Option<String>,
     csat: Option<i16>,
     nps: Option<i16>,
@@ -91,6 +92,7 @@ impl From<InteractionRow> for StoredInteraction {
             initiator: i32::from(r.initiator),
             line_items: line_items_from_json(r.line_items.as_ref()),
             campaign_id: r.campaign_id,
+            decision_id: r.decision_id,
             agent_id: r.agent_id,
             csat: r.csat.map(i32::from),
             nps: r.nps.map(i32::from),

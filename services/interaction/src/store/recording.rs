@@ -123,7 +123,7 @@ pub async fn claimed_keys(
 pub const COPY_STATEMENT: &str = "COPY interactions (tenant_id, interaction_id, occur_time, customer_id, \
      original_customer_id, type, custom_type, channel, initiator, currency, amount, margin, line_items, \
      campaign_id, agent_id, csat, nps, survey_comment, status, resolve_time, attributes, idempotency_key, \
-     create_time, update_time, version) FROM STDIN";
+     create_time, update_time, version, decision_id) FROM STDIN";
 
 fn copy_escape(out: &mut Vec<u8>, s: &str) {
     for b in s.bytes() {
@@ -213,14 +213,16 @@ pub fn copy_text(out: &mut Vec<u8>, tenant: Uuid, rows: &[StoredInteraction]) {
         out.push(b'\t');
         copy_opt(out, r.idempotency_key.as_deref());
         s.clear();
-        let _ = writeln!(
+        let _ = write!(
             s,
-            "\t{}\t{}\t{}",
+            "\t{}\t{}\t{}\t",
             copy_time(r.create_time),
             copy_time(r.update_time),
             r.version
         );
         out.extend_from_slice(s.as_bytes());
+        copy_opt(out, r.decision_id.map(|d| d.to_string()).as_deref());
+        out.push(b'\n');
     }
 }
 
