@@ -102,6 +102,32 @@ fn seed_fills_the_dev_tenant_deterministically_and_idempotently() {
     }
     assert_eq!(buyers, 10, "every seeded customer has bought at least once");
 
+    // The engagement part: six treatments, and decisions with some outcomes.
+    let engagement = |method: &str, body: &str| -> Value {
+        let out = grpcurl_ok(&[
+            "-H",
+            &auth,
+            "-d",
+            body,
+            &stack.addr(0),
+            &format!("rapport.engagement.v1.EngagementService/{method}"),
+        ]);
+        serde_json::from_str(&out).unwrap()
+    };
+    let treatments = engagement("ListTreatments", "{}");
+    assert_eq!(treatments["treatments"].as_array().map(Vec::len), Some(6), "{treatments}");
+    let decisions = |outcome: &str| {
+        engagement(
+            "ListDecisions",
+            &format!(r#"{{"page_size": 1000, "outcome": "{outcome}"}}"#),
+        )["decisions"]
+            .as_array()
+            .map_or(0, Vec::len)
+    };
+    let made = decisions("OUTCOME_UNSPECIFIED");
+    assert!(made >= 12, "decisions for every fifth of 60 customers: {made}");
+    assert!(decisions("OUTCOME_ACCEPTED") + decisions("OUTCOME_DECLINED") > 0);
+
     // A second run with the same seed finds everything already there, even
     // with the key held to 20 calls/s: the seed waits out each refusal for
     // the delay the gateway names, as a well-behaved client does.
@@ -132,6 +158,7 @@ fn seed_fills_the_dev_tenant_deterministically_and_idempotently() {
     // The key's bucket refills (burst 5 at 20 calls/s) before the next call.
     std::thread::sleep(std::time::Duration::from_millis(500));
     assert_eq!(list("")["customers"].as_array().unwrap().len(), 60);
+    assert_eq!(decisions("OUTCOME_UNSPECIFIED"), made, "a second run adds no decision");
 
     // Operators see the ingestion by outcome.
     let metrics = http_get(stack.metrics_port, "/metrics");

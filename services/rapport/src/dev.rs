@@ -237,6 +237,15 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
         let key = creds.api_key.clone();
         let stop = shutdown.clone();
         tokio::spawn(async move {
+            // Demo data of an earlier run stays as it is: seeding again with
+            // a later date would send the same request ids with other content.
+            if let Ok(true) = crate::seed::has_customers(&gateway, &key).await {
+                println!(
+                    "Demo data: the development tenant already has customers; nothing generated \
+                     (start with an empty --data-dir for new demo data)."
+                );
+                return;
+            }
             println!("Generating {customers} demo customers (rapport seed) ...");
             let as_of = chrono::Utc::now();
             match crate::seed::seed(&gateway, &key, customers, 42, as_of, 8).await {

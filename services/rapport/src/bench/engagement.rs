@@ -14,8 +14,8 @@ use futures::StreamExt;
 use rapport_proto::rapport::common::v1::Money;
 use rapport_proto::rapport::engagement::v1::engagement_service_client::EngagementServiceClient;
 use rapport_proto::rapport::engagement::v1::{
-    ContactChannel, CreateTreatmentRequest, StreamNextBestActionsRequest, Treatment,
-    TreatmentKind, treatment,
+    ContactChannel, CreateTreatmentRequest, StreamNextBestActionsRequest, Treatment, TreatmentKind,
+    treatment,
 };
 use rapport_proto::rapport::profile::v1::ConsentPurpose;
 use serde_json::{Value, json};
@@ -76,7 +76,11 @@ fn treatments(segment: Uuid) -> Vec<Treatment> {
             }),
             priority_percent: 50 + 20 * i as i32,
             control_share_bps: if i % 4 == 0 { 1000 } else { 0 },
-            target_segment_ids: if i < 3 { vec![segment.to_string()] } else { vec![] },
+            target_segment_ids: if i < 3 {
+                vec![segment.to_string()]
+            } else {
+                vec![]
+            },
             ..Default::default()
         })
         .collect()
@@ -86,7 +90,12 @@ fn treatments(segment: Uuid) -> Vec<Treatment> {
 /// a member of `segment`: rungs and stages spread over their values, CLV for
 /// nine in ten, e-mail marketing consent for half, a phone contact for a
 /// third. Returns their ids, in order.
-async fn project(stack: &Stack, tenant: Uuid, segment: Uuid, n: usize) -> anyhow::Result<Vec<Uuid>> {
+async fn project(
+    stack: &Stack,
+    tenant: Uuid,
+    segment: Uuid,
+    n: usize,
+) -> anyhow::Result<Vec<Uuid>> {
     let pool = stack.pool(rapport_engagement::SCHEMA).await?;
     let ids: Vec<Uuid> = (0..n).map(|_| Uuid::new_v4()).collect();
     let mut tx = pool.begin().await?;
@@ -172,7 +181,15 @@ pub async fn run(stack: &Stack, sizes: &Sizes) -> anyhow::Result<Value> {
         format!(
             "GetNextBestActions through the gateway, ten treatments, {rate} calls/s offered for {seconds} s (latency from each call's scheduled start)"
         ),
-        vec!["decisions", "p50", "p90", "p99", "max", "achieved calls/s", "errors"],
+        vec![
+            "decisions",
+            "p50",
+            "p90",
+            "p99",
+            "max",
+            "achieved calls/s",
+            "errors",
+        ],
     );
     let mut calls = Vec::new();
     for (what, preview) in [("stored", false), ("preview", true)] {
@@ -232,10 +249,17 @@ pub async fn run(stack: &Stack, sizes: &Sizes) -> anyhow::Result<Value> {
         while let Some(part) = stream.next().await {
             let part = part?;
             decided += part.customers.len() as i64;
-            actions += part.customers.iter().map(|c| c.actions.len() as i64).sum::<i64>();
+            actions += part
+                .customers
+                .iter()
+                .map(|c| c.actions.len() as i64)
+                .sum::<i64>();
         }
         let took = started.elapsed();
-        anyhow::ensure!(decided == n as i64, "the stream decided for {decided} of {n}");
+        anyhow::ensure!(
+            decided == n as i64,
+            "the stream decided for {decided} of {n}"
+        );
         let rate = decided as f64 / took.as_secs_f64().max(1e-9);
         streams.row(vec![
             what.into(),

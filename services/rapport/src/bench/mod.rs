@@ -26,12 +26,12 @@
 //! and the resident memory of every service at rest and at its peak in each
 //! scenario. Each scenario prints a table; all figures go to a JSON file.
 
+mod engagement;
 mod fit;
 mod freshness;
 mod import;
 mod ingest;
 mod neighbours;
-mod engagement;
 mod onboard;
 mod reads;
 mod segments;

@@ -5,6 +5,7 @@
 //! keys on interactions), so running it twice with the same seed and `--as-of`
 //! leaves the tenant as one run does.
 
+pub mod engagement;
 pub mod plan;
 
 use std::path::PathBuf;
@@ -17,6 +18,7 @@ use rapport_kit::convert::timestamp;
 use rapport_proto::rapport::common::v1::{
     CustomerRef, Identifier, IdentifierKind, Money, customer_ref,
 };
+use rapport_proto::rapport::engagement::v1::engagement_service_client::EngagementServiceClient;
 use rapport_proto::rapport::interaction::v1::campaign_service_client::CampaignServiceClient;
 use rapport_proto::rapport::interaction::v1::interaction_service_client::InteractionServiceClient;
 use rapport_proto::rapport::interaction::v1::{
@@ -54,7 +56,7 @@ pub struct SeedArgs {
         default_value = "http://127.0.0.1:50051"
     )]
     pub gateway: String,
-    /// An API key with profile:write and interaction:write (default: the
+    /// An API key with profile:write, interaction:write and engagement:write (default: the
     /// development key `rapport dev` keeps in DATA_DIR/dev-api-key).
     #[arg(long, env = "RAPPORT_API_KEY", hide_env_values = true)]
     pub api_key: Option<String>,
@@ -77,6 +79,8 @@ pub struct Report {
     pub interactions_duplicate: i64,
     pub interactions_rejected: i64,
     pub service_requests_resolved: usize,
+    /// Treatments created, decisions made and outcomes recorded.
+    pub engagement: engagement::Sent,
 }
 
 /// Sends an API key with every call.
@@ -167,14 +171,32 @@ pub async fn run(args: SeedArgs) -> anyhow::Result<()> {
     .await?;
     let secs = started.elapsed().as_secs_f64();
     println!(
-        "Seeded {} customers and {} interactions ({} already there, {} refused) in {secs:.1} s; {} service requests resolved.",
+        "Seeded {} customers and {} interactions ({} already there, {} refused) in {secs:.1} s; {} service requests resolved; {} treatments, {} decisions, {} outcomes.",
         report.customers,
         report.interactions_accepted,
         report.interactions_duplicate,
         report.interactions_rejected,
         report.service_requests_resolved,
+        report.engagement.treatments,
+        report.engagement.decisions,
+        report.engagement.outcomes,
     );
     Ok(())
+}
+
+/// Whether the key's tenant already has a customer (demo data of an earlier
+/// run, or real data).
+pub async fn has_customers(gateway: &str, key: &str) -> anyhow::Result<bool> {
+    let (channel, bearer) = connect(gateway, key).await?;
+    let mut profile = ProfileServiceClient::with_interceptor(channel, bearer);
+    let page = profile
+        .list_customers(rapport_proto::rapport::profile::v1::ListCustomersRequest {
+            page_size: 1,
+            ..Default::default()
+        })
+        .await?
+        .into_inner();
+    Ok(!page.customers.is_empty())
 }
 
 /// Sends the plan for `customers` customers of `seed` to the gateway at
@@ -188,6 +210,7 @@ pub async fn seed(
     concurrency: usize,
 ) -> anyhow::Result<Report> {
     let (channel, bearer) = connect(gateway, key).await?;
+    let engagement = EngagementServiceClient::with_interceptor(channel.clone(), bearer.clone());
     let clients = Clients {
         profile: ProfileServiceClient::with_interceptor(channel.clone(), bearer.clone()),
         interactions: InteractionServiceClient::with_interceptor(channel.clone(), bearer.clone()),
@@ -198,6 +221,7 @@ pub async fn seed(
     let campaign_ids = create_campaigns(&clients, seed, as_of).await?;
 
     let mut report = Report::default();
+    let mut all_ids = Vec::with_capacity(customers);
     // Customers go in chunks: created concurrently, then their interactions
     // in one streaming call.
     const CHUNK: usize = 250;
@@ -220,6 +244,7 @@ pub async fn seed(
             ids.push(c?);
         }
         report.customers += ids.len();
+        all_ids.extend(ids.iter().cloned());
 
         let mut batch = Vec::new();
         let mut requests = Vec::new();
@@ -275,6 +300,9 @@ pub async fn seed(
             println!("  {end} of {customers} customers");
         }
     }
+    report.engagement = engagement::seed(&engagement, seed, &all_ids)
+        .await
+        .context("the engagement part")?;
     Ok(report)
 }
 
@@ -283,7 +311,7 @@ pub async fn seed(
 /// well-behaved client does: a refused call did nothing, and every call of
 /// the seed is idempotent besides.
 /// Each try calls `call` with a clone of `client` and of `request`.
-async fn within_limits<C, R, T, Fut>(
+pub(super) async fn within_limits<C, R, T, Fut>(
     client: &C,
     request: &R,
     call: impl Fn(C, R) -> Fut,
