@@ -1,5 +1,5 @@
 //! The audience of a campaign: every member of a segment decided for, page
-//! by page (each page one transaction: five set-based reads, the decisions,
+//! by page (each page one transaction: six set-based reads, the decisions,
 //! one insert), sent on as it goes.
 
 use std::collections::BTreeMap;

@@ -686,3 +686,108 @@ impl<T> AnswerOk<T> for Result<T, tonic::Status> {
         self.unwrap_or_else(|s| panic!("the call failed: {s:?}"))
     }
 }
+
+#[tokio::test]
+async fn a_value_can_be_a_share_of_the_margin_of_the_last_year() {
+    use rapport_engagement::follow::InteractionFollower;
+    use rapport_proto::rapport::interaction::v1::{
+        InteractionEvent, InteractionRecorded, interaction_event,
+    };
+    let s = start().await;
+    let t = Uuid::new_v4();
+    let mut c = s.client();
+    let alice = Uuid::new_v4();
+    created(&s, t, &[alice]).await;
+    // Two purchases in the last year with margins EUR 30.25 and 9.75, one
+    // of 400 days ago with EUR 100 (outside the year) and one in dollars.
+    let purchase = |days: i64, margin: rapport_proto::rapport::common::v1::Money, seq: i64| {
+        let id = Uuid::new_v4();
+        let e = InteractionEvent {
+            event: Some(interaction_event::Event::InteractionRecorded(
+                InteractionRecorded {
+                    interaction_id: id.to_string(),
+                    customer_id: alice.to_string(),
+                    original_customer_id: alice.to_string(),
+                    r#type: InteractionType::Purchase as i32,
+                    occur_time: Some(timestamp(Utc::now() - Duration::days(days))),
+                    amount: Some(rapport_proto::rapport::common::v1::Money {
+                        units: margin.units * 4,
+                        ..margin.clone()
+                    }),
+                    margin: Some(margin),
+                    ..Default::default()
+                },
+            )),
+        };
+        event(
+            seq,
+            t,
+            &id.to_string(),
+            "InteractionRecorded",
+            NewEvent::new(t, "interaction", id.to_string(), "InteractionRecorded", &e),
+        )
+    };
+    let usd = rapport_proto::rapport::common::v1::Money {
+        currency_code: "USD".into(),
+        units: 50,
+        nanos: 0,
+    };
+    let events = vec![
+        purchase(10, eur(30, 250_000_000), 1),
+        purchase(100, eur(9, 750_000_000), 2),
+        purchase(400, eur(100, 0), 3),
+        purchase(5, usd, 4),
+    ];
+    let mut tx = s.pool.begin().await.unwrap();
+    InteractionFollower
+        .apply_batch(&mut tx, t, &events)
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+
+    let mut share = service(
+        "Margin share",
+        TreatmentKind::CrossSell,
+        ContactChannel::Email,
+        0,
+        1,
+    );
+    share.value = Some(pb::treatment::Value::MarginShareBps(2500));
+    let share = create(&mut c, t, share).await;
+    assert_eq!(
+        share.value,
+        Some(pb::treatment::Value::MarginShareBps(2500))
+    );
+    let r = next_best(&mut c, t, &alice.to_string()).await.unwrap();
+    let ctx = r.customer.clone().unwrap();
+    assert_eq!(
+        ctx.margin_last_year,
+        vec![
+            eur(40, 0),
+            rapport_proto::rapport::common::v1::Money {
+                currency_code: "USD".into(),
+                units: 50,
+                nanos: 0
+            }
+        ]
+    );
+    // 25 % of EUR 40 = 10; 0.1 × 10 − 1 = 0.
+    assert_eq!(
+        left_out(&r, "Margin share"),
+        Some(FilterReason::NotProfitable)
+    );
+    let mut richer = service(
+        "Richer share",
+        TreatmentKind::CrossSell,
+        ContactChannel::Email,
+        0,
+        0,
+    );
+    richer.value = Some(pb::treatment::Value::MarginShareBps(10_000));
+    create(&mut c, t, richer).await;
+    let r = next_best(&mut c, t, &alice.to_string()).await.unwrap();
+    // 100 % of EUR 40; 0.1 × 40 − 0 = 4.
+    assert_eq!(r.actions[0].value, Some(eur(40, 0)));
+    assert_eq!(r.actions[0].expected_net_value, Some(eur(4, 0)));
+    s.stop().await;
+}

@@ -295,6 +295,15 @@ impl EngagementApi {
                 segment_ids: segments,
                 last_complaint_time: c.last_complaint.map(timestamp),
                 last_unsubscribe_time: c.last_unsubscribe.map(timestamp),
+                margin_last_year: {
+                    let mut m: Vec<_> = c
+                        .margins
+                        .iter()
+                        .map(|(cur, n)| money(cur, i128::from(*n)))
+                        .collect();
+                    m.sort_by(|a, b| a.currency_code.cmp(&b.currency_code));
+                    m
+                },
             }),
             decide_time: Some(timestamp(a.decide_time)),
             play: a.decided.play.clone().unwrap_or_default(),

@@ -36,6 +36,8 @@ pub struct Customer {
     pub contacts: HashMap<i32, Vec<DateTime<Utc>>>,
     pub last_complaint: Option<DateTime<Utc>>,
     pub last_unsubscribe: Option<DateTime<Utc>>,
+    /// Gross margin over the last 365 days, in nanos, per currency.
+    pub margins: HashMap<String, i64>,
 }
 
 /// The consent channel of a treatment channel (`None`: only a consent for
@@ -375,6 +377,20 @@ fn value_of(t: &Stored, c: &Customer) -> Result<Amount, String> {
                 f64::from(*bps) / 100.0
             )),
         },
+        Value::MarginShare(bps) => {
+            let currency = &t.spec.cost.currency;
+            match c.margins.get(currency) {
+                Some(m) => Ok(Amount {
+                    currency: currency.clone(),
+                    nanos: i64::try_from(i128::from(*m) * i128::from(*bps) / 10_000)
+                        .unwrap_or(i64::MAX),
+                }),
+                None => Err(format!(
+                    "its value is {} % of the customer's margin over the last year, and it has none in {currency}",
+                    f64::from(*bps) / 100.0
+                )),
+            }
+        }
     }
 }
 
@@ -833,6 +849,19 @@ mod tests {
         let d = decide::<StdRng>(&customer(), &ts, &policy, 0, 10, at(0), Ranking::Mean);
         assert_eq!(d.actions[0].index, 0);
         assert!(d.play.is_none());
+    }
+
+    #[test]
+    fn a_margin_share_is_worth_its_share() {
+        // 25 % of EUR 80 of margin = 20; 0.1 × 20 − 0.5 = 1.5.
+        let mut c = customer();
+        let t = treatment("m", |s| s.value = Value::MarginShare(2500));
+        let d = run(&c, vec![(t.clone(), Posterior::new(1.0, 9.0, 0, 0))]);
+        assert_eq!(d.filtered[0].reason, FilterReason::NoValue);
+        c.margins.insert("EUR".into(), 80 * 1_000_000_000);
+        let d = run(&c, vec![(t, Posterior::new(1.0, 9.0, 0, 0))]);
+        assert_eq!(d.actions[0].value.nanos, 20 * 1_000_000_000);
+        assert_eq!(d.actions[0].expected_net, 1_500_000_000);
     }
 
     #[test]

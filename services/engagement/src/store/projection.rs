@@ -41,7 +41,7 @@ pub async fn customer(
 }
 
 /// Those of `ids` the profile feed has said exist and are not deleted, in
-/// the order of `ids`, with everything decisions read of them (five
+/// the order of `ids`, with everything decisions read of them (six
 /// set-based reads whatever their number).
 pub async fn customers(
     conn: &mut PgConnection,
@@ -86,6 +86,18 @@ pub async fn customers(
     .bind(now - Duration::days(CONTACT_HORIZON_DAYS))
     .fetch_all(&mut *conn)
     .await?;
+    let margins: Vec<(Uuid, String, i64)> = sqlx::query_as(
+        "SELECT customer_id, currency, sum(margin_nanos)::bigint FROM purchases
+          WHERE tenant_id = $1 AND customer_id = ANY($2) AND margin_nanos IS NOT NULL
+            AND occur_time > $3 AND occur_time <= $4
+          GROUP BY customer_id, currency",
+    )
+    .bind(tenant)
+    .bind(&known)
+    .bind(now - Duration::days(365))
+    .bind(now)
+    .fetch_all(&mut *conn)
+    .await?;
     let mut out: HashMap<Uuid, Customer> = rows
         .into_iter()
         .map(|r| {
@@ -108,6 +120,7 @@ pub async fn customers(
                 contacts: HashMap::new(),
                 last_complaint: r.last_complaint_time,
                 last_unsubscribe: r.last_unsubscribe_time,
+                margins: HashMap::new(),
             };
             (r.customer_id, c)
         })
@@ -126,6 +139,11 @@ pub async fn customers(
                     effective_time: t,
                 },
             );
+        }
+    }
+    for (c, currency, m) in margins {
+        if let Some(x) = out.get_mut(&c) {
+            x.margins.insert(currency, m);
         }
     }
     for (c, ch, t) in contacts {

@@ -229,6 +229,10 @@ async fn create_treatment_names_every_bad_field_and_writes_nothing() {
             vec!["treatment.clv_share_bps"],
             with(&|t| t.value = Some(treatment::Value::ClvShareBps(bps))),
         ));
+        cases.push((
+            vec!["treatment.margin_share_bps"],
+            with(&|t| t.value = Some(treatment::Value::MarginShareBps(bps))),
+        ));
     }
     // The levers.
     for p in [-1, 1001, i32::MIN, i32::MAX] {

@@ -102,6 +102,7 @@ async fn update_treatment_refuses_bad_masks_ids_etags_and_fields() {
         "archive_time",
         "fixed_value",
         "clv_share_bps",
+        "margin_share_bps",
     ] {
         cases.push((vec!["update_mask.paths[0]"], upd(base(), &[path])));
     }
