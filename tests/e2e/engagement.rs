@@ -131,7 +131,10 @@ fn next_best_actions_through_the_gateway() {
     assert_eq!(part["codeName"], "OK", "{c360}");
     let shown = c360["nextBestActions"].as_array().unwrap();
     assert_eq!(shown[0]["treatment"]["name"], "Spring offer", "{c360}");
-    assert!(shown[0].get("decisionId").is_none(), "a preview stores nothing: {c360}");
+    assert!(
+        shown[0].get("decisionId").is_none(),
+        "a preview stores nothing: {c360}"
+    );
 
     // The customer took the offer.
     let decision = actions[0]["decisionId"].as_str().unwrap();

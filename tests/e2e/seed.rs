@@ -115,7 +115,11 @@ fn seed_fills_the_dev_tenant_deterministically_and_idempotently() {
         serde_json::from_str(&out).unwrap()
     };
     let treatments = engagement("ListTreatments", "{}");
-    assert_eq!(treatments["treatments"].as_array().map(Vec::len), Some(6), "{treatments}");
+    assert_eq!(
+        treatments["treatments"].as_array().map(Vec::len),
+        Some(6),
+        "{treatments}"
+    );
     let decisions = |outcome: &str| {
         engagement(
             "ListDecisions",
@@ -125,7 +129,10 @@ fn seed_fills_the_dev_tenant_deterministically_and_idempotently() {
             .map_or(0, Vec::len)
     };
     let made = decisions("OUTCOME_UNSPECIFIED");
-    assert!(made >= 12, "decisions for every fifth of 60 customers: {made}");
+    assert!(
+        made >= 12,
+        "decisions for every fifth of 60 customers: {made}"
+    );
     assert!(decisions("OUTCOME_ACCEPTED") + decisions("OUTCOME_DECLINED") > 0);
 
     // A second run with the same seed finds everything already there, even
@@ -158,7 +165,11 @@ fn seed_fills_the_dev_tenant_deterministically_and_idempotently() {
     // The key's bucket refills (burst 5 at 20 calls/s) before the next call.
     std::thread::sleep(std::time::Duration::from_millis(500));
     assert_eq!(list("")["customers"].as_array().unwrap().len(), 60);
-    assert_eq!(decisions("OUTCOME_UNSPECIFIED"), made, "a second run adds no decision");
+    assert_eq!(
+        decisions("OUTCOME_UNSPECIFIED"),
+        made,
+        "a second run adds no decision"
+    );
 
     // Operators see the ingestion by outcome.
     let metrics = http_get(stack.metrics_port, "/metrics");

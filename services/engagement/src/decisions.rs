@@ -251,7 +251,8 @@ pub async fn record_outcome(
     let d = store::decision(&mut tx, tenant, id, true)
         .await?
         .ok_or_else(|| ApiError::not_found("decision", id.to_string()))?;
-    let (accepted, refused) = match outcome::settle(&d.arm, &d.outcome, outcome, d.decide_time, at) {
+    let (accepted, refused) = match outcome::settle(&d.arm, &d.outcome, outcome, d.decide_time, at)
+    {
         Ok(Settle::Unchanged) => return Ok(d),
         Ok(Settle::Set { accepted, refused }) => (accepted, refused),
         Err(Refusal::Control) => {
@@ -267,7 +268,10 @@ pub async fn record_outcome(
         Err(Refusal::BeforeDecision) => {
             return Err(ApiError::invalid(
                 "outcome_time",
-                format!("must not be before the decision ({})", d.decide_time.to_rfc3339()),
+                format!(
+                    "must not be before the decision ({})",
+                    d.decide_time.to_rfc3339()
+                ),
             ));
         }
     };
@@ -299,11 +303,17 @@ pub async fn apply_outcomes(
         match outcome::settle(&d.arm, &d.outcome, outcome, d.decide_time, at) {
             Ok(Settle::Set { accepted, refused }) => {
                 store::set_outcome(conn, tenant, *id, outcome, at).await?;
-                store::count_outcomes(conn, tenant, &[(d.treatment_id, d.ladder_rung, accepted, refused)])
-                    .await?;
+                store::count_outcomes(
+                    conn,
+                    tenant,
+                    &[(d.treatment_id, d.ladder_rung, accepted, refused)],
+                )
+                .await?;
             }
             Ok(Settle::Unchanged) => {}
-            Err(why) => tracing::debug!(decision = %id, ?why, "an outcome on the interaction feed was not recorded"),
+            Err(why) => {
+                tracing::debug!(decision = %id, ?why, "an outcome on the interaction feed was not recorded")
+            }
         }
     }
     Ok(())

@@ -278,7 +278,9 @@ impl InteractionFollower {
                             .and_then(nanos);
                         purchases.push((id, customer, at, m.currency_code.clone(), amount, margin));
                     }
-                    if let (Some(d), Some(o)) = (uuid(&r.decision_id), outcome::of_interaction(r.r#type)) {
+                    if let (Some(d), Some(o)) =
+                        (uuid(&r.decision_id), outcome::of_interaction(r.r#type))
+                    {
                         outcomes.push((d, o, at));
                     }
                     if r.r#type == InteractionType::Complaint as i32 {
@@ -303,8 +305,7 @@ impl InteractionFollower {
                     if ids.is_empty() && r.reason == ReassignReason::Unmerge as i32 {
                         continue;
                     }
-                    store::reassign_contacts(tx, tenant, from, to, &ids).await?;
-                    store::reassign_purchases(tx, tenant, from, to, &ids).await?;
+                    store::reassign_interactions(tx, tenant, from, to, &ids).await?;
                 }
                 E::CustomerInteractionsErased(e) => {
                     store::add_contacts(tx, tenant, &std::mem::take(&mut contacts)).await?;

@@ -5,12 +5,10 @@
 
 mod common;
 
-use chrono::Utc;
 use common::*;
 use futures::StreamExt;
 use rapport_engagement::domain::decide::in_control;
 use rapport_engagement::follow::{ProfileFollower, SegmentationFollower};
-use rapport_kit::convert::timestamp;
 use rapport_kit::feed::NewEvent;
 use rapport_proto::rapport::common::v1::ChangeEvent;
 use rapport_proto::rapport::engagement::v1::{
@@ -24,19 +22,6 @@ use rapport_proto::rapport::segmentation::v1::{
     MembershipChanged, SegmentChanged, SegmentationEvent, segmentation_event,
 };
 use uuid::Uuid;
-
-fn change(sequence: i64, tenant: Uuid, e: NewEvent) -> ChangeEvent {
-    ChangeEvent {
-        sequence,
-        tenant_id: tenant.to_string(),
-        aggregate_type: e.aggregate_type.into(),
-        aggregate_id: e.aggregate_id.clone(),
-        event_type: e.event_type.into(),
-        commit_time: Some(timestamp(Utc::now())),
-        event: Some(e.event),
-        ..Default::default()
-    }
-}
 
 async fn stream(
     c: &mut Client,

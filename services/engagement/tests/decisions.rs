@@ -359,25 +359,6 @@ async fn what_the_other_services_record_changes_the_next_best_actions() {
     s.stop().await;
 }
 
-fn event(
-    sequence: i64,
-    tenant: Uuid,
-    aggregate: &str,
-    kind: &'static str,
-    e: NewEvent,
-) -> ChangeEvent {
-    ChangeEvent {
-        sequence,
-        tenant_id: tenant.to_string(),
-        aggregate_type: "customer".into(),
-        aggregate_id: aggregate.into(),
-        event_type: kind.into(),
-        commit_time: Some(timestamp(Utc::now())),
-        event: Some(e.event),
-        ..Default::default()
-    }
-}
-
 /// Applies constructed profile events through the engagement's follower.
 async fn profile_events(s: &Stack, tenant: Uuid, events: Vec<(Uuid, profile_event::Event)>) {
     let mut tx = s.pool.begin().await.unwrap();
@@ -392,7 +373,7 @@ async fn profile_events(s: &Stack, tenant: Uuid, events: Vec<(Uuid, profile_even
                 "Profile",
                 &ProfileEvent { event: Some(e) },
             );
-            event(i as i64 + 1, tenant, &c.to_string(), "Profile", e)
+            change(i as i64 + 1, tenant, e)
         })
         .collect();
     ProfileFollower
@@ -467,11 +448,7 @@ async fn outcomes_teach_the_propensities_and_values_come_from_valuation() {
         },
     );
     ValuationFollower
-        .apply_batch(
-            &mut tx,
-            t,
-            &[event(1, t, &alice.to_string(), "CustomerValueChanged", v)],
-        )
+        .apply_batch(&mut tx, t, &[change(1, t, v)])
         .await
         .unwrap();
     tx.commit().await.unwrap();
@@ -719,11 +696,9 @@ async fn a_value_can_be_a_share_of_the_margin_of_the_last_year() {
                 },
             )),
         };
-        event(
+        change(
             seq,
             t,
-            &id.to_string(),
-            "InteractionRecorded",
             NewEvent::new(t, "interaction", id.to_string(), "InteractionRecorded", &e),
         )
     };

@@ -26,19 +26,6 @@ use rapport_proto::rapport::profile::v1::{
 };
 use uuid::Uuid;
 
-fn change(sequence: i64, tenant: Uuid, e: NewEvent) -> ChangeEvent {
-    ChangeEvent {
-        sequence,
-        tenant_id: tenant.to_string(),
-        aggregate_type: e.aggregate_type.into(),
-        aggregate_id: e.aggregate_id.clone(),
-        event_type: e.event_type.into(),
-        commit_time: Some(timestamp(Utc::now())),
-        event: Some(e.event),
-        ..Default::default()
-    }
-}
-
 #[tokio::test]
 async fn the_lift_over_the_control_group_is_measured() {
     let s = start().await;

@@ -138,6 +138,7 @@ fn recorded(id: Uuid, customer: Uuid, original: Uuid, t: DateTime<Utc>) -> Inter
         csat: Some(5),
         nps: Some(10),
         service_request_status: ServiceRequestStatus::Unspecified as i32,
+        decision_id: Uuid::new_v4().to_string(),
     }
 }
 

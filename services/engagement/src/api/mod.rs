@@ -371,19 +371,8 @@ impl EngagementApi {
     ) -> Result<pb::GetTreatmentReportResponse, ApiError> {
         let mut v = Violations::new();
         let id = required_id(&mut v, "treatment_id", &r.treatment_id);
-        let mut time = |field: &str, t: Option<&prost_types::Timestamp>| {
-            let t = t?;
-            let parsed = from_timestamp(t);
-            if parsed.is_none() {
-                v.add(
-                    field,
-                    "not a valid time (0001-01-01 to 9999-12-31, nanos 0..=999999999)",
-                );
-            }
-            parsed
-        };
-        let start = time("start_time", r.start_time.as_ref());
-        let end = time("end_time", r.end_time.as_ref());
+        let start = treatment::time(&mut v, "start_time", r.start_time.as_ref());
+        let end = treatment::time(&mut v, "end_time", r.end_time.as_ref());
         if let (Some(a), Some(b)) = (start, end)
             && b <= a
         {

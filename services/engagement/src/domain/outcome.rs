@@ -84,34 +84,64 @@ mod tests {
     fn outcomes_settle_once() {
         assert_eq!(
             settle("treatment", "pending", "accepted", t(1), t(2)),
-            Ok(Settle::Set { accepted: 1, refused: 0 })
+            Ok(Settle::Set {
+                accepted: 1,
+                refused: 0
+            })
         );
         assert_eq!(
             settle("treatment", "pending", "declined", t(1), t(2)),
-            Ok(Settle::Set { accepted: 0, refused: 1 })
+            Ok(Settle::Set {
+                accepted: 0,
+                refused: 1
+            })
         );
         assert_eq!(
             settle("treatment", "ignored", "accepted", t(1), t(2)),
-            Ok(Settle::Set { accepted: 1, refused: -1 })
+            Ok(Settle::Set {
+                accepted: 1,
+                refused: -1
+            })
         );
         assert_eq!(
             settle("treatment", "ignored", "declined", t(1), t(2)),
-            Ok(Settle::Set { accepted: 0, refused: 0 })
+            Ok(Settle::Set {
+                accepted: 0,
+                refused: 0
+            })
         );
-        assert_eq!(settle("treatment", "accepted", "accepted", t(1), t(2)), Ok(Settle::Unchanged));
+        assert_eq!(
+            settle("treatment", "accepted", "accepted", t(1), t(2)),
+            Ok(Settle::Unchanged)
+        );
         assert_eq!(
             settle("treatment", "accepted", "declined", t(1), t(2)),
             Err(Refusal::Decided("accepted".into()))
         );
-        assert_eq!(settle("control", "pending", "accepted", t(1), t(2)), Err(Refusal::Control));
-        assert_eq!(settle("treatment", "pending", "accepted", t(2), t(1)), Err(Refusal::BeforeDecision));
+        assert_eq!(
+            settle("control", "pending", "accepted", t(1), t(2)),
+            Err(Refusal::Control)
+        );
+        assert_eq!(
+            settle("treatment", "pending", "accepted", t(2), t(1)),
+            Err(Refusal::BeforeDecision)
+        );
     }
 
     #[test]
     fn interactions_map_to_outcomes() {
-        assert_eq!(of_interaction(InteractionType::CampaignConverted as i32), Some("accepted"));
-        assert_eq!(of_interaction(InteractionType::Purchase as i32), Some("accepted"));
-        assert_eq!(of_interaction(InteractionType::CampaignUnsubscribed as i32), Some("declined"));
+        assert_eq!(
+            of_interaction(InteractionType::CampaignConverted as i32),
+            Some("accepted")
+        );
+        assert_eq!(
+            of_interaction(InteractionType::Purchase as i32),
+            Some("accepted")
+        );
+        assert_eq!(
+            of_interaction(InteractionType::CampaignUnsubscribed as i32),
+            Some("declined")
+        );
         assert_eq!(of_interaction(InteractionType::CampaignOpened as i32), None);
     }
 }

@@ -216,7 +216,9 @@ fn uuids(v: &mut Violations, field: &str, ids: &[String]) -> Vec<Uuid> {
     out
 }
 
-fn time(
+/// A time given in a request, or (for an invalid one) `None` with its
+/// problem added to `v` under `field`.
+pub fn time(
     v: &mut Violations,
     field: &str,
     t: Option<&prost_types::Timestamp>,

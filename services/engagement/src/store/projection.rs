@@ -502,25 +502,27 @@ pub async fn mark(
     Ok(())
 }
 
-/// Moves contacts between customers after a merge or unmerge: the listed
-/// interactions, or (`ids` empty) every contact of `from`.
-pub async fn reassign_contacts(
+/// Moves contacts and purchases between customers after a merge or
+/// unmerge: the listed interactions, or (`ids` empty) every one of `from`.
+pub async fn reassign_interactions(
     conn: &mut PgConnection,
     tenant: Uuid,
     from: Uuid,
     to: Uuid,
     ids: &[Uuid],
 ) -> Result<()> {
-    sqlx::query(
-        "UPDATE contacts SET customer_id = $3
-          WHERE tenant_id = $1 AND customer_id = $2
-            AND (cardinality($4::uuid[]) = 0 OR interaction_id = ANY($4))",
-    )
-    .bind(tenant)
-    .bind(from)
-    .bind(to)
-    .bind(ids)
-    .execute(conn)
-    .await?;
+    for table in ["contacts", "purchases"] {
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "UPDATE {table} SET customer_id = $3
+              WHERE tenant_id = $1 AND customer_id = $2
+                AND (cardinality($4::uuid[]) = 0 OR interaction_id = ANY($4))"
+        )))
+        .bind(tenant)
+        .bind(from)
+        .bind(to)
+        .bind(ids)
+        .execute(&mut *conn)
+        .await?;
+    }
     Ok(())
 }

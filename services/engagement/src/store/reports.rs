@@ -44,29 +44,6 @@ pub async fn add_purchases(
     Ok(())
 }
 
-/// Moves purchases between customers after a merge or unmerge: the listed
-/// interactions, or (`ids` empty) every purchase of `from`.
-pub async fn reassign_purchases(
-    conn: &mut PgConnection,
-    tenant: Uuid,
-    from: Uuid,
-    to: Uuid,
-    ids: &[Uuid],
-) -> Result<()> {
-    sqlx::query(
-        "UPDATE purchases SET customer_id = $3
-          WHERE tenant_id = $1 AND customer_id = $2
-            AND (cardinality($4::uuid[]) = 0 OR interaction_id = ANY($4))",
-    )
-    .bind(tenant)
-    .bind(from)
-    .bind(to)
-    .bind(ids)
-    .execute(conn)
-    .await?;
-    Ok(())
-}
-
 /// A treatment's decisions in a window: [start, end).
 #[derive(Debug, Clone, Copy)]
 pub struct Window {

@@ -281,3 +281,21 @@ pub async fn next_best_until(
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
 }
+
+/// A feed event of `tenant` as a consumer receives it, at `sequence`.
+pub fn change(
+    sequence: i64,
+    tenant: Uuid,
+    e: rapport_kit::feed::NewEvent,
+) -> rapport_proto::rapport::common::v1::ChangeEvent {
+    rapport_proto::rapport::common::v1::ChangeEvent {
+        sequence,
+        tenant_id: tenant.to_string(),
+        aggregate_type: e.aggregate_type.into(),
+        aggregate_id: e.aggregate_id.clone(),
+        event_type: e.event_type.into(),
+        commit_time: Some(timestamp(Utc::now())),
+        event: Some(e.event),
+        ..Default::default()
+    }
+}

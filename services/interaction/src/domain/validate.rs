@@ -482,7 +482,11 @@ pub fn validate_interaction(
         None
     } else {
         let d = Uuid::parse_str(&i.decision_id).ok();
-        v.check(d.is_none(), p("decision_id"), "must be a UUID (a NextBestAction's decision_id)");
+        v.check(
+            d.is_none(),
+            p("decision_id"),
+            "must be a UUID (a NextBestAction's decision_id)",
+        );
         d
     };
 

@@ -342,9 +342,15 @@ fn bad_interactions(customer: Uuid) -> Vec<(String, Interaction)> {
         ("campaign_id", with(&|i| i.campaign_id = "1 OR 1=1".into())),
         ("agent_id", with(&|i| i.agent_id = "a".repeat(129))),
         ("agent_id", with(&|i| i.agent_id = "agent\0".into())),
-        ("decision_id", with(&|i| i.decision_id = "not-a-decision".into())),
+        (
+            "decision_id",
+            with(&|i| i.decision_id = "not-a-decision".into()),
+        ),
         ("decision_id", with(&|i| i.decision_id = "../x".into())),
-        ("decision_id", with(&|i| i.decision_id = "a".repeat(100_000))),
+        (
+            "decision_id",
+            with(&|i| i.decision_id = "a".repeat(100_000)),
+        ),
         ("survey", of_type(InteractionType::SurveyResponse, &|_| {})),
         (
             "survey",

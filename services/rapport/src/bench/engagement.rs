@@ -23,7 +23,7 @@ use uuid::Uuid;
 
 use super::reads::{Call, offer};
 use super::stack::Stack;
-use super::{Auth, Sizes, Table, millis, percentile, secs};
+use super::{Auth, Sizes, Table, secs};
 
 fn eur(units: i64) -> Option<Money> {
     Some(Money {
@@ -199,33 +199,12 @@ pub async fn run(stack: &Stack, sizes: &Sizes) -> anyhow::Result<Value> {
         );
         offer(&call, &customers, rate, 1).await;
         let o = offer(&call, &customers, rate, seconds).await;
-        let achieved = o.latencies.len() as f64 / o.elapsed.as_secs_f64().max(1e-9);
-        let (p50, p90, p99) = (
-            percentile(&o.latencies, 50.0),
-            percentile(&o.latencies, 90.0),
-            percentile(&o.latencies, 99.0),
-        );
-        let max = o.latencies.last().copied().unwrap_or_default();
-        table.row(vec![
-            what.into(),
-            millis(p50),
-            millis(p90),
-            millis(p99),
-            millis(max),
-            format!("{achieved:.0}"),
-            o.errors.to_string(),
-        ]);
-        calls.push(json!({
-            "decisions": what,
-            "offered_per_second": rate,
-            "seconds": seconds,
-            "p50_ms": p50.as_secs_f64() * 1000.0,
-            "p90_ms": p90.as_secs_f64() * 1000.0,
-            "p99_ms": p99.as_secs_f64() * 1000.0,
-            "max_ms": max.as_secs_f64() * 1000.0,
-            "achieved_per_second": achieved,
-            "errors": o.errors,
-        }));
+        let (cells, mut figures) = o.figures();
+        table.row([vec![what.into()], cells].concat());
+        figures.insert("decisions".into(), json!(what));
+        figures.insert("offered_per_second".into(), json!(rate));
+        figures.insert("seconds".into(), json!(seconds));
+        calls.push(Value::Object(figures));
     }
     table.print();
 

@@ -64,6 +64,37 @@ pub struct Outcome {
     pub elapsed: Duration,
 }
 
+impl Outcome {
+    /// Its latency cells (p50, p90, p99, max, achieved calls/s, errors) and
+    /// the same figures as JSON fields.
+    pub fn figures(&self) -> (Vec<String>, serde_json::Map<String, Value>) {
+        let achieved = self.latencies.len() as f64 / self.elapsed.as_secs_f64().max(1e-9);
+        let (p50, p90, p99) = (
+            percentile(&self.latencies, 50.0),
+            percentile(&self.latencies, 90.0),
+            percentile(&self.latencies, 99.0),
+        );
+        let max = self.latencies.last().copied().unwrap_or_default();
+        let cells = vec![
+            millis(p50),
+            millis(p90),
+            millis(p99),
+            millis(max),
+            format!("{achieved:.0}"),
+            self.errors.to_string(),
+        ];
+        let json = json!({
+            "p50_ms": p50.as_secs_f64() * 1000.0,
+            "p90_ms": p90.as_secs_f64() * 1000.0,
+            "p99_ms": p99.as_secs_f64() * 1000.0,
+            "max_ms": max.as_secs_f64() * 1000.0,
+            "achieved_per_second": achieved,
+            "errors": self.errors,
+        });
+        (cells, json.as_object().cloned().unwrap_or_default())
+    }
+}
+
 /// Offers `rate` calls per second for `seconds`, customers in turn.
 pub async fn offer(call: &Call, customers: &[Uuid], rate: u32, seconds: u64) -> Outcome {
     let latencies = Arc::new(Mutex::new(Vec::new()));
@@ -173,35 +204,13 @@ pub async fn run(stack: &Stack, sizes: &Sizes) -> anyhow::Result<Value> {
         // Warm up connections, caches and the planner.
         offer(&call, &customers, rate, 1).await;
         let o = offer(&call, &customers, rate, seconds).await;
-        let achieved = o.latencies.len() as f64 / o.elapsed.as_secs_f64().max(1e-9);
-        let (p50, p90, p99) = (
-            percentile(&o.latencies, 50.0),
-            percentile(&o.latencies, 90.0),
-            percentile(&o.latencies, 99.0),
-        );
-        let max = o.latencies.last().copied().unwrap_or_default();
-        table.row(vec![
-            method.into(),
-            path.into(),
-            millis(p50),
-            millis(p90),
-            millis(p99),
-            millis(max),
-            format!("{achieved:.0}"),
-            o.errors.to_string(),
-        ]);
-        out.push(json!({
-            "method": method,
-            "path": path,
-            "offered_per_second": rate,
-            "seconds": seconds,
-            "p50_ms": p50.as_secs_f64() * 1000.0,
-            "p90_ms": p90.as_secs_f64() * 1000.0,
-            "p99_ms": p99.as_secs_f64() * 1000.0,
-            "max_ms": max.as_secs_f64() * 1000.0,
-            "achieved_per_second": achieved,
-            "errors": o.errors,
-        }));
+        let (cells, mut figures) = o.figures();
+        table.row([vec![method.into(), path.into()], cells].concat());
+        figures.insert("method".into(), json!(method));
+        figures.insert("path".into(), json!(path));
+        figures.insert("offered_per_second".into(), json!(rate));
+        figures.insert("seconds".into(), json!(seconds));
+        out.push(Value::Object(figures));
     }
     table.print();
     Ok(Value::Array(out))

@@ -133,7 +133,12 @@ pub async fn seed(
             treatment: Some(t),
             request_id: format!("seed-{seed}-treatment-{i}"),
         };
-        let r = within_limits(&c, &req, |mut c, r| async move { c.create_treatment(r).await }).await;
+        let r = within_limits(
+            &c,
+            &req,
+            |mut c, r| async move { c.create_treatment(r).await },
+        )
+        .await;
         match r {
             Ok(_) => sent.treatments += 1,
             // Named by an earlier seed of the same tenant: kept as it is.
@@ -145,9 +150,13 @@ pub async fn seed(
         page_size: 1,
         ..Default::default()
     };
-    let any = within_limits(&c, &req, |mut c, r| async move { c.list_decisions(r).await })
-        .await?
-        .into_inner();
+    let any = within_limits(
+        &c,
+        &req,
+        |mut c, r| async move { c.list_decisions(r).await },
+    )
+    .await?
+    .into_inner();
     if !any.decisions.is_empty() {
         return Ok(sent);
     }
@@ -163,12 +172,15 @@ pub async fn seed(
             preview: true,
             ..Default::default()
         };
-        let known =
-            within_limits(&c, &req, |mut c, r| async move { c.get_next_best_actions(r).await })
-                .await;
+        let known = within_limits(&c, &req, |mut c, r| async move {
+            c.get_next_best_actions(r).await
+        })
+        .await;
         match known {
             Ok(_) => break,
-            Err(s) if s.code() == Code::NotFound && started.elapsed() < Duration::from_secs(120) => {
+            Err(s)
+                if s.code() == Code::NotFound && started.elapsed() < Duration::from_secs(120) =>
+            {
                 tokio::time::sleep(Duration::from_millis(250)).await;
             }
             Err(s) => return Err(anyhow::anyhow!("GetNextBestActions: {s}")),
@@ -180,9 +192,11 @@ pub async fn seed(
             limit: 2,
             ..Default::default()
         };
-        let r = within_limits(&c, &req, |mut c, r| async move { c.get_next_best_actions(r).await })
-            .await?
-            .into_inner();
+        let r = within_limits(&c, &req, |mut c, r| async move {
+            c.get_next_best_actions(r).await
+        })
+        .await?
+        .into_inner();
         for a in r.actions {
             sent.decisions += 1;
             let outcome = match draw(seed, &a.decision_id) {
@@ -195,7 +209,12 @@ pub async fn seed(
                 outcome: outcome as i32,
                 outcome_time: None,
             };
-            within_limits(&c, &req, |mut c, r| async move { c.record_outcome(r).await }).await?;
+            within_limits(
+                &c,
+                &req,
+                |mut c, r| async move { c.record_outcome(r).await },
+            )
+            .await?;
             sent.outcomes += 1;
         }
     }
