@@ -1,14 +1,15 @@
-//! The audience of a campaign: every member of a segment decided for, page
-//! by page (each page one transaction: six set-based reads, the decisions,
-//! one insert), sent on as it goes.
+//! The audience of a campaign: every member of a segment (or every customer
+//! a rule matches) decided for, page by page (each page one transaction:
+//! six set-based reads, the decisions, one insert), sent on as it goes.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
+use rapport_kit::context::CallContext;
 use rapport_kit::error::ApiError;
 use rapport_kit::shutdown::Shutdown;
 use rapport_proto::rapport::engagement::v1::FilterReason;
-use sqlx::PgPool;
+use sqlx::{PgConnection, PgPool};
 use tokio::sync::mpsc;
 use uuid::Uuid;
 
@@ -16,18 +17,91 @@ use crate::decisions::{Setting, rows};
 use crate::domain::decide::{Customer, Decided};
 use crate::domain::propensity::Posterior;
 use crate::domain::treatment::Stored;
+use crate::peers::Segmentation;
 use crate::store;
 
 /// Customers per page.
 pub const PAGE: usize = 500;
 
+/// Whose next best actions: a segment's members, or a rule's matches.
+#[derive(Clone)]
+pub enum Audience {
+    /// Members as segmentation's feed announced them.
+    Segment(Uuid),
+    /// Customers segmentation says the rule matches, with its first page
+    /// (read before the stream starts, so a bad rule fails the call).
+    Rule(Box<RuleAudience>),
+}
+
+/// An audience given as a rule.
+#[derive(Clone)]
+pub struct RuleAudience {
+    pub rule: String,
+    pub segmentation: Segmentation,
+    pub ctx: CallContext,
+    /// The first page of matches and the next page's token.
+    pub first: (Vec<Uuid>, String),
+}
+
 /// What StreamNextBestActions asked.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Ask {
-    pub segment: Uuid,
+    pub audience: Audience,
     pub channel: i32,
     pub limit: usize,
     pub preview: bool,
+}
+
+/// Where the next page of the audience starts.
+#[derive(Debug, Clone)]
+enum Cursor {
+    Start,
+    /// After this member of the segment.
+    After(Uuid),
+    /// A rule's next page token.
+    Token(String),
+    Done,
+}
+
+impl Ask {
+    /// The page of the audience at `cursor`, and where the next one starts.
+    async fn members(
+        &self,
+        conn: &mut PgConnection,
+        tenant: Uuid,
+        cursor: Cursor,
+    ) -> Result<(Vec<Uuid>, Cursor), ApiError> {
+        match (&self.audience, cursor) {
+            (_, Cursor::Done) => Ok((vec![], Cursor::Done)),
+            (Audience::Segment(segment), c) => {
+                let after = match c {
+                    Cursor::After(id) => Some(id),
+                    _ => None,
+                };
+                let ids =
+                    store::segment_members(conn, tenant, *segment, after, PAGE as i64).await?;
+                let next = match ids.last() {
+                    Some(last) if ids.len() == PAGE => Cursor::After(*last),
+                    _ => Cursor::Done,
+                };
+                Ok((ids, next))
+            }
+            (Audience::Rule(r), Cursor::Start) => Ok((r.first.0.clone(), next_of(&r.first.1))),
+            (Audience::Rule(r), Cursor::Token(token)) => {
+                let (ids, next) = r.segmentation.rule_matches(&r.ctx, &r.rule, &token).await?;
+                Ok((ids, next_of(&next)))
+            }
+            (Audience::Rule(_), Cursor::After(_)) => Ok((vec![], Cursor::Done)),
+        }
+    }
+}
+
+fn next_of(token: &str) -> Cursor {
+    if token.is_empty() {
+        Cursor::Done
+    } else {
+        Cursor::Token(token.to_string())
+    }
 }
 
 /// One customer decided for.
@@ -80,7 +154,7 @@ pub async fn run(
     out: mpsc::Sender<Result<Part, ApiError>>,
 ) {
     let mut summary = Summary::default();
-    let mut after = None;
+    let mut cursor = Cursor::Start;
     loop {
         if shutdown.is_triggered() {
             let _ = out
@@ -90,15 +164,15 @@ pub async fn run(
                 .await;
             return;
         }
-        let page = match page(&pool, tenant, &ask, after, &mut summary).await {
+        let page = match page(&pool, tenant, &ask, cursor, &mut summary).await {
             Ok(p) => p,
             Err(e) => {
                 let _ = out.send(Err(e)).await;
                 return;
             }
         };
-        let Some((last, decisions)) = page else { break };
-        after = Some(last);
+        let Some((next, decisions)) = page else { break };
+        cursor = next;
         if out.send(Ok(Part::Page(decisions))).await.is_err() {
             return;
         }
@@ -106,21 +180,21 @@ pub async fn run(
     let _ = out.send(Ok(Part::Summary(summary))).await;
 }
 
-/// The page of members after `after`: its last member and the decisions;
-/// `None` after the last page.
+/// The page of members at `cursor`: where the next starts and the
+/// decisions; `None` after the last page.
 async fn page(
     pool: &PgPool,
     tenant: Uuid,
     ask: &Ask,
-    after: Option<Uuid>,
+    cursor: Cursor,
     summary: &mut Summary,
-) -> Result<Option<(Uuid, Vec<Decision>)>, ApiError> {
+) -> Result<Option<(Cursor, Vec<Decision>)>, ApiError> {
     let now = crate::domain::now();
     let mut tx = pool.begin().await?;
-    let members = store::segment_members(&mut tx, tenant, ask.segment, after, PAGE as i64).await?;
-    let Some(last) = members.last().copied() else {
+    let (members, next) = ask.members(&mut tx, tenant, cursor).await?;
+    if members.is_empty() {
         return Ok(None);
-    };
+    }
     let customers = store::customers(&mut tx, tenant, &members, now).await?;
     let mut setting = Setting::read(&mut tx, tenant).await?;
     let mut stored = Vec::new();
@@ -152,7 +226,7 @@ async fn page(
     summary.members += members.len() as i64;
     store::insert_decisions(&mut tx, tenant, &stored).await?;
     tx.commit().await?;
-    Ok(Some((last, decisions)))
+    Ok(Some((next, decisions)))
 }
 
 /// The reasons of a summary in the order of the contract.

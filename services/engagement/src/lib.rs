@@ -18,6 +18,7 @@ pub mod audience;
 pub mod decisions;
 pub mod domain;
 pub mod follow;
+pub mod peers;
 pub mod reports;
 pub mod store;
 pub mod treatments;
@@ -52,6 +53,7 @@ pub fn register(server: &mut ServerBuilder, runtime: &ServiceRuntime) {
             None
         }
     };
+    let segmentation = connect("segmentation", config.segmentation_url.as_deref());
     let follow =
         |name: &'static str, source: Option<Arc<dyn FeedSource>>, handler: Arc<dyn FeedHandler>| {
             if let Some(source) = source {
@@ -68,7 +70,7 @@ pub fn register(server: &mut ServerBuilder, runtime: &ServiceRuntime) {
     );
     follow(
         follow::SEGMENTATION_CURSOR,
-        connect("segmentation", config.segmentation_url.as_deref())
+        segmentation
             .as_ref()
             .map(|p| Arc::new(PeerFeed::<SegmentationFeed>::new(p)) as Arc<dyn FeedSource>),
         Arc::new(follow::SegmentationFollower),
@@ -96,6 +98,7 @@ pub fn register(server: &mut ServerBuilder, runtime: &ServiceRuntime) {
         runtime.pool.clone(),
         runtime.page_tokens.clone(),
         runtime.shutdown.clone(),
+        segmentation.as_ref().map(peers::Segmentation::new),
     );
     server.add_service(
         EngagementServiceServer::new(api)

@@ -282,6 +282,53 @@ async fn what_the_other_services_record_changes_the_next_best_actions() {
         gift.eligible_because
     );
 
+    // An audience given as a rule: segmentation lists who it matches now.
+    let stream = |rule: &str| {
+        let mut c = c.clone();
+        let rule = rule.to_string();
+        async move {
+            let mut s = c
+                .stream_next_best_actions(req(
+                    t,
+                    pb::StreamNextBestActionsRequest {
+                        rule_text: rule,
+                        preview: true,
+                        ..Default::default()
+                    },
+                ))
+                .await?
+                .into_inner();
+            let mut out = Vec::new();
+            while let Some(m) = futures::StreamExt::next(&mut s).await {
+                out.push(m?);
+            }
+            Ok::<_, tonic::Status>(out)
+        }
+    };
+    let parts = stream("purchases >= 1").await.unwrap();
+    assert_eq!(parts[0].customers.len(), 1);
+    assert_eq!(parts[0].customers[0].customer_id, alice);
+    assert_eq!(
+        parts[0].customers[0].actions[0]
+            .treatment
+            .as_ref()
+            .unwrap()
+            .name,
+        "VIP gift"
+    );
+    let summary = parts.last().unwrap().summary.clone().unwrap();
+    assert_eq!((summary.members, summary.customers), (1, 1));
+    assert!(
+        stream("purchases >= 100").await.unwrap()[0]
+            .summary
+            .is_some(),
+        "nobody matches"
+    );
+    let e = stream("purchases >>= 1")
+        .await
+        .refused(tonic::Code::InvalidArgument);
+    assert!(e.message().contains("rule_text"), "{e:?}");
+
     // Three e-mails sent by the company in the last week reach the cap.
     for _ in 0..3 {
         s.record(

@@ -71,6 +71,7 @@ const READS: [(&str, &[&str]); 6] = [
             "GetSegment",
             "ListSegments",
             "PreviewSegment",
+            "ListRuleMatches",
             "ListMembers",
             "GetCustomerSegments",
             "GetSegmentHistory",

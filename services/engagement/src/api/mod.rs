@@ -19,7 +19,7 @@ use futures::StreamExt;
 use futures::stream::BoxStream;
 use rapport_kit::shutdown::Shutdown;
 
-use crate::audience::{self, Part};
+use crate::audience::{self, Audience, Part, RuleAudience};
 use crate::decisions::{self, Asked};
 use crate::domain::decide::Decided;
 use crate::domain::money;
@@ -27,6 +27,7 @@ use crate::domain::propensity::Posterior;
 use crate::domain::report::Proportion;
 use crate::domain::treatment::Stored;
 use crate::domain::treatment::{self, Draft, FIELDS};
+use crate::peers::Segmentation;
 use crate::reports::Report;
 use crate::store::{self, DecisionFilter, DecisionRow};
 use crate::treatments;
@@ -37,15 +38,23 @@ pub struct EngagementApi {
     pool: PgPool,
     page_tokens: PageTokens,
     shutdown: Shutdown,
+    segmentation: Option<Segmentation>,
 }
 
 impl EngagementApi {
-    /// Handlers over `pool`; streams end UNAVAILABLE at `shutdown`.
-    pub fn new(pool: PgPool, page_tokens: PageTokens, shutdown: Shutdown) -> Self {
+    /// Handlers over `pool`; streams end UNAVAILABLE at `shutdown`; rule
+    /// audiences are listed by `segmentation`.
+    pub fn new(
+        pool: PgPool,
+        page_tokens: PageTokens,
+        shutdown: Shutdown,
+        segmentation: Option<Segmentation>,
+    ) -> Self {
         Self {
             pool,
             page_tokens,
             shutdown,
+            segmentation,
         }
     }
 }
@@ -694,7 +703,29 @@ impl EngagementService for EngagementApi {
         let ctx = CallContext::of(&req)?;
         let r = req.into_inner();
         let mut v = Violations::new();
-        let segment = required_id(&mut v, "segment_id", &r.segment_id);
+        let segment = match (r.segment_id.is_empty(), r.rule_text.is_empty()) {
+            (true, true) => {
+                v.add(
+                    "segment_id",
+                    "required: a segment id, or a rule in rule_text",
+                );
+                None
+            }
+            (false, false) => {
+                v.add("rule_text", "give a segment_id or a rule_text, not both");
+                None
+            }
+            (false, true) => v.uuid("segment_id", &r.segment_id),
+            (true, false) => {
+                let n = r.rule_text.chars().count();
+                v.check(
+                    n > 10_000,
+                    "rule_text",
+                    format!("at most 10,000 characters, got {n}"),
+                );
+                None
+            }
+        };
         if ContactChannel::try_from(r.channel).is_err() {
             v.add("channel", format!("unknown channel {}", r.channel));
         }
@@ -704,13 +735,33 @@ impl EngagementService for EngagementApi {
             format!("must be in 1..=5 (0 means 1), got {}", r.limit_per_customer),
         );
         v.finish().map_err(Status::from)?;
-        let segment =
-            segment.ok_or_else(|| Status::from(ApiError::invalid("segment_id", "required")))?;
-        audience::check(&self.pool, ctx.tenant_id, segment)
-            .await
-            .map_err(Status::from)?;
+        let audience = match segment {
+            Some(segment) => {
+                audience::check(&self.pool, ctx.tenant_id, segment)
+                    .await
+                    .map_err(Status::from)?;
+                Audience::Segment(segment)
+            }
+            None => {
+                let segmentation = self.segmentation.clone().ok_or_else(|| {
+                    Status::from(ApiError::Unavailable(
+                        "no segmentation service is configured to list a rule's customers".into(),
+                    ))
+                })?;
+                let first = segmentation
+                    .rule_matches(&ctx, &r.rule_text, "")
+                    .await
+                    .map_err(Status::from)?;
+                Audience::Rule(Box::new(RuleAudience {
+                    rule: r.rule_text.clone(),
+                    segmentation,
+                    ctx: ctx.clone(),
+                    first,
+                }))
+            }
+        };
         let ask = audience::Ask {
-            segment,
+            audience,
             channel: r.channel,
             limit: r.limit_per_customer.max(1) as usize,
             preview: r.preview,

@@ -449,8 +449,21 @@ async fn stream_next_best_actions_refuses_bad_input_and_stores_nothing() {
             limit_per_customer: 6,
             preview: true,
             explain: true,
+            rule_text: String::new(),
         },
     )];
+    // Both audiences at once; a rule too long.
+    cases.push((
+        vec!["rule_text"],
+        asked(&|r| r.rule_text = "purchases >= 1".into()),
+    ));
+    cases.push((
+        vec!["rule_text"],
+        asked(&|r| {
+            r.segment_id = String::new();
+            r.rule_text = "x".repeat(10_001);
+        }),
+    ));
     for id in BAD_IDS {
         for (preview, explain) in [(false, false), (true, true)] {
             cases.push((
@@ -516,6 +529,7 @@ async fn stream_next_best_actions_refuses_bad_input_and_stores_nothing() {
                 limit_per_customer: limit,
                 preview: true,
                 explain: true,
+                rule_text: String::new(),
             },
         )
         .await;

@@ -64,6 +64,67 @@ impl SegmentationApi {
         })
     }
 
+    pub(super) async fn rule_matches(
+        &self,
+        ctx: CallContext,
+        r: pb::ListRuleMatchesRequest,
+    ) -> Result<pb::ListRuleMatchesResponse, ApiError> {
+        let tenant = ctx.tenant_id;
+        let mut v = Violations::new();
+        v.check(r.page_size < 0, "page_size", "must not be negative");
+        let limit = match r.page_size {
+            n if n <= 0 => 1000,
+            n => i64::from(n.min(10_000)),
+        };
+        let parsed = match &r.rule_definition {
+            Some(list_rule_matches_request::RuleDefinition::RuleText(t)) if !t.is_empty() => {
+                parse_rule(&mut v, t, None, "rule_text", "rule")
+            }
+            Some(list_rule_matches_request::RuleDefinition::Rule(p)) => {
+                parse_rule(&mut v, "", Some(p), "rule_text", "rule")
+            }
+            _ => {
+                v.add("rule_text", "give the rule in rule_text or in rule");
+                None
+            }
+        };
+        v.finish()?;
+        let Some((mut expr, form)) = parsed else {
+            return Err(ApiError::invalid("rule_text", "required"));
+        };
+        let catalog = self.catalog(&ctx).await?;
+        let mut conn = self.pool.acquire().await?;
+        let names = store::segment_names(&mut conn, tenant).await?;
+        check_rule(
+            &mut expr,
+            &catalog,
+            &names,
+            if form == "text" { "rule_text" } else { "rule" },
+        )?;
+        // Tokens are for this tenant and this rule (as printed: the same rule
+        // in either form).
+        let printed = rule::print(&expr, &namer(&names));
+        let scope = format!(
+            "{tenant}/rule_matches/{}",
+            Sha256::digest(printed.as_bytes())
+                .iter()
+                .map(|b| format!("{b:02x}"))
+                .collect::<String>()
+        );
+        let after = self.page_tokens.decode::<Uuid>(&scope, &r.page_token)?;
+        let now = Utc::now();
+        let sql = rule::compile_sql(&expr, &catalog, now);
+        let mut ids = store::rule_matches(&mut conn, tenant, &sql, after, limit + 1).await?;
+        let next = self
+            .page_tokens
+            .trim_page(&scope, &mut ids, limit, |id| *id);
+        Ok(pb::ListRuleMatchesResponse {
+            customer_ids: ids.iter().map(Uuid::to_string).collect(),
+            next_page_token: next,
+            evaluate_time: Some(ts(now)),
+        })
+    }
+
     pub(super) async fn history(
         &self,
         ctx: CallContext,

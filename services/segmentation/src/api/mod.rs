@@ -20,7 +20,7 @@ use rapport_proto::rapport::common::v1::{Money, RelationshipStage};
 use rapport_proto::rapport::segmentation::v1::segmentation_service_server::SegmentationService;
 use rapport_proto::rapport::segmentation::v1::{
     self as pb, HistoryGranularity, MembershipChangeReason, MembershipChangeType, SegmentKind,
-    preview_segment_request, watch_membership_request,
+    list_rule_matches_request, preview_segment_request, watch_membership_request,
 };
 use rust_decimal::Decimal;
 use rust_decimal::prelude::ToPrimitive;
@@ -428,6 +428,18 @@ impl SegmentationService for SegmentationApi {
         let ctx = CallContext::of(&req)?;
         Ok(Response::new(
             self.preview(ctx, req.into_inner()).await.map_err(status)?,
+        ))
+    }
+
+    async fn list_rule_matches(
+        &self,
+        req: Request<pb::ListRuleMatchesRequest>,
+    ) -> Result<Response<pb::ListRuleMatchesResponse>, Status> {
+        let ctx = CallContext::of(&req)?;
+        Ok(Response::new(
+            self.rule_matches(ctx, req.into_inner())
+                .await
+                .map_err(status)?,
         ))
     }
 

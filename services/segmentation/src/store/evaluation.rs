@@ -139,6 +139,34 @@ pub async fn preview(
     Ok((count, ids))
 }
 
+/// Up to `limit` customers the rule matches, by id, after `after`.
+pub async fn rule_matches(
+    conn: &mut PgConnection,
+    tenant: Uuid,
+    sql: &Sql,
+    after: Option<Uuid>,
+    limit: i64,
+) -> Result<Vec<Uuid>> {
+    let k = next_param(sql);
+    let text = format!(
+        "SELECT f.customer_id FROM features f
+         WHERE f.tenant_id = $1 AND ({cond}) AND (${k}::uuid IS NULL OR f.customer_id > ${k})
+         ORDER BY f.customer_id LIMIT ${l}",
+        cond = sql.condition,
+        l = k + 1
+    );
+    let mut tx = sqlx::Connection::begin(&mut *conn).await?;
+    rapport_kit::db::custom_plans(&mut tx).await?;
+    let rows = rule_query(text, tenant, sql)
+        .bind(after)
+        .bind(limit)
+        .fetch_all(&mut *tx)
+        .await?;
+    tx.commit().await?;
+    use sqlx::Row;
+    rows.iter().map(|r| r.try_get::<Uuid, _>(0)).collect()
+}
+
 /// The number of the tenant's customers (with features).
 pub async fn customer_count(conn: &mut PgConnection, tenant: Uuid) -> Result<i64> {
     sqlx::query_scalar("SELECT count(*) FROM features WHERE tenant_id = $1")
