@@ -123,6 +123,15 @@ CREATE TABLE propensities (
     PRIMARY KEY (tenant_id, treatment_id, ladder_rung)
 );
 
+-- Complaints still open (a COMPLAINT interaction OPEN or IN_PROGRESS).
+CREATE TABLE open_complaints (
+    tenant_id      uuid NOT NULL,
+    interaction_id uuid NOT NULL,
+    customer_id    uuid NOT NULL,
+    PRIMARY KEY (tenant_id, interaction_id)
+);
+CREATE INDEX open_complaints_by_customer ON open_complaints (tenant_id, customer_id);
+
 -- Purchases (from the interaction feed): what conversions and the revenue
 -- after a decision are measured with.
 CREATE TABLE purchases (

@@ -27,6 +27,16 @@ fn nanos(m: &rapport_proto::rapport::common::v1::Money) -> Option<i64> {
 
 type Result<T> = std::result::Result<T, sqlx::Error>;
 
+/// Whether a service-request status leaves a complaint open (a complaint
+/// recorded without one is open).
+fn is_open(status: i32) -> bool {
+    use rapport_proto::rapport::interaction::v1::ServiceRequestStatus as S;
+    matches!(
+        S::try_from(status),
+        Ok(S::Open | S::InProgress | S::Unspecified)
+    )
+}
+
 /// Cursor names (in this schema), one per followed feed: the service's.
 pub const PROFILE_CURSOR: &str = "profile";
 pub const SEGMENTATION_CURSOR: &str = "segmentation";
@@ -248,6 +258,7 @@ impl InteractionFollower {
         let mut contacts: Vec<ContactFact> = Vec::new();
         let mut purchases: Vec<PurchaseFact> = Vec::new();
         let mut outcomes = Vec::new();
+        let mut opened: Vec<(Uuid, Uuid)> = Vec::new();
         let mut complaints = Vec::new();
         let mut unsubscribes = Vec::new();
         for event in events {
@@ -285,15 +296,35 @@ impl InteractionFollower {
                     }
                     if r.r#type == InteractionType::Complaint as i32 {
                         complaints.push((customer, at));
+                        if is_open(r.service_request_status) {
+                            opened.push((id, customer));
+                        }
                     }
                     if r.r#type == InteractionType::CampaignUnsubscribed as i32 {
                         unsubscribes.push((customer, at));
+                    }
+                }
+                E::ServiceRequestUpdated(u) => {
+                    let (Some(id), Some(customer)) =
+                        (uuid(&u.interaction_id), uuid(&u.customer_id))
+                    else {
+                        continue;
+                    };
+                    if u.r#type == InteractionType::Complaint as i32 {
+                        // In order: what this batch opened so far is stored first.
+                        store::complaints(tx, tenant, &std::mem::take(&mut opened), &[]).await?;
+                        if is_open(u.status) {
+                            store::complaints(tx, tenant, &[(id, customer)], &[]).await?;
+                        } else {
+                            store::complaints(tx, tenant, &[], &[id]).await?;
+                        }
                     }
                 }
                 E::InteractionsReassigned(r) => {
                     // Before a reassignment, what was recorded up to it is stored.
                     store::add_contacts(tx, tenant, &std::mem::take(&mut contacts)).await?;
                     store::add_purchases(tx, tenant, &std::mem::take(&mut purchases)).await?;
+                    store::complaints(tx, tenant, &std::mem::take(&mut opened), &[]).await?;
                     let (Some(from), Some(to)) =
                         (uuid(&r.from_customer_id), uuid(&r.to_customer_id))
                     else {
@@ -310,18 +341,17 @@ impl InteractionFollower {
                 E::CustomerInteractionsErased(e) => {
                     store::add_contacts(tx, tenant, &std::mem::take(&mut contacts)).await?;
                     store::add_purchases(tx, tenant, &std::mem::take(&mut purchases)).await?;
+                    store::complaints(tx, tenant, &std::mem::take(&mut opened), &[]).await?;
                     if let Some(c) = uuid(&e.customer_id) {
                         store::forget(tx, tenant, &[c], true).await?;
                     }
                 }
-                E::Redacted(_)
-                | E::ServiceRequestUpdated(_)
-                | E::CampaignCreated(_)
-                | E::CampaignUpdated(_) => {}
+                E::Redacted(_) | E::CampaignCreated(_) | E::CampaignUpdated(_) => {}
             }
         }
         store::add_contacts(tx, tenant, &contacts).await?;
         store::add_purchases(tx, tenant, &purchases).await?;
+        store::complaints(tx, tenant, &opened, &[]).await?;
         crate::decisions::apply_outcomes(tx, tenant, &outcomes).await?;
         store::mark(tx, tenant, Moment::Complaint, &complaints).await?;
         store::mark(tx, tenant, Moment::Unsubscribe, &unsubscribes).await

@@ -17,7 +17,10 @@ use rapport_proto::rapport::engagement::v1::{
     self as pb, Arm, ContactChannel, FilterReason, LadderGoal, ListDecisionsRequest, Outcome,
     RecordOutcomeRequest, TreatmentKind,
 };
-use rapport_proto::rapport::interaction::v1::{Channel as Ich, Interaction, InteractionType};
+use rapport_proto::rapport::interaction::v1::{
+    Channel as Ich, Interaction, InteractionType, RecordInteractionRequest, ServiceRequestStatus,
+    UpdateServiceRequestRequest,
+};
 use rapport_proto::rapport::profile::v1::{
     ConsentChannel, ConsentPurpose, ConsentStatus, CustomerCreated, CustomerDeleted,
     CustomerErased, ProfileEvent, SetConsentRequest, profile_event,
@@ -353,12 +356,21 @@ async fn what_the_other_services_record_changes_the_next_best_actions() {
     );
 
     // A complaint: only service recovery for 14 days.
-    s.record(
-        t,
-        "alice@example.com",
-        interaction(InteractionType::Complaint, Ich::Phone, false),
-    )
-    .await;
+    let complaint = s
+        .interaction()
+        .record_interaction(req(
+            t,
+            RecordInteractionRequest {
+                interaction: Some(Interaction {
+                    customer: Some(by_email("alice@example.com")),
+                    ..interaction(InteractionType::Complaint, Ich::Phone, false)
+                }),
+            },
+        ))
+        .await
+        .answer()
+        .interaction
+        .unwrap();
     let r = next_best_until(&c, t, &alice, "the quiet period", |r| {
         left_out(r, "Check-in") == Some(FilterReason::QuietPeriod)
     })
@@ -367,6 +379,28 @@ async fn what_the_other_services_record_changes_the_next_best_actions() {
     assert_eq!(r.play, "recover first");
     assert_eq!(left_out(&r, "VIP gift"), Some(FilterReason::QuietPeriod));
     assert!(r.customer.clone().unwrap().last_complaint_time.is_some());
+    assert_eq!(r.customer.clone().unwrap().open_complaints, 1);
+    // Taken up, then resolved in the interaction service: no longer open here.
+    for status in [
+        ServiceRequestStatus::InProgress,
+        ServiceRequestStatus::Resolved,
+    ] {
+        s.interaction()
+            .update_service_request(req(
+                t,
+                UpdateServiceRequestRequest {
+                    interaction_id: complaint.interaction_id.clone(),
+                    status: status as i32,
+                    ..Default::default()
+                },
+            ))
+            .await
+            .answer();
+    }
+    next_best_until(&c, t, &alice, "the complaint resolved", |r| {
+        r.customer.as_ref().is_some_and(|x| x.open_complaints == 0)
+    })
+    .await;
 
     // The customer buys, and the purchase names the decision: the
     // interaction feed records the offer as accepted.

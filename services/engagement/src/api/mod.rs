@@ -304,6 +304,7 @@ impl EngagementApi {
                 segment_ids: segments,
                 last_complaint_time: c.last_complaint.map(timestamp),
                 last_unsubscribe_time: c.last_unsubscribe.map(timestamp),
+                open_complaints: c.open_complaints,
                 margin_last_year: {
                     let mut m: Vec<_> = c
                         .margins

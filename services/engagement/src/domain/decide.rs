@@ -38,6 +38,8 @@ pub struct Customer {
     pub last_unsubscribe: Option<DateTime<Utc>>,
     /// Gross margin over the last 365 days, in nanos, per currency.
     pub margins: HashMap<String, i64>,
+    /// Complaints still open.
+    pub open_complaints: i32,
 }
 
 /// The consent channel of a treatment channel (`None`: only a consent for

@@ -22,6 +22,9 @@ pub struct Play {
     pub complaint_within_days: i32,
     /// `TreatmentKind` numbers, first first.
     pub kinds: Vec<i32>,
+    /// Only customers with a complaint still open.
+    #[serde(default)]
+    pub open_complaint: bool,
 }
 
 impl Play {
@@ -29,6 +32,7 @@ impl Play {
     pub fn matches(&self, c: &Customer, now: DateTime<Utc>) -> bool {
         (self.ladder_rungs.is_empty() || self.ladder_rungs.contains(&c.ladder_rung))
             && (self.stages.is_empty() || self.stages.contains(&c.stage))
+            && (!self.open_complaint || c.open_complaints > 0)
             && (self.complaint_within_days == 0
                 || c.last_complaint.is_some_and(|t| {
                     t > now - Duration::days(i64::from(self.complaint_within_days))
@@ -51,6 +55,7 @@ impl Play {
             stages: self.stages.clone(),
             complaint_within_days: self.complaint_within_days,
             kinds: self.kinds.clone(),
+            open_complaint: self.open_complaint,
         }
     }
 }
@@ -65,8 +70,19 @@ pub fn default_playbook() -> Vec<Play> {
         stages: stages.iter().map(|s| *s as i32).collect(),
         complaint_within_days: complaint,
         kinds: kinds.iter().map(|k| *k as i32).collect(),
+        open_complaint: false,
     };
     vec![
+        Play {
+            open_complaint: true,
+            ..play(
+                "recover an open complaint",
+                &[],
+                &[],
+                0,
+                &[K::ServiceRecovery, K::CheckInCall],
+            )
+        },
         play(
             "recover after a complaint",
             &[],
@@ -199,6 +215,7 @@ pub fn check(plays: &[pb::Play], v: &mut Violations) -> Vec<Play> {
             stages: p.stages.clone(),
             complaint_within_days: p.complaint_within_days,
             kinds: p.kinds.clone(),
+            open_complaint: p.open_complaint,
         });
     }
     out
@@ -229,6 +246,13 @@ mod tests {
             select(&book, &c, at(0)).unwrap().name,
             "recover after a complaint"
         );
+        c.open_complaints = 1;
+        c.last_complaint = Some(at(-90));
+        assert_eq!(
+            select(&book, &c, at(0)).unwrap().name,
+            "recover an open complaint"
+        );
+        c.open_complaints = 0;
         c.last_complaint = Some(at(-31));
         c.stage = RelationshipStage::Expansion as i32;
         let p = select(&book, &c, at(0)).unwrap();

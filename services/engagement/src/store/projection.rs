@@ -98,6 +98,14 @@ pub async fn customers(
     .bind(now)
     .fetch_all(&mut *conn)
     .await?;
+    let open: Vec<(Uuid, i64)> = sqlx::query_as(
+        "SELECT customer_id, count(*) FROM open_complaints
+          WHERE tenant_id = $1 AND customer_id = ANY($2) GROUP BY customer_id",
+    )
+    .bind(tenant)
+    .bind(&known)
+    .fetch_all(&mut *conn)
+    .await?;
     let mut out: HashMap<Uuid, Customer> = rows
         .into_iter()
         .map(|r| {
@@ -121,6 +129,7 @@ pub async fn customers(
                 last_complaint: r.last_complaint_time,
                 last_unsubscribe: r.last_unsubscribe_time,
                 margins: HashMap::new(),
+                open_complaints: 0,
             };
             (r.customer_id, c)
         })
@@ -139,6 +148,11 @@ pub async fn customers(
                     effective_time: t,
                 },
             );
+        }
+    }
+    for (c, n) in open {
+        if let Some(x) = out.get_mut(&c) {
+            x.open_complaints = i32::try_from(n).unwrap_or(i32::MAX);
         }
     }
     for (c, currency, m) in margins {
@@ -248,6 +262,7 @@ pub async fn forget(
         "consents",
         "contacts",
         "purchases",
+        "open_complaints",
     ];
     if with_decisions {
         tables.push("decisions");
@@ -469,6 +484,39 @@ pub async fn add_contacts(
     Ok(())
 }
 
+/// Opens complaints (interaction, customer) and closes others (interaction).
+pub async fn complaints(
+    conn: &mut PgConnection,
+    tenant: Uuid,
+    opened: &[(Uuid, Uuid)],
+    closed: &[Uuid],
+) -> Result<()> {
+    if !opened.is_empty() {
+        let ids: Vec<Uuid> = opened.iter().map(|o| o.0).collect();
+        let customers: Vec<Uuid> = opened.iter().map(|o| o.1).collect();
+        sqlx::query(
+            "INSERT INTO open_complaints (tenant_id, interaction_id, customer_id)
+             SELECT $1, i, c FROM unnest($2::uuid[], $3::uuid[]) AS x(i, c)
+             ON CONFLICT DO NOTHING",
+        )
+        .bind(tenant)
+        .bind(&ids)
+        .bind(&customers)
+        .execute(&mut *conn)
+        .await?;
+    }
+    if !closed.is_empty() {
+        sqlx::query(
+            "DELETE FROM open_complaints WHERE tenant_id = $1 AND interaction_id = ANY($2)",
+        )
+        .bind(tenant)
+        .bind(closed)
+        .execute(&mut *conn)
+        .await?;
+    }
+    Ok(())
+}
+
 /// Which moment of a customer's a fact sets.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Moment {
@@ -511,7 +559,7 @@ pub async fn reassign_interactions(
     to: Uuid,
     ids: &[Uuid],
 ) -> Result<()> {
-    for table in ["contacts", "purchases"] {
+    for table in ["contacts", "purchases", "open_complaints"] {
         sqlx::query(sqlx::AssertSqlSafe(format!(
             "UPDATE {table} SET customer_id = $3
               WHERE tenant_id = $1 AND customer_id = $2
