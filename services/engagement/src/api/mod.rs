@@ -1,23 +1,22 @@
 //! The gRPC handlers of `rapport.engagement.v1.EngagementService`: validate
-//! every field, call one use case (`treatments`, `decisions`) or read the
-//! store, map the result.
+//! every field, call one use case (`treatments`, `decisions`, `audience`,
+//! `reports`) or read the store, map the result.
+
+use std::collections::HashMap;
 
 use chrono::Utc;
+use futures::StreamExt;
+use futures::stream::BoxStream;
 use rapport_kit::context::CallContext;
 use rapport_kit::convert::{from_timestamp, timestamp};
 use rapport_kit::error::{ApiError, Violations};
 use rapport_kit::page::{PageTokens, page_size};
+use rapport_kit::shutdown::Shutdown;
 use rapport_proto::rapport::engagement::v1::engagement_service_server::EngagementService;
 use rapport_proto::rapport::engagement::v1::{self as pb, Arm, ContactChannel, Outcome};
 use sqlx::PgPool;
 use tonic::{Request, Response, Status};
 use uuid::Uuid;
-
-use std::collections::HashMap;
-
-use futures::StreamExt;
-use futures::stream::BoxStream;
-use rapport_kit::shutdown::Shutdown;
 
 use crate::audience::{self, Audience, Part, RuleAudience};
 use crate::decisions::{self, Asked};
