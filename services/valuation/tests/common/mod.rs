@@ -115,6 +115,13 @@ impl SegmentationService for FakeSegmentation {
         Err(Status::unimplemented("not part of the stand-in"))
     }
 
+    async fn list_rule_matches(
+        &self,
+        _: Request<seg::ListRuleMatchesRequest>,
+    ) -> Result<Response<seg::ListRuleMatchesResponse>, Status> {
+        Err(Status::unimplemented("not part of the stand-in"))
+    }
+
     async fn refresh_segment(
         &self,
         _: Request<seg::RefreshSegmentRequest>,
