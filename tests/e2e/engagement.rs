@@ -49,6 +49,15 @@ fn next_best_actions_through_the_gateway() {
         ),
     );
 
+    // Ranked by score alone: the tenant empties its playbook (the default
+    // one puts the kinds of each ladder rung's goal first).
+    let policy = call(
+        &format!("{ENG}/UpdatePolicy"),
+        r#"{"policy": {"playbook": []}, "update_mask": {"paths": ["playbook"]}}"#,
+    );
+    assert_eq!(policy["policy"]["etag"], "p1", "{policy}");
+    assert!(policy["policy"].get("playbook").is_none(), "{policy}");
+
     // Two treatments: an e-mail offer and a check-in call.
     let offer = call(
         &format!("{ENG}/CreateTreatment"),
