@@ -275,7 +275,11 @@ impl InteractionFollower {
                     ) else {
                         continue;
                     };
-                    if r.initiator == Initiator::Company as i32 && r.channel != 0 {
+                    // A contact: anything the company started, and every
+                    // campaign message, on a known channel.
+                    let company = r.initiator == Initiator::Company as i32
+                        || r.r#type == InteractionType::CampaignSent as i32;
+                    if company && r.channel != 0 {
                         contacts.push((id, customer, r.channel, at));
                     }
                     if r.r#type == InteractionType::Purchase as i32
@@ -344,6 +348,9 @@ impl InteractionFollower {
                     store::complaints(tx, tenant, &std::mem::take(&mut opened), &[]).await?;
                     if let Some(c) = uuid(&e.customer_id) {
                         store::forget(tx, tenant, &[c], true).await?;
+                        // Nothing of the erased customer is written after.
+                        complaints.retain(|(x, _)| *x != c);
+                        unsubscribes.retain(|(x, _)| *x != c);
                     }
                 }
                 E::Redacted(_) | E::CampaignCreated(_) | E::CampaignUpdated(_) => {}

@@ -847,3 +847,107 @@ async fn a_value_can_be_a_share_of_the_margin_of_the_last_year() {
     assert_eq!(r.actions[0].expected_net_value, Some(eur(4, 0)));
     s.stop().await;
 }
+
+#[tokio::test]
+async fn campaign_messages_count_as_contacts_and_an_erasure_leaves_nothing() {
+    use rapport_engagement::follow::InteractionFollower;
+    use rapport_proto::rapport::interaction::v1::{
+        CustomerInteractionsErased, InteractionEvent, InteractionRecorded, interaction_event,
+    };
+    let s = start().await;
+    let t = Uuid::new_v4();
+    let mut c = s.client();
+    let (alice, bob) = (Uuid::new_v4(), Uuid::new_v4());
+    created(&s, t, &[alice, bob]).await;
+    let recorded = |customer: Uuid, kind: InteractionType, seq: i64| {
+        let id = Uuid::new_v4();
+        let e = InteractionEvent {
+            event: Some(interaction_event::Event::InteractionRecorded(
+                InteractionRecorded {
+                    interaction_id: id.to_string(),
+                    customer_id: customer.to_string(),
+                    original_customer_id: customer.to_string(),
+                    r#type: kind as i32,
+                    channel: Ich::Email as i32,
+                    occur_time: Some(timestamp(Utc::now() - Duration::hours(1))),
+                    campaign_id: Uuid::new_v4().to_string(),
+                    ..Default::default()
+                },
+            )),
+        };
+        change(
+            seq,
+            t,
+            NewEvent::new(t, "interaction", id.to_string(), "InteractionRecorded", &e),
+        )
+    };
+    let erased = InteractionEvent {
+        event: Some(interaction_event::Event::CustomerInteractionsErased(
+            CustomerInteractionsErased {
+                customer_id: bob.to_string(),
+                ..Default::default()
+            },
+        )),
+    };
+    let events = vec![
+        // A campaign message without an initiator is still a contact.
+        recorded(alice, InteractionType::CampaignSent, 1),
+        // Bob complains and unsubscribes, then is erased in the same batch.
+        recorded(bob, InteractionType::Complaint, 2),
+        recorded(bob, InteractionType::CampaignUnsubscribed, 3),
+        change(
+            4,
+            t,
+            NewEvent::new(
+                t,
+                "customer",
+                bob.to_string(),
+                "CustomerInteractionsErased",
+                &erased,
+            ),
+        ),
+    ];
+    let mut tx = s.pool.begin().await.unwrap();
+    InteractionFollower
+        .apply_batch(&mut tx, t, &events)
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+
+    create(
+        &mut c,
+        t,
+        service(
+            "Note",
+            TreatmentKind::CheckInCall,
+            ContactChannel::Email,
+            30,
+            1,
+        ),
+    )
+    .await;
+    let r = next_best(&mut c, t, &alice.to_string()).await.unwrap();
+    assert!(
+        r.actions[0]
+            .eligible_because
+            .iter()
+            .any(|w| w.contains("1 of 3 EMAIL contacts")),
+        "{:?}",
+        r.actions[0].eligible_because
+    );
+    next_best(&mut c, t, &bob.to_string())
+        .await
+        .refused(tonic::Code::NotFound);
+    let left: i64 = sqlx::query_scalar(
+        "SELECT (SELECT count(*) FROM customers WHERE tenant_id = $1 AND customer_id = $2)
+              + (SELECT count(*) FROM contacts WHERE tenant_id = $1 AND customer_id = $2)
+              + (SELECT count(*) FROM open_complaints WHERE tenant_id = $1 AND customer_id = $2)",
+    )
+    .bind(t)
+    .bind(bob)
+    .fetch_one(&s.pool)
+    .await
+    .unwrap();
+    assert_eq!(left, 0, "nothing of the erased customer stays");
+    s.stop().await;
+}
