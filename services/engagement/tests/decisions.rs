@@ -524,6 +524,7 @@ async fn outcomes_teach_the_propensities_and_values_come_from_valuation() {
                     expected_purchases: 2.5,
                     value_tier: ValueTier::Top as i32,
                     score_time: Some(timestamp(Utc::now())),
+                    ..Default::default()
                 },
             )),
         },

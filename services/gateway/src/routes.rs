@@ -95,6 +95,10 @@ const READS: [(&str, &[&str]); 6] = [
             "GetCohortReport",
             "GetSegmentValue",
             "GetRelationshipScores",
+            "GetCostModel",
+            "ListCostModels",
+            "GetCustomerProfitability",
+            "GetProfitabilityReport",
         ],
     ),
     (

@@ -673,11 +673,26 @@ pub fn value_facts(e: &CustomerValueChanged, tenant_currency: Option<&str>) -> V
         };
         if same { amount(m) } else { None }
     });
+    let money = |m: &Option<rapport_proto::rapport::common::v1::Money>| {
+        m.as_ref().and_then(|m| {
+            let same = match tenant_currency {
+                Some(t) => m.currency_code.is_empty() || m.currency_code == t,
+                None => true,
+            };
+            if same { amount(m) } else { None }
+        })
+    };
     ValueFacts {
         clv,
         p_alive: decimal_of(e.p_alive),
         expected_purchases: decimal_of(e.expected_purchases),
         value_tier: tier_name(e.value_tier),
+        net_clv: money(&e.net_clv),
+        cost_to_serve: money(&e.cost_to_serve),
+        net_profit: money(&e.net_profit),
+        profit_decile: i16::try_from(e.profit_decile)
+            .ok()
+            .filter(|d| (1..=10).contains(d)),
     }
 }
 

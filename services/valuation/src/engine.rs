@@ -30,6 +30,7 @@ use crate::domain::scoring::{
     Input, Settings, Thresholds, Tier, TransactionModel, Unit, purchase_scores, score, tier_at,
 };
 use crate::peers::Interaction;
+use crate::profitability::Basis;
 use crate::store::{self, Brief, StateRow, ValueRow};
 
 /// Customers re-scored in the background per batch.
@@ -262,8 +263,9 @@ fn row(
     models: &Models,
     settings: &Settings,
     score_time: DateTime<Utc>,
+    basis: Option<&Basis>,
 ) -> ValueRow {
-    ValueRow {
+    let mut r = ValueRow {
         customer_id: c.id,
         currency_code: models.currency.clone(),
         clv: c.scored.clv,
@@ -282,7 +284,16 @@ fn row(
         frequency: c.input.frequency,
         recency: c.input.recency,
         t: c.input.t,
+        net_clv: None,
+        cost_per_purchase: None,
+        cost_to_serve: None,
+        net_profit: None,
+        profit_decile: 0,
+    };
+    if let Some(b) = basis {
+        b.apply(&mut r, c.scored.discounted_purchases);
     }
+    r
 }
 
 fn changed(old: Option<&Brief>, new: &ValueRow) -> bool {
@@ -291,6 +302,8 @@ fn changed(old: Option<&Brief>, new: &ValueRow) -> bool {
             || o.p_alive != new.p_alive
             || o.expected_purchases != new.expected_purchases
             || o.value_tier != new.value_tier
+            || o.net_clv != new.net_clv
+            || o.profit_decile != new.profit_decile
     })
 }
 
@@ -303,6 +316,10 @@ fn value_event(tenant: Uuid, r: &ValueRow) -> NewEvent {
         expected_purchases: r.expected_purchases,
         value_tier: i32::from(r.value_tier),
         score_time: r.score_time,
+        net_clv: r.net_clv,
+        cost_to_serve: r.cost_to_serve,
+        net_profit: r.net_profit,
+        profit_decile: i32::from(r.profit_decile),
     });
     NewEvent::new(
         tenant,
@@ -546,10 +563,21 @@ async fn score_all(
     let totals = Totals::of(&computed, &settings, score_time);
     computed.sort_unstable_by(|a, b| b.scored.clv.cmp(&a.scored.clv).then(a.id.cmp(&b.id)));
     let n = computed.len();
+    let basis = Basis::full(&mut *tx, tenant, score_time, &models.currency).await?;
+    phases.end("cost to serve");
     let rows: Vec<ValueRow> = computed
         .iter()
         .enumerate()
-        .map(|(i, c)| row(c, tier_at(i, n), &models, &settings, score_time))
+        .map(|(i, c)| {
+            row(
+                c,
+                tier_at(i, n),
+                &models,
+                &settings,
+                score_time,
+                basis.as_ref(),
+            )
+        })
         .collect();
     drop(computed);
     let clvs: Vec<Decimal> = rows.iter().map(|r| r.clv).collect();
@@ -610,6 +638,8 @@ async fn score_all(
             high_threshold: thresholds.high,
             medium_threshold: thresholds.medium,
             score_time,
+            cost_rates: basis.as_ref().map(Basis::rates_json),
+            profit_bounds: basis.as_ref().map(Basis::bounds),
         },
     )
     .await?;
@@ -808,12 +838,11 @@ pub async fn tenant_values_as_of(
 ) -> Result<Vec<ValueRow>, ApiError> {
     let mut conn = pool.acquire().await?;
     let scoring = current_scoring(&mut conn, ctx.tenant_id).await?;
-    drop(conn);
     let Scoring {
+        run,
         models,
         settings,
         thresholds,
-        ..
     } = scoring.ok_or_else(|| {
         ApiError::FailedPrecondition(
             "the tenant has not been scored yet: values as of an instant use the models and \
@@ -821,6 +850,13 @@ pub async fn tenant_values_as_of(
                 .into(),
         )
     })?;
+    let basis = match &customers {
+        None => Basis::full(&mut conn, ctx.tenant_id, as_of, &models.currency).await?,
+        Some(ids) => {
+            Basis::of(&mut conn, ctx.tenant_id, as_of, &models.currency, &run, ids).await?
+        }
+    };
+    drop(conn);
     let asked: Option<HashSet<Uuid>> = customers.as_ref().map(|c| c.iter().copied().collect());
     let summaries = interaction
         .export(ctx, export_request(&models, as_of, customers))
@@ -832,7 +868,16 @@ pub async fn tenant_values_as_of(
     Ok(computed
         .iter()
         .filter(|c| asked.as_ref().is_none_or(|a| a.contains(&c.id)))
-        .map(|c| row(c, thresholds.tier(c.scored.clv), &models, &settings, as_of))
+        .map(|c| {
+            row(
+                c,
+                thresholds.tier(c.scored.clv),
+                &models,
+                &settings,
+                as_of,
+                basis.as_ref(),
+            )
+        })
         .collect())
 }
 
@@ -874,6 +919,17 @@ pub async fn rescore_tenant(
             .filter_map(|q| q.reason.clone().map(|r| (q.customer_id, r)))
             .collect();
         let score_time = now();
+        let mut conn = pool.acquire().await?;
+        let basis = Basis::of(
+            &mut conn,
+            tenant,
+            score_time,
+            &models.currency,
+            &state,
+            &ids,
+        )
+        .await?;
+        drop(conn);
         let summaries = interaction
             .export(&ctx, export_request(&models, score_time, Some(ids.clone())))
             .await?;
@@ -890,6 +946,7 @@ pub async fn rescore_tenant(
                     &models,
                     &settings,
                     score_time,
+                    basis.as_ref(),
                 )
             })
             .collect();

@@ -1,10 +1,15 @@
 //! Following the interaction service's change feed: purchases are recorded
 //! in the `purchases` projection (the cohort report's data), merged into
 //! their customers' kept summaries (a fit's data) and their customers
-//! queued for re-scoring; reassignments after merges and unmerges
-//! move purchases and queue both customers; erasures delete everything
-//! derived from the customer. The kit's `Consumer` stores the cursor in the
-//! same transaction, so each event is applied exactly once.
+//! queued for re-scoring; the interactions that cost (returns, contacts,
+//! service requests, complaints, campaign messages) go to `activities`, with
+//! the resolution of service requests and complaints as it changes;
+//! reassignments after merges and unmerges move both and queue both
+//! customers; erasures delete everything derived from the customer. From
+//! segmentation's feed, each customer's ladder rung and Dwyer stage (the
+//! profitability report's breakdowns, net CLV's groups). The kit's
+//! `Consumer` stores the cursor in the same transaction, so each event is
+//! applied exactly once.
 
 use std::collections::{HashMap, HashSet};
 
@@ -13,8 +18,10 @@ use rapport_kit::feed;
 use rapport_proto::rapport::common::v1::{ChangeEvent, Money};
 use rapport_proto::rapport::interaction::v1::interaction_event::Event;
 use rapport_proto::rapport::interaction::v1::{
-    InteractionEvent, InteractionRecorded, InteractionType, ReassignReason,
+    InteractionEvent, InteractionRecorded, InteractionType, ReassignReason, ServiceRequestStatus,
+    ServiceRequestUpdated,
 };
+use rapport_proto::rapport::segmentation::v1::{SegmentationEvent, segmentation_event};
 use rapport_proto::rapport::valuation::v1::ValueRemovalReason;
 use rust_decimal::Decimal;
 use sqlx::PgConnection;
@@ -22,11 +29,15 @@ use uuid::Uuid;
 
 use crate::domain::kept::{self, NewPurchase};
 use crate::domain::money::from_money;
+use crate::domain::profit::Component;
 use crate::engine::removed_event;
+use crate::store::activities::{self, Activity};
 use crate::store::{self, Purchase, summaries};
 
 /// The name of the cursor of the interaction feed.
 pub const INTERACTION_CURSOR: &str = "interaction";
+/// The name of the cursor of the segmentation feed.
+pub const SEGMENTATION_CURSOR: &str = "segmentation";
 
 /// Applies interaction events to the valuation schema.
 #[derive(Debug, Default, Clone, Copy)]
@@ -73,11 +84,57 @@ pub fn purchase_of(e: &InteractionRecorded) -> Option<Purchase> {
     })
 }
 
-/// Purchases and customers to re-score gathered from a batch, written
-/// together.
+/// The interaction that costs an InteractionRecorded event describes, if
+/// it is one (see `CostComponent`).
+pub fn activity_of(e: &InteractionRecorded) -> Option<Activity> {
+    Component::of_type(e.r#type)?;
+    let customer_id = id(&e.customer_id)?;
+    let occur_time = e.occur_time.as_ref().and_then(from_timestamp)?;
+    let refund = (e.r#type == InteractionType::Return as i32)
+        .then(|| money(e.amount.as_ref()))
+        .flatten();
+    Some(Activity {
+        interaction_id: id(&e.interaction_id)?,
+        customer_id,
+        original_customer_id: id(&e.original_customer_id).unwrap_or(customer_id),
+        occur_time,
+        kind: i16::try_from(e.r#type).ok()?,
+        channel: i16::try_from(e.channel).unwrap_or(0),
+        currency: refund.as_ref().map(|r| r.0.clone()),
+        amount: refund.map(|r| r.1),
+        resolve_time: resolution(e.service_request_status, None, e.occur_time.as_ref()),
+    })
+}
+
+/// When a service request or complaint in `status` counts as resolved:
+/// at its resolve time (else the time given), or never while open.
+fn resolution(
+    status: i32,
+    resolve: Option<&prost_types::Timestamp>,
+    otherwise: Option<&prost_types::Timestamp>,
+) -> Option<chrono::DateTime<chrono::Utc>> {
+    let resolved = status == ServiceRequestStatus::Resolved as i32
+        || status == ServiceRequestStatus::Closed as i32;
+    resolved
+        .then(|| resolve.or(otherwise).and_then(from_timestamp))
+        .flatten()
+}
+
+/// The resolution a ServiceRequestUpdated event sets.
+fn resolved_by(u: &ServiceRequestUpdated) -> Option<(Uuid, Option<chrono::DateTime<chrono::Utc>>)> {
+    Some((
+        id(&u.interaction_id)?,
+        resolution(u.status, u.resolve_time.as_ref(), u.update_time.as_ref()),
+    ))
+}
+
+/// Purchases, activities and customers to re-score gathered from a batch,
+/// written together.
 #[derive(Default)]
 struct Pending {
     purchases: Vec<Purchase>,
+    activities: Vec<Activity>,
+    resolutions: Vec<(Uuid, Option<chrono::DateTime<chrono::Utc>>)>,
     rescore: Vec<Uuid>,
 }
 
@@ -122,8 +179,29 @@ impl Pending {
             counts.sort_unstable();
             summaries::count_currencies(tx, tenant, &counts).await?;
         }
+        activities::record(tx, tenant, &self.activities).await?;
+        let seen: Vec<(Uuid, chrono::DateTime<chrono::Utc>, bool)> = self
+            .purchases
+            .iter()
+            .map(|p| (p.customer_id, p.occur_time, true))
+            .chain(
+                self.activities
+                    .iter()
+                    .map(|a| (a.customer_id, a.occur_time, false)),
+            )
+            .collect();
+        activities::seen(tx, tenant, &seen).await?;
+        activities::resolve(tx, tenant, &self.resolutions).await?;
+        // A customer's costs change its net value: re-score it when the
+        // tenant prices costs.
+        if !self.activities.is_empty() && activities::priced(tx, tenant).await? {
+            self.rescore
+                .extend(self.activities.iter().map(|a| a.customer_id));
+        }
         store::enqueue(tx, tenant, &self.rescore, None).await?;
         self.purchases.clear();
+        self.activities.clear();
+        self.resolutions.clear();
         self.rescore.clear();
         Ok(())
     }
@@ -153,7 +231,12 @@ impl InteractionFollower {
                     if let Some(p) = purchase_of(&r) {
                         pending.rescore.push(p.customer_id);
                         pending.purchases.push(p);
+                    } else if let Some(a) = activity_of(&r) {
+                        pending.activities.push(a);
                     }
+                }
+                Event::ServiceRequestUpdated(u) => {
+                    pending.resolutions.extend(resolved_by(&u));
                 }
                 Event::InteractionsReassigned(r) => {
                     let (Some(from), Some(to)) = (id(&r.from_customer_id), id(&r.to_customer_id))
@@ -168,6 +251,8 @@ impl InteractionFollower {
                         .ids_complete
                         .then(|| r.interaction_ids.iter().filter_map(|s| id(s)).collect());
                     store::reassign(tx, tenant, from, to, unmerge, ids.as_deref()).await?;
+                    activities::reassign(tx, tenant, from, to, unmerge, ids.as_deref()).await?;
+                    activities::recount(tx, tenant, &[from, to]).await?;
                     summaries::rebuild(tx, tenant, &[from, to]).await?;
                     let from_reason = (!unmerge).then_some("MERGED");
                     store::enqueue(tx, tenant, &[from], from_reason).await?;
@@ -179,6 +264,7 @@ impl InteractionFollower {
                         continue;
                     };
                     pending.flush(tx, tenant).await?;
+                    activities::erase(tx, tenant, customer).await?;
                     if store::erase_customer(tx, tenant, customer).await? {
                         removed.push(removed_event(tenant, customer, ValueRemovalReason::Erased));
                     }
@@ -193,6 +279,42 @@ impl InteractionFollower {
 }
 
 rapport_kit::feed_handler!(InteractionFollower => apply_batch);
+
+/// Applies segmentation events: each customer's ladder rung and Dwyer
+/// stage (`CustomersClassified`); the rest is not this service's.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct ClassificationFollower;
+
+impl ClassificationFollower {
+    /// Applies a batch of one tenant's segmentation events in one
+    /// statement.
+    pub async fn apply_batch(
+        &self,
+        tx: &mut PgConnection,
+        tenant: Uuid,
+        events: &[ChangeEvent],
+    ) -> Result<(), sqlx::Error> {
+        let mut classes: Vec<(Uuid, i16, i16)> = Vec::new();
+        for event in events {
+            let Some(SegmentationEvent {
+                event: Some(segmentation_event::Event::CustomersClassified(c)),
+            }) = feed::decode::<SegmentationEvent>(event)
+            else {
+                continue;
+            };
+            classes.extend(c.classes.iter().filter_map(|k| {
+                Some((
+                    id(&k.customer_id)?,
+                    i16::try_from(k.ladder_rung).unwrap_or(0),
+                    i16::try_from(k.stage).unwrap_or(0),
+                ))
+            }));
+        }
+        activities::classify(tx, tenant, &classes).await
+    }
+}
+
+rapport_kit::feed_handler!(ClassificationFollower => apply_batch);
 
 #[cfg(test)]
 mod tests {

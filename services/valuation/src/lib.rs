@@ -17,12 +17,13 @@ pub mod follow;
 pub mod kept;
 pub mod models;
 pub mod peers;
+pub mod profitability;
 pub mod store;
 
 use std::sync::Arc;
 
 use rapport_kit::db::SchemaSpec;
-use rapport_kit::feed::{Consumer, InteractionFeed, PeerFeed};
+use rapport_kit::feed::{Consumer, InteractionFeed, PeerFeed, SegmentationFeed};
 use rapport_kit::peer::Peer;
 use rapport_kit::server::{ServerBuilder, ServiceRuntime};
 use rapport_proto::rapport::valuation::v1::valuation_service_server::ValuationServiceServer;
@@ -52,9 +53,8 @@ pub fn register(server: &mut ServerBuilder, runtime: &ServiceRuntime) {
     let token = config.internal_token.as_deref();
     let interaction_peer = peer("interaction", config.interaction_url.as_deref(), token);
     let interaction = interaction_peer.as_ref().map(peers::Interaction::new);
-    let segmentation = peer("segmentation", config.segmentation_url.as_deref(), token)
-        .as_ref()
-        .map(peers::Segmentation::new);
+    let segmentation_peer = peer("segmentation", config.segmentation_url.as_deref(), token);
+    let segmentation = segmentation_peer.as_ref().map(peers::Segmentation::new);
     let profile = peer("profile", config.profile_url.as_deref(), token)
         .as_ref()
         .map(peers::Profile::new);
@@ -72,6 +72,16 @@ pub fn register(server: &mut ServerBuilder, runtime: &ServiceRuntime) {
             interaction.clone(),
             runtime.shutdown.clone(),
         ));
+    }
+
+    if let Some(feed_peer) = &segmentation_peer {
+        let consumer = Consumer::new(
+            follow::SEGMENTATION_CURSOR,
+            runtime.pool.clone(),
+            Arc::new(PeerFeed::<SegmentationFeed>::new(feed_peer)),
+            Arc::new(follow::ClassificationFollower),
+        );
+        tokio::spawn(consumer.run(runtime.shutdown.clone()));
     }
 
     let api = api::ValuationApi::new(

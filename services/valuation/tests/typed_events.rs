@@ -520,6 +520,22 @@ async fn an_erasure_deletes_the_projection_and_redacts_earlier_events() {
             expected_purchases: 1.5,
             value_tier: ValueTier::Top as i32,
             score_time: Some(rapport_kit::convert::timestamp(Utc::now())),
+            net_clv: Some(Money {
+                currency_code: "EUR".into(),
+                units: -4,
+                nanos: -500_000_001,
+            }),
+            cost_to_serve: Some(Money {
+                currency_code: "EUR".into(),
+                units: 88,
+                nanos: 10,
+            }),
+            net_profit: Some(Money {
+                currency_code: "EUR".into(),
+                units: -12,
+                nanos: -340_000_000,
+            }),
+            profit_decile: 10,
         };
         announced.push(changed.clone());
         let mut tx = pool.begin().await.unwrap();
@@ -895,6 +911,11 @@ async fn values_copied_in_read_back_as_inserted() {
             frequency: i as i64,
             recency: f / 3.0,
             t: 1e300,
+            net_clv: (i % 2 == 0).then(|| Decimal::new(-7_000_000_001, 9)),
+            cost_per_purchase: Some(Decimal::new(12_345, 3)),
+            cost_to_serve: (i % 3 == 0).then(|| Decimal::new(999_999_999_999, 9)),
+            net_profit: (i % 2 == 1).then(|| Decimal::new(-5, 0)),
+            profit_decile: (i % 11) as i16,
         })
         .collect();
     let ids: Vec<Uuid> = rows.iter().map(|r| r.customer_id).collect();

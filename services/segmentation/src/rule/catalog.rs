@@ -222,6 +222,34 @@ pub(crate) const BUILTINS: &[Builtin] = &[
         VALUE_TIERS
     ),
     builtin!(
+        "net_clv",
+        Money,
+        "net_clv",
+        Valuation,
+        "Customer lifetime value net of the expected cost to serve, in the tenant's currency."
+    ),
+    builtin!(
+        "cost_to_serve",
+        Money,
+        "cost_to_serve",
+        Valuation,
+        "Cost to serve over the 365 days before the customer was last scored."
+    ),
+    builtin!(
+        "net_profit",
+        Money,
+        "net_profit",
+        Valuation,
+        "Gross margin minus cost to serve over the 365 days before the customer was last scored."
+    ),
+    builtin!(
+        "profit_decile",
+        Integer,
+        "profit_decile",
+        Valuation,
+        "Profit decile among the tenant's customers: 1 for the most profitable tenth, 10 for the least."
+    ),
+    builtin!(
         "rfm.r",
         Integer,
         "rfm_r",

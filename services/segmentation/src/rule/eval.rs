@@ -585,7 +585,8 @@ fn condition_values(
 pub const FEATURES_ROW_SQL: &str = "to_jsonb(f) || jsonb_build_object(\
 'monetary', f.monetary::text, 'avg_order_value', f.avg_order_value::text, \
 'campaign_response_rate', f.campaign_response_rate::text, 'clv', f.clv::text, \
-'p_alive', f.p_alive::text, 'expected_purchases', f.expected_purchases::text)";
+'p_alive', f.p_alive::text, 'expected_purchases', f.expected_purchases::text, \
+'net_clv', f.net_clv::text, 'cost_to_serve', f.cost_to_serve::text, 'net_profit', f.net_profit::text)";
 
 fn json_decimal(v: &serde_json::Value) -> Option<Decimal> {
     match v {

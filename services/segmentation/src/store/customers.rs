@@ -216,4 +216,8 @@ pub struct ValueFacts {
     pub p_alive: Option<Decimal>,
     pub expected_purchases: Option<Decimal>,
     pub value_tier: Option<String>,
+    pub net_clv: Option<Decimal>,
+    pub cost_to_serve: Option<Decimal>,
+    pub net_profit: Option<Decimal>,
+    pub profit_decile: Option<i16>,
 }

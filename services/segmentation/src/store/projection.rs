@@ -505,12 +505,21 @@ pub async fn set_values(
     let p: Vec<Option<Decimal>> = list.iter().map(|r| r.1.p_alive).collect();
     let e: Vec<Option<Decimal>> = list.iter().map(|r| r.1.expected_purchases).collect();
     let t: Vec<Option<&str>> = list.iter().map(|r| r.1.value_tier.as_deref()).collect();
+    let net: Vec<Option<Decimal>> = list.iter().map(|r| r.1.net_clv).collect();
+    let cost: Vec<Option<Decimal>> = list.iter().map(|r| r.1.cost_to_serve).collect();
+    let profit: Vec<Option<Decimal>> = list.iter().map(|r| r.1.net_profit).collect();
+    let decile: Vec<Option<i16>> = list.iter().map(|r| r.1.profit_decile).collect();
     sqlx::query_scalar(
         "UPDATE features f SET clv = x.clv, p_alive = x.p, expected_purchases = x.e, value_tier = x.t,
-                update_time = now()
-           FROM unnest($2::uuid[], $3::numeric[], $4::numeric[], $5::numeric[], $6::text[]) AS x (c, clv, p, e, t)
+                net_clv = x.net, cost_to_serve = x.cost, net_profit = x.profit,
+                profit_decile = x.decile, update_time = now()
+           FROM unnest($2::uuid[], $3::numeric[], $4::numeric[], $5::numeric[], $6::text[],
+                       $7::numeric[], $8::numeric[], $9::numeric[], $10::int2[])
+                AS x (c, clv, p, e, t, net, cost, profit, decile)
           WHERE f.tenant_id = $1 AND f.customer_id = x.c
-            AND (f.clv, f.p_alive, f.expected_purchases, f.value_tier) IS DISTINCT FROM (x.clv, x.p, x.e, x.t)
+            AND (f.clv, f.p_alive, f.expected_purchases, f.value_tier, f.net_clv, f.cost_to_serve,
+                 f.net_profit, f.profit_decile)
+                IS DISTINCT FROM (x.clv, x.p, x.e, x.t, x.net, x.cost, x.profit, x.decile)
          RETURNING f.customer_id",
     )
     .bind(tenant)
@@ -519,6 +528,10 @@ pub async fn set_values(
     .bind(&p)
     .bind(&e)
     .bind(&t)
+    .bind(&net)
+    .bind(&cost)
+    .bind(&profit)
+    .bind(&decile)
     .fetch_all(conn)
     .await
 }

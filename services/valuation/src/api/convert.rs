@@ -43,6 +43,11 @@ pub(super) fn value_proto(r: &store::ValueRow) -> pb::CustomerValue {
         recency: r.recency,
         t: r.t,
         identifiers: None,
+        net_clv: r.net_clv.map(|d| to_money(c, d)),
+        cost_per_purchase: r.cost_per_purchase.map(|d| to_money(c, d)),
+        cost_to_serve: r.cost_to_serve.map(|d| to_money(c, d)),
+        net_profit: r.net_profit.map(|d| to_money(c, d)),
+        profit_decile: i32::from(r.profit_decile),
     }
 }
 

@@ -315,16 +315,7 @@ pub(super) fn check_fit(
         "options.max_iterations",
         "must be in 0..=100000 (0 means 1000)",
     );
-    v.check(
-        r.request_id.chars().count() > MAX_REQUEST_ID,
-        "request_id",
-        format!("at most {MAX_REQUEST_ID} characters"),
-    );
-    v.check(
-        r.request_id.contains('\0'),
-        "request_id",
-        "must not contain NUL characters (U+0000)",
-    );
+    check_request_id(v, &r.request_id);
     let (Some(kind), Some(unit), Some(calibration_end)) = (kind, unit, calibration_end) else {
         return None;
     };

@@ -41,6 +41,7 @@ use crate::store::{self, Metric, RankKey};
 mod compare;
 mod convert;
 mod fit;
+mod profitability;
 
 use convert::*;
 use fit::*;
@@ -51,6 +52,21 @@ pub const MAX_INLINE: usize = 50_000;
 pub const MAX_REQUEST_ID: usize = 128;
 /// Largest export restriction by customer ids.
 const EXPORT_IDS: usize = 50_000;
+
+/// A client-chosen request id: at most [`MAX_REQUEST_ID`] characters, no
+/// NUL.
+fn check_request_id(v: &mut Violations, id: &str) {
+    v.check(
+        id.chars().count() > MAX_REQUEST_ID,
+        "request_id",
+        format!("at most {MAX_REQUEST_ID} characters"),
+    );
+    v.check(
+        id.contains('\0'),
+        "request_id",
+        "must not contain NUL characters (U+0000)",
+    );
+}
 
 fn required_uuid(field: &str, s: &str) -> Result<Uuid, ApiError> {
     rapport_kit::error::required_uuid(field, s)
@@ -562,6 +578,7 @@ impl ValuationService for ValuationApi {
             Ok(pb::RankMetric::Unspecified | pb::RankMetric::Clv) => Metric::Clv,
             Ok(pb::RankMetric::PAlive) => Metric::PAlive,
             Ok(pb::RankMetric::ExpectedPurchases) => Metric::Expected,
+            Ok(pb::RankMetric::NetClv) => Metric::NetClv,
             Err(_) => {
                 v.add("metric", "is not a ranking metric");
                 Metric::Clv
@@ -587,7 +604,9 @@ impl ValuationService for ValuationApi {
             None => (0, None),
             Some(c) => {
                 let key = match metric {
-                    Metric::Clv => RankKey::Clv(c.v.parse::<Decimal>().map_err(|_| bad())?, c.id),
+                    Metric::Clv | Metric::NetClv => {
+                        RankKey::Clv(c.v.parse::<Decimal>().map_err(|_| bad())?, c.id)
+                    }
                     _ => RankKey::Float(c.v.parse::<f64>().map_err(|_| bad())?, c.id),
                 };
                 (c.n, Some(key))
@@ -634,6 +653,7 @@ impl ValuationService for ValuationApi {
                         Metric::Clv => last.clv.to_string(),
                         Metric::PAlive => format!("{:e}", last.p_alive),
                         Metric::Expected => format!("{:e}", last.expected_purchases),
+                        Metric::NetClv => last.net_clv.unwrap_or_default().to_string(),
                     },
                     id: last.customer_id,
                 },
@@ -664,6 +684,7 @@ impl ValuationService for ValuationApi {
         let store::Amounts {
             clv,
             historical: hist,
+            net,
             currency,
             latest,
         } = match as_of {
@@ -677,6 +698,7 @@ impl ValuationService for ValuationApi {
                 store::Amounts {
                     clv: rows.iter().map(|r| r.clv).collect(),
                     historical: rows.iter().map(|r| r.historical_value).collect(),
+                    net: rows.iter().filter_map(|r| r.net_clv).collect(),
                     currency: rows.first().map(|r| r.currency_code.clone()),
                     latest: (!rows.is_empty()).then_some(at),
                 }
@@ -690,10 +712,12 @@ impl ValuationService for ValuationApi {
             return Err(ApiError::FailedPrecondition(why.into()).into());
         };
         let n = clv.len() as i64;
-        let (predicted, historical) = tokio::task::spawn_blocking(move || {
+        let net_n = net.len() as i64;
+        let (predicted, historical, net) = tokio::task::spawn_blocking(move || {
             (
                 distribution(&clv, intervals),
                 distribution(&hist, intervals),
+                (!net.is_empty()).then(|| distribution(&net, intervals)),
             )
         })
         .await
@@ -703,6 +727,8 @@ impl ValuationService for ValuationApi {
             predicted: Some(distribution_proto(&predicted, &currency)),
             historical: Some(distribution_proto(&historical, &currency)),
             score_time: latest.map(timestamp),
+            net_predicted: net.map(|d| distribution_proto(&d, &currency)),
+            net_customer_count: net_n,
         }))
     }
 
@@ -1029,6 +1055,41 @@ impl ValuationService for ValuationApi {
     }
 
     type WatchChangesStream = BoxStream<'static, Result<pb::WatchChangesResponse, Status>>;
+
+    async fn set_cost_model(
+        &self,
+        req: Request<pb::SetCostModelRequest>,
+    ) -> Result<Response<pb::SetCostModelResponse>, Status> {
+        self.do_set_cost_model(req).await
+    }
+
+    async fn get_cost_model(
+        &self,
+        req: Request<pb::GetCostModelRequest>,
+    ) -> Result<Response<pb::GetCostModelResponse>, Status> {
+        self.do_get_cost_model(req).await
+    }
+
+    async fn list_cost_models(
+        &self,
+        req: Request<pb::ListCostModelsRequest>,
+    ) -> Result<Response<pb::ListCostModelsResponse>, Status> {
+        self.do_list_cost_models(req).await
+    }
+
+    async fn get_customer_profitability(
+        &self,
+        req: Request<pb::GetCustomerProfitabilityRequest>,
+    ) -> Result<Response<pb::GetCustomerProfitabilityResponse>, Status> {
+        self.do_get_customer_profitability(req).await
+    }
+
+    async fn get_profitability_report(
+        &self,
+        req: Request<pb::GetProfitabilityReportRequest>,
+    ) -> Result<Response<pb::GetProfitabilityReportResponse>, Status> {
+        self.do_get_profitability_report(req).await
+    }
 
     async fn watch_changes(
         &self,

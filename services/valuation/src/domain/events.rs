@@ -42,6 +42,15 @@ pub struct ValueChange<'a> {
     pub value_tier: i32,
     /// When scored.
     pub score_time: DateTime<Utc>,
+    /// Net CLV, cost to serve and net profit over 365 days (None without a
+    /// cost model).
+    pub net_clv: Option<Decimal>,
+    /// Cost to serve over the 365 days before the score time.
+    pub cost_to_serve: Option<Decimal>,
+    /// Net profit over those days.
+    pub net_profit: Option<Decimal>,
+    /// Profit decile, 0 when unset.
+    pub profit_decile: i32,
 }
 
 /// CustomerValueChanged: the CLV as exact Money (rounded half-even to the
@@ -54,6 +63,10 @@ pub fn value_changed(v: &ValueChange<'_>) -> CustomerValueChanged {
         expected_purchases: v.expected_purchases,
         value_tier: v.value_tier,
         score_time: Some(timestamp(v.score_time)),
+        net_clv: v.net_clv.map(|d| to_money(v.currency, d)),
+        cost_to_serve: v.cost_to_serve.map(|d| to_money(v.currency, d)),
+        net_profit: v.net_profit.map(|d| to_money(v.currency, d)),
+        profit_decile: v.profit_decile,
     }
 }
 
@@ -108,7 +121,19 @@ mod tests {
             expected_purchases: 1.25,
             value_tier: ValueTier::High as i32,
             score_time: t,
+            net_clv: Some(Decimal::new(-3_000_000_007, 9)),
+            cost_to_serve: Some(Decimal::new(45, 1)),
+            net_profit: None,
+            profit_decile: 7,
         });
+        let net = e.net_clv.clone().unwrap();
+        assert_eq!((net.units, net.nanos), (-3, -7));
+        assert_eq!(
+            e.cost_to_serve.as_ref().map(|m| (m.units, m.nanos)),
+            Some((4, 500_000_000))
+        );
+        assert_eq!(e.net_profit, None);
+        assert_eq!(e.profit_decile, 7);
         let clv = e.clv.clone().unwrap();
         assert_eq!(
             (clv.currency_code.as_str(), clv.units, clv.nanos),

@@ -29,6 +29,8 @@
 //! * [`concentration`], [`cohort`], [`relationship`]: the reports.
 //! * [`money`]: exact amounts rounded half-even to the nano.
 //! * [`kept`]: the per-customer purchase summaries kept from the feed.
+//! * [`profit`]: cost to serve, profitability reports and net CLV's cost
+//!   per purchase.
 
 pub mod bgbb;
 pub mod bgnbd;
@@ -49,6 +51,7 @@ pub mod mbgnbd;
 pub mod money;
 pub mod newton;
 pub mod pareto_nbd;
+pub mod profit;
 pub mod relationship;
 pub mod sbg;
 pub mod scoring;

@@ -268,6 +268,9 @@ pub struct Scored {
     pub clv: Decimal,
     /// Margin to date.
     pub historical_value: Decimal,
+    /// Discounted expected purchases over the horizon (D, so that
+    /// clv = margin ratio × expected order value × D).
+    pub discounted_purchases: f64,
 }
 
 /// Historical value: recorded margins, or revenue times the margin ratio
@@ -338,6 +341,7 @@ pub fn score(
         expected_order_value: money::from_f64(order_value),
         clv: money::from_f64(clv),
         historical_value: historical_value(input, settings.margin_ratio),
+        discounted_purchases: discounted,
     })
 }
 
