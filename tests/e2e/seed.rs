@@ -37,6 +37,28 @@ fn seed(stack: &DevStack) -> String {
 }
 
 /// "Seeded 60 customers and A interactions (D already there, R refused)".
+/// Customers of a profitability report in a ladder rung group other than
+/// "unclassified".
+fn classified(report: &Value) -> i64 {
+    report["breakdowns"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|b| b["dimension"] == "PROFIT_DIMENSION_LADDER_RUNG")
+        .flat_map(|b| b["groups"].as_array().cloned().unwrap_or_default())
+        .filter(|g| g["key"] != "unclassified")
+        .map(|g| int(&g["customers"]))
+        .sum()
+}
+
+/// An int64 of the JSON mapping (a string), or 0 when absent.
+fn int(v: &Value) -> i64 {
+    v.as_str()
+        .and_then(|n| n.parse().ok())
+        .or_else(|| v.as_i64())
+        .unwrap_or(0)
+}
+
 fn counts(out: &str) -> (i64, i64, i64) {
     let line = out
         .lines()
@@ -134,6 +156,47 @@ fn seed_fills_the_dev_tenant_deterministically_and_idempotently() {
         "decisions for every fifth of 60 customers: {made}"
     );
     assert!(decisions("OUTCOME_ACCEPTED") + decisions("OUTCOME_DECLINED") > 0);
+
+    // The cost model, and the whale curve of the year before --as-of once
+    // valuation has priced every interaction the feed brings.
+    let valuation = |method: &str, body: &str| -> Value {
+        let out = grpcurl_ok(&[
+            "-H",
+            &auth,
+            "-d",
+            body,
+            &stack.addr(0),
+            &format!("rapport.valuation.v1.ValuationService/{method}"),
+        ]);
+        serde_json::from_str(&out).unwrap()
+    };
+    let model = valuation("GetCostModel", "{}");
+    assert_eq!(model["costModel"]["version"], 1, "{model}");
+    assert_eq!(model["costModel"]["currencyCode"], "EUR", "{model}");
+    let window = r#"{"start_time": "2025-06-01T00:00:00Z", "end_time": "2026-06-01T00:00:00Z",
+                     "curve_intervals": 10, "destroyer_count": 3}"#;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let report = loop {
+        let r = valuation("GetProfitabilityReport", window)["report"].clone();
+        if (int(&r["customerCount"]) == 60 && classified(&r) > 0)
+            || std::time::Instant::now() > deadline
+        {
+            break r;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(500));
+    };
+    assert_eq!(int(&report["customerCount"]), 60, "{report}");
+    // Rungs come from segmentation's feed: classified customers are grouped.
+    assert!(classified(&report) > 0, "{report}");
+    assert_eq!(report["whaleCurve"].as_array().map(Vec::len), Some(11));
+    assert_eq!(report["valueDestroyers"].as_array().map(Vec::len), Some(3));
+    assert_eq!(report["costs"].as_array().map(Vec::len), Some(6));
+    assert!(
+        int(&report["total"]["costToServe"]["units"]) > 0,
+        "{report}"
+    );
+    let peak: f64 = report["peak"]["customerShare"].as_f64().unwrap_or(0.0);
+    assert!((0.0..=1.0).contains(&peak), "{report}");
 
     // A second run with the same seed finds everything already there, even
     // with the key held to 20 calls/s: the seed waits out each refusal for

@@ -34,6 +34,7 @@ use rapport_proto::rapport::valuation::v1::{
     valuation_event,
 };
 use rapport_segmentation::follow::ValuationFollower;
+use rust_decimal::Decimal;
 use serde_json::json;
 use uuid::Uuid;
 
@@ -699,6 +700,118 @@ async fn valuation_events_update_values_and_segments() {
         reasons,
         vec![MembershipChangeReason::FeaturesChanged as i16; 2]
     );
+    s.stop().await;
+}
+
+// The cost-to-serve figures of CustomerValueChanged arrive to the nano and
+// serve rules: "partners in the bottom profit decile" and the like.
+#[tokio::test]
+async fn cost_to_serve_features_serve_rules() {
+    let s = start().await;
+    let t = Uuid::new_v4();
+    let a = Customer::new("ES").bought(3, 300, 100, 5);
+    let b = Customer::new("ES").bought(1, 50, 10, 10);
+    insert(&s.pool, t, &[a.clone(), b.clone()]).await;
+    let mut c = s.client();
+    let losing = create_segment(
+        &mut c,
+        t,
+        dynamic(
+            "Losing money",
+            "profit_decile >= 9 and net_profit < 0 and cost_to_serve > 100.5 and net_clv < 0",
+        ),
+    )
+    .await;
+    let f = ValuationFollower;
+    let eur = |units: i64, nanos: i32| Money {
+        currency_code: "EUR".into(),
+        units,
+        nanos,
+    };
+    let value = |customer: &Customer, net: Money, cost: Money, profit: Money, decile: i32| {
+        valuation_event::Event::CustomerValueChanged(CustomerValueChanged {
+            customer_id: customer.id.to_string(),
+            clv: Some(eur(10, 0)),
+            p_alive: 0.5,
+            expected_purchases: 1.0,
+            value_tier: ValueTier::Low as i32,
+            net_clv: Some(net),
+            cost_to_serve: Some(cost),
+            net_profit: Some(profit),
+            profit_decile: decile,
+            ..Default::default()
+        })
+    };
+    let events = vec![
+        value_event(
+            1,
+            t,
+            &a.id.to_string(),
+            value(
+                &a,
+                eur(-4, -500_000_001),
+                eur(100, 500_000_001),
+                eur(-12, -340_000_000),
+                10,
+            ),
+        ),
+        value_event(
+            2,
+            t,
+            &b.id.to_string(),
+            value(&b, eur(3, 0), eur(100, 500_000_000), eur(-1, 0), 9),
+        ),
+    ];
+    let mut tx = s.pool.begin().await.unwrap();
+    f.apply_batch(&mut tx, t, &events, Utc::now())
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    // A: every figure read back exactly; B costs exactly 100.50, not more.
+    let row: (Decimal, Decimal, Decimal, i16) = sqlx::query_as(
+        "SELECT net_clv, cost_to_serve, net_profit, profit_decile FROM features
+         WHERE tenant_id = $1 AND customer_id = $2",
+    )
+    .bind(t)
+    .bind(a.id)
+    .fetch_one(&s.pool)
+    .await
+    .unwrap();
+    assert_eq!(
+        (
+            row.0.to_string(),
+            row.1.to_string(),
+            row.2.to_string(),
+            row.3
+        ),
+        (
+            "-4.500000001".to_string(),
+            "100.500000001".to_string(),
+            "-12.34".to_string(),
+            10
+        )
+    );
+    assert_eq!(
+        members(&mut c, t, &losing.segment_id).await,
+        vec![a.id.to_string()]
+    );
+    // A decile out of range is no decile at all.
+    let mut tx = s.pool.begin().await.unwrap();
+    f.apply_batch(
+        &mut tx,
+        t,
+        &[value_event(
+            3,
+            t,
+            &a.id.to_string(),
+            value(&a, eur(-5, 0), eur(200, 0), eur(-20, 0), 11),
+        )],
+        Utc::now(),
+    )
+    .await
+    .unwrap();
+    tx.commit().await.unwrap();
+    assert!(members(&mut c, t, &losing.segment_id).await.is_empty());
     s.stop().await;
 }
 

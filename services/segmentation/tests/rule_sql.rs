@@ -27,6 +27,7 @@ CREATE TABLE features (
   complaints bigint NOT NULL DEFAULT 0, open_complaints bigint NOT NULL DEFAULT 0,
   csat integer, nps integer, campaign_response_rate numeric,
   clv numeric, p_alive numeric, expected_purchases numeric, value_tier text,
+  net_clv numeric, cost_to_serve numeric, net_profit numeric, profit_decile smallint,
   rfm_r integer, rfm_f integer, rfm_m integer, rfm_fm integer, rfm_segment text,
   ladder text, stage text, update_time timestamptz NOT NULL DEFAULT now(),
   PRIMARY KEY (tenant_id, customer_id)
@@ -206,11 +207,22 @@ async fn populate(conn: &mut PgConnection, tenant: Uuid, n: usize, rng: &mut Rng
         let nps = opt_int(rng, 60, 11);
         let rfm_r = opt_int(rng, 70, 6);
         let last_contact = opt_time(rng, 50);
+        // Net figures can be negative; few distinct values, so ties occur.
+        let net_clv = rng
+            .chance(70)
+            .then(|| Decimal::new(rng.below(40) as i64 * 2500 - 30_000, 2));
+        let cost_to_serve = opt_dec(rng, 70, 50_000);
+        let net_profit = rng
+            .chance(70)
+            .then(|| Decimal::new(rng.below(2_000) as i64 - 1_000, 1));
+        let profit_decile = rng.chance(70).then(|| rng.below(10) as i16 + 1);
         sqlx::query(
             "INSERT INTO features (tenant_id, customer_id, kind, country, tags, attributes, consents, \
              first_purchase, last_purchase, purchases, monetary, clv, p_alive, csat, nps, rfm_r, \
-             rfm_segment, ladder, stage, last_contact) \
-             VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14,$15,$16,$17,$18,$19,$20)",
+             rfm_segment, ladder, stage, last_contact, net_clv, cost_to_serve, net_profit, \
+             profit_decile) \
+             VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14,$15,$16,$17,$18,$19,$20,\
+                     $21,$22,$23,$24)",
         )
         .bind(tenant)
         .bind(id)
@@ -232,6 +244,10 @@ async fn populate(conn: &mut PgConnection, tenant: Uuid, n: usize, rng: &mut Rng
         .bind(ladder)
         .bind(stage)
         .bind(last_contact)
+        .bind(net_clv)
+        .bind(cost_to_serve)
+        .bind(net_profit)
+        .bind(profit_decile)
         .execute(&mut *conn)
         .await
         .unwrap();
@@ -442,6 +458,14 @@ const RULES: &[&str] = &[
     "monetary > 250.5",
     "exists(monetary)",
     "not exists(clv)",
+    "net_clv < 0",
+    "net_clv >= -50.5 and net_clv != 0",
+    "not exists(net_clv)",
+    "cost_to_serve > 100.25",
+    "net_profit < 0 and profit_decile >= 9",
+    "profit_decile in [1, 2] or net_profit > 50",
+    "ladder = \"partner\" and profit_decile = 10",
+    "not (profit_decile <= 5)",
     // strings, enums, lists
     "country = \"ES\"",
     "country != \"ES\"",
@@ -510,6 +534,8 @@ const RULES: &[&str] = &[
     "not (min(return.amount, 90d) > 10)",
     // ranks
     "clv in top 10%",
+    "net_clv in top 10%",
+    "cost_to_serve in top 20%",
     "clv in top 0.5%",
     "clv in top 33.3%",
     "clv in top 100%",

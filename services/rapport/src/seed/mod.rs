@@ -5,6 +5,7 @@
 //! keys on interactions), so running it twice with the same seed and `--as-of`
 //! leaves the tenant as one run does.
 
+pub mod costs;
 pub mod engagement;
 pub mod plan;
 
@@ -33,6 +34,7 @@ use rapport_proto::rapport::profile::v1::{
     EmailAddress, OrganizationDetails, PersonDetails, PhoneNumber, SetConsentRequest, StringList,
     attribute_value, customer,
 };
+use rapport_proto::rapport::valuation::v1::valuation_service_client::ValuationServiceClient;
 use tonic::Code;
 use tonic::service::Interceptor;
 use tonic::service::interceptor::InterceptedService;
@@ -81,6 +83,8 @@ pub struct Report {
     pub service_requests_resolved: usize,
     /// Treatments created, decisions made and outcomes recorded.
     pub engagement: engagement::Sent,
+    /// The version of the cost model set.
+    pub cost_model_version: i32,
 }
 
 /// Sends an API key with every call.
@@ -171,7 +175,7 @@ pub async fn run(args: SeedArgs) -> anyhow::Result<()> {
     .await?;
     let secs = started.elapsed().as_secs_f64();
     println!(
-        "Seeded {} customers and {} interactions ({} already there, {} refused) in {secs:.1} s; {} service requests resolved; {} treatments, {} decisions, {} outcomes.",
+        "Seeded {} customers and {} interactions ({} already there, {} refused) in {secs:.1} s; {} service requests resolved; {} treatments, {} decisions, {} outcomes; cost model version {}.",
         report.customers,
         report.interactions_accepted,
         report.interactions_duplicate,
@@ -180,6 +184,7 @@ pub async fn run(args: SeedArgs) -> anyhow::Result<()> {
         report.engagement.treatments,
         report.engagement.decisions,
         report.engagement.outcomes,
+        report.cost_model_version,
     );
     Ok(())
 }
@@ -211,6 +216,7 @@ pub async fn seed(
 ) -> anyhow::Result<Report> {
     let (channel, bearer) = connect(gateway, key).await?;
     let engagement = EngagementServiceClient::with_interceptor(channel.clone(), bearer.clone());
+    let valuation = ValuationServiceClient::with_interceptor(channel.clone(), bearer.clone());
     let clients = Clients {
         profile: ProfileServiceClient::with_interceptor(channel.clone(), bearer.clone()),
         interactions: InteractionServiceClient::with_interceptor(channel.clone(), bearer.clone()),
@@ -220,7 +226,12 @@ pub async fn seed(
     define_attributes(&clients).await?;
     let campaign_ids = create_campaigns(&clients, seed, as_of).await?;
 
-    let mut report = Report::default();
+    let mut report = Report {
+        cost_model_version: costs::seed(&valuation, seed, as_of)
+            .await
+            .context("SetCostModel")?,
+        ..Report::default()
+    };
     let mut all_ids = Vec::with_capacity(customers);
     // Customers go in chunks: created concurrently, then their interactions
     // in one streaming call.

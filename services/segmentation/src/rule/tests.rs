@@ -711,7 +711,7 @@ fn ranked_fields_are_listed_once() {
 fn catalogue_lists_builtins_attributes_and_sources() {
     let cat = catalog();
     let fields = cat.fields();
-    assert_eq!(fields.len(), 28 + 6);
+    assert_eq!(fields.len(), 32 + 6);
     let seg = fields.iter().find(|f| f.name == "rfm.segment").unwrap();
     assert_eq!(seg.allowed_values.len(), 11);
     assert!(

@@ -102,6 +102,10 @@ fn check_model(
             }
         },
     };
+    // To the microsecond, as the database stores it: the version answered
+    // is the version every later read returns.
+    let effective =
+        DateTime::from_timestamp_micros(effective.timestamp_micros()).unwrap_or(effective);
     if m.contact_rates.len() > MAX_RATES {
         v.add(f("contact_rates"), format!("at most {MAX_RATES} rates"));
     }
@@ -158,7 +162,19 @@ fn check_model(
     let handling = price(v, "return_handling_cost", &mut body.return_handling_cost);
     let fixed = price(v, "fixed_cost", &mut body.fixed_cost);
     let days = m.fixed_cost_period_days;
-    if fixed > Decimal::ZERO {
+    // A malformed or negative fixed cost is its own violation: whether it
+    // needs a period is then unknown, so only the period's range is checked.
+    let fixed_valid = m
+        .fixed_cost
+        .as_ref()
+        .is_none_or(|x| money::from_money(x).is_some_and(|d| d >= Decimal::ZERO));
+    if !fixed_valid {
+        v.check(
+            !(0..=3660).contains(&days),
+            f("fixed_cost_period_days"),
+            "must be in 1..=3660 days (0 without a fixed_cost)",
+        );
+    } else if fixed > Decimal::ZERO {
         v.check(
             !(1..=3660).contains(&days),
             f("fixed_cost_period_days"),

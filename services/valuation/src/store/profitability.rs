@@ -44,8 +44,14 @@ struct Row {
 /// cost model's currency, $5 the customers (NULL: every customer seen
 /// before the window's end). Hours open run from the opening to the
 /// resolution or the window's end, whichever is first.
+///
+/// Every contribution (the customer itself with its fixed cost, its
+/// purchases per UTC day, its priced activities, its value tier) is one row
+/// of a `UNION ALL` aggregated once by customer: no join between per-customer
+/// aggregates, so the plan stays linear in the rows even before the tables
+/// have statistics (a nested loop over two aggregates is quadratic).
 const FIGURES: &str = "
-WITH v AS (
+WITH v AS MATERIALIZED (
     SELECT version,
            CASE WHEN row_number() OVER w = 1 THEN '-infinity'::timestamptz
                 ELSE effective_time END AS vf,
@@ -54,31 +60,38 @@ WITH v AS (
     FROM cost_models WHERE tenant_id = $1
     WINDOW w AS (ORDER BY effective_time, version)
 ),
-c AS (
-    SELECT customer_id, first_seen, first_purchase, ladder_rung, stage
-    FROM customers
-    WHERE tenant_id = $1 AND first_seen < $3
-      AND ($5::uuid[] IS NULL OR customer_id = ANY($5))
-),
-p AS (
-    SELECT p.customer_id,
-           count(*) FILTER (WHERE p.currency = $4) AS n,
-           count(DISTINCT (p.occur_time AT TIME ZONE 'UTC')::date) FILTER (WHERE p.currency = $4) AS days,
-           sum(p.amount) FILTER (WHERE p.currency = $4) AS revenue,
-           sum(COALESCE(p.margin, p.amount * v.margin_rate)) FILTER (WHERE p.currency = $4) AS margin,
-           count(*) FILTER (WHERE p.currency IS DISTINCT FROM $4) AS other
+x AS (
+    -- k 0: the customer, its classification and fixed cost.
+    SELECT c.customer_id, 0 AS k, 0::smallint AS type, 0::bigint AS n, true AS in_cur,
+           NULL::numeric AS amount, NULL::numeric AS margin, NULL::numeric AS unit,
+           NULL::numeric AS hours, NULL::numeric AS hour_cost, NULL::numeric AS rate,
+           (SELECT sum(EXTRACT(epoch FROM LEAST(v.vt, $3) - GREATEST(v.vf, c.first_seen, $2))
+                       / 86400 * v.fixed_cost / v.fixed_days)
+              FROM v WHERE v.vt > GREATEST(c.first_seen, $2) AND v.vf < $3
+                AND v.fixed_cost > 0) AS fixed,
+           c.first_purchase, c.ladder_rung, c.stage, 0::smallint AS value_tier
+    FROM customers c
+    WHERE c.tenant_id = $1 AND c.first_seen < $3
+      AND ($5::uuid[] IS NULL OR c.customer_id = ANY($5))
+    UNION ALL
+    -- k 1: purchases, one row per customer, UTC day and currency match.
+    SELECT p.customer_id, 1, 0::smallint, count(*), p.currency IS NOT DISTINCT FROM $4,
+           sum(p.amount), sum(COALESCE(p.margin, p.amount * v.margin_rate)), NULL, NULL, NULL,
+           NULL, NULL, NULL, 0::smallint, 0::smallint, 0::smallint
     FROM purchases p
     JOIN v ON p.occur_time >= v.vf AND p.occur_time < v.vt
     WHERE p.tenant_id = $1 AND p.occur_time >= $2 AND p.occur_time < $3
       AND ($5::uuid[] IS NULL OR p.customer_id = ANY($5))
-    GROUP BY p.customer_id
-),
-a0 AS (
-    SELECT a.customer_id, a.type, a.currency, a.amount, v.margin_rate,
-           COALESCE(rc.cost, rg.cost, 0) AS unit,
-           COALESCE(rg.hour_cost, 0) AS hour_cost,
+    GROUP BY p.customer_id, (p.occur_time AT TIME ZONE 'UTC')::date,
+             p.currency IS NOT DISTINCT FROM $4
+    UNION ALL
+    -- k 2: activities, priced by the version in effect when they happened.
+    SELECT a.customer_id, 2, a.type, 1, a.currency IS NOT DISTINCT FROM $4,
+           a.amount, NULL, COALESCE(rc.cost, rg.cost, 0),
            GREATEST(EXTRACT(epoch FROM LEAST(COALESCE(a.resolve_time, $3), $3) - a.occur_time), 0)
-               / 3600 AS hours
+               / 3600,
+           COALESCE(rg.hour_cost, 0), v.margin_rate, NULL, NULL, 0::smallint, 0::smallint,
+           0::smallint
     FROM activities a
     JOIN v ON a.occur_time >= v.vf AND a.occur_time < v.vt
     LEFT JOIN cost_rates rc ON rc.tenant_id = $1 AND rc.version = v.version
@@ -87,61 +100,45 @@ a0 AS (
         AND rg.type = a.type AND rg.channel = 0
     WHERE a.tenant_id = $1 AND a.occur_time >= $2 AND a.occur_time < $3
       AND ($5::uuid[] IS NULL OR a.customer_id = ANY($5))
-),
-a AS (
-    SELECT customer_id,
-           count(*) FILTER (WHERE type IN (3, 4, 5, 6, 7)) AS contacts_n,
-           sum(unit) FILTER (WHERE type IN (3, 4, 5, 6, 7)) AS contacts_cost,
-           count(*) FILTER (WHERE type = 10) AS campaigns_n,
-           sum(unit) FILTER (WHERE type = 10) AS campaigns_cost,
-           count(*) FILTER (WHERE type = 8) AS requests_n,
-           sum(hours) FILTER (WHERE type = 8) AS requests_hours,
-           sum(unit + hours * hour_cost) FILTER (WHERE type = 8) AS requests_cost,
-           count(*) FILTER (WHERE type = 9) AS complaints_n,
-           sum(hours) FILTER (WHERE type = 9) AS complaints_hours,
-           sum(unit + hours * hour_cost) FILTER (WHERE type = 9) AS complaints_cost,
-           count(*) FILTER (WHERE type = 2) AS returns_n,
-           sum(unit) FILTER (WHERE type = 2) AS returns_cost,
-           sum(amount) FILTER (WHERE type = 2 AND currency = $4) AS refunds,
-           sum(amount * margin_rate) FILTER (WHERE type = 2 AND currency = $4) AS refund_margin,
-           count(*) FILTER (WHERE type = 2 AND currency IS DISTINCT FROM $4) AS other
-    FROM a0 GROUP BY customer_id
-),
-f AS (
-    SELECT c.customer_id,
-           sum(EXTRACT(epoch FROM LEAST(v.vt, $3) - GREATEST(v.vf, c.first_seen, $2))
-               / 86400 * v.fixed_cost / v.fixed_days) AS fixed
-    FROM c JOIN v ON v.vt > GREATEST(c.first_seen, $2) AND v.vf < $3 AND v.fixed_cost > 0
-    GROUP BY c.customer_id
+    UNION ALL
+    -- k 3: the value tier.
+    SELECT cv.customer_id, 3, 0::smallint, 0, true, NULL, NULL, NULL, NULL, NULL, NULL, NULL,
+           NULL, 0::smallint, 0::smallint, cv.value_tier
+    FROM customer_values cv
+    WHERE cv.tenant_id = $1 AND ($5::uuid[] IS NULL OR cv.customer_id = ANY($5))
 )
-SELECT c.customer_id,
-       COALESCE(p.n, 0) AS purchases,
-       COALESCE(p.days, 0) AS purchase_days,
-       COALESCE(p.revenue, 0) AS revenue,
-       round(COALESCE(p.margin, 0), 12) AS margin,
-       COALESCE(a.returns_n, 0) AS returns,
-       COALESCE(a.refunds, 0) AS refunds,
-       round(COALESCE(a.refund_margin, 0), 12) AS refund_margin,
-       COALESCE(a.contacts_n, 0) AS contacts_n,
-       COALESCE(a.contacts_cost, 0) AS contacts_cost,
-       COALESCE(a.campaigns_n, 0) AS campaigns_n,
-       COALESCE(a.campaigns_cost, 0) AS campaigns_cost,
-       COALESCE(a.requests_n, 0) AS requests_n,
-       COALESCE(a.requests_hours, 0)::float8 AS requests_hours,
-       round(COALESCE(a.requests_cost, 0), 12) AS requests_cost,
-       COALESCE(a.complaints_n, 0) AS complaints_n,
-       COALESCE(a.complaints_hours, 0)::float8 AS complaints_hours,
-       round(COALESCE(a.complaints_cost, 0), 12) AS complaints_cost,
-       COALESCE(a.returns_cost, 0) AS returns_cost,
-       round(COALESCE(f.fixed, 0), 12) AS fixed_cost,
-       COALESCE(p.other, 0) + COALESCE(a.other, 0) AS other,
-       c.first_purchase, c.ladder_rung, c.stage,
-       COALESCE(cv.value_tier, 0::smallint) AS value_tier
-FROM c
-LEFT JOIN p ON p.customer_id = c.customer_id
-LEFT JOIN a ON a.customer_id = c.customer_id
-LEFT JOIN f ON f.customer_id = c.customer_id
-LEFT JOIN customer_values cv ON cv.tenant_id = $1 AND cv.customer_id = c.customer_id";
+SELECT customer_id,
+       COALESCE(sum(n) FILTER (WHERE k = 1 AND in_cur), 0)::bigint AS purchases,
+       count(*) FILTER (WHERE k = 1 AND in_cur) AS purchase_days,
+       COALESCE(sum(amount) FILTER (WHERE k = 1 AND in_cur), 0) AS revenue,
+       round(COALESCE(sum(margin) FILTER (WHERE k = 1 AND in_cur), 0), 12) AS margin,
+       count(*) FILTER (WHERE k = 2 AND type = 2) AS returns,
+       COALESCE(sum(amount) FILTER (WHERE k = 2 AND type = 2 AND in_cur), 0) AS refunds,
+       round(COALESCE(sum(amount * rate) FILTER (WHERE k = 2 AND type = 2 AND in_cur), 0), 12)
+           AS refund_margin,
+       count(*) FILTER (WHERE k = 2 AND type IN (3, 4, 5, 6, 7)) AS contacts_n,
+       COALESCE(sum(unit) FILTER (WHERE k = 2 AND type IN (3, 4, 5, 6, 7)), 0) AS contacts_cost,
+       count(*) FILTER (WHERE k = 2 AND type = 10) AS campaigns_n,
+       COALESCE(sum(unit) FILTER (WHERE k = 2 AND type = 10), 0) AS campaigns_cost,
+       count(*) FILTER (WHERE k = 2 AND type = 8) AS requests_n,
+       COALESCE(sum(hours) FILTER (WHERE k = 2 AND type = 8), 0)::float8 AS requests_hours,
+       round(COALESCE(sum(unit + hours * hour_cost) FILTER (WHERE k = 2 AND type = 8), 0), 12)
+           AS requests_cost,
+       count(*) FILTER (WHERE k = 2 AND type = 9) AS complaints_n,
+       COALESCE(sum(hours) FILTER (WHERE k = 2 AND type = 9), 0)::float8 AS complaints_hours,
+       round(COALESCE(sum(unit + hours * hour_cost) FILTER (WHERE k = 2 AND type = 9), 0), 12)
+           AS complaints_cost,
+       COALESCE(sum(unit) FILTER (WHERE k = 2 AND type = 2), 0) AS returns_cost,
+       round(COALESCE(max(fixed), 0), 12) AS fixed_cost,
+       (COALESCE(sum(n) FILTER (WHERE k = 1 AND NOT in_cur), 0)
+          + count(*) FILTER (WHERE k = 2 AND type = 2 AND NOT in_cur))::bigint AS other,
+       max(first_purchase) AS first_purchase,
+       max(ladder_rung) AS ladder_rung,
+       max(stage) AS stage,
+       max(value_tier) AS value_tier
+FROM x
+GROUP BY customer_id
+HAVING bool_or(k = 0)";
 
 /// Figures over a window, and the purchases and returns left out for
 /// their currency.

@@ -69,9 +69,12 @@ fn no<T>(msg: T) -> tonic::Request<T> {
 }
 
 mod models;
+mod profitability;
 mod scoring;
 
 #[allow(unused_imports)]
 use models::*;
+#[allow(unused_imports)]
+use profitability::*;
 #[allow(unused_imports)]
 use scoring::*;
