@@ -34,6 +34,8 @@ fn quick_bench_runs_every_scenario_and_writes_its_report() {
         "Bulk identity: 2,000 customers",
         "GetNextBestActions through the gateway",
         "StreamNextBestActions through the gateway over a segment of 2000 members",
+        "GetProfitabilityReport through the gateway over 5,000 customers",
+        "Pricing a few customers",
         "Resident memory of each service",
     ] {
         assert!(stdout.contains(title), "no table {title:?} in:\n{stdout}");
@@ -75,6 +77,26 @@ fn quick_bench_runs_every_scenario_and_writes_its_report() {
         assert_eq!(s["customers"], 2000, "{s}");
         assert!(s["actions"].as_i64().unwrap_or(0) > 0, "{s}");
     }
+
+    let profit = &r["profitability"];
+    assert_eq!(profit["customers"], 5000, "{profit}");
+    for figure in [
+        "baseline_seconds",
+        "report_seconds",
+        "customer_p50_ms",
+        "rescore_batch_pricing_ms",
+    ] {
+        assert!(
+            profit[figure].as_f64().unwrap_or(0.0) > 0.0,
+            "{figure}: {profit}"
+        );
+    }
+    assert!(
+        profit["peak_customer_share"]
+            .as_f64()
+            .is_some_and(|s| (0.0..=1.0).contains(&s)),
+        "{profit}"
+    );
 
     let import = &r["import"];
     assert_eq!(import["customers"], 2000, "{import}");

@@ -33,6 +33,7 @@ mod import;
 mod ingest;
 mod neighbours;
 mod onboard;
+mod profitability;
 mod reads;
 mod segments;
 mod soak;
@@ -56,7 +57,7 @@ use stack::{MemorySampler, Stack};
 
 /// In the order they run: ingestion and onboarding last, as the feed
 /// consumers may still be applying their events when they end.
-const SCENARIOS: [&str; 8] = [
+const SCENARIOS: [&str; 9] = [
     "reads",
     "neighbours",
     "segments",
@@ -65,6 +66,7 @@ const SCENARIOS: [&str; 8] = [
     "ingest",
     "onboard",
     "engagement",
+    "profitability",
 ];
 
 /// Scenarios run only when named: `soak` (mixed load with faults).
@@ -79,8 +81,8 @@ fn named() -> impl Iterator<Item = &'static str> {
 #[derive(clap::Args, Debug)]
 pub struct BenchArgs {
     /// Scenarios to run: reads, neighbours, segments, fit, import, ingest, onboard,
-    /// engagement (default: all of these), and soak (mixed load with faults and an
-    /// audit; only when named).
+    /// engagement, profitability (default: all of these), and soak (mixed load
+    /// with faults and an audit; only when named).
     #[arg(value_parser = clap::builder::PossibleValuesParser::new(named()))]
     scenarios: Vec<String>,
     /// Minutes of mixed load in the soak scenario.
@@ -136,6 +138,10 @@ pub struct BenchArgs {
     /// actions for (default 100,000; quick 2,000).
     #[arg(long)]
     audience: Option<usize>,
+    /// Customers of the profitability scenario (default 1,000,000; quick
+    /// 5,000).
+    #[arg(long)]
+    profit_customers: Option<usize>,
 }
 
 /// The sizes a run uses.
@@ -153,6 +159,7 @@ pub struct Sizes {
     pub onboard_customers: usize,
     pub onboard_interactions: usize,
     pub audience: usize,
+    pub profit_customers: usize,
 }
 
 impl BenchArgs {
@@ -203,6 +210,11 @@ impl BenchArgs {
             audience: self
                 .audience
                 .unwrap_or(if self.quick { 2_000 } else { 100_000 }),
+            profit_customers: self.profit_customers.unwrap_or(if self.quick {
+                5_000
+            } else {
+                1_000_000
+            }),
         }
     }
 }
@@ -459,6 +471,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
                 "import" => import::run(&stack, &sizes).await?,
                 "onboard" => onboard::run(&stack, &sizes).await?,
                 "engagement" => engagement::run(&stack, &sizes).await?,
+                "profitability" => profitability::run(&stack, &sizes).await?,
                 "soak" => soak::run(&mut stack, args.minutes).await?,
                 _ => fit::run(&stack, &sizes).await?,
             };
@@ -521,6 +534,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
             "freshness_seconds": sizes.freshness_seconds,
             "onboard_customers": sizes.onboard_customers,
             "onboard_interactions": sizes.onboard_interactions,
+            "profit_customers": sizes.profit_customers,
         },
         "results": results,
     });

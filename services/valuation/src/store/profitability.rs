@@ -41,8 +41,9 @@ struct Row {
 }
 
 /// The pricing query. $1 tenant, $2 window start, $3 window end, $4 the
-/// cost model's currency, $5 the customers (NULL: every customer seen
-/// before the window's end). Hours open run from the opening to the
+/// cost model's currency; for some customers, `{only_*}` restrict each part
+/// to $5 (see [`statement`]), otherwise every customer seen before the
+/// window's end counts. Hours open run from the opening to the
 /// resolution or the window's end, whichever is first.
 ///
 /// Every contribution (the customer itself with its fixed cost, its
@@ -72,7 +73,7 @@ x AS (
            c.first_purchase, c.ladder_rung, c.stage, 0::smallint AS value_tier
     FROM customers c
     WHERE c.tenant_id = $1 AND c.first_seen < $3
-      AND ($5::uuid[] IS NULL OR c.customer_id = ANY($5))
+      {only_c}
     UNION ALL
     -- k 1: purchases, one row per customer, UTC day and currency match.
     SELECT p.customer_id, 1, 0::smallint, count(*), p.currency IS NOT DISTINCT FROM $4,
@@ -81,7 +82,7 @@ x AS (
     FROM purchases p
     JOIN v ON p.occur_time >= v.vf AND p.occur_time < v.vt
     WHERE p.tenant_id = $1 AND p.occur_time >= $2 AND p.occur_time < $3
-      AND ($5::uuid[] IS NULL OR p.customer_id = ANY($5))
+      {only_p}
     GROUP BY p.customer_id, (p.occur_time AT TIME ZONE 'UTC')::date,
              p.currency IS NOT DISTINCT FROM $4
     UNION ALL
@@ -99,13 +100,13 @@ x AS (
     LEFT JOIN cost_rates rg ON rg.tenant_id = $1 AND rg.version = v.version
         AND rg.type = a.type AND rg.channel = 0
     WHERE a.tenant_id = $1 AND a.occur_time >= $2 AND a.occur_time < $3
-      AND ($5::uuid[] IS NULL OR a.customer_id = ANY($5))
+      {only_a}
     UNION ALL
     -- k 3: the value tier.
     SELECT cv.customer_id, 3, 0::smallint, 0, true, NULL, NULL, NULL, NULL, NULL, NULL, NULL,
            NULL, 0::smallint, 0::smallint, cv.value_tier
     FROM customer_values cv
-    WHERE cv.tenant_id = $1 AND ($5::uuid[] IS NULL OR cv.customer_id = ANY($5))
+    WHERE cv.tenant_id = $1 {only_cv}
 )
 SELECT customer_id,
        COALESCE(sum(n) FILTER (WHERE k = 1 AND in_cur), 0)::bigint AS purchases,
@@ -140,6 +141,25 @@ FROM x
 GROUP BY customer_id
 HAVING bool_or(k = 0)";
 
+/// [`FIGURES`] over every customer, or restricted to the customers in $5:
+/// two statements, so that each is planned for what it reads (an index
+/// lookup per customer, or the tenant's rows in one pass), never a generic
+/// plan for both.
+fn statement(some: bool) -> String {
+    let only = |alias: &str| {
+        if some {
+            format!("AND {alias}.customer_id = ANY($5)")
+        } else {
+            String::new()
+        }
+    };
+    FIGURES
+        .replace("{only_c}", &only("c"))
+        .replace("{only_p}", &only("p"))
+        .replace("{only_a}", &only("a"))
+        .replace("{only_cv}", &only("cv"))
+}
+
 /// Figures over a window, and the purchases and returns left out for
 /// their currency.
 #[derive(Debug, Default)]
@@ -160,14 +180,15 @@ pub async fn figures(
     currency: &str,
     customers: Option<&[Uuid]>,
 ) -> sqlx::Result<Priced> {
-    let rows: Vec<Row> = sqlx::query_as(FIGURES)
+    let query = sqlx::query_as(sqlx::AssertSqlSafe(statement(customers.is_some())))
         .bind(tenant)
         .bind(start)
         .bind(end)
-        .bind(currency)
-        .bind(customers)
-        .fetch_all(conn)
-        .await?;
+        .bind(currency);
+    let rows: Vec<Row> = match customers {
+        Some(ids) => query.bind(ids).fetch_all(conn).await?,
+        None => query.fetch_all(conn).await?,
+    };
     let mut out = Priced {
         figures: Vec::with_capacity(rows.len()),
         other_currency: 0,
