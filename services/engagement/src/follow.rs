@@ -221,6 +221,13 @@ impl ValuationFollower {
                     if let Some(id) = uuid(&v.customer_id) {
                         values.push(ValueFact {
                             customer_id: id,
+                            // The net CLV only in the CLV's currency.
+                            net_clv: match (&v.clv, &v.net_clv) {
+                                (Some(c), Some(n)) if n.currency_code == c.currency_code => {
+                                    Some((n.units, n.nanos))
+                                }
+                                _ => None,
+                            },
                             clv: v.clv.map(|m| (m.currency_code, m.units, m.nanos)),
                             p_alive: Some(v.p_alive),
                         });
@@ -231,6 +238,7 @@ impl ValuationFollower {
                         values.push(ValueFact {
                             customer_id: id,
                             clv: None,
+                            net_clv: None,
                             p_alive: None,
                         });
                     }

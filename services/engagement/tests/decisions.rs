@@ -502,6 +502,68 @@ async fn outcome(
 }
 
 #[tokio::test]
+async fn a_share_of_net_clv_follows_the_cost_to_serve_valuation_prices() {
+    let s = start().await;
+    let t = Uuid::new_v4();
+    let mut c = s.client();
+    let bob = Uuid::new_v4();
+    created(&s, t, &[bob]).await;
+    // Valuation's value with its net CLV, as the feed brings it.
+    let value = |sequence: i64, net: rapport_proto::rapport::common::v1::Money| {
+        change(
+            sequence,
+            t,
+            NewEvent::new(
+                t,
+                "customer",
+                bob.to_string(),
+                "CustomerValueChanged",
+                &ValuationEvent {
+                    event: Some(valuation_event::Event::CustomerValueChanged(
+                        CustomerValueChanged {
+                            customer_id: bob.to_string(),
+                            clv: Some(eur(300, 0)),
+                            p_alive: 0.5,
+                            net_clv: Some(net),
+                            ..Default::default()
+                        },
+                    )),
+                },
+            ),
+        )
+    };
+    let apply = |e| {
+        let pool = s.pool.clone();
+        async move {
+            let mut tx = pool.begin().await.unwrap();
+            ValuationFollower
+                .apply_batch(&mut tx, t, &[e])
+                .await
+                .unwrap();
+            tx.commit().await.unwrap();
+        }
+    };
+    apply(value(1, eur(120, 500_000_000))).await;
+    let mut upsell = service("Upsell", TreatmentKind::Upsell, ContactChannel::Email, 0, 1);
+    upsell.value = Some(pb::treatment::Value::NetClvShareBps(2000));
+    let created_t = create(&mut c, t, upsell).await;
+    assert_eq!(
+        created_t.value,
+        Some(pb::treatment::Value::NetClvShareBps(2000))
+    );
+    // 20 % of EUR 120.50 = 24.10; 0.1 × 24.10 − 1 = 1.41.
+    let r = next_best(&mut c, t, &bob.to_string()).await.answer_ok();
+    let a = &r.actions[0];
+    assert_eq!(a.value, Some(eur(24, 100_000_000)));
+    assert_eq!(a.expected_net_value, Some(eur(1, 410_000_000)));
+    // Once serving Bob costs more than he brings, the treatment has no value.
+    apply(value(2, eur(-3, 0))).await;
+    let r = next_best(&mut c, t, &bob.to_string()).await.answer_ok();
+    assert!(r.actions.is_empty(), "{:?}", r.actions);
+    assert_eq!(left_out(&r, "Upsell"), Some(FilterReason::NoValue));
+}
+
+#[tokio::test]
 async fn outcomes_teach_the_propensities_and_values_come_from_valuation() {
     let s = start().await;
     let t = Uuid::new_v4();

@@ -28,6 +28,8 @@ pub struct Customer {
     /// `RelationshipStage` number (0: not classified).
     pub stage: i32,
     pub clv: Option<Amount>,
+    /// CLV net of the cost to serve (in the CLV's currency).
+    pub net_clv: Option<Amount>,
     pub p_alive: Option<f64>,
     pub segments: HashSet<Uuid>,
     /// The record in force per (consent channel, purpose).
@@ -379,6 +381,26 @@ fn value_of(t: &Stored, c: &Customer) -> Result<Amount, String> {
                 f64::from(*bps) / 100.0
             )),
         },
+        Value::NetClvShare(bps) => {
+            let pct = f64::from(*bps) / 100.0;
+            match &c.net_clv {
+                Some(n) if n.currency != t.spec.cost.currency => Err(format!(
+                    "its value is {pct} % of the net CLV, which is in {}, not {}",
+                    n.currency, t.spec.cost.currency
+                )),
+                Some(n) if n.nanos <= 0 => Err(format!(
+                    "its value is {pct} % of the net CLV, and serving the customer is expected to cost more than it brings"
+                )),
+                Some(n) => Ok(Amount {
+                    currency: n.currency.clone(),
+                    nanos: i64::try_from(i128::from(n.nanos) * i128::from(*bps) / 10_000)
+                        .unwrap_or(i64::MAX),
+                }),
+                None => Err(format!(
+                    "its value is {pct} % of the net CLV, and the customer's cost to serve is not priced"
+                )),
+            }
+        }
         Value::MarginShare(bps) => {
             let currency = &t.spec.cost.currency;
             match c.margins.get(currency) {
@@ -864,6 +886,32 @@ mod tests {
         let d = run(&c, vec![(t, Posterior::new(1.0, 9.0, 0, 0))]);
         assert_eq!(d.actions[0].value.nanos, 20 * 1_000_000_000);
         assert_eq!(d.actions[0].expected_net, 1_500_000_000);
+    }
+
+    #[test]
+    fn a_net_clv_share_needs_a_positive_net_clv() {
+        // 10 % of a net CLV of EUR 80 = 8; 0.1 × 8 − 0.5 = 0.3.
+        let mut c = customer();
+        let t = treatment("n", |s| s.value = Value::NetClvShare(1000));
+        let d = run(&c, vec![(t.clone(), Posterior::new(1.0, 9.0, 0, 0))]);
+        assert_eq!(d.filtered[0].reason, FilterReason::NoValue);
+        assert!(
+            d.filtered[0].detail.contains("not priced"),
+            "{}",
+            d.filtered[0].detail
+        );
+        c.net_clv = Some(eur(-5 * 1_000_000_000));
+        let d = run(&c, vec![(t.clone(), Posterior::new(1.0, 9.0, 0, 0))]);
+        assert_eq!(d.filtered[0].reason, FilterReason::NoValue);
+        assert!(
+            d.filtered[0].detail.contains("cost more"),
+            "{}",
+            d.filtered[0].detail
+        );
+        c.net_clv = Some(eur(80 * 1_000_000_000));
+        let d = run(&c, vec![(t, Posterior::new(1.0, 9.0, 0, 0))]);
+        assert_eq!(d.actions[0].value.nanos, 8 * 1_000_000_000);
+        assert_eq!(d.actions[0].expected_net, 300_000_000);
     }
 
     #[test]

@@ -24,6 +24,9 @@ pub enum Value {
     ClvShare(i32),
     /// A share of the customer's margin over the last year, in basis points.
     MarginShare(i32),
+    /// A share of the customer's CLV net of its cost to serve, in basis
+    /// points.
+    NetClvShare(i32),
 }
 
 /// A treatment's fields other than its name and bookkeeping: what decisions
@@ -136,7 +139,11 @@ pub fn check_mask(paths: &[String], v: &mut Violations) {
         }
         let why = if OUTPUT_ONLY.contains(&p.as_str()) {
             format!("\"{p}\" is output only")
-        } else if p == "fixed_value" || p == "clv_share_bps" || p == "margin_share_bps" {
+        } else if p == "fixed_value"
+            || p == "clv_share_bps"
+            || p == "margin_share_bps"
+            || p == "net_clv_share_bps"
+        {
             "name \"value\" to change the value, whichever form it takes".into()
         } else {
             format!("unknown field \"{p}\"")
@@ -337,7 +344,7 @@ pub fn apply(base: &Draft, t: &pb::Treatment, paths: &[&str], v: &mut Violations
             "value" => match &t.value {
                 None => v.add(
                     "treatment.value",
-                    "required: fixed_value (a Money), clv_share_bps or margin_share_bps (1..=10000)",
+                    "required: fixed_value (a Money), clv_share_bps, margin_share_bps or net_clv_share_bps (1..=10000)",
                 ),
                 Some(pb::treatment::Value::FixedValue(m)) => {
                     if let Some(a) = amount(v, "treatment.fixed_value", m) {
@@ -364,6 +371,15 @@ pub fn apply(base: &Draft, t: &pb::Treatment, paths: &[&str], v: &mut Violations
                         );
                     }
                     s.value = Value::ClvShare(*b);
+                }
+                Some(pb::treatment::Value::NetClvShareBps(b)) => {
+                    if !(1..=10_000).contains(b) {
+                        v.add(
+                            "treatment.net_clv_share_bps",
+                            format!("must be in 1..=10000, got {b}"),
+                        );
+                    }
+                    s.value = Value::NetClvShare(*b);
                 }
             },
             "priority_percent" => {
@@ -492,6 +508,7 @@ impl Stored {
                 Value::Fixed(a) => pb::treatment::Value::FixedValue(a.to_money()),
                 Value::ClvShare(b) => pb::treatment::Value::ClvShareBps(*b),
                 Value::MarginShare(b) => pb::treatment::Value::MarginShareBps(*b),
+                Value::NetClvShare(b) => pb::treatment::Value::NetClvShareBps(*b),
             }),
             priority_percent: s.priority_percent,
             control_share_bps: s.control_share_bps,

@@ -24,6 +24,8 @@ struct CustomerRow {
     clv_currency: Option<String>,
     clv_units: Option<i64>,
     clv_nanos: Option<i32>,
+    net_clv_units: Option<i64>,
+    net_clv_nanos: Option<i32>,
     p_alive: Option<f64>,
     last_complaint_time: Option<DateTime<Utc>>,
     last_unsubscribe_time: Option<DateTime<Utc>>,
@@ -50,8 +52,8 @@ pub async fn customers(
     now: DateTime<Utc>,
 ) -> Result<Vec<Customer>> {
     let rows: Vec<CustomerRow> = sqlx::query_as(
-        "SELECT customer_id, ladder_rung, stage, clv_currency, clv_units, clv_nanos, p_alive,
-                last_complaint_time, last_unsubscribe_time
+        "SELECT customer_id, ladder_rung, stage, clv_currency, clv_units, clv_nanos,
+                net_clv_units, net_clv_nanos, p_alive, last_complaint_time, last_unsubscribe_time
            FROM customers WHERE tenant_id = $1 AND customer_id = ANY($2) AND status = 'active'",
     )
     .bind(tenant)
@@ -109,19 +111,27 @@ pub async fn customers(
     let mut out: HashMap<Uuid, Customer> = rows
         .into_iter()
         .map(|r| {
-            let clv = match (r.clv_currency, r.clv_units, r.clv_nanos) {
+            let amount = |currency: &Option<String>, u: Option<i64>, n: Option<i32>| match (
+                currency, u, n,
+            ) {
                 (Some(currency), Some(u), Some(n)) => {
                     i64::try_from(i128::from(u) * crate::domain::NANOS + i128::from(n))
                         .ok()
-                        .map(|nanos| Amount { currency, nanos })
+                        .map(|nanos| Amount {
+                            currency: currency.clone(),
+                            nanos,
+                        })
                 }
                 _ => None,
             };
+            let clv = amount(&r.clv_currency, r.clv_units, r.clv_nanos);
+            let net_clv = amount(&r.clv_currency, r.net_clv_units, r.net_clv_nanos);
             let c = Customer {
                 customer_id: r.customer_id,
                 ladder_rung: r.ladder_rung,
                 stage: r.stage,
                 clv,
+                net_clv,
                 p_alive: r.p_alive,
                 segments: HashSet::new(),
                 consents: HashMap::new(),
@@ -335,10 +345,12 @@ pub async fn set_classes(
     Ok(())
 }
 
-/// A customer's value from valuation: CLV (None: removed) and P(alive).
+/// A customer's value from valuation: CLV (None: removed), CLV net of the
+/// cost to serve (units and nanos, in the CLV's currency) and P(alive).
 pub struct ValueFact {
     pub customer_id: Uuid,
     pub clv: Option<(String, i64, i32)>,
+    pub net_clv: Option<(i64, i32)>,
     pub p_alive: Option<f64>,
 }
 
@@ -355,15 +367,20 @@ pub async fn set_values(conn: &mut PgConnection, tenant: Uuid, rows: &[ValueFact
     let units: Vec<Option<i64>> = rows.iter().map(|r| r.clv.as_ref().map(|c| c.1)).collect();
     let nanos: Vec<Option<i32>> = rows.iter().map(|r| r.clv.as_ref().map(|c| c.2)).collect();
     let alive: Vec<Option<f64>> = rows.iter().map(|r| r.p_alive).collect();
+    let net_units: Vec<Option<i64>> = rows.iter().map(|r| r.net_clv.map(|n| n.0)).collect();
+    let net_nanos: Vec<Option<i32>> = rows.iter().map(|r| r.net_clv.map(|n| n.1)).collect();
     sqlx::query(
-        "INSERT INTO customers (tenant_id, customer_id, status, clv_currency, clv_units, clv_nanos, p_alive)
-         SELECT DISTINCT ON (c) $1, c, 'pending', cu, u, n, p
-           FROM unnest($2::uuid[], $3::text[], $4::bigint[], $5::int[], $6::float8[])
-                WITH ORDINALITY AS x(c, cu, u, n, p, o)
+        "INSERT INTO customers (tenant_id, customer_id, status, clv_currency, clv_units, clv_nanos,
+                                p_alive, net_clv_units, net_clv_nanos)
+         SELECT DISTINCT ON (c) $1, c, 'pending', cu, u, n, p, nu, nn
+           FROM unnest($2::uuid[], $3::text[], $4::bigint[], $5::int[], $6::float8[],
+                       $7::bigint[], $8::int[])
+                WITH ORDINALITY AS x(c, cu, u, n, p, nu, nn, o)
           ORDER BY c, o DESC
          ON CONFLICT (tenant_id, customer_id) DO UPDATE
             SET clv_currency = EXCLUDED.clv_currency, clv_units = EXCLUDED.clv_units,
-                clv_nanos = EXCLUDED.clv_nanos, p_alive = EXCLUDED.p_alive",
+                clv_nanos = EXCLUDED.clv_nanos, p_alive = EXCLUDED.p_alive,
+                net_clv_units = EXCLUDED.net_clv_units, net_clv_nanos = EXCLUDED.net_clv_nanos",
     )
     .bind(tenant)
     .bind(&ids)
@@ -371,6 +388,8 @@ pub async fn set_values(conn: &mut PgConnection, tenant: Uuid, rows: &[ValueFact
     .bind(&units)
     .bind(&nanos)
     .bind(&alive)
+    .bind(&net_units)
+    .bind(&net_nanos)
     .execute(conn)
     .await?;
     Ok(())
