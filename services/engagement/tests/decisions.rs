@@ -9,10 +9,10 @@ mod common;
 use chrono::{Duration, Utc};
 use common::*;
 use rapport_engagement::domain::decide::in_control;
-use rapport_engagement::follow::{ProfileFollower, ValuationFollower};
+use rapport_engagement::follow::ValuationFollower;
 use rapport_kit::convert::timestamp;
 use rapport_kit::feed::NewEvent;
-use rapport_proto::rapport::common::v1::{ChangeEvent, LadderRung};
+use rapport_proto::rapport::common::v1::LadderRung;
 use rapport_proto::rapport::engagement::v1::{
     self as pb, Arm, ContactChannel, FilterReason, LadderGoal, ListDecisionsRequest, Outcome,
     RecordOutcomeRequest, TreatmentKind,
@@ -22,8 +22,8 @@ use rapport_proto::rapport::interaction::v1::{
     UpdateServiceRequestRequest,
 };
 use rapport_proto::rapport::profile::v1::{
-    ConsentChannel, ConsentPurpose, ConsentStatus, CustomerCreated, CustomerDeleted,
-    CustomerErased, ProfileEvent, SetConsentRequest, profile_event,
+    ConsentChannel, ConsentPurpose, ConsentStatus, CustomerDeleted, CustomerErased,
+    SetConsentRequest, profile_event,
 };
 use rapport_proto::rapport::segmentation::v1::{
     AddMembersRequest, CreateSegmentRequest, Segment, SegmentKind,
@@ -32,24 +32,6 @@ use rapport_proto::rapport::valuation::v1::{
     CustomerValueChanged, ValuationEvent, ValueTier, valuation_event,
 };
 use uuid::Uuid;
-
-fn service(
-    name: &str,
-    kind: TreatmentKind,
-    channel: ContactChannel,
-    value: i64,
-    cost: i64,
-) -> pb::Treatment {
-    pb::Treatment {
-        name: name.into(),
-        kind: kind as i32,
-        channel: channel as i32,
-        consent_purpose: ConsentPurpose::Service as i32,
-        cost_per_contact: Some(eur(cost, 0)),
-        value: Some(pb::treatment::Value::FixedValue(eur(value, 0))),
-        ..Default::default()
-    }
-}
 
 #[tokio::test]
 async fn what_the_other_services_record_changes_the_next_best_actions() {
@@ -440,49 +422,6 @@ async fn what_the_other_services_record_changes_the_next_best_actions() {
     s.stop().await;
 }
 
-/// Applies constructed profile events through the engagement's follower.
-async fn profile_events(s: &Stack, tenant: Uuid, events: Vec<(Uuid, profile_event::Event)>) {
-    let mut tx = s.pool.begin().await.unwrap();
-    let evs: Vec<ChangeEvent> = events
-        .into_iter()
-        .enumerate()
-        .map(|(i, (c, e))| {
-            let e = NewEvent::new(
-                tenant,
-                "customer",
-                c.to_string(),
-                "Profile",
-                &ProfileEvent { event: Some(e) },
-            );
-            change(i as i64 + 1, tenant, e)
-        })
-        .collect();
-    ProfileFollower
-        .apply_batch(&mut tx, tenant, &evs)
-        .await
-        .unwrap();
-    tx.commit().await.unwrap();
-}
-
-async fn created(s: &Stack, tenant: Uuid, ids: &[Uuid]) {
-    profile_events(
-        s,
-        tenant,
-        ids.iter()
-            .map(|c| {
-                (
-                    *c,
-                    profile_event::Event::CustomerCreated(CustomerCreated {
-                        customer_id: c.to_string(),
-                        ..Default::default()
-                    }),
-                )
-            })
-            .collect(),
-    )
-    .await;
-}
-
 async fn outcome(
     c: &mut Client,
     t: Uuid,
@@ -499,68 +438,6 @@ async fn outcome(
     ))
     .await
     .map(|r| r.into_inner().decision.unwrap())
-}
-
-#[tokio::test]
-async fn a_share_of_net_clv_follows_the_cost_to_serve_valuation_prices() {
-    let s = start().await;
-    let t = Uuid::new_v4();
-    let mut c = s.client();
-    let bob = Uuid::new_v4();
-    created(&s, t, &[bob]).await;
-    // Valuation's value with its net CLV, as the feed brings it.
-    let value = |sequence: i64, net: rapport_proto::rapport::common::v1::Money| {
-        change(
-            sequence,
-            t,
-            NewEvent::new(
-                t,
-                "customer",
-                bob.to_string(),
-                "CustomerValueChanged",
-                &ValuationEvent {
-                    event: Some(valuation_event::Event::CustomerValueChanged(
-                        CustomerValueChanged {
-                            customer_id: bob.to_string(),
-                            clv: Some(eur(300, 0)),
-                            p_alive: 0.5,
-                            net_clv: Some(net),
-                            ..Default::default()
-                        },
-                    )),
-                },
-            ),
-        )
-    };
-    let apply = |e| {
-        let pool = s.pool.clone();
-        async move {
-            let mut tx = pool.begin().await.unwrap();
-            ValuationFollower
-                .apply_batch(&mut tx, t, &[e])
-                .await
-                .unwrap();
-            tx.commit().await.unwrap();
-        }
-    };
-    apply(value(1, eur(120, 500_000_000))).await;
-    let mut upsell = service("Upsell", TreatmentKind::Upsell, ContactChannel::Email, 0, 1);
-    upsell.value = Some(pb::treatment::Value::NetClvShareBps(2000));
-    let created_t = create(&mut c, t, upsell).await;
-    assert_eq!(
-        created_t.value,
-        Some(pb::treatment::Value::NetClvShareBps(2000))
-    );
-    // 20 % of EUR 120.50 = 24.10; 0.1 × 24.10 − 1 = 1.41.
-    let r = next_best(&mut c, t, &bob.to_string()).await.answer_ok();
-    let a = &r.actions[0];
-    assert_eq!(a.value, Some(eur(24, 100_000_000)));
-    assert_eq!(a.expected_net_value, Some(eur(1, 410_000_000)));
-    // Once serving Bob costs more than he brings, the treatment has no value.
-    apply(value(2, eur(-3, 0))).await;
-    let r = next_best(&mut c, t, &bob.to_string()).await.answer_ok();
-    assert!(r.actions.is_empty(), "{:?}", r.actions);
-    assert_eq!(left_out(&r, "Upsell"), Some(FilterReason::NoValue));
 }
 
 #[tokio::test]
@@ -793,121 +670,6 @@ async fn control_groups_hold_out_the_customers_drawn_once() {
         control > 0 && treated > 0,
         "{control} held out, {treated} offered"
     );
-    s.stop().await;
-}
-
-/// `Result` of a call that must succeed, as its message.
-trait AnswerOk<T> {
-    fn answer_ok(self) -> T;
-}
-
-impl<T> AnswerOk<T> for Result<T, tonic::Status> {
-    #[track_caller]
-    fn answer_ok(self) -> T {
-        self.unwrap_or_else(|s| panic!("the call failed: {s:?}"))
-    }
-}
-
-#[tokio::test]
-async fn a_value_can_be_a_share_of_the_margin_of_the_last_year() {
-    use rapport_engagement::follow::InteractionFollower;
-    use rapport_proto::rapport::interaction::v1::{
-        InteractionEvent, InteractionRecorded, interaction_event,
-    };
-    let s = start().await;
-    let t = Uuid::new_v4();
-    let mut c = s.client();
-    let alice = Uuid::new_v4();
-    created(&s, t, &[alice]).await;
-    // Two purchases in the last year with margins EUR 30.25 and 9.75, one
-    // of 400 days ago with EUR 100 (outside the year) and one in dollars.
-    let purchase = |days: i64, margin: rapport_proto::rapport::common::v1::Money, seq: i64| {
-        let id = Uuid::new_v4();
-        let e = InteractionEvent {
-            event: Some(interaction_event::Event::InteractionRecorded(
-                InteractionRecorded {
-                    interaction_id: id.to_string(),
-                    customer_id: alice.to_string(),
-                    original_customer_id: alice.to_string(),
-                    r#type: InteractionType::Purchase as i32,
-                    occur_time: Some(timestamp(Utc::now() - Duration::days(days))),
-                    amount: Some(rapport_proto::rapport::common::v1::Money {
-                        units: margin.units * 4,
-                        ..margin.clone()
-                    }),
-                    margin: Some(margin),
-                    ..Default::default()
-                },
-            )),
-        };
-        change(
-            seq,
-            t,
-            NewEvent::new(t, "interaction", id.to_string(), "InteractionRecorded", &e),
-        )
-    };
-    let usd = rapport_proto::rapport::common::v1::Money {
-        currency_code: "USD".into(),
-        units: 50,
-        nanos: 0,
-    };
-    let events = vec![
-        purchase(10, eur(30, 250_000_000), 1),
-        purchase(100, eur(9, 750_000_000), 2),
-        purchase(400, eur(100, 0), 3),
-        purchase(5, usd, 4),
-    ];
-    let mut tx = s.pool.begin().await.unwrap();
-    InteractionFollower
-        .apply_batch(&mut tx, t, &events)
-        .await
-        .unwrap();
-    tx.commit().await.unwrap();
-
-    let mut share = service(
-        "Margin share",
-        TreatmentKind::CrossSell,
-        ContactChannel::Email,
-        0,
-        1,
-    );
-    share.value = Some(pb::treatment::Value::MarginShareBps(2500));
-    let share = create(&mut c, t, share).await;
-    assert_eq!(
-        share.value,
-        Some(pb::treatment::Value::MarginShareBps(2500))
-    );
-    let r = next_best(&mut c, t, &alice.to_string()).await.unwrap();
-    let ctx = r.customer.clone().unwrap();
-    assert_eq!(
-        ctx.margin_last_year,
-        vec![
-            eur(40, 0),
-            rapport_proto::rapport::common::v1::Money {
-                currency_code: "USD".into(),
-                units: 50,
-                nanos: 0
-            }
-        ]
-    );
-    // 25 % of EUR 40 = 10; 0.1 × 10 − 1 = 0.
-    assert_eq!(
-        left_out(&r, "Margin share"),
-        Some(FilterReason::NotProfitable)
-    );
-    let mut richer = service(
-        "Richer share",
-        TreatmentKind::CrossSell,
-        ContactChannel::Email,
-        0,
-        0,
-    );
-    richer.value = Some(pb::treatment::Value::MarginShareBps(10_000));
-    create(&mut c, t, richer).await;
-    let r = next_best(&mut c, t, &alice.to_string()).await.unwrap();
-    // 100 % of EUR 40; 0.1 × 40 − 0 = 4.
-    assert_eq!(r.actions[0].value, Some(eur(40, 0)));
-    assert_eq!(r.actions[0].expected_net_value, Some(eur(4, 0)));
     s.stop().await;
 }
 

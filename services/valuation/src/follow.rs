@@ -331,6 +331,68 @@ mod tests {
     }
 
     #[test]
+    fn reads_the_interactions_that_cost() {
+        use rapport_proto::rapport::interaction::v1::Channel;
+        let id = Uuid::now_v7();
+        let t: DateTime<Utc> = DateTime::from_timestamp(1_709_287_200, 0).unwrap();
+        let call = InteractionRecorded {
+            interaction_id: id.to_string(),
+            customer_id: id.to_string(),
+            r#type: InteractionType::Call as i32,
+            channel: Channel::Phone as i32,
+            occur_time: Some(timestamp(t)),
+            ..Default::default()
+        };
+        let a = activity_of(&call).unwrap();
+        assert_eq!((a.kind, a.channel), (4, 4));
+        assert_eq!(
+            (a.original_customer_id, a.amount, a.resolve_time),
+            (id, None, None)
+        );
+        // A return carries its refund; a purchase or a web visit is not an
+        // activity.
+        let ret = InteractionRecorded {
+            r#type: InteractionType::Return as i32,
+            amount: Some(eur(12, 500_000_000)),
+            ..call.clone()
+        };
+        let a = activity_of(&ret).unwrap();
+        assert_eq!(a.amount, Some(Decimal::new(125, 1)));
+        assert_eq!(a.currency.as_deref(), Some("EUR"));
+        for kind in [InteractionType::Purchase, InteractionType::WebVisit] {
+            let other = InteractionRecorded {
+                r#type: kind as i32,
+                ..call.clone()
+            };
+            assert!(activity_of(&other).is_none());
+        }
+        // A request recorded as resolved is resolved when it happened; an
+        // update resolves it at its resolve time, a reopening clears it.
+        let done = InteractionRecorded {
+            r#type: InteractionType::ServiceRequest as i32,
+            service_request_status: ServiceRequestStatus::Closed as i32,
+            ..call
+        };
+        assert_eq!(activity_of(&done).unwrap().resolve_time, Some(t));
+        let later = t + chrono::Duration::hours(5);
+        let update = |status: ServiceRequestStatus| ServiceRequestUpdated {
+            interaction_id: id.to_string(),
+            status: status as i32,
+            resolve_time: Some(timestamp(later)),
+            update_time: Some(timestamp(later + chrono::Duration::hours(1))),
+            ..Default::default()
+        };
+        assert_eq!(
+            resolved_by(&update(ServiceRequestStatus::Resolved)),
+            Some((id, Some(later)))
+        );
+        assert_eq!(
+            resolved_by(&update(ServiceRequestStatus::Open)),
+            Some((id, None))
+        );
+    }
+
+    #[test]
     fn reads_purchases_from_recorded_events() {
         let id = Uuid::now_v7();
         let original = Uuid::now_v7();

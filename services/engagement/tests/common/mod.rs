@@ -299,3 +299,89 @@ pub fn change(
         ..Default::default()
     }
 }
+
+/// A treatment for the service purpose with a fixed value and a cost, in
+/// EUR units.
+pub fn service(
+    name: &str,
+    kind: rapport_proto::rapport::engagement::v1::TreatmentKind,
+    channel: rapport_proto::rapport::engagement::v1::ContactChannel,
+    value: i64,
+    cost: i64,
+) -> rapport_proto::rapport::engagement::v1::Treatment {
+    rapport_proto::rapport::engagement::v1::Treatment {
+        name: name.into(),
+        kind: kind as i32,
+        channel: channel as i32,
+        consent_purpose: ConsentPurpose::Service as i32,
+        cost_per_contact: Some(eur(cost, 0)),
+        value: Some(
+            rapport_proto::rapport::engagement::v1::treatment::Value::FixedValue(eur(value, 0)),
+        ),
+        ..Default::default()
+    }
+}
+
+/// Applies constructed profile events through the engagement's follower.
+pub async fn profile_events(
+    s: &Stack,
+    tenant: Uuid,
+    events: Vec<(
+        Uuid,
+        rapport_proto::rapport::profile::v1::profile_event::Event,
+    )>,
+) {
+    let mut tx = s.pool.begin().await.unwrap();
+    let evs: Vec<rapport_proto::rapport::common::v1::ChangeEvent> = events
+        .into_iter()
+        .enumerate()
+        .map(|(i, (c, e))| {
+            let e = rapport_kit::feed::NewEvent::new(
+                tenant,
+                "customer",
+                c.to_string(),
+                "Profile",
+                &rapport_proto::rapport::profile::v1::ProfileEvent { event: Some(e) },
+            );
+            change(i as i64 + 1, tenant, e)
+        })
+        .collect();
+    rapport_engagement::follow::ProfileFollower
+        .apply_batch(&mut tx, tenant, &evs)
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+}
+
+pub async fn created(s: &Stack, tenant: Uuid, ids: &[Uuid]) {
+    profile_events(
+        s,
+        tenant,
+        ids.iter()
+            .map(|c| {
+                (
+                    *c,
+                    rapport_proto::rapport::profile::v1::profile_event::Event::CustomerCreated(
+                        rapport_proto::rapport::profile::v1::CustomerCreated {
+                            customer_id: c.to_string(),
+                            ..Default::default()
+                        },
+                    ),
+                )
+            })
+            .collect(),
+    )
+    .await;
+}
+
+/// `Result` of a call that must succeed, as its message.
+pub trait AnswerOk<T> {
+    fn answer_ok(self) -> T;
+}
+
+impl<T> AnswerOk<T> for Result<T, tonic::Status> {
+    #[track_caller]
+    fn answer_ok(self) -> T {
+        self.unwrap_or_else(|s| panic!("the call failed: {s:?}"))
+    }
+}
