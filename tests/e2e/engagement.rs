@@ -177,6 +177,42 @@ fn next_best_actions_through_the_gateway() {
     assert!(!out.status.success());
     assert!(err.contains("InvalidArgument"), "{err}");
     assert!(err.contains("treatment.clv_share_bps"), "{err}");
+    // With -format-error, grpcurl resolves google.rpc.BadRequest through the
+    // gateway's reflection and prints the field violation decoded.
+    let out = grpcurl_run(&[
+        "-format-error",
+        "-H",
+        &auth,
+        "-d",
+        r#"{"treatment": {"name": "x", "kind": "TREATMENT_KIND_OFFER", "channel": "CONTACT_CHANNEL_EMAIL",
+            "consentPurpose": "CONSENT_PURPOSE_MARKETING", "costPerContact": {"currencyCode": "EUR", "units": 1},
+            "clvShareBps": 20000}}"#,
+        &gateway,
+        &format!("{ENG}/CreateTreatment"),
+    ]);
+    let printed = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!out.status.success());
+    assert!(!printed.contains("not recognized"), "{printed}");
+    let start = printed
+        .find('{')
+        .unwrap_or_else(|| panic!("no JSON in {printed}"));
+    let end = printed.rfind('}').unwrap_or(printed.len() - 1);
+    let status: serde_json::Value =
+        serde_json::from_str(&printed[start..=end]).unwrap_or_else(|e| panic!("{e}: {printed}"));
+    let bad_request = status["details"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|d| d["@type"] == "type.googleapis.com/google.rpc.BadRequest")
+        .unwrap_or_else(|| panic!("no BadRequest in {printed}"));
+    assert_eq!(
+        bad_request["fieldViolations"][0]["field"], "treatment.clv_share_bps",
+        "{printed}"
+    );
 
     // A key with only profile scopes cannot reach the engagement service.
     let created = call(

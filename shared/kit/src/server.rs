@@ -284,13 +284,19 @@ impl ServerBuilder {
             });
         }
 
+        // Besides the contracts and health, the `google.rpc` status and error
+        // details, so that clients resolving types by reflection (grpcurl
+        // -format-error, buf curl) decode BadRequest, ErrorInfo, RetryInfo
+        // and ResourceInfo instead of printing their bytes.
         let mut reflection = tonic_reflection::server::Builder::configure()
             .register_encoded_file_descriptor_set(rapport_proto::FILE_DESCRIPTOR_SET)
             .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_types::pb::FILE_DESCRIPTOR_SET)
             .with_service_name("grpc.health.v1.Health");
         let mut reflection_alpha = tonic_reflection::server::Builder::configure()
             .register_encoded_file_descriptor_set(rapport_proto::FILE_DESCRIPTOR_SET)
             .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_types::pb::FILE_DESCRIPTOR_SET)
             .with_service_name("grpc.health.v1.Health");
         for n in self
             .names
