@@ -251,7 +251,6 @@ impl InteractionFollower {
                         .ids_complete
                         .then(|| r.interaction_ids.iter().filter_map(|s| id(s)).collect());
                     store::reassign(tx, tenant, from, to, unmerge, ids.as_deref()).await?;
-                    activities::reassign(tx, tenant, from, to, unmerge, ids.as_deref()).await?;
                     activities::recount(tx, tenant, &[from, to]).await?;
                     summaries::rebuild(tx, tenant, &[from, to]).await?;
                     let from_reason = (!unmerge).then_some("MERGED");

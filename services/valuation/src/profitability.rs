@@ -107,8 +107,8 @@ pub async fn set(
     }
     let version = latest.map_or(1, |l| l.version + 1);
     let id = Uuid::now_v7();
-    let create_time =
-        costs::insert(&mut tx, tenant, version, id, model, &body.encode_to_vec()).await?;
+    let encoded = body.encode_to_vec();
+    let create_time = costs::insert(&mut tx, tenant, version, id, model, &encoded).await?;
     if let Some((rid, fingerprint)) = request {
         idempotency::remember(&mut tx, tenant, SET_SCOPE, rid, fingerprint, id).await?;
     }
@@ -119,7 +119,7 @@ pub async fn set(
         effective_time: model.effective_time,
         create_time,
         currency_code: model.currency.clone(),
-        body: body.encode_to_vec(),
+        body: encoded,
     })
 }
 

@@ -95,32 +95,6 @@ pub async fn resolve(
     Ok(())
 }
 
-/// Moves activities from one customer to another, as
-/// [`super::reassign`] moves purchases.
-pub async fn reassign(
-    tx: &mut PgConnection,
-    tenant: Uuid,
-    from: Uuid,
-    to: Uuid,
-    unmerge: bool,
-    ids: Option<&[Uuid]>,
-) -> sqlx::Result<()> {
-    sqlx::query(
-        "UPDATE activities SET customer_id = $3
-         WHERE tenant_id = $1 AND customer_id = $2
-           AND ($4::uuid[] IS NULL OR interaction_id = ANY($4))
-           AND ($4::uuid[] IS NOT NULL OR NOT $5 OR original_customer_id = $3)",
-    )
-    .bind(tenant)
-    .bind(from)
-    .bind(to)
-    .bind(ids)
-    .bind(unmerge)
-    .execute(tx)
-    .await?;
-    Ok(())
-}
-
 /// Notes that customers had a purchase (`purchase`) or a priced
 /// interaction at a time: their first interaction and first purchase move
 /// earlier when it is earlier. Rows are written in customer order.

@@ -6,7 +6,7 @@ use rapport_kit::feed;
 use rapport_proto::rapport::common::v1::RedactionReason;
 use rapport_proto::rapport::valuation::v1::ValuationEvent;
 use rust_decimal::Decimal;
-use sqlx::{PgConnection, PgPool};
+use sqlx::{AssertSqlSafe, PgConnection, PgPool};
 use uuid::Uuid;
 
 use super::*;
@@ -66,9 +66,9 @@ pub async fn record_purchases(
     .await
 }
 
-/// Moves purchases from one customer to another: the listed ones, or
-/// without a list every purchase of `from` (a merge) or those first recorded
-/// under `to` (an unmerge).
+/// Moves purchases and the interactions that cost (`activities`) from one
+/// customer to another: the listed ones, or without a list everything of
+/// `from` (a merge) or what was first recorded under `to` (an unmerge).
 pub async fn reassign(
     tx: &mut PgConnection,
     tenant: Uuid,
@@ -77,19 +77,22 @@ pub async fn reassign(
     unmerge: bool,
     ids: Option<&[Uuid]>,
 ) -> sqlx::Result<()> {
-    sqlx::query(
-        "UPDATE purchases SET customer_id = $3
-         WHERE tenant_id = $1 AND customer_id = $2
-           AND ($4::uuid[] IS NULL OR interaction_id = ANY($4))
-           AND ($4::uuid[] IS NOT NULL OR NOT $5 OR original_customer_id = $3)",
-    )
-    .bind(tenant)
-    .bind(from)
-    .bind(to)
-    .bind(ids)
-    .bind(unmerge)
-    .execute(tx)
-    .await?;
+    // The table names are constants: only values are bound.
+    for table in ["purchases", "activities"] {
+        sqlx::query(AssertSqlSafe(format!(
+            "UPDATE {table} SET customer_id = $3
+             WHERE tenant_id = $1 AND customer_id = $2
+               AND ($4::uuid[] IS NULL OR interaction_id = ANY($4))
+               AND ($4::uuid[] IS NOT NULL OR NOT $5 OR original_customer_id = $3)"
+        )))
+        .bind(tenant)
+        .bind(from)
+        .bind(to)
+        .bind(ids)
+        .bind(unmerge)
+        .execute(&mut *tx)
+        .await?;
+    }
     Ok(())
 }
 
