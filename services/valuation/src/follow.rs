@@ -264,6 +264,7 @@ impl InteractionFollower {
                     };
                     pending.flush(tx, tenant).await?;
                     activities::erase(tx, tenant, customer).await?;
+                    crate::profitability::report::forget(tx, tenant, customer).await?;
                     if store::erase_customer(tx, tenant, customer).await? {
                         removed.push(removed_event(tenant, customer, ValueRemovalReason::Erased));
                     }

@@ -75,6 +75,7 @@ fn d(s: &str) -> Decimal {
     Decimal::from_str(s).unwrap()
 }
 
+#[derive(Clone)]
 struct Tenant {
     id: Uuid,
     base: DateTime<Utc>,
@@ -244,6 +245,7 @@ async fn report(
             curve_intervals: 10,
             destroyer_count: 2,
             segment_ids: segments,
+            max_staleness: None,
         },
     ))
     .await
@@ -791,4 +793,173 @@ async fn scoring_nets_clv_of_the_cost_to_serve() {
     assert_eq!(dec(&c.cost_to_serve), d("43.6"));
     assert_eq!(dec(&c.net_profit), d("481.4"));
     assert_eq!(c.profit_decile, 1);
+}
+
+/// The tenant's report of the default window, kept or computed as
+/// `max_staleness` allows.
+async fn kept_report(
+    v: &mut ValuationServiceClient<GrpcChannel>,
+    t: &Tenant,
+    (intervals, destroyers): (i32, i32),
+    segments: Vec<String>,
+    max_staleness: prost_types::Duration,
+) -> ProfitabilityReport {
+    v.get_profitability_report(req(
+        t.id,
+        GetProfitabilityReportRequest {
+            curve_intervals: intervals,
+            destroyer_count: destroyers,
+            segment_ids: segments,
+            max_staleness: Some(max_staleness),
+            ..Default::default()
+        },
+    ))
+    .await
+    .answer()
+    .report
+    .unwrap()
+}
+
+fn later_than(a: &prost_types::Timestamp, b: Option<&prost_types::Timestamp>) -> bool {
+    let b = b.expect("a time");
+    (a.seconds, a.nanos) > (b.seconds, b.nanos)
+}
+
+/// A kept report answers like one computed over its window, whatever curve,
+/// destroyers and segments are asked of it; an age beyond `max_staleness`
+/// or a new cost model version computes it again; an erased customer's id
+/// leaves it while its figures stay in the totals.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kept_report_answers_like_a_computed_one() {
+    let s = start(true).await;
+    let mut v = s.valuation();
+    let t = tenant(&s).await;
+    let v1 = set(&mut v, t.id, model_v1(t.day(0)), "").await;
+    let v2 = set(&mut v, t.id, model_v2(t.day(90)), &v1.etag).await;
+    applied(&v, &t, "-2259.50").await;
+    let segment = Uuid::new_v4();
+    s.set_members(t.id, segment, vec![t.a, t.b, t.d, Uuid::new_v4()]);
+    let hour = prost_types::Duration {
+        seconds: 3600,
+        nanos: 0,
+    };
+    let nano = prost_types::Duration {
+        seconds: 0,
+        nanos: 1,
+    };
+
+    // Computed now over the last 365 days, and kept.
+    let first = kept_report(&mut v, &t, (100, 10), Vec::new(), hour).await;
+    let kept_at = first.compute_time.unwrap();
+    assert_eq!(first.end_time, Some(kept_at));
+    assert_eq!(first.customer_count, 5);
+    let kept_rows: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM kept_report_ranks WHERE tenant_id = $1")
+            .bind(t.id)
+            .fetch_one(&s.pool)
+            .await
+            .unwrap();
+    assert_eq!(kept_rows, 5);
+
+    // Served from it: the same report as one computed over its window.
+    let without_time = |r: ProfitabilityReport| ProfitabilityReport {
+        compute_time: None,
+        ..r
+    };
+    for (shape, segments) in [
+        ((100, 10), Vec::new()),
+        ((37, 3), vec![segment.to_string()]),
+        ((1000, 100), vec![segment.to_string()]),
+        ((10, 1), Vec::new()),
+    ] {
+        let served = kept_report(&mut v, &t, shape, segments.clone(), hour).await;
+        assert_eq!(served.compute_time, Some(kept_at), "{shape:?} is served");
+        let computed = v
+            .get_profitability_report(req(
+                t.id,
+                GetProfitabilityReportRequest {
+                    start_time: first.start_time,
+                    end_time: first.end_time,
+                    curve_intervals: shape.0,
+                    destroyer_count: shape.1,
+                    segment_ids: segments,
+                    max_staleness: None,
+                },
+            ))
+            .await
+            .answer()
+            .report
+            .unwrap();
+        assert_ne!(computed.compute_time, Some(kept_at));
+        assert_eq!(without_time(served), without_time(computed), "{shape:?}");
+    }
+
+    // Older than allowed: computed again, and kept in its place.
+    let again = kept_report(&mut v, &t, (10, 10), Vec::new(), nano).await;
+    let kept_at = again.compute_time.unwrap();
+    assert!(later_than(&kept_at, first.compute_time.as_ref()));
+    let served = kept_report(&mut v, &t, (10, 10), Vec::new(), hour).await;
+    assert_eq!(served.compute_time, Some(kept_at));
+
+    // A new cost model version makes the kept report stale.
+    set(&mut v, t.id, model_v2(t.day(90)), &v2.etag).await;
+    let repriced = kept_report(&mut v, &t, (10, 10), Vec::new(), hour).await;
+    let kept_at = repriced.compute_time.unwrap();
+    assert!(later_than(&kept_at, served.compute_time.as_ref()));
+
+    // Erasing B, the biggest value destroyer, removes its id from the kept
+    // report, which is not computed again: its figures stay in the totals.
+    assert_eq!(repriced.value_destroyers[0].customer_id, t.b.to_string());
+    s.profile_client()
+        .await
+        .erase_customer(req(
+            t.id,
+            EraseCustomerRequest {
+                customer_id: t.b.to_string(),
+                request_reference: String::new(),
+            },
+        ))
+        .await
+        .answer();
+    eventually("the erasure to reach valuation", || {
+        let mut v = v.clone();
+        let t = &t;
+        async move {
+            let b = customer(&mut v, t, t.b, t.window()).await;
+            dec(&b.cost_to_serve) == Decimal::ZERO
+        }
+    })
+    .await;
+    let after = kept_report(&mut v, &t, (10, 100), Vec::new(), hour).await;
+    assert_eq!(after.compute_time, Some(kept_at));
+    assert_eq!(after.total, repriced.total);
+    assert_eq!(after.customer_count, 5);
+    let destroyers: Vec<&str> = after
+        .value_destroyers
+        .iter()
+        .map(|d| d.customer_id.as_str())
+        .collect();
+    assert_eq!(destroyers.len(), 4);
+    assert!(!destroyers.contains(&t.b.to_string().as_str()));
+    let (named, anonymous): (i64, i64) = sqlx::query_as(
+        "SELECT count(*) FILTER (WHERE customer_id = $2), count(*) FILTER (WHERE customer_id IS NULL)
+         FROM kept_report_ranks WHERE tenant_id = $1",
+    )
+    .bind(t.id)
+    .bind(t.b)
+    .fetch_one(&s.pool)
+    .await
+    .unwrap();
+    assert_eq!((named, anonymous), (0, 1));
+
+    // Another tenant's kept report is its own.
+    let other = Tenant {
+        id: Uuid::new_v4(),
+        ..t.clone()
+    };
+    set(&mut v, other.id, model_v1(t.day(0)), "").await;
+    let theirs = kept_report(&mut v, &other, (10, 10), Vec::new(), hour).await;
+    assert_eq!(theirs.customer_count, 0);
+    let ours = kept_report(&mut v, &t, (10, 10), Vec::new(), hour).await;
+    assert_eq!(ours.compute_time, Some(kept_at));
 }

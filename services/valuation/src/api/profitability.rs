@@ -7,7 +7,8 @@ use prost_types::Timestamp;
 use rapport_proto::rapport::interaction::v1::Channel;
 
 use super::*;
-use crate::domain::profit::{self, Component, CostModel, Figures, Line, Rate};
+use crate::domain::profit::{self, CostModel, Rate};
+use crate::profitability::report::{self, figures_proto};
 use crate::profitability::{self as uc, Which, Window};
 
 /// Most contact rates in one cost model.
@@ -259,57 +260,36 @@ fn window(
     }
 }
 
-fn line_proto(component: Component, l: &Line, currency: &str) -> pb::CostLine {
-    pb::CostLine {
-        component: component.to_proto(),
-        count: l.count,
-        hours: l.hours,
-        cost: Some(to_money(currency, l.cost)),
-    }
-}
+/// Longest `max_staleness`, in days.
+const MAX_STALENESS_DAYS: i64 = 30;
 
-fn lines_proto(lines: &[Line; 6], currency: &str) -> Vec<pb::CostLine> {
-    Component::ALL
-        .iter()
-        .zip(lines)
-        .map(|(c, l)| line_proto(*c, l, currency))
-        .collect()
-}
-
-fn figures_proto(f: &Figures, currency: &str) -> pb::CustomerProfitability {
-    let m = |d: Decimal| Some(to_money(currency, d));
-    pb::CustomerProfitability {
-        customer_id: f.customer.to_string(),
-        purchases: f.purchases,
-        revenue: m(f.revenue),
-        returns: f.returns,
-        refunds: m(f.refunds),
-        gross_margin: m(f.margin),
-        costs: lines_proto(&f.lines, currency),
-        cost_to_serve: m(f.cost()),
-        net_profit: m(f.net()),
+/// The report's `max_staleness`: None when unset or zero.
+fn staleness(v: &mut Violations, r: &pb::GetProfitabilityReportRequest) -> Option<ChronoDuration> {
+    let d = r.max_staleness.as_ref()?;
+    let field = "max_staleness";
+    if d.seconds < 0 || d.nanos < 0 || d.nanos >= 1_000_000_000 {
+        v.add(
+            field,
+            "must be a non-negative duration (seconds and nanos of the same sign)",
+        );
+        return None;
     }
-}
-
-fn group_proto(g: &profit::Group, currency: &str) -> pb::ProfitGroup {
-    let m = |d: Decimal| Some(to_money(currency, d));
-    pb::ProfitGroup {
-        key: g.key.clone(),
-        customers: g.customers,
-        revenue: m(g.revenue),
-        gross_margin: m(g.margin),
-        cost_to_serve: m(g.cost),
-        net_profit: m(g.net),
+    let max = MAX_STALENESS_DAYS * 86_400;
+    if d.seconds > max || (d.seconds == max && d.nanos > 0) {
+        v.add(field, format!("must be at most {MAX_STALENESS_DAYS} days"));
+        return None;
     }
-}
-
-fn point_proto(p: &profit::Point, currency: &str) -> pb::WhalePoint {
-    pb::WhalePoint {
-        customer_share: p.share,
-        customers: p.customers,
-        cumulative_net_profit: Some(to_money(currency, p.cumulative)),
-        profit_share: p.profit_share,
+    if d.seconds == 0 && d.nanos == 0 {
+        return None;
     }
+    if r.start_time.is_some() || r.end_time.is_some() {
+        v.add(
+            field,
+            "applies to the default window only (the last 365 days): leave start_time and end_time unset",
+        );
+        return None;
+    }
+    Some(ChronoDuration::seconds(d.seconds) + ChronoDuration::nanoseconds(i64::from(d.nanos)))
 }
 
 impl ValuationApi {
@@ -457,6 +437,7 @@ impl ValuationApi {
             "destroyer_count",
             "must be in 0..=100 (0 means 10)",
         );
+        let max_staleness = staleness(&mut v, &r);
         if r.segment_ids.len() > MAX_SEGMENTS {
             v.add("segment_ids", format!("at most {MAX_SEGMENTS} segments"));
         }
@@ -490,43 +471,14 @@ impl ValuationApi {
             0 => 10,
             k => k as usize,
         };
-        let answer = uc::report(
-            &self.pool,
-            ctx.tenant_id,
-            w,
+        let ask = report::Ask {
+            window: w,
             intervals,
             destroyers,
             segments,
-        )
-        .await?;
-        let cur = answer.currency.as_str();
-        let rep = &answer.report;
-        let report = pb::ProfitabilityReport {
-            start_time: Some(timestamp(w.start)),
-            end_time: Some(timestamp(w.end)),
-            currency_code: answer.currency.clone(),
-            customer_count: rep.total.customers,
-            total: Some(group_proto(&rep.total, cur)),
-            costs: lines_proto(&rep.lines, cur),
-            unprofitable_customers: rep.unprofitable,
-            whale_curve: rep.curve.iter().map(|p| point_proto(p, cur)).collect(),
-            peak: Some(point_proto(&rep.peak, cur)),
-            deciles: rep.deciles.iter().map(|g| group_proto(g, cur)).collect(),
-            breakdowns: rep
-                .breakdowns
-                .iter()
-                .map(|(d, groups)| pb::ProfitBreakdown {
-                    dimension: d.to_proto(),
-                    groups: groups.iter().map(|g| group_proto(g, cur)).collect(),
-                })
-                .collect(),
-            value_destroyers: rep
-                .destroyers
-                .iter()
-                .map(|f| figures_proto(f, cur))
-                .collect(),
-            other_currency_interactions: answer.other_currency,
+            max_staleness,
         };
+        let report = report::report(&self.pool, ctx.tenant_id, ask).await?;
         Ok(Response::new(pb::GetProfitabilityReportResponse {
             report: Some(report),
         }))

@@ -347,9 +347,9 @@ fn cohort_key(first: Option<DateTime<Utc>>) -> String {
     )
 }
 
-fn point(ranked: &[Figures], prefix: &[Decimal], customers: usize, total: Decimal) -> Point {
-    let n = ranked.len();
-    let cumulative = prefix[customers];
+/// The point of the whale curve at `customers` of `n`, whose cumulative
+/// net profit is `cumulative`, of a `total` net profit.
+pub fn point(n: usize, customers: usize, cumulative: Decimal, total: Decimal) -> Point {
     Point {
         share: if n == 0 {
             0.0
@@ -378,16 +378,98 @@ fn grouped(ranked: &[Figures], key: impl Fn(&Figures) -> String) -> Vec<Group> {
     groups.into_values().collect()
 }
 
-/// The report over every customer's figures: the whale curve at
-/// `intervals` equal steps, the `destroyers` lowest net profits, and one
-/// group per requested segment (its id and members).
+/// The customers at each of the `intervals` + 1 points of a whale curve
+/// over `n` customers: round(k × n / intervals), half up, in integers.
+pub fn curve_customers(n: usize, intervals: usize) -> Vec<usize> {
+    let intervals = intervals.max(1);
+    (0..=intervals)
+        .map(|k| (2 * k * n + intervals) / (2 * intervals))
+        .collect()
+}
+
+/// The whale curve at `intervals` equal steps over `n` customers of a
+/// `total` net profit, with `cumulative(c)` the net profit of the `c` most
+/// profitable.
+pub fn curve(
+    n: usize,
+    intervals: usize,
+    total: Decimal,
+    cumulative: impl Fn(usize) -> Decimal,
+) -> Vec<Point> {
+    let steps = intervals.max(1);
+    curve_customers(n, intervals)
+        .into_iter()
+        .enumerate()
+        .map(|(k, c)| Point {
+            share: k as f64 / steps as f64,
+            ..point(n, c, cumulative(c), total)
+        })
+        .collect()
+}
+
+/// A group of `customers` from its sums.
+pub fn group_of(
+    key: impl Into<String>,
+    customers: i64,
+    revenue: Decimal,
+    margin: Decimal,
+    cost: Decimal,
+) -> Group {
+    Group {
+        key: key.into(),
+        customers,
+        revenue,
+        margin,
+        cost,
+        net: margin - cost,
+    }
+}
+
+/// A ranked customer as a kept report holds it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Ranked {
+    /// 1 for the most profitable.
+    pub rank: i64,
+    /// The customer.
+    pub customer: Uuid,
+    /// Revenue.
+    pub revenue: Decimal,
+    /// Gross margin.
+    pub margin: Decimal,
+    /// Cost to serve.
+    pub cost: Decimal,
+    /// The net profit of ranks 1..=rank.
+    pub cumulative: Decimal,
+}
+
+/// Figures already [`rank`]ed, as a kept report holds them.
+pub fn ranked(rows: &[Figures]) -> impl Iterator<Item = Ranked> + '_ {
+    let mut cumulative = Decimal::ZERO;
+    rows.iter().enumerate().map(move |(r, f)| {
+        let cost = f.cost();
+        cumulative += f.margin - cost;
+        Ranked {
+            rank: r as i64 + 1,
+            customer: f.customer,
+            revenue: f.revenue,
+            margin: f.margin,
+            cost,
+            cumulative,
+        }
+    })
+}
+
+/// The report over every customer's figures (ranked in place): the whale
+/// curve at `intervals` equal steps, the `destroyers` lowest net profits,
+/// and one group per requested segment (its id and members).
 pub fn report(
-    mut rows: Vec<Figures>,
+    rows: &mut [Figures],
     intervals: usize,
     destroyers: usize,
     segments: &[(String, HashSet<Uuid>)],
 ) -> Report {
-    rank(&mut rows);
+    rank(rows);
+    let rows: &[Figures] = rows;
     let n = rows.len();
     let mut total = Group::named("total");
     let mut lines = [Line::default(); 6];
@@ -407,36 +489,26 @@ pub fn report(
         prefix.push(prefix[r] + net);
         deciles[decile_of_rank(r, n) as usize - 1].add(f);
     }
-    let intervals = intervals.max(1);
-    let curve = (0..=intervals)
-        .map(|k| {
-            // round(k × n / intervals), half up, in integers.
-            let customers = (2 * k * n + intervals) / (2 * intervals);
-            Point {
-                share: k as f64 / intervals as f64,
-                ..point(&rows, &prefix, customers, total.net)
-            }
-        })
-        .collect();
+    let curve = curve(n, intervals, total.net, |c| prefix[c]);
     let best = (0..=n)
         .max_by(|&a, &b| prefix[a].cmp(&prefix[b]).then(b.cmp(&a)))
         .unwrap_or(0);
-    let peak = point(&rows, &prefix, best, total.net);
+    let peak = point(n, best, prefix[best], total.net);
     let mut breakdowns = vec![
         (
             Dimension::ValueTier,
-            grouped(&rows, |f| tier_key(f.tier).into()),
+            grouped(rows, |f| tier_key(f.tier).into()),
         ),
         (
             Dimension::Cohort,
-            grouped(&rows, |f| cohort_key(f.first_purchase)),
+            grouped(rows, |f| cohort_key(f.first_purchase)),
         ),
-        (Dimension::Rung, grouped(&rows, |f| rung_key(f.rung))),
-        (Dimension::Stage, grouped(&rows, |f| stage_key(f.stage))),
+        (Dimension::Rung, grouped(rows, |f| rung_key(f.rung))),
+        (Dimension::Stage, grouped(rows, |f| stage_key(f.stage))),
     ];
     if !segments.is_empty() {
         let mut groups: Vec<Group> = segments.iter().map(|(id, _)| Group::named(id)).collect();
-        for f in &rows {
+        for f in rows {
             for (g, (_, members)) in groups.iter_mut().zip(segments) {
                 if members.contains(&f.customer) {
                     g.add(f);
@@ -562,14 +634,14 @@ mod tests {
     #[test]
     fn whale_curve_rises_to_a_peak_above_the_total() {
         // Nets: 100, 50, 10, -20, -40 → total 100, peak 160 after 3 of 5.
-        let rows = vec![
+        let mut rows = vec![
             fig(1, 110, 10),
             fig(2, 60, 10),
             fig(3, 20, 10),
             fig(4, 0, 20),
             fig(5, 0, 40),
         ];
-        let r = report(rows, 10, 2, &[]);
+        let r = report(&mut rows, 10, 2, &[]);
         assert_eq!(r.total.net, Decimal::from(100));
         assert_eq!(r.total.customers, 5);
         assert_eq!(r.unprofitable, 2);
@@ -611,13 +683,54 @@ mod tests {
     }
 
     #[test]
+    fn kept_ranks_draw_the_same_curve_at_any_step() {
+        let mut rows: Vec<Figures> = (1..=23)
+            .map(|i| fig(i, (i as i64 * 37) % 50, (i as i64 * 11) % 30))
+            .collect();
+        let r = report(&mut rows, 10, 0, &[]);
+        let kept: Vec<Ranked> = ranked(&rows).collect();
+        assert_eq!(kept.len(), 23);
+        assert_eq!(kept[0].rank, 1);
+        assert_eq!(kept[22].cumulative, r.total.net);
+        // Most profitable first, and each cumulative adds the rank's net.
+        assert!(
+            kept.windows(2)
+                .all(|w| w[0].margin - w[0].cost >= w[1].margin - w[1].cost
+                    && w[1].cumulative == w[0].cumulative + w[1].margin - w[1].cost)
+        );
+        let at = |c: usize| {
+            if c == 0 {
+                Decimal::ZERO
+            } else {
+                kept[c - 1].cumulative
+            }
+        };
+        for k in [10, 13, 23, 100, 1000] {
+            let live = report(&mut rows, k, 0, &[]).curve;
+            assert_eq!(curve(23, k, r.total.net, at), live, "{k} intervals");
+        }
+        let sums = kept
+            .iter()
+            .take(4)
+            .fold((0, Decimal::ZERO, Decimal::ZERO), |a, k| {
+                (a.0 + 1, a.1 + k.margin, a.2 + k.cost)
+            });
+        let g = group_of("top4", sums.0, Decimal::ZERO, sums.1, sums.2);
+        assert_eq!(g.net, kept[3].cumulative);
+        assert_eq!(
+            curve_customers(5, 10),
+            vec![0, 1, 1, 2, 2, 3, 3, 4, 4, 5, 5]
+        );
+    }
+
+    #[test]
     fn a_base_that_only_loses_peaks_at_nobody() {
-        let r = report(vec![fig(1, 0, 5), fig(2, 0, 7)], 10, 10, &[]);
+        let r = report(&mut [fig(1, 0, 5), fig(2, 0, 7)], 10, 10, &[]);
         assert_eq!(r.peak.customers, 0);
         assert_eq!(r.peak.cumulative, Decimal::ZERO);
         assert_eq!(r.peak.profit_share, 0.0);
         assert_eq!(r.destroyers.len(), 2);
-        let empty = report(Vec::new(), 100, 10, &[]);
+        let empty = report(&mut [], 100, 10, &[]);
         assert_eq!(empty.curve.len(), 101);
         assert_eq!(empty.peak.customers, 0);
         assert_eq!(empty.total.customers, 0);
@@ -635,7 +748,7 @@ mod tests {
             "s".to_string(),
             [a.customer, b.customer].into_iter().collect(),
         );
-        let r = report(vec![a, b], 10, 0, &[seg]);
+        let r = report(&mut [a, b], 10, 0, &[seg]);
         let keys = |d: Dimension| -> Vec<(String, i64)> {
             r.breakdowns
                 .iter()

@@ -5,6 +5,7 @@
 
 pub mod activities;
 pub mod costs;
+pub mod kept_reports;
 mod models;
 pub mod profitability;
 mod purchases;

@@ -172,6 +172,39 @@ async fn profitability_reads_refuse_bad_windows_ids_and_segments() {
             paths(&["destroyer_count"]),
         ));
     }
+    let dur = |seconds: i64, nanos: i32| Some(prost_types::Duration { seconds, nanos });
+    let thirty_days = 30 * day;
+    for (what, d) in [
+        ("a second before zero", dur(-1, 0)),
+        ("a nanosecond before zero", dur(0, -1)),
+        ("seconds and nanos of opposite signs", dur(1, -1)),
+        ("a billion nanos", dur(0, 1_000_000_000)),
+        ("30 days and a nanosecond", dur(thirty_days, 1)),
+        ("31 days", dur(thirty_days + day, 0)),
+        ("the longest duration", dur(i64::MAX, 999_999_999)),
+        ("the most negative duration", dur(i64::MIN, -999_999_999)),
+    ] {
+        cases.push((
+            format!("max_staleness {what}"),
+            report(&|r| r.max_staleness = d),
+            paths(&["max_staleness"]),
+        ));
+    }
+    for (what, start, end) in [
+        ("with a start", at(now - 30 * day, 0), None),
+        ("with an end", None, at(now, 0)),
+        ("with a whole window", at(now - 30 * day, 0), at(now, 0)),
+    ] {
+        cases.push((
+            format!("max_staleness {what}"),
+            report(&|r| {
+                r.max_staleness = dur(60, 0);
+                r.start_time = start;
+                r.end_time = end;
+            }),
+            paths(&["max_staleness"]),
+        ));
+    }
     cases.push((
         "21 segments".into(),
         report(&|r| r.segment_ids = ids.clone()),
@@ -293,6 +326,20 @@ async fn profitability_reads_refuse_bad_windows_ids_and_segments() {
             .report
             .expect("a report");
         assert_eq!(r.whale_curve.len(), intervals as usize + 1);
+    }
+    // max_staleness of exactly 30 days keeps the report; zero with a window
+    // computes it.
+    for (d, start) in [(dur(thirty_days, 0), None), (dur(0, 0), at(now - day, 0))] {
+        v.get_profitability_report(req(
+            a,
+            GetProfitabilityReportRequest {
+                max_staleness: d,
+                start_time: start,
+                ..Default::default()
+            },
+        ))
+        .await
+        .expect_answer("a valid max_staleness");
     }
 
     // A segment that is not A's: NOT_FOUND.

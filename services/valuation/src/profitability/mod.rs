@@ -3,9 +3,12 @@
 //! cost model's versions, a customer's profitability, the report, and the
 //! basis of net CLV that scoring applies to each value. Each use case owns
 //! its transaction; pricing is in [`store::profitability`], the rules in
-//! [`crate::domain::profit`].
+//! [`crate::domain::profit`]. The report, computed or kept, is in
+//! [`report`].
 
-use std::collections::{HashMap, HashSet};
+pub mod report;
+
+use std::collections::HashMap;
 
 use chrono::{DateTime, TimeDelta, Utc};
 use prost::Message;
@@ -18,7 +21,7 @@ use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
 
 use crate::domain::profit::{
-    self, CostModel, Figures, Line, Rates, Report, decile_bounds, decile_by_bounds, decile_of_rank,
+    self, CostModel, Figures, Line, Rates, decile_bounds, decile_by_bounds, decile_of_rank,
 };
 use crate::store::costs::{self, Version};
 use crate::store::{self, StateRow, ValueRow};
@@ -160,7 +163,7 @@ pub async fn list(
     Ok(costs::list(&mut conn, tenant, before, limit).await?)
 }
 
-async fn currency(conn: &mut PgConnection, tenant: Uuid) -> Result<String, ApiError> {
+pub(crate) async fn currency(conn: &mut PgConnection, tenant: Uuid) -> Result<String, ApiError> {
     costs::currency(conn, tenant).await?.ok_or_else(no_model)
 }
 
@@ -207,45 +210,6 @@ pub async fn customer(
         .next()
         .unwrap_or_else(|| nothing(customer));
     Ok((currency, figures))
-}
-
-/// What `GetProfitabilityReport` answers.
-#[derive(Debug)]
-pub struct Answer {
-    /// The cost model's currency.
-    pub currency: String,
-    /// The report.
-    pub report: Report,
-    /// Purchases and returns left out for their currency.
-    pub other_currency: i64,
-}
-
-/// `GetProfitabilityReport`, with each requested segment's members.
-pub async fn report(
-    pool: &PgPool,
-    tenant: Uuid,
-    window: Window,
-    intervals: usize,
-    destroyers: usize,
-    segments: Vec<(String, HashSet<Uuid>)>,
-) -> Result<Answer, ApiError> {
-    let mut conn = pool.acquire().await?;
-    let currency = currency(&mut conn, tenant).await?;
-    let priced =
-        store::profitability::figures(&mut conn, tenant, window.start, window.end, &currency, None)
-            .await?;
-    drop(conn);
-    let other_currency = priced.other_currency;
-    let report = tokio::task::spawn_blocking(move || {
-        profit::report(priced.figures, intervals, destroyers, &segments)
-    })
-    .await
-    .map_err(ApiError::internal)?;
-    Ok(Answer {
-        currency,
-        report,
-        other_currency,
-    })
 }
 
 // ------------------------------------------------------------ net CLV
