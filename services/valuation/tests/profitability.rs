@@ -289,6 +289,21 @@ async fn applied(v: &ValuationServiceClient<GrpcChannel>, t: &Tenant, net_b: &st
     .await;
 }
 
+/// Erases `who` through the profile service.
+async fn erase(s: &Stack, t: &Tenant, who: Uuid) {
+    s.profile_client()
+        .await
+        .erase_customer(req(
+            t.id,
+            EraseCustomerRequest {
+                customer_id: who.to_string(),
+                request_reference: String::new(),
+            },
+        ))
+        .await
+        .answer();
+}
+
 async fn classify(s: &Stack, tenant: Uuid, classes: &[(Uuid, LadderRung, RelationshipStage)]) {
     let event = SegmentationEvent {
         event: Some(segmentation_event::Event::CustomersClassified(
@@ -662,17 +677,7 @@ async fn a_small_tenant_is_priced_to_the_cent() {
     .await;
 
     // Erasing D removes everything about it.
-    s.profile_client()
-        .await
-        .erase_customer(req(
-            t.id,
-            EraseCustomerRequest {
-                customer_id: t.d.to_string(),
-                request_reference: String::new(),
-            },
-        ))
-        .await
-        .answer();
+    erase(&s, &t, t.d).await;
     eventually("the erasure to reach valuation", || {
         let mut v = v.clone();
         let t = &t;
@@ -910,17 +915,7 @@ async fn a_kept_report_answers_like_a_computed_one() {
     // Erasing B, the biggest value destroyer, removes its id from the kept
     // report, which is not computed again: its figures stay in the totals.
     assert_eq!(repriced.value_destroyers[0].customer_id, t.b.to_string());
-    s.profile_client()
-        .await
-        .erase_customer(req(
-            t.id,
-            EraseCustomerRequest {
-                customer_id: t.b.to_string(),
-                request_reference: String::new(),
-            },
-        ))
-        .await
-        .answer();
+    erase(&s, &t, t.b).await;
     eventually("the erasure to reach valuation", || {
         let mut v = v.clone();
         let t = &t;

@@ -112,12 +112,19 @@ pub async fn report(
     let latest = costs::latest(&mut conn, tenant)
         .await?
         .map_or(0, |v| v.version);
-    if let Some(max) = ask.max_staleness
-        && let Some(kept) = kept_reports::get(&mut conn, tenant).await?
-        && kept.cost_model_version == latest
-        && Utc::now() - kept.compute_time <= max
-    {
-        return from_kept(&mut conn, tenant, kept, &ask).await;
+    if let Some(max) = ask.max_staleness {
+        // One snapshot for the kept report's parts, should it be replaced
+        // meanwhile.
+        let mut tx = pool.begin().await?;
+        sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+            .execute(&mut *tx)
+            .await?;
+        if let Some(kept) = kept_reports::get(&mut tx, tenant).await?
+            && kept.cost_model_version == latest
+            && Utc::now() - kept.compute_time <= max
+        {
+            return from_kept(&mut tx, tenant, kept, &ask).await;
+        }
     }
     let w = ask.window;
     let priced =
