@@ -102,16 +102,45 @@ fn dev_stack_serves_health_and_reflection_then_stops_cleanly() {
     );
     assert!(buf.contains("\"isOperator\": true"), "{buf}");
 
-    // Prometheus metrics count the calls just made, by method and status.
+    // Prometheus metrics count the calls just made, by service, method and
+    // canonical status code; every family has its HELP and TYPE; the build
+    // and the process report themselves.
     let metrics = support::http_get(stack.metrics_port, "/metrics");
     assert!(
-        metrics.contains(r#"rapport_grpc_requests_total{component="gateway",method="/rapport.gateway.v1.AdminService/GetTenant",code="Ok"}"#),
+        metrics.contains(r#"rapport_grpc_requests_total{component="gateway",service="rapport.gateway.v1.AdminService",method="GetTenant",code="OK"}"#),
         "{metrics}"
     );
     assert!(
         metrics.contains("rapport_grpc_request_duration_seconds_bucket"),
         "{metrics}"
     );
+    let families: Vec<&str> = metrics
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
+        .filter_map(|l| l.split(['{', ' ']).next())
+        .map(|name| {
+            ["_bucket", "_sum", "_count"]
+                .iter()
+                .find_map(|s| name.strip_suffix(s))
+                .unwrap_or(name)
+        })
+        .collect();
+    assert!(!families.is_empty());
+    for family in families {
+        assert!(
+            metrics.contains(&format!("# HELP {family} "))
+                && metrics.contains(&format!("# TYPE {family} ")),
+            "{family} has no HELP or TYPE: {metrics}"
+        );
+    }
+    for wanted in [
+        r#"rapport_build_info{version=""#,
+        "process_resident_memory_bytes ",
+        "process_cpu_seconds_total ",
+        "process_open_fds ",
+    ] {
+        assert!(metrics.contains(wanted), "no {wanted}: {metrics}");
+    }
 
     // An unknown service name is NOT_FOUND, not a pretend answer.
     let out = grpcurl_run(&[

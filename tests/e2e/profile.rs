@@ -108,6 +108,42 @@ fn profile_create_get_search_resolve_merge_with_grpcurl() {
     assert_eq!(got["merged"], true);
     assert_eq!(got["customer"]["customerId"], ana.as_str());
 
+    // Updates name their fields with a mask, as the README shows it:
+    // grpcurl reads the mask as an object of paths, buf curl in the proto3
+    // JSON form (comma-separated camelCase paths in one string).
+    let updated = call(
+        &addr,
+        "UpdateCustomer",
+        &format!(
+            r#"{{"customer": {{"customer_id": "{ana}", "locale": "es-ES", "tags": ["vip"]}},
+                "update_mask": {{"paths": ["locale", "tags"]}}}}"#
+        ),
+    );
+    let updated = &updated["customer"];
+    assert_eq!(updated["locale"], "es-ES", "{updated}");
+    assert_eq!(updated["tags"][0], "vip", "{updated}");
+    assert_eq!(
+        updated["emails"].as_array().map(Vec::len),
+        Some(2),
+        "{updated}"
+    );
+    let out = support::buf_curl(
+        &addr,
+        &format!("{SERVICE}/UpdateCustomer"),
+        &format!("x-rapport-tenant: {TENANT}"),
+        &format!(
+            r#"{{"customer": {{"customer_id": "{ana}", "locale": "fr-FR", "tags": ["x"]}},
+                "update_mask": "locale"}}"#
+        ),
+    );
+    let updated: Value = serde_json::from_str(&out).unwrap();
+    let updated = &updated["customer"];
+    assert_eq!(updated["locale"], "fr-FR", "{updated}");
+    assert_eq!(
+        updated["tags"][0], "vip",
+        "only the masked field changes: {updated}"
+    );
+
     // Errors come back as gRPC codes with details.
     let header = format!("x-rapport-tenant: {TENANT}");
     let out = grpcurl_run(&[

@@ -209,11 +209,7 @@ impl tower::Service<http::Request<axum::body::Body>> for Front {
                 key,
                 started,
                 trace_id: rapport_kit::telemetry::current_trace_id(),
-                status: response
-                    .headers()
-                    .get("grpc-status")
-                    .and_then(|v| v.to_str().ok())
-                    .map(str::to_string),
+                status: grpc_status(response.headers()),
                 written: false,
             };
             let (parts, body) = response.into_parts();
@@ -232,25 +228,27 @@ struct AccessEntry {
     key: String,
     started: Instant,
     trace_id: Option<String>,
-    /// The gRPC status once known (headers of a trailers-only answer, or
-    /// the trailers).
-    status: Option<String>,
+    /// The gRPC status code once known (headers of a trailers-only answer,
+    /// or the trailers).
+    status: Option<i32>,
     written: bool,
 }
 
 impl AccessEntry {
-    fn write(&mut self, ended: &str) {
+    /// Writes the line, with `ended` as the code when none was received.
+    fn write(&mut self, ended: tonic::Code) {
         if self.written {
             return;
         }
         self.written = true;
-        let status = self.status.as_deref().unwrap_or(ended);
+        let status = self.status.unwrap_or(ended as i32);
         tracing::info!(
             target: "rapport::access",
             method = %self.method,
             tenant = %self.tenant,
             key = %self.key,
-            status = %status,
+            status,
+            code = rapport_kit::metrics::code_name(tonic::Code::from_i32(status)),
             duration_ms = self.started.elapsed().as_secs_f64() * 1000.0,
             trace_id = self.trace_id.as_deref().unwrap_or(""),
             "call"
@@ -258,10 +256,18 @@ impl AccessEntry {
     }
 }
 
+/// The `grpc-status` of headers or trailers, as a number.
+fn grpc_status(headers: &http::HeaderMap) -> Option<i32> {
+    headers
+        .get("grpc-status")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok())
+}
+
 impl Drop for AccessEntry {
     fn drop(&mut self) {
         // Dropped before the trailers: the client went away.
-        self.write("cancelled");
+        self.write(tonic::Code::Cancelled);
     }
 }
 
@@ -283,17 +289,13 @@ impl http_body::Body for LoggedBody {
         let polled = std::pin::Pin::new(&mut this.inner).poll_frame(cx);
         match &polled {
             Poll::Ready(Some(Ok(frame))) => {
-                if let Some(status) = frame
-                    .trailers_ref()
-                    .and_then(|t| t.get("grpc-status"))
-                    .and_then(|v| v.to_str().ok())
-                {
-                    this.entry.status = Some(status.to_string());
-                    this.entry.write("0");
+                if let Some(status) = frame.trailers_ref().and_then(grpc_status) {
+                    this.entry.status = Some(status);
+                    this.entry.write(tonic::Code::Ok);
                 }
             }
-            Poll::Ready(Some(Err(_))) => this.entry.write("error"),
-            Poll::Ready(None) => this.entry.write("0"),
+            Poll::Ready(Some(Err(_))) => this.entry.write(tonic::Code::Unknown),
+            Poll::Ready(None) => this.entry.write(tonic::Code::Ok),
             Poll::Pending => {}
         }
         polled

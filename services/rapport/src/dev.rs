@@ -127,7 +127,7 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
         listeners.push((s, l));
     }
 
-    rapport_kit::metrics::install(args.metrics_listen)
+    rapport_kit::metrics::install(args.metrics_listen, "dev")
         .map_err(|e| anyhow::anyhow!("--metrics-listen: {e}"))?;
 
     std::fs::create_dir_all(&args.data_dir).with_context(|| {

@@ -38,7 +38,7 @@ enum Command {
     /// Run every service and the gateway on localhost, with an embedded PostgreSQL
     /// unless --database-url is given.
     Dev(dev::DevArgs),
-    /// Run one service (profile, interaction, segmentation, valuation or gateway)
+    /// Run one service (profile, interaction, segmentation, valuation, engagement or gateway)
     /// configured by RAPPORT_* environment variables and the optional RAPPORT_CONFIG file.
     Serve {
         /// The service to run.
@@ -158,7 +158,7 @@ async fn serve(name: &str) -> anyhow::Result<()> {
     let config = ServiceConfig::load()?;
     let _telemetry = rapport_kit::telemetry::init(service.name, config.log_format, &config.log);
     if let Some(addr) = config.metrics_listen {
-        rapport_kit::metrics::install(addr)
+        rapport_kit::metrics::install(addr, service.name)
             .map_err(|e| anyhow::anyhow!("RAPPORT_METRICS_LISTEN: {e}"))?;
     }
     let listener = tokio::net::TcpListener::bind(config.listen)

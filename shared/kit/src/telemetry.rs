@@ -38,8 +38,10 @@ pub fn init(service: &str, format: LogFormat, filter: &str) -> TelemetryGuard {
     let filter = EnvFilter::try_new(filter).unwrap_or_else(|_| EnvFilter::new("info"));
     let fmt = match format {
         // Logs go to standard error; standard output is left to commands.
+        // Colours only on a terminal: not into a redirected file.
         LogFormat::Pretty => tracing_subscriber::fmt::layer()
             .with_writer(std::io::stderr)
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
             .with_target(true)
             .boxed(),
         LogFormat::Json => tracing_subscriber::fmt::layer()

@@ -268,7 +268,8 @@ pub struct Totals {
     pub rejected: u64,
 }
 
-fn progress(total: u64, what: &str) -> ProgressBar {
+/// A progress bar on standard error (hidden when it is not a terminal).
+pub(crate) fn progress(total: u64, what: &str) -> ProgressBar {
     let bar = ProgressBar::with_draw_target(Some(total), ProgressDrawTarget::stderr());
     let style = ProgressStyle::with_template(&format!(
         "{{bar:40}} {{human_pos}}/{{human_len}} {what} · {{per_sec}} · ETA {{eta}}"

@@ -236,6 +236,8 @@ pub async fn seed(
     // Customers go in chunks: created concurrently, then their interactions
     // in one streaming call.
     const CHUNK: usize = 250;
+    // A bar on a terminal; nothing when standard error is redirected.
+    let bar = crate::import::progress(customers as u64, "customers");
     let mut start = 0;
     while start < customers {
         let end = (start + CHUNK).min(customers);
@@ -307,10 +309,9 @@ pub async fn seed(
             report.service_requests_resolved += usize::from(r?);
         }
         start = end;
-        if customers >= 5 * CHUNK {
-            println!("  {end} of {customers} customers");
-        }
+        bar.set_position(end as u64);
     }
+    bar.finish_and_clear();
     report.engagement = engagement::seed(&engagement, seed, &all_ids)
         .await
         .context("the engagement part")?;

@@ -383,12 +383,16 @@ impl Consumer {
         .await?;
         tx.commit().await?;
         drop(spans);
-        let consumer = self.name.clone();
-        metrics::counter!("rapport_feed_consumer_events_total", "consumer" => consumer.clone())
+        // Labelled by the consuming component and the feed it follows.
+        let labels = [
+            ("consumer", component.to_string()),
+            ("feed", self.name.clone()),
+        ];
+        metrics::counter!("rapport_feed_consumer_events_total", &labels)
             .increment(fresh.len() as u64);
         if let Some(committed) = last.1.as_ref().and_then(crate::convert::from_timestamp) {
             let lag = (chrono::Utc::now() - committed).num_milliseconds().max(0) as f64 / 1000.0;
-            metrics::gauge!("rapport_feed_consumer_lag_seconds", "consumer" => consumer).set(lag);
+            metrics::gauge!("rapport_feed_consumer_lag_seconds", &labels).set(lag);
         }
         Ok(())
     }
