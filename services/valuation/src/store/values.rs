@@ -488,37 +488,24 @@ pub async fn rank(
         "SELECT {VALUE_COLUMNS} FROM customer_values WHERE tenant_id = $1 AND {column} IS NOT NULL"
     );
     let order = format!("ORDER BY {column} DESC, customer_id LIMIT $2");
-    match after {
-        None => {
-            sqlx::query_as(AssertSqlSafe(format!("{base} {order}")))
-                .bind(tenant)
-                .bind(limit)
-                .fetch_all(pool)
-                .await
-        }
-        Some(RankKey::Clv(v, id)) => {
-            sqlx::query_as(AssertSqlSafe(format!(
-                "{base} AND ({column} < $3 OR ({column} = $3 AND customer_id > $4)) {order}"
-            )))
+    let Some(after) = after else {
+        return sqlx::query_as(AssertSqlSafe(format!("{base} {order}")))
             .bind(tenant)
             .bind(limit)
-            .bind(v)
-            .bind(id)
             .fetch_all(pool)
-            .await
-        }
-        Some(RankKey::Float(v, id)) => {
-            sqlx::query_as(AssertSqlSafe(format!(
-                "{base} AND ({column} < $3 OR ({column} = $3 AND customer_id > $4)) {order}"
-            )))
-            .bind(tenant)
-            .bind(limit)
-            .bind(v)
-            .bind(id)
-            .fetch_all(pool)
-            .await
-        }
-    }
+            .await;
+    };
+    let query = sqlx::query_as(AssertSqlSafe(format!(
+        "{base} AND ({column} < $3 OR ({column} = $3 AND customer_id > $4)) {order}"
+    )))
+    .bind(tenant)
+    .bind(limit);
+    // The key binds as the metric's column type: numeric or double.
+    let query = match after {
+        RankKey::Clv(v, id) => query.bind(v).bind(id),
+        RankKey::Float(v, id) => query.bind(v).bind(id),
+    };
+    query.fetch_all(pool).await
 }
 
 /// Every stored CLV and historical value of a tenant.
