@@ -23,14 +23,8 @@ pub mod reports;
 pub mod store;
 pub mod treatments;
 
-use std::sync::Arc;
-
 use rapport_kit::db::SchemaSpec;
-use rapport_kit::feed::{
-    Consumer, FeedHandler, FeedSource, InteractionFeed, PeerFeed, ProfileFeed, SegmentationFeed,
-    ValuationFeed,
-};
-use rapport_kit::peer::Peer;
+use rapport_kit::feed::{InteractionFeed, ProfileFeed, SegmentationFeed, ValuationFeed};
 use rapport_kit::server::{ServerBuilder, ServiceRuntime};
 use rapport_proto::rapport::engagement::v1::engagement_service_server::EngagementServiceServer;
 use sqlx::migrate::Migrator;
@@ -45,49 +39,29 @@ pub static MIGRATOR: Migrator = sqlx::migrate!("./migrations");
 /// change feeds and counts decisions left without outcome, until shutdown.
 pub fn register(server: &mut ServerBuilder, runtime: &ServiceRuntime) {
     let config = &runtime.config;
-    let token = config.internal_token.as_deref();
-    let connect = |name: &'static str, url: Option<&str>| match Peer::new(name, url?, token) {
-        Ok(p) => Some(p),
-        Err(e) => {
-            tracing::error!(error = %e, peer = name, "a peer service cannot be reached; its feed is not followed");
-            None
-        }
-    };
-    let segmentation = connect("segmentation", config.segmentation_url.as_deref());
-    let follow =
-        |name: &'static str, source: Option<Arc<dyn FeedSource>>, handler: Arc<dyn FeedHandler>| {
-            if let Some(source) = source {
-                let consumer = Consumer::new(name, runtime.pool.clone(), source, handler);
-                tokio::spawn(consumer.run(runtime.shutdown.clone()));
-            }
-        };
-    follow(
+    let segmentation = runtime.peer("segmentation", config.segmentation_url.as_deref());
+    let profile = runtime.peer("profile", config.profile_url.as_deref());
+    let valuation = runtime.peer("valuation", config.valuation_url.as_deref());
+    let interaction = runtime.peer("interaction", config.interaction_url.as_deref());
+    runtime.follow::<ProfileFeed>(
         follow::PROFILE_CURSOR,
-        connect("profile", config.profile_url.as_deref())
-            .as_ref()
-            .map(|p| Arc::new(PeerFeed::<ProfileFeed>::new(p)) as Arc<dyn FeedSource>),
-        Arc::new(follow::ProfileFollower),
+        profile.as_ref(),
+        follow::ProfileFollower,
     );
-    follow(
+    runtime.follow::<SegmentationFeed>(
         follow::SEGMENTATION_CURSOR,
-        segmentation
-            .as_ref()
-            .map(|p| Arc::new(PeerFeed::<SegmentationFeed>::new(p)) as Arc<dyn FeedSource>),
-        Arc::new(follow::SegmentationFollower),
+        segmentation.as_ref(),
+        follow::SegmentationFollower,
     );
-    follow(
+    runtime.follow::<ValuationFeed>(
         follow::VALUATION_CURSOR,
-        connect("valuation", config.valuation_url.as_deref())
-            .as_ref()
-            .map(|p| Arc::new(PeerFeed::<ValuationFeed>::new(p)) as Arc<dyn FeedSource>),
-        Arc::new(follow::ValuationFollower),
+        valuation.as_ref(),
+        follow::ValuationFollower,
     );
-    follow(
+    runtime.follow::<InteractionFeed>(
         follow::INTERACTION_CURSOR,
-        connect("interaction", config.interaction_url.as_deref())
-            .as_ref()
-            .map(|p| Arc::new(PeerFeed::<InteractionFeed>::new(p)) as Arc<dyn FeedSource>),
-        Arc::new(follow::InteractionFollower),
+        interaction.as_ref(),
+        follow::InteractionFollower,
     );
     tokio::spawn(decisions::sweep_loop(
         runtime.pool.clone(),

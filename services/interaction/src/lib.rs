@@ -21,11 +21,9 @@ pub mod requests;
 pub mod store;
 pub mod synthetic;
 
-use std::sync::Arc;
-
 use chrono::{Datelike, Utc};
 use rapport_kit::db::SchemaSpec;
-use rapport_kit::feed::{Consumer, PeerFeed, ProfileFeed};
+use rapport_kit::feed::ProfileFeed;
 use rapport_kit::peer::Peer;
 use rapport_kit::server::{ServerBuilder, ServiceRuntime};
 use rapport_proto::rapport::interaction::v1::campaign_service_server::CampaignServiceServer;
@@ -64,15 +62,11 @@ pub fn register(server: &mut ServerBuilder, runtime: &ServiceRuntime) {
         }
     });
 
-    if let Some(peer) = &peer {
-        let consumer = Consumer::new(
-            follow::PROFILE_CURSOR,
-            runtime.pool.clone(),
-            Arc::new(PeerFeed::<ProfileFeed>::new(peer)),
-            Arc::new(follow::ProfileFollower),
-        );
-        tokio::spawn(consumer.run(runtime.shutdown.clone()));
-    }
+    runtime.follow::<ProfileFeed>(
+        follow::PROFILE_CURSOR,
+        peer.as_ref(),
+        follow::ProfileFollower,
+    );
 
     let interactions = api::InteractionApi::new(
         runtime.pool.clone(),

@@ -25,13 +25,8 @@ pub mod segments;
 pub mod store;
 pub mod synthetic;
 
-use std::sync::Arc;
-
 use rapport_kit::db::SchemaSpec;
-use rapport_kit::feed::{
-    Consumer, FeedHandler, FeedSource, InteractionFeed, PeerFeed, ProfileFeed, ValuationFeed,
-};
-use rapport_kit::peer::Peer;
+use rapport_kit::feed::{InteractionFeed, ProfileFeed, ValuationFeed};
 use rapport_kit::server::{ServerBuilder, ServiceRuntime};
 use rapport_proto::rapport::segmentation::v1::segmentation_service_server::SegmentationServiceServer;
 use sqlx::migrate::Migrator;
@@ -46,44 +41,23 @@ pub static MIGRATOR: Migrator = sqlx::migrate!("./migrations");
 /// change feeds and runs the scheduler until shutdown.
 pub fn register(server: &mut ServerBuilder, runtime: &ServiceRuntime) {
     let config = &runtime.config;
-    let token = config.internal_token.as_deref();
-    let connect = |name: &'static str, url: Option<&str>| match Peer::new(name, url?, token) {
-        Ok(p) => Some(p),
-        Err(e) => {
-            tracing::error!(error = %e, peer = name, "a peer service cannot be reached; its feed is not followed");
-            None
-        }
-    };
-    let profile = connect("profile", config.profile_url.as_deref());
-    let interaction = connect("interaction", config.interaction_url.as_deref());
-    let valuation = connect("valuation", config.valuation_url.as_deref());
-    let follow =
-        |name: &'static str, source: Option<Arc<dyn FeedSource>>, handler: Arc<dyn FeedHandler>| {
-            if let Some(source) = source {
-                let consumer = Consumer::new(name, runtime.pool.clone(), source, handler);
-                tokio::spawn(consumer.run(runtime.shutdown.clone()));
-            }
-        };
-    follow(
+    let profile = runtime.peer("profile", config.profile_url.as_deref());
+    let interaction = runtime.peer("interaction", config.interaction_url.as_deref());
+    let valuation = runtime.peer("valuation", config.valuation_url.as_deref());
+    runtime.follow::<ProfileFeed>(
         follow::PROFILE_CURSOR,
-        profile
-            .as_ref()
-            .map(|p| Arc::new(PeerFeed::<ProfileFeed>::new(p)) as Arc<dyn FeedSource>),
-        Arc::new(follow::ProfileFollower),
+        profile.as_ref(),
+        follow::ProfileFollower,
     );
-    follow(
+    runtime.follow::<InteractionFeed>(
         follow::INTERACTION_CURSOR,
-        interaction
-            .as_ref()
-            .map(|p| Arc::new(PeerFeed::<InteractionFeed>::new(p)) as Arc<dyn FeedSource>),
-        Arc::new(follow::InteractionFollower),
+        interaction.as_ref(),
+        follow::InteractionFollower,
     );
-    follow(
+    runtime.follow::<ValuationFeed>(
         follow::VALUATION_CURSOR,
-        valuation
-            .as_ref()
-            .map(|p| Arc::new(PeerFeed::<ValuationFeed>::new(p)) as Arc<dyn FeedSource>),
-        Arc::new(follow::ValuationFollower),
+        valuation.as_ref(),
+        follow::ValuationFollower,
     );
     tokio::spawn(scheduler::run(
         runtime.pool.clone(),

@@ -519,6 +519,41 @@ pub struct ServiceRuntime {
     pub page_tokens: crate::page::PageTokens,
 }
 
+impl ServiceRuntime {
+    /// The peer service `name` at `url`: None when no URL is configured, or
+    /// (logged) when the URL is not one.
+    pub fn peer(&self, name: &'static str, url: Option<&str>) -> Option<crate::peer::Peer> {
+        match crate::peer::Peer::new(name, url?, self.config.internal_token.as_deref()) {
+            Ok(p) => Some(p),
+            Err(e) => {
+                tracing::error!(error = %e, peer = name, "a peer service cannot be reached; its feed is not followed");
+                None
+            }
+        }
+    }
+
+    /// Follows the change feed of `peer` (the `W` service) with `handler`,
+    /// under the cursor `cursor`, until shutdown; nothing without a peer.
+    pub fn follow<W: crate::feed::WatchMethod>(
+        &self,
+        cursor: &'static str,
+        peer: Option<&crate::peer::Peer>,
+        handler: impl crate::feed::FeedHandler,
+    ) {
+        use std::sync::Arc;
+        let Some(peer) = peer else {
+            return;
+        };
+        let consumer = crate::feed::Consumer::new(
+            cursor,
+            self.pool.clone(),
+            Arc::new(crate::feed::PeerFeed::<W>::new(peer)),
+            Arc::new(handler),
+        );
+        tokio::spawn(consumer.run(self.shutdown.clone()));
+    }
+}
+
 /// Runs one service: connects its pool (its schema, its role), lets `register`
 /// add its gRPC services, and serves until `shutdown` fires.
 pub async fn run_service<F>(
