@@ -55,7 +55,7 @@ pub fn to_proto(v: &Version) -> Result<pb::CostModel, ApiError> {
     Ok(m)
 }
 
-fn no_model() -> ApiError {
+pub(crate) fn no_model() -> ApiError {
     ApiError::FailedPrecondition(
         "the tenant has no cost model: set one with SetCostModel first".into(),
     )
@@ -163,7 +163,7 @@ pub async fn list(
     Ok(costs::list(&mut conn, tenant, before, limit).await?)
 }
 
-pub(crate) async fn currency(conn: &mut PgConnection, tenant: Uuid) -> Result<String, ApiError> {
+async fn currency(conn: &mut PgConnection, tenant: Uuid) -> Result<String, ApiError> {
     costs::currency(conn, tenant).await?.ok_or_else(no_model)
 }
 
@@ -224,6 +224,20 @@ struct Net {
     decile: i16,
 }
 
+impl Net {
+    /// A customer's entry from its figures, net profit and decile.
+    fn entry(f: &Figures, net: Decimal, decile: i16) -> (Uuid, Net) {
+        let n = Net {
+            cost: f.cost(),
+            net,
+            days: f.purchase_days,
+            rung: f.rung,
+            decile,
+        };
+        (f.customer, n)
+    }
+}
+
 /// What scoring needs to put a value net of the cost to serve on each
 /// customer: the figures of the 365 days before the score time, the cost
 /// per purchase of each ladder rung and the profit deciles' bounds.
@@ -281,18 +295,7 @@ impl Basis {
             .iter()
             .zip(nets)
             .enumerate()
-            .map(|(r, (f, net))| {
-                (
-                    f.customer,
-                    Net {
-                        cost: f.cost(),
-                        net,
-                        days: f.purchase_days,
-                        rung: f.rung,
-                        decile: decile_of_rank(r, n),
-                    },
-                )
-            })
+            .map(|(r, (f, net))| Net::entry(f, net, decile_of_rank(r, n)))
             .collect();
         Ok(Some(Basis {
             by_customer,
@@ -330,16 +333,7 @@ impl Basis {
             .iter()
             .map(|f| {
                 let net = f.net();
-                (
-                    f.customer,
-                    Net {
-                        cost: f.cost(),
-                        net,
-                        days: f.purchase_days,
-                        rung: f.rung,
-                        decile: decile_by_bounds(net, bounds),
-                    },
-                )
+                Net::entry(f, net, decile_by_bounds(net, bounds))
             })
             .collect();
         Ok(Some(Basis {

@@ -16,7 +16,7 @@ use rust_decimal::Decimal;
 use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
 
-use super::{Window, currency};
+use super::{Window, no_model};
 use crate::domain::money::to_money;
 use crate::domain::profit::{self, Component, Dimension, Figures, Group, Line, Point, Report};
 use crate::store::costs;
@@ -108,10 +108,12 @@ pub async fn report(
     ask: Ask,
 ) -> Result<pb::ProfitabilityReport, ApiError> {
     let mut conn = pool.acquire().await?;
-    let currency = currency(&mut conn, tenant).await?;
-    let latest = costs::latest(&mut conn, tenant)
+    // The latest version: the tenant's currency, and what a kept report
+    // must have been priced by.
+    let (latest, currency) = costs::latest(&mut conn, tenant)
         .await?
-        .map_or(0, |v| v.version);
+        .map(|v| (v.version, v.currency_code))
+        .ok_or_else(no_model)?;
     if let Some(max) = ask.max_staleness {
         // One snapshot for the kept report's parts, should it be replaced
         // meanwhile.

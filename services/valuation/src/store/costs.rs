@@ -30,13 +30,7 @@ const COLUMNS: &str = "version, cost_model_id, effective_time, create_time, curr
 /// Serialises changes of the tenant's cost model until the transaction
 /// ends.
 pub async fn lock(tx: &mut PgConnection, tenant: Uuid) -> sqlx::Result<()> {
-    sqlx::query(
-        "SELECT pg_advisory_xact_lock(hashtext('valuation.cost_models'), hashtext($1::text))",
-    )
-    .bind(tenant)
-    .execute(tx)
-    .await?;
-    Ok(())
+    super::tenant_lock(tx, "valuation.cost_models", tenant).await
 }
 
 /// The newest version (highest number).

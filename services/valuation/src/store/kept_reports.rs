@@ -22,13 +22,7 @@ pub struct Kept {
 
 /// Serialises writers of a tenant's kept report.
 pub async fn lock(tx: &mut PgConnection, tenant: Uuid) -> sqlx::Result<()> {
-    sqlx::query(
-        "SELECT pg_advisory_xact_lock(hashtext('valuation.kept_reports'), hashtext($1::text))",
-    )
-    .bind(tenant)
-    .execute(tx)
-    .await?;
-    Ok(())
+    super::tenant_lock(tx, "valuation.kept_reports", tenant).await
 }
 
 /// The tenant's kept report, if any.

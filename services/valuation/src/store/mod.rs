@@ -20,3 +20,18 @@ pub use values::*;
 
 /// Rows per bulk statement.
 const CHUNK: usize = 10_000;
+
+/// Takes the tenant's advisory lock named `what` (e.g.
+/// `valuation.values`), held until the transaction ends.
+async fn tenant_lock(
+    tx: &mut sqlx::PgConnection,
+    what: &'static str,
+    tenant: uuid::Uuid,
+) -> sqlx::Result<()> {
+    sqlx::query("SELECT pg_advisory_xact_lock(hashtext($1), hashtext($2::text))")
+        .bind(what)
+        .bind(tenant)
+        .execute(tx)
+        .await?;
+    Ok(())
+}

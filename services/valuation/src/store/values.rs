@@ -23,11 +23,7 @@ pub async fn try_run_lock(tx: &mut PgConnection, tenant: Uuid) -> sqlx::Result<b
 
 /// The tenant's value-writing lock, held until the transaction ends.
 pub async fn write_lock(tx: &mut PgConnection, tenant: Uuid) -> sqlx::Result<()> {
-    sqlx::query("SELECT pg_advisory_xact_lock(hashtext('valuation.values'), hashtext($1::text))")
-        .bind(tenant)
-        .execute(tx)
-        .await?;
-    Ok(())
+    super::tenant_lock(tx, "valuation.values", tenant).await
 }
 
 /// The settings and models of the tenant's last run.
