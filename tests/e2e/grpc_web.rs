@@ -1,8 +1,10 @@
-//! Browser clients: a real gRPC-Web client library (ConnectRPC's
-//! `@connectrpc/connect-web` transport, on Node) calls the gateway of a dev
-//! stack in binary and in text mode (`application/grpc-web-text`), with
-//! unary calls, a server stream and an error, and every field it reads is
-//! checked here.
+//! Clients without a gRPC stack, with real client libraries on Node:
+//! ConnectRPC's gRPC-Web transport (`@connectrpc/connect-web`, as a browser
+//! uses it) in binary and in text mode (`application/grpc-web-text`), and its
+//! Connect transport (`@connectrpc/connect-node`, HTTP/1.1) in JSON and in
+//! binary. Each calls the gateway of a dev stack with unary calls, a server
+//! stream, a client stream (Connect only) and an error, and every field it
+//! reads is checked here.
 
 mod support;
 
@@ -30,7 +32,7 @@ fn run_client(gw: &str, key: &str, image: &std::path::Path, mode: &str) -> Value
 }
 
 #[test]
-fn a_grpc_web_client_library_works_in_binary_and_text_mode() {
+fn grpc_web_and_connect_client_libraries_work_in_every_mode() {
     let dir = tempfile::tempdir().unwrap();
     let stack = DevStack::start(&dir.path().join("data"), &[], &[]);
     let gw = stack.addr(0);
@@ -46,7 +48,8 @@ fn a_grpc_web_client_library_works_in_binary_and_text_mode() {
     assert!(built.status.success(), "{built:?}");
 
     let mut exported_ids = Vec::new();
-    for mode in ["binary", "text"] {
+    for mode in ["binary", "text", "connect-json", "connect-proto"] {
+        let connect = mode.starts_with("connect-");
         let got = run_client(&gw, key.trim(), &image, mode);
         let created = &got["created"]["customer"];
         let id = created["customerId"].as_str().expect("an id").to_string();
@@ -104,8 +107,21 @@ fn a_grpc_web_client_library_works_in_binary_and_text_mode() {
             .unwrap();
         assert_eq!(own["currencyCode"], "EUR", "{mode}");
         assert_eq!(own["firstPurchaseTime"], "2025-03-02T10:00:00Z", "{mode}");
-        assert_eq!(own["historicalValue"]["units"], "40", "{mode}");
-        assert_eq!(own["historicalValue"]["nanos"], 500_000_000, "{mode}");
+        // Over Connect the client stream added EUR 12.25 once (its second
+        // message repeated the first).
+        let (units, nanos) = if connect {
+            ("52", 750_000_000)
+        } else {
+            ("40", 500_000_000)
+        };
+        assert_eq!(own["historicalValue"]["units"], units, "{mode}");
+        assert_eq!(own["historicalValue"]["nanos"], nanos, "{mode}");
+        if connect {
+            assert_eq!(got["streamed"]["acceptedCount"], "1", "{mode}");
+            assert_eq!(got["streamed"]["duplicateCount"], "1", "{mode}");
+        } else {
+            assert!(got["streamed"].is_null(), "{mode}");
+        }
 
         // An error arrives with its code and message.
         assert_eq!(got["error"]["code"], "InvalidArgument", "{mode}");
@@ -116,6 +132,20 @@ fn a_grpc_web_client_library_works_in_binary_and_text_mode() {
             "{mode}: {}",
             got["error"]
         );
+        // Its field violation, decoded for reading where Connect carries it.
+        assert_eq!(
+            got["error"]["details"][0]["type"], "google.rpc.BadRequest",
+            "{mode}"
+        );
+        let debug = &got["error"]["details"][0]["debug"];
+        if connect {
+            assert_eq!(
+                debug["fieldViolations"][0]["field"], "customer_id",
+                "{mode}: {debug}"
+            );
+        } else {
+            assert!(debug.is_null(), "{mode}: {debug}");
+        }
     }
     stack.stop();
 }

@@ -1,9 +1,14 @@
-// A gRPC-Web client as a browser application would use it: ConnectRPC's
-// gRPC-Web transport (@connectrpc/connect-web, on Node's fetch) with service
-// descriptors read at run time from `buf build` output, so no code is
-// generated. Driven by tests/e2e/grpc_web.rs, which checks what it prints.
+// A client as an application without a gRPC stack would write it, with
+// ConnectRPC's libraries and service descriptors read at run time from `buf
+// build` output, so no code is generated:
+// - "binary" and "text": the gRPC-Web transport (@connectrpc/connect-web, on
+//   Node's fetch), as a browser application uses it;
+// - "connect-json" and "connect-proto": the Connect protocol over HTTP/1.1
+//   (@connectrpc/connect-node), in JSON or binary, as a Node service uses it.
+// Driven by tests/e2e/grpc_web.rs and tests/e2e/connect.rs, which check what it
+// prints.
 //
-// Usage: node grpc_web_client.cjs <gateway URL> <api key> <image.binpb> <binary|text>
+// Usage: node grpc_web_client.cjs <gateway URL> <api key> <image.binpb> <mode>
 //
 // "text" sends and reads application/grpc-web-text (base64 bodies), the mode
 // browser clients use to stream over XMLHttpRequest. The connect-web transport
@@ -18,9 +23,10 @@ const { FileDescriptorSetSchema } = require("@bufbuild/protobuf/wkt");
 const { createClient, ConnectError, Code } = require("@connectrpc/connect");
 const { createGrpcWebTransport } = require("@connectrpc/connect-web");
 
+const MODES = ["binary", "text", "connect-json", "connect-proto"];
 const [baseUrl, apiKey, imagePath, mode] = process.argv.slice(2);
-if (!baseUrl || !apiKey || !imagePath || !["binary", "text"].includes(mode)) {
-  console.error("usage: grpc_web_client.cjs <gateway URL> <api key> <image.binpb> <binary|text>");
+if (!baseUrl || !apiKey || !imagePath || !MODES.includes(mode)) {
+  console.error(`usage: grpc_web_client.cjs <gateway URL> <api key> <image.binpb> <${MODES.join("|")}>`);
   process.exit(2);
 }
 
@@ -59,17 +65,26 @@ async function main() {
     if (!s) throw new Error(`${name} is not in ${imagePath}`);
     return s;
   };
-  const transport = createGrpcWebTransport({
-    baseUrl,
-    useBinaryFormat: true,
-    fetch: mode === "text" ? textFetch : globalThis.fetch,
-    interceptors: [
-      (next) => async (req) => {
-        req.header.set("authorization", `Bearer ${apiKey}`);
-        return next(req);
-      },
-    ],
-  });
+  const interceptors = [
+    (next) => async (req) => {
+      req.header.set("authorization", `Bearer ${apiKey}`);
+      return next(req);
+    },
+  ];
+  const connect = mode.startsWith("connect-");
+  const transport = connect
+    ? require("@connectrpc/connect-node").createConnectTransport({
+        baseUrl,
+        httpVersion: "1.1",
+        useBinaryFormat: mode === "connect-proto",
+        interceptors,
+      })
+    : createGrpcWebTransport({
+        baseUrl,
+        useBinaryFormat: true,
+        fetch: mode === "text" ? textFetch : globalThis.fetch,
+        interceptors,
+      });
   const profile = createClient(service("rapport.profile.v1.ProfileService"), transport);
   const interactions = createClient(service("rapport.interaction.v1.InteractionService"), transport);
   const json = (schemaName, message) =>
@@ -100,6 +115,24 @@ async function main() {
   });
   out.recorded = json("rapport.interaction.v1.RecordInteractionResponse", recorded);
 
+  // A client stream (Connect only: gRPC-Web has none): two messages, one
+  // interaction each, the second a duplicate of the first.
+  if (connect) {
+    const purchase = {
+      customer: { ref: { case: "customerId", value: id } },
+      type: 1, // INTERACTION_TYPE_PURCHASE
+      occurTime: { seconds: BigInt(Date.parse("2025-03-09T10:00:00Z") / 1000), nanos: 0 },
+      amount: { currencyCode: "EUR", units: 12n, nanos: 250000000 },
+      idempotencyKey: `web:${mode}:2`,
+    };
+    async function* messages() {
+      yield { interactions: [purchase] };
+      yield { interactions: [purchase] };
+    }
+    const streamed = await interactions.recordInteractions(messages());
+    out.streamed = json("rapport.interaction.v1.RecordInteractionsResponse", streamed);
+  }
+
   // A server stream: the purchase histories of the tenant.
   out.exported = [];
   for await (const page of interactions.exportSummaries({
@@ -116,7 +149,13 @@ async function main() {
     out.error = null;
   } catch (e) {
     const err = ConnectError.from(e);
-    out.error = { code: Code[err.code], message: err.rawMessage };
+    out.error = {
+      code: Code[err.code],
+      message: err.rawMessage,
+      // Details as they arrived: type, and the decoded copy Connect servers
+      // may add for reading (gRPC-Web carries none of it here).
+      details: err.details.map((d) => ({ type: d.type, debug: d.debug })),
+    };
   }
   console.log(JSON.stringify(out));
 }

@@ -44,6 +44,9 @@ pub fn register(server: &mut ServerBuilder, runtime: &ServiceRuntime) {
                 .collect(),
         );
     }
+    if let Err(e) = server.connect(config.max_request_bytes) {
+        tracing::error!(error = %e, "the Connect protocol is off");
+    }
     let urls = [
         ("profile", config.profile_url.as_deref()),
         ("interaction", config.interaction_url.as_deref()),

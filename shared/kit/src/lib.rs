@@ -14,6 +14,7 @@
 pub mod budget;
 pub mod calendar;
 pub mod config;
+pub mod connect;
 pub mod context;
 pub mod convert;
 pub mod copy;

@@ -127,6 +127,7 @@ pub struct ServerBuilder {
     public: bool,
     fallback: Option<Fallback>,
     grpc_web: Option<Vec<String>>,
+    connect: Option<crate::connect::ConnectLayer>,
     long_running: std::collections::HashSet<String>,
     development: bool,
     budgets: Option<(usize, usize)>,
@@ -148,6 +149,7 @@ impl ServerBuilder {
             public: false,
             fallback: None,
             grpc_web: None,
+            connect: None,
             long_running: std::collections::HashSet::new(),
             development: false,
             budgets: None,
@@ -175,6 +177,18 @@ impl ServerBuilder {
     pub fn grpc_web(&mut self, origins: Vec<String>) -> &mut Self {
         self.grpc_web = Some(origins);
         self
+    }
+
+    /// Also speaks the Connect protocol (see [`crate::connect`]) on the same
+    /// port, HTTP/1.1 and HTTP/2, with request bodies of at most
+    /// `max_request_bytes`.
+    pub fn connect(&mut self, max_request_bytes: usize) -> Result<&mut Self, String> {
+        let contracts = crate::connect::Contracts::rapport()?;
+        self.connect = Some(crate::connect::ConnectLayer::new(
+            contracts,
+            max_request_bytes,
+        ));
+        Ok(self)
     }
 
     /// Takes calls without the internal credential: the gateway's port, which
@@ -414,11 +428,13 @@ impl ServerBuilder {
             .as_ref()
             .map(|_| tonic_web::GrpcWebLayer::new());
         let server = tonic::transport::Server::builder()
-            .accept_http1(self.grpc_web.is_some())
+            .accept_http1(self.grpc_web.is_some() || self.connect.is_some())
             .concurrency_limit_per_connection(1024)
             .http2_keepalive_interval(Some(Duration::from_secs(30)))
             .layer(trace)
             .layer(tower::util::option_layer(cors))
+            // Connect before gRPC-Web, which refuses any other HTTP/1.1 call.
+            .layer(tower::util::option_layer(self.connect.take()))
             .layer(tower::util::option_layer(grpc_web))
             .layer(crate::metrics::MetricsLayer::new(self.component.clone()))
             .layer(InternalAuthLayer::new(internal_token))
@@ -486,6 +502,8 @@ fn cors_layer(origins: &[String]) -> tower_http::cors::CorsLayer {
             header("x-grpc-web"),
             header("x-user-agent"),
             header("grpc-timeout"),
+            header("connect-protocol-version"),
+            header("connect-timeout-ms"),
         ])
         .expose_headers([
             header("grpc-status"),
