@@ -7,7 +7,10 @@
 # and their peers, run on Node).
 # Idempotent: whatever is already there is left alone.
 #
-# Usage: scripts/bootstrap.sh [postgres] [grpcurl] [buf] [grpcweb]   (no argument: all)
+# The client generators of buf.gen.yaml are installed too: grpcio-tools (with grpcio
+# and grpcio-status, PyPI) into .tools/python, and @bufbuild/protoc-gen-es (npm).
+#
+# Usage: scripts/bootstrap.sh [postgres] [grpcurl] [buf] [grpcweb] [clients]   (no argument: all)
 # Tools land in .tools/bin (git-ignored); scripts put that folder on PATH.
 set -euo pipefail
 
@@ -16,7 +19,7 @@ tools="$root/.tools"
 mkdir -p "$tools/bin"
 
 want=("$@")
-[ ${#want[@]} -eq 0 ] && want=(postgres grpcurl buf grpcweb)
+[ ${#want[@]} -eq 0 ] && want=(postgres grpcurl buf grpcweb clients)
 
 as_root() {
   if [ "$(id -u)" -eq 0 ]; then "$@"; elif command -v sudo >/dev/null; then sudo "$@"; else
@@ -73,6 +76,21 @@ for w in "${want[@]}"; do
         '@bufbuild/protobuf@2.17.0' >/dev/null
     fi
     ;;
-  *) echo "bootstrap: unknown tool '$w' (postgres, grpcurl, buf, grpcweb)" >&2; exit 2 ;;
+  clients)
+    if [ ! -d "$tools/python/grpc_tools" ]; then
+      echo "bootstrap: installing the Python client tools (PyPI packages grpcio, grpcio-tools, grpcio-status)"
+      python3 -m pip install --quiet --disable-pip-version-check --target "$tools/python" \
+        'grpcio==1.85.1' 'grpcio-tools==1.85.1' 'grpcio-status==1.85.1' 2>&1 | grep -v "Running pip as the 'root' user" || true
+      [ -d "$tools/python/grpc_tools" ] || { echo "bootstrap: grpcio-tools did not install" >&2; exit 1; }
+    fi
+    if [ ! -x "$tools/npm/node_modules/.bin/protoc-gen-es" ]; then
+      echo "bootstrap: installing the TypeScript generator (npm package @bufbuild/protoc-gen-es)"
+      command -v npm >/dev/null || apt_install nodejs npm
+      mkdir -p "$tools/npm"
+      npm install --silent --no-audit --no-fund --prefix "$tools/npm" '@bufbuild/protoc-gen-es@2.17.0' >/dev/null
+    fi
+    ln -sf ../npm/node_modules/.bin/protoc-gen-es "$tools/bin/protoc-gen-es"
+    ;;
+  *) echo "bootstrap: unknown tool '$w' (postgres, grpcurl, buf, grpcweb, clients)" >&2; exit 2 ;;
   esac
 done
