@@ -18,6 +18,7 @@ use uuid::Uuid;
 
 use crate::auth::{Authenticator, Principal, require_scope};
 use crate::keys;
+use crate::store::audit::{AuditFilter, AuditRow};
 use crate::store::{self, ApiKeyRow, NewTenant, TenantRow};
 
 /// Limits a tenant gets when created without them.
@@ -266,6 +267,90 @@ fn check_request_id(id: &str, v: &mut Violations) {
         v.add("request_id", "must be at most 128 characters");
     } else {
         v.check(id.contains('\0'), "request_id", NO_NUL);
+    }
+}
+
+/// The filter and page size of a `ListAuditEvents` request, checked.
+fn audit_filter(
+    principal: &Principal,
+    r: &pb::ListAuditEventsRequest,
+) -> Result<(AuditFilter, i64), ApiError> {
+    let tenant_id = if r.tenant_id.is_empty() && principal.operator {
+        None
+    } else {
+        Some(target_tenant(principal, &r.tenant_id, "tenant_id")?)
+    };
+    let mut v = Violations::new();
+    let mut time = |field: &str, ts: &Option<prost_types::Timestamp>| {
+        let t = ts.as_ref().map(from_timestamp);
+        v.check(matches!(t, Some(None)), field, "must be a valid time");
+        t.flatten()
+    };
+    let start = time("start_time", &r.start_time);
+    let end = time("end_time", &r.end_time);
+    if let (Some(s), Some(e)) = (start, end) {
+        v.check(e <= s, "end_time", "must be after start_time");
+    }
+    let api_key_id = if r.api_key_id.is_empty() {
+        None
+    } else {
+        v.uuid("api_key_id", &r.api_key_id)
+    };
+    let (service, method) = match r.method.split_once('/') {
+        _ if r.method.is_empty() => (None, None),
+        Some((service, method)) => (Some(service.to_string()), Some(method.to_string())),
+        None => (None, Some(r.method.clone())),
+    };
+    v.check(
+        r.method.len() > 200
+            || r.method.contains('\0')
+            || service.as_deref() == Some("")
+            || method
+                .as_deref()
+                .is_some_and(|m| m.is_empty() || m.contains('/')),
+        "method",
+        "must be a method name (`UpdateCustomer`) or `service/method`",
+    );
+    v.check(
+        r.resource_id.len() > 100 || r.resource_id.contains('\0'),
+        "resource_id",
+        "must be at most 100 characters, without NUL",
+    );
+    let code = r.code.to_ascii_uppercase();
+    v.check(
+        !code.is_empty()
+            && !(0..=16).any(|c| rapport_kit::metrics::code_name(tonic::Code::from_i32(c)) == code),
+        "code",
+        "must be a gRPC code name such as OK or PERMISSION_DENIED",
+    );
+    let size = rapport_kit::page::page_size(&mut v, r.page_size);
+    v.finish()?;
+    let filter = AuditFilter {
+        tenant_id,
+        start,
+        end,
+        api_key_id,
+        service,
+        method,
+        resource_id: (!r.resource_id.is_empty()).then(|| r.resource_id.clone()),
+        code: (!code.is_empty()).then_some(code),
+    };
+    Ok((filter, size))
+}
+
+fn audit_pb(row: AuditRow) -> pb::AuditEvent {
+    pb::AuditEvent {
+        audit_event_id: row.audit_event_id.to_string(),
+        time: Some(timestamp(row.time)),
+        tenant_id: row.tenant_id.to_string(),
+        api_key_id: row.api_key_id.to_string(),
+        api_key_prefix: row.api_key_prefix,
+        service: row.service,
+        method: row.method,
+        resource: row.resource,
+        code: row.code,
+        request_id: row.request_id,
+        trace_id: row.trace_id,
     }
 }
 
@@ -641,6 +726,29 @@ impl AdminService for Admin {
         tracing::info!(key = %key.prefix, by = %principal.prefix, "api key revoked");
         Ok(Response::new(pb::RevokeApiKeyResponse {
             api_key: Some(key_pb(key)),
+        }))
+    }
+
+    async fn list_audit_events(
+        &self,
+        req: Request<pb::ListAuditEventsRequest>,
+    ) -> Result<Response<pb::ListAuditEventsResponse>, Status> {
+        let principal = self.caller(&req).await?;
+        let r = req.into_inner();
+        let (filter, size) = audit_filter(&principal, &r)?;
+        let scope = format!("ListAuditEvents/{}/{filter:?}", principal.tenant_id);
+        let cursor: Option<Cursor> = self.pages.decode(&scope, &r.page_token)?;
+        let mut rows =
+            store::audit::list(&self.pool, &filter, cursor.map(|c| (c.t, c.id)), size + 1)
+                .await
+                .map_err(ApiError::from)?;
+        let next = self.pages.trim_page(&scope, &mut rows, size, |e| Cursor {
+            t: e.time,
+            id: e.audit_event_id,
+        });
+        Ok(Response::new(pb::ListAuditEventsResponse {
+            audit_events: rows.into_iter().map(audit_pb).collect(),
+            next_page_token: next,
         }))
     }
 }

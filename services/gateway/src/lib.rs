@@ -5,10 +5,13 @@
 //! method's scope, applies per-key rate limits and forwards calls to the
 //! services it serves (see [`front::SERVED`]) with the key's tenant over the
 //! internal credential; merged reflection and a health status per backend
-//! service; `AdminService` for tenants and keys; and `Customer360Service`,
-//! which fans out to the services and answers with the parts that arrived.
+//! service; `AdminService` for tenants, keys and the audit trail
+//! ([`audit`]); the Connect protocol for HTTP/JSON clients; and
+//! `Customer360Service`, which fans out to the services and answers with the
+//! parts that arrived.
 
 pub mod admin;
+pub mod audit;
 pub mod auth;
 pub mod customer360;
 pub mod front;
@@ -70,10 +73,25 @@ pub fn register(server: &mut ServerBuilder, runtime: &ServiceRuntime) {
         auth.clone(),
         runtime.page_tokens.clone(),
     );
-    server.add_service(
+    let (log, writer) = audit::AuditLog::start(
+        runtime.pool.clone(),
+        std::time::Duration::from_secs(u64::from(config.audit_retention_days) * 86_400),
+        runtime.shutdown.clone(),
+    );
+    // Events queued when serving stops are written before the pool closes.
+    runtime.finish_before_stop(writer);
+    let auditor = std::sync::Arc::new(audit::Auditor {
+        log,
+        auth: auth.clone(),
+        routes: routes::RouteTable::public(&front::SERVED),
+        contracts: rapport_kit::connect::Contracts::rapport()
+            .expect("the contracts' descriptors are built into the binary"),
+    });
+    server.add_service(audit::Audited::new(
         rapport_proto::rapport::gateway::v1::admin_service_server::AdminServiceServer::new(admin)
             .max_decoding_message_size(config.max_message_bytes),
-    );
+        auditor.clone(),
+    ));
     server.add_service(
         rapport_proto::rapport::gateway::v1::customer360_service_server::Customer360ServiceServer::new(
             customer360::Customer360::new(auth.clone(), backends.clone(), config.internal_token.clone()),
@@ -89,7 +107,9 @@ pub fn register(server: &mut ServerBuilder, runtime: &ServiceRuntime) {
     )
     .with_max_request_bytes(config.max_request_bytes)
     .with_shutdown(runtime.shutdown.clone());
-    server.fallback(tower::util::BoxCloneSyncService::new(front));
+    server.fallback(tower::util::BoxCloneSyncService::new(audit::Audited::new(
+        front, auditor,
+    )));
     let reporter = server.health_reporter();
     let token = config.internal_token.clone();
     let shutdown = runtime.shutdown.clone();

@@ -51,6 +51,9 @@ pub struct ServiceConfig {
     /// it forwards; a larger one is refused at the gateway with
     /// RESOURCE_EXHAUSTED before it reaches a service.
     pub max_request_bytes: usize,
+    /// `RAPPORT_AUDIT_RETENTION_DAYS`: gateway only: how long the audit trail
+    /// (`AdminService.ListAuditEvents`) keeps each event.
+    pub audit_retention_days: u32,
     /// `RAPPORT_REQUEST_TIMEOUT_MS`: upper bound on any call, whatever
     /// deadline the client sets (a shorter client deadline wins), except
     /// client-streaming uploads and the long runs FitModel and ScoreCustomers,
@@ -90,6 +93,7 @@ impl Default for ServiceConfig {
             require_internal_auth: true,
             max_message_bytes: 8 * 1024 * 1024,
             max_request_bytes: 4 * 1024 * 1024,
+            audit_retention_days: 90,
             request_timeout_ms: 30_000,
             shutdown_grace_ms: 20_000,
             page_token_secret: None,
@@ -194,6 +198,11 @@ impl ServiceConfig {
         if self.max_request_bytes < 1024 {
             return Err(ConfigError(
                 "RAPPORT_MAX_REQUEST_BYTES (max_request_bytes) must be at least 1024".into(),
+            ));
+        }
+        if !(1..=3650).contains(&self.audit_retention_days) {
+            return Err(ConfigError(
+                "RAPPORT_AUDIT_RETENTION_DAYS (audit_retention_days) must be from 1 to 3650".into(),
             ));
         }
         if self.request_timeout_ms == 0 {

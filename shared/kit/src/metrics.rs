@@ -13,6 +13,7 @@
 //! | `rapport_feed_consumer_lag_seconds` | consumer, feed | age of the last event applied when it was applied |
 //! | `rapport_feed_consumer_events_total` | consumer, feed | events applied |
 //! | `rapport_build_info` | version, component | 1, for the running build |
+//! | `rapport_audit_events_total` | outcome (written, dropped) | the gateway's audit trail |
 //! | `process_*` | | CPU seconds, resident and virtual memory, open and maximum file descriptors, threads, start time |
 //!
 //! and the services' own families listed in [`FAMILIES`].
@@ -44,6 +45,11 @@ pub enum Kind {
 
 /// Every family Rapport's processes write, with its help text.
 pub const FAMILIES: &[(&str, Kind, &str)] = &[
+    (
+        "rapport_audit_events_total",
+        Kind::Counter,
+        "Audit events, by outcome: written, or dropped (the writer fell behind or the database refused them).",
+    ),
     (
         "rapport_grpc_requests_total",
         Kind::Counter,

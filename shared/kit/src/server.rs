@@ -535,9 +535,22 @@ pub struct ServiceRuntime {
     pub shutdown: Shutdown,
     /// Signs and checks page tokens.
     pub page_tokens: crate::page::PageTokens,
+    /// Tasks that must finish their work once serving has stopped and before
+    /// the pool closes (see [`ServiceRuntime::finish_before_stop`]).
+    finishing: std::sync::Arc<std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>>,
 }
 
 impl ServiceRuntime {
+    /// Waits, once serving has stopped (and its services, with whatever
+    /// they held, are dropped), for `task` to end before the pool closes: at
+    /// most [`FINISH_GRACE`]. For writers that drain a queue the handlers
+    /// fill (the gateway's audit trail).
+    pub fn finish_before_stop(&self, task: tokio::task::JoinHandle<()>) {
+        if let Ok(mut tasks) = self.finishing.lock() {
+            tasks.push(task);
+        }
+    }
+
     /// The peer service `name` at `url`: None when no URL is configured, or
     /// (logged) when the URL is not one.
     pub fn peer(&self, name: &'static str, url: Option<&str>) -> Option<crate::peer::Peer> {
@@ -572,6 +585,10 @@ impl ServiceRuntime {
     }
 }
 
+/// How long tasks given to [`ServiceRuntime::finish_before_stop`] may run
+/// after serving has stopped.
+pub const FINISH_GRACE: Duration = Duration::from_secs(10);
+
 /// Runs one service: connects its pool (its schema, its role), lets `register`
 /// add its gRPC services, and serves until `shutdown` fires.
 pub async fn run_service<F>(
@@ -601,6 +618,7 @@ where
         config: config.clone(),
         shutdown: shutdown.clone(),
         page_tokens,
+        finishing: Default::default(),
     };
     register(&mut builder, &runtime);
     let addr = listener.local_addr().ok();
@@ -608,6 +626,17 @@ where
     let result = builder
         .serve(listener, ServeOptions::from(config), shutdown)
         .await;
+    let finishing = runtime
+        .finishing
+        .lock()
+        .map(|mut t| std::mem::take(&mut *t))
+        .unwrap_or_default();
+    if tokio::time::timeout(FINISH_GRACE, futures::future::join_all(finishing))
+        .await
+        .is_err()
+    {
+        tracing::warn!(component, "background work still unfinished at stop");
+    }
     pool.close().await;
     tracing::info!(component, "stopped");
     Ok(result?)

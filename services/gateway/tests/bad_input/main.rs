@@ -164,6 +164,7 @@ async fn keys_of(op: &mut Admin, tenant: &str) -> Vec<pb::ApiKey> {
 
 mod access;
 mod api_keys;
+mod audit;
 mod tenants;
 
 #[allow(unused_imports)]

@@ -1,4 +1,7 @@
-//! The gateway's SQL: tenants and API keys in the `gateway` schema.
+//! The gateway's SQL: tenants and API keys in the `gateway` schema, and the
+//! audit trail ([`audit`]).
+
+pub mod audit;
 
 use chrono::{DateTime, Utc};
 use sqlx::PgPool;
