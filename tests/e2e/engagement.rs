@@ -236,5 +236,88 @@ fn next_best_actions_through_the_gateway() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+
+    // The data-subject access request: everything held on the customer, in
+    // one document, each part read back.
+    let export = call(
+        "rapport.gateway.v1.Customer360Service/ExportCustomerData",
+        &format!(r#"{{"customerId": "{customer}"}}"#),
+    );
+    assert_eq!(export["customerId"], customer.as_str(), "{export}");
+    assert!(export["exportTime"].is_string(), "{export}");
+    assert_eq!(
+        export["profile"]["emails"][0]["address"], "ana@example.com",
+        "{export}"
+    );
+    let consent = &export["consentHistory"][0];
+    assert_eq!(consent["channel"], "CONSENT_CHANNEL_EMAIL", "{export}");
+    assert_eq!(consent["status"], "CONSENT_STATUS_GRANTED", "{export}");
+    assert_eq!(consent["source"], "web-form", "{export}");
+    let interactions = export["interactions"].as_array().unwrap();
+    assert_eq!(interactions.len(), 1, "{export}");
+    assert_eq!(interactions[0]["amount"]["units"], "40", "{export}");
+    assert_eq!(
+        export["interactionSummary"]["currencies"][0]["totalValue"]["units"], "40",
+        "{export}"
+    );
+    assert!(export["classification"].is_object(), "{export}");
+    assert!(export.get("value").is_none(), "not scored yet: {export}");
+    assert!(
+        export.get("profitability").is_none(),
+        "no cost model yet: {export}"
+    );
+    let decisions = export["decisions"].as_array().unwrap();
+    assert_eq!(decisions.len(), 2, "{export}");
+    assert!(
+        decisions
+            .iter()
+            .any(|d| d["decisionId"] == decision && d["outcome"] == "OUTCOME_ACCEPTED"),
+        "{export}"
+    );
+    // The same document over plain HTTP/JSON (Connect).
+    let via_http = support::http_post(
+        &gateway,
+        "/rapport.gateway.v1.Customer360Service/ExportCustomerData",
+        &[
+            ("Content-Type", "application/json"),
+            ("Authorization", &format!("Bearer {}", key.trim())),
+        ],
+        format!(r#"{{"customerId": "{customer}"}}"#).as_bytes(),
+    )
+    .json();
+    assert_eq!(via_http["decisions"], export["decisions"]);
+    assert_eq!(via_http["interactions"], export["interactions"]);
+    // An export needs every service's read scope.
+    let out = grpcurl_run(&[
+        "-H",
+        &narrow,
+        "-d",
+        &format!(r#"{{"customerId": "{customer}"}}"#),
+        &gateway,
+        "rapport.gateway.v1.Customer360Service/ExportCustomerData",
+    ]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("PermissionDenied") && err.contains("interaction:read"),
+        "{err}"
+    );
+    // Erased, the customer has nothing left to export.
+    call(
+        "rapport.profile.v1.ProfileService/EraseCustomer",
+        &format!(r#"{{"customerId": "{customer}"}}"#),
+    );
+    let out = grpcurl_run(&[
+        "-H",
+        &auth,
+        "-d",
+        &format!(r#"{{"customerId": "{customer}"}}"#),
+        &gateway,
+        "rapport.gateway.v1.Customer360Service/ExportCustomerData",
+    ]);
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("NotFound"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     stack.stop();
 }

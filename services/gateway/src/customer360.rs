@@ -52,7 +52,7 @@ impl Customer360 {
 /// Outgoing metadata of a part's call: the caller's tenant and key, the
 /// internal credential, the trace.
 #[derive(Clone)]
-struct OnBehalf {
+pub(crate) struct OnBehalf {
     context: CallContext,
     credential: InternalCredential,
 }
@@ -111,7 +111,70 @@ struct Others {
     actions: Part<Vec<epb::NextBestAction>>,
 }
 
+pub(crate) type OnBehalfOf = tonic::service::interceptor::InterceptedService<Channel, OnBehalf>;
+
 impl Customer360 {
+    pub(crate) fn profile_client(
+        &self,
+        principal: &Principal,
+    ) -> Result<ppb::profile_service_client::ProfileServiceClient<OnBehalfOf>, Status> {
+        Ok(
+            ppb::profile_service_client::ProfileServiceClient::with_interceptor(
+                self.channel("profile")?,
+                self.on_behalf(principal),
+            ),
+        )
+    }
+
+    pub(crate) fn interaction_client(
+        &self,
+        principal: &Principal,
+    ) -> Result<ipb::interaction_service_client::InteractionServiceClient<OnBehalfOf>, Status> {
+        Ok(
+            ipb::interaction_service_client::InteractionServiceClient::with_interceptor(
+                self.channel("interaction")?,
+                self.on_behalf(principal),
+            ),
+        )
+    }
+
+    pub(crate) fn segmentation_client(
+        &self,
+        principal: &Principal,
+    ) -> Result<spb::segmentation_service_client::SegmentationServiceClient<OnBehalfOf>, Status>
+    {
+        Ok(
+            spb::segmentation_service_client::SegmentationServiceClient::with_interceptor(
+                self.channel("segmentation")?,
+                self.on_behalf(principal),
+            ),
+        )
+    }
+
+    pub(crate) fn valuation_client(
+        &self,
+        principal: &Principal,
+    ) -> Result<vpb::valuation_service_client::ValuationServiceClient<OnBehalfOf>, Status> {
+        Ok(
+            vpb::valuation_service_client::ValuationServiceClient::with_interceptor(
+                self.channel("valuation")?,
+                self.on_behalf(principal),
+            ),
+        )
+    }
+
+    pub(crate) fn engagement_client(
+        &self,
+        principal: &Principal,
+    ) -> Result<epb::engagement_service_client::EngagementServiceClient<OnBehalfOf>, Status> {
+        Ok(
+            epb::engagement_service_client::EngagementServiceClient::with_interceptor(
+                self.channel("engagement")?,
+                self.on_behalf(principal),
+            ),
+        )
+    }
+
     fn channel(&self, area: &str) -> Result<Channel, Status> {
         self.backends.get(area).ok_or_else(|| {
             Status::unavailable(format!(
@@ -377,5 +440,23 @@ impl Customer360Service for Customer360 {
             complete,
             read_time: Some(rapport_kit::convert::timestamp(chrono::Utc::now())),
         }))
+    }
+
+    async fn export_customer_data(
+        &self,
+        req: Request<pb::ExportCustomerDataRequest>,
+    ) -> Result<Response<pb::ExportCustomerDataResponse>, Status> {
+        let headers = req.metadata().clone().into_headers();
+        let principal = self.auth.authenticate(&headers).await?;
+        self.auth.admit(&principal)?;
+        let id = &req.get_ref().customer_id;
+        let mut v = rapport_kit::Violations::new();
+        v.check(
+            Uuid::parse_str(id).is_err(),
+            "customer_id",
+            "must be a customer id (a UUID)",
+        );
+        v.finish()?;
+        Ok(Response::new(self.export(&principal, id).await?))
     }
 }

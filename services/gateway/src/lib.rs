@@ -14,6 +14,7 @@ pub mod admin;
 pub mod audit;
 pub mod auth;
 pub mod customer360;
+pub mod export;
 pub mod front;
 pub mod keys;
 pub mod routes;

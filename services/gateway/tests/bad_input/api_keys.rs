@@ -404,6 +404,59 @@ async fn customer360_refuses_bad_ids_and_hides_other_tenants() {
     ] {
         assert_code(c.get_customer360(ask(&id, 0)).await, Code::NotFound, &id);
     }
+
+    // ExportCustomerData: bad ids, every read scope needed, other tenants'
+    // customers not found, and a missing service a retryable UNAVAILABLE.
+    let export = |customer_id: &str| pb::ExportCustomerDataRequest {
+        customer_id: customer_id.into(),
+    };
+    for id in MALFORMED_IDS.into_iter().chain(["", TEXT, "\0"]) {
+        assert_violations(
+            acme_c360.export_customer_data(export(id)).await,
+            &["customer_id"],
+            id,
+        );
+    }
+    let denied = assert_code(
+        acme_c360
+            .export_customer_data(export(&customer.customer_id))
+            .await,
+        Code::PermissionDenied,
+        "profile scopes only",
+    );
+    assert!(denied.message().contains("interaction:read"), "{denied:?}");
+    let every_read = [
+        "profile:read",
+        "interaction:read",
+        "segmentation:read",
+        "valuation:read",
+        "engagement:read",
+    ];
+    let (_, acme_reader) = new_key(&mut op, &acme.tenant_id, &every_read).await;
+    let (_, globex_reader) = new_key(&mut op, &globex.tenant_id, &every_read).await;
+    let channel = rapport_testkit::channel(&s.gateway).await;
+    let mut acme_export =
+        Customer360ServiceClient::with_interceptor(channel.clone(), auth(&acme_reader));
+    let mut globex_export =
+        Customer360ServiceClient::with_interceptor(channel, auth(&globex_reader));
+    for id in [Uuid::new_v4().to_string(), customer.customer_id.clone()] {
+        assert_code(
+            globex_export.export_customer_data(export(&id)).await,
+            Code::NotFound,
+            &id,
+        );
+    }
+    let unavailable = assert_code(
+        acme_export
+            .export_customer_data(export(&customer.customer_id))
+            .await,
+        Code::Unavailable,
+        "no interaction service behind this gateway",
+    );
+    assert!(
+        unavailable.message().contains("interaction"),
+        "{unavailable:?}"
+    );
     for n in [0, 1, i32::MAX] {
         let answer = acme_c360
             .get_customer360(ask(&customer.customer_id, n))
