@@ -202,7 +202,123 @@ fn import_customers_and_interactions_from_files() {
     );
     assert_eq!(numbers(&out), vec![2, 1, 1, 0, 0], "{out}");
     assert_eq!(count(), 6, "4 imported, 1 from an interaction, Dana");
+
+    // And out again with `rapport export`: JSON Lines on standard output,
+    // CSV to a file, each item read back.
+    let customers: Vec<Value> = export_lines(&stack, &["customers"]);
+    assert_eq!(customers.len(), 6);
+    let bo_json = customers
+        .iter()
+        .find(|c| c["customerId"] == bo)
+        .expect("Bo is exported");
+    assert_eq!(bo_json["emails"][0]["address"], "bo.berg@example.com");
+    assert_eq!(bo_json["tags"], serde_json::json!(["newsletter", "vip"]));
+    let csv_file = dir.path().join("customers-out.csv");
+    export_cli(&stack, &["customers", "-o", csv_file.to_str().unwrap()]);
+    let mut rows = csv::Reader::from_path(&csv_file).unwrap();
+    let headers = rows.headers().unwrap().clone();
+    assert_eq!(&headers[0], "customer_id");
+    let rows: Vec<csv::StringRecord> = rows.records().map(Result::unwrap).collect();
+    assert_eq!(rows.len(), 6);
+    let column = |name: &str| headers.iter().position(|h| h == name).unwrap();
+    let bo_row = rows.iter().find(|r| &r[0] == bo).expect("Bo's row");
+    assert_eq!(&bo_row[column("email")], "bo.berg@example.com");
+    assert_eq!(&bo_row[column("tags")], "newsletter;vip");
+    assert_eq!(&bo_row[column("given_name")], "Bo");
+
+    let exported: Vec<Value> = export_lines(&stack, &["interactions"]);
+    assert_eq!(exported.len(), 6, "every recorded interaction, once");
+    let ids: std::collections::HashSet<&str> = customers
+        .iter()
+        .map(|c| c["customerId"].as_str().unwrap())
+        .collect();
+    assert!(
+        exported
+            .iter()
+            .all(|i| ids.contains(i["customerId"].as_str().unwrap()))
+    );
+    assert_eq!(
+        exported.iter().filter(|i| i["customerId"] == bo).count(),
+        2,
+        "Bo's survey and purchase"
+    );
+
+    // The members of a static segment.
+    let segment = grpcurl_ok(&[
+        "-H",
+        &auth,
+        "-d",
+        r#"{"segment": {"name": "exported", "kind": "SEGMENT_KIND_STATIC"}}"#,
+        &stack.addr(0),
+        "rapport.segmentation.v1.SegmentationService/CreateSegment",
+    ]);
+    let segment: Value = serde_json::from_str(&segment).unwrap();
+    let segment = segment["segment"]["segmentId"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let added = support::grpcurl_run(&[
+        "-H",
+        &auth,
+        "-d",
+        &format!(r#"{{"segment_id": "{segment}", "customer_ids": ["{bo}"]}}"#),
+        &stack.addr(0),
+        "rapport.segmentation.v1.SegmentationService/AddMembers",
+    ]);
+    assert!(added.status.success(), "{added:?}");
+    let members = export_lines(&stack, &["segment-members", &segment]);
+    assert_eq!(members.len(), 1, "{members:?}");
+    assert_eq!(members[0]["customerId"], bo);
+    // A segment id that is not one: refused with the field named.
+    let out = Command::new(env!("CARGO_BIN_EXE_rapport"))
+        .args(["export", "segment-members", "not-a-uuid", "--gateway"])
+        .arg(format!("http://{}", stack.addr(0)))
+        .arg("--data-dir")
+        .arg(&stack.data_dir)
+        .env_remove("RAPPORT_API_KEY")
+        .output()
+        .expect("run rapport export");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("ListMembers") && stderr.contains("segment_id"),
+        "{stderr}"
+    );
     stack.stop();
+}
+
+/// Runs `rapport export` against the stack; its standard output.
+fn export_cli(stack: &DevStack, args: &[&str]) -> String {
+    let out = Command::new(env!("CARGO_BIN_EXE_rapport"))
+        .arg("export")
+        .args(args)
+        .args([
+            "--gateway",
+            &format!("http://{}", stack.addr(0)),
+            "--data-dir",
+        ])
+        .arg(&stack.data_dir)
+        .env_remove("RAPPORT_API_KEY")
+        .output()
+        .expect("run rapport export");
+    assert!(
+        out.status.success(),
+        "rapport export failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("exported"),
+        "{out:?}"
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// The JSON Lines `rapport export` writes on standard output.
+fn export_lines(stack: &DevStack, args: &[&str]) -> Vec<Value> {
+    export_cli(stack, args)
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("one JSON object per line"))
+        .collect()
 }
 
 /// Bad input to the command itself: each case exits non-zero with a message

@@ -91,6 +91,29 @@ fn fit_score_and_read_values_through_the_gateway() {
     assert_eq!(top.len(), 10, "{ranked}");
     let best = top[0]["value"]["customerId"].as_str().unwrap().to_string();
 
+    // `rapport export values`: every scored customer, in rank order, as CSV.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_rapport"))
+        .args(["export", "values", "--format", "csv", "--gateway"])
+        .arg(format!("http://{gateway}"))
+        .arg("--data-dir")
+        .arg(&stack.data_dir)
+        .env_remove("RAPPORT_API_KEY")
+        .output()
+        .expect("run rapport export");
+    assert!(out.status.success(), "{out:?}");
+    let mut reader = csv::Reader::from_reader(out.stdout.as_slice());
+    let headers = reader.headers().unwrap().clone();
+    let rows: Vec<csv::StringRecord> = reader.records().map(Result::unwrap).collect();
+    assert_eq!(rows.len() as f64, number(&scored["scoredCustomerCount"]));
+    let column = |name: &str| headers.iter().position(|h| h == name).unwrap();
+    assert_eq!(&rows[0][column("rank")], "1");
+    assert_eq!(&rows[0][column("customer_id")], best.as_str());
+    assert_eq!(
+        &rows[0][column("clv_units")],
+        top[0]["value"]["clv"]["units"].as_str().unwrap()
+    );
+    assert_eq!(&rows[9][column("rank")], "10");
+
     let value = call(
         "GetCustomerValue",
         &format!(r#"{{"customer_id": "{best}"}}"#),

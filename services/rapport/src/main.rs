@@ -10,6 +10,7 @@
 
 mod bench;
 mod dev;
+mod export;
 mod import;
 mod seed;
 mod services;
@@ -63,6 +64,9 @@ enum Command {
     /// the gateway, with a progress bar and a file of rejected rows; safe to
     /// re-run after an interruption (keys are derived from the rows).
     Import(import::ImportArgs),
+    /// Export a tenant's customers, interactions, segment members or values
+    /// through the gateway as CSV or JSON Lines, streamed, with a progress bar.
+    Export(export::ExportArgs),
     /// Measure the platform end to end on this machine: ingestion through the
     /// gateway beside raw COPY, unary read latency direct and through the
     /// gateway, segment refresh and preview beside hand-written SQL, model
@@ -121,6 +125,10 @@ fn main() -> ExitCode {
             Command::Import(args) => {
                 let _telemetry = rapport_kit::telemetry::init("import", Default::default(), "warn");
                 import::run(args).await
+            }
+            Command::Export(args) => {
+                let _telemetry = rapport_kit::telemetry::init("export", Default::default(), "warn");
+                export::run(args).await
             }
             Command::Seed(args) => {
                 let _telemetry = rapport_kit::telemetry::init("seed", Default::default(), "warn");

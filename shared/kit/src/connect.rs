@@ -183,6 +183,17 @@ impl Contracts {
         }
     }
 
+    /// A binary message of type `name` (its full name) in proto3 JSON.
+    pub fn json_of(&self, name: &str, message: &[u8]) -> Result<serde_json::Value, String> {
+        let desc = self
+            .pool
+            .get_message_by_name(name)
+            .ok_or_else(|| format!("no message {name} in the contracts"))?;
+        let decoded =
+            DynamicMessage::decode(desc, message).map_err(|e| format!("not a {name}: {e}"))?;
+        serde_json::to_value(&decoded).map_err(|e| format!("{name} as JSON: {e}"))
+    }
+
     /// A gRPC status as Connect's JSON error.
     pub fn error_json(&self, status: &tonic::Status) -> serde_json::Value {
         let mut error = serde_json::json!({ "code": code_name(status.code()) });
