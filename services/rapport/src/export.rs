@@ -250,7 +250,7 @@ async fn export(args: ExportArgs) -> anyhow::Result<()> {
         let columns = columns(&args.what);
         let mut writer = csv::Writer::from_writer(out);
         writer.write_record(columns.iter().map(|(h, _)| *h))?;
-        Out::Csv(writer, columns)
+        Out::Csv(Box::new(writer), columns)
     } else {
         Out::Jsonl(out)
     };
