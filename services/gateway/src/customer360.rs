@@ -66,28 +66,6 @@ impl Interceptor for OnBehalf {
 
 type Part<T> = Result<T, Status>;
 
-fn code_name(code: Code) -> &'static str {
-    match code {
-        Code::Ok => "OK",
-        Code::Cancelled => "CANCELLED",
-        Code::Unknown => "UNKNOWN",
-        Code::InvalidArgument => "INVALID_ARGUMENT",
-        Code::DeadlineExceeded => "DEADLINE_EXCEEDED",
-        Code::NotFound => "NOT_FOUND",
-        Code::AlreadyExists => "ALREADY_EXISTS",
-        Code::PermissionDenied => "PERMISSION_DENIED",
-        Code::ResourceExhausted => "RESOURCE_EXHAUSTED",
-        Code::FailedPrecondition => "FAILED_PRECONDITION",
-        Code::Aborted => "ABORTED",
-        Code::OutOfRange => "OUT_OF_RANGE",
-        Code::Unimplemented => "UNIMPLEMENTED",
-        Code::Internal => "INTERNAL",
-        Code::Unavailable => "UNAVAILABLE",
-        Code::DataLoss => "DATA_LOSS",
-        Code::Unauthenticated => "UNAUTHENTICATED",
-    }
-}
-
 fn status_of<T>(part: &str, result: &Part<T>) -> pb::PartStatus {
     let (code, message) = match result {
         Ok(_) => (Code::Ok, String::new()),
@@ -96,7 +74,7 @@ fn status_of<T>(part: &str, result: &Part<T>) -> pb::PartStatus {
     pb::PartStatus {
         part: part.to_string(),
         code: code as i32,
-        code_name: code_name(code).to_string(),
+        code_name: rapport_kit::metrics::code_name(code).to_string(),
         message,
     }
 }
@@ -212,11 +190,7 @@ impl Customer360 {
         id: &str,
         deadline: Instant,
     ) -> Part<ppb::GetCustomerResponse> {
-        let channel = self.channel("profile")?;
-        let mut client = ppb::profile_service_client::ProfileServiceClient::with_interceptor(
-            channel,
-            self.on_behalf(principal),
-        );
+        let mut client = self.profile_client(principal)?;
         let request = ppb::GetCustomerRequest {
             customer_id: id.to_string(),
         };
@@ -236,10 +210,7 @@ impl Customer360 {
         let scoped = |scope: &str| require_scope(principal, scope);
         let summary = async {
             scoped("interaction:read")?;
-            let mut c = ipb::interaction_service_client::InteractionServiceClient::with_interceptor(
-                self.channel("interaction")?,
-                self.on_behalf(principal),
-            );
+            let mut c = self.interaction_client(principal)?;
             let req = ipb::GetCustomerSummaryRequest {
                 customer_id: id.to_string(),
                 as_of: None,
@@ -253,10 +224,7 @@ impl Customer360 {
         };
         let latest = async {
             scoped("interaction:read")?;
-            let mut c = ipb::interaction_service_client::InteractionServiceClient::with_interceptor(
-                self.channel("interaction")?,
-                self.on_behalf(principal),
-            );
+            let mut c = self.interaction_client(principal)?;
             let req = ipb::ListInteractionsRequest {
                 customer_id: id.to_string(),
                 order: ipb::TimelineOrder::NewestFirst as i32,
@@ -272,11 +240,7 @@ impl Customer360 {
         };
         let segments = async {
             scoped("segmentation:read")?;
-            let mut c =
-                spb::segmentation_service_client::SegmentationServiceClient::with_interceptor(
-                    self.channel("segmentation")?,
-                    self.on_behalf(principal),
-                );
+            let mut c = self.segmentation_client(principal)?;
             let req = spb::GetCustomerSegmentsRequest {
                 customer_id: id.to_string(),
                 page_size: 1000,
@@ -291,11 +255,7 @@ impl Customer360 {
         };
         let classification = async {
             scoped("segmentation:read")?;
-            let mut c =
-                spb::segmentation_service_client::SegmentationServiceClient::with_interceptor(
-                    self.channel("segmentation")?,
-                    self.on_behalf(principal),
-                );
+            let mut c = self.segmentation_client(principal)?;
             let req = spb::ClassifyCustomerRequest {
                 customer_id: id.to_string(),
             };
@@ -308,10 +268,7 @@ impl Customer360 {
         };
         let value = async {
             scoped("valuation:read")?;
-            let mut c = vpb::valuation_service_client::ValuationServiceClient::with_interceptor(
-                self.channel("valuation")?,
-                self.on_behalf(principal),
-            );
+            let mut c = self.valuation_client(principal)?;
             let req = vpb::GetCustomerValueRequest {
                 customer_id: id.to_string(),
                 as_of: None,
@@ -326,10 +283,7 @@ impl Customer360 {
         };
         let actions = async {
             scoped("engagement:read")?;
-            let mut c = epb::engagement_service_client::EngagementServiceClient::with_interceptor(
-                self.channel("engagement")?,
-                self.on_behalf(principal),
-            );
+            let mut c = self.engagement_client(principal)?;
             let req = epb::GetNextBestActionsRequest {
                 customer_id: id.to_string(),
                 limit: 3,
