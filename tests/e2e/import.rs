@@ -13,8 +13,14 @@ use serde_json::Value;
 use support::{DevStack, grpcurl_ok, workspace};
 
 fn import(stack: &DevStack, args: &[&str]) -> String {
+    String::from_utf8_lossy(&against(stack, "import", args).stdout).into_owned()
+}
+
+/// Runs `rapport <command> <args>` against the stack with its development
+/// key, asserting success.
+fn against(stack: &DevStack, command: &str, args: &[&str]) -> std::process::Output {
     let out = Command::new(env!("CARGO_BIN_EXE_rapport"))
-        .arg("import")
+        .arg(command)
         .args(args)
         .args([
             "--gateway",
@@ -24,14 +30,14 @@ fn import(stack: &DevStack, args: &[&str]) -> String {
         .arg(&stack.data_dir)
         .env_remove("RAPPORT_API_KEY")
         .output()
-        .expect("run rapport import");
-    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+        .unwrap_or_else(|e| panic!("run rapport {command}: {e}"));
     assert!(
         out.status.success(),
-        "rapport import failed: {stdout}\n{}",
+        "rapport {command} failed: {}\n{}",
+        String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
-    stdout
+    out
 }
 
 /// The numbers of the summary line.
@@ -289,23 +295,7 @@ fn import_customers_and_interactions_from_files() {
 
 /// Runs `rapport export` against the stack; its standard output.
 fn export_cli(stack: &DevStack, args: &[&str]) -> String {
-    let out = Command::new(env!("CARGO_BIN_EXE_rapport"))
-        .arg("export")
-        .args(args)
-        .args([
-            "--gateway",
-            &format!("http://{}", stack.addr(0)),
-            "--data-dir",
-        ])
-        .arg(&stack.data_dir)
-        .env_remove("RAPPORT_API_KEY")
-        .output()
-        .expect("run rapport export");
-    assert!(
-        out.status.success(),
-        "rapport export failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let out = against(stack, "export", args);
     assert!(
         String::from_utf8_lossy(&out.stderr).contains("exported"),
         "{out:?}"

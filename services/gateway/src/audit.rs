@@ -27,6 +27,7 @@ use tower::ServiceExt as _;
 use uuid::Uuid;
 
 use crate::auth::{Authenticator, Principal};
+use crate::front::{CallEnd, Watched, grpc_status};
 use crate::routes::{Route, RouteTable};
 use crate::store::audit::AuditRow;
 
@@ -307,12 +308,7 @@ where
                 status: grpc_status(answer.headers()),
                 done: false,
             };
-            Ok(answer.map(|body| {
-                Body::new(Watched {
-                    inner: body,
-                    pending,
-                })
-            }))
+            Ok(answer.map(|body| Body::new(Watched::new(body, pending))))
         })
     }
 }
@@ -465,58 +461,21 @@ impl Pending {
     }
 }
 
+impl CallEnd for Pending {
+    fn status(&mut self, status: i32) {
+        self.status = Some(status);
+    }
+
+    fn end(&mut self, ended: tonic::Code) {
+        self.record(ended);
+    }
+}
+
 impl Drop for Pending {
     fn drop(&mut self) {
         // Dropped before its end: the client went away.
         self.record(tonic::Code::Cancelled);
     }
-}
-
-/// An audited call's answer: records the call when its status passes.
-struct Watched {
-    inner: Body,
-    pending: Pending,
-}
-
-impl http_body::Body for Watched {
-    type Data = Bytes;
-    type Error = tonic::Status;
-
-    fn poll_frame(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<http_body::Frame<Bytes>, tonic::Status>>> {
-        let this = &mut *self;
-        let polled = std::pin::Pin::new(&mut this.inner).poll_frame(cx);
-        match &polled {
-            Poll::Ready(Some(Ok(frame))) => {
-                if let Some(status) = frame.trailers_ref().and_then(grpc_status) {
-                    this.pending.status = Some(status);
-                    this.pending.record(tonic::Code::Ok);
-                }
-            }
-            Poll::Ready(Some(Err(_))) => this.pending.record(tonic::Code::Unknown),
-            Poll::Ready(None) => this.pending.record(tonic::Code::Ok),
-            Poll::Pending => {}
-        }
-        polled
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
-    }
-
-    fn size_hint(&self) -> http_body::SizeHint {
-        self.inner.size_hint()
-    }
-}
-
-/// The `grpc-status` of headers or trailers, as a number.
-fn grpc_status(headers: &http::HeaderMap) -> Option<i32> {
-    headers
-        .get("grpc-status")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse().ok())
 }
 
 #[cfg(test)]

@@ -215,7 +215,7 @@ impl tower::Service<http::Request<axum::body::Body>> for Front {
             let (parts, body) = response.into_parts();
             Ok(http::Response::from_parts(
                 parts,
-                Body::new(LoggedBody { inner: body, entry }),
+                Body::new(Watched::new(body, entry)),
             ))
         })
     }
@@ -257,7 +257,7 @@ impl AccessEntry {
 }
 
 /// The `grpc-status` of headers or trailers, as a number.
-fn grpc_status(headers: &http::HeaderMap) -> Option<i32> {
+pub(crate) fn grpc_status(headers: &http::HeaderMap) -> Option<i32> {
     headers
         .get("grpc-status")
         .and_then(|v| v.to_str().ok())
@@ -271,13 +271,40 @@ impl Drop for AccessEntry {
     }
 }
 
-/// A response body that writes the access log line when the call ends.
-struct LoggedBody {
-    inner: Body,
-    entry: AccessEntry,
+/// What is told how a call ended, once: its status when the trailers (or a
+/// trailers-only head) carry one, and its end.
+pub(crate) trait CallEnd: Send + 'static {
+    /// The `grpc-status` the answer carried.
+    fn status(&mut self, status: i32);
+    /// The call ended; `ended` is its code when no status was carried.
+    fn end(&mut self, ended: tonic::Code);
 }
 
-impl http_body::Body for LoggedBody {
+impl CallEnd for AccessEntry {
+    fn status(&mut self, status: i32) {
+        self.status = Some(status);
+    }
+
+    fn end(&mut self, ended: tonic::Code) {
+        self.write(ended);
+    }
+}
+
+/// A response body that tells `E` how the call ended as the answer passes.
+/// (Dropped before its end, `E` learns nothing more: its own `Drop` says so.)
+pub(crate) struct Watched<E: CallEnd> {
+    inner: Body,
+    end: E,
+}
+
+impl<E: CallEnd> Watched<E> {
+    /// Watches `inner` for `end`.
+    pub(crate) fn new(inner: Body, end: E) -> Self {
+        Self { inner, end }
+    }
+}
+
+impl<E: CallEnd + Unpin> http_body::Body for Watched<E> {
     type Data = <Body as http_body::Body>::Data;
     type Error = <Body as http_body::Body>::Error;
 
@@ -290,12 +317,12 @@ impl http_body::Body for LoggedBody {
         match &polled {
             Poll::Ready(Some(Ok(frame))) => {
                 if let Some(status) = frame.trailers_ref().and_then(grpc_status) {
-                    this.entry.status = Some(status);
-                    this.entry.write(tonic::Code::Ok);
+                    this.end.status(status);
+                    this.end.end(tonic::Code::Ok);
                 }
             }
-            Poll::Ready(Some(Err(_))) => this.entry.write(tonic::Code::Unknown),
-            Poll::Ready(None) => this.entry.write(tonic::Code::Ok),
+            Poll::Ready(Some(Err(_))) => this.end.end(tonic::Code::Unknown),
+            Poll::Ready(None) => this.end.end(tonic::Code::Ok),
             Poll::Pending => {}
         }
         polled

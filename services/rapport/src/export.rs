@@ -289,32 +289,50 @@ async fn export(args: ExportArgs) -> anyhow::Result<()> {
 
 type Bearer = crate::seed::Bearer;
 
+/// Writes every item of every page: `fetch(token)` answers a page's items
+/// and the next page's token (empty after the last).
+async fn write_pages<T, F, Fut>(sink: &mut Sink, name: &str, mut fetch: F) -> anyhow::Result<()>
+where
+    T: Message,
+    F: FnMut(String) -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<(Vec<T>, String)>>,
+{
+    let mut token = String::new();
+    loop {
+        let (items, next) = fetch(token).await?;
+        for item in &items {
+            sink.item(name, item)?;
+        }
+        if next.is_empty() {
+            return Ok(());
+        }
+        token = next;
+    }
+}
+
 async fn customers(
     channel: tonic::transport::Channel,
     bearer: Bearer,
     sink: &mut Sink,
 ) -> anyhow::Result<()> {
-    let mut client: ProfileServiceClient<Authed> =
+    let client: ProfileServiceClient<Authed> =
         ProfileServiceClient::with_interceptor(channel, bearer);
-    let mut token = String::new();
-    loop {
-        let page = client
-            .list_customers(ListCustomersRequest {
-                page_size: PAGE,
-                page_token: token,
-                ..Default::default()
-            })
-            .await
-            .context("ListCustomers")?
-            .into_inner();
-        for c in &page.customers {
-            sink.item("rapport.profile.v1.Customer", c)?;
+    write_pages(sink, "rapport.profile.v1.Customer", |page_token| {
+        let mut client = client.clone();
+        async move {
+            let page = client
+                .list_customers(ListCustomersRequest {
+                    page_size: PAGE,
+                    page_token,
+                    ..Default::default()
+                })
+                .await
+                .context("ListCustomers")?
+                .into_inner();
+            Ok((page.customers, page.next_page_token))
         }
-        if page.next_page_token.is_empty() {
-            return Ok(());
-        }
-        token = page.next_page_token;
-    }
+    })
+    .await
 }
 
 async fn interactions(
@@ -384,27 +402,29 @@ async fn members(
     segment_id: &str,
     sink: &mut Sink,
 ) -> anyhow::Result<()> {
-    let mut client: SegmentationServiceClient<Authed> =
+    let client: SegmentationServiceClient<Authed> =
         SegmentationServiceClient::with_interceptor(channel, bearer);
-    let mut token = String::new();
-    loop {
-        let page = client
-            .list_members(ListMembersRequest {
-                segment_id: segment_id.to_string(),
-                page_size: PAGE,
-                page_token: token,
-            })
-            .await
-            .context("ListMembers")?
-            .into_inner();
-        for m in &page.members {
-            sink.item("rapport.segmentation.v1.SegmentMember", m)?;
-        }
-        if page.next_page_token.is_empty() {
-            return Ok(());
-        }
-        token = page.next_page_token;
-    }
+    write_pages(
+        sink,
+        "rapport.segmentation.v1.SegmentMember",
+        |page_token| {
+            let mut client = client.clone();
+            let segment_id = segment_id.to_string();
+            async move {
+                let page = client
+                    .list_members(ListMembersRequest {
+                        segment_id,
+                        page_size: PAGE,
+                        page_token,
+                    })
+                    .await
+                    .context("ListMembers")?
+                    .into_inner();
+                Ok((page.members, page.next_page_token))
+            }
+        },
+    )
+    .await
 }
 
 async fn values(
@@ -412,28 +432,25 @@ async fn values(
     bearer: Bearer,
     sink: &mut Sink,
 ) -> anyhow::Result<()> {
-    let mut client: ValuationServiceClient<Authed> =
+    let client: ValuationServiceClient<Authed> =
         ValuationServiceClient::with_interceptor(channel, bearer);
-    let mut token = String::new();
-    loop {
-        let page = client
-            .rank_customers(RankCustomersRequest {
-                metric: RankMetric::Clv as i32,
-                page_size: PAGE,
-                page_token: token,
-                ..Default::default()
-            })
-            .await
-            .context("RankCustomers")?
-            .into_inner();
-        for c in &page.customers {
-            sink.item("rapport.valuation.v1.RankedCustomer", c)?;
+    write_pages(sink, "rapport.valuation.v1.RankedCustomer", |page_token| {
+        let mut client = client.clone();
+        async move {
+            let page = client
+                .rank_customers(RankCustomersRequest {
+                    metric: RankMetric::Clv as i32,
+                    page_size: PAGE,
+                    page_token,
+                    ..Default::default()
+                })
+                .await
+                .context("RankCustomers")?
+                .into_inner();
+            Ok((page.customers, page.next_page_token))
         }
-        if page.next_page_token.is_empty() {
-            return Ok(());
-        }
-        token = page.next_page_token;
-    }
+    })
+    .await
 }
 
 #[cfg(test)]
