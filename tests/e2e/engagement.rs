@@ -319,5 +319,32 @@ fn next_best_actions_through_the_gateway() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+    // Who exported the customer's data is in the audit trail: the two
+    // exports, the refused one and the one after erasure.
+    let started = Instant::now();
+    let exports = loop {
+        let listed = call(
+            "rapport.gateway.v1.AdminService/ListAuditEvents",
+            &format!(r#"{{"method": "ExportCustomerData", "resourceId": "{customer}"}}"#),
+        );
+        let events = listed["auditEvents"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        if events.len() >= 4 || started.elapsed() > Duration::from_secs(10) {
+            break events;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    let codes: Vec<&str> = exports
+        .iter()
+        .map(|e| e["code"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        codes,
+        ["NOT_FOUND", "PERMISSION_DENIED", "OK", "OK"],
+        "newest first: {exports:?}"
+    );
+    assert_eq!(exports[3]["resource"], format!("customer_id={customer}"));
     stack.stop();
 }

@@ -1,8 +1,9 @@
 //! The audit trail: who changed what through the gateway, and how it ended.
 //!
-//! [`Audited`] wraps the front door and `AdminService`. For each call that
-//! changes something (a method of a forwarded service that needs a write
-//! scope, or an admin action) made with a known key, it keeps a copy of the
+//! [`Audited`] wraps the front door, `AdminService` and `Customer360Service`.
+//! For each call that changes something (a method of a forwarded service that
+//! needs a write scope, or an admin action), and each export of a customer's
+//! data, made with a known key, it keeps a copy of the
 //! request's first message (up to [`CAPTURE_LIMIT`] bytes), watches the
 //! answer for its status, and when the call ends hands an event to the
 //! [`AuditLog`], which writes events in batches off the request path. Of the
@@ -109,6 +110,9 @@ pub fn audited(routes: &RouteTable, path: &str) -> Option<(String, String)> {
     let (service, method) = path.strip_prefix('/')?.split_once('/')?;
     let audited = if service == "rapport.gateway.v1.AdminService" {
         !(method.starts_with("Get") || method.starts_with("List"))
+    } else if service == "rapport.gateway.v1.Customer360Service" {
+        // A read, but of everything held on a person: who took it is kept.
+        method == "ExportCustomerData"
     } else {
         matches!(routes.route(path), Route::Forward { scope, .. } if scope.ends_with(":write"))
     };
@@ -559,6 +563,14 @@ mod tests {
             ("/rapport.gateway.v1.AdminService/RevokeApiKey", true),
             ("/rapport.gateway.v1.AdminService/ListAuditEvents", false),
             ("/rapport.gateway.v1.AdminService/GetTenant", false),
+            (
+                "/rapport.gateway.v1.Customer360Service/ExportCustomerData",
+                true,
+            ),
+            (
+                "/rapport.gateway.v1.Customer360Service/GetCustomer360",
+                false,
+            ),
             ("/grpc.health.v1.Health/Check", false),
             ("/nonsense", false),
         ] {

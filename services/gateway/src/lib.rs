@@ -93,12 +93,13 @@ pub fn register(server: &mut ServerBuilder, runtime: &ServiceRuntime) {
             .max_decoding_message_size(config.max_message_bytes),
         auditor.clone(),
     ));
-    server.add_service(
+    server.add_service(audit::Audited::new(
         rapport_proto::rapport::gateway::v1::customer360_service_server::Customer360ServiceServer::new(
             customer360::Customer360::new(auth.clone(), backends.clone(), config.internal_token.clone()),
         )
         .max_decoding_message_size(config.max_message_bytes),
-    );
+        auditor.clone(),
+    ));
     let table = routes::RouteTable::public(&front::SERVED);
     let front = front::Front::new(
         table,
