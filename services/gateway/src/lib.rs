@@ -48,9 +48,10 @@ pub fn register(server: &mut ServerBuilder, runtime: &ServiceRuntime) {
                 .collect(),
         );
     }
-    if let Err(e) = server.connect(config.max_request_bytes) {
-        tracing::error!(error = %e, "the Connect protocol is off");
-    }
+    // One copy of the contracts' descriptors for Connect and the audit.
+    let contracts = rapport_kit::connect::Contracts::rapport()
+        .expect("the contracts' descriptors are built into the binary");
+    server.connect(contracts.clone(), config.max_request_bytes);
     let urls = [
         ("profile", config.profile_url.as_deref()),
         ("interaction", config.interaction_url.as_deref()),
@@ -74,6 +75,7 @@ pub fn register(server: &mut ServerBuilder, runtime: &ServiceRuntime) {
         auth.clone(),
         runtime.page_tokens.clone(),
     );
+    let table = routes::RouteTable::public(&front::SERVED);
     let (log, writer) = audit::AuditLog::start(
         runtime.pool.clone(),
         std::time::Duration::from_secs(u64::from(config.audit_retention_days) * 86_400),
@@ -84,9 +86,8 @@ pub fn register(server: &mut ServerBuilder, runtime: &ServiceRuntime) {
     let auditor = std::sync::Arc::new(audit::Auditor {
         log,
         auth: auth.clone(),
-        routes: routes::RouteTable::public(&front::SERVED),
-        contracts: rapport_kit::connect::Contracts::rapport()
-            .expect("the contracts' descriptors are built into the binary"),
+        routes: table.clone(),
+        contracts,
     });
     server.add_service(audit::Audited::new(
         rapport_proto::rapport::gateway::v1::admin_service_server::AdminServiceServer::new(admin)
@@ -100,7 +101,6 @@ pub fn register(server: &mut ServerBuilder, runtime: &ServiceRuntime) {
         .max_decoding_message_size(config.max_message_bytes),
         auditor.clone(),
     ));
-    let table = routes::RouteTable::public(&front::SERVED);
     let front = front::Front::new(
         table,
         auth,

@@ -180,15 +180,18 @@ impl ServerBuilder {
     }
 
     /// Also speaks the Connect protocol (see [`crate::connect`]) on the same
-    /// port, HTTP/1.1 and HTTP/2, with request bodies of at most
-    /// `max_request_bytes`.
-    pub fn connect(&mut self, max_request_bytes: usize) -> Result<&mut Self, String> {
-        let contracts = crate::connect::Contracts::rapport()?;
+    /// port, HTTP/1.1 and HTTP/2, for the methods of `contracts`, with request
+    /// bodies of at most `max_request_bytes`.
+    pub fn connect(
+        &mut self,
+        contracts: crate::connect::Contracts,
+        max_request_bytes: usize,
+    ) -> &mut Self {
         self.connect = Some(crate::connect::ConnectLayer::new(
             contracts,
             max_request_bytes,
         ));
-        Ok(self)
+        self
     }
 
     /// Takes calls without the internal credential: the gateway's port, which
